@@ -1,0 +1,193 @@
+"""Every exception ddia-ray raises on purpose.
+
+Theory of operation: callers catch by *meaning*, not by module. Every error
+derives from :class:`DdiaRayError`; errors that are the caller's fault also
+derive from the matching built-in (``ValueError``, ``TypeError``,
+``TimeoutError``) so generic handlers keep working. Messages say what was
+wrong *and* what to do about it. Errors that wrap another failure (a timeout
+around a dead actor, retries exhausted after a circuit opened) chain it as
+``__cause__`` and keep it in an attribute so it survives pickling across Ray.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DdiaRayError",
+    "ConfigError",
+    "InvalidArgumentError",
+    "CodecError",
+    "UnknownTypeError",
+    "UnknownVersionError",
+    "CorruptRecordError",
+    "RuntimeNotReadyError",
+    "UnknownNodeError",
+    "ActorUnavailableError",
+    "MessageDroppedError",
+    "NodePausedError",
+    "CallTimeoutError",
+    "CircuitOpenError",
+    "CallNotPermittedError",
+    "RetriesExhaustedError",
+    "RetryBudgetExhaustedError",
+    "NoReplicaAvailableError",
+    "ClockDriftError",
+    "ListenerError",
+]
+
+
+class DdiaRayError(Exception):
+    """Base class of every error raised by ddia-ray on purpose."""
+
+
+# --- caller mistakes -------------------------------------------------------
+
+
+class ConfigError(DdiaRayError, ValueError):
+    """A configuration value is out of range or inconsistent (e.g. a negative threshold)."""
+
+
+class InvalidArgumentError(DdiaRayError, TypeError):
+    """An argument has the wrong type or shape (e.g. a non-bytes payload)."""
+
+
+# --- codec -----------------------------------------------------------------
+
+
+class CodecError(DdiaRayError):
+    """Bytes could not be encoded or decoded as a ddia-ray record."""
+
+
+class UnknownTypeError(CodecError):
+    """A record names a type tag this process has not registered.
+
+    Usually a newer ddia-ray (or an application module not imported yet)
+    wrote it: upgrade, or import the module that registers the type.
+    """
+
+    def __init__(self, tag: str, known: int = 0):
+        self.tag = tag
+        super().__init__(
+            f"unknown record type {tag!r}: no class is registered under this tag "
+            f"({known} types known); import the module that defines it or upgrade ddia-ray"
+        )
+
+
+class UnknownVersionError(CodecError):
+    """A record's schema version (or the wire format version) cannot be read here."""
+
+    def __init__(self, tag: str, version: int, supported: str):
+        self.tag = tag
+        self.version = version
+        super().__init__(
+            f"record type {tag!r} has version {version}, this reader supports {supported}; "
+            "upgrade the reader or register an upgrade step for that version"
+        )
+
+
+class CorruptRecordError(CodecError):
+    """Stored or received bytes fail their checksum, are truncated, or are not a record."""
+
+
+# --- runtime and network ---------------------------------------------------
+
+
+class RuntimeNotReadyError(DdiaRayError):
+    """Ray could not be started or reached (check RAY_ADDRESS)."""
+
+
+class UnknownNodeError(DdiaRayError, KeyError):
+    """A node id is not a member of the group or network it was used with."""
+
+    def __init__(self, node: str, known=()):
+        self.node = node
+        super().__init__(f"unknown node {node!r}; known nodes: {sorted(known)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return self.args[0]
+
+
+class ActorUnavailableError(DdiaRayError):
+    """The actor behind a handle is dead or unreachable (killed, crashed, node lost)."""
+
+
+class MessageDroppedError(DdiaRayError):
+    """The fault-injecting network dropped a request or its reply."""
+
+
+class NodePausedError(DdiaRayError):
+    """The node is paused by the nemesis and does not process requests."""
+
+
+# --- resilience ------------------------------------------------------------
+
+
+class CallTimeoutError(DdiaRayError, TimeoutError):
+    """A call did not complete within its timeout."""
+
+
+class CallNotPermittedError(DdiaRayError):
+    """A circuit breaker refused the call (open, forced open, or half-open and full)."""
+
+    def __init__(self, breaker: str, state: str, retry_after_s: float | None = None):
+        self.breaker = breaker
+        self.state = state
+        self.retry_after_s = retry_after_s
+        wait = f"; retry after {retry_after_s:.3f}s" if retry_after_s is not None else ""
+        super().__init__(f"circuit breaker {breaker!r} is {state} and refused the call{wait}")
+
+    def __reduce__(self):
+        return (type(self), (self.breaker, self.state, self.retry_after_s))
+
+
+class CircuitOpenError(CallNotPermittedError):
+    """Alias kept for readability: the breaker is open."""
+
+
+class RetriesExhaustedError(DdiaRayError):
+    """Every attempt allowed by the retry policy failed; ``last_error`` is the final cause."""
+
+    def __init__(self, message: str, attempts: int = 0, last_error: BaseException | None = None):
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(message)
+        self.__cause__ = last_error
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.attempts, self.last_error))
+
+
+class RetryBudgetExhaustedError(RetriesExhaustedError):
+    """A retry was needed but the retry budget is spent (protects a struggling backend)."""
+
+
+class NoReplicaAvailableError(DdiaRayError):
+    """A balancer has no replica it may route to (pool empty or every replica ejected)."""
+
+
+# --- clocks ----------------------------------------------------------------
+
+
+class ClockDriftError(DdiaRayError):
+    """A remote hybrid-logical-clock timestamp is further ahead than the drift bound allows."""
+
+
+# --- membership ------------------------------------------------------------
+
+
+class ListenerError(DdiaRayError):
+    """One or more event listeners raised; every listener still saw every event.
+
+    ``events`` are the events the call produced (its state change already
+    happened), ``errors`` every listener failure in call order; the first one
+    is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, events: tuple = (), errors: tuple = ()):
+        self.events = tuple(events)
+        self.errors = tuple(errors)
+        super().__init__(message)
+        if self.errors:
+            self.__cause__ = self.errors[0]
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.events, self.errors))

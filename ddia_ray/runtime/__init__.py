@@ -1,0 +1,21 @@
+"""The runtime every component stands on: Ray connection, node shells, networks and the nemesis.
+
+* :func:`ensure_ray` joins ``RAY_ADDRESS`` or starts a local Ray on demand.
+* :class:`BaseCore` / :class:`Ready` are the sans-I/O contract of a pure core.
+* :class:`SimNetwork` runs cores deterministically in virtual time.
+* :class:`NodeGroup` runs the same cores as Ray actors; ``group.nemesis``
+  partitions, cuts, pauses, kills and restarts them.
+"""
+
+from .connect import NAMESPACE, ensure_ray
+from .core import BaseCore, Core, CoreSpec, Envelope, Ready, Reply
+from .durable import DurableLog
+from .faults import ANY, FaultModel, LinkSettings, NetworkConfig
+from .group import Nemesis, NodeGroup, RemoteError, assign_nodes
+from .simnet import SimCall, SimNetwork
+
+__all__ = [
+    "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Ready", "Reply",
+    "DurableLog", "ANY", "FaultModel", "LinkSettings", "NetworkConfig", "Nemesis", "NodeGroup",
+    "RemoteError", "assign_nodes", "SimCall", "SimNetwork",
+]

@@ -1,0 +1,204 @@
+"""The contract between a pure core and whatever drives it (a Ray shell or the simulator).
+
+Theory of operation (after etcd raft's ``RawNode``)
+---------------------------------------------------
+A core is a deterministic, synchronous object. Its driver feeds it inputs:
+
+* ``step(envelope)``: a message from another node;
+* ``tick()``: one unit of time passed (``tick_s`` seconds, fixed per node);
+* ``request(request_id, payload)``: a client request that wants a reply.
+
+and then collects what the core wants done with ``ready()``, a frozen
+:class:`Ready`. The driver MUST, in this order:
+
+1. append ``ready.persist`` to durable storage and sync it,
+2. send ``ready.messages``,
+3. deliver ``ready.replies`` to the waiting clients,
+4. call ``advance(ready)``.
+
+Persisting before sending is what lets a core promise something in a message
+(a vote, an acknowledgement) and still keep that promise after a crash. On a
+restart the driver rebuilds the core from its factory, passing every record
+it persisted, in order, as ``recovered``.
+
+:class:`BaseCore` implements the bookkeeping so a concrete core only writes
+``on_message``, ``on_tick`` and ``on_request`` handlers that call
+``self.send``, ``self.persist`` and ``self.reply``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from .._validate import positive
+from ..codec import record
+from ..errors import ConfigError, InvalidArgumentError
+
+__all__ = ["Envelope", "Reply", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
+
+
+@record("net.envelope", version=1)
+class Envelope:
+    """A message between nodes: who sent it, to whom, and a codec-encodable payload."""
+
+    src: str
+    dst: str
+    payload: Any
+
+    def __post_init__(self):
+        if not isinstance(self.src, str) or not isinstance(self.dst, str):
+            raise InvalidArgumentError("envelope src and dst must be str node ids")
+
+
+@record("net.reply", version=1)
+class Reply:
+    """The answer to request ``request_id``: a payload, or an error message when ``ok`` is false."""
+
+    request_id: int
+    payload: Any = None
+    ok: bool = True
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What a core asks its driver to do; see the module docstring for the required order.
+
+    Persist ``persist`` (durably) BEFORE sending ``messages``.
+    """
+
+    persist: tuple = ()
+    messages: tuple = ()
+    replies: tuple = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.persist or self.messages or self.replies)
+
+
+class Core(Protocol):
+    """What a driver needs from a core (implemented by :class:`BaseCore`)."""
+
+    node_id: str
+
+    def step(self, envelope: Envelope) -> None: ...
+    def tick(self) -> None: ...
+    def request(self, request_id: int, payload: Any) -> None: ...
+    def ready(self) -> Ready: ...
+    def advance(self, ready: Ready) -> None: ...
+    def status(self) -> Mapping[str, Any]: ...
+
+
+class BaseCore:
+    """Bookkeeping shared by cores: outboxes, tick counting and virtual time.
+
+    Subclasses override ``on_message(src, payload)``, ``on_tick()`` and
+    ``on_request(request_id, payload)``; they read the time as ``self.now_s``
+    (ticks times ``tick_s``), never from a clock.
+    """
+
+    def __init__(self, node_id: str, *, tick_s: float = 0.01):
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgumentError("node_id must be a non-empty str")
+        self.node_id = node_id
+        self.tick_s = positive("tick_s", tick_s)
+        self.ticks = 0
+        self._persist: list = []
+        self._messages: list = []
+        self._replies: list = []
+
+    @property
+    def now_s(self) -> float:
+        """Virtual time of this node: ticks seen so far times ``tick_s``."""
+        return self.ticks * self.tick_s
+
+    # --- driver side --------------------------------------------------------
+
+    def step(self, envelope: Envelope) -> None:
+        """Deliver one message from another node."""
+        if envelope.dst != self.node_id:
+            raise ConfigError(f"{self.node_id}: got a message for {envelope.dst!r}")
+        self.on_message(envelope.src, envelope.payload)
+
+    def tick(self) -> None:
+        """Advance virtual time by one tick."""
+        self.ticks += 1
+        self.on_tick()
+
+    def request(self, request_id: int, payload: Any) -> None:
+        """Start a client request; its reply comes out of a later :meth:`ready`."""
+        self.on_request(request_id, payload)
+
+    def ready(self) -> Ready:
+        """Everything produced since the last :meth:`advance`."""
+        return Ready(tuple(self._persist), tuple(self._messages), tuple(self._replies))
+
+    def advance(self, ready: Ready) -> None:
+        """The driver has done everything in ``ready``; forget it."""
+        del self._persist[: len(ready.persist)]
+        del self._messages[: len(ready.messages)]
+        del self._replies[: len(ready.replies)]
+
+    def status(self) -> Mapping[str, Any]:
+        """Plain data describing the core, for ``status()`` calls and the demo."""
+        return {"node": self.node_id, "ticks": self.ticks}
+
+    # --- core side ----------------------------------------------------------
+
+    def send(self, dst: str, payload: Any) -> None:
+        """Queue a message to ``dst``."""
+        self._messages.append(Envelope(self.node_id, dst, payload))
+
+    def persist(self, rec: Any) -> None:
+        """Queue a record for durable storage (written before this round's messages)."""
+        self._persist.append(rec)
+
+    def reply(self, request_id: int, payload: Any = None, *, error: str = "") -> None:
+        """Answer request ``request_id``; a non-empty ``error`` makes it a failure."""
+        self._replies.append(Reply(request_id, payload, not error, error))
+
+    def on_message(self, src: str, payload: Any) -> None:
+        """Handle a message; the default refuses every message."""
+        raise ConfigError(f"{type(self).__name__} does not handle messages ({type(payload).__name__})")
+
+    def on_tick(self) -> None:
+        """Handle the passing of one tick; the default does nothing."""
+
+    def on_request(self, request_id: int, payload: Any) -> None:
+        """Handle a client request; the default refuses it."""
+        self.reply(request_id, error=f"{type(self).__name__} takes no requests")
+
+
+@record("runtime.core_spec", version=1)
+class CoreSpec:
+    """How to build a core anywhere: an importable factory and plain-data options.
+
+    ``factory`` is ``"package.module:callable"``; it is called as
+    ``factory(node_id, recovered=(...), tick_s=..., **options)``.
+    """
+
+    factory: str
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.factory, str) or ":" not in self.factory:
+            raise InvalidArgumentError(f"factory must be 'module:callable', got {self.factory!r}")
+        if not isinstance(self.options, Mapping):
+            raise InvalidArgumentError("options must be a mapping of plain values")
+
+    def build(self, node_id: str, *, recovered: tuple = (), tick_s: float = 0.01):
+        """Instantiate the core for ``node_id`` from its recovered records."""
+        return load_factory(self.factory)(node_id, recovered=recovered, tick_s=tick_s, **dict(self.options))
+
+
+def load_factory(path: str) -> Callable[..., Any]:
+    """Import ``"module:attr"``; raises :class:`ConfigError` naming what is missing."""
+    module, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load core factory {path!r}: {e}") from e
+    return obj
