@@ -29,7 +29,7 @@ from .controls import NetworkControls
 from .core import CoreSpec, Envelope, Ready
 from .faults import FaultModel, NetworkConfig
 
-__all__ = ["SimNetwork", "SimCall"]
+__all__ = ["SimNetwork", "SimCall", "SeedFailure", "run_seeds"]
 
 _TICK, _DELIVER, _REQUEST, _REPLY = range(4)
 
@@ -74,6 +74,8 @@ class SimNetwork(NetworkControls):
         self._calls: dict[int, SimCall] = {}
         self._request_ids = itertools.count(1)
         self._reply_to: dict[int, str] = {}  # request id -> who asked, for the reply's route
+        #: Names that send requests without being nodes; they are valid ends of cuts and links.
+        self.clients: set[str] = {"client"}
 
     # --- NetworkControls -----------------------------------------------------
 
@@ -85,6 +87,9 @@ class SimNetwork(NetworkControls):
     def node_ids(self) -> tuple[str, ...]:
         """Ids of every node added, alive or crashed."""
         return tuple(self.nodes)
+
+    def _known(self, node: str) -> str:
+        return node if node in self.clients else super()._known(node)
 
     def _install(self, config: NetworkConfig) -> None:
         was_paused = set(self.model.config.paused)
@@ -141,6 +146,7 @@ class SimNetwork(NetworkControls):
     def request(self, node_id: str, payload: Any, *, src: str = "client") -> SimCall:
         """Send a client request from ``src`` to ``node_id``; returns its :class:`SimCall`."""
         self._node(node_id)
+        self.clients.add(src)
         call = SimCall(node_id, payload, self.now_s)
         rid = next(self._request_ids)
         self._calls[rid] = call
@@ -240,3 +246,30 @@ class SimNetwork(NetworkControls):
                 return condition()
             self.step()
         return True
+
+
+class SeedFailure(AssertionError):
+    """A simulated scenario failed for ``seed``; the message says how to replay it."""
+
+    def __init__(self, seed: int, replay: str, cause: BaseException):
+        self.seed = seed
+        super().__init__(f"seed {seed} failed: {type(cause).__name__}: {cause}\n  replay with: {replay}")
+
+
+def run_seeds(scenario: Callable[[int], None], seeds, *, replay: str = "DDIA_SEED={seed} python -m pytest") -> int:
+    """Run ``scenario(seed)`` for every seed; the first failure raises :class:`SeedFailure`.
+
+    ``DDIA_SEED=<n>`` in the environment runs only seed ``n`` (to replay a
+    failure); ``replay`` is the command printed with a failure, where
+    ``{seed}`` is replaced by the failing seed. Returns how many seeds ran.
+    """
+    import os
+
+    only = os.environ.get("DDIA_SEED")
+    chosen = [int(only)] if only else list(seeds)
+    for seed in chosen:
+        try:
+            scenario(seed)
+        except Exception as e:  # AssertionError and any bug the scenario uncovered
+            raise SeedFailure(seed, replay.format(seed=seed), e) from e
+    return len(chosen)

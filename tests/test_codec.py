@@ -1,0 +1,154 @@
+"""The versioned msgpack codec: round trips, schema evolution and refusal of bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddia_ray.codec import FORMAT_1, decode, encode, record
+from ddia_ray.errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
+
+
+@record("test.point", version=1)
+class Point:
+    x: int
+    label: str = ""
+
+
+@record("test.shape", version=3, upgrades={1: lambda f: {**f, "points": ()}, 2: lambda f: {**f, "closed": False}})
+class Shape:
+    name: str
+    points: tuple = ()
+    closed: bool = False
+
+
+@record("test.strict", version=1, accepts_newer=False)
+class Strict:
+    v: int
+
+
+@record("test.validated", version=1)
+class Validated:
+    n: int
+
+    def __post_init__(self):
+        if self.n < 0:
+            raise ValueError("n must be >= 0")
+
+
+def _raw(tag, version, fields) -> bytes:
+    """Bytes as another writer (older, newer) would have produced them."""
+    return msgpack.packb(msgpack.ExtType(FORMAT_1, msgpack.packb({"t": tag, "v": version, "f": fields})))
+
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4).map(tuple) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+points = st.builds(Point, st.integers(-(2**31), 2**31), st.text(max_size=8))
+shapes = st.builds(Shape, st.text(max_size=8), st.lists(points, max_size=5).map(tuple), st.booleans())
+
+
+@settings(max_examples=300)
+@given(value=plain)
+def test_plain_values_round_trip(value):
+    assert decode(encode(value)) == value
+
+
+@settings(max_examples=300)
+@given(shape=shapes, extra=plain)
+def test_records_nested_in_plain_data_round_trip(shape, extra):
+    data = {"shape": shape, "extra": extra, "many": (shape, shape)}
+    back = decode(encode(data))
+    assert back == data
+    assert isinstance(back["shape"], Shape) and all(isinstance(p, Point) for p in back["shape"].points)
+
+
+@settings(max_examples=200)
+@given(x=st.integers(-(2**31), 2**31), new_value=plain, newer=st.integers(2, 50))
+def test_fields_from_a_newer_writer_survive_a_rewrite(x, new_value, newer):
+    old_reader_view = decode(_raw("test.point", newer, {"x": x, "label": "l", "added_later": new_value}))
+    assert old_reader_view == Point(x, "l")
+    ext = msgpack.unpackb(encode(old_reader_view))
+    rewritten = msgpack.unpackb(ext.data, use_list=False, strict_map_key=False)
+    assert rewritten["v"] == newer  # the rewrite still says which version wrote the extra fields
+    assert rewritten["f"]["added_later"] == new_value
+
+
+def test_unknown_fields_do_not_change_equality_or_hash():
+    a = decode(_raw("test.point", 2, {"x": 1, "label": "", "z": 9}))
+    assert a == Point(1) and hash(a) == hash(Point(1))
+
+
+def test_older_versions_are_upgraded_step_by_step():
+    assert decode(_raw("test.shape", 1, {"name": "n"})) == Shape("n", (), False)
+    assert decode(_raw("test.shape", 2, {"name": "n", "points": ()})) == Shape("n")
+
+
+def test_unknown_type_names_the_tag():
+    with pytest.raises(UnknownTypeError, match="test.nope"):
+        decode(_raw("test.nope", 1, {}))
+
+
+def test_version_older_than_any_upgrade_is_refused_with_its_number():
+    @record("test.young", version=3, upgrades={2: lambda f: f})
+    class Young:
+        a: int = 0
+
+    with pytest.raises(UnknownVersionError, match="version 1"):
+        decode(_raw("test.young", 1, {"a": 1}))
+    assert decode(_raw("test.young", 2, {"a": 1})) == Young(1)
+
+
+def test_types_that_refuse_newer_versions_say_so():
+    with pytest.raises(UnknownVersionError, match="'test.strict' has version 2"):
+        decode(_raw("test.strict", 2, {"v": 1}))
+
+
+def test_unknown_wire_format_is_refused():
+    data = msgpack.packb(msgpack.ExtType(7, b"whatever"))
+    with pytest.raises(UnknownVersionError, match="wire format"):
+        decode(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xc1", b"\x92\x01", _raw("test.point", 1, {"label": "no x"}), _raw("test.point", 1, {"x": 1, "bogus": 2}),
+     msgpack.packb(msgpack.ExtType(FORMAT_1, b"\x01")), msgpack.packb(msgpack.ExtType(FORMAT_1, msgpack.packb([1])))],
+    ids=["invalid-byte", "truncated-array", "missing-field", "undefined-field", "not-a-frame", "frame-not-map"],
+)
+def test_corrupt_input_raises_codec_errors(data):
+    with pytest.raises(CodecError):
+        decode(data)
+
+
+def test_validation_runs_on_decode():
+    with pytest.raises(CorruptRecordError, match="invalid field values"):
+        decode(_raw("test.validated", 1, {"n": -1}))
+
+
+def test_pickle_payloads_are_not_executed_or_accepted():
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with pytest.raises(CodecError):
+        decode(pickle.dumps(Boom()), Point)
+
+
+def test_unencodable_values_are_refused_by_name():
+    with pytest.raises(CodecError, match="object"):
+        encode(object())
+
+
+def test_expect_checks_the_top_level_type():
+    with pytest.raises(CodecError, match="expected"):
+        decode(encode(Point(1)), Shape)
+    with pytest.raises(CodecError, match="bytes"):
+        decode("not bytes")
