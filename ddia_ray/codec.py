@@ -37,13 +37,14 @@ Schema evolution
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, Mapping, TypeVar
 
 import msgpack
 
 from .errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
 
-__all__ = ["record", "encode", "decode", "registered", "FORMAT_1", "RecordType"]
+__all__ = ["record", "encode", "decode", "registered", "register_module", "FORMAT_1", "RecordType"]
 
 FORMAT_1 = 1
 _VERSION_KEY = "\x00writer_version"
@@ -112,12 +113,38 @@ def record(
     return wrap
 
 
+#: Where the record types of ddia-ray itself live, by tag prefix: a process that
+#: decodes one (a Ray worker that never imported the module) loads it on demand.
+#: Applications add theirs with :func:`register_module`.
+_MODULES: dict[str, str] = {
+    "balancing": "ddia_ray.balancing",
+    "clock": "ddia_ray.clocks",
+    "demo": "ddia_ray.demo.replica",
+    "membership": "ddia_ray.membership",
+    "net": "ddia_ray.runtime",
+    "resilience": "ddia_ray.resilience",
+    "runtime": "ddia_ray.runtime",
+}
+
+
+def register_module(prefix: str, module: str) -> None:
+    """Tags ``"<prefix>.*"`` are defined in ``module``, imported the first time one is decoded."""
+    if not prefix or "." in prefix:
+        raise CodecError(f"a tag prefix is the part before the first '.', got {prefix!r}")
+    _MODULES[prefix] = module
+
+
 def registered(tag: str) -> RecordType:
-    """The registration of ``tag``; raises :class:`UnknownTypeError`."""
-    try:
-        return _BY_TAG[tag]
-    except KeyError:
-        raise UnknownTypeError(tag, len(_BY_TAG)) from None
+    """The registration of ``tag`` (importing its module if known); raises :class:`UnknownTypeError`."""
+    rt = _BY_TAG.get(tag)
+    if rt is None:
+        module = _MODULES.get(tag.partition(".")[0])
+        if module is not None:
+            importlib.import_module(module)  # registers its types as a side effect
+            rt = _BY_TAG.get(tag)
+        if rt is None:
+            raise UnknownTypeError(tag, len(_BY_TAG))
+    return rt
 
 
 def _default(obj: Any) -> Any:

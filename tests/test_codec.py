@@ -152,3 +152,15 @@ def test_expect_checks_the_top_level_type():
         decode(encode(Point(1)), Shape)
     with pytest.raises(CodecError, match="bytes"):
         decode("not bytes")
+
+
+def test_types_of_ddia_ray_modules_load_on_demand(tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh interpreter that never imported the demo module still decodes its records.
+    data = encode(__import__("ddia_ray.demo.replica", fromlist=["Work"]).Work("k", 2))
+    code = ("import sys, ddia_ray.codec as c; r = c.decode(sys.stdin.buffer.read()); "
+            "print(type(r).__module__, r.key, r.rounds)")
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True)
+    assert out.stdout.decode().split() == ["ddia_ray.demo.replica", "k", "2"]

@@ -227,7 +227,12 @@ class NodeGroup:
 
         from .durable import DurableLog
 
-        for node in self.alive():
+        live = self.alive()
+        try:
+            ray.get([self.handles[n].stop.remote() for n in live], timeout=10)
+        except ray.exceptions.RayError:
+            pass  # a shell that is already dead needs no clean stop
+        for node in live:
             ray.kill(self.handles[node], no_restart=True)
             self.handles[node] = None
         if destroy_data and self.root:

@@ -94,6 +94,11 @@ class NodeShell:
             self.core.tick()
             self._process()
 
+    async def stop(self) -> None:
+        """Stop the tick timer before the actor is killed (a clean shutdown, not a crash)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+
     async def configure(self, config: bytes) -> int:
         """Install a new network config from the nemesis; returns its epoch."""
         cfg = codec.decode(config, NetworkConfig)
