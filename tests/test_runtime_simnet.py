@@ -140,3 +140,18 @@ def test_failing_seed_is_reported_with_a_replay_command():
 
     with pytest.raises(SeedFailure, match=r"(?s)seed 3 failed.*replay with: DDIA_SEED=3 "):
         run_seeds(scenario, range(10), replay=REPLAY)
+
+
+def test_the_simulation_example_runs_and_shows_the_partition():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "simulate_partition.py"
+    spec = importlib.util.spec_from_file_location("simulate_partition", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    report = example.main(5)
+    assert report["a->c during the partition"] <= 1  # at most one in flight at the cut
+    assert report["a->b during the partition"] > 50
+    assert report["answer from c"] == "c" and report["c served after restart"] == 1
+    assert example.main(5) == report  # deterministic

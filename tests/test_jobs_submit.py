@@ -1,0 +1,291 @@
+"""jobs/demo.py runs as a real Ray job on a head this test starts and stops itself.
+
+Theory of operation: the slow test does what a user does against a cluster,
+on one machine. It starts a private head with ``ray start --head --block`` in
+a new session (``start_new_session=True``), with its own ports and its own
+``--temp-dir``, so it neither joins nor disturbs any other Ray on the machine
+(the shared ``ray_session`` one included). It submits ``python jobs/demo.py``
+through the Jobs REST API with the repository as ``working_dir``, waits for a
+terminal status, and reads the logs. To stop the head it never runs
+``ray stop`` (that stops every Ray on the machine): it sends SIGTERM to the
+``ray start --block`` process, which tears its own node down, then kills
+whatever is left in the session it created (Ray's workers have their own
+process groups but keep the session id), and checks that Ray processes
+outside that session are still alive. The fast tests pin the argument policy
+of jobs/demo.py and its call into ``ddia_ray.cli.main`` with a stand-in CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import runpy
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_JOB = REPO_ROOT / "jobs" / "demo.py"
+
+#: Patterns left out of the uploaded working_dir (caches and build output).
+WORKING_DIR_EXCLUDES = [
+    ".git", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info", "build", "dist", ".venv",
+]
+
+_HEAD_START_TIMEOUT_S = 120.0
+_JOB_TIMEOUT_S = 300.0
+_HEAD_STOP_TIMEOUT_S = 60.0
+_POLL_INTERVAL_S = 0.5
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _ray_cli() -> str | None:
+    """The `ray` executable next to this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).with_name("ray")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("ray")
+
+
+def _load_demo_module() -> types.ModuleType:
+    """Import jobs/demo.py as a module without running its ``__main__`` block."""
+    spec = importlib.util.spec_from_file_location("ddia_ray_jobs_demo", DEMO_JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- fast: the job's argument policy and its call into the CLI ---------------------
+
+
+def test_job_adds_no_progress_to_whatever_the_user_passed():
+    demo = _load_demo_module()
+    assert demo.job_args([], {}) == ["--no-progress"]
+    assert demo.job_args(["--requests", "200"], {}) == ["--requests", "200", "--no-progress"]
+    assert demo.job_args(["--no-progress", "--seed", "3"], {}) == ["--no-progress", "--seed", "3"]
+    assert demo.job_args(["--seed", "3"], {demo.PROGRESS_ENV_VAR: "1"}) == ["--seed", "3"]
+    assert demo.job_args([], {demo.PROGRESS_ENV_VAR: "0"}) == ["--no-progress"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    args=st.lists(st.sampled_from(["--requests", "--replicas", "--seed", "--no-progress", "7", "200", "x"])),
+    progress=st.sampled_from([None, "0", "1", ""]),
+)
+def test_job_args_keep_the_users_arguments_in_order(args, progress):
+    demo = _load_demo_module()
+    environ = {} if progress is None else {demo.PROGRESS_ENV_VAR: progress}
+    out = demo.job_args(args, environ)
+    if progress == "1":
+        assert out == args  # the opt-in leaves the user's arguments alone
+    else:
+        assert out[: len(args)] == args  # nothing dropped or reordered
+        assert out.count("--no-progress") == max(1, args.count("--no-progress"))
+
+
+def test_job_calls_the_cli_demo_and_exits_with_its_status(monkeypatch):
+    calls = []
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        return 3
+
+    # A stand-in for ddia_ray.cli so the wiring is checked without the real demo.
+    monkeypatch.setitem(sys.modules, "ddia_ray.cli", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setattr(sys, "argv", [str(DEMO_JOB), "--requests", "5", "--seed", "1"])
+    monkeypatch.delenv("DDIA_RAY_JOB_PROGRESS", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(DEMO_JOB), run_name="__main__")
+    assert exit_info.value.code == 3
+    assert calls == [["demo", "--requests", "5", "--seed", "1", "--no-progress"]]
+
+
+# --- slow: a real job on a private head ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A running private head: where its Jobs API is, how to authenticate, the session its processes share."""
+
+    dashboard_url: str
+    headers: dict
+    session_id: int
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free right now (held open together so they differ)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, session id, command line) of every live, non-zombie process (Linux /proc; elsewhere none)."""
+    found = []
+    if not os.path.isdir("/proc"):
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the parenthesised name: state ppid pgrp session ...
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if state != "Z":
+            found.append((int(entry), int(session), cmdline))
+    return found
+
+
+def _session_members(session_id: int) -> list[int]:
+    """Live processes of the session the head was started in."""
+    return [pid for pid, session, _ in _processes() if session == session_id]
+
+
+def _other_raylets(session_id: int) -> list[int]:
+    """Raylets that belong to some other Ray on this machine (must survive our stop)."""
+    return [pid for pid, session, cmd in _processes() if session != session_id and "/raylet " in f"{cmd} "]
+
+
+def _wait_for_jobs_api(url: str, headers: dict, head: subprocess.Popen, log_path: Path):
+    """Return a JobSubmissionClient once the head's Jobs API answers; fail if the head dies first."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + _HEAD_START_TIMEOUT_S
+    while True:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited with {head.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            return JobSubmissionClient(url, headers=headers)  # its constructor already calls the API
+        except Exception:  # ConnectionError / RuntimeError while the dashboard boots
+            if time.monotonic() > deadline:
+                pytest.fail(f"Jobs API at {url} not up after {_HEAD_START_TIMEOUT_S} s:\n"
+                            f"{log_path.read_text()[-3000:]}")
+            time.sleep(_POLL_INTERVAL_S)  # awaiting a condition, not synchronising
+
+
+def _stop_head(head: subprocess.Popen, session_id: int) -> None:
+    """Stop this head only: SIGTERM to `ray start --block`, then kill the rest of its session."""
+    if head.poll() is None:
+        # --block turns SIGTERM into a shutdown of its own node (GCS, raylet, dashboard, ...).
+        # Signalling the whole group instead makes it hang, so only the leader gets it.
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=_HEAD_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+    deadline = time.monotonic() + 15.0
+    while _session_members(session_id) and time.monotonic() < deadline:
+        time.sleep(_POLL_INTERVAL_S)  # workers exit on their own once the raylet is gone
+    for pid in _session_members(session_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if not os.path.isdir("/proc"):  # no session view: at least the head's own process group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(session_id, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _private_head(ray_cli: str):
+    """Run a head of our own for the duration of the block; always stop it (and only it)."""
+    # Short path on purpose: Ray's unix sockets live under it (108-byte limit).
+    temp_dir = tempfile.mkdtemp(prefix="ddia-job-", dir="/tmp")
+    gcs_port, dashboard_port, client_port, agent_port = _free_ports(4)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    # RAY_ADDRESS removed: the head must never join another cluster. Auth is
+    # explicit: Ray turns token auth on by itself whenever ~/.ray/auth_token
+    # exists, so the head gets a throwaway token of its own (inherited by the
+    # job's driver) and the client sends it; nothing depends on that file.
+    token = secrets.token_hex(32)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    headers = {"Authorization": f"Bearer {token}"}
+    # The job's `python` must be this interpreter (it has ray and the test deps).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    command = [
+        ray_cli, "start", "--head", "--block",
+        f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}",
+        "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats", f"--temp-dir={temp_dir}",
+    ]
+    log_path = Path(temp_dir) / "ray-start.log"
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                url = f"http://127.0.0.1:{dashboard_port}"
+                _wait_for_jobs_api(url, headers, head, log_path)
+                yield _Head(dashboard_url=url, headers=headers, session_id=head.pid)
+            finally:
+                _stop_head(head, session_id=head.pid)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)  # failures already quote the log
+
+
+def _wait_for_terminal_status(client, job_id: str):
+    """Poll the job's status until it is terminal; fail after _JOB_TIMEOUT_S."""
+    deadline = time.monotonic() + _JOB_TIMEOUT_S
+    while True:
+        status = client.get_job_status(job_id)
+        if status.is_terminal():
+            return status
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            pytest.fail(f"job {job_id} still {status} after {_JOB_TIMEOUT_S} s:\n"
+                        f"{client.get_job_logs(job_id)[-3000:]}")
+        time.sleep(_POLL_INTERVAL_S)  # awaiting a condition, not synchronising
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(_HEAD_START_TIMEOUT_S + _JOB_TIMEOUT_S + 2 * _HEAD_STOP_TIMEOUT_S)
+@pytest.mark.skipif(_ray_cli() is None, reason="the `ray` command-line tool is not installed")
+def test_demo_job_succeeds_without_losing_requests():
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    with _private_head(_ray_cli()) as head:
+        raylets_before = _other_raylets(head.session_id)
+        client = JobSubmissionClient(head.dashboard_url, headers=head.headers)
+        job_id = client.submit_job(
+            entrypoint="python jobs/demo.py --requests 200 --no-progress",
+            runtime_env={
+                "working_dir": str(REPO_ROOT),
+                "excludes": WORKING_DIR_EXCLUDES,
+                # Ray already puts the uploaded working_dir first on PYTHONPATH;
+                # the checkout is a fallback for a package that is not pip-installed.
+                "env_vars": {"PYTHONPATH": str(REPO_ROOT)},
+            },
+        )
+        status = _wait_for_terminal_status(client, job_id)
+        logs = _ANSI_ESCAPE.sub("", client.get_job_logs(job_id))
+
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    lost = re.findall(r"^\s*requests lost: (\d+)\s*$", logs, flags=re.MULTILINE)
+    assert lost, f"no 'requests lost: <n>' line in the job's logs:\n{logs[-3000:]}"
+    assert lost[-1] == "0", logs[-3000:]
+    # Stopped completely, and only ours: other Ray instances on this machine live on.
+    assert _session_members(head.session_id) == []
+    live = {pid for pid, _, _ in _processes()}
+    assert set(raylets_before) <= live, "stopping our head stopped another Ray on this machine"
