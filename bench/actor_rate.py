@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     s_pipe = _rate(n, lambda: ray.get([shell.request.remote("client", ping) for _ in range(n)]))
     rows.append(("pipelined calls", b_pipe, s_pipe))
     for size in [int(x) for x in args.batch.split(",")]:
-        calls = max(1, n // size) if size < n else 5
+        calls = max(5, n // size)
         payload = encode(tuple(Ping(i) for i in range(size)))
         b = _rate(calls * size, lambda: ray.get([bare.batch.remote(list(range(size))) for _ in range(calls)]))
         s = _rate(calls * size, lambda: ray.get([shell.request_batch.remote("client", payload) for _ in range(calls)]))

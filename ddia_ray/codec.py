@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import threading
 from typing import Any, Callable, Mapping, TypeVar
 
 import msgpack
@@ -163,8 +164,27 @@ def _default(obj: Any) -> Any:
         for k, v in unknown.items():
             if k != _VERSION_KEY:
                 fields.setdefault(k, v)
-    inner = msgpack.packb({"t": rt.tag, "v": version, "f": fields}, default=_default, use_bin_type=True)
+    # A record nests inside the frame of its parent, so each nesting depth needs its own packer
+    # (a Packer is not reentrant); reusing them avoids building one per record.
+    local = _packers
+    depth = getattr(local, "depth", 0)
+    stack = getattr(local, "stack", None)
+    if stack is None:
+        stack = local.stack = []
+    if depth == len(stack):
+        stack.append(msgpack.Packer(default=_default, use_bin_type=True))
+    local.depth = depth + 1
+    try:
+        inner = stack[depth].pack({"t": rt.tag, "v": version, "f": fields})
+    except BaseException:
+        stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)  # its buffer may be half-written
+        raise
+    finally:
+        local.depth = depth
     return msgpack.ExtType(FORMAT_1, inner)
+
+
+_packers = threading.local()
 
 
 def encode(obj: Any) -> bytes:
