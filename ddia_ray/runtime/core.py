@@ -82,12 +82,23 @@ class Core(Protocol):
 
     node_id: str
 
-    def step(self, envelope: Envelope) -> None: ...
-    def tick(self) -> None: ...
-    def request(self, request_id: int, payload: Any) -> None: ...
-    def ready(self) -> Ready: ...
-    def advance(self, ready: Ready) -> None: ...
-    def status(self) -> Mapping[str, Any]: ...
+    def step(self, envelope: Envelope) -> None:
+        """Deliver a message from another node."""
+
+    def tick(self) -> None:
+        """One tick of time passed."""
+
+    def request(self, request_id: int, payload: Any) -> None:
+        """A client request; its reply comes out of a later :meth:`ready`."""
+
+    def ready(self) -> Ready:
+        """What to persist, send and answer now."""
+
+    def advance(self, ready: Ready) -> None:
+        """The driver did everything in ``ready``."""
+
+    def status(self) -> Mapping[str, Any]:
+        """Plain data describing the core."""
 
 
 class BaseCore:

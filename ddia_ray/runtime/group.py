@@ -5,7 +5,9 @@ Theory of operation
 :meth:`NodeGroup.launch` creates one :class:`~ddia_ray.runtime.shell.NodeShell`
 actor per node, named ``"<group>/<node>"`` in the ddia-ray namespace. When the
 cluster has several alive Ray nodes the members are pinned round-robin to
-distinct nodes (soft node affinity, so a lost node does not block a restart);
+distinct nodes (hard node affinity: Ray's soft affinity was seen to spill
+members onto a busier node; the target is chosen among the nodes alive at
+each start and restart, so a lost node is never picked again);
 on one machine they are packed together. Shells reserve no CPU by default:
 they are I/O-bound message pumps, and a laptop with 2 cores must still fit a
 5-member group plus its clients.
@@ -113,7 +115,7 @@ class NodeGroup:
         options = {"name": actor_name(self.name, node), "namespace": NAMESPACE, "num_cpus": 0,
                    "max_restarts": 0, "max_concurrency": 1000}
         if ray_node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_node, soft=True)
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_node, soft=False)
         options.update(self.actor_options)
         cls = ray.remote(NodeShell)
         return cls.options(**options).remote(

@@ -112,8 +112,11 @@ class NodeShell:
 
     async def status(self) -> dict:
         """Plain data: node, core status, counters, pause state, config epoch."""
+        import ray
+
         return {
             "node": self.node_id,
+            "ray_node": ray.get_runtime_context().get_node_id(),
             "core": dict(self.core.status()),
             "paused": self._running is not None and not self._running.is_set(),
             "epoch": self.model.config.epoch,
