@@ -107,3 +107,21 @@ def test_members_spread_over_distinct_nodes_when_there_are_several():
     spread = assign_nodes(["a", "b", "c"], ["n2", "n1", "n3"])
     assert sorted(spread.values()) == ["n1", "n2", "n3"]
     assert list(assign_nodes(["a", "b", "c"], ["n1", "n2"]).values()).count("n1") == 2
+
+
+def test_duplication_and_loss_on_a_link(group):
+    group.nemesis.link("client", "a", duplicate=1.0)  # every request arrives twice
+    group.request("a", Work("dup"))
+    assert group.request("b", Ping()).served == 0
+    assert group.status("a")["core"]["served"] == 2
+    group.nemesis.link("client", "a", duplicate=0.0, drop=1.0)
+    with pytest.raises(CallTimeoutError):
+        group.request("a", Ping(), timeout_s=0.3)
+    group.nemesis.reset_links()
+    assert group.request("a", Ping()).served == 2
+
+
+def test_named_partition_groups(group):
+    group.nemesis.partition({"majority": ["b", "c"], "minority": ["a"]})
+    assert group.nemesis.config.is_cut("a", "b") and not group.nemesis.config.is_cut("b", "c")
+    assert all(s["epoch"] == group.nemesis.config.epoch for s in group.status().values())

@@ -10,7 +10,7 @@ a real cluster.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..errors import UnknownNodeError
 from .faults import ANY, NetworkConfig
@@ -39,8 +39,15 @@ class NetworkControls:
             raise UnknownNodeError(node, self.node_ids())
         return node
 
-    def partition(self, groups: Iterable[Iterable[str]]) -> None:
-        """Cut every link between nodes of different groups (``"*"`` = everyone else)."""
+    def partition(self, groups: Iterable[Iterable[str]] | Mapping[str, Iterable[str]]) -> None:
+        """Cut every link between nodes of different groups (``"*"`` = everyone else).
+
+        ``groups`` is a sequence of groups or a mapping of group names to
+        groups (``{"majority": [...], "minority": [...]}``); names only label
+        the schedule for the reader.
+        """
+        if isinstance(groups, Mapping):
+            groups = groups.values()
         groups = [list(g) for g in groups]
         for g in groups:
             for node in g:
