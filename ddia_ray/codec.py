@@ -125,6 +125,7 @@ _MODULES: dict[str, str] = {
     "net": "ddia_ray.runtime",
     "resilience": "ddia_ray.resilience",
     "runtime": "ddia_ray.runtime",
+    "storage": "ddia_ray.storage",
 }
 
 

@@ -191,3 +191,40 @@ class ListenerError(DdiaRayError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.events, self.errors))
+
+
+# --- storage ---------------------------------------------------------------
+
+
+class StorageError(DdiaRayError):
+    """Base class of storage-engine errors."""
+
+
+class CorruptionError(StorageError):
+    """Stored data fails a checksum, is truncated where it must not be, or is not in the expected format.
+
+    Raised instead of ever returning a wrong answer; ``path`` names the damaged file when known.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(message if path is None else f"{path}: {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], None))
+
+
+class NotADatabaseError(StorageError):
+    """The path holds something that is not a database of the requested engine."""
+
+
+class DatabaseClosedError(StorageError):
+    """The database (or snapshot/iterator) was used after ``close()``/``release()``."""
+
+
+class WriteStallError(StorageError, TimeoutError):
+    """Writes stalled (flush or compaction behind) for longer than the caller allowed."""
+
+
+class BackpressureError(DdiaRayError, TimeoutError):
+    """A bounded queue stayed full for longer than the caller allowed; nothing was dropped."""

@@ -1,0 +1,280 @@
+"""The interface every storage engine implements, and the pieces they share.
+
+Theory of operation
+-------------------
+An engine is an ordered map of ``bytes -> bytes`` with multi-version reads.
+Both engines (the LSM-tree in :mod:`ddia_ray.storage.lsm`, the B+tree in
+:mod:`ddia_ray.storage.btree`) and the in-memory reference
+(:class:`MemoryEngine`, used as the model in property tests) implement
+:class:`StorageEngine`, so the storage-node actor and the caches work with
+any of them.
+
+Keys and values are ``bytes``; a ``str`` key is encoded as UTF-8 (values
+must be bytes-like). Ranges are half-open, ``[start, end)``; ``None`` means
+unbounded. A :class:`WriteBatch` applies atomically: after a crash either all
+of it or none of it is visible. A :class:`Snapshot` pins a sequence number:
+reads through it see exactly the writes acknowledged before it was taken.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+
+from ..codec import record
+from ..errors import ConfigError, DatabaseClosedError, InvalidArgumentError
+
+__all__ = [
+    "Key", "to_key", "to_value", "check_range", "Op", "WriteBatch", "Snapshot", "StorageEngine",
+    "MemoryEngine", "register_engine", "open_engine", "ENGINES",
+]
+
+Key = "bytes | str"
+
+
+def to_key(key: Any) -> bytes:
+    """``bytes`` as they are, ``str`` as UTF-8; anything else raises InvalidArgumentError."""
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytearray, memoryview)):
+        return bytes(key)
+    raise InvalidArgumentError(f"keys must be bytes or str, got {type(key).__name__}")
+
+
+def to_value(value: Any) -> bytes:
+    """Values must be bytes-like; anything else (str included) raises InvalidArgumentError."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidArgumentError(f"values must be bytes, got {type(value).__name__} (encode it first)")
+
+
+def check_range(start: Any, end: Any) -> tuple[bytes | None, bytes | None]:
+    """Normalise a half-open ``[start, end)`` range; ``start > end`` is a ConfigError."""
+    s = None if start is None else to_key(start)
+    e = None if end is None else to_key(end)
+    if s is not None and e is not None and s > e:
+        raise ConfigError(f"range start {s!r} is after its end {e!r}")
+    return s, e
+
+
+@record("storage.op", version=1)
+class Op:
+    """One operation of a batch: ``put`` (key, value), ``delete`` (key) or ``delete_range`` (key, end)."""
+
+    kind: str
+    key: bytes
+    value: bytes = b""
+    end: bytes = b""
+
+    def __post_init__(self):
+        if self.kind not in ("put", "delete", "delete_range"):
+            raise InvalidArgumentError(f"unknown batch operation {self.kind!r}")
+        if not isinstance(self.key, bytes) or not isinstance(self.value, bytes) or not isinstance(self.end, bytes):
+            raise InvalidArgumentError("batch operation keys and values must be bytes")
+
+
+class WriteBatch:
+    """Operations applied atomically by :meth:`StorageEngine.write`, in order."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: tuple = ()):
+        self.ops: list[Op] = list(ops)
+
+    def put(self, key, value) -> "WriteBatch":
+        """Add ``key = value``."""
+        self.ops.append(Op("put", to_key(key), to_value(value)))
+        return self
+
+    def delete(self, key) -> "WriteBatch":
+        """Add a deletion of ``key``."""
+        self.ops.append(Op("delete", to_key(key)))
+        return self
+
+    def delete_range(self, start, end) -> "WriteBatch":
+        """Add a deletion of every key in ``[start, end)``."""
+        s, e = check_range(start, end)
+        if s is None or e is None:
+            raise InvalidArgumentError("delete_range needs both ends")
+        self.ops.append(Op("delete_range", s, b"", e))
+        return self
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+@runtime_checkable
+class Snapshot(Protocol):
+    """A consistent read view at ``seq``; release it (or use ``with``) so old data can be dropped."""
+
+    seq: int
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class StorageEngine(Protocol):
+    """What every engine offers (see the module docstring for the semantics)."""
+
+    def put(self, key, value) -> None: ...
+    def get(self, key, *, snapshot: Snapshot | None = None) -> bytes | None: ...
+    def delete(self, key) -> None: ...
+    def delete_range(self, start, end) -> None: ...
+    def write(self, batch: WriteBatch) -> None: ...
+    def scan(self, start=None, end=None, *, reverse: bool = False,
+             snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]: ...
+    def snapshot(self) -> Snapshot: ...
+    def flush(self) -> None: ...
+    def compact(self) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> Mapping[str, Any]: ...
+
+
+@dataclass
+class _MemSnapshot:
+    engine: "MemoryEngine"
+    seq: int
+    released: bool = False
+
+    def release(self) -> None:
+        self.released = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class MemoryEngine:
+    """The reference engine: every version of every key in memory. Volatile; the model in tests."""
+
+    def __init__(self):
+        self._keys: list[bytes] = []           # sorted distinct keys ever written
+        self._versions: dict[bytes, list] = {}  # key -> [(seq, value or None)], ascending seq
+        self._seq = 0
+        self._closed = False
+        self._lock = threading.RLock()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise DatabaseClosedError("the database is closed")
+
+    def _apply(self, op: Op, seq: int) -> None:
+        if op.kind == "delete_range":
+            lo = bisect.bisect_left(self._keys, op.key)
+            hi = bisect.bisect_left(self._keys, op.end)
+            for k in self._keys[lo:hi]:
+                self._versions[k].append((seq, None))
+            return
+        if op.key not in self._versions:
+            bisect.insort(self._keys, op.key)
+            self._versions[op.key] = []
+        self._versions[op.key].append((seq, op.value if op.kind == "put" else None))
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically (one sequence number for all of it)."""
+        with self._lock:
+            self._check()
+            self._seq += 1
+            for op in batch.ops:
+                self._apply(op, self._seq)
+
+    def put(self, key, value) -> None:
+        """Set ``key`` to ``value``."""
+        self.write(WriteBatch().put(key, value))
+
+    def delete(self, key) -> None:
+        """Delete ``key``."""
+        self.write(WriteBatch().delete(key))
+
+    def delete_range(self, start, end) -> None:
+        """Delete every key in ``[start, end)``."""
+        self.write(WriteBatch().delete_range(start, end))
+
+    def _at(self, key: bytes, seq: int) -> bytes | None:
+        for s, v in reversed(self._versions.get(key, ())):
+            if s <= seq:
+                return v
+        return None
+
+    def _seq_of(self, snapshot) -> int:
+        if snapshot is None:
+            return self._seq
+        if getattr(snapshot, "released", False):
+            raise DatabaseClosedError("the snapshot was released")
+        return snapshot.seq
+
+    def get(self, key, *, snapshot=None) -> bytes | None:
+        """The value of ``key`` (at ``snapshot``), or None."""
+        k = to_key(key)
+        with self._lock:
+            self._check()
+            return self._at(k, self._seq_of(snapshot))
+
+    def scan(self, start=None, end=None, *, reverse=False, snapshot=None) -> Iterator[tuple[bytes, bytes]]:
+        """Live ``(key, value)`` pairs in ``[start, end)``, ascending (or descending)."""
+        s, e = check_range(start, end)
+        with self._lock:
+            self._check()
+            seq = self._seq_of(snapshot)
+            lo = 0 if s is None else bisect.bisect_left(self._keys, s)
+            hi = len(self._keys) if e is None else bisect.bisect_left(self._keys, e)
+            items = [(k, v) for k in self._keys[lo:hi] if (v := self._at(k, seq)) is not None]
+        return iter(reversed(items) if reverse else items)
+
+    def snapshot(self) -> _MemSnapshot:
+        """A read view at the current sequence number."""
+        with self._lock:
+            self._check()
+            return _MemSnapshot(self, self._seq)
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+        self._check()
+
+    def compact(self) -> None:
+        """Nothing to compact."""
+        self._check()
+
+    def close(self) -> None:
+        """Refuse every later call."""
+        self._closed = True
+
+    def stats(self) -> Mapping[str, Any]:
+        """Key and version counts."""
+        with self._lock:
+            return {"engine": "memory", "keys": len(self._keys), "seq": self._seq,
+                    "versions": sum(len(v) for v in self._versions.values())}
+
+
+#: Engine name -> opener ``(url, **options) -> StorageEngine``; filled by the engine packages.
+ENGINES: dict[str, Callable[..., Any]] = {"memory": lambda url=None, **options: MemoryEngine()}
+
+
+def register_engine(name: str, opener: Callable[..., Any]) -> None:
+    """Make ``open_engine(url, engine=name)`` call ``opener(url, **options)``."""
+    ENGINES[name] = opener
+
+
+def open_engine(url: str | None, engine: str = "lsm", **options) -> Any:
+    """Open (or create) a database of ``engine`` at the fsspec ``url``."""
+    if engine not in ENGINES:
+        import importlib
+
+        for module in ("ddia_ray.storage.lsm", "ddia_ray.storage.btree"):
+            try:
+                importlib.import_module(module)  # registers itself
+            except ImportError:
+                pass
+    try:
+        opener = ENGINES[engine]
+    except KeyError:
+        raise ConfigError(f"unknown storage engine {engine!r}; known: {sorted(ENGINES)}") from None
+    return opener(url, **options)
