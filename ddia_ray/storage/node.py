@@ -1,0 +1,285 @@
+"""The storage-node actor: one engine behind batch methods, and a client that batches for you.
+
+Theory of operation
+-------------------
+:class:`StorageNode` is a threaded Ray actor that owns one engine opened with
+:func:`~ddia_ray.storage.engine.open_engine`. Every method takes and returns
+codec-encoded batches (never one actor call per key: a call costs about a
+millisecond, see ``bench/actor_rate.py``). Killing the actor loses nothing
+acknowledged by a durable engine: a new actor opened on the same URL
+recovers (``StorageNode.launch(..., url)`` again).
+
+:class:`StorageClient` is what users hold. Its plain methods take batches;
+its ``*_future`` methods return ``concurrent.futures.Future`` objects and are
+coalesced by a background thread into one actor call per ``max_batch``
+operations or ``linger_s`` seconds, whichever comes first, so code written
+one key at a time still crosses the actor boundary in batches.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .. import codec
+from .._validate import positive
+from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError
+from ..runtime.connect import NAMESPACE, ensure_ray
+from .engine import Op, WriteBatch, check_range, open_engine, to_key, to_value
+
+__all__ = ["StorageNode", "StorageClient"]
+
+
+class StorageNode:
+    """Ray actor hosting one storage engine; create it with :meth:`launch`."""
+
+    def __init__(self, url: str | None, engine: str, options: dict):
+        self.url = url
+        self.engine_name = engine
+        self.db = open_engine(url, engine, **options)
+        self.calls = 0
+
+    @classmethod
+    def launch(cls, name: str, url: str | None, *, engine: str = "lsm", max_concurrency: int = 8,
+               actor_options: Mapping[str, Any] | None = None, **options):
+        """Start (or restart) the named node on ``url``; returns a :class:`StorageClient`."""
+        ray = ensure_ray()
+        opts = {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": max_concurrency}
+        opts.update(actor_options or {})
+        handle = ray.remote(cls).options(**opts).remote(url, engine, dict(options))
+        ray.get(handle.ping.remote())
+        return StorageClient(handle)
+
+    def ping(self) -> str:
+        """Liveness probe: the engine name."""
+        return self.engine_name
+
+    def get_many(self, keys: bytes) -> bytes:
+        """Encoded tuple of keys in; encoded tuple of values (or None) out."""
+        self.calls += 1
+        ks = codec.decode(keys, tuple)
+        many = getattr(self.db, "get_many", None)
+        values = many(ks) if many is not None else [self.db.get(k) for k in ks]
+        return codec.encode(tuple(values))
+
+    def write(self, ops: bytes) -> int:
+        """Apply an encoded tuple of :class:`Op` atomically; returns how many were applied."""
+        self.calls += 1
+        batch = WriteBatch(codec.decode(ops, tuple))
+        if not all(isinstance(op, Op) for op in batch.ops):
+            raise InvalidArgumentError("write() takes storage.op records only")
+        self.db.write(batch)
+        return len(batch)
+
+    def scan(self, start: bytes | None, end: bytes | None, limit: int, reverse: bool) -> bytes:
+        """Up to ``limit`` live pairs of ``[start, end)`` (encoded); page with the last key."""
+        self.calls += 1
+        out = []
+        for pair in self.db.scan(start, end, reverse=reverse):
+            out.append(pair)
+            if len(out) >= limit:
+                break
+        return codec.encode(tuple(out))
+
+    def ingest_parquet(self, url: str, storage_options: dict | None = None) -> int:
+        """Bulk-load a Parquet dataset with ``key`` and ``value`` binary columns; returns rows loaded."""
+        import pyarrow.dataset as ds
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "value"])
+        ingest = getattr(self.db, "ingest", None)
+        if ingest is not None:
+            ingest(table)
+        else:
+            batch = WriteBatch()
+            for k, v in zip(table.column("key").to_pylist(), table.column("value").to_pylist()):
+                batch.put(k, v)
+            self.db.write(batch)
+        return table.num_rows
+
+    def flush(self) -> None:
+        """Flush the engine's memory to its files."""
+        self.db.flush()
+
+    def compact(self) -> None:
+        """Run a full compaction."""
+        self.db.compact()
+
+    def stats(self) -> dict:
+        """The engine's statistics plus the actor's call count."""
+        return {**dict(self.db.stats()), "node_calls": self.calls}
+
+    def close(self) -> None:
+        """Close the engine (the actor refuses further calls)."""
+        self.db.close()
+
+
+class StorageClient:
+    """Batching client of a :class:`StorageNode` (see the module docstring)."""
+
+    def __init__(self, handle, *, timeout_s: float = 60.0, max_batch: int = 1000, linger_s: float = 0.002):
+        self.handle = handle
+        self.timeout_s = positive("timeout_s", timeout_s)
+        self.max_batch = int(positive("max_batch", max_batch))
+        self.linger_s = positive("linger_s", linger_s)
+        self._cv = threading.Condition()
+        self._gets: list[tuple[bytes, concurrent.futures.Future]] = []
+        self._ops: list[tuple[Op, concurrent.futures.Future]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._flusher, name="ddia-ray-storage-client", daemon=True)
+        self._thread.start()
+
+    # --- blocking batch API ---------------------------------------------------
+
+    def _get(self, ref):
+        import ray
+
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError as e:
+            raise CallTimeoutError(f"storage node did not answer within {self.timeout_s}s") from e
+        except ray.exceptions.RayActorError as e:
+            raise ActorUnavailableError(f"storage node is dead or unreachable: {type(e).__name__}") from e
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+
+    def get_many(self, keys: Iterable[Any]) -> list:
+        """Values of ``keys`` (None where absent), in one actor call."""
+        ks = tuple(to_key(k) for k in keys)
+        return list(codec.decode(self._get(self.handle.get_many.remote(codec.encode(ks))), tuple))
+
+    def get(self, key: Any) -> bytes | None:
+        """One value (prefer :meth:`get_many` or :meth:`get_future` in loops)."""
+        return self.get_many([key])[0]
+
+    def write(self, batch: WriteBatch) -> int:
+        """Apply ``batch`` atomically in one actor call."""
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgumentError("write() takes a WriteBatch")
+        return self._get(self.handle.write.remote(codec.encode(tuple(batch.ops))))
+
+    def put_many(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> int:
+        """Set many keys atomically in one call."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        batch = WriteBatch()
+        for k, v in pairs:
+            batch.put(k, v)
+        return self.write(batch)
+
+    def put(self, key: Any, value: Any) -> None:
+        """Set one key (prefer :meth:`put_many` or :meth:`put_future` in loops)."""
+        self.write(WriteBatch().put(key, value))
+
+    def delete(self, key: Any) -> None:
+        """Delete one key."""
+        self.write(WriteBatch().delete(key))
+
+    def delete_range(self, start: Any, end: Any) -> None:
+        """Delete every key in ``[start, end)``."""
+        self.write(WriteBatch().delete_range(start, end))
+
+    def scan(self, start: Any = None, end: Any = None, *, reverse: bool = False,
+             page_size: int = 1000) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate ``[start, end)`` in pages of ``page_size`` pairs (one actor call per page).
+
+        Pages are read at different moments: a concurrent writer's changes may
+        appear between pages (use the engine's snapshots in-process for a
+        consistent view).
+        """
+        s, e = check_range(start, end)
+        while True:
+            page = codec.decode(self._get(self.handle.scan.remote(s, e, page_size, reverse)), tuple)
+            yield from page
+            if len(page) < page_size:
+                return
+            last = page[-1][0]
+            if reverse:
+                e = last
+            else:
+                s = last + b"\x00"  # the smallest key after ``last``
+
+    def flush(self) -> None:
+        """Flush the node's engine."""
+        self._get(self.handle.flush.remote())
+
+    def compact(self) -> None:
+        """Fully compact the node's engine."""
+        self._get(self.handle.compact.remote())
+
+    def stats(self) -> dict:
+        """The node's statistics."""
+        return self._get(self.handle.stats.remote())
+
+    def ingest_parquet(self, url: str, storage_options: dict | None = None) -> int:
+        """Have the node bulk-load a Parquet dataset (key, value columns) directly from ``url``."""
+        return self._get(self.handle.ingest_parquet.remote(url, storage_options))
+
+    # --- futures, coalesced by the flusher thread ----------------------------------
+
+    def get_future(self, key: Any) -> concurrent.futures.Future:
+        """A future of one value; many calls are sent as one ``get_many``."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            self._check_open()
+            self._gets.append((to_key(key), fut))
+            self._cv.notify()
+        return fut
+
+    def put_future(self, key: Any, value: Any) -> concurrent.futures.Future:
+        """A future completed once the write is acknowledged; writes are coalesced in order."""
+        return self._op(Op("put", to_key(key), to_value(value)))
+
+    def delete_future(self, key: Any) -> concurrent.futures.Future:
+        """Like :meth:`put_future` for a deletion."""
+        return self._op(Op("delete", to_key(key)))
+
+    def _op(self, op: Op) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            self._check_open()
+            self._ops.append((op, fut))
+            self._cv.notify()
+        return fut
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("this StorageClient is closed")
+
+    def _flusher(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._gets or self._ops or self._closed):
+                    self._cv.wait()
+                if not (self._gets or self._ops) and self._closed:
+                    return
+                # Linger briefly so that one-at-a-time callers fill a batch.
+                if len(self._gets) < self.max_batch and len(self._ops) < self.max_batch and not self._closed:
+                    self._cv.wait(self.linger_s)
+                ops, self._ops = self._ops[: self.max_batch], self._ops[self.max_batch:]
+                gets, self._gets = self._gets[: self.max_batch], self._gets[self.max_batch:]
+            # Writes first, so a get issued after a put by the same caller sees it.
+            if ops:
+                self._complete([f for _, f in ops], lambda: self.write(WriteBatch(tuple(o for o, _ in ops))),
+                               spread=False)
+            if gets:
+                self._complete([f for _, f in gets], lambda: self.get_many([k for k, _ in gets]), spread=True)
+
+    @staticmethod
+    def _complete(futures: Sequence[concurrent.futures.Future], call, spread: bool) -> None:
+        try:
+            result = call()
+        except BaseException as e:  # every waiter learns the failure; nothing is dropped silently
+            for f in futures:
+                f.set_exception(e)
+            return
+        for i, f in enumerate(futures):
+            f.set_result(result[i] if spread else None)
+
+    def close(self) -> None:
+        """Send what is queued, then stop the flusher thread."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=self.timeout_s)
