@@ -37,8 +37,14 @@ class StorageNode:
     def __init__(self, url: str | None, engine: str, options: dict):
         self.url = url
         self.engine_name = engine
-        self.db = open_engine(url, engine, **options)
         self.calls = 0
+        # An error while opening (not a database, corrupt files, bad options) is kept and raised
+        # by ping(), so launch() re-raises it with its own type instead of Ray's ActorDiedError.
+        self.open_error: BaseException | None = None
+        try:
+            self.db = open_engine(url, engine, **options)
+        except Exception as e:
+            self.open_error = e
 
     @classmethod
     def launch(cls, name: str, url: str | None, *, engine: str = "lsm", max_concurrency: int = 8,
@@ -48,11 +54,19 @@ class StorageNode:
         opts = {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": max_concurrency}
         opts.update(actor_options or {})
         handle = ray.remote(cls).options(**opts).remote(url, engine, dict(options))
-        ray.get(handle.ping.remote())
-        return StorageClient(handle)
+        client = StorageClient(handle)
+        try:
+            client._get(handle.ping.remote())
+        except BaseException:
+            client.close()
+            ray.kill(handle)
+            raise
+        return client
 
     def ping(self) -> str:
-        """Liveness probe: the engine name."""
+        """Liveness probe: the engine name; raises the error that prevented opening, if any."""
+        if self.open_error is not None:
+            raise self.open_error
         return self.engine_name
 
     def get_many(self, keys: bytes) -> bytes:

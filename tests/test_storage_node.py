@@ -1,0 +1,83 @@
+"""The storage-node actor and its batching client, on real Ray actors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ddia_ray.errors import ActorUnavailableError, ConfigError, InvalidArgumentError
+from ddia_ray.storage import WriteBatch
+from ddia_ray.storage.node import StorageNode
+
+pytestmark = pytest.mark.ray
+
+
+def _name() -> str:
+    return f"sn-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def memory_node(ray_session):
+    client = StorageNode.launch(_name(), None, engine="memory")
+    yield client
+    client.close()
+    ray_session.kill(client.handle)
+
+
+def test_batches_cross_the_actor_boundary_once(memory_node):
+    calls = memory_node.stats()["node_calls"]
+    memory_node.put_many({f"k{i:05d}": b"v%d" % i for i in range(5000)})
+    values = memory_node.get_many(f"k{i:05d}" for i in range(5000))
+    assert values == [b"v%d" % i for i in range(5000)]
+    assert memory_node.stats()["node_calls"] - calls == 2
+
+
+def test_futures_are_coalesced_into_few_calls(memory_node):
+    calls = memory_node.stats()["node_calls"]
+    puts = [memory_node.put_future(f"f{i:05d}", b"x") for i in range(4000)]
+    assert all(p.result(timeout=30) is None for p in puts)
+    gets = [memory_node.get_future(f"f{i:05d}") for i in range(4000)]
+    assert [g.result(timeout=30) for g in gets] == [b"x"] * 4000
+    used = memory_node.stats()["node_calls"] - calls - 1  # the stats() call itself
+    assert used <= 40, f"{used} actor calls for 8000 single-key operations"
+
+
+def test_a_get_future_after_a_put_future_sees_the_write(memory_node):
+    memory_node.put_future("order", b"1")
+    assert memory_node.get_future("order").result(timeout=30) == b"1"
+
+
+def test_scan_pages_forward_and_backward(memory_node):
+    memory_node.put_many({f"s{i:03d}": b"%d" % i for i in range(250)})
+    fwd = list(memory_node.scan("s", "t", page_size=64))
+    assert [k for k, _ in fwd] == [b"s%03d" % i for i in range(250)]
+    back = list(memory_node.scan("s050", "s100", reverse=True, page_size=7))
+    assert [k for k, _ in back] == [b"s%03d" % i for i in range(99, 49, -1)]
+
+
+def test_atomic_batches_and_range_deletes(memory_node):
+    memory_node.write(WriteBatch().put("a", b"1").put("b", b"2").delete_range("b", "c").put("c", b"3"))
+    assert memory_node.get_many(["a", "b", "c"]) == [b"1", None, b"3"]
+
+
+def test_bad_input_is_refused_with_clear_errors(memory_node):
+    with pytest.raises(InvalidArgumentError):
+        memory_node.put("k", "not bytes")
+    with pytest.raises(InvalidArgumentError):
+        memory_node.get_many([1])
+    with pytest.raises(ConfigError):
+        list(memory_node.scan("z", "a"))
+    with pytest.raises(ConfigError, match="unknown storage engine"):
+        StorageNode.launch(_name(), None, engine="nope")
+
+
+def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
+    client = StorageNode.launch(_name(), None, engine="memory")
+    ray_session.kill(client.handle)
+    with pytest.raises(ActorUnavailableError):
+        client.get("k")
+    fut = client.get_future("k")
+    with pytest.raises(ActorUnavailableError):
+        fut.result(timeout=30)
+    client.close()
