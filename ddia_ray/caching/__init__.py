@@ -1,0 +1,33 @@
+"""Caches in front of a storage node: eviction cores, single flight, and the classic patterns.
+
+Theory of operation: the eviction cores (:class:`LRUCache`, :class:`TTLCache`,
+:class:`WTinyLFUCache`) are pure bounded maps driven by ``now_s``; no Ray, no
+clock. :class:`SingleFlight` makes concurrent loads of one key share one load.
+:class:`~ddia_ray.caching.patterns.CacheFront` keeps a core coherent with a store
+(single flight, leases against stale fills, fill-or-invalidate after writes) and
+is shared by the client-side :class:`CacheAside` and the Ray actors
+:class:`ReadThroughCache`, :class:`WriteThroughCache` and :class:`WriteBehindCache`,
+whose ``launch`` returns a batching :class:`CacheClient`.
+"""
+
+from ..codec import register_module
+from .actors import ReadThroughCache, WriteThroughCache
+from .base import EvictionPolicy, EvictionStats
+from .client import CacheClient
+from .coalescing import CoalescingQueue
+from .lru import LRUCache
+from .patterns import POLICIES, CacheAside, CacheFront, CacheStats, make_policy
+from .single_flight import AsyncSingleFlight, SingleFlight
+from .sketch import FrequencySketch
+from .tinylfu import WTinyLFUCache
+from .ttl import TTLCache
+from .write_behind import WriteBehindCache
+
+# A process that decodes a caching record without having imported this package loads it on demand.
+register_module("caching", "ddia_ray.caching")
+
+__all__ = [
+    "EvictionPolicy", "EvictionStats", "LRUCache", "TTLCache", "WTinyLFUCache", "FrequencySketch",
+    "SingleFlight", "AsyncSingleFlight", "CoalescingQueue", "POLICIES", "make_policy", "CacheFront",
+    "CacheStats", "CacheAside", "CacheClient", "ReadThroughCache", "WriteThroughCache", "WriteBehindCache",
+]
