@@ -119,6 +119,7 @@ def record(
 #: Applications add theirs with :func:`register_module`.
 _MODULES: dict[str, str] = {
     "balancing": "ddia_ray.balancing",
+    "caching": "ddia_ray.caching",
     "clock": "ddia_ray.clocks",
     "demo": "ddia_ray.demo.replica",
     "membership": "ddia_ray.membership",

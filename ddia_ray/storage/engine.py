@@ -265,16 +265,17 @@ def register_engine(name: str, opener: Callable[..., Any]) -> None:
 
 def open_engine(url: str | None, engine: str = "lsm", **options) -> Any:
     """Open (or create) a database of ``engine`` at the fsspec ``url``."""
-    if engine not in ENGINES:
+    if engine not in ENGINES and engine in _BUILTIN:
         import importlib
 
-        for module in ("ddia_ray.storage.lsm", "ddia_ray.storage.btree"):
-            try:
-                importlib.import_module(module)  # registers itself
-            except ImportError:
-                pass
+        importlib.import_module(_BUILTIN[engine])  # registers itself; an import error is a real bug
     try:
         opener = ENGINES[engine]
     except KeyError:
-        raise ConfigError(f"unknown storage engine {engine!r}; known: {sorted(ENGINES)}") from None
+        known = sorted(set(ENGINES) | set(_BUILTIN))
+        raise ConfigError(f"unknown storage engine {engine!r}; known: {known}") from None
     return opener(url, **options)
+
+
+#: The engines that ship with ddia-ray, imported on first use.
+_BUILTIN = {"lsm": "ddia_ray.storage.lsm", "btree": "ddia_ray.storage.btree"}

@@ -1,0 +1,11 @@
+"""The B-tree storage engine: an in-memory B+tree, a copy-on-write page file, and the engine on top.
+
+Importing this package registers the engine as ``"btree"`` with
+:func:`ddia_ray.storage.engine.open_engine`.
+"""
+
+from .bplustree import BPlusTree
+from .engine import BTreeEngine, BTreeSnapshot
+from .pagefile import PageFile
+
+__all__ = ["BPlusTree", "BTreeEngine", "BTreeSnapshot", "PageFile"]

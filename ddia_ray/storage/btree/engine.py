@@ -1,0 +1,382 @@
+"""``BTreeEngine``: the :class:`~ddia_ray.storage.engine.StorageEngine` on a copy-on-write B+tree.
+
+Theory of operation
+-------------------
+Every :meth:`BTreeEngine.write` (and so every put/delete) is one page-file
+transaction: its operations are applied to a copy-on-write tree
+(:mod:`.cowtree`) and committed by a meta-page write (:mod:`.pagefile`).
+That makes batches atomic and gives multi-version reads for free: a
+:class:`BTreeSnapshot` is just a committed root page plus its txn id
+(``.seq``), pinned so the page file does not reuse its pages.
+
+Durability: with ``sync=True`` (default) a commit fsyncs before and after
+its meta write, so an acknowledged write survives power loss; with
+``sync=False`` commits survive a process crash (the OS keeps the writes)
+but the last ones may be lost on power loss; :meth:`flush` fsyncs.
+
+:meth:`compact` bulk-loads the live tree into a fresh file (leaves packed
+to ``fill_factor``, no free pages, pages in key order), fsyncs it and
+renames it over the old one. Snapshots taken before keep reading the old
+file through its still-open handle until they are released.
+
+Readers and the writer share one lock; a scan holds its own pin, so
+writes during a scan do not change what it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+from ..._validate import integer, invariant, probability
+from ...errors import ConfigError, DatabaseClosedError, InvalidArgumentError
+from ..engine import WriteBatch, check_range, register_engine, to_key
+from . import _backend
+from .cowtree import NodeStore, TreeWriter, build_tree, check_tree, tree_get, tree_scan
+from .pagefile import PageFile
+
+__all__ = ["BTreeEngine", "BTreeSnapshot"]
+
+_OPEN_FILES: set = set()           # (kind, path) of every open engine in this process: one writer per file
+_OPEN_LOCK = threading.Lock()
+_ANON = itertools.count(1)
+
+
+class _Generation:
+    """One page file plus its node cache; replaced by :meth:`BTreeEngine.compact`."""
+
+    def __init__(self, pagefile: PageFile, cache_pages: int):
+        self.pf = pagefile
+        self.store = NodeStore(pagefile, cache_pages)
+        self.snapshots = 0
+        self.retired = False
+
+    def close_if_unused(self) -> None:
+        if self.retired and self.snapshots == 0:
+            self.pf.close()
+
+
+class BTreeSnapshot:
+    """A pinned committed tree: reads through it see exactly the commits up to ``seq``."""
+
+    def __init__(self, engine: "BTreeEngine", gen: _Generation, seq: int, root: int):
+        self._engine, self._gen, self.seq, self._root = engine, gen, seq, root
+        self.released = False
+
+    def release(self) -> None:
+        """Unpin the tree (idempotent); its pages become reusable once no older snapshot needs them."""
+        self._engine._release(self)
+
+    def __enter__(self) -> "BTreeSnapshot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class _ScanIterator:
+    """Lazy scan over a pinned tree; the pin is dropped when exhausted, closed or collected."""
+
+    def __init__(self, engine: "BTreeEngine", snap: BTreeSnapshot, owned: bool, start, end, reverse: bool):
+        self._engine, self._snap, self._owned = engine, snap, owned
+        self._it = tree_scan(snap._gen.store, snap._root, start, end, reverse)
+        self._value = snap._gen.store.value
+
+    def __iter__(self) -> "_ScanIterator":
+        return self
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        if self._it is None:
+            raise StopIteration
+        with self._engine._lock:
+            self._engine._check()
+            if self._snap.released:
+                raise DatabaseClosedError("the snapshot was released during the scan")
+            try:
+                key, val = next(self._it)
+                return key, self._value(val)
+            except StopIteration:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Stop early and drop the pin."""
+        self._it = None
+        if self._owned:
+            self._owned = False
+            self._snap.release()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # never raise from a finaliser (the engine may be gone)
+            pass
+
+
+class BTreeEngine:
+    """Ordered ``bytes -> bytes`` store: a copy-on-write B+tree in one page file (see the module docstring)."""
+
+    def __init__(self, url: str, *, sync: bool = True, page_size: int = 4096, inline_value_max: int | None = None,
+                 cache_pages: int = 8192, fill_factor: float = 0.9):
+        if url is None:
+            url = f"memory://ddia-btree-anonymous/{next(_ANON)}"
+        if not isinstance(url, str):
+            raise InvalidArgumentError(f"url must be a str, got {type(url).__name__}")
+        if not isinstance(sync, bool):
+            raise InvalidArgumentError(f"sync must be True or False, got {sync!r}")
+        self.url, self.sync = url, sync
+        self.fill_factor = probability("fill_factor", fill_factor)
+        if self.fill_factor < 0.5:
+            raise ConfigError(f"fill_factor must be within [0.5, 1], got {fill_factor!r}")
+        self.cache_pages = integer("cache_pages", cache_pages)
+        if cache_pages < 16:
+            raise ConfigError(f"cache_pages must be >= 16, got {cache_pages}")
+        self._kind, self._fs, self._path = _backend.resolve(url)
+        with _OPEN_LOCK:
+            if (self._kind, self._path) in _OPEN_FILES:
+                raise ConfigError(f"{self._path} is already open in this process; close the other engine first")
+            _OPEN_FILES.add((self._kind, self._path))
+        try:
+            if self._fs.exists(self._path + ".compact"):  # a compaction interrupted by a crash
+                self._fs.rm(self._path + ".compact")
+            backend = _backend.open_backend(self._kind, self._fs, self._path)
+            try:
+                pf = PageFile(backend, page_size=page_size, sync=sync)
+            except BaseException:
+                backend.close()
+                raise
+        except BaseException:
+            self._unregister()
+            raise
+        self.max_key_bytes = pf.capacity // 8 - 8
+        limit = self.max_key_bytes if inline_value_max is None else integer("inline_value_max", inline_value_max)
+        if not 0 <= limit <= self.max_key_bytes:
+            pf.close()
+            self._unregister()
+            raise ConfigError(f"inline_value_max must be within [0, {self.max_key_bytes}] for "
+                              f"{pf.page_size}-byte pages, got {inline_value_max}")
+        self.inline_value_max = limit
+        self._gen = _Generation(pf, cache_pages)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._snapshots: set = set()
+        self._compactions = 0
+        self._retired = {"commits": 0, "bytes_written": 0, "pages_written": 0}  # of files replaced by compact()
+
+    @classmethod
+    def open(cls, url: str | None, **options) -> "BTreeEngine":
+        """Open (or create) the database at ``url`` (``file://``, a path, or ``memory://``)."""
+        return cls(url, **options)
+
+    def _unregister(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN_FILES.discard((self._kind, self._path))
+
+    def _check(self) -> None:
+        if self._closed:
+            raise DatabaseClosedError("the database is closed")
+
+    # --- writes -------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically in one transaction (committed, and fsynced if ``sync``, on return)."""
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
+        for op in batch.ops:
+            if len(op.key) > self.max_key_bytes or len(op.end) > self.max_key_bytes:
+                raise ConfigError(f"keys are limited to {self.max_key_bytes} bytes with "
+                                  f"{self._gen.pf.page_size}-byte pages; got {max(len(op.key), len(op.end))}")
+        with self._lock:
+            self._check()
+            if not batch.ops:
+                return
+            pf = self._gen.pf
+            meta = pf.meta
+            pf.begin()
+            try:
+                tree = TreeWriter(self._gen.store, meta.root, meta.height, meta.n_keys, meta.data_bytes,
+                                  self.inline_value_max)
+                for op in batch.ops:
+                    if op.kind == "put":
+                        tree.put(op.key, op.value)
+                    elif op.kind == "delete":
+                        tree.delete(op.key)
+                    else:
+                        tree.delete_range(op.key, op.end)
+                root = tree.commit()
+            except BaseException:
+                pf.abort()
+                raise
+            pf.commit(root, tree.height, tree.n_keys, tree.data_bytes)
+
+    def put(self, key, value) -> None:
+        """Set ``key`` to ``value``."""
+        self.write(WriteBatch().put(key, value))
+
+    def delete(self, key) -> None:
+        """Delete ``key`` (a missing key is not an error)."""
+        self.write(WriteBatch().delete(key))
+
+    def delete_range(self, start, end) -> None:
+        """Delete every key in ``[start, end)``."""
+        self.write(WriteBatch().delete_range(start, end))
+
+    # --- reads --------------------------------------------------------------
+
+    def _view(self, snapshot) -> tuple[_Generation, int]:
+        if snapshot is None:
+            return self._gen, self._gen.pf.meta.root
+        if not isinstance(snapshot, BTreeSnapshot) or snapshot._engine is not self:
+            raise InvalidArgumentError("snapshot must come from this engine's snapshot()")
+        if snapshot.released:
+            raise DatabaseClosedError("the snapshot was released")
+        return snapshot._gen, snapshot._root
+
+    def get(self, key, *, snapshot: BTreeSnapshot | None = None) -> bytes | None:
+        """The value of ``key`` (at ``snapshot``), or None."""
+        k = to_key(key)
+        with self._lock:
+            self._check()
+            gen, root = self._view(snapshot)
+            val = tree_get(gen.store, root, k)
+            return None if val is None else gen.store.value(val)
+
+    def get_many(self, keys, *, snapshot: BTreeSnapshot | None = None) -> list:
+        """``[get(k) for k in keys]`` under one lock acquisition (one consistent view)."""
+        ks = [to_key(k) for k in keys]
+        with self._lock:
+            self._check()
+            gen, root = self._view(snapshot)
+            store = gen.store
+            out = []
+            for k in ks:
+                val = tree_get(store, root, k)
+                out.append(None if val is None else store.value(val))
+            return out
+
+    def scan(self, start=None, end=None, *, reverse: bool = False,
+             snapshot: BTreeSnapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Live ``(key, value)`` pairs in ``[start, end)``, ascending (or descending), read lazily."""
+        s, e = check_range(start, end)
+        with self._lock:
+            self._check()
+            if snapshot is None:
+                return _ScanIterator(self, self.snapshot(), True, s, e, bool(reverse))
+            self._view(snapshot)
+            return _ScanIterator(self, snapshot, False, s, e, bool(reverse))
+
+    def snapshot(self) -> BTreeSnapshot:
+        """Pin the latest committed tree; ``release()`` it (or use ``with``) when done."""
+        with self._lock:
+            self._check()
+            gen, meta = self._gen, self._gen.pf.meta
+            gen.pf.pin(meta.txn)
+            gen.snapshots += 1
+            snap = BTreeSnapshot(self, gen, meta.txn, meta.root)
+            self._snapshots.add(snap)
+            return snap
+
+    def _release(self, snap: BTreeSnapshot) -> None:
+        with self._lock:
+            if snap.released:
+                return
+            snap.released = True
+            self._snapshots.discard(snap)
+            if self._closed:
+                return
+            gen = snap._gen
+            gen.snapshots -= 1
+            gen.pf.unpin(snap.seq)
+            gen.close_if_unused()
+
+    # --- maintenance ----------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync the page file: every commit so far becomes durable even with ``sync=False``."""
+        with self._lock:
+            self._check()
+            self._gen.pf.sync_now()
+
+    def compact(self) -> None:
+        """Rewrite the live tree densely into a fresh file and switch to it atomically (see module docstring)."""
+        with self._lock:
+            self._check()
+            old = self._gen
+            meta = old.pf.meta
+            tmp_path = self._path + ".compact"
+            backend = _backend.open_backend(self._kind, self._fs, tmp_path, truncate=True)
+            try:
+                pf = PageFile(backend, page_size=old.pf.page_size, sync=self.sync, create_txn=meta.txn)
+                gen = _Generation(pf, self.cache_pages)
+                items = ((k, old.store.value(v)) for k, v in tree_scan(old.store, meta.root, None, None))
+                pf.begin()
+                root, height, n_keys, data_bytes = build_tree(gen.store, items, self.inline_value_max,
+                                                              self.fill_factor)
+                invariant(n_keys == meta.n_keys, "compaction must copy every key")
+                pf.commit(root, height, n_keys, data_bytes)
+                backend.sync()  # the new file is complete on disk before it replaces the old one
+                backend.replace(self._path)
+            except BaseException:
+                backend.close()
+                raise
+            for name in self._retired:
+                self._retired[name] += getattr(old.pf, name)
+            old.retired = True
+            old.close_if_unused()
+            self._gen = gen
+            self._compactions += 1
+
+    def check(self) -> int:
+        """Verify the whole tree (ordering, separators, leaf depth, page fit, checksums); returns the key count."""
+        with self._lock:
+            self._check()
+            meta = self._gen.pf.meta
+            count, height = check_tree(self._gen.store, meta.root)
+            invariant(count == meta.n_keys, f"the tree holds {count} keys, the meta says {meta.n_keys}")
+            invariant(height == meta.height, f"the tree is {height} levels high, the meta says {meta.height}")
+            return count
+
+    def close(self) -> None:
+        """Close the file; every later call (and every snapshot) raises DatabaseClosedError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            gens = {id(s._gen): s._gen for s in self._snapshots}
+            gens[id(self._gen)] = self._gen
+            for snap in list(self._snapshots):
+                snap.released = True
+            self._snapshots.clear()
+            for gen in gens.values():
+                gen.pf.close()
+            self._unregister()
+
+    def stats(self) -> Mapping[str, Any]:
+        """Immutable counters: pages, height, commits, bytes written, space amplification."""
+        with self._lock:
+            self._check()
+            pf = self._gen.pf
+            meta = pf.meta
+            file_bytes = pf.file_bytes()
+            free, pending = pf.free_pages, pf.pending_pages
+            return MappingProxyType({
+                "engine": "btree", "keys": meta.n_keys, "seq": meta.txn, "height": meta.height,
+                "page_size": pf.page_size, "pages_total": meta.page_count, "pages_free": free,
+                "pages_pending": pending, "pages_live": meta.page_count - free - pending,
+                "file_bytes": file_bytes, "data_bytes": meta.data_bytes,
+                **{name: getattr(pf, name) + before for name, before in self._retired.items()},
+                "space_amplification": file_bytes / meta.data_bytes if meta.data_bytes else 0.0,
+                "snapshots": len(self._snapshots), "compactions": self._compactions,
+                "cached_nodes": len(self._gen.store.cache),
+            })
+
+    def __enter__(self) -> "BTreeEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+register_engine("btree", BTreeEngine.open)
