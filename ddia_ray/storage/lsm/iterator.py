@@ -1,0 +1,114 @@
+"""Range scans: a lazy merge of memtables and SSTables that honours tombstones and snapshots.
+
+Theory of operation
+-------------------
+Every source (a memtable, a level-0 file, a whole deeper level read file by
+file) yields at most one entry per key, ``(key, seq, op, value)``: its newest
+version visible at the scan's sequence number, in key order (descending when
+``reverse``). :func:`heapq.merge` interleaves the sources by key; among the
+entries of one key the highest ``seq`` wins; the result is emitted if it is a
+put newer than every range tombstone covering the key (one fragmented
+:class:`TombstoneIndex` over all sources, built when the scan starts).
+
+The scan pins the version it reads (its files are not deleted under it) and
+holds references to the memtables, so flushes and compactions proceed while
+it runs; writers keep inserting into the active memtable, but only above the
+scan's sequence number, so it still sees one consistent snapshot. The pin is
+released when the iterator is exhausted, closed, or garbage collected.
+"""
+
+from __future__ import annotations
+
+import heapq
+from operator import itemgetter
+from typing import Callable, Iterable, Iterator
+
+from .memtable import PUT, Memtable
+from .tombstones import TombstoneIndex
+
+__all__ = ["ScanIterator", "memtable_entries", "chain_entries"]
+
+
+def memtable_entries(mem: Memtable, keys: list, lo: int, hi: int, snapshot_seq: int,
+                     reverse: bool) -> Iterator[tuple]:
+    """The newest visible version per key of ``keys[lo:hi]`` (a sorted list taken under the tree lock)."""
+    order = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+    for i in order:
+        key = keys[i]
+        versions = mem.versions_of(key)
+        for j in range(len(versions) - 1, -1, -1):
+            seq, op, value = versions[j]
+            if seq <= snapshot_seq:
+                yield key, seq, op, value
+                break
+
+
+def chain_entries(tables: list, start, end, snapshot_seq: int, reverse: bool) -> Iterator[tuple]:
+    """Entries of non-overlapping SSTables (one level) in key order."""
+    for sst in (reversed(tables) if reverse else tables):
+        yield from sst.entries(start, end, snapshot_seq, reverse)
+
+
+class ScanIterator:
+    """Iterator of live ``(key, value)`` pairs; also a context manager (``close()`` releases its pin)."""
+
+    def __init__(self, sources: Iterable[Iterator[tuple]], tombstones: TombstoneIndex, snapshot_seq: int,
+                 reverse: bool, release: Callable[[bool], None], check: Callable[[], None]):
+        self._merged = heapq.merge(*sources, key=itemgetter(0), reverse=reverse)
+        self._tombstones = tombstones
+        self._seq = snapshot_seq
+        self._release = release
+        self._check = check
+        self._pending = None
+        self._done = False
+
+    def __iter__(self) -> "ScanIterator":
+        return self
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        if self._done:
+            raise StopIteration
+        self._check()
+        try:
+            return self._advance()
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def _advance(self) -> tuple[bytes, bytes]:
+        merged, cover = self._merged, self._tombstones
+        best = self._pending if self._pending is not None else next(merged)
+        self._pending = None
+        while True:
+            for entry in merged:
+                if entry[0] != best[0]:
+                    self._pending = entry
+                    break
+                if entry[1] > best[1]:
+                    best = entry
+            if best[2] == PUT and (not cover or best[1] > cover.cover(best[0], self._seq)):
+                return best[0], best[3]
+            if self._pending is None:
+                raise StopIteration
+            best, self._pending = self._pending, None
+
+    def close(self) -> None:
+        """Release the pinned version; later ``next()`` calls stop the iteration."""
+        if not self._done:
+            self._done = True
+            self._merged = iter(())
+            self._release(False)
+
+    def __enter__(self) -> "ScanIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        if not getattr(self, "_done", True):
+            self._done = True
+            self._release(True)  # deferred: finalisers may run while the tree lock is held

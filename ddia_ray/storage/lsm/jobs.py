@@ -1,0 +1,286 @@
+"""Background work of the LSM-tree: flushes, compactions, bulk ingest, commits and file deletion.
+
+Theory of operation
+-------------------
+Two daemon threads run next to the writers: the *flusher* turns the oldest
+immutable memtable into a level-0 SSTable, the *compactor* runs whatever the
+policy picks. Both finish the same way, through :meth:`_Jobs._commit_version`:
+
+1. build the next :class:`Version` from the current one plus the edit, under
+   the tree mutex;
+2. write it as ``MANIFEST-<n+1>`` (outside the mutex, under the commit lock,
+   so manifests are written in number order) — the crash-consistency point;
+3. install it under the mutex, atomically with its side effects (drop the
+   flushed memtable, advance ``last_seq`` for an ingest), so a reader never
+   sees data twice or not at all;
+4. delete what became obsolete: the previous manifest, WALs below the new
+   ``log_number``, and SSTables no live version names. A version stays live
+   while a snapshot, an iterator or an in-flight read pins it.
+
+New SSTables are written before the manifest that names them, obsolete ones
+deleted after the manifest that drops them: a crash at any point leaves the
+newest complete manifest pointing at files that exist, plus garbage that the
+next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..._validate import invariant
+from ...errors import InvalidArgumentError
+from .manifest import ENGINE_NAME, ManifestRecord, Version, manifest_name
+from .memtable import SCHEMA, Memtable
+from .merge import merge_runs, sort_rows, split_outputs
+from .sstable import SSTable, load_table_meta, meta_name, sst_name, write_sstable
+from .wal import wal_name
+
+__all__: list[str] = []
+
+
+class _Jobs:
+    """Mixin of :class:`~.tree.LSMTree` holding everything that changes the set of files."""
+
+    # --- commits ---------------------------------------------------------
+
+    def _record(self, version: Version, log_number: int, last_seq: int) -> ManifestRecord:
+        return ManifestRecord(ENGINE_NAME, self._manifest_number + 1, last_seq, log_number, self._next_file,
+                              self._opts.compaction, version.levels)
+
+    def _commit_version(self, deleted=(), added=(), *, flushed: Memtable | None = None,
+                        last_seq: int | None = None) -> None:
+        """Write and install the version current + edit (steps 1-4 of the module docstring)."""
+        with self._commit_lock:
+            with self._mutex:
+                version = self._version.apply(deleted, added)
+                log_number = flushed.next_wal if flushed is not None else self._log_number
+                seq = max(self._last_seq, last_seq or 0)
+                rec = self._record(version, log_number, seq)
+            self._count("manifest_bytes", self._manifests.write(rec))
+            old_manifest = self._manifest_number
+            with self._mutex:
+                self._manifest_number = rec.number
+                self._version = version
+                self._pending_delete.update(n for n in deleted if n not in version.numbers)  # moves stay
+                if last_seq is not None:
+                    self._last_seq = max(self._last_seq, last_seq)
+                if flushed is not None:
+                    invariant(self._imms and self._imms[0] is flushed, "flushes complete in order")
+                    self._imms.pop(0)
+                    self._flushed_count += 1
+                    self._log_number = log_number
+                doomed_wals = sorted(n for n in self._wal_numbers if n < self._log_number)
+                self._wal_numbers.difference_update(doomed_wals)
+                self._compaction_wanted = True
+                doomed = self._collect_obsolete()
+                self._bg_cv.notify_all()
+                self._work_cv.notify_all()
+        self._delete_paths([f"{self._dir}/{manifest_name(old_manifest)}"])
+        self._delete_wals(doomed_wals)
+        self._delete_tables(doomed)
+
+    def _drain_deferred(self) -> None:
+        """Under the mutex: apply releases queued by finalisers (garbage-collected snapshots, iterators)."""
+        while self._deferred:
+            version, seq = self._deferred.popleft()
+            self._unref_locked(version)
+            if seq is not None:
+                self._drop_snapshot_seq(seq)
+
+    def _drop_snapshot_seq(self, seq: int) -> None:
+        self._snapshot_seqs[seq] -= 1
+        if self._snapshot_seqs[seq] <= 0:
+            del self._snapshot_seqs[seq]
+
+    def _collect_obsolete(self) -> list[int]:
+        """Under the mutex: table numbers no live version names any more (removed from the pending set)."""
+        self._drain_deferred()
+        if not self._pending_delete:
+            return []
+        live = set(self._version.numbers)
+        for v in self._pinned.values():
+            live |= v.numbers
+        doomed = sorted(self._pending_delete - live)
+        self._pending_delete.difference_update(doomed)
+        return doomed
+
+    def _unref_locked(self, version: Version) -> None:
+        version.refs -= 1
+        if version.refs == 0:
+            self._pinned.pop(id(version), None)
+
+    def _delete_paths(self, paths) -> None:
+        for path in paths:
+            try:
+                self._fs.rm_file(path)
+            except FileNotFoundError:
+                pass
+
+    def _delete_tables(self, numbers) -> None:
+        for n in numbers:
+            self._tables.pop(n, None)
+            self._delete_paths([f"{self._dir}/{sst_name(n)}", f"{self._dir}/{meta_name(n)}"])
+            self._row_cache.discard_if(lambda key, n=n: key[0] == n)
+            self._file_cache.discard_if(lambda key, n=n: key == n)
+            self._count("files_deleted", 1)
+
+    def _delete_wals(self, numbers) -> None:
+        if not numbers:
+            return
+        self._fs.invalidate_cache(self._dir)
+        names = [p.rsplit("/", 1)[-1] for p in self._fs.ls(self._dir, detail=False)]
+        for n in numbers:
+            base = wal_name(n)
+            self._delete_paths([f"{self._dir}/{name}" for name in names
+                                if name == base or name.startswith(base + ".")])
+
+    def _new_file_number(self) -> int:
+        """Under the mutex: a fresh file number."""
+        n = self._next_file
+        self._next_file += 1
+        return n
+
+    def _write_table(self, table: pa.Table) -> tuple:
+        with self._mutex:
+            number = self._new_file_number()
+        opts = self._opts
+        fmeta, tmeta = write_sstable(self._fs, self._dir, number, table, row_group_rows=opts.row_group_rows,
+                                     bloom_bits_per_key=opts.bloom_bits_per_key, compression=opts.compression)
+        self._tables[number] = SSTable(self._fs, self._dir, fmeta, tmeta, files=self._file_cache,
+                                       row_groups=self._row_cache)
+        return fmeta
+
+    def _open_table(self, meta) -> SSTable:
+        return SSTable(self._fs, self._dir, meta, load_table_meta(self._fs, self._dir, meta.number),
+                       files=self._file_cache, row_groups=self._row_cache)
+
+    # --- flush -----------------------------------------------------------
+
+    def _flush_oldest(self) -> bool:
+        """Flush the oldest immutable memtable, if any; returns whether one was flushed."""
+        with self._flush_lock:
+            with self._mutex:
+                if not self._imms:
+                    return False
+                imm = self._imms[0]
+            added = []
+            if len(imm):
+                fmeta = self._write_table(imm.to_table())
+                self._count("flush_bytes", fmeta.size + fmeta.meta_size)
+                added.append((0, fmeta))
+            self._commit_version((), added, flushed=imm)
+            self._count("flushes", 1)
+            return True
+
+    def _flush_loop(self) -> None:
+        self._background_loop(lambda: bool(self._imms), self._flush_oldest)
+
+    def _compaction_loop(self) -> None:
+        def wanted():
+            return self._compaction_wanted
+
+        def work():
+            with self._mutex:
+                self._compaction_wanted = False
+            while not self._stopping and self._compact_once():
+                pass
+        self._background_loop(wanted, work)
+
+    def _background_loop(self, wanted, work) -> None:
+        while True:
+            with self._mutex:
+                while not self._stopping and not wanted():
+                    self._work_cv.wait()
+                if self._stopping:
+                    return
+            try:
+                work()
+            except BaseException as e:  # noqa: BLE001 -- kept and re-raised to every later writer
+                with self._mutex:
+                    self._bg_error = e
+                    self._bg_cv.notify_all()
+                    self._writers_cv.notify_all()
+                return
+
+    def _run_pending_work(self) -> None:
+        """Inline mode (``background=False``): flush every immutable memtable, then compact until idle."""
+        while self._flush_oldest():
+            pass
+        while self._compact_once():
+            pass
+
+    # --- compaction ------------------------------------------------------
+
+    def _compact_once(self, job=None) -> bool:
+        """Pick (or take) one job and run it; returns whether anything ran."""
+        with self._comp_lock:
+            with self._mutex:
+                if job is None:
+                    job = self._policy.pick(self._version)
+                self._drain_deferred()
+                snapshots = sorted(self._snapshot_seqs)
+            if job is None:
+                return False
+            self._run_job(job, snapshots)
+            return True
+
+    def _run_job(self, job, snapshots: list[int]) -> None:
+        inputs = [f.number for _, f in job.inputs]
+        if job.trivial_move:
+            (_, f), = job.inputs
+            self._commit_version(inputs, [(job.output_level, f)])
+            self._count("trivial_moves", 1)
+            return
+        tables = []
+        for _, f in job.inputs:
+            tables.append(self._tables[f.number].read_all())
+            self._count("compaction_bytes_read", f.size)
+        merged = merge_runs(tables, snapshots, job.bottommost)
+        added = []
+        for piece in split_outputs(merged, job.target_file_bytes):
+            fmeta = self._write_table(piece)
+            self._count("compaction_bytes_written", fmeta.size + fmeta.meta_size)
+            added.append((job.output_level, fmeta))
+        self._commit_version(inputs, added)
+        self._count("compactions", 1)
+
+    # --- ingest ----------------------------------------------------------
+
+    def _ingest_locked(self, table: pa.Table) -> None:
+        """Bulk load (the caller holds the head of the write queue; memtables are flushed)."""
+        with self._comp_lock:
+            with self._mutex:
+                invariant(not self._imms and not len(self._mem), "ingest needs flushed memtables")
+                base = self._last_seq + 1
+            n = table.num_rows
+            rows = pa.table([table.column("key"), pa.array(range(base, base + n), pa.uint64()),
+                             pa.nulls(n, pa.uint8()).fill_null(0), table.column("value")], schema=SCHEMA)
+            rows = sort_rows(rows.combine_chunks())
+            target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
+            metas = [self._write_table(piece) for piece in split_outputs(rows, target)]
+            keys = rows.column("key")
+            lo, hi = keys[0].as_py(), keys[len(keys) - 1].as_py()
+            with self._mutex:
+                level = self._policy.ingest_level(self._version, lo, hi)
+            self._commit_version((), [(level, m) for m in metas], last_seq=base + n - 1)
+            self._count("ingest_bytes", sum(m.size + m.meta_size for m in metas))
+            self._count("user_bytes", sum(m.logical_bytes for m in metas))
+
+
+def _check_ingest_table(table) -> pa.Table:
+    """A ``key``/``value`` table of binary columns without nulls, as plain ``binary``."""
+    if not isinstance(table, pa.Table):
+        raise InvalidArgumentError(f"ingest takes a pyarrow.Table, got {type(table).__name__}")
+    cols = []
+    for name in ("key", "value"):
+        if name not in table.column_names:
+            raise InvalidArgumentError(f"ingest needs a {name!r} column; got {table.column_names}")
+        col = table.column(name)
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)
+                or pa.types.is_fixed_size_binary(col.type)):
+            raise InvalidArgumentError(f"column {name!r} must be binary, got {col.type}")
+        if col.null_count:
+            raise InvalidArgumentError(f"column {name!r} has {col.null_count} nulls")
+        cols.append(pc.cast(col, pa.binary()))
+    return pa.table(cols, names=["key", "value"])

@@ -1,0 +1,156 @@
+"""The memtable: recent writes in memory, every version kept, sorted on demand.
+
+Theory of operation
+-------------------
+Writes land here after the WAL (DDIA ch. 3, "Constructing and maintaining
+SSTables"). A dict maps each key to its versions ``(seq, op, value)`` in
+ascending ``seq`` order, so a point read is one hash lookup plus a short walk
+back to the newest version visible at the reader's snapshot. Sorted order is
+only needed by scans and by the flush, so it is built lazily: new keys are
+remembered in arrival order and merged into the cached sorted key list when
+someone asks (Timsort merges the two runs in linear time). A sorted key list
+handed out is never mutated afterwards, so an iterator can walk it while
+writers keep inserting (their sequence numbers are above its snapshot anyway).
+
+Range tombstones are kept as a list plus a lazily rebuilt
+:class:`TombstoneIndex`. Once the tree makes a memtable immutable nothing
+mutates it again; it is flushed to an SSTable with :meth:`Memtable.to_table`.
+
+Only the tree's write leader mutates a memtable, under the tree's mutex.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import pyarrow as pa
+
+from .tombstones import TombstoneIndex
+
+__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "SCHEMA"]
+
+PUT, DELETE, RANGE_DELETE = 0, 1, 2
+#: Row layout of SSTables (and of :meth:`Memtable.to_table`).
+SCHEMA = pa.schema([("key", pa.binary()), ("seq", pa.uint64()), ("op", pa.uint8()), ("value", pa.binary())])
+_ENTRY_OVERHEAD_BYTES = 48  # rough per-version cost of the dict slot, tuple and list
+
+
+class Memtable:
+    """Sorted-on-demand multi-version map of the most recent writes."""
+
+    def __init__(self, wal_number: int = 0):
+        self.wal_number = wal_number  # first WAL whose records may live here
+        self.next_wal = 0  # set when made immutable: the WAL that took over (log_number after the flush)
+        self._data: dict[bytes, list] = {}
+        self._sorted: list[bytes] = []
+        self._new: list[bytes] = []
+        self._tombstones: list[tuple] = []
+        self._index: TombstoneIndex | None = TombstoneIndex()
+        self.approx_bytes = 0
+        self.entries = 0
+        self.min_seq = 0
+        self.max_seq = 0
+
+    def __len__(self) -> int:
+        return self.entries
+
+    def apply(self, first_seq: int, ops) -> int:
+        """Apply ``ops`` ``(kind, key, value_or_end)`` with consecutive seqs from ``first_seq``; returns the last."""
+        seq = first_seq - 1
+        data = self._data
+        size = 0
+        for kind, key, value in ops:
+            seq += 1
+            if kind == RANGE_DELETE:
+                self._tombstones.append((key, value, seq))
+                self._index = None
+            else:
+                versions = data.get(key)
+                if versions is None:
+                    data[key] = [(seq, kind, value)]
+                    self._new.append(key)
+                else:
+                    versions.append((seq, kind, value))
+            size += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
+        if ops:
+            self.entries += len(ops)
+            self.approx_bytes += size
+            if not self.min_seq:
+                self.min_seq = first_seq
+            self.max_seq = seq
+        return seq
+
+    def get(self, key: bytes, snapshot_seq: int):
+        """The newest ``(seq, op, value)`` of ``key`` with ``seq <= snapshot_seq``, or None."""
+        versions = self._data.get(key)
+        if versions is None:
+            return None
+        for i in range(len(versions) - 1, -1, -1):
+            v = versions[i]
+            if v[0] <= snapshot_seq:
+                return v
+        return None
+
+    def versions_of(self, key: bytes):
+        """The version list of ``key`` (ascending seq) or None; callers must not mutate it."""
+        return self._data.get(key)
+
+    @property
+    def has_tombstones(self) -> bool:
+        """Whether any range tombstone was written here."""
+        return bool(self._tombstones)
+
+    def tombstone_index(self) -> TombstoneIndex:
+        """The fragmented index of this memtable's range tombstones (rebuilt after new ones)."""
+        index = self._index
+        if index is None:
+            index = self._index = TombstoneIndex(list(self._tombstones))
+        return index
+
+    def range_tombstones(self) -> list:
+        """Every range tombstone ``(start, end, seq)`` written here."""
+        return list(self._tombstones)
+
+    def sorted_keys(self) -> list[bytes]:
+        """Every key with a point version, ascending; the returned list is never mutated later."""
+        if self._new:
+            new, self._new = self._new, []
+            new.sort()
+            merged = self._sorted + new
+            merged.sort()
+            self._sorted = merged
+        return self._sorted
+
+    def key_slice(self, start: bytes | None, end: bytes | None) -> tuple[list[bytes], int, int]:
+        """``(keys, lo, hi)``: ``keys[lo:hi]`` are the point keys in ``[start, end)``."""
+        keys = self.sorted_keys()
+        lo = 0 if start is None else bisect.bisect_left(keys, start)
+        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
+        return keys, lo, hi
+
+    def to_table(self) -> pa.Table:
+        """All versions as an SSTable-ordered table: key ascending, then newest first."""
+        data = self._data
+        keys = self.sorted_keys()
+        if len(keys) == self.entries - len(self._tombstones):  # one version per key: the common case
+            rows = [data[k][0] for k in keys]
+        else:
+            keys = [k for k in keys for _ in data[k]]
+            rows = [v for k in self._sorted for v in reversed(data[k])]
+        table = pa.table([pa.array(keys, pa.binary()), pa.array([r[0] for r in rows], pa.uint64()),
+                          pa.array([r[1] for r in rows], pa.uint8()),
+                          pa.array([r[2] for r in rows], pa.binary())], schema=SCHEMA)
+        if self._tombstones:
+            s, e, q = zip(*self._tombstones)
+            extra = pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
+                              pa.array([RANGE_DELETE] * len(s), pa.uint8()), pa.array(e, pa.binary())],
+                             schema=SCHEMA)
+            table = pa.concat_tables([table, extra])
+            table = table.take(_sort_indices(table))
+        return table
+
+
+def _sort_indices(table: pa.Table):
+    import pyarrow.compute as pc
+
+    return pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")])

@@ -1,0 +1,99 @@
+"""Options of an LSM-tree, validated once when the tree opens.
+
+Theory of operation: every knob is a field of the frozen :class:`LSMOptions`
+with its unit in the name; :func:`parse_options` refuses unknown names and
+out-of-range or inconsistent values with :class:`ConfigError` (wrong types:
+:class:`InvalidArgumentError`), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from ..._validate import at_least, integer, non_negative, positive
+from ...errors import ConfigError, InvalidArgumentError
+
+__all__ = ["LSMOptions", "parse_options"]
+
+_MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class LSMOptions:
+    """Every tunable of :class:`~.tree.LSMTree` (see the README section for what each does)."""
+
+    create_if_missing: bool = True
+    error_if_exists: bool = False
+    compaction: str = "leveled"            # "leveled" | "tiered"
+    sync: str = "none"                     # "none" | "batch" | "flush"
+    wal_recovery: str = "error"            # "error" | "skip"
+    memtable_bytes: int = 32 * _MiB
+    max_immutable_memtables: int = 2
+    row_group_rows: int = 4096
+    bloom_bits_per_key: float = 10.0
+    target_file_bytes: int = 16 * _MiB
+    l0_compaction_trigger: int = 4
+    l0_slowdown_trigger: int = 12
+    l0_stop_trigger: int = 20
+    level_base_bytes: int = 64 * _MiB
+    level_fanout: int = 10
+    num_levels: int = 7
+    tiered_size_ratio: float = 2.0
+    stall_timeout_s: float = 30.0
+    slowdown_sleep_s: float = 0.001
+    row_cache_bytes: int = 128 * _MiB
+    max_open_files: int = 512
+    compression: str = "lz4"
+    wal_segment_bytes: int = 1 * _MiB
+    background: bool = True
+    storage_options: dict | None = None
+    filesystem: Any = None
+    clock: Callable[[], float] = field(default=time.monotonic)
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+_CHOICES = {
+    "compaction": ("leveled", "tiered"),
+    "sync": ("none", "batch", "flush"),
+    "wal_recovery": ("error", "skip"),
+    "compression": ("none", "snappy", "lz4", "zstd", "gzip", "brotli"),
+}
+_POSITIVE_INTS = ("memtable_bytes", "max_immutable_memtables", "row_group_rows", "target_file_bytes",
+                  "l0_compaction_trigger", "level_base_bytes", "max_open_files", "wal_segment_bytes")
+
+
+def parse_options(**kwargs) -> LSMOptions:
+    """Validated options from keyword arguments."""
+    known = {f.name for f in fields(LSMOptions)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown LSM option(s) {unknown}; known: {sorted(known)}")
+    opts = LSMOptions(**kwargs)
+    for name, choices in _CHOICES.items():
+        if getattr(opts, name) not in choices:
+            raise ConfigError(f"{name} must be one of {choices}, got {getattr(opts, name)!r}")
+    for name in ("create_if_missing", "error_if_exists", "background"):
+        if not isinstance(getattr(opts, name), bool):
+            raise InvalidArgumentError(f"{name} must be a bool")
+    for name in _POSITIVE_INTS:
+        positive(name, integer(name, getattr(opts, name)))
+    integer("row_cache_bytes", opts.row_cache_bytes)
+    non_negative("row_cache_bytes", opts.row_cache_bytes)
+    at_least("level_fanout", integer("level_fanout", opts.level_fanout), 2)
+    at_least("num_levels", integer("num_levels", opts.num_levels), 2)
+    at_least("tiered_size_ratio", opts.tiered_size_ratio, 1)
+    at_least("bloom_bits_per_key", opts.bloom_bits_per_key, 1)
+    positive("stall_timeout_s", opts.stall_timeout_s)
+    non_negative("slowdown_sleep_s", opts.slowdown_sleep_s)
+    integer("l0_slowdown_trigger", opts.l0_slowdown_trigger)
+    integer("l0_stop_trigger", opts.l0_stop_trigger)
+    if not opts.l0_compaction_trigger <= opts.l0_slowdown_trigger <= opts.l0_stop_trigger:
+        raise ConfigError("need l0_compaction_trigger <= l0_slowdown_trigger <= l0_stop_trigger, got "
+                          f"{opts.l0_compaction_trigger}, {opts.l0_slowdown_trigger}, {opts.l0_stop_trigger}")
+    if opts.storage_options is not None and not isinstance(opts.storage_options, dict):
+        raise InvalidArgumentError("storage_options must be a dict")
+    if not callable(opts.clock) or not callable(opts.sleep):
+        raise InvalidArgumentError("clock and sleep must be callables")
+    return opts

@@ -1,0 +1,417 @@
+"""SSTables: immutable sorted Parquet files plus a checksummed sidecar read at open.
+
+Theory of operation
+-------------------
+An SSTable (DDIA ch. 3) is ``<number>.parquet`` with the columns of
+:data:`.memtable.SCHEMA`, rows sorted by key ascending then ``seq``
+descending (newest first). A range tombstone ``[s, e)@q`` is a row
+``(s, q, RANGE_DELETE, e)``. Row groups hold about ``row_group_rows`` rows and
+never split the versions of one key, so a point lookup decodes exactly one
+row group. Files are written whole from memory with one ``put`` of the bytes
+(S3 has no append), and only become part of the database when a manifest
+names them.
+
+Everything a lookup needs *before* touching the Parquet file lives in the
+sidecar ``<number>.sstmeta`` (a framed codec record, :class:`TableMeta`),
+loaded when the database opens: the Bloom filter, the first key of each row
+group (binary search), the range tombstones, and a CRC-32 of every row
+group's byte span and of the footer. The Parquet reader sees the file through
+:class:`_Spans`, a file object that serves only byte spans already read *and
+verified*, so a flipped or missing byte is reported as
+:class:`CorruptionError` on the first read instead of decoded into a wrong
+answer; a short read (truncated file) is reported the same way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+import zlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ...codec import decode, encode, record
+from ...errors import CodecError, CorruptionError, InvalidArgumentError
+from .bloom import BloomFilter
+from .cache import LRUCache
+from .framing import TornObjectError, frame_object, read_object
+from .memtable import RANGE_DELETE, SCHEMA
+from .tombstones import TombstoneIndex
+
+__all__ = ["FileMeta", "TableMeta", "SSTable", "write_sstable", "sst_name", "meta_name", "put_object"]
+
+_META_MAGIC = b"LSMSST01"
+_FOOTER_PROBE_BYTES = 64 * 1024  # Parquet readers fetch this much of the tail at once
+
+
+def sst_name(number: int) -> str:
+    """The object name of SSTable ``number``."""
+    return f"{number:06d}.parquet"
+
+
+def meta_name(number: int) -> str:
+    """The object name of the sidecar of SSTable ``number``."""
+    return f"{number:06d}.sstmeta"
+
+
+@record("storage.lsm.file", version=1)
+class FileMeta:
+    """What a manifest records about one live SSTable (its key range bounds are inclusive)."""
+
+    number: int
+    size: int
+    meta_size: int
+    smallest: bytes
+    largest: bytes
+    min_seq: int
+    max_seq: int
+    rows: int
+    logical_bytes: int
+    range_tombstones: int = 0
+
+    def __post_init__(self):
+        if self.number < 1 or self.size < 0 or self.rows < 0 or self.min_seq > self.max_seq:
+            raise InvalidArgumentError(f"inconsistent SSTable metadata for file {self.number}")
+
+    def overlaps(self, lo: bytes, hi: bytes) -> bool:
+        """Whether ``[smallest, largest]`` meets the inclusive range ``[lo, hi]``."""
+        return not (self.largest < lo or self.smallest > hi)
+
+
+@record("storage.lsm.sstmeta", version=1)
+class TableMeta:
+    """The sidecar of one SSTable: Bloom filter, row-group index, tombstones, checksums."""
+
+    number: int
+    file_size: int
+    rg_first_keys: tuple
+    rg_spans: tuple          # ((offset, length, crc32), ...) one per row group
+    footer_span: tuple       # (offset, length, crc32) of footer + length + magic
+    bloom: bytes
+    bloom_bits: int
+    bloom_probes: int
+    range_tombstones: tuple  # ((start, end, seq), ...)
+
+    def __post_init__(self):
+        if len(self.rg_first_keys) != len(self.rg_spans) or len(self.footer_span) != 3:
+            raise InvalidArgumentError("sidecar row-group index is inconsistent")
+
+
+def put_object(fs, path: str, data: bytes) -> None:
+    """Write a whole object; on a local disk also fsync it (it may soon be named by a manifest)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if {"file", "local"} & set(protocols):
+        with fs.open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    else:
+        fs.pipe_file(path, data)
+
+
+def _row_group_bounds(keys: list, rows_per_group: int) -> list[int]:
+    bounds, n, b = [0], len(keys), rows_per_group
+    while b < n:
+        while b < n and keys[b] == keys[b - 1]:
+            b += 1  # never split the versions of one key
+        if b < n:
+            bounds.append(b)
+        b += rows_per_group
+    bounds.append(n)
+    return bounds
+
+
+def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
+    rg = md.row_group(i)
+    lo, hi = None, 0
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+        lo = start if lo is None else min(lo, start)
+        hi = max(hi, start + col.total_compressed_size)
+    return lo, hi - lo
+
+
+def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group_rows: int,
+                  bloom_bits_per_key: float, compression: str) -> tuple[FileMeta, TableMeta]:
+    """Write ``table`` (SSTable-sorted, non-empty) as SSTable ``number`` and its sidecar."""
+    keys = table.column("key").to_pylist()
+    bounds = _row_group_bounds(keys, row_group_rows)
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, SCHEMA, compression=compression, use_dictionary=False,
+                          write_statistics=False) as writer:
+        for a, b in zip(bounds, bounds[1:]):
+            writer.write_table(table.slice(a, b - a), row_group_size=b - a)
+    buf = sink.getvalue()
+    view = memoryview(buf)
+    size = buf.size
+    md = pq.ParquetFile(pa.BufferReader(buf)).metadata
+    spans = []
+    for i in range(md.num_row_groups):
+        off, length = _span(md, i)
+        spans.append((off, length, zlib.crc32(view[off:off + length])))
+    footer_off = size - 8 - int.from_bytes(bytes(view[size - 8:size - 4]), "little")
+    footer = (footer_off, size - footer_off, zlib.crc32(view[footer_off:]))
+
+    ops = table.column("op")
+    is_range = pc.equal(ops, RANGE_DELETE)
+    tombstones = ()
+    point_keys = keys
+    if pc.any(is_range).as_py():
+        rt = table.filter(is_range)
+        tombstones = tuple(zip(rt.column("key").to_pylist(), rt.column("value").to_pylist(),
+                               rt.column("seq").to_pylist()))
+        point_keys = table.column("key").filter(pc.invert(is_range)).to_pylist()
+    bloom = BloomFilter.build(point_keys, bloom_bits_per_key)
+    seqs = table.column("seq")
+    puts = table.filter(pc.equal(ops, 0))
+    logical = (pc.sum(pc.binary_length(puts.column("key"))).as_py() or 0) + \
+        (pc.sum(pc.binary_length(puts.column("value"))).as_py() or 0)
+    largest = max([keys[-1]] + [e for _, e, _ in tombstones])
+    tmeta = TableMeta(number, size, tuple(keys[a] for a in bounds[:-1]), tuple(spans), footer,
+                      bloom.bits, bloom.num_bits, bloom.num_probes, tombstones)
+    meta_bytes = frame_object(_META_MAGIC, encode(tmeta))
+    put_object(fs, f"{directory}/{sst_name(number)}", buf.to_pybytes())
+    put_object(fs, f"{directory}/{meta_name(number)}", meta_bytes)
+    fmeta = FileMeta(number, size, len(meta_bytes), keys[0], largest, pc.min(seqs).as_py(),
+                     pc.max(seqs).as_py(), table.num_rows, logical, len(tombstones))
+    return fmeta, tmeta
+
+
+def load_table_meta(fs, directory: str, number: int) -> TableMeta:
+    """Read and verify the sidecar of SSTable ``number``."""
+    path = f"{directory}/{meta_name(number)}"
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        raise CorruptionError("the sidecar of a live SSTable is missing", path) from None
+    try:
+        meta = decode(read_object(data, _META_MAGIC, where=path), TableMeta)
+    except TornObjectError:
+        raise CorruptionError("sidecar is truncated", path) from None
+    except CodecError as e:
+        raise CorruptionError(f"sidecar does not decode: {e}", path) from e
+    if meta.number != number:
+        raise CorruptionError(f"sidecar belongs to SSTable {meta.number}", path)
+    return meta
+
+
+class _Spans(io.RawIOBase):
+    """A read-only file object of ``size`` bytes that can only serve the spans it was given."""
+
+    def __init__(self, size: int, spans: list):
+        super().__init__()
+        self._size = size
+        self._spans = spans
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._size)[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def size(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._size - self._pos
+        for start, data in self._spans:
+            if start <= self._pos and self._pos + n <= start + len(data):
+                out = data[self._pos - start:self._pos - start + n]
+                self._pos += n
+                return out
+        raise OSError(f"read of {n} bytes at {self._pos} outside the verified spans")
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+class _KeyView:
+    """Random access to the keys of a decoded binary column without building Python lists."""
+
+    __slots__ = ("_offsets", "_data")
+
+    def __init__(self, array: pa.Array):
+        bufs = array.buffers()
+        self._offsets = memoryview(bufs[1]).cast("i")[array.offset:array.offset + len(array) + 1]
+        self._data = bufs[2].to_pybytes() if bufs[2] is not None else b""
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        return self._data[self._offsets[i]:self._offsets[i + 1]]
+
+
+class _RowGroup:
+    """One decoded row group: keys, seqs, ops and values addressable by row index."""
+
+    __slots__ = ("keys", "seqs", "ops", "_voff", "_vdata", "nbytes")
+
+    def __init__(self, table: pa.Table):
+        table = table.combine_chunks()
+        cols = [table.column(i).chunk(0) if table.column(i).num_chunks else pa.array([], f.type)
+                for i, f in enumerate(SCHEMA)]
+        key, seq, op, value = cols
+        self.keys = _KeyView(key)
+        self.seqs = memoryview(seq.buffers()[1]).cast("Q")[seq.offset:seq.offset + len(seq)]
+        self.ops = memoryview(op.buffers()[1])[op.offset:op.offset + len(op)]
+        vbufs = value.buffers()
+        self._voff = memoryview(vbufs[1]).cast("i")[value.offset:value.offset + len(value) + 1]
+        self._vdata = memoryview(vbufs[2]) if vbufs[2] is not None else memoryview(b"")
+        self.nbytes = table.nbytes + 64
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def value(self, i: int) -> bytes:
+        """The value of row ``i``."""
+        return bytes(self._vdata[self._voff[i]:self._voff[i + 1]])
+
+
+class SSTable:
+    """Read access to one SSTable through the shared open-file and row-group caches."""
+
+    def __init__(self, fs, directory: str, meta: FileMeta, tmeta: TableMeta, *,
+                 files: LRUCache, row_groups: LRUCache):
+        self.fs = fs
+        self.meta = meta
+        self.tmeta = tmeta
+        self.number = meta.number
+        self.path = f"{directory}/{sst_name(meta.number)}"
+        self.bloom = BloomFilter(tmeta.bloom, tmeta.bloom_bits, tmeta.bloom_probes)
+        self.tombstones = TombstoneIndex(tmeta.range_tombstones)
+        self._first_keys = list(tmeta.rg_first_keys)
+        self._files = files
+        self._row_groups = row_groups
+        self.row_group_reads = 0
+
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            data = self.fs.cat_file(self.path, start=offset, end=offset + length)
+        except FileNotFoundError:
+            raise CorruptionError("a live SSTable is missing", self.path) from None
+        if len(data) != length:
+            raise CorruptionError(f"truncated: wanted {length} bytes at {offset}, got {len(data)}", self.path)
+        return data
+
+    def _footer(self) -> pq.FileMetaData:
+        md = self._files.get(self.number)
+        if md is None:
+            off, length, crc = self.tmeta.footer_span
+            size = self.tmeta.file_size
+            start = max(0, min(off, size - _FOOTER_PROBE_BYTES))
+            tail = self._read(start, size - start)
+            if zlib.crc32(memoryview(tail)[off - start:]) != crc:
+                raise CorruptionError("Parquet footer checksum mismatch", self.path)
+            try:
+                md = pq.ParquetFile(_Spans(size, [(start, tail)])).metadata
+            except Exception as e:
+                raise CorruptionError(f"Parquet footer does not parse: {e}", self.path) from e
+            self._files.put(self.number, md)
+        return md
+
+    def row_group(self, i: int, *, fill_cache: bool = True) -> _RowGroup:
+        """Row group ``i``, decoded (from the cache, or read and verified)."""
+        key = (self.number, i)
+        rg = self._row_groups.get(key)
+        if rg is not None:
+            return rg
+        md = self._footer()
+        off, length, crc = self.tmeta.rg_spans[i]
+        data = self._read(off, length)
+        if zlib.crc32(data) != crc:
+            raise CorruptionError(f"row group {i} checksum mismatch", self.path)
+        try:
+            table = pq.ParquetFile(_Spans(self.tmeta.file_size, [(off, data)]), metadata=md).read_row_group(i)
+        except Exception as e:
+            raise CorruptionError(f"row group {i} does not decode: {e}", self.path) from e
+        rg = _RowGroup(table)
+        self.row_group_reads += 1
+        if fill_cache:
+            self._row_groups.put(key, rg, rg.nbytes)
+        return rg
+
+    def get(self, key: bytes, snapshot_seq: int):
+        """The newest point version ``(seq, op, value)`` of ``key`` at ``snapshot_seq``, or None."""
+        i = bisect.bisect_right(self._first_keys, key) - 1
+        if i < 0:
+            return None
+        rg = self.row_group(i)
+        keys, seqs, ops = rg.keys, rg.seqs, rg.ops
+        j, n = bisect.bisect_left(keys, key), len(seqs)
+        while j < n and keys[j] == key:
+            if seqs[j] <= snapshot_seq and ops[j] != RANGE_DELETE:
+                return seqs[j], ops[j], rg.value(j)
+            j += 1
+        return None
+
+    def entries(self, start: bytes | None, end: bytes | None, snapshot_seq: int, reverse: bool = False):
+        """Yield the newest visible point version ``(key, seq, op, value)`` per key in ``[start, end)``."""
+        groups = range(len(self._first_keys))
+        lo = 0 if start is None else max(0, bisect.bisect_right(self._first_keys, start) - 1)
+        hi = len(groups) if end is None else bisect.bisect_left(self._first_keys, end)
+        order = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+        for i in order:
+            yield from _visible_rows(self.row_group(i, fill_cache=False), start, end, snapshot_seq, reverse)
+
+    def read_all(self) -> pa.Table:
+        """The whole table, every span verified (used by compaction)."""
+        size = self.tmeta.file_size
+        data = self._read(0, size)
+        view = memoryview(data)
+        for i, (off, length, crc) in enumerate(self.tmeta.rg_spans):
+            if zlib.crc32(view[off:off + length]) != crc:
+                raise CorruptionError(f"row group {i} checksum mismatch", self.path)
+        off, _, crc = self.tmeta.footer_span
+        if zlib.crc32(view[off:]) != crc:
+            raise CorruptionError("Parquet footer checksum mismatch", self.path)
+        try:
+            return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
+        except Exception as e:
+            raise CorruptionError(f"does not decode: {e}", self.path) from e
+
+
+def _visible_rows(rg: _RowGroup, start, end, snapshot_seq: int, reverse: bool):
+    keys, seqs, ops = rg.keys, rg.seqs, rg.ops
+    n = len(seqs)
+    lo = 0 if start is None else bisect.bisect_left(keys, start)
+    hi = n if end is None else bisect.bisect_left(keys, end)
+    if not reverse:
+        prev = None
+        for j in range(lo, hi):
+            if ops[j] == RANGE_DELETE or seqs[j] > snapshot_seq:
+                continue
+            k = keys[j]
+            if k == prev:
+                continue
+            prev = k
+            yield k, seqs[j], ops[j], rg.value(j)
+        return
+    # Backwards, each key's versions come oldest first: the last visible one wins.
+    cand = None
+    for j in range(hi - 1, lo - 1, -1):
+        k = keys[j]
+        if cand is not None and cand[0] != k:
+            yield cand[0], cand[1], cand[2], rg.value(cand[3])
+            cand = None
+        if ops[j] == RANGE_DELETE or seqs[j] > snapshot_seq:
+            continue
+        cand = (k, seqs[j], ops[j], j)
+    if cand is not None:
+        yield cand[0], cand[1], cand[2], rg.value(cand[3])

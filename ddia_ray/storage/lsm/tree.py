@@ -1,0 +1,385 @@
+"""The LSM-tree: WAL + memtable in front of leveled or tiered Parquet SSTables.
+
+Theory of operation
+-------------------
+Writes (DDIA ch. 3, "SSTables and LSM-Trees"): a writer joins a queue; the
+writer at its head is the *leader*: it makes room (switching to a fresh
+memtable and WAL when the memtable is full, stalling if flushes are behind),
+assigns consecutive sequence numbers to every batch queued behind it,
+appends all of them to the WAL in one write (group commit), applies them to
+the memtable and publishes the new ``last_seq``. Only then are those writers
+acknowledged; a batch is one WAL frame, so it survives a crash whole or not
+at all. Full memtables are flushed and files compacted by background threads
+(:mod:`.jobs`).
+
+Reads: a reader takes ``seq`` (its snapshot's, or ``last_seq``), looks in the
+active then the immutable memtables, then pins the current version and asks
+level 0 newest first, then one file per deeper level (binary search on the
+files' smallest keys). Key range and Bloom filter (from the sidecar, in
+memory) are checked before a row group is decoded. The first version found
+wins unless a range tombstone seen so far is newer.
+
+Threads: every public method may be called from any thread. One mutex guards
+the in-memory state; WAL appends, SSTable reads and writes, manifest writes
+and deletions all happen outside it.
+
+``close()`` flushes nothing unless ``close(flush=True)``: unflushed writes
+are in the WAL and replayed by the next open.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import threading
+import types
+from typing import Any, Iterator, Mapping
+
+import fsspec
+import pyarrow as pa
+
+from ...errors import DatabaseClosedError, InvalidArgumentError, StorageError
+from ..engine import Op, WriteBatch, check_range, to_key, to_value
+from .cache import LRUCache
+from .compaction import make_policy
+from .iterator import ScanIterator, chain_entries, memtable_entries
+from .jobs import _check_ingest_table, _Jobs
+from .manifest import ManifestStore, Version
+from .memtable import DELETE, PUT, RANGE_DELETE, Memtable
+from .options import LSMOptions, parse_options
+from .recovery import recover
+from .snapshot import LSMSnapshot
+from .tombstones import TombstoneIndex
+from .writes import _WritePath
+
+__all__ = ["LSMTree", "LSMSnapshot"]
+
+_KINDS = {"put": PUT, "delete": DELETE, "delete_range": RANGE_DELETE}
+
+
+class LSMTree(_WritePath, _Jobs):
+    """A log-structured merge-tree storage engine (implements ``StorageEngine``)."""
+
+    @classmethod
+    def open(cls, url: str, **options) -> "LSMTree":
+        """Open (creating if allowed) the database at the fsspec ``url``; see :class:`LSMOptions`."""
+        return cls(url, parse_options(**options))
+
+    def __init__(self, url: str, opts: LSMOptions):
+        if not isinstance(opts, LSMOptions):
+            raise InvalidArgumentError("use LSMTree.open(url, **options)")
+        if not isinstance(url, str) or not url:
+            raise InvalidArgumentError("url must be a non-empty string")
+        self._opts = opts
+        if opts.filesystem is not None:
+            self._fs, path = opts.filesystem, opts.filesystem._strip_protocol(url)
+        else:
+            self._fs, path = fsspec.core.url_to_fs(url, **(opts.storage_options or {}))
+        self._dir = path.rstrip("/") or "/"
+        self.url = url
+        self._policy = make_policy(opts.compaction, l0_compaction_trigger=opts.l0_compaction_trigger,
+                                   level_base_bytes=opts.level_base_bytes, level_fanout=opts.level_fanout,
+                                   num_levels=opts.num_levels, target_file_bytes=opts.target_file_bytes,
+                                   size_ratio=opts.tiered_size_ratio, max_runs=opts.l0_slowdown_trigger)
+        self._mutex = threading.Lock()
+        self._writers_cv = threading.Condition(self._mutex)
+        self._bg_cv = threading.Condition(self._mutex)
+        self._work_cv = threading.Condition(self._mutex)
+        self._commit_lock = threading.Lock()
+        self._comp_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._writers: collections.deque = collections.deque()
+        self._deferred: collections.deque = collections.deque()
+        self._pinned: dict[int, Version] = {}
+        self._pending_delete: set[int] = set()
+        self._snapshot_seqs: collections.Counter = collections.Counter()
+        self._counters: collections.Counter = collections.Counter()
+        self._file_cache = LRUCache(opts.max_open_files)
+        self._row_cache = LRUCache(opts.row_cache_bytes)
+        self._manifests = ManifestStore(self._fs, self._dir)
+        self._closed = self._stopping = False
+        self._bg_error: BaseException | None = None
+        self._compaction_wanted = True
+        self._switch_count = self._flushed_count = 0
+        self._imms: list[Memtable] = []
+        self._threads: list[threading.Thread] = []
+        recover(self)  # sets version, tables, memtable, WAL, sequence and file counters
+        if opts.background:
+            for name, target in (("flush", self._flush_loop), ("compaction", self._compaction_loop)):
+                t = threading.Thread(target=target, name=f"lsm-{name}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        else:
+            self._run_pending_work()
+
+    # --- helpers -----------------------------------------------------------
+
+    def _count(self, name: str, amount: float = 1) -> None:
+        with self._stats_lock:
+            self._counters[name] += amount
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosedError("the database is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._bg_error is not None:
+            raise StorageError(f"a background flush or compaction failed: {self._bg_error!r}") \
+                from self._bg_error
+
+    def _read_seq(self, snapshot) -> int:
+        if snapshot is None:
+            return self._last_seq
+        if not isinstance(snapshot, LSMSnapshot) or snapshot._tree is not self:
+            raise InvalidArgumentError("snapshot must come from this database's snapshot()")
+        if snapshot.released:
+            raise DatabaseClosedError("the snapshot was released")
+        return snapshot.seq
+
+    def _pin_locked(self) -> Version:
+        v = self._version
+        v.refs += 1
+        self._pinned[id(v)] = v
+        return v
+
+    def _unpin(self, version: Version, deferred: bool = False) -> None:
+        if deferred:
+            self._deferred.append((version, None))  # finalisers may run while the mutex is held
+            return
+        with self._mutex:
+            self._unref_locked(version)
+            doomed = self._collect_obsolete() if version is not self._version else []
+        if doomed:
+            self._delete_tables(doomed)
+
+    # --- writes ------------------------------------------------------------
+
+    def put(self, key, value) -> None:
+        """Set ``key`` to ``value``."""
+        k, v = to_key(key), to_value(value)
+        self._commit(((PUT, k, v),), len(k) + len(v))
+
+    def delete(self, key) -> None:
+        """Delete ``key``."""
+        k = to_key(key)
+        self._commit(((DELETE, k, b""),), len(k))
+
+    def delete_range(self, start, end) -> None:
+        """Delete every key in ``[start, end)``."""
+        s, e = check_range(start, end)
+        if s is None or e is None:
+            raise InvalidArgumentError("delete_range needs both ends")
+        self._commit(((RANGE_DELETE, s, e),), len(s) + len(e))
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically (one WAL frame, consecutive sequence numbers)."""
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
+        ops, size = [], 0
+        for op in batch.ops:
+            if not isinstance(op, Op):
+                raise InvalidArgumentError("a WriteBatch may only hold Op records")
+            tail = op.end if op.kind == "delete_range" else op.value
+            ops.append((_KINDS[op.kind], op.key, tail))
+            size += len(op.key) + len(tail)
+        if ops:
+            self._commit(tuple(ops), size)
+
+    # --- reads -------------------------------------------------------------
+
+    def _get_memtables(self, key: bytes, seq: int):
+        cover = 0
+        for mem in [self._mem] + self._imms[::-1]:
+            if mem.has_tombstones:
+                cover = max(cover, mem.tombstone_index().cover(key, seq))
+            found = mem.get(key, seq)
+            if found is not None:
+                return found, cover
+        return None, cover
+
+    def _get_from_version(self, version: Version, key: bytes, seq: int, cover: int, tally: list):
+        tables = self._tables
+        for level, files in enumerate(version.levels):
+            if not files:
+                continue
+            if level == 0:
+                candidates = files
+            else:
+                i = bisect.bisect_right(version.smallest[level], key) - 1
+                candidates = files[i:i + 1] if i >= 0 else ()
+            for f in candidates:
+                if key < f.smallest or key > f.largest or f.min_seq > seq:
+                    continue
+                sst = tables[f.number]
+                if sst.tombstones:
+                    cover = max(cover, sst.tombstones.cover(key, seq))
+                tally[0] += 1
+                if not sst.bloom.may_contain(key):
+                    tally[1] += 1
+                    continue
+                found = sst.get(key, seq)
+                if found is not None:
+                    return found, cover
+        return None, cover
+
+    @staticmethod
+    def _resolve(found, cover: int) -> bytes | None:
+        if found is None:
+            return None
+        seq, op, value = found
+        return value if op == PUT and seq > cover else None
+
+    def get(self, key, *, snapshot: LSMSnapshot | None = None) -> bytes | None:
+        """The value of ``key`` (at ``snapshot``), or None."""
+        return self.get_many((key,), snapshot=snapshot)[0]
+
+    def get_many(self, keys, snapshot: LSMSnapshot | None = None) -> list:
+        """Values (or None) of ``keys``, in order, all read at one sequence number."""
+        ks = [to_key(k) for k in keys]
+        out: list = [None] * len(ks)
+        todo = []
+        with self._mutex:
+            self._check_open()
+            seq = self._read_seq(snapshot)
+            for i, k in enumerate(ks):
+                found, cover = self._get_memtables(k, seq)
+                if found is not None:
+                    out[i] = self._resolve(found, cover)
+                else:
+                    todo.append((i, cover))
+            version = self._pin_locked() if todo else None
+        tally = [0, 0]
+        try:
+            for i, cover in todo:
+                found, cover = self._get_from_version(version, ks[i], seq, cover, tally)
+                out[i] = self._resolve(found, cover)
+        finally:
+            if version is not None:
+                self._unpin(version)
+            with self._stats_lock:
+                c = self._counters
+                c["gets"] += len(ks)
+                c["sst_probes"] += tally[0]
+                c["bloom_negatives"] += tally[1]
+        return out
+
+    def scan(self, start=None, end=None, *, reverse: bool = False,
+             snapshot: LSMSnapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Lazy iterator of live ``(key, value)`` in ``[start, end)``; pins the files it reads."""
+        s, e = check_range(start, end)
+        with self._mutex:
+            self._check_open()
+            seq = self._read_seq(snapshot)
+            sources, tombstones = [], []
+            for mem in [self._mem] + self._imms[::-1]:
+                keys, lo, hi = mem.key_slice(s, e)
+                sources.append(memtable_entries(mem, keys, lo, hi, seq, reverse))
+                tombstones += mem.range_tombstones()
+            version = self._pin_locked()
+        for level, files in enumerate(version.levels):
+            hit = [self._tables[f.number] for f in files
+                   if (s is None or f.largest >= s) and (e is None or f.smallest < e) and f.min_seq <= seq]
+            for sst in hit:
+                tombstones += sst.tmeta.range_tombstones
+            if level == 0:
+                sources += [sst.entries(s, e, seq, reverse) for sst in hit]
+            elif hit:
+                sources.append(chain_entries(hit, s, e, seq, reverse))
+        index = TombstoneIndex(t for t in tombstones if t[2] <= seq)
+        self._count("scans")
+        return ScanIterator(sources, index, seq, reverse, lambda deferred: self._unpin(version, deferred),
+                            self._check_open)
+
+    # --- snapshots ---------------------------------------------------------
+
+    def snapshot(self) -> LSMSnapshot:
+        """A read view at the current sequence number (pins the current version until released)."""
+        with self._mutex:
+            self._check_open()
+            snap = LSMSnapshot(self, self._last_seq, self._pin_locked())
+            self._snapshot_seqs[snap.seq] += 1
+            return snap
+
+    def _release_snapshot(self, snap: LSMSnapshot, deferred: bool) -> None:
+        if deferred:
+            self._deferred.append((snap._version, snap.seq))
+            return
+        with self._mutex:
+            self._drop_snapshot_seq(snap.seq)
+        self._unpin(snap._version)
+
+    # --- maintenance -------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the memtable to an SSTable and wait until every immutable memtable is flushed."""
+        self._commit((), 0, force=True)
+        with self._mutex:
+            target = self._switch_count
+            while self._flushed_count < target:
+                self._check_writable()
+                if not self._opts.background:
+                    break
+                self._bg_cv.wait()
+        if not self._opts.background:
+            self._run_pending_work()
+
+    def compact(self) -> None:
+        """Flush, then merge every SSTable into one bottommost sorted run; waits until done."""
+        self.flush()
+        self._check_writable()
+        with self._mutex:
+            job = self._policy.full(self._version)
+        if job is not None:
+            with self._comp_lock:
+                with self._mutex:  # re-pick under the lock: a background job may have changed the files
+                    job = self._policy.full(self._version)
+                    self._drain_deferred()
+                    snapshots = sorted(self._snapshot_seqs)
+                if job is not None:
+                    self._run_job(job, snapshots)
+
+    def ingest(self, table: pa.Table) -> None:
+        """Bulk-load ``table`` (``key``, ``value`` binary columns) straight into SSTables.
+
+        Bypasses WAL and memtable: the memtable is flushed, the rows get fresh sequence numbers in
+        table order (a key repeated in the table keeps its last value), are sorted by pyarrow and
+        written as SSTables that one manifest commit adds: after a crash either every row is there
+        or none is. Writers wait while it runs; readers do not.
+        """
+        table = _check_ingest_table(table)
+        if table.num_rows:
+            self._commit((), 0, exclusive=lambda: self._ingest_locked(table))
+
+    def close(self, *, flush: bool = False) -> None:
+        """Stop background work and release files; unflushed writes stay in the WAL (replayed on open)."""
+        if flush and not self._closed:
+            self.flush()
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = self._stopping = True
+            self._work_cv.notify_all()
+            self._bg_cv.notify_all()
+            self._writers_cv.notify_all()
+        for t in self._threads:
+            t.join()
+        with self._commit_lock, self._comp_lock, self._flush_lock:
+            self._wal.close(sync=self._opts.sync == "flush")
+            if self._wal.bytes_written == 0:  # nothing to replay: do not leave empty logs behind
+                self._delete_wals([self._wal.number])
+        self._file_cache.clear()
+        self._row_cache.clear()
+
+    def __enter__(self) -> "LSMTree":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> Mapping[str, Any]:
+        """Counters, amplification figures and the shape of the tree (an immutable mapping)."""
+        from .stats import build_stats
+
+        return types.MappingProxyType(build_stats(self))

@@ -1,0 +1,168 @@
+"""The write path: group commit into the WAL, memtable switches and write backpressure.
+
+Theory of operation
+-------------------
+A writer joins a FIFO queue; the writer at its head is the *leader* (LevelDB's
+``DBImpl::Write``). The leader makes room (:meth:`_WritePath._make_room`),
+assigns consecutive sequence numbers to every batch queued behind it, then,
+outside the mutex, appends all their WAL frames with one write (and one fsync
+under ``sync="batch"``) — *group commit*. Back under the mutex it applies the
+batches to the memtable, publishes ``last_seq`` and wakes the writers it
+carried. Writers behind it stay queued meanwhile, so the WAL order is the
+sequence order.
+
+Backpressure (RocksDB's write stalls): while level 0 holds
+``l0_slowdown_trigger`` files or the immutable memtables are at their limit,
+each write first sleeps ``slowdown_sleep_s`` (``slowdowns``). A leader that
+needs a fresh memtable while ``max_immutable_memtables`` are still waiting
+for the flusher, or that finds ``l0_stop_trigger`` files in level 0, waits
+for background progress (``stalls``, ``stall_time_s``) and gives up with
+:class:`WriteStallError` after ``stall_timeout_s``.
+"""
+
+from __future__ import annotations
+
+from ...errors import WriteStallError
+from .memtable import Memtable
+from .wal import WalWriter, encode_batch
+
+__all__: list[str] = []
+
+_MAX_GROUP_BATCHES = 1024
+
+
+class _Writer:
+    __slots__ = ("ops", "user_bytes", "force", "first_seq", "done", "error")
+
+    def __init__(self, ops, user_bytes: int, force: bool = False):
+        self.ops = ops
+        self.user_bytes = user_bytes
+        self.force = force
+        self.first_seq = 0
+        self.done = False
+        self.error = None
+
+
+class _WritePath:
+    """Mixin of :class:`~.tree.LSMTree`: the write path (see the module docstring)."""
+
+    def _slowdown(self) -> None:
+        """LevelDB's gentle brake: one short sleep per write while level 0 is getting crowded."""
+        opts = self._opts
+        if opts.background and (self._policy.pressure_files(self._version) >= opts.l0_slowdown_trigger
+                                or len(self._imms) >= opts.max_immutable_memtables):
+            self._count("slowdowns")
+            opts.sleep(opts.slowdown_sleep_s)
+
+    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None) -> None:
+        """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch."""
+        w = _Writer(ops, user_bytes, force or exclusive is not None)
+        if not w.force:
+            self._slowdown()
+        with self._mutex:
+            self._check_writable()
+            self._writers.append(w)
+            while not w.done and self._writers[0] is not w:
+                self._writers_cv.wait()
+            if w.done:
+                if w.error is not None:
+                    raise w.error
+                return
+            try:
+                self._make_room(w.force)
+                if exclusive is not None:
+                    target = self._switch_count
+                    while self._flushed_count < target and self._opts.background:
+                        self._check_writable()
+                        self._bg_cv.wait()
+            except BaseException:
+                self._writers.popleft()
+                self._writers_cv.notify_all()
+                raise
+            if w.force:
+                group = [w]
+            else:
+                group = [w]
+                for other in self._writers:
+                    if other is w:
+                        continue
+                    if other.force or len(group) >= _MAX_GROUP_BATCHES:
+                        break
+                    group.append(other)
+                seq = self._last_seq
+                for g in group:
+                    g.first_seq = seq + 1
+                    seq += len(g.ops)
+            wal, mem = self._wal, self._mem
+        error = None
+        try:
+            if exclusive is not None:
+                if not self._opts.background:
+                    self._run_pending_work()
+                exclusive()
+            elif not w.force:
+                wal.append(b"".join([encode_batch(g.first_seq, g.ops) for g in group]))
+        except BaseException as e:  # noqa: BLE001 -- handed to every writer of the group
+            error = e
+        with self._mutex:
+            if error is None and not w.force:
+                for g in group:
+                    mem.apply(g.first_seq, g.ops)
+                self._last_seq = seq
+            elif error is not None and not w.force:
+                self._bg_error = error  # the WAL may hold a partial append: refuse further writes
+            for g in group:
+                self._writers.popleft()
+                g.done, g.error = True, error
+            self._writers_cv.notify_all()
+        if not w.force:
+            with self._stats_lock:
+                c = self._counters
+                c["user_bytes"] += sum(g.user_bytes for g in group)
+                c["batches"] += len(group)
+                c["group_commits"] += 1
+        if error is not None:
+            raise error
+        if not self._opts.background:
+            self._run_pending_work()
+
+    def _make_room(self, force: bool) -> None:
+        """Under the mutex, as leader: switch memtables when full; stall while flushes are behind."""
+        opts = self._opts
+        started = None
+        try:
+            while True:
+                self._check_writable()
+                mem_full = len(self._mem) > 0 if force else self._mem.approx_bytes >= opts.memtable_bytes
+                imm_full = len(self._imms) >= opts.max_immutable_memtables
+                l0_full = self._policy.pressure_files(self._version) >= opts.l0_stop_trigger
+                if not opts.background or not (l0_full or (mem_full and imm_full)):
+                    if mem_full:
+                        self._switch_memtable()
+                    return
+                now = opts.clock()
+                if started is None:
+                    started = now
+                    self._count("stalls")
+                remaining = opts.stall_timeout_s - (now - started)
+                if remaining <= 0:
+                    raise WriteStallError(f"writes stalled for {now - started:.3f}s: flushes/compactions are "
+                                          "behind (raise stall_timeout_s or slow the writers down)")
+                self._bg_cv.wait(remaining)
+        finally:
+            if started is not None:
+                self._count("stall_time_s", opts.clock() - started)
+
+    def _switch_memtable(self) -> None:
+        number = self._new_file_number()
+        old = self._wal
+        old.close(sync=self._opts.sync == "flush")  # "batch" synced every append
+        self._count("wal_bytes", old.bytes_written)
+        self._wal = WalWriter(self._fs, self._dir, number, sync=self._opts.sync,
+                              segment_bytes=self._opts.wal_segment_bytes)
+        self._wal_numbers.add(number)
+        self._mem.next_wal = number
+        self._imms.append(self._mem)
+        self._mem = Memtable(number)
+        self._switch_count += 1
+        self._work_cv.notify_all()
