@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="replicas behind a balancer with breakers and retries, under a kill and a partition",
         description=(
-            "Start a pool of replica actors behind a balancer (circuit breakers, retries, outlier "
+            "Storage part: load a storage node (LSM engine), read and scan it, crash it with ray.kill and "
+            "check that a new node recovers every acknowledged write. Balancer part: start a pool of replica actors behind a balancer (circuit breakers, retries, outlier "
             "ejection, phi-accrual health checks), drive load, kill one replica and partition another "
             "part-way through, then print load per replica, breaker transitions, retries and the "
             "requests the client lost (the goal: none)."
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--root", default=None,
                       help="fsspec URL for the replicas' durable records (default: a temporary directory)")
     demo.add_argument("--no-faults", action="store_true", help="skip the kill and the partition")
+    demo.add_argument("--part", choices=["all", "balancer", "storage"], default="all",
+                      help="run the storage part (load, reads, scan, crash, recovery), the balancer part, or both "
+                           "(default all: storage first, then the balancer)")
+    demo.add_argument("--keys", type=_positive_int, default=50_000, help="keys the storage part loads (default 50000)")
+    demo.add_argument("--storage-root", default=None,
+                      help="fsspec URL of the storage part's database (default: a temporary directory)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress bar (for logs and Ray jobs)")
 
     info = sub.add_parser("info", help="show the Ray cluster ddia-ray connects to",
@@ -94,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "demo":
         from .demo.run import run_demo
+        from .demo.storage import run_storage_demo
 
-        return run_demo(args)
+        writes_lost = run_storage_demo(args) if args.part in ("all", "storage") else 0
+        requests_failed = run_demo(args) if args.part in ("all", "balancer") else 0
+        return 0 if writes_lost == 0 and requests_failed == 0 else 1
     return _info(args)
 
 
