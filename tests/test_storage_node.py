@@ -81,3 +81,44 @@ def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
     with pytest.raises(ActorUnavailableError):
         fut.result(timeout=30)
     client.close()
+
+
+@pytest.mark.parametrize("engine", ["lsm", "btree"])
+def test_a_killed_node_recovers_its_data_on_restart(ray_session, tmp_path, engine):
+    url = f"file://{tmp_path}/db"
+    options = {"sync": "batch"} if engine == "lsm" else {"sync": True}
+    client = StorageNode.launch(_name(), url, engine=engine, **options)
+    client.put_many({b"k%05d" % i: b"v%05d" % i for i in range(3000)})
+    client.delete_range(b"k01000", b"k02000")
+    ray_session.kill(client.handle)  # no close, no flush
+    client.close()
+    restarted = StorageNode.launch(_name(), url, engine=engine, **options)
+    try:
+        values = restarted.get_many(b"k%05d" % i for i in range(3000))
+        assert values == [None if 1000 <= i < 2000 else b"v%05d" % i for i in range(3000)]
+        assert [k for k, _ in restarted.scan(b"k00998", b"k02002")] == [b"k00998", b"k00999", b"k02000", b"k02001"]
+    finally:
+        restarted.close()
+        ray_session.kill(restarted.handle)
+
+
+def test_opening_something_that_is_not_a_database_fails_with_its_own_error(ray_session, tmp_path):
+    from ddia_ray.errors import NotADatabaseError
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not a database")
+    with pytest.raises(NotADatabaseError):
+        StorageNode.launch(_name(), f"file://{tmp_path}/junk", engine="lsm")
+
+
+def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "jobs" / "ingest.py"
+    spec = importlib.util.spec_from_file_location("ingest_job", path)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(["--rows", "20000", "--engine", "lsm"]) == 0
+    out = capsys.readouterr().out
+    assert "ingested 20000 rows" in out and out.rstrip().splitlines()[-1] == "rows missing: 0"
