@@ -21,9 +21,10 @@ from typing import Any, Iterable, Mapping
 
 from .. import codec
 from .._validate import positive
-from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError
+from ..errors import InvalidArgumentError
 from ..storage.engine import WriteBatch, to_key, to_value
 from ..storage.node import StorageClient
+from ..runtime.calls import get_result
 from .patterns import CacheStats
 
 __all__ = ["CacheClient"]
@@ -39,17 +40,7 @@ class CacheClient:
         self._batcher = StorageClient(handle, timeout_s=timeout_s, max_batch=max_batch, linger_s=linger_s)
 
     def _call(self, ref, timeout_s: float | None = None):
-        import ray
-
-        wait_s = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            return ray.get(ref, timeout=wait_s)
-        except ray.exceptions.GetTimeoutError as e:
-            raise CallTimeoutError(f"cache actor did not answer within {wait_s}s") from e
-        except ray.exceptions.RayActorError as e:
-            raise ActorUnavailableError(f"cache actor is dead or unreachable: {type(e).__name__}") from e
-        except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
+        return get_result(ref, self.timeout_s if timeout_s is None else timeout_s, "cache actor")
 
     # --- batches --------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ..errors import (
     InvalidArgumentError,
     UnknownNodeError,
 )
+from .calls import get_result
 from .connect import NAMESPACE, ensure_ray
 from .controls import NetworkControls
 from .core import CoreSpec, Reply
@@ -159,16 +160,8 @@ class NodeGroup:
     def request_batch(self, node: str, payloads: Sequence[Any], *, src: str = "client",
                       timeout_s: float = 5.0) -> list:
         """Send many requests in one actor call; results in order (an error reply raises RemoteError)."""
-        import ray
-
         ref = self.handle(node).request_batch.remote(src, codec.encode(tuple(payloads)))
-        try:
-            replies = codec.decode(ray.get(ref, timeout=timeout_s), tuple)
-        except ray.exceptions.GetTimeoutError as e:
-            ray.cancel(ref)
-            raise CallTimeoutError(f"{self.name}/{node} did not answer within {timeout_s}s") from e
-        except ray.exceptions.RayActorError as e:
-            raise ActorUnavailableError(f"{self.name}/{node} is dead or unreachable: {e}") from e
+        replies = codec.decode(get_result(ref, timeout_s, f"{self.name}/{node}"), tuple)
         out = []
         for r in replies:
             if not isinstance(r, Reply):

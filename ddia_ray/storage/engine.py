@@ -28,7 +28,7 @@ from ..errors import ConfigError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
     "Key", "to_key", "to_value", "check_range", "Op", "WriteBatch", "Snapshot", "StorageEngine",
-    "MemoryEngine", "register_engine", "open_engine", "ENGINES",
+    "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
 ]
 
 Key = "bytes | str"
@@ -152,7 +152,24 @@ class _MemSnapshot:
         self.release()
 
 
-class MemoryEngine:
+class BatchWrites:
+    """``put``, ``delete`` and ``delete_range`` as one-operation batches, for engines whose
+    ``write(batch)`` is the only write path."""
+
+    def put(self, key, value) -> None:
+        """Set ``key`` to ``value``."""
+        self.write(WriteBatch().put(key, value))
+
+    def delete(self, key) -> None:
+        """Delete ``key`` (a missing key is not an error)."""
+        self.write(WriteBatch().delete(key))
+
+    def delete_range(self, start, end) -> None:
+        """Delete every key in ``[start, end)``."""
+        self.write(WriteBatch().delete_range(start, end))
+
+
+class MemoryEngine(BatchWrites):
     """The reference engine: every version of every key in memory. Volatile; the model in tests."""
 
     def __init__(self):
@@ -185,18 +202,6 @@ class MemoryEngine:
             self._seq += 1
             for op in batch.ops:
                 self._apply(op, self._seq)
-
-    def put(self, key, value) -> None:
-        """Set ``key`` to ``value``."""
-        self.write(WriteBatch().put(key, value))
-
-    def delete(self, key) -> None:
-        """Delete ``key``."""
-        self.write(WriteBatch().delete(key))
-
-    def delete_range(self, start, end) -> None:
-        """Delete every key in ``[start, end)``."""
-        self.write(WriteBatch().delete_range(start, end))
 
     def _at(self, key: bytes, seq: int) -> bytes | None:
         for s, v in reversed(self._versions.get(key, ())):

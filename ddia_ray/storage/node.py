@@ -24,7 +24,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .. import codec
 from .._validate import positive
-from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError
+from ..errors import InvalidArgumentError
+from ..runtime.calls import get_result
 from ..runtime.connect import NAMESPACE, ensure_ray
 from .engine import Op, WriteBatch, check_range, open_engine, to_key, to_value
 
@@ -148,16 +149,7 @@ class StorageClient:
     # --- blocking batch API ---------------------------------------------------
 
     def _get(self, ref):
-        import ray
-
-        try:
-            return ray.get(ref, timeout=self.timeout_s)
-        except ray.exceptions.GetTimeoutError as e:
-            raise CallTimeoutError(f"storage node did not answer within {self.timeout_s}s") from e
-        except ray.exceptions.RayActorError as e:
-            raise ActorUnavailableError(f"storage node is dead or unreachable: {type(e).__name__}") from e
-        except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
+        return get_result(ref, self.timeout_s, "storage node")
 
     def get_many(self, keys: Iterable[Any]) -> list:
         """Values of ``keys`` (None where absent), in one actor call."""

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Mapping
 
 from ..._validate import integer, invariant, probability
 from ...errors import ConfigError, DatabaseClosedError, InvalidArgumentError
-from ..engine import WriteBatch, check_range, register_engine, to_key
+from ..engine import BatchWrites, WriteBatch, check_range, register_engine, to_key
 from . import _backend
 from .cowtree import NodeStore, TreeWriter, build_tree, check_tree, tree_get, tree_scan
 from .pagefile import PageFile
@@ -115,7 +115,7 @@ class _ScanIterator:
             pass
 
 
-class BTreeEngine:
+class BTreeEngine(BatchWrites):
     """Ordered ``bytes -> bytes`` store: a copy-on-write B+tree in one page file (see the module docstring)."""
 
     def __init__(self, url: str, *, sync: bool = True, page_size: int = 4096, inline_value_max: int | None = None,
@@ -210,18 +210,6 @@ class BTreeEngine:
                 pf.abort()
                 raise
             pf.commit(root, tree.height, tree.n_keys, tree.data_bytes)
-
-    def put(self, key, value) -> None:
-        """Set ``key`` to ``value``."""
-        self.write(WriteBatch().put(key, value))
-
-    def delete(self, key) -> None:
-        """Delete ``key`` (a missing key is not an error)."""
-        self.write(WriteBatch().delete(key))
-
-    def delete_range(self, start, end) -> None:
-        """Delete every key in ``[start, end)``."""
-        self.write(WriteBatch().delete_range(start, end))
 
     # --- reads --------------------------------------------------------------
 
