@@ -13,7 +13,10 @@ recovers (``StorageNode.launch(..., url)`` again).
 its ``*_future`` methods return ``concurrent.futures.Future`` objects and are
 coalesced by a background thread into one actor call per ``max_batch``
 operations or ``linger_s`` seconds, whichever comes first, so code written
-one key at a time still crosses the actor boundary in batches.
+one key at a time still crosses the actor boundary in batches. Within one
+round the queued writes are sent before the queued reads, so a read issued
+after a write of the same key sees it (a read issued just *before* a write may
+see it too: futures promise read-your-writes, not a point in time).
 """
 
 from __future__ import annotations

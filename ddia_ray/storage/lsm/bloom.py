@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from ..._validate import invariant
 
-__all__ = ["BloomFilter"]
+__all__ = ["BloomFilter", "key_hash"]
 
 _M32 = 0xFFFFFFFF
 
@@ -48,6 +48,11 @@ def _fmix32_vec(h: pa.Array) -> pa.Array:
     h = pc.bit_wise_xor(h, pc.shift_right(h, 13))
     h = pc.bit_wise_and(pc.multiply(h, 0xC2B2AE35), _M32)
     return pc.bit_wise_xor(h, pc.shift_right(h, 16))
+
+
+def key_hash(key: bytes) -> int:
+    """The 32-bit hash every filter derives its probes from."""
+    return _fmix32(zlib.crc32(key))
 
 
 class BloomFilter:
@@ -72,7 +77,7 @@ class BloomFilter:
         """A filter holding every key of ``keys`` (a binary Arrow array or an iterable of bytes)."""
         if isinstance(keys, (pa.Array, pa.ChunkedArray)):
             keys = keys.to_pylist()
-        crc = [zlib.crc32(k) for k in keys]
+        crc = list(map(zlib.crc32, keys))
         n = len(crc)
         k = cls.probes_for(bits_per_key)
         if n == 0:
@@ -92,10 +97,13 @@ class BloomFilter:
 
     def may_contain(self, key: bytes) -> bool:
         """False only if ``key`` was certainly not added."""
+        return self.may_contain_hash(key_hash(key))
+
+    def may_contain_hash(self, h: int) -> bool:
+        """:meth:`may_contain` for a key whose :func:`key_hash` is ``h`` (hash once, probe many filters)."""
         m = self.num_bits
         if m == 0:
             return False
-        h = _fmix32(zlib.crc32(key))
         delta = ((h >> 17) | (h << 15)) & _M32
         bits = self.bits
         for _ in range(self.num_probes):

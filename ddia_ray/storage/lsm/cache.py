@@ -37,12 +37,12 @@ class LRUCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, key: Hashable) -> Any:
-        """The cached value (marking it recently used), or None."""
+    def get(self, key: Hashable, count_miss: bool = True) -> Any:
+        """The cached value (marking it recently used), or None (a miss, counted if ``count_miss``)."""
         with self._lock:
             entry = self._items.get(key)
             if entry is None:
-                self.misses += 1
+                self.misses += count_miss
                 return None
             self._items.move_to_end(key)
             self.hits += 1

@@ -16,7 +16,7 @@ sidecar ``<number>.sstmeta`` (a framed codec record, :class:`TableMeta`),
 loaded when the database opens: the Bloom filter, the first key of each row
 group (binary search), the range tombstones, and a CRC-32 of every row
 group's byte span and of the footer. The Parquet reader sees the file through
-:class:`_Spans`, a file object that serves only byte spans already read *and
+:class:`~.rowgroup.Spans`, a file object that serves only byte spans already read *and
 verified*, so a flipped or missing byte is reported as
 :class:`CorruptionError` on the first read instead of decoded into a wrong
 answer; a short read (truncated file) is reported the same way.
@@ -25,7 +25,6 @@ answer; a short read (truncated file) is reported the same way.
 from __future__ import annotations
 
 import bisect
-import io
 import os
 import zlib
 
@@ -38,12 +37,15 @@ from ...errors import CodecError, CorruptionError, InvalidArgumentError
 from .bloom import BloomFilter
 from .cache import LRUCache
 from .framing import TornObjectError, frame_object, read_object
-from .memtable import RANGE_DELETE, SCHEMA
+from .memtable import PUT, RANGE_DELETE, SCHEMA
+from .rowgroup import RowGroup, Spans, visible_rows
 from .tombstones import TombstoneIndex
 
-__all__ = ["FileMeta", "TableMeta", "SSTable", "write_sstable", "sst_name", "meta_name", "put_object"]
+__all__ = ["FileMeta", "TableMeta", "SSTable", "NOT_CACHED", "write_sstable", "sst_name", "meta_name", "put_object"]
 
 _META_MAGIC = b"LSMSST01"
+#: What :meth:`SSTable.get_cached` returns when answering would need a read.
+NOT_CACHED = object()
 _FOOTER_PROBE_BYTES = 64 * 1024  # Parquet readers fetch this much of the tail at once
 
 
@@ -71,6 +73,7 @@ class FileMeta:
     rows: int
     logical_bytes: int
     range_tombstones: int = 0
+    clean: bool = False      # only puts, each key once: a scan may skip the merge (see :mod:`.reads`)
 
     def __post_init__(self):
         if self.number < 1 or self.size < 0 or self.rows < 0 or self.min_seq > self.max_seq:
@@ -135,6 +138,13 @@ def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
     return lo, hi - lo
 
 
+def _unique_sorted(keys) -> bool:
+    """Whether the sorted binary column ``keys`` holds no duplicates."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    n = len(keys)
+    return n < 2 or bool(pc.all(pc.not_equal(keys.slice(1), keys.slice(0, n - 1))).as_py())
+
+
 def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group_rows: int,
                   bloom_bits_per_key: float, compression: str) -> tuple[FileMeta, TableMeta]:
     """Write ``table`` (SSTable-sorted, non-empty) as SSTable ``number`` and its sidecar."""
@@ -157,17 +167,19 @@ def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group
     footer = (footer_off, size - footer_off, zlib.crc32(view[footer_off:]))
 
     ops = table.column("op")
+    only_puts = pc.max(ops).as_py() == PUT
     is_range = pc.equal(ops, RANGE_DELETE)
     tombstones = ()
     point_keys = keys
-    if pc.any(is_range).as_py():
+    if not only_puts and pc.any(is_range).as_py():
         rt = table.filter(is_range)
         tombstones = tuple(zip(rt.column("key").to_pylist(), rt.column("value").to_pylist(),
                                rt.column("seq").to_pylist()))
         point_keys = table.column("key").filter(pc.invert(is_range)).to_pylist()
     bloom = BloomFilter.build(point_keys, bloom_bits_per_key)
     seqs = table.column("seq")
-    puts = table.filter(pc.equal(ops, 0))
+    puts = table if only_puts else table.filter(pc.equal(ops, PUT))
+    clean = only_puts and _unique_sorted(table.column("key"))
     logical = (pc.sum(pc.binary_length(puts.column("key"))).as_py() or 0) + \
         (pc.sum(pc.binary_length(puts.column("value"))).as_py() or 0)
     largest = max([keys[-1]] + [e for _, e, _ in tombstones])
@@ -177,7 +189,7 @@ def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group
     put_object(fs, f"{directory}/{sst_name(number)}", buf.to_pybytes())
     put_object(fs, f"{directory}/{meta_name(number)}", meta_bytes)
     fmeta = FileMeta(number, size, len(meta_bytes), keys[0], largest, pc.min(seqs).as_py(),
-                     pc.max(seqs).as_py(), table.num_rows, logical, len(tombstones))
+                     pc.max(seqs).as_py(), table.num_rows, logical, len(tombstones), clean)
     return fmeta, tmeta
 
 
@@ -197,91 +209,6 @@ def load_table_meta(fs, directory: str, number: int) -> TableMeta:
     if meta.number != number:
         raise CorruptionError(f"sidecar belongs to SSTable {meta.number}", path)
     return meta
-
-
-class _Spans(io.RawIOBase):
-    """A read-only file object of ``size`` bytes that can only serve the spans it was given."""
-
-    def __init__(self, size: int, spans: list):
-        super().__init__()
-        self._size = size
-        self._spans = spans
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = (0, self._pos, self._size)[whence]
-        self._pos = base + offset
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def size(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = self._size - self._pos
-        for start, data in self._spans:
-            if start <= self._pos and self._pos + n <= start + len(data):
-                out = data[self._pos - start:self._pos - start + n]
-                self._pos += n
-                return out
-        raise OSError(f"read of {n} bytes at {self._pos} outside the verified spans")
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-
-class _KeyView:
-    """Random access to the keys of a decoded binary column without building Python lists."""
-
-    __slots__ = ("_offsets", "_data")
-
-    def __init__(self, array: pa.Array):
-        bufs = array.buffers()
-        self._offsets = memoryview(bufs[1]).cast("i")[array.offset:array.offset + len(array) + 1]
-        self._data = bufs[2].to_pybytes() if bufs[2] is not None else b""
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
-    def __getitem__(self, i: int) -> bytes:
-        return self._data[self._offsets[i]:self._offsets[i + 1]]
-
-
-class _RowGroup:
-    """One decoded row group: keys, seqs, ops and values addressable by row index."""
-
-    __slots__ = ("keys", "seqs", "ops", "_voff", "_vdata", "nbytes")
-
-    def __init__(self, table: pa.Table):
-        table = table.combine_chunks()
-        cols = [table.column(i).chunk(0) if table.column(i).num_chunks else pa.array([], f.type)
-                for i, f in enumerate(SCHEMA)]
-        key, seq, op, value = cols
-        self.keys = _KeyView(key)
-        self.seqs = memoryview(seq.buffers()[1]).cast("Q")[seq.offset:seq.offset + len(seq)]
-        self.ops = memoryview(op.buffers()[1])[op.offset:op.offset + len(op)]
-        vbufs = value.buffers()
-        self._voff = memoryview(vbufs[1]).cast("i")[value.offset:value.offset + len(value) + 1]
-        self._vdata = memoryview(vbufs[2]) if vbufs[2] is not None else memoryview(b"")
-        self.nbytes = table.nbytes + 64
-
-    def __len__(self) -> int:
-        return len(self.seqs)
-
-    def value(self, i: int) -> bytes:
-        """The value of row ``i``."""
-        return bytes(self._vdata[self._voff[i]:self._voff[i + 1]])
 
 
 class SSTable:
@@ -320,13 +247,13 @@ class SSTable:
             if zlib.crc32(memoryview(tail)[off - start:]) != crc:
                 raise CorruptionError("Parquet footer checksum mismatch", self.path)
             try:
-                md = pq.ParquetFile(_Spans(size, [(start, tail)])).metadata
+                md = pq.ParquetFile(Spans(size, [(start, tail)])).metadata
             except Exception as e:
                 raise CorruptionError(f"Parquet footer does not parse: {e}", self.path) from e
             self._files.put(self.number, md)
         return md
 
-    def row_group(self, i: int, *, fill_cache: bool = True) -> _RowGroup:
+    def row_group(self, i: int, *, fill_cache: bool = True) -> RowGroup:
         """Row group ``i``, decoded (from the cache, or read and verified)."""
         key = (self.number, i)
         rg = self._row_groups.get(key)
@@ -338,10 +265,10 @@ class SSTable:
         if zlib.crc32(data) != crc:
             raise CorruptionError(f"row group {i} checksum mismatch", self.path)
         try:
-            table = pq.ParquetFile(_Spans(self.tmeta.file_size, [(off, data)]), metadata=md).read_row_group(i)
+            table = pq.ParquetFile(Spans(self.tmeta.file_size, [(off, data)]), metadata=md).read_row_group(i)
         except Exception as e:
             raise CorruptionError(f"row group {i} does not decode: {e}", self.path) from e
-        rg = _RowGroup(table)
+        rg = RowGroup(table)
         self.row_group_reads += 1
         if fill_cache:
             self._row_groups.put(key, rg, rg.nbytes)
@@ -352,14 +279,32 @@ class SSTable:
         i = bisect.bisect_right(self._first_keys, key) - 1
         if i < 0:
             return None
-        rg = self.row_group(i)
-        keys, seqs, ops = rg.keys, rg.seqs, rg.ops
-        j, n = bisect.bisect_left(keys, key), len(seqs)
-        while j < n and keys[j] == key:
-            if seqs[j] <= snapshot_seq and ops[j] != RANGE_DELETE:
-                return seqs[j], ops[j], rg.value(j)
-            j += 1
-        return None
+        return self.row_group(i).find(key, snapshot_seq)
+
+    def get_cached(self, key: bytes, snapshot_seq: int):
+        """Like :meth:`get` if the row group is cached (no I/O); else :data:`NOT_CACHED`."""
+        i = bisect.bisect_right(self._first_keys, key) - 1
+        if i < 0:
+            return None
+        rg = self._row_groups.get((self.number, i), count_miss=False)
+        if rg is None:
+            return NOT_CACHED
+        return rg.find(key, snapshot_seq)
+
+    def clean_chunks(self, start: bytes | None, end: bytes | None, reverse: bool = False):
+        """``(keys, values)`` lists per row group in ``[start, end)`` of a clean table (every row live)."""
+        first = self._first_keys
+        lo = 0 if start is None else max(0, bisect.bisect_right(first, start) - 1)
+        hi = len(first) if end is None else bisect.bisect_left(first, end)
+        for i in (range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)):
+            rg = self.row_group(i, fill_cache=False)
+            keys, values = rg.keys, rg.values_list()
+            a = 0 if start is None or i > lo else bisect.bisect_left(keys, start)
+            b = len(keys) if end is None or i < hi - 1 else bisect.bisect_left(keys, end)
+            if a or b < len(keys):
+                keys, values = keys[a:b], values[a:b]
+            if keys:
+                yield keys, values
 
     def entries(self, start: bytes | None, end: bytes | None, snapshot_seq: int, reverse: bool = False):
         """Yield the newest visible point version ``(key, seq, op, value)`` per key in ``[start, end)``."""
@@ -368,7 +313,7 @@ class SSTable:
         hi = len(groups) if end is None else bisect.bisect_left(self._first_keys, end)
         order = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
         for i in order:
-            yield from _visible_rows(self.row_group(i, fill_cache=False), start, end, snapshot_seq, reverse)
+            yield from visible_rows(self.row_group(i, fill_cache=False), start, end, snapshot_seq, reverse)
 
     def read_all(self) -> pa.Table:
         """The whole table, every span verified (used by compaction)."""
@@ -385,33 +330,3 @@ class SSTable:
             return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
         except Exception as e:
             raise CorruptionError(f"does not decode: {e}", self.path) from e
-
-
-def _visible_rows(rg: _RowGroup, start, end, snapshot_seq: int, reverse: bool):
-    keys, seqs, ops = rg.keys, rg.seqs, rg.ops
-    n = len(seqs)
-    lo = 0 if start is None else bisect.bisect_left(keys, start)
-    hi = n if end is None else bisect.bisect_left(keys, end)
-    if not reverse:
-        prev = None
-        for j in range(lo, hi):
-            if ops[j] == RANGE_DELETE or seqs[j] > snapshot_seq:
-                continue
-            k = keys[j]
-            if k == prev:
-                continue
-            prev = k
-            yield k, seqs[j], ops[j], rg.value(j)
-        return
-    # Backwards, each key's versions come oldest first: the last visible one wins.
-    cand = None
-    for j in range(hi - 1, lo - 1, -1):
-        k = keys[j]
-        if cand is not None and cand[0] != k:
-            yield cand[0], cand[1], cand[2], rg.value(cand[3])
-            cand = None
-        if ops[j] == RANGE_DELETE or seqs[j] > snapshot_seq:
-            continue
-        cand = (k, seqs[j], ops[j], j)
-    if cand is not None:
-        yield cand[0], cand[1], cand[2], rg.value(cand[3])

@@ -1,0 +1,213 @@
+"""The read path of the LSM-tree: point reads and range scans, each with a fast path.
+
+Theory of operation
+-------------------
+Point reads (DDIA ch. 3): take ``seq`` (the snapshot's, or ``last_seq``), look
+in the active then the immutable memtables, then ask level 0 newest first and
+one file per deeper level (binary search on the files' smallest keys). Key
+range and Bloom filter (hash computed once per key, probed in every filter)
+are checked before a row group is searched. The first version found wins
+unless a range tombstone seen so far is newer.
+
+A ``get`` whose row groups are all in the row cache is answered entirely
+under the tree mutex, without pinning the version (nothing can be deleted
+while the mutex is held, and no I/O happens); only when a row group must be
+read does it pin the version, drop the mutex and retry the lookup with reads.
+
+Scans merge every source (see :mod:`.iterator`). When one sorted run serves
+the whole range — no memtable entry and no range tombstone anywhere, all
+files of the range in one level (or a single level-0 file), each *clean* (only
+puts, every key once; recorded in its :class:`~.sstable.FileMeta` when
+written) and no newer than the scan's snapshot — every row is live and there
+is nothing to merge: :class:`~.iterator.FastScanIterator` yields straight from
+``zip(keys, values)`` of each row group, at C speed.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterator
+
+from ...errors import DatabaseClosedError
+from ..engine import check_range, to_key
+from .bloom import key_hash
+from .iterator import FastScanIterator, ScanIterator, chain_entries, memtable_entries
+from .manifest import Version
+from .memtable import PUT
+from .snapshot import LSMSnapshot
+from .sstable import NOT_CACHED
+from .tombstones import TombstoneIndex
+
+__all__: list[str] = []
+
+
+def _lookup(tables: dict, version: Version, key: bytes, seq: int, cover: int, tally: list, cached_only: bool):
+    """``(found, cover)`` from the SSTables of ``version``; ``found`` may be NOT_CACHED if ``cached_only``."""
+    h = None
+    smallest = version.smallest
+    for level, files in enumerate(version.levels):
+        if not files:
+            continue
+        if level == 0:
+            candidates = files
+        else:
+            i = bisect.bisect_right(smallest[level], key) - 1
+            if i < 0:
+                continue
+            candidates = (files[i],)
+        for f in candidates:
+            if key < f.smallest or key > f.largest or f.min_seq > seq:
+                continue
+            sst = tables[f.number]
+            if sst.has_tombstones:
+                cover = max(cover, sst.tombstones.cover(key, seq))
+            tally[1] += 1
+            if h is None:
+                h = key_hash(key)
+            if not sst.bloom.may_contain_hash(h):
+                tally[2] += 1
+                continue
+            found = sst.get_cached(key, seq) if cached_only else sst.get(key, seq)
+            if found is not None:
+                return found, cover
+    return None, cover
+
+
+def _resolve(found, cover: int) -> bytes | None:
+    if found is None:
+        return None
+    seq, op, value = found
+    return value if op == PUT and seq > cover else None
+
+
+class _ReadPath:
+    """Mixin of :class:`~.tree.LSMTree`: ``get``, ``get_many`` and ``scan`` (see the module docstring)."""
+
+    def _get_memtables(self, key: bytes, seq: int):
+        mem = self._mem
+        if not self._imms and not mem.has_tombstones:
+            return mem.get(key, seq), 0
+        cover = 0
+        for mem in [mem] + self._imms[::-1]:
+            if mem.has_tombstones:
+                cover = max(cover, mem.tombstone_index().cover(key, seq))
+            found = mem.get(key, seq)
+            if found is not None:
+                return found, cover
+        return None, cover
+
+    def get(self, key, *, snapshot: LSMSnapshot | None = None) -> bytes | None:
+        """The value of ``key`` (at ``snapshot``), or None."""
+        if snapshot is not None or type(key) is not bytes:
+            return self.get_many((key,), snapshot=snapshot)[0]
+        with self._mutex:
+            if self._closed:
+                raise DatabaseClosedError("the database is closed")
+            seq = self._last_seq
+            tally = self._read_tally
+            found, cover = self._get_memtables(key, seq)
+            if found is not None:
+                tally[0] += 1
+                return _resolve(found, cover)
+            local = [0, 0, 0]
+            found, cover2 = _lookup(self._tables, self._version, key, seq, cover, local, True)
+            if found is not NOT_CACHED:
+                tally[0] += 1
+                tally[1] += local[1]
+                tally[2] += local[2]
+                return _resolve(found, cover2)
+        return self.get_many((key,))[0]  # a row group must be read: pin and read outside the mutex
+
+    def get_many(self, keys, snapshot: LSMSnapshot | None = None) -> list:
+        """Values (or None) of ``keys``, in order, all read at one sequence number."""
+        ks = [to_key(k) for k in keys]
+        out: list = [None] * len(ks)
+        todo = []
+        with self._mutex:
+            self._check_open()
+            seq = self._read_seq(snapshot)
+            for i, k in enumerate(ks):
+                found, cover = self._get_memtables(k, seq)
+                if found is not None:
+                    out[i] = _resolve(found, cover)
+                else:
+                    todo.append((i, cover))
+            version = self._pin_locked() if todo else None
+        tally = [len(ks), 0, 0]
+        try:
+            tables = self._tables
+            for i, cover in todo:
+                found, cover = _lookup(tables, version, ks[i], seq, cover, tally, False)
+                out[i] = _resolve(found, cover)
+        finally:
+            doomed = []
+            with self._mutex:
+                t = self._read_tally
+                t[0] += tally[0]
+                t[1] += tally[1]
+                t[2] += tally[2]
+                if version is not None:
+                    self._unref_locked(version)
+                    if version is not self._version:
+                        doomed = self._collect_obsolete()
+            if doomed:
+                self._delete_tables(doomed)
+        return out
+
+    def scan(self, start=None, end=None, *, reverse: bool = False,
+             snapshot: LSMSnapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Lazy iterator of live ``(key, value)`` in ``[start, end)``; pins the files it reads."""
+        s, e = check_range(start, end)
+        with self._mutex:
+            self._check_open()
+            seq = self._read_seq(snapshot)
+            sources, tombstones = [], []
+            quiet = True  # no memtable entry or range tombstone can touch the range
+            for mem in [self._mem] + self._imms[::-1]:
+                keys, lo, hi = mem.key_slice(s, e)
+                quiet = quiet and lo >= hi and not mem.has_tombstones
+                sources.append(memtable_entries(mem, keys, lo, hi, seq, reverse))
+                tombstones += mem.range_tombstones()
+            version = self._pin_locked()
+        runs = []
+        for level, files in enumerate(version.levels):
+            hit = [f for f in files
+                   if (s is None or f.largest >= s) and (e is None or f.smallest < e) and f.min_seq <= seq]
+            if hit:
+                runs.append((level, hit))
+        self._count("scans")
+        release = lambda deferred: self._unpin(version, deferred)  # noqa: E731
+        if quiet and self._single_clean_run(runs, seq):
+            tables = [self._tables[f.number] for f in runs[0][1]] if runs else []
+            it = FastScanIterator.create(_clean_chunks(tables, s, e, reverse), reverse, release,
+                                         self._check_open)
+            with self._mutex:
+                self._live_scans.add(it)
+            return it
+        for level, hit in runs:
+            ssts = [self._tables[f.number] for f in hit]
+            for sst in ssts:
+                tombstones += sst.tmeta.range_tombstones
+            if level == 0:
+                sources += [sst.entries(s, e, seq, reverse) for sst in ssts]
+            else:
+                sources.append(chain_entries(ssts, s, e, seq, reverse))
+        index = TombstoneIndex(t for t in tombstones if t[2] <= seq)
+        return ScanIterator(sources, index, seq, reverse, release, self._check_open)
+
+    @staticmethod
+    def _single_clean_run(runs: list, seq: int) -> bool:
+        """Whether at most one sorted run of clean files, none newer than ``seq``, serves the range."""
+        if not runs:
+            return True
+        if len(runs) > 1:
+            return False
+        level, files = runs[0]
+        if level == 0 and len(files) > 1:
+            return False
+        return all(f.clean and f.max_seq <= seq and not f.range_tombstones for f in files)
+
+
+def _clean_chunks(tables: list, start, end, reverse: bool):
+    for sst in (reversed(tables) if reverse else tables):
+        yield from sst.clean_chunks(start, end, reverse)
