@@ -122,3 +122,34 @@ def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys):
     assert job.main(["--rows", "20000", "--engine", "lsm"]) == 0
     out = capsys.readouterr().out
     assert "ingested 20000 rows" in out and out.rstrip().splitlines()[-1] == "rows missing: 0"
+
+
+@pytest.mark.parametrize("engine", ["lsm", "btree"])
+def test_concurrent_clients_lose_no_write(ray_session, tmp_path, engine):
+    import threading
+
+    client = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, max_concurrency=8)
+    errors: list = []
+
+    def writer(t: int) -> None:
+        try:
+            futures = [client.put_future(b"t%d-%05d" % (t, i), b"%d" % i) for i in range(1500)]
+            for f in futures:
+                f.result(timeout=60)
+            client.put_many({b"m%d-%05d" % (t, i): b"x" for i in range(1500)})
+        except BaseException as e:  # surfaced below: a thread's failure must fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    try:
+        assert not errors, errors
+        for t in range(4):
+            assert client.get_many(b"t%d-%05d" % (t, i) for i in range(1500)) == [b"%d" % i for i in range(1500)]
+            assert sum(1 for _ in client.scan(b"m%d-" % t, b"m%d." % t)) == 1500
+    finally:
+        client.close()
+        ray_session.kill(client.handle)
