@@ -115,25 +115,47 @@ class Snapshot(Protocol):
 
     seq: int
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Stop pinning old data; reads through a released snapshot raise DatabaseClosedError."""
 
 
 @runtime_checkable
 class StorageEngine(Protocol):
     """What every engine offers (see the module docstring for the semantics)."""
 
-    def put(self, key, value) -> None: ...
-    def get(self, key, *, snapshot: Snapshot | None = None) -> bytes | None: ...
-    def delete(self, key) -> None: ...
-    def delete_range(self, start, end) -> None: ...
-    def write(self, batch: WriteBatch) -> None: ...
+    def put(self, key, value) -> None:
+        """Set ``key`` to ``value``."""
+
+    def get(self, key, *, snapshot: Snapshot | None = None) -> bytes | None:
+        """The value of ``key`` (as of ``snapshot``), or None."""
+
+    def delete(self, key) -> None:
+        """Delete ``key``; a missing key is not an error."""
+
+    def delete_range(self, start, end) -> None:
+        """Delete every key in ``[start, end)``."""
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically."""
+
     def scan(self, start=None, end=None, *, reverse: bool = False,
-             snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]: ...
-    def snapshot(self) -> Snapshot: ...
-    def flush(self) -> None: ...
-    def compact(self) -> None: ...
-    def close(self) -> None: ...
-    def stats(self) -> Mapping[str, Any]: ...
+             snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Live pairs of ``[start, end)`` in key order (descending with ``reverse``)."""
+
+    def snapshot(self) -> Snapshot:
+        """A consistent read view at the current sequence number."""
+
+    def flush(self) -> None:
+        """Make buffered writes part of the engine's files."""
+
+    def compact(self) -> None:
+        """Run a full compaction and wait for it."""
+
+    def close(self) -> None:
+        """Release resources; every later call raises DatabaseClosedError."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """Engine statistics (counts, bytes, amplification figures)."""
 
 
 @dataclass
