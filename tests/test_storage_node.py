@@ -73,8 +73,15 @@ def test_bad_input_is_refused_with_clear_errors(memory_node):
 
 
 def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
+    from ray.util.state import get_actor
+
+    from raywait import wait_for
+
     client = StorageNode.launch(_name(), None, engine="memory")
     ray_session.kill(client.handle)
+    # ray.kill only requests the kill: wait until Ray reports the actor dead.
+    actor_id = client.handle._actor_id.hex()
+    wait_for(lambda: (get_actor(actor_id) or {}).state == "DEAD", what="the killed node to be dead")
     with pytest.raises(ActorUnavailableError):
         client.get("k")
     fut = client.get_future("k")

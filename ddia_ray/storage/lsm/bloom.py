@@ -1,4 +1,4 @@
-"""Bloom filters for SSTables: built vectorised with pyarrow, probed per key in Python.
+"""Bloom filters for SSTables: built vectorised with NumPy, probed per key in Python.
 
 Theory of operation
 -------------------
@@ -12,10 +12,10 @@ linear structure), then double hashing as in LevelDB: probe ``i`` tests bit
 ``reduce(h + i * delta)`` with ``delta = rotl32(h, 15)`` and the
 multiply-shift range reduction ``reduce(x) = (x * m) >> 32`` (no modulo).
 
-Building computes every probe position for every key with pyarrow kernels
-(one ``crc32`` per key is the only Python loop) and scatters ``True`` into a
-boolean array of ``m`` slots; Arrow stores booleans as a little-endian bitmap,
-which *is* the filter: bit ``p`` is byte ``p >> 3``, mask ``1 << (p & 7)``.
+Building computes every probe position for every key with NumPy (one
+``crc32`` per key, through ``map``, is the only per-key step) and sets them in
+a boolean array of ``m`` slots, packed little-endian into the filter: bit ``p``
+is byte ``p >> 3``, mask ``1 << (p & 7)``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import math
 import zlib
 from typing import Iterable
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ..._validate import invariant
 
 __all__ = ["BloomFilter", "key_hash"]
 
@@ -40,14 +39,6 @@ def _fmix32(h: int) -> int:
     h ^= h >> 13
     h = (h * 0xC2B2AE35) & _M32
     return h ^ (h >> 16)
-
-
-def _fmix32_vec(h: pa.Array) -> pa.Array:
-    h = pc.bit_wise_xor(h, pc.shift_right(h, 16))
-    h = pc.bit_wise_and(pc.multiply(h, 0x85EBCA6B), _M32)
-    h = pc.bit_wise_xor(h, pc.shift_right(h, 13))
-    h = pc.bit_wise_and(pc.multiply(h, 0xC2B2AE35), _M32)
-    return pc.bit_wise_xor(h, pc.shift_right(h, 16))
 
 
 def key_hash(key: bytes) -> int:
@@ -83,17 +74,18 @@ class BloomFilter:
         if n == 0:
             return cls(b"", 0, k)
         m = max(64, int(n * bits_per_key))
-        h = _fmix32_vec(pa.array(crc, pa.uint64()))
-        delta = pc.bit_wise_and(pc.bit_wise_or(pc.shift_right(h, 17), pc.shift_left(h, 15)), _M32)
-        positions = []
-        for i in range(k):
-            hi = h if i == 0 else pc.bit_wise_and(pc.add(h, pc.multiply(delta, i)), _M32)
-            positions.append(pc.shift_right(pc.multiply(hi, m), 32))
-        pos = pa.chunked_array(positions).combine_chunks()
-        ones = pc.equal(pos, pos)  # an all-True boolean array of the same length
-        bitmap = pc.fill_null(pc.scatter(ones, pos, max_index=m - 1), False)
-        invariant(bitmap.offset == 0, "scatter returned a sliced bitmap")
-        return cls(bitmap.buffers()[1].to_pybytes()[: (m + 7) // 8], m, k)
+        h = np.asarray(crc, np.uint64)
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & _M32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & _M32
+        h ^= h >> 16
+        delta = ((h >> 17) | (h << 15)) & _M32
+        bits = np.zeros(m, np.bool_)
+        for _ in range(k):
+            bits[(h * m) >> 32] = True  # h < 2**32 and m < 2**32: the product fits in 64 bits
+            h = (h + delta) & _M32
+        return cls(np.packbits(bits, bitorder="little").tobytes(), m, k)
 
     def may_contain(self, key: bytes) -> bool:
         """False only if ``key`` was certainly not added."""

@@ -15,18 +15,28 @@ holds references to the memtables, so flushes and compactions proceed while
 it runs; writers keep inserting into the active memtable, but only above the
 scan's sequence number, so it still sees one consistent snapshot. The pin is
 released when the iterator is exhausted, closed, or garbage collected.
+
+:class:`FastScanIterator` serves ranges with nothing to merge (see
+:mod:`.reads`): it *is* an :class:`itertools.chain` over ``zip(keys, values)``
+of each row group, so ``next()`` runs in C; Python code runs once per row
+group, where it checks that the database is still open. To keep "no row after
+``close()``" exact mid-row-group, the tree's ``close()`` calls
+:meth:`FastScanIterator.abort`, which moves the row group's list iterator to
+its end (``__setstate__``, the list iterator's own pickling hook).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
+import sys
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 from .memtable import PUT, Memtable
 from .tombstones import TombstoneIndex
 
-__all__ = ["ScanIterator", "memtable_entries", "chain_entries"]
+__all__ = ["ScanIterator", "FastScanIterator", "memtable_entries", "chain_entries"]
 
 
 def memtable_entries(mem: Memtable, keys: list, lo: int, hi: int, snapshot_seq: int,
@@ -112,3 +122,86 @@ class ScanIterator:
         if not getattr(self, "_done", True):
             self._done = True
             self._release(True)  # deferred: finalisers may run while the tree lock is held
+
+
+class _FastState:
+    __slots__ = ("done", "current", "reverse", "release", "check")
+
+    def __init__(self, reverse: bool, release: Callable[[bool], None], check: Callable[[], None]):
+        self.done = False
+        self.current = None
+        self.reverse = reverse
+        self.release = release
+        self.check = check
+
+    def finish(self, deferred: bool) -> None:
+        if not self.done:
+            self.done = True
+            self.release(deferred)
+
+    def abort(self) -> None:
+        cur = self.current
+        if cur is not None:
+            cur.__setstate__(-1 if self.reverse else sys.maxsize)  # exhausted: next() reaches a check
+
+
+def _fast_rows(state: _FastState, chunks: Iterator[tuple]) -> Iterator:
+    try:
+        while True:
+            if state.done:
+                return
+            state.check()
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            keys, values = chunk
+            if state.reverse:
+                it, vals = reversed(keys), reversed(values)
+            else:
+                it, vals = iter(keys), values
+            state.current = it
+            yield zip(it, vals)
+    except GeneratorExit:  # the iterator was dropped: its finaliser releases (deferred)
+        raise
+    except BaseException:
+        state.finish(False)
+        raise
+    state.finish(False)
+
+
+class FastScanIterator(itertools.chain):
+    """A scan iterator over rows that need no merge; same interface as :class:`ScanIterator`."""
+
+    __slots__ = ("_state", "__weakref__")
+
+    @classmethod
+    def create(cls, chunks: Iterator[tuple], reverse: bool, release: Callable[[bool], None],
+               check: Callable[[], None]) -> "FastScanIterator":
+        """An iterator over ``chunks`` of ``(keys, values)`` lists, in order (each list reversed if ``reverse``)."""
+        state = _FastState(reverse, release, check)
+        it = cls.from_iterable(_fast_rows(state, chunks))
+        it._state = state
+        return it
+
+    def abort(self) -> None:
+        """Stop at the current row: the next ``next()`` re-checks the database (called by its ``close()``)."""
+        self._state.abort()
+
+    def close(self) -> None:
+        """Release the pinned version; later ``next()`` calls stop the iteration."""
+        state = self._state
+        if not state.done:
+            state.abort()
+            state.finish(False)
+
+    def __enter__(self) -> "FastScanIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        state = getattr(self, "_state", None)
+        if state is not None and not state.done:
+            state.done = True
+            state.release(True)  # deferred: finalisers may run while the tree lock is held

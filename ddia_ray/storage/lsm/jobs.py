@@ -25,6 +25,7 @@ next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -254,9 +255,9 @@ class _Jobs:
                 invariant(not self._imms and not len(self._mem), "ingest needs flushed memtables")
                 base = self._last_seq + 1
             n = table.num_rows
-            rows = pa.table([table.column("key"), pa.array(range(base, base + n), pa.uint64()),
-                             pa.nulls(n, pa.uint8()).fill_null(0), table.column("value")], schema=SCHEMA)
-            rows = sort_rows(rows.combine_chunks())
+            rows = pa.table([table.column("key"), pa.array(np.arange(base, base + n, dtype=np.uint64)),
+                             pa.array(np.zeros(n, np.uint8)), table.column("value")], schema=SCHEMA)
+            rows = _sort_ingest_rows(rows.combine_chunks())
             target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
             metas = [self._write_table(piece) for piece in split_outputs(rows, target)]
             keys = rows.column("key")
@@ -284,3 +285,23 @@ def _check_ingest_table(table) -> pa.Table:
             raise InvalidArgumentError(f"column {name!r} has {col.null_count} nulls")
         cols.append(pc.cast(col, pa.binary()))
     return pa.table(cols, names=["key", "value"])
+
+
+def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
+    """:func:`sort_rows` for ingest, whose seqs ascend in row order.
+
+    When every key has the same width, NumPy's stable sort of the keys as fixed-width
+    byte strings (compared bytewise, like ``bytes``) is about twice Arrow's binary sort;
+    sorting the *reversed* rows stably puts a repeated key's newest version first.
+    """
+    keys = rows.column("key").chunk(0) if rows.column("key").num_chunks == 1 else None
+    if keys is None or len(keys) < 2:
+        return sort_rows(rows)
+    lengths = pc.binary_length(keys)
+    width = pc.min(lengths).as_py()
+    if width == 0 or width != pc.max(lengths).as_py():
+        return sort_rows(rows)
+    offsets = np.frombuffer(keys.buffers()[1], np.int32, len(keys) + 1, keys.offset * 4)
+    data = np.frombuffer(keys.buffers()[2], f"S{width}", len(keys), offsets[0])
+    order = np.argsort(data[::-1], kind="stable")
+    return rows.take(pa.array(len(keys) - 1 - order))

@@ -80,6 +80,20 @@ class Memtable:
             self.max_seq = seq
         return seq
 
+    def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
+        """:meth:`apply` of one point op (``PUT`` or ``DELETE``) at ``seq``."""
+        versions = self._data.get(key)
+        if versions is None:
+            self._data[key] = [(seq, kind, value)]
+            self._new.append(key)
+        else:
+            versions.append((seq, kind, value))
+        self.entries += 1
+        self.approx_bytes += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
+        if not self.min_seq:
+            self.min_seq = seq
+        self.max_seq = seq
+
     def get(self, key: bytes, snapshot_seq: int):
         """The newest ``(seq, op, value)`` of ``key`` with ``seq <= snapshot_seq``, or None."""
         versions = self._data.get(key)

@@ -6,14 +6,16 @@ The Parquet reader sees an SSTable through :class:`Spans`, a file object that
 serves only byte spans already read *and verified* (CRC-32 from the sidecar),
 so damage surfaces as an error on the first read instead of a wrong answer.
 
-A decoded :class:`RowGroup` keeps its keys as a Python ``list`` of ``bytes``:
-a point lookup is then one C-level :func:`bisect.bisect_left` (a Python-level
-sequence view costs a Python call per probe, several microseconds per get),
-and a scan can ``zip`` the key list with the value list at C speed. Sequence
-numbers and ops stay zero-copy ``memoryview`` s over the Arrow buffers; values
-stay in their Arrow buffer (sliced per point read) and are materialised as a
-list only for scans (:meth:`RowGroup.values_list`). The cache charge counts the
-Python key objects, so the row cache remains a real memory bound.
+A decoded :class:`RowGroup` keeps its columns compact (the row cache is a
+memory bound, and a Python object per key would make it hold a third fewer
+rows: at 1M keys that turned most point reads into misses). Keys stay one
+bytes blob plus offsets; when they all have one width, a point lookup is one
+NumPy ``searchsorted`` over that blob viewed as fixed-width strings (compared
+bytewise, as ``bytes`` are; a key of another width cannot be there), else a
+binary search through a Python sequence view. Sequence numbers and ops are
+zero-copy ``memoryview`` s; values stay in their Arrow buffer, sliced per
+point read. Scans ask for key and value *lists* (built per call, not cached)
+and ``zip`` them at C speed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import bisect
 import io
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .memtable import RANGE_DELETE, SCHEMA
 
@@ -40,23 +44,29 @@ class Spans(io.RawIOBase):
         self._pos = 0
 
     def readable(self) -> bool:
+        """Always True (file protocol)."""
         return True
 
     def seekable(self) -> bool:
+        """Always True (file protocol)."""
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the read position (file protocol)."""
         base = (0, self._pos, self._size)[whence]
         self._pos = base + offset
         return self._pos
 
     def tell(self) -> int:
+        """The read position (file protocol)."""
         return self._pos
 
     def size(self) -> int:
+        """Total bytes of the verified spans."""
         return self._size
 
     def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes (all with -1) from the position."""
         if n is None or n < 0:
             n = self._size - self._pos
         for start, data in self._spans:
@@ -67,41 +77,52 @@ class Spans(io.RawIOBase):
         raise OSError(f"read of {n} bytes at {self._pos} outside the verified spans")
 
     def readinto(self, b) -> int:
+        """Read into the buffer ``b``; returns the bytes read."""
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
 
 
 class RowGroup:
-    """One decoded row group: keys (a list), seqs, ops and values addressable by row index."""
+    """One decoded row group: keys, seqs, ops and values addressable by row index."""
 
-    __slots__ = ("keys", "seqs", "ops", "_values", "_voff", "_vdata", "nbytes")
+    __slots__ = ("seqs", "ops", "_keys", "_kdata", "_koff", "_kwidth", "_ksorted", "_values", "_voff",
+                 "_vdata", "nbytes")
 
     def __init__(self, table: pa.Table):
         table = table.combine_chunks()
         cols = [table.column(i).chunk(0) if table.column(i).num_chunks else pa.array([], f.type)
                 for i, f in enumerate(SCHEMA)]
         key, seq, op, value = cols
-        self.keys = key.to_pylist()
         self.seqs = memoryview(seq.buffers()[1]).cast("Q")[seq.offset:seq.offset + len(seq)]
         self.ops = memoryview(op.buffers()[1])[op.offset:op.offset + len(op)]
+        self._keys = key
+        n = len(key)
+        kbufs = key.buffers()
+        self._koff = memoryview(kbufs[1]).cast("i")[key.offset:key.offset + n + 1]
+        self._kdata = memoryview(kbufs[2]).cast("B") if kbufs[2] is not None else memoryview(b"")  # no copy
+        # Keys of one width (the common case) are searched by NumPy over the raw bytes, no copy.
+        self._kwidth = 0
+        self._ksorted = None
+        if n and self._koff[0] == 0:
+            width = (self._koff[n] - self._koff[0]) // n
+            if width and all(self._koff[i] == i * width for i in (1, n // 2, n)) and \
+                    pc.all(pc.equal(pc.binary_length(key), width)).as_py():
+                self._kwidth = width
+                self._ksorted = np.frombuffer(self._kdata, f"S{width}", n)
         vbufs = value.buffers()
         self._values = value
         self._voff = memoryview(vbufs[1]).cast("i")[value.offset:value.offset + len(value) + 1]
         self._vdata = memoryview(vbufs[2]) if vbufs[2] is not None else memoryview(b"")
-        n = len(self.keys)
-        key_bytes = self._key_data_bytes(key)
-        self.nbytes = seq.nbytes + op.nbytes + value.nbytes + key_bytes + n * _BYTES_OBJECT_OVERHEAD + 64
-
-    @staticmethod
-    def _key_data_bytes(key: pa.Array) -> int:
-        if not len(key):
-            return 0
-        offsets = memoryview(key.buffers()[1]).cast("i")
-        return offsets[key.offset + len(key)] - offsets[key.offset]
+        self.nbytes = seq.nbytes + op.nbytes + value.nbytes + key.nbytes + 64
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    @property
+    def keys(self) -> list:
+        """Every key as a list of ``bytes`` (built per call: the cache keeps only the raw bytes)."""
+        return self._keys.to_pylist()
 
     def value(self, i: int) -> bytes:
         """The value of row ``i``."""
@@ -111,17 +132,41 @@ class RowGroup:
         """Every value as a list of ``bytes`` (built per call: scans do not keep it)."""
         return self._values.to_pylist()
 
+    def _key(self, i: int) -> bytes:
+        return self._kdata[self._koff[i]:self._koff[i + 1]].tobytes()
+
     def find(self, key: bytes, snapshot_seq: int):
         """The newest point version ``(seq, op, value)`` of ``key`` at ``snapshot_seq``, or None."""
-        keys = self.keys
-        j = bisect.bisect_left(keys, key)
-        n = len(keys)
+        n = len(self.seqs)
+        w = self._kwidth
+        if w:
+            if len(key) != w:
+                return None
+            j = int(self._ksorted.searchsorted(key))
+        else:
+            j = bisect.bisect_left(_KeyView(self), key)
         seqs, ops = self.seqs, self.ops
-        while j < n and keys[j] == key:
+        kdata, koff = self._kdata, self._koff
+        while j < n and kdata[koff[j]:koff[j + 1]] == key:
             if seqs[j] <= snapshot_seq and ops[j] != RANGE_DELETE:
                 return seqs[j], ops[j], self.value(j)
             j += 1
         return None
+
+
+class _KeyView:
+    """Sequence view of a row group's keys for :mod:`bisect` (variable-width keys)."""
+
+    __slots__ = ("_rg",)
+
+    def __init__(self, rg: RowGroup):
+        self._rg = rg
+
+    def __len__(self) -> int:
+        return len(self._rg.seqs)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self._rg._key(i)
 
 
 def visible_rows(rg: RowGroup, start, end, snapshot_seq: int, reverse: bool):

@@ -103,8 +103,8 @@ class TableMeta:
             raise InvalidArgumentError("sidecar row-group index is inconsistent")
 
 
-def put_object(fs, path: str, data: bytes) -> None:
-    """Write a whole object; on a local disk also fsync it (it may soon be named by a manifest)."""
+def put_object(fs, path: str, data) -> None:
+    """Write a whole object (bytes or a buffer); on a local disk also fsync it (it may soon be named by a manifest)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if {"file", "local"} & set(protocols):
         with fs.open(path, "wb") as f:
@@ -112,7 +112,7 @@ def put_object(fs, path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
     else:
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data if isinstance(data, bytes) else bytes(memoryview(data)))
 
 
 def _row_group_bounds(keys: list, rows_per_group: int) -> list[int]:
@@ -186,7 +186,7 @@ def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group
     tmeta = TableMeta(number, size, tuple(keys[a] for a in bounds[:-1]), tuple(spans), footer,
                       bloom.bits, bloom.num_bits, bloom.num_probes, tombstones)
     meta_bytes = frame_object(_META_MAGIC, encode(tmeta))
-    put_object(fs, f"{directory}/{sst_name(number)}", buf.to_pybytes())
+    put_object(fs, f"{directory}/{sst_name(number)}", buf)
     put_object(fs, f"{directory}/{meta_name(number)}", meta_bytes)
     fmeta = FileMeta(number, size, len(meta_bytes), keys[0], largest, pc.min(seqs).as_py(),
                      pc.max(seqs).as_py(), table.num_rows, logical, len(tombstones), clean)
@@ -223,6 +223,7 @@ class SSTable:
         self.path = f"{directory}/{sst_name(meta.number)}"
         self.bloom = BloomFilter(tmeta.bloom, tmeta.bloom_bits, tmeta.bloom_probes)
         self.tombstones = TombstoneIndex(tmeta.range_tombstones)
+        self.has_tombstones = bool(tmeta.range_tombstones)
         self._first_keys = list(tmeta.rg_first_keys)
         self._files = files
         self._row_groups = row_groups

@@ -40,8 +40,12 @@ def build_stats(tree) -> dict[str, Any]:
         pinned = len(tree._pinned)
         pending = len(tree._pending_delete)
         queued = len(tree._writers)
+        reads, writes = tuple(tree._read_tally), tuple(tree._write_tally)
     with tree._stats_lock:
         c = dict(tree._counters)
+    for name, n in zip(("gets", "sst_probes", "bloom_negatives", "user_bytes", "batches", "group_commits"),
+                       reads + writes):
+        c[name] = c.get(name, 0) + n
     c["wal_bytes"] = c.get("wal_bytes", 0) + wal_now
     levels = tuple((len(files), sum(f.size + f.meta_size for f in files)) for files in version.levels)
     disk = sum(b for _, b in levels)

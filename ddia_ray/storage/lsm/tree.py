@@ -12,16 +12,15 @@ acknowledged; a batch is one WAL frame, so it survives a crash whole or not
 at all. Full memtables are flushed and files compacted by background threads
 (:mod:`.jobs`).
 
-Reads: a reader takes ``seq`` (its snapshot's, or ``last_seq``), looks in the
-active then the immutable memtables, then pins the current version and asks
-level 0 newest first, then one file per deeper level (binary search on the
-files' smallest keys). Key range and Bloom filter (from the sidecar, in
-memory) are checked before a row group is decoded. The first version found
-wins unless a range tombstone seen so far is newer.
+Reads (:mod:`.reads`): a reader takes ``seq`` (its snapshot's, or
+``last_seq``), looks in the active then the immutable memtables, then asks
+level 0 newest first, then one file per deeper level. Scans merge memtables
+and SSTables lazily, or stream one clean sorted run when nothing needs merging.
 
 Threads: every public method may be called from any thread. One mutex guards
 the in-memory state; WAL appends, SSTable reads and writes, manifest writes
-and deletions all happen outside it.
+and deletions all happen outside it (a ``get`` answered from cached row
+groups runs under it: that is memory access only).
 
 ``close()`` flushes nothing unless ``close(flush=True)``: unflushed writes
 are in the WAL and replayed by the next open.
@@ -29,11 +28,11 @@ are in the WAL and replayed by the next open.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import threading
 import types
-from typing import Any, Iterator, Mapping
+import weakref
+from typing import Any, Mapping
 
 import fsspec
 import pyarrow as pa
@@ -42,14 +41,13 @@ from ...errors import DatabaseClosedError, InvalidArgumentError, StorageError
 from ..engine import Op, WriteBatch, check_range, to_key, to_value
 from .cache import LRUCache
 from .compaction import make_policy
-from .iterator import ScanIterator, chain_entries, memtable_entries
 from .jobs import _check_ingest_table, _Jobs
 from .manifest import ManifestStore, Version
 from .memtable import DELETE, PUT, RANGE_DELETE, Memtable
 from .options import LSMOptions, parse_options
 from .recovery import recover
 from .snapshot import LSMSnapshot
-from .tombstones import TombstoneIndex
+from .reads import _ReadPath
 from .writes import _WritePath
 
 __all__ = ["LSMTree", "LSMSnapshot"]
@@ -57,7 +55,7 @@ __all__ = ["LSMTree", "LSMSnapshot"]
 _KINDS = {"put": PUT, "delete": DELETE, "delete_range": RANGE_DELETE}
 
 
-class LSMTree(_WritePath, _Jobs):
+class LSMTree(_WritePath, _ReadPath, _Jobs):
     """A log-structured merge-tree storage engine (implements ``StorageEngine``)."""
 
     @classmethod
@@ -95,6 +93,9 @@ class LSMTree(_WritePath, _Jobs):
         self._pending_delete: set[int] = set()
         self._snapshot_seqs: collections.Counter = collections.Counter()
         self._counters: collections.Counter = collections.Counter()
+        self._read_tally = [0, 0, 0]  # gets, sst_probes, bloom_negatives (under the mutex: hot path)
+        self._write_tally = [0, 0, 0]  # user_bytes, batches, group_commits (under the mutex: hot path)
+        self._live_scans: weakref.WeakSet = weakref.WeakSet()  # fast scans to stop at close()
         self._file_cache = LRUCache(opts.max_open_files)
         self._row_cache = LRUCache(opts.row_cache_bytes)
         self._manifests = ManifestStore(self._fs, self._dir)
@@ -158,13 +159,13 @@ class LSMTree(_WritePath, _Jobs):
 
     def put(self, key, value) -> None:
         """Set ``key`` to ``value``."""
-        k, v = to_key(key), to_value(value)
-        self._commit(((PUT, k, v),), len(k) + len(v))
+        k = key if type(key) is bytes else to_key(key)
+        v = value if type(value) is bytes else to_value(value)
+        self._commit_one(PUT, k, v)
 
     def delete(self, key) -> None:
         """Delete ``key``."""
-        k = to_key(key)
-        self._commit(((DELETE, k, b""),), len(k))
+        self._commit_one(DELETE, key if type(key) is bytes else to_key(key), b"")
 
     def delete_range(self, start, end) -> None:
         """Delete every key in ``[start, end)``."""
@@ -186,111 +187,6 @@ class LSMTree(_WritePath, _Jobs):
             size += len(op.key) + len(tail)
         if ops:
             self._commit(tuple(ops), size)
-
-    # --- reads -------------------------------------------------------------
-
-    def _get_memtables(self, key: bytes, seq: int):
-        cover = 0
-        for mem in [self._mem] + self._imms[::-1]:
-            if mem.has_tombstones:
-                cover = max(cover, mem.tombstone_index().cover(key, seq))
-            found = mem.get(key, seq)
-            if found is not None:
-                return found, cover
-        return None, cover
-
-    def _get_from_version(self, version: Version, key: bytes, seq: int, cover: int, tally: list):
-        tables = self._tables
-        for level, files in enumerate(version.levels):
-            if not files:
-                continue
-            if level == 0:
-                candidates = files
-            else:
-                i = bisect.bisect_right(version.smallest[level], key) - 1
-                candidates = files[i:i + 1] if i >= 0 else ()
-            for f in candidates:
-                if key < f.smallest or key > f.largest or f.min_seq > seq:
-                    continue
-                sst = tables[f.number]
-                if sst.tombstones:
-                    cover = max(cover, sst.tombstones.cover(key, seq))
-                tally[0] += 1
-                if not sst.bloom.may_contain(key):
-                    tally[1] += 1
-                    continue
-                found = sst.get(key, seq)
-                if found is not None:
-                    return found, cover
-        return None, cover
-
-    @staticmethod
-    def _resolve(found, cover: int) -> bytes | None:
-        if found is None:
-            return None
-        seq, op, value = found
-        return value if op == PUT and seq > cover else None
-
-    def get(self, key, *, snapshot: LSMSnapshot | None = None) -> bytes | None:
-        """The value of ``key`` (at ``snapshot``), or None."""
-        return self.get_many((key,), snapshot=snapshot)[0]
-
-    def get_many(self, keys, snapshot: LSMSnapshot | None = None) -> list:
-        """Values (or None) of ``keys``, in order, all read at one sequence number."""
-        ks = [to_key(k) for k in keys]
-        out: list = [None] * len(ks)
-        todo = []
-        with self._mutex:
-            self._check_open()
-            seq = self._read_seq(snapshot)
-            for i, k in enumerate(ks):
-                found, cover = self._get_memtables(k, seq)
-                if found is not None:
-                    out[i] = self._resolve(found, cover)
-                else:
-                    todo.append((i, cover))
-            version = self._pin_locked() if todo else None
-        tally = [0, 0]
-        try:
-            for i, cover in todo:
-                found, cover = self._get_from_version(version, ks[i], seq, cover, tally)
-                out[i] = self._resolve(found, cover)
-        finally:
-            if version is not None:
-                self._unpin(version)
-            with self._stats_lock:
-                c = self._counters
-                c["gets"] += len(ks)
-                c["sst_probes"] += tally[0]
-                c["bloom_negatives"] += tally[1]
-        return out
-
-    def scan(self, start=None, end=None, *, reverse: bool = False,
-             snapshot: LSMSnapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Lazy iterator of live ``(key, value)`` in ``[start, end)``; pins the files it reads."""
-        s, e = check_range(start, end)
-        with self._mutex:
-            self._check_open()
-            seq = self._read_seq(snapshot)
-            sources, tombstones = [], []
-            for mem in [self._mem] + self._imms[::-1]:
-                keys, lo, hi = mem.key_slice(s, e)
-                sources.append(memtable_entries(mem, keys, lo, hi, seq, reverse))
-                tombstones += mem.range_tombstones()
-            version = self._pin_locked()
-        for level, files in enumerate(version.levels):
-            hit = [self._tables[f.number] for f in files
-                   if (s is None or f.largest >= s) and (e is None or f.smallest < e) and f.min_seq <= seq]
-            for sst in hit:
-                tombstones += sst.tmeta.range_tombstones
-            if level == 0:
-                sources += [sst.entries(s, e, seq, reverse) for sst in hit]
-            elif hit:
-                sources.append(chain_entries(hit, s, e, seq, reverse))
-        index = TombstoneIndex(t for t in tombstones if t[2] <= seq)
-        self._count("scans")
-        return ScanIterator(sources, index, seq, reverse, lambda deferred: self._unpin(version, deferred),
-                            self._check_open)
 
     # --- snapshots ---------------------------------------------------------
 
@@ -360,6 +256,8 @@ class LSMTree(_WritePath, _Jobs):
             if self._closed:
                 return
             self._closed = self._stopping = True
+            for it in list(self._live_scans):
+                it.abort()
             self._work_cv.notify_all()
             self._bg_cv.notify_all()
             self._writers_cv.notify_all()

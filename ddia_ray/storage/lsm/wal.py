@@ -34,6 +34,7 @@ import os
 from typing import Iterator
 
 import msgpack
+from fsspec.implementations.local import LocalFileOpener
 
 from ...errors import CorruptionError
 from .framing import frame, read_log
@@ -75,15 +76,26 @@ class WalWriter:
         self._append = can_append(fs)
         self._local = bool({"file", "local"} & set(_protocols(fs)))
         self._file = fs.open(self.path, "ab") if self._append else None
+        # A local file is written through its OS file object: fsspec's wrapper only forwards the calls.
+        self._sink = self._file.f if isinstance(self._file, LocalFileOpener) else self._file
+        self._packer = msgpack.Packer(use_bin_type=True)  # only the write leader encodes: one at a time
         self._buffer = bytearray()
         self._segment = 0
         self._closed = False
 
+    def encode(self, first_seq: int, ops) -> bytes:
+        """:func:`encode_batch` with this writer's reusable packer (call from the write leader only)."""
+        return frame(self._packer.pack((WAL_FORMAT, first_seq, ops)))
+
+    def append_batch(self, first_seq: int, ops) -> None:
+        """:meth:`append` of one encoded batch."""
+        self.append(frame(self._packer.pack((WAL_FORMAT, first_seq, ops))))
+
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""
         if self._append:
-            self._file.write(data)
-            self._file.flush()
+            self._sink.write(data)
+            self._sink.flush()
             if self.sync_mode == "batch":
                 self._fsync()
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ...errors import WriteStallError
 from .memtable import Memtable
-from .wal import WalWriter, encode_batch
+from .wal import WalWriter
 
 __all__: list[str] = []
 
@@ -54,10 +54,57 @@ class _WritePath:
             self._count("slowdowns")
             opts.sleep(opts.slowdown_sleep_s)
 
-    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None) -> None:
+    def _commit_one(self, kind: int, key: bytes, value: bytes) -> None:
+        """One-op commit: the group-commit protocol when no other writer is queued, in fewer steps.
+
+        The writer still queues (so others queue behind it and the WAL order stays the
+        sequence order) and still appends outside the mutex; when the queue is not empty,
+        the memtable must be switched or writes must stall, it takes :meth:`_commit`.
+        """
+        opts = self._opts
+        self._slowdown()
+        with self._mutex:
+            mem = self._mem
+            if (self._writers or self._closed or self._bg_error is not None
+                    or mem.approx_bytes >= opts.memtable_bytes
+                    or (opts.background and self._policy.pressure_files(self._version) >= opts.l0_stop_trigger)):
+                w = None
+            else:
+                w = _Writer(None, 0)
+                self._writers.append(w)
+                seq = self._last_seq + 1
+                wal = self._wal
+        if w is None:
+            self._commit(((kind, key, value),), len(key) + len(value), slowed=True)
+            return
+        error = None
+        try:
+            wal.append_batch(seq, ((kind, key, value),))
+        except BaseException as e:  # noqa: BLE001 -- the WAL may hold a partial append
+            error = e
+        with self._mutex:
+            if error is None:
+                mem.apply_one(seq, kind, key, value)
+                self._last_seq = seq
+                t = self._write_tally
+                t[0] += len(key) + len(value)
+                t[1] += 1
+                t[2] += 1
+            else:
+                self._bg_error = error
+            self._writers.popleft()
+            w.done, w.error = True, error
+            if self._writers:
+                self._writers_cv.notify_all()
+        if error is not None:
+            raise error
+        if not opts.background:
+            self._run_pending_work()
+
+    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None, slowed: bool = False) -> None:
         """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch."""
         w = _Writer(ops, user_bytes, force or exclusive is not None)
-        if not w.force:
+        if not w.force and not slowed:
             self._slowdown()
         with self._mutex:
             self._check_writable()
@@ -101,7 +148,7 @@ class _WritePath:
                     self._run_pending_work()
                 exclusive()
             elif not w.force:
-                wal.append(b"".join([encode_batch(g.first_seq, g.ops) for g in group]))
+                wal.append(b"".join([wal.encode(g.first_seq, g.ops) for g in group]))
         except BaseException as e:  # noqa: BLE001 -- handed to every writer of the group
             error = e
         with self._mutex:
