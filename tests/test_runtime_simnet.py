@@ -155,3 +155,20 @@ def test_the_simulation_example_runs_and_shows_the_partition():
     assert report["a->b during the partition"] > 50
     assert report["answer from c"] == "c" and report["c served after restart"] == 1
     assert example.main(5) == report  # deterministic
+
+
+def test_every_core_answers_a_probe_through_the_network():
+    from ddia_ray.runtime import BaseCore, Probe, ProbeAck
+
+    net = SimNetwork(9)
+    net.add("plain", lambda node, recovered=(), tick_s=0.01: BaseCore(node, tick_s=tick_s))
+    call = net.request("plain", Probe(4))
+    assert net.run_until(lambda: call.done, timeout_s=1)
+    assert call.result == ProbeAck("plain", 4)
+    net.isolate("plain")
+    lost = net.request("plain", Probe(5))
+    net.run_for(1.0)
+    assert not lost.done
+    net.heal()
+    refused = net.request("plain", "anything else")
+    assert net.run_until(lambda: refused.done, timeout_s=1) and not refused.ok and "takes no requests" in refused.error

@@ -13,8 +13,8 @@ replicas are found again). It combines, per request:
 * retries under a :class:`~ddia_ray.resilience.RetryPolicy` and a shared
   :class:`~ddia_ray.resilience.RetryBudget`; a retry goes to a replica the
   request has not tried yet whenever one is left;
-* health checks: every ``health_interval_s`` a :class:`~ddia_ray.demo.replica.Ping`
-  goes to each replica *through the fault-injecting network*; each answer is a
+* health checks: every ``health_interval_s`` a :class:`~ddia_ray.runtime.core.Probe`
+  (answered by every core) goes to each replica *through the fault-injecting network*; each answer is a
   heartbeat for a :class:`~ddia_ray.membership.MembershipView`, whose
   phi-accrual verdicts mark replicas healthy or not in the core.
 
@@ -51,7 +51,7 @@ from ..errors import (
 from ..membership import MembershipView, MemberStatus
 from ..resilience import Backoff, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryPolicy
 from ..runtime.connect import NAMESPACE, ensure_ray
-from ..runtime.core import Reply
+from ..runtime.core import Probe, Reply
 from ..runtime.shell import actor_name
 from .consistent_hash import ConsistentHashPicker
 from .core import BalancerCore
@@ -344,8 +344,6 @@ class BalancedHandle:
         """One round of health checks: collect answered pings, send new ones, update health marks."""
         import ray
 
-        from ..demo.replica import Ping
-
         now = self.clock()
         with self._lock:
             members = list(self.core.replicas)
@@ -371,7 +369,7 @@ class BalancedHandle:
                 except ray.exceptions.RayError:
                     self._handles.pop(name, None)
             try:
-                self._pings[name] = (self._handle(name).request.remote(self.src, codec.encode(Ping())), now)
+                self._pings[name] = (self._handle(name).request.remote(self.src, codec.encode(Probe())), now)
             except ActorUnavailableError:
                 pass
         with self._lock:

@@ -36,7 +36,7 @@ from .._validate import positive
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError
 
-__all__ = ["Envelope", "Reply", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
+__all__ = ["Envelope", "Reply", "Probe", "ProbeAck", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
 
 
 @record("net.envelope", version=1)
@@ -60,6 +60,21 @@ class Reply:
     payload: Any = None
     ok: bool = True
     error: str = ""
+
+
+@record("net.probe", version=1)
+class Probe:
+    """A health check every :class:`BaseCore` answers, whatever else it serves."""
+
+    seq: int = 0
+
+
+@record("net.probe_ack", version=1)
+class ProbeAck:
+    """The answer to a :class:`Probe`: which node answered."""
+
+    node: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +153,15 @@ class BaseCore:
         self.on_tick()
 
     def request(self, request_id: int, payload: Any) -> None:
-        """Start a client request; its reply comes out of a later :meth:`ready`."""
-        self.on_request(request_id, payload)
+        """Start a client request; its reply comes out of a later :meth:`ready`.
+
+        A :class:`Probe` is answered here, so health checks work with any core
+        (and still pass through the fault-injecting network like any request).
+        """
+        if isinstance(payload, Probe):
+            self.reply(request_id, ProbeAck(self.node_id, payload.seq))
+        else:
+            self.on_request(request_id, payload)
 
     def ready(self) -> Ready:
         """Everything produced since the last :meth:`advance`."""
