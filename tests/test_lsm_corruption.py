@@ -19,6 +19,12 @@ def _files(path, suffix):
     return sorted(p for p in os.listdir(path) if p.endswith(suffix))
 
 
+def _largest_wal(path):
+    """Full path of the biggest WAL segment (the one the test's writes went to)."""
+    wal = max(_files(path, ".log"), key=lambda n: os.path.getsize(os.path.join(path, n)))
+    return os.path.join(path, wal)
+
+
 def _flip(path, offset):
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -123,8 +129,7 @@ def test_wal_corrupted_in_the_middle_raises(tmp_path):
     for i in range(3):
         db.put(b"key%d" % i, b"value%d" % i)
     db.close()  # nothing flushed: the three batches live only in the WAL
-    wal = max(_files(path, ".log"), key=lambda n: os.path.getsize(os.path.join(path, n)))
-    full = os.path.join(path, wal)
+    full = _largest_wal(path)
     frame_bytes = os.path.getsize(full) // 3
     _flip(full, frame_bytes + frame_bytes - 3)  # inside the second frame's body
     with pytest.raises(CorruptionError, match="checksum"):
@@ -137,8 +142,7 @@ def test_wal_corruption_is_skipped_with_skip_recovery(tmp_path):
     for i in range(3):
         db.put(b"key%d" % i, b"value%d" % i)
     db.close()
-    wal = max(_files(path, ".log"), key=lambda n: os.path.getsize(os.path.join(path, n)))
-    full = os.path.join(path, wal)
+    full = _largest_wal(path)
     frame_bytes = os.path.getsize(full) // 3
     _flip(full, frame_bytes + 2)  # the second frame's header
     db = LSMTree.open(f"file://{path}", wal_recovery="skip", **OPTS)
@@ -153,8 +157,7 @@ def test_torn_wal_tail_is_ignored(tmp_path):
     for i in range(3):
         db.put(b"key%d" % i, b"value%d" % i)
     db.close()
-    wal = max(_files(path, ".log"), key=lambda n: os.path.getsize(os.path.join(path, n)))
-    full = os.path.join(path, wal)
+    full = _largest_wal(path)
     os.truncate(full, os.path.getsize(full) - 4)
     db = LSMTree.open(f"file://{path}", **OPTS)
     assert db.get_many([b"key0", b"key1", b"key2"]) == [b"value0", b"value1", None]
@@ -171,8 +174,7 @@ def test_checksum_failure_in_last_wal_record_counts_as_torn(tmp_path):
     for i in range(2):
         db.put(b"key%d" % i, b"value%d" % i)
     db.close()
-    wal = max(_files(path, ".log"), key=lambda n: os.path.getsize(os.path.join(path, n)))
-    full = os.path.join(path, wal)
+    full = _largest_wal(path)
     _flip(full, os.path.getsize(full) - 2)
     db = LSMTree.open(f"file://{path}", **OPTS)
     assert db.get_many([b"key0", b"key1"]) == [b"value0", None]

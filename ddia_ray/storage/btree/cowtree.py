@@ -227,13 +227,8 @@ class TreeWriter:
         if type(val) is not bytes:
             self.pf.free_overflow(val[0])
 
-    def put(self, key: bytes, value: bytes) -> None:
-        """Set ``key`` to ``value``."""
-        val = value if len(value) <= self.inline_value_max else [self.pf.write_overflow(value), len(value)]
-        if self.root is None:
-            self.root = Node(True, [], [])
-            self.root.measure()
-            self.height = 1
+    def _descend_mutable(self, key: bytes) -> tuple:
+        """Copy-on-write the root-to-leaf path of ``key``; returns the leaf and ``[(parent, index)]``."""
         path = []
         node = self.root = self._mutable(self.root)
         while not node.leaf:
@@ -241,6 +236,16 @@ class TreeWriter:
             child = node.vals[i] = self._mutable(node.vals[i])
             path.append((node, i))
             node = child
+        return node, path
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value``."""
+        val = value if len(value) <= self.inline_value_max else [self.pf.write_overflow(value), len(value)]
+        if self.root is None:
+            self.root = Node(True, [], [])
+            self.root.measure()
+            self.height = 1
+        node, path = self._descend_mutable(key)
         keys = node.keys
         i = bisect.bisect_left(keys, key)
         if i < len(keys) and keys[i] == key:
@@ -272,13 +277,7 @@ class TreeWriter:
         """Remove ``key``; True if it was present."""
         if tree_get(self.store, self.root, key) is None:
             return False
-        path = []
-        node = self.root = self._mutable(self.root)
-        while not node.leaf:
-            i = bisect.bisect_right(node.keys, key)
-            child = node.vals[i] = self._mutable(node.vals[i])
-            path.append((node, i))
-            node = child
+        node, path = self._descend_mutable(key)
         i = bisect.bisect_left(node.keys, key)
         old = node.vals[i]
         self._drop_value(old)
