@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 Point reads (DDIA ch. 3): take ``seq`` (the snapshot's, or ``last_seq``), look
 in the active then the immutable memtables, then ask level 0 newest first and
-one file per deeper level (binary search on the files' smallest keys). Key
-range and Bloom filter (hash computed once per key, probed in every filter)
-are checked before a row group is searched. The first version found wins
-unless a range tombstone seen so far is newer.
+one file per deeper level (binary search on the files' smallest keys). The
+key range is checked first; then a row group already in the row cache is
+searched directly (a NumPy binary search costs about what a Python Bloom
+probe does, and the filter exists to spare reads), and only for a row group
+that would have to be read is the Bloom filter asked (hash computed once per
+key, probed in every filter). The first version found wins unless a range
+tombstone seen so far is newer.
 
 A ``get`` whose row groups are all in the row cache is answered entirely
 under the tree mutex, without pinning the version (nothing can be deleted
@@ -62,12 +65,18 @@ def _lookup(tables: dict, version: Version, key: bytes, seq: int, cover: int, ta
             if sst.has_tombstones:
                 cover = max(cover, sst.tombstones.cover(key, seq))
             tally[1] += 1
-            if h is None:
-                h = key_hash(key)
-            if not sst.bloom.may_contain_hash(h):
-                tally[2] += 1
-                continue
-            found = sst.get_cached(key, seq) if cached_only else sst.get(key, seq)
+            # A cached row group answers as fast as the filter would: the filter is there to
+            # spare reads, so it is consulted only when the row group is not in memory.
+            found = sst.get_cached(key, seq)
+            if found is NOT_CACHED:
+                if h is None:
+                    h = key_hash(key)
+                if not sst.bloom.may_contain_hash(h):
+                    tally[2] += 1
+                    continue
+                if cached_only:
+                    return NOT_CACHED, cover
+                found = sst.get(key, seq)
             if found is not None:
                 return found, cover
     return None, cover

@@ -104,6 +104,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         self._compaction_wanted = True
         self._switch_count = self._flushed_count = 0
         self._imms: list[Memtable] = []
+        self._calm_key = None  # (version, immutable count, no backpressure?): see _WritePath._calm
         self._threads: list[threading.Thread] = []
         recover(self)  # sets version, tables, memtable, WAL, sequence and file counters
         if opts.background:

@@ -78,6 +78,9 @@ class WalWriter:
         self._file = fs.open(self.path, "ab") if self._append else None
         # A local file is written through its OS file object: fsspec's wrapper only forwards the calls.
         self._sink = self._file.f if isinstance(self._file, LocalFileOpener) else self._file
+        # A local file is appended to with os.write on its descriptor: every append is handed to the
+        # OS at once anyway, and the buffered writer's write + flush pair cost 40% more per append.
+        self._fd = self._sink.fileno() if isinstance(self._file, LocalFileOpener) else None
         self._packer = msgpack.Packer(use_bin_type=True)  # only the write leader encodes: one at a time
         self._buffer = bytearray()
         self._segment = 0
@@ -91,9 +94,19 @@ class WalWriter:
         """:meth:`append` of one encoded batch."""
         self.append(frame(self._packer.pack((WAL_FORMAT, first_seq, ops))))
 
+    def append_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
+        """:meth:`append_batch` of a single op (the lone writer's fast path)."""
+        self.append(frame(self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),)))))
+
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""
-        if self._append:
+        if self._fd is not None:
+            done = os.write(self._fd, data)
+            while done < len(data):  # a regular file takes it all at once; a short write is retried
+                done += os.write(self._fd, data[done:])
+            if self.sync_mode == "batch":
+                self._fsync()
+        elif self._append:
             self._sink.write(data)
             self._sink.flush()
             if self.sync_mode == "batch":

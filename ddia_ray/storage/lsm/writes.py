@@ -43,6 +43,9 @@ class _Writer:
         self.error = None
 
 
+_LONE = _Writer(None, 0)  # the queue placeholder of a lone writer's fast path (never marked done)
+
+
 class _WritePath:
     """Mixin of :class:`~.tree.LSMTree`: the write path (see the module docstring)."""
 
@@ -54,35 +57,48 @@ class _WritePath:
             self._count("slowdowns")
             opts.sleep(opts.slowdown_sleep_s)
 
-    def _commit_one(self, kind: int, key: bytes, value: bytes) -> None:
-        """One-op commit: the group-commit protocol when no other writer is queued, in fewer steps.
+    def _calm(self) -> bool:
+        """Under the mutex: whether a write may skip the backpressure checks (no slowdown, no stall).
 
-        The writer still queues (so others queue behind it and the WAL order stays the
-        sequence order) and still appends outside the mutex; when the queue is not empty,
-        the memtable must be switched or writes must stall, it takes :meth:`_commit`.
+        The answer depends only on the current version and the number of immutable
+        memtables, so it is cached against both and recomputed when either changes.
         """
+        version, imms = self._version, len(self._imms)
+        if self._calm_key is not None and self._calm_key[0] is version and self._calm_key[1] == imms:
+            return self._calm_key[2]
         opts = self._opts
-        self._slowdown()
-        with self._mutex:
+        pressure = self._policy.pressure_files(version)
+        calm = opts.background and pressure < opts.l0_slowdown_trigger and pressure < opts.l0_stop_trigger \
+            and imms < opts.max_immutable_memtables
+        self._calm_key = (version, imms, calm)
+        return calm
+
+    def _commit_one(self, kind: int, key: bytes, value: bytes) -> None:
+        """One-op commit: the group-commit protocol in fewer steps when nothing stands in the way.
+
+        When no other writer is queued, the memtable has room and no backpressure applies,
+        the writer queues a placeholder (so later writers queue behind it and the WAL order
+        stays the sequence order), appends outside the mutex (readers and other writers are
+        never held up by WAL I/O) and applies under it. Any other case takes :meth:`_commit`.
+        """
+        mutex = self._mutex
+        with mutex:
             mem = self._mem
-            if (self._writers or self._closed or self._bg_error is not None
-                    or mem.approx_bytes >= opts.memtable_bytes
-                    or (opts.background and self._policy.pressure_files(self._version) >= opts.l0_stop_trigger)):
-                w = None
-            else:
-                w = _Writer(None, 0)
-                self._writers.append(w)
+            lone = (not self._writers and not self._closed and self._bg_error is None
+                    and mem.approx_bytes < self._opts.memtable_bytes and self._calm())
+            if lone:
+                self._writers.append(_LONE)
                 seq = self._last_seq + 1
                 wal = self._wal
-        if w is None:
-            self._commit(((kind, key, value),), len(key) + len(value), slowed=True)
+        if not lone:
+            self._commit(((kind, key, value),), len(key) + len(value))
             return
         error = None
         try:
-            wal.append_batch(seq, ((kind, key, value),))
+            wal.append_one(seq, kind, key, value)
         except BaseException as e:  # noqa: BLE001 -- the WAL may hold a partial append
             error = e
-        with self._mutex:
+        with mutex:
             if error is None:
                 mem.apply_one(seq, kind, key, value)
                 self._last_seq = seq
@@ -93,13 +109,10 @@ class _WritePath:
             else:
                 self._bg_error = error
             self._writers.popleft()
-            w.done, w.error = True, error
             if self._writers:
                 self._writers_cv.notify_all()
         if error is not None:
             raise error
-        if not opts.background:
-            self._run_pending_work()
 
     def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None, slowed: bool = False) -> None:
         """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch."""
