@@ -127,6 +127,9 @@ _MODULES: dict[str, str] = {
     "resilience": "ddia_ray.resilience",
     "runtime": "ddia_ray.runtime",
     "storage": "ddia_ray.storage",
+    "raft": "ddia_ray.consensus.raft",
+    "kv": "ddia_ray.kv",
+    "history": "ddia_ray.history",
 }
 
 

@@ -32,6 +32,9 @@ __all__ = [
     "NoReplicaAvailableError",
     "ClockDriftError",
     "ListenerError",
+    "ConsensusError",
+    "NotLeaderError",
+    "ProposalDroppedError",
 ]
 
 
@@ -228,3 +231,25 @@ class WriteStallError(StorageError, TimeoutError):
 
 class BackpressureError(DdiaRayError, TimeoutError):
     """A bounded queue stayed full for longer than the caller allowed; nothing was dropped."""
+
+
+class ConsensusError(DdiaRayError):
+    """A consensus group could not take a request; the message says whether retrying can help."""
+
+
+class NotLeaderError(ConsensusError):
+    """The member asked is not the leader; ``leader_hint`` names the leader it knows of, if any.
+
+    Retry on the hinted leader (clients do this themselves) or, without a hint, after an election.
+    """
+
+    def __init__(self, message: str, leader_hint: str | None = None):
+        self.leader_hint = leader_hint
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.leader_hint))
+
+
+class ProposalDroppedError(ConsensusError):
+    """The leader refused a proposal for now (a leadership transfer or a membership change is under way)."""

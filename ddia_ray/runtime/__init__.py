@@ -8,14 +8,14 @@
 """
 
 from .connect import NAMESPACE, ensure_ray
-from .core import BaseCore, Core, CoreSpec, Envelope, Probe, ProbeAck, Ready, Reply
+from .core import BaseCore, Core, CoreSpec, Envelope, Probe, ProbeAck, Ready, Reply, Rewrite
 from .durable import DurableLog
 from .faults import ANY, FaultModel, LinkSettings, NetworkConfig
 from .group import Nemesis, NodeGroup, RemoteError, assign_nodes
 from .simnet import SimCall, SimNetwork
 
 __all__ = [
-    "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply",
+    "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply", "Rewrite",
     "DurableLog", "ANY", "FaultModel", "LinkSettings", "NetworkConfig", "Nemesis", "NodeGroup",
     "RemoteError", "assign_nodes", "SimCall", "SimNetwork",
 ]

@@ -36,7 +36,7 @@ from .._validate import positive
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError
 
-__all__ = ["Envelope", "Reply", "Probe", "ProbeAck", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
+__all__ = ["Envelope", "Reply", "Probe", "ProbeAck", "Rewrite", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
 
 
 @record("net.envelope", version=1)
@@ -75,6 +75,18 @@ class ProbeAck:
 
     node: str
     seq: int
+
+
+@record("runtime.rewrite", version=1)
+class Rewrite:
+    """A persist record meaning "everything persisted before me is replaced by ``records``".
+
+    A core compacts its durable log with it (Raft after a snapshot): the driver
+    replaces the log atomically, so a crash leaves either the old records or
+    the new ones, never a mix.
+    """
+
+    records: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

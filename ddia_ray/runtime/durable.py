@@ -27,7 +27,7 @@ import fsspec
 from .. import codec
 from ..errors import CorruptRecordError
 
-__all__ = ["DurableLog", "encode_frames", "decode_frames"]
+__all__ = ["DurableLog", "encode_frames", "decode_frames", "apply_records"]
 
 _HEADER = struct.Struct("<II")
 
@@ -60,6 +60,18 @@ def decode_frames(data: bytes, *, where: str = "log") -> list:
     return records
 
 
+def apply_records(log: list, records: Iterable[Any]) -> list:
+    """The in-memory form of an append: ``log`` extended by ``records``, a :class:`Rewrite` replacing it."""
+    from .core import Rewrite
+
+    for rec in records:
+        if isinstance(rec, Rewrite):
+            log[:] = rec.records
+        else:
+            log.append(rec)
+    return log
+
+
 class DurableLog:
     """Append-only, checksummed record log of one node under an fsspec URL."""
 
@@ -75,8 +87,24 @@ class DurableLog:
         return f"{self.dir}/records.log"
 
     def append(self, records: Iterable[Any]) -> int:
-        """Append and flush ``records``; returns the number of bytes written."""
-        data = encode_frames(records)
+        """Append and flush ``records``; returns the number of bytes written.
+
+        A :class:`~ddia_ray.runtime.core.Rewrite` among them replaces the whole log by its
+        records (written to a new object, then swapped in), and appending resumes after it.
+        """
+        from .core import Rewrite
+
+        written, run = 0, []
+        for rec in records:
+            if isinstance(rec, Rewrite):
+                written += self._append_frames(encode_frames(run))
+                run = []
+                written += self._rewrite(encode_frames(rec.records))
+            else:
+                run.append(rec)
+        return written + self._append_frames(encode_frames(run))
+
+    def _append_frames(self, data: bytes) -> int:
         if not data:
             return 0
         try:
@@ -90,13 +118,31 @@ class DurableLog:
                 f.write(data)
         return len(data)
 
+    def _rewrite(self, data: bytes) -> int:
+        tmp = f"{self._path}.rewrite"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        # A rename on local disks and memory://: the old log or the new one, never a mix. Object
+        # stores copy and delete instead, and their append segments are removed only afterwards,
+        # so a crash there between the two steps can leave old segments behind: keep logs that
+        # are rewritten (Raft members) on a local disk.
+        self.fs.mv(tmp, self._path)
+        for seg in self._segment_paths():
+            self.fs.rm(seg)
+        self._segments = 0
+        return len(data)
+
+    def _segment_paths(self) -> list:
+        return sorted(p for p in self.fs.ls(self.dir, detail=False)
+                      if p.rsplit("/", 1)[-1].startswith("records.0"))
+
     def read_all(self) -> list:
         """Every record appended so far, in order (a torn last frame is ignored)."""
         out = []
         if self.fs.exists(self._path):
             with self.fs.open(self._path, "rb") as f:
                 out += decode_frames(f.read(), where=f"{self.url}/records.log")
-        segments = sorted(p for p in self.fs.ls(self.dir, detail=False) if p.rsplit("/", 1)[-1].startswith("records.0"))
+        segments = self._segment_paths()
         for seg in segments:
             with self.fs.open(seg, "rb") as f:
                 out += decode_frames(f.read(), where=seg)

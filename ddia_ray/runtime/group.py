@@ -216,6 +216,28 @@ class NodeGroup:
         self.handles[node] = self._create(node, placement[node])
         self._await_started([node], timeout_s)
 
+    def add(self, node: str, spec: CoreSpec, *, timeout_s: float = 60.0) -> None:
+        """Start a shell for a new ``node`` (a member joining the group) and wait until it runs."""
+        if not isinstance(node, str) or not node or "/" in node:
+            raise InvalidArgumentError(f"node ids must be non-empty str without '/', got {node!r}")
+        if node in self.specs:
+            raise ConfigError(f"node {node!r} is already in group {self.name!r}")
+        if not isinstance(spec, CoreSpec):
+            raise InvalidArgumentError(f"node {node!r}: expected a CoreSpec, got {type(spec).__name__}")
+        self.specs[node] = spec
+        self.restarts[node] = 0
+        placement = assign_nodes(list(self.specs), _alive_ray_nodes())
+        self.handles[node] = self._create(node, placement[node])
+        self._await_started([node], timeout_s)
+
+    def forget(self, node: str) -> None:
+        """Kill ``node`` if it runs and drop it from the group (a member that was removed)."""
+        if node not in self.specs:
+            raise UnknownNodeError(node, self.specs)
+        if self.handles.get(node) is not None:
+            self.kill(node)
+        del self.specs[node], self.handles[node], self.restarts[node]
+
     def shutdown(self, *, destroy_data: bool = False) -> None:
         """Kill every shell; with ``destroy_data`` also delete their durable records."""
         import ray

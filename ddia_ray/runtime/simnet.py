@@ -27,6 +27,7 @@ from .._validate import invariant, non_negative, positive
 from ..errors import ConfigError, UnknownNodeError
 from .controls import NetworkControls
 from .core import CoreSpec, Envelope, Ready
+from .durable import apply_records
 from .faults import FaultModel, NetworkConfig
 
 __all__ = ["SimNetwork", "SimCall", "SeedFailure", "run_seeds"]
@@ -216,7 +217,7 @@ class SimNetwork(NetworkControls):
         ready: Ready = node.core.ready()
         if not ready:
             return
-        node.log.extend(ready.persist)  # persisted (and synced) before anything is sent
+        apply_records(node.log, ready.persist)  # persisted (and synced) before anything is sent
         for env in ready.messages:
             if not isinstance(env, Envelope):
                 raise ConfigError(f"{node_id}: ready.messages must hold Envelopes, got {type(env).__name__}")

@@ -1,0 +1,1 @@
+"""Consensus: Raft (:mod:`ddia_ray.consensus.raft`), the pure core every replicated component builds on."""

@@ -1,0 +1,648 @@
+"""A Raft member as a pure state machine: ``step``, ``tick``, ``ready``, ``advance`` (etcd raft's RawNode).
+
+Theory of operation
+-------------------
+:class:`RaftNode` never does I/O and never reads a clock. Its driver feeds it
+
+* ``step(message)`` for every :class:`~.messages.Message` received,
+* ``tick()`` once per tick of time,
+* ``propose(data)`` / ``propose_many``, ``propose_conf_change``, ``read_index(ctx)``,
+  ``transfer_leadership(target)`` on behalf of clients,
+
+and then takes a :class:`RaftReady`, which it MUST handle in this order:
+persist ``snapshot``, ``entries`` (truncating the durable log from
+``entries[0].index`` first) and ``hard_state``; then send ``messages``; then
+apply ``committed`` entries (and install ``snapshot`` into the state machine);
+then call ``advance(ready)``. Persisting first is what keeps a vote or an
+acknowledgement valid across a crash (Raft §5.2, Figure 2 "persistent state").
+
+Roles and their transitions (one table, as the style guide asks):
+:data:`ROLE_TRANSITIONS`. Elections use pre-vote (§9.6 of Ongaro's thesis: a
+partitioned member does not bump its term and disrupt the cluster when it
+comes back) and check-quorum (a leader that has not heard from a quorum for
+an election timeout steps down; a follower that heard from a leader within
+the timeout refuses votes, which is the leader's lease). Replication is
+batched (``max_entries_per_msg``) and pipelined per follower with an in-flight
+window (see :mod:`.progress`). A leader only counts replicas to commit entries
+of its *current* term (§5.4.2); older entries commit with them.
+
+Membership changes go one member at a time (thesis §4.1): a configuration
+takes effect as soon as its entry is in a member's log (see :mod:`.log`), and
+a leader refuses a new change until the previous one is committed and it has
+committed an entry of its own term (the fix to the single-server change bug
+Ongaro posted in 2015). A removed leader keeps leading until its removal is
+committed, then steps down. New members should join as learners (they
+replicate but neither vote nor count for quorums) and be promoted once caught
+up. Leadership transfer (thesis §3.10) stops proposals, brings the target up
+to date and tells it to campaign at once (``timeout_now``). ReadIndex (thesis
+§6.4) serves linearizable reads without writing to the log: the leader notes
+its commit index, confirms it is still leader with a heartbeat round acknowledged
+by a quorum, and the read waits until that index is applied. Lease reads are
+not offered.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..._validate import integer, invariant, positive
+from ...errors import ConfigError, InvalidArgumentError, NotLeaderError, ProposalDroppedError, UnknownNodeError
+from .log import RaftLog
+from .messages import CONF_CHANGE, NOOP, NORMAL, ConfChange, ConfState, Entry, HardState, Message, ReadState, \
+    Snapshot, SnapshotMeta
+from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
+
+__all__ = ["RaftNode", "RaftConfig", "RaftReady", "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE", "LEADER",
+           "ROLE_TRANSITIONS"]
+
+FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre_candidate", "candidate", "leader"
+#: Every role change and its cause.
+ROLE_TRANSITIONS = {
+    (FOLLOWER, PRE_CANDIDATE): "election timeout (pre-vote on)",
+    (FOLLOWER, CANDIDATE): "election timeout (pre-vote off), or timeout_now from the leader",
+    (PRE_CANDIDATE, CANDIDATE): "a quorum granted the pre-vote",
+    (PRE_CANDIDATE, FOLLOWER): "pre-vote lost, or a leader of this term or any higher term was heard",
+    (CANDIDATE, LEADER): "a quorum granted the vote",
+    (CANDIDATE, FOLLOWER): "vote lost, or a leader of this term or any higher term was heard",
+    (LEADER, FOLLOWER): "a higher term was seen, check-quorum failed, or the leader was removed",
+    (CANDIDATE, CANDIDATE): "election timeout: a new term",
+    (PRE_CANDIDATE, PRE_CANDIDATE): "election timeout: a new pre-vote round",
+    (FOLLOWER, FOLLOWER): "a higher term was seen",
+}
+_TRANSFER = 1  # context of a vote request made because of timeout_now: it overrides the leader lease
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Tuning of one member; ticks are the driver's unit of time."""
+
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_entries_per_msg: int = 256
+    max_inflight_msgs: int = 64
+    max_apply_per_ready: int = 4096
+
+    def __post_init__(self):
+        for name in ("election_ticks", "heartbeat_ticks", "max_entries_per_msg", "max_inflight_msgs",
+                     "max_apply_per_ready"):
+            positive(name, integer(name, getattr(self, name)))
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ConfigError("heartbeat_ticks must be below election_ticks (followers would time out "
+                              "between heartbeats)")
+
+
+@dataclass(frozen=True, slots=True)
+class RaftReady:
+    """What the driver must do now (order: persist, send, apply, then ``advance``)."""
+
+    hard_state: HardState | None
+    entries: tuple
+    snapshot: Snapshot | None
+    messages: tuple
+    committed: tuple
+    read_states: tuple
+    dropped_reads: tuple
+    leader: str
+    role: str
+
+    def __bool__(self) -> bool:
+        return bool(self.hard_state or self.entries or self.snapshot or self.messages or self.committed
+                    or self.read_states or self.dropped_reads)
+
+
+class _ReadRound:
+    __slots__ = ("context", "index", "acks")
+
+    def __init__(self, context: int, index: int, me: str):
+        self.context, self.index, self.acks = context, index, {me}
+
+
+class RaftNode:
+    """One Raft member (see the module docstring)."""
+
+    def __init__(self, node_id: str, *, voters=(), learners=(), config: RaftConfig | None = None,
+                 rng: random.Random | None = None, hard_state: HardState | None = None,
+                 snapshot: Snapshot | None = None, entries=()):
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgumentError("node_id must be a non-empty str")
+        self.id = node_id
+        self.config = config or RaftConfig()
+        self.rng = rng or random.Random(node_id)
+        hs = hard_state or HardState()
+        entries = tuple(entries)
+        bootstrap = hs == HardState() and snapshot is None and not entries and bool(voters or learners)
+        if bootstrap:
+            # Bootstrap (as etcd does): the founding configuration is written as the first entries of
+            # every founding member's log, identical everywhere, so members that join later learn it
+            # by replication like any other change.
+            changes = [ConfChange("add_voter", v) for v in sorted(voters)] + \
+                [ConfChange("add_learner", n) for n in sorted(learners)]
+            entries = tuple(Entry(1, i + 1, CONF_CHANGE, c) for i, c in enumerate(changes))
+            hs = HardState(1, "", len(entries))
+        self.term, self.vote = hs.term, hs.vote
+        self.snapshot = snapshot  # the newest snapshot this member holds (sent to lagging followers)
+        self.log = RaftLog(snapshot.meta if snapshot is not None else SnapshotMeta(), entries, hs.commit)
+        if bootstrap:
+            self.log.unstable = 1  # the founding entries are not on disk yet: the first ready persists them
+        self.role = FOLLOWER
+        self.lead = ""
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self.progress: dict[str, Progress] = {}
+        self.votes: dict[str, bool] = {}
+        self.transferee = ""
+        self.pending_conf_index = 0
+        self.pending_reads: list[int] = []  # read_index calls waiting for the first commit of this term
+        self.read_rounds: list[_ReadRound] = []
+        self._msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._dropped_reads: list[int] = []
+        self._prev_hard = HardState() if bootstrap else hs  # a bootstrap's hard state must be persisted too
+        self._pending_snapshot: Snapshot | None = None
+        self.stats = {"elections": 0, "leader_changes": 0, "snapshots_sent": 0, "snapshots_installed": 0}
+        self._reset_timeout()
+
+    # --- inspection ---------------------------------------------------------
+
+    @property
+    def hard_state(self) -> HardState:
+        """The current persistent state."""
+        return HardState(self.term, self.vote, self.log.committed)
+
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in force (the newest in the log)."""
+        return self.log.conf
+
+    @property
+    def promotable(self) -> bool:
+        """Whether this member is a voter (only voters campaign)."""
+        return self.id in self.conf.voters
+
+    def status(self) -> dict:
+        """Plain data: role, term, leader, log marks, configuration and, on a leader, follower progress."""
+        out = {"id": self.id, "role": self.role, "term": self.term, "leader": self.lead, "vote": self.vote,
+               "commit": self.log.committed, "applied": self.log.applied, "last_index": self.log.last_index(),
+               "first_index": self.log.first_index(), "voters": self.conf.voters, "learners": self.conf.learners,
+               **self.stats}
+        if self.role == LEADER:
+            out["progress"] = {n: {"match": p.match, "next": p.next, "state": p.state}
+                               for n, p in self.progress.items()}
+        return out
+
+    # --- inputs -------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One tick of time: election timeout for followers and candidates, heartbeats for a leader."""
+        self.election_elapsed += 1
+        if self.role != LEADER:
+            if self.promotable and self.election_elapsed >= self.randomized_timeout:
+                self._campaign("pre" if self.config.pre_vote else "vote")
+            return
+        self.heartbeat_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                active = {n for n, p in self.progress.items() if p.recent_active} | {self.id}
+                for n, p in self.progress.items():
+                    p.recent_active = False
+                if not self._is_quorum(active):
+                    self._become_follower(self.term, "")
+                    return
+            self.transferee = ""  # a transfer that did not finish within an election timeout is abandoned
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self.read_rounds[-1].context if self.read_rounds else 0)
+
+    def propose(self, data) -> int:
+        """Append a command to the log (leader only); returns its index. It is committed later, or lost."""
+        return self.propose_many((data,))[-1]
+
+    def propose_many(self, datas) -> list[int]:
+        """Append several commands with one replication round; returns their indexes."""
+        self._check_proposals()
+        first = self.log.last_index() + 1
+        ents = [Entry(self.term, first + i, NORMAL, d) for i, d in enumerate(datas)]
+        self._append(ents)
+        return [e.index for e in ents]
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Propose a one-member membership change; refused while the previous one is not applied."""
+        if not isinstance(change, ConfChange):
+            raise InvalidArgumentError("propose_conf_change takes a ConfChange")
+        self._check_proposals()
+        if self.pending_conf_index > self.log.committed:
+            raise ProposalDroppedError("a membership change is still being committed; retry after it is")
+        members = self.conf.members
+        if change.op == "remove":
+            if change.node not in members:
+                raise UnknownNodeError(change.node, members)
+            if self.conf.voters == (change.node,):
+                raise ConfigError("cannot remove the last voter: the group could never make progress again")
+        elif change.op == "add_voter" and change.node in self.conf.voters:
+            raise ConfigError(f"{change.node!r} is already a voter")
+        elif change.op == "add_learner" and change.node in self.conf.learners:
+            raise ConfigError(f"{change.node!r} is already a learner")
+        index = self.log.last_index() + 1
+        self.pending_conf_index = index
+        self._append([Entry(self.term, index, CONF_CHANGE, change)])
+        return index
+
+    def read_index(self, context: int) -> None:
+        """Start a linearizable read tagged ``context`` (a positive int, increasing per call).
+
+        A :class:`~.messages.ReadState` with that context comes out of a later ready once a
+        quorum confirmed this member still leads; the read may be served once ``applied``
+        reaches its index. If leadership is lost first, the context comes out in
+        ``dropped_reads`` instead.
+        """
+        if self.role != LEADER:
+            raise NotLeaderError(f"{self.id} is not the leader", self.lead or None)
+        if type(context) is not int or context <= 0:
+            raise InvalidArgumentError("a read context is a positive int")
+        if self.read_rounds and context <= self.read_rounds[-1].context:
+            raise InvalidArgumentError("read contexts must increase")
+        if self.log.term(self.log.committed) != self.term:
+            self.pending_reads.append(context)  # the commit index is not known to be current yet (§6.4 step 1)
+            return
+        self._start_read(context)
+
+    def transfer_leadership(self, target: str) -> None:
+        """Hand leadership to the voter ``target`` (leader only); proposals are refused meanwhile."""
+        if self.role != LEADER:
+            raise NotLeaderError(f"{self.id} is not the leader", self.lead or None)
+        if target not in self.conf.voters:
+            raise UnknownNodeError(target, self.conf.voters)
+        if target == self.id:
+            return
+        self.transferee = target
+        self.election_elapsed = 0
+        if self.progress[target].match == self.log.last_index():
+            self._send(Message("timeout_now", self.id, target, self.term))
+        else:
+            self._send_append(target)
+
+    def compact(self, data: bytes) -> Snapshot:
+        """Take a snapshot of the state machine at ``applied`` (its encoded state is ``data``) and drop the
+        log up to there; the driver persists the returned snapshot before anything else."""
+        index = self.log.applied
+        snap = Snapshot(SnapshotMeta(index, self.log.term(index), self.log.conf_at(index)), bytes(data))
+        self.log.compact(index)
+        self.snapshot = snap
+        return snap
+
+    def step(self, m: Message) -> None:
+        """Handle one message from another member."""
+        if not isinstance(m, Message):
+            raise InvalidArgumentError(f"step takes a raft Message, got {type(m).__name__}")
+        if m.dst != self.id:
+            raise ConfigError(f"{self.id}: got a message addressed to {m.dst!r}")
+        if m.term > self.term:
+            if m.type in ("prevote", "vote"):
+                in_lease = self.config.check_quorum and self.lead != "" and \
+                    self.election_elapsed < self.config.election_ticks
+                if in_lease and m.context != _TRANSFER:
+                    return  # a leader was heard recently: this candidate cannot be needed (leader lease)
+            if m.type == "prevote" or (m.type == "prevote_resp" and not m.reject):
+                pass  # pre-votes never change terms
+            else:
+                lead = m.src if m.type in ("app", "heartbeat", "snap") else ""
+                self._become_follower(m.term, lead)
+        elif m.term < self.term:
+            if m.type in ("app", "heartbeat") and (self.config.check_quorum or self.config.pre_vote):
+                # A stale leader (e.g. just healed from a partition) learns our term and steps down.
+                self._send(Message("app_resp", self.id, m.src, self.term))
+            elif m.type == "prevote":
+                self._send(Message("prevote_resp", self.id, m.src, self.term, reject=True))
+            return
+        if m.type in ("prevote", "vote"):
+            self._on_vote_request(m)
+        elif self.role == LEADER:
+            self._step_leader(m)
+        elif self.role in (CANDIDATE, PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    # --- output -------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        """Whether :meth:`ready` has anything to do."""
+        return bool(self._msgs or self._read_states or self._dropped_reads or self._pending_snapshot
+                    or self.log.unstable <= self.log.last_index() or self.log.committed > self.log.applied
+                    or self.hard_state != self._prev_hard)
+
+    def ready(self) -> RaftReady:
+        """Everything to persist, send and apply now (see the module docstring for the order)."""
+        hs = self.hard_state
+        return RaftReady(hs if hs != self._prev_hard else None, self.log.unstable_entries(), self._pending_snapshot,
+                         tuple(self._msgs), self.log.to_apply(self.config.max_apply_per_ready),
+                         tuple(self._read_states), tuple(self._dropped_reads), self.lead, self.role)
+
+    def advance(self, rd: RaftReady) -> None:
+        """The driver did everything ``rd`` asked; applies configuration changes it committed."""
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            if self._pending_snapshot is rd.snapshot:
+                self._pending_snapshot = None
+            self.stats["snapshots_installed"] += 1
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        del self._msgs[:len(rd.messages)]
+        del self._read_states[:len(rd.read_states)]
+        del self._dropped_reads[:len(rd.dropped_reads)]
+        for e in rd.committed:
+            if e.index <= self.log.applied:
+                continue  # a snapshot installed meanwhile covers it
+            self.log.applied_to(e.index)
+            if e.kind == CONF_CHANGE and self.role == LEADER and self.id not in self.conf.voters \
+                    and self.log.last_conf_index() <= e.index:
+                self._become_follower(self.term, "")  # our own removal is committed: step down
+
+    # --- roles --------------------------------------------------------------
+
+    def _reset_timeout(self) -> None:
+        n = self.config.election_ticks
+        self.randomized_timeout = n + self.rng.randrange(n)  # [n, 2n): split votes resolve (§5.2)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term, self.vote = term, ""
+        self.lead = ""
+        self.election_elapsed = self.heartbeat_elapsed = 0
+        self._reset_timeout()
+        self.votes = {}
+        self.transferee = ""
+        self.progress = {}
+        self._drop_reads()
+
+    def _drop_reads(self) -> None:
+        self._dropped_reads += self.pending_reads + [r.context for r in self.read_rounds]
+        self.pending_reads, self.read_rounds = [], []
+
+    def _become_follower(self, term: int, lead: str) -> None:
+        self._reset(term)
+        self.role = FOLLOWER
+        self._set_lead(lead)
+
+    def _set_lead(self, lead: str) -> None:
+        if lead and lead != self.lead:
+            self.stats["leader_changes"] += 1
+        self.lead = lead
+
+    def _campaign(self, kind: str) -> None:
+        """Start a pre-vote round (``"pre"``), an election (``"vote"``) or a transfer election (``"transfer"``)."""
+        transfer = kind == "transfer"
+        if kind == "pre":
+            self._reset(self.term)  # pre-vote keeps term and vote
+            self.role = PRE_CANDIDATE
+            kind, term = "prevote", self.term + 1
+        else:
+            self._reset(self.term + 1)
+            self.role = CANDIDATE
+            self.vote = self.id
+            kind, term = "vote", self.term
+            self.stats["elections"] += 1
+        self.votes = {self.id: True}
+        if self._poll() == "won":
+            return
+        for v in self.conf.voters:
+            if v != self.id:
+                self._send(Message(kind, self.id, v, term, log_term=self.log.last_term(),
+                                   index=self.log.last_index(), context=_TRANSFER if transfer else 0))
+
+    def _poll(self) -> str:
+        granted = {n for n, ok in self.votes.items() if ok}
+        rejected = {n for n, ok in self.votes.items() if not ok}
+        if self._is_quorum(granted):
+            if self.role == PRE_CANDIDATE:
+                self._campaign("vote")  # the pre-vote round is won: now the real election
+            else:
+                self._become_leader()
+            return "won"
+        if len(rejected) >= len(self.conf.voters) - len(self.conf.voters) // 2:
+            self._become_follower(self.term, "")
+            return "lost"
+        return "pending"
+
+    def _become_leader(self) -> None:
+        invariant(self.role == CANDIDATE, "only a candidate becomes leader")
+        self._reset(self.term)
+        self.role = LEADER
+        self._set_lead(self.id)
+        last = self.log.last_index()
+        for n in self.conf.members:
+            if n != self.id:
+                self.progress[n] = Progress(last + 1, self.config.max_inflight_msgs)
+        self.pending_conf_index = last  # no membership change until everything before this term is applied
+        # An empty entry of the new term: committing it commits everything before it (§5.4.2, §8).
+        self._append([Entry(self.term, last + 1, NOOP, None)])
+
+    # --- message handling ---------------------------------------------------
+
+    def _on_vote_request(self, m: Message) -> None:
+        resp = "prevote_resp" if m.type == "prevote" else "vote_resp"
+        can_vote = self.vote == m.src or (self.vote == "" and self.lead == "") or \
+            (m.type == "prevote" and m.term > self.term)
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._send(Message(resp, self.id, m.src, m.term))
+            if m.type == "vote":
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(Message(resp, self.id, m.src, self.term, reject=True))
+
+    def _step_candidate(self, m: Message) -> None:
+        mine = "prevote_resp" if self.role == PRE_CANDIDATE else "vote_resp"
+        if m.type in ("app", "heartbeat", "snap"):
+            self._become_follower(m.term, m.src)
+            self._step_follower(m)
+        elif m.type == mine:
+            if m.src in self.conf.voters:
+                self.votes.setdefault(m.src, not m.reject)
+                self._poll()
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type in ("app", "heartbeat", "snap"):
+            self.election_elapsed = 0
+            self._set_lead(m.src)
+        if m.type == "app":
+            self._handle_append(m)
+        elif m.type == "heartbeat":
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(Message("heartbeat_resp", self.id, m.src, self.term, context=m.context))
+        elif m.type == "snap":
+            self._handle_snapshot(m)
+        elif m.type == "timeout_now" and self.promotable:
+            self._campaign("transfer")
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            self._send(Message("app_resp", self.id, m.src, self.term, index=log.committed))
+            return
+        last = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last is not None:
+            self._send(Message("app_resp", self.id, m.src, self.term, index=last))
+        else:
+            hint = log.conflict_hint(m.index, m.log_term)
+            self._send(Message("app_resp", self.id, m.src, self.term, index=m.index, reject=True,
+                               reject_hint=hint, log_term=log.term(hint) or 0))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        meta = m.snapshot.meta
+        if meta.index <= self.log.committed:
+            self._send(Message("app_resp", self.id, m.src, self.term, index=self.log.committed))
+            return
+        if self.log.match_term(meta.index, meta.term):
+            self.log.commit_to(meta.index)  # we have the entries: just fast-forward
+        else:
+            self.log.restore(meta)
+            self.snapshot = m.snapshot
+            self._pending_snapshot = m.snapshot
+        self._send(Message("app_resp", self.id, m.src, self.term, index=self.log.last_index()))
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return  # not (or no longer) a member
+        if m.type == "app_resp":
+            pr.recent_active = True
+            if m.reject:
+                if pr.maybe_decrease(m.index, m.reject_hint):
+                    if pr.state == REPLICATE:
+                        pr.become_probe()
+                    self._send_append(m.src)
+                return
+            was_paused = pr.is_paused()
+            if pr.maybe_update(m.index):
+                if pr.state == PROBE:
+                    pr.become_replicate()
+                elif pr.state == SNAPSHOT and pr.match >= pr.pending_snapshot:
+                    pr.become_probe()
+                    pr.become_replicate()
+                if self._maybe_commit():
+                    self._bcast_append()
+                elif was_paused or pr.next <= self.log.last_index():
+                    self._send_append(m.src)
+                while pr.state == REPLICATE and pr.next <= self.log.last_index() and not pr.is_paused():
+                    self._send_append(m.src)
+                if m.src == self.transferee and pr.match == self.log.last_index():
+                    self._send(Message("timeout_now", self.id, m.src, self.term))
+        elif m.type == "heartbeat_resp":
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == SNAPSHOT and pr.match < pr.pending_snapshot:
+                pr.become_probe()  # the snapshot may have been lost: probe again
+            if pr.match < self.log.last_index():
+                self._send_append(m.src)
+            if m.context and m.src in self.conf.voters:
+                self._ack_read(m.src, m.context)
+
+    # --- replication ----------------------------------------------------------
+
+    def _check_proposals(self) -> None:
+        if self.role != LEADER:
+            raise NotLeaderError(f"{self.id} is not the leader", self.lead or None)
+        if self.transferee:
+            raise ProposalDroppedError(f"leadership is being transferred to {self.transferee!r}; retry there")
+
+    def _append(self, ents) -> None:
+        self.log.append(ents)
+        if any(e.kind == CONF_CHANGE for e in ents):
+            self._conf_changed()
+        self._maybe_commit()  # a single voter commits at once
+        self._bcast_append()
+
+    def _bcast_append(self) -> None:
+        for n in self.progress:
+            self._send_append(n)
+
+    def _send_append(self, to: str) -> None:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return
+        log = self.log
+        prev = pr.next - 1
+        prev_term = log.term(prev)
+        if prev_term is None or pr.next < log.first_index():
+            if self.snapshot is None:
+                return
+            pr.become_snapshot(self.snapshot.meta.index)
+            self.stats["snapshots_sent"] += 1
+            self._send(Message("snap", self.id, to, self.term, snapshot=self.snapshot))
+            return
+        ents = log.slice(pr.next, log.last_index() + 1, self.config.max_entries_per_msg)
+        self._send(Message("app", self.id, to, self.term, log_term=prev_term, index=prev, entries=ents,
+                           commit=log.committed))
+        pr.sent(prev + len(ents), len(ents))
+
+    def _bcast_heartbeat(self, context: int) -> None:
+        for n, pr in self.progress.items():
+            self._send(Message("heartbeat", self.id, n, self.term, commit=min(pr.match, self.log.committed),
+                               context=context))
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted((self.log.last_index() if v == self.id else self.progress[v].match
+                          for v in self.conf.voters), reverse=True)
+        if not matches:
+            return False
+        index = matches[len(matches) // 2]
+        # Only entries of the current term are committed by counting replicas (§5.4.2).
+        if index > self.log.committed and self.log.term(index) == self.term:
+            self.log.commit_to(index)
+            if self.pending_reads:
+                pending, self.pending_reads = self.pending_reads, []
+                for ctx in pending:
+                    self._start_read(ctx)
+            return True
+        return False
+
+    def _is_quorum(self, ids) -> bool:
+        voters = self.conf.voters
+        return sum(1 for v in voters if v in ids) > len(voters) // 2
+
+    # --- reads ----------------------------------------------------------------
+
+    def _start_read(self, context: int) -> None:
+        if self._is_quorum({self.id}):
+            self._read_states.append(ReadState(context, self.log.committed))
+            return
+        self.read_rounds.append(_ReadRound(context, self.log.committed, self.id))
+        self._bcast_heartbeat(context)
+
+    def _ack_read(self, voter: str, context: int) -> None:
+        confirmed = -1
+        for i, r in enumerate(self.read_rounds):
+            if r.context <= context:  # an ack of a later round confirms the earlier ones too
+                r.acks.add(voter)
+                if self._is_quorum(r.acks):
+                    confirmed = i
+        if confirmed >= 0:
+            done, self.read_rounds = self.read_rounds[:confirmed + 1], self.read_rounds[confirmed + 1:]
+            self._read_states += [ReadState(r.context, r.index) for r in done]
+
+    # --- membership -----------------------------------------------------------
+
+    def _conf_changed(self) -> None:
+        """The leader appended a configuration change: track the members it adds, forget removed ones."""
+        last = self.log.last_index()
+        for n in self.conf.members:
+            if n != self.id and n not in self.progress:
+                self.progress[n] = Progress(last + 1, self.config.max_inflight_msgs)
+        for n in list(self.progress):
+            if n not in self.conf.members:
+                del self.progress[n]
+        if self.transferee and self.transferee not in self.conf.voters:
+            self.transferee = ""
+        for r in self.read_rounds:
+            r.acks &= set(self.conf.voters) | {self.id}  # acks from removed voters no longer count
+
+    def _send(self, m: Message) -> None:
+        self._msgs.append(m)

@@ -1,0 +1,251 @@
+"""A RaftKV member: the pure core a node shell (or the simulator) drives.
+
+Theory of operation
+-------------------
+:class:`RaftMember` is a :class:`~ddia_ray.runtime.core.BaseCore` around a
+:class:`~ddia_ray.consensus.raft.RaftNode` and a
+:class:`~.state_machine.KVStateMachine`. After every input it drains the
+node's ready in etcd's order: the snapshot, new entries (:class:`LogAppend`)
+and hard state go to ``persist``; Raft messages to ``send``; committed
+entries are applied and the clients waiting for them answered. The shell
+writes ``persist`` to the durable log *before* it sends anything, which is
+the durability rule Raft needs; a restart rebuilds the member from those
+records with :func:`~ddia_ray.consensus.raft.recover`.
+
+Client batches: writes are proposed together (one append round); reads of a
+batch share one ReadIndex round and are served once the read index is
+applied. An answered write is matched by index *and* by ``(client, seq)``: if
+another entry was committed at its index (the leader lost its term), the
+client is told to retry, which the session makes safe.
+
+Log compaction: every ``snapshot_entries`` applied entries the member takes
+a state-machine snapshot and persists a :class:`~ddia_ray.runtime.core.Rewrite`
+(snapshot, hard state, the entries after it), so the durable log stays short.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Any, Callable
+
+from ..consensus.raft import CONF_CHANGE, LEADER, NORMAL, ConfChange, LogAppend, Message, RaftConfig, RaftNode, \
+    recover
+from ..errors import ConfigError, ConsensusError, InvalidArgumentError, NotLeaderError, UnknownNodeError
+from ..runtime.core import BaseCore, Rewrite
+from .commands import ERROR, OK, RETRY, WRITE_KINDS, KVAdmin, KVBatch, KVCommand, KVResults
+from .state_machine import KVStateMachine
+
+__all__ = ["RaftMember", "build"]
+
+
+class _Batch:
+    __slots__ = ("results", "remaining")
+
+    def __init__(self, n: int):
+        self.results: list = [None] * n
+        self.remaining = n
+
+
+class RaftMember(BaseCore):
+    """One RaftKV member (see the module docstring)."""
+
+    def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, voters=(), learners=(),
+                 seed: int = 0, raft: dict | None = None, snapshot_entries: int = 10_000,
+                 observer: Callable[[str, str, int, Any], None] | None = None):
+        super().__init__(node_id, tick_s=tick_s)
+        if type(snapshot_entries) is not int or snapshot_entries < 1:
+            raise ConfigError("snapshot_entries must be a positive int")
+        hs, snap, entries = recover(recovered)
+        self.node = RaftNode(node_id, voters=tuple(voters), learners=tuple(learners),
+                             config=RaftConfig(**(raft or {})),
+                             rng=random.Random(seed ^ zlib.crc32(node_id.encode())),
+                             hard_state=hs, snapshot=snap, entries=entries)
+        self.sm = KVStateMachine()
+        if snap is not None:
+            self.sm.restore(snap.data)
+        self.snapshot_entries = snapshot_entries
+        # The simulator's safety checks: observer(node, "apply", index, (term, data)) for every applied
+        # entry and observer(node, "leader", term, None) whenever this member becomes leader.
+        self.observer = observer
+        self._batches: dict[int, _Batch] = {}
+        self._writes: dict[int, tuple] = {}  # log index -> (request id, position, client, seq)
+        self._reads: dict[int, list] = {}  # read context -> [(request id, position, key)]
+        self._confirmed: list = []  # (read index, items) waiting for apply to reach the index
+        self._read_ctx = 0
+        self._admin: dict[int, int] = {}  # log index of a membership change -> request id
+        self.timeline: list = []  # (ticks, term, role, leader, commit) at every change of term or role
+        self._last_seen = None
+        self._drain()
+
+    # --- inputs -------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        """Time passes for Raft."""
+        self.node.tick()
+        self._drain()
+
+    def on_message(self, src: str, payload: Any) -> None:
+        """A Raft message from another member (anything else is refused loudly)."""
+        if not isinstance(payload, Message):
+            raise InvalidArgumentError(f"{self.node_id}: expected a raft Message from {src!r}, "
+                                       f"got {type(payload).__name__}")
+        self.node.step(payload)
+        self._drain()
+
+    def on_request(self, request_id: int, payload: Any) -> None:
+        """A client batch or an admin request."""
+        if isinstance(payload, KVBatch):
+            self._on_batch(request_id, payload)
+        elif isinstance(payload, KVAdmin):
+            self._on_admin(request_id, payload)
+        else:
+            self.reply(request_id, error=f"RaftKV takes KVBatch or KVAdmin requests, not {type(payload).__name__}")
+        self._drain()
+
+    def _on_batch(self, rid: int, batch: KVBatch) -> None:
+        node = self.node
+        if node.role != LEADER:
+            self.reply(rid, KVResults(tuple((RETRY, None) for _ in batch.ops), node.lead))
+            return
+        tracker = self._batches[rid] = _Batch(len(batch.ops))
+        writes = [(i, op) for i, op in enumerate(batch.ops) if op.kind in WRITE_KINDS]
+        reads = [(i, op) for i, op in enumerate(batch.ops) if op.kind not in WRITE_KINDS]
+        if writes:
+            try:
+                indexes = node.propose_many([KVCommand(batch.client, op.seq, batch.acked_below, op)
+                                             for _, op in writes])
+            except ConsensusError:
+                for i, _ in writes:
+                    self._finish(rid, i, RETRY, node.lead)
+            else:
+                for index, (i, op) in zip(indexes, writes):
+                    self._writes[index] = (rid, i, batch.client, op.seq)
+        if reads:
+            self._read_ctx += 1
+            node.read_index(self._read_ctx)
+            self._reads[self._read_ctx] = [(rid, i, op.key) for i, op in reads]
+
+    def _on_admin(self, rid: int, req: KVAdmin) -> None:
+        node = self.node
+        if req.action == "status":
+            self.reply(rid, self.status())
+            return
+        try:
+            if req.action == "transfer":
+                node.transfer_leadership(req.node)
+                self.reply(rid, True)
+                return
+            index = node.propose_conf_change(ConfChange(req.action, req.node))
+        except NotLeaderError as e:
+            self.reply(rid, error=f"not_leader:{e.leader_hint or ''}")
+            return
+        except (ConsensusError, ConfigError, UnknownNodeError) as e:
+            self.reply(rid, error=f"{type(e).__name__}: {e}")
+            return
+        self._admin[index] = rid
+
+    # --- outputs ------------------------------------------------------------
+
+    def _finish(self, rid: int, pos: int, code: int, value: Any) -> None:
+        tracker = self._batches.get(rid)
+        if tracker is None or tracker.results[pos] is not None:
+            return
+        tracker.results[pos] = (code, value)
+        tracker.remaining -= 1
+        if tracker.remaining == 0:
+            del self._batches[rid]
+            self.reply(rid, KVResults(tuple(tracker.results), self.node.lead))
+
+    def _drain(self) -> None:
+        node = self.node
+        while node.has_ready():
+            rd = node.ready()
+            if rd.snapshot is not None:
+                self.persist(rd.snapshot)
+                self.sm.restore(rd.snapshot.data)
+                for index in [i for i in self._writes if i <= rd.snapshot.meta.index]:
+                    rid, pos, _, _ = self._writes.pop(index)
+                    self._finish(rid, pos, RETRY, node.lead)  # the session answers the retry
+            if rd.entries:
+                self.persist(LogAppend(rd.entries))
+            if rd.hard_state is not None:
+                self.persist(rd.hard_state)
+            for m in rd.messages:
+                self.send(m.dst, m)
+            for e in rd.committed:
+                self._apply(e)
+            for ctx in rd.dropped_reads:
+                for rid, pos, _ in self._reads.pop(ctx, ()):
+                    self._finish(rid, pos, RETRY, node.lead)
+            for rs in rd.read_states:
+                items = self._reads.pop(rs.context, None)
+                if items:
+                    self._confirmed.append((rs.index, items))
+            node.advance(rd)
+            self._serve_reads()
+            self._note_timeline()
+        self._maybe_compact()
+
+    def _apply(self, e) -> None:
+        result = None
+        if e.kind == NORMAL and isinstance(e.data, KVCommand):
+            result = self.sm.apply(e.data)
+        if self.observer is not None:
+            self.observer(self.node_id, "apply", e.index, (e.term, e.data))
+        waiting = self._writes.pop(e.index, None)
+        if waiting is not None:
+            rid, pos, client, seq = waiting
+            cmd = e.data
+            if e.kind == NORMAL and isinstance(cmd, KVCommand) and cmd.client == client and cmd.seq == seq:
+                self._finish(rid, pos, OK, result)
+            else:
+                self._finish(rid, pos, RETRY, self.node.lead)  # another entry won this index
+        if e.kind == CONF_CHANGE:
+            rid = self._admin.pop(e.index, None)
+            if rid is not None:
+                self.reply(rid, True)
+
+    def _serve_reads(self) -> None:
+        if not self._confirmed:
+            return
+        applied = self.node.log.applied
+        keep = []
+        for index, items in self._confirmed:
+            if index <= applied:
+                for rid, pos, key in items:
+                    self._finish(rid, pos, OK, self.sm.read(key))
+            else:
+                keep.append((index, items))
+        self._confirmed = keep
+
+    def _maybe_compact(self) -> None:
+        log = self.node.log
+        if log.applied - log.snap_index < self.snapshot_entries or log.unstable <= log.last_index():
+            return
+        snap = self.node.compact(self.sm.snapshot())
+        records = [snap, self.node.hard_state]
+        if log.entries:
+            records.append(LogAppend(tuple(log.entries)))
+        self.persist(Rewrite(tuple(records)))
+
+    def _note_timeline(self) -> None:
+        node = self.node
+        seen = (node.term, node.role, node.lead)
+        if seen != self._last_seen:
+            self._last_seen = seen
+            if node.role == LEADER and self.observer is not None:
+                self.observer(self.node_id, "leader", node.term, None)
+            self.timeline.append((self.ticks, node.term, node.role, node.lead, node.log.committed))
+            del self.timeline[:-1000]
+
+    def status(self) -> dict:
+        """Raft status plus state-machine and timeline data."""
+        return {**super().status(), **self.node.status(), "keys": len(self.sm.data),
+                "applied_writes": self.sm.applied_writes, "duplicates": self.sm.duplicates,
+                "timeline": tuple(self.timeline)}
+
+
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, **options) -> RaftMember:
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a RaftKV member."""
+    return RaftMember(node_id, recovered=recovered, tick_s=tick_s, **options)
