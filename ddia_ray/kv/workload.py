@@ -50,8 +50,8 @@ class WorkloadReport:
     unknown: int = 0
     throughput_ops_s: float = 0.0
     latency_ms: dict = field(default_factory=dict)
-    elections: int = 0
-    terms: tuple = ()
+    elections: int = 0  # terms that had a leader, begun during the run
+    terms: tuple = ()  # (term, leader) of those
     faults: list = field(default_factory=list)
     samples: list = field(default_factory=list)
     linearizable: bool | None = None
@@ -180,6 +180,7 @@ def run_workload(cluster, *, clients: int = 4, keys: int = 3, duration_s: float 
     key_names = [f"{run_id}:k{i}" for i in range(keys)]
     stop, nemesis_stop = threading.Event(), threading.Event()
     latencies: list = []
+    first_term = max((s["term"] for s in cluster.status().values()), default=0)  # elections count from here
     start = time.monotonic()
     threads = [threading.Thread(target=_client_loop, daemon=True,
                                 args=(cluster, i, clients, key_names, rec, random.Random(rng.getrandbits(64)), stop,
@@ -222,7 +223,7 @@ def run_workload(cluster, *, clients: int = 4, keys: int = 3, duration_s: float 
     terms = {}
     for st in cluster.status().values():
         for _, term, role, lead, _ in st["timeline"]:
-            if lead:
+            if lead and term > first_term:
                 terms[term] = lead
     report.terms = tuple(sorted(terms.items()))
     report.elections = len(terms)

@@ -1,0 +1,123 @@
+"""RaftKV on real Ray actors: the client API, recovery after ray.kill and whole-cluster restarts,
+membership and leadership operations, and bad input."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from ddia_ray.errors import CallTimeoutError, ConfigError, InvalidArgumentError, UnknownNodeError
+from ddia_ray.kv import RaftKV
+from raywait import wait_for
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture()
+def cluster(ray_session, tmp_path):
+    kv = RaftKV.launch(3, root=f"file://{tmp_path}/raft", tick_s=0.02)
+    yield kv
+    kv.shutdown(destroy_data=True)
+
+
+def test_get_put_delete_cas_and_thousands_in_flight(cluster):
+    with cluster.client() as c:
+        assert c.get("absent") is None
+        c.put("k", b"v1")
+        assert c.get("k") == b"v1"
+        assert c.cas("k", b"v1", b"v2") is True
+        assert c.cas("k", b"v1", b"v3") is False
+        assert c.get("k") == b"v2"
+        assert c.delete("k") is True and c.delete("k") is False
+        assert c.cas("k", None, b"fresh") is True  # expected None: the key must be absent
+        futures = [c.put_nowait(f"bulk{i}", i) for i in range(3000)]
+        concurrent.futures.wait(futures, timeout=60)
+        assert all(f.exception() is None for f in futures)
+        reads = [c.get_nowait(f"bulk{i}") for i in range(0, 3000, 7)]
+        assert [f.result(30) for f in reads] == list(range(0, 3000, 7))
+        assert c.stats["batches"] < 3000 // 10  # batched: far fewer actor calls than operations
+
+
+def test_a_killed_leader_is_replaced_and_recovers_its_log(cluster):
+    with cluster.client() as c:
+        for i in range(50):
+            c.put(f"a{i}", i)
+        old = cluster.leader()
+        cluster.kill(old)
+        c.put("after-kill", 1)  # a new leader is elected and the client finds it
+        assert wait_for(lambda: cluster.leader() != old, what="a new leader")
+        cluster.restart(old)
+        wait_for(lambda: cluster.status()[old]["applied"] >= cluster.status()[cluster.leader()]["commit"],
+                 what="the restarted member to catch up")
+        st = cluster.status()[old]
+        assert st["keys"] >= 51  # its state machine was rebuilt from its durable log and the leader
+        assert [c.get(f"a{i}") for i in range(50)] == list(range(50))
+
+
+def test_whole_cluster_restart_keeps_every_committed_write(cluster):
+    with cluster.client() as c:
+        futures = [c.put_nowait(f"w{i}", i) for i in range(200)]
+        c.put("last", "done")
+        concurrent.futures.wait(futures, timeout=30)
+        assert all(f.exception() is None for f in futures)  # acknowledged: they must survive
+        for m in cluster.members:
+            cluster.kill(m)
+        for m in cluster.members:
+            cluster.restart(m)
+        assert c.get("last") == "done"
+        assert [c.get(f"w{i}") for i in range(0, 200, 10)] == list(range(0, 200, 10))
+
+
+def test_membership_and_leadership(cluster):
+    with cluster.client() as c:
+        c.put("x", 1)
+        new = cluster.add_member()
+        assert new in cluster.members
+        wait_for(lambda: new in cluster.status()[cluster.leader()]["voters"], what="the learner's promotion")
+        cluster.transfer_leadership(new)
+        assert cluster.leader() == new
+        victim = next(m for m in cluster.members if m != new)
+        cluster.remove_member(victim)
+        assert victim not in cluster.members
+        assert victim not in cluster.status()[cluster.leader()]["voters"]
+        assert c.get("x") == 1
+        c.put("y", 2)
+        assert c.get("y") == 2
+
+
+def test_bad_input_is_refused_clearly(cluster):
+    with pytest.raises(UnknownNodeError):
+        cluster.remove_member("nobody")
+    with pytest.raises(UnknownNodeError):
+        cluster.transfer_leadership("nobody")
+    with pytest.raises(ConfigError):
+        RaftKV.launch(0)
+    with cluster.client() as c:
+        with pytest.raises(InvalidArgumentError):
+            c.put("k", None)
+        with pytest.raises(InvalidArgumentError):
+            c.put(3, b"v")  # keys are str or bytes
+
+
+def test_removing_the_last_voter_is_refused(ray_session):
+    kv = RaftKV.launch(1, tick_s=0.02)
+    try:
+        with pytest.raises(ConfigError, match="last voter"):
+            kv.remove_member(kv.leader())
+    finally:
+        kv.shutdown()
+
+
+def test_an_operation_without_a_quorum_times_out(cluster):
+    with cluster.client(timeout_s=1.0) as c:
+        c.put("k", 1)
+        leader = cluster.leader()
+        others = [m for m in cluster.members if m != leader]
+        for m in others:
+            cluster.kill(m)
+        with pytest.raises(CallTimeoutError):
+            c.put("k", 2)  # no majority: it may never commit, and the client says so
+        for m in others:
+            cluster.restart(m)
+        assert c.get("k") in (1, 2)  # the timed-out write's outcome is unknown either way
