@@ -121,3 +121,27 @@ def test_an_operation_without_a_quorum_times_out(cluster):
         for m in others:
             cluster.restart(m)
         assert c.get("k") in (1, 2)  # the timed-out write's outcome is unknown either way
+
+
+def test_compacted_logs_survive_restarts_and_lagging_members_get_a_snapshot(ray_session, tmp_path):
+    kv = RaftKV.launch(3, root=f"file://{tmp_path}/raft", tick_s=0.02, snapshot_entries=50)
+    try:
+        with kv.client() as c:
+            for f in [c.put_nowait(f"a{i}", i) for i in range(300)]:
+                f.result(30)
+            leader = kv.leader()
+            lagging = next(m for m in kv.members if m != leader)
+            kv.kill(lagging)
+            for f in [c.put_nowait(f"b{i}", i) for i in range(300)]:
+                f.result(30)
+            assert kv.status()[leader]["first_index"] > 300  # the leader's log was compacted past a0..
+            kv.restart(lagging)
+            wait_for(lambda: kv.status()[lagging]["keys"] == 600, what="the lagging member to catch up")
+            st = kv.status()[lagging]
+            assert st["snapshots_installed"] >= 1 or st["first_index"] > 1  # via a snapshot (sent or its own)
+            kv.kill(leader)
+            kv.restart(leader)  # it rebuilds from its compacted durable log
+            wait_for(lambda: kv.status()[leader]["keys"] == 600, what="the restarted leader to rebuild its state")
+            assert [c.get(f"b{i}") for i in range(0, 300, 30)] == list(range(0, 300, 30))
+    finally:
+        kv.shutdown(destroy_data=True)

@@ -48,3 +48,23 @@ def test_destroy_removes_the_records(root):
     log.append([Served(1)])
     log.destroy()
     assert DurableLog(root, "n1").read_all() == []
+
+
+def test_a_rewrite_replaces_everything_before_it(root):
+    from ddia_ray.runtime.core import Rewrite
+
+    name = f"rw-{uuid.uuid4().hex}"
+    log = DurableLog(root, name)
+    log.append([Served(1), Served(2)])
+    log.append([Served(3), Rewrite((Served(9),)), Served(4)])
+    log.append([Served(5)])
+    expected = [Served(9), Served(4), Served(5)]
+    assert log.read_all() == expected
+    assert DurableLog(root, name).read_all() == expected  # what a restarted node reads
+
+
+def test_apply_records_mirrors_a_rewrite_in_memory():
+    from ddia_ray.runtime.core import Rewrite
+    from ddia_ray.runtime.durable import apply_records
+
+    assert apply_records([1, 2], [3, Rewrite((7,)), 8]) == [7, 8]

@@ -5,7 +5,9 @@ Theory of operation
 Everything a Raft member persists or sends is a codec record, so it is
 versioned msgpack on disk and on the wire (a record from an unknown newer
 version is refused with :class:`~ddia_ray.errors.UnknownVersionError` by the
-codec before the core sees it).
+codec before the core sees it: every record here is registered with
+``accepts_newer=False``, because a field this reader would silently drop could
+change what a message or a persisted entry means).
 
 As in etcd's raft, there is a single :class:`Message` record whose ``type``
 says what it is; the fields a type does not use keep their defaults::
@@ -49,9 +51,9 @@ def _nonneg_ints(obj, *names: str) -> None:
             raise InvalidArgumentError(f"{type(obj).__name__}.{name} must be a non-negative int, got {v!r}")
 
 
-@record("raft.entry", version=1)
+@record("raft.entry", version=1, accepts_newer=False)
 class Entry:
-    """One log entry: its term and index, its kind and the application's command."""
+    """One log entry: its term and index, its kind and the command (opaque to Raft; RaftKV stores encoded bytes)."""
 
     term: int
     index: int
@@ -66,7 +68,7 @@ class Entry:
             raise InvalidArgumentError("a configuration-change entry must carry a ConfChange")
 
 
-@record("raft.conf_state", version=1)
+@record("raft.conf_state", version=1, accepts_newer=False)
 class ConfState:
     """A configuration: the voters (who elect and form quorums) and the learners (who only replicate)."""
 
@@ -96,7 +98,7 @@ class ConfState:
         return ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
 
 
-@record("raft.conf_change", version=1)
+@record("raft.conf_change", version=1, accepts_newer=False)
 class ConfChange:
     """Add a voter, add a learner (or demote a voter to one), or remove a member."""
 
@@ -110,7 +112,7 @@ class ConfChange:
             raise InvalidArgumentError("a membership change names a non-empty str node id")
 
 
-@record("raft.hard_state", version=1)
+@record("raft.hard_state", version=1, accepts_newer=False)
 class HardState:
     """What must be durable before any message that depends on it: term, vote and commit index."""
 
@@ -124,7 +126,7 @@ class HardState:
             raise InvalidArgumentError("vote must be a str node id ('' for none)")
 
 
-@record("raft.snapshot_meta", version=1)
+@record("raft.snapshot_meta", version=1, accepts_newer=False)
 class SnapshotMeta:
     """Where a snapshot stands in the log: last included index and term, and the configuration then."""
 
@@ -136,7 +138,7 @@ class SnapshotMeta:
         _nonneg_ints(self, "index", "term")
 
 
-@record("raft.snapshot", version=1)
+@record("raft.snapshot", version=1, accepts_newer=False)
 class Snapshot:
     """A state-machine snapshot: its metadata and the application's encoded state."""
 
@@ -144,7 +146,7 @@ class Snapshot:
     data: bytes = b""
 
 
-@record("raft.read_state", version=1)
+@record("raft.read_state", version=1, accepts_newer=False)
 class ReadState:
     """A confirmed ReadIndex: reads tagged ``context`` may be served once ``index`` is applied."""
 
@@ -152,7 +154,7 @@ class ReadState:
     index: int
 
 
-@record("raft.message", version=1)
+@record("raft.message", version=1, accepts_newer=False)
 class Message:
     """A Raft message between members (see the module table for what each type uses)."""
 
@@ -181,7 +183,7 @@ class Message:
             raise InvalidArgumentError("message snapshot must be a Snapshot")
 
 
-@record("raft.log_append", version=1)
+@record("raft.log_append", version=1, accepts_newer=False)
 class LogAppend:
     """Persist record: the durable log is truncated from ``entries[0].index`` and then extended by them."""
 
