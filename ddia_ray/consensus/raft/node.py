@@ -158,6 +158,7 @@ class RaftNode:
         self.pending_conf_index = 0
         self.pending_reads: list[int] = []  # read_index calls waiting for the first commit of this term
         self.read_rounds: list[_ReadRound] = []
+        self._last_read_context = 0  # an ack confirms every round up to its context: contexts must increase
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[int] = []
@@ -236,16 +237,16 @@ class RaftNode:
             raise InvalidArgumentError("propose_conf_change takes a ConfChange")
         self._check_proposals()
         if self.pending_conf_index > self.log.committed:
-            raise ProposalDroppedError("a membership change is still being committed; retry after it is")
+            raise ProposalDroppedError("a membership change (or a new leader's first entry) is still being "
+                                       "committed; retry after it is")
         members = self.conf.members
-        if change.op == "remove":
-            if change.node not in members:
-                raise UnknownNodeError(change.node, members)
-            if self.conf.voters == (change.node,):
-                raise ConfigError("cannot remove the last voter: the group could never make progress again")
-        elif change.op == "add_voter" and change.node in self.conf.voters:
+        if change.op == "remove" and change.node not in members:
+            raise UnknownNodeError(change.node, members)
+        if change.op != "add_voter" and self.conf.voters == (change.node,):
+            raise ConfigError("cannot remove (or demote) the last voter: the group could never make progress again")
+        if change.op == "add_voter" and change.node in self.conf.voters:
             raise ConfigError(f"{change.node!r} is already a voter")
-        elif change.op == "add_learner" and change.node in self.conf.learners:
+        if change.op == "add_learner" and change.node in self.conf.learners:
             raise ConfigError(f"{change.node!r} is already a learner")
         index = self.log.last_index() + 1
         self.pending_conf_index = index
@@ -264,8 +265,9 @@ class RaftNode:
             raise NotLeaderError(f"{self.id} is not the leader", self.lead or None)
         if type(context) is not int or context <= 0:
             raise InvalidArgumentError("a read context is a positive int")
-        if self.read_rounds and context <= self.read_rounds[-1].context:
-            raise InvalidArgumentError("read contexts must increase")
+        if context <= self._last_read_context:
+            raise InvalidArgumentError(f"read contexts must increase (the last one was {self._last_read_context})")
+        self._last_read_context = context
         if self.log.term(self.log.committed) != self.term:
             self.pending_reads.append(context)  # the commit index is not known to be current yet (§6.4 step 1)
             return
@@ -440,7 +442,9 @@ class RaftNode:
         for n in self.conf.members:
             if n != self.id:
                 self.progress[n] = Progress(last + 1, self.config.max_inflight_msgs)
-        self.pending_conf_index = last  # no membership change until everything before this term is applied
+        # No membership change until this term's first entry (the noop below) is committed: a leader
+        # must commit an entry of its own term before it changes the configuration (Ongaro, raft-dev 2015).
+        self.pending_conf_index = last + 1
         # An empty entry of the new term: committing it commits everything before it (§5.4.2, §8).
         self._append([Entry(self.term, last + 1, NOOP, None)])
 
@@ -506,7 +510,9 @@ class RaftNode:
             self.log.restore(meta)
             self.snapshot = m.snapshot
             self._pending_snapshot = m.snapshot
-        self._send(Message("app_resp", self.id, m.src, self.term, index=self.log.last_index()))
+        # Only up to the commit index is known to match the leader: entries after the snapshot point may be
+        # uncommitted leftovers of an older term (etcd acknowledges the commit index too).
+        self._send(Message("app_resp", self.id, m.src, self.term, index=self.log.committed))
 
     def _step_leader(self, m: Message) -> None:
         pr = self.progress.get(m.src)
