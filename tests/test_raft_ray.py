@@ -145,3 +145,27 @@ def test_compacted_logs_survive_restarts_and_lagging_members_get_a_snapshot(ray_
             assert [c.get(f"b{i}") for i in range(0, 300, 30)] == list(range(0, 300, 30))
     finally:
         kv.shutdown(destroy_data=True)
+
+
+def test_local_reads_are_served_by_any_member_and_may_be_stale(cluster):
+    from ddia_ray.kv import KVBatch, KVResults
+
+    def local_read(member):
+        batch = KVBatch("probe-session", (("get_local", "k", 1, None, None),))
+        res = cluster.group.request(member, batch, src="probe")
+        assert isinstance(res, KVResults)
+        return res.results[0][1]
+
+    with cluster.client() as c:
+        c.put("k", 1)
+        leader = cluster.leader()
+        follower = next(m for m in cluster.members if m != leader)
+        wait_for(lambda: local_read(follower) == 1, what="the follower to apply k=1")
+        cluster.partition([[follower, "probe"], ["*"]])
+        try:
+            c.put("k", 2)  # commits on the majority, without the cut-off follower
+            assert local_read(follower) == 1  # a local read there is stale ...
+            assert c.get("k") == 2  # ... a linearizable read is not
+        finally:
+            cluster.heal()
+        wait_for(lambda: local_read(follower) == 2, what="the follower to catch up")

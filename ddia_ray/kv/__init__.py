@@ -9,9 +9,9 @@
 
 from .client import RaftKVClient
 from .cluster import RaftKV
-from .commands import ERROR, OK, RETRY, KVAdmin, KVBatch, KVCommand, KVOp, KVResults
+from .commands import ERROR, OK, RETRY, KVAdmin, KVBatch, KVCommand, KVResults
 from .member import RaftMember
 from .state_machine import KVStateMachine
 
-__all__ = ["RaftKV", "RaftKVClient", "RaftMember", "KVStateMachine", "KVOp", "KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY",
+__all__ = ["RaftKV", "RaftKVClient", "RaftMember", "KVStateMachine", "KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY",
            "ERROR"]

@@ -34,7 +34,7 @@ from .. import codec
 from .._validate import positive
 from ..errors import CallTimeoutError, ConfigError, InvalidArgumentError
 from ..runtime.core import Reply
-from .commands import ERROR, OK, KVBatch, KVOp, KVResults
+from .commands import ERROR, OK, KVBatch, KVResults, check_op
 
 __all__ = ["RaftKVClient"]
 
@@ -42,7 +42,7 @@ __all__ = ["RaftKVClient"]
 class _Pending:
     __slots__ = ("op", "future", "deadline_s")
 
-    def __init__(self, op: KVOp, future: concurrent.futures.Future, deadline_s: float):
+    def __init__(self, op: tuple, future: concurrent.futures.Future, deadline_s: float):
         self.op, self.future, self.deadline_s = op, future, deadline_s
 
 
@@ -76,9 +76,15 @@ class RaftKVClient:
 
     # --- public API -------------------------------------------------------------
 
-    def get(self, key, *, timeout_s: float | None = None):
-        """The value of ``key`` (None if absent), read linearizably through the leader (ReadIndex)."""
-        return self._wait(self.get_nowait(key), timeout_s)
+    def get(self, key, *, linearizable: bool = True, timeout_s: float | None = None):
+        """The value of ``key`` (None if absent).
+
+        By default the read is linearizable: the leader confirms it still leads with a quorum
+        (ReadIndex) and answers once it has applied everything committed before the read began.
+        ``linearizable=False`` is answered by whichever member the client reaches, from its own
+        state: cheaper, but it may be stale (a follower behind, or a deposed leader).
+        """
+        return self._wait(self.get_nowait(key, linearizable=linearizable), timeout_s)
 
     def put(self, key, value, *, timeout_s: float | None = None) -> None:
         """Set ``key`` to ``value`` (any codec-encodable value; None is refused: use delete)."""
@@ -95,9 +101,9 @@ class RaftKVClient:
         """
         return self._wait(self.cas_nowait(key, expected, new), timeout_s)
 
-    def get_nowait(self, key) -> concurrent.futures.Future:
+    def get_nowait(self, key, *, linearizable: bool = True) -> concurrent.futures.Future:
         """Start a :meth:`get`; the future holds the value."""
-        return self._submit("get", key)
+        return self._submit("get" if linearizable else "get_local", key)
 
     def put_nowait(self, key, value) -> concurrent.futures.Future:
         """Start a :meth:`put`; the future resolves to None once the write is committed and applied."""
@@ -146,9 +152,10 @@ class RaftKVClient:
             raise ConfigError("the client is closed")
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            op = KVOp(kind, key, next(self._seq), value, expected)
+            seq = next(self._seq)
+            op = check_op((kind, key, seq, value, expected))
             p = _Pending(op, fut, time.monotonic() + self.timeout_s)
-            self._outstanding[op.seq] = p
+            self._outstanding[seq] = p
             self._queue.append(p)
         self._loop.call_soon_threadsafe(self._kick)
         return fut
@@ -188,12 +195,12 @@ class RaftKVClient:
         with self._lock:
             late = [p for p in self._outstanding.values() if p.deadline_s < now]
         for p in late:
-            self._resolve(p, exc=CallTimeoutError(f"{p.op.kind} {p.op.key!r} did not succeed within "
+            self._resolve(p, exc=CallTimeoutError(f"{p.op[0]} {p.op[1]!r} did not succeed within "
                                                   f"{self.timeout_s}s; its outcome is unknown"))
 
     def _resolve(self, p: _Pending, value: Any = None, exc: BaseException | None = None) -> None:
         with self._lock:
-            self._outstanding.pop(p.op.seq, None)
+            self._outstanding.pop(p.op[2], None)
         if not p.future.done():
             if exc is not None:
                 p.future.set_exception(exc)

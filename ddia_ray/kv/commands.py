@@ -7,7 +7,7 @@ client *session*. Every operation carries the session's sequence number, so
 a retried write is recognised by the state machine and applied once (Raft
 thesis §6.3); ``acked_below`` tells the state machine which results the
 client has already received, so it can forget them. Each write becomes one
-:class:`KVCommand` log entry; reads use ReadIndex and never touch the log.
+:class:`KVCommand` log entry (see :func:`encode_command`); reads use ReadIndex and never touch the log.
 
 The answer is a :class:`KVResults` with one ``(code, value)`` per operation:
 ``OK`` (value is the result), ``RETRY`` (not done here: ask ``leader`` or
@@ -17,16 +17,18 @@ session) or ``ERROR`` (the operation itself is wrong; value says why).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from .. import codec
 from ..codec import record
-from ..errors import InvalidArgumentError
+from ..errors import CorruptRecordError, InvalidArgumentError, UnknownVersionError
 
-__all__ = ["KVOp", "KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY", "ERROR", "OP_KINDS",
-           "WRITE_KINDS"]
+__all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY", "ERROR", "OP_KINDS", "WRITE_KINDS",
+           "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
 
 OK, RETRY, ERROR = 0, 1, 2
-OP_KINDS = frozenset({"get", "put", "delete", "cas"})
+COMMAND_FORMAT = 1
+OP_KINDS = frozenset({"get", "get_local", "put", "delete", "cas"})
 WRITE_KINDS = frozenset({"put", "delete", "cas"})
 ADMIN_ACTIONS = frozenset({"add_learner", "add_voter", "remove", "transfer", "status"})
 
@@ -36,27 +38,29 @@ def _check_key(key) -> None:
         raise InvalidArgumentError(f"keys are str or bytes, got {type(key).__name__}")
 
 
-@record("kv.op", version=1)
-class KVOp:
-    """One client operation: ``get``, ``put``, ``delete`` or ``cas`` (value is the new value)."""
-
-    kind: str
-    key: Any
-    seq: int
-    value: Any = None
-    expected: Any = None
-
-    def __post_init__(self):
-        if self.kind not in OP_KINDS:
-            raise InvalidArgumentError(f"unknown operation {self.kind!r}; use one of {sorted(OP_KINDS)}")
-        _check_key(self.key)
-        if type(self.seq) is not int or self.seq <= 0:
-            raise InvalidArgumentError("an operation's seq is a positive int")
+def check_op(op) -> tuple:
+    """Validate one operation tuple ``(kind, key, seq, value, expected)``; returns it."""
+    if not isinstance(op, tuple) or len(op) != 5:
+        raise InvalidArgumentError(f"an operation is (kind, key, seq, value, expected), got {op!r}")
+    kind, key, seq = op[0], op[1], op[2]
+    if kind not in OP_KINDS:
+        raise InvalidArgumentError(f"unknown operation {kind!r}; use one of {sorted(OP_KINDS)}")
+    _check_key(key)
+    if type(seq) is not int or seq <= 0:
+        raise InvalidArgumentError("an operation's seq is a positive int")
+    return op
 
 
 @record("kv.batch", version=1)
 class KVBatch:
-    """Operations of one client session; ``acked_below``: every seq below it has had its answer."""
+    """Operations of one client session; ``acked_below``: every seq below it has had its answer.
+
+    Each operation is a plain tuple ``(kind, key, seq, value, expected)`` (``kind`` one of
+    ``get``, ``get_local``, ``put``, ``delete``, ``cas``; for ``cas`` ``value`` is the new value;
+    ``get_local`` is answered by whichever member receives it, from its own state, without
+    ReadIndex: possibly stale, never linearizable): one record per
+    batch rather than one per operation keeps the decoding cost per operation down.
+    """
 
     client: str
     ops: tuple
@@ -65,18 +69,39 @@ class KVBatch:
     def __post_init__(self):
         if not isinstance(self.client, str) or not self.client:
             raise InvalidArgumentError("a batch names its client session (a non-empty str)")
-        if not isinstance(self.ops, tuple) or not all(isinstance(op, KVOp) for op in self.ops):
-            raise InvalidArgumentError("a batch holds a tuple of KVOp")
+        if not isinstance(self.ops, tuple):
+            raise InvalidArgumentError("a batch holds a tuple of operations")
+        for op in self.ops:
+            check_op(op)
 
 
-@record("kv.command", version=1)
-class KVCommand:
+class KVCommand(NamedTuple):
     """A write in the log: the session that sent it, its sequence number and the operation."""
 
     client: str
     seq: int
     acked_below: int
-    op: KVOp
+    kind: str
+    key: Any
+    value: Any
+    expected: Any
+
+
+def encode_command(client: str, acked_below: int, op: tuple) -> bytes:
+    """The log entry of a write: versioned msgpack ``[COMMAND_FORMAT, client, seq, acked_below, kind, key,
+    value, expected]`` (a plain array: it is decoded once per member per write, so no record framing)."""
+    kind, key, seq, value, expected = op
+    return codec.encode((COMMAND_FORMAT, client, seq, acked_below, kind, key, value, expected))
+
+
+def decode_command(data: bytes) -> KVCommand:
+    """The inverse of :func:`encode_command`; raises if the entry is not a command of a known format."""
+    fields = codec.decode(data)
+    if not isinstance(fields, tuple) or not fields or type(fields[0]) is not int:
+        raise CorruptRecordError("a RaftKV log entry is not a command")
+    if fields[0] != COMMAND_FORMAT or len(fields) != 8:
+        raise UnknownVersionError("kv.command", fields[0], f"format {COMMAND_FORMAT}")
+    return KVCommand(*fields[1:])
 
 
 @record("kv.results", version=1)

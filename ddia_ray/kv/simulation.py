@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from ..consensus.raft import LEADER
 from ..history import HistoryRecorder, check, describe
 from ..runtime import SimNetwork
-from .commands import OK, KVAdmin, KVBatch, KVOp, KVResults
+from .commands import OK, KVAdmin, KVBatch, KVResults
 from .member import RaftMember
 
 __all__ = ["simulate", "SimReport", "SafetyViolation"]
@@ -109,7 +109,7 @@ class _Client:
         self.seq = 0
         self.timeout_s, self.deadline_s = timeout_s, deadline_s
         self.leader = rng.choice(members)
-        self.op = None  # (op id, KVOp, f, started_at_s)
+        self.op = None  # (op id, operation tuple, f, started_at_s)
         self.call = None
         self.next_at_s = 0.0
         self.acked_below = 1
@@ -156,13 +156,13 @@ class _Client:
         key = self.rng.choice(self.keys)
         r = self.rng.random()
         if r < 0.4:
-            op, f, value = KVOp("get", key, self.seq), "read", None
+            op, f, value = ("get", key, self.seq, None, None), "read", None
         elif r < 0.8:
             v = self.rng.randrange(5)
-            op, f, value = KVOp("put", key, self.seq, v), "write", v
+            op, f, value = ("put", key, self.seq, v, None), "write", v
         else:
             exp, new = self.rng.randrange(5), self.rng.randrange(5)
-            op, f, value = KVOp("cas", key, self.seq, new, exp), "cas", (exp, new)
+            op, f, value = ("cas", key, self.seq, new, exp), "cas", (exp, new)
         op_id = self.rec.invoke(self.process, f, key, value)
         self.op = (op_id, op, f, now_s)
         self.ops += 1

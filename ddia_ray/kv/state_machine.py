@@ -53,19 +53,19 @@ class KVStateMachine:
         if cmd.seq in results:
             self.duplicates += 1
             return results[cmd.seq]
-        op = cmd.op
-        if op.kind == "put":
-            self.data[op.key] = op.value
+        kind, key = cmd.kind, cmd.key
+        if kind == "put":
+            self.data[key] = cmd.value
             result = None
-        elif op.kind == "delete":
-            result = self.data.pop(op.key, None) is not None
+        elif kind == "delete":
+            result = self.data.pop(key, None) is not None
         else:  # cas
-            result = self.data.get(op.key) == op.expected
+            result = self.data.get(key) == cmd.expected
             if result:
-                if op.value is None:
-                    self.data.pop(op.key, None)
+                if cmd.value is None:
+                    self.data.pop(key, None)
                 else:
-                    self.data[op.key] = op.value
+                    self.data[key] = cmd.value
         results[cmd.seq] = result
         self.applied_writes += 1
         return result

@@ -1,0 +1,98 @@
+"""RaftKV against PySyncObj, side by side in one run: 3 members each, same payload, durable logs.
+
+Measured for both:
+
+* **throughput**: ``--ops`` writes (16-byte keys, ``--payload-bytes`` values) with ``--in-flight``
+  of them outstanding at any time, from one client;
+* **latency**: ``--blocking-ops`` single blocking writes, one after the other (p50 and p99).
+
+RaftKV runs as three Ray actors (node shells) on this machine with their records on local disk
+(written to the OS before any message depending on them is sent, as PySyncObj's journal is; see
+``bench/raft_peers.py`` for how PySyncObj is set up). Targets from the issue: throughput >= 2x
+PySyncObj, blocking write p50 <= 10 ms.
+
+Run: ``python bench/raft.py [--ops N] [--in-flight N] [--blocking-ops N] [--payload-bytes N] [--tick-s S]``
+(needs ``pip install -e '.[bench]'`` for pysyncobj).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench_raftkv(*, payload_bytes: int, ops: int, in_flight: int, blocking_ops: int, workdir: str,
+                 tick_s: float) -> dict:
+    """Throughput with ``in_flight`` writes outstanding, then latency of blocking writes."""
+    from ddia_ray.kv import RaftKV
+
+    kv = RaftKV.launch(3, root=f"file://{workdir}", tick_s=tick_s)
+    try:
+        kv.leader()
+        value = b"v" * payload_bytes
+        with kv.client(max_batch=1000, max_in_flight_batches=4) as c:
+            for f in [c.put_nowait(b"warmup%09d" % i, value) for i in range(2000)]:
+                f.result(60)
+            window: collections.deque = collections.deque()
+            t0 = time.perf_counter()
+            for i in range(ops):
+                if len(window) >= in_flight:
+                    window.popleft().result(60)
+                window.append(c.put_nowait(b"key-%011d" % i, value))
+            for f in window:
+                f.result(60)
+            throughput = ops / (time.perf_counter() - t0)
+            lat = []
+            for i in range(blocking_ops):
+                t = time.perf_counter()
+                c.put(b"blk-%012d" % i, value)
+                lat.append(time.perf_counter() - t)
+        lat.sort()
+        return {"throughput_ops_s": throughput, "p50_ms": lat[len(lat) // 2] * 1000,
+                "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+    finally:
+        kv.shutdown(destroy_data=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, default=20_000)
+    ap.add_argument("--in-flight", type=int, default=1000)
+    ap.add_argument("--blocking-ops", type=int, default=1000)
+    ap.add_argument("--payload-bytes", type=int, default=100)
+    ap.add_argument("--tick-s", type=float, default=0.02, help="RaftKV tick (heartbeat every 2 ticks)")
+    args = ap.parse_args(argv)
+    from raft_peers import bench_pysyncobj
+
+    root = tempfile.mkdtemp(prefix="ddia-raft-bench-")
+    try:
+        common = {"payload_bytes": args.payload_bytes, "ops": args.ops, "in_flight": args.in_flight,
+                  "blocking_ops": args.blocking_ops}
+        os.makedirs(os.path.join(root, "pysyncobj"))
+        peer = bench_pysyncobj(**common, workdir=os.path.join(root, "pysyncobj"))
+        print("pysyncobj: done", flush=True)
+        ours = bench_raftkv(**common, workdir=os.path.join(root, "raftkv"), tick_s=args.tick_s)
+        print("raftkv: done", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; "
+          f"3 members each, {args.payload_bytes} B values, {args.ops:,} writes with {args.in_flight} in flight, "
+          f"{args.blocking_ops:,} blocking writes")
+    print(f"{'system':<12}{'throughput ops/s':>18}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, r in (("pysyncobj", peer), ("raftkv", ours)):
+        print(f"{name:<12}{r['throughput_ops_s']:>18,.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+    ratio = ours["throughput_ops_s"] / peer["throughput_ops_s"]
+    print(f"\nthroughput ratio raftkv / pysyncobj: {ratio:.2f}x ({'meets' if ratio >= 2 else 'below'} 2x); "
+          f"blocking write p50 {ours['p50_ms']:.2f} ms ({'meets' if ours['p50_ms'] <= 10 else 'above'} 10 ms)")
+
+
+if __name__ == "__main__":
+    main()
