@@ -1,4 +1,4 @@
-"""jobs/demo.py runs as a real Ray job on a head this test starts and stops itself.
+"""jobs/demo.py and jobs/raft.py run as real Ray jobs on a head these tests start and stop themselves.
 
 Theory of operation: the slow test does what a user does against a cluster,
 on one machine. It starts a private head with ``ray start --head --block`` in
@@ -11,8 +11,11 @@ terminal status, and reads the logs. To stop the head it never runs
 ``ray start --block`` process, which tears its own node down, then kills
 whatever is left in the session it created (Ray's workers have their own
 process groups but keep the session id), and checks that Ray processes
-outside that session are still alive. The fast tests pin the argument policy
-of jobs/demo.py and its call into ``ddia_ray.cli.main`` with a stand-in CLI.
+outside that session are still alive. The two jobs share one head (a
+module-scoped fixture), so the head starts once; the checks that it stopped
+completely, and only itself, run when the fixture tears it down. The fast
+tests pin the argument policy of both jobs and their calls into
+``ddia_ray.cli.main`` with a stand-in CLI.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from hypothesis import strategies as st
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_JOB = REPO_ROOT / "jobs" / "demo.py"
+RAFT_JOB = REPO_ROOT / "jobs" / "raft.py"
 
 #: Patterns left out of the uploaded working_dir (caches and build output).
 WORKING_DIR_EXCLUDES = [
@@ -61,12 +65,17 @@ def _ray_cli() -> str | None:
     return shutil.which("ray")
 
 
-def _load_demo_module() -> types.ModuleType:
-    """Import jobs/demo.py as a module without running its ``__main__`` block."""
-    spec = importlib.util.spec_from_file_location("ddia_ray_jobs_demo", DEMO_JOB)
+def _load_job_module(path: Path = DEMO_JOB) -> types.ModuleType:
+    """Import a job script as a module without running its ``__main__`` block."""
+    spec = importlib.util.spec_from_file_location(f"ddia_ray_jobs_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_demo_module() -> types.ModuleType:
+    """Import jobs/demo.py as a module without running its ``__main__`` block."""
+    return _load_job_module(DEMO_JOB)
 
 
 # --- fast: the job's argument policy and its call into the CLI ---------------------
@@ -114,7 +123,32 @@ def test_job_calls_the_cli_demo_and_exits_with_its_status(monkeypatch):
     assert calls == [["demo", "--requests", "5", "--seed", "1", "--no-progress"]]
 
 
-# --- slow: a real job on a private head ---------------------------------------------
+@pytest.mark.parametrize("path", [DEMO_JOB, RAFT_JOB], ids=["demo", "raft"])
+def test_both_jobs_share_the_argument_policy(path):
+    job = _load_job_module(path)
+    assert job.PROGRESS_ENV_VAR == "DDIA_RAY_JOB_PROGRESS"
+    assert job.job_args(["--seed", "4"], {}) == ["--seed", "4", "--no-progress"]
+    assert job.job_args(["--seed", "4", "--no-progress"], {}) == ["--seed", "4", "--no-progress"]
+    assert job.job_args([], {job.PROGRESS_ENV_VAR: "1"}) == []
+
+
+def test_raft_job_calls_the_cli_raft_and_exits_with_its_status(monkeypatch):
+    calls = []
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        return 1  # as `ddia-ray raft` does for a non-linearizable history
+
+    monkeypatch.setitem(sys.modules, "ddia_ray.cli", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setattr(sys, "argv", [str(RAFT_JOB), "--members", "5", "--schedule", "kill-leader"])
+    monkeypatch.delenv("DDIA_RAY_JOB_PROGRESS", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(RAFT_JOB), run_name="__main__")
+    assert exit_info.value.code == 1
+    assert calls == [["raft", "--members", "5", "--schedule", "kill-leader", "--no-progress"]]
+
+
+# --- slow: real jobs on a private head -----------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -258,34 +292,74 @@ def _wait_for_terminal_status(client, job_id: str):
         time.sleep(_POLL_INTERVAL_S)  # awaiting a condition, not synchronising
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.timeout(_HEAD_START_TIMEOUT_S + _JOB_TIMEOUT_S + 2 * _HEAD_STOP_TIMEOUT_S)
-@pytest.mark.skipif(_ray_cli() is None, reason="the `ray` command-line tool is not installed")
-def test_demo_job_succeeds_without_losing_requests():
-    from ray.job_submission import JobStatus, JobSubmissionClient
+@dataclass(frozen=True)
+class _JobRun:
+    """How a submitted job ended and what it printed (ANSI colours removed)."""
 
-    with _private_head(_ray_cli()) as head:
+    status: object
+    logs: str
+
+
+@pytest.fixture(scope="module")
+def private_head():
+    """One private head for every real job in this module; on teardown, check it stopped completely and alone."""
+    ray_cli = _ray_cli()
+    if ray_cli is None:
+        pytest.skip("the `ray` command-line tool is not installed")
+    with _private_head(ray_cli) as head:
         raylets_before = _other_raylets(head.session_id)
-        client = JobSubmissionClient(head.dashboard_url, headers=head.headers)
-        job_id = client.submit_job(
-            entrypoint="python jobs/demo.py --requests 200 --no-progress",
-            runtime_env={
-                "working_dir": str(REPO_ROOT),
-                "excludes": WORKING_DIR_EXCLUDES,
-                # Ray already puts the uploaded working_dir first on PYTHONPATH;
-                # the checkout is a fallback for a package that is not pip-installed.
-                "env_vars": {"PYTHONPATH": str(REPO_ROOT)},
-            },
-        )
-        status = _wait_for_terminal_status(client, job_id)
-        logs = _ANSI_ESCAPE.sub("", client.get_job_logs(job_id))
-
-    assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    lost = re.findall(r"^\s*requests lost: (\d+)\s*$", logs, flags=re.MULTILINE)
-    assert lost, f"no 'requests lost: <n>' line in the job's logs:\n{logs[-3000:]}"
-    assert lost[-1] == "0", logs[-3000:]
+        yield head
     # Stopped completely, and only ours: other Ray instances on this machine live on.
     assert _session_members(head.session_id) == []
     live = {pid for pid, _, _ in _processes()}
     assert set(raylets_before) <= live, "stopping our head stopped another Ray on this machine"
+
+
+def _run_job(head: _Head, entrypoint: str) -> _JobRun:
+    """Submit ``entrypoint`` with the repository as working_dir, wait until it ends, return status and logs."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(head.dashboard_url, headers=head.headers)
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={
+            "working_dir": str(REPO_ROOT),
+            "excludes": WORKING_DIR_EXCLUDES,
+            # Ray already puts the uploaded working_dir first on PYTHONPATH;
+            # the checkout is a fallback for a package that is not pip-installed.
+            "env_vars": {"PYTHONPATH": str(REPO_ROOT)},
+        },
+    )
+    status = _wait_for_terminal_status(client, job_id)
+    return _JobRun(status, _ANSI_ESCAPE.sub("", client.get_job_logs(job_id)))
+
+
+# The first test to run also starts the head, the last one also stops it: each gets the whole budget.
+_SLOW_JOB_TIMEOUT_S = _HEAD_START_TIMEOUT_S + _JOB_TIMEOUT_S + 2 * _HEAD_STOP_TIMEOUT_S
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(_SLOW_JOB_TIMEOUT_S)
+def test_demo_job_succeeds_without_losing_requests(private_head):
+    from ray.job_submission import JobStatus
+
+    run = _run_job(private_head, "python jobs/demo.py --requests 200 --no-progress")
+    assert run.status == JobStatus.SUCCEEDED, run.logs[-3000:]
+    lost = re.findall(r"^\s*requests lost: (\d+)\s*$", run.logs, flags=re.MULTILINE)
+    assert lost, f"no 'requests lost: <n>' line in the job's logs:\n{run.logs[-3000:]}"
+    assert lost[-1] == "0", run.logs[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(_SLOW_JOB_TIMEOUT_S)
+def test_raft_job_succeeds_and_ends_linearizable(private_head):
+    from ray.job_submission import JobStatus
+
+    # No --no-progress here: jobs/raft.py must add it (a bar would leave frames in the log).
+    run = _run_job(private_head, "python jobs/raft.py --duration-s 6 --schedule kill-leader --seed 2")
+    assert run.status == JobStatus.SUCCEEDED, run.logs[-3000:]
+    assert run.logs.rstrip().splitlines()[-1] == "linearizable: yes", run.logs[-3000:]
+    assert re.search(r"^\s*elections seen\s+[1-9]\d*$", run.logs, flags=re.MULTILINE), run.logs[-3000:]
+    assert "━" not in run.logs, "a progress bar was drawn into the job's log"

@@ -19,5 +19,6 @@ def test_readme_has_snippets():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_snippet_runs(index, ray_session, tmp_path, monkeypatch):
     monkeypatch.chdir(README.parent)
-    code = BLOCKS[index].replace("file:///tmp/shop", f"file://{tmp_path}/shop")
+    code = BLOCKS[index].replace("file:///tmp/shop", f"file://{tmp_path}/shop").replace(
+        "file:///tmp/raftkv", f"file://{tmp_path}/raftkv")
     exec(compile(code, f"README.md[python block {index}]", "exec"), {"__name__": "readme"})

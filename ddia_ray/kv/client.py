@@ -130,8 +130,13 @@ class RaftKVClient:
         for p in pending:
             if not p.future.done():
                 p.future.set_exception(CallTimeoutError("client closed before the operation completed"))
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._stop_loop)
         self._thread.join(5)
+
+    def _stop_loop(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.stop()
 
     def __enter__(self) -> "RaftKVClient":
         return self
@@ -166,6 +171,11 @@ class RaftKVClient:
         self._loop.create_task(self._pump())
         started.set()
         self._loop.run_forever()
+        # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
+        pending = asyncio.all_tasks(self._loop)
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     def _kick(self) -> None:
         self._wake.set()

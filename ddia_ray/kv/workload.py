@@ -125,16 +125,16 @@ class _Nemesis(threading.Thread):
 
     def repair(self) -> None:
         c = self.cluster
+        faulted = bool(self.paused or self.killed or c.nemesis.config.groups)
         c.heal()
         for n in sorted(self.paused):
             c.resume(n)
         for n in sorted(self.killed):
             c.restart(n)
-        if self.paused or self.killed or c.nemesis.config.groups:
-            self._note("repair")
         self.paused.clear()
         self.killed.clear()
-        self._note("heal")
+        if faulted:
+            self._note("repair")
 
 
 def _client_loop(cluster, idx: int, clients: int, keys: list, rec: HistoryRecorder, rng: random.Random,

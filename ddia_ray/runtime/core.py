@@ -12,12 +12,14 @@ and then collects what the core wants done with ``ready()``, a frozen
 :class:`Ready`. The driver MUST, in this order:
 
 1. append ``ready.persist`` to durable storage and sync it,
-2. send ``ready.messages``,
-3. deliver ``ready.replies`` to the waiting clients,
-4. call ``advance(ready)``.
+2. deliver ``ready.replies`` to the waiting clients and send ``ready.messages``
+   (in either order: the Ray shell answers first, to keep message sends off
+   the clients' latency),
+3. call ``advance(ready)``.
 
-Persisting before sending is what lets a core promise something in a message
-(a vote, an acknowledgement) and still keep that promise after a crash. On a
+Persisting before sending or answering is what lets a core promise something
+in a message or a reply (a vote, an acknowledgement, "your write is stored")
+and still keep that promise after a crash. On a
 restart the driver rebuilds the core from its factory, passing every record
 it persisted, in order, as ``recovered``.
 
