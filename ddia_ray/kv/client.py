@@ -64,6 +64,8 @@ class RaftKVClient:
         self._queue: collections.deque = collections.deque()
         self._leader = None
         self._in_flight = 0
+        self._kick_pending = False
+        self._expired_at_s = 0.0
         self._closed = False
         self.stats = collections.Counter()
         self._loop = asyncio.new_event_loop()
@@ -162,7 +164,9 @@ class RaftKVClient:
             p = _Pending(op, fut, time.monotonic() + self.timeout_s)
             self._outstanding[seq] = p
             self._queue.append(p)
-        self._loop.call_soon_threadsafe(self._kick)
+            kick, self._kick_pending = not self._kick_pending, True
+        if kick:  # one wake-up for a burst of submissions, not one per operation
+            self._loop.call_soon_threadsafe(self._kick)
         return fut
 
     def _run(self, started: threading.Event) -> None:
@@ -187,6 +191,8 @@ class RaftKVClient:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            with self._lock:
+                self._kick_pending = False  # from here on, new submissions must wake the loop again
             self._expire()
             while self._queue and self._in_flight < self.max_in_flight:
                 batch = []
@@ -202,6 +208,9 @@ class RaftKVClient:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now - self._expired_at_s < 0.05:
+            return  # a scan of every outstanding operation is not worth doing more often
+        self._expired_at_s = now
         with self._lock:
             late = [p for p in self._outstanding.values() if p.deadline_s < now]
         for p in late:
