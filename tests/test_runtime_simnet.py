@@ -7,7 +7,7 @@ import random
 import pytest
 
 from ddia_ray.errors import ConfigError, UnknownNodeError
-from ddia_ray.demo.replica import Ping, Pong, ReplicaCore, Work, WorkResult, expected_digest
+from ddia_ray.demo.replica import Ping, Pong, ReplicaCore, Served, Work, WorkResult, expected_digest
 from ddia_ray.runtime.simnet import SeedFailure, SimNetwork, run_seeds
 
 NODES = ("a", "b", "c", "d")
@@ -172,3 +172,44 @@ def test_every_core_answers_a_probe_through_the_network():
     net.heal()
     refused = net.request("plain", "anything else")
     assert net.run_until(lambda: refused.done, timeout_s=1) and not refused.ok and "takes no requests" in refused.error
+
+
+def _writer_factory(node_id, *, recovered=(), tick_s=0.01):
+    from ddia_ray.runtime.core import BaseCore
+
+    class Writer(BaseCore):
+        def on_request(self, request_id, payload):
+            for i in range(3):
+                self.persist(Served(10 * payload + i))
+            self.send("b", Ping(payload))
+            self.reply(request_id, payload)
+
+        def on_message(self, src, payload):
+            self.persist(Served(-1))
+
+    core = Writer(node_id, tick_s=tick_s)
+    core.recovered = recovered
+    return core
+
+
+def test_a_crash_during_a_write_keeps_a_prefix_and_sends_nothing():
+    prefixes = set()
+    for seed in range(40):
+        sim = SimNetwork(seed)
+        sim.add("a", _writer_factory)
+        sim.add("b", _writer_factory)
+        sim.request("a", 1)  # a first write that completes
+        sim.run_for(0.05)
+        sim.crash("a", during_write=True)
+        call = sim.request("a", 2)
+        sim.run_for(0.05)
+        assert not sim.nodes["a"].alive and sim.torn_writes == 1
+        assert not call.done  # neither the reply ...
+        assert sim.nodes["b"].log == [Served(-1)]  # ... nor the message of the torn write left
+        log = sim.nodes["a"].log
+        assert log[:3] == [Served(10), Served(11), Served(12)]
+        torn = log[3:]
+        assert torn == [Served(20), Served(21), Served(22)][:len(torn)]  # a prefix survived
+        prefixes.add(len(torn))
+        assert sim.restart("a").recovered == tuple(log)
+    assert len(prefixes) > 1  # different seeds cut the write at different points

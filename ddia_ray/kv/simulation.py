@@ -53,6 +53,7 @@ class SimReport:
     faults: list = field(default_factory=list)
     linearizable: bool | None = None
     committed: int = 0
+    torn_writes: int = 0
 
 
 class _Checker:
@@ -268,6 +269,7 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
     report.ok_ops = sum(1 for o in ops if o.status == "ok")
     report.leaders = dict(checker.leaders)
     report.committed = len(checker.committed)
+    report.torn_writes = sim.torn_writes
     report.linearizable = result.ok
     if result.ok is False:
         raise SafetyViolation(f"not linearizable:\n{describe(result)}")
@@ -299,9 +301,10 @@ def _random_fault(sim: SimNetwork, rng: random.Random, nodes, clients, crashed: 
         what = f"partition {shuffled[:k] + side} | {shuffled[k:]}"
     elif r < 0.8 and len(alive) > 1:
         victim = leader if (leader and rng.random() < 0.5) else rng.choice(alive)
-        sim.crash(victim)
+        torn = rng.random() < 0.5
+        sim.crash(victim, during_write=torn)  # torn: mid-write, losing what was not yet synced
         crashed[victim] = now + rng.uniform(0.05, 0.5)
-        what = f"crash {victim}"
+        what = f"crash {victim}" + (" during a write" if torn else "")
     elif r < 0.9 and alive:
         victim = rng.choice(alive)
         if victim not in sim.config.paused:

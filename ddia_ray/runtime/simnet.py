@@ -10,8 +10,9 @@ the test's script: a failing seed replays exactly.
 
 Faults come from the same :class:`~ddia_ray.runtime.faults.FaultModel` the
 Ray shells use, plus crashes: :meth:`crash` stops a node and discards
-messages that reach it; :meth:`restart` rebuilds its core from the records it
-persisted. Requests from clients are sent with :meth:`request` and come back
+messages that reach it (``during_write=True`` makes the crash strike while
+the node is persisting, so an unsynced suffix of that write is lost);
+:meth:`restart` rebuilds its core from the records it persisted. Requests from clients are sent with :meth:`request` and come back
 as :class:`SimCall` objects completed (or not, if lost) as time passes.
 """
 
@@ -77,6 +78,8 @@ class SimNetwork(NetworkControls):
         self._reply_to: dict[int, str] = {}  # request id -> who asked, for the reply's route
         #: Names that send requests without being nodes; they are valid ends of cuts and links.
         self.clients: set[str] = {"client"}
+        self._torn: set[str] = set()  # nodes whose next persisting ready is cut short by a crash
+        self.torn_writes = 0
 
     # --- NetworkControls -----------------------------------------------------
 
@@ -124,9 +127,18 @@ class SimNetwork(NetworkControls):
 
     # --- faults beyond the network -----------------------------------------
 
-    def crash(self, node_id: str) -> None:
-        """Stop ``node_id``: its volatile state is gone, messages to it are lost."""
+    def crash(self, node_id: str, *, during_write: bool = False) -> None:
+        """Stop ``node_id``: its volatile state is gone, messages to it are lost.
+
+        With ``during_write`` the crash strikes in the middle of the node's next ready: a random
+        prefix of the records it was persisting reaches the disk, the rest (not yet synced) is
+        lost, and none of that ready's messages or replies leave. Until then the node runs.
+        """
         node = self._node(node_id)
+        if during_write and node.alive:
+            self._torn.add(node_id)
+            return
+        self._torn.discard(node_id)
         node.alive = False
         node.core = None
         node.backlog.clear()
@@ -134,6 +146,8 @@ class SimNetwork(NetworkControls):
     def restart(self, node_id: str) -> Any:
         """Rebuild a crashed node's core from its persisted records."""
         node = self._node(node_id)
+        if node_id in self._torn:
+            self.crash(node_id)  # its torn write never came: it crashes between two writes instead
         if node.alive:
             raise ConfigError(f"node {node_id!r} is running; crash it first")
         node.alive = True
@@ -216,6 +230,12 @@ class SimNetwork(NetworkControls):
         node = self.nodes[node_id]
         ready: Ready = node.core.ready()
         if not ready:
+            return
+        if node_id in self._torn and ready.persist:
+            kept = self.rng.randrange(len(ready.persist) + 1)
+            apply_records(node.log, ready.persist[:kept])  # the synced prefix; the rest is lost
+            self.torn_writes += 1
+            self.crash(node_id)
             return
         apply_records(node.log, ready.persist)  # persisted (and synced) before anything is sent
         for env in ready.messages:
