@@ -11,7 +11,7 @@ RaftKV runs as three Ray actors (node shells) on this machine with their records
 ``bench/raft_peers.py`` for how PySyncObj is set up). Targets from the issue: throughput >= 2x
 PySyncObj, blocking write p50 <= 10 ms.
 
-Run: ``python bench/raft.py [--ops N] [--in-flight N] [--blocking-ops N] [--payload-bytes N] [--tick-s S]``
+Run: ``python bench/raft.py [--ops N] [--in-flight N] [--blocking-ops N] [--payload-bytes N] [--tick-s S] [--fsync]``
 (needs ``pip install -e '.[bench]'`` for pysyncobj).
 """
 
@@ -30,11 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench_raftkv(*, payload_bytes: int, ops: int, in_flight: int, blocking_ops: int, workdir: str,
-                 tick_s: float) -> dict:
+                 tick_s: float, sync: bool = False) -> dict:
     """Throughput with ``in_flight`` writes outstanding, then latency of blocking writes."""
     from ddia_ray.kv import RaftKV
 
-    kv = RaftKV.launch(3, root=f"file://{workdir}", tick_s=tick_s)
+    kv = RaftKV.launch(3, root=f"file://{workdir}", tick_s=tick_s, sync=sync)
     try:
         kv.leader()
         value = b"v" * payload_bytes
@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     ap.add_argument("--blocking-ops", type=int, default=1000)
     ap.add_argument("--payload-bytes", type=int, default=100)
     ap.add_argument("--tick-s", type=float, default=0.02, help="RaftKV tick (heartbeat every 2 ticks)")
+    ap.add_argument("--fsync", action="store_true",
+                    help="both fsync their logs before acknowledging (RaftKV sync=True, PySyncObj's fsync variant)")
     args = ap.parse_args(argv)
     from raft_peers import bench_pysyncobj
 
@@ -77,15 +79,15 @@ def main(argv=None) -> None:
         common = {"payload_bytes": args.payload_bytes, "ops": args.ops, "in_flight": args.in_flight,
                   "blocking_ops": args.blocking_ops}
         os.makedirs(os.path.join(root, "pysyncobj"))
-        peer = bench_pysyncobj(**common, workdir=os.path.join(root, "pysyncobj"))
+        peer = bench_pysyncobj(**common, workdir=os.path.join(root, "pysyncobj"), fsync=args.fsync)
         print("pysyncobj: done", flush=True)
-        ours = bench_raftkv(**common, workdir=os.path.join(root, "raftkv"), tick_s=args.tick_s)
+        ours = bench_raftkv(**common, workdir=os.path.join(root, "raftkv"), tick_s=args.tick_s, sync=args.fsync)
         print("raftkv: done", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; "
           f"3 members each, {args.payload_bytes} B values, {args.ops:,} writes with {args.in_flight} in flight, "
-          f"{args.blocking_ops:,} blocking writes")
+          f"{args.blocking_ops:,} blocking writes; logs {'fsynced' if args.fsync else 'written to the OS, not fsynced'}")
     print(f"{'system':<12}{'throughput ops/s':>18}{'p50 ms':>10}{'p99 ms':>10}")
     for name, r in (("pysyncobj", peer), ("raftkv", ours)):
         print(f"{name:<12}{r['throughput_ops_s']:>18,.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")

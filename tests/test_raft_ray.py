@@ -169,3 +169,18 @@ def test_local_reads_are_served_by_any_member_and_may_be_stale(cluster):
         finally:
             cluster.heal()
         wait_for(lambda: local_read(follower) == 2, what="the follower to catch up")
+
+
+def test_fsynced_members_keep_committed_writes_through_a_whole_cluster_restart(ray_session, tmp_path):
+    kv = RaftKV.launch(3, root=f"file://{tmp_path}/raft", tick_s=0.02, sync=True)
+    try:
+        with kv.client() as c:
+            for f in [c.put_nowait(f"s{i}", i) for i in range(100)]:
+                f.result(30)
+            for m in kv.members:
+                kv.kill(m)
+            for m in kv.members:
+                kv.restart(m)
+            assert [c.get(f"s{i}") for i in range(0, 100, 9)] == list(range(0, 100, 9))
+    finally:
+        kv.shutdown(destroy_data=True)

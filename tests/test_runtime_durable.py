@@ -68,3 +68,12 @@ def test_apply_records_mirrors_a_rewrite_in_memory():
     from ddia_ray.runtime.durable import apply_records
 
     assert apply_records([1, 2], [3, Rewrite((7,)), 8]) == [7, 8]
+
+
+def test_a_synced_log_replays_the_same(tmp_path):
+    from ddia_ray.runtime.core import Rewrite
+
+    log = DurableLog(f"file://{tmp_path}", "synced", sync=True)
+    log.append([Served(1), Rewrite((Served(7),)), Served(2)])
+    log.append([Served(3)])
+    assert DurableLog(f"file://{tmp_path}", "synced").read_all() == [Served(7), Served(2), Served(3)]

@@ -45,8 +45,13 @@ class RaftKV:
     @classmethod
     def launch(cls, members: int = 3, *, root: str | None = None, name: str | None = None, tick_s: float = 0.01,
                seed: int = 0, election_ticks: int = 10, heartbeat_ticks: int = 2, snapshot_entries: int = 10_000,
-               config=None) -> "RaftKV":
-        """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only)."""
+               config=None, sync: bool = False) -> "RaftKV":
+        """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only).
+
+        ``sync=True`` fsyncs every record before anything that depends on it is sent, so committed
+        writes survive a power cut too; the default hands records to the OS (they survive
+        ``ray.kill`` and process crashes), as stock PySyncObj does.
+        """
         if type(members) is not int or members < 1:
             raise ConfigError("a RaftKV cluster needs at least one member")
         name = name or f"raftkv-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
@@ -54,7 +59,7 @@ class RaftKV:
         options = {"seed": seed, "snapshot_entries": snapshot_entries,
                    "raft": {"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks}}
         specs = {n: CoreSpec(_FACTORY, {**options, "voters": ids}) for n in ids}
-        group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config)
+        group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync)
         return cls(group, options)
 
     # --- inspection ---------------------------------------------------------

@@ -18,6 +18,7 @@ full write-ahead log; this one only has to survive ``ray.kill``.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from typing import Any, Iterable
@@ -75,7 +76,7 @@ def apply_records(log: list, records: Iterable[Any]) -> list:
 class DurableLog:
     """Append-only, checksummed record log of one node under an fsspec URL."""
 
-    def __init__(self, root: str, node: str):
+    def __init__(self, root: str, node: str, *, sync: bool = False):
         self.fs, path = fsspec.core.url_to_fs(root)
         self.dir = f"{path.rstrip('/')}/{node}"
         self.url = f"{root.rstrip('/')}/{node}"
@@ -85,6 +86,9 @@ class DurableLog:
         # every append cost more than the write); other filesystems open it per append.
         self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self._file = None
+        # sync=True also fsyncs every append on a local disk: records then survive a power cut, not
+        # only a crash of the process (the default, like a database's "fsync off").
+        self.sync = bool(sync)
 
     @property
     def _path(self) -> str:
@@ -116,6 +120,8 @@ class DurableLog:
                 self._file = open(self._path, "ab")  # noqa: SIM115 -- kept open on purpose (see __init__)
             self._file.write(data)
             self._file.flush()  # in the OS before any message that depends on it is sent
+            if self.sync:
+                os.fsync(self._file.fileno())
             return len(data)
         try:
             with self.fs.open(self._path, "ab") as f:
@@ -133,6 +139,9 @@ class DurableLog:
         tmp = f"{self._path}.rewrite"
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
+            if self.sync and self._local:
+                f.flush()
+                os.fsync(f.fileno())
         # A rename on local disks and memory://: the old log or the new one, never a mix. Object
         # stores copy and delete instead, and their append segments are removed only afterwards,
         # so a crash there between the two steps can leave old segments behind: keep logs that

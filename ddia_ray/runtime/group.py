@@ -68,7 +68,7 @@ class NodeGroup:
     """Handles on the shells of one group, with request helpers and a :class:`Nemesis`."""
 
     def __init__(self, name: str, specs: Mapping[str, CoreSpec], *, root: str | None, tick_s: float,
-                 seed: int, actor_options: Mapping[str, Any] | None = None):
+                 seed: int, actor_options: Mapping[str, Any] | None = None, sync: bool = False):
         if not isinstance(name, str) or not name or "/" in name:
             raise InvalidArgumentError(f"group name must be a non-empty str without '/', got {name!r}")
         if not specs:
@@ -84,6 +84,7 @@ class NodeGroup:
         self.tick_s = positive("tick_s", tick_s)
         self.seed = seed
         self.actor_options = dict(actor_options or {})
+        self.sync = bool(sync)
         self.handles: dict[str, Any] = {}
         self.restarts: dict[str, int] = {n: 0 for n in specs}
         self.nemesis = Nemesis(self)
@@ -91,14 +92,15 @@ class NodeGroup:
     @classmethod
     def launch(cls, name: str, specs: Mapping[str, CoreSpec], *, root: str | None = None,
                tick_s: float = 0.01, seed: int = 0, config: NetworkConfig | None = None,
-               actor_options: Mapping[str, Any] | None = None) -> "NodeGroup":
+               actor_options: Mapping[str, Any] | None = None, sync: bool = False) -> "NodeGroup":
         """Start one shell per entry of ``specs`` and wait until all run.
 
         ``root`` is an fsspec URL for durable records (``None``: volatile
-        cores, restart starts empty). Starts a local Ray first if needed.
+        cores, restart starts empty); ``sync=True`` fsyncs every append on a
+        local disk. Starts a local Ray first if needed.
         """
         ensure_ray()
-        group = cls(name, specs, root=root, tick_s=tick_s, seed=seed, actor_options=actor_options)
+        group = cls(name, specs, root=root, tick_s=tick_s, seed=seed, actor_options=actor_options, sync=sync)
         if config is not None:
             group.nemesis.config = config
         placement = assign_nodes(list(specs), _alive_ray_nodes())
@@ -121,7 +123,7 @@ class NodeGroup:
         cls = ray.remote(NodeShell)
         return cls.options(**options).remote(
             self.name, node, codec.encode(self.specs[node]), self.root, self.tick_s,
-            self.seed + 7919 * self.restarts[node], codec.encode(self.nemesis.config))
+            self.seed + 7919 * self.restarts[node], codec.encode(self.nemesis.config), self.sync)
 
     def _await_started(self, nodes: Iterable[str], timeout_s: float = 60.0) -> None:
         import ray

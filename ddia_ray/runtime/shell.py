@@ -55,14 +55,14 @@ class NodeShell:
     """Hosts one core (see the module docstring). Create it through :class:`NodeGroup`."""
 
     def __init__(self, group: str, node_id: str, spec: bytes, root: str | None, tick_s: float,
-                 seed: int, config: bytes):
+                 seed: int, config: bytes, sync: bool = False):
         self.group = group
         self.node_id = node_id
         self.tick_s = tick_s
         self.spec: CoreSpec = codec.decode(spec, CoreSpec)
         # Import the core's module first: it registers the record types its log holds.
         factory = load_factory(self.spec.factory)
-        self.log = DurableLog(root, f"{group}/{node_id}") if root else None
+        self.log = DurableLog(root, f"{group}/{node_id}", sync=sync) if root else None
         recovered = tuple(self.log.read_all()) if self.log else ()
         self.recovered_records = len(recovered)
         self.core = factory(node_id, recovered=recovered, tick_s=tick_s, **dict(self.spec.options))
