@@ -59,15 +59,16 @@ transcript; an internal invariant violation is re-raised and fails the test.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import shlex
 
 from ddia_ray._validate import InvariantViolation
 from ddia_ray.codec import decode, encode
-from ddia_ray.consensus.raft import (CONF_CHANGE, LEADER, NOOP, NORMAL, ConfChange, Entry, LogAppend, Message,
-                                     RaftConfig, RaftNode, SnapshotMeta, recover)
+from ddia_ray.consensus.raft import (LEADER, NORMAL, ConfChange, LogAppend, Message,
+                                     RaftConfig, RaftNode, recover)
 from ddia_ray.errors import DdiaRayError, NotLeaderError
+from raft_transcript_format import _format_entries, format_entry, format_ids, format_message, \
+    format_meta, format_value
 
 __all__ = ["run_transcript", "InteractionEnv", "TranscriptError", "format_message", "format_entry"]
 
@@ -76,7 +77,6 @@ _SEPARATOR = "----"
 _CONFIG_OPTIONS = {"election": "election_ticks", "heartbeat": "heartbeat_ticks", "pre-vote": "pre_vote",
                    "check-quorum": "check_quorum", "max-entries": "max_entries_per_msg",
                    "max-inflight": "max_inflight_msgs", "max-apply": "max_apply_per_ready"}
-_TRANSFER_CONTEXT = 1  # the core marks a vote request caused by timeout_now with context 1
 
 
 class TranscriptError(Exception):
@@ -92,69 +92,6 @@ class _FixedTimeoutRng(random.Random):
 
 
 # --- formatting -----------------------------------------------------------------
-
-
-def _ids(ids) -> str:
-    return ",".join(ids) if ids else "-"
-
-
-def _value(data) -> str:
-    try:
-        return json.dumps(data)
-    except TypeError:
-        return repr(data)
-
-
-def format_entry(e: Entry) -> str:
-    """``term/index body``: ``2/4 noop``, ``1/1 add_voter(1)`` or ``2/5 "x"``."""
-    if e.kind == NOOP:
-        body = "noop"
-    elif e.kind == CONF_CHANGE:
-        body = f"{e.data.op}({e.data.node})"
-    else:
-        body = _value(e.data)
-    return f"{e.term}/{e.index} {body}"
-
-
-def _format_entries(entries) -> str:
-    return "[" + ", ".join(format_entry(e) for e in entries) + "]"
-
-
-def _format_meta(meta: SnapshotMeta) -> str:
-    out = f"index={meta.index} term={meta.term} voters={_ids(meta.conf.voters)}"
-    return out + (f" learners={_ids(meta.conf.learners)}" if meta.conf.learners else "")
-
-
-#: Fields always shown for a message type (others only when not at their default).
-_ALWAYS = {
-    "prevote": ("log_term", "index"), "vote": ("log_term", "index"), "app": ("log_term", "index", "commit", "entries"),
-    "app_resp": ("index",), "heartbeat": ("commit",),
-}
-_ORDER = ("log_term", "index", "commit", "reject", "reject_hint", "context", "entries", "snapshot")
-
-
-def format_message(m: Message) -> str:
-    """One line: ``1->2 app term=2 log_term=1 index=3 commit=3 entries=[2/4 noop]``."""
-    parts = [f"{m.src}->{m.dst} {m.type} term={m.term}"]
-    always = _ALWAYS.get(m.type, ())
-    for name in _ORDER:
-        v = getattr(m, name)
-        if name not in always and v in (0, False, (), None):
-            continue
-        if name == "reject":
-            parts.append("reject")
-        elif name == "reject_hint":
-            parts.append(f"hint={v}")
-        elif name == "context":
-            transfer = m.type in ("vote", "prevote") and v == _TRANSFER_CONTEXT
-            parts.append("transfer" if transfer else f"ctx={v}")
-        elif name == "entries":
-            parts.append(f"entries={_format_entries(v)}")
-        elif name == "snapshot":
-            parts.append(f"snapshot=({_format_meta(v.meta)})")
-        else:
-            parts.append(f"{name}={v}")
-    return " ".join(parts)
 
 
 def _node_key(node_id: str):
@@ -344,7 +281,7 @@ class InteractionEnv:
         if rd.snapshot is not None:
             m.records.append(rd.snapshot)
             m.applied_data = tuple(decode(rd.snapshot.data))
-            out.append(f"  snapshot {_format_meta(rd.snapshot.meta)} data={_value(list(m.applied_data))}")
+            out.append(f"  snapshot {format_meta(rd.snapshot.meta)} data={format_value(list(m.applied_data))}")
         if rd.entries:
             m.records.append(LogAppend(rd.entries))
             out.append(f"  entries {_format_entries(rd.entries)}")
@@ -474,7 +411,7 @@ class InteractionEnv:
         kept = tuple(e for e in node.log.entries if e.index < node.log.unstable)
         if kept:
             m.records.append(LogAppend(kept))
-        out.append(f"snapshot {_format_meta(snap.meta)} data={_value(list(decode(snap.data)))}")
+        out.append(f"snapshot {format_meta(snap.meta)} data={format_value(list(decode(snap.data)))}")
         out.append(f"log now {self._range(node)}")
 
     # --- faults ---------------------------------------------------------------------
@@ -513,7 +450,7 @@ class InteractionEnv:
         n = m.node
         snap = f" snapshot={n.log.snap_index}/{n.log.snap_term}" if n.log.snap_index else ""
         out.append(f"{m.id} recovered: term={n.term} vote={n.vote or '-'} commit={n.log.committed}{snap} "
-                   f"log={self._range(n)} data={_value(list(m.applied_data))}")
+                   f"log={self._range(n)} data={format_value(list(m.applied_data))}")
 
     # --- inspection -------------------------------------------------------------------
 
@@ -534,7 +471,7 @@ class InteractionEnv:
             snap = f" snap={log.snap_index}/{log.snap_term}" if log.snap_index else ""
             out.append(f"{t} {n.role} term={n.term} vote={n.vote or '-'} lead={n.lead or '-'} "
                        f"commit={log.committed} applied={log.applied}{snap} log={self._range(n)} "
-                       f"voters={_ids(n.conf.voters)} learners={_ids(n.conf.learners)} "
+                       f"voters={format_ids(n.conf.voters)} learners={format_ids(n.conf.learners)} "
                        f"timer={n.election_elapsed}/{timeout}")
             if n.role == LEADER:
                 for peer, pr in sorted(n.progress.items(), key=lambda kv: _node_key(kv[0])):
@@ -545,7 +482,7 @@ class InteractionEnv:
                 if n.transferee:
                     out.append(f"  transferring leadership to {n.transferee}")
                 if n.pending_reads or n.read_rounds:
-                    rounds = ", ".join(f"ctx={r.context} index={r.index} acks={_ids(sorted(r.acks, key=_node_key))}"
+                    rounds = ", ".join(f"ctx={r.context} index={r.index} acks={format_ids(sorted(r.acks, key=_node_key))}"
                                        for r in n.read_rounds)
                     out.append(f"  reads waiting for a commit of this term: {n.pending_reads}; rounds: [{rounds}]")
 
@@ -555,7 +492,7 @@ class InteractionEnv:
         if n.log.snap_index:
             out.append(f"snapshot index={n.log.snap_index} term={n.log.snap_term}")
         out.extend(format_entry(e) for e in n.log.entries)
-        out.append(f"applied data={_value(list(self.members[args[0]].applied_data))}")
+        out.append(f"applied data={format_value(list(self.members[args[0]].applied_data))}")
 
     def cmd_step(self, args, out) -> None:
         """Hand a hand-made message to a core (``step <node> <src>-><dst> <type> field=value...``)."""
