@@ -31,42 +31,13 @@ FAILED job.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared job helper beside this script
+from cli_job import PROGRESS_ENV_VAR, job_args, run_cli  # noqa: E402
 
 __all__ = ["PROGRESS_ENV_VAR", "job_args"]
 
-#: Set to "1" in the job's environment to keep the live progress bar.
-PROGRESS_ENV_VAR = "DDIA_RAY_JOB_PROGRESS"
-
-_NO_PROGRESS_FLAG = "--no-progress"
-
-
-def job_args(user_args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """Return the arguments for ``ddia-ray raft``: the user's, in order, plus ``--no-progress``.
-
-    ``--no-progress`` is appended only when it is missing and ``environ`` does
-    not set :data:`PROGRESS_ENV_VAR` to ``"1"``; nothing else is changed.
-    """
-    args = list(user_args)
-    wants_progress = environ.get(PROGRESS_ENV_VAR, "") == "1"
-    if _NO_PROGRESS_FLAG not in args and not wants_progress:
-        args.append(_NO_PROGRESS_FLAG)
-    return args
-
-
-def _make_project_importable() -> None:
-    """Let ``python jobs/raft.py`` work from a plain checkout too (only when ddia_ray is not importable)."""
-    if importlib.util.find_spec("ddia_ray") is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
 if __name__ == "__main__":
-    _make_project_importable()
-    from ddia_ray.cli import main
-
-    sys.argv[1:] = job_args(sys.argv[1:], os.environ)
-    raise SystemExit(main(["raft", *sys.argv[1:]]))
+    raise SystemExit(run_cli("raft"))
