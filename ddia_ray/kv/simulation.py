@@ -181,15 +181,18 @@ class _Client:
 
 def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, duration_s: float = 2.0,
              faults: bool = True, membership: bool = True, snapshot_entries: int = 40,
-             tick_s: float = 0.01) -> SimReport:
-    """One seeded run (see the module docstring); raises :class:`SafetyViolation` on any violation."""
+             tick_s: float = 0.01, raft: dict | None = None) -> SimReport:
+    """One seeded run (see the module docstring); raises :class:`SafetyViolation` on any violation.
+
+    ``raft`` overrides :class:`~ddia_ray.consensus.raft.RaftConfig` fields of every member.
+    """
     rng = random.Random(seed)
     sim = SimNetwork(seed, tick_s=tick_s)
     checker = _Checker(sim)
     report = SimReport(seed)
     ids = [f"n{i}" for i in range(1, members + 1)]
     spare = f"n{members + 1}" if membership else None
-    raft = {"election_ticks": 10, "heartbeat_ticks": 2}
+    raft = {"election_ticks": 10, "heartbeat_ticks": 2, **(raft or {})}
 
     def factory(voters):
         def build(node_id, *, recovered=(), tick_s=tick_s):
