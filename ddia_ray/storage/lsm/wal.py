@@ -92,11 +92,7 @@ class WalWriter:
 
     def append_batch(self, first_seq: int, ops) -> None:
         """:meth:`append` of one encoded batch."""
-        self.append(frame(self._packer.pack((WAL_FORMAT, first_seq, ops))))
-
-    def append_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
-        """:meth:`append_batch` of a single op (the lone writer's fast path)."""
-        self.append(frame(self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),)))))
+        self.append(self.encode(first_seq, ops))
 
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""

@@ -95,7 +95,7 @@ class _WritePath:
             return
         error = None
         try:
-            wal.append_one(seq, kind, key, value)
+            wal.append_batch(seq, ((kind, key, value),))
         except BaseException as e:  # noqa: BLE001 -- the WAL may hold a partial append
             error = e
         with mutex:
@@ -114,10 +114,10 @@ class _WritePath:
         if error is not None:
             raise error
 
-    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None, slowed: bool = False) -> None:
+    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None) -> None:
         """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch."""
         w = _Writer(ops, user_bytes, force or exclusive is not None)
-        if not w.force and not slowed:
+        if not w.force:
             self._slowdown()
         with self._mutex:
             self._check_writable()
