@@ -7,11 +7,12 @@ import itertools
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, precondition, rule
 
 from ddia_ray.errors import DatabaseClosedError
-from ddia_ray.storage.engine import MemoryEngine, WriteBatch
+from ddia_ray.storage.engine import MemoryEngine
 from ddia_ray.storage.lsm import LSMTree
+from engine_model import engine_vs_model
 
 _urls = itertools.count()
 KEYS = st.sampled_from([b"", b"a", b"ab", b"b", b"c", b"ca", b"d", b"e", b"f", b"g", b"h", b"zz"])
@@ -21,8 +22,9 @@ TINY = dict(memtable_bytes=400, row_group_rows=3, target_file_bytes=120, l0_comp
             max_immutable_memtables=1, background=False, tiered_size_ratio=1.5)
 
 
-class LSMMachine(RuleBasedStateMachine):
-    """Drives an LSMTree and MemoryEngine with the same operations and compares every read."""
+class LSMMachine(engine_vs_model(KEYS, VALUES, batch_max=5)):
+    """Drives an LSMTree and MemoryEngine with the same operations (shared rules in
+    :mod:`engine_model`) and compares every read, at snapshots too."""
 
     policy = "leveled"
 
@@ -38,36 +40,6 @@ class LSMMachine(RuleBasedStateMachine):
             for _, s in self.snaps:
                 s.release()
             self.db.close()
-
-    @rule(key=KEYS, value=VALUES)
-    def put(self, key, value):
-        self.db.put(key, value)
-        self.model.put(key, value)
-
-    @rule(key=KEYS)
-    def delete(self, key):
-        self.db.delete(key)
-        self.model.delete(key)
-
-    @rule(a=KEYS, b=KEYS)
-    def delete_range(self, a, b):
-        lo, hi = min(a, b), max(a, b)
-        self.db.delete_range(lo, hi)
-        self.model.delete_range(lo, hi)
-
-    @rule(ops=st.lists(st.tuples(st.sampled_from(["put", "delete", "range"]), KEYS, KEYS, VALUES), max_size=5))
-    def batch(self, ops):
-        b1, b2 = WriteBatch(), WriteBatch()
-        for kind, k, k2, v in ops:
-            for b in (b1, b2):
-                if kind == "put":
-                    b.put(k, v)
-                elif kind == "delete":
-                    b.delete(k)
-                else:
-                    b.delete_range(min(k, k2), max(k, k2))
-        self.db.write(b1)
-        self.model.write(b2)
 
     @precondition(lambda self: len(self.snaps) < 4)
     @rule()
@@ -105,14 +77,6 @@ class LSMMachine(RuleBasedStateMachine):
         assert got == list(self.model.scan(a, b, reverse=reverse, snapshot=ms))
 
     @rule()
-    def flush(self):
-        self.db.flush()
-
-    @rule()
-    def compact(self):
-        self.db.compact()
-
-    @rule()
     def reopen(self):
         for ms, ds in self.snaps:
             ms.release()
@@ -122,11 +86,6 @@ class LSMMachine(RuleBasedStateMachine):
         with pytest.raises(DatabaseClosedError):
             self.db.get(b"a")
         self.db = LSMTree.open(self.url, compaction=self.policy, **TINY)
-
-    @invariant()
-    def full_scan_matches(self):
-        if hasattr(self, "db"):
-            assert list(self.db.scan()) == list(self.model.scan())
 
 
 class TieredMachine(LSMMachine):
