@@ -25,6 +25,17 @@ def _largest_wal(path):
     return os.path.join(path, wal)
 
 
+def _unflushed(tmp_path, n):
+    """A database whose ``n`` puts (``key<i>`` -> ``value<i>``, one WAL frame each) live only in its
+    WAL (nothing flushed); returns its path and the WAL's full path."""
+    path = _make(tmp_path, n=0)
+    db = LSMTree.open(f"file://{path}", **OPTS)
+    for i in range(n):
+        db.put(b"key%d" % i, b"value%d" % i)
+    db.close()
+    return path, _largest_wal(path)
+
+
 def _flip(path, offset):
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -124,12 +135,7 @@ def test_torn_newest_manifest_is_ignored(tmp_path):
 
 
 def test_wal_corrupted_in_the_middle_raises(tmp_path):
-    path = _make(tmp_path, n=0)
-    db = LSMTree.open(f"file://{path}", **OPTS)
-    for i in range(3):
-        db.put(b"key%d" % i, b"value%d" % i)
-    db.close()  # nothing flushed: the three batches live only in the WAL
-    full = _largest_wal(path)
+    path, full = _unflushed(tmp_path, 3)
     frame_bytes = os.path.getsize(full) // 3
     _flip(full, frame_bytes + frame_bytes - 3)  # inside the second frame's body
     with pytest.raises(CorruptionError, match="checksum"):
@@ -137,12 +143,7 @@ def test_wal_corrupted_in_the_middle_raises(tmp_path):
 
 
 def test_wal_corruption_is_skipped_with_skip_recovery(tmp_path):
-    path = _make(tmp_path, n=0)
-    db = LSMTree.open(f"file://{path}", **OPTS)
-    for i in range(3):
-        db.put(b"key%d" % i, b"value%d" % i)
-    db.close()
-    full = _largest_wal(path)
+    path, full = _unflushed(tmp_path, 3)
     frame_bytes = os.path.getsize(full) // 3
     _flip(full, frame_bytes + 2)  # the second frame's header
     db = LSMTree.open(f"file://{path}", wal_recovery="skip", **OPTS)
@@ -152,12 +153,7 @@ def test_wal_corruption_is_skipped_with_skip_recovery(tmp_path):
 
 
 def test_torn_wal_tail_is_ignored(tmp_path):
-    path = _make(tmp_path, n=0)
-    db = LSMTree.open(f"file://{path}", **OPTS)
-    for i in range(3):
-        db.put(b"key%d" % i, b"value%d" % i)
-    db.close()
-    full = _largest_wal(path)
+    path, full = _unflushed(tmp_path, 3)
     os.truncate(full, os.path.getsize(full) - 4)
     db = LSMTree.open(f"file://{path}", **OPTS)
     assert db.get_many([b"key0", b"key1", b"key2"]) == [b"value0", b"value1", None]
@@ -169,12 +165,7 @@ def test_torn_wal_tail_is_ignored(tmp_path):
 
 
 def test_checksum_failure_in_last_wal_record_counts_as_torn(tmp_path):
-    path = _make(tmp_path, n=0)
-    db = LSMTree.open(f"file://{path}", **OPTS)
-    for i in range(2):
-        db.put(b"key%d" % i, b"value%d" % i)
-    db.close()
-    full = _largest_wal(path)
+    path, full = _unflushed(tmp_path, 2)
     _flip(full, os.path.getsize(full) - 2)
     db = LSMTree.open(f"file://{path}", **OPTS)
     assert db.get_many([b"key0", b"key1"]) == [b"value0", None]
