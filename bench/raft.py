@@ -63,6 +63,7 @@ def bench_raftkv(*, payload_bytes: int, ops: int, in_flight: int, blocking_ops: 
 
 
 def main(argv=None) -> None:
+    """Run both systems and print the table and the ratios against the targets."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=20_000)
     ap.add_argument("--in-flight", type=int, default=1000)

@@ -85,6 +85,7 @@ class _Checker:
                                       f"entry {index} (term {term}); its term there: {log.term(index)}")
 
     def log_matching(self, nodes) -> None:
+        """Raft's Log Matching property between every pair of live logs."""
         logs = [(n, self.sim.core(n).node.log) for n in nodes]
         for (a, la), (b, lb) in itertools.combinations(logs, 2):
             lo = max(la.first_index(), lb.first_index())
@@ -117,6 +118,7 @@ class _Client:
         self.ops = 0
 
     def poll(self, now_s: float, stop: bool) -> None:
+        """Advance this client: start an op, record an answer, retry elsewhere or give up."""
         if self.op is None:
             if not stop and now_s >= self.next_at_s:
                 self._start(now_s)

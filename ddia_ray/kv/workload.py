@@ -85,6 +85,7 @@ class _Nemesis(threading.Thread):
         self.log.append((round(time.monotonic() - self.start_s, 3), what))
 
     def run(self) -> None:
+        """Cycle fault, wait, repair until stopped (an exception is kept for run_workload)."""
         try:
             kinds = [s for s in SCHEDULES if s not in ("mixed", "none")]
             while not self.stop_event.wait(self.calm_s):
@@ -124,6 +125,7 @@ class _Nemesis(threading.Thread):
             raise ConfigError(f"unknown nemesis schedule {kind!r}; use one of {SCHEDULES}")
 
     def repair(self) -> None:
+        """Heal the network, resume paused and restart killed members."""
         c = self.cluster
         faulted = bool(self.paused or self.killed or c.nemesis.config.groups)
         c.heal()
