@@ -2,7 +2,8 @@
 
 Usage: ``python crash_writer.py ENGINE URL SYNC [OPTIONS_JSON]``. Each acknowledged write is
 followed by a line ``ack <n>`` on stdout (flushed), so the parent knows exactly which writes
-were acknowledged when it sends SIGKILL. Batches of 1..4 keys exercise atomic batches.
+were acknowledged when it sends SIGKILL. Batches of 2..4 keys exercise atomic batches; a single key
+is written with ``put``, the per-key path.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def value(n: int) -> bytes:
 
 
 def main() -> None:
-    engine, url, sync = sys.argv[1], sys.argv[2], sys.argv[3] == "sync"
+    engine, url = sys.argv[1], sys.argv[2]  # argv[3], the mode, only names the run: OPTIONS hold the sync setting
     options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     db = open_engine(url, engine, **options)
     rng = random.Random(int(options.get("seed", 0)) if "seed" in options else 0)
@@ -33,10 +34,13 @@ def main() -> None:
     out = sys.stdout
     while True:
         size = rng.randint(1, 4)
-        batch = WriteBatch()
-        for i in range(n, n + size):
-            batch.put(key(i), value(i))
-        db.write(batch)
+        if size == 1:
+            db.put(key(n), value(n))
+        else:
+            batch = WriteBatch()
+            for i in range(n, n + size):
+                batch.put(key(i), value(i))
+            db.write(batch)
         n += size
         out.write(f"ack {n}\n")
         out.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fsspec
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -12,10 +13,11 @@ from ddia_ray.storage.lsm.bloom import BloomFilter
 from ddia_ray.storage.lsm.compaction import LeveledPolicy, TieredPolicy
 from ddia_ray.storage.lsm.framing import TornObjectError, frame, frame_object, read_log, read_object
 from ddia_ray.storage.lsm.manifest import Version
-from ddia_ray.storage.lsm.memtable import SCHEMA
+from ddia_ray.storage.lsm.memtable import DELETE, PUT, SCHEMA
 from ddia_ray.storage.lsm.merge import merge_runs, split_outputs
 from ddia_ray.storage.lsm.sstable import FileMeta
 from ddia_ray.storage.lsm.tombstones import TombstoneIndex
+from ddia_ray.storage.lsm.wal import WalWriter, read_wal, wal_name
 
 
 def test_bloom_filter_has_no_false_negatives_and_about_one_percent_false_positives():
@@ -39,6 +41,47 @@ def test_log_frames_torn_tail_and_corruption():
         read_log(bytes(damaged), where="t")
     skipped = read_log(bytes(damaged), where="t", skip=True)
     assert skipped.bodies == (b"record-0", b"record-2", b"record-3") and skipped.skipped_frames == 1
+
+
+def test_preallocated_log_torn_in_any_byte_order_is_a_tail_and_damage_before_a_frame_is_not():
+    whole = [frame(b"record-%d" % i) for i in range(3)]
+    last = frame(b"the-last-record")
+    prefix = b"".join(whole)
+    reserved = b"\0" * 64
+    # A copy into a mapping may land in any byte order: header missing, body present...
+    no_header = prefix + b"\0" * 12 + last[12:] + reserved
+    # ...part of the header and none of the body, or the header and half the body.
+    half_header = prefix + last[:5] + b"\0" * (len(last) - 5) + reserved
+    half_body = prefix + last[:len(last) - 6] + b"\0" * 6 + reserved
+    for data in (no_header, half_header, half_body):
+        read = read_log(data, where="t")
+        assert read.bodies == tuple(b"record-%d" % i for i in range(3)) and read.torn_tail_bytes > 0
+    # The same damage with a whole frame after it is corruption, not a torn tail.
+    for damaged in (whole[0] + b"\0" * 12 + last[12:] + whole[1],
+                    whole[0] + last[:len(last) - 6] + b"\xff" * 6 + whole[1]):
+        with pytest.raises(CorruptionError):
+            read_log(damaged + reserved, where="t")
+
+
+def test_mapped_wal_grows_past_its_reservation_survives_a_crash_and_is_cut_on_close(tmp_path):
+    fs = fsspec.filesystem("file")
+    value = b"v" * 1000
+    wal = WalWriter(fs, str(tmp_path), 7, sync="none")
+    assert wal.cheap
+    for seq in range(1, 3001):  # ~3 MB: past the first reservation of 1 MiB, twice
+        wal.append_batch(seq, ((PUT, b"key%d" % seq, value),))
+    wal.append_batch(3001, ((PUT, b"a", b"1"), (DELETE, b"b", b"")))
+    path = tmp_path / wal_name(7)
+    assert path.stat().st_size > wal.bytes_written  # the reserved tail, as a crash would leave it
+
+    def replayed():
+        return [(first, list(ops)) for first, ops, _ in read_wal(fs, str(tmp_path), 7, [wal_name(7)], skip=False)]
+
+    got = replayed()  # read while the writer is still open: what a killed process leaves behind
+    assert len(got) == 3001 and got[2999] == (3000, [(PUT, b"key3000", value)])
+    assert got[3000] == (3001, [(PUT, b"a", b"1"), (DELETE, b"b", b"")])
+    wal.close(sync=True)
+    assert path.stat().st_size == wal.bytes_written and replayed() == got
 
 
 def test_objects_distinguish_torn_corrupt_and_foreign():

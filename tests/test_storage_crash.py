@@ -1,7 +1,9 @@
 """Kill a writer process with SIGKILL at random moments; the reopened database must be consistent.
 
 In sync mode every acknowledged write survives. Without sync, what survives is a prefix of the
-writes (batches are atomic: never a later batch without an earlier one, never half a batch).
+writes (batches are atomic: never a later batch without an earlier one, never half a batch); the
+LSM's ``sync="none"`` still hands every write to the OS before acknowledging it (its WAL is a
+memory map of the file), so a killed process loses nothing acknowledged there either.
 Tiny memtables and row groups make flushes, compactions and manifest switches happen constantly,
 so the random kill moments land inside all of them.
 """
@@ -76,7 +78,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(engine, mode, tmp_
         # Whatever survived is exactly a prefix of the writes, with the right values.
         assert all(present[i] == value(i) for i in range(survived)), f"round {round_no}: wrong or missing value"
         assert all(v is None for v in present[survived:]), f"round {round_no}: a hole before a later write"
-        if mode == "sync":
+        if mode == "sync" or engine == "lsm":  # a process crash, not a power cut: the OS has the LSM's WAL
             assert survived >= acked, f"round {round_no}: {acked} acknowledged, only {survived} survived"
         highest_seen = max(highest_seen, survived)
         # The next writer starts from 0 again: it overwrites with the same values, so the prefix

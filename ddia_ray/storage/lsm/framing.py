@@ -14,9 +14,10 @@ a damaged length into a silent "torn tail")::
 
 Reading a log, damage is classified the way LevelDB's log reader does:
 
-* a header or body cut short by the end of the data, trailing zero bytes, or a
-  body checksum failure in the *last* frame are a **torn tail** (the append
-  never completed): ignored;
+* a header or body cut short by the end of the data, trailing zero bytes, or
+  damage to the *last* frame (only zero bytes after it: the end of the file or
+  the space a mapped WAL reserved) are a **torn tail** (the append never
+  completed): ignored;
 * anything else is **corruption**: :class:`CorruptionError`, or, with
   ``skip=True``, the damaged frame is dropped and reading resumes at the next
   offset where a whole frame verifies (counted in ``skipped_bytes``).
@@ -76,15 +77,14 @@ def read_log(data: bytes, *, where: str, skip: bool = False) -> LogRead:
     pos, n = 0, len(data)
     torn = skipped = skipped_frames = 0
     view = memoryview(data)
+    zeros_from = None  # where the trailing run of zero bytes starts (computed on the first damage)
     while pos < n:
         damage = None
         if n - pos < HEADER_BYTES:
             torn = n - pos
             break
         if not _header_ok(data, pos):
-            if not any(view[pos:]):
-                torn = n - pos  # preallocated zeros: the append never landed
-                break
+            end = None
             damage = "header checksum mismatch"
         else:
             length, crc = _HEAD.unpack_from(data, pos)
@@ -97,10 +97,12 @@ def read_log(data: bytes, *, where: str, skip: bool = False) -> LogRead:
                 bodies.append(body)
                 pos = end
                 continue
-            if end == n:
-                torn = n - pos  # the last frame: a write cut short, not bit rot
-                break
             damage = "body checksum mismatch"
+        if zeros_from is None:
+            zeros_from = len(bytes(view).rstrip(b"\0"))
+        if _last_frame(data, pos, end, zeros_from):
+            torn = n - pos
+            break
         if not skip:
             raise CorruptionError(f"{damage} in the frame at byte {pos}", where)
         nxt = pos + 1
@@ -110,6 +112,19 @@ def read_log(data: bytes, *, where: str, skip: bool = False) -> LogRead:
         skipped_frames += 1
         pos = nxt
     return LogRead(tuple(bodies), torn, skipped, skipped_frames)
+
+
+def _last_frame(data, pos: int, end: int | None, zeros_from: int) -> bool:
+    """Whether the damaged frame at ``pos`` is the log's last write, cut short: a torn tail.
+
+    Only zero bytes (never written, or reserved by preallocation) may follow a torn
+    append. With an intact header the frame's extent is known and must reach them;
+    with a damaged one (a copy into a mapped file may land in any byte order) no
+    whole frame may start before them.
+    """
+    if end is not None:
+        return end >= zeros_from
+    return not any(_whole_frame_at(data, q, len(data)) for q in range(pos + 1, zeros_from))
 
 
 class TornObjectError(Exception):

@@ -5,7 +5,11 @@ Theory of operation
 Writes land here after the WAL (DDIA ch. 3, "Constructing and maintaining
 SSTables"). A dict maps each key to its versions ``(seq, op, value)`` in
 ascending ``seq`` order, so a point read is one hash lookup plus a short walk
-back to the newest version visible at the reader's snapshot. Sorted order is
+back to the newest version visible at the reader's snapshot. A key's first
+version is stored as the bare tuple and only a second one turns it into a
+list: a tuple of an int and bytes leaves the cyclic garbage collector's care
+after its first pass, while a list per key would keep every memtable entry
+in each full collection (measured at a fifth of a put's cost). Sorted order is
 only needed by scans and by the flush, so it is built lazily: new keys are
 remembered in arrival order and merged into the cached sorted key list when
 someone asks (Timsort merges the two runs in linear time). A sorted key list
@@ -71,8 +75,10 @@ class Memtable:
             else:
                 versions = data.get(key)
                 if versions is None:
-                    data[key] = [(seq, kind, value)]
+                    data[key] = (seq, kind, value)
                     self._new.append(key)
+                elif type(versions) is tuple:
+                    data[key] = [versions, (seq, kind, value)]
                 else:
                     versions.append((seq, kind, value))
             size += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
@@ -86,10 +92,13 @@ class Memtable:
 
     def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
         """:meth:`apply` of one point op (``PUT`` or ``DELETE``) at ``seq``."""
-        versions = self._data.get(key)
+        data = self._data
+        versions = data.get(key)
         if versions is None:
-            self._data[key] = [(seq, kind, value)]
+            data[key] = (seq, kind, value)
             self._new.append(key)
+        elif type(versions) is tuple:
+            data[key] = [versions, (seq, kind, value)]
         else:
             versions.append((seq, kind, value))
         self.entries += 1
@@ -103,6 +112,8 @@ class Memtable:
         versions = self._data.get(key)
         if versions is None:
             return None
+        if type(versions) is tuple:
+            return versions if versions[0] <= snapshot_seq else None
         for i in range(len(versions) - 1, -1, -1):
             v = versions[i]
             if v[0] <= snapshot_seq:
@@ -110,8 +121,9 @@ class Memtable:
         return None
 
     def versions_of(self, key: bytes):
-        """The version list of ``key`` (ascending seq) or None; callers must not mutate it."""
-        return self._data.get(key)
+        """The versions of ``key`` (ascending seq) as a sequence, or None; callers must not mutate it."""
+        versions = self._data.get(key)
+        return (versions,) if type(versions) is tuple else versions
 
     @property
     def has_tombstones(self) -> bool:
@@ -154,12 +166,18 @@ class Memtable:
         columns from the sorted keys, and does the sorting without the GIL while writers run.
         """
         data = self._data
-        if len(data) == self.entries - len(self._tombstones):  # one version per key: the common case
+        if len(data) == self.entries - len(self._tombstones):  # one version (a bare tuple) per key: common
             keys = list(data)
-            rows = [versions[0] for versions in data.values()]
+            rows = list(data.values())
         else:
-            keys = [k for k, versions in data.items() for _ in versions]
-            rows = [v for versions in data.values() for v in versions]
+            keys, rows = [], []
+            for k, versions in data.items():
+                if type(versions) is tuple:
+                    keys.append(k)
+                    rows.append(versions)
+                else:
+                    keys.extend([k] * len(versions))
+                    rows.extend(versions)
         table = pa.table([pa.array(keys, pa.binary()), pa.array(list(map(_SEQ, rows)), pa.uint64()),
                           pa.array(list(map(_OP, rows)), pa.uint8()),
                           pa.array(list(map(_VALUE, rows)), pa.binary())], schema=SCHEMA)

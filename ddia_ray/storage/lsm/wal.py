@@ -16,6 +16,18 @@ frames of every batch queued behind it, so concurrent writers share one write
 before the writers are acknowledged; ``"flush"`` fsyncs only when the
 memtable is switched for flushing (and on close).
 
+On a local disk under ``"none"`` and ``"flush"`` the WAL is a shared memory
+map of a preallocated file (RocksDB's ``allow_mmap_writes``): an append is a
+copy into the kernel's page cache, with the durability of a ``write(2)`` (a
+killed process loses nothing it appended; a power cut loses what was not
+synced) without a system call per append, which is most of a small write's
+cost. The file grows in reserved chunks (``posix_fallocate``, so a full disk
+raises ``OSError`` at growth instead of killing the process with ``SIGBUS``)
+and is cut to its written length on close. A crash leaves the reserved zeros
+behind the last frame; the reader treats them, and a frame cut short before
+them, as a torn tail (see :mod:`.framing`). Such appends cost no I/O wait, so
+the tree makes them under its mutex (:attr:`WalWriter.cheap`).
+
 Object stores cannot append, so there a WAL is a series of immutable segment
 objects ``<number>.log.<segment>``: ``"batch"`` writes one segment per group
 commit; the other modes buffer up to ``segment_bytes`` in memory first (those
@@ -30,6 +42,7 @@ may not be a prefix of the history (counted in the tree's stats).
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Iterator
 
@@ -42,6 +55,8 @@ from .framing import frame, read_log
 __all__ = ["WAL_FORMAT", "WalWriter", "encode_batch", "read_wal", "wal_name", "can_append"]
 
 WAL_FORMAT = 1
+_FIRST_CHUNK_BYTES = 1 << 20  # the first reservation of a mapped WAL; each growth doubles it
+_MAX_CHUNK_BYTES = 64 << 20
 
 
 def wal_name(number: int) -> str:
@@ -75,16 +90,34 @@ class WalWriter:
         self._segment_bytes = segment_bytes
         self._append = can_append(fs)
         self._local = bool({"file", "local"} & set(_protocols(fs)))
-        self._file = fs.open(self.path, "ab") if self._append else None
-        # A local file is written through its OS file object: fsspec's wrapper only forwards the calls.
-        self._sink = self._file.f if isinstance(self._file, LocalFileOpener) else self._file
-        # A local file is appended to with os.write on its descriptor: every append is handed to the
-        # OS at once anyway, and the buffered writer's write + flush pair cost 40% more per append.
-        self._fd = self._sink.fileno() if isinstance(self._file, LocalFileOpener) else None
+        self._map: mmap.mmap | None = None
+        self._file = self._sink = self._fd = None
+        if self._local and sync != "batch":
+            # Mapped (see the module docstring); a mapping needs a read-write descriptor, which fsspec's
+            # local opener does not hand out, and a local fsspec path is an OS path.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._map = self._reserve(_FIRST_CHUNK_BYTES)
+        elif self._append:
+            self._file = fs.open(self.path, "ab")
+            # A local file is written through its OS file object: fsspec's wrapper only forwards the calls.
+            self._sink = self._file.f if isinstance(self._file, LocalFileOpener) else self._file
+            # A local file is appended to with os.write on its descriptor: every append is handed to the
+            # OS at once anyway, and the buffered writer's write + flush pair cost 40% more per append.
+            self._fd = self._sink.fileno() if isinstance(self._file, LocalFileOpener) else None
+        #: Whether an append never waits for I/O: a mapped WAL (a filesystem object's write may block).
+        self.cheap = self._map is not None
         self._packer = msgpack.Packer(use_bin_type=True)  # only the write leader encodes: one at a time
         self._buffer = bytearray()
         self._segment = 0
         self._closed = False
+
+    def _reserve(self, size: int) -> mmap.mmap:
+        """Reserve the file's first ``size`` bytes on disk and map them (growth replaces the mapping)."""
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, 0, size)
+        else:  # no reservation: a full disk surfaces when the kernel writes the pages back
+            os.ftruncate(self._fd, size)
+        return mmap.mmap(self._fd, size)
 
     def encode(self, first_seq: int, ops) -> bytes:
         """:func:`encode_batch` with this writer's reusable packer (call from the write leader only)."""
@@ -96,7 +129,13 @@ class WalWriter:
 
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""
-        if self._fd is not None:
+        if self._map is not None:
+            pos = self.bytes_written
+            end = pos + len(data)
+            if end > len(self._map):
+                self._grow(end)
+            self._map[pos:end] = data
+        elif self._fd is not None:
             done = os.write(self._fd, data)
             while done < len(data):  # a regular file takes it all at once; a short write is retried
                 done += os.write(self._fd, data[done:])
@@ -113,9 +152,17 @@ class WalWriter:
                 self._write_segment()
         self.bytes_written += len(data)
 
+    def _grow(self, needed: int) -> None:
+        size = len(self._map)
+        step = min(max(size, _FIRST_CHUNK_BYTES), _MAX_CHUNK_BYTES)
+        new_size = max(size + step, needed)
+        old = self._map
+        self._map = self._reserve(new_size)
+        old.close()
+
     def _fsync(self) -> None:
         if self._local:
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
 
     def _write_segment(self) -> None:
         if not self._buffer:
@@ -126,7 +173,10 @@ class WalWriter:
 
     def sync(self) -> None:
         """Make everything appended so far durable."""
-        if self._append:
+        if self._map is not None:
+            self._map.flush()  # msync: the mapped pages; the fsync also covers the file's metadata
+            self._fsync()
+        elif self._append:
             self._file.flush()
             self._fsync()
         else:
@@ -137,7 +187,13 @@ class WalWriter:
         if self._closed:
             return
         self._closed = True
-        if self._append:
+        if self._map is not None:
+            self._map.close()
+            os.ftruncate(self._fd, self.bytes_written)  # drop the reserved, unwritten tail
+            if sync:
+                self._fsync()
+            os.close(self._fd)
+        elif self._append:
             self._file.flush()
             if sync:
                 self._fsync()
