@@ -206,3 +206,46 @@ def test_point_reads_compare_keys_bytewise_in_fixed_and_variable_width_row_group
         assert [db.get(k) for k in probes] == [k * 2 if k in keys else None for k in probes]
         assert db.get_many(probes) == [k * 2 if k in keys else None for k in probes]
         db.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda w: st.lists(
+    st.one_of(st.binary(min_size=w, max_size=w),  # any bytes of the width
+              st.sampled_from([b"\x00" * w, b"\xff" * w, b"k" * w])),  # repeats and shared prefixes
+    min_size=2, max_size=60)))
+def test_ingest_sort_of_fixed_width_keys_matches_the_general_sort(keys):
+    from ddia_ray.storage.lsm.jobs import _sort_ingest_rows
+    from ddia_ray.storage.lsm.memtable import SCHEMA
+    from ddia_ray.storage.lsm.merge import sort_rows
+
+    rows = pa.table([pa.array(keys, pa.binary()), pa.array(range(1, len(keys) + 1), pa.uint64()),
+                     pa.array([0] * len(keys), pa.uint8()), pa.array([b"%d" % i for i in range(len(keys))])],
+                    schema=SCHEMA)
+    assert _sort_ingest_rows(rows).to_pylist() == sort_rows(rows).to_pylist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=400), st.integers(0, 5))
+def test_vectorised_crc32_matches_zlib(keys, offset):
+    import zlib
+
+    from ddia_ray.storage.lsm.crc import crc32_of_keys
+
+    keys = keys + [b"sixteen-byte-key"] * 300  # one length with enough rows for its tables
+    arr = pa.array([b"x"] * offset + keys, pa.binary()).slice(offset)  # an array that starts mid-buffer
+    assert crc32_of_keys(arr).tolist() == [zlib.crc32(k) for k in keys]
+    assert crc32_of_keys(pa.chunked_array([arr.slice(0, 5), arr.slice(5)])).tolist() == [zlib.crc32(k) for k in keys]
+
+
+@pytest.mark.parametrize("width", [7, 16, 33])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_vectorised_crc32_of_one_width_matches_zlib(width, offset):
+    import random
+    import zlib
+
+    from ddia_ray.storage.lsm.crc import crc32_of_keys
+
+    rng = random.Random(width * 10 + offset)
+    keys = [rng.randbytes(width) for _ in range(1000)]
+    arr = pa.array([b"x"] * offset + keys, pa.binary()).slice(offset)  # offset 1: an odd start in the buffer
+    assert crc32_of_keys(arr).tolist() == [zlib.crc32(k) for k in keys]

@@ -12,10 +12,11 @@ linear structure), then double hashing as in LevelDB: probe ``i`` tests bit
 ``reduce(h + i * delta)`` with ``delta = rotl32(h, 15)`` and the
 multiply-shift range reduction ``reduce(x) = (x * m) >> 32`` (no modulo).
 
-Building computes every probe position for every key with NumPy (one
-``crc32`` per key, through ``map``, is the only per-key step) and sets them in
-a boolean array of ``m`` slots, packed little-endian into the filter: bit ``p``
-is byte ``p >> 3``, mask ``1 << (p & 7)``.
+Building computes every probe position for every key with NumPy (from an
+Arrow array the CRCs too, see :mod:`.crc`; from Python bytes one ``crc32``
+per key, through ``map``) and sets them in a boolean array of ``m`` slots,
+packed little-endian into the filter: bit ``p`` is byte ``p >> 3``, mask
+``1 << (p & 7)``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
+from .crc import crc32_of_keys
 
 __all__ = ["BloomFilter", "key_hash"]
 
@@ -67,14 +69,14 @@ class BloomFilter:
     def build(cls, keys: "pa.Array | Iterable[bytes]", bits_per_key: float = 10.0) -> "BloomFilter":
         """A filter holding every key of ``keys`` (a binary Arrow array or an iterable of bytes)."""
         if isinstance(keys, (pa.Array, pa.ChunkedArray)):
-            keys = keys.to_pylist()
-        crc = list(map(zlib.crc32, keys))
-        n = len(crc)
+            h = crc32_of_keys(keys).astype(np.uint64)
+        else:
+            h = np.asarray(list(map(zlib.crc32, keys)), np.uint64)
+        n = len(h)
         k = cls.probes_for(bits_per_key)
         if n == 0:
             return cls(b"", 0, k)
         m = max(64, int(n * bits_per_key))
-        h = np.asarray(crc, np.uint64)
         h ^= h >> 16
         h = (h * 0x85EBCA6B) & _M32
         h ^= h >> 13

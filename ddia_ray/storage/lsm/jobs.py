@@ -21,9 +21,17 @@ New SSTables are written before the manifest that names them, obsolete ones
 deleted after the manifest that drops them: a crash at any point leaves the
 newest complete manifest pointing at files that exist, plus garbage that the
 next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``).
+
+An ingest's caller waits for its files, so it writes them on
+:data:`INGEST_WRITERS` threads (Parquet encoding, compression and file writes
+release the GIL); background flushes and compactions write one file at a
+time, leaving the other core to the writers.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +44,9 @@ from .memtable import SCHEMA, Memtable
 from .merge import merge_runs, sort_rows, split_outputs
 from .sstable import SSTable, load_table_meta, meta_name, sst_name, write_sstable
 from .wal import wal_name
+
+#: Threads that write an ingest's SSTables side by side.
+INGEST_WRITERS = max(1, min(4, os.cpu_count() or 1))
 
 __all__: list[str] = []
 
@@ -142,9 +153,10 @@ class _Jobs:
         self._next_file += 1
         return n
 
-    def _write_table(self, table: pa.Table) -> tuple:
-        with self._mutex:
-            number = self._new_file_number()
+    def _write_table(self, table: pa.Table, number: int | None = None) -> tuple:
+        if number is None:
+            with self._mutex:
+                number = self._new_file_number()
         opts = self._opts
         fmeta, tmeta = write_sstable(self._fs, self._dir, number, table, row_group_rows=opts.row_group_rows,
                                      bloom_bits_per_key=opts.bloom_bits_per_key, compression=opts.compression)
@@ -259,7 +271,14 @@ class _Jobs:
                              pa.array(np.zeros(n, np.uint8)), table.column("value")], schema=SCHEMA)
             rows = _sort_ingest_rows(rows.combine_chunks())
             target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
-            metas = [self._write_table(piece) for piece in split_outputs(rows, target)]
+            pieces = split_outputs(rows, target)
+            with self._mutex:
+                numbers = [self._new_file_number() for _ in pieces]  # in key order, whoever finishes first
+            if len(pieces) > 1 and INGEST_WRITERS > 1:
+                with ThreadPoolExecutor(INGEST_WRITERS, thread_name_prefix="lsm-ingest") as pool:
+                    metas = list(pool.map(self._write_table, pieces, numbers))
+            else:
+                metas = [self._write_table(p, n) for p, n in zip(pieces, numbers)]
             keys = rows.column("key")
             lo, hi = keys[0].as_py(), keys[len(keys) - 1].as_py()
             with self._mutex:
@@ -293,6 +312,10 @@ def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
     When every key has the same width, NumPy's stable sort of the keys as fixed-width
     byte strings (compared bytewise, like ``bytes``) is about twice Arrow's binary sort;
     sorting the *reversed* rows stably puts a repeated key's newest version first.
+    Keys of 8 bytes or more are first sorted by their leading 8 bytes as big-endian
+    integers (the same order, half the string sort's time); that order is kept only
+    when no two keys share those 8 bytes (random or hashed keys), else the string
+    sort decides.
     """
     keys = rows.column("key").chunk(0) if rows.column("key").num_chunks == 1 else None
     if keys is None or len(keys) < 2:
@@ -303,5 +326,14 @@ def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
         return sort_rows(rows)
     offsets = np.frombuffer(keys.buffers()[1], np.int32, len(keys) + 1, keys.offset * 4)
     data = np.frombuffer(keys.buffers()[2], f"S{width}", len(keys), offsets[0])
-    order = np.argsort(data[::-1], kind="stable")
+    order = None
+    if width >= 8:
+        lead = np.frombuffer(keys.buffers()[2], np.uint8, len(keys) * width, offsets[0]).reshape(-1, width)
+        lead = np.ascontiguousarray(lead[::-1, :8]).view(">u8").ravel()
+        order = np.argsort(lead, kind="stable")
+        ordered = lead[order]
+        if (ordered[1:] == ordered[:-1]).any():  # a shared prefix: the remaining bytes must decide
+            order = None
+    if order is None:
+        order = np.argsort(data[::-1], kind="stable")
     return rows.take(pa.array(len(keys) - 1 - order))

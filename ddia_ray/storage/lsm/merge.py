@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -132,16 +133,16 @@ def split_outputs(table: pa.Table, target_file_bytes: int | None) -> list[pa.Tab
     if target_file_bytes is None or not pc.any(pc.invert(is_range)).as_py():
         return [table]
     has_ranges = pc.any(is_range).as_py()
-    points = (table.filter(pc.invert(is_range)) if has_ranges else table).combine_chunks()
-    keys = points.column("key").combine_chunks()
-    sizes = pc.add(pc.add(pc.binary_length(keys), pc.binary_length(points.column("value").combine_chunks())),
-                   _ROW_OVERHEAD_BYTES)
-    total = pc.cumulative_sum(pc.cast(sizes, pa.int64()))
+    points = table.filter(pc.invert(is_range)) if has_ranges else table
+    keys = points.column("key")
+    # Sizes straight from the columns' offsets (no copy of the values): cut points by running total.
+    sizes = pc.add(pc.add(pc.binary_length(keys), pc.binary_length(points.column("value"))), _ROW_OVERHEAD_BYTES)
+    total = np.cumsum(pc.cast(sizes, pa.int64()).to_numpy())
     n = points.num_rows
     cuts = [0]
     goal = target_file_bytes
     while True:
-        i = bisect.bisect_left(_IntView(total), goal)
+        i = int(np.searchsorted(total, goal, side="left"))
         if i >= n - 1:
             break
         i += 1
@@ -150,7 +151,7 @@ def split_outputs(table: pa.Table, target_file_bytes: int | None) -> list[pa.Tab
         if i >= n:
             break
         cuts.append(i)
-        goal = total[i - 1].as_py() + target_file_bytes
+        goal = int(total[i - 1]) + target_file_bytes
     cuts.append(n)
     pieces = [points.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
     if not has_ranges:
@@ -170,18 +171,3 @@ def split_outputs(table: pa.Table, target_file_bytes: int | None) -> list[pa.Tab
                 frags.append((fs, fe, q))
         out.append(sort_rows(pa.concat_tables([piece, _range_rows(frags)]).combine_chunks()) if frags else piece)
     return out
-
-
-class _IntView:
-    """Sequence view over an Arrow integer array for :mod:`bisect`."""
-
-    __slots__ = ("_a",)
-
-    def __init__(self, array):
-        self._a = array
-
-    def __len__(self) -> int:
-        return len(self._a)
-
-    def __getitem__(self, i: int) -> int:
-        return self._a[i].as_py()

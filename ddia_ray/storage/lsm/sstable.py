@@ -115,16 +115,33 @@ def put_object(fs, path: str, data) -> None:
         fs.pipe_file(path, data if isinstance(data, bytes) else bytes(memoryview(data)))
 
 
-def _row_group_bounds(keys: list, rows_per_group: int) -> list[int]:
+def _row_group_bounds(keys: pa.Array, rows_per_group: int) -> list[int]:
+    """Row-group cut points every ``rows_per_group`` rows, moved past the versions of one key."""
     bounds, n, b = [0], len(keys), rows_per_group
+    view = _ScalarView(keys)
     while b < n:
-        while b < n and keys[b] == keys[b - 1]:
-            b += 1  # never split the versions of one key
+        if view[b] == view[b - 1]:  # never split the versions of one key: skip past them (keys are sorted)
+            b = bisect.bisect_right(view, view[b - 1], b, n)
         if b < n:
             bounds.append(b)
         b += rows_per_group
     bounds.append(n)
     return bounds
+
+
+class _ScalarView:
+    """Python values of an Arrow array by index, for :mod:`bisect` (converts only what is probed)."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, array: pa.Array):
+        self._a = array
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getitem__(self, i: int):
+        return self._a[i].as_py()
 
 
 def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
@@ -138,17 +155,25 @@ def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
     return lo, hi - lo
 
 
-def _unique_sorted(keys) -> bool:
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array (no copy when it already is one chunk)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _unique_sorted(keys: pa.Array) -> bool:
     """Whether the sorted binary column ``keys`` holds no duplicates."""
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     n = len(keys)
     return n < 2 or bool(pc.all(pc.not_equal(keys.slice(1), keys.slice(0, n - 1))).as_py())
 
 
 def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group_rows: int,
                   bloom_bits_per_key: float, compression: str) -> tuple[FileMeta, TableMeta]:
-    """Write ``table`` (SSTable-sorted, non-empty) as SSTable ``number`` and its sidecar."""
-    keys = table.column("key").to_pylist()
+    """Write ``table`` (SSTable-sorted, non-empty) as SSTable ``number`` and its sidecar.
+
+    The keys stay in Arrow: only the row groups' first keys and the file's bounds become
+    Python objects (the Bloom filter hashes the key column in NumPy).
+    """
+    keys = _one_chunk(table.column("key"))
     bounds = _row_group_bounds(keys, row_group_rows)
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, SCHEMA, compression=compression, use_dictionary=False,
@@ -175,20 +200,20 @@ def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group
         rt = table.filter(is_range)
         tombstones = tuple(zip(rt.column("key").to_pylist(), rt.column("value").to_pylist(),
                                rt.column("seq").to_pylist()))
-        point_keys = table.column("key").filter(pc.invert(is_range)).to_pylist()
+        point_keys = keys.filter(pc.invert(is_range))
     bloom = BloomFilter.build(point_keys, bloom_bits_per_key)
     seqs = table.column("seq")
     puts = table if only_puts else table.filter(pc.equal(ops, PUT))
-    clean = only_puts and _unique_sorted(table.column("key"))
+    clean = only_puts and _unique_sorted(keys)
     logical = (pc.sum(pc.binary_length(puts.column("key"))).as_py() or 0) + \
         (pc.sum(pc.binary_length(puts.column("value"))).as_py() or 0)
-    largest = max([keys[-1]] + [e for _, e, _ in tombstones])
-    tmeta = TableMeta(number, size, tuple(keys[a] for a in bounds[:-1]), tuple(spans), footer,
+    largest = max([keys[len(keys) - 1].as_py()] + [e for _, e, _ in tombstones])
+    tmeta = TableMeta(number, size, tuple(keys[a].as_py() for a in bounds[:-1]), tuple(spans), footer,
                       bloom.bits, bloom.num_bits, bloom.num_probes, tombstones)
     meta_bytes = frame_object(_META_MAGIC, encode(tmeta))
     put_object(fs, f"{directory}/{sst_name(number)}", buf)
     put_object(fs, f"{directory}/{meta_name(number)}", meta_bytes)
-    fmeta = FileMeta(number, size, len(meta_bytes), keys[0], largest, pc.min(seqs).as_py(),
+    fmeta = FileMeta(number, size, len(meta_bytes), keys[0].as_py(), largest, pc.min(seqs).as_py(),
                      pc.max(seqs).as_py(), table.num_rows, logical, len(tombstones), clean)
     return fmeta, tmeta
 
