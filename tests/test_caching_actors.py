@@ -12,7 +12,7 @@ import ray
 from ddia_ray import codec
 from ddia_ray.caching import CacheStats, ReadThroughCache, WriteBehindCache, WriteThroughCache
 from ddia_ray.errors import BackpressureError, ConfigError, DatabaseClosedError, InvalidArgumentError
-from ddia_ray.storage.engine import MemoryEngine, Op, WriteBatch
+from ddia_ray.storage.engine import MemoryEngine, Op, WriteBatch, decode_ops
 from ddia_ray.storage.node import StorageClient, StorageNode
 from raywait import wait_for
 
@@ -47,7 +47,7 @@ class StoreDouble:
         return codec.encode(tuple(self.engine.get(k) for k in ks))
 
     def write(self, ops: bytes) -> int:
-        batch = WriteBatch(codec.decode(ops, tuple))
+        batch = decode_ops(ops)
         with self.lock:
             self.write_attempts += 1
         if self.failing:

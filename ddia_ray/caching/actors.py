@@ -31,7 +31,7 @@ from .. import codec
 from .._validate import positive
 from ..errors import DatabaseClosedError, InvalidArgumentError
 from ..runtime.connect import NAMESPACE, ensure_ray
-from ..storage.engine import Op, WriteBatch
+from ..storage.engine import Op, WriteBatch, decode_ops
 from ..storage.node import StorageClient
 from .client import CacheClient
 from .patterns import CacheFront, make_policy
@@ -40,10 +40,7 @@ __all__ = ["ReadThroughCache", "WriteThroughCache"]
 
 
 def _decode_ops(ops: bytes) -> tuple[Op, ...]:
-    decoded = codec.decode(ops, tuple)
-    if not all(isinstance(op, Op) for op in decoded):
-        raise InvalidArgumentError("write() takes storage.op records only")
-    return decoded
+    return tuple(decode_ops(ops).ops)
 
 
 def _decode_keys(keys: bytes) -> tuple[bytes, ...]:
@@ -117,7 +114,7 @@ class ReadThroughCache:
         return self.front.write(ops, lambda: self.store.write(batch), fill=self.fill_on_write)
 
     def write(self, ops: bytes) -> int:
-        """Apply an encoded tuple of :class:`Op` to the store atomically, then update the cache."""
+        """Apply an encoded batch (:func:`~ddia_ray.storage.engine.encode_ops`) to the store, then the cache."""
         return self._write_ops(_decode_ops(ops))
 
     def put_many(self, pairs: bytes) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 from .. import codec
 from .._validate import positive
 from ..errors import InvalidArgumentError
-from ..storage.engine import WriteBatch, to_key, to_value
+from ..storage.engine import WriteBatch, encode_ops, to_key, to_value
 from ..storage.node import StorageClient
 from ..runtime.calls import get_result
 from .patterns import CacheStats
@@ -57,7 +57,7 @@ class CacheClient:
         """Apply ``batch`` through the cache in one actor call; returns how many operations it held."""
         if not isinstance(batch, WriteBatch):
             raise InvalidArgumentError("write() takes a WriteBatch")
-        return self._call(self.handle.write.remote(codec.encode(tuple(batch.ops))))
+        return self._call(self.handle.write.remote(encode_ops(batch)))
 
     def put_many(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> int:
         """Set many keys in one actor call."""

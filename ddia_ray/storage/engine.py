@@ -23,11 +23,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
+from .. import codec
 from ..codec import record
 from ..errors import ConfigError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
-    "Key", "to_key", "to_value", "check_range", "Op", "WriteBatch", "Snapshot", "StorageEngine",
+    "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch", "Snapshot", "StorageEngine",
     "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
 ]
 
@@ -77,6 +78,76 @@ class Op:
             raise InvalidArgumentError(f"unknown batch operation {self.kind!r}")
         if not isinstance(self.key, bytes) or not isinstance(self.value, bytes) or not isinstance(self.end, bytes):
             raise InvalidArgumentError("batch operation keys and values must be bytes")
+
+
+_KIND_CODES = {"put": 0, "delete": 1, "delete_range": 2}
+_KIND_NAMES = ("put", "delete", "delete_range")
+
+
+@record("storage.op_columns", version=1)
+class OpColumns:
+    """A :class:`WriteBatch` as three columns: how batches cross an actor boundary.
+
+    One record per operation costs the codec a field map each; three columns are
+    packed and unpacked by msgpack in C (measured at a fifth of the cost per op).
+    ``kinds`` holds one byte per op (0 put, 1 delete, 2 delete_range); ``tails``
+    the put's value, the range's end, or ``b""`` for a delete.
+    """
+
+    kinds: bytes
+    keys: tuple
+    tails: tuple
+
+    def __post_init__(self):
+        if not isinstance(self.kinds, bytes) or not isinstance(self.keys, tuple) \
+                or not isinstance(self.tails, tuple):
+            raise InvalidArgumentError("op columns must be bytes, tuple and tuple")
+        if not len(self.kinds) == len(self.keys) == len(self.tails):
+            raise InvalidArgumentError(f"op columns differ in length: {len(self.kinds)} kinds, "
+                                       f"{len(self.keys)} keys, {len(self.tails)} tails")
+        if self.kinds and max(self.kinds) > 2:
+            raise InvalidArgumentError(f"unknown batch operation code {max(self.kinds)}")
+        if not all(type(k) is bytes for k in self.keys) or not all(type(t) is bytes for t in self.tails):
+            raise InvalidArgumentError("batch operation keys and values must be bytes")
+
+    @classmethod
+    def from_batch(cls, batch: "WriteBatch") -> "OpColumns":
+        """The columns of ``batch``'s operations, in order."""
+        ops = batch.ops
+        return cls(bytes([_KIND_CODES[op.kind] for op in ops]), tuple([op.key for op in ops]),
+                   tuple([op.end if op.kind == "delete_range" else op.value for op in ops]))
+
+    @classmethod
+    def puts(cls, keys: tuple, values: tuple) -> "OpColumns":
+        """Columns of puts only (``keys`` and ``values`` already bytes)."""
+        return cls(bytes(len(keys)), keys, values)
+
+    def to_batch(self) -> "WriteBatch":
+        """The :class:`WriteBatch` these columns describe."""
+        ops = []
+        for kind, key, tail in zip(self.kinds, self.keys, self.tails):
+            if kind == 0:
+                ops.append(Op("put", key, tail))
+            elif kind == 1:
+                ops.append(Op("delete", key))
+            else:
+                ops.append(Op("delete_range", key, b"", tail))
+        return WriteBatch(ops)
+
+
+def encode_ops(batch: "WriteBatch | OpColumns") -> bytes:
+    """A batch as the ``write`` payload of the storage node and the caches: encoded :class:`OpColumns`."""
+    return codec.encode(batch if isinstance(batch, OpColumns) else OpColumns.from_batch(batch))
+
+
+def decode_ops(data: bytes) -> "WriteBatch":
+    """The batch of a ``write`` payload: :class:`OpColumns`, or a tuple of :class:`Op` (older clients)."""
+    decoded = codec.decode(data, (OpColumns, tuple))
+    if isinstance(decoded, OpColumns):
+        return decoded.to_batch()
+    if not all(isinstance(op, Op) for op in decoded):
+        raise InvalidArgumentError("write() takes storage.op_columns or a tuple of storage.op records")
+    return WriteBatch(decoded)
 
 
 class WriteBatch:

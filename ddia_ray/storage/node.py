@@ -30,7 +30,8 @@ from .._validate import positive
 from ..errors import InvalidArgumentError
 from ..runtime.calls import get_result
 from ..runtime.connect import NAMESPACE, ensure_ray
-from .engine import Op, WriteBatch, check_range, open_engine, to_key, to_value
+from .engine import (Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine, to_key,
+                     to_value)
 
 __all__ = ["StorageNode", "StorageClient"]
 
@@ -82,11 +83,9 @@ class StorageNode:
         return codec.encode(tuple(values))
 
     def write(self, ops: bytes) -> int:
-        """Apply an encoded tuple of :class:`Op` atomically; returns how many were applied."""
+        """Apply an encoded batch (:func:`~.engine.encode_ops`) atomically; returns how many ops."""
         self.calls += 1
-        batch = WriteBatch(codec.decode(ops, tuple))
-        if not all(isinstance(op, Op) for op in batch.ops):
-            raise InvalidArgumentError("write() takes storage.op records only")
+        batch = decode_ops(ops)
         self.db.write(batch)
         return len(batch)
 
@@ -167,15 +166,19 @@ class StorageClient:
         """Apply ``batch`` atomically in one actor call."""
         if not isinstance(batch, WriteBatch):
             raise InvalidArgumentError("write() takes a WriteBatch")
-        return self._get(self.handle.write.remote(codec.encode(tuple(batch.ops))))
+        return self._write(batch)
+
+    def _write(self, batch: WriteBatch | OpColumns) -> int:
+        return self._get(self.handle.write.remote(encode_ops(batch)))
 
     def put_many(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> int:
         """Set many keys atomically in one call."""
         pairs = items.items() if isinstance(items, Mapping) else items
-        batch = WriteBatch()
+        keys, values = [], []
         for k, v in pairs:
-            batch.put(k, v)
-        return self.write(batch)
+            keys.append(k if type(k) is bytes else to_key(k))
+            values.append(v if type(v) is bytes else to_value(v))
+        return self._write(OpColumns.puts(tuple(keys), tuple(values)))
 
     def put(self, key: Any, value: Any) -> None:
         """Set one key (prefer :meth:`put_many` or :meth:`put_future` in loops)."""

@@ -1,0 +1,52 @@
+"""The ``write`` payload shared by the storage node and the caches: columns on the wire, checked on arrival."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddia_ray import codec
+from ddia_ray.errors import CodecError, InvalidArgumentError
+from ddia_ray.storage import Op, OpColumns, WriteBatch
+from ddia_ray.storage.engine import decode_ops, encode_ops
+
+_op = st.one_of(
+    st.builds(lambda k, v: Op("put", k, v), st.binary(max_size=8), st.binary(max_size=8)),
+    st.builds(lambda k: Op("delete", k), st.binary(max_size=8)),
+    st.builds(lambda s, e: Op("delete_range", s, b"", e), st.binary(max_size=8), st.binary(max_size=8)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_op, max_size=30))
+def test_a_batch_survives_the_wire_op_for_op(ops):
+    data = encode_ops(WriteBatch(ops))
+    assert isinstance(codec.decode(data), OpColumns)  # columns, not a record per op
+    assert decode_ops(data).ops == ops
+
+
+def test_put_columns_and_the_older_tuple_of_ops_both_decode():
+    assert decode_ops(encode_ops(OpColumns.puts((b"a", b"b"), (b"1", b"2")))).ops == [Op("put", b"a", b"1"),
+                                                                                    Op("put", b"b", b"2")]
+    older = codec.encode((Op("put", b"k", b"v"), Op("delete", b"x")))  # what clients before the columns sent
+    assert decode_ops(older).ops == [Op("put", b"k", b"v"), Op("delete", b"x")]
+
+
+@pytest.mark.parametrize("kinds, keys, tails, message", [
+    (b"\x00\x00", (b"a",), (b"1",), "differ in length"),
+    (b"\x07", (b"a",), (b"1",), "unknown batch operation code 7"),
+    (b"\x00", ("a",), (b"1",), "must be bytes"),
+    (b"\x00", (b"a",), (None,), "must be bytes"),
+    ("put", (b"a",), (b"1",), "must be bytes, tuple and tuple"),
+])
+def test_malformed_columns_are_refused_on_arrival(kinds, keys, tails, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        OpColumns(kinds, keys, tails)
+
+
+def test_a_payload_that_is_neither_columns_nor_ops_is_refused():
+    with pytest.raises(InvalidArgumentError, match="storage.op_columns"):
+        decode_ops(codec.encode((b"not", b"ops")))
+    with pytest.raises(CodecError):
+        decode_ops(codec.encode({"a": 1}))
