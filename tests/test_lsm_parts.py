@@ -172,3 +172,18 @@ def test_tiered_policy_merges_similar_consecutive_runs():
     uneven = [_meta(i, b"a", b"z", 10 ** i, 10 - i) for i in range(1, 7)]
     job = policy.pick(Version([uneven]))  # no similar window, but too many runs
     assert [f.number for _, f in job.inputs] == [1, 2, 3, 4, 5]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=2), min_size=1, max_size=40))
+def test_past_versions_moves_a_cut_past_one_keys_run_like_a_linear_walk(keys):
+    from ddia_ray.storage.lsm.merge import past_versions
+
+    keys = sorted(keys)  # a sorted run: repeated keys are one key's versions
+    arr = pa.array(keys, pa.binary())
+    for i in range(len(keys) + 1):
+        j = i
+        while 0 < j < len(keys) and keys[j] == keys[j - 1]:
+            j += 1
+        assert past_versions(arr, i) == j
+        assert past_versions(pa.chunked_array([arr.slice(0, 3), arr.slice(3)]), i) == j

@@ -28,7 +28,8 @@ from ..codec import record
 from ..errors import ConfigError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
-    "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch", "Snapshot", "StorageEngine",
+    "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
+    "Snapshot", "StorageEngine",
     "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
 ]
 
@@ -81,7 +82,6 @@ class Op:
 
 
 _KIND_CODES = {"put": 0, "delete": 1, "delete_range": 2}
-_KIND_NAMES = ("put", "delete", "delete_range")
 
 
 @record("storage.op_columns", version=1)

@@ -76,7 +76,6 @@ def read_log(data: bytes, *, where: str, skip: bool = False) -> LogRead:
     bodies: list[bytes] = []
     pos, n = 0, len(data)
     torn = skipped = skipped_frames = 0
-    view = memoryview(data)
     zeros_from = None  # where the trailing run of zero bytes starts (computed on the first damage)
     while pos < n:
         damage = None
@@ -99,7 +98,7 @@ def read_log(data: bytes, *, where: str, skip: bool = False) -> LogRead:
                 continue
             damage = "body checksum mismatch"
         if zeros_from is None:
-            zeros_from = len(bytes(view).rstrip(b"\0"))
+            zeros_from = len(bytes(data).rstrip(b"\0"))
         if _last_frame(data, pos, end, zeros_from):
             torn = n - pos
             break

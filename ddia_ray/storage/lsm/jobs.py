@@ -328,8 +328,7 @@ def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
     data = np.frombuffer(keys.buffers()[2], f"S{width}", len(keys), offsets[0])
     order = None
     if width >= 8:
-        lead = np.frombuffer(keys.buffers()[2], np.uint8, len(keys) * width, offsets[0]).reshape(-1, width)
-        lead = np.ascontiguousarray(lead[::-1, :8]).view(">u8").ravel()
+        lead = np.ascontiguousarray(data.view(np.uint8).reshape(-1, width)[::-1, :8]).view(">u8").ravel()
         order = np.argsort(lead, kind="stable")
         ordered = lead[order]
         if (ordered[1:] == ordered[:-1]).any():  # a shared prefix: the remaining bytes must decide

@@ -145,9 +145,7 @@ def split_outputs(table: pa.Table, target_file_bytes: int | None) -> list[pa.Tab
         i = int(np.searchsorted(total, goal, side="left"))
         if i >= n - 1:
             break
-        i += 1
-        while i < n and keys[i].as_py() == keys[i - 1].as_py():
-            i += 1
+        i = past_versions(keys, i + 1)
         if i >= n:
             break
         cuts.append(i)
@@ -171,3 +169,31 @@ def split_outputs(table: pa.Table, target_file_bytes: int | None) -> list[pa.Tab
                 frags.append((fs, fe, q))
         out.append(sort_rows(pa.concat_tables([piece, _range_rows(frags)]).combine_chunks()) if frags else piece)
     return out
+
+
+def past_versions(keys, i: int) -> int:
+    """``i``, or if row ``i`` holds the same key as row ``i - 1``, the first row after that key's versions.
+
+    ``keys`` is a sorted binary Arrow (chunked) array; a cut there never splits one key's
+    versions. Found by bisection, converting only the keys it probes.
+    """
+    view = _ScalarView(keys)
+    n = len(view)
+    if 0 < i < n and view[i] == view[i - 1]:
+        return bisect.bisect_right(view, view[i - 1], i, n)
+    return i
+
+
+class _ScalarView:
+    """Python values of an Arrow array by index, for :mod:`bisect` (converts only what is probed)."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, array):
+        self._a = array
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getitem__(self, i: int):
+        return self._a[i].as_py()

@@ -38,6 +38,7 @@ from .bloom import BloomFilter
 from .cache import LRUCache
 from .framing import TornObjectError, frame_object, read_object
 from .memtable import PUT, RANGE_DELETE, SCHEMA
+from .merge import past_versions
 from .rowgroup import RowGroup, Spans, visible_rows
 from .tombstones import TombstoneIndex
 
@@ -118,30 +119,13 @@ def put_object(fs, path: str, data) -> None:
 def _row_group_bounds(keys: pa.Array, rows_per_group: int) -> list[int]:
     """Row-group cut points every ``rows_per_group`` rows, moved past the versions of one key."""
     bounds, n, b = [0], len(keys), rows_per_group
-    view = _ScalarView(keys)
     while b < n:
-        if view[b] == view[b - 1]:  # never split the versions of one key: skip past them (keys are sorted)
-            b = bisect.bisect_right(view, view[b - 1], b, n)
+        b = past_versions(keys, b)  # never split the versions of one key
         if b < n:
             bounds.append(b)
         b += rows_per_group
     bounds.append(n)
     return bounds
-
-
-class _ScalarView:
-    """Python values of an Arrow array by index, for :mod:`bisect` (converts only what is probed)."""
-
-    __slots__ = ("_a",)
-
-    def __init__(self, array: pa.Array):
-        self._a = array
-
-    def __len__(self) -> int:
-        return len(self._a)
-
-    def __getitem__(self, i: int):
-        return self._a[i].as_py()
 
 
 def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
