@@ -13,6 +13,7 @@ Wire grammar (msgpack, format 1)::
     payload  := value
     value    := nil | bool | int | float | str | bin | array(value*) | map(key value)*
               | record
+    key      := str | bin  # hashed with a per-process random seed: no crafted collisions
     record   := ext(code=FORMAT_1, data=msgpack(map{"t": tag, "v": version, "f": fields}))
     fields   := map(str -> value)
     tag      := str      # stable name, e.g. "clock.lamport"
@@ -20,6 +21,33 @@ Wire grammar (msgpack, format 1)::
 
 Arrays decode as tuples so records stay hashable. Any other ext code is a
 wire format this reader does not know and raises :class:`UnknownVersionError`.
+
+Limits
+------
+Bytes from the wire or the disk may be hostile, and an actor thread may have
+as little as 1 MiB of C stack, so both directions bound a payload
+(docs/codec.md has the reasons and the measurements):
+
+* records nest at most :data:`RECORD_DEPTH_MAX` (16) deep; ours need 5, an
+  envelope holding a Raft message, its snapshot, the snapshot's metadata and
+  its configuration;
+* inside one record's fields, arrays and maps nest at most
+  :data:`FIELD_DEPTH_MAX` (16) deep (ours need 2); outside any record,
+  msgpack's own bounds apply: 1024 levels to unpack, and to pack since
+  msgpack 1.2 (511 before);
+* map keys are str or bin, whose hashes are seeded per process: int, float
+  and array keys can be chosen to collide, which makes building a map
+  quadratic;
+* no length in a header may exceed the bytes of its frame, so a decode holds
+  at most about 100 bytes of Python objects per input byte.
+
+A violation raises :class:`CorruptRecordError` on decode and a
+:class:`CodecError` naming the limit on encode. No other exception leaves
+:func:`encode` or :func:`decode` but ``MemoryError``, which says that the
+process is short of memory, not that the bytes are bad. :func:`encode` checks
+the fields of every record, but packs plain values outside any record as
+given (checking them would cost as much as packing them): a map key other
+than str or bytes there is refused when read, not when written.
 
 Schema evolution
 ----------------
@@ -37,6 +65,7 @@ Schema evolution
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import threading
 from typing import Any, Callable, Mapping, TypeVar
@@ -45,10 +74,22 @@ import msgpack
 
 from .errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
 
-__all__ = ["record", "encode", "decode", "registered", "register_module", "FORMAT_1", "RecordType"]
+__all__ = ["record", "encode", "decode", "registered", "register_module", "FORMAT_1", "RecordType",
+           "RECORD_DEPTH_MAX", "FIELD_DEPTH_MAX", "check_value"]
 
 FORMAT_1 = 1
 _VERSION_KEY = "\x00writer_version"
+
+#: How deep records may nest in records (a record on its own is depth 1).
+RECORD_DEPTH_MAX = 16
+#: How deep arrays and maps may nest inside one record's fields (a record there starts its own count).
+FIELD_DEPTH_MAX = 16
+#: msgpack's own nesting bounds for arrays and maps: its unpacker's, and its packer's (raised in msgpack 1.2).
+_UNPACK_DEPTH_MAX = 1024
+_PACK_DEPTH_MAX = 1024 if msgpack.version >= (1, 2) else 511
+#: The payload and the record frames above this depth are parsed by ``msgpack.unpackb``, which keeps its
+#: parse stack (about 40 KiB) on the C stack; deeper frames go to an ``Unpacker``, which keeps it on the heap.
+_STACK_PARSE_DEPTH = 4
 
 T = TypeVar("T")
 
@@ -64,6 +105,10 @@ class RecordType:
     required: frozenset
     upgrades: Mapping[int, Callable[[dict], dict]]
     accepts_newer: bool
+    field_set: frozenset = dataclasses.field(init=False, repr=False, compare=False)  # field_names, for lookups
+
+    def __post_init__(self):
+        object.__setattr__(self, "field_set", frozenset(self.field_names))
 
 
 _BY_TAG: dict[str, RecordType] = {}
@@ -109,6 +154,7 @@ def record(
         rt = RecordType(tag, version, dc, fields, required, dict(upgrades or {}), accepts_newer)
         _BY_TAG[tag] = rt
         _BY_CLASS[dc] = rt
+        _LEAVES.add(dc)
         return dc
 
     return wrap
@@ -141,16 +187,73 @@ def register_module(prefix: str, module: str) -> None:
 
 
 def registered(tag: str) -> RecordType:
-    """The registration of ``tag`` (importing its module if known); raises :class:`UnknownTypeError`."""
+    """The registration of ``tag`` (importing its module if known); raises :class:`UnknownTypeError`,
+    or :class:`CodecError` if that module fails to import."""
     rt = _BY_TAG.get(tag)
     if rt is None:
         module = _MODULES.get(tag.partition(".")[0])
         if module is not None:
-            importlib.import_module(module)  # registers its types as a side effect
+            try:
+                importlib.import_module(module)  # registers its types as a side effect
+            except Exception as e:
+                raise CodecError(f"record type {tag!r}: importing {module!r}, its module, failed: {e!r}") from e
             rt = _BY_TAG.get(tag)
         if rt is None:
             raise UnknownTypeError(tag, len(_BY_TAG))
     return rt
+
+
+#: What ends the walk of :func:`_check_fields`: scalars, and records (whose own frame is checked by itself).
+_LEAVES: set[type] = {str, bytes, bytearray, memoryview, int, float, bool, type(None)}
+_CONTAINERS = (tuple, list, dict, set, frozenset)  # what msgpack packs as an array or a map
+_KEY_TYPES = frozenset({str, bytes})
+
+
+def _check_fields(values, tag: str, error: type[CodecError]) -> None:
+    """Raise ``error`` if arrays and maps in a record's field ``values`` nest deeper than FIELD_DEPTH_MAX,
+    or a map among them has a key that is neither str nor bytes."""
+    for v in values:  # the common cases first, at little cost: a scalar, a record, a flat tuple or map
+        t = type(v)
+        if t in _LEAVES or (t is tuple and _LEAVES.issuperset(map(type, v))):
+            continue
+        if t is dict and _KEY_TYPES.issuperset(map(type, v)) and _LEAVES.issuperset(map(type, v.values())):
+            continue
+        _check_nesting(values, tag, error)
+        return
+
+
+def _check_nesting(values, tag: str, error: type[CodecError]) -> None:
+    """The general case of :func:`_check_fields`: breadth-first, one level of containers at a time."""
+    level = [v for v in values if type(v) not in _LEAVES and isinstance(v, _CONTAINERS)]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > FIELD_DEPTH_MAX:
+            raise error(f"record {tag!r}: arrays and maps nest deeper than FIELD_DEPTH_MAX={FIELD_DEPTH_MAX} "
+                        "inside its fields")
+        inner = []
+        for c in level:
+            if isinstance(c, dict):
+                if not _KEY_TYPES.issuperset(map(type, c)):
+                    for k in c:
+                        if not isinstance(k, (str, bytes)):
+                            raise error(f"record {tag!r}: a map key is {type(k).__name__}; "
+                                        "map keys must be str or bytes")
+                c = c.values()
+            if not _LEAVES.issuperset(map(type, c)):
+                inner += [v for v in c if type(v) not in _LEAVES and isinstance(v, _CONTAINERS)]
+        level = inner
+
+
+def check_value(value: Any, what: str = "value") -> None:
+    """Raise :class:`CodecError` if ``value`` could not travel as a record field.
+
+    :func:`encode` checks nesting and map keys inside records only (outside them the check
+    would cost as much as packing). Code that accepts a user's value now and encodes it later,
+    inside a batch with other callers' values or in a log entry that every replica must decode,
+    calls this first, so that one bad value fails its own call instead of the batch or the log.
+    """
+    _check_fields((value,), what, CodecError)
 
 
 def _default(obj: Any) -> Any:
@@ -169,13 +272,14 @@ def _default(obj: Any) -> Any:
         for k, v in unknown.items():
             if k != _VERSION_KEY:
                 fields.setdefault(k, v)
+    _check_fields(fields.values(), rt.tag, CodecError)
     # A record nests inside the frame of its parent, so each nesting depth needs its own packer
     # (a Packer is not reentrant); reusing them avoids building one per record.
     local = _packers
-    depth = getattr(local, "depth", 0)
-    stack = getattr(local, "stack", None)
-    if stack is None:
-        stack = local.stack = []
+    depth = local.depth
+    if depth >= RECORD_DEPTH_MAX:
+        raise CodecError(f"record {rt.tag!r} would nest deeper than RECORD_DEPTH_MAX={RECORD_DEPTH_MAX} records")
+    stack = local.stack
     if depth == len(stack):
         stack.append(msgpack.Packer(default=_default, use_bin_type=True))
     local.depth = depth + 1
@@ -186,83 +290,140 @@ def _default(obj: Any) -> Any:
         raise
     finally:
         local.depth = depth
-    return msgpack.ExtType(FORMAT_1, inner)
+    return _new_tuple(msgpack.ExtType, (FORMAT_1, inner))  # ExtType() would check again what holds here
 
 
-_packers = threading.local()
+class _Packers(threading.local):
+    """Per thread: the packer of each record nesting depth, and the depth being packed."""
+
+    depth = 0
+
+    def __init__(self):
+        self.stack: list = []
+
+
+_packers = _Packers()
+_new_tuple = tuple.__new__
 
 
 def encode(obj: Any) -> bytes:
-    """Encode a record, or plain data holding records, as versioned msgpack bytes."""
+    """Encode a record, or plain data holding records, as versioned msgpack bytes.
+
+    Raises :class:`CodecError` for anything else, and for values beyond the limits in the module docstring
+    (``MemoryError`` passes through).
+    """
     try:
         return msgpack.packb(obj, default=_default, use_bin_type=True)
-    except CodecError:
+    except (CodecError, MemoryError):
         raise
-    except (TypeError, ValueError, OverflowError) as e:
+    except ValueError as e:
+        if "recursion limit" in str(e):  # msgpack's packer: arrays and maps deeper than it packs
+            raise CodecError(f"cannot encode {type(obj).__name__!r}: arrays and maps nest deeper than "
+                             f"msgpack's {_PACK_DEPTH_MAX} levels") from e
         raise CodecError(f"cannot encode {type(obj).__name__!r}: {e}") from e
+    except Exception as e:  # a failing comparison while sorting a set, a RecursionError...
+        raise CodecError(f"cannot encode {type(obj).__name__!r}: {type(e).__name__}: {e}") from e
 
 
-def _build(data: Any) -> Any:
-    if not isinstance(data, dict) or not {"t", "v", "f"} <= data.keys():
+_FRAME_KEYS = frozenset({"t", "v", "f"})
+
+
+def _build(frame: Any) -> Any:
+    if not isinstance(frame, dict) or not _FRAME_KEYS <= frame.keys():
         raise CorruptRecordError("record frame is not a map with 't', 'v' and 'f'")
-    tag, version, fields = data["t"], data["v"], data["f"]
-    if not isinstance(tag, str) or not isinstance(version, int) or not isinstance(fields, dict):
-        raise CorruptRecordError(f"record frame has malformed tag/version/fields: {tag!r}, {version!r}")
+    tag, version, fields = frame["t"], frame["v"], frame["f"]
+    if not isinstance(tag, str) or type(version) is not int or version < 1 or not isinstance(fields, dict):
+        raise CorruptRecordError(f"record frame has malformed tag/version/fields: {tag!r:.80}, {version!r:.40}")
     rt = registered(tag)
+    _check_fields(fields.values(), tag, CorruptRecordError)
     unknown: dict | None = None
-    if version < rt.version:
+    if version == rt.version:
+        if not fields.keys() <= rt.field_set:
+            extra = [k for k in fields if k not in rt.field_set]
+            raise CorruptRecordError(f"record {tag!r} v{version} has fields it never defined: {extra[:8]!r:.200}")
+    elif version < rt.version:
         for v in range(version, rt.version):
             step = rt.upgrades.get(v)
             if step is None:
                 oldest = min([k for k in rt.upgrades if all(j in rt.upgrades for j in range(k, rt.version))]
                              or [rt.version])
                 raise UnknownVersionError(tag, version, f"versions {oldest}..{rt.version}")
-            fields = step(dict(fields))
-    elif version > rt.version:
+            try:
+                fields = step(dict(fields))
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise CorruptRecordError(f"record {tag!r} v{v}: its upgrade step failed: {e!r:.200}") from e
+            if not isinstance(fields, dict):
+                raise CorruptRecordError(f"record {tag!r} v{v}: its upgrade step returned no field map")
+    else:
         if not rt.accepts_newer:
             raise UnknownVersionError(tag, version, f"versions up to {rt.version} (newer ones are refused)")
-        unknown = {k: v for k, v in fields.items() if k not in rt.field_names}
+        unknown = {k: v for k, v in fields.items() if k not in rt.field_set}
         unknown[_VERSION_KEY] = version
-        fields = {k: v for k, v in fields.items() if k in rt.field_names}
-    else:
-        extra = [k for k in fields if k not in rt.field_names]
-        if extra:
-            raise CorruptRecordError(f"record {tag!r} v{version} has fields it never defined: {extra}")
+        fields = {k: v for k, v in fields.items() if k in rt.field_set}
     missing = rt.required - fields.keys()
     if missing:
         raise CorruptRecordError(f"record {tag!r} v{version} lacks required fields {sorted(missing)}")
     try:
         return rt.cls(**fields, _unknown=unknown)
-    except (TypeError, ValueError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # __post_init__ refusing the values, or failing on them in any other way
         raise CorruptRecordError(f"record {tag!r} v{version} has invalid field values: {e}") from e
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(depth: int, code: int, data: bytes) -> Any:
+    """Build the depth-``depth`` record in ``data``; records in its fields go to ``_EXT_HOOKS[depth]``.
+
+    Every length in a frame's headers is bounded by the frame's size (``unpackb`` derives its limits
+    from it, the ``Unpacker`` from ``max_buffer_size``), so a short frame cannot make msgpack
+    preallocate a long array; ``strict_map_key`` refuses a key other than str or bytes before hashing it.
+    """
     if code != FORMAT_1:
         raise UnknownVersionError("<wire format>", code, f"format {FORMAT_1}")
-    try:
-        inner = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, use_list=False, strict_map_key=False)
-    except CodecError:
-        raise
-    except Exception as e:  # msgpack raises several unrelated types on garbage
-        raise CorruptRecordError(f"record body is not valid msgpack: {e}") from e
-    if isinstance(inner, dict):
-        inner = dict(inner)
-        if isinstance(inner.get("f"), dict):
-            inner["f"] = dict(inner["f"])
-    return _build(inner)
+    if depth < _STACK_PARSE_DEPTH:
+        return _build(msgpack.unpackb(data, ext_hook=_EXT_HOOKS[depth], raw=False, use_list=False,
+                                      strict_map_key=True))
+    if depth > RECORD_DEPTH_MAX:
+        raise CorruptRecordError(f"records nest deeper than RECORD_DEPTH_MAX={RECORD_DEPTH_MAX}")
+    size = max(len(data), 1)  # an Unpacker reads max_buffer_size=0 as "no limit"
+    unpacker = msgpack.Unpacker(ext_hook=_EXT_HOOKS[depth], raw=False, use_list=False, strict_map_key=True,
+                                max_buffer_size=size, read_size=size)
+    unpacker.feed(data)
+    frame = unpacker.unpack()
+    if unpacker.tell() != len(data):
+        raise CorruptRecordError(f"record frame has {len(data) - unpacker.tell()} bytes after its value")
+    return _build(frame)
+
+
+#: ``_EXT_HOOKS[d]`` builds a record met in a depth-``d`` frame (the payload is depth 0): one at depth ``d + 1``.
+_EXT_HOOKS = tuple(functools.partial(_ext_hook, d + 1) for d in range(RECORD_DEPTH_MAX + 1))
 
 
 def decode(data: bytes, expect: type | tuple[type, ...] | None = None) -> Any:
-    """Decode bytes written by :func:`encode`; ``expect`` checks the top-level type."""
+    """Decode bytes written by :func:`encode`; ``expect`` checks the top-level type.
+
+    Raises :class:`CorruptRecordError` for bytes that are not a payload within the limits in the module
+    docstring, :class:`UnknownTypeError` or :class:`UnknownVersionError` for records this process cannot
+    read, and no other exception but ``MemoryError``. Runs no code but registered classes and upgrade steps.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"decode needs bytes, got {type(data).__name__}")
     try:
-        obj = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, use_list=False, strict_map_key=False)
-    except CodecError:
+        obj = msgpack.unpackb(data, ext_hook=_EXT_HOOKS[0], raw=False, use_list=False, strict_map_key=True)
+    except (CodecError, MemoryError):  # MemoryError: this process is short of memory, the bytes may be fine
         raise
-    except Exception as e:
+    except RecursionError as e:  # the limits keep decode itself shallow: the caller was already deep
+        raise CodecError("decode ran out of Python recursion depth; call it from a shallower stack") from e
+    except msgpack.StackError as e:
+        raise CorruptRecordError(f"arrays and maps nest deeper than msgpack's {_UNPACK_DEPTH_MAX} levels") from e
+    except ValueError as e:
+        if "map key" in str(e):  # strict_map_key: "int is not allowed for map key when strict_map_key=True"
+            raise CorruptRecordError(f"a map key is {str(e).split()[0]}; map keys must be str or bytes") from e
         raise CorruptRecordError(f"bytes are not valid msgpack: {e}") from e
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise CorruptRecordError(f"bytes are not valid msgpack: {type(e).__name__}: {e}") from e
     if expect is not None and not isinstance(obj, expect):
         raise CodecError(f"expected {expect!r}, decoded {type(obj).__name__}")
     return obj

@@ -63,3 +63,15 @@ def test_a_member_refuses_messages_that_are_not_raft_messages():
     m = RaftMember("m1", voters=("m1",))
     with pytest.raises(InvalidArgumentError):
         m.on_message("m2", "hello")
+
+
+@pytest.mark.parametrize("value", [{1: b"a"}, {(1, 2): b"a"}, [[[[[[[[[[[[[[[[[b"deep"]]]]]]]]]]]]]]]]]])
+def test_an_operation_whose_value_the_codec_refuses_fails_on_its_own(value):
+    """Checked when the operation is submitted, not when its batch is encoded (where it would fail
+    every other caller's operation in that batch) or when the log entry is applied."""
+    from ddia_ray.kv.commands import check_op
+
+    for op in (("put", "k", 1, value, None), ("cas", "k", 1, b"new", value)):
+        with pytest.raises(InvalidArgumentError, match="cannot be stored"):
+            check_op(op)
+    check_op(("put", "k", 1, {"fine": [1, 2, {b"also": None}]}, None))

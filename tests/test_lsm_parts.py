@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ddia_ray.errors import CorruptionError, NotADatabaseError
 from ddia_ray.storage.lsm.bloom import BloomFilter
 from ddia_ray.storage.lsm.compaction import LeveledPolicy, TieredPolicy
-from ddia_ray.storage.lsm.framing import TornObjectError, frame, frame_object, read_log, read_object
+from ddia_ray.framing import TornObjectError, frame, frame_object, read_log, read_object
 from ddia_ray.storage.lsm.manifest import Version
 from ddia_ray.storage.lsm.memtable import DELETE, PUT, SCHEMA
 from ddia_ray.storage.lsm.merge import merge_runs, split_outputs

@@ -119,7 +119,7 @@ def test_asyncio_tasks_cannot_exceed_half_open_permits():
     clock_now[0] = 5.0
 
     async def scenario():
-        gate, full, all_tried = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        gate, all_tried = asyncio.Event(), asyncio.Event()
         inside = {"now": 0, "max": 0, "tried": 0, "rejected": 0}
 
         def tried():

@@ -109,6 +109,24 @@ def test_a_killed_node_recovers_its_data_on_restart(ray_session, tmp_path, engin
         ray_session.kill(restarted.handle)
 
 
+@pytest.mark.parametrize("engine", ["lsm", "btree"])
+def test_a_client_scan_reads_one_snapshot_across_its_pages(ray_session, tmp_path, engine):
+    """One scan is one streaming call over one engine snapshot: a delete issued after the first
+    page arrived does not cut the scan short (it did when every page was its own call)."""
+    options = {"sync": "none"} if engine == "lsm" else {"sync": False}
+    client = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, **options)
+    try:
+        client.put_many({b"p%03d" % i: b"v" for i in range(100)})
+        pages = client.scan(page_size=10)
+        first = [next(pages) for _ in range(10)]
+        client.delete_range(b"p", b"q")
+        assert [k for k, _ in first + list(pages)] == [b"p%03d" % i for i in range(100)]
+        assert list(client.scan()) == []
+    finally:
+        client.close()
+        ray_session.kill(client.handle)
+
+
 def test_opening_something_that_is_not_a_database_fails_with_its_own_error(ray_session, tmp_path):
     from ddia_ray.errors import NotADatabaseError
 

@@ -14,7 +14,8 @@ from ddia_ray.storage.engine import decode_ops, encode_ops
 _op = st.one_of(
     st.builds(lambda k, v: Op("put", k, v), st.binary(max_size=8), st.binary(max_size=8)),
     st.builds(lambda k: Op("delete", k), st.binary(max_size=8)),
-    st.builds(lambda s, e: Op("delete_range", s, b"", e), st.binary(max_size=8), st.binary(max_size=8)),
+    st.builds(lambda s, e: Op("delete_range", min(s, e), b"", max(s, e)), st.binary(max_size=8),
+              st.binary(max_size=8)),  # a reversed range is refused when the Op is built
 )
 
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from .. import codec
 from ..codec import record
-from ..errors import CorruptRecordError, InvalidArgumentError, UnknownVersionError
+from ..errors import CodecError, CorruptRecordError, InvalidArgumentError, UnknownVersionError
 
 __all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY", "ERROR", "OP_KINDS", "WRITE_KINDS",
            "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
@@ -48,6 +48,13 @@ def check_op(op) -> tuple:
     _check_key(key)
     if type(seq) is not int or seq <= 0:
         raise InvalidArgumentError("an operation's seq is a positive int")
+    # A value the codec would refuse must fail this call: encoded later it would fail the whole
+    # batch it shares with other callers, and every member decodes the log entry it becomes.
+    for what, v in (("value", op[3]), ("expected", op[4])):
+        try:
+            codec.check_value(v, what)
+        except CodecError as e:
+            raise InvalidArgumentError(f"the operation's {what} cannot be stored: {e}") from e
     return op
 
 

@@ -1,24 +1,42 @@
 """A node's durable record log on any fsspec filesystem.
 
-Theory of operation: a node shell appends the records its core asks to
-persist, one *frame* per record, and replays them on restart. The format is
-self-delimiting and checksummed so that a crash in the middle of an append
-(a torn last frame) is recognised and ignored, while damage anywhere else is
-reported instead of silently skipped::
+Theory of operation
+-------------------
+A node shell appends the records its core asks to persist and replays them on
+restart (``read_all()``, then ``append()``). Records are framed by the one
+framing of :mod:`ddia_ray.framing`, whose header checksum also covers the
+length, behind a magic that names the format (details, rules and rationale in
+``docs/durable-log.md``)::
 
-    file   := frame*
-    frame  := length:u32le crc32:u32le body[length]
-    body   := codec.encode(record)          # versioned msgpack
+    file    := MAGIC frame*                   # records.log, and each records.<seq>.log
+    MAGIC   := 00 00 00 00 "DRL2"             # durable record log, format 2
+    frame   := see ddia_ray.framing           # length, body crc, header crc, body
+    body    := codec.encode(record)           # versioned msgpack
 
-Appends go to ``<root>/<node>/records.log`` with fsspec's append mode (local
-files, ``memory://``). Object stores without append get one object per
-flush, ``records.<seq>.log``, read back in order. The storage issue brings a
-full write-ahead log; this one only has to survive ``ray.kill``.
+    legacy  := (length:u32le crc32:u32le body[length])*     # format 1, no magic
+
+Recovery, run by every ``read_all()`` and before the first ``append()`` of a :class:`DurableLog`:
+
+* a torn tail (an append cut short by a crash: see :mod:`ddia_ray.framing`)
+  is *removed*, so the next append continues a clean log: truncated in place
+  on a local disk, rewritten elsewhere;
+* damage anywhere before the last frame raises :class:`CorruptRecordError`,
+  and the file is left exactly as it was (never shortened);
+* a format-1 file is read by the format-1 rules (its torn tail dropped) and
+  replaced atomically by a format-2 copy (new file, fsync per ``sync``,
+  rename) before anything is appended. A format-1 reader fails loudly on a
+  format-2 file: to it the magic is an empty frame with a wrong checksum.
+
+Appends go to ``<root>/<node>/records.log`` (local files and ``memory://``
+append). Object stores cannot append: each flush there writes one immutable
+object ``records.<seq>.log``, read back in order after ``records.log``. Only
+the last of these pieces may end torn.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from typing import Any, Iterable
@@ -26,39 +44,94 @@ from typing import Any, Iterable
 import fsspec
 
 from .. import codec
-from ..errors import CorruptRecordError
+from ..errors import CorruptionError, CorruptRecordError
+from ..framing import HEADER_BYTES, MAGIC_BYTES, frame, magic_damaged, read_log, whole_frame_at
 
-__all__ = ["DurableLog", "encode_frames", "decode_frames", "apply_records"]
+__all__ = ["MAGIC", "DurableLog", "encode_frames", "decode_frames", "apply_records"]
 
-_HEADER = struct.Struct("<II")
+# Leading zeros on purpose: a format-1 reader takes them for an empty frame, whose checksum
+# ("DRL2") then fails, so an old node refuses a new file instead of reading it as empty.
+MAGIC = b"\x00\x00\x00\x00DRL2"
+_LEGACY_HEADER = struct.Struct("<II")
+_SEGMENT_RE = re.compile(r"^records\.(\d{12})\.log$")
 
 
 def encode_frames(records: Iterable[Any]) -> bytes:
-    """Frame each record as ``length, crc32, body``."""
-    out = bytearray()
-    for rec in records:
-        body = codec.encode(rec)
-        out += _HEADER.pack(len(body), zlib.crc32(body))
-        out += body
-    return bytes(out)
+    """The frames of ``records`` (format 2, without the file's magic)."""
+    return b"".join(frame(codec.encode(rec)) for rec in records)
 
 
 def decode_frames(data: bytes, *, where: str = "log") -> list:
-    """Decode frames; a torn final frame is dropped, any other damage raises CorruptRecordError."""
-    records, pos, n = [], 0, len(data)
+    """Decode format-2 frames; a torn final frame is dropped, any other damage raises CorruptRecordError."""
+    return [_decode(body, where) for body in _bodies(data, where)[0]]
+
+
+def _bodies(data, where: str, start: int = 0) -> tuple[tuple, int]:
+    """``(frame bodies, bytes of torn tail)`` of the format-2 frames from ``start`` on; damage raises."""
+    try:
+        read = read_log(data, where=where, start=start)
+    except CorruptionError as e:
+        raise CorruptRecordError(str(e)) from e
+    return read.bodies, read.torn_tail_bytes
+
+
+def _decode(body: bytes, where: str) -> Any:
+    try:
+        return codec.decode(body)
+    except CorruptRecordError as e:
+        # A frame that verifies but holds no record was written by something else. (Other codec
+        # errors, an unknown type or version, pass as they are: they say what to import or upgrade.)
+        raise CorruptRecordError(f"{where}: a frame with a valid checksum holds no record: {e}") from e
+
+
+def _legacy_bodies(data, where: str) -> tuple[tuple, int]:
+    """Format 1 by its own rules: ``(bodies, bytes of torn tail)``; a bad checksum raises."""
+    bodies, pos, n = [], 0, len(data)
     while pos < n:
-        if n - pos < _HEADER.size:
-            break  # torn header at the tail: the append never completed
-        length, crc = _HEADER.unpack_from(data, pos)
-        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        if n - pos < _LEGACY_HEADER.size:
+            break  # torn header at the tail
+        length, crc = _LEGACY_HEADER.unpack_from(data, pos)
+        end = pos + _LEGACY_HEADER.size + length
         if end > n:
-            break  # torn body at the tail
-        body = data[start:end]
+            break  # torn body at the tail (format 1 cannot tell it from a damaged length)
+        body = bytes(data[pos + _LEGACY_HEADER.size:end])
         if zlib.crc32(body) != crc:
-            raise CorruptRecordError(f"{where}: checksum mismatch in the frame at byte {pos}")
-        records.append(codec.decode(body))
+            raise CorruptRecordError(f"{where}: checksum mismatch in the format-1 frame at byte {pos}")
+        bodies.append(body)
         pos = end
-    return records
+    return tuple(bodies), n - pos
+
+
+def _parse(data: bytes, where: str) -> tuple[tuple, int, bool]:
+    """``(frame bodies, length of the good prefix, is format 1)`` of one whole file."""
+    head = bytes(data[:MAGIC_BYTES])
+    if head == MAGIC:
+        bodies, torn = _bodies(data, where, MAGIC_BYTES)
+        return bodies, len(data) - torn, False
+    if len(data) < MAGIC_BYTES and MAGIC.startswith(head):
+        return (), 0, False  # the first append died inside the magic: nothing was written
+    damaged = CorruptRecordError(f"{where}: the magic {head!r} is damaged, or the log was written by a "
+                                 f"format this reader does not know (it reads {MAGIC!r} and format 1)")
+    if magic_damaged(head, MAGIC) or whole_frame_at(data, MAGIC_BYTES):
+        raise damaged
+    try:
+        bodies, torn = _legacy_bodies(data, where)
+    except CorruptRecordError as e:
+        if _holds_a_frame(data, 0):
+            raise damaged from e  # say what is most likely wrong: a format-2 log with a bad magic
+        raise
+    good = len(data) - torn
+    # Read as format 1, a format-2 file with a damaged (or shifted) magic becomes a huge length,
+    # a "torn tail" that would silently drop the whole log. A real format-1 torn tail is part of
+    # one record and never holds a whole format-2 frame.
+    if _holds_a_frame(data, good):
+        raise damaged
+    return bodies, good, True
+
+
+def _holds_a_frame(data, start: int) -> bool:
+    """Whether a whole format-2 frame starts anywhere in ``data[start:]`` (one pass, on rare paths only)."""
+    return any(whole_frame_at(data, q) for q in range(start, len(data) - HEADER_BYTES + 1))
 
 
 def apply_records(log: list, records: Iterable[Any]) -> list:
@@ -74,25 +147,99 @@ def apply_records(log: list, records: Iterable[Any]) -> list:
 
 
 class DurableLog:
-    """Append-only, checksummed record log of one node under an fsspec URL."""
+    """Append-only, checksummed record log of one node under an fsspec URL (see the module docstring)."""
 
     def __init__(self, root: str, node: str, *, sync: bool = False):
         self.fs, path = fsspec.core.url_to_fs(root)
         self.dir = f"{path.rstrip('/')}/{node}"
         self.url = f"{root.rstrip('/')}/{node}"
-        self.fs.makedirs(self.dir, exist_ok=True)
-        self._segments = 0
         # On a local disk the log file stays open between appends (opening it through fsspec for
         # every append cost more than the write); other filesystems open it per append.
         self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
-        self._file = None
         # sync=True also fsyncs every append on a local disk: records then survive a power cut, not
         # only a crash of the process (the default, like a database's "fsync off").
         self.sync = bool(sync)
+        created = self._missing_dirs() if self._local and self.sync else []
+        self.fs.makedirs(self.dir, exist_ok=True)
+        for d in created:  # a new directory entry is durable only once its parent is synced
+            _fsync_dir(os.path.dirname(d))
+        self._segments = 0  # the highest segment number seen or written
+        self._file = None
+        self._recovered = False
+        self._fresh = True  # records.log is absent or empty: the next append writes MAGIC first
+
+    def _missing_dirs(self) -> list:
+        out, d = [], self.dir
+        while d and d != os.path.dirname(d) and not os.path.isdir(d):
+            out.append(d)
+            d = os.path.dirname(d)
+        return out[::-1]
 
     @property
     def _path(self) -> str:
         return f"{self.dir}/records.log"
+
+    # --- reading and recovery -------------------------------------------------
+
+    def read_all(self) -> list:
+        """Every record appended so far, in order; the first call also recovers the files (module docstring)."""
+        return [_decode(body, where) for where, body in self._load()]
+
+    def _load(self) -> list:
+        """``(where, body)`` of every record, after cutting a torn tail and upgrading format 1."""
+        pieces = ([self._path] if self.fs.exists(self._path) else []) + self._segment_paths()
+        self._fresh = True  # until records.log is found holding at least its magic
+        out = []
+        for i, path in enumerate(pieces):
+            data = self.fs.cat_file(path)
+            where = self._where(path)
+            bodies, good, legacy = _parse(data, where)
+            if i < len(pieces) - 1 and good < len(data):
+                # A later piece was written after this one: its tail is not the log's tail.
+                raise CorruptRecordError(f"{where}: damaged frame at byte {good}, and records were written after it")
+            repaired = legacy or good < len(data)
+            if repaired:
+                self._repair(path, data, bodies, good, legacy)
+            out += [(where, b) for b in bodies]
+            if path == self._path:  # _repair removes a file left without a whole frame
+                self._fresh = not data or (repaired and not bodies)
+        self._recovered = True
+        return out
+
+    def _where(self, path: str) -> str:
+        return f"{self.url}/{path.rsplit('/', 1)[-1]}"
+
+    def _repair(self, path: str, data: bytes, bodies: tuple, good: int, legacy: bool) -> None:
+        """Make ``path`` a clean format-2 file holding ``bodies`` (the torn tail gone)."""
+        self.close()
+        if not bodies:
+            self.fs.rm_file(path)  # nothing acknowledged is lost: there are no whole frames
+            if self._local and self.sync:
+                _fsync_dir(self.dir)
+        elif not legacy and self._local:
+            # Cutting only the torn bytes is safe in place: a crash leaves either length.
+            with open(path, "r+b") as f:
+                f.truncate(good)
+                if self.sync:
+                    os.fsync(f.fileno())
+        else:
+            self._replace(path, MAGIC + b"".join(frame(b) for b in bodies) if legacy else bytes(data[:good]))
+
+    def _segment_paths(self) -> list:
+        found = []
+        try:
+            listing = self.fs.ls(self.dir, detail=False)
+        except FileNotFoundError:
+            listing = []
+        for p in listing:
+            m = _SEGMENT_RE.match(p.rstrip("/").rsplit("/", 1)[-1])
+            if m:
+                found.append((int(m.group(1)), p))
+        found.sort()
+        self._segments = max([self._segments] + [n for n, _ in found])
+        return [p for _, p in found]
+
+    # --- writing ----------------------------------------------------------------
 
     def append(self, records: Iterable[Any]) -> int:
         """Append and flush ``records``; returns the number of bytes written.
@@ -102,6 +249,8 @@ class DurableLog:
         """
         from .core import Rewrite
 
+        if not self._recovered:
+            self._load()  # never append after a torn tail or to a format-1 file
         written, run = 0, []
         for rec in records:
             if isinstance(rec, Rewrite):
@@ -115,6 +264,9 @@ class DurableLog:
     def _append_frames(self, data: bytes) -> int:
         if not data:
             return 0
+        fresh = self._fresh
+        if fresh:
+            data = MAGIC + data
         if self._local:
             if self._file is None:
                 self._file = open(self._path, "ab")  # noqa: SIM115 -- kept open on purpose (see __init__)
@@ -122,52 +274,53 @@ class DurableLog:
             self._file.flush()  # in the OS before any message that depends on it is sent
             if self.sync:
                 os.fsync(self._file.fileno())
+                if fresh:
+                    _fsync_dir(self.dir)  # the new file's directory entry
+            self._fresh = False
             return len(data)
         try:
             with self.fs.open(self._path, "ab") as f:
                 f.write(data)
                 f.flush()
+            self._fresh = False
         except (NotImplementedError, ValueError):
-            # Object stores cannot append: one immutable object per flush.
+            # Object stores cannot append: one immutable object per flush, each with its magic.
+            if not fresh:
+                data = MAGIC + data
             self._segments += 1
             with self.fs.open(f"{self.dir}/records.{self._segments:012d}.log", "wb") as f:
                 f.write(data)
         return len(data)
 
-    def _rewrite(self, data: bytes) -> int:
+    def _rewrite(self, frames: bytes) -> int:
         self.close()
-        tmp = f"{self._path}.rewrite"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-            if self.sync and self._local:
-                f.flush()
-                os.fsync(f.fileno())
-        # A rename on local disks and memory://: the old log or the new one, never a mix. Object
-        # stores copy and delete instead, and their append segments are removed only afterwards,
-        # so a crash there between the two steps can leave old segments behind: keep logs that
-        # are rewritten (Raft members) on a local disk.
-        self.fs.mv(tmp, self._path)
+        data = MAGIC + frames
+        self._replace(self._path, data)
+        # Object stores copy and delete instead of renaming, and their append segments are removed
+        # only afterwards, so a crash there between the two steps can leave old segments behind:
+        # keep logs that are rewritten (Raft members) on a local disk.
         for seg in self._segment_paths():
             self.fs.rm(seg)
         self._segments = 0
+        self._fresh = False
         return len(data)
 
-    def _segment_paths(self) -> list:
-        return sorted(p for p in self.fs.ls(self.dir, detail=False)
-                      if p.rsplit("/", 1)[-1].startswith("records.0"))
-
-    def read_all(self) -> list:
-        """Every record appended so far, in order (a torn last frame is ignored)."""
-        out = []
-        if self.fs.exists(self._path):
-            with self.fs.open(self._path, "rb") as f:
-                out += decode_frames(f.read(), where=f"{self.url}/records.log")
-        segments = self._segment_paths()
-        for seg in segments:
-            with self.fs.open(seg, "rb") as f:
-                out += decode_frames(f.read(), where=seg)
-        self._segments = len(segments)
-        return out
+    def _replace(self, path: str, data: bytes) -> None:
+        """Swap ``data`` in for ``path``: the old file or the new one after a crash, never a mix."""
+        tmp = f"{path}.rewrite"
+        if self._local:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self.sync:
+                    os.fsync(f.fileno())  # the new bytes are on disk before the name points at them
+            os.replace(tmp, path)
+            if self.sync:
+                _fsync_dir(self.dir)  # the rename itself survives a power cut
+            return
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, path)  # a rename on memory://; copy and delete on object stores
 
     def close(self) -> None:
         """Close the kept-open log file, if any (appending reopens it)."""
@@ -180,3 +333,12 @@ class DurableLog:
         self.close()
         if self.fs.exists(self.dir):
             self.fs.rm(self.dir, recursive=True)
+        self._fresh, self._segments = True, 0
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

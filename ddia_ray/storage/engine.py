@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 from .. import codec
 from ..codec import record
-from ..errors import ConfigError, DatabaseClosedError, InvalidArgumentError
+from ..errors import ConfigError, CorruptRecordError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
     "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
@@ -60,14 +60,27 @@ def check_range(start: Any, end: Any) -> tuple[bytes | None, bytes | None]:
     """Normalise a half-open ``[start, end)`` range; ``start > end`` is a ConfigError."""
     s = None if start is None else to_key(start)
     e = None if end is None else to_key(end)
-    if s is not None and e is not None and s > e:
-        raise ConfigError(f"range start {s!r} is after its end {e!r}")
+    if s is not None and e is not None:
+        _check_order(s, e)
     return s, e
+
+
+def _check_order(start: bytes, end: bytes) -> None:
+    # One message for every path to a reversed range (engine call, batch, Op, wire), so a
+    # caller can match it whichever way the range arrived.
+    if start > end:
+        raise ConfigError(f"range start {start!r} is after its end {end!r}")
 
 
 @record("storage.op", version=1)
 class Op:
-    """One operation of a batch: ``put`` (key, value), ``delete`` (key) or ``delete_range`` (key, end)."""
+    """One operation of a batch: ``put`` (key, value), ``delete`` (key) or ``delete_range`` (key, end).
+
+    Validated at construction, and so on decode too: an unknown kind, a non-bytes
+    field or a field the kind does not use (``value`` of a delete or a range, ``end``
+    of a put or a delete) raise InvalidArgumentError; a range whose ``end`` sorts
+    before its ``key`` raises the ConfigError that ``delete_range(start, end)`` raises.
+    """
 
     kind: str
     key: bytes
@@ -79,6 +92,15 @@ class Op:
             raise InvalidArgumentError(f"unknown batch operation {self.kind!r}")
         if not isinstance(self.key, bytes) or not isinstance(self.value, bytes) or not isinstance(self.end, bytes):
             raise InvalidArgumentError("batch operation keys and values must be bytes")
+        # An ignored field is a caller's slip, not data: Op("delete_range", b"a", b"z") puts the
+        # end in ``value`` and would otherwise delete nothing without a word.
+        if self.value and self.kind != "put":
+            hint = "; pass the range's end as end=" if self.kind == "delete_range" else ""
+            raise InvalidArgumentError(f"a {self.kind} has no value{hint}")
+        if self.kind == "delete_range":
+            _check_order(self.key, self.end)  # delete_range(b"z", b"a") raises; so must its Op
+        elif self.end:
+            raise InvalidArgumentError(f"a {self.kind} has no end; only delete_range takes one")
 
 
 _KIND_CODES = {"put": 0, "delete": 1, "delete_range": 2}
@@ -129,7 +151,7 @@ class OpColumns:
             if kind == 0:
                 ops.append(Op("put", key, tail))
             elif kind == 1:
-                ops.append(Op("delete", key))
+                ops.append(Op("delete", key, tail))  # a delete's tail must be empty: Op refuses one that is not
             else:
                 ops.append(Op("delete_range", key, b"", tail))
         return WriteBatch(ops)
@@ -141,8 +163,21 @@ def encode_ops(batch: "WriteBatch | OpColumns") -> bytes:
 
 
 def decode_ops(data: bytes) -> "WriteBatch":
-    """The batch of a ``write`` payload: :class:`OpColumns`, or a tuple of :class:`Op` (older clients)."""
-    decoded = codec.decode(data, (OpColumns, tuple))
+    """The batch of a ``write`` payload: :class:`OpColumns`, or a tuple of :class:`Op` (older clients).
+
+    A payload that is not a batch raises a CodecError; a batch that a local ``write``
+    would refuse (a reversed range, an unknown operation) raises the same ConfigError
+    or InvalidArgumentError here, whichever of the two formats carried it.
+    """
+    try:
+        decoded = codec.decode(data, (OpColumns, tuple))
+    except CorruptRecordError as e:
+        # The codec reports a record that fails its own checks as corrupt. For a batch that
+        # check is the engine's argument check, so raise what the same ops built locally raise.
+        cause = e.__cause__
+        if isinstance(cause, (ConfigError, InvalidArgumentError)) and len(cause.args) == 1:
+            raise type(cause)(cause.args[0]) from e
+        raise
     if isinstance(decoded, OpColumns):
         return decoded.to_batch()
     if not all(isinstance(op, Op) for op in decoded):
@@ -151,12 +186,20 @@ def decode_ops(data: bytes) -> "WriteBatch":
 
 
 class WriteBatch:
-    """Operations applied atomically by :meth:`StorageEngine.write`, in order."""
+    """Operations applied atomically by :meth:`StorageEngine.write`, in order.
+
+    ``ops`` must be :class:`Op` records (InvalidArgumentError otherwise), so every
+    engine meets the same checked operations; ``put``/``delete``/``delete_range``
+    normalise keys like the engines' own methods do.
+    """
 
     __slots__ = ("ops",)
 
     def __init__(self, ops: tuple = ()):
+        if isinstance(ops, (str, bytes, bytearray, memoryview, Op)) or not hasattr(ops, "__iter__"):
+            raise InvalidArgumentError(f"WriteBatch takes a sequence of Op records, got {type(ops).__name__}")
         self.ops: list[Op] = list(ops)
+        _check_ops(self.ops)
 
     def put(self, key, value) -> "WriteBatch":
         """Add ``key = value``."""
@@ -178,6 +221,12 @@ class WriteBatch:
 
     def __len__(self) -> int:
         return len(self.ops)
+
+
+def _check_ops(ops: list) -> None:
+    for op in ops:
+        if not isinstance(op, Op):
+            raise InvalidArgumentError(f"a WriteBatch may only hold Op records, got {type(op).__name__}")
 
 
 @runtime_checkable
@@ -290,6 +339,11 @@ class MemoryEngine(BatchWrites):
 
     def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically (one sequence number for all of it)."""
+        # The same refusals as LSMTree.write and BTreeEngine.write: this engine is the model
+        # the others are tested against, so it must not accept what they refuse.
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
+        _check_ops(batch.ops)  # ``ops`` is a public list: re-check what was appended to it
         with self._lock:
             self._check()
             self._seq += 1
@@ -305,7 +359,9 @@ class MemoryEngine(BatchWrites):
     def _seq_of(self, snapshot) -> int:
         if snapshot is None:
             return self._seq
-        if getattr(snapshot, "released", False):
+        if not isinstance(snapshot, _MemSnapshot) or snapshot.engine is not self:
+            raise InvalidArgumentError("snapshot must come from this engine's snapshot()")
+        if snapshot.released:
             raise DatabaseClosedError("the snapshot was released")
         return snapshot.seq
 

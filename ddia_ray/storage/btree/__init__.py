@@ -1,5 +1,10 @@
 """The B-tree storage engine: an in-memory B+tree, a copy-on-write page file, and the engine on top.
 
+Modules: ``bplustree`` (in-memory B+tree), ``pagefile`` (page format, commits, free space),
+``recovery`` (which commit an open may use), ``cowtree`` (the copy-on-write tree over pages),
+``_backend`` (local and ``memory://`` files, atomic creation), ``engine`` (``BTreeEngine``).
+See ``docs/btree.md``.
+
 Importing this package registers the engine as ``"btree"`` with
 :func:`ddia_ray.storage.engine.open_engine`.
 """

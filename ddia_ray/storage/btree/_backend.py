@@ -18,6 +18,13 @@ object storage). Two backends exist:
 
 A database URL names a directory holding ``data.btree`` (like LMDB's
 environment directory); a URL naming an existing file opens that file.
+
+Creation is atomic: a new page file is written under a temporary name,
+made durable, and only then *published* under its real name
+(:meth:`publish`: a hard link, which never replaces an existing file, then
+the temporary name is removed; the directory is fsynced). So a crash during
+creation leaves at most a stale temporary file, never a short or empty data
+file, and an existing data file is only ever opened (never created over).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ try:  # flock is POSIX-only; without it concurrent writers are simply not detect
 except ImportError:  # pragma: no cover - non-POSIX
     fcntl = None
 
-__all__ = ["open_backend", "DATA_FILE"]
+__all__ = ["open_backend", "exists", "remove", "DATA_FILE"]
 
 DATA_FILE = "data.btree"
 
@@ -43,9 +50,9 @@ class _LocalBackend:
 
     kind = "file"
 
-    def __init__(self, path: str, *, truncate: bool = False):
+    def __init__(self, path: str, *, create: bool = False):
         self.path = path
-        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0) | getattr(os, "O_BINARY", 0)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0) | getattr(os, "O_BINARY", 0)
         self._fd = os.open(path, flags, 0o644)
         if fcntl is not None:
             try:
@@ -54,6 +61,8 @@ class _LocalBackend:
                 os.close(self._fd)
                 raise ConfigError(f"{path} is already open by another B-tree engine (flock held); "
                                   "close it first: the engine allows one writer per file") from None
+        if create:  # truncate only once the lock is ours: never under another process's creation
+            os.ftruncate(self._fd, 0)
 
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
@@ -74,6 +83,25 @@ class _LocalBackend:
         """Atomically rename this file over ``target`` (and make the rename durable)."""
         os.replace(self.path, target)
         self.path = target
+        self._sync_dir(target)
+
+    def publish(self, target: str) -> None:
+        """Give this (complete, synced) file the name ``target``; FileExistsError if that exists."""
+        try:
+            os.link(self.path, target)  # unlike rename, a link never replaces a file created meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: rename, after a last look
+            if os.path.exists(target):
+                raise FileExistsError(target) from None
+            os.rename(self.path, target)
+        else:
+            os.unlink(self.path)
+        self.path = target
+        self._sync_dir(target)
+
+    @staticmethod
+    def _sync_dir(target: str) -> None:
         try:
             dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY)
         except OSError:  # pragma: no cover - platforms without directory fds
@@ -94,12 +122,14 @@ class _MemoryBackend:
 
     kind = "memory"
 
-    def __init__(self, fs, path: str, *, truncate: bool = False):
+    def __init__(self, fs, path: str, *, create: bool = False):
         from fsspec.implementations.memory import MemoryFile
 
         self.fs, self.path = fs, path
-        if truncate or path not in fs.store:
+        if create:
             fs.store[path] = MemoryFile(fs, path, b"")
+        elif path not in fs.store:
+            raise FileNotFoundError(path)
         self._file = fs.store[path]
 
     def read(self, offset: int, length: int) -> bytes:
@@ -117,9 +147,16 @@ class _MemoryBackend:
         return self._file.getbuffer().nbytes
 
     def replace(self, target: str) -> None:
+        """Move this file over ``target``."""
         self.fs.store[target] = self._file
         self.fs.store.pop(self.path, None)
         self.path = target
+
+    def publish(self, target: str) -> None:
+        """Give this file the name ``target``; FileExistsError if that exists."""
+        if target in self.fs.store:
+            raise FileExistsError(target)
+        self.replace(target)
 
     def close(self) -> None:
         self._file = None
@@ -149,8 +186,28 @@ def resolve(url: str) -> tuple[str, object, str]:
     return kind, fs, path.rstrip("/") + "/" + DATA_FILE
 
 
-def open_backend(kind: str, fs, path: str, *, truncate: bool = False):
-    """Open (creating if missing) the data file at ``path`` for random-access I/O."""
+def open_backend(kind: str, fs, path: str, *, create: bool = False):
+    """Open the file at ``path`` for random-access I/O; ``create``: a new, empty one (truncating).
+
+    Without ``create`` a missing file is FileNotFoundError: an existing database is never
+    re-created by accident (see the module docstring).
+    """
     if kind == "file":
-        return _LocalBackend(path, truncate=truncate)
-    return _MemoryBackend(fs, path, truncate=truncate)
+        return _LocalBackend(path, create=create)
+    return _MemoryBackend(fs, path, create=create)
+
+
+def exists(kind: str, fs, path: str) -> bool:
+    """Whether the file at ``path`` exists."""
+    return os.path.exists(path) if kind == "file" else path in fs.store
+
+
+def remove(kind: str, fs, path: str) -> None:
+    """Delete the file at ``path`` if it exists."""
+    if kind == "file":
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    else:
+        fs.store.pop(path, None)

@@ -24,6 +24,15 @@ Node payload (msgpack)::
 
     leaf   := [keys: [bin*], values: [(bin | [head_page, length])*]]   # kind LEAF
     branch := [keys: [bin*], children: [page*]]                        # kind BRANCH, len(children) = len(keys) + 1
+
+Decoding trusts nothing, checksum or not (a page can be forged with a valid
+one): :meth:`NodeStore.load` checks the exact shape above, strictly
+ascending keys, page numbers >= 2 and overflow lengths >= 0, with msgpack's
+size limits bounded by the page, and raises :class:`CorruptionError`
+otherwise. Every descent stops at :data:`MAX_HEIGHT` levels, so a cycle of
+page references is an error rather than an endless loop; a scan also checks
+that keys keep ascending across leaves, so a page shared by two parents
+cannot make it yield a key twice.
 """
 
 from __future__ import annotations
@@ -37,11 +46,14 @@ from ..._validate import invariant
 from ...errors import CorruptionError
 from .pagefile import BRANCH, LEAF, PageFile
 
-__all__ = ["Node", "NodeStore", "TreeWriter", "tree_get", "tree_scan", "build_tree", "check_tree", "tree_pages"]
+__all__ = ["Node", "NodeStore", "TreeWriter", "tree_get", "tree_scan", "build_tree", "check_tree", "tree_pages",
+           "MAX_HEIGHT"]
 
 _NODE_OVERHEAD = 16   # msgpack array headers
 _ENTRY_OVERHEAD = 10  # bin/uint headers of one entry (upper bound)
 _REF_BYTES = 20       # an encoded [head_page, length] overflow reference (upper bound)
+#: No real tree gets near this: a branch has >= 2 children, so height <= log2(pages) < 64.
+MAX_HEIGHT = 64
 
 
 class Node:
@@ -69,6 +81,34 @@ def _entry_bytes(leaf: bool, key: bytes, val) -> int:
     return len(key) + _ENTRY_OVERHEAD + 9
 
 
+def _shape_problem(leaf: bool, decoded) -> str | None:
+    """Why ``decoded`` is not a node of the grammar in the module docstring (None: it is)."""
+    if type(decoded) is not list or len(decoded) != 2 or type(decoded[0]) is not list \
+            or type(decoded[1]) is not list:
+        return "is not a [keys, values] pair"
+    keys, vals = decoded
+    if not all(type(k) is bytes for k in keys) or any(a >= b for a, b in zip(keys, keys[1:])):
+        return "has keys that are not strictly ascending byte strings"
+    if not leaf:
+        if len(vals) != len(keys) + 1 or not keys:
+            return f"is a branch with {len(keys)} keys and {len(vals)} children"
+        if not all(type(v) is int and v >= 2 for v in vals):
+            return "is a branch with a child that is not a page number"
+        return None
+    if len(vals) != len(keys):
+        return f"is a leaf with {len(keys)} keys and {len(vals)} values"
+    for v in vals:
+        if type(v) is not bytes and not (type(v) is list and len(v) == 2 and type(v[0]) is int
+                                         and type(v[1]) is int and v[0] >= 2 and v[1] >= 0):
+            return "is a leaf with a value that is neither bytes nor an overflow reference"
+    return None
+
+
+def _too_deep(store: "NodeStore", root) -> CorruptionError:
+    return CorruptionError(f"the tree at page {root} is more than {MAX_HEIGHT} levels deep: "
+                           "a cycle of page references", store.pf.path)
+
+
 class NodeStore:
     """Decoded-node cache in front of one page file (committed pages never change while referenced)."""
 
@@ -85,14 +125,18 @@ class NodeStore:
         kind, payload = self.pf.read_any(page)
         if kind not in (LEAF, BRANCH):
             raise CorruptionError(f"page {page} is of kind {kind}, expected a tree node", self.pf.path)
-        leaf = kind == LEAF
-        try:
-            keys, vals = msgpack.unpackb(payload, use_list=True)
+        problem = None
+        try:  # limits: nothing in a page can be longer than the page
+            decoded = msgpack.unpackb(payload, use_list=True, raw=False, strict_map_key=True,
+                                      max_bin_len=len(payload), max_str_len=0, max_array_len=len(payload),
+                                      max_map_len=0, max_ext_len=0)
         except Exception as exc:  # a valid checksum over undecodable bytes: a bug or a forged page
-            raise CorruptionError(f"page {page} does not decode as a node: {exc}", self.pf.path) from None
-        if not leaf and len(vals) != len(keys) + 1:
-            raise CorruptionError(f"branch page {page} has {len(keys)} keys and {len(vals)} children", self.pf.path)
-        node = Node(leaf, keys, vals)
+            problem = f"does not decode as a node: {type(exc).__name__}"
+        else:
+            problem = _shape_problem(kind == LEAF, decoded)
+        if problem is not None:
+            raise CorruptionError(f"page {page} {problem}", self.pf.path)
+        node = Node(kind == LEAF, decoded[0], decoded[1])
         self._remember(page, node)
         return node
 
@@ -123,8 +167,11 @@ def tree_get(store: NodeStore, root, key: bytes):
     """The stored value reference of ``key`` under ``root`` (None if absent)."""
     if not root:
         return None
-    node = store.resolve(root)
+    node, depth = store.resolve(root), 1
     while not node.leaf:
+        depth += 1
+        if depth > MAX_HEIGHT:
+            raise _too_deep(store, root)
         node = store.resolve(node.vals[bisect.bisect_right(node.keys, key)])
     keys = node.keys
     i = bisect.bisect_left(keys, key)
@@ -146,10 +193,16 @@ def tree_scan(store: NodeStore, root, start: bytes | None, end: bytes | None,
         else:
             i = 0 if start is None else bisect.bisect_right(node.keys, start)
         stack.append([node, i])
+        if len(stack) >= MAX_HEIGHT:
+            raise _too_deep(store, root)
         node = store.resolve(node.vals[i])
-    first = True
+    first, last = True, None
     while True:
         keys, vals = node.keys, node.vals
+        # leaves must continue the order: else a page reached twice (a forged DAG) repeats keys
+        if keys and last is not None and (keys[-1] >= last if reverse else keys[0] <= last):
+            raise CorruptionError("a scan met keys out of order: the tree's pages are inconsistent",
+                                  store.pf.path)
         if reverse:
             i = len(keys) - 1 if end is None or not first else bisect.bisect_left(keys, end) - 1
             for j in range(i, -1, -1):
@@ -162,6 +215,8 @@ def tree_scan(store: NodeStore, root, start: bytes | None, end: bytes | None,
                 if end is not None and keys[j] >= end:
                     return
                 yield keys[j], vals[j]
+        if keys:
+            last = keys[0] if reverse else keys[-1]
         first = False
         while stack:  # climb to the nearest ancestor with another child on our side, then descend
             frame = stack[-1]
@@ -175,6 +230,8 @@ def tree_scan(store: NodeStore, root, start: bytes | None, end: bytes | None,
         while not node.leaf:
             i = len(node.vals) - 1 if reverse else 0
             stack.append([node, i])
+            if len(stack) >= MAX_HEIGHT:
+                raise _too_deep(store, root)
             node = store.resolve(node.vals[i])
 
 
@@ -232,6 +289,8 @@ class TreeWriter:
         path = []
         node = self.root = self._mutable(self.root)
         while not node.leaf:
+            if len(path) >= MAX_HEIGHT:
+                raise _too_deep(self.store, self.root)
             i = bisect.bisect_right(node.keys, key)
             child = node.vals[i] = self._mutable(node.vals[i])
             path.append((node, i))
@@ -390,6 +449,8 @@ def check_tree(store: NodeStore, root: int) -> tuple[int, int]:
 
     def visit(ref, low, high, depth):
         nonlocal count
+        if depth > MAX_HEIGHT:
+            raise _too_deep(store, root)
         node = store.resolve(ref)
         keys = node.keys
         invariant(all(a < b for a, b in zip(keys, keys[1:])), "node keys must be strictly ascending")
@@ -413,13 +474,15 @@ def check_tree(store: NodeStore, root: int) -> tuple[int, int]:
 def tree_pages(store: NodeStore, root: int) -> list[int]:
     """Every page the committed tree at ``root`` uses: nodes and overflow chains."""
     pages: list[int] = []
-    stack = [root] if root else []
+    stack = [(root, 1)] if root else []
     while stack:
-        page = stack.pop()
+        page, depth = stack.pop()
+        if depth > MAX_HEIGHT:
+            raise _too_deep(store, root)
         pages.append(page)
         node = store.load(page)
         if not node.leaf:
-            stack.extend(node.vals)
+            stack.extend((child, depth + 1) for child in node.vals)
             continue
         for val in node.vals:
             if type(val) is not bytes:

@@ -14,6 +14,19 @@ its meta write, so an acknowledged write survives power loss; with
 ``sync=False`` commits survive a process crash (the OS keeps the writes)
 but the last ones may be lost on power loss; :meth:`flush` fsyncs.
 
+Opening never loses an acknowledged commit without a word: when the newest
+commit does not verify, :mod:`.recovery` either falls back (only where the
+commit was written without fsync and the opener runs without it too, or
+with ``recover="previous_commit"``), logging a warning and counting
+``stats()["open_recoveries"]``, or raises CorruptionError and leaves the
+file untouched. A missing data file is created atomically (see
+:mod:`._backend`); an existing empty one is CorruptionError.
+
+Snapshots pin their tree until ``release()`` (or the end of a ``with``);
+one dropped without either is released once garbage-collected: its
+``weakref.finalize`` only queues the pin, and the engine unpins it at its
+next write, snapshot, compaction or ``stats()``, under its lock.
+
 :meth:`compact` bulk-loads the live tree into a fresh file (leaves packed
 to ``fill_factor``, no free pages, pages in key order), fsyncs it and
 renames it over the old one. Snapshots taken before keep reading the old
@@ -27,15 +40,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
+from collections import deque
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
 from ..._validate import integer, invariant, probability
 from ...errors import ConfigError, DatabaseClosedError, InvalidArgumentError
-from ..engine import BatchWrites, WriteBatch, check_range, register_engine, to_key
+from ..engine import BatchWrites, Op, WriteBatch, check_range, register_engine, to_key
 from . import _backend
 from .cowtree import NodeStore, TreeWriter, build_tree, check_tree, tree_get, tree_scan
 from .pagefile import PageFile
+from .recovery import RECOVER_MODES
 
 __all__ = ["BTreeEngine", "BTreeSnapshot"]
 
@@ -58,16 +74,52 @@ class _Generation:
             self.pf.close()
 
 
-class BTreeSnapshot:
-    """A pinned committed tree: reads through it see exactly the commits up to ``seq``."""
+class _Pin:
+    """The engine's record of one snapshot: which tree it pins. Holds no reference to the snapshot,
+    so the snapshot can be garbage-collected while the engine still knows what to unpin."""
 
-    def __init__(self, engine: "BTreeEngine", gen: _Generation, seq: int, root: int):
-        self._engine, self._gen, self.seq, self._root = engine, gen, seq, root
-        self.released = False
+    __slots__ = ("gen", "seq", "released")
+
+    def __init__(self, gen: _Generation, seq: int):
+        self.gen, self.seq, self.released = gen, seq, False
+
+
+def _dropped(engine_ref, pin: _Pin) -> None:
+    """Finaliser of a snapshot collected without ``release()``: queue its pin for release.
+
+    It may run inside any allocation of any thread, even one holding the engine's (reentrant)
+    lock in the middle of a commit, so it only appends to a deque (atomic); the engine applies
+    the release the next time it takes its lock at a safe point (:meth:`BTreeEngine._reap`).
+    """
+    engine = engine_ref()
+    if engine is not None and not pin.released:
+        engine._dropped_pins.append(pin)
+
+
+class BTreeSnapshot:
+    """A pinned committed tree: reads through it see exactly the commits up to ``seq``.
+
+    ``release()`` it (or use ``with``) when done; a snapshot dropped without either is released
+    once it is garbage-collected, so forgotten snapshots never pin pages forever.
+    """
+
+    __slots__ = ("_engine", "_gen", "seq", "_root", "_pin", "_finalizer", "__weakref__")
+
+    def __init__(self, engine: "BTreeEngine", gen: _Generation, seq: int, root: int, pin: _Pin):
+        self._engine, self._gen, self.seq, self._root, self._pin = engine, gen, seq, root, pin
+        # the finaliser must not reference the snapshot, and only weakly the engine: neither is kept alive
+        self._finalizer = weakref.finalize(self, _dropped, weakref.ref(engine), pin)
+        self._finalizer.atexit = False
+
+    @property
+    def released(self) -> bool:
+        """True once released (explicitly, or by the engine's ``close()``)."""
+        return self._pin.released
 
     def release(self) -> None:
         """Unpin the tree (idempotent); its pages become reusable once no older snapshot needs them."""
-        self._engine._release(self)
+        self._finalizer.detach()
+        self._engine._release(self._pin)
 
     def __enter__(self) -> "BTreeSnapshot":
         return self
@@ -77,7 +129,8 @@ class BTreeSnapshot:
 
 
 class _ScanIterator:
-    """Lazy scan over a pinned tree; the pin is dropped when exhausted, closed or collected."""
+    """Lazy scan over a pinned tree; the pin is dropped when exhausted or closed, and when the
+    iterator is collected its snapshot goes with it (and is released by the snapshot's finaliser)."""
 
     def __init__(self, engine: "BTreeEngine", snap: BTreeSnapshot, owned: bool, start, end, reverse: bool):
         self._engine, self._snap, self._owned = engine, snap, owned
@@ -108,18 +161,12 @@ class _ScanIterator:
             self._owned = False
             self._snap.release()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # never raise from a finaliser (the engine may be gone)
-            pass
-
 
 class BTreeEngine(BatchWrites):
     """Ordered ``bytes -> bytes`` store: a copy-on-write B+tree in one page file (see the module docstring)."""
 
     def __init__(self, url: str, *, sync: bool = True, page_size: int = 4096, inline_value_max: int | None = None,
-                 cache_pages: int = 8192, fill_factor: float = 0.9):
+                 cache_pages: int = 8192, fill_factor: float = 0.9, recover: str | None = None):
         if url is None:
             url = f"memory://ddia-btree-anonymous/{next(_ANON)}"
         if not isinstance(url, str):
@@ -133,20 +180,15 @@ class BTreeEngine(BatchWrites):
         self.cache_pages = integer("cache_pages", cache_pages)
         if cache_pages < 16:
             raise ConfigError(f"cache_pages must be >= 16, got {cache_pages}")
+        if recover not in RECOVER_MODES:
+            raise ConfigError(f"recover must be one of {RECOVER_MODES}, got {recover!r}")
         self._kind, self._fs, self._path = _backend.resolve(url)
         with _OPEN_LOCK:
             if (self._kind, self._path) in _OPEN_FILES:
                 raise ConfigError(f"{self._path} is already open in this process; close the other engine first")
             _OPEN_FILES.add((self._kind, self._path))
         try:
-            if self._fs.exists(self._path + ".compact"):  # a compaction interrupted by a crash
-                self._fs.rm(self._path + ".compact")
-            backend = _backend.open_backend(self._kind, self._fs, self._path)
-            try:
-                pf = PageFile(backend, page_size=page_size, sync=sync)
-            except BaseException:
-                backend.close()
-                raise
+            pf = self._open_pagefile(page_size, recover)
         except BaseException:
             self._unregister()
             raise
@@ -159,16 +201,51 @@ class BTreeEngine(BatchWrites):
                               f"{pf.page_size}-byte pages, got {inline_value_max}")
         self.inline_value_max = limit
         self._gen = _Generation(pf, cache_pages)
+        self._open_recoveries = int(pf.recovery_note is not None)  # opens that fell back (see .recovery)
         self._lock = threading.RLock()
         self._closed = False
-        self._snapshots: set = set()
+        self._snapshots: set = set()       # _Pin of every live snapshot
+        self._dropped_pins: deque = deque()  # pins of collected snapshots, released by _reap()
         self._compactions = 0
         self._retired = {"commits": 0, "bytes_written": 0, "pages_written": 0}  # of files replaced by compact()
 
     @classmethod
     def open(cls, url: str | None, **options) -> "BTreeEngine":
-        """Open (or create) the database at ``url`` (``file://``, a path, or ``memory://``)."""
+        """Open (or create) the database at ``url`` (``file://``, a path, or ``memory://``).
+
+        ``recover="previous_commit"`` opens a file whose newest commit is damaged at the commit
+        before it (logged as a warning and counted in ``stats()["open_recoveries"]``); without it
+        such a file raises CorruptionError and is left unchanged (see :mod:`.recovery`).
+        """
         return cls(url, **options)
+
+    def _open_pagefile(self, page_size: int, recover: str | None) -> PageFile:
+        """Open the data file, or create it atomically when there is none (see :mod:`._backend`)."""
+        kind, fs, path = self._kind, self._fs, self._path
+        _backend.remove(kind, fs, path + ".compact")  # a compaction interrupted by a crash
+        while True:
+            if _backend.exists(kind, fs, path):
+                _backend.remove(kind, fs, path + ".new")  # a creation interrupted by a crash
+                try:
+                    backend = _backend.open_backend(kind, fs, path)
+                except FileNotFoundError:  # deleted between the look and the open: look again
+                    continue
+                try:
+                    return PageFile(backend, page_size=page_size, sync=self.sync, recover=recover)
+                except BaseException:
+                    backend.close()
+                    raise
+            backend = _backend.open_backend(kind, fs, path + ".new", create=True)
+            try:
+                pf = PageFile(backend, page_size=page_size, sync=self.sync, create=True)
+                backend.publish(path)
+                return pf
+            except FileExistsError:  # another process created it first: open theirs
+                backend.close()
+                _backend.remove(kind, fs, path + ".new")
+            except BaseException:
+                backend.close()
+                raise
 
     def _unregister(self) -> None:
         with _OPEN_LOCK:
@@ -185,6 +262,8 @@ class BTreeEngine(BatchWrites):
         if not isinstance(batch, WriteBatch):
             raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
         for op in batch.ops:
+            if not isinstance(op, Op):  # batch.ops is a plain list: anything may have been appended
+                raise InvalidArgumentError(f"a WriteBatch may only hold Op records, got {type(op).__name__}")
             if len(op.key) > self.max_key_bytes or len(op.end) > self.max_key_bytes:
                 raise ConfigError(f"keys are limited to {self.max_key_bytes} bytes with "
                                   f"{self._gen.pf.page_size}-byte pages; got {max(len(op.key), len(op.end))}")
@@ -192,6 +271,7 @@ class BTreeEngine(BatchWrites):
             self._check()
             if not batch.ops:
                 return
+            self._reap()
             pf = self._gen.pf
             meta = pf.meta
             pf.begin()
@@ -259,25 +339,32 @@ class BTreeEngine(BatchWrites):
         """Pin the latest committed tree; ``release()`` it (or use ``with``) when done."""
         with self._lock:
             self._check()
+            self._reap()
             gen, meta = self._gen, self._gen.pf.meta
             gen.pf.pin(meta.txn)
             gen.snapshots += 1
-            snap = BTreeSnapshot(self, gen, meta.txn, meta.root)
-            self._snapshots.add(snap)
-            return snap
+            pin = _Pin(gen, meta.txn)
+            self._snapshots.add(pin)
+            return BTreeSnapshot(self, gen, meta.txn, meta.root, pin)
 
-    def _release(self, snap: BTreeSnapshot) -> None:
+    def _release(self, pin: _Pin) -> None:
         with self._lock:
-            if snap.released:
+            if pin.released:
                 return
-            snap.released = True
-            self._snapshots.discard(snap)
+            pin.released = True
+            self._snapshots.discard(pin)
             if self._closed:
                 return
-            gen = snap._gen
+            gen = pin.gen
             gen.snapshots -= 1
-            gen.pf.unpin(snap.seq)
+            gen.pf.unpin(pin.seq)
             gen.close_if_unused()
+
+    def _reap(self) -> None:
+        """Release the pins of snapshots collected without ``release()`` (call holding the lock)."""
+        dropped = self._dropped_pins
+        while dropped:
+            self._release(dropped.popleft())
 
     # --- maintenance ----------------------------------------------------------
 
@@ -291,12 +378,14 @@ class BTreeEngine(BatchWrites):
         """Rewrite the live tree densely into a fresh file and switch to it atomically (see module docstring)."""
         with self._lock:
             self._check()
+            self._reap()
             old = self._gen
             meta = old.pf.meta
             tmp_path = self._path + ".compact"
-            backend = _backend.open_backend(self._kind, self._fs, tmp_path, truncate=True)
+            backend = _backend.open_backend(self._kind, self._fs, tmp_path, create=True)
             try:
-                pf = PageFile(backend, page_size=old.pf.page_size, sync=self.sync, create_txn=meta.txn)
+                pf = PageFile(backend, page_size=old.pf.page_size, sync=self.sync, create=True,
+                              create_txn=meta.txn)
                 gen = _Generation(pf, self.cache_pages)
                 items = ((k, old.store.value(v)) for k, v in tree_scan(old.store, meta.root, None, None))
                 pf.begin()
@@ -332,11 +421,12 @@ class BTreeEngine(BatchWrites):
             if self._closed:
                 return
             self._closed = True
-            gens = {id(s._gen): s._gen for s in self._snapshots}
+            gens = {id(pin.gen): pin.gen for pin in self._snapshots}
             gens[id(self._gen)] = self._gen
-            for snap in list(self._snapshots):
-                snap.released = True
+            for pin in self._snapshots:
+                pin.released = True
             self._snapshots.clear()
+            self._dropped_pins.clear()
             for gen in gens.values():
                 gen.pf.close()
             self._unregister()
@@ -345,6 +435,7 @@ class BTreeEngine(BatchWrites):
         """Immutable counters: pages, height, commits, bytes written, space amplification."""
         with self._lock:
             self._check()
+            self._reap()
             pf = self._gen.pf
             meta = pf.meta
             file_bytes = pf.file_bytes()
@@ -357,6 +448,7 @@ class BTreeEngine(BatchWrites):
                 **{name: getattr(pf, name) + before for name, before in self._retired.items()},
                 "space_amplification": file_bytes / meta.data_bytes if meta.data_bytes else 0.0,
                 "snapshots": len(self._snapshots), "compactions": self._compactions,
+                "open_recoveries": self._open_recoveries,
                 "cached_nodes": len(self._gen.store.cache),
             })
 

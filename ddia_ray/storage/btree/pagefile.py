@@ -13,19 +13,31 @@ LMDB and bbolt):
 2. they are written, then (``sync=True``) fsynced;
 3. the commit writes meta page ``txn % 2`` -- the two meta pages alternate,
    so the previous commit's meta is always intact -- and fsyncs again.
+   Only then is the commit acknowledged.
 
-On open both metas are read and the valid one with the highest txn id wins.
-A meta is valid when its checksum holds, the file is long enough for its
-``page_count``, its free-list pages verify, and every page its transaction
-wrote (listed beside the free list) verifies and carries its txn id. So a
-torn meta, a torn data page or a truncated tail all fall back to the
-previous commit, whose pages the failed transaction never touched.
+The meta *record* (header, fields, inline ids) fills exactly the first
+512 bytes of its page: one sector, written by one aligned write, the size
+PostgreSQL's ``pg_control`` relies on being written atomically. It is
+padded with a non-zero filler that its checksum covers, so a zeroed or
+half-written sector fails the checksum instead of reading back as an
+intact shorter record. Free-list ids that do not fit go to free-list pages,
+written (and fsynced) with the data pages before the meta.
+
+A commit is *intact* when its meta record verifies, the file is long enough
+for its ``page_count``, and every page it wrote (data and free-list pages,
+listed in the meta) verifies, carries its txn id, and matches the digest of
+their checksums kept in the meta (so a stale page from a lost commit with
+the same txn id is caught). Opening picks the intact commit with the highest
+txn id; :mod:`.recovery` decides when the *other* meta page may be ignored
+(an older commit is always ignorable; a newer one that fails only when it
+was written without fsync and the opener runs without fsync too, or when the
+caller asks for ``recover="previous_commit"``). A failed open never writes.
 
 Free space: pages replaced by transaction N are *pending(N)*; they become
 reusable when no pinned snapshot reads a txn < N (the crash fallback never
 needs them either: it is txn N itself). The free list (free + every pending
 page: after a restart nobody reads old trees) is stored with each commit,
-inline in the meta page when small, else in a chain of free-list pages.
+inline in the meta record when small, else in a chain of free-list pages.
 
 Grammar (little-endian)::
 
@@ -34,14 +46,22 @@ Grammar (little-endian)::
     crc       := zlib.crc32(page[4 : 28 + length])         # covers page_no: misplaced pages fail
     kind      := 1 meta | 2 leaf | 3 branch | 4 overflow | 5 freelist
     meta      := "DDIABTRE" page_size:u32 root:u64 height:u32 freelist:u64 page_count:u64
-                 n_keys:u64 data_bytes:u64 n_free:u32 n_written:u32 ids:u64*   # ids inline iff freelist == 0
+                 n_keys:u64 data_bytes:u64 n_free:u32 n_written:u32 flags:u32 digest:u32
+                 ids:u64* filler*                         # header + meta = 512 bytes exactly
+    ids       := free ids, then written ids               # inline iff freelist == 0
+    flags     := bit 0 "synced": written with sync=True (pages fsynced before the meta)
+    digest    := zlib.crc32(crc of every written and free-list page, ascending page order)
     freelist  := next:u64 ids:u64*                        # free ids first, then written ids
     overflow  := next:u64 bytes*
+
+Format 2 (this one) added ``flags``, ``digest`` and the one-sector meta
+record; format 1 files are refused with :class:`NotADatabaseError`.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import struct
 import zlib
 from collections import Counter
@@ -49,17 +69,24 @@ from dataclasses import dataclass
 
 from ..._validate import integer, invariant
 from ...errors import ConfigError, CorruptionError, NotADatabaseError
+from .recovery import RECOVER_MODES, SlotReport, choose
 
-__all__ = ["PageFile", "Meta", "META", "LEAF", "BRANCH", "OVERFLOW", "FREELIST", "HEADER_BYTES", "FORMAT_VERSION"]
+__all__ = ["PageFile", "Meta", "META", "LEAF", "BRANCH", "OVERFLOW", "FREELIST", "HEADER_BYTES",
+           "FORMAT_VERSION", "META_RECORD_BYTES", "FLAG_SYNCED"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META, LEAF, BRANCH, OVERFLOW, FREELIST = 1, 2, 3, 4, 5
 MAGIC = b"DDIABTRE"
 _HEADER = struct.Struct("<IBBHQQI")
 HEADER_BYTES = _HEADER.size  # 28
-_META = struct.Struct("<8sIQIQQQQII")
+_META = struct.Struct("<8sIQIQQQQIIII")
 _NEXT = struct.Struct("<Q")
 _PAGE_SIZES = tuple(1 << n for n in range(9, 17))  # 512 B .. 64 KiB
+META_RECORD_BYTES = 512  # one sector: the commit point is one atomic write
+_INLINE_IDS = (META_RECORD_BYTES - HEADER_BYTES - _META.size) // 8
+_FILLER = b"\xa5"
+FLAG_SYNCED = 1
+_LOG = logging.getLogger("ddia_ray.storage.btree")
 
 
 @dataclass(frozen=True)
@@ -73,14 +100,19 @@ class Meta:
     n_keys: int
     data_bytes: int
     freelist_pages: tuple = ()
+    synced: bool = False  # written with sync=True: its pages were durable before its meta
 
 
 def _ids(data: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(data) // 8}Q", data))
+    return list(struct.unpack(f"<{len(data) // 8}Q", data[:len(data) // 8 * 8]))  # a torn id is dropped
 
 
 def _pack_ids(ids) -> bytes:
     return struct.pack(f"<{len(ids)}Q", *ids)
+
+
+def _digest(crcs) -> int:  # over the stored checksums (4 raw bytes each) of the pages a commit wrote
+    return zlib.crc32(b"".join(crcs))
 
 
 class _Txn:
@@ -96,14 +128,36 @@ class _Txn:
         self.page_count = page_count
 
 
-class PageFile:
-    """Pages, two alternating metas, copy-on-write transactions and snapshot-aware free space."""
+def _verify(raw: bytes, page_no: int, size: int):
+    """``(kind, txn, payload)`` of an encoded page, or a string saying why it fails."""
+    if len(raw) < size:
+        return f"is truncated ({len(raw)} of {size} bytes)"
+    crc, fmt, kind, _, pno, txn, length = _HEADER.unpack_from(raw)
+    if length > size - HEADER_BYTES or zlib.crc32(memoryview(raw)[4:HEADER_BYTES + length]) != crc:
+        return "fails its checksum"
+    if fmt != FORMAT_VERSION:
+        return f"has format version {fmt}, expected {FORMAT_VERSION}"
+    if pno != page_no:
+        return f"holds the contents of page {pno} (misdirected write)"
+    return kind, txn, raw[HEADER_BYTES:HEADER_BYTES + length]
 
-    def __init__(self, backend, *, page_size: int = 4096, sync: bool = True, create_txn: int = 0):
+
+class PageFile:
+    """Pages, two alternating metas, copy-on-write transactions and snapshot-aware free space.
+
+    ``create=True`` writes a new, empty page file into ``backend`` (which must be empty);
+    otherwise the file is opened as described in :mod:`.recovery`, ``recover`` being that
+    module's option. ``recovery_note`` says what an open fell back from (None: nothing).
+    """
+
+    def __init__(self, backend, *, page_size: int = 4096, sync: bool = True, create: bool = False,
+                 create_txn: int = 0, recover: str | None = None):
         page_size = integer("page_size", page_size)
         if page_size not in _PAGE_SIZES:
             raise ConfigError(f"page_size must be a power of two in [512, 65536], got {page_size}")
-        self.backend, self.path, self.sync = backend, backend.path, bool(sync)
+        if recover not in RECOVER_MODES:
+            raise ConfigError(f"recover must be one of {RECOVER_MODES}, got {recover!r}")
+        self.backend, self.sync = backend, bool(sync)
         self.page_size = page_size
         self.capacity = page_size - HEADER_BYTES
         self._free: list[int] = []
@@ -111,10 +165,17 @@ class PageFile:
         self._pins: Counter = Counter()
         self._txn: _Txn | None = None
         self.commits = self.bytes_written = self.pages_written = 0
-        if backend.size() == 0:
+        self.recovery_note: str | None = None
+        if create:
+            invariant(backend.size() == 0, "a new page file is written into an empty file")
             self._create(create_txn)
         else:
-            self._recover()
+            self._recover(recover)
+
+    @property
+    def path(self) -> str:
+        """The file's current name (it changes when a new file is published or a compaction swaps it in)."""
+        return self.backend.path
 
     # --- page codec ---------------------------------------------------------
 
@@ -123,18 +184,11 @@ class PageFile:
         body = _HEADER.pack(0, FORMAT_VERSION, kind, 0, page_no, txn, len(payload))[4:] + payload
         return struct.pack("<I", zlib.crc32(body)) + body + bytes(self.capacity - len(payload))
 
-    def _decode(self, raw: bytes, page_no: int, page_size: int | None = None) -> tuple[int, int, bytes]:
-        size = page_size or self.page_size
-        if len(raw) < size:
-            raise CorruptionError(f"page {page_no} is truncated ({len(raw)} of {size} bytes)", self.path)
-        crc, fmt, kind, _, pno, txn, length = _HEADER.unpack_from(raw)
-        if length > size - HEADER_BYTES or zlib.crc32(memoryview(raw)[4:HEADER_BYTES + length]) != crc:
-            raise CorruptionError(f"page {page_no} fails its checksum", self.path)
-        if fmt != FORMAT_VERSION:
-            raise CorruptionError(f"page {page_no} has format version {fmt}, expected {FORMAT_VERSION}", self.path)
-        if pno != page_no:
-            raise CorruptionError(f"page {page_no} holds the contents of page {pno} (misdirected write)", self.path)
-        return kind, txn, raw[HEADER_BYTES:HEADER_BYTES + length]
+    def _decode(self, raw: bytes, page_no: int) -> tuple[int, int, bytes]:
+        found = _verify(raw, page_no, self.page_size)
+        if type(found) is str:
+            raise CorruptionError(f"page {page_no} {found}", self.path)
+        return found
 
     def read_page(self, page_no: int, kind: int) -> bytes:
         """The payload of a committed (or staged) page; CorruptionError if it is damaged or of another kind."""
@@ -148,89 +202,120 @@ class PageFile:
         if self._txn is not None and page_no in self._txn.writes:
             raw = self._txn.writes[page_no]
         else:
-            if not 2 <= page_no < self.meta.page_count:
-                raise CorruptionError(f"a pointer names page {page_no}, outside [2, {self.meta.page_count})", self.path)
+            if type(page_no) is not int or not 2 <= page_no < self.meta.page_count:
+                raise CorruptionError(f"a pointer names page {page_no!r}, outside [2, {self.meta.page_count})",
+                                      self.path)
             raw = self.backend.read(page_no * self.page_size, self.page_size)
         got, _, payload = self._decode(raw, page_no)
         return got, payload
 
-    # --- create and recover -------------------------------------------------
+    # --- create and open ----------------------------------------------------
 
     def _create(self, txn: int) -> None:
-        self.meta = Meta(txn=txn, root=0, height=0, page_count=2, n_keys=0, data_bytes=0)
-        for slot in (0, 1):  # both slots valid from the start: a torn first commit falls back to this
-            self.backend.write(slot * self.page_size, self._meta_page(self.meta, slot, [], [], 0))
-        self.backend.sync()
+        self.meta = Meta(txn=txn, root=0, height=0, page_count=2, n_keys=0, data_bytes=0, synced=self.sync)
+        for slot in (0, 1):  # both slots hold the empty tree: there is always an older commit to compare with
+            self.backend.write(slot * self.page_size, self._meta_page(self.meta, slot, [], [], 0, _digest(())))
+        self.backend.sync()  # always: the caller publishes the file (rename) only once it is durable
 
-    def _meta_page(self, meta: Meta, slot: int, free: list, written: list, freelist_head: int) -> bytes:
+    def _meta_page(self, meta: Meta, slot: int, free: list, written: list, freelist_head: int,
+                   digest: int) -> bytes:
         head = _META.pack(MAGIC, self.page_size, meta.root, meta.height, freelist_head, meta.page_count,
-                          meta.n_keys, meta.data_bytes, len(free), len(written))
-        inline = _pack_ids(free + written) if freelist_head == 0 else b""
-        return self._encode(META, slot, meta.txn, head + inline)
+                          meta.n_keys, meta.data_bytes, len(free), len(written),
+                          FLAG_SYNCED if meta.synced else 0, digest)
+        if freelist_head == 0:
+            invariant(len(free) + len(written) <= _INLINE_IDS, "inline ids must fit the meta sector")
+            head += _pack_ids(free + written)
+        record = head + _FILLER * (META_RECORD_BYTES - HEADER_BYTES - len(head))
+        return self._encode(META, slot, meta.txn, record)
 
-    def _read_meta(self, slot: int, page_size: int) -> tuple[Meta, list, list] | None:
-        """A meta slot that verifies completely (see the module docstring), else None."""
-        raw = self.backend.read(slot * page_size, page_size)
-        try:
-            kind, txn, payload = self._decode(raw, slot, page_size)
-            if kind != META or len(payload) < _META.size:
-                return None
-            magic, psize, root, height, fl_head, count, n_keys, data_bytes, n_free, n_written = \
-                _META.unpack_from(payload)
-            if magic != MAGIC or psize != page_size or self.backend.size() < count * page_size:
-                return None
-            self.page_size, self.capacity = page_size, page_size - HEADER_BYTES
-            self.meta = Meta(txn, root, height, count, n_keys, data_bytes)
-            chain, ids, page = [], b"", fl_head
-            if fl_head == 0:
-                ids = payload[_META.size:]
-            while page:
-                chain.append(page)
-                if len(chain) > count:
-                    return None
-                body = self.read_page(page, FREELIST)
-                page, ids = _NEXT.unpack_from(body)[0], ids + body[_NEXT.size:]
-            ids = _ids(ids)
-            if len(ids) != n_free + n_written or any(not 2 <= p < count for p in ids):
-                return None
-            written = ids[n_free:]
-            for p in written:
-                if self._decode(self.backend.read(p * page_size, page_size), p)[1] != txn:
-                    return None
-            self.meta = Meta(txn, root, height, count, n_keys, data_bytes, tuple(chain))
-            return self.meta, ids[:n_free], written
-        except CorruptionError:
-            return None
-
-    def _recover(self) -> None:
-        candidates = []
+    def _find_page_size(self) -> int:
+        """The page size the meta pages were written with; NotADatabaseError if there are none."""
+        if self.backend.size() == 0:
+            raise CorruptionError("the file is empty (0 bytes) where a B-tree database was expected. New "
+                                  "databases are created atomically, so this is damage (truncation), not "
+                                  "an interrupted creation: restore the file from a backup, or delete it "
+                                  "to start a new, empty database", self.path)
         first = self.backend.read(0, HEADER_BYTES + 12)
         sizes = [self.page_size] + [s for s in _PAGE_SIZES if s != self.page_size]
-        if first[HEADER_BYTES:HEADER_BYTES + 8] == MAGIC:
+        if len(first) == HEADER_BYTES + 12 and first[HEADER_BYTES:HEADER_BYTES + 8] == MAGIC:
             psize = struct.unpack_from("<I", first, HEADER_BYTES + 8)[0]
             if psize in _PAGE_SIZES:
                 sizes = [psize] + [s for s in sizes if s != psize]
-        magic_seen = first[HEADER_BYTES:HEADER_BYTES + 8] == MAGIC
-        for size in sizes:  # meta 1 sits one page in: find it even when meta 0 is torn
-            raw = self.backend.read(size, HEADER_BYTES + 8)
-            if raw[HEADER_BYTES:] == MAGIC:
-                magic_seen = True
-                sizes = [size] + [s for s in sizes if s != size]
-                break
-        if not magic_seen:
-            raise NotADatabaseError(f"{self.path} is not a B-tree page file (no meta page found)")
-        size = sizes[0]
-        for slot in (0, 1):
-            raw = self.backend.read(slot * size, HEADER_BYTES)
-            if len(raw) == HEADER_BYTES:
-                candidates.append((_HEADER.unpack_from(raw)[5], slot))
-        for _, slot in sorted(candidates, reverse=True):  # newest txn first
-            found = self._read_meta(slot, size)
-            if found is not None:
-                meta, free, _written = found
-                self._free = sorted(free)  # a sorted list is a valid heap
-                return
-        raise CorruptionError("neither meta page describes an intact committed tree", self.path)
+        for size in sizes:  # meta 1 sits one page in: find it even when meta 0 is damaged
+            if self.backend.read(size + HEADER_BYTES, 8) == MAGIC:
+                return size
+        if first[HEADER_BYTES:HEADER_BYTES + 8] == MAGIC:
+            return sizes[0]
+        raise NotADatabaseError(f"{self.path} is not a B-tree page file (no meta page found)")
+
+    def _read_slot(self, slot: int, size: int):
+        """``(SlotReport, (meta, free ids) or None)`` for meta page ``slot`` (see the module docstring)."""
+        raw = self.backend.read(slot * size, size)
+        claimed = _HEADER.unpack_from(raw)[5] if len(raw) >= HEADER_BYTES else None
+        found = _verify(raw, slot, size)
+        if type(found) is str:
+            return SlotReport(slot, None, False, found, claimed), None
+        kind, txn, payload = found
+        if kind != META or len(payload) < _META.size or payload[:8] != MAGIC:
+            return SlotReport(slot, None, False, f"is not a meta page (kind {kind})", claimed), None
+        _, psize, root, height, fl_head, count, n_keys, data_bytes, n_free, n_written, flags, digest = \
+            _META.unpack_from(payload)
+        synced = bool(flags & FLAG_SYNCED)
+
+        def incomplete(problem: str):
+            return SlotReport(slot, txn, synced, problem), None
+
+        if psize != size:
+            return SlotReport(slot, None, False, f"names page size {psize}, not {size}", claimed), None
+        file_pages = self.backend.size() // size
+        if count < 2 or file_pages < count:
+            return incomplete(f"needs {count} pages, the file holds {file_pages}")
+        n_ids = n_free + n_written
+        if n_ids > count or (fl_head == 0 and n_ids > _INLINE_IDS):
+            return incomplete(f"lists {n_ids} page ids for {count} pages")
+        chain, crcs, page = [], {}, fl_head
+        ids = payload[_META.size:_META.size + 8 * n_ids] if fl_head == 0 else b""
+        while page:
+            if not 2 <= page < count or page in crcs or len(chain) > n_ids:
+                return incomplete(f"has a free-list chain that leaves the file or loops at page {page}")
+            raw = self.backend.read(page * size, size)
+            found = _verify(raw, page, size)
+            if type(found) is str or found[0] != FREELIST or found[1] != txn or len(found[2]) < _NEXT.size:
+                return incomplete(f"free-list page {page} {found if type(found) is str else 'is stale'}")
+            chain.append(page)
+            crcs[page] = raw[:4]
+            page, ids = _NEXT.unpack_from(found[2])[0], ids + found[2][_NEXT.size:]
+        ids = _ids(ids)
+        if len(ids) != n_ids or not all(2 <= p < count for p in ids) or len(set(ids + chain)) < n_ids + len(chain):
+            return incomplete("has a malformed free list")  # out of range or listed twice: never reuse it
+        written = ids[n_free:]
+        for p in written:
+            raw = self.backend.read(p * size, size)
+            found = _verify(raw, p, size)
+            if type(found) is str:
+                return incomplete(f"wrote page {p}, which {found}")
+            if found[1] != txn:
+                return incomplete(f"wrote page {p}, which holds txn {found[1]} instead")
+            crcs[p] = raw[:4]
+        if _digest(crcs[p] for p in sorted(crcs)) != digest:
+            return incomplete("wrote pages whose checksums do not match its digest (stale pages)")
+        meta = Meta(txn, root, height, count, n_keys, data_bytes, tuple(chain), synced)
+        return SlotReport(slot, txn, synced, None), (meta, ids[:n_free])
+
+    def _recover(self, recover: str | None) -> None:
+        size = self._find_page_size()
+        results = [self._read_slot(slot, size) for slot in (0, 1)]
+        reports = [report for report, _ in results]
+        if all(r.problem and r.problem.startswith("has format version") for r in reports):
+            raise NotADatabaseError(f"{self.path} is a B-tree page file of another format "
+                                    f"({reports[0].problem}); this ddia-ray reads format {FORMAT_VERSION}")
+        index, note = choose(reports, path=self.path, sync=self.sync, recover=recover)
+        self.meta, free = results[index][1]
+        self.page_size, self.capacity = size, size - HEADER_BYTES
+        self._free = sorted(free)  # a sorted list is a valid heap
+        if note is not None:
+            self.recovery_note = note
+            _LOG.warning("%s: %s", self.path, note)
 
     # --- snapshots and free space --------------------------------------------
 
@@ -313,6 +398,10 @@ class PageFile:
 
     def read_overflow(self, head: int, length: int) -> bytes:
         """The value stored by :meth:`write_overflow` at ``head``."""
+        if length > (self._txn or self.meta).page_count * (self.capacity - _NEXT.size):
+            # a forged length would otherwise walk a looping chain until memory runs out
+            raise CorruptionError(f"an overflow reference claims {length} bytes, more than the file holds",
+                                  self.path)
         parts, page, total = [], head, 0
         while page:
             body = self.read_page(page, OVERFLOW)
@@ -355,7 +444,7 @@ class PageFile:
             def free_ids() -> list:
                 return self._free + pending + txn.freed + old_chain
 
-            inline_cap = (self.capacity - _META.size) // 8
+            inline_cap = _INLINE_IDS
             per_page = (self.capacity - _NEXT.size) // 8
             total = len(free_ids()) + len(written)
             chain = []
@@ -366,7 +455,8 @@ class PageFile:
             for i, page in enumerate(chain):
                 nxt = chain[i + 1] if i + 1 < len(chain) else 0
                 self.stage(page, FREELIST, _NEXT.pack(nxt) + _pack_ids(ids[i * per_page:(i + 1) * per_page]))
-            meta = Meta(txn.id, root, height, txn.page_count, n_keys, data_bytes, tuple(chain))
+            meta = Meta(txn.id, root, height, txn.page_count, n_keys, data_bytes, tuple(chain), self.sync)
+            digest = _digest(txn.writes[p][:4] for p in sorted(txn.writes))  # written + free-list pages
             self._write_pages(txn.writes)
             last = txn.page_count - 1
             if txn.page_count > self.meta.page_count and last not in txn.writes:
@@ -374,7 +464,9 @@ class PageFile:
                 self.backend.write(last * self.page_size, bytes(self.page_size))
             if self.sync:
                 self.backend.sync()
-            page = self._meta_page(meta, txn.id % 2, free, written, chain[0] if chain else 0)
+            page = self._meta_page(meta, txn.id % 2, free, written, chain[0] if chain else 0, digest)
+            # the commit point: one aligned sector (the rest of the meta page stays as created)
+            page = page[:META_RECORD_BYTES]
             self.backend.write((txn.id % 2) * self.page_size, page)
             if self.sync:
                 self.backend.sync()

@@ -5,9 +5,11 @@ Theory of operation
 Both caches are one :class:`LRUCache`, an ``OrderedDict`` whose entries carry
 a *charge*; entries are evicted from the cold end until the total charge fits
 the capacity. The open-file cache charges 1 per table (its parsed Parquet
-footer), the row-group cache charges the decoded buffers' byte size, so its
-capacity is a memory bound. An entry larger than the whole capacity is not
-kept at all. A lock makes every method safe to call from any thread; values
+footer). The row-group cache charges :attr:`RowGroup.nbytes`: the Arrow
+allocations the entry holds plus a measured constant for the objects around
+them, this cache's own entry included, so its capacity bounds the memory
+actually held, even for row groups of a single row. An entry larger than the
+whole capacity is not kept at all. A lock makes every method safe to call from any thread; values
 are immutable, so a reader may keep using one after it was evicted.
 """
 

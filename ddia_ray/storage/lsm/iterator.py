@@ -23,6 +23,13 @@ group, where it checks that the database is still open. To keep "no row after
 ``close()``" exact mid-row-group, the tree's ``close()`` calls
 :meth:`FastScanIterator.abort`, which moves the row group's list iterator to
 its end (``__setstate__``, the list iterator's own pickling hook).
+
+Arrow scans (``scan_batches``) hand out :data:`KV_SCHEMA` record batches.
+:func:`arrow_batches` slices a clean run's row-group tables (already Arrow:
+no row is copied, into Python or otherwise) into batches of at most
+``batch_rows``; :func:`pair_batches` packs the merged pairs of a
+:class:`ScanIterator`. Both release the pinned version when exhausted, on an
+error, or (deferred, like the iterators above) when closed or dropped.
 """
 
 from __future__ import annotations
@@ -33,10 +40,16 @@ import sys
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
+import pyarrow as pa
+
 from .memtable import PUT, Memtable
 from .tombstones import TombstoneIndex
 
-__all__ = ["ScanIterator", "FastScanIterator", "memtable_entries", "chain_entries"]
+__all__ = ["ScanIterator", "FastScanIterator", "memtable_entries", "chain_entries", "arrow_batches",
+           "pair_batches", "KV_SCHEMA"]
+
+#: The columns of every record batch an Arrow scan yields.
+KV_SCHEMA = pa.schema([("key", pa.binary()), ("value", pa.binary())])
 
 
 def memtable_entries(mem: Memtable, keys: list, lo: int, hi: int, snapshot_seq: int,
@@ -205,3 +218,64 @@ class FastScanIterator(itertools.chain):
         if state is not None and not state.done:
             state.done = True
             state.release(True)  # deferred: finalisers may run while the tree lock is held
+
+
+def arrow_batches(chunks: Iterator[pa.Table], release: Callable[[bool], None], batch_rows: int,
+                  limit: int | None) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows sliced from ``chunks`` of live rows (no copy).
+
+    A batch never spans two chunks (row groups): gluing them would copy every row, and the
+    storage node groups batches per object store transfer anyway.
+    """
+    return _released(_recut(chunks, batch_rows, limit), release)
+
+
+def _recut(chunks: Iterator[pa.Table], batch_rows: int, limit: int | None) -> Iterator[pa.RecordBatch]:
+    remaining = limit
+    for table in chunks:
+        if remaining is not None:
+            if remaining <= 0:
+                return
+            if table.num_rows > remaining:
+                table = table.slice(0, remaining)
+            remaining -= table.num_rows
+        for batch in table.to_batches(max_chunksize=batch_rows):  # zero-copy slices
+            if batch.num_rows:
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=KV_SCHEMA)
+
+
+def _released(batches: Iterator[pa.RecordBatch], release: Callable[[bool], None]) -> Iterator[pa.RecordBatch]:
+    """``batches``, then ``release(False)`` once they are exhausted (or failed); deferred if dropped."""
+    try:
+        yield from batches
+    except GeneratorExit:  # dropped or closed: finalisers may run under the tree lock, so defer
+        release(True)
+        raise
+    except BaseException:
+        release(False)
+        raise
+    release(False)
+
+
+def pair_batches(pairs: "ScanIterator", batch_rows: int, limit: int | None) -> Iterator[pa.RecordBatch]:
+    """The pairs of a merging scan packed into record batches of up to ``batch_rows`` rows."""
+    remaining = limit
+    try:
+        while remaining is None or remaining > 0:
+            want = batch_rows if remaining is None else min(batch_rows, remaining)
+            chunk = list(itertools.islice(pairs, want))
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            keys, values = zip(*chunk)
+            batch = pa.record_batch([pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=KV_SCHEMA)
+            if len(chunk) < want or remaining == 0:
+                pairs.close()  # the last batch: release the pin before handing it out
+            yield batch
+    except GeneratorExit:  # the ScanIterator's own finaliser releases (deferred) once it is garbage
+        raise
+    except BaseException:
+        pairs.close()
+        raise
+    pairs.close()

@@ -15,12 +15,16 @@ policy picks. Both finish the same way, through :meth:`_Jobs._commit_version`:
    sees data twice or not at all;
 4. delete what became obsolete: the previous manifest, WALs below the new
    ``log_number``, and SSTables no live version names. A version stays live
-   while a snapshot, an iterator or an in-flight read pins it.
+   while a snapshot, an iterator or an in-flight read pins it. Files are
+   deleted by name, never found by listing the directory: a listing races the
+   other jobs' creations and deletions (and is stale on S3).
 
 New SSTables are written before the manifest that names them, obsolete ones
 deleted after the manifest that drops them: a crash at any point leaves the
 newest complete manifest pointing at files that exist, plus garbage that the
-next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``).
+next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``),
+one flush at a time (``_flush_lock``); see the lock order in :mod:`.tree`.
+Neither starts once ``close()`` has begun.
 
 An ingest's caller waits for its files, so it writes them on
 :data:`INGEST_WRITERS` threads (Parquet encoding, compression and file writes
@@ -43,7 +47,6 @@ from .manifest import ENGINE_NAME, ManifestRecord, Version, manifest_name
 from .memtable import SCHEMA, Memtable
 from .merge import merge_runs, sort_rows, split_outputs
 from .sstable import SSTable, load_table_meta, meta_name, sst_name, write_sstable
-from .wal import wal_name
 
 #: Threads that write an ingest's SSTables side by side.
 INGEST_WRITERS = max(1, min(4, os.cpu_count() or 1))
@@ -82,14 +85,15 @@ class _Jobs:
                     self._imms.pop(0)
                     self._flushed_count += 1
                     self._log_number = log_number
-                doomed_wals = sorted(n for n in self._wal_numbers if n < self._log_number)
-                self._wal_numbers.difference_update(doomed_wals)
+                # Deleted by name: the tree knows every object of its WALs (see _delete_paths).
+                doomed_wals = [p for n in sorted(self._wal_files) if n < self._log_number
+                               for p in self._wal_files.pop(n)]
                 self._compaction_wanted = True
                 doomed = self._collect_obsolete()
                 self._bg_cv.notify_all()
                 self._work_cv.notify_all()
         self._delete_paths([f"{self._dir}/{manifest_name(old_manifest)}"])
-        self._delete_wals(doomed_wals)
+        self._delete_paths(doomed_wals)
         self._delete_tables(doomed)
 
     def _drain_deferred(self) -> None:
@@ -115,6 +119,8 @@ class _Jobs:
             live |= v.numbers
         doomed = sorted(self._pending_delete - live)
         self._pending_delete.difference_update(doomed)
+        for n in doomed:
+            self._tables.pop(n, None)
         return doomed
 
     def _unref_locked(self, version: Version) -> None:
@@ -123,6 +129,12 @@ class _Jobs:
             self._pinned.pop(id(version), None)
 
     def _delete_paths(self, paths) -> None:
+        """Delete files by name, never by listing the directory.
+
+        A listing races every other job that creates or deletes files (``memory://`` raises
+        ``KeyError`` when a file vanishes mid-listing; S3 listings can be stale), so the tree
+        keeps the names of everything it may delete. A file already gone is what we wanted.
+        """
         for path in paths:
             try:
                 self._fs.rm_file(path)
@@ -130,22 +142,12 @@ class _Jobs:
                 pass
 
     def _delete_tables(self, numbers) -> None:
+        """Delete the files of tables :meth:`_collect_obsolete` handed out (and their cache entries)."""
         for n in numbers:
-            self._tables.pop(n, None)
             self._delete_paths([f"{self._dir}/{sst_name(n)}", f"{self._dir}/{meta_name(n)}"])
             self._row_cache.discard_if(lambda key, n=n: key[0] == n)
             self._file_cache.discard_if(lambda key, n=n: key == n)
             self._count("files_deleted", 1)
-
-    def _delete_wals(self, numbers) -> None:
-        if not numbers:
-            return
-        self._fs.invalidate_cache(self._dir)
-        names = [p.rsplit("/", 1)[-1] for p in self._fs.ls(self._dir, detail=False)]
-        for n in numbers:
-            base = wal_name(n)
-            self._delete_paths([f"{self._dir}/{name}" for name in names
-                                if name == base or name.startswith(base + ".")])
 
     def _new_file_number(self) -> int:
         """Under the mutex: a fresh file number."""
@@ -160,8 +162,9 @@ class _Jobs:
         opts = self._opts
         fmeta, tmeta = write_sstable(self._fs, self._dir, number, table, row_group_rows=opts.row_group_rows,
                                      bloom_bits_per_key=opts.bloom_bits_per_key, compression=opts.compression)
-        self._tables[number] = SSTable(self._fs, self._dir, fmeta, tmeta, files=self._file_cache,
-                                       row_groups=self._row_cache)
+        table = SSTable(self._fs, self._dir, fmeta, tmeta, files=self._file_cache, row_groups=self._row_cache)
+        with self._mutex:  # published before the version that names it is installed
+            self._tables[number] = table
         return fmeta
 
     def _open_table(self, meta) -> SSTable:
@@ -174,7 +177,8 @@ class _Jobs:
         """Flush the oldest immutable memtable, if any; returns whether one was flushed."""
         with self._flush_lock:
             with self._mutex:
-                if not self._imms:
+                # Not _stopping: an ingest that close() waits for must still flush before it loads.
+                if self._released or not self._imms:  # closed: the WAL keeps what is not flushed
                     return False
                 imm = self._imms[0]
             added = []
@@ -229,6 +233,8 @@ class _Jobs:
         """Pick (or take) one job and run it; returns whether anything ran."""
         with self._comp_lock:
             with self._mutex:
+                if self._stopping:  # closing: no new compaction (close() waits for a running one)
+                    return False
                 if job is None:
                     job = self._policy.pick(self._version)
                 self._drain_deferred()

@@ -17,7 +17,10 @@ one, found by listing. The commit point is that object being complete:
 * a complete manifest that fails its checksum is *corruption*: opening raises
   :class:`CorruptionError` rather than silently rolling back acknowledged data;
 * a complete, verified object that is not an LSM manifest is
-  :class:`NotADatabaseError`.
+  :class:`NotADatabaseError`, and so is a magic far from ours (another
+  engine's ``MANIFEST-*``); a magic within a few flipped bits of ours is a
+  damaged manifest of ours: :class:`CorruptionError` (see
+  :func:`ddia_ray.framing.magic_damaged`).
 
 Versions are reference counted by readers (snapshots, iterators, in-flight
 gets); a file dropped from the current version is deleted only once no live
@@ -32,7 +35,7 @@ from typing import Iterable
 
 from ...codec import decode, encode, record
 from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
-from .framing import TornObjectError, frame_object, read_object
+from ...framing import TornObjectError, frame_object, read_object
 from .sstable import FileMeta, put_object
 
 __all__ = ["ENGINE_NAME", "ManifestRecord", "Version", "ManifestStore", "manifest_name", "MANIFEST_RE"]

@@ -12,38 +12,60 @@ Theory of operation
 3. Garbage: SSTables no manifest names (a flush or compaction that crashed
    before its commit), WALs below the manifest's ``log_number`` (already
    flushed), older and torn manifests. Only names this engine writes are
-   touched.
+   touched, and one already gone (a stale S3 listing) is no error.
 4. Replay every WAL from ``log_number`` on, in order, into a fresh memtable;
-   the WALs stay until that memtable is flushed. A new WAL takes new writes.
+   the WALs stay until that memtable is flushed (the tree keeps their object
+   names and deletes them by name: this listing is the engine's only one). A
+   new WAL takes new writes.
 """
 
 from __future__ import annotations
 
 import re
 
-from ...errors import ConfigError, CorruptionError, NotADatabaseError
+from ...errors import ConfigError, CorruptionError, NotADatabaseError, StorageError
 from .manifest import ENGINE_NAME, MANIFEST_RE, ManifestRecord, Version, manifest_name
 from .memtable import Memtable
 from .sstable import sst_name
-from .wal import WalWriter, read_wal
+from .wal import WalWriter, read_wal, wal_objects
 
 __all__ = ["recover"]
 
 _TABLE_RE = re.compile(r"^(\d{6,})\.(parquet|sstmeta)$")
 _WAL_RE = re.compile(r"^(\d{6,})\.log(\.\d+)?$")
-_KINDS = (0, 1, 2)
+_LISTING_ATTEMPTS = 5
 
 
 def _listing(fs, directory: str) -> list[str]:
-    fs.invalidate_cache(directory)  # object stores cache listings; we need the truth
-    try:
-        if not fs.isdir(directory):
-            if fs.exists(directory):
-                raise NotADatabaseError(f"{directory} is a file, not a database directory")
+    """The names in ``directory``, sorted; ``[]`` when it does not exist.
+
+    The only listing the engine makes: at open, before its own threads start. ``memory://``
+    raises ``KeyError`` when a file vanishes while it lists (say a closed tree's last deletion),
+    so the listing is retried; it is the directory's state at some instant either way.
+    """
+    attempts = 0
+    while True:
+        fs.invalidate_cache(directory)  # object stores cache listings; we need the truth
+        try:
+            if not fs.isdir(directory):
+                if fs.exists(directory):
+                    raise NotADatabaseError(f"{directory} is a file, not a database directory")
+                return []
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
+        except FileNotFoundError:
             return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
+        except KeyError as e:
+            attempts += 1
+            if attempts >= _LISTING_ATTEMPTS:
+                raise StorageError(f"{directory} kept changing while it was listed: {e!r}") from e
+
+
+def _remove(fs, path: str) -> None:
+    """Delete garbage; a file already gone (a stale S3 listing, a race) is what we wanted."""
+    try:
+        fs.rm_file(path)
     except FileNotFoundError:
-        return []
+        pass
 
 
 def recover(tree) -> None:
@@ -63,7 +85,7 @@ def recover(tree) -> None:
                              ((),) * opts.num_levels)
         tree._manifests.write(rec)
         for n in torn:
-            fs.rm_file(f"{d}/{manifest_name(n)}")
+            _remove(fs, f"{d}/{manifest_name(n)}")
         listing = [manifest_name(rec.number)]
     else:
         if opts.error_if_exists:
@@ -99,20 +121,16 @@ def recover(tree) -> None:
             else:
                 wal_numbers.add(n)
     for name in garbage:
-        fs.rm_file(f"{d}/{name}")
+        _remove(fs, f"{d}/{name}")
 
     mem = Memtable(min(wal_numbers, default=0))
     last_seq, skipped = rec.last_seq, 0
     for n in sorted(wal_numbers):
+        # read_wal checks each batch's shape (wal._decode_batch): what comes out is safe to apply.
         for first_seq, ops, lost in read_wal(fs, d, n, listing, skip=opts.wal_recovery == "skip"):
             skipped += lost
-            if not ops:
-                continue
-            if not isinstance(first_seq, int) or first_seq < 1 or not all(
-                    len(op) == 3 and op[0] in _KINDS and isinstance(op[1], bytes) and isinstance(op[2], bytes)
-                    for op in ops):
-                raise CorruptionError("WAL record holds malformed operations", f"{d}/{n:06d}.log")
-            last_seq = max(last_seq, mem.apply(first_seq, ops))
+            if ops:
+                last_seq = max(last_seq, mem.apply(first_seq, ops))
     tree._version = version
     tree._manifest_number = rec.number
     tree._log_number = rec.log_number
@@ -122,7 +140,7 @@ def recover(tree) -> None:
     if not wal_numbers:
         mem = Memtable(wal_number)
     tree._mem = mem
-    tree._wal_numbers = wal_numbers | {wal_number}
+    tree._wal_files = {n: wal_objects(d, n, listing) for n in wal_numbers}  # deleted by name once flushed
     tree._wal = WalWriter(fs, d, wal_number, sync=opts.sync, segment_bytes=opts.wal_segment_bytes)
     tree._counters["wal_skipped_records"] += skipped
     tree._counters["wal_replayed_entries"] += len(mem)

@@ -16,6 +16,13 @@ binary search through a Python sequence view. Sequence numbers and ops are
 zero-copy ``memoryview`` s; values stay in their Arrow buffer, sliced per
 point read. Scans ask for key and value *lists* (built per call, not cached)
 and ``zip`` them at C speed.
+
+:attr:`RowGroup.nbytes` is what keeping the row group in the row-group cache
+costs, and the cache's byte bound is only as good as that figure. It is the
+Arrow allocations the row group holds (each padded as the memory pool pads
+it) plus a measured constant for everything else an entry keeps alive: the
+Python wrappers, memoryviews, the NumPy view, Arrow's C++ bookkeeping and
+the cache's own entry (see :data:`ENTRY_OVERHEAD_BYTES`).
 """
 
 from __future__ import annotations
@@ -29,9 +36,19 @@ import pyarrow.compute as pc
 
 from .memtable import RANGE_DELETE, SCHEMA
 
-__all__ = ["Spans", "RowGroup", "visible_rows"]
+__all__ = ["Spans", "RowGroup", "visible_rows", "ENTRY_OVERHEAD_BYTES"]
 
-_BYTES_OBJECT_OVERHEAD = 33 + 8  # CPython bytes header + the list's pointer to it
+#: Memory one cached row group holds besides its Arrow buffers, whatever its row count.
+#: Measured (CPython 3.11, pyarrow 26, glibc; one-row groups read through the LSM, the
+#: cache filled then cleared, per entry): 3.4 KB of Python objects under tracemalloc (the
+#: two Array and six Buffer wrappers, six memoryviews with their managed buffers, the
+#: NumPy key view, this object, and the cache's key tuple, value tuple and OrderedDict
+#: node) plus 1.5 KB of C++ objects behind them (ArrayData, Buffer and shared_ptr control
+#: blocks: the glibc heap, mallinfo2, without tracemalloc running) = 4.9 KB, rounded up.
+#: Charging 64 B instead let a cache of one-row groups hold ~50x its bound.
+ENTRY_OVERHEAD_BYTES = 5 * 1024
+
+_ARROW_ALLOC_PAD = 64  # Arrow's pools round every allocation up to a multiple of 64 bytes
 
 
 class Spans(io.RawIOBase):
@@ -84,7 +101,10 @@ class Spans(io.RawIOBase):
 
 
 class RowGroup:
-    """One decoded row group: keys, seqs, ops and values addressable by row index."""
+    """One decoded row group: keys, seqs, ops and values addressable by row index.
+
+    ``nbytes`` is the memory it holds while cached (its row-group cache charge).
+    """
 
     __slots__ = ("seqs", "ops", "_keys", "_kdata", "_koff", "_kwidth", "_ksorted", "_values", "_voff",
                  "_vdata", "nbytes")
@@ -114,7 +134,9 @@ class RowGroup:
         self._values = value
         self._voff = memoryview(vbufs[1]).cast("i")[value.offset:value.offset + len(value) + 1]
         self._vdata = memoryview(vbufs[2]) if vbufs[2] is not None else memoryview(b"")
-        self.nbytes = seq.nbytes + op.nbytes + value.nbytes + key.nbytes + 64
+        # Charge the allocations actually held, not ``Array.nbytes`` (the bytes the rows use): the
+        # key and value arrays keep all their buffers, seqs and ops only their data buffers.
+        self.nbytes = ENTRY_OVERHEAD_BYTES + _held_bytes(kbufs + vbufs + [seq.buffers()[1], op.buffers()[1]])
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -152,6 +174,18 @@ class RowGroup:
                 return seqs[j], ops[j], self.value(j)
             j += 1
         return None
+
+
+def _held_bytes(buffers: list) -> int:
+    """Bytes of the distinct allocations behind ``buffers`` (a slice keeps its whole parent alive)."""
+    held = {}
+    for buf in buffers:
+        if buf is None:
+            continue
+        while buf.parent is not None:
+            buf = buf.parent
+        held[buf.address] = -(-buf.size // _ARROW_ALLOC_PAD) * _ARROW_ALLOC_PAD
+    return sum(held.values())
 
 
 class _KeyView:

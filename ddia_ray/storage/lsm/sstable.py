@@ -19,7 +19,14 @@ group's byte span and of the footer. The Parquet reader sees the file through
 :class:`~.rowgroup.Spans`, a file object that serves only byte spans already read *and
 verified*, so a flipped or missing byte is reported as
 :class:`CorruptionError` on the first read instead of decoded into a wrong
-answer; a short read (truncated file) is reported the same way.
+answer; a short read (truncated file) is reported the same way. Arrow scans
+read a window of row groups with one ranged read instead and decode them from
+memory (:meth:`SSTable.arrow_chunks`): each span is verified first and the
+reader only goes where the verified footer points, inside those spans.
+
+The row-group cache holds ``(RowGroup, PointIndex | None, table)`` per row
+group, one set of Arrow buffers behind all three; :class:`PointIndex` makes
+point lookups in groups of fixed-width keys cheap (see its docstring).
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...codec import decode, encode, record
-from ...errors import CodecError, CorruptionError, InvalidArgumentError
+from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
 from .bloom import BloomFilter
 from .cache import LRUCache
-from .framing import TornObjectError, frame_object, read_object
+from ...framing import TornObjectError, frame_object, read_object
 from .memtable import PUT, RANGE_DELETE, SCHEMA
 from .merge import past_versions
+from .point_index import PointIndex
 from .rowgroup import RowGroup, Spans, visible_rows
 from .tombstones import TombstoneIndex
 
@@ -48,6 +56,11 @@ _META_MAGIC = b"LSMSST01"
 #: What :meth:`SSTable.get_cached` returns when answering would need a read.
 NOT_CACHED = object()
 _FOOTER_PROBE_BYTES = 64 * 1024  # Parquet readers fetch this much of the tail at once
+_SCAN_WINDOW_GROUPS = 16  # row groups a scan reads with one ranged read (~8 MB at 4096 rows of 116 B)
+# The decoded ``pa.Table`` kept beside them for Arrow scans shares their buffers, but its own Python
+# wrapper, C++ table, schema and chunked arrays cost about this much (measured with one-row groups
+# by tests/test_storage_small_defects.py, which holds the cache to its byte bound).
+_TABLE_OVERHEAD_BYTES = 3584
 
 
 def sst_name(number: int) -> str:
@@ -100,8 +113,28 @@ class TableMeta:
     range_tombstones: tuple  # ((start, end, seq), ...)
 
     def __post_init__(self):
-        if len(self.rg_first_keys) != len(self.rg_spans) or len(self.footer_span) != 3:
+        # Runs on decode too: a sidecar whose checksums verify but whose fields were crafted must be
+        # refused here (the codec turns this into CorruptRecordError, the reader into CorruptionError)
+        # rather than fail later inside the Bloom filter or the row-group reader with a raw error.
+        def span(x) -> bool:
+            return isinstance(x, tuple) and len(x) == 3 and all(type(v) is int and v >= 0 for v in x)
+
+        if not (type(self.number) is int and self.number >= 0 and type(self.file_size) is int
+                and self.file_size >= 0):
+            raise InvalidArgumentError("sidecar number or file size is not a non-negative int")
+        if not (isinstance(self.rg_first_keys, tuple) and isinstance(self.rg_spans, tuple)
+                and len(self.rg_first_keys) == len(self.rg_spans) and span(self.footer_span)
+                and all(isinstance(k, bytes) for k in self.rg_first_keys)
+                and all(span(x) for x in self.rg_spans)):
             raise InvalidArgumentError("sidecar row-group index is inconsistent")
+        if not (isinstance(self.bloom, bytes) and type(self.bloom_bits) is int
+                and type(self.bloom_probes) is int and 0 <= self.bloom_bits <= len(self.bloom) * 8
+                and 1 <= self.bloom_probes <= 30):
+            raise InvalidArgumentError("sidecar Bloom filter parameters are inconsistent")
+        if not (isinstance(self.range_tombstones, tuple) and all(
+                isinstance(t, tuple) and len(t) == 3 and isinstance(t[0], bytes) and isinstance(t[1], bytes)
+                and type(t[2]) is int and t[2] >= 0 for t in self.range_tombstones)):
+            raise InvalidArgumentError("sidecar range tombstones are malformed")
 
 
 def put_object(fs, path: str, data) -> None:
@@ -142,6 +175,11 @@ def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
     """The column as one array (no copy when it already is one chunk)."""
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _count_below(keys, bound: bytes) -> int:
+    """How many keys of the sorted column ``keys`` are below ``bound`` (vectorised, no Python rows)."""
+    return pc.sum(pc.less(keys, pa.scalar(bound, pa.binary()))).as_py() or 0
 
 
 def _unique_sorted(keys: pa.Array) -> bool:
@@ -213,6 +251,8 @@ def load_table_meta(fs, directory: str, number: int) -> TableMeta:
         meta = decode(read_object(data, _META_MAGIC, where=path), TableMeta)
     except TornObjectError:
         raise CorruptionError("sidecar is truncated", path) from None
+    except NotADatabaseError as e:  # a live manifest names this file: whatever is there must be ours
+        raise CorruptionError(f"sidecar has a foreign magic: {e}", path) from e
     except CodecError as e:
         raise CorruptionError(f"sidecar does not decode: {e}", path) from e
     if meta.number != number:
@@ -265,10 +305,26 @@ class SSTable:
 
     def row_group(self, i: int, *, fill_cache: bool = True) -> RowGroup:
         """Row group ``i``, decoded (from the cache, or read and verified)."""
+        return self._cached_group(i, fill_cache)[0]
+
+    def _cached_group(self, i: int, fill_cache: bool) -> tuple:
+        """``(RowGroup, PointIndex | None, key-value table)`` of row group ``i``; the cache holds the triple."""
         key = (self.number, i)
-        rg = self._row_groups.get(key)
-        if rg is not None:
-            return rg
+        entry = self._row_groups.get(key)
+        if entry is not None:
+            return entry
+        table = self._read_group(i)
+        rg = RowGroup(table)
+        if not fill_cache:
+            return rg, None, table
+        point = PointIndex.build(table)
+        entry = (rg, point, table)  # one set of Arrow buffers behind all three: RowGroup.nbytes counts them
+        charge = rg.nbytes + _TABLE_OVERHEAD_BYTES + (point.nbytes if point is not None else 0)
+        self._row_groups.put(key, entry, charge)
+        return entry
+
+    def _read_group(self, i: int) -> pa.Table:
+        """Row group ``i`` read, verified and decoded into one-chunk columns (not cached)."""
         md = self._footer()
         off, length, crc = self.tmeta.rg_spans[i]
         data = self._read(off, length)
@@ -278,28 +334,88 @@ class SSTable:
             table = pq.ParquetFile(Spans(self.tmeta.file_size, [(off, data)]), metadata=md).read_row_group(i)
         except Exception as e:
             raise CorruptionError(f"row group {i} does not decode: {e}", self.path) from e
-        rg = RowGroup(table)
         self.row_group_reads += 1
-        if fill_cache:
-            self._row_groups.put(key, rg, rg.nbytes)
-        return rg
+        return table.combine_chunks()
+
+    def arrow_chunks(self, start: bytes | None, end: bytes | None, reverse: bool = False):
+        """``(key, value)`` Arrow tables per row group in ``[start, end)`` of a clean table (every row live).
+
+        Cached row groups are served from the cache, others read without filling it (a scan
+        would evict what point reads need). Rows are in scan order (reversed if ``reverse``).
+        """
+        first = self._first_keys
+        lo = 0 if start is None else max(0, bisect.bisect_right(first, start) - 1)
+        hi = len(first) if end is None else bisect.bisect_left(first, end)
+        order = list(range(hi - 1, lo - 1, -1) if reverse else range(lo, hi))
+        for w in range(0, len(order), _SCAN_WINDOW_GROUPS):
+            window = order[w:w + _SCAN_WINDOW_GROUPS]
+            entries = [self._row_groups.get((self.number, i), count_miss=False) for i in window]
+            missing = [i for i, entry in zip(window, entries) if entry is None]
+            read = self._read_groups(missing, ["key", "value"]) if missing else {}
+            for i, entry in zip(window, entries):
+                table = (entry[2] if entry is not None else read[i]).select(["key", "value"])
+                keys = table.column("key")
+                a = 0 if start is None or i > lo else _count_below(keys, start)
+                b = table.num_rows if end is None or i < hi - 1 else _count_below(keys, end)
+                if a or b < table.num_rows:
+                    table = table.slice(a, b - a)
+                if reverse and table.num_rows > 1:
+                    table = table.take(pa.array(range(table.num_rows - 1, -1, -1), pa.int64()))
+                if table.num_rows:
+                    yield table
+
+    def _read_groups(self, groups: list, columns: list) -> dict:
+        """``{i: table}`` of row groups ``groups`` read with one ranged read, each span verified.
+
+        The Parquet reader then decodes from memory at C++ speed (through :class:`Spans`, a
+        Python file object, it costs ~4x more): the bytes sit at their file offsets in a buffer
+        the size of the file, of which only the verified spans were written. The reader goes
+        only where the verified footer's column chunks point, inside those spans.
+        """
+        spans = self.tmeta.rg_spans
+        lo = min(spans[i][0] for i in groups)
+        hi = max(spans[i][0] + spans[i][1] for i in groups)
+        md = self._footer()
+        image = pa.allocate_buffer(self.tmeta.file_size)  # not zeroed; never read outside the spans
+        view = memoryview(image).cast("B")
+        try:
+            with self.fs.open(self.path, "rb") as f:
+                f.seek(lo)
+                got = f.readinto(view[lo:hi])
+        except FileNotFoundError:
+            raise CorruptionError("a live SSTable is missing", self.path) from None
+        if got != hi - lo:
+            raise CorruptionError(f"truncated: wanted {hi - lo} bytes at {lo}, got {got}", self.path)
+        for i in groups:
+            off, length, crc = spans[i]
+            if zlib.crc32(view[off:off + length]) != crc:
+                raise CorruptionError(f"row group {i} checksum mismatch", self.path)
+        try:
+            reader = pq.ParquetFile(pa.BufferReader(image), metadata=md)
+            out = {i: reader.read_row_group(i, columns=columns).combine_chunks() for i in groups}
+        except Exception as e:
+            raise CorruptionError(f"row groups {groups} do not decode: {e}", self.path) from e
+        self.row_group_reads += len(groups)
+        return out
 
     def get(self, key: bytes, snapshot_seq: int):
         """The newest point version ``(seq, op, value)`` of ``key`` at ``snapshot_seq``, or None."""
         i = bisect.bisect_right(self._first_keys, key) - 1
         if i < 0:
             return None
-        return self.row_group(i).find(key, snapshot_seq)
+        rg, point, _ = self._cached_group(i, True)
+        return point.find(key, snapshot_seq) if point is not None else rg.find(key, snapshot_seq)
 
     def get_cached(self, key: bytes, snapshot_seq: int):
         """Like :meth:`get` if the row group is cached (no I/O); else :data:`NOT_CACHED`."""
         i = bisect.bisect_right(self._first_keys, key) - 1
         if i < 0:
             return None
-        rg = self._row_groups.get((self.number, i), count_miss=False)
-        if rg is None:
+        entry = self._row_groups.get((self.number, i), count_miss=False)
+        if entry is None:
             return NOT_CACHED
-        return rg.find(key, snapshot_seq)
+        point = entry[1]
+        return point.find(key, snapshot_seq) if point is not None else entry[0].find(key, snapshot_seq)
 
     def clean_chunks(self, start: bytes | None, end: bytes | None, reverse: bool = False):
         """``(keys, values)`` lists per row group in ``[start, end)`` of a clean table (every row live)."""

@@ -22,6 +22,50 @@ the in-memory state; WAL appends, SSTable reads and writes, manifest writes
 and deletions all happen outside it (a ``get`` answered from cached row
 groups runs under it: that is memory access only).
 
+Lock order
+----------
+A thread takes locks only in increasing rank, never waits for a lower rank
+while holding a higher one, and waits on a condition only while holding
+nothing above it but the condition's own mutex (checked at run time when
+``DDIA_LSM_LOCK_CHECK=1``, see :mod:`.locks`):
+
+==== ============================ ==================================================
+rank lock                         guards
+==== ============================ ==================================================
+1    write-queue head (leader)    the WAL writer's appends and memtable switches; an
+                                  ingest runs as head, so writers wait for it
+2    ``_comp_lock``               one compaction or ingest at a time (job inputs)
+3    ``_flush_lock``              one flush at a time (``_imms[0]`` is being written)
+4    ``_commit_lock``             manifests written in number order
+5    ``_mutex`` and its conditions every field listed below
+     ``_writers_cv``, ``_bg_cv``,
+     ``_work_cv``
+6    ``_stats_lock``              ``_counters``
+7    each LRU cache's own lock    that cache's entries (a leaf: calls nothing)
+==== ============================ ==================================================
+
+One owner per piece of state:
+
+* ``_mutex``: ``_version``, ``_mem``, ``_imms``, ``_last_seq``, ``_log_number``,
+  ``_next_file``, ``_wal`` (which writer is current), ``_wal_files``,
+  ``_tables``, ``_pinned``, ``_pending_delete``, ``_snapshot_seqs``,
+  ``_writers``, ``_closed``/``_stopping``/``_released``, ``_bg_error``, the
+  counters and tallies of the hot path, ``_live_scans``; ``_manifest_number``
+  is written under ``_commit_lock`` *and* the mutex: either suffices to read it.
+* the write-queue head: appends to ``_wal`` (the one-op fast path appends
+  under the mutex with the queue empty: it is the head for that instant).
+* ``_deferred``: appended lock-free by finalisers (``deque.append`` is
+  atomic), drained under the mutex.
+
+``close()`` marks the tree closed under the mutex (new writes are refused
+with :class:`DatabaseClosedError`), waits until the write queue is empty (an
+in-flight group commit finishes, with the writers it carries; writers queued
+behind it are refused), joins the background threads, then takes ranks 2 and
+3 to wait for jobs that callers run inline, and only then closes the WAL. So
+every write either completes before ``close()`` returns (and is replayed on
+open) or raises :class:`DatabaseClosedError`; nothing touches the mapped WAL
+after it is unmapped. A second ``close()`` waits for the first to finish.
+
 ``close()`` flushes nothing unless ``close(flush=True)``: unflushed writes
 are in the WAL and replayed by the next open.
 """
@@ -42,6 +86,7 @@ from ..engine import Op, WriteBatch, check_range, to_key, to_value
 from .cache import LRUCache
 from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
+from .locks import make_locks
 from .manifest import ManifestStore, Version
 from .memtable import DELETE, PUT, RANGE_DELETE, Memtable
 from .options import LSMOptions, parse_options
@@ -79,14 +124,17 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
                                    level_base_bytes=opts.level_base_bytes, level_fanout=opts.level_fanout,
                                    num_levels=opts.num_levels, target_file_bytes=opts.target_file_bytes,
                                    size_ratio=opts.tiered_size_ratio, max_runs=opts.l0_slowdown_trigger)
-        self._mutex = threading.Lock()
+        # Ranked wrappers under DDIA_LSM_LOCK_CHECK=1 (the lock order above), plain locks otherwise.
+        self._lock_check, locks = make_locks()
+        self._mutex = locks["mutex"]
         self._writers_cv = threading.Condition(self._mutex)
         self._bg_cv = threading.Condition(self._mutex)
         self._work_cv = threading.Condition(self._mutex)
-        self._commit_lock = threading.Lock()
-        self._comp_lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
+        self._commit_lock = locks["commit"]
+        self._comp_lock = locks["compaction"]
+        self._flush_lock = locks["flush"]
+        self._stats_lock = locks["stats"]
+        self._close_done = threading.Event()
         self._writers: collections.deque = collections.deque()
         self._deferred: collections.deque = collections.deque()
         self._pinned: dict[int, Version] = {}
@@ -99,7 +147,8 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         self._file_cache = LRUCache(opts.max_open_files)
         self._row_cache = LRUCache(opts.row_cache_bytes)
         self._manifests = ManifestStore(self._fs, self._dir)
-        self._closed = self._stopping = False
+        self._closed = self._stopping = False  # set together by close(), under the mutex
+        self._released = False  # set by close() once no flush or compaction runs or will start
         self._bg_error: BaseException | None = None
         self._compaction_wanted = True
         self._switch_count = self._flushed_count = 0
@@ -231,6 +280,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         if job is not None:
             with self._comp_lock:
                 with self._mutex:  # re-pick under the lock: a background job may have changed the files
+                    self._check_open()  # close() waits only for the jobs that hold the lock already
                     job = self._policy.full(self._version)
                     self._drain_deferred()
                     snapshots = sorted(self._snapshot_seqs)
@@ -250,26 +300,45 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
             self._commit((), 0, exclusive=lambda: self._ingest_locked(table))
 
     def close(self, *, flush: bool = False) -> None:
-        """Stop background work and release files; unflushed writes stay in the WAL (replayed on open)."""
+        """Stop background work and release files; unflushed writes stay in the WAL (replayed on open).
+
+        Writes racing ``close()`` either complete (and are replayed by the next open) or raise
+        :class:`DatabaseClosedError`; see "Lock order" in the module docstring for how.
+        """
         if flush and not self._closed:
             self.flush()
         with self._mutex:
-            if self._closed:
-                return
-            self._closed = self._stopping = True
-            for it in list(self._live_scans):
-                it.abort()
-            self._work_cv.notify_all()
-            self._bg_cv.notify_all()
-            self._writers_cv.notify_all()
-        for t in self._threads:
-            t.join()
-        with self._commit_lock, self._comp_lock, self._flush_lock:
-            self._wal.close(sync=self._opts.sync == "flush")
-            if self._wal.bytes_written == 0:  # nothing to replay: do not leave empty logs behind
-                self._delete_wals([self._wal.number])
-        self._file_cache.clear()
-        self._row_cache.clear()
+            first = not self._closed
+            if first:
+                self._closed = self._stopping = True
+                for it in list(self._live_scans):
+                    it.abort()
+                self._work_cv.notify_all()
+                self._bg_cv.notify_all()
+                self._writers_cv.notify_all()
+                # The head of the write queue may be appending to the WAL outside the mutex: wait
+                # for it (and for each queued writer, which now refuses itself) before unmapping it.
+                while self._writers:
+                    self._writers_cv.wait()
+        if not first:
+            self._close_done.wait()  # idempotent, and returns only once the files are released
+            return
+        try:
+            for t in self._threads:
+                t.join()
+            # Ranks 2 then 3 (the lock order): flushes and compactions that callers run inline
+            # finish first; later ones see _stopping (compactions) or _released (flushes).
+            with self._comp_lock, self._flush_lock:
+                with self._mutex:
+                    self._released = True
+                wal = self._wal
+                wal.close(sync=self._opts.sync == "flush")
+                if wal.bytes_written == 0:  # nothing to replay: do not leave empty logs behind
+                    self._delete_paths(wal.objects())
+            self._file_cache.clear()
+            self._row_cache.clear()
+        finally:
+            self._close_done.set()  # even if the WAL failed to close: a second close() must not hang
 
     def __enter__(self) -> "LSMTree":
         return self

@@ -4,10 +4,16 @@ Theory of operation
 -------------------
 One WAL per memtable generation, named ``<number>.log`` (DDIA ch. 3, "Making
 B-trees reliable" / LevelDB's log). Each committed batch is one frame (see
-:mod:`.framing`) whose body is plain msgpack with an explicit format version::
+:mod:`ddia_ray.framing`) whose body is plain msgpack with an explicit format version::
 
     body := msgpack([WAL_FORMAT, first_seq, [[kind, key, value_or_end], ...]])
     kind := 0 put | 1 delete | 2 range-delete (value_or_end is the range end)
+
+with ``first_seq`` an int, ``1 <= first_seq`` and its last op's sequence
+number at most :data:`MAX_SEQ`, ``key`` and ``value_or_end`` msgpack bin,
+and ``key <= end`` for a range delete. A frame whose checksum verifies but
+whose body breaks this grammar (a crafted file, a bug) is damage like a bad
+checksum, never trusted (see :func:`read_wal`).
 
 Group commit: the tree's write leader hands :meth:`WalWriter.append` the
 frames of every batch queued behind it, so concurrent writers share one write
@@ -25,7 +31,7 @@ cost. The file grows in reserved chunks (``posix_fallocate``, so a full disk
 raises ``OSError`` at growth instead of killing the process with ``SIGBUS``)
 and is cut to its written length on close. A crash leaves the reserved zeros
 behind the last frame; the reader treats them, and a frame cut short before
-them, as a torn tail (see :mod:`.framing`). Such appends cost no I/O wait, so
+them, as a torn tail (see :mod:`ddia_ray.framing`). Such appends cost no I/O wait, so
 the tree makes them under its mutex (:attr:`WalWriter.cheap`).
 
 Object stores cannot append, so there a WAL is a series of immutable segment
@@ -50,11 +56,17 @@ import msgpack
 from fsspec.implementations.local import LocalFileOpener
 
 from ...errors import CorruptionError
-from .framing import frame, read_log
+from ...framing import frame, read_log
 
-__all__ = ["WAL_FORMAT", "WalWriter", "encode_batch", "read_wal", "wal_name", "can_append"]
+__all__ = ["WAL_FORMAT", "MAX_SEQ", "WalWriter", "encode_batch", "read_wal", "wal_name",
+           "wal_objects", "can_append"]
 
 WAL_FORMAT = 1
+#: The largest sequence number (int64's: SSTables store seqs as uint64, readers compare as int64).
+MAX_SEQ = (1 << 63) - 1
+_KINDS = (0, 1, 2)
+_RANGE_DELETE = 2
+_FRAME_OVERHEAD = len(frame(b""))  # the frame header: a body at offset p ends at p + this + len(body)
 _FIRST_CHUNK_BYTES = 1 << 20  # the first reservation of a mapped WAL; each growth doubles it
 _MAX_CHUNK_BYTES = 64 << 20
 
@@ -182,6 +194,14 @@ class WalWriter:
         else:
             self._write_segment()
 
+    def objects(self) -> tuple[str, ...]:
+        """Paths of every object this writer created (the base file, then its segments), in order.
+
+        The tree deletes a flushed WAL by these names rather than by listing the directory.
+        """
+        base = (self.path,) if self._map is not None or self._append else ()
+        return base + tuple(f"{self.path}.{i:06d}" for i in range(1, self._segment + 1))
+
     def close(self, *, sync: bool) -> None:
         """Hand buffered bytes to storage (fsync them if ``sync``) and close; idempotent."""
         if self._closed:
@@ -202,25 +222,82 @@ class WalWriter:
             self._write_segment()
 
 
-def _wal_objects(fs, directory: str, number: int, listing: list[str]) -> list[str]:
+def wal_objects(directory: str, number: int, listing: list[str]) -> tuple[str, ...]:
+    """Paths of WAL ``number``'s objects among ``listing`` (names): the base file, then its segments."""
     base = wal_name(number)
     names = [n for n in listing if n == base or n.startswith(base + ".")]
-    return [f"{directory}/{n}" for n in sorted(names, key=lambda n: (n != base, n))]
+    return tuple(f"{directory}/{n}" for n in sorted(names, key=lambda n: (n != base, n)))
+
+
+class _Malformed(Exception):
+    """A verified frame whose body is not a WAL batch (internal: becomes CorruptionError or a skip)."""
+
+
+def _decode_batch(body: bytes) -> tuple[int, tuple]:
+    """``(first_seq, ops)`` of one WAL frame body, checked against the grammar at the top.
+
+    A checksum only proves the bytes are the ones written, not that a batch writer wrote them, so
+    the shape is checked before anything trusts it: a body of another format, a sequence number
+    outside ``1..MAX_SEQ``, or an op that is not ``(kind, key: bytes, value: bytes)`` with a
+    known kind raises :class:`_Malformed`; an unknown format version raises CorruptionError.
+    Sizes are bounded by the frame: msgpack refuses lengths beyond the body it is given.
+    """
+    try:
+        rec = msgpack.unpackb(body, raw=False, use_list=False)
+    except Exception as e:  # any decoding failure of foreign bytes (ExtraData, StackError, ...)
+        raise _Malformed(f"not msgpack ({type(e).__name__})") from None
+    if type(rec) is not tuple or len(rec) != 3:
+        raise _Malformed("not a [format, first_seq, ops] triple")
+    fmt, first_seq, ops = rec
+    if type(fmt) is not int:
+        raise _Malformed(f"format version {fmt!r} is not an integer")
+    if fmt != WAL_FORMAT:  # a newer engine's log: never skipped, whatever the recovery mode
+        raise CorruptionError(f"WAL format {fmt!r} is not supported (expected {WAL_FORMAT})")
+    if type(ops) is not tuple:
+        raise _Malformed("ops is not a list")
+    if type(first_seq) is not int or not 1 <= first_seq <= MAX_SEQ - len(ops) + 1:
+        raise _Malformed(f"first_seq {first_seq!r} is out of range for {len(ops)} ops")
+    for op in ops:
+        # type() rather than isinstance: msgpack's true is a bool, and bool is an int equal to 1.
+        if type(op) is not tuple or len(op) != 3 or type(op[0]) is not int or op[0] not in _KINDS \
+                or type(op[1]) is not bytes or type(op[2]) is not bytes:
+            raise _Malformed(f"malformed op {_preview(op)}")
+        if op[0] == _RANGE_DELETE and op[1] > op[2]:
+            raise _Malformed(f"range delete ends before it starts: {_preview(op)}")
+    return first_seq, ops
+
+
+def _preview(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def read_wal(fs, directory: str, number: int, listing: list[str], *, skip: bool) -> Iterator[tuple]:
-    """Yield ``(first_seq, ops, skipped_frames)`` for every intact batch of WAL ``number``, in order."""
-    for path in _wal_objects(fs, directory, number, listing):
+    """Yield ``(first_seq, ops, skipped_frames)`` for every intact batch of WAL ``number``, in order.
+
+    A frame that verifies but does not hold a batch (see :func:`_decode_batch`) is damage like a
+    checksum mismatch: :class:`CorruptionError` naming the file and the frame's byte offset, or,
+    with ``skip=True``, dropped and counted in ``skipped_frames``.
+    """
+    for path in wal_objects(directory, number, listing):
         data = fs.cat_file(path)
         found = read_log(data, where=path, skip=skip)
         skipped = found.skipped_frames
+        # Without skipping, the bodies are the file's frames back to back: their offsets add up.
+        offset = 0 if not found.skipped_frames else None
         for body in found.bodies:
+            where = f"the frame at byte {offset}" if offset is not None else "a frame"
+            if offset is not None:
+                offset += _FRAME_OVERHEAD + len(body)
             try:
-                fmt, first_seq, ops = msgpack.unpackb(body, raw=False, use_list=False)
-            except Exception as e:  # a verified checksum over a foreign body: not ours
-                raise CorruptionError(f"WAL record is not a batch: {e}", path) from e
-            if fmt != WAL_FORMAT:
-                raise CorruptionError(f"WAL format {fmt!r} is not supported (expected {WAL_FORMAT})", path)
+                first_seq, ops = _decode_batch(body)
+            except _Malformed as e:
+                if not skip:
+                    raise CorruptionError(f"{where} is not a WAL batch: {e}", path) from None
+                skipped += 1
+                continue
+            except CorruptionError as e:
+                raise CorruptionError(f"{where}: {e}", path) from None
             yield first_seq, ops, skipped
             skipped = 0
         if skipped:

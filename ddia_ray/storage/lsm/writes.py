@@ -9,7 +9,10 @@ outside the mutex, appends all their WAL frames with one write (and one fsync
 under ``sync="batch"``) — *group commit*. Back under the mutex it applies the
 batches to the memtable, publishes ``last_seq`` and wakes the writers it
 carried. Writers behind it stay queued meanwhile, so the WAL order is the
-sequence order.
+sequence order. ``close()`` waits until the queue is empty before it closes
+the WAL, so a leader's append is never cut off; a writer that reaches the head
+after ``close()`` began leaves with :class:`DatabaseClosedError` (see the lock
+order in :mod:`.tree`, where the head of the queue is rank 1).
 
 Backpressure (RocksDB's write stalls): while level 0 holds
 ``l0_slowdown_trigger`` files or the immutable memtables are at their limit,
@@ -23,6 +26,7 @@ for background progress (``stalls``, ``stall_time_s``) and gives up with
 from __future__ import annotations
 
 from ...errors import WriteStallError
+from .locks import RANK_LEADER
 from .memtable import Memtable
 from .wal import WalWriter
 
@@ -112,7 +116,10 @@ class _WritePath:
                 if w.error is not None:
                     raise w.error
                 return
+            led = False
             try:
+                self._lead(True)
+                led = True
                 self._make_room(w.force)
                 if exclusive is not None:
                     target = self._switch_count
@@ -121,7 +128,9 @@ class _WritePath:
                         self._bg_cv.wait()
             except BaseException:
                 self._writers.popleft()
-                self._writers_cv.notify_all()
+                if led:
+                    self._lead(False)
+                self._writers_cv.notify_all()  # the next writer leads; close() may be waiting too
                 raise
             if w.force:
                 group = [w]
@@ -138,6 +147,8 @@ class _WritePath:
                     g.first_seq = seq + 1
                     seq += len(g.ops)
             wal, mem = self._wal, self._mem
+        # Outside the mutex, as head of the queue: close() waits for the queue to empty before it
+        # closes the WAL, so the WAL stays open (and mapped) until this append is done.
         error = None
         try:
             if exclusive is not None:
@@ -158,6 +169,7 @@ class _WritePath:
             for g in group:
                 self._writers.popleft()
                 g.done, g.error = True, error
+            self._lead(False)
             self._writers_cv.notify_all()
         if not w.force:
             with self._stats_lock:
@@ -169,6 +181,15 @@ class _WritePath:
             raise error
         if not self._opts.background:
             self._run_pending_work()
+
+    def _lead(self, taking: bool) -> None:
+        """Under the mutex: report taking or leaving the head of the write queue to the lock checker."""
+        check = self._lock_check
+        if check is not None:
+            if taking:
+                check.acquiring(RANK_LEADER, "write-queue head", beneath="mutex")
+            else:
+                check.released(RANK_LEADER, "write-queue head")
 
     def _make_room(self, force: bool) -> None:
         """Under the mutex, as leader: switch memtables when full; stall while flushes are behind."""
@@ -202,9 +223,9 @@ class _WritePath:
         old = self._wal
         old.close(sync=self._opts.sync == "flush")  # "batch" synced every append
         self._count("wal_bytes", old.bytes_written)
+        self._wal_files[old.number] = old.objects()  # deleted by these names once flushed
         self._wal = WalWriter(self._fs, self._dir, number, sync=self._opts.sync,
                               segment_bytes=self._opts.wal_segment_bytes)
-        self._wal_numbers.add(number)
         self._mem.next_wal = number
         self._imms.append(self._mem)
         self._mem = Memtable(number)
