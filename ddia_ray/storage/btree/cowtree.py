@@ -38,6 +38,7 @@ cannot make it yield a key twice.
 from __future__ import annotations
 
 import bisect
+import operator
 from typing import Iterator
 
 import msgpack
@@ -81,22 +82,34 @@ def _entry_bytes(leaf: bool, key: bytes, val) -> int:
     return len(key) + _ENTRY_OVERHEAD + 9
 
 
+_BYTES = frozenset({bytes})
+_INT = frozenset({int})
+
+
 def _shape_problem(leaf: bool, decoded) -> str | None:
-    """Why ``decoded`` is not a node of the grammar in the module docstring (None: it is)."""
+    """Why ``decoded`` is not a node of the grammar in the module docstring (None: it is).
+
+    Runs on every page a read decodes, so the common checks are C-level passes over a list
+    (``map`` of a type or a bound comparison) rather than a Python loop per entry.
+    """
     if type(decoded) is not list or len(decoded) != 2 or type(decoded[0]) is not list \
             or type(decoded[1]) is not list:
         return "is not a [keys, values] pair"
     keys, vals = decoded
-    if not all(type(k) is bytes for k in keys) or any(a >= b for a, b in zip(keys, keys[1:])):
+    # The type check comes first, so the comparisons only ever meet bytes (operator.lt is the
+    # fastest C-level comparison here: a third of bytes.__lt__'s cost per call).
+    if not _BYTES.issuperset(map(type, keys)) or not all(map(operator.lt, keys, keys[1:])):
         return "has keys that are not strictly ascending byte strings"
     if not leaf:
         if len(vals) != len(keys) + 1 or not keys:
             return f"is a branch with {len(keys)} keys and {len(vals)} children"
-        if not all(type(v) is int and v >= 2 for v in vals):
+        if not _INT.issuperset(map(type, vals)) or min(vals) < 2:
             return "is a branch with a child that is not a page number"
         return None
     if len(vals) != len(keys):
         return f"is a leaf with {len(keys)} keys and {len(vals)} values"
+    if _BYTES.issuperset(map(type, vals)):
+        return None  # no overflow references: the common leaf
     for v in vals:
         if type(v) is not bytes and not (type(v) is list and len(v) == 2 and type(v[0]) is int
                                          and type(v[1]) is int and v[0] >= 2 and v[1] >= 0):
@@ -126,10 +139,8 @@ class NodeStore:
         if kind not in (LEAF, BRANCH):
             raise CorruptionError(f"page {page} is of kind {kind}, expected a tree node", self.pf.path)
         problem = None
-        try:  # limits: nothing in a page can be longer than the page
-            decoded = msgpack.unpackb(payload, use_list=True, raw=False, strict_map_key=True,
-                                      max_bin_len=len(payload), max_str_len=0, max_array_len=len(payload),
-                                      max_map_len=0, max_ext_len=0)
+        try:  # unpackb bounds every length by the payload's own size; maps, strs, exts fail the shape check
+            decoded = msgpack.unpackb(payload, use_list=True)
         except Exception as exc:  # a valid checksum over undecodable bytes: a bug or a forged page
             problem = f"does not decode as a node: {type(exc).__name__}"
         else:

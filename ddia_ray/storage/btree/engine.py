@@ -134,6 +134,7 @@ class _ScanIterator:
 
     def __init__(self, engine: "BTreeEngine", snap: BTreeSnapshot, owned: bool, start, end, reverse: bool):
         self._engine, self._snap, self._owned = engine, snap, owned
+        self._pin = snap._pin  # read per row: the pin's flag directly, not through the property
         self._it = tree_scan(snap._gen.store, snap._root, start, end, reverse)
         self._value = snap._gen.store.value
 
@@ -145,7 +146,7 @@ class _ScanIterator:
             raise StopIteration
         with self._engine._lock:
             self._engine._check()
-            if self._snap.released:
+            if self._pin.released:
                 raise DatabaseClosedError("the snapshot was released during the scan")
             try:
                 key, val = next(self._it)

@@ -24,11 +24,11 @@ group of fixed-width keys the lookup is a :class:`~.point_index.PointIndex`
 (bisection of every 16th key, then ``bytes.find``), no NumPy call.
 
 Scans merge every source (see :mod:`.iterator`). When one sorted run serves
-the whole range — no memtable entry and no range tombstone anywhere, all
-files of the range in one level (or a single level-0 file), each *clean* (only
-puts, every key once; recorded in its :class:`~.sstable.FileMeta` when
-written) and no newer than the scan's snapshot — every row is live and there
-is nothing to merge: :class:`~.iterator.FastScanIterator` yields straight from
+the whole range — no memtable entry and no range tombstone anywhere, the
+files of the range (in any levels) with pairwise disjoint key ranges, each
+*clean* (only puts, every key once; recorded in its :class:`~.sstable.FileMeta`
+when written) and no newer than the scan's snapshot — every row is live and
+there is nothing to merge: :class:`~.iterator.FastScanIterator` yields straight from
 ``zip(keys, values)`` of each row group, at C speed.
 
 :meth:`_ReadPath.scan_batches` is the same scan as Arrow record batches
@@ -307,8 +307,9 @@ class _ReadPath:
                 runs.append((level, hit))
         self._count("scans")
         release = lambda deferred: self._unpin(version, deferred)  # noqa: E731
-        if quiet and self._single_clean_run(runs, seq):
-            return [self._tables[f.number] for f in runs[0][1]] if runs else [], release
+        clean = self._clean_run(runs, seq) if quiet else None
+        if clean is not None:
+            return [self._tables[f.number] for f in clean], release
         for level, hit in runs:
             ssts = [self._tables[f.number] for f in hit]
             for sst in ssts:
@@ -321,16 +322,22 @@ class _ReadPath:
         return None, release, sources, index, seq
 
     @staticmethod
-    def _single_clean_run(runs: list, seq: int) -> bool:
-        """Whether at most one sorted run of clean files, none newer than ``seq``, serves the range."""
-        if not runs:
-            return True
-        if len(runs) > 1:
-            return False
-        level, files = runs[0]
-        if level == 0 and len(files) > 1:
-            return False
-        return all(f.clean and f.max_seq <= seq and not f.range_tombstones for f in files)
+    def _clean_run(runs: list, seq: int) -> list | None:
+        """The files of ``runs`` in key order if they form one sorted run of clean files, else None.
+
+        Clean files (only puts, every key once), none newer than ``seq``, without range tombstones
+        and with pairwise disjoint key ranges hold every key at most once across all of them, so
+        every row is live and nothing needs merging, whichever levels they sit in. Levels need not
+        be single: after a full compaction the leveled policy moves whole files down (trivial
+        moves) while L1 is over its target, which spreads one sorted run over two levels.
+        """
+        files = [f for _, hit in runs for f in hit]
+        if not all(f.clean and f.max_seq <= seq and not f.range_tombstones for f in files):
+            return None
+        files.sort(key=lambda f: f.smallest)
+        if any(a.largest >= b.smallest for a, b in zip(files, files[1:])):
+            return None
+        return files
 
 
 def _clean_chunks(tables: list, start, end, reverse: bool):
