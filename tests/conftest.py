@@ -6,10 +6,12 @@ import os
 
 import pytest
 
+from ddia_ray.storage.lsm.locks import LOCK_CHECK_ENV
+
 # Every LSM the suite opens checks the engine's lock order (storage/lsm/locks.py): an inversion
 # raises at the acquisition that breaks the order instead of waiting for the schedule that deadlocks.
 # Child processes (crash and stress tests) inherit it. It is off by default because it slows puts.
-os.environ.setdefault("DDIA_LSM_LOCK_CHECK", "1")
+os.environ.setdefault(LOCK_CHECK_ENV, "1")
 
 
 @pytest.fixture(scope="session")

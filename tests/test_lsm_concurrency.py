@@ -27,10 +27,10 @@ import ddia_ray
 from ddia_ray.errors import DatabaseClosedError
 from ddia_ray.storage.engine import WriteBatch
 from ddia_ray.storage.lsm import LSMTree
+from ddia_ray.storage.lsm.locks import LOCK_CHECK_ENV
 
 _n = itertools.count()
 WAIT_S = 30  # upper bound for events that should happen almost at once
-LOCK_CHECK_ENV = "DDIA_LSM_LOCK_CHECK"  # ddia_ray.storage.lsm.locks.LOCK_CHECK_ENV
 SEEDS = [11, 23, 37, 67, 71]
 ROUNDS = 4  # open, hammer, close: per seed
 

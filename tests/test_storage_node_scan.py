@@ -243,7 +243,7 @@ def _name() -> str:
 @pytest.mark.ray
 @pytest.mark.parametrize("engine", ["lsm", "memory"])
 def test_node_scans_cross_the_actor_boundary_as_arrow_batches(ray_session, tmp_path, engine):
-    from ddia_ray.storage.node import SCAN_SCHEMA, StorageNode
+    from ddia_ray.storage.node import KV_SCHEMA, StorageNode
 
     url = None if engine == "memory" else f"file://{tmp_path}/db"
     client = StorageNode.launch(_name(), url, engine=engine, **({"sync": "none"} if engine == "lsm" else {}))
@@ -261,7 +261,7 @@ def test_node_scans_cross_the_actor_boundary_as_arrow_batches(ray_session, tmp_p
             want[b"k00600"], want[b"k00601"] = b"newer", b"newest"
         want = sorted(want.items())
         batches = list(client.scan_batches(batch_rows=1000))
-        assert all(b.schema == SCAN_SCHEMA for b in batches)
+        assert all(b.schema == KV_SCHEMA for b in batches)
         assert [b.num_rows for b in batches] == [1000, 1000, 899]  # merged rows are packed: exact sizes
         assert _rows(batches) == want
         if engine == "lsm":
@@ -270,7 +270,7 @@ def test_node_scans_cross_the_actor_boundary_as_arrow_batches(ray_session, tmp_p
             assert _rows(batches) == want and all(0 < b.num_rows <= 1000 for b in batches)
         assert list(client.scan(page_size=333)) == want
         table = client.scan_arrow(b"k00050", b"k00700", reverse=True, limit=400)
-        assert table.schema == SCAN_SCHEMA
+        assert table.schema == KV_SCHEMA
         assert list(zip(table.column("key").to_pylist(), table.column("value").to_pylist())) == \
             [p for p in reversed(want) if b"k00050" <= p[0] < b"k00700"][:400]
         assert client.scan_arrow(b"x", b"y").num_rows == 0

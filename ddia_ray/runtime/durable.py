@@ -44,6 +44,7 @@ from typing import Any, Iterable
 import fsspec
 
 from .. import codec
+from .._fs import fsync_dir, is_local
 from ..errors import CorruptionError, CorruptRecordError
 from ..framing import HEADER_BYTES, MAGIC_BYTES, frame, magic_damaged, read_log, whole_frame_at
 
@@ -155,14 +156,14 @@ class DurableLog:
         self.url = f"{root.rstrip('/')}/{node}"
         # On a local disk the log file stays open between appends (opening it through fsspec for
         # every append cost more than the write); other filesystems open it per append.
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self._local = is_local(self.fs)
         # sync=True also fsyncs every append on a local disk: records then survive a power cut, not
         # only a crash of the process (the default, like a database's "fsync off").
         self.sync = bool(sync)
         created = self._missing_dirs() if self._local and self.sync else []
         self.fs.makedirs(self.dir, exist_ok=True)
         for d in created:  # a new directory entry is durable only once its parent is synced
-            _fsync_dir(os.path.dirname(d))
+            fsync_dir(os.path.dirname(d))
         self._segments = 0  # the highest segment number seen or written
         self._file = None
         self._recovered = False
@@ -215,7 +216,7 @@ class DurableLog:
         if not bodies:
             self.fs.rm_file(path)  # nothing acknowledged is lost: there are no whole frames
             if self._local and self.sync:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         elif not legacy and self._local:
             # Cutting only the torn bytes is safe in place: a crash leaves either length.
             with open(path, "r+b") as f:
@@ -275,7 +276,7 @@ class DurableLog:
             if self.sync:
                 os.fsync(self._file.fileno())
                 if fresh:
-                    _fsync_dir(self.dir)  # the new file's directory entry
+                    fsync_dir(self.dir)  # the new file's directory entry
             self._fresh = False
             return len(data)
         try:
@@ -316,7 +317,7 @@ class DurableLog:
                     os.fsync(f.fileno())  # the new bytes are on disk before the name points at them
             os.replace(tmp, path)
             if self.sync:
-                _fsync_dir(self.dir)  # the rename itself survives a power cut
+                fsync_dir(self.dir)  # the rename itself survives a power cut
             return
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
@@ -334,11 +335,3 @@ class DurableLog:
         if self.fs.exists(self.dir):
             self.fs.rm(self.dir, recursive=True)
         self._fresh, self._segments = True, 0
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

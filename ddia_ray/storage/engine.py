@@ -19,9 +19,12 @@ reads through it see exactly the writes acknowledged before it was taken.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+
+import pyarrow as pa
 
 from .. import codec
 from ..codec import record
@@ -29,6 +32,7 @@ from ..errors import ConfigError, CorruptRecordError, DatabaseClosedError, Inval
 
 __all__ = [
     "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
+    "check_batch", "KV_SCHEMA", "pair_batches",
     "Snapshot", "StorageEngine",
     "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
 ]
@@ -229,6 +233,53 @@ def _check_ops(ops: list) -> None:
             raise InvalidArgumentError(f"a WriteBatch may only hold Op records, got {type(op).__name__}")
 
 
+def check_batch(batch) -> list:
+    """The ops of ``batch``, what every engine's ``write`` applies; InvalidArgumentError unless it is a
+    :class:`WriteBatch` of :class:`Op` records (``ops`` is a public list: what was appended after the
+    batch was built is checked here, so every engine refuses the same things)."""
+    if not isinstance(batch, WriteBatch):
+        raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
+    _check_ops(batch.ops)
+    return batch.ops
+
+
+#: The columns of every record batch an Arrow scan yields (an engine's ``scan_batches``, the storage node).
+KV_SCHEMA = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+
+
+def pair_batches(pairs: Iterator[tuple[bytes, bytes]], batch_rows: int, limit: int | None, *,
+                 close: Callable[[], None] | None = None) -> Iterator[pa.RecordBatch]:
+    """``(key, value)`` pairs packed into :data:`KV_SCHEMA` record batches of up to ``batch_rows`` rows,
+    at most ``limit`` rows in all.
+
+    ``close`` (if given) is called once the pairs are done with: before the last batch is handed
+    out (so a scan's pinned state is released while the caller still holds that batch), or when
+    packing fails. A generator dropped early does not call it: the pairs' owner releases on its own.
+    """
+    remaining = limit
+    try:
+        while remaining is None or remaining > 0:
+            want = batch_rows if remaining is None else min(batch_rows, remaining)
+            chunk = list(itertools.islice(pairs, want))
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            keys, values = zip(*chunk)
+            batch = pa.record_batch([pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=KV_SCHEMA)
+            if close is not None and (len(chunk) < want or remaining == 0):
+                close()  # the last batch: release before handing it out
+            yield batch
+    except GeneratorExit:
+        raise
+    except BaseException:
+        if close is not None:
+            close()
+        raise
+    if close is not None:
+        close()
+
+
 @runtime_checkable
 class Snapshot(Protocol):
     """A consistent read view at ``seq``; release it (or use ``with``) so old data can be dropped."""
@@ -339,11 +390,7 @@ class MemoryEngine(BatchWrites):
 
     def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically (one sequence number for all of it)."""
-        # The same refusals as LSMTree.write and BTreeEngine.write: this engine is the model
-        # the others are tested against, so it must not accept what they refuse.
-        if not isinstance(batch, WriteBatch):
-            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
-        _check_ops(batch.ops)  # ``ops`` is a public list: re-check what was appended to it
+        check_batch(batch)  # the refusals of every engine: this one is the model the others are tested against
         with self._lock:
             self._check()
             self._seq += 1

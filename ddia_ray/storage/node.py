@@ -20,7 +20,7 @@ see it too: futures promise read-your-writes, not a point in time).
 
 Scans cross the boundary as Arrow. :meth:`StorageNode.scan_batches` is a Ray
 streaming generator: one engine scan (one snapshot, one pinned version)
-yields lists of ``pyarrow.RecordBatch`` es of :data:`SCAN_SCHEMA` (about
+yields lists of ``pyarrow.RecordBatch`` es of :data:`KV_SCHEMA` (about
 ``batch_rows`` rows per list), each put in Ray's object store as it is made,
 so the client reads one while the node cuts the next, and the Arrow buffers
 are never re-encoded row by row (the LSM serves a range with nothing to merge
@@ -33,7 +33,6 @@ built from the batches.
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import threading
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -44,13 +43,11 @@ from .._validate import integer, non_negative, positive
 from ..errors import InvalidArgumentError
 from ..runtime.calls import get_result
 from ..runtime.connect import NAMESPACE, ensure_ray
-from .engine import (Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine, to_key,
-                     to_value)
+from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine,
+                     pair_batches, to_key, to_value)
 
-__all__ = ["StorageNode", "StorageClient", "SCAN_SCHEMA"]
+__all__ = ["StorageNode", "StorageClient"]
 
-#: Columns of the record batches a scan through the node yields.
-SCAN_SCHEMA = pa.schema([("key", pa.binary()), ("value", pa.binary())])
 _DEFAULT_BATCH_ROWS = 65536  # ~8 MB of 16 B keys and 100 B values: few objects, still pipelined
 
 
@@ -69,19 +66,6 @@ def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
     if batch.get_total_buffer_size() <= 2 * batch.nbytes + 4096:
         return batch
     return pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in batch.columns], schema=batch.schema)
-
-
-def _pack_pairs(pairs: Iterator[tuple[bytes, bytes]], batch_rows: int,
-                limit: int | None) -> Iterator[pa.RecordBatch]:
-    """Record batches of the pairs of an engine without an Arrow scan of its own."""
-    if limit is not None:
-        pairs = itertools.islice(pairs, limit)
-    while True:
-        chunk = list(itertools.islice(pairs, batch_rows))
-        if not chunk:
-            return
-        keys, values = zip(*chunk)
-        yield pa.record_batch([pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=SCAN_SCHEMA)
 
 
 class StorageNode:
@@ -153,7 +137,7 @@ class StorageNode:
 
     def scan_batches(self, start: bytes | None, end: bytes | None, limit: int | None, reverse: bool,
                      batch_rows: int) -> Iterator[list]:
-        """Live pairs of ``[start, end)`` as lists of :data:`SCAN_SCHEMA` record batches, at most ``limit`` rows.
+        """Live pairs of ``[start, end)`` as lists of :data:`KV_SCHEMA` record batches, at most ``limit`` rows.
 
         A generator: call it with ``num_returns="streaming"`` (the client does) so every list
         goes to the object store as soon as it holds ``batch_rows`` rows (the engine's batches,
@@ -166,7 +150,7 @@ class StorageNode:
         if arrow is not None:
             batches = arrow(start, end, reverse=reverse, limit=limit, batch_rows=batch_rows)
         else:
-            batches = _pack_pairs(iter(self.db.scan(start, end, reverse=reverse)), batch_rows, limit)
+            batches = pair_batches(iter(self.db.scan(start, end, reverse=reverse)), batch_rows, limit)
         group, rows = [], 0
         for batch in batches:
             group.append(_compact(batch))
@@ -284,7 +268,7 @@ class StorageClient:
 
     def scan_batches(self, start: Any = None, end: Any = None, *, reverse: bool = False,
                      limit: int | None = None, batch_rows: int = _DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Record batches (:data:`SCAN_SCHEMA`) of the live pairs of ``[start, end)``, in scan order.
+        """Record batches (:data:`KV_SCHEMA`) of the live pairs of ``[start, end)``, in scan order.
 
         At most ``limit`` rows in all and ``batch_rows`` per batch (a batch may be shorter: the
         LSM hands out slices of its row groups rather than copy them together). The node streams
@@ -301,7 +285,7 @@ class StorageClient:
                    limit: int | None = None, batch_rows: int = _DEFAULT_BATCH_ROWS) -> pa.Table:
         """The live pairs of ``[start, end)`` as one ``pa.Table`` (chunked by batch, no copy)."""
         batches = list(self.scan_batches(start, end, reverse=reverse, limit=limit, batch_rows=batch_rows))
-        return pa.Table.from_batches(batches, schema=SCAN_SCHEMA)
+        return pa.Table.from_batches(batches, schema=KV_SCHEMA)
 
     def flush(self) -> None:
         """Flush the node's engine."""

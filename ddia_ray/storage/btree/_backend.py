@@ -33,6 +33,7 @@ import os
 
 import fsspec
 
+from ..._fs import fsync_dir, is_local
 from ...errors import ConfigError
 
 try:  # flock is POSIX-only; without it concurrent writers are simply not detected
@@ -83,7 +84,7 @@ class _LocalBackend:
         """Atomically rename this file over ``target`` (and make the rename durable)."""
         os.replace(self.path, target)
         self.path = target
-        self._sync_dir(target)
+        fsync_dir(os.path.dirname(target))
 
     def publish(self, target: str) -> None:
         """Give this (complete, synced) file the name ``target``; FileExistsError if that exists."""
@@ -98,18 +99,7 @@ class _LocalBackend:
         else:
             os.unlink(self.path)
         self.path = target
-        self._sync_dir(target)
-
-    @staticmethod
-    def _sync_dir(target: str) -> None:
-        try:
-            dir_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY)
-        except OSError:  # pragma: no cover - platforms without directory fds
-            return
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(os.path.dirname(target))
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -171,7 +161,7 @@ def resolve(url: str) -> tuple[str, object, str]:
     """``(kind, fs, data file path)`` for a database URL; ConfigError for object storage."""
     fs, path = fsspec.core.url_to_fs(url)
     protocols = _protocols(fs)
-    if "file" in protocols or "local" in protocols:
+    if is_local(fs):
         kind = "file"
     elif "memory" in protocols:
         kind = "memory"

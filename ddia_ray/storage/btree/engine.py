@@ -47,11 +47,11 @@ from typing import Any, Iterator, Mapping
 
 from ..._validate import integer, invariant, probability
 from ...errors import ConfigError, DatabaseClosedError, InvalidArgumentError
-from ..engine import BatchWrites, Op, WriteBatch, check_range, register_engine, to_key
+from ..engine import BatchWrites, WriteBatch, check_batch, check_range, register_engine, to_key
 from . import _backend
 from .cowtree import NodeStore, TreeWriter, build_tree, check_tree, tree_get, tree_scan
 from .pagefile import PageFile
-from .recovery import RECOVER_MODES
+from .recovery import check_recover
 
 __all__ = ["BTreeEngine", "BTreeSnapshot"]
 
@@ -181,8 +181,7 @@ class BTreeEngine(BatchWrites):
         self.cache_pages = integer("cache_pages", cache_pages)
         if cache_pages < 16:
             raise ConfigError(f"cache_pages must be >= 16, got {cache_pages}")
-        if recover not in RECOVER_MODES:
-            raise ConfigError(f"recover must be one of {RECOVER_MODES}, got {recover!r}")
+        check_recover(recover)
         self._kind, self._fs, self._path = _backend.resolve(url)
         with _OPEN_LOCK:
             if (self._kind, self._path) in _OPEN_FILES:
@@ -260,11 +259,7 @@ class BTreeEngine(BatchWrites):
 
     def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically in one transaction (committed, and fsynced if ``sync``, on return)."""
-        if not isinstance(batch, WriteBatch):
-            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
-        for op in batch.ops:
-            if not isinstance(op, Op):  # batch.ops is a plain list: anything may have been appended
-                raise InvalidArgumentError(f"a WriteBatch may only hold Op records, got {type(op).__name__}")
+        for op in check_batch(batch):
             if len(op.key) > self.max_key_bytes or len(op.end) > self.max_key_bytes:
                 raise ConfigError(f"keys are limited to {self.max_key_bytes} bytes with "
                                   f"{self._gen.pf.page_size}-byte pages; got {max(len(op.key), len(op.end))}")

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 
 from ..._validate import integer, invariant
 from ...errors import ConfigError, CorruptionError, NotADatabaseError
-from .recovery import RECOVER_MODES, SlotReport, choose
+from .recovery import SlotReport, check_recover, choose
 
 __all__ = ["PageFile", "Meta", "META", "LEAF", "BRANCH", "OVERFLOW", "FREELIST", "HEADER_BYTES",
            "FORMAT_VERSION", "META_RECORD_BYTES", "FLAG_SYNCED"]
@@ -155,8 +155,7 @@ class PageFile:
         page_size = integer("page_size", page_size)
         if page_size not in _PAGE_SIZES:
             raise ConfigError(f"page_size must be a power of two in [512, 65536], got {page_size}")
-        if recover not in RECOVER_MODES:
-            raise ConfigError(f"recover must be one of {RECOVER_MODES}, got {recover!r}")
+        check_recover(recover)
         self.backend, self.sync = backend, bool(sync)
         self.page_size = page_size
         self.capacity = page_size - HEADER_BYTES

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from ...errors import ConfigError, CorruptionError
 
-__all__ = ["SlotReport", "choose", "RECOVER_MODES"]
+__all__ = ["SlotReport", "choose", "check_recover", "RECOVER_MODES"]
 
 #: Values of the ``recover`` option: None (refuse to lose a commit) or an explicit fallback.
 RECOVER_MODES = (None, "previous_commit")
@@ -65,14 +65,15 @@ class SlotReport:
     claimed_txn: int | None = None  # a damaged record's unverified txn id, for messages only
 
 
-def _check_mode(recover) -> None:
+def check_recover(recover) -> None:
+    """ConfigError unless ``recover`` is one of :data:`RECOVER_MODES`."""
     if recover not in RECOVER_MODES:
         raise ConfigError(f"recover must be one of {RECOVER_MODES}, got {recover!r}")
 
 
 def choose(reports, *, path: str, sync: bool, recover: str | None) -> tuple[int, str | None]:
     """``(index of the report to open, fallback note or None)``; CorruptionError when refused."""
-    _check_mode(recover)
+    check_recover(recover)
     intact = [r for r in reports if r.problem is None]
     if not intact:
         detail = "; ".join(f"meta page {r.slot} {r.problem}" for r in reports)

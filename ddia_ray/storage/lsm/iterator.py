@@ -27,9 +27,10 @@ its end (``__setstate__``, the list iterator's own pickling hook).
 Arrow scans (``scan_batches``) hand out :data:`KV_SCHEMA` record batches.
 :func:`arrow_batches` slices a clean run's row-group tables (already Arrow:
 no row is copied, into Python or otherwise) into batches of at most
-``batch_rows``; :func:`pair_batches` packs the merged pairs of a
-:class:`ScanIterator`. Both release the pinned version when exhausted, on an
-error, or (deferred, like the iterators above) when closed or dropped.
+``batch_rows``; the merged pairs of a :class:`ScanIterator` are packed by
+:func:`ddia_ray.storage.engine.pair_batches`. Both release the pinned version
+when exhausted, on an error, or (deferred, like the iterators above) when
+closed or dropped.
 """
 
 from __future__ import annotations
@@ -42,14 +43,12 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from ..engine import KV_SCHEMA
 from .memtable import PUT, Memtable
 from .tombstones import TombstoneIndex
 
-__all__ = ["ScanIterator", "FastScanIterator", "memtable_entries", "chain_entries", "arrow_batches",
-           "pair_batches", "KV_SCHEMA"]
+__all__ = ["ScanIterator", "FastScanIterator", "memtable_entries", "chain_entries", "arrow_batches"]
 
-#: The columns of every record batch an Arrow scan yields.
-KV_SCHEMA = pa.schema([("key", pa.binary()), ("value", pa.binary())])
 
 
 def memtable_entries(mem: Memtable, keys: list, lo: int, hi: int, snapshot_seq: int,
@@ -255,27 +254,3 @@ def _released(batches: Iterator[pa.RecordBatch], release: Callable[[bool], None]
         release(False)
         raise
     release(False)
-
-
-def pair_batches(pairs: "ScanIterator", batch_rows: int, limit: int | None) -> Iterator[pa.RecordBatch]:
-    """The pairs of a merging scan packed into record batches of up to ``batch_rows`` rows."""
-    remaining = limit
-    try:
-        while remaining is None or remaining > 0:
-            want = batch_rows if remaining is None else min(batch_rows, remaining)
-            chunk = list(itertools.islice(pairs, want))
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            keys, values = zip(*chunk)
-            batch = pa.record_batch([pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=KV_SCHEMA)
-            if len(chunk) < want or remaining == 0:
-                pairs.close()  # the last batch: release the pin before handing it out
-            yield batch
-    except GeneratorExit:  # the ScanIterator's own finaliser releases (deferred) once it is garbage
-        raise
-    except BaseException:
-        pairs.close()
-        raise
-    pairs.close()

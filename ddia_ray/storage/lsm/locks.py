@@ -7,7 +7,7 @@ Every lock of the engine has a *rank* (the table is at the top of
 rank of every lock it already holds, so no cycle of waits, hence no deadlock,
 can form. The rule is cheap to state and easy to break in a refactor, so it
 is checked at run time when the environment variable :data:`LOCK_CHECK_ENV`
-is ``"1"`` when a tree is opened (the concurrency tests set it): the tree then
+is ``"1"`` when a tree is opened (the test suite sets it for every test): the tree then
 builds its locks as :class:`RankedLock` wrappers that remember, per thread,
 which ranks are held and raise :class:`~ddia_ray._validate.InvariantViolation`
 on an out-of-order acquisition, *before* blocking, so an inversion is

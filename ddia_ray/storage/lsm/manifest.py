@@ -29,10 +29,10 @@ version names it (see ``LSMTree._delete_obsolete``).
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Iterable
 
+from ..._fs import fsync_dir, is_local
 from ...codec import decode, encode, record
 from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
 from ...framing import TornObjectError, frame_object, read_object
@@ -125,13 +125,8 @@ class ManifestStore:
         """Write ``rec`` as ``MANIFEST-<rec.number>``; returns the bytes written."""
         data = frame_object(_MAGIC, encode(rec))
         put_object(self.fs, f"{self.directory}/{manifest_name(rec.number)}", data)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        if {"file", "local"} & set(protocols):  # make the new directory entries durable too
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if is_local(self.fs):  # make the new directory entries durable too
+            fsync_dir(self.directory)
         return len(data)
 
     def load_current(self, listing: Iterable[str]) -> tuple[ManifestRecord | None, list[int]]:

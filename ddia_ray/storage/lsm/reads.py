@@ -48,10 +48,9 @@ import pyarrow as pa
 
 from ..._validate import integer, non_negative, positive
 from ...errors import DatabaseClosedError
-from ..engine import check_range, to_key
+from ..engine import check_range, pair_batches, to_key
 from .bloom import key_hash
-from .iterator import (FastScanIterator, ScanIterator, arrow_batches, chain_entries, memtable_entries,
-                       pair_batches)
+from .iterator import FastScanIterator, ScanIterator, arrow_batches, chain_entries, memtable_entries
 from .manifest import Version
 from .memtable import PUT
 from .snapshot import LSMSnapshot
@@ -283,7 +282,7 @@ class _ReadPath:
                                  batch_rows, limit)
         _, release, sources, index, seq = plan
         pairs = ScanIterator([make(reverse) for make in sources], index, seq, reverse, release, self._check_open)
-        return pair_batches(pairs, batch_rows, limit)
+        return pair_batches(pairs, batch_rows, limit, close=pairs.close)
 
     def _open_scan(self, s: bytes | None, e: bytes | None, snapshot: LSMSnapshot | None) -> tuple:
         """Pin what a scan of ``[s, e)`` reads: ``(tables, release)`` for one clean run, else

@@ -60,14 +60,6 @@ def _listing(fs, directory: str) -> list[str]:
                 raise StorageError(f"{directory} kept changing while it was listed: {e!r}") from e
 
 
-def _remove(fs, path: str) -> None:
-    """Delete garbage; a file already gone (a stale S3 listing, a race) is what we wanted."""
-    try:
-        fs.rm_file(path)
-    except FileNotFoundError:
-        pass
-
-
 def recover(tree) -> None:
     """Fill ``tree``'s version, tables, memtable, WAL and counters from its directory."""
     fs, d, opts = tree._fs, tree._dir, tree._opts
@@ -84,8 +76,7 @@ def recover(tree) -> None:
         rec = ManifestRecord(ENGINE_NAME, max(torn, default=0) + 1, 0, 1, 1, opts.compaction,
                              ((),) * opts.num_levels)
         tree._manifests.write(rec)
-        for n in torn:
-            _remove(fs, f"{d}/{manifest_name(n)}")
+        tree._delete_paths(f"{d}/{manifest_name(n)}" for n in torn)  # gone already (stale listing): fine
         listing = [manifest_name(rec.number)]
     else:
         if opts.error_if_exists:
@@ -120,8 +111,7 @@ def recover(tree) -> None:
                 garbage.append(name)
             else:
                 wal_numbers.add(n)
-    for name in garbage:
-        _remove(fs, f"{d}/{name}")
+    tree._delete_paths(f"{d}/{name}" for name in garbage)
 
     mem = Memtable(min(wal_numbers, default=0))
     last_seq, skipped = rec.last_seq, 0

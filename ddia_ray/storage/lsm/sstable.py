@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..._fs import is_local
 from ...codec import decode, encode, record
 from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
 from .bloom import BloomFilter
@@ -139,8 +140,7 @@ class TableMeta:
 
 def put_object(fs, path: str, data) -> None:
     """Write a whole object (bytes or a buffer); on a local disk also fsync it (it may soon be named by a manifest)."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if {"file", "local"} & set(protocols):
+    if is_local(fs):
         with fs.open(path, "wb") as f:
             f.write(data)
             f.flush()

@@ -82,7 +82,7 @@ import fsspec
 import pyarrow as pa
 
 from ...errors import DatabaseClosedError, InvalidArgumentError, StorageError
-from ..engine import Op, WriteBatch, check_range, to_key, to_value
+from ..engine import WriteBatch, check_batch, check_range, to_key, to_value
 from .cache import LRUCache
 from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
@@ -226,12 +226,8 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
 
     def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically (one WAL frame, consecutive sequence numbers)."""
-        if not isinstance(batch, WriteBatch):
-            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
         ops, size = [], 0
-        for op in batch.ops:
-            if not isinstance(op, Op):
-                raise InvalidArgumentError("a WriteBatch may only hold Op records")
+        for op in check_batch(batch):
             tail = op.end if op.kind == "delete_range" else op.value
             ops.append((_KINDS[op.kind], op.key, tail))
             size += len(op.key) + len(tail)

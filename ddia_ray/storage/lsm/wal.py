@@ -55,8 +55,9 @@ from typing import Iterator
 import msgpack
 from fsspec.implementations.local import LocalFileOpener
 
+from ..._fs import is_local
 from ...errors import CorruptionError
-from ...framing import frame, read_log
+from ...framing import HEADER_BYTES, frame, read_log
 
 __all__ = ["WAL_FORMAT", "MAX_SEQ", "WalWriter", "encode_batch", "read_wal", "wal_name",
            "wal_objects", "can_append"]
@@ -66,7 +67,6 @@ WAL_FORMAT = 1
 MAX_SEQ = (1 << 63) - 1
 _KINDS = (0, 1, 2)
 _RANGE_DELETE = 2
-_FRAME_OVERHEAD = len(frame(b""))  # the frame header: a body at offset p ends at p + this + len(body)
 _FIRST_CHUNK_BYTES = 1 << 20  # the first reservation of a mapped WAL; each growth doubles it
 _MAX_CHUNK_BYTES = 64 << 20
 
@@ -101,7 +101,7 @@ class WalWriter:
         self.bytes_written = 0
         self._segment_bytes = segment_bytes
         self._append = can_append(fs)
-        self._local = bool({"file", "local"} & set(_protocols(fs)))
+        self._local = is_local(fs)
         self._map: mmap.mmap | None = None
         self._file = self._sink = self._fd = None
         if self._local and sync != "batch":
@@ -288,7 +288,7 @@ def read_wal(fs, directory: str, number: int, listing: list[str], *, skip: bool)
         for body in found.bodies:
             where = f"the frame at byte {offset}" if offset is not None else "a frame"
             if offset is not None:
-                offset += _FRAME_OVERHEAD + len(body)
+                offset += HEADER_BYTES + len(body)
             try:
                 first_seq, ops = _decode_batch(body)
             except _Malformed as e:
