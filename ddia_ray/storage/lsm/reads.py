@@ -41,7 +41,6 @@ merged pairs packed into batches.
 from __future__ import annotations
 
 import bisect
-import functools
 from typing import Iterator
 
 import pyarrow as pa
@@ -60,44 +59,6 @@ from .tombstones import TombstoneIndex
 __all__: list[str] = []
 
 
-def _lookup(tables: dict, version: Version, key: bytes, seq: int, cover: int, tally: list, cached_only: bool):
-    """``(found, cover)`` from the SSTables of ``version``; ``found`` may be NOT_CACHED if ``cached_only``."""
-    h = None
-    smallest = version.smallest
-    for level, files in enumerate(version.levels):
-        if not files:
-            continue
-        if level == 0:
-            candidates = files
-        else:
-            i = bisect.bisect_right(smallest[level], key) - 1
-            if i < 0:
-                continue
-            candidates = (files[i],)
-        for f in candidates:
-            if key < f.smallest or key > f.largest or f.min_seq > seq:
-                continue
-            sst = tables[f.number]
-            if sst.has_tombstones:
-                cover = max(cover, sst.tombstones.cover(key, seq))
-            tally[1] += 1
-            # A cached row group answers as fast as the filter would: the filter is there to
-            # spare reads, so it is consulted only when the row group is not in memory.
-            found = sst.get_cached(key, seq)
-            if found is NOT_CACHED:
-                if h is None:
-                    h = key_hash(key)
-                if not sst.bloom.may_contain_hash(h):
-                    tally[2] += 1
-                    continue
-                if cached_only:
-                    return NOT_CACHED, cover
-                found = sst.get(key, seq)
-            if found is not None:
-                return found, cover
-    return None, cover
-
-
 def _resolve(found, cover: int) -> bytes | None:
     if found is None:
         return None
@@ -106,7 +67,7 @@ def _resolve(found, cover: int) -> bytes | None:
 
 
 class _ReadPlan:
-    """The files a point read may probe in one :class:`Version`, flattened for :meth:`lookup_cached`.
+    """The files a point read may probe in one :class:`Version`, flattened for :meth:`lookup`.
 
     Built under the tree mutex the first time a ``get`` meets a new version (flushes and
     compactions are rare next to reads) and immutable after: level 0 as
@@ -126,8 +87,9 @@ class _ReadPlan:
                              tuple(f.min_seq for f in files), tuple(tables[f.number] for f in files))
                             for i, files in enumerate(version.levels) if i and files)
 
-    def lookup_cached(self, key: bytes, seq: int, cover: int, tally: list):
-        """:func:`_lookup` with ``cached_only``: ``(found, cover)``, ``found`` NOT_CACHED if a read is needed."""
+    def lookup(self, key: bytes, seq: int, cover: int, tally: list, cached_only: bool):
+        """``(found, cover)`` from the SSTables of this version, ``found`` a ``(seq, op, value)`` or None;
+        with ``cached_only``, ``found`` is NOT_CACHED when a row group would have to be read."""
         h = None
         for smallest, largest, min_seq, sst in self.level0:
             if key < smallest or key > largest or min_seq > seq:
@@ -135,14 +97,19 @@ class _ReadPlan:
             if sst.has_tombstones:
                 cover = max(cover, sst.tombstones.cover(key, seq))
             tally[1] += 1
+            # A cached row group answers as fast as the filter would: the filter is there to
+            # spare reads, so it is consulted only when the row group is not in memory.
             found = sst.get_cached(key, seq)
             if found is NOT_CACHED:
                 if h is None:
                     h = key_hash(key)
-                if sst.bloom.may_contain_hash(h):
+                if not sst.bloom.may_contain_hash(h):
+                    tally[2] += 1
+                    continue
+                if cached_only:
                     return NOT_CACHED, cover
-                tally[2] += 1
-            elif found is not None:
+                found = sst.get(key, seq)
+            if found is not None:
                 return found, cover
         # Deeper levels: at most one candidate file each, probed exactly as a level-0 file above (the
         # probe is repeated rather than called: this is the hot path of every cached get).
@@ -158,10 +125,13 @@ class _ReadPlan:
             if found is NOT_CACHED:
                 if h is None:
                     h = key_hash(key)
-                if sst.bloom.may_contain_hash(h):
+                if not sst.bloom.may_contain_hash(h):
+                    tally[2] += 1
+                    continue
+                if cached_only:
                     return NOT_CACHED, cover
-                tally[2] += 1
-            elif found is not None:
+                found = sst.get(key, seq)
+            if found is not None:
                 return found, cover
         return None, cover
 
@@ -171,6 +141,13 @@ class _ReadPath:
 
     #: The point-read plan of the current version (owned here; rebuilt under the mutex when stale).
     _read_plan: _ReadPlan = _ReadPlan(None, {})
+
+    def _plan_locked(self) -> _ReadPlan:
+        """Under the mutex: the point-read plan of the current version (built when it changed)."""
+        plan = self._read_plan
+        if plan.version is not self._version:
+            plan = self._read_plan = _ReadPlan(self._version, self._tables)
+        return plan
 
     def _get_memtables(self, key: bytes, seq: int):
         mem = self._mem
@@ -204,10 +181,10 @@ class _ReadPath:
                 found, cover = self._get_memtables(key, seq)
             if found is not None:
                 return _resolve(found, cover)
-            plan = self._read_plan
+            plan = self._read_plan  # _plan_locked(), inlined
             if plan.version is not self._version:
                 plan = self._read_plan = _ReadPlan(self._version, self._tables)
-            found, cover = plan.lookup_cached(key, seq, cover, tally)
+            found, cover = plan.lookup(key, seq, cover, tally, True)
             if found is not NOT_CACHED:
                 return _resolve(found, cover)
             tally[0] -= 1  # counted again by get_many
@@ -228,11 +205,11 @@ class _ReadPath:
                 else:
                     todo.append((i, cover))
             version = self._pin_locked() if todo else None
+            plan = self._plan_locked() if todo else None  # the plan of the version just pinned
         tally = [len(ks), 0, 0]
         try:
-            tables = self._tables
             for i, cover in todo:
-                found, cover = _lookup(tables, version, ks[i], seq, cover, tally, False)
+                found, cover = plan.lookup(ks[i], seq, cover, tally, False)
                 out[i] = _resolve(found, cover)
         finally:
             doomed = []
@@ -253,14 +230,13 @@ class _ReadPath:
              snapshot: LSMSnapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Lazy iterator of live ``(key, value)`` in ``[start, end)``; pins the files it reads."""
         s, e = check_range(start, end)
-        plan = self._open_scan(s, e, snapshot)
-        if plan[0] is not None:
-            it = FastScanIterator.create(_clean_chunks(plan[0], s, e, reverse), reverse, plan[1], self._check_open)
-            with self._mutex:
-                self._live_scans.add(it)
-            return it
-        _, release, sources, index, seq = plan
-        return ScanIterator([make(reverse) for make in sources], index, seq, reverse, release, self._check_open)
+        tables, release, merged = self._open_scan(s, e, reverse, snapshot)
+        if merged is not None:
+            return merged
+        it = FastScanIterator.create(_clean_chunks(tables, s, e, reverse), reverse, release, self._check_open)
+        with self._mutex:
+            self._live_scans.add(it)
+        return it
 
     def scan_batches(self, start=None, end=None, *, reverse: bool = False, snapshot: LSMSnapshot | None = None,
                      limit: int | None = None, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
@@ -276,17 +252,14 @@ class _ReadPath:
         if limit is not None:
             non_negative("limit", integer("limit", limit))
         s, e = check_range(start, end)
-        plan = self._open_scan(s, e, snapshot)
-        if plan[0] is not None:
-            return arrow_batches(_arrow_chunks(plan[0], s, e, reverse, self._check_open), plan[1],
-                                 batch_rows, limit)
-        _, release, sources, index, seq = plan
-        pairs = ScanIterator([make(reverse) for make in sources], index, seq, reverse, release, self._check_open)
-        return pair_batches(pairs, batch_rows, limit, close=pairs.close)
+        tables, release, merged = self._open_scan(s, e, reverse, snapshot)
+        if merged is not None:
+            return pair_batches(merged, batch_rows, limit, close=merged.close)
+        return arrow_batches(_arrow_chunks(tables, s, e, reverse, self._check_open), release, batch_rows, limit)
 
-    def _open_scan(self, s: bytes | None, e: bytes | None, snapshot: LSMSnapshot | None) -> tuple:
-        """Pin what a scan of ``[s, e)`` reads: ``(tables, release)`` for one clean run, else
-        ``(None, release, source makers, tombstone index, seq)`` (a maker takes ``reverse``)."""
+    def _open_scan(self, s: bytes | None, e: bytes | None, reverse: bool, snapshot: LSMSnapshot | None) -> tuple:
+        """Pin what a scan of ``[s, e)`` reads: ``(tables, release, None)`` when one clean run serves
+        it (the caller streams it), else ``(None, None, merging ScanIterator)`` (which owns the pin)."""
         with self._mutex:
             self._check_open()
             seq = self._read_seq(snapshot)
@@ -295,7 +268,7 @@ class _ReadPath:
             for mem in [self._mem] + self._imms[::-1]:
                 keys, lo, hi = mem.key_slice(s, e)
                 quiet = quiet and lo >= hi and not mem.has_tombstones
-                sources.append(functools.partial(memtable_entries, mem, keys, lo, hi, seq))
+                sources.append(memtable_entries(mem, keys, lo, hi, seq, reverse))  # lazy: runs on next()
                 tombstones += mem.range_tombstones()
             version = self._pin_locked()
         runs = []
@@ -308,17 +281,17 @@ class _ReadPath:
         release = lambda deferred: self._unpin(version, deferred)  # noqa: E731
         clean = self._clean_run(runs, seq) if quiet else None
         if clean is not None:
-            return [self._tables[f.number] for f in clean], release
+            return [self._tables[f.number] for f in clean], release, None
         for level, hit in runs:
             ssts = [self._tables[f.number] for f in hit]
             for sst in ssts:
                 tombstones += sst.tmeta.range_tombstones
             if level == 0:
-                sources += [functools.partial(_entries_of, sst, s, e, seq) for sst in ssts]
+                sources += [sst.entries(s, e, seq, reverse) for sst in ssts]
             else:
-                sources.append(functools.partial(chain_entries, ssts, s, e, seq))
+                sources.append(chain_entries(ssts, s, e, seq, reverse))
         index = TombstoneIndex(t for t in tombstones if t[2] <= seq)
-        return None, release, sources, index, seq
+        return None, None, ScanIterator(sources, index, seq, reverse, release, self._check_open)
 
     @staticmethod
     def _clean_run(runs: list, seq: int) -> list | None:
@@ -349,7 +322,3 @@ def _arrow_chunks(tables: list, start, end, reverse: bool, check):
         for chunk in sst.arrow_chunks(start, end, reverse):
             check()  # no row group is served after close()
             yield chunk
-
-
-def _entries_of(sst, start, end, seq: int, reverse: bool):
-    return sst.entries(start, end, seq, reverse)
