@@ -1,4 +1,4 @@
-"""Small storage defects from issue 10, one named test each, run against every engine where it applies.
+"""Storage engine argument and accounting checks, one named test each, run against every engine where it applies.
 
 - the row-group cache charged 64 B per entry where one holds ~5 KB: its byte bound did not bound memory;
 - ``MemoryEngine.write(list)`` raised AttributeError where the other engines raise InvalidArgumentError;
