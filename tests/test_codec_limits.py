@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ddia_ray import codec
 from ddia_ray.codec import FIELD_DEPTH_MAX, FORMAT_1, RECORD_DEPTH_MAX, decode, encode, record
-from ddia_ray.errors import CodecError, CorruptRecordError
+from ddia_ray.errors import CodecError, CorruptRecordError, InvalidArgumentError
 
 UNPACK_DEPTH_MAX = 1024  # msgpack's own bound for arrays and maps when unpacking
 PACK_DEPTH_MAX = codec._PACK_DEPTH_MAX  # and when packing: 1024 since msgpack 1.2, 511 before
@@ -535,3 +535,43 @@ def test_mutated_messages_decode_or_raise_a_codec_error(which, edits):
             else:
                 data[at] = byte
     _decodes_or_refuses(bytes(data))
+
+
+@record("test.limits.checked", version=1, fields_checked=True)
+class Checked:
+    """A record that validates its one field itself, so the codec skips its own walk of it."""
+
+    items: tuple = ()
+
+    def __post_init__(self):
+        if not (isinstance(self.items, tuple) and all(type(x) is int for x in self.items)):
+            raise InvalidArgumentError("items are ints")
+
+
+def test_a_fields_checked_record_is_refused_by_its_own_validation_and_unknown_fields_still_walked():
+    """fields_checked skips the generic walk of known fields only: their __post_init__ is the check,
+    and a newer version's unknown fields (which no __post_init__ sees) are walked as before."""
+    assert decode(encode(Checked((1, 2)))) == Checked((1, 2))
+    with pytest.raises(InvalidArgumentError):
+        Checked((tuples(FIELD_DEPTH_MAX + 1),))
+    with pytest.raises(CorruptRecordError, match="items are ints"):  # __post_init__ refuses it on decode
+        decode(raw_record("test.limits.checked", 1, {"items": (tuples(FIELD_DEPTH_MAX + 1),)}))
+    with pytest.raises(CorruptRecordError, match=f"FIELD_DEPTH_MAX={FIELD_DEPTH_MAX}"):
+        decode(raw_record("test.limits.checked", 2, {"items": (1,), "later": tuples(FIELD_DEPTH_MAX + 1)}))
+    newer = decode(raw_record("test.limits.checked", 2, {"items": (1,), "later": (1, 2)}))
+    assert newer == Checked((1,)) and decode(encode(newer)) == newer
+
+
+def test_a_kv_batch_refuses_every_malformed_field_itself():
+    """KVBatch is fields_checked: its own validation must refuse what the codec's walk refused."""
+    from ddia_ray.kv.commands import KVBatch
+
+    good = KVBatch("c", (("put", "k", 1, "v", None),), 0)
+    assert decode(encode(good), KVBatch) == good
+    for fields in ({"client": "c", "ops": (("put", "k", 1, tuples(FIELD_DEPTH_MAX + 1), None),), "acked_below": 0},
+                   {"client": "c", "ops": (("put", "k", 1, {1: 2}, None),), "acked_below": 0},
+                   {"client": "c", "ops": (), "acked_below": tuples(FIELD_DEPTH_MAX + 1)},
+                   {"client": "c", "ops": (), "acked_below": -1},
+                   {"client": tuples(3), "ops": (), "acked_below": 0}):
+        with pytest.raises(CorruptRecordError):
+            decode(raw_record("kv.batch", 1, fields), KVBatch)

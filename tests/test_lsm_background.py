@@ -245,3 +245,36 @@ def test_obsolete_files_live_while_a_reader_uses_them(holder):
     assert _sst_files(fs, path) == after - before and len(after - before) == 1
     assert db.stats()["files_awaiting_deletion"] == 0
     db.close()
+
+
+def test_single_key_writers_hand_the_gil_to_a_pending_flush(tmp_path, monkeypatch):
+    """While a flush is pending, the fast path releases the GIL every HANDOFF_WRITES writes, else never."""
+    from ddia_ray.storage.lsm.writes import HANDOFF_WRITES
+
+    gate, entered = threading.Event(), threading.Event()
+    flush = LSMTree._flush_oldest
+
+    def gated_flush(self):
+        entered.set()
+        gate.wait()
+        return flush(self)
+
+    monkeypatch.setattr(LSMTree, "_flush_oldest", gated_flush)
+    db = LSMTree.open(f"file://{tmp_path}/db", memtable_bytes=1 << 20, max_immutable_memtables=8)
+    for i in range(3 * HANDOFF_WRITES):  # nothing to flush yet: the writer keeps the GIL
+        db.put(b"a%06d" % i, b"v")
+    assert db.stats()["gil_handoffs"] == 0
+    i = 0
+    while not entered.is_set():  # fill the memtable until the flusher holds an immutable one
+        db.put(b"b%06d" % i, b"v" * 100)
+        i += 1
+        if i % 1000 == 0:
+            entered.wait(0.01)
+    before = db.stats()["gil_handoffs"]
+    for j in range(4 * HANDOFF_WRITES):
+        db.put(b"c%06d" % j, b"v")
+    assert db.stats()["gil_handoffs"] - before == 4
+    gate.set()
+    db.flush()
+    assert db.get(b"b000000") == b"v" * 100 and db.get(b"c000000") == b"v"
+    db.close()

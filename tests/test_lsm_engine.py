@@ -65,11 +65,30 @@ def test_reversed_ranges_are_config_errors(db):
 @pytest.mark.parametrize("options", [
     {"compaction": "random"}, {"sync": "always"}, {"wal_recovery": "ignore"}, {"memtable_bytes": 0},
     {"l0_compaction_trigger": 8, "l0_slowdown_trigger": 4}, {"level_fanout": 1}, {"stall_timeout_s": -1},
-    {"bloom_bits_per_key": 0}, {"no_such_option": 1},
+    {"bloom_bits_per_key": 0}, {"no_such_option": 1}, {"memory_pool": "tcmalloc"},
 ])
 def test_bad_options_are_config_errors(options):
     with pytest.raises(ConfigError):
         LSMTree.open(_url(), **options)
+
+
+@pytest.mark.parametrize("pool", ["system", "default"])
+def test_every_memory_pool_flushes_and_compacts_the_same_rows(pool):
+    """The Arrow pool of the background jobs changes where buffers come from, never the data."""
+    import pyarrow as pa
+
+    tree = LSMTree.open(_url(), background=False, memtable_bytes=4096, l0_compaction_trigger=2, memory_pool=pool)
+    before = pa.system_memory_pool().num_allocations()
+    expect = {}
+    for i in range(2000):
+        key, value = b"k%05d" % (i * 7919 % 2000), b"v%d" % i
+        tree.put(key, value)
+        expect[key] = value
+    assert tree.stats()["flushes"] >= 10 and tree.stats()["compactions"] >= 1
+    assert dict(tree.scan()) == expect
+    if pool == "system":  # the flushes' columns came from the C allocator's pool
+        assert pa.system_memory_pool().num_allocations() > before
+    tree.close()
 
 
 def test_wrongly_typed_options_are_invalid_arguments():

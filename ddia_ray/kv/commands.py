@@ -33,6 +33,10 @@ WRITE_KINDS = frozenset({"put", "delete", "cas"})
 ADMIN_ACTIONS = frozenset({"add_learner", "add_voter", "remove", "transfer", "status"})
 
 
+#: Values that need no walk: every operation is checked on each decode, so the common case is kept short.
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def _check_key(key) -> None:
     if not isinstance(key, (str, bytes)):
         raise InvalidArgumentError(f"keys are str or bytes, got {type(key).__name__}")
@@ -50,15 +54,16 @@ def check_op(op) -> tuple:
         raise InvalidArgumentError("an operation's seq is a positive int")
     # A value the codec would refuse must fail this call: encoded later it would fail the whole
     # batch it shares with other callers, and every member decodes the log entry it becomes.
-    for what, v in (("value", op[3]), ("expected", op[4])):
-        try:
-            codec.check_value(v, what)
-        except CodecError as e:
-            raise InvalidArgumentError(f"the operation's {what} cannot be stored: {e}") from e
+    if type(op[3]) not in _SCALARS or type(op[4]) not in _SCALARS:
+        for what, v in (("value", op[3]), ("expected", op[4])):
+            try:
+                codec.check_value(v, what)
+            except CodecError as e:
+                raise InvalidArgumentError(f"the operation's {what} cannot be stored: {e}") from e
     return op
 
 
-@record("kv.batch", version=1)
+@record("kv.batch", version=1, fields_checked=True)
 class KVBatch:
     """Operations of one client session; ``acked_below``: every seq below it has had its answer.
 
@@ -78,7 +83,9 @@ class KVBatch:
             raise InvalidArgumentError("a batch names its client session (a non-empty str)")
         if not isinstance(self.ops, tuple):
             raise InvalidArgumentError("a batch holds a tuple of operations")
-        for op in self.ops:
+        if type(self.acked_below) is not int or self.acked_below < 0:
+            raise InvalidArgumentError("a batch's acked_below is a non-negative int")
+        for op in self.ops:  # every field checked: the record is fields_checked (see codec.record)
             check_op(op)
 
 

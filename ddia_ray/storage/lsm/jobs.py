@@ -161,7 +161,8 @@ class _Jobs:
                 number = self._new_file_number()
         opts = self._opts
         fmeta, tmeta = write_sstable(self._fs, self._dir, number, table, row_group_rows=opts.row_group_rows,
-                                     bloom_bits_per_key=opts.bloom_bits_per_key, compression=opts.compression)
+                                     bloom_bits_per_key=opts.bloom_bits_per_key, compression=opts.compression,
+                                     pool=self._pool)
         table = SSTable(self._fs, self._dir, fmeta, tmeta, files=self._file_cache, row_groups=self._row_cache)
         with self._mutex:  # published before the version that names it is installed
             self._tables[number] = table
@@ -183,7 +184,7 @@ class _Jobs:
                 imm = self._imms[0]
             added = []
             if len(imm):
-                fmeta = self._write_table(imm.to_table())
+                fmeta = self._write_table(imm.to_table(self._pool))
                 self._count("flush_bytes", fmeta.size + fmeta.meta_size)
                 added.append((0, fmeta))
             self._commit_version((), added, flushed=imm)
@@ -255,7 +256,7 @@ class _Jobs:
         for _, f in job.inputs:
             tables.append(self._tables[f.number].read_all())
             self._count("compaction_bytes_read", f.size)
-        merged = merge_runs(tables, snapshots, job.bottommost)
+        merged = merge_runs(tables, snapshots, job.bottommost, self._pool)
         added = []
         for piece in split_outputs(merged, job.target_file_bytes):
             fmeta = self._write_table(piece)
@@ -275,7 +276,7 @@ class _Jobs:
             n = table.num_rows
             rows = pa.table([table.column("key"), pa.array(np.arange(base, base + n, dtype=np.uint64)),
                              pa.array(np.zeros(n, np.uint8)), table.column("value")], schema=SCHEMA)
-            rows = _sort_ingest_rows(rows.combine_chunks())
+            rows = _sort_ingest_rows(rows.combine_chunks(), self._pool)
             target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
             pieces = split_outputs(rows, target)
             with self._mutex:
@@ -312,8 +313,8 @@ def _check_ingest_table(table) -> pa.Table:
     return pa.table(cols, names=["key", "value"])
 
 
-def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
-    """:func:`sort_rows` for ingest, whose seqs ascend in row order.
+def _sort_ingest_rows(rows: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:
+    """:func:`sort_rows` for ingest, whose seqs ascend in row order (new buffers from ``pool``).
 
     When every key has the same width, NumPy's stable sort of the keys as fixed-width
     byte strings (compared bytewise, like ``bytes``) is about twice Arrow's binary sort;
@@ -325,11 +326,11 @@ def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
     """
     keys = rows.column("key").chunk(0) if rows.column("key").num_chunks == 1 else None
     if keys is None or len(keys) < 2:
-        return sort_rows(rows)
+        return sort_rows(rows, pool)
     lengths = pc.binary_length(keys)
     width = pc.min(lengths).as_py()
     if width == 0 or width != pc.max(lengths).as_py():
-        return sort_rows(rows)
+        return sort_rows(rows, pool)
     offsets = np.frombuffer(keys.buffers()[1], np.int32, len(keys) + 1, keys.offset * 4)
     data = np.frombuffer(keys.buffers()[2], f"S{width}", len(keys), offsets[0])
     order = None
@@ -341,4 +342,4 @@ def _sort_ingest_rows(rows: pa.Table) -> pa.Table:
             order = None
     if order is None:
         order = np.argsort(data[::-1], kind="stable")
-    return rows.take(pa.array(len(keys) - 1 - order))
+    return pc.take(rows, pa.array(len(keys) - 1 - order), memory_pool=pool)

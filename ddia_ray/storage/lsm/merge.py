@@ -39,11 +39,12 @@ __all__ = ["sort_rows", "merge_runs", "split_outputs"]
 _ROW_OVERHEAD_BYTES = 13  # seq + op + offsets, roughly, per row
 
 
-def sort_rows(table: pa.Table) -> pa.Table:
-    """``table`` in SSTable order: key ascending, then newest first."""
+def sort_rows(table: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:
+    """``table`` in SSTable order: key ascending, then newest first (new buffers from ``pool``)."""
     if table.num_rows <= 1:
         return table
-    return table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")]))
+    order = pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")], memory_pool=pool)
+    return pc.take(table, order, memory_pool=pool)
 
 
 def _stripes(seqs: pa.Array, snapshots: list[int]):
@@ -65,16 +66,21 @@ def _boundary_mask(keys: pa.Array, stripe) -> pa.Array:
     return pa.concat_arrays([pa.array([True]), change])
 
 
-def merge_runs(tables: list[pa.Table], snapshots: list[int], bottommost: bool) -> pa.Table:
-    """Merge sorted runs into one sorted run, dropping what no reader can see."""
-    table = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables]).combine_chunks()
+def merge_runs(tables: list[pa.Table], snapshots: list[int], bottommost: bool,
+               pool: pa.MemoryPool | None = None) -> pa.Table:
+    """Merge sorted runs into one sorted run, dropping what no reader can see.
+
+    ``pool`` serves the row-sized buffers (the concatenation, the sort, the filters).
+    """
+    table = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables], memory_pool=pool)
+    table = table.combine_chunks(memory_pool=pool)
     if table.num_rows == 0:
         return table
-    table = sort_rows(table)
+    table = sort_rows(table, pool)
     snapshots = sorted(set(snapshots))
     is_range = pc.equal(table.column("op"), RANGE_DELETE)
     ranges = table.filter(is_range)
-    points = table.filter(pc.invert(is_range)).combine_chunks()
+    points = pc.filter(table, pc.invert(is_range), memory_pool=pool).combine_chunks(memory_pool=pool)
     keys = points.column("key").combine_chunks()
     seqs = points.column("seq").combine_chunks()
     stripe = _stripes(seqs, snapshots)
@@ -87,7 +93,7 @@ def merge_runs(tables: list[pa.Table], snapshots: list[int], bottommost: bool) -
         if stripe is not None:
             covered = pc.and_(covered, pc.equal(stripe, bisect.bisect_left(snapshots, q)))
         keep = pc.and_(keep, pc.invert(covered))
-    points = points.filter(keep)
+    points = pc.filter(points, keep, memory_pool=pool)
     if bottommost:
         points = _drop_bottom_tombstones(points)
         live = []
@@ -100,7 +106,7 @@ def merge_runs(tables: list[pa.Table], snapshots: list[int], bottommost: bool) -
         if len(live) != len(tombstones):
             ranges = _range_rows(live)
     if ranges.num_rows:
-        return sort_rows(pa.concat_tables([points, ranges]).combine_chunks())
+        return sort_rows(pa.concat_tables([points, ranges]).combine_chunks(), pool)
     return points
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..._validate import at_least, integer, non_negative, positive
 from ...errors import ConfigError, InvalidArgumentError
 
-__all__ = ["LSMOptions", "parse_options"]
+__all__ = ["LSMOptions", "parse_options", "arrow_pool"]
 
 _MiB = 1 << 20
 
@@ -29,7 +29,7 @@ class LSMOptions:
     compaction: str = "leveled"            # "leveled" | "tiered"
     sync: str = "none"                     # "none" | "batch" | "flush"
     wal_recovery: str = "error"            # "error" | "skip"
-    memtable_bytes: int = 32 * _MiB
+    memtable_bytes: int = 64 * _MiB            # RocksDB's write_buffer_size default
     max_immutable_memtables: int = 2
     row_group_rows: int = 4096
     bloom_bits_per_key: float = 10.0
@@ -46,6 +46,7 @@ class LSMOptions:
     row_cache_bytes: int = 128 * _MiB
     max_open_files: int = 512
     compression: str = "lz4"
+    memory_pool: str = "system"            # Arrow pool of flushes, compactions, ingests
     wal_segment_bytes: int = 1 * _MiB
     background: bool = True
     storage_options: dict | None = None
@@ -59,6 +60,7 @@ _CHOICES = {
     "sync": ("none", "batch", "flush"),
     "wal_recovery": ("error", "skip"),
     "compression": ("none", "snappy", "lz4", "zstd", "gzip", "brotli"),
+    "memory_pool": ("system", "jemalloc", "mimalloc", "default"),
 }
 _POSITIVE_INTS = ("memtable_bytes", "max_immutable_memtables", "row_group_rows", "target_file_bytes",
                   "l0_compaction_trigger", "level_base_bytes", "max_open_files", "wal_segment_bytes")
@@ -96,4 +98,27 @@ def parse_options(**kwargs) -> LSMOptions:
         raise InvalidArgumentError("storage_options must be a dict")
     if not callable(opts.clock) or not callable(opts.sleep):
         raise InvalidArgumentError("clock and sleep must be callables")
+    arrow_pool(opts.memory_pool)  # a pool this pyarrow build lacks fails at open, not in a flush
     return opts
+
+
+def arrow_pool(name: str):
+    """The Arrow memory pool called ``name``; ``"default"`` is pyarrow's process default.
+
+    The tree's background jobs allocate and free buffers of tens of MiB per flush or
+    compaction from their own threads while the writers allocate Python objects. With
+    pyarrow's default pool on Linux (mimalloc) that pattern was measured to cost the
+    background jobs two to four times the CPU of the same jobs alone, and per-key
+    puts a third of their rate (docs/storage-engines.md, "Arrow memory pool");
+    the C library's allocator ("system") or jemalloc did not show it.
+    """
+    import pyarrow as pa
+
+    if name == "default":
+        return pa.default_memory_pool()
+    factory = {"system": pa.system_memory_pool, "jemalloc": pa.jemalloc_memory_pool,
+               "mimalloc": pa.mimalloc_memory_pool}[name]
+    try:
+        return factory()
+    except NotImplementedError as e:  # pyarrow's ArrowNotImplementedError is one
+        raise ConfigError(f"memory_pool={name!r} is not available in this pyarrow build: {e}") from None

@@ -189,19 +189,29 @@ def _unique_sorted(keys: pa.Array) -> bool:
 
 
 def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group_rows: int,
-                  bloom_bits_per_key: float, compression: str) -> tuple[FileMeta, TableMeta]:
+                  bloom_bits_per_key: float, compression: str,
+                  pool: pa.MemoryPool | None = None) -> tuple[FileMeta, TableMeta]:
     """Write ``table`` (SSTable-sorted, non-empty) as SSTable ``number`` and its sidecar.
 
     The keys stay in Arrow: only the row groups' first keys and the file's bounds become
-    Python objects (the Bloom filter hashes the key column in NumPy).
+    Python objects (the Bloom filter hashes the key column in NumPy). ``pool`` serves
+    the Parquet writer's buffers.
+
+    This runs in a background thread beside writers that hold the GIL between their
+    calls, and every call that releases the GIL waits up to the interpreter's switch
+    interval (5 ms) to take it back, so the file is written in one Parquet call when
+    the row groups are evenly spaced (no key's versions straddle a cut: the common case).
     """
     keys = _one_chunk(table.column("key"))
     bounds = _row_group_bounds(keys, row_group_rows)
-    sink = pa.BufferOutputStream()
+    sink = pa.BufferOutputStream(memory_pool=pool)
     with pq.ParquetWriter(sink, SCHEMA, compression=compression, use_dictionary=False,
-                          write_statistics=False) as writer:
-        for a, b in zip(bounds, bounds[1:]):
-            writer.write_table(table.slice(a, b - a), row_group_size=b - a)
+                          write_statistics=False, memory_pool=pool) as writer:
+        if bounds == [*range(0, len(keys), row_group_rows), len(keys)]:
+            writer.write_table(table, row_group_size=row_group_rows)
+        else:
+            for a, b in zip(bounds, bounds[1:]):
+                writer.write_table(table.slice(a, b - a), row_group_size=b - a)
     buf = sink.getvalue()
     view = memoryview(buf)
     size = buf.size

@@ -89,7 +89,7 @@ from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
 from .manifest import ManifestStore, Version
 from .memtable import DELETE, PUT, RANGE_DELETE, Memtable
-from .options import LSMOptions, parse_options
+from .options import LSMOptions, arrow_pool, parse_options
 from .recovery import recover
 from .snapshot import LSMSnapshot
 from .reads import _ReadPath
@@ -114,6 +114,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         if not isinstance(url, str) or not url:
             raise InvalidArgumentError("url must be a non-empty string")
         self._opts = opts
+        self._pool = arrow_pool(opts.memory_pool)  # background jobs' Arrow buffers (see options)
         if opts.filesystem is not None:
             self._fs, path = opts.filesystem, opts.filesystem._strip_protocol(url)
         else:

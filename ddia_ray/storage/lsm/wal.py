@@ -139,6 +139,20 @@ class WalWriter:
         """:meth:`append` of one encoded batch."""
         self.append(self.encode(first_seq, ops))
 
+    def append_one_mapped(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
+        """:meth:`append_batch` of one op, on a mapped WAL only (:attr:`cheap`).
+
+        The single-key fast path's call: the same frame as ``append_batch(seq, ((kind, key,
+        value),))`` in one call instead of three, a tenth of a small put's cost.
+        """
+        data = frame(self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),))))
+        pos = self.bytes_written
+        end = pos + len(data)
+        if end > len(self._map):
+            self._grow(end)
+        self._map[pos:end] = data
+        self.bytes_written = end
+
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""
         if self._map is not None:

@@ -21,9 +21,21 @@ needs a fresh memtable while ``max_immutable_memtables`` are still waiting
 for the flusher, or that finds ``l0_stop_trigger`` files in level 0, waits
 for background progress (``stalls``, ``stall_time_s``) and gives up with
 :class:`WriteStallError` after ``stall_timeout_s``.
+
+GIL handoff: the flusher and the compactor are Python threads. A single-key
+writer holds the GIL between its calls and never blocks, so every time a
+background job gives the GIL up (each Arrow, NumPy or file call does) it waits
+up to the interpreter's switch interval (5 ms) to get it back: a 64 MiB flush
+took two seconds beside a writer instead of under one alone, two immutable
+memtables piled up and the writers slept. While a flush is pending, the fast
+path therefore releases the GIL once every :data:`HANDOFF_WRITES` writes
+(``time.sleep(0)``, counted in ``gil_handoffs``), which lets a waiting
+background thread run at once. Measured in docs/storage-engines.md ("GIL handoff").
 """
 
 from __future__ import annotations
+
+import time
 
 from ...errors import WriteStallError
 from .locks import RANK_LEADER
@@ -33,6 +45,8 @@ from .wal import WalWriter
 __all__: list[str] = []
 
 _MAX_GROUP_BATCHES = 1024
+#: While a flush is pending, the single-key fast path hands the GIL over once per this many writes.
+HANDOFF_WRITES = 256
 
 
 class _Writer:
@@ -89,7 +103,7 @@ class _WritePath:
                     and mem.approx_bytes < self._opts.memtable_bytes and self._calm():
                 seq = self._last_seq + 1
                 try:
-                    wal.append_batch(seq, ((kind, key, value),))
+                    wal.append_one_mapped(seq, kind, key, value)
                 except BaseException as e:  # the WAL may hold a partial append: refuse further writes
                     self._bg_error = e
                     raise
@@ -99,7 +113,15 @@ class _WritePath:
                 t[0] += len(key) + len(value)
                 t[1] += 1
                 t[2] += 1
-                return
+                if not self._imms or t[2] % HANDOFF_WRITES:
+                    return
+                handoff = True  # outside the mutex, which the flusher also takes
+            else:
+                handoff = False
+        if handoff:
+            time.sleep(0)  # releases the GIL (see "GIL handoff" in the module docstring)
+            self._count("gil_handoffs")
+            return
         self._commit(((kind, key, value),), len(key) + len(value))
 
     def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None) -> None:
