@@ -8,7 +8,7 @@ Measured for both:
 
 RaftKV runs as three Ray actors (node shells) on this machine with their records on local disk
 (written to the OS before any message depending on them is sent, as PySyncObj's journal is; see
-``bench/raft_peers.py`` for how PySyncObj is set up). Targets from the issue: throughput >= 2x
+``bench/raft_peers.py`` for how PySyncObj is set up). Targets: throughput >= 2x
 PySyncObj, blocking write p50 <= 10 ms.
 
 Run: ``python bench/raft.py [--ops N] [--in-flight N] [--blocking-ops N] [--payload-bytes N] [--tick-s S] [--fsync]``

@@ -27,8 +27,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-# Member counts `ddia-ray raft` runs (the issue asks for these two): a majority then survives one (3) or
-# two (5) faulty members; an even count tolerates no more faults than the odd count below it.
+# Member counts `ddia-ray raft` runs: a majority then survives one (3) or two (5) faulty members;
+# an even count tolerates no more faults than the odd count below it.
 _RAFT_MEMBER_COUNTS = (3, 5)
 
 

@@ -176,6 +176,7 @@ _MODULES: dict[str, str] = {
     "balancing": "ddia_ray.balancing",
     "caching": "ddia_ray.caching",
     "clock": "ddia_ray.clocks",
+    "error": "ddia_ray.error_record",
     "demo": "ddia_ray.demo.replica",
     "membership": "ddia_ray.membership",
     "net": "ddia_ray.runtime",

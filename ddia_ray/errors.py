@@ -22,8 +22,8 @@ __all__ = [
     "RuntimeNotReadyError",
     "UnknownNodeError",
     "ActorUnavailableError",
+    "RemoteError",
     "MessageDroppedError",
-    "NodePausedError",
     "CallTimeoutError",
     "CircuitOpenError",
     "CallNotPermittedError",
@@ -32,6 +32,12 @@ __all__ = [
     "NoReplicaAvailableError",
     "ClockDriftError",
     "ListenerError",
+    "StorageError",
+    "CorruptionError",
+    "NotADatabaseError",
+    "DatabaseClosedError",
+    "WriteStallError",
+    "BackpressureError",
     "ConsensusError",
     "NotLeaderError",
     "ProposalDroppedError",
@@ -113,12 +119,25 @@ class ActorUnavailableError(DdiaRayError):
     """The actor behind a handle is dead or unreachable (killed, crashed, node lost)."""
 
 
+class RemoteError(DdiaRayError):
+    """A component refused a request with an error of a type this process does not define.
+
+    ``kind`` is the type's name where it was raised (a built-in exception a component did not
+    expect, or a newer peer's new error), ``node`` the node that raised it. Errors that ddia-ray
+    defines arrive as their own class instead (see :mod:`ddia_ray.error_record`).
+    """
+
+    def __init__(self, message: str, kind: str = "", node: str = ""):
+        self.kind = kind
+        self.node = node
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.kind, self.node))
+
+
 class MessageDroppedError(DdiaRayError):
     """The fault-injecting network dropped a request or its reply."""
-
-
-class NodePausedError(DdiaRayError):
-    """The node is paused by the nemesis and does not process requests."""
 
 
 # --- resilience ------------------------------------------------------------

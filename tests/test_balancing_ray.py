@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from ddia_ray import codec
-from ddia_ray.balancing.balancer import BalancedHandle, BalancerActor, RemoteCallError
+from ddia_ray.balancing.balancer import BalancedHandle, BalancerActor
 from ddia_ray.demo.replica import Ping, Work, WorkResult, expected_digest
-from ddia_ray.errors import ConfigError, RetriesExhaustedError
+from ddia_ray.errors import ConfigError, InvalidArgumentError, RetriesExhaustedError
 from ddia_ray.resilience import CircuitBreakerConfig, RetryPolicy
 from ddia_ray.runtime import CoreSpec, NodeGroup
 
@@ -85,7 +85,7 @@ def test_service_errors_are_final_and_exhausted_retries_carry_the_cause(group):
     h = BalancedHandle(group.name, NODES, timeout_s=0.2, health_interval_s=None,
                        retry=RetryPolicy(max_attempts=2, base_delay_s=0.0))
     try:
-        with pytest.raises(RemoteCallError, match="cannot serve"):
+        with pytest.raises(InvalidArgumentError, match="cannot serve"):
             h.call("not a request")
         group.nemesis.partition([["balancer"], ["*"]])
         with pytest.raises(RetriesExhaustedError) as info:

@@ -4,7 +4,7 @@ Each ``*.txt`` file is a readable story of the Raft core (commands, ``----``, th
 expected output; see :mod:`raft_transcript`). A mismatch fails with a unified diff
 of expected against actual output. After a deliberate change of behaviour, run
 
-    DDIA_REWRITE=1 /tmp/venv/bin/python -m pytest tests/test_raft_transcripts.py -q
+    DDIA_REWRITE=1 python -m pytest tests/test_raft_transcripts.py -q
 
 to write the actual outputs back into the files, then read the diff (``git diff
 tests/raft_transcripts``) and check every changed block against its comment
@@ -27,7 +27,7 @@ _REWRITE = os.environ.get("DDIA_REWRITE") == "1"
 
 
 def test_every_feature_has_a_transcript():
-    """The issue asks for one readable transcript per feature of the core."""
+    """Each feature of the core has a readable transcript: a reviewer reads the protocol, not just a verdict."""
     names = {p.stem for p in _FILES}
     assert {"election", "prevote", "check_quorum", "replication", "commit_current_term", "snapshot", "membership",
             "transfer", "read_index", "bad_input"} <= names

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from ddia_ray.codec import decode, encode
-from ddia_ray.errors import ActorUnavailableError, CallTimeoutError, ConfigError, UnknownNodeError
+from ddia_ray.errors import ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, UnknownNodeError
 from ddia_ray.demo.replica import Ping, Work, WorkResult, expected_digest
 from ddia_ray.runtime import CoreSpec, NodeGroup, assign_nodes
 
@@ -125,3 +125,10 @@ def test_named_partition_groups(group):
     group.nemesis.partition({"majority": ["b", "c"], "minority": ["a"]})
     assert group.nemesis.config.is_cut("a", "b") and not group.nemesis.config.is_cut("b", "c")
     assert all(s["epoch"] == group.nemesis.config.epoch for s in group.status().values())
+
+
+def test_a_refusal_on_a_real_actor_is_raised_as_its_own_class(group):
+    """No text to parse: the replica's InvalidArgumentError arrives as one, naming the node that raised it."""
+    with pytest.raises(InvalidArgumentError, match="cannot serve") as info:
+        group.request("b", "not a request")
+    assert info.value.remote_node == "b" and str(info.value).startswith(f"{group.name}/b: ")

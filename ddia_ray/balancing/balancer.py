@@ -41,6 +41,7 @@ from .. import codec
 from .._validate import positive
 from ..errors import (
     ActorUnavailableError,
+    CallNotPermittedError,
     CallTimeoutError,
     ConfigError,
     InvalidArgumentError,
@@ -61,7 +62,7 @@ from .power_of_two import PowerOfTwoChoicesPicker
 from .round_robin import RoundRobinPicker
 from .weighted import SmoothWeightedRoundRobinPicker
 
-__all__ = ["BalancedHandle", "BalancerActor", "RemoteCallError", "PICKERS", "BalancedStats"]
+__all__ = ["BalancedHandle", "BalancerActor", "PICKERS", "BalancedStats"]
 
 #: Picker names accepted by :class:`BalancedHandle`.
 PICKERS: Mapping[str, Callable[[random.Random], Any]] = {
@@ -77,10 +78,6 @@ _DEFAULT_RETRY = RetryPolicy(max_attempts=6, base_delay_s=0.02, max_delay_s=0.5,
 _DEFAULT_BREAKER = CircuitBreakerConfig(window_type="count", window_size=20, minimum_calls=5,
                                         failure_rate_threshold=50, wait_in_open_s=1.0,
                                         permitted_calls_in_half_open=2)
-
-
-class RemoteCallError(Exception):
-    """The replica answered with an error reply: the request was refused, not lost. Never retried."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +200,7 @@ class BalancedHandle:
             raise InvalidArgumentError("keys must have one entry per payload")
         results: list = [None] * n
         errors: dict[int, BaseException] = {}
+        refused: set[int] = set()  # answered with an error reply: final, never retried nor wrapped
         tried: list[set] = [set() for _ in range(n)]
         pending = list(range(n))
         backoff = Backoff(self.retry, random.Random(self._rng.getrandbits(64)))
@@ -243,8 +241,9 @@ class BalancedHandle:
                     self._finish(member, permits[i], elapsed, err)
                     if err is not None:
                         errors[i] = err
-                    elif not reply.ok:
-                        errors[i] = RemoteCallError(f"{self.group}/{member}: {reply.error}")
+                    elif not reply.ok:  # the replica's own error, of its own class (see error_record)
+                        errors[i] = reply.error.exception(f"{self.group}/{member}")
+                        refused.add(i)
                         tried[i] = None  # refused by the service: final, never retried
                     else:
                         results[i] = reply.payload
@@ -271,7 +270,7 @@ class BalancedHandle:
             if delay:
                 time.sleep(delay)
         for i, err in list(errors.items()):
-            if not isinstance(err, (RemoteCallError, RetriesExhaustedError)):
+            if i not in refused and not isinstance(err, RetriesExhaustedError):
                 errors[i] = RetriesExhaustedError(
                     f"request {i} failed after {len(tried[i] or ())} attempts: {err}", len(tried[i] or ()), err)
         with self._lock:
@@ -295,7 +294,7 @@ class BalancedHandle:
                     break
                 try:
                     return member, self.breakers[member].acquire()
-                except Exception:  # CallNotPermittedError: skip this replica for this attempt
+                except CallNotPermittedError:  # its breaker is open (or half-open and full): skip it this time
                     self.core.cancel(member)  # no call was made: nothing to learn
                     refused.add(member)
         raise NoReplicaAvailableError(

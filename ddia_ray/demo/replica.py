@@ -119,7 +119,7 @@ class ReplicaCore(BaseCore):
         elif isinstance(payload, Ping):
             self.reply(request_id, Pong(self.node_id, payload.seq, self.served))
         else:
-            self.reply(request_id, error=f"replica cannot serve {type(payload).__name__}")
+            self.reply(request_id, error=InvalidArgumentError(f"replica cannot serve {type(payload).__name__}"))
 
     def status(self) -> Mapping[str, Any]:
         """Served counts and heartbeats seen per peer."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 import itertools
 import time
 
-from ..errors import CallTimeoutError, ConfigError, UnknownNodeError
-from ..runtime import CoreSpec, NodeGroup, RemoteError
+from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, MessageDroppedError, NotLeaderError,
+                      ProposalDroppedError, UnknownNodeError)
+from ..runtime import CoreSpec, NodeGroup
 from .client import RaftKVClient
 from .commands import KVAdmin
 
@@ -101,17 +102,17 @@ class RaftKV:
             target = target or self.leader(timeout_s=max(0.1, deadline - time.monotonic()))
             try:
                 return self.group.request(target, req, timeout_s=5.0)
-            except RemoteError as e:
-                text = str(e)
-                if "not_leader:" in text:
-                    target = text.rsplit("not_leader:", 1)[1].strip() or None
-                elif "ProposalDroppedError" in text:
-                    target = None
-                    time.sleep(0.05)
-                else:
-                    raise ConfigError(text) from None
-            except Exception:  # noqa: BLE001 -- the leader died or the call was lost: find it again
+            except NotLeaderError as e:  # answered by a follower: go where it points, or find the leader again
+                target = e.leader_hint
+            except ProposalDroppedError:  # a transfer or another change under way: ask again shortly
                 target = None
+                time.sleep(0.05)
+            except UnknownNodeError as e:
+                if hasattr(e, "remote_node"):  # the member refused: the change names a node it does not know
+                    raise
+                target = None  # the leader we knew was removed from the group: find the new one
+            except (CallTimeoutError, ActorUnavailableError, MessageDroppedError):
+                target = None  # the leader died or the call was lost: find it again
             if time.monotonic() > deadline:
                 raise CallTimeoutError(f"{req.action} {req.node!r} did not complete within {timeout_s}s")
 

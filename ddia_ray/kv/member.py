@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from ..consensus.raft import CONF_CHANGE, LEADER, NORMAL, ConfChange, LogAppend, Message, RaftConfig, RaftNode, \
     recover
-from ..errors import ConfigError, ConsensusError, InvalidArgumentError, NotLeaderError, UnknownNodeError
+from ..errors import ConfigError, ConsensusError, InvalidArgumentError, UnknownNodeError
 from ..runtime.core import BaseCore, Rewrite
 from .commands import OK, RETRY, WRITE_KINDS, KVAdmin, KVBatch, KVResults, decode_command, encode_command
 from .state_machine import KVStateMachine
@@ -100,7 +100,8 @@ class RaftMember(BaseCore):
         elif isinstance(payload, KVAdmin):
             self._on_admin(request_id, payload)
         else:
-            self.reply(request_id, error=f"RaftKV takes KVBatch or KVAdmin requests, not {type(payload).__name__}")
+            self.reply(request_id, error=InvalidArgumentError(
+                f"RaftKV takes KVBatch or KVAdmin requests, not {type(payload).__name__}"))
         self._drain()
 
     def _on_batch(self, rid: int, batch: KVBatch) -> None:
@@ -145,11 +146,8 @@ class RaftMember(BaseCore):
                 self.reply(rid, True)
                 return
             index = node.propose_conf_change(ConfChange(req.action, req.node))
-        except NotLeaderError as e:
-            self.reply(rid, error=f"not_leader:{e.leader_hint or ''}")
-            return
-        except (ConsensusError, ConfigError, UnknownNodeError) as e:
-            self.reply(rid, error=f"{type(e).__name__}: {e}")
+        except (ConsensusError, ConfigError, UnknownNodeError) as e:  # NotLeaderError keeps its leader_hint
+            self.reply(rid, error=e)
             return
         self._admin[index] = rid
 

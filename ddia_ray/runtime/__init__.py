@@ -11,11 +11,11 @@ from .connect import NAMESPACE, ensure_ray
 from .core import BaseCore, Core, CoreSpec, Envelope, Probe, ProbeAck, Ready, Reply, Rewrite
 from .durable import DurableLog
 from .faults import ANY, FaultModel, LinkSettings, NetworkConfig
-from .group import Nemesis, NodeGroup, RemoteError, assign_nodes
+from .group import Nemesis, NodeGroup, assign_nodes
 from .simnet import SimCall, SimNetwork
 
 __all__ = [
     "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply", "Rewrite",
     "DurableLog", "ANY", "FaultModel", "LinkSettings", "NetworkConfig", "Nemesis", "NodeGroup",
-    "RemoteError", "assign_nodes", "SimCall", "SimNetwork",
+    "assign_nodes", "SimCall", "SimNetwork",
 ]

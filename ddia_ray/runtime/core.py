@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from .._validate import positive
 from ..codec import record
+from ..error_record import ErrorRecord
 from ..errors import ConfigError, InvalidArgumentError
 
 __all__ = ["Envelope", "Reply", "Probe", "ProbeAck", "Rewrite", "Ready", "Core", "BaseCore", "CoreSpec", "load_factory"]
@@ -54,14 +55,28 @@ class Envelope:
             raise InvalidArgumentError("envelope src and dst must be str node ids")
 
 
-@record("net.reply", version=1)
+def _reply_v1_to_v2(fields: dict) -> dict:
+    """Version 1 carried the error as text; it becomes a RemoteError record holding that text."""
+    text = fields.get("error") or ""
+    return {**fields, "error": ErrorRecord("RemoteError", text) if text else None}
+
+
+@record("net.reply", version=2, upgrades={1: _reply_v1_to_v2})
 class Reply:
-    """The answer to request ``request_id``: a payload, or an error message when ``ok`` is false."""
+    """The answer to request ``request_id``: a payload, or when ``ok`` is false the error as a record.
+
+    ``error.exception()`` rebuilds the error the core raised, of its own class (see
+    :mod:`ddia_ray.error_record`).
+    """
 
     request_id: int
     payload: Any = None
     ok: bool = True
-    error: str = ""
+    error: ErrorRecord | None = None
+
+    def __post_init__(self):
+        if self.ok != (self.error is None) or not (self.error is None or isinstance(self.error, ErrorRecord)):
+            raise InvalidArgumentError("a reply is ok with no error, or not ok with an ErrorRecord")
 
 
 @record("net.probe", version=1)
@@ -201,9 +216,16 @@ class BaseCore:
         """Queue a record for durable storage (written before this round's messages)."""
         self._persist.append(rec)
 
-    def reply(self, request_id: int, payload: Any = None, *, error: str = "") -> None:
-        """Answer request ``request_id``; a non-empty ``error`` makes it a failure."""
-        self._replies.append(Reply(request_id, payload, not error, error))
+    def reply(self, request_id: int, payload: Any = None, *, error: BaseException | None = None) -> None:
+        """Answer request ``request_id``; an ``error`` (the exception refusing it) makes it a failure.
+
+        The caller receives the error as its own class, with its attributes (see
+        :mod:`ddia_ray.error_record`).
+        """
+        if error is None:
+            self._replies.append(Reply(request_id, payload))
+        else:
+            self._replies.append(Reply(request_id, None, False, ErrorRecord.of(error, self.node_id)))
 
     def on_message(self, src: str, payload: Any) -> None:
         """Handle a message; the default refuses every message."""
@@ -214,7 +236,7 @@ class BaseCore:
 
     def on_request(self, request_id: int, payload: Any) -> None:
         """Handle a client request; the default refuses it."""
-        self.reply(request_id, error=f"{type(self).__name__} takes no requests")
+        self.reply(request_id, error=InvalidArgumentError(f"{type(self).__name__} takes no requests"))
 
 
 @record("runtime.core_spec", version=1)

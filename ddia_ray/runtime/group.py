@@ -40,11 +40,7 @@ from .controls import NetworkControls
 from .core import CoreSpec, Reply
 from .faults import NetworkConfig
 
-__all__ = ["NodeGroup", "Nemesis", "assign_nodes", "RemoteError"]
-
-
-class RemoteError(Exception):
-    """A core answered a request with an error reply (the text is the core's)."""
+__all__ = ["NodeGroup", "Nemesis", "assign_nodes"]
 
 
 def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str]) -> dict[str, str | None]:
@@ -161,7 +157,11 @@ class NodeGroup:
 
     def request_batch(self, node: str, payloads: Sequence[Any], *, src: str = "client",
                       timeout_s: float = 5.0) -> list:
-        """Send many requests in one actor call; results in order (an error reply raises RemoteError)."""
+        """Send many requests in one actor call; results in order.
+
+        An error reply raises the error the core refused with, of its own class
+        (``NotLeaderError`` with its ``leader_hint``, ...; see :mod:`ddia_ray.error_record`).
+        """
         ref = self.handle(node).request_batch.remote(src, codec.encode(tuple(payloads)))
         replies = codec.decode(get_result(ref, timeout_s, f"{self.name}/{node}"), tuple)
         out = []
@@ -169,7 +169,7 @@ class NodeGroup:
             if not isinstance(r, Reply):
                 raise CodecError(f"{self.name}/{node} answered with {type(r).__name__}, not a Reply")
             if not r.ok:
-                raise RemoteError(f"{self.name}/{node}: {r.error}")
+                raise r.error.exception(f"{self.name}/{node}")
             out.append(r.payload)
         return out
 

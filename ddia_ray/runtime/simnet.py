@@ -46,7 +46,7 @@ class SimCall:
     done: bool = False
     ok: bool = False
     result: Any = None
-    error: str = ""
+    error: Any = None  # the reply's ErrorRecord when not ok
     completed_at_s: float | None = None
 
 

@@ -31,13 +31,11 @@ from ..codec import record
 from ..errors import ConfigError, CorruptRecordError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
-    "Key", "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
+    "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
     "check_batch", "KV_SCHEMA", "pair_batches",
     "Snapshot", "StorageEngine",
     "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
 ]
-
-Key = "bytes | str"
 
 
 def to_key(key: Any) -> bytes:

@@ -58,7 +58,7 @@ from .messages import CONF_CHANGE, NOOP, NORMAL, ConfChange, ConfState, Entry, H
     Snapshot, SnapshotMeta
 from .progress import Progress
 from .replication import _ReadRound, _Replication
-from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ROLE_TRANSITIONS  # noqa: F401 -- re-exported
+from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ROLE_TRANSITIONS
 
 __all__ = ["RaftNode", "RaftConfig", "RaftReady", "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE", "LEADER",
            "ROLE_TRANSITIONS"]
@@ -374,9 +374,14 @@ class RaftNode(_Replication):
         self._dropped_reads += self.pending_reads + [r.context for r in self.read_rounds]
         self.pending_reads, self.read_rounds = [], []
 
+    def _set_role(self, role: str) -> None:
+        """Change role; every change must be one of :data:`ROLE_TRANSITIONS` (a bug otherwise)."""
+        invariant((self.role, role) in ROLE_TRANSITIONS, f"no role change {self.role} -> {role} in ROLE_TRANSITIONS")
+        self.role = role
+
     def _become_follower(self, term: int, lead: str) -> None:
         self._reset(term)
-        self.role = FOLLOWER
+        self._set_role(FOLLOWER)
         self._set_lead(lead)
 
     def _set_lead(self, lead: str) -> None:
@@ -389,11 +394,11 @@ class RaftNode(_Replication):
         transfer = kind == "transfer"
         if kind == "pre":
             self._reset(self.term)  # pre-vote keeps term and vote
-            self.role = PRE_CANDIDATE
+            self._set_role(PRE_CANDIDATE)
             kind, term = "prevote", self.term + 1
         else:
             self._reset(self.term + 1)
-            self.role = CANDIDATE
+            self._set_role(CANDIDATE)
             self.vote = self.id
             kind, term = "vote", self.term
             self.stats["elections"] += 1
@@ -422,7 +427,7 @@ class RaftNode(_Replication):
     def _become_leader(self) -> None:
         invariant(self.role == CANDIDATE, "only a candidate becomes leader")
         self._reset(self.term)
-        self.role = LEADER
+        self._set_role(LEADER)
         self._set_lead(self.id)
         last = self.log.last_index()
         for n in self.conf.members:
