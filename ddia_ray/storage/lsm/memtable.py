@@ -56,8 +56,6 @@ class Memtable:
         self._index: TombstoneIndex | None = TombstoneIndex()
         self.approx_bytes = 0
         self.entries = 0
-        self.min_seq = 0
-        self.max_seq = 0
 
     def __len__(self) -> int:
         return self.entries
@@ -82,12 +80,8 @@ class Memtable:
                 else:
                     versions.append((seq, kind, value))
             size += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
-        if ops:
-            self.entries += len(ops)
-            self.approx_bytes += size
-            if not self.min_seq:
-                self.min_seq = first_seq
-            self.max_seq = seq
+        self.entries += len(ops)
+        self.approx_bytes += size
         return seq
 
     def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
@@ -103,9 +97,6 @@ class Memtable:
             versions.append((seq, kind, value))
         self.entries += 1
         self.approx_bytes += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
-        if not self.min_seq:
-            self.min_seq = seq
-        self.max_seq = seq
 
     def get(self, key: bytes, snapshot_seq: int):
         """The newest ``(seq, op, value)`` of ``key`` with ``seq <= snapshot_seq``, or None."""
