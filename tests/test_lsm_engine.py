@@ -91,6 +91,19 @@ def test_every_memory_pool_flushes_and_compacts_the_same_rows(pool):
     tree.close()
 
 
+def test_options_validate_themselves_when_built():
+    """No path around the checks: building LSMOptions directly refuses what open() refuses."""
+    from ddia_ray.storage.lsm.options import LSMOptions
+
+    with pytest.raises(ConfigError):
+        LSMOptions(memtable_bytes=-1)
+    with pytest.raises(ConfigError):
+        LSMOptions(l0_compaction_trigger=8, l0_slowdown_trigger=4)
+    with pytest.raises(InvalidArgumentError):
+        LSMOptions(background="yes")
+    assert LSMOptions(memtable_bytes=1 << 20).memtable_bytes == 1 << 20
+
+
 def test_wrongly_typed_options_are_invalid_arguments():
     with pytest.raises(InvalidArgumentError):
         LSMTree.open(_url(), memtable_bytes="big")

@@ -184,3 +184,25 @@ def test_fsynced_members_keep_committed_writes_through_a_whole_cluster_restart(r
             assert [c.get(f"s{i}") for i in range(0, 100, 9)] == list(range(0, 100, 9))
     finally:
         kv.shutdown(destroy_data=True)
+
+
+def test_a_whole_raft_config_reaches_every_member(ray_session):
+    """RaftKV.launch takes a RaftConfig; every member runs with all of its settings."""
+    from ddia_ray.consensus.raft import RaftConfig
+
+    with pytest.raises(InvalidArgumentError):
+        RaftKV.launch(1, raft={"election_ticks": 5})
+    cfg = RaftConfig(election_ticks=8, heartbeat_ticks=2, pre_vote=False, max_entries_per_msg=7)
+    kv = RaftKV.launch(2, tick_s=0.02, raft=cfg)
+    try:
+        kv.leader()
+        settings = {n: s["settings"] for n, s in kv.status().items()}
+        assert len(settings) == 2
+        for s in settings.values():
+            assert (s["election_ticks"], s["heartbeat_ticks"], s["pre_vote"], s["max_entries_per_msg"]) == \
+                (8, 2, False, 7)
+        with kv.client() as c:
+            c.put("k", 1)
+            assert c.get("k") == 1
+    finally:
+        kv.shutdown()

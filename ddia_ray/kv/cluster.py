@@ -18,11 +18,13 @@ only then promotes it to voter, so a slow newcomer never weakens the quorum.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
-from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, MessageDroppedError, NotLeaderError,
-                      ProposalDroppedError, UnknownNodeError)
+from ..consensus.raft import RaftConfig
+from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
+                      NotLeaderError, ProposalDroppedError, UnknownNodeError)
 from ..runtime import CoreSpec, NodeGroup
 from .client import RaftKVClient
 from .commands import KVAdmin
@@ -46,19 +48,26 @@ class RaftKV:
     @classmethod
     def launch(cls, members: int = 3, *, root: str | None = None, name: str | None = None, tick_s: float = 0.01,
                seed: int = 0, election_ticks: int = 10, heartbeat_ticks: int = 2, snapshot_entries: int = 10_000,
-               config=None, sync: bool = False) -> "RaftKV":
+               config=None, sync: bool = False, raft: RaftConfig | None = None) -> "RaftKV":
         """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only).
 
         ``sync=True`` fsyncs every record before anything that depends on it is sent, so committed
         writes survive a power cut too; the default hands records to the OS (they survive
-        ``ray.kill`` and process crashes), as stock PySyncObj does.
+        ``ray.kill`` and process crashes), as stock PySyncObj does. ``raft`` is a whole
+        :class:`~ddia_ray.consensus.raft.RaftConfig` (pre-vote, check-quorum, batching and
+        pipelining limits); when given, its election and heartbeat ticks are the ones used.
+        ``config`` is the fault-injecting network's :class:`~ddia_ray.runtime.NetworkConfig`.
         """
         if type(members) is not int or members < 1:
             raise ConfigError("a RaftKV cluster needs at least one member")
+        if raft is None:
+            raft = RaftConfig(election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks)
+        elif not isinstance(raft, RaftConfig):
+            raise InvalidArgumentError(f"raft must be a RaftConfig, got {type(raft).__name__}")
         name = name or f"raftkv-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         ids = [f"m{i}" for i in range(1, members + 1)]
         options = {"seed": seed, "snapshot_entries": snapshot_entries,
-                   "raft": {"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks}}
+                   "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}}
         specs = {n: CoreSpec(_FACTORY, {**options, "voters": ids}) for n in ids}
         group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync)
         return cls(group, options)

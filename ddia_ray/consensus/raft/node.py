@@ -49,7 +49,7 @@ log and the per-follower progress.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..._validate import integer, invariant, positive
 from ...errors import ConfigError, InvalidArgumentError, NotLeaderError, ProposalDroppedError, UnknownNodeError
@@ -85,6 +85,9 @@ class RaftConfig:
         if self.heartbeat_ticks >= self.election_ticks:
             raise ConfigError("heartbeat_ticks must be below election_ticks (followers would time out "
                               "between heartbeats)")
+
+
+_CONFIG_FIELDS = tuple(f.name for f in fields(RaftConfig))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +174,12 @@ class RaftNode(_Replication):
         return self.id in self.conf.voters
 
     def status(self) -> dict:
-        """Plain data: role, term, leader, log marks, configuration and, on a leader, follower progress."""
+        """Plain data: role, term, leader, log marks, membership, settings and, on a leader, follower progress."""
+        cfg = self.config
         out = {"id": self.id, "role": self.role, "term": self.term, "leader": self.lead, "vote": self.vote,
                "commit": self.log.committed, "applied": self.log.applied, "last_index": self.log.last_index(),
                "first_index": self.log.first_index(), "voters": self.conf.voters, "learners": self.conf.learners,
-               **self.stats}
+               "settings": {f: getattr(cfg, f) for f in _CONFIG_FIELDS}, **self.stats}
         if self.role == LEADER:
             out["progress"] = {n: {"match": p.match, "next": p.next, "state": p.state}
                                for n, p in self.progress.items()}

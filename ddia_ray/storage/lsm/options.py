@@ -1,9 +1,10 @@
-"""Options of an LSM-tree, validated once when the tree opens.
+"""Options of an LSM-tree, validated when they are built.
 
 Theory of operation: every knob is a field of the frozen :class:`LSMOptions`
-with its unit in the name; :func:`parse_options` refuses unknown names and
-out-of-range or inconsistent values with :class:`ConfigError` (wrong types:
-:class:`InvalidArgumentError`), so a typo never silently falls back to a default.
+with its unit in the name. Building one refuses out-of-range or inconsistent
+values with :class:`ConfigError` (wrong types: :class:`InvalidArgumentError`);
+:func:`parse_options` also refuses unknown names, so a typo never silently
+falls back to a default.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _MiB = 1 << 20
 
 @dataclass(frozen=True)
 class LSMOptions:
-    """Every tunable of :class:`~.tree.LSMTree` (see the README section for what each does)."""
+    """Every tunable of :class:`~.tree.LSMTree`; checked when built (``LSMOptions(memtable_bytes=-1)`` raises)."""
 
     create_if_missing: bool = True
     error_if_exists: bool = False
@@ -54,6 +55,9 @@ class LSMOptions:
     clock: Callable[[], float] = field(default=time.monotonic)
     sleep: Callable[[float], None] = field(default=time.sleep)
 
+    def __post_init__(self):
+        _check(self)
+
 
 _CHOICES = {
     "compaction": ("leveled", "tiered"),
@@ -67,12 +71,16 @@ _POSITIVE_INTS = ("memtable_bytes", "max_immutable_memtables", "row_group_rows",
 
 
 def parse_options(**kwargs) -> LSMOptions:
-    """Validated options from keyword arguments."""
+    """Validated options from keyword arguments; unknown names raise :class:`ConfigError`."""
     known = {f.name for f in fields(LSMOptions)}
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ConfigError(f"unknown LSM option(s) {unknown}; known: {sorted(known)}")
-    opts = LSMOptions(**kwargs)
+    return LSMOptions(**kwargs)
+
+
+def _check(opts: LSMOptions) -> None:
+    """Refuse out-of-range, inconsistent or wrongly typed values (run by ``LSMOptions.__post_init__``)."""
     for name, choices in _CHOICES.items():
         if getattr(opts, name) not in choices:
             raise ConfigError(f"{name} must be one of {choices}, got {getattr(opts, name)!r}")
@@ -99,7 +107,6 @@ def parse_options(**kwargs) -> LSMOptions:
     if not callable(opts.clock) or not callable(opts.sleep):
         raise InvalidArgumentError("clock and sleep must be callables")
     arrow_pool(opts.memory_pool)  # a pool this pyarrow build lacks fails at open, not in a flush
-    return opts
 
 
 def arrow_pool(name: str):
