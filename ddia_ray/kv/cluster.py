@@ -89,7 +89,7 @@ class RaftKV:
         while True:
             try:
                 statuses = self.status()
-            except Exception:  # noqa: BLE001 -- a member died while asked: ask again
+            except (ActorUnavailableError, CallTimeoutError):  # a member died or hung while asked: ask again
                 statuses = {}
             leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
             if leaders:

@@ -182,6 +182,8 @@ class NodeGroup:
             got = ray.get([self.handle(n).status.remote() for n in nodes], timeout=timeout_s)
         except ray.exceptions.RayActorError as e:
             raise ActorUnavailableError(f"group {self.name!r}: a node died during status(): {e}") from e
+        except ray.exceptions.GetTimeoutError as e:
+            raise CallTimeoutError(f"group {self.name!r}: status() did not answer within {timeout_s}s") from e
         return got[0] if node is not None else dict(zip(nodes, got))
 
     # --- lifecycle ------------------------------------------------------------
