@@ -11,8 +11,8 @@ as e: retry(e.leader_hint)`` works across actors exactly as it does in one
 process (before, the hint travelled as ``"not_leader:<hint>"`` and callers
 searched the text for it).
 
-Only names of :class:`~ddia_ray.errors.DdiaRayError` subclasses listed in
-``ddia_ray.errors.__all__`` are rebuilt; any other name (a newer peer's new
+Only the :class:`~ddia_ray.errors.DdiaRayError` subclasses that
+:mod:`ddia_ray.errors` defines are rebuilt; any other name (a newer peer's new
 error, an unexpected built-in exception on the remote side) becomes a
 :class:`~ddia_ray.errors.RemoteError` that keeps the name in ``kind``. Decoding
 a record therefore never imports or calls anything chosen by the sender: the
@@ -67,18 +67,14 @@ class ErrorRecord:
     def of(cls, exc: BaseException, node: str = "") -> "ErrorRecord":
         """The record of ``exc`` raised at ``node``: its class name if ddia-ray defines it, else RemoteError."""
         name = type(exc).__name__
-        if _CLASSES.get(name) is type(exc):
-            message = str(exc)
-        else:  # not ours (or a subclass an application defined): keep its name in the text
-            name, message = "RemoteError", f"{name}: {exc}"
+        ours = _CLASSES.get(name) is type(exc)
+        message = (str(exc) if ours else f"{name}: {exc}")[:_MESSAGE_MAX]  # not ours: its name in the text
         if isinstance(exc, RemoteError):  # relayed: keep where it first failed and what it was there
-            return cls("RemoteError", message[:_MESSAGE_MAX], exc.node or node,
-                       {"kind": exc.kind} if exc.kind else None)
-        attrs = {k: v for k, v in vars(exc).items()
-                 if not k.startswith("_") and isinstance(v, _SCALARS)} if hasattr(exc, "__dict__") else {}
-        if name == "RemoteError" and type(exc).__name__ != "RemoteError":
-            attrs = {"kind": type(exc).__name__}
-        return cls(name, message[:_MESSAGE_MAX], node, attrs or None)
+            return cls("RemoteError", message, exc.node or node, {"kind": exc.kind} if exc.kind else None)
+        if not ours:
+            return cls("RemoteError", message, node, {"kind": name})
+        attrs = {k: v for k, v in vars(exc).items() if not k.startswith("_") and isinstance(v, _SCALARS)}
+        return cls(name, message, node, attrs or None)
 
     def exception(self, where: str = "") -> DdiaRayError:
         """This record as an exception of its class (``RemoteError`` for a name not known here).
@@ -89,20 +85,17 @@ class ErrorRecord:
         """
         cls = _CLASSES.get(self.kind)
         text = f"{where}: {self.message}" if where else self.message
-        attrs = dict(self.attrs or {})
-        if cls is None:
-            exc: DdiaRayError = RemoteError(text, kind=self.kind, node=self.node)
-            exc.remote_node = self.node  # type: ignore[attr-defined]
-            return exc
-        exc = cls.__new__(cls)
-        Exception.__init__(exc, text)
-        for k, v in _init_defaults(cls).items():  # what did not travel (a chained cause...): its default
-            setattr(exc, k, v)
-        for k, v in attrs.items():
-            setattr(exc, k, v)
-        if cls is RemoteError:
-            exc.kind = attrs.get("kind", "")  # type: ignore[attr-defined]
-            exc.node = self.node  # type: ignore[attr-defined]
+        attrs = self.attrs or {}
+        exc: DdiaRayError
+        if cls is None or cls is RemoteError:  # unknown here, or relayed: the kind it had where it failed
+            exc = RemoteError(text, kind=self.kind if cls is None else attrs.get("kind", ""), node=self.node)
+        else:
+            exc = cls.__new__(cls)
+            Exception.__init__(exc, text)
+            for k, v in _init_defaults(cls).items():  # what did not travel (a chained cause...): its default
+                setattr(exc, k, v)
+            for k, v in attrs.items():
+                setattr(exc, k, v)
         exc.remote_node = self.node  # type: ignore[attr-defined]
         return exc
 

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from .tombstones import TombstoneIndex
 
-__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "SCHEMA"]
+__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "SCHEMA", "sort_rows"]
 
 PUT, DELETE, RANGE_DELETE = 0, 1, 2
 #: Row layout of SSTables (and of :meth:`Memtable.to_table`).
@@ -183,5 +183,12 @@ class Memtable:
             table = pa.concat_tables([table, extra], memory_pool=pool).combine_chunks(memory_pool=pool)
         if len(keys) == len(data) and not self._tombstones:  # unique keys: the key decides
             return pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
-        order = pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")], memory_pool=pool)
-        return pc.take(table, order, memory_pool=pool)
+        return sort_rows(table, pool)
+
+
+def sort_rows(table: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:
+    """``table`` in SSTable order: key ascending, then newest first (new buffers from ``pool``)."""
+    if table.num_rows <= 1:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")], memory_pool=pool)
+    return pc.take(table, order, memory_pool=pool)

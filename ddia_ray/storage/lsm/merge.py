@@ -32,19 +32,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .memtable import DELETE, RANGE_DELETE, SCHEMA
+from .memtable import DELETE, RANGE_DELETE, SCHEMA, sort_rows
 
 __all__ = ["sort_rows", "merge_runs", "split_outputs"]
 
 _ROW_OVERHEAD_BYTES = 13  # seq + op + offsets, roughly, per row
-
-
-def sort_rows(table: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:
-    """``table`` in SSTable order: key ascending, then newest first (new buffers from ``pool``)."""
-    if table.num_rows <= 1:
-        return table
-    order = pc.sort_indices(table, sort_keys=[("key", "ascending"), ("seq", "descending")], memory_pool=pool)
-    return pc.take(table, order, memory_pool=pool)
 
 
 def _stripes(seqs: pa.Array, snapshots: list[int]):
