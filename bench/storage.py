@@ -31,6 +31,7 @@ Run: ``python bench/storage.py [--keys N] [--engines lsm,btree] [--shapes fixed,
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -64,6 +65,13 @@ def _dir_bytes(path: str) -> int:
         for f in files:
             total += os.path.getsize(os.path.join(root, f))
     return total
+
+
+def _settle() -> None:
+    """Start each engine on an even footing: the previous engine's dirty pages written back
+    (otherwise the kernel flushes them during the next engine's puts) and its garbage collected."""
+    os.sync()
+    gc.collect()
 
 
 def _timed(n: int, fn) -> float:
@@ -211,8 +219,9 @@ def bench_actor(engine: str, path, d: Shape, row_cache_mib: int = 0) -> dict:
 
     keys, values, reads = d.keys, d.values, d.reads
     opts = _options(engine, d, row_cache_mib)
-    client = StorageNode.launch(f"bench-{engine}-{d.name}-{os.getpid()}", f"file://{path}/actor",
-                                engine=engine, **opts)
+    node = StorageNode.launch(f"bench-{engine}-{d.name}-{os.getpid()}", f"file://{path}/actor",
+                              engine=engine, **opts)
+    client = node.client()
     out = {}
     step = 1000
 
@@ -232,9 +241,7 @@ def bench_actor(engine: str, path, d: Shape, row_cache_mib: int = 0) -> dict:
             raise SystemExit(f"the Arrow scan returned {rows[0]} rows of {len(keys)}")
     finally:
         client.close()
-        import ray
-
-        ray.kill(client.handle)
+        node.shutdown()
     return out
 
 
@@ -281,21 +288,29 @@ def main(argv=None) -> None:
     baselines = [("rocksdb", bench_rocksdb)] + ([] if args.no_sqlite else [("sqlite3", bench_sqlite)])
     root = tempfile.mkdtemp(prefix="ddia-bench-")
     try:
+        # Every local measurement first, the actor ones last: the Ray processes that the first
+        # actor run starts (raylet, GCS, dashboard) take CPU on a 2-core machine, and would
+        # otherwise run beside the local figures of whichever engines come after it.
         for shape, d in shapes.items():
             per = results[shape] = {}
             for name, fn in baselines:
                 path = os.path.join(root, shape, name)
                 os.makedirs(path)
+                _settle()
                 per[name] = fn(path, d)
                 print(f"[{shape}] {name}: done", flush=True)
             for engine in args.engines.split(","):
                 path = os.path.join(root, shape, engine)
                 os.makedirs(path)
+                _settle()
                 per[engine] = bench_ours(engine, path, d, args.row_cache_mib)
                 print(f"[{shape}] {engine}: done", flush=True)
-                if not args.no_actor:
-                    per[f"{engine} via actor"] = bench_actor(engine, path, d, args.row_cache_mib)
-                    print(f"[{shape}] {engine} via actor: done", flush=True)
+        for shape, d in ([] if args.no_actor else shapes.items()):
+            for engine in args.engines.split(","):
+                _settle()
+                results[shape][f"{engine} via actor"] = bench_actor(
+                    engine, os.path.join(root, shape, engine), d, args.row_cache_mib)
+                print(f"[{shape}] {engine} via actor: done", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")

@@ -65,7 +65,12 @@ class ErrorRecord:
 
     @classmethod
     def of(cls, exc: BaseException, node: str = "") -> "ErrorRecord":
-        """The record of ``exc`` raised at ``node``: its class name if ddia-ray defines it, else RemoteError."""
+        """The record of ``exc`` raised at ``node``: its class name if ddia-ray defines it, else RemoteError.
+
+        An exception that was itself rebuilt from a record (a cache relaying its store's refusal)
+        keeps the node where it was first raised.
+        """
+        node = getattr(exc, "remote_node", "") or node
         name = type(exc).__name__
         ours = _CLASSES.get(name) is type(exc)
         message = (str(exc) if ours else f"{name}: {exc}")[:_MESSAGE_MAX]  # not ours: its name in the text

@@ -21,6 +21,7 @@ __all__ = [
     "CorruptRecordError",
     "RuntimeNotReadyError",
     "UnknownNodeError",
+    "ComponentNotFoundError",
     "ActorUnavailableError",
     "RemoteError",
     "MessageDroppedError",
@@ -113,6 +114,16 @@ class UnknownNodeError(DdiaRayError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message otherwise
         return self.args[0]
+
+
+class ComponentNotFoundError(DdiaRayError, LookupError):
+    """``connect(name)`` found no running component of that name and kind on this Ray cluster."""
+
+    def __init__(self, name: str, running=(), kind: str = ""):
+        self.name = name
+        self.kind = kind
+        what = f"{kind} {name!r}" if kind else repr(name)
+        super().__init__(f"no running component {what}; running: {sorted(running)}")
 
 
 class ActorUnavailableError(DdiaRayError):

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
 
     source = args.source or _sample_dataset(args.rows, args.seed)
     node_url = args.node_url or f"file://{tempfile.mkdtemp(prefix='ddia-ray-ingest-db-')}/db"
-    client = StorageNode.launch(args.name or f"ingest-{uuid.uuid4().hex[:6]}", node_url, engine=args.engine)
+    node = StorageNode.launch(args.name or f"ingest-{uuid.uuid4().hex[:6]}", node_url, engine=args.engine)
+    client = node.client()
     loaded = client.ingest_parquet(source)
     fs, path = fsspec.core.url_to_fs(source)
     table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "value"])
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
           f"sample of {len(picks)} read back, {missing} missing")
     print(f"rows missing: {missing}", flush=True)
     client.close()
+    node.shutdown()
     return 0 if missing == 0 and loaded == table.num_rows else 1
 
 

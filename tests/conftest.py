@@ -22,6 +22,8 @@ def ray_session():
     from ddia_ray.runtime.connect import ensure_ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Workers report metrics every second instead of every ten: the metrics test reads them back.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     ensure_ray()
     yield ray
     ray.shutdown()

@@ -6,8 +6,7 @@ import uuid
 
 import pytest
 
-from ddia_ray import codec
-from ddia_ray.balancing.balancer import BalancedHandle, BalancerActor
+from ddia_ray.balancing import BalancedHandle, BalancerActor
 from ddia_ray.demo.replica import Ping, Work, WorkResult, expected_digest
 from ddia_ray.errors import ConfigError, InvalidArgumentError, RetriesExhaustedError
 from ddia_ray.resilience import CircuitBreakerConfig, RetryPolicy
@@ -109,18 +108,20 @@ def test_replicas_can_be_taken_out_and_put_back_while_running(group):
         h.close()
 
 
-def test_balancer_actor_serves_batches(group):
-    actor = BalancerActor.launch(group.name, NODES, name=f"{group.name}/lb")
-    import ray
-
-    try:
-        out = codec.decode(ray.get(actor.call_batch.remote(codec.encode((Work("a"), "bad")))), tuple)
-        assert out[0]["ok"] and out[0]["value"].digest == expected_digest(Work("a"))
-        assert not out[1]["ok"] and "cannot serve" in out[1]["error"]
-        assert sum(r["requests"] for r in ray.get(actor.stats.remote())["replicas"].values()) == 2
-    finally:
-        ray.get(actor.close.remote())
-        ray.kill(actor)
+def test_balancer_actor_serves_batches_and_answers_errors_as_their_own_class(group):
+    with BalancerActor.launch(group, NODES, name=f"{group.name}-lb") as actor:
+        client = actor.client()
+        out = client.call_batch([Work("a"), "bad"], return_exceptions=True)
+        assert out[0].digest == expected_digest(Work("a"))
+        assert isinstance(out[1], InvalidArgumentError) and "cannot serve" in str(out[1])
+        assert out[1].remote_node in NODES  # the replica that refused it, not the balancer
+        with pytest.raises(InvalidArgumentError, match="cannot serve"):
+            client.call_batch([Work("b"), "bad"])
+        futures = [client.call_batch_future([Work(f"f{i}")]) for i in range(5)]
+        assert [f.result(30)[0].digest for f in futures] == [expected_digest(Work(f"f{i}")) for i in range(5)]
+        assert sum(r["requests"] for r in client.stats()["replicas"].values()) == 9
+        with pytest.raises(InvalidArgumentError, match="not plain data"):
+            BalancerActor.launch(group, NODES, retry=RetryPolicy(retry_if=lambda e: True))
 
 
 def test_bad_configuration_is_refused(ray_session):

@@ -6,77 +6,21 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-import ray
+import pathlib
 
-from ddia_ray import codec
+import pytest
+
 from ddia_ray.caching import CacheStats, ReadThroughCache, WriteBehindCache, WriteThroughCache
-from ddia_ray.errors import BackpressureError, ConfigError, DatabaseClosedError, InvalidArgumentError
-from ddia_ray.storage.engine import MemoryEngine, Op, WriteBatch, decode_ops
+from ddia_ray.errors import ActorUnavailableError, BackpressureError, ConfigError, InvalidArgumentError, RemoteError
+from ddia_ray.runtime import NodeGroup
+from ddia_ray.runtime.service import ServiceRef, ServiceSpec
+from ddia_ray.storage.engine import Op, WriteBatch
 from ddia_ray.storage.node import StorageClient, StorageNode
 from raywait import wait_for
 
 pytestmark = pytest.mark.ray
 
-
-@ray.remote(num_cpus=0, max_concurrency=32)
-class StoreDouble:
-    """Speaks the storage node's protocol over MemoryEngine; can hold reads/writes, fail, or refuse keys."""
-
-    def __init__(self):
-        self.engine = MemoryEngine()
-        self.lock = threading.Lock()
-        self.requested: list[bytes] = []      # keys asked for by get_many (recorded before any gate)
-        self.written: dict[bytes, int] = {}   # applied operations per key
-        self.write_attempts = 0
-        self.failing = False
-        self.refuse_prefix: bytes | None = None
-        self.reads_open = threading.Event()
-        self.reads_open.set()
-        self.writes_open = threading.Event()
-        self.writes_open.set()
-
-    def ping(self) -> str:
-        return "double"
-
-    def get_many(self, keys: bytes) -> bytes:
-        ks = codec.decode(keys, tuple)
-        with self.lock:
-            self.requested.extend(ks)
-        assert self.reads_open.wait(30)
-        return codec.encode(tuple(self.engine.get(k) for k in ks))
-
-    def write(self, ops: bytes) -> int:
-        batch = decode_ops(ops)
-        with self.lock:
-            self.write_attempts += 1
-        if self.failing:
-            raise ConnectionError("store is down")
-        if self.refuse_prefix is not None and any(op.key.startswith(self.refuse_prefix) for op in batch.ops):
-            raise PermissionError("store refused the write")
-        assert self.writes_open.wait(30)
-        self.engine.write(batch)
-        with self.lock:
-            for op in batch.ops:
-                self.written[op.key] = self.written.get(op.key, 0) + 1
-        return len(batch)
-
-    def set(self, **attrs) -> None:
-        for name, value in attrs.items():
-            setattr(self, name, value)
-
-    def gate(self, reads: bool | None = None, writes: bool | None = None) -> None:
-        for event, is_open in ((self.reads_open, reads), (self.writes_open, writes)):
-            if is_open is True:
-                event.set()
-            elif is_open is False:
-                event.clear()
-
-    def report(self) -> dict:
-        with self.lock:
-            return {"requested": list(self.requested), "written": dict(self.written),
-                    "write_attempts": self.write_attempts,
-                    "data": dict(self.engine.scan())}
+_TESTS = str(pathlib.Path(__file__).parent)  # the store double's module, for the actor's interpreter
 
 
 @pytest.fixture
@@ -88,29 +32,36 @@ def spawn(ray_session):
         def name(self, prefix: str) -> str:
             return f"test-caching-{prefix}-{uuid.uuid4().hex[:8]}"
 
-        def double(self):
-            h = StoreDouble.remote()
-            ray.get(h.ping.remote())
-            handles.append(h)
-            return h
+        def double(self) -> ServiceRef:
+            name = self.name("double")
+            group = NodeGroup.launch(name, {name: ServiceSpec("cache_store_double:StoreDouble", threads=32)},
+                                     actor_options={"runtime_env": {"env_vars": {"PYTHONPATH": _TESTS}}})
+            handles.append(group)
+            return ServiceRef(name, name, owner=group)
 
         def node(self) -> StorageClient:
-            client = StorageNode.launch(self.name("node"), None, engine="memory")
-            handles.append(client.handle)
-            return client
+            node = StorageNode.launch(self.name("node"), None, engine="memory")
+            handles.append(node)
+            self.nodes[node.name] = node
+            return node.client()
 
         def cache(self, cls, store, **options):
-            client = cls.launch(self.name(cls.__name__), store, **options)
-            handles.append(client.handle)
-            return client
+            if isinstance(store, StorageClient):
+                store = store.target
+            handle = cls.launch(self.name(cls.__name__), store, **options)
+            handles.append(handle)
+            self.caches.append(handle)
+            return handle.client()
 
-    yield Spawner()
-    for h in handles:
-        ray.kill(h)
+    spawner = Spawner()
+    spawner.nodes, spawner.caches = {}, []
+    yield spawner
+    for h in reversed(handles):
+        h.shutdown()
 
 
 def _report(double) -> dict:
-    return ray.get(double.report.remote())
+    return double.call("report")
 
 
 # --- read-through --------------------------------------------------------------------
@@ -119,9 +70,11 @@ def _report(double) -> dict:
 def test_read_through_loads_each_missing_key_once_under_concurrent_readers(spawn, policy, options):
     store = spawn.double()
     keys = [f"key-{i:02d}".encode() for i in range(30)]
-    ray.get(store.write.remote(codec.encode(tuple(Op("put", k, k[::-1]) for k in keys))))
+    from ddia_ray.storage.engine import encode_ops
+
+    store.call("write", encode_ops(WriteBatch(tuple(Op("put", k, k[::-1]) for k in keys))))
     cache = spawn.cache(ReadThroughCache, store, policy=policy, capacity=100, policy_options=options)
-    ray.get(store.gate.remote(reads=False))
+    store.call("gate", False, None)
     readers = 6
     barrier = threading.Barrier(readers)
 
@@ -135,7 +88,7 @@ def test_read_through_loads_each_missing_key_once_under_concurrent_readers(spawn
         # reads are held at the store: every reader must lead or join a load of every key first
         wait_for(lambda: len(_report(store)["requested"]) + cache.stats().shared_loads == readers * len(keys),
                  30, what="every reader claimed or joined every key")
-        ray.get(store.gate.remote(reads=True))
+        store.call("gate", True, None)
         for f in futures:
             order, values = f.result(30)
             assert values == [k[::-1] for k in order]
@@ -179,21 +132,22 @@ def test_launch_refuses_bad_settings_before_starting_an_actor(spawn):
 
 def test_write_through_never_caches_a_refused_write(spawn):
     store = spawn.double()
-    ray.get(store.set.remote(refuse_prefix=b"bad"))
+    store.call("set", "refuse_prefix", b"bad")
     cache = spawn.cache(WriteThroughCache, store, capacity=10)
     assert cache.put_many({b"good": b"g"}) == 1
     assert cache.get("good") == b"g" and cache.stats().loads == 0   # filled by the write: no load
     assert cache.get("bad-1") is None                                # cached as absent (one load)
     loads_before = cache.stats().loads
-    with pytest.raises(PermissionError, match="refused"):
+    with pytest.raises(RemoteError, match="refused") as refused:  # not a ddia-ray error: relayed by name
         cache.put_many({b"bad-1": b"x", b"other": b"y"})
+    assert refused.value.kind == "PermissionError" and refused.value.node == store.node
     s = cache.stats()
     assert s.write_failures == 2
     # neither key of the refused batch is cached: reading them goes back to the store
     assert cache.get_many(["bad-1", "other"]) == [None, None]
     assert cache.stats().loads == loads_before + 1
     assert _report(store)["data"] == {b"good": b"g"}
-    with pytest.raises(PermissionError):
+    with pytest.raises(RemoteError):
         cache.put_future("bad-2", b"z").result(10)
 
 
@@ -219,7 +173,7 @@ def test_write_behind_coalesces_many_writes_of_one_key_into_one_store_write(spaw
 
 def test_write_behind_applies_backpressure_when_the_queue_is_full(spawn):
     store = spawn.double()
-    ray.get(store.gate.remote(writes=False))             # the store hangs on writes
+    store.call("gate", None, False)             # the store hangs on writes
     cache = spawn.cache(WriteBehindCache, store, capacity=100, queue_capacity_keys=3, put_timeout_s=1.0,
                         flush_interval_s=0.01)
     cache.put_many({b"k1": b"1", b"k2": b"2", b"k3": b"3"})
@@ -229,7 +183,7 @@ def test_write_behind_applies_backpressure_when_the_queue_is_full(spawn):
         cache.put("k4", b"4")                            # needs room: refused after put_timeout_s
     assert cache.get("k4") is None                       # the refused write was not acknowledged, not cached
     late = ThreadPoolExecutor(1).submit(cache.put, "k5", b"5")  # will block until there is room
-    ray.get(store.gate.remote(writes=True))
+    store.call("gate", None, True)
     assert late.result(10) == 1
     cache.flush(timeout_s=10)
     assert _report(store)["data"] == {b"k1": b"1b", b"k2": b"2", b"k3": b"3", b"k5": b"5"}
@@ -237,7 +191,7 @@ def test_write_behind_applies_backpressure_when_the_queue_is_full(spawn):
 
 def test_write_behind_loses_nothing_when_the_store_fails_then_recovers(spawn):
     store = spawn.double()
-    ray.get(store.set.remote(failing=True))
+    store.call("set", "failing", True)
     cache = spawn.cache(WriteBehindCache, store, capacity=8, flush_interval_s=0.01,
                         retry_backoff_s=0.01, retry_backoff_max_s=0.05)
     expected = {f"k{i:02d}".encode(): f"v{i}".encode() for i in range(20)}
@@ -245,7 +199,7 @@ def test_write_behind_loses_nothing_when_the_store_fails_then_recovers(spawn):
     wait_for(lambda: cache.stats().flush_failures >= 3, 20, what="several failed flushes")
     assert cache.get_many(sorted(expected)) == [expected[k] for k in sorted(expected)]  # still readable
     assert cache.stats().queue_depth == 20
-    ray.get(store.set.remote(failing=False))
+    store.call("set", "failing", False)
     cache.flush(timeout_s=20)
     assert _report(store)["data"] == expected
     s = cache.stats()
@@ -258,9 +212,9 @@ def test_write_behind_close_drains_the_queue_first(spawn):
     futures = [cache.put_future(f"k{i}", b"x") for i in range(10)]
     assert all(f.result(10) is None for f in futures)
     assert _report(store)["data"] == {}
-    cache.close(timeout_s=10)
+    spawn.caches[-1].shutdown()  # the shell closes the cache, which drains its queue, before the kill
     assert _report(store)["data"] == {f"k{i}".encode(): b"x" for i in range(10)}
-    with pytest.raises(DatabaseClosedError):
+    with pytest.raises(ActorUnavailableError):
         cache.put_many({b"late": b"x"})
 
 

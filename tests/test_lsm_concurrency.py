@@ -507,13 +507,14 @@ def test_stress_through_a_storage_node_with_concurrent_calls(ray_session, tmp_pa
                 l0_compaction_trigger=2, stall_timeout_s=50)
     parquet = tmp_path / "parquet"
     parquet.mkdir()
-    client = StorageNode.launch(f"sn-stress-{os.getpid()}-{next(_n)}", url, max_concurrency=8, **opts)
+    node = StorageNode.launch(f"sn-stress-{os.getpid()}-{next(_n)}", url, threads=8, **opts)
+    client = node.client()
     try:
         work = _Workload(client, seed, writers=3, parquet_dir=str(parquet))
         work.start()
         work.wait_acked(300, 60)
         acked = work.acked
-        client._get(client.handle.close.remote())
+        ray_session.get(node.group.handle(node.node).stop.remote())  # the shell closes the engine
         for t in work.threads:
             t.join(60)
         assert not [t for t in work.threads if t.is_alive()], "calls still running after the node closed"
@@ -521,13 +522,11 @@ def test_stress_through_a_storage_node_with_concurrent_calls(ray_session, tmp_pa
         assert acked >= 300
     finally:
         client.close()
-        ray_session.kill(client.handle)
-    reopened = StorageNode.launch(f"sn-stress-{os.getpid()}-{next(_n)}", url, **opts)
-    try:
-        assert work.check(reopened) == []
-    finally:
-        reopened.close()
-        ray_session.kill(reopened.handle)
+        node.shutdown()
+    with StorageNode.launch(f"sn-stress-{os.getpid()}-{next(_n)}", url, **opts) as reopened:
+        client = reopened.client()
+        assert work.check(client) == []
+        client.close()
 
 
 if __name__ == "__main__":

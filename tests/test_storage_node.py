@@ -19,10 +19,10 @@ def _name() -> str:
 
 @pytest.fixture
 def memory_node(ray_session):
-    client = StorageNode.launch(_name(), None, engine="memory")
-    yield client
-    client.close()
-    ray_session.kill(client.handle)
+    with StorageNode.launch(_name(), None, engine="memory") as node:
+        client = node.client()
+        yield client
+        client.close()
 
 
 def test_batches_cross_the_actor_boundary_once(memory_node):
@@ -77,10 +77,12 @@ def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
 
     from raywait import wait_for
 
-    client = StorageNode.launch(_name(), None, engine="memory")
-    ray_session.kill(client.handle)
+    node = StorageNode.launch(_name(), None, engine="memory")
+    client = node.client()
+    handle = node.group.handle(node.node)
+    ray_session.kill(handle)  # behind the handle's back, as a crash would
     # ray.kill only requests the kill: wait until Ray reports the actor dead.
-    actor_id = client.handle._actor_id.hex()
+    actor_id = handle._actor_id.hex()
     wait_for(lambda: (get_actor(actor_id) or {}).state == "DEAD", what="the killed node to be dead")
     with pytest.raises(ActorUnavailableError):
         client.get("k")
@@ -88,25 +90,25 @@ def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
     with pytest.raises(ActorUnavailableError):
         fut.result(timeout=30)
     client.close()
+    node.shutdown()
 
 
 @pytest.mark.parametrize("engine", ["lsm", "btree"])
 def test_a_killed_node_recovers_its_data_on_restart(ray_session, tmp_path, engine):
     url = f"file://{tmp_path}/db"
     options = {"sync": "batch"} if engine == "lsm" else {"sync": True}
-    client = StorageNode.launch(_name(), url, engine=engine, **options)
-    client.put_many({b"k%05d" % i: b"v%05d" % i for i in range(3000)})
-    client.delete_range(b"k01000", b"k02000")
-    ray_session.kill(client.handle)  # no close, no flush
-    client.close()
-    restarted = StorageNode.launch(_name(), url, engine=engine, **options)
-    try:
-        values = restarted.get_many(b"k%05d" % i for i in range(3000))
+    with StorageNode.launch(_name(), url, engine=engine, **options) as node:
+        client = node.client()
+        client.put_many({b"k%05d" % i: b"v%05d" % i for i in range(3000)})
+        client.delete_range(b"k01000", b"k02000")
+        node.nemesis.kill(node.node)  # ray.kill: no close, no flush
+        with pytest.raises(ActorUnavailableError):
+            client.get("k00001")
+        node.nemesis.restart(node.node)  # a new actor reopens the engine and recovers
+        values = client.get_many(b"k%05d" % i for i in range(3000))
         assert values == [None if 1000 <= i < 2000 else b"v%05d" % i for i in range(3000)]
-        assert [k for k, _ in restarted.scan(b"k00998", b"k02002")] == [b"k00998", b"k00999", b"k02000", b"k02001"]
-    finally:
-        restarted.close()
-        ray_session.kill(restarted.handle)
+        assert [k for k, _ in client.scan(b"k00998", b"k02002")] == [b"k00998", b"k00999", b"k02000", b"k02001"]
+        assert node.group.restarts[node.node] == 1
 
 
 @pytest.mark.parametrize("engine", ["lsm", "btree"])
@@ -114,7 +116,8 @@ def test_a_client_scan_reads_one_snapshot_across_its_pages(ray_session, tmp_path
     """One scan is one streaming call over one engine snapshot: a delete issued after the first
     page arrived does not cut the scan short (it did when every page was its own call)."""
     options = {"sync": "none"} if engine == "lsm" else {"sync": False}
-    client = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, **options)
+    node = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, **options)
+    client = node.client()
     try:
         client.put_many({b"p%03d" % i: b"v" for i in range(100)})
         pages = client.scan(page_size=10)
@@ -124,7 +127,7 @@ def test_a_client_scan_reads_one_snapshot_across_its_pages(ray_session, tmp_path
         assert list(client.scan()) == []
     finally:
         client.close()
-        ray_session.kill(client.handle)
+        node.shutdown()
 
 
 def test_opening_something_that_is_not_a_database_fails_with_its_own_error(ray_session, tmp_path):
@@ -153,7 +156,8 @@ def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys):
 def test_concurrent_clients_lose_no_write(ray_session, tmp_path, engine):
     import threading
 
-    client = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, max_concurrency=8)
+    node = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine=engine, threads=8)
+    client = node.client()
     errors: list = []
 
     def writer(t: int) -> None:
@@ -177,4 +181,4 @@ def test_concurrent_clients_lose_no_write(ray_session, tmp_path, engine):
             assert sum(1 for _ in client.scan(b"m%d-" % t, b"m%d." % t)) == 1500
     finally:
         client.close()
-        ray_session.kill(client.handle)
+        node.shutdown()

@@ -246,7 +246,8 @@ def test_node_scans_cross_the_actor_boundary_as_arrow_batches(ray_session, tmp_p
     from ddia_ray.storage.node import KV_SCHEMA, StorageNode
 
     url = None if engine == "memory" else f"file://{tmp_path}/db"
-    client = StorageNode.launch(_name(), url, engine=engine, **({"sync": "none"} if engine == "lsm" else {}))
+    node = StorageNode.launch(_name(), url, engine=engine, **({"sync": "none"} if engine == "lsm" else {}))
+    client = node.client()
     try:
         pairs = {b"k%05d" % i: b"v%d" % i for i in range(3000)}
         client.put_many(pairs)
@@ -278,7 +279,7 @@ def test_node_scans_cross_the_actor_boundary_as_arrow_batches(ray_session, tmp_p
             list(client.scan_batches(batch_rows=0))
     finally:
         client.close()
-        ray_session.kill(client.handle)
+        node.shutdown()
 
 
 @pytest.mark.ray
@@ -292,7 +293,8 @@ def test_a_narrow_scan_does_not_ship_its_whole_row_group(ray_session, tmp_path):
     piece = _compact(big.slice(2000, 10))
     assert piece.get_total_buffer_size() < 2_000 and piece.to_pylist() == big.slice(2000, 10).to_pylist()
     assert _compact(big) is big
-    client = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine="lsm", sync="none")
+    node = StorageNode.launch(_name(), f"file://{tmp_path}/db", engine="lsm", sync="none")
+    client = node.client()
     try:
         client.put_many({b"k%05d" % i: b"v" * 100 for i in range(4096)})
         client.compact()
@@ -301,7 +303,7 @@ def test_a_narrow_scan_does_not_ship_its_whole_row_group(ray_session, tmp_path):
         assert sum(b.get_total_buffer_size() for b in batches) < 4_000
     finally:
         client.close()
-        ray_session.kill(client.handle)
+        node.shutdown()
 
 
 def test_a_sorted_run_spread_over_levels_is_served_without_a_merge():

@@ -1,4 +1,4 @@
-"""Load balancing without Ray: pickers, outlier detection and the balancer core.
+"""Load balancing: pickers, outlier detection, the balancer core, and the balancer on Ray.
 
 Theory of operation: a :class:`Picker` chooses a member for each request
 (round robin, nginx's smooth weighted round robin, weighted least connections,
@@ -7,9 +7,13 @@ power of two choices, or a consistent-hash ring); an
 Envoy does; :class:`BalancerCore` ties both to in-flight counts, health marks
 from a failure detector, draining and panic mode. All of it is deterministic:
 time is passed in as ``now_s`` and randomness comes from a seeded
-``random.Random``. The Ray actor that drives a core lives elsewhere.
+``random.Random``. :class:`BalancedHandle` drives a core from a client process
+(breakers, retries, health checks over a node group); :class:`BalancerActor`
+runs one as an actor that many clients share.
 """
 
+from .actor import BalancerActor, BalancerClient, BalancerService
+from .balancer import PICKERS, BalancedHandle, BalancedStats
 from .consistent_hash import ConsistentHashPicker, blake2b_64
 from .core import BalancerCore, BalancerStats, ReplicaStats
 from .least_connections import WeightedLeastConnectionsPicker
@@ -33,4 +37,10 @@ __all__ = [
     "BalancerCore",
     "BalancerStats",
     "ReplicaStats",
+    "PICKERS",
+    "BalancedHandle",
+    "BalancedStats",
+    "BalancerActor",
+    "BalancerClient",
+    "BalancerService",
 ]

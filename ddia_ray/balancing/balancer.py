@@ -25,8 +25,8 @@ batch in the next round. Requests are assumed idempotent when retried (they
 may have executed on a replica whose reply was lost): use request ids and
 deduplication in the core otherwise.
 
-:class:`BalancerActor` hosts a :class:`BalancedHandle` inside a threaded Ray
-actor so many clients share one set of breakers and statistics.
+:class:`~ddia_ray.balancing.actor.BalancerActor` runs a :class:`BalancedHandle`
+as a runtime service, so many clients share one set of breakers and statistics.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from .power_of_two import PowerOfTwoChoicesPicker
 from .round_robin import RoundRobinPicker
 from .weighted import SmoothWeightedRoundRobinPicker
 
-__all__ = ["BalancedHandle", "BalancerActor", "PICKERS", "BalancedStats"]
+__all__ = ["BalancedHandle", "PICKERS", "BalancedStats"]
 
 #: Picker names accepted by :class:`BalancedHandle`.
 PICKERS: Mapping[str, Callable[[random.Random], Any]] = {
@@ -399,55 +399,3 @@ class BalancedHandle:
         self._stop.set()
         if self._health_thread is not None:
             self._health_thread.join(timeout=5)
-
-
-class BalancerActor:
-    """A :class:`BalancedHandle` inside a threaded Ray actor; create with :meth:`launch`."""
-
-    def __init__(self, group: str, replicas, kwargs: dict):
-        self.handle = BalancedHandle(group, replicas, **kwargs)
-
-    @classmethod
-    def launch(cls, group: str, replicas, *, name: str | None = None, max_concurrency: int = 32, **kwargs):
-        """Start the actor (named ``"<group>/balancer"`` by default) and return its Ray handle."""
-        ray = ensure_ray()
-        actor = ray.remote(cls).options(name=name or f"{group}/balancer", namespace=NAMESPACE, num_cpus=0,
-                                        max_concurrency=max_concurrency)
-        handle = actor.remote(group, replicas, kwargs)
-        ray.get(handle.ready.remote())
-        return handle
-
-    def ready(self) -> bool:
-        """Returns once the actor is constructed."""
-        return True
-
-    def call_batch(self, payloads: bytes) -> bytes:
-        """Encoded payloads in, encoded results out (failures as error strings, never raised)."""
-        results = self.handle.call_batch(codec.decode(payloads, tuple), return_exceptions=True)
-        return codec.encode(tuple(
-            {"ok": False, "error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else {"ok": True, "value": r}
-            for r in results))
-
-    def add_replica(self, name: str, weight: int = 1) -> None:
-        """Route to ``name`` from now on."""
-        self.handle.add_replica(name, weight)
-
-    def remove_replica(self, name: str) -> None:
-        """Stop routing new requests to ``name``."""
-        self.handle.remove_replica(name)
-
-    def stats(self) -> dict:
-        """Plain-data statistics for the demo table."""
-        s = self.handle.stats()
-        return {
-            "replicas": {r.name: {"requests": r.requests, "failures": r.failures, "in_flight": r.in_flight,
-                                  "ejected": r.ejected, "healthy": r.healthy} for r in s.balancer.replicas},
-            "breakers": {n: m.state.value for n, m in s.breakers.items()},
-            "transitions": [(t.breaker, t.from_state, t.to_state, t.reason) for t in s.transitions],
-            "members": {n: m.status.value for n, m in s.members.items()},
-            "requests": s.requests, "retries": s.retries, "failed": s.failed,
-        }
-
-    def close(self) -> None:
-        """Stop health checks."""
-        self.handle.close()

@@ -1,42 +1,51 @@
-"""Read-through and write-through cache actors in front of a storage node.
+"""Read-through, write-through and write-behind caches: services in front of a storage node.
 
 Theory of operation
 -------------------
-Each actor is a thin driver around a :class:`~ddia_ray.caching.patterns.CacheFront`
-and a :class:`~ddia_ray.storage.node.StorageClient` of the store. It is a
-threaded Ray actor (``max_concurrency`` calls at once), so a reader waiting
-on the store never blocks readers served from the cache, and concurrent
-misses of one key share one load (single flight).
+A cache is a runtime service (:mod:`ddia_ray.runtime.service`) hosted by the
+same shell as every ddia-ray actor: each one is a thin driver around a
+:class:`~ddia_ray.caching.patterns.CacheFront` and a
+:class:`~ddia_ray.storage.node.StorageClient` of the store. Its calls run in
+the shell's worker threads (``threads`` at once), so a reader waiting on the
+store never blocks readers served from the cache, and concurrent misses of one
+key share one load (single flight).
 
-* :class:`ReadThroughCache`: ``get_many`` serves hits from the core and
+* :class:`ReadThroughService`: ``get_many`` serves hits from the core and
   loads every miss nobody is loading yet with ONE store ``get_many``.
   Writes go to the store, then invalidate their keys.
-* :class:`WriteThroughCache`: reads as above; a write goes to the store
+* :class:`WriteThroughService`: reads as above; a write goes to the store
   first and only after the store acknowledged it are the values put in the
   cache. A write the store refused raises to the caller and is never
   cached (its keys are invalidated: a timed-out write may have applied).
 
+The cache calls its store as itself: the store's shell sees calls from the
+cache's node id, so ``store.nemesis.partition([[cache.name], ["*"]])`` cuts
+the cache off from its store while its own clients still reach it, and
+``cache.nemesis`` partitions, pauses, kills or restarts the cache (a
+restarted cache starts cold; a write-behind cache loses what it had not
+flushed, see :mod:`ddia_ray.caching.write_behind`).
+
 Both take and return codec-encoded batches (the storage node's protocol,
-so a :class:`~ddia_ray.storage.node.StorageClient` can talk to them too);
-create them with :meth:`ReadThroughCache.launch`, which returns a
-:class:`~ddia_ray.caching.client.CacheClient`. The write-behind actor lives
-in :mod:`ddia_ray.caching.write_behind`.
+so a :class:`~ddia_ray.storage.node.StorageClient` can talk to them too).
+Users start them with :class:`ReadThroughCache.launch` and friends
+(:mod:`ddia_ray.caching.handles`), which return a handle whose ``client()``
+is a :class:`~ddia_ray.caching.client.CacheClient`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 from .. import codec
 from .._validate import positive
 from ..errors import DatabaseClosedError, InvalidArgumentError
-from ..runtime.connect import NAMESPACE, ensure_ray
+from ..runtime.service import ServiceRef
 from ..storage.engine import Op, WriteBatch, decode_ops
 from ..storage.node import StorageClient
-from .client import CacheClient
 from .patterns import CacheFront, make_policy
 
-__all__ = ["ReadThroughCache", "WriteThroughCache"]
+__all__ = ["ReadThroughService", "WriteThroughService"]
 
 
 def _decode_ops(ops: bytes) -> tuple[Op, ...]:
@@ -50,48 +59,30 @@ def _decode_keys(keys: bytes) -> tuple[bytes, ...]:
     return decoded
 
 
-class ReadThroughCache:
-    """Ray actor: read-through cache whose writes invalidate; create it with :meth:`launch`."""
+class ReadThroughService:
+    """The read-through cache service: reads load misses from the store, writes invalidate."""
 
+    component = "cache"
+    methods = ("ping", "get_many", "write", "put_many", "delete_many", "invalidate_many", "cache_stats", "flush",
+               "stats")
     #: Whether an acknowledged store write puts its values in the cache (else it invalidates them).
     fill_on_write = False
 
-    def __init__(self, store, *, policy: str = "lru", capacity: int = 10_000, weigh: str = "entries",
-                 policy_options: Mapping[str, Any] | None = None, store_timeout_s: float = 60.0):
-        self.store = StorageClient(store, timeout_s=store_timeout_s)
+    def __init__(self, node_id: str, *, store: str, store_node: str | None = None, policy: str = "lru",
+                 capacity: int = 10_000, weigh: str = "entries", policy_options: Mapping[str, Any] | None = None,
+                 store_timeout_s: float = 60.0):
+        self.node_id = node_id
+        # Calls to the store carry this cache's node id: the store's nemesis can cut this cache off.
+        target = ServiceRef(store, store_node or store, src=node_id)
+        self.store = StorageClient(target, timeout_s=positive("store_timeout_s", store_timeout_s))
         self.front = CacheFront(make_policy(policy, capacity, **dict(policy_options or {})), weigh=weigh)
         self._closed = False
 
     @classmethod
-    def _check_options(cls, **options) -> None:
-        """Raise ConfigError/InvalidArgumentError for bad actor options before starting the actor."""
+    def check_options(cls, **options) -> None:
+        """Raise ConfigError/InvalidArgumentError for options this cache does not take."""
         if options:
             raise InvalidArgumentError(f"{cls.__name__} got unknown options {sorted(options)}")
-
-    @classmethod
-    def launch(cls, name: str, store, *, policy: str = "lru", capacity: int = 10_000, weigh: str = "entries",
-               policy_options: Mapping[str, Any] | None = None, store_timeout_s: float = 60.0,
-               max_concurrency: int = 16, actor_options: Mapping[str, Any] | None = None,
-               client_options: Mapping[str, Any] | None = None, **options) -> CacheClient:
-        """Start the named cache actor in front of ``store`` (a StorageClient or node handle).
-
-        ``options`` are the subclass's own settings (e.g. the write-behind
-        queue); bad settings raise here, in the caller, before any actor starts.
-        """
-        handle = getattr(store, "handle", store)
-        # Validate eagerly: an exception in an actor's constructor reaches us only as "actor died".
-        CacheFront(make_policy(policy, capacity, **dict(policy_options or {})), weigh=weigh)
-        positive("store_timeout_s", store_timeout_s)
-        cls._check_options(**options)
-        ray = ensure_ray()
-        opts = {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": max_concurrency}
-        opts.update(actor_options or {})
-        actor = ray.remote(cls).options(**opts).remote(
-            handle, policy=policy, capacity=capacity, weigh=weigh, policy_options=dict(policy_options or {}),
-            store_timeout_s=store_timeout_s, **options)
-        client = CacheClient(actor, **dict(client_options or {}))
-        client._call(actor.ping.remote())
-        return client
 
     # --- the actor's methods --------------------------------------------------------
 
@@ -135,21 +126,25 @@ class ReadThroughCache:
     def _extra_stats(self) -> dict:
         return {}
 
-    def stats(self) -> bytes:
+    def cache_stats(self) -> bytes:
         """Encoded :class:`~ddia_ray.caching.patterns.CacheStats`."""
         return codec.encode(self.front.stats(**self._extra_stats()))
+
+    def stats(self) -> dict:
+        """The counters as plain data (the shell exports them as metrics)."""
+        return dataclasses.asdict(self.front.stats(**self._extra_stats()))
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Nothing is buffered here: returns 0 at once (see the write-behind cache)."""
         return 0
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Refuse further calls and stop the store client's thread."""
+        """Refuse further calls and stop the store client's thread (the shell's clean shutdown)."""
         self._closed = True
         self.store.close()
 
 
-class WriteThroughCache(ReadThroughCache):
-    """Ray actor: read-through reads; writes reach the store first and are cached only once acknowledged."""
+class WriteThroughService(ReadThroughService):
+    """The write-through cache service: writes reach the store first and are cached once acknowledged."""
 
     fill_on_write = True

@@ -1,4 +1,4 @@
-"""Write-behind (write-back) cache actor: acknowledge at once, flush to the store in batches.
+"""Write-behind (write-back) cache service: acknowledge at once, flush to the store in batches.
 
 Theory of operation
 -------------------
@@ -7,8 +7,8 @@ A write is acknowledged as soon as it is in the cache and in a bounded
 key wins, deletes included). A background flusher thread sends the oldest
 queued operations to the store as one ``write`` when ``flush_batch_ops``
 are pending, when the oldest has waited ``flush_interval_s``, when a writer
-is blocked on a full queue, or when :meth:`~WriteBehindCache.flush` or
-:meth:`~WriteBehindCache.close` asks. Reads see queued writes first, then
+is blocked on a full queue, or when :meth:`~WriteBehindService.flush` or
+:meth:`~WriteBehindService.close` asks. Reads see queued writes first, then
 the cache, then the store (read-through).
 
 Backpressure, never loss: a write that needs room in a full queue blocks
@@ -25,11 +25,11 @@ the flusher.
 The loss window
 ---------------
 Acknowledged writes live only in this actor's memory until flushed. If the
-actor process dies (node lost, OOM, ``ray.kill``), every acknowledged but
+actor process dies (node lost, OOM, ``ray.kill``, the nemesis' ``kill``), every acknowledged but
 unflushed write is lost: at most ``queue_capacity_keys`` keys, normally
 those written in the last ``flush_interval_s`` (plus the duration of a
 store outage, while the queue backs up). Callers that cannot accept that
-must use :class:`~ddia_ray.caching.actors.WriteThroughCache`, or call
+must use :class:`~ddia_ray.caching.handles.WriteThroughCache`, or call
 ``flush()`` before they report a write as durable (DDIA ch. 5: a write is
 durable only once the system of record has it).
 """
@@ -44,24 +44,24 @@ from .. import codec
 from .._validate import integer, positive
 from ..errors import BackpressureError, CallTimeoutError, ConfigError, DatabaseClosedError
 from ..storage.engine import Op, WriteBatch
-from .actors import ReadThroughCache, _decode_keys
+from .actors import ReadThroughService, _decode_keys
 from .coalescing import CoalescingQueue
 from .patterns import CacheFront
 
-__all__ = ["WriteBehindCache"]
+__all__ = ["WriteBehindService"]
 
 _DEFAULTS = {"queue_capacity_keys": 10_000, "flush_batch_ops": 500, "flush_interval_s": 0.05,
              "put_timeout_s": 10.0, "retry_backoff_s": 0.05, "retry_backoff_max_s": 2.0}
 
 
-class WriteBehindCache(ReadThroughCache):
-    """Ray actor: write-behind cache with a coalescing, bounded queue (see the module docstring)."""
+class WriteBehindService(ReadThroughService):
+    """The write-behind cache service: a coalescing, bounded queue in front of the store (module doc)."""
 
-    def __init__(self, store, *, queue_capacity_keys: int = 10_000, flush_batch_ops: int = 500,
+    def __init__(self, node_id: str, *, queue_capacity_keys: int = 10_000, flush_batch_ops: int = 500,
                  flush_interval_s: float = 0.05, put_timeout_s: float = 10.0, retry_backoff_s: float = 0.05,
                  retry_backoff_max_s: float = 2.0, **cache_options):
-        super().__init__(store, **cache_options)
-        self._check_options(queue_capacity_keys=queue_capacity_keys, flush_batch_ops=flush_batch_ops,
+        super().__init__(node_id, **cache_options)
+        self.check_options(queue_capacity_keys=queue_capacity_keys, flush_batch_ops=flush_batch_ops,
                             flush_interval_s=flush_interval_s, put_timeout_s=put_timeout_s,
                             retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s)
         self.queue = CoalescingQueue(queue_capacity_keys)
@@ -86,8 +86,8 @@ class WriteBehindCache(ReadThroughCache):
         self._thread.start()
 
     @classmethod
-    def _check_options(cls, **options) -> None:
-        """Validate the queue and flush settings (called by ``launch`` before the actor starts)."""
+    def check_options(cls, **options) -> None:
+        """Validate the queue and flush settings (``launch`` calls it before any actor starts)."""
         unknown = set(options) - set(_DEFAULTS)
         if unknown:
             raise ConfigError(f"WriteBehindCache got unknown options {sorted(unknown)}")

@@ -13,6 +13,7 @@ counts as *lost*, and the last line printed is ``requests lost: <n>``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 import tempfile
 import time
@@ -22,7 +23,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import codec
 from ..resilience import CircuitBreakerConfig
 from ..runtime import CoreSpec, NodeGroup, ensure_ray
 from .replica import Work, WorkResult, expected_digest
@@ -38,8 +38,8 @@ def run_demo(args) -> int:
     if args.replicas < 3:
         raise SystemExit("ddia-ray demo: --replicas must be at least 3 (one is killed, one partitioned)")
     console = Console()
-    ray = ensure_ray()
-    from ..balancing.balancer import BalancerActor
+    ensure_ray()
+    from ..balancing.actor import BalancerActor
 
     name = f"demo-{uuid.uuid4().hex[:6]}"
     nodes = [f"replica-{i}" for i in range(args.replicas)]
@@ -52,7 +52,8 @@ def run_demo(args) -> int:
     # Short timeouts and waits so a run of a few seconds shows failure *and* recovery.
     breaker = CircuitBreakerConfig(window_type="count", window_size=20, minimum_calls=5, failure_rate_threshold=50,
                                    wait_in_open_s=0.5, permitted_calls_in_half_open=2)
-    balancer = BalancerActor.launch(name, nodes, picker=args.picker, seed=args.seed, timeout_s=0.5, breaker=breaker)
+    balancer = BalancerActor.launch(group, nodes, picker=args.picker, seed=args.seed, timeout_s=0.5, breaker=breaker)
+    calls = balancer.client()
     killed, isolated = nodes[1], nodes[2]
     work = [Work(f"req-{i}", rounds=1 + i % 3) for i in range(args.requests)]
     batches = [work[i:i + args.batch] for i in range(0, len(work), args.batch)]
@@ -90,17 +91,17 @@ def run_demo(args) -> int:
             while next_batch < len(batches) or in_flight:
                 while next_batch < len(batches) and len(in_flight) < args.concurrency:
                     batch = batches[next_batch]
-                    in_flight[balancer.call_batch.remote(codec.encode(tuple(batch)))] = batch
+                    in_flight[calls.call_batch_future(batch)] = batch
                     next_batch += 1
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    batch = in_flight.pop(ref)
-                    for w, r in zip(batch, codec.decode(ray.get(ref), tuple)):
-                        if not r["ok"]:
+                done, _ = concurrent.futures.wait(list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED)
+                for fut in done:
+                    batch = in_flight.pop(fut)
+                    for w, r in zip(batch, fut.result()):
+                        if isinstance(r, BaseException):
                             lost += 1
                             if len(lost_examples) < 5:
-                                lost_examples.append(f"{w.key}: {r['error']}")
-                        elif r["value"] != WorkResult(w.key, expected_digest(w), r["value"].replica):
+                                lost_examples.append(f"{w.key}: {type(r).__name__}: {r}")
+                        elif r != WorkResult(w.key, expected_digest(w), r.replica):
                             wrong += 1
                         else:
                             ok += 1
@@ -110,12 +111,11 @@ def run_demo(args) -> int:
                     apply_fault(FAULT_SCHEDULE[faults_done][1])
                     faults_done += 1
         elapsed = time.monotonic() - started
-        stats = ray.get(balancer.stats.remote())
+        stats = calls.stats()
         served = {n: s["core"]["served"] for n, s in group.status().items()}
         _report(console, stats, served, ok, lost + wrong, elapsed, len(work), lost_examples)
     finally:
-        ray.get(balancer.close.remote())
-        ray.kill(balancer)
+        balancer.shutdown()
         group.shutdown(destroy_data=tmp is not None)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,8 +2,8 @@
 
 Theory of operation: a :class:`~ddia_ray.storage.node.StorageNode` on the LSM
 engine is loaded in batches (``put_many``), read back at random
-(``get_many``), scanned, then killed with ``ray.kill`` in the middle of its
-life, like a crashed process. A new node opened on the same URL must serve
+(``get_many``), scanned, then killed by the nemesis (``ray.kill``) in the
+middle of its life, like a crashed process. The node restarted on the same URL must serve
 every acknowledged write; the part ends with the engine's levels and its
 write, read and space amplification, and reports ``writes lost: <n>``.
 """
@@ -39,14 +39,15 @@ def run_storage_demo(args, console: Console | None = None) -> int:
     from ..storage.node import StorageNode
 
     console = console or Console()
-    ray = ensure_ray()
+    ensure_ray()
     tmp = None if args.storage_root else tempfile.mkdtemp(prefix="ddia-ray-storage-")
     url = args.storage_root or f"file://{tmp}/db"
     name = f"demo-storage-{uuid.uuid4().hex[:6]}"
     keys = args.keys
     options = {"sync": "batch", "memtable_bytes": 256 * 1024}
     console.print(f"[bold]storage[/]: an LSM storage node at {url}, {keys} keys, writes synced per batch")
-    client = StorageNode.launch(name, url, engine="lsm", **options)
+    node = StorageNode.launch(name, url, engine="lsm", **options)
+    client = node.client()
     rng = random.Random(args.seed)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=args.no_progress)
@@ -73,10 +74,9 @@ def run_storage_demo(args, console: Console | None = None) -> int:
                       f"{len(sample)} random reads in {read_s:.2f}s ({wrong} wrong); "
                       f"scan of [{lo}, {lo + 500}) returned {len(scanned)} keys")
         before = client.stats()
-        client.close()
-        ray.kill(client.handle)  # a crash: no close(), no flush; the WAL holds the memtable
-        console.print("  [yellow]crash[/]: storage node killed with ray.kill; starting a new one on the same URL")
-        client = StorageNode.launch(name + "-r", url, engine="lsm", **options)
+        node.nemesis.kill(node.node)  # a crash (ray.kill): no close(), no flush; the WAL holds the memtable
+        console.print("  [yellow]crash[/]: the nemesis killed the storage node; restarting it on the same URL")
+        node.nemesis.restart(node.node)
         lost = 0
         for start in range(0, keys, 5000):
             values = client.get_many(_key(i) for i in range(start, min(keys, start + 5000)))
@@ -86,7 +86,7 @@ def run_storage_demo(args, console: Console | None = None) -> int:
         _report(console, before, client.stats())
     finally:
         client.close()
-        ray.kill(client.handle)
+        node.shutdown()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"writes lost: {lost + wrong}", flush=True)

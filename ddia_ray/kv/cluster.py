@@ -26,6 +26,7 @@ from ..consensus.raft import RaftConfig
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
                       NotLeaderError, ProposalDroppedError, UnknownNodeError)
 from ..runtime import CoreSpec, NodeGroup
+from ..runtime.component import Component
 from .client import RaftKVClient
 from .commands import KVAdmin
 
@@ -35,20 +36,33 @@ _FACTORY = "ddia_ray.kv.member:build"
 _names = itertools.count(1)
 
 
-class RaftKV:
-    """A running RaftKV cluster (see the module docstring). Create it with :meth:`launch`."""
+class RaftKV(Component):
+    """A running RaftKV cluster (see the module docstring). Create it with :meth:`launch`.
+
+    The handle of the one handle convention (:class:`~ddia_ray.runtime.component.Component`):
+    ``client()``, ``stats()``, ``nemesis``, ``shutdown()``, a context manager, and
+    :meth:`connect` from another driver.
+    """
+
+    factories = (_FACTORY,)
 
     def __init__(self, group: NodeGroup, options: dict):
-        self.group = group
+        super().__init__(group)
         self.options = options
-        self.nemesis = group.nemesis
         self._rr = itertools.count()
         self._ids = itertools.count(len(group.node_ids()) + 1)
 
     @classmethod
+    def _attached(cls, group: NodeGroup) -> "RaftKV":
+        spec = next(iter(group.specs.values()))
+        options = {k: v for k, v in spec.options.items() if k != "voters"}
+        return cls(group, options)
+
+    @classmethod
     def launch(cls, members: int = 3, *, root: str | None = None, name: str | None = None, tick_s: float = 0.01,
                seed: int = 0, election_ticks: int = 10, heartbeat_ticks: int = 2, snapshot_entries: int = 10_000,
-               config=None, sync: bool = False, raft: RaftConfig | None = None) -> "RaftKV":
+               config=None, sync: bool = False, raft: RaftConfig | None = None,
+               detached: bool = False) -> "RaftKV":
         """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only).
 
         ``sync=True`` fsyncs every record before anything that depends on it is sent, so committed
@@ -57,6 +71,7 @@ class RaftKV:
         :class:`~ddia_ray.consensus.raft.RaftConfig` (pre-vote, check-quorum, batching and
         pipelining limits); when given, its election and heartbeat ticks are the ones used.
         ``config`` is the fault-injecting network's :class:`~ddia_ray.runtime.NetworkConfig`.
+        ``detached=True`` keeps the members running after this driver exits (:meth:`connect`).
         """
         if type(members) is not int or members < 1:
             raise ConfigError("a RaftKV cluster needs at least one member")
@@ -69,7 +84,8 @@ class RaftKV:
         options = {"seed": seed, "snapshot_entries": snapshot_entries,
                    "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}}
         specs = {n: CoreSpec(_FACTORY, {**options, "voters": ids}) for n in ids}
-        group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync)
+        group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync,
+                                 detached=detached)
         return cls(group, options)
 
     # --- inspection ---------------------------------------------------------

@@ -16,7 +16,14 @@ they are I/O-bound message pumps, and a laptop with 2 cores must still fit a
 Every change is pushed to every live shell and awaited, so when
 ``partition(...)`` returns, the cut is in force everywhere. ``kill`` is
 ``ray.kill`` (no Ray-level restart); ``restart`` starts a fresh actor under
-the same name that rebuilds its core from its durable log.
+the same name that rebuilds its core from its durable log (a service
+rebuilds itself from its spec: a storage node reopens its engine).
+
+A group launched with ``detached=True`` outlives the driver that started it
+(Ray's detached actors). :meth:`NodeGroup.connect` attaches to a running
+group by name from any driver, notebook or job on the same Ray cluster: it
+lists the named actors ``"<group>/..."`` and asks one of them to describe the
+group (spec, durable root, tick, the nemesis' current config).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ..errors import (
     ActorUnavailableError,
     CallTimeoutError,
     CodecError,
+    ComponentNotFoundError,
     ConfigError,
     InvalidArgumentError,
     UnknownNodeError,
@@ -37,10 +45,12 @@ from ..errors import (
 from .calls import get_result
 from .connect import NAMESPACE, ensure_ray
 from .controls import NetworkControls
+from ..error_record import ErrorRecord
 from .core import CoreSpec, Reply
 from .faults import NetworkConfig
+from .service import ServiceSpec, call_service, stream_service
 
-__all__ = ["NodeGroup", "Nemesis", "assign_nodes"]
+__all__ = ["NodeGroup", "Nemesis", "assign_nodes", "running_groups"]
 
 
 def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str]) -> dict[str, str | None]:
@@ -54,6 +64,20 @@ def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str]) -> dict[str, 
     return {m: ordered[i % len(ordered)] for i, m in enumerate(members)}
 
 
+def _check_spec(node: str, spec: Any) -> None:
+    if not isinstance(spec, (CoreSpec, ServiceSpec)):
+        raise InvalidArgumentError(f"node {node!r}: expected a CoreSpec or a ServiceSpec, got {type(spec).__name__}")
+
+
+def running_groups() -> tuple[str, ...]:
+    """Names of the ddia-ray groups with a live node on this Ray cluster."""
+    from ray.util import list_named_actors
+
+    ensure_ray()
+    return tuple(sorted({a["name"].split("/", 1)[0] for a in list_named_actors(all_namespaces=True)
+                         if a.get("namespace") == NAMESPACE and "/" in a["name"]}))
+
+
 def _alive_ray_nodes() -> list[str]:
     import ray
 
@@ -63,8 +87,9 @@ def _alive_ray_nodes() -> list[str]:
 class NodeGroup:
     """Handles on the shells of one group, with request helpers and a :class:`Nemesis`."""
 
-    def __init__(self, name: str, specs: Mapping[str, CoreSpec], *, root: str | None, tick_s: float,
-                 seed: int, actor_options: Mapping[str, Any] | None = None, sync: bool = False):
+    def __init__(self, name: str, specs: Mapping[str, CoreSpec | ServiceSpec], *, root: str | None, tick_s: float,
+                 seed: int, actor_options: Mapping[str, Any] | None = None, sync: bool = False,
+                 detached: bool = False):
         if not isinstance(name, str) or not name or "/" in name:
             raise InvalidArgumentError(f"group name must be a non-empty str without '/', got {name!r}")
         if not specs:
@@ -72,8 +97,7 @@ class NodeGroup:
         for node, spec in specs.items():
             if not isinstance(node, str) or not node or "/" in node:
                 raise InvalidArgumentError(f"node ids must be non-empty str without '/', got {node!r}")
-            if not isinstance(spec, CoreSpec):
-                raise InvalidArgumentError(f"node {node!r}: expected a CoreSpec, got {type(spec).__name__}")
+            _check_spec(node, spec)
         self.name = name
         self.specs = dict(specs)
         self.root = root
@@ -81,28 +105,72 @@ class NodeGroup:
         self.seed = seed
         self.actor_options = dict(actor_options or {})
         self.sync = bool(sync)
+        self.detached = bool(detached)
         self.handles: dict[str, Any] = {}
         self.restarts: dict[str, int] = {n: 0 for n in specs}
         self.nemesis = Nemesis(self)
 
     @classmethod
-    def launch(cls, name: str, specs: Mapping[str, CoreSpec], *, root: str | None = None,
+    def launch(cls, name: str, specs: Mapping[str, CoreSpec | ServiceSpec], *, root: str | None = None,
                tick_s: float = 0.01, seed: int = 0, config: NetworkConfig | None = None,
-               actor_options: Mapping[str, Any] | None = None, sync: bool = False) -> "NodeGroup":
-        """Start one shell per entry of ``specs`` and wait until all run.
+               actor_options: Mapping[str, Any] | None = None, sync: bool = False,
+               detached: bool = False, timeout_s: float = 60.0) -> "NodeGroup":
+        """Start one shell per entry of ``specs``, all at once, and wait until all run.
 
+        ``specs`` map node ids to a :class:`CoreSpec` (a pure core) or a :class:`ServiceSpec`.
         ``root`` is an fsspec URL for durable records (``None``: volatile
         cores, restart starts empty); ``sync=True`` fsyncs every append on a
-        local disk. Starts a local Ray first if needed.
+        local disk. ``detached=True`` lets the group outlive this driver (find it again with
+        :meth:`connect`). Starts a local Ray first if needed. A node that cannot be built
+        (bad options, corrupt data) raises its own error here, after every shell is killed.
         """
         ensure_ray()
-        group = cls(name, specs, root=root, tick_s=tick_s, seed=seed, actor_options=actor_options, sync=sync)
+        group = cls(name, specs, root=root, tick_s=tick_s, seed=seed, actor_options=actor_options, sync=sync,
+                    detached=detached)
         if config is not None:
             group.nemesis.config = config
         placement = assign_nodes(list(specs), _alive_ray_nodes())
-        for node in specs:
+        for node in specs:  # every actor is created before any is awaited: their processes start in parallel
             group.handles[node] = group._create(node, placement[node])
-        group._await_started(list(specs))
+        try:
+            group._await_started(list(specs), timeout_s)
+        except BaseException:
+            group.shutdown()
+            raise
+        return group
+
+    @classmethod
+    def connect(cls, name: str, *, timeout_s: float = 30.0) -> "NodeGroup":
+        """Attach to the running group ``name`` (started by any driver on this Ray cluster).
+
+        The returned group has handles on every live node and a nemesis holding the group's
+        current network config; its ``restart`` and ``add`` work as in the launching driver.
+        Raises :class:`UnknownNodeError` when no such group runs.
+        """
+        import ray
+        from ray.util import list_named_actors
+
+        ensure_ray()
+        prefix = f"{name}/"
+        names = [a["name"] for a in list_named_actors(all_namespaces=True)
+                 if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix)]
+        nodes = sorted(n[len(prefix):] for n in names if "/" not in n[len(prefix):])
+        if not nodes:
+            raise ComponentNotFoundError(name, running_groups())
+        handles = {n: ray.get_actor(prefix + n, namespace=NAMESPACE) for n in nodes}
+        try:
+            described = ray.get([h.describe.remote() for h in handles.values()], timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as e:
+            raise CallTimeoutError(f"group {name!r} did not describe itself within {timeout_s}s") from e
+        except ray.exceptions.RayActorError as e:
+            raise ActorUnavailableError(f"group {name!r}: a node died while connecting: {e}") from e
+        first = described[0]
+        specs = {d["node"]: codec.decode(d["spec"]) for d in described}
+        group = cls(name, specs, root=first["root"], tick_s=first["tick_s"], seed=0, sync=first["sync"],
+                    detached=True)
+        group.handles.update(handles)
+        group.nemesis.config = max((codec.decode(d["config"], NetworkConfig) for d in described),
+                                   key=lambda c: c.epoch)
         return group
 
     def _create(self, node: str, ray_node: str | None):
@@ -113,6 +181,8 @@ class NodeGroup:
 
         options = {"name": actor_name(self.name, node), "namespace": NAMESPACE, "num_cpus": 0,
                    "max_restarts": 0, "max_concurrency": 1000}
+        if self.detached:
+            options["lifetime"] = "detached"
         if ray_node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_node, soft=False)
         options.update(self.actor_options)
@@ -126,9 +196,14 @@ class NodeGroup:
 
         refs = [self.handles[n].start.remote() for n in nodes]
         try:
-            ray.get(refs, timeout=timeout_s)
+            started = ray.get(refs, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError as e:
             raise CallTimeoutError(f"group {self.name!r}: shells did not start within {timeout_s}s") from e
+        except ray.exceptions.RayActorError as e:
+            raise ActorUnavailableError(f"group {self.name!r}: a shell died while starting: {e}") from e
+        for node, status in zip(nodes, started):
+            if status.get("error") is not None:
+                raise codec.decode(status["error"], ErrorRecord).exception(f"{self.name}/{node}")
 
     # --- membership ----------------------------------------------------------
 
@@ -186,6 +261,28 @@ class NodeGroup:
             raise CallTimeoutError(f"group {self.name!r}: status() did not answer within {timeout_s}s") from e
         return got[0] if node is not None else dict(zip(nodes, got))
 
+    def call(self, node: str, method: str, *args: Any, src: str = "client", timeout_s: float | None = 60.0) -> Any:
+        """Call ``method(*args)`` of the service on ``node`` as ``src``, through the faulty network."""
+        return call_service(self.handle(node), src, method, args, timeout_s=timeout_s, where=f"{self.name}/{node}")
+
+    def stream(self, node: str, method: str, *args: Any, src: str = "client", timeout_s: float | None = 60.0):
+        """Iterate the generator ``method(*args)`` of the service on ``node``, streamed as it is made."""
+        return stream_service(self.handle(node), src, method, args, timeout_s=timeout_s,
+                              where=f"{self.name}/{node}")
+
+    def stats(self, *, timeout_s: float = 10.0) -> dict:
+        """``stats()`` of every live shell: its calls and latencies, and the component's own figures."""
+        import ray
+
+        nodes = list(self.alive())
+        try:
+            got = ray.get([self.handles[n].stats.remote() for n in nodes], timeout=timeout_s)
+        except ray.exceptions.RayActorError as e:
+            raise ActorUnavailableError(f"group {self.name!r}: a node died during stats(): {e}") from e
+        except ray.exceptions.GetTimeoutError as e:
+            raise CallTimeoutError(f"group {self.name!r}: stats() did not answer within {timeout_s}s") from e
+        return dict(zip(nodes, got))
+
     # --- lifecycle ------------------------------------------------------------
 
     def kill(self, node: str) -> None:
@@ -197,37 +294,40 @@ class NodeGroup:
 
     def restart(self, node: str, *, timeout_s: float = 60.0) -> None:
         """Start a new shell for a killed ``node``; its core recovers from durable records."""
-        import ray
-
-        from .shell import actor_name
-
         if node not in self.specs:
             raise UnknownNodeError(node, self.specs)
         if self.handles.get(node) is not None:
             raise ConfigError(f"node {node!r} is running; kill it before restarting")
-        # ray.kill is asynchronous: wait until the name is released before reusing it.
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                ray.get_actor(actor_name(self.name, node), namespace=NAMESPACE)
-            except ValueError:
-                break
-            if time.monotonic() > deadline:
-                raise CallTimeoutError(f"{self.name}/{node}: the killed actor's name was not released")
-            time.sleep(0.05)
+        self._await_released([node], timeout_s)
         self.restarts[node] += 1
         placement = assign_nodes(list(self.specs), _alive_ray_nodes())
         self.handles[node] = self._create(node, placement[node])
         self._await_started([node], timeout_s)
 
-    def add(self, node: str, spec: CoreSpec, *, timeout_s: float = 60.0) -> None:
+    def _await_released(self, nodes: Iterable[str], timeout_s: float) -> None:
+        """Wait until the killed shells' actor names are free (``ray.kill`` is asynchronous)."""
+        import ray
+
+        from .shell import actor_name
+
+        deadline = time.monotonic() + timeout_s
+        for node in nodes:
+            while True:
+                try:
+                    ray.get_actor(actor_name(self.name, node), namespace=NAMESPACE)
+                except ValueError:
+                    break
+                if time.monotonic() > deadline:
+                    raise CallTimeoutError(f"{self.name}/{node}: the killed actor's name was not released")
+                time.sleep(0.02)
+
+    def add(self, node: str, spec: CoreSpec | ServiceSpec, *, timeout_s: float = 60.0) -> None:
         """Start a shell for a new ``node`` (a member joining the group) and wait until it runs."""
         if not isinstance(node, str) or not node or "/" in node:
             raise InvalidArgumentError(f"node ids must be non-empty str without '/', got {node!r}")
         if node in self.specs:
             raise ConfigError(f"node {node!r} is already in group {self.name!r}")
-        if not isinstance(spec, CoreSpec):
-            raise InvalidArgumentError(f"node {node!r}: expected a CoreSpec, got {type(spec).__name__}")
+        _check_spec(node, spec)
         self.specs[node] = spec
         self.restarts[node] = 0
         placement = assign_nodes(list(self.specs), _alive_ray_nodes())
@@ -256,6 +356,9 @@ class NodeGroup:
         for node in live:
             ray.kill(self.handles[node], no_restart=True)
             self.handles[node] = None
+        # Once shutdown returns the names are free: launching the same name again, or connect()
+        # from another driver, sees the group gone rather than a dying actor.
+        self._await_released(live, 30.0)
         if destroy_data and self.root:
             for node in self.specs:
                 DurableLog(self.root, f"{self.name}/{node}").destroy()

@@ -1,10 +1,19 @@
-"""The Ray actor that hosts one pure core: it only moves bytes, keeps time and persists.
+"""The Ray actor that hosts every ddia-ray component: a pure core or a service.
 
 Theory of operation
 -------------------
 A :class:`NodeShell` is an asyncio Ray actor named ``"<group>/<node>"``. It
-builds its core from a :class:`~ddia_ray.runtime.core.CoreSpec` and the
-records in its :class:`~ddia_ray.runtime.durable.DurableLog`, then loops:
+hosts one of two things, and treats both the same way at its boundary:
+
+* a pure *core* built from a :class:`~ddia_ray.runtime.core.CoreSpec` and the
+  records in its :class:`~ddia_ray.runtime.durable.DurableLog` (Raft members,
+  replicas): the shell only moves bytes, keeps time and persists;
+* a *service* built from a :class:`~ddia_ray.runtime.service.ServiceSpec`
+  (storage nodes, caches, balancers): an object that owns its I/O, whose
+  listed methods :meth:`call` and :meth:`call_stream` run in the shell's
+  worker threads (see :mod:`ddia_ray.runtime.service`).
+
+For a core, the shell loops:
 
 * a timer calls ``core.tick()`` every ``tick_s``;
 * :meth:`deliver` receives a *batch* of encoded envelopes from a peer shell
@@ -22,23 +31,38 @@ message or request is routed ``src -> self`` (dropped, delayed, duplicated,
 held back) and a reply is routed ``self -> src``. A lost request or reply is
 never answered: the caller sees its own timeout, exactly as over a real
 network. A paused shell stops ticking and parks its input until resumed.
+A service's calls pass the same routing both ways and the same pause.
+
+Every answer that leaves a shell is a value or an
+:class:`~ddia_ray.error_record.ErrorRecord`, never text to parse. The shell
+is also where observability lives (:mod:`ddia_ray.runtime.metrics`): it counts
+and times every request and call, and exports them with the component's own
+figures through ``ray.util.metrics``; :meth:`NodeShell.stats` returns the
+same figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import itertools
+import os
 import random
+import time
 import zlib
 from collections import defaultdict
 from typing import Any
 
 from .. import codec
-from ..errors import MessageDroppedError
+from ..error_record import ErrorRecord
+from ..errors import InvalidArgumentError, MessageDroppedError
 from .connect import NAMESPACE
 from .core import CoreSpec, Envelope, load_factory
 from .durable import DurableLog
 from .faults import FaultModel, NetworkConfig
+from .metrics import ShellMetrics
+from .service import ServiceSpec
 
 __all__ = ["NodeShell", "actor_name", "LOST_HOLD_S"]
 
@@ -59,15 +83,28 @@ class NodeShell:
         self.group = group
         self.node_id = node_id
         self.tick_s = tick_s
-        self.spec: CoreSpec = codec.decode(spec, CoreSpec)
-        # Import the core's module first: it registers the record types its log holds.
-        factory = load_factory(self.spec.factory)
-        self.log = DurableLog(root, f"{group}/{node_id}", sync=sync) if root else None
-        recovered = tuple(self.log.read_all()) if self.log else ()
-        self.recovered_records = len(recovered)
-        self.core = factory(node_id, recovered=recovered, tick_s=tick_s, **dict(self.spec.options))
+        self.root = root
+        self.sync = sync
+        self.spec_bytes = spec
+        self.spec: CoreSpec | ServiceSpec = codec.decode(spec)
         self.model = FaultModel(codec.decode(config, NetworkConfig),
                                 random.Random(seed ^ zlib.crc32(node_id.encode())))
+        self.core: Any = None
+        self.service: Any = None
+        self.log: DurableLog | None = None
+        self.recovered_records = 0
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # A failure to build (bad options, a corrupt database, a missing module) is kept and
+        # answered by start(), so the launcher raises it with its own class and fields instead
+        # of Ray's "actor died" with a traceback in text.
+        self.start_error: ErrorRecord | None = None
+        try:
+            self._build()
+        except Exception as e:
+            self.start_error = ErrorRecord.of(e, node_id)
+        hosted = self.service if self.service is not None else self.core
+        self.component = str(getattr(hosted, "component", "") or type(hosted).__name__.lower())
+        self.metrics = ShellMetrics(self.component, group, node_id)
         self._peers: dict[str, Any] = {}
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -76,16 +113,48 @@ class NodeShell:
         self.counters: dict[str, int] = defaultdict(int)
         self.received_from: dict[str, int] = defaultdict(int)
 
+    def _build(self) -> None:
+        spec = self.spec
+        if not isinstance(spec, (CoreSpec, ServiceSpec)):
+            raise InvalidArgumentError(f"a shell hosts a CoreSpec or a ServiceSpec, got {type(spec).__name__}")
+        # Import the factory's module first: it registers the record types its log holds.
+        factory = load_factory(spec.factory)
+        if isinstance(spec, ServiceSpec):
+            # A service blocks on Ray calls (a cache on its store) in the shell's worker threads,
+            # never on the event loop; Ray warns about any blocking get in an async actor.
+            os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                spec.threads, thread_name_prefix=f"ddia-ray-{self.node_id}")
+            self.service = factory(self.node_id, **dict(spec.options))
+            self._methods = frozenset(getattr(self.service, "methods", ()))
+            self._streams = frozenset(getattr(self.service, "streams", ()))
+            return
+        self.log = DurableLog(self.root, f"{self.group}/{self.node_id}", sync=self.sync) if self.root else None
+        recovered = tuple(self.log.read_all()) if self.log else ()
+        self.recovered_records = len(recovered)
+        self.core = factory(self.node_id, recovered=recovered, tick_s=self.tick_s, **dict(spec.options))
+
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> dict:
-        """Start the tick timer (idempotent); returns :meth:`status`."""
+        """Start the tick timer (idempotent); returns :meth:`status`, or the build error as a record.
+
+        The answer carries ``error``: the encoded :class:`ErrorRecord` of what prevented building
+        the core or service (None when it runs).
+        """
+        if self.start_error is not None:
+            return {"node": self.node_id, "error": codec.encode(self.start_error)}
         if self._running is None:
             self._running = asyncio.Event()
             if not self.model.config.is_paused(self.node_id):
                 self._running.set()
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
-        return await self.status()
+            loop = asyncio.get_running_loop()
+            if self.core is not None:
+                self._ticker = loop.create_task(self._tick_loop())
+            # A service's stats() may wait on its locks: read it in a worker thread, not on the loop.
+            run = functools.partial(loop.run_in_executor, self._pool) if self.service is not None else None
+            self.metrics.start(loop, self._figures, run)
+        return {**await self.status(), "error": None}
 
     async def _tick_loop(self) -> None:
         while True:
@@ -95,9 +164,19 @@ class NodeShell:
             self._process()
 
     async def stop(self) -> None:
-        """Stop the tick timer before the actor is killed (a clean shutdown, not a crash)."""
+        """A clean shutdown before the actor is killed: stop the timer, close the service."""
         if self._ticker is not None:
             self._ticker.cancel()
+        self.metrics.stop()
+        close = getattr(self.service, "close", None)
+        if close is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, close)
+
+    async def describe(self) -> dict:
+        """What another driver needs to attach to this node's group (see ``NodeGroup.connect``)."""
+        return {"group": self.group, "node": self.node_id, "spec": self.spec_bytes, "root": self.root,
+                "tick_s": self.tick_s, "sync": self.sync, "config": codec.encode(self.model.config),
+                "component": self.component}
 
     async def configure(self, config: bytes) -> int:
         """Install a new network config from the nemesis; returns its epoch."""
@@ -116,8 +195,9 @@ class NodeShell:
 
         return {
             "node": self.node_id,
+            "component": self.component,
             "ray_node": ray.get_runtime_context().get_node_id(),
-            "core": dict(self.core.status()),
+            "core": dict(self.core.status()) if self.core is not None else {},
             "paused": self._running is not None and not self._running.is_set(),
             "epoch": self.model.config.epoch,
             "recovered_records": self.recovered_records,
@@ -125,6 +205,29 @@ class NodeShell:
             "received_from": dict(self.received_from),
             "faults": dict(self.model.counters()),
         }
+
+    def _figures(self) -> dict:
+        """The hosted component's own figures: a service's ``stats()``, a core's ``status()``."""
+        if self.service is not None:
+            stats = getattr(self.service, "stats", None)
+            return dict(stats()) if stats is not None else {}
+        return dict(self.core.status()) if self.core is not None else {}
+
+    async def stats(self) -> dict:
+        """The figures this shell exports as metrics: its calls, their latency, the component's own.
+
+        ``calls`` maps each method (a service's) or request type (a core's) to its count, errors
+        and latency; ``component`` holds the hosted object's figures, ``counters`` the shell's.
+        """
+        if self.service is not None:
+            figures = await asyncio.get_running_loop().run_in_executor(self._pool, self._figures)
+        else:
+            figures = self._figures()
+        self.metrics.export_figures(figures)
+        return {"component": self.component, "group": self.group, "node": self.node_id,
+                "calls": self.metrics.calls(), "stats": figures,
+                "counters": {**self.counters, "metric_export_errors": self.metrics.export_errors},
+                "faults": dict(self.model.counters())}
 
     async def ping(self) -> str:
         """Liveness probe that bypasses the fault model (used by the nemesis, not by peers)."""
@@ -162,7 +265,10 @@ class NodeShell:
         return codec.encode(await self._requests(src, codec.decode(data, tuple)))
 
     async def _requests(self, src: str, payloads: tuple) -> tuple:
+        if self.core is None:
+            raise InvalidArgumentError(f"{self.group}/{self.node_id} hosts a service: use call()")
         self.counters["requests"] += len(payloads)
+        started = time.perf_counter()
         delays = self.model.route(src, self.node_id)
         if not delays:
             await self._lost("request", src)
@@ -177,6 +283,8 @@ class NodeShell:
             replies = tuple(f.result() for f in futures)
         else:
             replies = tuple(await asyncio.gather(*futures))
+        self.metrics.observe(type(payloads[0]).__name__ if payloads else "empty", time.perf_counter() - started,
+                             len(payloads), sum(1 for r in replies if not r.ok))
         back = self.model.route(self.node_id, src)
         if not back:
             await self._lost("reply", src)
@@ -194,6 +302,89 @@ class NodeShell:
         self.counters[f"lost_{what}s"] += 1
         await asyncio.sleep(LOST_HOLD_S)
         raise MessageDroppedError(f"the network lost a {what} between {src!r} and {self.node_id!r}")
+
+    # --- service calls ---------------------------------------------------------
+
+    def _refusal(self, exc: BaseException) -> tuple:
+        return None, codec.encode(ErrorRecord.of(exc, self.node_id))
+
+    def _offered(self, method: str, names: frozenset) -> bool:
+        return self.service is not None and isinstance(method, str) and method in names
+
+    async def _arrive(self, src: str) -> tuple:
+        """The way in of a call: the fault model ``src -> node``, then the pause."""
+        delays = self.model.route(src, self.node_id)
+        if not delays:
+            await self._lost("request", src)
+        if delays[0]:
+            await asyncio.sleep(delays[0])
+        await self._running.wait()
+        return delays
+
+    async def _depart(self, src: str) -> None:
+        """The way out of an answer: the fault model ``node -> src``."""
+        back = self.model.route(self.node_id, src)
+        if not back:
+            await self._lost("reply", src)
+        if back[0]:
+            await asyncio.sleep(back[0])
+
+    async def call(self, src: str, method: str, args: tuple) -> tuple:
+        """Run ``method(*args)`` of the hosted service for ``src``; answers ``(value, error)``.
+
+        ``error`` is an encoded :class:`ErrorRecord` (the refusal, of its own class) or None.
+        A lost request or reply is never answered, as over a real network; a duplicated request
+        runs twice (its second answer goes nowhere).
+        """
+        self.counters["calls"] += 1
+        if not self._offered(method, self._methods):
+            return self._refusal(InvalidArgumentError(
+                f"{self.group}/{self.node_id} offers no method {method!r}"))
+        delays = await self._arrive(src)
+        fn = functools.partial(getattr(self.service, method), *args)
+        loop = asyncio.get_running_loop()
+        for _ in delays[1:]:
+            loop.run_in_executor(self._pool, fn)
+        started = time.perf_counter()
+        try:
+            answer = (await loop.run_in_executor(self._pool, fn), None)
+        except Exception as e:
+            answer = self._refusal(e)
+        self.metrics.observe(method, time.perf_counter() - started, 1, answer[1] is not None)
+        await self._depart(src)
+        return answer
+
+    async def call_stream(self, src: str, method: str, args: tuple):
+        """Stream what the generator ``method(*args)`` yields, each item as ``(item, None)``.
+
+        Call it with ``num_returns="streaming"``. The generator advances in a worker thread, one
+        item at a time, so the consumer reads one item while the next is made. A failure ends
+        the stream with ``(None, error)``; a pause parks the stream between items.
+        """
+        self.counters["calls"] += 1
+        if not self._offered(method, self._streams):
+            yield self._refusal(InvalidArgumentError(
+                f"{self.group}/{self.node_id} offers no stream {method!r}"))
+            return
+        await self._arrive(src)
+        loop = asyncio.get_running_loop()
+        done = object()
+        started = time.perf_counter()
+        failed = False
+        try:
+            items = await loop.run_in_executor(self._pool, functools.partial(getattr(self.service, method), *args))
+            while True:
+                item = await loop.run_in_executor(self._pool, next, items, done)
+                if item is done:
+                    break
+                await self._running.wait()
+                await self._depart(src)
+                yield item, None
+        except Exception as e:
+            failed = True
+            yield self._refusal(e)
+        finally:
+            self.metrics.observe(method, time.perf_counter() - started, 1, failed)
 
     # --- outputs ------------------------------------------------------------
 

@@ -2,14 +2,18 @@
 
 Theory of operation
 -------------------
-:class:`StorageNode` is a threaded Ray actor that owns one engine opened with
-:func:`~ddia_ray.storage.engine.open_engine`. Every method takes and returns
+:meth:`StorageNode.launch` starts a runtime shell (:mod:`ddia_ray.runtime.shell`)
+hosting a :class:`StorageService`, which owns one engine opened with
+:func:`~ddia_ray.storage.engine.open_engine`. Every call passes the shell's
+fault model and pause, so the node's nemesis partitions, pauses, kills and
+restarts it like any Raft member. Every method takes and returns
 codec-encoded batches (never one actor call per key: a call costs about a
 millisecond, see ``bench/actor_rate.py``). Killing the actor loses nothing
-acknowledged by a durable engine: a new actor opened on the same URL
-recovers (``StorageNode.launch(..., url)`` again).
+acknowledged by a durable engine: ``nemesis.restart`` (or
+:meth:`StorageNode.restart`) starts a new actor that reopens the engine at the
+same URL and recovers it.
 
-:class:`StorageClient` is what users hold. Its plain methods take batches;
+:class:`StorageClient` (from :meth:`StorageNode.client`) is what code calls. Its plain methods take batches;
 its ``*_future`` methods return ``concurrent.futures.Future`` objects and are
 coalesced by a background thread into one actor call per ``max_batch``
 operations or ``linger_s`` seconds, whichever comes first, so code written
@@ -18,7 +22,7 @@ round the queued writes are sent before the queued reads, so a read issued
 after a write of the same key sees it (a read issued just *before* a write may
 see it too: futures promise read-your-writes, not a point in time).
 
-Scans cross the boundary as Arrow. :meth:`StorageNode.scan_batches` is a Ray
+Scans cross the boundary as Arrow. :meth:`StorageService.scan_batches` is a Ray
 streaming generator: one engine scan (one snapshot, one pinned version)
 yields lists of ``pyarrow.RecordBatch`` es of :data:`KV_SCHEMA` (about
 ``batch_rows`` rows per list), each put in Ray's object store as it is made,
@@ -41,12 +45,15 @@ import pyarrow as pa
 from .. import codec
 from .._validate import integer, non_negative, positive
 from ..errors import InvalidArgumentError
-from ..runtime.calls import get_result
-from ..runtime.connect import NAMESPACE, ensure_ray
+from ..runtime.component import Component
+from ..runtime.group import NodeGroup
+from ..runtime.service import ServiceRef, ServiceSpec
 from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine,
                      pair_batches, to_key, to_value)
 
-__all__ = ["StorageNode", "StorageClient"]
+__all__ = ["StorageNode", "StorageClient", "StorageService"]
+
+_FACTORY = "ddia_ray.storage.node:StorageService"
 
 _DEFAULT_BATCH_ROWS = 65536  # ~8 MB of 16 B keys and 100 B values: few objects, still pipelined
 
@@ -68,42 +75,26 @@ def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in batch.columns], schema=batch.schema)
 
 
-class StorageNode:
-    """Ray actor hosting one storage engine; create it with :meth:`launch`."""
+class StorageService:
+    """The service a storage node's shell hosts: one engine behind batch methods.
 
-    def __init__(self, url: str | None, engine: str, options: dict):
+    Built by the shell as ``StorageService(node_id, url=..., engine=..., options=...)``;
+    users start it with :meth:`StorageNode.launch`.
+    """
+
+    component = "storage"
+    methods = ("ping", "get_many", "write", "scan", "ingest_parquet", "flush", "compact", "stats")
+    streams = ("scan_batches",)
+
+    def __init__(self, node_id: str, *, url: str | None, engine: str = "lsm", options: Mapping[str, Any] = ()):
+        self.node_id = node_id
         self.url = url
         self.engine_name = engine
         self.calls = 0
-        # An error while opening (not a database, corrupt files, bad options) is kept and raised
-        # by ping(), so launch() re-raises it with its own type instead of Ray's ActorDiedError.
-        self.open_error: BaseException | None = None
-        try:
-            self.db = open_engine(url, engine, **options)
-        except Exception as e:
-            self.open_error = e
-
-    @classmethod
-    def launch(cls, name: str, url: str | None, *, engine: str = "lsm", max_concurrency: int = 8,
-               actor_options: Mapping[str, Any] | None = None, **options):
-        """Start (or restart) the named node on ``url``; returns a :class:`StorageClient`."""
-        ray = ensure_ray()
-        opts = {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": max_concurrency}
-        opts.update(actor_options or {})
-        handle = ray.remote(cls).options(**opts).remote(url, engine, dict(options))
-        client = StorageClient(handle)
-        try:
-            client._get(handle.ping.remote())
-        except BaseException:
-            client.close()
-            ray.kill(handle)
-            raise
-        return client
+        self.db = open_engine(url, engine, **dict(options))
 
     def ping(self) -> str:
-        """Liveness probe: the engine name; raises the error that prevented opening, if any."""
-        if self.open_error is not None:
-            raise self.open_error
+        """Liveness probe: the engine name."""
         return self.engine_name
 
     def get_many(self, keys: bytes) -> bytes:
@@ -191,15 +182,60 @@ class StorageNode:
         return {**dict(self.db.stats()), "node_calls": self.calls}
 
     def close(self) -> None:
-        """Close the engine (the actor refuses further calls)."""
+        """Close the engine (called by the shell on a clean shutdown)."""
         self.db.close()
 
 
-class StorageClient:
-    """Batching client of a :class:`StorageNode` (see the module docstring)."""
+class StorageNode(Component):
+    """A running storage node: what :meth:`launch` and :meth:`connect` return.
 
-    def __init__(self, handle, *, timeout_s: float = 60.0, max_batch: int = 1000, linger_s: float = 0.002):
-        self.handle = handle
+    One node of one service, named like the component, so the nemesis addresses it by the
+    component's name (``node.nemesis.pause(node.name)``).
+    """
+
+    factories = ("ddia_ray.storage.node:StorageService",)
+
+    @classmethod
+    def launch(cls, name: str, url: str | None, *, engine: str = "lsm", threads: int = 8, detached: bool = False,
+               config=None, actor_options: Mapping[str, Any] | None = None, **options) -> "StorageNode":
+        """Start the node ``name`` on the engine at ``url`` (reopened and recovered if it exists).
+
+        ``options`` are the engine's (see :func:`~.engine.open_engine`); ``threads`` calls run at
+        once. An engine that cannot open (not a database, corrupt, bad options) raises its own
+        error here. ``config`` is the nemesis' initial network config.
+        """
+        spec = ServiceSpec(_FACTORY, {"url": url, "engine": engine, "options": dict(options)}, threads)
+        return cls(NodeGroup.launch(name, {name: spec}, detached=detached, config=config,
+                                    actor_options=actor_options))
+
+    @property
+    def node(self) -> str:
+        """The node id (the component's name)."""
+        return self.nodes[0]
+
+    def client(self, *, src: str = "client", **options) -> "StorageClient":
+        """A new batching client (see :class:`StorageClient` for the options), calling as ``src``."""
+        return StorageClient(ServiceRef(self.name, self.node, src=src, owner=self.group), **options)
+
+    def restart(self) -> None:
+        """Kill the node if it runs and start it again: the engine reopens and recovers its files."""
+        if self.node in self.group.alive():
+            self.nemesis.kill(self.node)
+        self.nemesis.restart(self.node)
+
+
+class StorageClient:
+    """Batching client of a storage node (see the module docstring); thread-safe.
+
+    ``target`` is the :class:`~ddia_ray.runtime.service.ServiceRef` of the node (or of anything
+    serving the same methods, such as a cache actor).
+    """
+
+    def __init__(self, target: ServiceRef, *, timeout_s: float = 60.0, max_batch: int = 1000,
+                 linger_s: float = 0.002):
+        if not isinstance(target, ServiceRef):
+            raise InvalidArgumentError(f"a StorageClient calls a ServiceRef, got {type(target).__name__}")
+        self.target = target
         self.timeout_s = positive("timeout_s", timeout_s)
         self.max_batch = int(positive("max_batch", max_batch))
         self.linger_s = positive("linger_s", linger_s)
@@ -212,13 +248,13 @@ class StorageClient:
 
     # --- blocking batch API ---------------------------------------------------
 
-    def _get(self, ref):
-        return get_result(ref, self.timeout_s, "storage node")
+    def _call(self, method: str, *args: Any) -> Any:
+        return self.target.call(method, *args, timeout_s=self.timeout_s)
 
     def get_many(self, keys: Iterable[Any]) -> list:
         """Values of ``keys`` (None where absent), in one actor call."""
         ks = tuple(to_key(k) for k in keys)
-        return list(codec.decode(self._get(self.handle.get_many.remote(codec.encode(ks))), tuple))
+        return list(codec.decode(self._call("get_many", codec.encode(ks)), tuple))
 
     def get(self, key: Any) -> bytes | None:
         """One value (prefer :meth:`get_many` or :meth:`get_future` in loops)."""
@@ -231,7 +267,7 @@ class StorageClient:
         return self._write(batch)
 
     def _write(self, batch: WriteBatch | OpColumns) -> int:
-        return self._get(self.handle.write.remote(encode_ops(batch)))
+        return self._call("write", encode_ops(batch))
 
     def put_many(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> int:
         """Set many keys atomically in one call."""
@@ -277,9 +313,8 @@ class StorageClient:
         """
         s, e = check_range(start, end)
         _check_scan_args(limit, batch_rows)
-        refs = self.handle.scan_batches.options(num_returns="streaming").remote(s, e, limit, reverse, batch_rows)
-        for ref in refs:
-            yield from self._get(ref)
+        for group in self.target.stream("scan_batches", s, e, limit, reverse, batch_rows, timeout_s=self.timeout_s):
+            yield from group
 
     def scan_arrow(self, start: Any = None, end: Any = None, *, reverse: bool = False,
                    limit: int | None = None, batch_rows: int = _DEFAULT_BATCH_ROWS) -> pa.Table:
@@ -289,19 +324,19 @@ class StorageClient:
 
     def flush(self) -> None:
         """Flush the node's engine."""
-        self._get(self.handle.flush.remote())
+        self._call("flush")
 
     def compact(self) -> None:
         """Fully compact the node's engine."""
-        self._get(self.handle.compact.remote())
+        self._call("compact")
 
     def stats(self) -> dict:
-        """The node's statistics."""
-        return self._get(self.handle.stats.remote())
+        """The node's engine statistics plus its call count."""
+        return self._call("stats")
 
     def ingest_parquet(self, url: str, storage_options: dict | None = None) -> int:
         """Have the node bulk-load a Parquet dataset (key, value columns) directly from ``url``."""
-        return self._get(self.handle.ingest_parquet.remote(url, storage_options))
+        return self._call("ingest_parquet", url, storage_options)
 
     # --- futures, coalesced by the flusher thread ----------------------------------
 
