@@ -42,7 +42,7 @@ _HEADLINES = {
     "VectorClock": "ddia_ray.clocks",
 }
 
-__all__ = ["__version__", *_HEADLINES]
+__all__ = ["__version__", *_HEADLINES]  # noqa: PLE0604 - the keys of _HEADLINES, all str
 
 
 def __getattr__(name: str):

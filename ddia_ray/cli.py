@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="replicas behind a balancer with breakers and retries, under a kill and a partition",
         description=(
             "Storage part: load a storage node (LSM engine), read and scan it, crash it with ray.kill and "
-            "check that a new node recovers every acknowledged write. Balancer part: start a pool of replica actors behind a balancer (circuit breakers, retries, outlier "
+            "check that a new node recovers every acknowledged write. Balancer part: start a pool of "
+            "replica actors behind a balancer (circuit breakers, retries, outlier "
             "ejection, phi-accrual health checks), drive load, kill one replica and partition another "
             "part-way through, then print load per replica, breaker transitions, retries and the "
             "requests the client lost (the goal: none)."

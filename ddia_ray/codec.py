@@ -68,8 +68,15 @@ import dataclasses
 import functools
 import importlib
 import itertools
+import sys
 import threading
 from typing import Any, Callable, Mapping, TypeVar
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10: type checkers read the 3.11 branch; at run time the marker does nothing
+    def dataclass_transform(**_kwargs):
+        return lambda fn: fn
 
 import msgpack
 
@@ -117,6 +124,7 @@ _BY_TAG: dict[str, RecordType] = {}
 _BY_CLASS: dict[type, RecordType] = {}
 
 
+@dataclass_transform(frozen_default=True)
 def record(
     tag: str,
     version: int = 1,
@@ -150,7 +158,7 @@ def record(
         annotations["_unknown"] = "Any"
         cls.__annotations__ = annotations
         # Unknown fields ride along but never affect equality, hashing or repr.
-        setattr(cls, "_unknown", dataclasses.field(default=None, compare=False, repr=False, kw_only=True))
+        cls._unknown = dataclasses.field(default=None, compare=False, repr=False, kw_only=True)
         dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
         fields = tuple(f.name for f in dataclasses.fields(dc) if f.name != "_unknown")
         required = frozenset(

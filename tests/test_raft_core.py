@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ddia_ray.codec import FORMAT_1, decode, encode
 from ddia_ray.consensus.raft import (CONF_CHANGE, LEADER, NOOP, NORMAL, ConfChange, ConfState, Entry, HardState,
-                                     LogAppend, Message, RaftConfig, RaftNode, ReadState, Snapshot, SnapshotMeta,
+                                     LogAppend, Message, RaftConfig, RaftNode, ReadState, RaftSnapshot, SnapshotMeta,
                                      recover)
 from ddia_ray.consensus.raft.messages import MESSAGE_TYPES
 from ddia_ray.errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
@@ -32,7 +32,7 @@ normal_entries = st.builds(Entry, small, small, st.just(NORMAL), data)
 entries = normal_entries | st.builds(Entry, small, small, st.just(NOOP)) | \
     st.builds(Entry, small, small, st.just(CONF_CHANGE), changes)
 metas = st.builds(SnapshotMeta, small, small, confs)
-snapshots = st.builds(Snapshot, metas, st.binary(max_size=20))
+snapshots = st.builds(RaftSnapshot, metas, st.binary(max_size=20))
 messages = st.builds(Message, st.sampled_from(sorted(MESSAGE_TYPES)), ids, ids, small, log_term=small, index=small,
                      entries=st.lists(entries, max_size=3).map(tuple), commit=small, reject=st.booleans(),
                      reject_hint=small, context=small, snapshot=st.none() | snapshots)
@@ -197,7 +197,7 @@ def test_recover_truncates_then_appends():
 
 def test_recover_lets_a_snapshot_replace_the_log():
     """A snapshot record drops every entry before it; later appends continue after its index."""
-    snap = Snapshot(SnapshotMeta(7, 2, _CONF), b"state")
+    snap = RaftSnapshot(SnapshotMeta(7, 2, _CONF), b"state")
     hs, got, log = recover([LogAppend(_ents(1, 1, 4)), snap, LogAppend(_ents(2, 8, 9)), HardState(2, "", 9)])
     assert got == snap and [e.index for e in log] == [8, 9] and hs.commit == 9
 
@@ -207,7 +207,7 @@ def test_recover_detects_a_gap():
     with pytest.raises(ConfigError, match="gap before index 5"):
         recover([LogAppend(_ents(1, 1, 3)), LogAppend(_ents(1, 5, 6))])
     with pytest.raises(ConfigError, match="gap"):
-        recover([Snapshot(SnapshotMeta(7, 2, _CONF)), LogAppend(_ents(2, 9, 9))])
+        recover([RaftSnapshot(SnapshotMeta(7, 2, _CONF)), LogAppend(_ents(2, 9, 9))])
 
 
 def test_recover_of_nothing_is_a_blank_member():
@@ -276,7 +276,7 @@ def test_a_snapshot_that_matches_the_log_acknowledges_only_what_is_known_to_matc
     conf = tuple(Entry(1, i, CONF_CHANGE, ConfChange("add_voter", v)) for i, v in ((1, "1"), (2, "2"), (3, "3")))
     leftovers = (Entry(2, 4, NOOP), Entry(2, 5, NORMAL, "old"))  # 5 was never committed
     follower = RaftNode("2", hard_state=HardState(2, "1", 3), entries=conf + leftovers)
-    snap = Snapshot(SnapshotMeta(4, 2, _CONF), b"")  # the leader of term 3 holds (4, term 2) then (5, term 3)
+    snap = RaftSnapshot(SnapshotMeta(4, 2, _CONF), b"")  # the leader of term 3 holds (4, term 2) then (5, term 3)
     follower.step(Message("snap", "1", "2", 3, snapshot=snap))
     (resp,) = follower.ready().messages
     assert resp.type == "app_resp" and not resp.reject

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddia_ray.errors import ConfigError, InvalidArgumentError
-from ddia_ray.resilience import CountWindow, Snapshot, TimeWindow
+from ddia_ray.resilience import CountWindow, WindowSnapshot, TimeWindow
 
 outcome = st.tuples(st.booleans(), st.booleans(), st.floats(0, 5, allow_nan=False))
 
@@ -48,7 +48,7 @@ def test_time_window_expires_whole_seconds():
     assert w.snapshot(13.0).failed_calls == 0       # second 10 left at 13.0
     assert w.snapshot(13.0).total_calls == 1
     assert w.snapshot(14.5).total_calls == 0
-    assert w.snapshot(1000.0) == Snapshot(0, 0, 0, 0)  # a long gap clears everything
+    assert w.snapshot(1000.0) == WindowSnapshot(0, 0, 0, 0)  # a long gap clears everything
 
 
 @settings(max_examples=60, deadline=None)

@@ -198,7 +198,7 @@ class BalancerClient:
         def done(fut: concurrent.futures.Future) -> None:
             try:
                 out.set_result(self._results(unwrap(fut.result(), self.target.where), return_exceptions))
-            except BaseException as e:  # every failure reaches the waiter, typed
+            except BaseException as e:  # noqa: BLE001 - every failure reaches the waiter, typed
                 out.set_exception(_ray_error(e, self.target.where))
 
         ref.future().add_done_callback(done)

@@ -139,13 +139,13 @@ class Picker(ABC):
 
     # --- hooks for subclasses --------------------------------------------
 
-    def _on_add(self, member: str, weight: int) -> None:
+    def _on_add(self, member: str, weight: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Called after ``member`` was added."""
 
-    def _on_remove(self, member: str, index: int) -> None:
+    def _on_remove(self, member: str, index: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Called after ``member`` (formerly at position ``index``) was removed."""
 
-    def _on_weight(self, member: str, old: int, new: int) -> None:
+    def _on_weight(self, member: str, old: int, new: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Called after ``member``'s weight changed from ``old`` to ``new``."""
 
     # --- helpers ---------------------------------------------------------

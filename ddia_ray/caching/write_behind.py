@@ -174,7 +174,7 @@ class WriteBehindService(ReadThroughService):
                 batch = self.queue.take(self.flush_batch_ops)
             try:
                 self.store.write(WriteBatch(batch))
-            except Exception as e:  # keep the writes: requeue, back off, retry (never drop)
+            except Exception as e:  # noqa: BLE001 - keep the writes: requeue, back off, retry (never drop)
                 with self._cv:
                     self.queue.requeue()
                     self._flush_failures += 1

@@ -130,7 +130,8 @@ def _report(console: Console, stats: dict, served: dict, ok: int, lost: int, ela
         table.add_column(col, justify="right" if col in ("routed", "failed", "served (durable)") else "left")
     for name, r in sorted(stats["replicas"].items()):
         table.add_row(name, str(r["requests"]), str(r["failures"]), str(served.get(name, "-")),
-                      stats["breakers"].get(name, "-"), stats["members"].get(name, "-"), "yes" if r["ejected"] else "no")
+                      stats["breakers"].get(name, "-"), stats["members"].get(name, "-"),
+                      "yes" if r["ejected"] else "no")
     console.print(table)
     transitions = Table(title="Breaker transitions")
     for col in ("breaker", "from", "to", "why"):

@@ -13,5 +13,5 @@ from .commands import ERROR, OK, RETRY, KVAdmin, KVBatch, KVCommand, KVResults
 from .member import RaftMember
 from .state_machine import KVStateMachine
 
-__all__ = ["RaftKV", "RaftKVClient", "RaftMember", "KVStateMachine", "KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY",
-           "ERROR"]
+__all__ = ["RaftKV", "RaftKVClient", "RaftMember", "KVStateMachine", "KVBatch", "KVCommand", "KVResults", "KVAdmin",
+           "OK", "RETRY", "ERROR"]

@@ -113,7 +113,7 @@ class RaftMember(BaseCore):
         if rid not in self._batches:
             return
         if node.role != LEADER:
-            for i, op in enumerate(batch.ops):
+            for i in range(len(batch.ops)):
                 self._finish(rid, i, RETRY, node.lead)
             return
         writes = [(i, op) for i, op in enumerate(batch.ops) if op[0] in WRITE_KINDS]

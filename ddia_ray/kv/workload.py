@@ -224,7 +224,7 @@ def run_workload(cluster, *, clients: int = 4, keys: int = 3, duration_s: float 
     report.latency_ms = _percentiles(latencies)
     terms = {}
     for st in cluster.status().values():
-        for _, term, role, lead, _ in st["timeline"]:
+        for _, term, _role, lead, _ in st["timeline"]:
             if lead and term > first_term:
                 terms[term] = lead
     report.terms = tuple(sorted(terms.items()))

@@ -13,7 +13,7 @@ from .breaker_config import CircuitBreakerConfig, Outcome
 from .budget import BudgetStats, RetryBudget
 from .handle import HandleStats, ResilientHandle
 from .retry import JITTERS, Backoff, Retrier, RetryPolicy, RetryStats
-from .windows import CountWindow, Snapshot, TimeWindow
+from .windows import CountWindow, WindowSnapshot, TimeWindow
 
 __all__ = [
     "TRANSITIONS",
@@ -35,6 +35,6 @@ __all__ = [
     "RetryPolicy",
     "RetryStats",
     "CountWindow",
-    "Snapshot",
+    "WindowSnapshot",
     "TimeWindow",
 ]

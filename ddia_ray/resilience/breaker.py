@@ -55,7 +55,7 @@ from .._validate import integer, invariant, number, positive
 from ..codec import record
 from ..errors import CallNotPermittedError, CircuitOpenError, ConfigError, InvalidArgumentError
 from .breaker_config import CircuitBreakerConfig, Outcome
-from .windows import CountWindow, Snapshot, TimeWindow
+from .windows import CountWindow, WindowSnapshot, TimeWindow
 
 __all__ = [
     "State",
@@ -243,7 +243,7 @@ class CircuitBreaker:
                 and (attempt or c.automatic_transition_from_open)):
             self._transition_locked(Event.WAIT_ELAPSED, now, "wait in open state elapsed")
 
-    def _exceeded(self, snap: Snapshot) -> str | None:
+    def _exceeded(self, snap: WindowSnapshot) -> str | None:
         """Why ``snap`` crosses a threshold, or None. Integer products avoid rounding surprises."""
         c = self.config
         if snap.failed_calls * 100 >= c.failure_rate_threshold * snap.total_calls:
@@ -332,7 +332,7 @@ class CircuitBreaker:
                     for fn in tuple(self._listeners):
                         try:
                             fn(ev)
-                        except Exception:
+                        except Exception:  # noqa: BLE001 - logged and counted, see below
                             # A broken observer must not turn a healthy call into a failure;
                             # it is logged with its traceback and counted in metrics().
                             self._counts["listener_errors"] += 1

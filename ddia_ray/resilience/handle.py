@@ -173,7 +173,7 @@ class ResilientHandle:
 
         try:
             ray.cancel(ref)
-        except Exception as e:  # best-effort by design: the timeout error is what the caller needs
+        except Exception as e:  # noqa: BLE001 - best-effort by design: the timeout error is what the caller needs
             _log.debug("could not cancel %s on %s: %r", ref, self.name, e)
 
     def _translate(self, exc: BaseException, method: str, ref) -> BaseException:

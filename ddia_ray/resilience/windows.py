@@ -30,13 +30,13 @@ import math
 
 from .._validate import at_least, integer, invariant, non_negative, number
 
-__all__ = ["Snapshot", "CountWindow", "TimeWindow"]
+__all__ = ["WindowSnapshot", "CountWindow", "TimeWindow"]
 
 _NS_PER_S = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Snapshot:
+class WindowSnapshot:
     """Aggregated outcomes currently inside a window (immutable)."""
 
     total_calls: int
@@ -84,7 +84,7 @@ class CountWindow:
         self._filled = 0      # slots holding an outcome (<= size_calls)
         self._calls = self._failures = self._slows = self._total_ns = 0
 
-    def record(self, now: float, duration_s: float, *, failed: bool, slow: bool) -> Snapshot:
+    def record(self, now: float, duration_s: float, *, failed: bool, slow: bool) -> WindowSnapshot:
         """Add one outcome (``now`` is accepted for symmetry and ignored); return the new snapshot."""
         dur_ns = _duration_ns(duration_s)
         i = self._next
@@ -104,9 +104,9 @@ class CountWindow:
         invariant(self._calls == self._filled, "count window totals disagree with its ring")
         return self.snapshot(now)
 
-    def snapshot(self, now: float = 0.0) -> Snapshot:
-        """The totals as an immutable :class:`Snapshot` (O(1))."""
-        return Snapshot(self._calls, self._failures, self._slows, self._total_ns)
+    def snapshot(self, now: float = 0.0) -> WindowSnapshot:
+        """The totals as an immutable :class:`WindowSnapshot` (O(1))."""
+        return WindowSnapshot(self._calls, self._failures, self._slows, self._total_ns)
 
 
 class TimeWindow:
@@ -156,7 +156,7 @@ class TimeWindow:
         self._sec[i] = None
         self._calls_b[i] = self._fail_b[i] = self._slow_b[i] = self._ns_b[i] = 0
 
-    def record(self, now: float, duration_s: float, *, failed: bool, slow: bool) -> Snapshot:
+    def record(self, now: float, duration_s: float, *, failed: bool, slow: bool) -> WindowSnapshot:
         """Add one outcome that completed at ``now`` (seconds); return the new snapshot."""
         dur_ns = _duration_ns(duration_s)
         i = self._advance(now)
@@ -168,10 +168,10 @@ class TimeWindow:
         self._failures += bool(failed)
         self._slows += bool(slow)
         self._total_ns += dur_ns
-        return Snapshot(self._calls, self._failures, self._slows, self._total_ns)
+        return WindowSnapshot(self._calls, self._failures, self._slows, self._total_ns)
 
-    def snapshot(self, now: float) -> Snapshot:
+    def snapshot(self, now: float) -> WindowSnapshot:
         """Expire buckets older than ``size_s`` seconds before ``now``; return the totals."""
         self._advance(now)
         invariant(self._calls >= 0 and self._failures >= 0, "time window totals went negative")
-        return Snapshot(self._calls, self._failures, self._slows, self._total_ns)
+        return WindowSnapshot(self._calls, self._failures, self._slows, self._total_ns)

@@ -22,7 +22,8 @@ from .service import ServiceRef, ServiceSpec
 from .simnet import SimCall, SimNetwork
 
 __all__ = [
-    "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply", "Rewrite",
+    "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply",
+    "Rewrite",
     "DurableLog", "ANY", "FaultModel", "LinkSettings", "NetworkConfig", "Nemesis", "NodeGroup",
     "assign_nodes", "running_groups", "SimCall", "SimNetwork", "Component", "ServiceRef", "ServiceSpec",
     "ShellMetrics",

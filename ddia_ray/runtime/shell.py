@@ -100,7 +100,7 @@ class NodeShell:
         self.start_error: ErrorRecord | None = None
         try:
             self._build()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - answered by start(), raised by the launcher with its class
             self.start_error = ErrorRecord.of(e, node_id)
         hosted = self.service if self.service is not None else self.core
         self.component = str(getattr(hosted, "component", "") or type(hosted).__name__.lower())
@@ -348,7 +348,7 @@ class NodeShell:
         started = time.perf_counter()
         try:
             answer = (await loop.run_in_executor(self._pool, fn), None)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the service's refusal travels to the caller as a record
             answer = self._refusal(e)
         self.metrics.observe(method, time.perf_counter() - started, 1, answer[1] is not None)
         await self._depart(src)
@@ -380,7 +380,7 @@ class NodeShell:
                 await self._running.wait()
                 await self._depart(src)
                 yield item, None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the refusal ends the stream as a record
             failed = True
             yield self._refusal(e)
         finally:

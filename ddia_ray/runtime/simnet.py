@@ -12,7 +12,8 @@ Faults come from the same :class:`~ddia_ray.runtime.faults.FaultModel` the
 Ray shells use, plus crashes: :meth:`crash` stops a node and discards
 messages that reach it (``during_write=True`` makes the crash strike while
 the node is persisting, so an unsynced suffix of that write is lost);
-:meth:`restart` rebuilds its core from the records it persisted. Requests from clients are sent with :meth:`request` and come back
+:meth:`restart` rebuilds its core from the records it persisted. Requests from
+clients are sent with :meth:`request` and come back
 as :class:`SimCall` objects completed (or not, if lost) as time passes.
 """
 

@@ -383,16 +383,17 @@ class StorageClient:
                 gets, self._gets = self._gets[: self.max_batch], self._gets[self.max_batch:]
             # Writes first, so a get issued after a put by the same caller sees it.
             if ops:
-                self._complete([f for _, f in ops], lambda: self.write(WriteBatch(tuple(o for o, _ in ops))),
+                self._complete([f for _, f in ops], lambda ops=ops: self.write(WriteBatch(tuple(o for o, _ in ops))),
                                spread=False)
             if gets:
-                self._complete([f for _, f in gets], lambda: self.get_many([k for k, _ in gets]), spread=True)
+                self._complete([f for _, f in gets], lambda gets=gets: self.get_many([k for k, _ in gets]),
+                               spread=True)
 
     @staticmethod
     def _complete(futures: Sequence[concurrent.futures.Future], call, spread: bool) -> None:
         try:
             result = call()
-        except BaseException as e:  # every waiter learns the failure; nothing is dropped silently
+        except BaseException as e:  # noqa: BLE001 - every waiter learns the failure; nothing is dropped silently
             for f in futures:
                 f.set_exception(e)
             return

@@ -112,13 +112,13 @@ _M61 = (1 << 61) - 1  # CPython hashes ints modulo this prime: these ints all ha
 def _codec_values() -> list:
     from ddia_ray.clocks import HLCTimestamp, LamportTimestamp, VectorClock
     from ddia_ray.consensus.raft.messages import (CONF_CHANGE, NOOP, ConfChange, ConfState, Entry, HardState,
-                                                  LogAppend, Message, Snapshot, SnapshotMeta)
+                                                  LogAppend, Message, RaftSnapshot, SnapshotMeta)
     from ddia_ray.storage.engine import Op, OpColumns
 
     entries = (Entry(3, 7, data=b"set x 1"), Entry(3, 8, kind=NOOP),
                Entry(3, 9, kind=CONF_CHANGE, data=ConfChange("add_voter", "n4")),
                Entry(4, 10, data={"op": "put", "key": b"k", "vals": (1, -2, 3.5, None, True)}))
-    snap = Snapshot(SnapshotMeta(9, 3, ConfState(("n1", "n2", "n3"), ("n4",))), b"\x00state" * 8)
+    snap = RaftSnapshot(SnapshotMeta(9, 3, ConfState(("n1", "n2", "n3"), ("n4",))), b"\x00state" * 8)
     return [
         Message("app", "n1", "n2", 4, log_term=3, index=6, entries=entries, commit=6),
         Message("snap", "n1", "n3", 4, snapshot=snap),
@@ -196,12 +196,12 @@ class CodecTarget(Target):
 
 
 def _durable_corpus() -> list:
-    from ddia_ray.consensus.raft.messages import (ConfState, Entry, HardState, LogAppend, Snapshot,
+    from ddia_ray.consensus.raft.messages import (ConfState, Entry, HardState, LogAppend, RaftSnapshot,
                                                   SnapshotMeta)
     from ddia_ray.demo.replica import Served
     from ddia_ray.runtime.core import Rewrite
 
-    snap = Snapshot(SnapshotMeta(4, 2, ConfState(("a", "b", "c"))), b"kv-state" * 40)
+    snap = RaftSnapshot(SnapshotMeta(4, 2, ConfState(("a", "b", "c"))), b"kv-state" * 40)
     return [
         ("served", [[Served(1), Served(2), Served(3)], [Served(4), Rewrite((Served(10), Served(11))), Served(12)],
                     [Served(13), Served(14)]]),

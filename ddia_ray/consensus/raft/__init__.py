@@ -7,10 +7,11 @@ returns; nothing here performs I/O or reads a clock.
 
 from .log import RaftLog
 from .messages import CONF_CHANGE, NOOP, NORMAL, ConfChange, ConfState, Entry, HardState, Message, ReadState, \
-    Snapshot, SnapshotMeta, LogAppend, recover
+    RaftSnapshot, SnapshotMeta, LogAppend, recover
 from .node import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ROLE_TRANSITIONS, RaftConfig, RaftNode, RaftReady
 from .progress import Progress
 
 __all__ = ["RaftNode", "RaftConfig", "RaftReady", "RaftLog", "Progress", "Entry", "ConfChange", "ConfState",
-           "HardState", "Message", "ReadState", "Snapshot", "SnapshotMeta", "LogAppend", "recover", "NORMAL", "CONF_CHANGE", "NOOP",
+           "HardState", "Message", "ReadState", "RaftSnapshot", "SnapshotMeta", "LogAppend", "recover", "NORMAL",
+           "CONF_CHANGE", "NOOP",
            "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE", "LEADER", "ROLE_TRANSITIONS"]

@@ -36,7 +36,7 @@ from ...codec import record
 from ...errors import ConfigError, InvalidArgumentError
 
 __all__ = ["Entry", "NORMAL", "CONF_CHANGE", "NOOP", "ConfState", "ConfChange", "HardState", "SnapshotMeta",
-           "Snapshot", "Message", "MESSAGE_TYPES", "ReadState", "CONF_OPS", "LogAppend", "recover"]
+           "RaftSnapshot", "Message", "MESSAGE_TYPES", "ReadState", "CONF_OPS", "LogAppend", "recover"]
 
 NORMAL, CONF_CHANGE, NOOP = 0, 1, 2
 MESSAGE_TYPES = frozenset({"prevote", "prevote_resp", "vote", "vote_resp", "app", "app_resp", "heartbeat",
@@ -139,7 +139,7 @@ class SnapshotMeta:
 
 
 @record("raft.snapshot", version=1, accepts_newer=False)
-class Snapshot:
+class RaftSnapshot:
     """A state-machine snapshot: its metadata and the application's encoded state."""
 
     meta: SnapshotMeta
@@ -179,8 +179,8 @@ class Message:
         _nonneg_ints(self, "term", "log_term", "index", "commit", "reject_hint", "context")
         if not isinstance(self.entries, tuple) or not all(isinstance(e, Entry) for e in self.entries):
             raise InvalidArgumentError("message entries must be a tuple of Entry")
-        if self.snapshot is not None and not isinstance(self.snapshot, Snapshot):
-            raise InvalidArgumentError("message snapshot must be a Snapshot")
+        if self.snapshot is not None and not isinstance(self.snapshot, RaftSnapshot):
+            raise InvalidArgumentError("message snapshot must be a RaftSnapshot")
 
 
 @record("raft.log_append", version=1, accepts_newer=False)
@@ -197,14 +197,14 @@ class LogAppend:
 def recover(records) -> tuple:
     """``(hard_state, snapshot, entries)`` from a member's persisted records, in the order written.
 
-    A :class:`Snapshot` record replaces the log (a follower installing the leader's state, or the
+    A :class:`RaftSnapshot` record replaces the log (a follower installing the leader's state, or the
     start of a compacted log); a :class:`LogAppend` truncates from its first index and extends.
     """
     hs, snap, entries = HardState(), None, []
     for rec in records:
         if isinstance(rec, HardState):
             hs = rec
-        elif isinstance(rec, Snapshot):
+        elif isinstance(rec, RaftSnapshot):
             snap, entries = rec, []
         elif isinstance(rec, LogAppend):
             first = rec.entries[0].index

@@ -55,7 +55,7 @@ from ..._validate import integer, invariant, positive
 from ...errors import ConfigError, InvalidArgumentError, NotLeaderError, ProposalDroppedError, UnknownNodeError
 from .log import RaftLog
 from .messages import CONF_CHANGE, NOOP, NORMAL, ConfChange, ConfState, Entry, HardState, Message, ReadState, \
-    Snapshot, SnapshotMeta
+    RaftSnapshot, SnapshotMeta
 from .progress import Progress
 from .replication import _ReadRound, _Replication
 from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ROLE_TRANSITIONS
@@ -96,7 +96,7 @@ class RaftReady:
 
     hard_state: HardState | None
     entries: tuple
-    snapshot: Snapshot | None
+    snapshot: RaftSnapshot | None
     messages: tuple
     committed: tuple
     read_states: tuple
@@ -114,7 +114,7 @@ class RaftNode(_Replication):
 
     def __init__(self, node_id: str, *, voters=(), learners=(), config: RaftConfig | None = None,
                  rng: random.Random | None = None, hard_state: HardState | None = None,
-                 snapshot: Snapshot | None = None, entries=()):
+                 snapshot: RaftSnapshot | None = None, entries=()):
         if not isinstance(node_id, str) or not node_id:
             raise InvalidArgumentError("node_id must be a non-empty str")
         self.id = node_id
@@ -152,7 +152,7 @@ class RaftNode(_Replication):
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[int] = []
         self._prev_hard = HardState() if bootstrap else hs  # a bootstrap's hard state must be persisted too
-        self._pending_snapshot: Snapshot | None = None
+        self._pending_snapshot: RaftSnapshot | None = None
         self.stats = {"elections": 0, "leader_changes": 0, "snapshots_sent": 0, "snapshots_installed": 0}
         self._reset_timeout()
 
@@ -199,7 +199,7 @@ class RaftNode(_Replication):
             self.election_elapsed = 0
             if self.config.check_quorum:
                 active = {n for n, p in self.progress.items() if p.recent_active} | {self.id}
-                for n, p in self.progress.items():
+                for p in self.progress.values():
                     p.recent_active = False
                 if not self._is_quorum(active):
                     self._become_follower(self.term, "")
@@ -278,11 +278,11 @@ class RaftNode(_Replication):
         else:
             self._send_append(target)
 
-    def compact(self, data: bytes) -> Snapshot:
+    def compact(self, data: bytes) -> RaftSnapshot:
         """Take a snapshot of the state machine at ``applied`` (its encoded state is ``data``) and drop the
         log up to there; the driver persists the returned snapshot before anything else."""
         index = self.log.applied
-        snap = Snapshot(SnapshotMeta(index, self.log.term(index), self.log.conf_at(index)), bytes(data))
+        snap = RaftSnapshot(SnapshotMeta(index, self.log.term(index), self.log.conf_at(index)), bytes(data))
         self.log.compact(index)
         self.snapshot = snap
         return snap

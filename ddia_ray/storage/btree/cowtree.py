@@ -141,7 +141,7 @@ class NodeStore:
         problem = None
         try:  # unpackb bounds every length by the payload's own size; maps, strs, exts fail the shape check
             decoded = msgpack.unpackb(payload, use_list=True)
-        except Exception as exc:  # a valid checksum over undecodable bytes: a bug or a forged page
+        except Exception as exc:  # noqa: BLE001 - a valid checksum over undecodable bytes: a bug or a forged page
             problem = f"does not decode as a node: {type(exc).__name__}"
         else:
             problem = _shape_problem(kind == LEAF, decoded)

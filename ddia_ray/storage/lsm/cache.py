@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Both caches are one :class:`LRUCache`, an ``OrderedDict`` whose entries carry
+Both caches are one :class:`ChargedLRU`, an ``OrderedDict`` whose entries carry
 a *charge*; entries are evicted from the cold end until the total charge fits
 the capacity. The open-file cache charges 1 per table (its parsed Parquet
 footer). The row-group cache charges :attr:`RowGroup.nbytes`: the Arrow
@@ -21,10 +21,10 @@ from typing import Any, Callable, Hashable
 
 from ..._validate import non_negative
 
-__all__ = ["LRUCache"]
+__all__ = ["ChargedLRU"]
 
 
-class LRUCache:
+class ChargedLRU:
     """A thread-safe LRU map bounded by the sum of its entries' charges."""
 
     def __init__(self, capacity: float):

@@ -154,10 +154,10 @@ class _ReadPath:
         if not self._imms and not mem.has_tombstones:
             return mem.get(key, seq), 0
         cover = 0
-        for mem in [mem] + self._imms[::-1]:
-            if mem.has_tombstones:
-                cover = max(cover, mem.tombstone_index().cover(key, seq))
-            found = mem.get(key, seq)
+        for m in [mem] + self._imms[::-1]:
+            if m.has_tombstones:
+                cover = max(cover, m.tombstone_index().cover(key, seq))
+            found = m.get(key, seq)
             if found is not None:
                 return found, cover
         return None, cover

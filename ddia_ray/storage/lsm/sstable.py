@@ -43,7 +43,7 @@ from ..._fs import is_local
 from ...codec import decode, encode, record
 from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
 from .bloom import BloomFilter
-from .cache import LRUCache
+from .cache import ChargedLRU
 from ...framing import TornObjectError, frame_object, read_object
 from .memtable import PUT, RANGE_DELETE, SCHEMA
 from .merge import past_versions
@@ -274,7 +274,7 @@ class SSTable:
     """Read access to one SSTable through the shared open-file and row-group caches."""
 
     def __init__(self, fs, directory: str, meta: FileMeta, tmeta: TableMeta, *,
-                 files: LRUCache, row_groups: LRUCache):
+                 files: ChargedLRU, row_groups: ChargedLRU):
         self.fs = fs
         self.meta = meta
         self.tmeta = tmeta

@@ -83,7 +83,7 @@ import pyarrow as pa
 
 from ...errors import DatabaseClosedError, InvalidArgumentError, StorageError
 from ..engine import WriteBatch, check_batch, check_range, to_key, to_value
-from .cache import LRUCache
+from .cache import ChargedLRU
 from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
@@ -145,8 +145,8 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         self._read_tally = [0, 0, 0]  # gets, sst_probes, bloom_negatives (under the mutex: hot path)
         self._write_tally = [0, 0, 0]  # user_bytes, batches, group_commits (under the mutex: hot path)
         self._live_scans: weakref.WeakSet = weakref.WeakSet()  # fast scans to stop at close()
-        self._file_cache = LRUCache(opts.max_open_files)
-        self._row_cache = LRUCache(opts.row_cache_bytes)
+        self._file_cache = ChargedLRU(opts.max_open_files)
+        self._row_cache = ChargedLRU(opts.row_cache_bytes)
         self._manifests = ManifestStore(self._fs, self._dir)
         self._closed = self._stopping = False  # set together by close(), under the mutex
         self._released = False  # set by close() once no flush or compaction runs or will start

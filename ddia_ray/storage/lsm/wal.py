@@ -258,7 +258,7 @@ def _decode_batch(body: bytes) -> tuple[int, tuple]:
     """
     try:
         rec = msgpack.unpackb(body, raw=False, use_list=False)
-    except Exception as e:  # any decoding failure of foreign bytes (ExtraData, StackError, ...)
+    except Exception as e:  # noqa: BLE001 - any decoding failure of foreign bytes (ExtraData, StackError, ...)
         raise _Malformed(f"not msgpack ({type(e).__name__})") from None
     if type(rec) is not tuple or len(rec) != 3:
         raise _Malformed("not a [format, first_seq, ops] triple")
