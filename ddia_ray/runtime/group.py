@@ -145,7 +145,7 @@ class NodeGroup:
 
         The returned group has handles on every live node and a nemesis holding the group's
         current network config; its ``restart`` and ``add`` work as in the launching driver.
-        Raises :class:`UnknownNodeError` when no such group runs.
+        Raises :class:`~ddia_ray.errors.ComponentNotFoundError` when no such group runs.
         """
         import ray
         from ray.util import list_named_actors

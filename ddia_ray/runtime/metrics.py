@@ -159,11 +159,12 @@ class ShellMetrics:
         if self._task is None:
             self._task = loop.create_task(loop_forever())
 
-    def stop(self) -> None:
-        """Stop the periodic export."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    def stop(self) -> asyncio.Task | None:
+        """Stop the periodic export; returns the cancelled task, for the caller to await."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        return task
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')

@@ -165,9 +165,13 @@ class NodeShell:
 
     async def stop(self) -> None:
         """A clean shutdown before the actor is killed: stop the timer, close the service."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-        self.metrics.stop()
+        # Await the cancelled tasks: a task still pending when the actor exits is reported as
+        # "destroyed but pending" in the worker's log.
+        tasks = [t for t in (self._ticker, self.metrics.stop()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._ticker = None
         close = getattr(self.service, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, close)
