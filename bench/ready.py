@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import platform
@@ -165,9 +166,7 @@ def etcd_ready(root: str) -> float | None:
 
 def pysyncobj_ready(root: str) -> float | None:
     """Spawn a 3-member PySyncObj cluster; seconds until all three agree on a leader."""
-    try:
-        import pysyncobj  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pysyncobj") is None:
         print("  PySyncObj: skipped (pip install -e '.[bench]')")
         return None
     import raft_peers

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import TypeVar
 
 from .errors import ConfigError, DdiaRayError, InvalidArgumentError
+
+_N = TypeVar("_N")
 
 
 class InvariantViolation(DdiaRayError, AssertionError):
@@ -22,8 +25,8 @@ def invariant(condition: bool, message: str) -> None:
         raise InvariantViolation(message)
 
 
-def number(name: str, value) -> float:
-    """``value`` must be a finite real number (bools are refused)."""
+def number(name: str, value: _N) -> _N:
+    """``value`` must be a finite real number (bools are refused); returns it unchanged."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value):

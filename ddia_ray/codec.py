@@ -70,11 +70,13 @@ import importlib
 import itertools
 import sys
 import threading
-from typing import Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-if sys.version_info >= (3, 11):
+if TYPE_CHECKING:  # type checkers learn that @record makes a frozen dataclass (PEP 681)
+    from typing_extensions import dataclass_transform
+elif sys.version_info >= (3, 11):
     from typing import dataclass_transform
-else:  # Python 3.10: type checkers read the 3.11 branch; at run time the marker does nothing
+else:  # Python 3.10 at run time: the marker only informs type checkers
     def dataclass_transform(**_kwargs):
         return lambda fn: fn
 
@@ -157,9 +159,11 @@ def record(
         annotations = dict(cls.__dict__.get("__annotations__", {}))
         annotations["_unknown"] = "Any"
         cls.__annotations__ = annotations
+        # The class is being made a dataclass with one more field: no static type describes it midway.
+        plain: Any = cls
         # Unknown fields ride along but never affect equality, hashing or repr.
-        cls._unknown = dataclasses.field(default=None, compare=False, repr=False, kw_only=True)
-        dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        plain._unknown = dataclasses.field(default=None, compare=False, repr=False, kw_only=True)
+        dc = dataclasses.dataclass(frozen=True, slots=True)(plain)
         fields = tuple(f.name for f in dataclasses.fields(dc) if f.name != "_unknown")
         required = frozenset(
             f.name
@@ -248,7 +252,7 @@ def _check_fields(values, tag: str, error: type[CodecError]) -> None:
 
 def _check_nesting(values, tag: str, error: type[CodecError]) -> None:
     """The general case of :func:`_check_fields`: breadth-first, one level of containers at a time."""
-    level = [v for v in values if type(v) not in _LEAVES and isinstance(v, _CONTAINERS)]
+    level: list[Any] = [v for v in values if type(v) not in _LEAVES and isinstance(v, _CONTAINERS)]
     depth = 0
     while level:
         depth += 1
@@ -324,7 +328,7 @@ class _Packers(threading.local):
 
     depth = 0
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.stack: list = []
 
 

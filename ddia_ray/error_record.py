@@ -37,7 +37,7 @@ __all__ = ["ErrorRecord"]
 
 _SCALARS = (str, bytes, int, float, bool, type(None))
 #: Names that a record may rebuild: the error classes ddia_ray.errors defines, nothing else.
-_CLASSES: dict[str, type] = {
+_CLASSES: dict[str, type[DdiaRayError]] = {
     name: cls for name, cls in vars(errors).items()
     if isinstance(cls, type) and issubclass(cls, DdiaRayError) and cls.__module__ == errors.__name__
 }
@@ -97,7 +97,7 @@ class ErrorRecord:
         else:
             exc = cls.__new__(cls)
             Exception.__init__(exc, text)
-            for k, v in _init_defaults(cls).items():  # what did not travel (a chained cause...): its default
+            for k, v in _init_defaults(self.kind).items():  # what did not travel (a chained cause...): its default
                 setattr(exc, k, v)
             for k, v in attrs.items():
                 setattr(exc, k, v)
@@ -109,13 +109,15 @@ class ErrorRecord:
 
 
 @functools.lru_cache(maxsize=None)
-def _init_defaults(cls: type) -> dict:
-    """The attributes ``cls.__init__`` sets from its parameters, at their defaults (None without one).
+def _init_defaults(kind: str) -> dict:
+    """The attributes the ``__init__`` of error class ``kind`` (a name in ``_CLASSES``) sets from its
+    parameters, at their defaults (None without one).
 
     A rebuilt exception skips ``__init__``; every class in :mod:`ddia_ray.errors` stores each
     parameter but the message under the parameter's name, so this gives the copy every attribute
     the original had, holding the travelled value or the default.
     """
+    cls = _CLASSES[kind]
     if cls.__init__ is Exception.__init__:
         return {}
     out = {}

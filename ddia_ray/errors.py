@@ -11,6 +11,8 @@ around a dead actor, retries exhausted after a circuit opened) chain it as
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "DdiaRayError",
     "ConfigError",
@@ -179,6 +181,8 @@ class CircuitOpenError(CallNotPermittedError):
 class RetriesExhaustedError(DdiaRayError):
     """Every attempt allowed by the retry policy failed; ``last_error`` is the final cause."""
 
+    last_result: Any  # set only when the last attempt returned a result the policy refused
+
     def __init__(self, message: str, attempts: int = 0, last_error: BaseException | None = None):
         self.attempts = attempts
         self.last_error = last_error
@@ -202,6 +206,13 @@ class NoReplicaAvailableError(DdiaRayError):
 
 class ClockDriftError(DdiaRayError):
     """A remote hybrid-logical-clock timestamp is further ahead than the drift bound allows."""
+
+    # Set by the clock that raises it: always the first two, then max_drift_ns (a remote timestamp
+    # too far ahead) or logical_limit (the logical counter would overflow).
+    remote_node: str | None
+    ahead_ns: int
+    max_drift_ns: int
+    logical_limit: int
 
 
 # --- membership ------------------------------------------------------------

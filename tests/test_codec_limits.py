@@ -480,10 +480,10 @@ def test_plain_values_within_the_limits_round_trip(value, levels):
 def _mutants():
     """Encodings of real messages to mutate: the structure arbitrary bytes rarely reach."""
     from ddia_ray.clocks import VectorClock
-    from ddia_ray.consensus.raft.messages import ConfState, Entry, Message, Snapshot, SnapshotMeta
+    from ddia_ray.consensus.raft.messages import ConfState, Entry, Message, RaftSnapshot, SnapshotMeta
     from ddia_ray.runtime.core import Envelope
 
-    snap = Snapshot(SnapshotMeta(9, 3, ConfState(("n1", "n2"), ("n3",))), b"state")
+    snap = RaftSnapshot(SnapshotMeta(9, 3, ConfState(("n1", "n2"), ("n3",))), b"state")
     return [encode(v) for v in (
         Envelope("n1", "n2", Message("app", "n1", "n2", 4, entries=(Entry(3, 7, data=b"x"), Entry(3, 8)))),
         (Envelope("n1", "n2", Message("snap", "n1", "n2", 4, snapshot=snap)),),
@@ -566,12 +566,17 @@ def test_a_kv_batch_refuses_every_malformed_field_itself():
     """KVBatch is fields_checked: its own validation must refuse what the codec's walk refused."""
     from ddia_ray.kv.commands import KVBatch
 
-    good = KVBatch("c", (("put", "k", 1, "v", None),), 0)
+    good = KVBatch("c", (("put", b"k", 1, b"v", None),), 0)
     assert decode(encode(good), KVBatch) == good
-    for fields in ({"client": "c", "ops": (("put", "k", 1, tuples(FIELD_DEPTH_MAX + 1), None),), "acked_below": 0},
-                   {"client": "c", "ops": (("put", "k", 1, {1: 2}, None),), "acked_below": 0},
-                   {"client": "c", "ops": (), "acked_below": tuples(FIELD_DEPTH_MAX + 1)},
-                   {"client": "c", "ops": (), "acked_below": -1},
-                   {"client": tuples(3), "ops": (), "acked_below": 0}):
+    for version, fields in (
+            (2, {"client": "c", "ops": (("put", b"k", 1, tuples(FIELD_DEPTH_MAX + 1), None),), "acked_below": 0}),
+            (2, {"client": "c", "ops": (("put", b"k", 1, {1: 2}, None),), "acked_below": 0}),
+            (2, {"client": "c", "ops": (("put", "k", 1, b"v", None),), "acked_below": 0}),  # str key: v1 only
+            (2, {"client": "c", "ops": (), "acked_below": tuples(FIELD_DEPTH_MAX + 1)}),
+            (2, {"client": "c", "ops": (), "acked_below": -1}),
+            (2, {"client": tuples(3), "ops": (), "acked_below": 0}),
+            # version 1 is upgraded first; what it cannot hold is still refused
+            (1, {"client": "c", "ops": (("put", "k", 1, tuples(FIELD_DEPTH_MAX + 1), None),), "acked_below": 0}),
+            (1, {"client": "c", "ops": (("put", 5, 1, b"v", None),), "acked_below": 0})):
         with pytest.raises(CorruptRecordError):
-            decode(raw_record("kv.batch", 1, fields), KVBatch)
+            decode(raw_record("kv.batch", version, fields), KVBatch)

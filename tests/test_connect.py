@@ -31,8 +31,8 @@ _SECOND_DRIVER = textwrap.dedent("""
     client.close()
     kv = RaftKV.connect(kv_name)
     session = kv.client()
-    assert session.get("k") == "v1"
-    session.put("k", "v2")
+    assert session.get("k") == b"v1"
+    session.put("k", b"v2")
     try:
         StorageNode.connect(kv_name)
     except ComponentNotFoundError as e:
@@ -50,7 +50,7 @@ def test_a_detached_component_is_found_by_connect_from_a_second_driver(ray_sessi
     try:
         client = node.client()
         client.put_many({b"from-first": b"1"})
-        kv.client().put("k", "v1")
+        kv.client().put("k", b"v1")
         env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
         done = subprocess.run([sys.executable, "-c", _SECOND_DRIVER, store_name, kv_name], env=env,
                               capture_output=True, text=True, timeout=180)
@@ -58,7 +58,7 @@ def test_a_detached_component_is_found_by_connect_from_a_second_driver(ray_sessi
         assert "second driver ok" in done.stdout and "kind checked" in done.stdout
         # What the second driver wrote is there for the first, through its own handles.
         assert client.get(b"from-second") == b"2"
-        assert kv.client().get("k") == "v2"
+        assert kv.client().get("k") == b"v2"
         # The detached actors outlived the second driver's exit; connecting here finds them too.
         again = StorageNode.connect(store_name)
         assert again.nodes == node.nodes and again.client().get(b"from-first") == b"1"

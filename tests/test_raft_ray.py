@@ -31,47 +31,47 @@ def test_get_put_delete_cas_and_thousands_in_flight(cluster):
         assert c.get("k") == b"v2"
         assert c.delete("k") is True and c.delete("k") is False
         assert c.cas("k", None, b"fresh") is True  # expected None: the key must be absent
-        futures = [c.put_nowait(f"bulk{i}", i) for i in range(3000)]
+        futures = [c.put_nowait(f"bulk{i}", b"%d" % i) for i in range(3000)]
         concurrent.futures.wait(futures, timeout=60)
         assert all(f.exception() is None for f in futures)
         reads = [c.get_nowait(f"bulk{i}") for i in range(0, 3000, 7)]
-        assert [f.result(30) for f in reads] == list(range(0, 3000, 7))
+        assert [f.result(30) for f in reads] == [b"%d" % i for i in range(0, 3000, 7)]
         assert c.stats["batches"] < 3000 // 10  # batched: far fewer actor calls than operations
 
 
 def test_a_killed_leader_is_replaced_and_recovers_its_log(cluster):
     with cluster.client() as c:
         for i in range(50):
-            c.put(f"a{i}", i)
+            c.put(f"a{i}", b"%d" % i)
         old = cluster.leader()
         cluster.kill(old)
-        c.put("after-kill", 1)  # a new leader is elected and the client finds it
+        c.put("after-kill", b"1")  # a new leader is elected and the client finds it
         assert wait_for(lambda: cluster.leader() != old, what="a new leader")
         cluster.restart(old)
         wait_for(lambda: cluster.status()[old]["applied"] >= cluster.status()[cluster.leader()]["commit"],
                  what="the restarted member to catch up")
         st = cluster.status()[old]
         assert st["keys"] >= 51  # its state machine was rebuilt from its durable log and the leader
-        assert [c.get(f"a{i}") for i in range(50)] == list(range(50))
+        assert [c.get(f"a{i}") for i in range(50)] == [b"%d" % i for i in range(50)]
 
 
 def test_whole_cluster_restart_keeps_every_committed_write(cluster):
     with cluster.client() as c:
-        futures = [c.put_nowait(f"w{i}", i) for i in range(200)]
-        c.put("last", "done")
+        futures = [c.put_nowait(f"w{i}", b"%d" % i) for i in range(200)]
+        c.put("last", b"done")
         concurrent.futures.wait(futures, timeout=30)
         assert all(f.exception() is None for f in futures)  # acknowledged: they must survive
         for m in cluster.members:
             cluster.kill(m)
         for m in cluster.members:
             cluster.restart(m)
-        assert c.get("last") == "done"
-        assert [c.get(f"w{i}") for i in range(0, 200, 10)] == list(range(0, 200, 10))
+        assert c.get("last") == b"done"
+        assert [c.get(f"w{i}") for i in range(0, 200, 10)] == [b"%d" % i for i in range(0, 200, 10)]
 
 
 def test_membership_and_leadership(cluster):
     with cluster.client() as c:
-        c.put("x", 1)
+        c.put("x", b"1")
         new = cluster.add_member()
         assert new in cluster.members
         wait_for(lambda: new in cluster.status()[cluster.leader()]["voters"], what="the learner's promotion")
@@ -81,9 +81,9 @@ def test_membership_and_leadership(cluster):
         cluster.remove_member(victim)
         assert victim not in cluster.members
         assert victim not in cluster.status()[cluster.leader()]["voters"]
-        assert c.get("x") == 1
-        c.put("y", 2)
-        assert c.get("y") == 2
+        assert c.get("x") == b"1"
+        c.put("y", b"2")
+        assert c.get("y") == b"2"
 
 
 def test_bad_input_is_refused_clearly(cluster):
@@ -97,7 +97,13 @@ def test_bad_input_is_refused_clearly(cluster):
         with pytest.raises(InvalidArgumentError):
             c.put("k", None)
         with pytest.raises(InvalidArgumentError):
-            c.put(3, b"v")  # keys are str or bytes
+            c.put(3, b"v")  # keys are bytes, or str sent as UTF-8
+        with pytest.raises(InvalidArgumentError, match="values are bytes"):
+            c.put("k", 3)
+        with pytest.raises(InvalidArgumentError, match="values are bytes"):
+            c.cas("k", 1, b"v")
+        c.put("same", b"1")  # a str key is its UTF-8 bytes: one key, not two
+        assert c.get(b"same") == b"1"
 
 
 def test_removing_the_last_voter_is_refused(ray_session):
@@ -111,28 +117,28 @@ def test_removing_the_last_voter_is_refused(ray_session):
 
 def test_an_operation_without_a_quorum_times_out(cluster):
     with cluster.client(timeout_s=1.0) as c:
-        c.put("k", 1)
+        c.put("k", b"1")
         leader = cluster.leader()
         others = [m for m in cluster.members if m != leader]
         for m in others:
             cluster.kill(m)
         with pytest.raises(CallTimeoutError):
-            c.put("k", 2)  # no majority: it may never commit, and the client says so
+            c.put("k", b"2")  # no majority: it may never commit, and the client says so
         for m in others:
             cluster.restart(m)
-        assert c.get("k") in (1, 2)  # the timed-out write's outcome is unknown either way
+        assert c.get("k") in (b"1", b"2")  # the timed-out write's outcome is unknown either way
 
 
 def test_compacted_logs_survive_restarts_and_lagging_members_get_a_snapshot(ray_session, tmp_path):
     kv = RaftKV.launch(3, root=f"file://{tmp_path}/raft", tick_s=0.02, snapshot_entries=50)
     try:
         with kv.client() as c:
-            for f in [c.put_nowait(f"a{i}", i) for i in range(300)]:
+            for f in [c.put_nowait(f"a{i}", b"%d" % i) for i in range(300)]:
                 f.result(30)
             leader = kv.leader()
             lagging = next(m for m in kv.members if m != leader)
             kv.kill(lagging)
-            for f in [c.put_nowait(f"b{i}", i) for i in range(300)]:
+            for f in [c.put_nowait(f"b{i}", b"%d" % i) for i in range(300)]:
                 f.result(30)
             assert kv.status()[leader]["first_index"] > 300  # the leader's log was compacted past a0..
             kv.restart(lagging)
@@ -142,7 +148,7 @@ def test_compacted_logs_survive_restarts_and_lagging_members_get_a_snapshot(ray_
             kv.kill(leader)
             kv.restart(leader)  # it rebuilds from its compacted durable log
             wait_for(lambda: kv.status()[leader]["keys"] == 600, what="the restarted leader to rebuild its state")
-            assert [c.get(f"b{i}") for i in range(0, 300, 30)] == list(range(0, 300, 30))
+            assert [c.get(f"b{i}") for i in range(0, 300, 30)] == [b"%d" % i for i in range(0, 300, 30)]
     finally:
         kv.shutdown(destroy_data=True)
 
@@ -151,37 +157,37 @@ def test_local_reads_are_served_by_any_member_and_may_be_stale(cluster):
     from ddia_ray.kv import KVBatch, KVResults
 
     def local_read(member):
-        batch = KVBatch("probe-session", (("get_local", "k", 1, None, None),))
+        batch = KVBatch("probe-session", (("get_local", b"k", 1, None, None),))
         res = cluster.group.request(member, batch, src="probe")
         assert isinstance(res, KVResults)
         return res.results[0][1]
 
     with cluster.client() as c:
-        c.put("k", 1)
+        c.put("k", b"1")
         leader = cluster.leader()
         follower = next(m for m in cluster.members if m != leader)
-        wait_for(lambda: local_read(follower) == 1, what="the follower to apply k=1")
+        wait_for(lambda: local_read(follower) == b"1", what="the follower to apply k=1")
         cluster.partition([[follower, "probe"], ["*"]])
         try:
-            c.put("k", 2)  # commits on the majority, without the cut-off follower
-            assert local_read(follower) == 1  # a local read there is stale ...
-            assert c.get("k") == 2  # ... a linearizable read is not
+            c.put("k", b"2")  # commits on the majority, without the cut-off follower
+            assert local_read(follower) == b"1"  # a local read there is stale ...
+            assert c.get("k") == b"2"  # ... a linearizable read is not
         finally:
             cluster.heal()
-        wait_for(lambda: local_read(follower) == 2, what="the follower to catch up")
+        wait_for(lambda: local_read(follower) == b"2", what="the follower to catch up")
 
 
 def test_fsynced_members_keep_committed_writes_through_a_whole_cluster_restart(ray_session, tmp_path):
     kv = RaftKV.launch(3, root=f"file://{tmp_path}/raft", tick_s=0.02, sync=True)
     try:
         with kv.client() as c:
-            for f in [c.put_nowait(f"s{i}", i) for i in range(100)]:
+            for f in [c.put_nowait(f"s{i}", b"%d" % i) for i in range(100)]:
                 f.result(30)
             for m in kv.members:
                 kv.kill(m)
             for m in kv.members:
                 kv.restart(m)
-            assert [c.get(f"s{i}") for i in range(0, 100, 9)] == list(range(0, 100, 9))
+            assert [c.get(f"s{i}") for i in range(0, 100, 9)] == [b"%d" % i for i in range(0, 100, 9)]
     finally:
         kv.shutdown(destroy_data=True)
 
@@ -202,7 +208,7 @@ def test_a_whole_raft_config_reaches_every_member(ray_session):
             assert (s["election_ticks"], s["heartbeat_ticks"], s["pre_vote"], s["max_entries_per_msg"]) == \
                 (8, 2, False, 7)
         with kv.client() as c:
-            c.put("k", 1)
-            assert c.get("k") == 1
+            c.put("k", b"1")
+            assert c.get("k") == b"1"
     finally:
         kv.shutdown()

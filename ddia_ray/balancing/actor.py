@@ -151,9 +151,10 @@ class BalancerActor(Component):
         """The node id (the component's name): how the replicas' network knows the balancer."""
         return self.nodes[0]
 
-    def client(self, *, src: str = "client", timeout_s: float = 60.0) -> "BalancerClient":
-        """A new client of the balancer, calling as ``src``."""
-        return BalancerClient(ServiceRef(self.name, self.node, src=src, owner=self.group), timeout_s=timeout_s)
+    def client(self, *, src: str = "client", **options) -> "BalancerClient":
+        """A new client of the balancer (see :class:`BalancerClient` for the options: ``timeout_s``), calling
+        as ``src``."""
+        return BalancerClient(ServiceRef(self.name, self.node, src=src, owner=self.group), **options)
 
 
 class BalancerClient:
@@ -170,7 +171,7 @@ class BalancerClient:
         for r in codec.decode(encoded, tuple):
             if not isinstance(r, Reply):
                 raise CodecError(f"{self.target.where} answered with {type(r).__name__}, not a Reply")
-            value = r.payload if r.ok else r.error.exception(self.target.where)
+            value = r.payload if r.error is None else r.error.exception(self.target.where)  # not ok: its error
             if not r.ok and not return_exceptions:
                 raise value
             out.append(value)

@@ -230,25 +230,25 @@ class BalancedHandle:
                 except ActorUnavailableError as e:
                     refs[member] = e
             live = [r for r in refs.values() if not isinstance(r, BaseException)]
-            done, _ = ray.wait(live, num_returns=len(live), timeout=self.timeout_s) if live else ([], [])
-            done = set(done)
+            ready, _ = ray.wait(live, num_returns=len(live), timeout=self.timeout_s) if live else ([], [])
+            done = set(ready)
             for member, ref in refs.items():
                 outcome = self._outcome(member, ref, done)
                 elapsed = self.clock() - started
                 for pos, i in enumerate(by_member[member]):
-                    err = outcome if isinstance(outcome, BaseException) else None
-                    reply = None if err else outcome[pos]
-                    self._finish(member, permits[i], elapsed, err)
-                    if err is not None:
-                        errors[i] = err
-                    elif not reply.ok:  # the replica's own error, of its own class (see error_record)
+                    if isinstance(outcome, BaseException):
+                        self._finish(member, permits[i], elapsed, outcome)
+                        errors[i] = outcome
+                        continue
+                    reply: Reply = outcome[pos]
+                    self._finish(member, permits[i], elapsed, None)
+                    if reply.error is not None:  # not ok: the replica's own error, of its own class (see error_record)
                         errors[i] = reply.error.exception(f"{self.group}/{member}")
-                        refused.add(i)
-                        tried[i] = None  # refused by the service: final, never retried
+                        refused.add(i)  # refused by the service: final, never retried
                     else:
                         results[i] = reply.payload
                         errors.pop(i, None)
-            pending = [i for i in pending if i in errors and tried[i] is not None
+            pending = [i for i in pending if i in errors and i not in refused
                        and self.retry.is_retryable(errors[i])]
             if not pending or attempt == self.retry.max_attempts:
                 break
@@ -272,7 +272,7 @@ class BalancedHandle:
         for i, err in list(errors.items()):
             if i not in refused and not isinstance(err, RetriesExhaustedError):
                 errors[i] = RetriesExhaustedError(
-                    f"request {i} failed after {len(tried[i] or ())} attempts: {err}", len(tried[i] or ()), err)
+                    f"request {i} failed after {len(tried[i])} attempts: {err}", len(tried[i]), err)
         with self._lock:
             self._counts["failed"] += len(errors)
         if errors and not return_exceptions:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from .._validate import at_least, integer, invariant, number, positive
+from .._validate import InvariantViolation, at_least, integer, invariant, number, positive
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError, UnknownNodeError
 from .pickers import _check_member_name
@@ -182,7 +182,7 @@ class OutlierDetector:
         self._members: dict[str, _Member] = {}
         self._events: list[EjectionEvent] = []
         self._now_s: float | None = None
-        self._interval_start_s: float | None = None
+        self._interval_start_s = 0.0  # set by the first _advance(), before any interval check reads it
         for member in members:
             self.add_member(member)
 
@@ -245,7 +245,8 @@ class OutlierDetector:
     def ejected(self, now_s: float) -> frozenset:
         """Members ejected at ``now_s`` (an expired ejection no longer counts, even before :meth:`tick`)."""
         number("now_s", now_s)
-        return frozenset(m for m, s in self._members.items() if s.state == EJECTED and s.until_s > now_s)
+        return frozenset(m for m, s in self._members.items()
+                         if s.state == EJECTED and s.until_s is not None and s.until_s > now_s)
 
     def status(self, member: str) -> OutlierStatus:
         """An immutable snapshot of ``member``'s state and counters."""
@@ -293,7 +294,8 @@ class OutlierDetector:
     def _move(self, member: str, s: _Member, reason: str, now: float) -> None:
         """Apply one transition from :data:`TRANSITIONS` and queue its event."""
         target = TRANSITIONS.get((s.state, reason))
-        invariant(target is not None, f"{member}: no transition from {s.state!r} on {reason!r}")
+        if target is None:
+            raise InvariantViolation(f"{member}: no transition from {s.state!r} on {reason!r}")
         if target == EJECTED:
             s.multiplier += 1
             s.until_s = now + min(self.base_ejection_s * s.multiplier, self.max_ejection_s)
@@ -315,7 +317,7 @@ class OutlierDetector:
 
     def _expire(self, now: float) -> None:
         for member, s in self._members.items():
-            if s.state == EJECTED and s.until_s <= now:
+            if s.state == EJECTED and s.until_s is not None and s.until_s <= now:
                 self._move(member, s, REASON_EXPIRED, now)
 
     def _end_interval(self, now: float) -> None:

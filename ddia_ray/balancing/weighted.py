@@ -40,7 +40,7 @@ __all__ = ["SmoothWeightedRoundRobinPicker"]
 class SmoothWeightedRoundRobinPicker(Picker):
     """nginx's smooth weighted round robin; deterministic, ignores keys and load."""
 
-    def __init__(self, *, rng=None):
+    def __init__(self, *, rng=None) -> None:
         super().__init__(rng=rng)
         self._current: dict[str, int] = {}
 
@@ -50,13 +50,13 @@ class SmoothWeightedRoundRobinPicker(Picker):
 
     def _choose(self, key: bytes | None, candidates: tuple[str, ...], exclude: Set, load: Mapping[str, int]) -> str:
         total = 0
-        best = None
+        best = candidates[0]  # never empty (see Picker._choose)
         for member in candidates:
             weight = self._weights[member]
             total += weight
             self._current[member] += weight
             # Strict '>' keeps the earliest member on ties, as nginx does.
-            if best is None or self._current[member] > self._current[best]:
+            if self._current[member] > self._current[best]:
                 best = member
         self._current[best] -= total
         return best

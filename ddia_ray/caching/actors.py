@@ -123,7 +123,7 @@ class ReadThroughService:
         """Drop keys from the cache only; returns how many were cached."""
         return self.front.invalidate(_decode_keys(keys))
 
-    def _extra_stats(self) -> dict:
+    def _extra_stats(self) -> Mapping[str, int]:
         return {}
 
     def cache_stats(self) -> bytes:

@@ -22,13 +22,24 @@ removed because its time to live ran out. ``pop`` removes without counting.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterator, Protocol, runtime_checkable
+import enum
+from typing import Any, Final, Hashable, Iterator, Protocol, runtime_checkable
 
 from .._validate import integer, positive
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError
 
 __all__ = ["EvictionStats", "EvictionPolicy"]
+
+
+class _Missing(enum.Enum):
+    """The type of :data:`_MISSING`: one member, so ``x is _MISSING`` narrows ``x`` for a type checker."""
+
+    MISSING = "missing"
+
+
+#: What ``dict.get(key, _MISSING)`` returns for an absent key (a stored entry is never this).
+_MISSING: Final = _Missing.MISSING
 
 
 @record("caching.eviction_stats", version=1)

@@ -102,7 +102,7 @@ class CoalescingQueue:
     def take(self, max_ops: int) -> tuple[Op, ...]:
         """Move up to ``max_ops`` of the oldest pending operations in flight and return them."""
         invariant(not self._in_flight, "take() while a batch is in flight: ack() or requeue() it first")
-        batch = []
+        batch: list[Op] = []
         while self._pending and len(batch) < max_ops:
             key, item = self._pending.popitem(last=False)
             self._in_flight[key] = item

@@ -44,7 +44,7 @@ def _store_address(store: Any) -> tuple[str, str]:
 class ReadThroughCache(Component):
     """A running read-through cache (writes invalidate); start it with :meth:`launch`."""
 
-    service: ClassVar[type] = ReadThroughService
+    service: ClassVar[type[ReadThroughService]] = ReadThroughService
     factories = ("ddia_ray.caching.actors:ReadThroughService",)
 
     @classmethod

@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Hashable, Iterator
 
-from .base import _Core
+from .base import _MISSING, _Core
 
 __all__ = ["LRUCache"]
-
-_MISSING = object()
 
 
 class LRUCache(_Core):

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .._validate import invariant
 from ..codec import record
@@ -254,7 +254,8 @@ class CacheFront:
                 if op.kind == "delete_range":
                     self._range_writes -= 1
                     self._leases.clear()
-                    for key in self.core.keys():
+                    held: Iterator[Any] = self.core.keys()  # this front's keys: bytes, the store's
+                    for key in held:
                         if op.key <= key < op.end:
                             self.core.pop(key)
                     continue

@@ -46,7 +46,7 @@ def _check_values(owned: Sequence, values: Any) -> list:
 class SingleFlight:
     """Thread-safe single flight over ``concurrent.futures.Future`` (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, concurrent.futures.Future] = {}
         self._waiters: dict[Hashable, int] = {}
@@ -139,7 +139,7 @@ class SingleFlight:
 class AsyncSingleFlight:
     """asyncio single flight for one event loop (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._calls: dict[Hashable, asyncio.Future] = {}
         self.loads = 0   #: keys whose load this object started
         self.shared = 0  #: joins: callers that awaited someone else's load

@@ -33,12 +33,10 @@ from typing import Any, Hashable, Iterator
 
 from .._validate import integer, probability
 from ..errors import ConfigError
-from .base import _Core
+from .base import _MISSING, _Core
 from .sketch import FrequencySketch
 
 __all__ = ["WTinyLFUCache"]
-
-_MISSING = object()
 
 
 class WTinyLFUCache(_Core):

@@ -152,12 +152,13 @@ class WriteBehindService(ReadThroughService):
         """0 if a flush is due now, else how long to wait (None: until notified). Caller holds the lock."""
         if self._retry_at_s is not None and now_s < self._retry_at_s:
             return self._retry_at_s - now_s
-        if not self.queue.pending:
+        oldest_s = self.queue.oldest_s()
+        if oldest_s is None:  # nothing pending
             return None
         if (self.queue.pending >= self.flush_batch_ops or self._closing or self._drain_waiters
                 or self._blocked_writers):
             return 0.0
-        return max(0.0, self.queue.oldest_s() + self.flush_interval_s - now_s)
+        return max(0.0, oldest_s + self.flush_interval_s - now_s)
 
     def _flusher(self) -> None:
         while True:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,7 +45,7 @@ def run_storage_demo(args, console: Console | None = None) -> int:
     url = args.storage_root or f"file://{tmp}/db"
     name = f"demo-storage-{uuid.uuid4().hex[:6]}"
     keys = args.keys
-    options = {"sync": "batch", "memtable_bytes": 256 * 1024}
+    options: dict[str, Any] = {"sync": "batch", "memtable_bytes": 256 * 1024}
     console.print(f"[bold]storage[/]: an LSM storage node at {url}, {keys} keys, writes synced per batch")
     node = StorageNode.launch(name, url, engine="lsm", **options)
     client = node.client()

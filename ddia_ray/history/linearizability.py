@@ -184,9 +184,9 @@ def check(
         if not ok and counterexample is None:
             counterexample = example
     verdicts = per_key.values()
-    ok = False if False in verdicts else (None if None in verdicts else True)
+    verdict = False if False in verdicts else (None if None in verdicts else True)
     return CheckResult(
-        ok=ok,
+        ok=verdict,
         per_key=MappingProxyType(per_key),
         counterexample=counterexample,
         explored_states=explored,

@@ -62,14 +62,14 @@ class RaftKVClient:
         self._lock = threading.Lock()
         self._outstanding: dict[int, _Pending] = {}
         self._queue: collections.deque = collections.deque()
-        self._leader = None
+        self._leader: str | None = None
         self._in_flight = 0
         self._kick_pending = False
         self._expired_at_s = 0.0
         self._closed = False
-        self.stats = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
         self._loop = asyncio.new_event_loop()
-        self._wake = None
+        self._wake: asyncio.Event  # made by _run() in the loop's thread, before started.wait() below returns
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"raftkv-{self.session}",
                                         daemon=True)
@@ -89,7 +89,7 @@ class RaftKVClient:
         return self._wait(self.get_nowait(key, linearizable=linearizable), timeout_s)
 
     def put(self, key, value, *, timeout_s: float | None = None) -> None:
-        """Set ``key`` to ``value`` (any codec-encodable value; None is refused: use delete)."""
+        """Set ``key`` to ``value`` (bytes; None is refused: use delete)."""
         self._wait(self.put_nowait(key, value), timeout_s)
 
     def delete(self, key, *, timeout_s: float | None = None) -> bool:
@@ -160,7 +160,7 @@ class RaftKVClient:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             seq = next(self._seq)
-            op = check_op((kind, key, seq, value, expected))
+            op = check_op((kind, key.encode("utf-8") if type(key) is str else key, seq, value, expected))
             p = _Pending(op, fut, time.monotonic() + self.timeout_s)
             self._outstanding[seq] = p
             self._queue.append(p)
@@ -195,7 +195,7 @@ class RaftKVClient:
                 self._kick_pending = False  # from here on, new submissions must wake the loop again
             self._expire()
             while self._queue and self._in_flight < self.max_in_flight:
-                batch = []
+                batch: list[_Pending] = []
                 with self._lock:
                     while self._queue and len(batch) < self.max_batch:
                         p = self._queue.popleft()
@@ -231,7 +231,8 @@ class RaftKVClient:
         with self._lock:
             acked_below = min(self._outstanding, default=0)  # the lowest seq still unanswered
         payload = KVBatch(self.session, tuple(p.op for p in batch), acked_below)
-        retry, hint = [], None
+        retry: list[_Pending] = []
+        hint: str | None = None
         try:
             ref = self.cluster._handle(member).request.remote(self.session, codec.encode(payload))
             data = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.rpc_timeout_s)

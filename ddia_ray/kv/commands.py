@@ -13,6 +13,14 @@ The answer is a :class:`KVResults` with one ``(code, value)`` per operation:
 ``OK`` (value is the result), ``RETRY`` (not done here: ask ``leader`` or
 retry later with the same sequence number; safe for writes because of the
 session) or ``ERROR`` (the operation itself is wrong; value says why).
+
+Keys and values are bytes, as in every ddia-ray store (docs/design-notes.md,
+"Keys and values"): a client may name a key with a ``str``, which is the same
+key as its UTF-8 bytes. Data written before this rule (``kv.batch`` version 1,
+log command format 1, snapshot format 1, where keys could be ``str`` and values
+any codec value) is read back under it: a ``str`` key becomes its UTF-8 bytes,
+a value that is not bytes becomes its codec encoding (``codec.decode`` gives
+the original back).
 """
 
 from __future__ import annotations
@@ -21,25 +29,36 @@ from typing import Any, NamedTuple
 
 from .. import codec
 from ..codec import record
-from ..errors import CodecError, CorruptRecordError, InvalidArgumentError, UnknownVersionError
+from ..errors import CorruptRecordError, InvalidArgumentError, UnknownVersionError
 
 __all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY", "ERROR", "OP_KINDS", "WRITE_KINDS",
            "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
 
 OK, RETRY, ERROR = 0, 1, 2
-COMMAND_FORMAT = 1
+COMMAND_FORMAT = 2
 OP_KINDS = frozenset({"get", "get_local", "put", "delete", "cas"})
 WRITE_KINDS = frozenset({"put", "delete", "cas"})
 ADMIN_ACTIONS = frozenset({"add_learner", "add_voter", "remove", "transfer", "status"})
 
 
-#: Values that need no walk: every operation is checked on each decode, so the common case is kept short.
-_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+_BYTES_OR_NONE = (bytes, type(None))
 
 
-def _check_key(key) -> None:
-    if not isinstance(key, (str, bytes)):
-        raise InvalidArgumentError(f"keys are str or bytes, got {type(key).__name__}")
+def legacy_key(key: Any) -> Any:
+    """A key as format 1 wrote it, under today's rule: a ``str`` is its UTF-8 bytes."""
+    return key.encode("utf-8") if type(key) is str else key
+
+
+def legacy_value(value: Any) -> Any:
+    """A value as format 1 wrote it, under today's rule: bytes and None stay, anything else is encoded.
+
+    A value the codec refuses (too deep, a map with foreign keys) raises CodecError: format 1 never
+    held one, so such input is damage, not data.
+    """
+    if type(value) in _BYTES_OR_NONE:
+        return value
+    codec.check_value(value, "a format-1 value")
+    return codec.encode(value)
 
 
 def check_op(op) -> tuple:
@@ -49,21 +68,25 @@ def check_op(op) -> tuple:
     kind, key, seq = op[0], op[1], op[2]
     if kind not in OP_KINDS:
         raise InvalidArgumentError(f"unknown operation {kind!r}; use one of {sorted(OP_KINDS)}")
-    _check_key(key)
+    if type(key) is not bytes:
+        raise InvalidArgumentError(f"keys are bytes (or str, sent as UTF-8), got {type(key).__name__}")
     if type(seq) is not int or seq <= 0:
         raise InvalidArgumentError("an operation's seq is a positive int")
-    # A value the codec would refuse must fail this call: encoded later it would fail the whole
-    # batch it shares with other callers, and every member decodes the log entry it becomes.
-    if type(op[3]) not in _SCALARS or type(op[4]) not in _SCALARS:
-        for what, v in (("value", op[3]), ("expected", op[4])):
-            try:
-                codec.check_value(v, what)
-            except CodecError as e:
-                raise InvalidArgumentError(f"the operation's {what} cannot be stored: {e}") from e
+    if type(op[3]) not in _BYTES_OR_NONE or type(op[4]) not in _BYTES_OR_NONE:
+        bad = op[3] if type(op[3]) not in _BYTES_OR_NONE else op[4]
+        raise InvalidArgumentError(f"values are bytes, got {type(bad).__name__}: encode structured values "
+                                   f"first (ddia_ray.codec.encode gives versioned msgpack)")
     return op
 
 
-@record("kv.batch", version=1, fields_checked=True)
+def _batch_v1_to_v2(fields: dict) -> dict:
+    """Version 1 allowed str keys and any codec value: normalise them (see the module docstring)."""
+    ops = tuple((kind, legacy_key(key), seq, legacy_value(value), legacy_value(expected))
+                for kind, key, seq, value, expected in fields.get("ops", ()))
+    return {**fields, "ops": ops}
+
+
+@record("kv.batch", version=2, fields_checked=True, upgrades={1: _batch_v1_to_v2})
 class KVBatch:
     """Operations of one client session; ``acked_below``: every seq below it has had its answer.
 
@@ -113,8 +136,12 @@ def decode_command(data: bytes) -> KVCommand:
     fields = codec.decode(data)
     if not isinstance(fields, tuple) or not fields or type(fields[0]) is not int:
         raise CorruptRecordError("a RaftKV log entry is not a command")
-    if fields[0] != COMMAND_FORMAT or len(fields) != 8:
-        raise UnknownVersionError("kv.command", fields[0], f"format {COMMAND_FORMAT}")
+    if fields[0] not in (1, COMMAND_FORMAT) or len(fields) != 8:
+        raise UnknownVersionError("kv.command", fields[0], f"formats 1 to {COMMAND_FORMAT}")
+    if fields[0] == 1:  # written before keys and values were bytes (see the module docstring)
+        client, seq, acked_below, kind, key, value, expected = fields[1:]
+        return KVCommand(client, seq, acked_below, kind, legacy_key(key), legacy_value(value),
+                         legacy_value(expected))
     return KVCommand(*fields[1:])
 
 

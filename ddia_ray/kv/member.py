@@ -75,7 +75,7 @@ class RaftMember(BaseCore):
         self._read_ctx = 0
         self._admin: dict[int, int] = {}  # log index of a membership change -> request id
         self.timeline: list = []  # (ticks, term, role, leader, commit) at every change of term or role
-        self._last_seen = None
+        self._last_seen: tuple[int, str, str] | None = None
         self._drain()
 
     # --- inputs -------------------------------------------------------------

@@ -165,7 +165,7 @@ def fault_spans(faults, *, end_s: float | None = None) -> tuple:
     """
     events = sorted(faults, key=lambda e: e[0])
     stop_s = end_s if end_s is not None else (events[-1][0] if events else 0.0)
-    spans = []
+    spans: list[FaultSpan] = []
     open_faults: list = []
     for t_s, what in events:
         if what in REPAIR_EVENTS:

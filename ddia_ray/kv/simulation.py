@@ -28,10 +28,11 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..consensus.raft import LEADER
 from ..history import HistoryRecorder, check, describe
-from ..runtime import SimNetwork
+from ..runtime import SimCall, SimNetwork
 from .commands import OK, KVAdmin, KVBatch, KVResults
 from .member import RaftMember
 
@@ -111,8 +112,8 @@ class _Client:
         self.seq = 0
         self.timeout_s, self.deadline_s = timeout_s, deadline_s
         self.leader = rng.choice(members)
-        self.op = None  # (op id, operation tuple, f, started_at_s)
-        self.call = None
+        self.op: tuple[int, tuple, str, float] | None = None  # (op id, operation tuple, f, started_at_s)
+        self.call: SimCall | None = None
         self.next_at_s = 0.0
         self.acked_below = 1
         self.ops = 0
@@ -152,27 +153,29 @@ class _Client:
                     self.process += 1000  # Jepsen: a process with an unknown outcome is crashed
                 self._done(now_s)
                 return
-            self._send()
+            self._send(op)
 
     def _start(self, now_s: float) -> None:
         self.seq += 1
         key = self.rng.choice(self.keys)
         r = self.rng.random()
+        op: tuple
+        value: Any
         if r < 0.4:
             op, f, value = ("get", key, self.seq, None, None), "read", None
         elif r < 0.8:
-            v = self.rng.randrange(5)
+            v = b"%d" % self.rng.randrange(5)  # keys and values are bytes
             op, f, value = ("put", key, self.seq, v, None), "write", v
         else:
-            exp, new = self.rng.randrange(5), self.rng.randrange(5)
+            exp, new = b"%d" % self.rng.randrange(5), b"%d" % self.rng.randrange(5)
             op, f, value = ("cas", key, self.seq, new, exp), "cas", (exp, new)
         op_id = self.rec.invoke(self.process, f, key, value)
         self.op = (op_id, op, f, now_s)
         self.ops += 1
-        self._send()
+        self._send(op)
 
-    def _send(self) -> None:
-        batch = KVBatch(self.name, (self.op[1],), self.acked_below)
+    def _send(self, op: tuple) -> None:
+        batch = KVBatch(self.name, (op,), self.acked_below)
         self.call = self.sim.request(self.leader, batch, src=self.name)
 
     def _done(self, now_s: float) -> None:
@@ -211,7 +214,7 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
         sim.link(drop=rng.choice([0.0, 0.02, 0.1]), delay_s=0.001, jitter_s=rng.choice([0.0, 0.005, 0.02]),
                  duplicate=rng.choice([0.0, 0.05]), reorder=rng.choice([0.0, 0.1]))
     rec = HistoryRecorder(clock=lambda: sim.now_s)
-    cls = [_Client(f"c{i}", sim, rec, everyone, [f"k{j}" for j in range(keys)], random.Random(rng.getrandbits(32)),
+    cls = [_Client(f"c{i}", sim, rec, everyone, [b"k%d" % j for j in range(keys)], random.Random(rng.getrandbits(32)),
                    i, timeout_s=0.15, deadline_s=0.6) for i in range(clients)]
     crashed: dict[str, float] = {}
     admin = []  # membership steps still to do
@@ -258,7 +261,7 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
             rec.info(c.op[0], "run ended")
             c.op = None
     # Liveness: a final write must commit once the network is healthy.
-    final = _Client("final", sim, HistoryRecorder(clock=lambda: sim.now_s), everyone, ["final"],
+    final = _Client("final", sim, HistoryRecorder(clock=lambda: sim.now_s), everyone, [b"final"],
                     random.Random(seed), 99, timeout_s=0.15, deadline_s=5.0)
     final._start(sim.now_s)
     while final.op is not None and sim.now_s < settle_end + 6.0:

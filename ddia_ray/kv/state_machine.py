@@ -12,25 +12,27 @@ changes nothing. ``acked_below`` lets the session forget results the client
 already has; an operation below that floor is a stale retry and is ignored.
 
 Snapshots encode the dict and the sessions with the project codec (versioned
-msgpack; keys and values are whatever the codec encodes).
+msgpack). Keys and values are bytes; a format-1 snapshot, written when keys could
+be ``str`` and values any codec value, is read back under that rule
+(:func:`~.commands.legacy_key`, :func:`~.commands.legacy_value`).
 """
 
 from __future__ import annotations
 
 from .. import codec
 from ..errors import CorruptRecordError
-from .commands import KVCommand
+from .commands import KVCommand, legacy_key, legacy_value
 
 __all__ = ["KVStateMachine", "STALE"]
 
 STALE = "stale"  # the result of a retry whose answer the client has already acknowledged
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2
 
 
 class KVStateMachine:
     """Dict state with per-client sessions (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.data: dict = {}
         self.sessions: dict[str, tuple[int, dict]] = {}  # client -> (acked_below, {seq: result})
         self.applied_writes = 0
@@ -78,8 +80,10 @@ class KVStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state by a snapshot made by :meth:`snapshot`."""
         decoded = codec.decode(data)
-        if not isinstance(decoded, tuple) or len(decoded) != 3 or decoded[0] != _SNAPSHOT_FORMAT:
+        if not isinstance(decoded, tuple) or len(decoded) != 3 or decoded[0] not in (1, _SNAPSHOT_FORMAT):
             raise CorruptRecordError("not a RaftKV state-machine snapshot (or one of an unknown format)")
-        _, items, sessions = decoded
+        fmt, items, sessions = decoded
+        if fmt == 1:
+            items = ((legacy_key(k), legacy_value(v)) for k, v in items)
         self.data = dict(items)
         self.sessions = {c: (floor, dict(results)) for c, floor, results in sessions}

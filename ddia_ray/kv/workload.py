@@ -22,11 +22,13 @@ and commit index over time for plots.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from ..errors import CallTimeoutError, ConfigError
 from ..history import HistoryRecorder, check, describe
@@ -146,14 +148,16 @@ def _client_loop(cluster, idx: int, clients: int, keys: list, rec: HistoryRecord
         while not stop.is_set():
             key = rng.choice(keys)
             r = rng.random()
+            value: Any
+            call: Callable[[], Any]
             if r < 0.4:
-                f, value, call = "read", None, (lambda k=key: kv.get(k))
+                f, value, call = "read", None, functools.partial(kv.get, key)
             elif r < 0.8:
-                v = rng.randrange(10)
-                f, value, call = "write", v, (lambda k=key, v=v: kv.put(k, v))
+                v = b"%d" % rng.randrange(10)  # values are bytes (keys may be str: the client encodes them)
+                f, value, call = "write", v, functools.partial(kv.put, key, v)
             else:
-                exp, new = rng.randrange(10), rng.randrange(10)
-                f, value, call = "cas", (exp, new), (lambda k=key, e=exp, n=new: kv.cas(k, e, n))
+                exp, new = b"%d" % rng.randrange(10), b"%d" % rng.randrange(10)
+                f, value, call = "cas", (exp, new), functools.partial(kv.cas, key, exp, new)
             op = rec.invoke(process, f, key, value)
             t0 = time.monotonic()
             try:

@@ -31,7 +31,7 @@ import enum
 import math
 from numbers import Real
 from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from .._validate import number, positive
 from ..codec import record
@@ -158,7 +158,7 @@ class MembershipView:
             raise ConfigError(
                 f"suspect_threshold ({suspect_threshold}) must be below threshold ({threshold})"
             )
-        self._detector_args = dict(
+        self._detector_args: dict[str, Any] = dict(
             threshold=threshold,
             history_size=history_size,
             min_std_deviation_s=min_std_deviation_s,
@@ -167,7 +167,7 @@ class MembershipView:
         )
         PhiAccrualDetector(**self._detector_args)  # validate detector settings now, not on first add
         self._members: dict[str, _Member] = {}
-        self._listeners: list[Callable[[MemberEvent], object]] = []
+        self._listeners: list[_Subscription] = []
 
     # --- membership ----------------------------------------------------------
 

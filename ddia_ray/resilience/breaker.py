@@ -51,7 +51,7 @@ import time
 from types import MappingProxyType
 from typing import Any, Callable
 
-from .._validate import integer, invariant, number, positive
+from .._validate import InvariantViolation, integer, number, positive
 from ..codec import record
 from ..errors import CallNotPermittedError, CircuitOpenError, ConfigError, InvalidArgumentError
 from .breaker_config import CircuitBreakerConfig, Outcome
@@ -196,7 +196,7 @@ class CircuitBreaker:
         self._probes = CountWindow(config.permitted_calls_in_half_open)
         self._probe_permits_left = 0
         self._shown = self._window  # the window metrics() reports
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
         self._history: collections.deque[StateTransition] = collections.deque(maxlen=history_size)
         self._transition_count = 0
         self._listeners: list[Callable[[StateTransition], Any]] = []
@@ -212,7 +212,8 @@ class CircuitBreaker:
     def _transition_locked(self, event: Event, now: float, reason: str) -> None:
         old = self._state
         new = TRANSITIONS.get((old, event))
-        invariant(new is not None, f"no transition from {old.value} on {event.value}")
+        if new is None:
+            raise InvariantViolation(f"no transition from {old.value} on {event.value}")
         self._state = new
         self._generation += 1
         self._entered_at_s = now

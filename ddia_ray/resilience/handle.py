@@ -95,7 +95,7 @@ class _BackgroundLoop:
 def _default_name(actor) -> str:
     # ActorHandle exposes these only as private attributes; a missing one just means a plainer name.
     cls = getattr(getattr(actor, "_ray_actor_creation_function_descriptor", None), "class_name", None)
-    actor_id = getattr(actor, "_actor_id", None)
+    actor_id: Any = getattr(actor, "_actor_id", None)
     short = actor_id.hex()[:8] if hasattr(actor_id, "hex") else None
     return ":".join(p for p in (cls or type(actor).__name__, short) if p)
 
@@ -123,7 +123,7 @@ class ResilientHandle:
         self._retrier = None if retry is None else Retrier(retry, budget, rng=rng, clock=clock)
         self.name = name or _default_name(actor_handle)
         self._lock = threading.Lock()
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
 
     # --- public surface ---------------------------------------------------------
 

@@ -244,7 +244,7 @@ class Retrier:
         self._sleep = sleep
         self._async_sleep = async_sleep
         self._lock = threading.Lock()
-        self._stats = {f.name: 0 for f in dataclasses.fields(RetryStats)}
+        self._stats: dict[str, Any] = {f.name: 0 for f in dataclasses.fields(RetryStats)}  # int counts, float slept_s
         self._stats["slept_s"] = 0.0
 
     def _count(self, **deltas) -> None:

@@ -117,7 +117,7 @@ class TimeWindow:
 
     def __init__(self, size_s: int):
         self.size_s = at_least("size_s", integer("size_s", size_s), 1)
-        self._sec = [None] * size_s      # epoch second each bucket aggregates
+        self._sec: list[int | None] = [None] * size_s  # epoch second each bucket aggregates
         self._calls_b = [0] * size_s
         self._fail_b = [0] * size_s
         self._slow_b = [0] * size_s

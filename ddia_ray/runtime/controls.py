@@ -10,7 +10,7 @@ a real cluster.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ..errors import UnknownNodeError
 from .faults import ANY, NetworkConfig
@@ -25,7 +25,9 @@ class NetworkControls:
     ``_install`` returns only once the new config is in force everywhere.
     """
 
-    config: NetworkConfig
+    if TYPE_CHECKING:  # read-only here: a subclass stores it (Nemesis) or derives it (SimNetwork)
+        @property
+        def config(self) -> NetworkConfig: ...
 
     def node_ids(self) -> tuple[str, ...]:  # pragma: no cover - abstract
         """Ids of the nodes this network knows."""

@@ -265,7 +265,7 @@ def load_factory(path: str) -> Callable[..., Any]:
     """Import ``"module:attr"``; raises :class:`ConfigError` naming what is missing."""
     module, _, attr = path.partition(":")
     try:
-        obj = importlib.import_module(module)
+        obj: Any = importlib.import_module(module)  # then each attribute along the dotted path
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:

@@ -39,7 +39,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import fsspec
 
@@ -165,7 +165,7 @@ class DurableLog:
         for d in created:  # a new directory entry is durable only once its parent is synced
             fsync_dir(os.path.dirname(d))
         self._segments = 0  # the highest segment number seen or written
-        self._file = None
+        self._file: BinaryIO | None = None  # records.log on a local disk, opened by the first append
         self._recovered = False
         self._fresh = True  # records.log is absent or empty: the next append writes MAGIC first
 
@@ -252,7 +252,8 @@ class DurableLog:
 
         if not self._recovered:
             self._load()  # never append after a torn tail or to a format-1 file
-        written, run = 0, []
+        written = 0
+        run: list[Any] = []
         for rec in records:
             if isinstance(rec, Rewrite):
                 written += self._append_frames(encode_frames(run))

@@ -101,7 +101,7 @@ class NetworkConfig:
     paused: tuple = ()
     epoch: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.default, LinkSettings):
             raise InvalidArgumentError("default must be LinkSettings")
         for item in self.links:

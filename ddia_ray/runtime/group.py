@@ -243,7 +243,7 @@ class NodeGroup:
         for r in replies:
             if not isinstance(r, Reply):
                 raise CodecError(f"{self.name}/{node} answered with {type(r).__name__}, not a Reply")
-            if not r.ok:
+            if r.error is not None:  # a reply is not ok exactly when it carries an error record
                 raise r.error.exception(f"{self.name}/{node}")
             out.append(r.payload)
         return out
@@ -366,6 +366,8 @@ class NodeGroup:
 
 class Nemesis(NetworkControls):
     """Fault injection over a :class:`NodeGroup`: network faults, pauses, kills and restarts."""
+
+    config: NetworkConfig  # the config in force on every live shell (set by _install and connect)
 
     def __init__(self, group: NodeGroup):
         self.group = group

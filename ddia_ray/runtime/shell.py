@@ -108,7 +108,11 @@ class NodeShell:
         self._peers: dict[str, Any] = {}
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
-        self._running: asyncio.Event | None = None
+        # Set while the node runs, clear while paused: every input waits on it.
+        self._running = asyncio.Event()
+        if not self.model.config.is_paused(node_id):
+            self._running.set()
+        self._started = False
         self._ticker: asyncio.Task | None = None
         self.counters: dict[str, int] = defaultdict(int)
         self.received_from: dict[str, int] = defaultdict(int)
@@ -144,10 +148,8 @@ class NodeShell:
         """
         if self.start_error is not None:
             return {"node": self.node_id, "error": codec.encode(self.start_error)}
-        if self._running is None:
-            self._running = asyncio.Event()
-            if not self.model.config.is_paused(self.node_id):
-                self._running.set()
+        if not self._started:
+            self._started = True
             loop = asyncio.get_running_loop()
             if self.core is not None:
                 self._ticker = loop.create_task(self._tick_loop())
@@ -186,11 +188,10 @@ class NodeShell:
         """Install a new network config from the nemesis; returns its epoch."""
         cfg = codec.decode(config, NetworkConfig)
         self.model.config = cfg
-        if self._running is not None:
-            if cfg.is_paused(self.node_id):
-                self._running.clear()
-            else:
-                self._running.set()
+        if cfg.is_paused(self.node_id):
+            self._running.clear()
+        else:
+            self._running.set()
         return cfg.epoch
 
     async def status(self) -> dict:
@@ -202,7 +203,7 @@ class NodeShell:
             "component": self.component,
             "ray_node": ray.get_runtime_context().get_node_id(),
             "core": dict(self.core.status()) if self.core is not None else {},
-            "paused": self._running is not None and not self._running.is_set(),
+            "paused": not self._running.is_set(),
             "epoch": self.model.config.epoch,
             "recovered_records": self.recovered_records,
             "counters": dict(self.counters),

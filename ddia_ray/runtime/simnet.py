@@ -84,6 +84,7 @@ class SimNetwork(NetworkControls):
 
     # --- NetworkControls -----------------------------------------------------
 
+    # Read-only: the config changes only through the NetworkControls verbs, which call _install().
     @property
     def config(self) -> NetworkConfig:
         """The network config in force."""

@@ -22,7 +22,7 @@ import bisect
 import itertools
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -197,7 +197,7 @@ class WriteBatch:
 
     __slots__ = ("ops",)
 
-    def __init__(self, ops: tuple = ()):
+    def __init__(self, ops: Iterable[Op] = ()):
         if isinstance(ops, (str, bytes, bytearray, memoryview, Op)) or not hasattr(ops, "__iter__"):
             raise InvalidArgumentError(f"WriteBatch takes a sequence of Op records, got {type(ops).__name__}")
         self.ops: list[Op] = list(ops)
@@ -347,6 +347,9 @@ class BatchWrites:
     """``put``, ``delete`` and ``delete_range`` as one-operation batches, for engines whose
     ``write(batch)`` is the only write path."""
 
+    if TYPE_CHECKING:  # provided by the engine class this is mixed into
+        def write(self, batch: WriteBatch) -> None: ...
+
     def put(self, key, value) -> None:
         """Set ``key`` to ``value``."""
         self.write(WriteBatch().put(key, value))
@@ -363,7 +366,7 @@ class BatchWrites:
 class MemoryEngine(BatchWrites):
     """The reference engine: every version of every key in memory. Volatile; the model in tests."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._keys: list[bytes] = []           # sorted distinct keys ever written
         self._versions: dict[bytes, list] = {}  # key -> [(seq, value or None)], ascending seq
         self._seq = 0

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
@@ -54,6 +55,7 @@ from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_o
 __all__ = ["StorageNode", "StorageClient", "StorageService"]
 
 _FACTORY = "ddia_ray.storage.node:StorageService"
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 _DEFAULT_BATCH_ROWS = 65536  # ~8 MB of 16 B keys and 100 B values: few objects, still pipelined
 
@@ -86,7 +88,8 @@ class StorageService:
     methods = ("ping", "get_many", "write", "scan", "ingest_parquet", "flush", "compact", "stats")
     streams = ("scan_batches",)
 
-    def __init__(self, node_id: str, *, url: str | None, engine: str = "lsm", options: Mapping[str, Any] = ()):
+    def __init__(self, node_id: str, *, url: str | None, engine: str = "lsm",
+                 options: Mapping[str, Any] = _NO_OPTIONS):
         self.node_id = node_id
         self.url = url
         self.engine_name = engine

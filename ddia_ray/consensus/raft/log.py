@@ -28,7 +28,7 @@ simulator found two leaders in one term that way).
 
 from __future__ import annotations
 
-from ..._validate import invariant
+from ..._validate import InvariantViolation, invariant
 from .messages import CONF_CHANGE, ConfState, Entry, SnapshotMeta
 
 __all__ = ["RaftLog"]
@@ -90,6 +90,13 @@ class RaftLog:
         if index < self.snap_index or index > self.last_index():
             return None
         return self.entries[index - self.snap_index - 1].term
+
+    def known_term(self, index: int) -> int:
+        """The term at ``index``, which must be in the log (from the snapshot point to the end)."""
+        term = self.term(index)
+        if term is None:
+            raise InvariantViolation(f"index {index} is outside the log ({self.snap_index}..{self.last_index()})")
+        return term
 
     def match_term(self, index: int, term: int) -> bool:
         """Whether the entry at ``index`` has ``term``."""
@@ -187,7 +194,7 @@ class RaftLog:
     def compact(self, index: int) -> None:
         """Forget entries up to ``index`` (covered by a snapshot the driver has persisted)."""
         invariant(self.snap_index <= index <= self.applied, "compaction only covers applied entries")
-        term = self.term(index)
+        term = self.known_term(index)
         self.base_conf = self.conf_at(index)
         self.conf_points = [(i, c) for i, c in self.conf_points if i > index]
         del self.entries[:index - self.snap_index]

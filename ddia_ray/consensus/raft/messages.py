@@ -200,7 +200,8 @@ def recover(records) -> tuple:
     A :class:`RaftSnapshot` record replaces the log (a follower installing the leader's state, or the
     start of a compacted log); a :class:`LogAppend` truncates from its first index and extends.
     """
-    hs, snap, entries = HardState(), None, []
+    hs, snap = HardState(), None
+    entries: list[Entry] = []
     for rec in records:
         if isinstance(rec, HardState):
             hs = rec

@@ -282,7 +282,7 @@ class RaftNode(_Replication):
         """Take a snapshot of the state machine at ``applied`` (its encoded state is ``data``) and drop the
         log up to there; the driver persists the returned snapshot before anything else."""
         index = self.log.applied
-        snap = RaftSnapshot(SnapshotMeta(index, self.log.term(index), self.log.conf_at(index)), bytes(data))
+        snap = RaftSnapshot(SnapshotMeta(index, self.log.known_term(index), self.log.conf_at(index)), bytes(data))
         self.log.compact(index)
         self.snapshot = snap
         return snap

@@ -13,10 +13,17 @@ with heartbeat acknowledgements. See :mod:`.node` for the whole picture.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...errors import NotLeaderError, ProposalDroppedError
 from .messages import CONF_CHANGE, Message, ReadState
 from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from .roles import LEADER
+
+if TYPE_CHECKING:
+    from .log import RaftLog
+    from .messages import ConfState, RaftSnapshot
+    from .node import RaftConfig
 
 __all__: list[str] = []
 
@@ -30,6 +37,26 @@ class _ReadRound:
 
 class _Replication:
     """Mixin of :class:`~.node.RaftNode`: replication, commitment, reads and configuration tracking."""
+
+    # --- state owned by RaftNode (set in its __init__), shared with this mixin ---
+    id: str
+    config: RaftConfig
+    term: int
+    role: str
+    lead: str
+    log: RaftLog
+    snapshot: RaftSnapshot | None
+    progress: dict[str, Progress]
+    transferee: str
+    pending_reads: list[int]
+    read_rounds: list[_ReadRound]
+    stats: dict[str, int]
+    _read_states: list[ReadState]
+    _pending_snapshot: RaftSnapshot | None
+    if TYPE_CHECKING:  # members of RaftNode
+        @property
+        def conf(self) -> ConfState: ...
+        def _send(self, m: Message) -> None: ...
 
     def _handle_append(self, m: Message) -> None:
         log = self.log

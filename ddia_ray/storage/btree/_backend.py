@@ -39,7 +39,7 @@ from ...errors import ConfigError
 try:  # flock is POSIX-only; without it concurrent writers are simply not detected
     import fcntl
 except ImportError:  # pragma: no cover - non-POSIX
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the optional-module idiom: None where the platform lacks it
 
 __all__ = ["open_backend", "exists", "remove", "DATA_FILE"]
 

@@ -40,7 +40,7 @@ __all__ = ["BPlusTree"]
 class _Leaf:
     __slots__ = ("keys", "values", "next", "prev")
 
-    def __init__(self, keys=None, values=None):
+    def __init__(self, keys: list | None = None, values: list | None = None) -> None:
         self.keys: list = keys if keys is not None else []
         self.values: list = values if values is not None else []
         self.next: _Leaf | None = None
@@ -50,7 +50,7 @@ class _Leaf:
 class _Inner:
     __slots__ = ("keys", "children")
 
-    def __init__(self, keys, children):
+    def __init__(self, keys: list, children: list) -> None:
         self.keys: list = keys
         self.children: list = children
 
@@ -169,6 +169,7 @@ class BPlusTree:
     def _split(self, node, path: list) -> None:
         while len(node.keys) > self.max_keys:
             mid = len(node.keys) // 2
+            right: _Leaf | _Inner
             if isinstance(node, _Leaf):
                 right = _Leaf(node.keys[mid:], node.values[mid:])
                 del node.keys[mid:], node.values[mid:]

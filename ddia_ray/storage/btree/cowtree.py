@@ -273,7 +273,7 @@ class TreeWriter:
     def __init__(self, store: NodeStore, root: int, height: int, n_keys: int, data_bytes: int,
                  inline_value_max: int):
         self.store, self.pf = store, store.pf
-        self.root = root or None
+        self.root: Node | int | None = root or None  # a committed page, a copied (mutable) node, or empty
         self.height, self.n_keys, self.data_bytes = height, n_keys, data_bytes
         self.inline_value_max = inline_value_max
         self.capacity = self.pf.capacity
@@ -297,7 +297,7 @@ class TreeWriter:
 
     def _descend_mutable(self, key: bytes) -> tuple:
         """Copy-on-write the root-to-leaf path of ``key``; returns the leaf and ``[(parent, index)]``."""
-        path = []
+        path: list[tuple[Node, int]] = []
         node = self.root = self._mutable(self.root)
         while not node.leaf:
             if len(path) >= MAX_HEIGHT:
@@ -432,7 +432,8 @@ def build_tree(store: NodeStore, items, inline_value_max: int, fill_factor: floa
     level.append((node.keys[0], store.write(node)))
     height = 1
     while len(level) > 1:  # each upper level routes over the one below: separator = first key of the child
-        groups, size = [[]], _NODE_OVERHEAD
+        groups: list[list[tuple[bytes, int]]] = [[]]
+        size = _NODE_OVERHEAD
         for key, page in level:
             entry = _entry_bytes(False, key, None)
             if len(groups[-1]) > 1 and size + entry > limit:

@@ -135,7 +135,8 @@ class _ScanIterator:
     def __init__(self, engine: "BTreeEngine", snap: BTreeSnapshot, owned: bool, start, end, reverse: bool):
         self._engine, self._snap, self._owned = engine, snap, owned
         self._pin = snap._pin  # read per row: the pin's flag directly, not through the property
-        self._it = tree_scan(snap._gen.store, snap._root, start, end, reverse)
+        self._it: Iterator[tuple[bytes, object]] | None = tree_scan(snap._gen.store, snap._root, start, end,
+                                                                    reverse)
         self._value = snap._gen.store.value
 
     def __iter__(self) -> "_ScanIterator":
@@ -166,8 +167,9 @@ class _ScanIterator:
 class BTreeEngine(BatchWrites):
     """Ordered ``bytes -> bytes`` store: a copy-on-write B+tree in one page file (see the module docstring)."""
 
-    def __init__(self, url: str, *, sync: bool = True, page_size: int = 4096, inline_value_max: int | None = None,
-                 cache_pages: int = 8192, fill_factor: float = 0.9, recover: str | None = None):
+    def __init__(self, url: str | None, *, sync: bool = True, page_size: int = 4096,
+                 inline_value_max: int | None = None, cache_pages: int = 8192, fill_factor: float = 0.9,
+                 recover: str | None = None):
         if url is None:
             url = f"memory://ddia-btree-anonymous/{next(_ANON)}"
         if not isinstance(url, str):

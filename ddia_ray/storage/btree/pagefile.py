@@ -67,7 +67,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 
-from ..._validate import integer, invariant
+from ..._validate import InvariantViolation, integer, invariant
 from ...errors import ConfigError, CorruptionError, NotADatabaseError
 from .recovery import SlotReport, check_recover, choose
 
@@ -272,7 +272,9 @@ class PageFile:
         n_ids = n_free + n_written
         if n_ids > count or (fl_head == 0 and n_ids > _INLINE_IDS):
             return incomplete(f"lists {n_ids} page ids for {count} pages")
-        chain, crcs, page = [], {}, fl_head
+        chain: list[int] = []
+        crcs: dict[int, bytes] = {}
+        page = fl_head
         ids = payload[_META.size:_META.size + 8 * n_ids] if fl_head == 0 else b""
         while page:
             if not 2 <= page < count or page in crcs or len(chain) > n_ids:
@@ -355,9 +357,16 @@ class PageFile:
         self._txn = _Txn(self.meta.txn + 1, self.meta.page_count)
         return self._txn.id
 
+    def _open_txn(self) -> _Txn:
+        """The open write transaction (:meth:`begin` opened it)."""
+        txn = self._txn
+        if txn is None:
+            raise InvariantViolation("no write transaction is open (call begin() first)")
+        return txn
+
     def allocate(self) -> int:
         """A page for the open transaction: the lowest reusable one, else a new one at the end."""
-        txn = self._txn
+        txn = self._open_txn()
         if self._free:
             page = heapq.heappop(self._free)
             txn.popped.append(page)
@@ -367,11 +376,12 @@ class PageFile:
 
     def stage(self, page_no: int, kind: int, payload: bytes) -> None:
         """Write ``payload`` to ``page_no`` at commit (readable through :meth:`read_page` before)."""
-        self._txn.writes[page_no] = self._encode(kind, page_no, self._txn.id, payload)
+        txn = self._open_txn()
+        txn.writes[page_no] = self._encode(kind, page_no, txn.id, payload)
 
     def free(self, page_no: int) -> None:
         """The open transaction no longer uses ``page_no``."""
-        txn = self._txn
+        txn = self._open_txn()
         if txn.writes.pop(page_no, None) is not None:
             heapq.heappush(self._free, page_no)  # never committed: nobody else can see it
         else:
@@ -432,7 +442,7 @@ class PageFile:
 
     def commit(self, root: int, height: int, n_keys: int, data_bytes: int) -> Meta:
         """Make the open transaction durable (per ``sync``) and visible; returns the new meta."""
-        txn = self._txn
+        txn = self._open_txn()
         try:
             # The previous commit's free-list pages are needed only while it is the crash fallback,
             # i.e. until this commit lands; no snapshot reads them, so they skip the pending lists.
@@ -446,7 +456,7 @@ class PageFile:
             inline_cap = _INLINE_IDS
             per_page = (self.capacity - _NEXT.size) // 8
             total = len(free_ids()) + len(written)
-            chain = []
+            chain: list[int] = []
             if total > inline_cap:  # taking pages only shrinks the free set, so this many suffice
                 chain = [self.allocate() for _ in range(-(-total // per_page))]
             free = free_ids()
@@ -463,16 +473,16 @@ class PageFile:
                 self.backend.write(last * self.page_size, bytes(self.page_size))
             if self.sync:
                 self.backend.sync()
-            page = self._meta_page(meta, txn.id % 2, free, written, chain[0] if chain else 0, digest)
+            record = self._meta_page(meta, txn.id % 2, free, written, chain[0] if chain else 0, digest)
             # the commit point: one aligned sector (the rest of the meta page stays as created)
-            page = page[:META_RECORD_BYTES]
-            self.backend.write((txn.id % 2) * self.page_size, page)
+            record = record[:META_RECORD_BYTES]
+            self.backend.write((txn.id % 2) * self.page_size, record)
             if self.sync:
                 self.backend.sync()
         except BaseException:
             self.abort()
             raise
-        self.bytes_written += len(page)
+        self.bytes_written += len(record)
         self.pages_written += 1
         self._txn, self.meta = None, meta
         if txn.freed:
@@ -485,7 +495,8 @@ class PageFile:
 
     def _write_pages(self, writes: dict) -> None:
         """Write staged pages in page order, one call per run of consecutive pages."""
-        run_start, run = None, []
+        run_start = 0  # read only while run holds pages
+        run: list[bytes] = []  # encoded pages run_start, run_start + 1, ...
         for page in sorted(writes):
             if run and page != run_start + len(run):
                 self.backend.write(run_start * self.page_size, b"".join(run))

@@ -68,6 +68,7 @@ class BloomFilter:
     @classmethod
     def build(cls, keys: "pa.Array | Iterable[bytes]", bits_per_key: float = 10.0) -> "BloomFilter":
         """A filter holding every key of ``keys`` (a binary Arrow array or an iterable of bytes)."""
+        h: np.ndarray  # uint64 hashes (NumPy's stubs would promote the shifts below to signed)
         if isinstance(keys, (pa.Array, pa.ChunkedArray)):
             h = crc32_of_keys(keys).astype(np.uint64)
         else:

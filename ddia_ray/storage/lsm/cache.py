@@ -65,8 +65,12 @@ class ChargedLRU:
                 self.charge -= c
                 self.evictions += 1
 
-    def discard_if(self, predicate: Callable[[Hashable], bool]) -> int:
-        """Drop every entry whose key satisfies ``predicate``; returns how many."""
+    def discard_if(self, predicate: Callable[[Any], bool]) -> int:
+        """Drop every entry whose key satisfies ``predicate``; returns how many.
+
+        ``predicate`` gets the keys as their owner put them (the tree's row cache: ``(file, row
+        group)`` pairs; its file cache: file numbers), hence ``Any`` rather than ``Hashable``.
+        """
         with self._lock:
             doomed = [k for k in self._items if predicate(k)]
             for k in doomed:

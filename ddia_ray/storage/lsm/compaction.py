@@ -29,11 +29,12 @@ and offer :meth:`full` (every file into one bottommost run) for ``compact()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 from .manifest import Version
 from .sstable import FileMeta
 
-__all__ = ["CompactionJob", "LeveledPolicy", "TieredPolicy", "make_policy", "POLICIES"]
+__all__ = ["CompactionJob", "CompactionPolicy", "LeveledPolicy", "TieredPolicy", "make_policy", "POLICIES"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class LeveledPolicy:
             ratio = sum(b.size for b in below) / max(1, f.size)
             if best is None or ratio < best[0]:
                 best = (ratio, f, below)
+        if best is None:  # not reached: a level scoring >= 1 holds files
+            return None
         _, f, below = best
         if not below:
             return CompactionJob(((level, f),), level + 1, False, None, f"L{level} size", trivial_move=True)
@@ -174,9 +177,11 @@ class TieredPolicy:
         return 0
 
 
-POLICIES = {"leveled": LeveledPolicy, "tiered": TieredPolicy}
+#: What :func:`make_policy` returns: both policies answer the same questions.
+CompactionPolicy = Union[LeveledPolicy, TieredPolicy]
+POLICIES: dict[str, type[CompactionPolicy]] = {"leveled": LeveledPolicy, "tiered": TieredPolicy}
 
 
-def make_policy(name: str, **options):
+def make_policy(name: str, **options) -> CompactionPolicy:
     """The policy called ``name`` configured from the tree's options."""
     return POLICIES[name](**options)

@@ -75,8 +75,9 @@ def crc32_of_keys(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if length == 0:
             continue
         if length > MAX_TABLE_BYTES or count < _MIN_GROUP_ROWS:
+            # An ndarray is a buffer; NumPy's stubs declare __buffer__ only for Python >= 3.12.
             for i in (range(n) if rows is None else rows.tolist()):
-                out[i] = zlib.crc32(data[offsets[i]:offsets[i + 1]])
+                out[i] = zlib.crc32(data[offsets[i]:offsets[i + 1]])  # type: ignore[arg-type]
             continue
         zero, table = _tables(length)
         if rows is None:  # one length: the keys are a contiguous (n, length) byte matrix

@@ -76,12 +76,12 @@ class ScanIterator:
 
     def __init__(self, sources: Iterable[Iterator[tuple]], tombstones: TombstoneIndex, snapshot_seq: int,
                  reverse: bool, release: Callable[[bool], None], check: Callable[[], None]):
-        self._merged = heapq.merge(*sources, key=itemgetter(0), reverse=reverse)
+        self._merged: Iterator[tuple] = heapq.merge(*sources, key=itemgetter(0), reverse=reverse)
         self._tombstones = tombstones
         self._seq = snapshot_seq
         self._release = release
         self._check = check
-        self._pending = None
+        self._pending: tuple | None = None
         self._done = False
 
     def __iter__(self) -> "ScanIterator":
@@ -186,12 +186,15 @@ class FastScanIterator(itertools.chain):
 
     __slots__ = ("_state", "__weakref__")
 
+    _state: _FastState
+
     @classmethod
     def create(cls, chunks: Iterator[tuple], reverse: bool, release: Callable[[bool], None],
                check: Callable[[], None]) -> "FastScanIterator":
         """An iterator over ``chunks`` of ``(keys, values)`` lists, in order (each list reversed if ``reverse``)."""
         state = _FastState(reverse, release, check)
-        it = cls.from_iterable(_fast_rows(state, chunks))
+        # typeshed declares chain.from_iterable as returning a chain; called on a subclass it builds the subclass.
+        it: FastScanIterator = cls.from_iterable(_fast_rows(state, chunks))  # type: ignore[assignment]
         it._state = state
         return it
 

@@ -34,8 +34,11 @@ time, leaving the other core to the writers.
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +49,14 @@ from ...errors import InvalidArgumentError
 from .manifest import ENGINE_NAME, ManifestRecord, Version, manifest_name
 from .memtable import SCHEMA, Memtable
 from .merge import merge_runs, sort_rows, split_outputs
-from .sstable import SSTable, load_table_meta, meta_name, sst_name, write_sstable
+from .sstable import FileMeta, SSTable, load_table_meta, meta_name, sst_name, write_sstable
+
+if TYPE_CHECKING:
+    from .cache import ChargedLRU
+    from .compaction import CompactionPolicy
+    from .locks import TreeLock
+    from .manifest import ManifestStore
+    from .options import LSMOptions
 
 #: Threads that write an ingest's SSTables side by side.
 INGEST_WRITERS = max(1, min(4, os.cpu_count() or 1))
@@ -56,6 +66,43 @@ __all__: list[str] = []
 
 class _Jobs:
     """Mixin of :class:`~.tree.LSMTree` holding everything that changes the set of files."""
+
+    # --- state owned by LSMTree (set in its __init__ and by recover()), shared with this mixin ---
+    _opts: LSMOptions
+    _pool: pa.MemoryPool
+    _fs: Any  # the fsspec filesystem
+    _dir: str
+    _policy: CompactionPolicy
+    _manifests: ManifestStore
+    _file_cache: ChargedLRU
+    _row_cache: ChargedLRU
+    _mutex: TreeLock
+    _commit_lock: TreeLock
+    _comp_lock: TreeLock
+    _flush_lock: TreeLock
+    _writers_cv: threading.Condition
+    _bg_cv: threading.Condition
+    _work_cv: threading.Condition
+    _stopping: bool
+    _released: bool
+    _bg_error: BaseException | None
+    _compaction_wanted: bool
+    _version: Version
+    _manifest_number: int
+    _log_number: int
+    _last_seq: int
+    _next_file: int
+    _flushed_count: int
+    _mem: Memtable
+    _imms: list[Memtable]
+    _tables: dict[int, SSTable]
+    _wal_files: dict[int, tuple[str, ...]]
+    _pinned: dict[int, Version]
+    _pending_delete: set[int]
+    _snapshot_seqs: collections.Counter[int]
+    _deferred: collections.deque[tuple[Version, int | None]]
+    if TYPE_CHECKING:  # a method of LSMTree
+        def _count(self, name: str, amount: float = 1) -> None: ...
 
     # --- commits ---------------------------------------------------------
 
@@ -81,7 +128,7 @@ class _Jobs:
                 if last_seq is not None:
                     self._last_seq = max(self._last_seq, last_seq)
                 if flushed is not None:
-                    invariant(self._imms and self._imms[0] is flushed, "flushes complete in order")
+                    invariant(bool(self._imms) and self._imms[0] is flushed, "flushes complete in order")
                     self._imms.pop(0)
                     self._flushed_count += 1
                     self._log_number = log_number
@@ -144,10 +191,13 @@ class _Jobs:
     def _delete_tables(self, numbers) -> None:
         """Delete the files of tables :meth:`_collect_obsolete` handed out (and their cache entries)."""
         for n in numbers:
-            self._delete_paths([f"{self._dir}/{sst_name(n)}", f"{self._dir}/{meta_name(n)}"])
-            self._row_cache.discard_if(lambda key, n=n: key[0] == n)
-            self._file_cache.discard_if(lambda key, n=n: key == n)
-            self._count("files_deleted", 1)
+            self._delete_table(n)
+
+    def _delete_table(self, n: int) -> None:
+        self._delete_paths([f"{self._dir}/{sst_name(n)}", f"{self._dir}/{meta_name(n)}"])
+        self._row_cache.discard_if(lambda key: key[0] == n)
+        self._file_cache.discard_if(lambda key: key == n)
+        self._count("files_deleted", 1)
 
     def _new_file_number(self) -> int:
         """Under the mutex: a fresh file number."""
@@ -155,7 +205,7 @@ class _Jobs:
         self._next_file += 1
         return n
 
-    def _write_table(self, table: pa.Table, number: int | None = None) -> tuple:
+    def _write_table(self, table: pa.Table, number: int | None = None) -> FileMeta:
         if number is None:
             with self._mutex:
                 number = self._new_file_number()

@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from ..._validate import invariant
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
 
 __all__ = ["LOCK_CHECK_ENV", "RANK_LEADER", "RANK_COMPACTION", "RANK_FLUSH", "RANK_COMMIT", "RANK_MUTEX",
            "RANK_STATS", "LockOrderChecker", "RankedLock", "make_locks"]
@@ -113,8 +117,17 @@ class RankedLock:
         self.release()
 
 
+if TYPE_CHECKING:  # threading.Lock is a factory function at run time: this alias is for type checkers only
+    #: A lock of the tree: a plain ``threading.Lock``, or a :class:`RankedLock` when the order is checked.
+    TreeLock: TypeAlias = "threading.Lock | RankedLock"
+
+
 def make_locks() -> tuple[LockOrderChecker | None, dict]:
-    """``(checker or None, {name: lock})`` for a new tree: ranked when :data:`LOCK_CHECK_ENV` is on."""
+    """``(checker or None, {name: lock})`` for a new tree: ranked when :data:`LOCK_CHECK_ENV` is on.
+
+    The locks are typed loosely (``Any``) on purpose: ``threading.Condition`` accepts a
+    :class:`RankedLock` (it duck-types), which its type stubs cannot express.
+    """
     names = {"mutex": RANK_MUTEX, "commit": RANK_COMMIT, "compaction": RANK_COMPACTION,
              "flush": RANK_FLUSH, "stats": RANK_STATS}
     if os.environ.get(LOCK_CHECK_ENV) != "1":

@@ -26,8 +26,8 @@ Only the tree's write leader mutates a memtable, under the tree's mutex.
 from __future__ import annotations
 
 import bisect
-
 from operator import itemgetter
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +49,7 @@ class Memtable:
     def __init__(self, wal_number: int = 0):
         self.wal_number = wal_number  # first WAL whose records may live here
         self.next_wal = 0  # set when made immutable: the WAL that took over (log_number after the flush)
-        self._data: dict[bytes, list] = {}
+        self._data: dict[bytes, Any] = {}  # a key's version tuple, or a list of them once it has two
         self._sorted: list[bytes] = []
         self._new: list[bytes] = []
         self._tombstones: list[tuple] = []

@@ -43,6 +43,17 @@ class PointIndex:
 
     __slots__ = ("width", "rows", "sparse", "kdata", "seqs", "ops", "voff", "vdata", "nbytes")
 
+    # Set by build() (there is no __init__): the slots' types.
+    width: int  # bytes per key
+    rows: int
+    sparse: list[bytes]  # every _SPARSE_STRIDE-th key
+    kdata: memoryview  # every key's bytes back to back, "B" items
+    seqs: memoryview  # "Q" items
+    ops: memoryview
+    voff: memoryview  # value offsets, "i" items
+    vdata: memoryview  # value bytes
+    nbytes: int  # what the index adds to the row group's memory
+
     @classmethod
     def build(cls, table: pa.Table) -> "PointIndex | None":
         """The index of a decoded row group, or None when its keys are not all one width."""

@@ -41,7 +41,8 @@ merged pairs packed into batches.
 from __future__ import annotations
 
 import bisect
-from typing import Iterator
+import weakref
+from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
 
@@ -55,6 +56,11 @@ from .memtable import PUT
 from .snapshot import LSMSnapshot
 from .sstable import NOT_CACHED
 from .tombstones import TombstoneIndex
+
+if TYPE_CHECKING:
+    from .locks import TreeLock
+    from .memtable import Memtable
+    from .sstable import SSTable
 
 __all__: list[str] = []
 
@@ -77,7 +83,11 @@ class _ReadPlan:
 
     __slots__ = ("version", "level0", "levels")
 
-    def __init__(self, version: Version | None, tables: dict):
+    version: Version | None
+    level0: tuple[tuple[bytes, bytes, int, SSTable], ...]
+    levels: tuple[tuple[list[bytes], tuple[bytes, ...], tuple[int, ...], tuple[SSTable, ...]], ...]
+
+    def __init__(self, version: Version | None, tables: dict[int, SSTable]):
         self.version = version
         if version is None:
             self.level0, self.levels = (), ()
@@ -113,9 +123,9 @@ class _ReadPlan:
                 return found, cover
         # Deeper levels: at most one candidate file each, probed exactly as a level-0 file above (the
         # probe is repeated rather than called: this is the hot path of every cached get).
-        for smallest, largest, min_seqs, ssts in self.levels:
-            i = bisect.bisect_right(smallest, key) - 1
-            if i < 0 or key > largest[i] or min_seqs[i] > seq:
+        for smallests, largests, min_seqs, ssts in self.levels:
+            i = bisect.bisect_right(smallests, key) - 1
+            if i < 0 or key > largests[i] or min_seqs[i] > seq:
                 continue
             sst = ssts[i]
             if sst.has_tombstones:
@@ -136,11 +146,35 @@ class _ReadPlan:
         return None, cover
 
 
+#: The plan of no version: what ``get_many`` holds when every key was answered by the memtables.
+_NO_PLAN = _ReadPlan(None, {})
+
+
 class _ReadPath:
     """Mixin of :class:`~.tree.LSMTree`: ``get``, ``get_many`` and ``scan`` (see the module docstring)."""
 
+    # --- state owned by LSMTree (set in its __init__ and by recover()), shared with this mixin ---
+    _mutex: TreeLock
+    _closed: bool
+    _version: Version
+    _tables: dict[int, SSTable]
+    _mem: Memtable
+    _imms: list[Memtable]
+    _last_seq: int
+    _read_tally: list[int]
+    _live_scans: weakref.WeakSet[FastScanIterator]
+    if TYPE_CHECKING:  # methods of LSMTree and _Jobs
+        def _check_open(self) -> None: ...
+        def _count(self, name: str, amount: float = 1) -> None: ...
+        def _read_seq(self, snapshot: LSMSnapshot | None) -> int: ...
+        def _pin_locked(self) -> Version: ...
+        def _unpin(self, version: Version, deferred: bool = False) -> None: ...
+        def _unref_locked(self, version: Version) -> None: ...
+        def _collect_obsolete(self) -> list[int]: ...
+        def _delete_tables(self, numbers) -> None: ...
+
     #: The point-read plan of the current version (owned here; rebuilt under the mutex when stale).
-    _read_plan: _ReadPlan = _ReadPlan(None, {})
+    _read_plan: _ReadPlan = _NO_PLAN
 
     def _plan_locked(self) -> _ReadPlan:
         """Under the mutex: the point-read plan of the current version (built when it changed)."""
@@ -205,7 +239,7 @@ class _ReadPath:
                 else:
                     todo.append((i, cover))
             version = self._pin_locked() if todo else None
-            plan = self._plan_locked() if todo else None  # the plan of the version just pinned
+            plan = self._plan_locked() if todo else _NO_PLAN  # the plan of the version just pinned
         tally = [len(ks), 0, 0]
         try:
             for i, cover in todo:

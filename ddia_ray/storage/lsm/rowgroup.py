@@ -100,6 +100,10 @@ class Spans(io.RawIOBase):
         return len(data)
 
 
+#: ``RowGroup._ksorted`` of a row group whose keys differ in width (never searched).
+_NO_SORTED_KEYS = np.empty(0, "S1")
+
+
 class RowGroup:
     """One decoded row group: keys, seqs, ops and values addressable by row index.
 
@@ -123,7 +127,7 @@ class RowGroup:
         self._kdata = memoryview(kbufs[2]).cast("B") if kbufs[2] is not None else memoryview(b"")  # no copy
         # Keys of one width (the common case) are searched by NumPy over the raw bytes, no copy.
         self._kwidth = 0
-        self._ksorted = None
+        self._ksorted = _NO_SORTED_KEYS  # searched only when _kwidth is set
         if n and self._koff[0] == 0:
             width = (self._koff[n] - self._koff[0]) // n
             if width and all(self._koff[i] == i * width for i in (1, n // 2, n)) and \

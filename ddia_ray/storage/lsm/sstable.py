@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..._fs import is_local
+from ..._validate import InvariantViolation
 from ...codec import decode, encode, record
 from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADatabaseError
 from .bloom import BloomFilter
@@ -163,12 +164,15 @@ def _row_group_bounds(keys: pa.Array, rows_per_group: int) -> list[int]:
 
 def _span(md: pq.FileMetaData, i: int) -> tuple[int, int]:
     rg = md.row_group(i)
-    lo, hi = None, 0
+    lo: int | None = None
+    hi = 0
     for c in range(rg.num_columns):
         col = rg.column(c)
         start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
         lo = start if lo is None else min(lo, start)
         hi = max(hi, start + col.total_compressed_size)
+    if lo is None:  # not reached: every row group of SCHEMA has four columns
+        raise InvariantViolation(f"row group {i} of a new SSTable has no columns")
     return lo, hi - lo
 
 
@@ -226,7 +230,7 @@ def write_sstable(fs, directory: str, number: int, table: pa.Table, *, row_group
     ops = table.column("op")
     only_puts = pc.max(ops).as_py() == PUT
     is_range = pc.equal(ops, RANGE_DELETE)
-    tombstones = ()
+    tombstones: tuple[tuple[bytes, bytes, int], ...] = ()
     point_keys = keys
     if not only_puts and pc.any(is_range).as_py():
         rt = table.filter(is_range)

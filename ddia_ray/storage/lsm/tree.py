@@ -76,7 +76,7 @@ import collections
 import threading
 import types
 import weakref
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import fsspec
 import pyarrow as pa
@@ -88,7 +88,7 @@ from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
 from .manifest import ManifestStore, Version
-from .memtable import DELETE, PUT, RANGE_DELETE, Memtable
+from .memtable import DELETE, PUT, RANGE_DELETE
 from .options import LSMOptions, arrow_pool, parse_options
 from .recovery import recover
 from .snapshot import LSMSnapshot
@@ -127,33 +127,35 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
                                    size_ratio=opts.tiered_size_ratio, max_runs=opts.l0_slowdown_trigger)
         # Ranked wrappers under DDIA_LSM_LOCK_CHECK=1 (the lock order above), plain locks otherwise.
         self._lock_check, locks = make_locks()
-        self._mutex = locks["mutex"]
-        self._writers_cv = threading.Condition(self._mutex)
-        self._bg_cv = threading.Condition(self._mutex)
-        self._work_cv = threading.Condition(self._mutex)
+        self._mutex = mutex = locks["mutex"]
+        self._writers_cv = threading.Condition(mutex)
+        self._bg_cv = threading.Condition(mutex)
+        self._work_cv = threading.Condition(mutex)
         self._commit_lock = locks["commit"]
         self._comp_lock = locks["compaction"]
         self._flush_lock = locks["flush"]
         self._stats_lock = locks["stats"]
         self._close_done = threading.Event()
-        self._writers: collections.deque = collections.deque()
-        self._deferred: collections.deque = collections.deque()
-        self._pinned: dict[int, Version] = {}
-        self._pending_delete: set[int] = set()
-        self._snapshot_seqs: collections.Counter = collections.Counter()
-        self._counters: collections.Counter = collections.Counter()
+        self._writers = collections.deque()
+        self._deferred = collections.deque()
+        self._pinned = {}
+        self._pending_delete = set()
+        self._snapshot_seqs = collections.Counter()
+        # A Counter (a name never counted reads 0) whose tallies may be floats (stall_time_s); typeshed's
+        # Counter holds ints only, so the type checker is told what it is: a dict of numbers.
+        self._counters = cast("dict[str, float]", collections.Counter())
         self._read_tally = [0, 0, 0]  # gets, sst_probes, bloom_negatives (under the mutex: hot path)
         self._write_tally = [0, 0, 0]  # user_bytes, batches, group_commits (under the mutex: hot path)
-        self._live_scans: weakref.WeakSet = weakref.WeakSet()  # fast scans to stop at close()
+        self._live_scans = weakref.WeakSet()  # fast scans to stop at close()
         self._file_cache = ChargedLRU(opts.max_open_files)
         self._row_cache = ChargedLRU(opts.row_cache_bytes)
         self._manifests = ManifestStore(self._fs, self._dir)
         self._closed = self._stopping = False  # set together by close(), under the mutex
         self._released = False  # set by close() once no flush or compaction runs or will start
-        self._bg_error: BaseException | None = None
+        self._bg_error = None
         self._compaction_wanted = True
         self._switch_count = self._flushed_count = 0
-        self._imms: list[Memtable] = []
+        self._imms = []
         self._calm_key = None  # (version, immutable count, no backpressure?): see _WritePath._calm
         self._threads: list[threading.Thread] = []
         recover(self)  # sets version, tables, memtable, WAL, sequence and file counters
@@ -181,7 +183,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
             raise StorageError(f"a background flush or compaction failed: {self._bg_error!r}") \
                 from self._bg_error
 
-    def _read_seq(self, snapshot) -> int:
+    def _read_seq(self, snapshot: LSMSnapshot | None) -> int:
         if snapshot is None:
             return self._last_seq
         if not isinstance(snapshot, LSMSnapshot) or snapshot._tree is not self:

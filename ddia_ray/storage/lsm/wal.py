@@ -50,12 +50,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import msgpack
 from fsspec.implementations.local import LocalFileOpener
 
 from ..._fs import is_local
+from ..._validate import InvariantViolation
 from ...errors import CorruptionError
 from ...framing import HEADER_BYTES, frame, read_log
 
@@ -103,7 +104,9 @@ class WalWriter:
         self._append = can_append(fs)
         self._local = is_local(fs)
         self._map: mmap.mmap | None = None
-        self._file = self._sink = self._fd = None
+        self._file: Any = None  # the fsspec file appended to (a filesystem that can append)
+        self._sink: Any = None  # what is written to: _file, or the OS file object inside a local one
+        self._fd: int | None = None  # the OS descriptor of a local WAL
         if self._local and sync != "batch":
             # Mapped (see the module docstring); a mapping needs a read-write descriptor, which fsspec's
             # local opener does not hand out, and a local fsspec path is an OS path.
@@ -125,11 +128,19 @@ class WalWriter:
 
     def _reserve(self, size: int) -> mmap.mmap:
         """Reserve the file's first ``size`` bytes on disk and map them (growth replaces the mapping)."""
+        fd = self._descriptor()
         if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(self._fd, 0, size)
+            os.posix_fallocate(fd, 0, size)
         else:  # no reservation: a full disk surfaces when the kernel writes the pages back
-            os.ftruncate(self._fd, size)
-        return mmap.mmap(self._fd, size)
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+
+    def _descriptor(self) -> int:
+        """The OS descriptor of this local WAL (mapped, or appended to through a local file)."""
+        fd = self._fd
+        if fd is None:
+            raise InvariantViolation(f"{self.path} has no file descriptor: it is not a local WAL")
+        return fd
 
     def encode(self, first_seq: int, ops) -> bytes:
         """:func:`encode_batch` with this writer's reusable packer (call from the write leader only)."""
@@ -148,9 +159,10 @@ class WalWriter:
         data = frame(self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),))))
         pos = self.bytes_written
         end = pos + len(data)
-        if end > len(self._map):
+        # _map is set: only a mapped WAL is cheap (the caller checks), and no check is added to this hot path.
+        if end > len(self._map):  # type: ignore[arg-type]
             self._grow(end)
-        self._map[pos:end] = data
+        self._map[pos:end] = data  # type: ignore[index]
         self.bytes_written = end
 
     def append(self, data: bytes) -> None:
@@ -179,16 +191,18 @@ class WalWriter:
         self.bytes_written += len(data)
 
     def _grow(self, needed: int) -> None:
-        size = len(self._map)
+        old = self._map
+        if old is None:
+            raise InvariantViolation(f"{self.path} is not mapped: it cannot grow")
+        size = len(old)
         step = min(max(size, _FIRST_CHUNK_BYTES), _MAX_CHUNK_BYTES)
         new_size = max(size + step, needed)
-        old = self._map
         self._map = self._reserve(new_size)
         old.close()
 
     def _fsync(self) -> None:
         if self._local:
-            os.fsync(self._fd)
+            os.fsync(self._descriptor())
 
     def _write_segment(self) -> None:
         if not self._buffer:
@@ -223,10 +237,11 @@ class WalWriter:
         self._closed = True
         if self._map is not None:
             self._map.close()
-            os.ftruncate(self._fd, self.bytes_written)  # drop the reserved, unwritten tail
+            fd = self._descriptor()
+            os.ftruncate(fd, self.bytes_written)  # drop the reserved, unwritten tail
             if sync:
                 self._fsync()
-            os.close(self._fd)
+            os.close(fd)
         elif self._append:
             self._file.flush()
             if sync:

@@ -35,12 +35,21 @@ background thread run at once. Measured in docs/storage-engines.md ("GIL handoff
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from ...errors import WriteStallError
 from .locks import RANK_LEADER
 from .memtable import Memtable
 from .wal import WalWriter
+
+if TYPE_CHECKING:
+    from .compaction import CompactionPolicy
+    from .locks import LockOrderChecker, TreeLock
+    from .manifest import Version
+    from .options import LSMOptions
 
 __all__: list[str] = []
 
@@ -58,11 +67,42 @@ class _Writer:
         self.force = force
         self.first_seq = 0
         self.done = False
-        self.error = None
+        self.error: BaseException | None = None
 
 
 class _WritePath:
     """Mixin of :class:`~.tree.LSMTree`: the write path (see the module docstring)."""
+
+    # --- state owned by LSMTree (set in its __init__ and by recover()), shared with this mixin ---
+    _opts: LSMOptions
+    _fs: Any  # the fsspec filesystem
+    _dir: str
+    _policy: CompactionPolicy
+    _lock_check: LockOrderChecker | None
+    _mutex: TreeLock
+    _stats_lock: TreeLock
+    _writers_cv: threading.Condition
+    _bg_cv: threading.Condition
+    _work_cv: threading.Condition
+    _writers: collections.deque[_Writer]
+    _closed: bool
+    _bg_error: BaseException | None
+    _version: Version
+    _mem: Memtable
+    _imms: list[Memtable]
+    _wal: WalWriter
+    _wal_files: dict[int, tuple[str, ...]]
+    _last_seq: int
+    _switch_count: int
+    _flushed_count: int
+    _calm_key: tuple[Version, int, bool] | None
+    _counters: dict[str, float]
+    _write_tally: list[int]
+    if TYPE_CHECKING:  # methods of LSMTree and _Jobs
+        def _count(self, name: str, amount: float = 1) -> None: ...
+        def _check_writable(self) -> None: ...
+        def _new_file_number(self) -> int: ...
+        def _run_pending_work(self) -> None: ...
 
     def _slowdown(self) -> None:
         """LevelDB's gentle brake: one short sleep per write while level 0 is getting crowded."""
@@ -171,7 +211,7 @@ class _WritePath:
             wal, mem = self._wal, self._mem
         # Outside the mutex, as head of the queue: close() waits for the queue to empty before it
         # closes the WAL, so the WAL stays open (and mapped) until this append is done.
-        error = None
+        error: BaseException | None = None
         try:
             if exclusive is not None:
                 if not self._opts.background:
