@@ -59,7 +59,7 @@ def raftkv_ready(root: str) -> float:
 
     def go():
         kv = holder["kv"] = RaftKV.launch(3, name=_name("kv"), root=f"file://{root}/{uuid.uuid4().hex}")
-        kv.client().put("ready", "yes")
+        kv.client().put("ready", b"yes")
 
     try:
         return _timed(go)

@@ -214,6 +214,18 @@ def bench_ours(engine: str, path, d: Shape, row_cache_mib: int = 0) -> dict:
     return out
 
 
+def _warm_up_ray() -> None:
+    """Start Ray and one throwaway storage node before the first timed actor run: Ray's own start
+    (its processes, the first worker) would otherwise fall inside the first shape's figures."""
+    from ddia_ray.storage.node import StorageNode
+
+    with StorageNode.launch(f"bench-warm-up-{os.getpid()}", None, engine="memory") as node:
+        client = node.client()
+        client.put_many({b"k": b"v"})
+        list(client.scan_batches())
+        client.close()
+
+
 def bench_actor(engine: str, path, d: Shape, row_cache_mib: int = 0) -> dict:
     from ddia_ray.storage.node import StorageNode
 
@@ -305,6 +317,8 @@ def main(argv=None) -> None:
                 _settle()
                 per[engine] = bench_ours(engine, path, d, args.row_cache_mib)
                 print(f"[{shape}] {engine}: done", flush=True)
+        if not args.no_actor:
+            _warm_up_ray()
         for shape, d in ([] if args.no_actor else shapes.items()):
             for engine in args.engines.split(","):
                 _settle()
