@@ -32,10 +32,9 @@ from .._validate import positive
 from ..error_record import ErrorRecord
 from ..errors import ActorUnavailableError, CodecError, InvalidArgumentError
 from ..resilience import CircuitBreakerConfig, RetryPolicy
-from ..runtime.component import Component
+from ..runtime.component import ServiceComponent
 from ..runtime.core import Reply
-from ..runtime.group import NodeGroup
-from ..runtime.service import ServiceRef, ServiceSpec, unwrap
+from ..runtime.service import ServiceRef, unwrap
 from .balancer import _DEFAULT_RETRY, BalancedHandle
 
 __all__ = ["BalancerActor", "BalancerClient", "BalancerService"]
@@ -118,7 +117,7 @@ class BalancerService:
         self.handle.close()
 
 
-class BalancerActor(Component):
+class BalancerActor(ServiceComponent):
     """A running balancer actor in front of a node group; start it with :meth:`launch`."""
 
     factories = ("ddia_ray.balancing.actor:BalancerService",)
@@ -140,21 +139,13 @@ class BalancerActor(Component):
         replicas = dict(replicas) if isinstance(replicas, Mapping) else list(replicas)
         options = {"group": group_name, "replicas": replicas, "breaker": _as_data("breaker", breaker,
                    CircuitBreakerConfig), "retry": _as_data("retry", retry, RetryPolicy), **kwargs}
-        options["retry"] = options["retry"] and {k: v for k, v in options["retry"].items() if k != "retry_on"}
-        name = name or f"{group_name}-balancer"
-        spec = ServiceSpec(cls.factories[0], options, threads)
-        return cls(NodeGroup.launch(name, {name: spec}, detached=detached, config=config,
-                                    actor_options=actor_options))
-
-    @property
-    def node(self) -> str:
-        """The node id (the component's name): how the replicas' network knows the balancer."""
-        return self.nodes[0]
+        return cls._launch_service(name or f"{group_name}-balancer", options, threads, detached=detached,
+                                   config=config, actor_options=actor_options)
 
     def client(self, *, src: str = "client", **options) -> "BalancerClient":
         """A new client of the balancer (see :class:`BalancerClient` for the options: ``timeout_s``), calling
         as ``src``."""
-        return BalancerClient(ServiceRef(self.name, self.node, src=src, owner=self.group), **options)
+        return BalancerClient(self._ref(src), **options)
 
 
 class BalancerClient:

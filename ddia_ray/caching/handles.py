@@ -16,9 +16,8 @@ from typing import Any, ClassVar, Mapping
 
 from .._validate import positive
 from ..errors import InvalidArgumentError
-from ..runtime.component import Component
-from ..runtime.group import NodeGroup
-from ..runtime.service import ServiceRef, ServiceSpec
+from ..runtime.component import ServiceComponent
+from ..runtime.service import ServiceRef
 from .actors import ReadThroughService, WriteThroughService
 from .client import CacheClient
 from .patterns import CacheFront, make_policy
@@ -41,7 +40,7 @@ def _store_address(store: Any) -> tuple[str, str]:
                                f"{type(store).__name__}")
 
 
-class ReadThroughCache(Component):
+class ReadThroughCache(ServiceComponent):
     """A running read-through cache (writes invalidate); start it with :meth:`launch`."""
 
     service: ClassVar[type[ReadThroughService]] = ReadThroughService
@@ -61,20 +60,14 @@ class ReadThroughCache(Component):
         positive("store_timeout_s", store_timeout_s)
         cls.service.check_options(**options)
         group_name, node = _store_address(store)
-        spec = ServiceSpec(cls.factories[0], {
+        return cls._launch_service(name, {
             "store": group_name, "store_node": node, "policy": policy, "capacity": capacity, "weigh": weigh,
-            "policy_options": dict(policy_options or {}), "store_timeout_s": store_timeout_s, **options}, threads)
-        return cls(NodeGroup.launch(name, {name: spec}, detached=detached, config=config,
-                                    actor_options=actor_options))
-
-    @property
-    def node(self) -> str:
-        """The node id (the component's name): what the store's nemesis sees as the caller."""
-        return self.nodes[0]
+            "policy_options": dict(policy_options or {}), "store_timeout_s": store_timeout_s, **options}, threads,
+            detached=detached, config=config, actor_options=actor_options)
 
     def client(self, *, src: str = "client", **options) -> CacheClient:
         """A new batching client (see :class:`CacheClient` for the options), calling as ``src``."""
-        return CacheClient(ServiceRef(self.name, self.node, src=src, owner=self.group), **options)
+        return CacheClient(self._ref(src), **options)
 
 
 class WriteThroughCache(ReadThroughCache):

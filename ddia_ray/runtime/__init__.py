@@ -15,7 +15,7 @@ from .connect import NAMESPACE, ensure_ray
 from .core import BaseCore, Core, CoreSpec, Envelope, Probe, ProbeAck, Ready, Reply, Rewrite
 from .durable import DurableLog
 from .faults import ANY, FaultModel, LinkSettings, NetworkConfig
-from .component import Component
+from .component import Component, ServiceComponent
 from .group import Nemesis, NodeGroup, assign_nodes, running_groups
 from .metrics import ShellMetrics
 from .service import ServiceRef, ServiceSpec
@@ -25,6 +25,7 @@ __all__ = [
     "NAMESPACE", "ensure_ray", "BaseCore", "Core", "CoreSpec", "Envelope", "Probe", "ProbeAck", "Ready", "Reply",
     "Rewrite",
     "DurableLog", "ANY", "FaultModel", "LinkSettings", "NetworkConfig", "Nemesis", "NodeGroup",
-    "assign_nodes", "running_groups", "SimCall", "SimNetwork", "Component", "ServiceRef", "ServiceSpec",
+    "assign_nodes", "running_groups", "SimCall", "SimNetwork", "Component", "ServiceComponent", "ServiceRef",
+    "ServiceSpec",
     "ShellMetrics",
 ]

@@ -28,8 +28,9 @@ from typing import Any, ClassVar
 
 from ..errors import ComponentNotFoundError
 from .group import Nemesis, NodeGroup
+from .service import ServiceRef, ServiceSpec
 
-__all__ = ["Component"]
+__all__ = ["Component", "ServiceComponent"]
 
 
 class Component:
@@ -95,3 +96,28 @@ class Component:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, nodes={list(self.nodes)})"
+
+
+class ServiceComponent(Component):
+    """A component of one service node named like the component (storage node, cache, balancer).
+
+    Subclasses list their service's factory first in :attr:`factories` and start it with
+    :meth:`_launch_service`; :meth:`_ref` addresses the node for a client.
+    """
+
+    @classmethod
+    def _launch_service(cls, name: str, options: dict, threads: int, *, detached: bool = False, config=None,
+                        actor_options: Any = None):
+        """Start one shell named ``name`` hosting ``factories[0]`` built with ``options``; its handle."""
+        spec = ServiceSpec(cls.factories[0], options, threads)
+        return cls(NodeGroup.launch(name, {name: spec}, detached=detached, config=config,
+                                    actor_options=actor_options))
+
+    @property
+    def node(self) -> str:
+        """The node id (the component's name): what the nemesis and the callees' networks see."""
+        return self.nodes[0]
+
+    def _ref(self, src: str) -> ServiceRef:
+        """The node's address for a client calling as ``src`` (the current actor, in this process)."""
+        return ServiceRef(self.name, self.node, src=src, owner=self.group)

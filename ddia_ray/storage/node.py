@@ -46,9 +46,8 @@ import pyarrow as pa
 from .. import codec
 from .._validate import integer, non_negative, positive
 from ..errors import InvalidArgumentError
-from ..runtime.component import Component
-from ..runtime.group import NodeGroup
-from ..runtime.service import ServiceRef, ServiceSpec
+from ..runtime.component import ServiceComponent
+from ..runtime.service import ServiceRef
 from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine,
                      pair_batches, to_key, to_value)
 
@@ -189,14 +188,14 @@ class StorageService:
         self.db.close()
 
 
-class StorageNode(Component):
+class StorageNode(ServiceComponent):
     """A running storage node: what :meth:`launch` and :meth:`connect` return.
 
     One node of one service, named like the component, so the nemesis addresses it by the
     component's name (``node.nemesis.pause(node.name)``).
     """
 
-    factories = ("ddia_ray.storage.node:StorageService",)
+    factories = (_FACTORY,)
 
     @classmethod
     def launch(cls, name: str, url: str | None, *, engine: str = "lsm", threads: int = 8, detached: bool = False,
@@ -207,18 +206,12 @@ class StorageNode(Component):
         once. An engine that cannot open (not a database, corrupt, bad options) raises its own
         error here. ``config`` is the nemesis' initial network config.
         """
-        spec = ServiceSpec(_FACTORY, {"url": url, "engine": engine, "options": dict(options)}, threads)
-        return cls(NodeGroup.launch(name, {name: spec}, detached=detached, config=config,
-                                    actor_options=actor_options))
-
-    @property
-    def node(self) -> str:
-        """The node id (the component's name)."""
-        return self.nodes[0]
+        return cls._launch_service(name, {"url": url, "engine": engine, "options": dict(options)}, threads,
+                                   detached=detached, config=config, actor_options=actor_options)
 
     def client(self, *, src: str = "client", **options) -> "StorageClient":
         """A new batching client (see :class:`StorageClient` for the options), calling as ``src``."""
-        return StorageClient(ServiceRef(self.name, self.node, src=src, owner=self.group), **options)
+        return StorageClient(self._ref(src), **options)
 
     def restart(self) -> None:
         """Kill the node if it runs and start it again: the engine reopens and recovers its files."""
