@@ -273,12 +273,8 @@ class NodeShell:
         if self.core is None:
             raise InvalidArgumentError(f"{self.group}/{self.node_id} hosts a service: use call()")
         self.counters["requests"] += len(payloads)
-        started = time.perf_counter()
-        delays = self.model.route(src, self.node_id)
-        if not delays:
-            await self._lost("request", src)
-        await asyncio.sleep(delays[0])
-        await self._running.wait()
+        delays = await self._arrive(src)
+        started = time.perf_counter()  # as for service calls: network faults are not the node's latency
         futures = [self._submit(p) for p in payloads]
         for _ in delays[1:]:  # a duplicated packet is processed again; its replies go nowhere
             for p in payloads:
@@ -290,10 +286,7 @@ class NodeShell:
             replies = tuple(await asyncio.gather(*futures))
         self.metrics.observe(type(payloads[0]).__name__ if payloads else "empty", time.perf_counter() - started,
                              len(payloads), sum(1 for r in replies if not r.ok))
-        back = self.model.route(self.node_id, src)
-        if not back:
-            await self._lost("reply", src)
-        await asyncio.sleep(back[0])
+        await self._depart(src)
         return replies
 
     def _submit(self, payload: Any) -> asyncio.Future:
@@ -317,7 +310,7 @@ class NodeShell:
         return self.service is not None and isinstance(method, str) and method in names
 
     async def _arrive(self, src: str) -> tuple:
-        """The way in of a call: the fault model ``src -> node``, then the pause."""
+        """The way in of a request or call: the fault model ``src -> node``, then the pause; the delays."""
         delays = self.model.route(src, self.node_id)
         if not delays:
             await self._lost("request", src)
@@ -327,7 +320,7 @@ class NodeShell:
         return delays
 
     async def _depart(self, src: str) -> None:
-        """The way out of an answer: the fault model ``node -> src``."""
+        """The way out of a reply or answer: the fault model ``node -> src``."""
         back = self.model.route(self.node_id, src)
         if not back:
             await self._lost("reply", src)
