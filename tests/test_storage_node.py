@@ -182,3 +182,18 @@ def test_concurrent_clients_lose_no_write(ray_session, tmp_path, engine):
     finally:
         client.close()
         node.shutdown()
+
+
+def test_a_service_refuses_what_it_does_not_offer_and_a_missing_node_is_unavailable(memory_node):
+    """A caller reaches only the methods a service lists: not its attributes, not its engine."""
+    from ddia_ray.runtime.service import ServiceRef
+
+    with pytest.raises(InvalidArgumentError, match="offers no method 'db'"):
+        memory_node.target.call("db")
+    with pytest.raises(InvalidArgumentError, match="offers no method 'close'"):
+        memory_node.target.call("close")  # only the shell's clean shutdown closes the engine
+    with pytest.raises(InvalidArgumentError, match="offers no stream 'get_many'"):
+        list(memory_node.target.stream("get_many", b""))
+    assert memory_node.get_many(["k"]) == [None]  # still serving
+    with pytest.raises(ActorUnavailableError, match="not running"):
+        ServiceRef(_name(), "nobody").call("ping")
