@@ -25,7 +25,10 @@ The LSM's row cache is sized to hold the data set unless ``--row-cache-mib`` say
 
 Ratios are ops/s of ours divided by RocksDB's (via rocksdict) on the same shape in the same run.
 Run: ``python bench/storage.py [--keys N] [--engines lsm,btree] [--shapes fixed,varied] [--no-actor]
-[--no-sqlite] [--row-cache-mib M]``
+[--no-sqlite] [--row-cache-mib M] [--put-rounds R]``
+
+The per-key put figure is the median of ``1 + --put-rounds`` runs per engine (default 3), the
+extra runs alternating RocksDB and ours: one run per engine swung 10% on this VM.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import sqlite3
 import tempfile
 import time
@@ -214,6 +218,44 @@ def bench_ours(engine: str, path, d: Shape, row_cache_mib: int = 0) -> dict:
     return out
 
 
+def put_rocksdb(path, d: Shape) -> float:
+    """Per-key puts into a fresh RocksDB at ``path``: ops/s."""
+    from rocksdict import Options, Rdict
+
+    db = Rdict(path, Options(raw_mode=True))
+    rate = _timed(len(d.keys), lambda: [db.put(k, v) for k, v in zip(d.keys, d.values)])
+    db.close()
+    return rate
+
+
+def put_ours(engine: str, path, d: Shape, row_cache_mib: int = 0) -> float:
+    """Per-key puts into a fresh engine of ours at ``path``: ops/s (close included for neither)."""
+    from ddia_ray.storage import open_engine
+
+    db = open_engine(f"file://{path}", engine, **_options(engine, d, row_cache_mib))
+    rate = _timed(len(d.keys), lambda: [db.put(k, v) for k, v in zip(d.keys, d.values)])
+    db.close()
+    return rate
+
+
+def repeat_puts(per: dict, root: str, d: Shape, engines: list, rounds: int, row_cache_mib: int) -> None:
+    """``rounds`` more per-key put runs of RocksDB and of each engine, alternated, so that the
+    VM's slow phases (its first-touch memory cost, the kernel's writeback) fall on both sides;
+    ``per[name]["put"]`` becomes the median of every run and ``put_runs`` keeps them all."""
+    runners = [("rocksdb", lambda path: put_rocksdb(path, d))]
+    runners += [(e, lambda path, e=e: put_ours(e, path, d, row_cache_mib)) for e in engines]
+    for name, _ in runners:
+        per[name]["put_runs"] = [per[name]["put"]]
+    for i in range(rounds):
+        for name, run in (runners if i % 2 else runners[::-1]):
+            path = os.path.join(root, f"put-{name}-{i}")
+            _settle()
+            per[name]["put_runs"].append(run(path))
+            shutil.rmtree(path, ignore_errors=True)
+    for name, _ in runners:
+        per[name]["put"] = statistics.median(per[name]["put_runs"])
+
+
 def _warm_up_ray() -> None:
     """Start Ray and one throwaway storage node before the first timed actor run: Ray's own start
     (its processes, the first worker) would otherwise fall inside the first shape's figures."""
@@ -267,6 +309,11 @@ def _print(results: dict, shapes: dict, n: int, row_cache_mib: int) -> None:
         for name, r in per_engine.items():
             print(f"{name:<18}" + "".join(f"{r[c]:>17,.0f}" if c in r else f"{'-':>17}" for c in cols)
                   + (f"{r['space_amp']:>11.2f}" if "space_amp" in r else f"{'-':>11}"))
+    for shape, per_engine in results.items():
+        for name, r in per_engine.items():
+            if "put_runs" in r:
+                runs = ", ".join(f"{x:,.0f}" for x in r["put_runs"])
+                print(f"  [{shape}] {name} per-key put runs (median above): {runs}")
     print("\nratios to RocksDB on the same shape (ops/s ours / rocksdict) and targets "
           "(actor scans against RocksDB's local scan):")
     for shape, per_engine in results.items():
@@ -292,6 +339,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-actor", action="store_true")
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--put-rounds", type=int, default=2,
+                    help="extra alternated per-key put runs per engine; the put figure is the median")
     ap.add_argument("--row-cache-mib", type=int, default=0,
                     help="the LSM's row cache; 0 (default): room for the data set, at least 128")
     args = ap.parse_args(argv)
@@ -317,6 +366,10 @@ def main(argv=None) -> None:
                 _settle()
                 per[engine] = bench_ours(engine, path, d, args.row_cache_mib)
                 print(f"[{shape}] {engine}: done", flush=True)
+            if args.put_rounds:
+                repeat_puts(per, os.path.join(root, shape), d, args.engines.split(","),
+                            args.put_rounds, args.row_cache_mib)
+                print(f"[{shape}] put rounds: done", flush=True)
         if not args.no_actor:
             _warm_up_ray()
         for shape, d in ([] if args.no_actor else shapes.items()):

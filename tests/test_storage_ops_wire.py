@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,8 +11,10 @@ from hypothesis import strategies as st
 from ddia_ray import codec
 from ddia_ray.errors import CodecError, InvalidArgumentError
 from ddia_ray.storage import Op, OpColumns, WriteBatch
-from ddia_ray.storage.engine import decode_ops, encode_ops
+from ddia_ray.storage.engine import MemoryEngine, decode_columns, decode_ops, encode_ops
+from ddia_ray.storage.lsm import LSMTree
 
+_dbs = itertools.count()
 _op = st.one_of(
     st.builds(lambda k, v: Op("put", k, v), st.binary(max_size=8), st.binary(max_size=8)),
     st.builds(lambda k: Op("delete", k), st.binary(max_size=8)),
@@ -51,3 +55,30 @@ def test_a_payload_that_is_neither_columns_nor_ops_is_refused():
         decode_ops(codec.encode((b"not", b"ops")))
     with pytest.raises(CodecError):
         decode_ops(codec.encode({"a": 1}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_op, max_size=20), max_size=6))
+def test_the_lsm_applies_columns_as_it_applies_the_batch(batches):
+    """The storage node hands the LSM the wire's columns (no Op per operation): same result as write()."""
+    model = MemoryEngine()
+    db = LSMTree.open(f"memory://cols-{next(_dbs)}", background=False)
+    try:
+        for ops in batches:
+            model.write(WriteBatch(ops))
+            db.write_columns(decode_columns(encode_ops(WriteBatch(ops))))
+        assert list(db.scan()) == list(model.scan())
+    finally:
+        db.close()
+
+
+def test_write_columns_refuses_what_write_refuses():
+    db = LSMTree.open("memory://cols-refusals", background=False)
+    try:
+        with pytest.raises(InvalidArgumentError, match="takes OpColumns"):
+            db.write_columns(WriteBatch([Op("put", b"k", b"v")]))
+        with pytest.raises(InvalidArgumentError, match="a delete has no value"):
+            db.write_columns(OpColumns(b"\x00\x01", (b"a", b"k"), (b"1", b"ignored")))
+        assert db.get(b"a") is None  # the batch is refused whole, before anything is applied
+    finally:
+        db.close()

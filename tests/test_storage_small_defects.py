@@ -21,7 +21,7 @@ import pytest
 from ddia_ray import codec
 from ddia_ray.errors import ConfigError, InvalidArgumentError
 from ddia_ray.storage.btree import BTreeEngine
-from ddia_ray.storage.engine import MemoryEngine, Op, OpColumns, WriteBatch, decode_ops, encode_ops
+from ddia_ray.storage.engine import MemoryEngine, Op, OpColumns, WriteBatch, decode_columns, decode_ops, encode_ops
 from ddia_ray.storage.lsm import LSMTree
 
 _N = itertools.count()
@@ -196,9 +196,10 @@ def test_a_wire_batch_with_a_reversed_range_is_refused_with_the_same_error():
     local = _raised(lambda: MemoryEngine().delete_range(b"z", b"a"))
     columns = encode_ops(OpColumns(b"\x02", (b"z",), (b"a",)))
     tuple_of_ops = codec.encode((_unchecked_op("delete_range", b"z", end=b"a"),))  # older clients' format
-    for payload in (columns, tuple_of_ops):
-        e = _raised(lambda: decode_ops(payload))
-        assert type(e) is ConfigError and str(e) == str(local)
+    for decode in (decode_ops, decode_columns):
+        for payload in (columns, tuple_of_ops):
+            e = _raised(lambda: decode(payload))
+            assert type(e) is ConfigError and str(e) == str(local)
 
 
 @pytest.mark.parametrize("payload", [
@@ -206,9 +207,10 @@ def test_a_wire_batch_with_a_reversed_range_is_refused_with_the_same_error():
     codec.encode((_unchecked_op("delete", b"k", value=b"ignored"),)),
     codec.encode((_unchecked_op("delete_range", b"a", value=b"z"),)),
 ], ids=["columns-delete-with-tail", "ops-delete-with-value", "ops-range-end-as-value"])
-def test_a_wire_batch_with_an_ignored_field_is_refused(payload):
+@pytest.mark.parametrize("decode", [decode_ops, decode_columns])
+def test_a_wire_batch_with_an_ignored_field_is_refused(payload, decode):
     with pytest.raises(InvalidArgumentError):
-        decode_ops(payload)
+        decode(payload)
 
 
 def test_a_well_formed_wire_range_still_arrives():

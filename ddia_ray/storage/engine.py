@@ -31,7 +31,7 @@ from ..codec import record
 from ..errors import ConfigError, CorruptRecordError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
-    "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "WriteBatch",
+    "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "decode_columns", "WriteBatch",
     "check_batch", "KV_SCHEMA", "pair_batches",
     "Snapshot", "StorageEngine",
     "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
@@ -146,6 +146,19 @@ class OpColumns:
         """Columns of puts only (``keys`` and ``values`` already bytes)."""
         return cls(bytes(len(keys)), keys, values)
 
+    def checked_ops(self) -> tuple:
+        """The operations as ``(code, key, tail)`` tuples (code 0 put, 1 delete, 2 delete_range),
+        checked as :class:`Op` checks them: a delete has an empty tail, a range's end is not
+        before its start. A batch of puts only (the usual one) is checked at C speed."""
+        ops = tuple(zip(self.kinds, self.keys, self.tails))
+        if self.kinds.strip(b"\x00"):  # not puts only: check the rules Op enforces per kind
+            for kind, key, tail in ops:
+                if kind == 1 and tail:
+                    raise InvalidArgumentError("a delete has no value")
+                if kind == 2:
+                    _check_order(key, tail)
+        return ops
+
     def to_batch(self) -> "WriteBatch":
         """The :class:`WriteBatch` these columns describe."""
         ops = []
@@ -164,13 +177,9 @@ def encode_ops(batch: "WriteBatch | OpColumns") -> bytes:
     return codec.encode(batch if isinstance(batch, OpColumns) else OpColumns.from_batch(batch))
 
 
-def decode_ops(data: bytes) -> "WriteBatch":
-    """The batch of a ``write`` payload: :class:`OpColumns`, or a tuple of :class:`Op` (older clients).
-
-    A payload that is not a batch raises a CodecError; a batch that a local ``write``
-    would refuse (a reversed range, an unknown operation) raises the same ConfigError
-    or InvalidArgumentError here, whichever of the two formats carried it.
-    """
+def decode_columns(data: bytes) -> OpColumns:
+    """The batch of a ``write`` payload as columns (a tuple of :class:`Op`, from older clients, is
+    converted); what :func:`decode_ops` refuses, this refuses too."""
     try:
         decoded = codec.decode(data, (OpColumns, tuple))
     except CorruptRecordError as e:
@@ -181,10 +190,21 @@ def decode_ops(data: bytes) -> "WriteBatch":
             raise type(cause)(cause.args[0]) from e
         raise
     if isinstance(decoded, OpColumns):
-        return decoded.to_batch()
+        decoded.checked_ops()  # the per-kind rules, refused here as decode_ops refuses them
+        return decoded
     if not all(isinstance(op, Op) for op in decoded):
         raise InvalidArgumentError("write() takes storage.op_columns or a tuple of storage.op records")
-    return WriteBatch(decoded)
+    return OpColumns.from_batch(WriteBatch(decoded))
+
+
+def decode_ops(data: bytes) -> "WriteBatch":
+    """The batch of a ``write`` payload: :class:`OpColumns`, or a tuple of :class:`Op` (older clients).
+
+    A payload that is not a batch raises a CodecError; a batch that a local ``write``
+    would refuse (a reversed range, an unknown operation) raises the same ConfigError
+    or InvalidArgumentError here, whichever of the two formats carried it.
+    """
+    return decode_columns(data).to_batch()
 
 
 class WriteBatch:

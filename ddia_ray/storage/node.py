@@ -48,7 +48,7 @@ from .._validate import integer, non_negative, positive
 from ..errors import InvalidArgumentError
 from ..runtime.component import ServiceComponent
 from ..runtime.service import ServiceRef
-from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_ops, encode_ops, open_engine,
+from .engine import (KV_SCHEMA, Op, OpColumns, WriteBatch, check_range, decode_columns, encode_ops, open_engine,
                      pair_batches, to_key, to_value)
 
 __all__ = ["StorageNode", "StorageClient", "StorageService"]
@@ -110,9 +110,13 @@ class StorageService:
     def write(self, ops: bytes) -> int:
         """Apply an encoded batch (:func:`~.engine.encode_ops`) atomically; returns how many ops."""
         self.calls += 1
-        batch = decode_ops(ops)
-        self.db.write(batch)
-        return len(batch)
+        columns = decode_columns(ops)
+        by_columns = getattr(self.db, "write_columns", None)  # the LSM's: no record per operation
+        if by_columns is not None:
+            by_columns(columns)
+        else:
+            self.db.write(columns.to_batch())
+        return len(columns.keys)
 
     def scan(self, start: bytes | None, end: bytes | None, limit: int, reverse: bool) -> bytes:
         """Up to ``limit`` live pairs of ``[start, end)`` (encoded); page with the last key.
