@@ -44,6 +44,12 @@ __all__ = [
     "ConsensusError",
     "NotLeaderError",
     "ProposalDroppedError",
+    "ReplicationError",
+    "StaleEpochError",
+    "WriteOutcomeUnknownError",
+    "ReplicaBehindError",
+    "StalenessBoundError",
+    "SessionError",
 ]
 
 
@@ -294,3 +300,66 @@ class NotLeaderError(ConsensusError):
 
 class ProposalDroppedError(ConsensusError):
     """The leader refused a proposal for now (a leadership transfer or a membership change is under way)."""
+
+
+class ReplicationError(DdiaRayError):
+    """A replica group could not serve a request as asked; the subclass says why and what to do."""
+
+
+class StaleEpochError(ReplicationError):
+    """A request or message carried an older epoch (fencing token) than this replica has seen.
+
+    A deposed leader gets this from its former followers: it must step down. ``epoch`` is the
+    stale one, ``current`` the newest this replica knows (DDIA 8.4, "Fencing tokens").
+    """
+
+    def __init__(self, message: str, epoch: int = 0, current: int = 0):
+        self.epoch = epoch
+        self.current = current
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.epoch, self.current))
+
+
+class WriteOutcomeUnknownError(ReplicationError):
+    """The leader lost its lease or leadership before the write had the acknowledgements it needed.
+
+    The write is in the old leader's log and may reach a replica, or may be discarded: read the key
+    to learn which. A client history records it as indeterminate (Jepsen's ``info``).
+    """
+
+
+class ReplicaBehindError(ReplicationError):
+    """The replica has not applied the position a read needs (a session's last write or read).
+
+    Retry on another replica (clients do) or later. ``needed`` and ``applied`` are log positions.
+    """
+
+    def __init__(self, message: str, needed: int = 0, applied: int = 0):
+        self.needed = needed
+        self.applied = applied
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.needed, self.applied))
+
+
+class StalenessBoundError(ReplicationError):
+    """The replica may be further behind the leader than the read's ``bounded_staleness_s`` allows.
+
+    ``lag_s`` is how stale it may be (time since it last knew itself caught up), ``bound_s`` the bound.
+    """
+
+    def __init__(self, message: str, lag_s: float = 0.0, bound_s: float = 0.0):
+        self.lag_s = lag_s
+        self.bound_s = bound_s
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.lag_s, self.bound_s))
+
+
+class SessionError(ReplicationError, ValueError):
+    """A session cannot be used here: it belongs to another store, or a write it made was lost in a
+    failover (its position is not in this store's history), so its guarantees cannot be kept."""

@@ -1,4 +1,4 @@
-"""Client histories and a linearizability checker for any ddia-ray key-value store.
+"""Client histories, and checkers of linearizability and session guarantees for any ddia-ray key-value store.
 
 * :mod:`.recorder`: :class:`HistoryRecorder` records invoke / ok / fail / info
   events (Jepsen's history model) from threads or a simulation's virtual
@@ -8,9 +8,12 @@
 * :mod:`.linearizability`: :func:`check` decides whether a history is
   linearizable (Wing & Gong's search with Lowe's cache, one key at a time),
   and :func:`describe` explains the verdict.
+* :mod:`.sessions`: :func:`check_sessions` checks the session guarantees
+  read-your-writes and monotonic reads (DDIA ch. 5) per client session, by
+  the versions the store gave the writes; :func:`describe_sessions` words it.
 
-Events, operations and counterexamples are codec records, so histories can be
-saved with :func:`save_history` and checked later.
+Events, operations, counterexamples and session verdicts are codec records,
+so histories can be saved with :func:`save_history` and checked later.
 """
 
 from .linearizability import CheckResult, Counterexample, check, check_events, describe
@@ -27,6 +30,7 @@ from .recorder import (
     pair_events,
     save_history,
 )
+from .sessions import SESSION_GUARANTEES, SessionCheck, SessionViolation, check_sessions, describe_sessions
 
 __all__ = [
     "HistoryRecorder",
@@ -47,4 +51,9 @@ __all__ = [
     "describe",
     "CheckResult",
     "Counterexample",
+    "check_sessions",
+    "describe_sessions",
+    "SessionCheck",
+    "SessionViolation",
+    "SESSION_GUARANTEES",
 ]

@@ -31,8 +31,8 @@ from .. import codec
 from ..codec import record
 from ..errors import CorruptRecordError, InvalidArgumentError, UnknownVersionError
 
-__all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "OK", "RETRY", "ERROR", "OP_KINDS", "WRITE_KINDS",
-           "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
+__all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "KVCall", "KVCallResult", "OK", "RETRY", "ERROR",
+           "OP_KINDS", "WRITE_KINDS", "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
 
 OK, RETRY, ERROR = 0, 1, 2
 COMMAND_FORMAT = 2
@@ -163,3 +163,25 @@ class KVAdmin:
     def __post_init__(self):
         if self.action not in ADMIN_ACTIONS:
             raise InvalidArgumentError(f"unknown admin action {self.action!r}; use one of {sorted(ADMIN_ACTIONS)}")
+
+
+@record("kv.call", version=1)
+class KVCall:
+    """A :class:`KVBatch` sent to a member as a *message* by another core, not by a client.
+
+    How a core uses RaftKV as its coordination service (a replica group's leader lease, as
+    ZooKeeper or etcd serve in DDIA 8.4): the member answers with a :class:`KVCallResult`
+    message carrying the same ``call_id``.
+    """
+
+    call_id: int
+    batch: KVBatch
+
+
+@record("kv.call_result", version=1)
+class KVCallResult:
+    """The answer to a :class:`KVCall`: the batch's :class:`KVResults`, or an ``error`` record."""
+
+    call_id: int
+    results: KVResults | None = None
+    error: Any = None

@@ -32,8 +32,10 @@ from typing import Any, Callable
 from ..consensus.raft import CONF_CHANGE, LEADER, NORMAL, ConfChange, LogAppend, Message, RaftConfig, RaftNode, \
     recover
 from ..errors import ConfigError, ConsensusError, InvalidArgumentError, UnknownNodeError
+from ..error_record import ErrorRecord
 from ..runtime.core import BaseCore, Rewrite
-from .commands import OK, RETRY, WRITE_KINDS, KVAdmin, KVBatch, KVResults, decode_command, encode_command
+from .commands import OK, RETRY, WRITE_KINDS, KVAdmin, KVBatch, KVCall, KVCallResult, KVResults, decode_command, \
+    encode_command
 from .state_machine import KVStateMachine
 
 __all__ = ["RaftMember", "build"]
@@ -74,6 +76,9 @@ class RaftMember(BaseCore):
         self._confirmed: list = []  # (read index, items) waiting for apply to reach the index
         self._read_ctx = 0
         self._admin: dict[int, int] = {}  # log index of a membership change -> request id
+        # Batches that came as KVCall messages: their (negative) request id -> (sender, call id).
+        self._calls: dict[int, tuple[str, int]] = {}
+        self._call_ids = 0
         self.timeline: list = []  # (ticks, term, role, leader, commit) at every change of term or role
         self._last_seen: tuple[int, str, str] | None = None
         self._drain()
@@ -86,7 +91,16 @@ class RaftMember(BaseCore):
         self._drain()
 
     def on_message(self, src: str, payload: Any) -> None:
-        """A Raft message from another member (anything else is refused loudly)."""
+        """A Raft message from another member, or a :class:`KVCall` from another core (anything else is
+        refused loudly)."""
+        if isinstance(payload, KVCall):
+            # Served like a client's batch under a request id of its own (negative: never a client's);
+            # reply() turns the answer into a message back to the caller.
+            self._call_ids -= 1
+            self._calls[self._call_ids] = (src, payload.call_id)
+            self._on_batch(self._call_ids, payload.batch)
+            self._drain()
+            return
         if not isinstance(payload, Message):
             raise InvalidArgumentError(f"{self.node_id}: expected a raft Message from {src!r}, "
                                        f"got {type(payload).__name__}")
@@ -152,6 +166,16 @@ class RaftMember(BaseCore):
         self._admin[index] = rid
 
     # --- outputs ------------------------------------------------------------
+
+    def reply(self, request_id: int, payload: Any = None, *, error: BaseException | None = None) -> None:
+        """Answer a client request, or send a :class:`KVCallResult` to the core whose call it was."""
+        call = self._calls.pop(request_id, None)
+        if call is None:
+            super().reply(request_id, payload, error=error)
+            return
+        src, call_id = call
+        self.send(src, KVCallResult(call_id, payload if error is None else None,
+                                    None if error is None else ErrorRecord.of(error, self.node_id)))
 
     def _finish(self, rid: int, pos: int, code: int, value: Any) -> None:
         tracker = self._batches.get(rid)

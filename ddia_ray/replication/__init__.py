@@ -1,0 +1,23 @@
+"""Replica groups over a storage state: leader-follower replication with a fenced leader lease.
+
+* :mod:`.leader_follower`: the pure core of one replica (sync, semi-sync and async modes,
+  epochs as fencing tokens, failover through a lease in RaftKV, divergence repair by checkpoint,
+  lost-write accounting, leader/follower/session/bounded-staleness reads);
+* :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;
+* :mod:`.records`: the messages, log records, client requests and the portable :class:`Session`;
+* :mod:`.state`: the state a replica applies its log to;
+* :mod:`.simulation`: seeded runs under faults with the replication invariants checked.
+
+See docs/replication.md.
+"""
+
+from .coordination import CoordinationClient
+from .leader_follower import MODES, LeaderFollowerReplica
+from .records import CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReadResult, ReplRead, ReplStatus, ReplWrite, \
+    Session, WriteAck
+from .simulation import LFSimReport, ReplicationViolation, simulate
+from .state import MapState
+
+__all__ = ["LeaderFollowerReplica", "MODES", "CoordinationClient", "MapState", "Session", "ReplWrite", "ReplRead",
+           "ReplStatus", "WriteAck", "ReadResult", "READ_MODES", "PUT", "DELETE", "DELETE_RANGE", "CAS",
+           "simulate", "LFSimReport", "ReplicationViolation"]

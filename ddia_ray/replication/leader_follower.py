@@ -1,0 +1,689 @@
+"""Leader-follower replication with a fenced leader lease: the pure core of one replica.
+
+Theory of operation
+-------------------
+DDIA 5.1 ("Leaders and followers"): one replica, the leader, orders every write;
+it gives each batch the next log sequence number (lsn), applies it, persists it
+and streams it to the followers, which apply the entries in order and
+acknowledge the last lsn they have persisted. The mode decides when the client
+hears "done": ``async`` as soon as the leader has persisted the entry,
+``semi-sync`` once ``sync_replicas`` followers have acknowledged it (PostgreSQL's
+``synchronous_standby_names = 'ANY k (...)'``, MySQL's semi-sync), ``sync`` once
+every follower has. A write may ask for more acknowledgements than its mode.
+
+**Leadership is a lease with an epoch** (DDIA 8.4, "The leader and the lock"),
+kept in a coordination service (RaftKV; :mod:`.coordination`) under one key
+whose value is ``(epoch, holder, renewal)``. The leader renews it every
+``renew_s`` with a compare-and-set. It counts its lease from the moment it
+*sent* the renewal that succeeded, shortened by the drift bound:
+``valid_until = sent + lease_s * (1 - drift)``. Followers read the key every
+``watch_s``; a value that has not changed for ``lease_s * (1 + drift)`` of
+their own time has lapsed. So with clocks whose rates differ by less than
+``drift``, a holder stops before anyone else may start (Gray & Cheriton's
+leases). A process pause is the case clocks cannot cover (DDIA 8.3, "Process
+pauses"): the fencing below is what makes it safe.
+
+**Failover.** A follower that sees the lease lapse (or vacant) asks its peers
+for their log positions and waits ``probe_s``. It goes on only if ``n - k``
+replicas (itself included) answered, where ``k`` is the mode's follower
+acknowledgements: a write acknowledged by ``k`` followers lives on ``k + 1``
+replicas, so such a set holds at least one of them. If a peer that answered is
+further ahead (a later last entry, or the same one and an earlier place in
+``members``), it leaves the lease to that peer; after ``defer_s`` (two leases)
+of deferring without a new holder it stops (the peer ahead may be cut off from
+the coordination service). Otherwise it takes the lease with
+``cas(old value -> (epoch + 1, itself, 0))``: the compare-and-set lets exactly
+one candidate win each epoch. The winner appends an empty entry of its epoch,
+which marks where its history starts, and leads.
+
+**Fencing.** Every :class:`~.records.Append` carries the leader's epoch, and a
+replica that has seen a newer epoch refuses it and answers with that epoch.
+A deposed leader learns it was deposed from that refusal, from a newer append,
+or from the lease key; it then fails its waiting writes with
+:class:`~ddia_ray.errors.WriteOutcomeUnknownError`. A write is acknowledged
+only while the lease is valid, so a leader whose lease ran out while the
+acknowledgements were on their way does not claim a write that a new leader
+may never have seen.
+
+**Divergence.** A follower checks that the entry before an append is the one
+the leader has there (epoch and lsn, Raft's log matching). When it is not,
+the follower's log holds entries that the current history does not (the tail
+of a deposed leader). Those entries are already applied to its state, so
+rather than undo them it installs a checkpoint of the leader's state, as a new
+follower does, and reports what it discards: entries that were acknowledged
+when written (``acks == 0``: async mode) are *lost writes*, counted and listed
+with their keys in :meth:`status` (the GitHub incident of DDIA 5.1).
+
+Reads: ``leader`` and ``linearizable`` are served by the leader while its lease
+holds (a lease read: linearizable under the drift bound); ``follower`` by any
+replica, optionally within ``max_staleness_s``; a session's read by any replica
+that has applied the session's position (see :class:`~.records.Session`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from typing import Any, Callable
+
+from .. import codec
+from .._validate import invariant
+from ..errors import (ConfigError, InvalidArgumentError, NotLeaderError, ReplicaBehindError, SessionError,
+                      StaleEpochError, StalenessBoundError, WriteOutcomeUnknownError)
+from ..kv.commands import KVCallResult
+from ..runtime.core import BaseCore, Rewrite
+from .coordination import CoordinationClient
+from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
+                      PositionReport, ReadResult, ReplicaMeta, ReplRead, ReplStatus, ReplWrite, WriteAck)
+from .state import MapState
+
+__all__ = ["LeaderFollowerReplica", "MODES", "build"]
+
+MODES = ("sync", "semi-sync", "async")
+FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+_LOST_KEYS_KEPT = 1000  # lost writes listed in status (the count is exact; the list is the newest)
+
+
+def _ticks(name: str, seconds: float, tick_s: float) -> int:
+    if not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return max(1, round(seconds / tick_s))
+
+
+class LeaderFollowerReplica(BaseCore):
+    """One replica of a leader-follower group (see the module docstring)."""
+
+    def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "", members=(),
+                 coordinators=(), mode: str = "async", sync_replicas: int = 1, lease_s: float = 1.0,
+                 renew_s: float | None = None, watch_s: float | None = None, drift: float = 0.1,
+                 heartbeat_s: float = 0.05, probe_s: float = 0.1, defer_s: float | None = None,
+                 retain_entries: int = 10_000, max_append_entries: int = 256,
+                 observer: Callable[[str, str, Any], None] | None = None):
+        super().__init__(node_id, tick_s=tick_s)
+        members = tuple(members)
+        if node_id not in members or len(set(members)) != len(members):
+            raise ConfigError(f"members must be distinct and include {node_id!r}, got {members!r}")
+        if mode not in MODES:
+            raise ConfigError(f"unknown replication mode {mode!r}; use one of {MODES}")
+        followers = len(members) - 1
+        if mode == "semi-sync" and not (type(sync_replicas) is int and 1 <= sync_replicas <= max(1, followers)):
+            raise ConfigError(f"semi-sync needs 1 <= sync_replicas <= {followers} followers, got {sync_replicas!r}")
+        if not isinstance(drift, (int, float)) or not 0 <= drift < 1:
+            raise ConfigError("drift is the clock-rate bound, a fraction in [0, 1)")
+        if not group:
+            raise ConfigError("a replica names its group (the lease key is the group's)")
+        self.group, self.members, self.mode = group, members, mode
+        self.default_acks = {"sync": followers, "semi-sync": sync_replicas, "async": 0}[mode]
+        self.lease_ticks = _ticks("lease_s", lease_s, tick_s)
+        self.renew_ticks = _ticks("renew_s", renew_s or lease_s / 3, tick_s)
+        self.watch_ticks = _ticks("watch_s", watch_s or lease_s / 4, tick_s)
+        if self.renew_ticks * 2 > self.lease_ticks:
+            raise ConfigError("renew_s must be at most half of lease_s, or one lost renewal ends the lease")
+        # A write acknowledged with k follower acks is on k + 1 replicas; a candidate that hears from
+        # n - k of them (itself included) meets at least one holder of every such write. Async (k = 0)
+        # promises nothing across a failover, so its candidates need to hear from nobody.
+        k = self.default_acks
+        self.probe_quorum = len(members) - k if k else 1
+        self.drift = float(drift)
+        self.heartbeat_ticks = _ticks("heartbeat_s", heartbeat_s, tick_s)
+        self.probe_ticks = _ticks("probe_s", probe_s, tick_s)
+        # Long enough for the peer ahead to see the lapse itself (it may have just restarted) and win.
+        self.defer_ticks = _ticks("defer_s", defer_s or 2 * lease_s + 2 * probe_s, tick_s)
+        self.retain_entries = max(1, retain_entries)
+        self.max_append_entries = max(1, max_append_entries)
+        # observer(node, event, data): the simulation's invariant checks ("ack", "lead", "apply", "lost").
+        self.observer = observer
+        self.lease_key = b"ddia/lease/" + group.encode()
+
+        # Durable state (rebuilt from ``recovered``): the newest epoch seen, the log and its base.
+        self.epoch = 0
+        self.incarnation = 0
+        self.state = MapState()
+        self.log: deque = deque()  # (epoch, lsn, ops, acks, origin), consecutive lsns after base_lsn
+        self.base_lsn = self.base_epoch = 0
+        self.epochs: list[tuple[int, int]] = []  # (epoch, first lsn), ascending: the epoch history
+        self.lost_writes = 0
+        self.lost: deque = deque(maxlen=_LOST_KEYS_KEPT)  # (epoch, lsn, keys) discarded after an async ack
+        self._recover(recovered)
+        self.incarnation += 1
+        self.persist(ReplicaMeta(self.epoch, self.incarnation))
+
+        # Volatile state.
+        self.role = FOLLOWER
+        self.leader = ""
+        self.valid_until = -1  # leader: tick until which its lease holds
+        self.coord = CoordinationClient(self.send, tuple(coordinators), f"{group}/{node_id}#{self.incarnation}",
+                                        timeout_ticks=max(2, self.watch_ticks))
+        self._lease_raw: bytes | None = None  # the lease value last read or written
+        self._lease_seen_at = -1  # tick when _lease_raw was first seen unchanged
+        self._lease_read = False  # at least one read answered since start
+        self._renewal = 0
+        self._next_watch = 0
+        self._next_heartbeat = 0
+        self._probe: dict | None = None  # candidate: {"seq", "until", "answers"}
+        self._probe_seq = 0
+        self._deferred_since = -1  # tick of the first deferral to a peer ahead, since the lease last changed
+        self._match: dict[str, int] = {}  # leader: follower -> last lsn it acknowledged
+        self._next: dict[str, int] = {}  # leader: follower -> next lsn to send
+        self._waiting: dict[int, list] = {}  # leader: lsn -> [request ids, results, acks needed]
+        self._resyncing = False
+        self._resync_asked_at = 0
+        self._caught_up_at = -1  # follower: tick it last knew itself caught up with the leader
+        self.counters = {"appends_sent": 0, "stale_refused": 0, "checkpoints_sent": 0, "checkpoints_installed": 0,
+                         "failovers_won": 0, "deferrals": 0, "probes_short": 0, "outcome_unknown": 0, "lease_lapses": 0}
+
+    # --- recovery ------------------------------------------------------------
+
+    def _recover(self, records) -> None:
+        for rec in records:
+            if isinstance(rec, ReplicaMeta):
+                self.epoch = max(self.epoch, rec.epoch)
+                self.incarnation = max(self.incarnation, rec.incarnation)
+            elif isinstance(rec, Base):
+                self.state.restore(rec.data)
+                self.base_lsn, self.base_epoch = rec.lsn, rec.lsn_epoch
+                self.epochs = [tuple(p) for p in rec.epochs]
+                self.log.clear()
+            elif isinstance(rec, LostWrites):
+                self.lost_writes += rec.count
+                self.lost.extend(tuple(e) for e in rec.entries)
+            elif isinstance(rec, LogEntries):
+                for e in rec.entries:
+                    self._append_entry(e, replaying=True)
+            else:
+                raise ConfigError(f"{self.node_id}: unexpected record {type(rec).__name__} in the replica log")
+
+    # --- the log ---------------------------------------------------------------
+
+    @property
+    def last_lsn(self) -> int:
+        """The lsn of the newest entry in the log."""
+        return self.log[-1][1] if self.log else self.base_lsn
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch of the newest entry in the log."""
+        return self.log[-1][0] if self.log else self.base_epoch
+
+    def epoch_at(self, lsn: int) -> int:
+        """The epoch of the entry at ``lsn`` in this replica's history (0 before the first)."""
+        i = bisect.bisect_right(self.epochs, (lsn, float("inf")), key=lambda p: (p[1], p[0])) - 1
+        return self.epochs[i][0] if i >= 0 else 0
+
+    def _entry(self, lsn: int):
+        i = lsn - self.base_lsn - 1
+        return self.log[i] if 0 <= i < len(self.log) else None
+
+    def _append_entry(self, e: tuple, *, replaying: bool = False) -> None:
+        epoch, lsn, ops, _, origin = e
+        if lsn <= self.base_lsn:
+            return  # already in the base (a log rewritten after a checkpoint keeps some for followers)
+        invariant(lsn == self.last_lsn + 1, "replica log entries are consecutive")
+        if not self.epochs or epoch > self.epochs[-1][0]:
+            self.epochs.append((epoch, lsn))
+        self.log.append(e)
+        if lsn > self.state.applied:
+            self.state.apply(lsn, ops, origin)
+            if self.observer is not None and not replaying:
+                self.observer(self.node_id, "apply", (epoch, lsn, ops))
+
+    def _persist_entries(self, entries: tuple) -> None:
+        self.persist(LogEntries(entries))
+        if len(self.log) > 2 * self.retain_entries:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Keep the newest ``retain_entries`` entries (for lagging followers); the rest become the base."""
+        while len(self.log) > self.retain_entries:
+            self.log.popleft()
+        self.base_lsn, self.base_epoch = self.state.applied, self.epoch_at(self.state.applied)
+        kept = tuple(self.log)
+        self.base_lsn = kept[0][1] - 1 if kept else self.base_lsn
+        self.base_epoch = self.epoch_at(self.base_lsn)
+        # The base holds the state at ``applied`` (not at base_lsn): recovery applies nothing up to
+        # there again, and the kept entries only serve followers.
+        self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
+                              Base(self.base_lsn, self.base_epoch, tuple(self.epochs), self.state.snapshot()),
+                              LogEntries(kept))))
+
+    def _lost_record(self) -> LostWrites:
+        return LostWrites(self.lost_writes, tuple(self.lost))
+
+    # --- inputs --------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        """Time passes: heartbeats, the lease's renewal and watch, a candidate's probe."""
+        now = self.ticks
+        self.coord.on_tick()
+        if self.role == LEADER:
+            if now > self.valid_until:
+                self.counters["lease_lapses"] += 1
+                self._step_down("its lease ran out before it could renew it")
+            else:
+                if now >= self._next_heartbeat:
+                    self._next_heartbeat = now + self.heartbeat_ticks
+                    self._replicate(heartbeat=True)
+                if not self.coord.busy and now >= self._next_watch:
+                    self._next_watch = now + self.renew_ticks
+                    self._renew()
+            return
+        if self._probe is not None and now >= self._probe["until"]:
+            self._finish_probe()
+        if not self.coord.busy and self._probe is None and now >= self._next_watch:
+            self._next_watch = now + self.watch_ticks
+            self.coord.call([("get", self.lease_key, None, None)], self._on_lease_read)
+
+    def on_message(self, src: str, payload: Any) -> None:
+        """A replication message from a peer, or a coordination answer."""
+        if isinstance(payload, Append):
+            self._on_append(src, payload)
+        elif isinstance(payload, AppendAck):
+            self._on_ack(src, payload)
+        elif isinstance(payload, KVCallResult):
+            self.coord.on_result(src, payload)
+        elif isinstance(payload, PositionProbe):
+            self.send(src, PositionReport(payload.seq, self.epoch, self.last_lsn, self.last_epoch))
+        elif isinstance(payload, PositionReport):
+            if self._probe is not None and payload.seq == self._probe["seq"]:
+                self._probe["answers"][src] = payload
+                self._adopt_epoch(payload.epoch, "")
+        elif isinstance(payload, CheckpointRequest):
+            self._on_checkpoint_request(src, payload)
+        elif isinstance(payload, Checkpoint):
+            self._on_checkpoint(src, payload)
+        else:
+            raise InvalidArgumentError(f"{self.node_id}: unexpected message {type(payload).__name__} from {src!r}")
+
+    def on_request(self, request_id: int, payload: Any) -> None:
+        """A client's write, read or status request."""
+        try:
+            if isinstance(payload, ReplWrite):
+                self._on_write(request_id, payload)
+            elif isinstance(payload, ReplRead):
+                self.reply(request_id, self._read(payload))
+            elif isinstance(payload, ReplStatus):
+                self.reply(request_id, self.status())
+            else:
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead or ReplStatus, "
+                                           f"not {type(payload).__name__}")
+        except (NotLeaderError, StaleEpochError, ReplicaBehindError, StalenessBoundError, SessionError, ConfigError,
+                InvalidArgumentError) as e:
+            self.reply(request_id, error=e)
+
+    # --- leader: writes and replication --------------------------------------------------------
+
+    def _leading(self) -> bool:
+        return self.role == LEADER and self.ticks <= self.valid_until
+
+    def _not_leader(self) -> NotLeaderError:
+        return NotLeaderError(f"{self.node_id} is not the leader of {self.group!r} (role {self.role})",
+                              self.leader or None)
+
+    def _on_write(self, rid: int, req: ReplWrite) -> None:
+        if req.epoch and req.epoch < self.epoch:
+            raise StaleEpochError(f"the write carries epoch {req.epoch}; {self.group!r} is at epoch {self.epoch}",
+                                  req.epoch, self.epoch)
+        if not self._leading() or req.epoch > self.epoch:
+            raise self._not_leader()
+        followers = len(self.members) - 1
+        if req.acks > followers:
+            raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
+                              f"{self.group!r} has {followers} followers")
+        needed = max(self.default_acks, req.acks)
+        if req.client:
+            done = self.state.answered(req.client, req.seq)
+            if done == "stale":
+                raise InvalidArgumentError(f"write {req.seq} of session {req.client!r} was acknowledged already "
+                                           f"(the session said so with acked_below)")
+            if done is not None:  # a retry or a duplicate: answer as the first time, apply nothing
+                lsn, results = done
+                if lsn in self._waiting:
+                    self._waiting[lsn][0].append(rid)
+                else:
+                    self._acknowledge((rid,), lsn, results)
+                return
+        ops, results = self.state.decide(req.ops)
+        lsn = self.last_lsn + 1
+        origin = (req.client, req.seq, req.acked_below, results) if req.client else ()
+        entry = (self.epoch, lsn, ops, needed, origin)
+        self._append_entry(entry)
+        self._persist_entries((entry,))
+        if needed == 0:
+            self._acknowledge((rid,), lsn, results)
+        else:
+            self._waiting[lsn] = [[rid], results, needed]
+        self._replicate()
+
+    def _acknowledge(self, rids, lsn: int, results: tuple) -> None:
+        epoch = self.epoch_at(lsn)  # a retry of a write of an earlier epoch keeps its position
+        if self.observer is not None:
+            self.observer(self.node_id, "ack", (self.epoch, lsn))
+        for rid in rids:
+            self.reply(rid, WriteAck(epoch, lsn, results))
+
+    def _replicate(self, heartbeat: bool = False) -> None:
+        """Send every follower what it lacks (or a heartbeat), from its next lsn."""
+        last = self.last_lsn
+        for peer in self.members:
+            if peer == self.node_id:
+                continue
+            nxt = self._next.get(peer, last + 1)
+            if nxt > last and not heartbeat:
+                continue
+            if nxt <= self.base_lsn:  # compacted away: only a checkpoint can bring it up to date
+                self._send_checkpoint(peer)
+                continue
+            prev = nxt - 1
+            start = prev - self.base_lsn
+            entries = tuple(self.log[i] for i in range(start, min(len(self.log), start + self.max_append_entries)))
+            self.send(peer, Append(self.epoch, prev, self.epoch_at(prev), entries, last))
+            self.counters["appends_sent"] += 1
+            if entries:
+                self._next[peer] = entries[-1][1] + 1
+
+    def _on_ack(self, src: str, ack: AppendAck) -> None:
+        if ack.epoch > self.epoch:
+            self.counters["stale_refused"] += 1
+            self._adopt_epoch(ack.epoch, "")
+            return
+        if self.role != LEADER or ack.epoch != self.epoch:
+            return
+        if not ack.ok:
+            # A gap, or a log that is not a prefix of ours: continue after the last entry we share.
+            if ack.last_lsn <= self.last_lsn and ack.last_lsn >= self.base_lsn \
+                    and self.epoch_at(ack.last_lsn) == ack.last_epoch:
+                self._next[src] = ack.last_lsn + 1
+                self._replicate()
+            else:
+                self._send_checkpoint(src)
+            return
+        if ack.last_lsn > self._match.get(src, 0):
+            self._match[src] = ack.last_lsn
+        self._next[src] = max(self._next.get(src, 0), ack.last_lsn + 1)
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        if not self._waiting:
+            return
+        matches = sorted(self._match.values(), reverse=True)
+        for lsn in sorted(self._waiting):
+            rids, results, needed = self._waiting[lsn]
+            have = sum(1 for m in matches if m >= lsn)
+            if have < needed:
+                continue
+            del self._waiting[lsn]
+            for rid in rids if not self._leading() else ():
+                self._outcome_unknown(rid, "the leader's lease ran out before the acknowledgements arrived")
+            if self._leading():
+                self._acknowledge(rids, lsn, results)
+
+    def _outcome_unknown(self, rid: int, why: str) -> None:
+        self.counters["outcome_unknown"] += 1
+        self.reply(rid, error=WriteOutcomeUnknownError(f"{self.node_id}: {why}; the write may or may not survive"))
+
+    def _send_checkpoint(self, peer: str) -> None:
+        self.counters["checkpoints_sent"] += 1
+        lsn = self.state.applied
+        self.send(peer, Checkpoint(self.epoch, lsn, self.epoch_at(lsn), tuple(self.epochs), self.state.snapshot()))
+        self._next[peer] = lsn + 1
+
+    def _on_checkpoint_request(self, src: str, req: CheckpointRequest) -> None:
+        if self._leading() and req.epoch <= self.epoch:
+            self._send_checkpoint(src)
+
+    # --- follower: the stream ------------------------------------------------------------------
+
+    def _adopt_epoch(self, epoch: int, leader: str) -> None:
+        """Learn of epoch ``epoch`` (led by ``leader``, when known): never accept an older one again."""
+        if epoch > self.epoch:
+            if self.role != FOLLOWER:
+                self._step_down(f"it learned of epoch {epoch}")
+            self.epoch = epoch
+            self.leader = leader
+            self.persist(ReplicaMeta(self.epoch, self.incarnation))
+
+    def _on_append(self, src: str, msg: Append) -> None:
+        if msg.epoch < self.epoch:
+            self.counters["stale_refused"] += 1
+            self.send(src, AppendAck(self.epoch, False, self.last_lsn, self.last_epoch))
+            return
+        invariant(not (self.role == LEADER and msg.epoch == self.epoch), "two leaders in one epoch")
+        self._adopt_epoch(msg.epoch, src)
+        if self.role != FOLLOWER:
+            self._step_down(f"{src} leads epoch {msg.epoch}")
+        self.leader = src
+        if self._resyncing:
+            if self.ticks - self._resync_asked_at >= self.watch_ticks:
+                self._request_resync(src)  # the request or the checkpoint was lost: ask again
+            return
+        prev_ok = msg.prev_lsn <= self.last_lsn and (msg.prev_lsn < self.base_lsn
+                                                      or self.epoch_at(msg.prev_lsn) == msg.prev_epoch)
+        if msg.prev_lsn > self.last_lsn:
+            self.send(src, AppendAck(self.epoch, False, self.last_lsn, self.last_epoch))
+            return
+        if not prev_ok:
+            self._request_resync(src)
+            return
+        new = []
+        for e in msg.entries:
+            if e[1] <= self.last_lsn:
+                if e[1] > self.base_lsn and self.epoch_at(e[1]) != e[0]:
+                    self._request_resync(src)  # our entry at this lsn is of another history
+                    return
+                continue
+            self._append_entry(e)
+            new.append(e)
+        if new:
+            self._persist_entries(tuple(new))
+        if self.last_lsn >= msg.leader_last:
+            self._caught_up_at = self.ticks
+        self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
+
+    def _request_resync(self, leader: str) -> None:
+        self._resyncing = True
+        self._resync_asked_at = self.ticks
+        self.send(leader, CheckpointRequest(self.epoch))
+
+    def _on_checkpoint(self, src: str, cp: Checkpoint) -> None:
+        if cp.epoch < self.epoch or self.role == LEADER:
+            return
+        self._adopt_epoch(cp.epoch, src)
+        self._count_lost(cp)
+        self.state.restore(cp.data)
+        invariant(self.state.applied == cp.lsn, "a checkpoint's state is at its lsn")
+        self.log.clear()
+        self.base_lsn, self.base_epoch = cp.lsn, cp.lsn_epoch
+        self.epochs = [tuple(p) for p in cp.epochs]
+        self._resyncing = False
+        self.counters["checkpoints_installed"] += 1
+        self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
+                              Base(cp.lsn, cp.lsn_epoch, tuple(self.epochs), cp.data))))
+        if self.observer is not None:
+            self.observer(self.node_id, "install", (cp.epoch, cp.lsn))
+        self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
+
+    def _count_lost(self, cp: Checkpoint) -> None:
+        """Entries of ours that the leader's history does not hold: discarded now, and if they were
+        acknowledged when written (async), lost writes."""
+        theirs = [tuple(p) for p in cp.epochs]
+
+        def their_epoch(lsn: int) -> int:
+            i = bisect.bisect_right([p[1] for p in theirs], lsn) - 1
+            return theirs[i][0] if i >= 0 else 0
+
+        for epoch, lsn, ops, acks, _ in self.log:
+            if lsn <= cp.lsn and their_epoch(lsn) == epoch:
+                continue
+            if epoch >= cp.epoch:
+                continue  # the leader's own epoch: it has or will send these (cannot differ)
+            if ops and acks == 0:
+                self.lost_writes += 1
+                self.lost.append((epoch, lsn, tuple(op[1] for op in ops)))
+                if self.observer is not None:
+                    self.observer(self.node_id, "lost", (epoch, lsn))
+
+    # --- the lease -----------------------------------------------------------------------------
+
+    def _on_lease_read(self, values: tuple | None) -> None:
+        if values is None or self.role == LEADER:
+            return
+        raw = values[0]
+        self._lease_read = True
+        if raw != self._lease_raw:
+            self._lease_raw, self._lease_seen_at = raw, self.ticks
+            self._deferred_since = -1
+            if raw is not None:
+                epoch, holder, _ = codec.decode(raw)
+                self._adopt_epoch(epoch, holder)
+                if epoch == self.epoch:
+                    self.leader = holder
+            if raw is not None:
+                return
+        lapsed = raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift)
+        if lapsed:
+            self._start_probe()
+
+    def _start_probe(self) -> None:
+        self._probe_seq += 1
+        self._probe = {"seq": self._probe_seq, "until": self.ticks + self.probe_ticks, "answers": {}}
+        self.role = CANDIDATE
+        for peer in self.members:
+            if peer != self.node_id:
+                self.send(peer, PositionProbe(self._probe_seq))
+
+    def _rank(self, node: str, last_epoch: int, last_lsn: int) -> tuple:
+        return (last_epoch, last_lsn, -self.members.index(node))
+
+    def _finish_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        assert probe is not None
+        mine = self._rank(self.node_id, self.last_epoch, self.last_lsn)
+        ahead = [p for p, a in probe["answers"].items() if self._rank(p, a.last_epoch, a.last_lsn) > mine]
+        heard = 1 + len(probe["answers"])
+        if heard < self.probe_quorum:
+            self.counters["probes_short"] += 1
+            self.role = FOLLOWER  # too few answers to be sure no acknowledged write is missing here
+            return
+        if self._deferred_since < 0 and ahead:
+            self._deferred_since = self.ticks
+        if ahead and self.ticks - self._deferred_since < self.defer_ticks:
+            self.counters["deferrals"] += 1
+            self.role = FOLLOWER
+            return
+        if self.coord.busy:
+            self.role = FOLLOWER
+            return
+        old = self._lease_raw
+        epoch = max(self.epoch, codec.decode(old)[0] if old is not None else 0) + 1
+        new = codec.encode((epoch, self.node_id, 0))
+        sent = self.ticks
+        self.coord.call([("cas", self.lease_key, new, old)], lambda v: self._on_acquired(v, epoch, new, sent))
+
+    def _on_acquired(self, values: tuple | None, epoch: int, raw: bytes, sent: int) -> None:
+        if self.role != CANDIDATE or values is None or not values[0] or epoch <= self.epoch:
+            if self.role == CANDIDATE:
+                self.role = FOLLOWER
+            return
+        self._become_leader(epoch, raw, sent)
+
+    def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None:
+        self.epoch = epoch
+        self.persist(ReplicaMeta(self.epoch, self.incarnation))
+        self.role, self.leader = LEADER, self.node_id
+        self._lease_raw, self._renewal = raw, 0
+        self.valid_until = sent + int(self.lease_ticks * (1 - self.drift))
+        self._match = {}
+        self._next = {p: self.last_lsn + 1 for p in self.members if p != self.node_id}
+        self._resyncing = False
+        self.counters["failovers_won"] += 1
+        if self.observer is not None:
+            self.observer(self.node_id, "lead", epoch)
+        # An empty entry of the new epoch marks where this leader's history begins.
+        entry = (epoch, self.last_lsn + 1, (), 0, ())
+        self._append_entry(entry)
+        self._persist_entries((entry,))
+        self._next_heartbeat = self.ticks
+        self._next_watch = self.ticks + self.renew_ticks
+        self._replicate(heartbeat=True)
+
+    def _renew(self) -> None:
+        old = self._lease_raw
+        self._renewal += 1
+        new = codec.encode((self.epoch, self.node_id, self._renewal))
+        sent, epoch = self.ticks, self.epoch
+
+        def done(values: tuple | None) -> None:
+            if self.role != LEADER or self.epoch != epoch:
+                return
+            if values is not None and values[0]:
+                self._lease_raw = new
+                self.valid_until = max(self.valid_until, sent + int(self.lease_ticks * (1 - self.drift)))
+            elif values is not None:
+                self._step_down("the lease key changed under it (another replica took the lease)")
+        self.coord.call([("cas", self.lease_key, new, old)], done)
+
+    def _step_down(self, why: str) -> None:
+        was_leader = self.role == LEADER
+        self.role = FOLLOWER
+        self._probe = None
+        self.valid_until = -1
+        self._lease_raw, self._lease_seen_at = None, self.ticks
+        if was_leader:
+            if self.observer is not None:
+                self.observer(self.node_id, "step_down", (self.epoch, why))
+            waiting, self._waiting = self._waiting, {}
+            for rids, _, _ in waiting.values():
+                for rid in rids:
+                    self._outcome_unknown(rid, f"it stopped leading ({why})")
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def _read(self, req: ReplRead) -> ReadResult:
+        mode = req.read
+        if mode in ("leader", "linearizable"):
+            if not self._leading():
+                raise self._not_leader()
+        else:
+            if req.max_staleness_s >= 0 and not self._leading():
+                lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else float("inf")
+                if lag_s > req.max_staleness_s:
+                    raise StalenessBoundError(f"{self.node_id} may be {lag_s:.3f} s behind the leader, more than "
+                                              f"the {req.max_staleness_s} s bound", lag_s, req.max_staleness_s)
+            if mode == "session" and req.after_lsn:
+                self._check_session_position(req.after_epoch, req.after_lsn)
+        applied = self.state.applied
+        return ReadResult(tuple(self.state.get(k) for k in req.keys), self.epoch_at(applied), applied, self.node_id)
+
+    def _check_session_position(self, epoch: int, lsn: int) -> None:
+        applied = self.state.applied
+        if lsn > applied:
+            raise ReplicaBehindError(f"{self.node_id} has applied lsn {applied}, the session needs {lsn}", lsn, applied)
+        if self.epoch_at(lsn) != epoch:
+            if self._leading():
+                raise SessionError(f"the session's position (epoch {epoch}, lsn {lsn}) is not in {self.group!r}'s "
+                                   f"history: a write it saw was lost in a failover")
+            raise ReplicaBehindError(f"{self.node_id} holds another history at lsn {lsn}; ask the leader",
+                                     lsn, applied)
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def lag(self) -> dict:
+        """Leader: each follower's replication lag in entries (last lsn minus its acknowledged lsn)."""
+        if self.role != LEADER:
+            return {}
+        return {p: self.last_lsn - self._match.get(p, 0) for p in self.members if p != self.node_id}
+
+    def status(self) -> dict:
+        """Role, epoch, positions, lag, lost writes and counters, as plain data."""
+        lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else None
+        return {**super().status(), "group": self.group, "role": self.role, "leader": self.leader,
+                "epoch": self.epoch, "mode": self.mode, "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
+                "applied": self.state.applied, "keys": len(self.state.data), "lag_entries": self.lag(),
+                "staleness_s": 0.0 if self._leading() else lag_s, "lost_writes": self.lost_writes,
+                "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,
+                "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries}
+
+
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, **options) -> LeaderFollowerReplica:
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica."""
+    return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, **options)

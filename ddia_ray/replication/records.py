@@ -1,0 +1,335 @@
+"""What replicas of a leader-follower group send each other, persist and answer.
+
+Theory of operation
+-------------------
+The replication log is a sequence of *entries* ``(epoch, lsn, ops, acks,
+origin)``: the epoch (fencing token) of the leader that ordered it, its log
+sequence number, the operations, how many follower acknowledgements the leader
+waited for before answering the client (0: answered on its own persist, as in
+async mode), and the client write it came from, ``(client, seq, acked_below,
+results)`` or ``()``. The origin makes writes exactly-once across retries,
+duplicated messages and failovers: every replica's state remembers the answer
+of each client sequence number not yet acknowledged (Raft thesis 6.3, as
+RaftKV's sessions do), so a new leader recognises a retry too. Operations are
+``(code, key, tail)`` tuples, the storage node's wire columns
+(:meth:`~ddia_ray.storage.engine.OpColumns.checked_ops`): ``PUT``, ``DELETE``
+or ``DELETE_RANGE`` (tail is the range's end). A client's ``cas`` is decided
+by the leader against its state and enters the log as the put or delete it
+became (a logical, row-based log; DDIA 5.1, "Implementation of replication
+logs"), so followers never re-evaluate it.
+
+A *position* ``(epoch, lsn)`` names one entry in one history: after a failover
+the new leader continues the lsn sequence under a higher epoch, so the same
+lsn can name two different writes, and only the pair identifies one. Sessions
+carry positions for this reason.
+
+Every record here is versioned msgpack (``ddia_ray.codec``); messages are
+checked on arrival by their ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import codec
+from ..codec import record
+from ..errors import InvalidArgumentError, SessionError
+
+__all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "Append", "AppendAck", "PositionProbe", "PositionReport",
+           "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
+           "ReplRead", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES", "check_entries", "check_ops"]
+
+PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
+#: How a read may be served (see :class:`ReplRead`).
+READ_MODES = ("leader", "linearizable", "follower", "session")
+
+
+def _int(name: str, value: Any, low: int = 0) -> None:
+    if type(value) is not int or value < low:
+        raise InvalidArgumentError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def check_ops(ops: Any, *, client: bool) -> tuple:
+    """``ops`` as a tuple of ``(code, key, tail)`` (a client's may hold ``(CAS, key, new, expected)``)."""
+    if not isinstance(ops, tuple):
+        raise InvalidArgumentError("operations are a tuple of tuples")
+    for op in ops:
+        if not isinstance(op, tuple) or not op or type(op[1 if len(op) > 1 else 0]) is not bytes:
+            raise InvalidArgumentError(f"an operation is (code, key, ...) with a bytes key, got {op!r}")
+        code = op[0]
+        if code == CAS and client:
+            if len(op) != 4 or not all(v is None or type(v) is bytes for v in op[2:]):
+                raise InvalidArgumentError("a cas is (CAS, key, new value or None, expected value or None)")
+        elif code in (PUT, DELETE, DELETE_RANGE):
+            if len(op) != 3 or type(op[2]) is not bytes:
+                raise InvalidArgumentError(f"operation {op!r} is (code, key, bytes tail)")
+            if code == DELETE and op[2]:
+                raise InvalidArgumentError("a delete has no value")
+            if code == DELETE_RANGE and op[1] > op[2]:
+                raise InvalidArgumentError(f"range start {op[1]!r} is after its end {op[2]!r}")
+        else:
+            raise InvalidArgumentError(f"unknown operation code {code!r}")
+    return ops
+
+
+def check_entries(entries: Any) -> tuple:
+    """``entries`` as a tuple of ``(epoch, lsn, ops, acks, origin)`` with consecutive lsns."""
+    if not isinstance(entries, tuple):
+        raise InvalidArgumentError("entries are a tuple")
+    last = None
+    for e in entries:
+        if not isinstance(e, tuple) or len(e) != 5:
+            raise InvalidArgumentError(f"an entry is (epoch, lsn, ops, acks, origin), got {e!r}")
+        origin = e[4]
+        if not (origin == () or (isinstance(origin, tuple) and len(origin) == 4 and isinstance(origin[0], str)
+                                 and type(origin[1]) is int and type(origin[2]) is int
+                                 and isinstance(origin[3], tuple))):
+            raise InvalidArgumentError(f"an entry's origin is () or (client, seq, acked_below, results), "
+                                       f"got {origin!r}")
+        _int("an entry's epoch", e[0])
+        _int("an entry's lsn", e[1], 1)
+        _int("an entry's acks", e[3])
+        check_ops(e[2], client=False)
+        if last is not None and e[1] != last + 1:
+            raise InvalidArgumentError("entries carry consecutive lsns")
+        last = e[1]
+    return entries
+
+
+# --- messages between replicas ----------------------------------------------------------------
+
+
+@record("repl.append", version=1)
+class Append:
+    """The leader's replication stream (and heartbeat, when ``entries`` is empty).
+
+    ``prev`` is the position just before ``entries`` (the log-matching check, as in Raft);
+    ``leader_last`` the leader's last lsn, from which a follower knows it is caught up.
+    """
+
+    epoch: int
+    prev_lsn: int
+    prev_epoch: int
+    entries: tuple
+    leader_last: int
+
+    def __post_init__(self):
+        _int("epoch", self.epoch, 1)
+        _int("prev_lsn", self.prev_lsn)
+        _int("prev_epoch", self.prev_epoch)
+        _int("leader_last", self.leader_last)
+        check_entries(self.entries)
+
+
+@record("repl.ack", version=1)
+class AppendAck:
+    """A follower's answer: ``ok`` with its last position, or a refusal (a newer ``epoch``, or a gap)."""
+
+    epoch: int
+    ok: bool
+    last_lsn: int
+    last_epoch: int
+
+    def __post_init__(self):
+        _int("epoch", self.epoch)
+        _int("last_lsn", self.last_lsn)
+        _int("last_epoch", self.last_epoch)
+
+
+@record("repl.probe", version=1)
+class PositionProbe:
+    """A candidate asks its peers how far their logs reach, before it takes the lease."""
+
+    seq: int
+
+
+@record("repl.position", version=1)
+class PositionReport:
+    """The answer to a :class:`PositionProbe`: the peer's last entry and the newest epoch it knows."""
+
+    seq: int
+    epoch: int
+    last_lsn: int
+    last_epoch: int
+
+
+@record("repl.checkpoint_request", version=1)
+class CheckpointRequest:
+    """A follower that cannot continue from its log asks the leader for a checkpoint."""
+
+    epoch: int
+
+
+@record("repl.checkpoint", version=1)
+class Checkpoint:
+    """A copy of the leader's state at ``lsn`` (its entry of epoch ``lsn_epoch``) and its epoch history.
+
+    The follower replaces its state and log with it and continues from ``lsn + 1``.
+    """
+
+    epoch: int
+    lsn: int
+    lsn_epoch: int
+    epochs: tuple
+    data: bytes
+
+
+# --- what a replica persists ------------------------------------------------------------------
+
+
+@record("repl.meta", version=1)
+class ReplicaMeta:
+    """The newest epoch a replica has seen (it never accepts an older one again) and its incarnation."""
+
+    epoch: int
+    incarnation: int
+
+
+@record("repl.entries", version=1)
+class LogEntries:
+    """Entries appended to the replica's log."""
+
+    entries: tuple
+
+
+@record("repl.lost", version=1)
+class LostWrites:
+    """Writes this replica discarded although they had been acknowledged (async): ``count`` more of
+    them, the newest listed as ``(epoch, lsn, keys)``. Persisted, so a restart keeps the account."""
+
+    count: int
+    entries: tuple
+
+
+@record("repl.base", version=1)
+class Base:
+    """Where the replica's log starts: its state at ``lsn`` (encoded) and the epoch history up to there."""
+
+    lsn: int
+    lsn_epoch: int
+    epochs: tuple
+    data: bytes
+
+
+# --- client requests and answers -------------------------------------------------------------
+
+
+@record("repl.write", version=1)
+class ReplWrite:
+    """A batch of writes, applied atomically as one entry.
+
+    ``acks`` asks for at least that many follower acknowledgements for this write (-1: the
+    store's mode decides); it can raise the mode's durability, never lower it. ``epoch`` (0:
+    any) is a fencing token: a replica that has seen a newer epoch refuses the write with
+    :class:`~ddia_ray.errors.StaleEpochError` (DDIA 8.4, "Fencing tokens"). ``client`` and
+    ``seq`` (a session and its write number, from 1) make a retried or duplicated write apply
+    once; ``acked_below``: every seq below it has had its answer, so replicas may forget it.
+    """
+
+    ops: tuple
+    acks: int = -1
+    epoch: int = 0
+    client: str = ""
+    seq: int = 0
+    acked_below: int = 0
+
+    def __post_init__(self):
+        check_ops(self.ops, client=True)
+        if type(self.acks) is not int or self.acks < -1:
+            raise InvalidArgumentError("acks is -1 (the store's mode) or a number of followers")
+        _int("epoch", self.epoch)
+        if not isinstance(self.client, str):
+            raise InvalidArgumentError("a write's client is a str session name ('' for none)")
+        _int("seq", self.seq, 1 if self.client else 0)
+        _int("acked_below", self.acked_below)
+
+
+@record("repl.read", version=1)
+class ReplRead:
+    """Point reads of ``keys`` served as ``read`` says (one of :data:`READ_MODES`).
+
+    ``after_epoch``/``after_lsn``: a session's position; the replica serves only once it has
+    applied it. ``max_staleness_s`` >= 0 bounds how stale a follower may be.
+    """
+
+    keys: tuple
+    read: str = "leader"
+    after_epoch: int = 0
+    after_lsn: int = 0
+    max_staleness_s: float = -1.0
+
+    def __post_init__(self):
+        if not isinstance(self.keys, tuple) or not all(type(k) is bytes for k in self.keys):
+            raise InvalidArgumentError("read keys are a tuple of bytes")
+        if self.read not in READ_MODES:
+            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
+        _int("after_epoch", self.after_epoch)
+        _int("after_lsn", self.after_lsn)
+        if not isinstance(self.max_staleness_s, (int, float)):
+            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+
+
+@record("repl.write_ack", version=1)
+class WriteAck:
+    """A write is acknowledged at position ``(epoch, lsn)``; ``results`` has one value per operation
+    (None for puts and deletes, True/False for a cas)."""
+
+    epoch: int
+    lsn: int
+    results: tuple
+
+
+@record("repl.read_result", version=1)
+class ReadResult:
+    """Values of a read, served by ``node`` at its applied position ``(epoch, lsn)``."""
+
+    values: tuple
+    epoch: int
+    lsn: int
+    node: str = ""
+
+
+@record("repl.status", version=1)
+class ReplStatus:
+    """Ask a replica for its status (a plain mapping)."""
+
+
+@record("repl.session", version=1)
+class Session:
+    """A client session's guarantees, portable between processes (encode it with ``ddia_ray.codec``).
+
+    ``write_*`` is the position of its newest write, ``read_*`` the newest position it has read
+    from; a replica serves the session only once it has applied the larger of the two
+    (read-your-writes and monotonic reads; consistent prefix because every replica's state is a
+    prefix of one log). ``store`` names the store the positions belong to.
+    """
+
+    store: str
+    write_epoch: int = 0
+    write_lsn: int = 0
+    read_epoch: int = 0
+    read_lsn: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.store, str) or not self.store:
+            raise InvalidArgumentError("a session names its store")
+        for name in ("write_epoch", "write_lsn", "read_epoch", "read_lsn"):
+            _int(name, getattr(self, name))
+
+    def position(self) -> tuple[int, int]:
+        """The position a replica must have applied to serve this session: ``(epoch, lsn)``."""
+        return max((self.write_lsn, self.write_epoch), (self.read_lsn, self.read_epoch))[::-1]
+
+    def check_store(self, store: str) -> None:
+        """Raise :class:`SessionError` unless this session belongs to ``store``."""
+        if self.store != store:
+            raise SessionError(f"this session belongs to store {self.store!r}, not {store!r}")
+
+    def encode(self) -> bytes:
+        """The session as bytes, to hand to another process (``Session.decode`` reads it back)."""
+        return codec.encode(self)
+
+    @staticmethod
+    def decode(data: bytes) -> "Session":
+        """A session encoded by :meth:`encode`."""
+        return codec.decode(data, Session)

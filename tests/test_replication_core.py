@@ -1,0 +1,320 @@
+"""Unit tests of the leader-follower core, its records, its state and its coordination client."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddia_ray import codec
+from ddia_ray.errors import (ConfigError, InvalidArgumentError, NotLeaderError, ReplicaBehindError, SessionError,
+                             StaleEpochError, StalenessBoundError)
+from ddia_ray.kv.commands import RETRY, KVBatch, KVCall, KVCallResult, KVResults
+from ddia_ray.kv.member import RaftMember
+from ddia_ray.replication import CAS, DELETE, DELETE_RANGE, PUT, LeaderFollowerReplica, MapState, ReplRead, \
+    ReplWrite, Session
+from ddia_ray.replication.coordination import CoordinationClient
+from ddia_ray.replication.records import Append, AppendAck, Checkpoint, PositionProbe, PositionReport
+from ddia_ray.runtime import SimNetwork
+
+REPS, COORDS = ["r1", "r2", "r3"], ["c1", "c2", "c3"]
+
+
+def _group(mode="sync", seed=1, **options):
+    sim = SimNetwork(seed, tick_s=0.01)
+    for c in COORDS:
+        sim.add(c, lambda n, recovered=(), tick_s=0.01: RaftMember(
+            n, recovered=recovered, tick_s=tick_s, voters=COORDS, raft={"election_ticks": 10, "heartbeat_ticks": 2}))
+    for r in REPS:
+        sim.add(r, lambda n, recovered=(), tick_s=0.01: LeaderFollowerReplica(
+            n, recovered=recovered, tick_s=tick_s, group="g", members=REPS, coordinators=COORDS, mode=mode,
+            lease_s=0.5, **options))
+    assert sim.run_until(lambda: _leader(sim) is not None, 5.0)
+    return sim
+
+
+def _leader(sim):
+    return next((r for r in REPS if sim.nodes[r].alive and sim.core(r).role == "leader"), None)
+
+
+def _ask(sim, node, payload, timeout_s=2.0):
+    call = sim.request(node, payload)
+    assert sim.run_until(lambda: call.done, timeout_s)
+    if not call.ok:
+        raise call.error.exception()
+    return call.result
+
+
+# --- configuration and records --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(mode="eventual"), "unknown replication mode"),
+    (dict(members=("r2", "r3")), "must be distinct and include"),
+    (dict(members=("r1", "r1")), "must be distinct"),
+    (dict(mode="semi-sync", sync_replicas=3), "semi-sync needs"),
+    (dict(drift=1.5), "drift"),
+    (dict(group=""), "names its group"),
+    (dict(lease_s=0.1, renew_s=0.09), "at most half"),
+    (dict(coordinators=()), "at least one coordinator"),
+])
+def test_bad_configurations_are_refused(options, message):
+    base = dict(group="g", members=tuple(REPS), coordinators=tuple(COORDS))
+    with pytest.raises(ConfigError, match=message):
+        LeaderFollowerReplica("r1", **{**base, **options})
+
+
+@pytest.mark.parametrize("ops, message", [
+    (((9, b"k", b"v"),), "unknown operation code"),
+    (((PUT, "k", b"v"),), "bytes key"),
+    (((DELETE, b"k", b"v"),), "a delete has no value"),
+    (((DELETE_RANGE, b"z", b"a"),), "after its end"),
+    (((CAS, b"k", 1, None),), "a cas is"),
+    ([(PUT, b"k", b"v")], "tuple of tuples"),
+])
+def test_malformed_writes_are_refused_on_construction(ops, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        ReplWrite(ops)
+
+
+def test_reads_and_sessions_validate_and_travel():
+    with pytest.raises(InvalidArgumentError, match="unknown read mode"):
+        ReplRead((b"k",), read="eventually")
+    with pytest.raises(InvalidArgumentError):
+        ReplRead(("k",))
+    s = Session("store-a", 2, 10, 3, 12)
+    assert Session.decode(s.encode()) == s and s.position() == (3, 12)
+    with pytest.raises(SessionError, match="belongs to store 'store-a'"):
+        s.check_store("store-b")
+    with pytest.raises(InvalidArgumentError):
+        Session("")
+
+
+# --- the state -------------------------------------------------------------------------------------
+
+
+def test_cas_is_decided_by_the_leader_and_logged_as_its_effect():
+    st = MapState()
+    st.apply(1, ((PUT, b"a", b"1"),))
+    ops, results = st.decide(((CAS, b"a", b"2", b"1"), (CAS, b"a", b"3", b"1"), (CAS, b"b", b"x", None),
+                              (CAS, b"a", None, b"2")))
+    assert results == (True, False, True, True)
+    assert ops == ((PUT, b"a", b"2"), (PUT, b"b", b"x"), (DELETE, b"a", b""))
+    st.apply(2, ops)
+    assert st.data == {b"b": b"x"} and st.applied == 2
+    copy = MapState()
+    copy.restore(st.snapshot())
+    assert copy.data == st.data and copy.applied == 2
+
+
+def test_a_damaged_snapshot_is_refused():
+    from ddia_ray.errors import CorruptRecordError
+    with pytest.raises(CorruptRecordError):
+        MapState().restore(codec.encode((1, 0, ((b"k", 5),), ())))
+    with pytest.raises(CorruptRecordError):
+        MapState().restore(codec.encode("not a snapshot"))
+
+
+# --- the group in the simulator ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "semi-sync", "async"])
+def test_writes_replicate_and_followers_serve_reads(mode):
+    sim = _group(mode)
+    leader = _leader(sim)
+    ack = _ask(sim, leader, ReplWrite(((PUT, b"k", b"v"), (CAS, b"k", b"w", b"v"))))
+    assert ack.results == (None, True) and ack.epoch == sim.core(leader).epoch
+    sim.run_for(0.2)
+    for r in REPS:
+        assert sim.core(r).state.data == {b"k": b"w"}
+        assert _ask(sim, r, ReplRead((b"k",), read="follower")).values == (b"w",)
+    assert all(v == 0 for v in sim.core(leader).status()["lag_entries"].values())
+
+
+def test_a_follower_refuses_leader_reads_and_names_the_leader():
+    sim = _group()
+    leader = _leader(sim)
+    follower = next(r for r in REPS if r != leader)
+    with pytest.raises(NotLeaderError) as e:
+        _ask(sim, follower, ReplRead((b"k",), read="linearizable"))
+    assert e.value.leader_hint == leader
+    with pytest.raises(NotLeaderError):
+        _ask(sim, follower, ReplWrite(((PUT, b"k", b"v"),)))
+
+
+def test_a_write_may_ask_for_more_acks_but_not_more_than_there_are_followers():
+    sim = _group("async")
+    leader = _leader(sim)
+    with pytest.raises(ConfigError, match="has 2 followers"):
+        _ask(sim, leader, ReplWrite(((PUT, b"k", b"v"),), acks=3))
+    follower = next(r for r in REPS if r != leader)
+    sim.crash(follower)
+    assert _ask(sim, leader, ReplWrite(((PUT, b"k", b"1"),), acks=1)).lsn > 0  # one follower is enough
+    call = sim.request(leader, ReplWrite(((PUT, b"k", b"2"),), acks=2))  # needs the crashed one too
+    sim.run_for(0.3)
+    assert not call.done
+    sim.restart(follower)
+    assert sim.run_until(lambda: call.done, 3.0) and call.ok
+
+
+def test_a_stale_fencing_token_is_refused():
+    sim = _group()
+    leader = _leader(sim)
+    epoch = sim.core(leader).epoch
+    sim.crash(leader)
+    assert sim.run_until(lambda: _leader(sim) is not None, 5.0)
+    new = _leader(sim)
+    assert sim.core(new).epoch > epoch
+    with pytest.raises(StaleEpochError) as e:
+        _ask(sim, new, ReplWrite(((PUT, b"k", b"v"),), epoch=epoch))
+    assert e.value.epoch == epoch and e.value.current == sim.core(new).epoch
+
+
+def test_a_replica_refuses_an_append_of_an_older_epoch():
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS))
+    from ddia_ray.runtime.core import Envelope
+    core.step(Envelope("r1", "r2", Append(3, 0, 0, ((3, 1, (), 0, ()),), 1)))
+    core.advance(core.ready())
+    core.step(Envelope("r3", "r2", Append(2, 0, 0, ((2, 1, ((PUT, b"k", b"v"),), 0, ()),), 1)))
+    out = core.ready().messages
+    assert [m.payload for m in out] == [AppendAck(3, False, 1, 3)]
+    assert core.state.data == {}  # nothing of the deposed leader's was applied
+    assert core.counters["stale_refused"] == 1
+
+
+def test_duplicated_and_retried_writes_apply_once():
+    sim = _group("sync")
+    leader = _leader(sim)
+    w = ReplWrite(((PUT, b"k", b"v"),), client="alice", seq=1, acked_below=1)
+    first = _ask(sim, leader, w)
+    again = _ask(sim, leader, w)
+    assert (again.epoch, again.lsn) == (first.epoch, first.lsn)
+    assert sim.core(leader).last_lsn == first.lsn
+    w2 = ReplWrite(((PUT, b"k", b"x"),), client="alice", seq=2, acked_below=2)
+    second = _ask(sim, leader, w2)
+    sim.run_for(0.2)
+    with pytest.raises(InvalidArgumentError, match="acknowledged already"):
+        _ask(sim, leader, w)
+    # A new leader knows the session too: the retry after a failover does not apply twice.
+    sim.crash(leader)
+    assert sim.run_until(lambda: _leader(sim) is not None, 5.0)
+    new = _leader(sim)
+    sim.restart(leader)  # sync mode waits for every follower
+    last = sim.core(new).last_lsn
+    retried = _ask(sim, new, w2)  # the client never heard back, say, and retries on the new leader
+    assert (retried.epoch, retried.lsn) == (second.epoch, second.lsn) and sim.core(new).last_lsn == last
+
+
+def test_session_reads_wait_for_the_sessions_position():
+    sim = _group("async")
+    leader = _leader(sim)
+    follower = next(r for r in REPS if r != leader)
+    sim.partition([[follower], ["*"]])
+    ack = _ask(sim, leader, ReplWrite(((PUT, b"k", b"v"),)))
+    sim.heal()
+    with pytest.raises(ReplicaBehindError) as e:
+        _ask(sim, follower, ReplRead((b"k",), "session", ack.epoch, ack.lsn + 5))
+    assert e.value.needed == ack.lsn + 5
+    sim.run_for(0.3)
+    assert _ask(sim, follower, ReplRead((b"k",), "session", ack.epoch, ack.lsn)).values == (b"v",)
+    # A position from another history (an epoch this store never had at that lsn) is refused.
+    with pytest.raises(SessionError, match="not in"):
+        _ask(sim, leader, ReplRead((b"k",), "session", ack.epoch + 7, ack.lsn))
+
+
+def test_bounded_staleness_refuses_a_follower_that_lost_touch():
+    sim = _group("async")
+    leader = _leader(sim)
+    follower = next(r for r in REPS if r != leader)
+    assert _ask(sim, follower, ReplRead((b"k",), "follower", max_staleness_s=0.5)).values == (None,)
+    sim.partition([[follower], ["*"]])
+    sim.run_for(1.0)
+    sim.heal()
+    sim.partition([[follower, "client"], ["*"]])
+    with pytest.raises(StalenessBoundError) as e:
+        _ask(sim, follower, ReplRead((b"k",), "follower", max_staleness_s=0.5))
+    assert e.value.lag_s > 0.5 and e.value.bound_s == 0.5
+
+
+def test_a_deposed_async_leader_reports_its_lost_writes():
+    sim = _group("async")
+    old = _leader(sim)
+    sim.partition([[old, "client"], ["*"]])  # cut off from followers and the lease, not from the client
+    ack = _ask(sim, old, ReplWrite(((PUT, b"lost-key", b"v"),)))  # async: acknowledged at once
+    assert sim.run_until(lambda: any(sim.core(r).role == "leader" for r in REPS if r != old), 5.0)
+    sim.heal()
+    sim.run_for(1.0)
+    status = sim.core(old).status()
+    assert status["role"] == "follower" and status["lost_writes"] == 1
+    assert status["lost"] == ((ack.epoch, ack.lsn, (b"lost-key",)),)
+    # The account survives a restart.
+    sim.crash(old)
+    sim.restart(old)
+    assert sim.core(old).lost_writes == 1
+
+
+def test_probes_are_answered_and_a_checkpoint_replaces_a_divergent_log():
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS))
+    from ddia_ray.runtime.core import Envelope
+    core.step(Envelope("r1", "r2", PositionProbe(4)))
+    assert core.ready().messages[-1].payload == PositionReport(4, 0, 0, 0)
+    core.advance(core.ready())
+    core.step(Envelope("r1", "r2", Append(1, 0, 0, ((1, 1, (), 0, ()), (1, 2, ((PUT, b"a", b"1"),), 0, ())), 2)))
+    core.advance(core.ready())
+    donor = MapState()
+    donor.apply(2, ((PUT, b"b", b"2"),))
+    core.step(Envelope("r3", "r2", Checkpoint(2, 2, 2, ((1, 1), (2, 2)), donor.snapshot())))
+    assert core.state.data == {b"b": b"2"} and core.epoch == 2
+    assert core.lost_writes == 1 and core.lost[0] == (1, 2, (b"a",))
+
+
+# --- the coordination client and RaftKV's KVCall -------------------------------------------------------
+
+
+def test_the_coordination_client_follows_hints_and_retries_after_a_timeout():
+    sent = []
+    client = CoordinationClient(lambda dst, msg: sent.append((dst, msg)), ("c1", "c2", "c3"), "s", timeout_ticks=3)
+    got = []
+    client.call([("get", b"k", None, None)], got.append)
+    assert sent[-1][0] == "c1" and isinstance(sent[-1][1], KVCall)
+    call_id = sent[-1][1].call_id
+    client.on_result("c1", KVCallResult(call_id, KVResults(((RETRY, "c3"),))))
+    assert sent[-1][0] == "c3"  # the hint, at once
+    client.on_result("c3", KVCallResult(call_id, KVResults(((RETRY, ""),))))
+    assert len(sent) == 2  # no hint: wait a tick rather than spin
+    client.on_tick()
+    assert sent[-1][0] == "c1" and sent[-1][1].batch == sent[0][1].batch  # same seqs: applied once
+    for _ in range(3):
+        client.on_tick()
+    assert sent[-1][0] == "c2"  # timed out: the next member
+    client.on_result("c2", KVCallResult(call_id, KVResults(((0, b"v"),))))
+    assert got == [(b"v",)] and not client.busy
+
+
+def test_raftkv_serves_batches_sent_as_messages():
+    sim = SimNetwork(3, tick_s=0.01)
+    for c in COORDS:
+        sim.add(c, lambda n, recovered=(), tick_s=0.01: RaftMember(
+            n, recovered=recovered, tick_s=tick_s, voters=COORDS, raft={"election_ticks": 10, "heartbeat_ticks": 2}))
+    sim.run_for(1.0)
+    leader = next(c for c in COORDS if sim.core(c).node.role == "leader")
+    from ddia_ray.runtime.core import Envelope
+    core = sim.core(leader)
+    core.step(Envelope("x", leader, KVCall(9, KVBatch("s", (("put", b"k", 1, b"v", None),), 1))))
+    messages = []
+    for _ in range(50):
+        rd = core.ready()
+        messages += [m for m in rd.messages if m.dst == "x"]
+        for m in rd.messages:
+            if m.dst != "x":
+                sim.core(m.dst).step(m)
+        core.advance(rd)
+        for c in COORDS:
+            if c != leader:
+                peer = sim.core(c)
+                prd = peer.ready()
+                for m in prd.messages:
+                    sim.core(m.dst).step(m)
+                peer.advance(prd)
+        if messages:
+            break
+    assert messages and isinstance(messages[0].payload, KVCallResult)
+    assert messages[0].payload.call_id == 9 and messages[0].payload.results.results == ((0, None),)
