@@ -269,7 +269,7 @@ def _warm_up_ray(root: str) -> None:
     with StorageNode.launch(f"bench-warm-up-{os.getpid()}", f"file://{root}/warm-up", engine="lsm",
                             sync="none") as node:
         client = node.client()
-        for i in range(0, 300_000, 1000):
+        for _ in range(300):
             client.put_many((rng.randbytes(KEY_BYTES), value) for _ in range(1000))
         list(client.scan_batches())
         client.close()
