@@ -318,3 +318,12 @@ def test_raftkv_serves_batches_sent_as_messages():
             break
     assert messages and isinstance(messages[0].payload, KVCallResult)
     assert messages[0].payload.call_id == 9 and messages[0].payload.results.results == ((0, None),)
+
+
+def test_a_damaged_lease_value_is_refused_not_trusted():
+    from ddia_ray.errors import CorruptRecordError
+    from ddia_ray.replication.leader_follower import _decode_lease, _lease_value
+    assert _decode_lease(_lease_value(3, "r1", 7)) == (3, "r1", 7)
+    for damaged in (codec.encode((3, "r1")), codec.encode(("3", "r1", 0)), codec.encode((-1, "r1", 0))):
+        with pytest.raises(CorruptRecordError, match="lease key holds"):
+            _decode_lease(damaged)

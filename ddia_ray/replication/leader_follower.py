@@ -68,8 +68,8 @@ from typing import Any, Callable
 
 from .. import codec
 from .._validate import invariant
-from ..errors import (ConfigError, InvalidArgumentError, NotLeaderError, ReplicaBehindError, SessionError,
-                      StaleEpochError, StalenessBoundError, WriteOutcomeUnknownError)
+from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError, ReplicaBehindError,
+                      SessionError, StaleEpochError, StalenessBoundError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
@@ -82,6 +82,26 @@ __all__ = ["LeaderFollowerReplica", "MODES", "build"]
 MODES = ("sync", "semi-sync", "async")
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 _LOST_KEYS_KEPT = 1000  # lost writes listed in status (the count is exact; the list is the newest)
+
+
+def _epoch_in(epochs: list, lsn: int) -> int:
+    """The epoch of ``lsn`` in an epoch history ``[(epoch, first lsn), ...]`` (0 before the first)."""
+    i = bisect.bisect_right(epochs, lsn, key=lambda p: p[1]) - 1
+    return epochs[i][0] if i >= 0 else 0
+
+
+def _lease_value(epoch: int, holder: str, renewal: int) -> bytes:
+    """The lease key's value: who holds the lease, under which epoch, at which renewal."""
+    return codec.encode((epoch, holder, renewal))
+
+
+def _decode_lease(raw: bytes) -> tuple[int, str, int]:
+    """A value written by :func:`_lease_value`; anything else under the key is damage, refused."""
+    value = codec.decode(raw)
+    if not (isinstance(value, tuple) and len(value) == 3 and type(value[0]) is int and value[0] >= 0
+            and isinstance(value[1], str) and type(value[2]) is int):
+        raise CorruptRecordError(f"the lease key holds {value!r}, not (epoch, holder, renewal)")
+    return value
 
 
 def _ticks(name: str, seconds: float, tick_s: float) -> int:
@@ -156,7 +176,6 @@ class LeaderFollowerReplica(BaseCore):
                                         timeout_ticks=max(2, self.watch_ticks))
         self._lease_raw: bytes | None = None  # the lease value last read or written
         self._lease_seen_at = -1  # tick when _lease_raw was first seen unchanged
-        self._lease_read = False  # at least one read answered since start
         self._renewal = 0
         self._next_watch = 0
         self._next_heartbeat = 0
@@ -207,8 +226,7 @@ class LeaderFollowerReplica(BaseCore):
 
     def epoch_at(self, lsn: int) -> int:
         """The epoch of the entry at ``lsn`` in this replica's history (0 before the first)."""
-        i = bisect.bisect_right(self.epochs, (lsn, float("inf")), key=lambda p: (p[1], p[0])) - 1
-        return self.epochs[i][0] if i >= 0 else 0
+        return _epoch_in(self.epochs, lsn)
 
     def _entry(self, lsn: int):
         i = lsn - self.base_lsn - 1
@@ -236,9 +254,8 @@ class LeaderFollowerReplica(BaseCore):
         """Keep the newest ``retain_entries`` entries (for lagging followers); the rest become the base."""
         while len(self.log) > self.retain_entries:
             self.log.popleft()
-        self.base_lsn, self.base_epoch = self.state.applied, self.epoch_at(self.state.applied)
         kept = tuple(self.log)
-        self.base_lsn = kept[0][1] - 1 if kept else self.base_lsn
+        self.base_lsn = kept[0][1] - 1 if kept else self.state.applied
         self.base_epoch = self.epoch_at(self.base_lsn)
         # The base holds the state at ``applied`` (not at base_lsn): recovery applies nothing up to
         # there again, and the kept entries only serve followers.
@@ -456,13 +473,11 @@ class LeaderFollowerReplica(BaseCore):
             if self.ticks - self._resync_asked_at >= self.watch_ticks:
                 self._request_resync(src)  # the request or the checkpoint was lost: ask again
             return
-        prev_ok = msg.prev_lsn <= self.last_lsn and (msg.prev_lsn < self.base_lsn
-                                                      or self.epoch_at(msg.prev_lsn) == msg.prev_epoch)
-        if msg.prev_lsn > self.last_lsn:
+        if msg.prev_lsn > self.last_lsn:  # a gap: the leader resends from our last entry
             self.send(src, AppendAck(self.epoch, False, self.last_lsn, self.last_epoch))
             return
-        if not prev_ok:
-            self._request_resync(src)
+        if msg.prev_lsn >= self.base_lsn and self.epoch_at(msg.prev_lsn) != msg.prev_epoch:
+            self._request_resync(src)  # our entry before the append is of another history
             return
         new = []
         for e in msg.entries:
@@ -506,13 +521,8 @@ class LeaderFollowerReplica(BaseCore):
         """Entries of ours that the leader's history does not hold: discarded now, and if they were
         acknowledged when written (async), lost writes."""
         theirs = [tuple(p) for p in cp.epochs]
-
-        def their_epoch(lsn: int) -> int:
-            i = bisect.bisect_right([p[1] for p in theirs], lsn) - 1
-            return theirs[i][0] if i >= 0 else 0
-
         for epoch, lsn, ops, acks, _ in self.log:
-            if lsn <= cp.lsn and their_epoch(lsn) == epoch:
+            if lsn <= cp.lsn and _epoch_in(theirs, lsn) == epoch:
                 continue
             if epoch >= cp.epoch:
                 continue  # the leader's own epoch: it has or will send these (cannot differ)
@@ -528,19 +538,16 @@ class LeaderFollowerReplica(BaseCore):
         if values is None or self.role == LEADER:
             return
         raw = values[0]
-        self._lease_read = True
         if raw != self._lease_raw:
             self._lease_raw, self._lease_seen_at = raw, self.ticks
             self._deferred_since = -1
-            if raw is not None:
-                epoch, holder, _ = codec.decode(raw)
+            if raw is not None:  # a new value: held, and its lapse counts from now
+                epoch, holder, _ = _decode_lease(raw)
                 self._adopt_epoch(epoch, holder)
                 if epoch == self.epoch:
                     self.leader = holder
-            if raw is not None:
                 return
-        lapsed = raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift)
-        if lapsed:
+        if raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift):
             self._start_probe()
 
     def _start_probe(self) -> None:
@@ -574,8 +581,8 @@ class LeaderFollowerReplica(BaseCore):
             self.role = FOLLOWER
             return
         old = self._lease_raw
-        epoch = max(self.epoch, codec.decode(old)[0] if old is not None else 0) + 1
-        new = codec.encode((epoch, self.node_id, 0))
+        epoch = max(self.epoch, _decode_lease(old)[0] if old is not None else 0) + 1
+        new = _lease_value(epoch, self.node_id, 0)
         sent = self.ticks
         self.coord.call([("cas", self.lease_key, new, old)], lambda v: self._on_acquired(v, epoch, new, sent))
 
@@ -609,7 +616,7 @@ class LeaderFollowerReplica(BaseCore):
     def _renew(self) -> None:
         old = self._lease_raw
         self._renewal += 1
-        new = codec.encode((self.epoch, self.node_id, self._renewal))
+        new = _lease_value(self.epoch, self.node_id, self._renewal)
         sent, epoch = self.ticks, self.epoch
 
         def done(values: tuple | None) -> None:

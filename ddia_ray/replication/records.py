@@ -54,7 +54,7 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
     if not isinstance(ops, tuple):
         raise InvalidArgumentError("operations are a tuple of tuples")
     for op in ops:
-        if not isinstance(op, tuple) or not op or type(op[1 if len(op) > 1 else 0]) is not bytes:
+        if not isinstance(op, tuple) or len(op) < 3 or type(op[1]) is not bytes:
             raise InvalidArgumentError(f"an operation is (code, key, ...) with a bytes key, got {op!r}")
         code = op[0]
         if code == CAS and client:
@@ -203,7 +203,9 @@ class LostWrites:
 
 @record("repl.base", version=1)
 class Base:
-    """Where the replica's log starts: its state at ``lsn`` (encoded) and the epoch history up to there."""
+    """Where the replica's log starts: after ``lsn`` (of epoch ``lsn_epoch``), with its state (encoded)
+    and epoch history. The state may be newer than ``lsn`` (a compacted log keeps entries a
+    lagging follower may still need); recovery applies only the entries after the state's own lsn."""
 
     lsn: int
     lsn_epoch: int

@@ -91,6 +91,10 @@ class _Observer:
                                            f"replica applied {seen!r} there")
 
 
+#: Refusals that come before anything is applied: the client may ask another replica.
+_REFUSED = (NotLeaderError, ReplicaBehindError, StalenessBoundError)
+
+
 class _Client:
     """One client session: one operation at a time, reads in a random mode, no blind write retries."""
 
@@ -123,14 +127,13 @@ class _Client:
             self._answered(op_id, f, req, call.result, now_s)
             return
         err = call.error.exception() if call.error is not None else None
-        if isinstance(err, (NotLeaderError, ReplicaBehindError, StalenessBoundError)) and tries < 4:
-            # Refused before anything was applied: safe to ask another replica.
+        if isinstance(err, _REFUSED) and tries < 4:
             hint = getattr(err, "leader_hint", None)
             self.target = hint if hint in self.replicas else self.rng.choice(self.replicas)
             self.op = (op_id, f, req, started, tries + 1)
             self.call = self.sim.request(self.target, req, src=self.name)
             return
-        if f == "write" and not isinstance(err, (NotLeaderError, ReplicaBehindError, StalenessBoundError)):
+        if f == "write" and not isinstance(err, _REFUSED):
             self._unknown(op_id, f, type(err).__name__, now_s)  # e.g. WriteOutcomeUnknownError
             return
         self.rec.fail(op_id, type(err).__name__ if err else "refused")

@@ -18,8 +18,6 @@ evaluates a client's cas against the state before the entry is ordered.
 
 from __future__ import annotations
 
-import bisect
-
 from .. import codec
 from ..errors import CorruptRecordError
 from .records import CAS, DELETE, DELETE_RANGE, PUT
@@ -100,13 +98,6 @@ class MapState:
                 for k in [k for k in data if key <= k < tail]:
                     del data[k]
         self.applied = lsn
-
-    def items(self, start: bytes | None = None, end: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """The live pairs of ``[start, end)`` in key order."""
-        keys = sorted(self.data)
-        lo = 0 if start is None else bisect.bisect_left(keys, start)
-        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
-        return [(k, self.data[k]) for k in keys[lo:hi]]
 
     def snapshot(self) -> bytes:
         """The whole state, encoded (with the lsn it reflects)."""

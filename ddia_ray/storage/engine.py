@@ -146,18 +146,21 @@ class OpColumns:
         """Columns of puts only (``keys`` and ``values`` already bytes)."""
         return cls(bytes(len(keys)), keys, values)
 
-    def checked_ops(self) -> tuple:
-        """The operations as ``(code, key, tail)`` tuples (code 0 put, 1 delete, 2 delete_range),
-        checked as :class:`Op` checks them: a delete has an empty tail, a range's end is not
+    def check_kinds(self) -> None:
+        """Refuse what :class:`Op` refuses per kind: a delete with a tail, a range whose end is
         before its start. A batch of puts only (the usual one) is checked at C speed."""
-        ops = tuple(zip(self.kinds, self.keys, self.tails))
-        if self.kinds.strip(b"\x00"):  # not puts only: check the rules Op enforces per kind
-            for kind, key, tail in ops:
+        if self.kinds.strip(b"\x00"):  # not puts only
+            for kind, key, tail in zip(self.kinds, self.keys, self.tails):
                 if kind == 1 and tail:
                     raise InvalidArgumentError("a delete has no value")
                 if kind == 2:
                     _check_order(key, tail)
-        return ops
+
+    def checked_ops(self) -> tuple:
+        """The operations as ``(code, key, tail)`` tuples (code 0 put, 1 delete, 2 delete_range),
+        after :meth:`check_kinds`."""
+        self.check_kinds()
+        return tuple(zip(self.kinds, self.keys, self.tails))
 
     def to_batch(self) -> "WriteBatch":
         """The :class:`WriteBatch` these columns describe."""
@@ -190,7 +193,7 @@ def decode_columns(data: bytes) -> OpColumns:
             raise type(cause)(cause.args[0]) from e
         raise
     if isinstance(decoded, OpColumns):
-        decoded.checked_ops()  # the per-kind rules, refused here as decode_ops refuses them
+        decoded.check_kinds()  # refused here as decode_ops refuses them
         return decoded
     if not all(isinstance(op, Op) for op in decoded):
         raise InvalidArgumentError("write() takes storage.op_columns or a tuple of storage.op records")
