@@ -33,7 +33,7 @@ from typing import Any, Callable
 from ..errors import CallTimeoutError, ConfigError
 from ..history import HistoryRecorder, check, describe
 
-__all__ = ["run_workload", "WorkloadReport", "SCHEDULES"]
+__all__ = ["run_workload", "WorkloadReport", "SCHEDULES", "FaultSchedule"]
 
 #: The nemesis schedules: each cycle applies the fault, waits, then repairs.
 SCHEDULES = ("partition-leader", "kill-leader", "kill-follower", "pause-leader", "partition-halves", "mixed",
@@ -72,10 +72,14 @@ def _percentiles(values: list) -> dict:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1] * 1000, 2)}
 
 
-class _Nemesis(threading.Thread):
+class FaultSchedule(threading.Thread):
+    """Applies one of :data:`SCHEDULES` in cycles (calm, fault, repair) to any component with
+    ``leader()``, ``members`` and the nemesis verbs (RaftKV, a replicated store); ``log`` holds
+    ``(seconds since start, what)`` for every fault and repair."""
+
     def __init__(self, cluster, schedule: str, rng: random.Random, stop: threading.Event, start_s: float,
                  fault_s: float, calm_s: float):
-        super().__init__(daemon=True, name="raftkv-nemesis")
+        super().__init__(daemon=True, name="ddia-ray-nemesis")
         self.cluster, self.schedule, self.rng, self.stop_event = cluster, schedule, rng, stop
         self.start_s, self.fault_s, self.calm_s = start_s, fault_s, calm_s
         self.log: list = []
@@ -191,7 +195,7 @@ def run_workload(cluster, *, clients: int = 4, keys: int = 3, duration_s: float 
     threads = [threading.Thread(target=_client_loop, daemon=True,
                                 args=(cluster, i, clients, key_names, rec, random.Random(rng.getrandbits(64)), stop,
                                       latencies, op_timeout_s)) for i in range(clients)]
-    nemesis = _Nemesis(cluster, schedule, random.Random(rng.getrandbits(64)), nemesis_stop, start, fault_s, calm_s)
+    nemesis = FaultSchedule(cluster, schedule, random.Random(rng.getrandbits(64)), nemesis_stop, start, fault_s, calm_s)
     report = WorkloadReport(schedule, duration_s)
     for t in threads:
         t.start()

@@ -5,7 +5,10 @@
   lost-write accounting, leader/follower/session/bounded-staleness reads);
 * :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;
 * :mod:`.records`: the messages, log records, client requests and the portable :class:`Session`;
-* :mod:`.state`: the state a replica applies its log to;
+* :mod:`.state`: the state a replica applies its log to (a dict), and the interface of states;
+* :mod:`.engine_state`: the same state in a storage engine (LSM or B-tree), with file checkpoints;
+* :mod:`.store`: :class:`ReplicatedStore`, the group on Ray (replicas plus a coordination service);
+* :mod:`.client`: :class:`ReplicatedClient`, batched writes and reads with futures and sessions;
 * :mod:`.simulation`: seeded runs under faults with the replication invariants checked.
 
 See docs/replication.md.
@@ -13,11 +16,15 @@ See docs/replication.md.
 
 from .coordination import CoordinationClient
 from .leader_follower import MODES, LeaderFollowerReplica
-from .records import CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReadResult, ReplRead, ReplStatus, ReplWrite, \
-    Session, WriteAck
+from .client import ReplicatedClient
+from .engine_state import EngineState
+from .records import CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReadResult, ReplAdmin, ReplRead, ReplScan, \
+    ReplStatus, ReplWrite, ScanResult, Session, WriteAck
 from .simulation import LFSimReport, ReplicationViolation, simulate
-from .state import MapState
+from .state import MapState, ReplicaState
+from .store import PROTOCOLS, ReplicatedStore
 
 __all__ = ["LeaderFollowerReplica", "MODES", "CoordinationClient", "MapState", "Session", "ReplWrite", "ReplRead",
            "ReplStatus", "WriteAck", "ReadResult", "READ_MODES", "PUT", "DELETE", "DELETE_RANGE", "CAS",
-           "simulate", "LFSimReport", "ReplicationViolation"]
+           "simulate", "LFSimReport", "ReplicationViolation", "ReplicatedStore", "ReplicatedClient", "PROTOCOLS",
+           "EngineState", "ReplicaState", "ReplScan", "ScanResult", "ReplAdmin"]

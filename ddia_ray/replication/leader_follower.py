@@ -69,13 +69,14 @@ from typing import Any, Callable
 from .. import codec
 from .._validate import invariant
 from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError, ReplicaBehindError,
-                      SessionError, StaleEpochError, StalenessBoundError, WriteOutcomeUnknownError)
+                      SessionError, StaleEpochError, StalenessBoundError, StorageError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
-                      PositionReport, ReadResult, ReplicaMeta, ReplRead, ReplStatus, ReplWrite, WriteAck)
-from .state import MapState
+                      PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
+                      ScanResult, WriteAck)
+from .state import MapState, ReplicaState
 
 __all__ = ["LeaderFollowerReplica", "MODES", "build"]
 
@@ -117,8 +118,8 @@ class LeaderFollowerReplica(BaseCore):
                  coordinators=(), mode: str = "async", sync_replicas: int = 1, lease_s: float = 1.0,
                  renew_s: float | None = None, watch_s: float | None = None, drift: float = 0.1,
                  heartbeat_s: float = 0.05, probe_s: float = 0.1, defer_s: float | None = None,
-                 retain_entries: int = 10_000, max_append_entries: int = 256,
-                 observer: Callable[[str, str, Any], None] | None = None):
+                 retain_entries: int = 10_000, max_append_entries: int = 256, max_scan_rows: int = 10_000,
+                 state: ReplicaState | None = None, observer: Callable[[str, str, Any], None] | None = None):
         super().__init__(node_id, tick_s=tick_s)
         members = tuple(members)
         if node_id not in members or len(set(members)) != len(members):
@@ -158,13 +159,21 @@ class LeaderFollowerReplica(BaseCore):
         # Durable state (rebuilt from ``recovered``): the newest epoch seen, the log and its base.
         self.epoch = 0
         self.incarnation = 0
-        self.state = MapState()
+        # The data: a dict (MapState) unless the shell's factory gave an engine-backed state.
+        self.state: ReplicaState = state if state is not None else MapState()
+        self.max_scan_rows = max(1, max_scan_rows)
         self.log: deque = deque()  # (epoch, lsn, ops, acks, origin), consecutive lsns after base_lsn
         self.base_lsn = self.base_epoch = 0
         self.epochs: list[tuple[int, int]] = []  # (epoch, first lsn), ascending: the epoch history
         self.lost_writes = 0
         self.lost: deque = deque(maxlen=_LOST_KEYS_KEPT)  # (epoch, lsn, keys) discarded after an async ack
         self._recover(recovered)
+        # A durable state can be ahead of the log (it applied an entry whose log record the crash
+        # lost) or at an entry of another history: it then holds a write no log holds, so it may
+        # neither lead nor serve reads until it installs the leader's checkpoint.
+        st = self.state
+        self._needs_checkpoint = st.applied > self.last_lsn or bool(
+            st.applied_epoch and st.applied > self.base_lsn and self.epoch_at(st.applied) != st.applied_epoch)
         self.incarnation += 1
         self.persist(ReplicaMeta(self.epoch, self.incarnation))
 
@@ -188,8 +197,12 @@ class LeaderFollowerReplica(BaseCore):
         self._resyncing = False
         self._resync_asked_at = 0
         self._caught_up_at = -1  # follower: tick it last knew itself caught up with the leader
+        self.last_checkpoint_error = ""
+        self._transfer: dict | None = None  # leader: {"target", "rid", "until"} while handing over
+        self._watch_sent = 0  # tick the last lease read was sent (a transferred lease counts from it)
         self.counters = {"appends_sent": 0, "stale_refused": 0, "checkpoints_sent": 0, "checkpoints_installed": 0,
-                         "failovers_won": 0, "deferrals": 0, "probes_short": 0, "outcome_unknown": 0, "lease_lapses": 0}
+                         "failovers_won": 0, "deferrals": 0, "probes_short": 0, "outcome_unknown": 0, "lease_lapses": 0,
+                         "transfers": 0, "checkpoint_failures": 0}
 
     # --- recovery ------------------------------------------------------------
 
@@ -241,9 +254,11 @@ class LeaderFollowerReplica(BaseCore):
             self.epochs.append((epoch, lsn))
         self.log.append(e)
         if lsn > self.state.applied:
-            self.state.apply(lsn, ops, origin)
+            self.state.apply(lsn, ops, origin, epoch)
             if self.observer is not None and not replaying:
                 self.observer(self.node_id, "apply", (epoch, lsn, ops))
+        else:  # a durable state applied it before a restart: only the session's answer is rebuilt
+            self.state.remember(lsn, origin)
 
     def _persist_entries(self, entries: tuple) -> None:
         self.persist(LogEntries(entries))
@@ -280,7 +295,9 @@ class LeaderFollowerReplica(BaseCore):
                 if now >= self._next_heartbeat:
                     self._next_heartbeat = now + self.heartbeat_ticks
                     self._replicate(heartbeat=True)
-                if not self.coord.busy and now >= self._next_watch:
+                if self._transfer is not None:
+                    self._advance_transfer()
+                if not self.coord.busy and now >= self._next_watch and self.role == LEADER:
                     self._next_watch = now + self.renew_ticks
                     self._renew()
             return
@@ -288,6 +305,7 @@ class LeaderFollowerReplica(BaseCore):
             self._finish_probe()
         if not self.coord.busy and self._probe is None and now >= self._next_watch:
             self._next_watch = now + self.watch_ticks
+            self._watch_sent = now
             self.coord.call([("get", self.lease_key, None, None)], self._on_lease_read)
 
     def on_message(self, src: str, payload: Any) -> None:
@@ -318,10 +336,14 @@ class LeaderFollowerReplica(BaseCore):
                 self._on_write(request_id, payload)
             elif isinstance(payload, ReplRead):
                 self.reply(request_id, self._read(payload))
+            elif isinstance(payload, ReplScan):
+                self.reply(request_id, self._scan(payload))
+            elif isinstance(payload, ReplAdmin):
+                self._on_admin(request_id, payload)
             elif isinstance(payload, ReplStatus):
                 self.reply(request_id, self.status())
             else:
-                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead or ReplStatus, "
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin or ReplStatus, "
                                            f"not {type(payload).__name__}")
         except (NotLeaderError, StaleEpochError, ReplicaBehindError, StalenessBoundError, SessionError, ConfigError,
                 InvalidArgumentError) as e:
@@ -342,6 +364,9 @@ class LeaderFollowerReplica(BaseCore):
                                   req.epoch, self.epoch)
         if not self._leading() or req.epoch > self.epoch:
             raise self._not_leader()
+        if self._transfer is not None:  # handing over: the target takes the writes from now on
+            raise NotLeaderError(f"{self.node_id} is handing leadership of {self.group!r} to "
+                                 f"{self._transfer['target']}", self._transfer["target"])
         followers = len(self.members) - 1
         if req.acks > followers:
             raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
@@ -418,6 +443,8 @@ class LeaderFollowerReplica(BaseCore):
             self._match[src] = ack.last_lsn
         self._next[src] = max(self._next.get(src, 0), ack.last_lsn + 1)
         self._release_waiting()
+        if self._transfer is not None:
+            self._advance_transfer()
 
     def _release_waiting(self) -> None:
         if not self._waiting:
@@ -439,9 +466,15 @@ class LeaderFollowerReplica(BaseCore):
         self.reply(rid, error=WriteOutcomeUnknownError(f"{self.node_id}: {why}; the write may or may not survive"))
 
     def _send_checkpoint(self, peer: str) -> None:
-        self.counters["checkpoints_sent"] += 1
         lsn = self.state.applied
-        self.send(peer, Checkpoint(self.epoch, lsn, self.epoch_at(lsn), tuple(self.epochs), self.state.snapshot()))
+        try:
+            data = self.state.export(f"{self.node_id}-{self.epoch}-{lsn}")
+        except (StorageError, OSError) as e:  # the follower asks again; the leader keeps serving
+            self.counters["checkpoint_failures"] += 1
+            self.last_checkpoint_error = f"export: {e}"
+            return
+        self.counters["checkpoints_sent"] += 1
+        self.send(peer, Checkpoint(self.epoch, lsn, self.epoch_at(lsn), tuple(self.epochs), data))
         self._next[peer] = lsn + 1
 
     def _on_checkpoint_request(self, src: str, req: CheckpointRequest) -> None:
@@ -469,6 +502,9 @@ class LeaderFollowerReplica(BaseCore):
         if self.role != FOLLOWER:
             self._step_down(f"{src} leads epoch {msg.epoch}")
         self.leader = src
+        if self._needs_checkpoint and not self._resyncing:
+            self._request_resync(src)
+            return
         if self._resyncing:
             if self.ticks - self._resync_asked_at >= self.watch_ticks:
                 self._request_resync(src)  # the request or the checkpoint was lost: ask again
@@ -503,16 +539,22 @@ class LeaderFollowerReplica(BaseCore):
         if cp.epoch < self.epoch or self.role == LEADER:
             return
         self._adopt_epoch(cp.epoch, src)
+        try:
+            self.state.install(cp.data)
+        except (StorageError, OSError) as e:  # gone or damaged on the way: asked again next watch period
+            self.counters["checkpoint_failures"] += 1
+            self.last_checkpoint_error = f"install: {e}"
+            return
         self._count_lost(cp)
-        self.state.restore(cp.data)
         invariant(self.state.applied == cp.lsn, "a checkpoint's state is at its lsn")
+        self._needs_checkpoint = False
         self.log.clear()
         self.base_lsn, self.base_epoch = cp.lsn, cp.lsn_epoch
         self.epochs = [tuple(p) for p in cp.epochs]
         self._resyncing = False
         self.counters["checkpoints_installed"] += 1
         self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
-                              Base(cp.lsn, cp.lsn_epoch, tuple(self.epochs), cp.data))))
+                              Base(cp.lsn, cp.lsn_epoch, tuple(self.epochs), self.state.snapshot()))))
         if self.observer is not None:
             self.observer(self.node_id, "install", (cp.epoch, cp.lsn))
         self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
@@ -543,10 +585,19 @@ class LeaderFollowerReplica(BaseCore):
             self._deferred_since = -1
             if raw is not None:  # a new value: held, and its lapse counts from now
                 epoch, holder, _ = _decode_lease(raw)
+                if holder == self.node_id and epoch > self.epoch and self.role == FOLLOWER \
+                        and not self._needs_checkpoint:
+                    # The leader handed us the lease (a transfer; it waited until we had every entry).
+                    # Count it from when this read was sent: the writer wrote it before it was read.
+                    self.counters["transfers"] += 1
+                    self._become_leader(epoch, raw, self._watch_sent)
+                    return
                 self._adopt_epoch(epoch, holder)
                 if epoch == self.epoch:
                     self.leader = holder
                 return
+        if self._needs_checkpoint:
+            return  # its state holds a write no log holds: it must not lead
         if raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift):
             self._start_probe()
 
@@ -613,6 +664,50 @@ class LeaderFollowerReplica(BaseCore):
         self._next_watch = self.ticks + self.renew_ticks
         self._replicate(heartbeat=True)
 
+    # --- leadership transfer -------------------------------------------------------------------
+
+    def _on_admin(self, rid: int, req: ReplAdmin) -> None:
+        if not self._leading():
+            raise self._not_leader()
+        if req.target not in self.members or req.target == self.node_id:
+            raise ConfigError(f"cannot hand leadership of {self.group!r} to {req.target!r}: "
+                              f"not another member of {self.members}")
+        if self._transfer is not None:
+            raise ConfigError(f"{self.node_id} is already handing leadership to {self._transfer['target']}")
+        self._transfer = {"target": req.target, "rid": rid,
+                          "until": self.ticks + _ticks("timeout_s", req.timeout_s, self.tick_s), "sent": False}
+        self._replicate()
+        self._advance_transfer()
+
+    def _advance_transfer(self) -> None:
+        """Hand the lease over once the target has every entry and no write waits; or give up."""
+        t = self._transfer
+        assert t is not None
+        if t["sent"]:
+            return
+        if self.ticks > t["until"]:
+            self._transfer = None
+            self.reply(t["rid"], error=ReplicaBehindError(
+                f"{t['target']} did not catch up with {self.node_id} in time; {self.node_id} still leads",
+                self.last_lsn, self._match.get(t["target"], 0)))
+            return
+        if self._match.get(t["target"], 0) < self.last_lsn or self._waiting or self.coord.busy:
+            return
+        t["sent"] = True
+        old = self._lease_raw
+        epoch = self.epoch + 1
+        new = _lease_value(epoch, t["target"], 0)
+
+        def done(values: tuple | None) -> None:
+            self._transfer = None
+            if values is not None and values[0]:
+                self._step_down(f"it handed leadership to {t['target']}")
+                self._adopt_epoch(epoch, t["target"])
+                self.reply(t["rid"], None)
+            else:  # the key changed (or the call failed): this replica may no longer hold the lease
+                self.reply(t["rid"], error=NotLeaderError(f"{self.node_id} could not hand over the lease", None))
+        self.coord.call([("cas", self.lease_key, new, old)], done)
+
     def _renew(self) -> None:
         old = self._lease_raw
         self._renewal += 1
@@ -642,11 +737,31 @@ class LeaderFollowerReplica(BaseCore):
             for rids, _, _ in waiting.values():
                 for rid in rids:
                     self._outcome_unknown(rid, f"it stopped leading ({why})")
+            if self._transfer is not None and not self._transfer["sent"]:
+                self.reply(self._transfer["rid"], error=NotLeaderError(f"{self.node_id} stopped leading ({why})",
+                                                                        None))
+            self._transfer = None
 
     # --- reads -------------------------------------------------------------------------------------
 
     def _read(self, req: ReplRead) -> ReadResult:
+        self._check_readable(req)
+        applied = self.state.applied
+        return ReadResult(self.state.get_many(req.keys), self.epoch_at(applied), applied, self.node_id)
+
+    def _scan(self, req: ReplScan) -> ScanResult:
+        self._check_readable(req)
+        limit = min(req.limit, self.max_scan_rows)
+        keys, values = self.state.scan(req.start, req.end, limit)
+        applied = self.state.applied
+        return ScanResult(keys, values, len(keys) >= limit, self.epoch_at(applied), applied, self.node_id)
+
+    def _check_readable(self, req: ReplRead | ReplScan) -> None:
+        """Refuse a read this replica may not serve as ``req.read`` asks."""
         mode = req.read
+        if self._needs_checkpoint:
+            raise ReplicaBehindError(f"{self.node_id} waits for a checkpoint; ask another replica",
+                                     req.after_lsn, self.state.applied)
         if mode in ("leader", "linearizable"):
             if not self._leading():
                 raise self._not_leader()
@@ -658,8 +773,6 @@ class LeaderFollowerReplica(BaseCore):
                                               f"the {req.max_staleness_s} s bound", lag_s, req.max_staleness_s)
             if mode == "session" and req.after_lsn:
                 self._check_session_position(req.after_epoch, req.after_lsn)
-        applied = self.state.applied
-        return ReadResult(tuple(self.state.get(k) for k in req.keys), self.epoch_at(applied), applied, self.node_id)
 
     def _check_session_position(self, epoch: int, lsn: int) -> None:
         applied = self.state.applied
@@ -671,6 +784,10 @@ class LeaderFollowerReplica(BaseCore):
                                    f"history: a write it saw was lost in a failover")
             raise ReplicaBehindError(f"{self.node_id} holds another history at lsn {lsn}; ask the leader",
                                      lsn, applied)
+
+    def close(self) -> None:
+        """Release the state (an engine closes its files); the shell calls it on a clean stop."""
+        self.state.close()
 
     # --- status ------------------------------------------------------------------------------------
 
@@ -685,12 +802,33 @@ class LeaderFollowerReplica(BaseCore):
         lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else None
         return {**super().status(), "group": self.group, "role": self.role, "leader": self.leader,
                 "epoch": self.epoch, "mode": self.mode, "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
-                "applied": self.state.applied, "keys": len(self.state.data), "lag_entries": self.lag(),
+                "applied": self.state.applied, **self.state.describe(), "lag_entries": self.lag(),
                 "staleness_s": 0.0 if self._leading() else lag_s, "lost_writes": self.lost_writes,
                 "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,
+                "needs_checkpoint": self._needs_checkpoint, "last_checkpoint_error": self.last_checkpoint_error,
                 "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries}
 
 
-def build(node_id: str, *, recovered=(), tick_s: float = 0.01, **options) -> LeaderFollowerReplica:
-    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica."""
-    return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, **options)
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
+          engine_options: dict | None = None, sync: bool = False, **options) -> LeaderFollowerReplica:
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica.
+
+    ``engine="map"`` keeps the data in a dict rebuilt from the replica's log; ``"lsm"`` or
+    ``"btree"`` keep it in that storage engine under ``data_url``/``node_id`` (checkpoints under
+    ``data_url``/checkpoints), opened here, in the shell, so the core itself does no I/O.
+    """
+    state = None
+    if engine != "map":
+        if not data_url:
+            raise ConfigError(f"a replica on the {engine!r} engine needs a data_url (the group's root)")
+        from .engine_state import EngineState
+
+        base = data_url.rstrip("/")
+        state = EngineState(f"{base}/{node_id}", engine=engine, options=engine_options,
+                            checkpoints_url=f"{base}/checkpoints", sync=sync)
+    try:
+        return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise

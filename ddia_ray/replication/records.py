@@ -37,9 +37,12 @@ from ..errors import InvalidArgumentError, SessionError
 
 __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "Append", "AppendAck", "PositionProbe", "PositionReport",
            "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
-           "ReplRead", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES", "check_entries", "check_ops"]
+           "ReplRead", "ReplScan", "ScanResult", "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus",
+           "Session", "READ_MODES", "RESERVED_PREFIX", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
+#: Keys under this prefix belong to the replicas (an engine state keeps its position there), not to clients.
+RESERVED_PREFIX = b"\x00ddia\x00"
 #: How a read may be served (see :class:`ReplRead`).
 READ_MODES = ("leader", "linearizable", "follower", "session")
 
@@ -57,6 +60,8 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
         if not isinstance(op, tuple) or len(op) < 3 or type(op[1]) is not bytes:
             raise InvalidArgumentError(f"an operation is (code, key, ...) with a bytes key, got {op!r}")
         code = op[0]
+        if client and code != DELETE_RANGE and op[1].startswith(RESERVED_PREFIX):
+            raise InvalidArgumentError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the replicas")
         if code == CAS and client:
             if len(op) != 4 or not all(v is None or type(v) is bytes for v in op[2:]):
                 raise InvalidArgumentError("a cas is (CAS, key, new value or None, expected value or None)")
@@ -294,6 +299,68 @@ class ReadResult:
 @record("repl.status", version=1)
 class ReplStatus:
     """Ask a replica for its status (a plain mapping)."""
+
+
+@record("repl.scan", version=1)
+class ReplScan:
+    """One page of a range read: up to ``limit`` keys of ``[start, end)`` (``end`` None: unbounded),
+    served as ``read`` says, with the same session and staleness fields as :class:`ReplRead`."""
+
+    start: bytes = b""
+    end: bytes | None = None
+    limit: int = 1000
+    read: str = "leader"
+    after_epoch: int = 0
+    after_lsn: int = 0
+    max_staleness_s: float = -1.0
+
+    def __post_init__(self):
+        if type(self.start) is not bytes or not (self.end is None or type(self.end) is bytes):
+            raise InvalidArgumentError("a scan's start is bytes and its end bytes or None")
+        if self.end is not None and self.start > self.end:
+            raise InvalidArgumentError(f"range start {self.start!r} is after its end {self.end!r}")
+        _int("limit", self.limit, 1)
+        if self.read not in READ_MODES:
+            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
+        _int("after_epoch", self.after_epoch)
+        _int("after_lsn", self.after_lsn)
+        if not isinstance(self.max_staleness_s, (int, float)):
+            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+
+
+@record("repl.scan_result", version=1)
+class ScanResult:
+    """A page of a scan: ``keys`` and ``values`` in key order, served by ``node`` at ``(epoch, lsn)``;
+    ``more`` says the range may hold keys after the last one (ask again after it)."""
+
+    keys: tuple
+    values: tuple
+    more: bool
+    epoch: int
+    lsn: int
+    node: str = ""
+
+
+#: What :class:`ReplAdmin` may ask a leader.
+ADMIN_ACTIONS = ("transfer",)
+
+
+@record("repl.admin", version=1)
+class ReplAdmin:
+    """An operator's request to the leader: ``transfer`` leadership to ``target`` (stop taking
+    writes, wait until ``target`` has every entry, then hand it the lease under a new epoch)."""
+
+    action: str
+    target: str = ""
+    timeout_s: float = 5.0
+
+    def __post_init__(self):
+        if self.action not in ADMIN_ACTIONS:
+            raise InvalidArgumentError(f"unknown admin action {self.action!r}; use one of {ADMIN_ACTIONS}")
+        if not isinstance(self.target, str):
+            raise InvalidArgumentError("an admin request's target is a replica name")
+        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise InvalidArgumentError("timeout_s is a positive number of seconds")
 
 
 @record("repl.session", version=1)

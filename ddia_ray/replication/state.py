@@ -4,27 +4,146 @@ Theory of operation
 -------------------
 A replica's state is a pure function of the log prefix it has applied (DDIA 5.1: a
 follower "applies all writes in the same order as they were processed on the
-leader"). :class:`MapState` keeps it in a dict, which the simulation and small
-groups use: it is rebuilt on restart from the replica's base checkpoint and the
-log entries after it, so it needs no durability of its own. ``snapshot`` and
-``restore`` move the whole state as bytes: a lagging follower installs the
-leader's checkpoint this way.
+leader"). Two states implement one interface, :class:`ReplicaState`:
+
+* :class:`MapState` keeps the data in a dict; the simulation and small groups use
+  it. It is rebuilt on restart from the replica's base and the log entries after
+  it, so it needs no durability of its own; its snapshot is the whole map.
+* :class:`~.engine_state.EngineState` keeps the data in a storage engine (LSM or
+  B-tree) that holds more than memory and is durable by itself; its snapshot is
+  only the sessions, and a checkpoint is a copy of the engine's files.
 
 ``apply`` takes the operations of one entry, already decided (a ``cas`` was turned
 into a put or a delete by the leader), so applying the same entries in the same
-order gives the same state on every replica. ``decide`` is the leader's half: it
-evaluates a client's cas against the state before the entry is ordered.
+order gives the same state on every replica. :func:`decide` is the leader's half:
+it evaluates a client's cas against the state before the entry is ordered.
+
+The :class:`Sessions` table remembers the answer of every client write a client
+may still ask for again (Raft thesis 6.3), so a retried write applies once. It
+changes with every applied entry that came from a client, *including* entries a
+durable state had applied before a restart: :meth:`ReplicaState.remember` is
+called for those.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable, Protocol
 
 from .. import codec
 from ..errors import CorruptRecordError
 from .records import CAS, DELETE, DELETE_RANGE, PUT
 
-__all__ = ["MapState"]
+__all__ = ["ReplicaState", "MapState", "Sessions", "decide"]
 
 _SNAPSHOT_FORMAT = 1
+
+
+class Sessions:
+    """Per client: the floor below which it has every answer, and the answers at or above it."""
+
+    def __init__(self) -> None:
+        # client -> (acked_below, {seq: (lsn, results)})
+        self.table: dict[str, tuple[int, dict]] = {}
+
+    def answered(self, client: str, seq: int):
+        """``(lsn, results)`` if the client's write ``seq`` was applied, ``"stale"`` if the client has
+        acknowledged it already (``seq`` below its floor), else None."""
+        floor, seen = self.table.get(client, (0, {}))
+        if seq < floor:
+            return "stale"
+        return seen.get(seq)
+
+    def remember(self, lsn: int, origin: tuple) -> None:
+        """Record the answer of the client write ``origin`` = ``(client, seq, acked_below, results)``
+        applied at ``lsn``; idempotent (replaying an entry twice changes nothing)."""
+        client, seq, acked_below, results = origin
+        floor, seen = self.table.get(client, (0, {}))
+        if acked_below > floor:
+            floor = acked_below
+            seen = {s: r for s, r in seen.items() if s >= floor}
+        if seq >= floor:
+            seen[seq] = (lsn, results)
+        self.table[client] = (floor, seen)
+
+    def encode(self) -> tuple:
+        """The table as plain tuples (for a snapshot)."""
+        return tuple((c, floor, tuple((s, lsn, res) for s, (lsn, res) in seen.items()))
+                     for c, (floor, seen) in self.table.items())
+
+    def restore(self, rows: Any) -> None:
+        """Replace the table by rows of :meth:`encode`; malformed rows raise CorruptRecordError."""
+        try:
+            table = {c: (floor, {s: (lsn, res) for s, lsn, res in seen}) for c, floor, seen in rows}
+        except (TypeError, ValueError) as e:
+            raise CorruptRecordError(f"a replica state snapshot's sessions are malformed: {e}") from e
+        if not all(isinstance(c, str) and type(f) is int for c, (f, _) in table.items()):
+            raise CorruptRecordError("a replica state snapshot's sessions are (client, floor, answers)")
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tuple]:
+    """A client's ops as log ops plus one result each: a cas becomes its put/delete (result
+    True) or nothing (False); the other ops stay as they are (result None).
+
+    ``get`` reads the state before the batch; later ops of the batch see the effects of earlier
+    ones, as they will when applied.
+    """
+    log_ops, results = [], []
+    pending: dict[bytes, bytes | None] = {}
+    ranges: list[tuple[bytes, bytes]] = []  # ranges deleted earlier in the batch
+
+    def current(key: bytes) -> bytes | None:
+        if key in pending:
+            return pending[key]
+        if any(s <= key < e for s, e in ranges):
+            return None
+        return get(key)
+
+    for op in ops:
+        if op[0] == CAS:
+            _, key, new, expected = op
+            ok = current(key) == expected
+            if ok:
+                log_ops.append((PUT, key, new) if new is not None else (DELETE, key, b""))
+                pending[key] = new
+            results.append(ok)
+        else:
+            log_ops.append(op)
+            if op[0] == PUT:
+                pending[op[1]] = op[2]
+            elif op[0] == DELETE:
+                pending[op[1]] = None
+            else:  # a range covers keys decided earlier in this batch and keys of the state
+                for k in [k for k in pending if op[1] <= k < op[2]]:
+                    pending[k] = None
+                ranges.append((op[1], op[2]))
+            results.append(None)
+    return tuple(log_ops), tuple(results)
+
+
+class ReplicaState(Protocol):
+    """What a replica needs from its state (see the module docstring)."""
+
+    applied: int         # lsn of the last entry applied
+    applied_epoch: int   # epoch of that entry: with ``applied``, the position the state is at
+    sessions: Sessions
+
+    def answered(self, client: str, seq: int) -> Any: ...
+    def decide(self, ops: tuple) -> tuple[tuple, tuple]: ...
+    def get(self, key: bytes) -> bytes | None: ...
+    def get_many(self, keys: tuple) -> tuple: ...
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]: ...
+    def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None: ...
+    def remember(self, lsn: int, origin: tuple) -> None: ...
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+    def export(self, name: str) -> bytes: ...
+    def install(self, data: bytes) -> None: ...
+    def describe(self) -> dict: ...
+    def close(self) -> None: ...
 
 
 class MapState:
@@ -33,61 +152,35 @@ class MapState:
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.applied = 0
-        # client -> (acked_below, {seq: (lsn, results)}): the answers a client may still ask for again.
-        self.sessions: dict[str, tuple[int, dict]] = {}
+        self.applied_epoch = 0
+        self.sessions = Sessions()
 
     def answered(self, client: str, seq: int):
-        """``(lsn, results)`` if the client's write ``seq`` was applied, ``"stale"`` if the client has
-        acknowledged it already (``seq`` below its floor), else None."""
-        floor, seen = self.sessions.get(client, (0, {}))
-        if seq < floor:
-            return "stale"
-        return seen.get(seq)
+        """See :meth:`Sessions.answered`."""
+        return self.sessions.answered(client, seq)
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None."""
         return self.data.get(key)
 
+    def get_many(self, keys: tuple) -> tuple:
+        """The values of ``keys`` (None where absent)."""
+        return tuple(self.data.get(k) for k in keys)
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order, and their values."""
+        keys = sorted(k for k in self.data if k >= start and (end is None or k < end))[:limit]
+        return tuple(keys), tuple(self.data[k] for k in keys)
+
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
-        """A client's ops as log ops plus one result each: a cas becomes its put/delete (result
-        True) or nothing (False); the other ops stay as they are (result None).
+        """See :func:`decide`."""
+        return decide(ops, self.data.get)
 
-        Later ops of the batch see the effects of earlier ones, as they will when applied.
-        """
-        log_ops, results = [], []
-        pending: dict[bytes, bytes | None] = {}
-        for op in ops:
-            if op[0] == CAS:
-                _, key, new, expected = op
-                current = pending[key] if key in pending else self.data.get(key)
-                ok = current == expected
-                if ok:
-                    log_ops.append((PUT, key, new) if new is not None else (DELETE, key, b""))
-                    pending[key] = new
-                results.append(ok)
-            else:
-                log_ops.append(op)
-                if op[0] == PUT:
-                    pending[op[1]] = op[2]
-                elif op[0] == DELETE:
-                    pending[op[1]] = None
-                else:  # a range may cover keys decided earlier in this batch
-                    for k in [k for k in pending if op[1] <= k < op[2]]:
-                        pending[k] = None
-                results.append(None)
-        return tuple(log_ops), tuple(results)
-
-    def apply(self, lsn: int, ops: tuple, origin: tuple = ()) -> None:
-        """Apply the decided ops of entry ``lsn``; ``origin`` ``(client, seq, acked_below, results)``
-        is remembered for exactly-once retries."""
+    def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
+        """Apply the decided ops of entry ``lsn`` (of ``epoch``); ``origin`` is remembered for
+        exactly-once retries."""
         if origin:
-            client, seq, acked_below, results = origin
-            floor, seen = self.sessions.get(client, (0, {}))
-            if acked_below > floor:
-                floor = acked_below
-                seen = {s: r for s, r in seen.items() if s >= floor}
-            seen[seq] = (lsn, results)
-            self.sessions[client] = (floor, seen)
+            self.sessions.remember(lsn, origin)
         data = self.data
         for code, key, tail in ops:
             if code == PUT:
@@ -97,27 +190,45 @@ class MapState:
             elif code == DELETE_RANGE:
                 for k in [k for k in data if key <= k < tail]:
                     del data[k]
-        self.applied = lsn
+        self.applied, self.applied_epoch = lsn, epoch
+
+    def remember(self, lsn: int, origin: tuple) -> None:
+        """An entry at or below ``applied`` seen again: only its session answer may be new."""
+        if origin:
+            self.sessions.remember(lsn, origin)
 
     def snapshot(self) -> bytes:
-        """The whole state, encoded (with the lsn it reflects)."""
-        sessions = tuple((c, floor, tuple((s, lsn, res) for s, (lsn, res) in seen.items()))
-                         for c, (floor, seen) in self.sessions.items())
-        return codec.encode((_SNAPSHOT_FORMAT, self.applied, tuple(self.data.items()), sessions))
+        """The whole state, encoded (with the position it reflects)."""
+        return codec.encode((_SNAPSHOT_FORMAT, self.applied, tuple(self.data.items()), self.sessions.encode(),
+                             self.applied_epoch))
 
     def restore(self, data: bytes) -> None:
         """Replace the state by a :meth:`snapshot`."""
         decoded = codec.decode(data)
-        if not (isinstance(decoded, tuple) and len(decoded) == 4 and decoded[0] == _SNAPSHOT_FORMAT
+        if not (isinstance(decoded, tuple) and len(decoded) in (4, 5) and decoded[0] == _SNAPSHOT_FORMAT
                 and type(decoded[1]) is int and isinstance(decoded[2], tuple) and isinstance(decoded[3], tuple)):
             raise CorruptRecordError("not a replica state snapshot (or one of an unknown format)")
-        _, applied, items, sessions = decoded
+        applied, items, sessions = decoded[1:4]
         if not all(isinstance(p, tuple) and len(p) == 2 and type(p[0]) is bytes and type(p[1]) is bytes
                    for p in items):
             raise CorruptRecordError("a replica state snapshot holds (bytes, bytes) pairs")
-        try:
-            self.sessions = {c: (floor, {s: (lsn, res) for s, lsn, res in seen}) for c, floor, seen in sessions}
-        except (TypeError, ValueError) as e:
-            raise CorruptRecordError(f"a replica state snapshot's sessions are malformed: {e}") from e
+        self.sessions.restore(sessions)
         self.data = dict(items)
         self.applied = applied
+        self.applied_epoch = decoded[4] if len(decoded) == 5 and type(decoded[4]) is int else 0
+
+    def export(self, name: str) -> bytes:
+        """What a lagging follower installs: the snapshot itself (``name`` is unused here)."""
+        return self.snapshot()
+
+    def install(self, data: bytes) -> None:
+        """Install a leader's :meth:`export`."""
+        self.restore(data)
+
+    def describe(self) -> dict:
+        """Figures for status: the number of keys and client sessions."""
+        return {"keys": len(self.data), "sessions": len(self.sessions)}
+
+    def close(self) -> None:
+        """Nothing to release."""
+

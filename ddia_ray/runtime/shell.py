@@ -166,7 +166,7 @@ class NodeShell:
             self._process()
 
     async def stop(self) -> None:
-        """A clean shutdown before the actor is killed: stop the timer, close the service."""
+        """A clean shutdown before the actor is killed: stop the timer, close the service (or the core's engine)."""
         # Await the cancelled tasks: a task still pending when the actor exits is reported as
         # "destroyed but pending" in the worker's log.
         tasks = [t for t in (self._ticker, self.metrics.stop()) if t is not None]
@@ -177,6 +177,9 @@ class NodeShell:
         close = getattr(self.service, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, close)
+        release = getattr(self.core, "close", None)  # a core over a storage engine closes it
+        if release is not None:
+            release()
 
     async def describe(self) -> dict:
         """What another driver needs to attach to this node's group (see ``NodeGroup.connect``)."""

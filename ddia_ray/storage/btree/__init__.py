@@ -2,7 +2,8 @@
 
 Modules: ``bplustree`` (in-memory B+tree), ``pagefile`` (page format, commits, free space),
 ``recovery`` (which commit an open may use), ``cowtree`` (the copy-on-write tree over pages),
-``_backend`` (local and ``memory://`` files, atomic creation), ``engine`` (``BTreeEngine``).
+``_backend`` (local and ``memory://`` files, atomic creation), ``checkpoint`` (a consistent copy
+of the page file while writes go on), ``engine`` (``BTreeEngine``).
 See ``docs/btree.md``.
 
 Importing this package registers the engine as ``"btree"`` with

@@ -34,6 +34,9 @@ file through its still-open handle until they are released.
 
 Readers and the writer share one lock; a scan holds its own pin, so
 writes during a scan do not change what it returns.
+
+:meth:`checkpoint` copies the file as of one commit, pinned like a snapshot's,
+while writes go on (see :mod:`.checkpoint`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ..._validate import integer, invariant, probability
 from ...errors import ConfigError, DatabaseClosedError, InvalidArgumentError
 from ..engine import BatchWrites, WriteBatch, check_batch, check_range, register_engine, to_key
 from . import _backend
+from .checkpoint import checkpoint_engine
 from .cowtree import NodeStore, TreeWriter, build_tree, check_tree, tree_get, tree_scan
 from .pagefile import PageFile
 from .recovery import check_recover
@@ -209,6 +213,7 @@ class BTreeEngine(BatchWrites):
         self._snapshots: set = set()       # _Pin of every live snapshot
         self._dropped_pins: deque = deque()  # pins of collected snapshots, released by _reap()
         self._compactions = 0
+        self._checkpoints = 0
         self._retired = {"commits": 0, "bytes_written": 0, "pages_written": 0}  # of files replaced by compact()
 
     @classmethod
@@ -403,6 +408,25 @@ class BTreeEngine(BatchWrites):
             self._gen = gen
             self._compactions += 1
 
+    def checkpoint(self, dst_url: str, *, storage_options: dict | None = None) -> dict:
+        """A consistent copy of the latest commit in ``dst_url`` (an empty or absent directory).
+
+        Pins the current commit with a snapshot, then copies the page file through fsspec while
+        writes go on (each waits at most for one chunk's read): copy-on-write never overwrites a
+        pinned commit's pages, and the few pages it may (the meta and free-list pages) are taken
+        under the lock first (see :mod:`.checkpoint`). ``BTreeEngine.open(dst_url)`` opens the copy
+        at that commit: every write acknowledged before the call, none after ``seq``. Returns
+        ``{"engine": "btree", "url", "seq", "files", "bytes", "linked"}``; a non-empty
+        ``dst_url`` raises ConfigError. ``storage_options`` are fsspec's for ``dst_url``: a
+        checkpoint may go to object storage (``s3://``) although the engine cannot run there;
+        :func:`~ddia_ray.storage.copy_checkpoint` brings it back to a disk to open it.
+        """
+        self._check()
+        summary = checkpoint_engine(self, dst_url, storage_options)
+        with self._lock:
+            self._checkpoints += 1
+        return summary
+
     def check(self) -> int:
         """Verify the whole tree (ordering, separators, leaf depth, page fit, checksums); returns the key count."""
         with self._lock:
@@ -446,6 +470,7 @@ class BTreeEngine(BatchWrites):
                 **{name: getattr(pf, name) + before for name, before in self._retired.items()},
                 "space_amplification": file_bytes / meta.data_bytes if meta.data_bytes else 0.0,
                 "snapshots": len(self._snapshots), "compactions": self._compactions,
+                "checkpoints": self._checkpoints,
                 "open_recoveries": self._open_recoveries,
                 "cached_nodes": len(self._gen.store.cache),
             })

@@ -509,6 +509,38 @@ class PageFile:
         self.pages_written += len(writes)
         self.bytes_written += len(writes) * self.page_size
 
+    # --- checkpoints ----------------------------------------------------------
+
+    def commit_pages(self) -> dict[int, bytes]:
+        """The pages a copy of the current commit must take *now*: ``{page number: encoded page}``.
+
+        Both meta pages, each holding the current commit (as a new file's two slots do, so the
+        copy opens at this commit whichever slot it reads first), and the commit's free-list
+        pages. A copy may take every other page of the commit later, while a snapshot pins it:
+        those are tree pages, which copy-on-write never overwrites while a snapshot reads them.
+        These are not: the next commit writes the meta slot ``(txn + 1) % 2``, and the one after
+        reuses the free-list pages without waiting for snapshots (see :meth:`commit`).
+        ``REQUIRES:`` no open transaction, and the caller holds what keeps commits out.
+        """
+        invariant(self._txn is None, "commit pages are taken between transactions")
+        meta, size = self.meta, self.page_size
+        payload = None
+        for slot in (meta.txn % 2, 1 - meta.txn % 2):  # a new file's txn sits in both slots
+            found = _verify(self.backend.read(slot * size, size), slot, size)
+            if type(found) is not str and found[0] == META and found[1] == meta.txn:
+                payload = found[2]
+                break
+        if payload is None:
+            raise CorruptionError(f"no meta page holds the open commit {meta.txn}", self.path)
+        pages = {slot: self._encode(META, slot, meta.txn, payload) for slot in (0, 1)}
+        for page in meta.freelist_pages:
+            raw = self.backend.read(page * size, size)
+            found = _verify(raw, page, size)
+            if type(found) is str or found[0] != FREELIST or found[1] != meta.txn:
+                raise CorruptionError(f"free-list page {page} of commit {meta.txn} does not verify", self.path)
+            pages[page] = raw
+        return pages
+
     # --- misc ---------------------------------------------------------------
 
     def file_bytes(self) -> int:

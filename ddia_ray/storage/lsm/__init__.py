@@ -8,8 +8,9 @@ the tree implements :class:`ddia_ray.storage.engine.StorageEngine` plus
 :mod:`.point_index` (point lookups in a cached row group), :mod:`.rowgroup`,
 :mod:`.cache`, :mod:`.manifest` (versions), :mod:`.compaction` (policies),
 :mod:`.merge` (merging runs), :mod:`.iterator` (scans, as rows or Arrow batches),
-:mod:`.jobs` (flush, compaction, ingest), :mod:`.recovery` (open), :mod:`.locks`
-(the lock order and its checker), :mod:`.tree` (the engine).
+:mod:`.jobs` (flush, compaction, ingest), :mod:`.recovery` (open), :mod:`.checkpoint`
+(consistent copies of the files), :mod:`.locks` (the lock order and its checker), :mod:`.tree`
+(the engine).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ from ...errors import CodecError, CorruptionError, InvalidArgumentError, NotADat
 from ...framing import TornObjectError, frame_object, read_object
 from .sstable import FileMeta, put_object
 
-__all__ = ["ENGINE_NAME", "ManifestRecord", "Version", "ManifestStore", "manifest_name", "MANIFEST_RE"]
+__all__ = ["ENGINE_NAME", "ManifestRecord", "Version", "ManifestStore", "manifest_name", "manifest_bytes",
+           "MANIFEST_RE"]
 
 ENGINE_NAME = "lsm"
 _MAGIC = b"LSMMANI1"
@@ -48,6 +49,11 @@ MANIFEST_RE = re.compile(r"^MANIFEST-(\d{6,})$")
 def manifest_name(number: int) -> str:
     """The object name of manifest ``number``."""
     return f"MANIFEST-{number:06d}"
+
+
+def manifest_bytes(rec: "ManifestRecord") -> bytes:
+    """The object ``MANIFEST-<rec.number>`` holds: ``rec`` framed behind the manifest magic."""
+    return frame_object(_MAGIC, encode(rec))
 
 
 @record("storage.lsm.manifest", version=1)
@@ -123,7 +129,7 @@ class ManifestStore:
 
     def write(self, rec: ManifestRecord) -> int:
         """Write ``rec`` as ``MANIFEST-<rec.number>``; returns the bytes written."""
-        data = frame_object(_MAGIC, encode(rec))
+        data = manifest_bytes(rec)
         put_object(self.fs, f"{self.directory}/{manifest_name(rec.number)}", data)
         if is_local(self.fs):  # make the new directory entries durable too
             fsync_dir(self.directory)

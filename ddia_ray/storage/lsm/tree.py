@@ -33,7 +33,8 @@ nothing above it but the condition's own mutex (checked at run time when
 rank lock                         guards
 ==== ============================ ==================================================
 1    write-queue head (leader)    the WAL writer's appends and memtable switches; an
-                                  ingest runs as head, so writers wait for it
+                                  ingest and a checkpoint's cut run as head, so
+                                  writers wait for them
 2    ``_comp_lock``               one compaction or ingest at a time (job inputs)
 3    ``_flush_lock``              one flush at a time (``_imms[0]`` is being written)
 4    ``_commit_lock``             manifests written in number order
@@ -84,6 +85,7 @@ import pyarrow as pa
 from ...errors import DatabaseClosedError, InvalidArgumentError, StorageError
 from ..engine import OpColumns, WriteBatch, check_batch, check_range, to_key, to_value
 from .cache import ChargedLRU
+from .checkpoint import checkpoint_tree
 from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
@@ -309,6 +311,21 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         table = _check_ingest_table(table)
         if table.num_rows:
             self._commit((), 0, exclusive=lambda: self._ingest_locked(table))
+
+    def checkpoint(self, dst_url: str, *, storage_options: dict | None = None) -> dict:
+        """A consistent point-in-time copy of the tree in ``dst_url`` (an empty or absent directory).
+
+        Flushes the memtable, pins the current version (so no compaction deletes its files while
+        they are copied), copies its SSTables and sidecars through fsspec (hard links when both
+        sides are the local disk) and writes a manifest naming exactly them, then a ``CHECKPOINT``
+        descriptor. Writes go on during the copy; the checkpoint holds every write acknowledged
+        before the call and none after ``seq`` (see :mod:`.checkpoint`). ``LSMTree.open(dst_url)``
+        (with this tree's ``compaction`` option) opens it. Returns ``{"engine": "lsm", "url",
+        "seq", "files", "bytes", "linked"}``; a non-empty ``dst_url`` raises ConfigError.
+        ``storage_options`` are fsspec's for ``dst_url`` (the tree's own apply to its own URL only).
+        """
+        self._check_writable()
+        return checkpoint_tree(self, dst_url, storage_options)
 
     def close(self, *, flush: bool = False) -> None:
         """Stop background work and release files; unflushed writes stay in the WAL (replayed on open).

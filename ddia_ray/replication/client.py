@@ -1,0 +1,589 @@
+"""The client of a replicated store: blocking calls and futures, batched into few actor calls.
+
+Theory of operation
+-------------------
+Every call becomes a *unit*: the operations of one ``put``, ``delete``, ``cas``,
+``delete_range`` or ``write(batch)`` with a :class:`concurrent.futures.Future`.
+A background asyncio loop (one thread per client, as the RaftKV client has)
+packs consecutive units that ask for the same acknowledgements into one
+:class:`~.records.ReplWrite` of up to ``max_batch`` operations, gives it the
+next sequence number of this client's session, and keeps up to
+``max_in_flight`` actor calls outstanding. So one client keeps thousands of
+writes in flight for about one millisecond of actor call per batch. A batch
+is one log entry: its operations apply atomically, and a unit is never split.
+
+A batch is retried with the same sequence number wherever it goes: to the
+leader another replica names (:class:`~ddia_ray.errors.NotLeaderError`'s hint),
+to any replica when the leader is unknown or a call fails, and after
+:class:`~ddia_ray.errors.WriteOutcomeUnknownError` (the leader lost its lease
+or stepped down with the write unacknowledged). The replicas remember each
+session's answers, so a retry of a write that did apply returns its first
+answer and applies nothing (exactly once). A unit that has not succeeded by its
+``timeout_s`` fails with :class:`~ddia_ray.errors.CallTimeoutError`, outcome
+unknown.
+
+Reads are batched the same way, per read mode. ``leader`` and ``linearizable``
+reads go to the leader; ``follower`` reads to a follower chosen by a balancing
+picker (the seed's ``LoadBalancer.GetSlave()``), within ``max_staleness_s``
+when given; ``session`` reads to any replica that has applied the session's
+position (read-your-writes, monotonic reads; DDIA 5.2), else to the next one,
+and to the leader when none has. A :class:`~.records.Session` is the client's
+position; ``client.session`` can be encoded and handed to another process,
+which passes it as ``session=`` to its own client and keeps the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+from .. import codec
+from .._validate import positive
+from ..balancing import RoundRobinPicker
+from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
+                      NoReplicaAvailableError, NotLeaderError, ReplicaBehindError, StalenessBoundError,
+                      WriteOutcomeUnknownError)
+from ..runtime.calls import await_result
+from ..runtime.core import Reply
+from ..storage.engine import WriteBatch
+from .records import (CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult, Session,
+                      WriteAck, check_ops)
+
+__all__ = ["ReplicatedClient"]
+
+_KINDS = {"put": PUT, "delete": DELETE, "delete_range": DELETE_RANGE}
+
+
+def _key(key: Any) -> bytes:
+    if type(key) is bytes:
+        return key
+    if type(key) is str:
+        return key.encode("utf-8")
+    raise InvalidArgumentError(f"keys are bytes (or str, sent as UTF-8), got {type(key).__name__}")
+
+
+def _value(value: Any, what: str = "values") -> bytes:
+    if type(value) is not bytes:
+        raise InvalidArgumentError(f"{what} are bytes, got {type(value).__name__}: encode structured values first "
+                                   f"(ddia_ray.codec.encode gives versioned msgpack)")
+    return value
+
+
+class _Unit:
+    """Operations that succeed or fail together, and the future of their result."""
+
+    __slots__ = ("ops", "future", "deadline_s", "single")
+
+    def __init__(self, ops: tuple, future: concurrent.futures.Future, deadline_s: float, single: bool):
+        self.ops, self.future, self.deadline_s, self.single = ops, future, deadline_s, single
+
+
+class _Batch:
+    """One ReplWrite in flight (or a batch of reads), with its units."""
+
+    __slots__ = ("payload", "units", "target", "tries")
+
+    def __init__(self, payload: Any, units: list):
+        self.payload, self.units, self.target, self.tries = payload, units, None, 0
+
+
+class ReplicatedClient:
+    """A session on a :class:`~.store.ReplicatedStore`; thread-safe. Close it (or use ``with``).
+
+    ``read``: the default read mode (``"leader"``, ``"linearizable"``, ``"follower"`` or
+    ``"session"``); ``max_staleness_s``: the default bound of follower and session reads (None:
+    none). ``session``: a :class:`~.records.Session` (or its encoding) to continue, from this or
+    another process. ``acks``: the default follower acknowledgements a write asks for (-1: the
+    store's mode). ``timeout_s`` bounds each operation; ``rpc_timeout_s`` each actor call.
+    """
+
+    def __init__(self, store, *, read: str = "leader", max_staleness_s: float | None = None,
+                 session: Session | bytes | None = None, acks: int = -1, timeout_s: float = 10.0,
+                 rpc_timeout_s: float = 2.0, max_batch: int = 1000, max_in_flight: int = 8,
+                 name: str | None = None):
+        self.store = store
+        if read not in READ_MODES:
+            raise ConfigError(f"unknown read mode {read!r}; use one of {READ_MODES}")
+        self.read = read
+        self.max_staleness_s = self._check_staleness(max_staleness_s)
+        self.acks = self._check_acks(acks)
+        self.timeout_s = positive("timeout_s", timeout_s)
+        self.rpc_timeout_s = positive("rpc_timeout_s", rpc_timeout_s)
+        if type(max_batch) is not int or type(max_in_flight) is not int or max_batch < 1 or max_in_flight < 1:
+            raise ConfigError("max_batch and max_in_flight must be ints >= 1")
+        self.max_batch, self.max_in_flight = max_batch, max_in_flight
+        if isinstance(session, bytes):
+            session = Session.decode(session)
+        if session is None:
+            session = Session(store.name)
+        elif not isinstance(session, Session):
+            raise InvalidArgumentError(f"session is a Session or its encoding, got {type(session).__name__}")
+        session.check_store(store.name)
+        self._session = session
+        self.name = name or f"client-{uuid.uuid4().hex[:12]}"
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._writes: collections.deque = collections.deque()  # (acks, _Unit)
+        self._reads: collections.deque = collections.deque()   # (mode, staleness, key, _Unit)
+        self._unacked: set[int] = set()
+        self._leader: str | None = None
+        self._picker = RoundRobinPicker()
+        self._in_flight = 0
+        self._kick_pending = False
+        self._closed = False
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._loop = asyncio.new_event_loop()
+        self._wake: asyncio.Event
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=f"repl-{self.name}", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    # --- checks ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_staleness(bound: float | None) -> float:
+        if bound is None:
+            return -1.0
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool) or bound < 0:
+            raise InvalidArgumentError(f"max_staleness_s is a number of seconds >= 0 (or None), got {bound!r}")
+        return float(bound)
+
+    def _check_acks(self, acks: int) -> int:
+        followers = len(self.store.members) - 1
+        if type(acks) is not int or acks < -1 or acks > followers:
+            raise ConfigError(f"acks is -1 (the store's mode) or 0..{followers} follower acknowledgements, "
+                              f"got {acks!r}")
+        return acks
+
+    def _mode(self, read: str | None) -> str:
+        mode = self.read if read is None else read
+        if mode not in READ_MODES:
+            raise ConfigError(f"unknown read mode {mode!r}; use one of {READ_MODES}")
+        return mode
+
+    # --- the session -----------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """This client's position (encode it to continue the session in another process)."""
+        with self._lock:
+            return self._session
+
+    def _saw(self, write: bool, epoch: int, lsn: int) -> None:
+        with self._lock:
+            s = self._session
+            if write and (lsn, epoch) > (s.write_lsn, s.write_epoch):
+                self._session = Session(s.store, epoch, lsn, s.read_epoch, s.read_lsn)
+            elif not write and (lsn, epoch) > (s.read_lsn, s.read_epoch):
+                self._session = Session(s.store, s.write_epoch, s.write_lsn, epoch, lsn)
+
+    # --- writes ------------------------------------------------------------------------------------
+
+    def put(self, key, value, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Set ``key`` to ``value`` (bytes); returns once the store's mode (or ``acks``) is satisfied."""
+        self._wait(self.put_nowait(key, value, acks=acks), timeout_s)
+
+    def delete(self, key, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Remove ``key``."""
+        self._wait(self.delete_nowait(key, acks=acks), timeout_s)
+
+    def delete_range(self, start, end, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Remove every key in ``[start, end)``."""
+        self._wait(self.delete_range_nowait(start, end, acks=acks), timeout_s)
+
+    def cas(self, key, expected, new, *, acks: int | None = None, timeout_s: float | None = None) -> bool:
+        """Set ``key`` to ``new`` only if its value is ``expected`` (None: absent); returns whether it did.
+        ``new=None`` deletes the key when the comparison succeeds."""
+        return self._wait(self.cas_nowait(key, expected, new, acks=acks), timeout_s)
+
+    def write(self, batch, *, acks: int | None = None, timeout_s: float | None = None) -> tuple:
+        """Apply ``batch`` (a :class:`~ddia_ray.storage.WriteBatch`, or ``(kind, key, value_or_end)``
+        tuples) atomically, as one log entry; returns one result per operation."""
+        return self._wait(self.write_nowait(batch, acks=acks), timeout_s)
+
+    def put_nowait(self, key, value, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`put`; the future resolves to None once acknowledged."""
+        return self._submit_write(((PUT, _key(key), _value(value)),), acks, single=True)
+
+    def delete_nowait(self, key, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`delete`."""
+        return self._submit_write(((DELETE, _key(key), b""),), acks, single=True)
+
+    def delete_range_nowait(self, start, end, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`delete_range`."""
+        return self._submit_write(((DELETE_RANGE, _key(start), _key(end)),), acks, single=True)
+
+    def cas_nowait(self, key, expected, new, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`cas`; the future holds whether it set the key."""
+        exp = None if expected is None else _value(expected, "expected values")
+        val = None if new is None else _value(new, "new values")
+        return self._submit_write(((CAS, _key(key), val, exp),), acks, single=True)
+
+    def write_nowait(self, batch, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`write`; the future holds the tuple of results."""
+        if isinstance(batch, WriteBatch):
+            items = [(op.kind, op.key, op.end if op.kind == "delete_range" else op.value) for op in batch.ops]
+        elif isinstance(batch, (list, tuple)):
+            items = list(batch)
+        else:
+            raise InvalidArgumentError(f"write() takes a WriteBatch or (kind, key, value) tuples, "
+                                       f"got {type(batch).__name__}")
+        ops = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3) or item[0] not in _KINDS:
+                raise InvalidArgumentError(f"a batch operation is (kind, key[, value or end]) with kind in "
+                                           f"{sorted(_KINDS)}, got {item!r}")
+            tail = item[2] if len(item) == 3 else b""
+            ops.append((_KINDS[item[0]], _key(item[1]), _key(tail) if item[0] == "delete_range" else _value(tail)))
+        if not ops:
+            raise InvalidArgumentError("an empty batch writes nothing")
+        return self._submit_write(tuple(ops), acks, single=False)
+
+    def _submit_write(self, ops: tuple, acks: int | None, *, single: bool) -> concurrent.futures.Future:
+        check_ops(ops, client=True)  # refused here, alone, rather than failing a whole packed batch
+        acks = self.acks if acks is None else self._check_acks(acks)
+        return self._enqueue(self._writes, (acks,), ops, single)
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def get(self, key, *, read: str | None = None, max_staleness_s: float | None = None,
+            timeout_s: float | None = None) -> bytes | None:
+        """The value of ``key`` (None if absent), read as ``read`` says (default: the client's mode)."""
+        return self._wait(self.get_nowait(key, read=read, max_staleness_s=max_staleness_s), timeout_s)
+
+    def get_many(self, keys, *, read: str | None = None, max_staleness_s: float | None = None,
+                 timeout_s: float | None = None) -> list:
+        """The values of ``keys``, in order."""
+        futures = [self.get_nowait(k, read=read, max_staleness_s=max_staleness_s) for k in keys]
+        return [self._wait(f, timeout_s) for f in futures]
+
+    def get_nowait(self, key, *, read: str | None = None,
+                   max_staleness_s: float | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`get`."""
+        mode = self._mode(read)
+        bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
+        return self._enqueue(self._reads, (mode, bound), _key(key), True)
+
+    def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
+             max_staleness_s: float | None = None, timeout_s: float | None = None) -> Iterator:
+        """The pairs of ``[start, end)`` as Arrow record batches (columns ``key``, ``value``), one per page.
+
+        Each page is read at one position of one replica; pages are read one after the other, so
+        a scan that spans pages sees writes made between them (as a paginated etcd range without a
+        pinned revision does).
+        """
+        import pyarrow as pa
+
+        mode = self._mode(read)
+        bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
+        if type(page_rows) is not int or page_rows < 1:
+            raise InvalidArgumentError("page_rows is an int >= 1")
+        s = b"" if start is None else _key(start)
+        e = None if end is None else _key(end)
+        if e is not None and s > e:
+            raise ConfigError(f"range start {s!r} is after its end {e!r}")
+        schema = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+        while True:
+            epoch, lsn = self.session.position() if mode == "session" else (0, 0)
+            request = ReplScan(s, e, page_rows, mode, epoch, lsn, bound)
+            page: ScanResult = self._wait(self._call_read(request), timeout_s)
+            if page.keys:
+                yield pa.record_batch([pa.array(page.keys, pa.binary()), pa.array(page.values, pa.binary())],
+                                      schema=schema)
+            if not page.more or not page.keys:
+                return
+            s = page.keys[-1] + b"\x00"  # the next key after the last one
+
+    def _call_read(self, payload: ReplScan) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s, True)
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._send_read_batch(payload, [unit])))
+        return fut
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Fail what is still pending and stop the background loop (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = [u for _, u in self._writes] + [r[-1] for r in self._reads]
+            self._writes.clear()
+            self._reads.clear()
+        for u in pending:
+            if not u.future.done():
+                u.future.set_exception(CallTimeoutError("client closed before the operation completed"))
+        self._loop.call_soon_threadsafe(self._stop_loop)
+        self._thread.join(5)
+
+    def _stop_loop(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.stop()
+
+    def __enter__(self) -> "ReplicatedClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- machinery ---------------------------------------------------------------------------------
+
+    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None):
+        try:
+            return fut.result(timeout=(timeout_s or self.timeout_s) + 1.0)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeoutError("the operation did not complete in time; its outcome is unknown") from None
+
+    def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool) -> concurrent.futures.Future:
+        if self._closed:
+            raise ConfigError("the client is closed")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single)
+        with self._lock:
+            queue.append((*group, unit))
+            kick, self._kick_pending = not self._kick_pending, True
+        if kick:  # one wake-up for a burst of submissions, not one per operation
+            self._loop.call_soon_threadsafe(self._wake.set)
+        return fut
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._wake = asyncio.Event()
+        self._loop.create_task(self._pump())
+        started.set()
+        self._loop.run_forever()
+        pending = asyncio.all_tasks(self._loop)
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            with self._lock:
+                self._kick_pending = False
+            while self._in_flight < self.max_in_flight and (self._writes or self._reads):
+                if self._writes:
+                    batch = self._take_writes()
+                    if batch is not None:
+                        self._in_flight += 1
+                        self._loop.create_task(self._send_write(batch))
+                if self._reads and self._in_flight < self.max_in_flight:
+                    payload, units = self._take_reads()
+                    if units:
+                        self._in_flight += 1
+                        self._loop.create_task(self._send_read_batch(payload, units))
+
+    def _take_writes(self) -> _Batch | None:
+        units: list[_Unit] = []
+        ops: list = []
+        with self._lock:
+            acks = self._writes[0][0]
+            while self._writes and self._writes[0][0] == acks and (not units or
+                                                                    len(ops) + len(self._writes[0][1].ops)
+                                                                    <= self.max_batch):
+                unit = self._writes.popleft()[1]
+                if unit.future.done():
+                    continue
+                units.append(unit)
+                ops.extend(unit.ops)
+            if not units:
+                return None
+            seq = next(self._seq)
+            self._unacked.add(seq)
+            acked_below = min(self._unacked)
+        return _Batch(ReplWrite(tuple(ops), acks, 0, self.name, seq, acked_below), units)
+
+    def _take_reads(self) -> tuple[Any, list]:
+        units: list[_Unit] = []
+        keys: list[bytes] = []
+        with self._lock:
+            mode, bound = self._reads[0][0], self._reads[0][1]
+            while self._reads and self._reads[0][:2] == (mode, bound) and len(keys) < self.max_batch:
+                unit = self._reads.popleft()[2]
+                if unit.future.done():
+                    continue
+                units.append(unit)
+                keys.append(unit.ops)
+            epoch, lsn = self._session.position() if mode == "session" else (0, 0)
+        return ReplRead(tuple(keys), mode, epoch, lsn, bound), units
+
+    async def _call(self, node: str, payload: Any) -> Any:
+        """One request to ``node``; the reply's payload, or the error the replica refused with."""
+        ref = self.store._handle(node).request.remote(self.name, codec.encode(payload))
+        data = await await_result(ref, self.rpc_timeout_s, f"{self.store.name}/{node}")
+        reply = codec.decode(data)
+        if not isinstance(reply, Reply):
+            raise ConfigError(f"unexpected answer from {node}: {reply!r}")
+        if reply.error is not None:
+            raise reply.error.exception(node)
+        return reply.payload
+
+    def _fail(self, units: list, exc: BaseException) -> None:
+        for u in units:
+            if not u.future.done():
+                u.future.set_exception(exc)
+
+    def _expired(self, units: list) -> list:
+        now = time.monotonic()
+        alive = []
+        for u in units:
+            if u.future.done():
+                continue
+            if u.deadline_s < now:
+                u.future.set_exception(CallTimeoutError(f"the operation did not succeed within {self.timeout_s}s; "
+                                                        f"its outcome is unknown"))
+            else:
+                alive.append(u)
+        return alive
+
+    async def _send_write(self, batch: _Batch) -> None:
+        try:
+            while True:
+                if not self._expired(batch.units):
+                    return
+                try:
+                    target = self._leader or self.store._any_replica()
+                    ack: WriteAck = await self._call(target, batch.payload)
+                except NotLeaderError as e:
+                    self.stats["redirects"] += 1
+                    self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
+                    if self._leader is None:
+                        await asyncio.sleep(0.02)  # an election or a transfer is under way
+                    continue
+                except WriteOutcomeUnknownError:
+                    # The leader lost its lease with the write unacknowledged; the same seq is safe to
+                    # send again: wherever it applied, the session's answer is returned, not a second apply.
+                    self.stats["outcome_unknown_retries"] += 1
+                    self._leader = None
+                    await asyncio.sleep(0.02)
+                    continue
+                except (ActorUnavailableError, MessageDroppedError, CallTimeoutError, NoReplicaAvailableError) as e:
+                    self.stats["failed_calls"] += 1
+                    self._leader = None
+                    if isinstance(e, NoReplicaAvailableError):
+                        await asyncio.sleep(0.05)
+                    continue
+                except asyncio.CancelledError:
+                    self._fail(batch.units, CallTimeoutError("client closed before the write completed"))
+                    raise
+                except Exception as e:  # noqa: BLE001 - the refusal is the caller's: give it to every unit
+                    self._fail(batch.units, e)
+                    return
+                self._leader = target
+                self._saw(True, ack.epoch, ack.lsn)
+                i = 0
+                for u in batch.units:
+                    n = len(u.ops)
+                    if not u.future.done():
+                        u.future.set_result(ack.results[i] if u.single else ack.results[i:i + n])
+                    i += n
+                self.stats["write_batches"] += 1
+                return
+        finally:
+            with self._lock:
+                self._unacked.discard(batch.payload.seq)
+            self._in_flight -= 1
+            self._wake.set()
+
+    def _pick(self, mode: str, tried: set) -> str | None:
+        """A replica for a follower or session read that has not refused this round (None: all have)."""
+        for m in self.store.members:
+            if m not in self._picker:
+                self._picker.add(m)
+        exclude = set(tried)
+        if mode == "follower" and self._leader:
+            exclude.add(self._leader)  # "reads go to a follower": the leader serves only when none can
+        try:
+            return self._picker.pick(exclude=exclude)
+        except NoReplicaAvailableError:
+            return None
+
+    async def _send_read_batch(self, payload: Any, units: list) -> None:
+        mode = payload.read
+        tried: set[str] = set()
+        leader_tried = False
+        stale: StalenessBoundError | None = None
+        try:
+            while True:
+                units = self._expired(units)
+                if not units:
+                    return
+                if mode in ("leader", "linearizable"):
+                    try:
+                        target = self._leader or self.store._any_replica()
+                    except ActorUnavailableError:
+                        await asyncio.sleep(0.05)  # every replica is down: wait for a restart or the deadline
+                        continue
+                else:
+                    picked = self._pick(mode, tried)
+                    if picked is None:  # every candidate refused or failed this round
+                        if not leader_tried and self._leader:
+                            picked, leader_tried = self._leader, True  # the leader meets any bound or position
+                        elif stale is not None:
+                            self._fail(units, stale)  # no reachable replica within the bound
+                            return
+                        else:
+                            tried.clear()
+                            leader_tried = False
+                            await asyncio.sleep(0.02)
+                            continue
+                    target = picked
+                try:
+                    result = await self._call(target, payload)
+                except NotLeaderError as e:
+                    self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
+                    if self._leader is None:
+                        await asyncio.sleep(0.02)
+                    continue
+                except StalenessBoundError as e:
+                    self.stats["read_elsewhere"] += 1
+                    stale = e
+                    tried.add(target)
+                    continue
+                except ReplicaBehindError:
+                    self.stats["read_elsewhere"] += 1
+                    tried.add(target)
+                    continue
+                except (ActorUnavailableError, MessageDroppedError, CallTimeoutError):
+                    self.stats["failed_calls"] += 1
+                    tried.add(target)
+                    if target == self._leader:
+                        self._leader = None
+                    continue
+                except asyncio.CancelledError:
+                    self._fail(units, CallTimeoutError("client closed before the read completed"))
+                    raise
+                except Exception as e:  # noqa: BLE001 - the refusal is the caller's (SessionError, bad input)
+                    self._fail(units, e)
+                    return
+                if mode in ("leader", "linearizable"):
+                    self._leader = target
+                self._saw(False, result.epoch, result.lsn)
+                if isinstance(result, ScanResult):
+                    for u in units:
+                        if not u.future.done():
+                            u.future.set_result(result)
+                else:
+                    for u, v in zip(units, result.values):
+                        if not u.future.done():
+                            u.future.set_result(v)
+                self.stats["read_batches"] += 1
+                return
+        finally:
+            if not isinstance(payload, ReplScan):
+                self._in_flight -= 1
+            self._wake.set()

@@ -1,0 +1,282 @@
+"""A replica state kept in a storage engine (LSM-tree or B+tree): data larger than memory.
+
+Theory of operation
+-------------------
+The engine holds the data and, in the same atomic write batch as every entry's
+operations, the position ``(lsn, epoch)`` of that entry under one reserved key
+(:data:`APPLIED_KEY`). After a crash the engine therefore says exactly which
+entry it reflects, whatever its own write-ahead log kept, and the replica
+replays its log from there (the Raft "applied index stored with the data" rule
+that etcd and TiKV follow). Clients may not write keys under
+:data:`RESERVED_PREFIX`, and scans never return them.
+
+What a snapshot of this state holds is only the client sessions and the
+position: the engine is durable on its own. A replica that recovers checks the
+engine against its log; an engine that is *behind* a snapshot it once wrote
+has lost data and refuses to open (:class:`~ddia_ray.errors.CorruptionError`).
+
+**Checkpoints** are files, not messages. :meth:`EngineState.export` asks the
+engine for a point-in-time copy of its files (immutable SSTables plus a
+manifest, or the B-tree's pages) under ``checkpoints_url`` and returns a small
+record naming it; a lagging or new follower's :meth:`EngineState.install`
+copies that directory through fsspec into a fresh engine directory of its own,
+switches to it and deletes the old one. Which directory is current is named by
+a ``CURRENT`` file (RocksDB's name for the same idea), replaced only after the
+new directory is complete, so a crash during an install leaves the old engine
+in use and an orphan that the next open deletes. A leader keeps its two newest
+checkpoints; a follower that asks for an older one gets a newer one on its
+next request.
+
+The engine runs inside the replica's actor, so its reads and writes happen in
+the replica's event loop; an install copies files there too (a pause as long
+as the copy, documented in docs/replication.md).
+"""
+
+from __future__ import annotations
+
+
+from .. import codec
+from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
+from ..storage.engine import OpColumns, WriteBatch, open_engine
+from .records import RESERVED_PREFIX
+from .state import Sessions, decide
+
+__all__ = ["EngineState", "APPLIED_KEY", "RESERVED_PREFIX", "ENGINE_NAMES"]
+
+#: The key holding the position ``(lsn, epoch)`` of the last entry the engine applied.
+APPLIED_KEY = RESERVED_PREFIX + b"applied"
+ENGINE_NAMES = ("lsm", "btree")
+_FORMAT = 1
+_KEEP_CHECKPOINTS = 2
+
+
+def _decode_position(raw: bytes | None) -> tuple[int, int]:
+    if raw is None:
+        return 0, 0
+    try:
+        value = codec.decode(raw)
+    except Exception as e:  # noqa: BLE001 - any decode failure of this key is damage, reported as such
+        raise CorruptionError(f"the engine's applied position is unreadable: {e}") from e
+    if not (isinstance(value, tuple) and len(value) == 2 and all(type(v) is int and v >= 0 for v in value)):
+        raise CorruptionError(f"the engine's applied position is {value!r}, not (lsn, epoch)")
+    return value
+
+
+class EngineState:
+    """Replica state in an engine at ``url``/``engine-N`` (see the module docstring).
+
+    ``engine`` is ``"lsm"`` or ``"btree"``; ``options`` go to the engine's ``open``;
+    ``checkpoints_url`` is where :meth:`export` writes checkpoints (a place every replica of the
+    group can read: the group's root). ``sync=True`` makes every applied entry durable in the
+    engine before the call returns (the group's ``sync``).
+    """
+
+    def __init__(self, url: str, *, engine: str = "lsm", options: dict | None = None,
+                 checkpoints_url: str | None = None, sync: bool = False):
+        import fsspec
+
+        if engine not in ENGINE_NAMES:
+            raise ConfigError(f"unknown storage engine {engine!r} for a replica; use one of {ENGINE_NAMES}")
+        self.url = url.rstrip("/")
+        self.kind = engine
+        self.options = dict(options or {})
+        if engine == "lsm" and sync:
+            self.options.setdefault("sync", "batch")
+        self.checkpoints_url = (checkpoints_url or f"{self.url}/checkpoints").rstrip("/")
+        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+        self.fs.makedirs(self.path, exist_ok=True)
+        self.generation = self._current()
+        self._drop_orphans()
+        self.engine = open_engine(self._engine_url(self.generation), engine, **self.options)
+        self._columns = hasattr(self.engine, "write_columns")
+        self.applied, self.applied_epoch = _decode_position(self.engine.get(APPLIED_KEY))
+        self.sessions = Sessions()
+        self.exported: list[str] = []
+        self.installs = 0
+
+    # --- where the engine lives --------------------------------------------------------------
+
+    def _engine_url(self, generation: int) -> str:
+        return f"{self.url}/engine-{generation}"
+
+    def _current(self) -> int:
+        path = f"{self.path}/CURRENT"
+        if not self.fs.exists(path):
+            return 1
+        text = self.fs.cat_file(path).decode("ascii", "replace").strip()
+        if not text.startswith("engine-") or not text[7:].isdigit():
+            raise CorruptionError(f"{self.url}/CURRENT names {text!r}, not an engine directory")
+        return int(text[7:])
+
+    def _set_current(self, generation: int) -> None:
+        tmp, path = f"{self.path}/CURRENT.tmp", f"{self.path}/CURRENT"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(f"engine-{generation}\n".encode("ascii"))
+        self.fs.mv(tmp, path)  # a rename: readers see the old name or the new one, never half of one
+
+    def _drop_orphans(self) -> None:
+        for entry in self.fs.ls(self.path, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("engine-") and name != f"engine-{self.generation}":
+                self.fs.rm(entry, recursive=True)  # an install that did not finish, or one it replaced
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def answered(self, client: str, seq: int):
+        """See :meth:`~.state.Sessions.answered`."""
+        return self.sessions.answered(client, seq)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None."""
+        return self.engine.get(key)
+
+    def get_many(self, keys: tuple) -> tuple:
+        """The values of ``keys`` (None where absent)."""
+        return tuple(self.engine.get_many(list(keys)))
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values."""
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        it = self.engine.scan(start, end)
+        try:
+            for k, v in it:
+                if k.startswith(RESERVED_PREFIX):
+                    continue
+                keys.append(k)
+                values.append(v)
+                if len(keys) >= limit:
+                    break
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # releases the files the scan pinned, also when it stopped early
+        return tuple(keys), tuple(values)
+
+    def decide(self, ops: tuple) -> tuple[tuple, tuple]:
+        """See :func:`~.state.decide`."""
+        return decide(ops, self.engine.get)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
+        """Apply the decided ops of entry ``lsn`` and its position in one atomic engine batch."""
+        if origin:
+            self.sessions.remember(lsn, origin)
+        position = codec.encode((lsn, epoch))
+        if self._columns:
+            kinds = bytes([op[0] for op in ops]) + b"\x00"
+            self.engine.write_columns(OpColumns(kinds, tuple([op[1] for op in ops]) + (APPLIED_KEY,),
+                                                tuple([op[2] for op in ops]) + (position,)))
+        else:
+            batch = WriteBatch()
+            for code, key, tail in ops:
+                if code == 0:
+                    batch.put(key, tail)
+                elif code == 1:
+                    batch.delete(key)
+                else:
+                    batch.delete_range(key, tail)
+            batch.put(APPLIED_KEY, position)  # last: a range above cannot delete it
+            self.engine.write(batch)
+        self.applied, self.applied_epoch = lsn, epoch
+
+    def remember(self, lsn: int, origin: tuple) -> None:
+        """An entry the engine applied before a restart, replayed: only its session answer matters."""
+        if origin:
+            self.sessions.remember(lsn, origin)
+
+    # --- snapshots and checkpoints ------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The sessions and the position (the data stays in the engine, durable on its own)."""
+        return codec.encode(("engine", _FORMAT, self.applied, self.applied_epoch, self.sessions.encode()))
+
+    def restore(self, data: bytes) -> None:
+        """Take the sessions of a :meth:`snapshot`; the engine must have applied at least as far."""
+        decoded = codec.decode(data)
+        if not (isinstance(decoded, tuple) and len(decoded) == 5 and decoded[0] == "engine"
+                and decoded[1] == _FORMAT and type(decoded[2]) is int):
+            raise CorruptRecordError("not an engine replica snapshot (or one of an unknown format)")
+        if self.applied < decoded[2]:
+            raise CorruptionError(f"the engine at {self.url} has applied lsn {self.applied}, but the replica "
+                                  f"recorded lsn {decoded[2]} as applied: the engine lost data")
+        self.sessions.restore(decoded[4])
+
+    def export(self, name: str) -> bytes:
+        """Write a checkpoint of the engine under ``checkpoints_url``/``name``; the record naming it."""
+        from ..storage import checkpoint
+
+        dst = f"{self.checkpoints_url}/{name}"
+        if dst not in self.exported:
+            if _exists(dst):
+                _remove(dst)  # a leftover of a crash during an earlier export of the same name
+            checkpoint(self.engine, dst)
+            self.exported.append(dst)
+            while len(self.exported) > _KEEP_CHECKPOINTS:
+                _remove(self.exported.pop(0))
+        return codec.encode(("engine-checkpoint", _FORMAT, dst, self.applied, self.applied_epoch,
+                             self.sessions.encode()))
+
+    def install(self, data: bytes) -> None:
+        """Replace this state by the checkpoint a leader's :meth:`export` names."""
+        from ..storage import copy_checkpoint
+
+        decoded = codec.decode(data)
+        if not (isinstance(decoded, tuple) and len(decoded) == 6 and decoded[0] == "engine-checkpoint"
+                and decoded[1] == _FORMAT and isinstance(decoded[2], str)):
+            raise CorruptRecordError("not an engine checkpoint record (or one of an unknown format)")
+        _, _, src, lsn, epoch, sessions = decoded
+        generation = self.generation + 1
+        target = self._engine_url(generation)
+        if _exists(target):
+            _remove(target)
+        try:
+            copy_checkpoint(src, target)
+        except (NotADatabaseError, CorruptionError, FileNotFoundError) as e:
+            # Gone (the leader keeps its newest two) or damaged on the way: the replica asks again.
+            _remove(target)
+            raise StorageError(f"checkpoint {src} could not be copied ({type(e).__name__}: {e}); "
+                               f"ask the leader again") from e
+        fresh = open_engine(target, self.kind, **self.options)
+        position = _decode_position(fresh.get(APPLIED_KEY))
+        if position != (lsn, epoch):
+            fresh.close()
+            _remove(target)
+            raise CorruptionError(f"checkpoint {src} is at {position}, its record says {(lsn, epoch)}")
+        old, self.engine = self.engine, fresh
+        self._set_current(generation)
+        old.close()
+        _remove(self._engine_url(self.generation))
+        self.generation = generation
+        self.applied, self.applied_epoch = position
+        self.sessions.restore(sessions)
+        self.installs += 1
+
+    def describe(self) -> dict:
+        """Figures for status: the engine, its generation, sessions and installs."""
+        return {"engine": self.kind, "generation": self.generation, "sessions": len(self.sessions),
+                "installs": self.installs}
+
+    def close(self) -> None:
+        """Close the engine (idempotent)."""
+        try:
+            self.engine.close()
+        except StorageError:
+            pass
+
+
+def _exists(url: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+def _remove(url: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+

@@ -1,0 +1,286 @@
+"""A replicated store on Ray: replicas over a storage engine, a coordination service, one handle.
+
+Theory of operation
+-------------------
+:meth:`ReplicatedStore.launch` starts one :class:`~ddia_ray.runtime.group.NodeGroup`
+holding two kinds of shells: ``replicas`` leader-follower replicas
+(:class:`~.leader_follower.LeaderFollowerReplica`, nodes ``r1..rn``) and a
+small RaftKV cluster (``c1..c3``) that keeps the leader's lease and epoch, the
+part ZooKeeper or etcd play in DDIA 8.4. Both kinds are pure cores in the
+runtime's one shell, so the one fault-injecting network and nemesis reach the
+replication stream, the lease traffic and the clients alike.
+
+Each replica keeps its data in the engine named by ``engine``: ``"lsm"`` or
+``"btree"`` under ``root``/``<name>``/data/``<replica>`` (an fsspec URL every
+replica can reach, so a follower can copy a leader's checkpoint), or ``"map"``
+(a dict rebuilt from the replica's log on restart). The replica log itself is
+the shell's durable log under ``root``.
+
+Leadership operations: :meth:`transfer_leadership` asks the leader to stop
+taking writes, wait until the target has every entry, and hand it the lease
+under a new epoch; :meth:`failover` does that to the most caught-up follower
+when the leader answers, and otherwise waits for the followers to take over
+once the lease lapses (the only safe way while the old leader might still
+believe its lease holds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import Any
+
+from ..consensus.raft import RaftConfig
+from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
+                      NotLeaderError, UnknownNodeError)
+from ..runtime import CoreSpec, NodeGroup
+from ..runtime.component import Component
+from .client import ReplicatedClient
+from .engine_state import ENGINE_NAMES
+from .leader_follower import MODES
+from .records import ReplAdmin
+
+__all__ = ["ReplicatedStore", "PROTOCOLS"]
+
+#: Replication protocols a store can run.
+PROTOCOLS = ("leader-follower",)
+_REPLICA = "ddia_ray.replication.leader_follower:build"
+_COORDINATOR = "ddia_ray.kv.member:build"
+_names = itertools.count(1)
+
+
+class ReplicatedStore(Component):
+    """A running replica group (see the module docstring). Create it with :meth:`launch`.
+
+    The handle of the one handle convention: ``client()``, ``stats()``, ``nemesis``,
+    ``shutdown()``, a context manager, and :meth:`connect` from another driver.
+    """
+
+    factories = (_REPLICA, _COORDINATOR)
+
+    def __init__(self, group: NodeGroup, options: dict):
+        super().__init__(group)
+        self.options = options
+        self._rr = itertools.count()
+
+    @classmethod
+    def _attached(cls, group: NodeGroup) -> "ReplicatedStore":
+        replicas = [s for s in group.specs.values() if s.factory == _REPLICA]
+        if not replicas:
+            raise ConfigError(f"group {group.name!r} runs no replica")
+        return cls(group, dict(replicas[0].options))
+
+    @classmethod
+    def launch(cls, name: str | None = None, replicas: int = 3, *, protocol: str = "leader-follower",
+               mode: str = "async", sync_replicas: int = 1, engine: str = "map", root: str | None = None,
+               coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
+               sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
+               **replica_options: Any) -> "ReplicatedStore":
+        """Start ``replicas`` replicas and ``coordinators`` coordination members.
+
+        ``mode``: ``"sync"`` (a write is acknowledged once every follower has it), ``"semi-sync"``
+        (``sync_replicas`` followers) or ``"async"`` (the leader alone). ``engine``: ``"lsm"``,
+        ``"btree"`` (data under ``root``) or ``"map"``. ``lease_s``: the leader's lease; a failover
+        takes about 1.5 leases. ``sync=True`` fsyncs the replica logs and the engines before a
+        write is acknowledged. ``replica_options`` go to
+        :class:`~.leader_follower.LeaderFollowerReplica` (``drift``, ``retain_entries``, ...);
+        ``config`` is the network's :class:`~ddia_ray.runtime.NetworkConfig`.
+        """
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown replication protocol {protocol!r}; use one of {PROTOCOLS}")
+        if mode not in MODES:
+            raise ConfigError(f"unknown replication mode {mode!r}; use one of {MODES}")
+        if type(replicas) is not int or replicas < 1:
+            raise ConfigError(f"a store needs at least one replica, got {replicas!r}")
+        if type(coordinators) is not int or coordinators < 1:
+            raise ConfigError(f"the coordination service needs at least one member, got {coordinators!r}")
+        if engine != "map" and engine not in ENGINE_NAMES:
+            raise ConfigError(f"unknown storage engine {engine!r}; use 'map' or one of {ENGINE_NAMES}")
+        if engine != "map" and root is None:
+            raise ConfigError(f"the {engine!r} engine keeps its files under root: pass root= (an fsspec URL)")
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
+        name = name or f"repl-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
+        members = tuple(f"r{i}" for i in range(1, replicas + 1))
+        coords = tuple(f"c{i}" for i in range(1, coordinators + 1))
+        options = {"group": name, "members": members, "coordinators": coords, "mode": mode,
+                   "sync_replicas": sync_replicas, "lease_s": lease_s, "engine": engine,
+                   "data_url": f"{root.rstrip('/')}/{name}/data" if root else "",
+                   "engine_options": dict(engine_options or {}), "sync": bool(sync), **replica_options}
+        raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+        coord_options = {"seed": seed, "snapshot_entries": 10_000, "voters": coords,
+                         "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}}
+        specs = {**{c: CoreSpec(_COORDINATOR, coord_options) for c in coords},
+                 **{r: CoreSpec(_REPLICA, options) for r in members}}
+        group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync,
+                                 detached=detached)
+        return cls(group, options)
+
+    # --- inspection --------------------------------------------------------------------------------
+
+    @property
+    def members(self) -> tuple:
+        """The replicas (``r1..rn``)."""
+        return tuple(self.options["members"])
+
+    @property
+    def coordinators(self) -> tuple:
+        """The coordination service's members (``c1..``)."""
+        return tuple(self.options["coordinators"])
+
+    @property
+    def mode(self) -> str:
+        """The store's replication mode."""
+        return self.options["mode"]
+
+    def status(self) -> dict:
+        """Every live replica's status (role, epoch, positions, lag, lost writes, counters)."""
+        alive = set(self.group.alive())
+        nodes = [r for r in self.members if r in alive]
+        got = {}
+        for node in nodes:
+            try:
+                got[node] = self.group.status(node, timeout_s=2.0)["core"]
+            except (ActorUnavailableError, CallTimeoutError):
+                continue  # dead or paused: not part of this answer
+        return got
+
+    def leader(self, *, timeout_s: float = 15.0) -> str:
+        """The replica that leads now (waits for a failover if none does)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = self.status()
+            leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
+            if leaders:
+                return max(leaders, key=lambda n: leaders[n]["epoch"])
+            if time.monotonic() > deadline:
+                raise CallTimeoutError(f"no replica of {self.name!r} leads after {timeout_s}s")
+            time.sleep(0.02)
+
+    def client(self, **options) -> ReplicatedClient:
+        """A new client session (see :class:`~.client.ReplicatedClient` for the options)."""
+        return ReplicatedClient(self, **options)
+
+    def stats(self) -> dict:
+        """The group's replication figures, and every node's call figures.
+
+        ``lag``: per follower, entries behind the leader and seconds since it last had caught up
+        (the leader's view and the follower's, DDIA 5.2 "Problems with replication lag");
+        ``lost_writes``/``lost``: writes acknowledged in async mode and then discarded by a
+        failover, counted exactly, with their keys (the newest 1,000 per replica).
+        """
+        statuses = self.status()
+        leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
+        leader = max(leaders, key=lambda n: leaders[n]["epoch"]) if leaders else None
+        lead = statuses.get(leader, {}) if leader else {}
+        lag = {}
+        for node, st in statuses.items():
+            if node == leader:
+                continue
+            lag[node] = {"entries": lead.get("lag_entries", {}).get(node), "seconds": st.get("staleness_s"),
+                         "applied": st["applied"]}
+        lost = sorted({tuple(x) for st in statuses.values() for x in st["lost"]})
+        return {"leader": leader, "epoch": max((s["epoch"] for s in statuses.values()), default=0),
+                "mode": self.mode, "replicas": statuses, "lag": lag,
+                "lost_writes": sum(s["lost_writes"] for s in statuses.values()),
+                "lost": [{"epoch": e, "lsn": lsn, "keys": list(keys)} for e, lsn, keys in lost],
+                "nodes": self.group.stats()}
+
+    # --- leadership ------------------------------------------------------------------------------
+
+    def transfer_leadership(self, target: str, *, timeout_s: float = 15.0) -> None:
+        """Make ``target`` the leader: the leader stops taking writes, waits until ``target`` has every
+        entry, and hands it the lease under a new epoch. Raises if ``target`` cannot catch up in time."""
+        if target not in self.members:
+            raise UnknownNodeError(target, self.members)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            leader = self.leader(timeout_s=max(0.1, deadline - time.monotonic()))
+            if leader == target:
+                return
+            try:
+                left = deadline - time.monotonic()
+                self.group.request(leader, ReplAdmin("transfer", target, max(0.1, min(5.0, left))),
+                                   timeout_s=max(1.0, left))
+            except (NotLeaderError, ActorUnavailableError, CallTimeoutError, MessageDroppedError):
+                pass  # leadership moved meanwhile, or the leader stopped answering: look again
+            while time.monotonic() < deadline:
+                st = self.status().get(target, {})
+                if st.get("role") == "leader":
+                    return
+                if self.leader(timeout_s=max(0.1, deadline - time.monotonic())) not in (leader, target):
+                    break  # someone else took over (a failover crossed the transfer): try again
+                time.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise CallTimeoutError(f"leadership of {self.name!r} did not move to {target!r} within {timeout_s}s")
+
+    def failover(self, *, timeout_s: float = 30.0) -> str:
+        """Move leadership to the most caught-up follower; returns the new leader.
+
+        With a leader that answers, this is a transfer (no acknowledged write is lost, in any
+        mode). With one that does not (killed, paused, cut off), it waits for the followers to
+        take over once the lease lapses: nothing faster is safe while the old leader may still
+        believe it holds the lease.
+        """
+        deadline = time.monotonic() + timeout_s
+        statuses = self.status()
+        leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
+        if leaders:
+            leader = max(leaders, key=lambda n: leaders[n]["epoch"])
+            lag = leaders[leader]["lag_entries"]
+            followers = [m for m in self.members if m != leader and m in statuses]
+            if followers:
+                best = min(followers, key=lambda m: (lag.get(m, 1 << 62), self.members.index(m)))
+                self.transfer_leadership(best, timeout_s=timeout_s)
+                return best
+            raise ConfigError(f"{self.name!r} has no live follower to fail over to")
+        old_epoch = max((s["epoch"] for s in statuses.values()), default=0)
+        while time.monotonic() < deadline:
+            leaders = {n: s for n, s in self.status().items() if s["role"] == "leader" and s["epoch"] > old_epoch}
+            if leaders:
+                return max(leaders, key=lambda n: leaders[n]["epoch"])
+            time.sleep(0.02)
+        raise CallTimeoutError(f"no follower of {self.name!r} took over within {timeout_s}s")
+
+    # --- nemesis ---------------------------------------------------------------------------------
+
+    def _node(self, node: str) -> str:
+        if node not in self.group.node_ids():
+            raise UnknownNodeError(node, self.group.node_ids())
+        return node
+
+    def kill(self, node: str) -> None:
+        """``ray.kill`` a replica (or a coordinator)."""
+        self.nemesis.kill(self._node(node))
+
+    def restart(self, node: str) -> None:
+        """Restart a killed node; it recovers from its log (and its engine)."""
+        self.nemesis.restart(self._node(node))
+
+    def partition(self, groups) -> None:
+        """Cut the network between groups of nodes (``"*"``: everyone else, clients included)."""
+        self.nemesis.partition(groups)
+
+    def heal(self) -> None:
+        """Remove every partition and cut."""
+        self.nemesis.heal()
+
+    def pause(self, node: str) -> None:
+        """Freeze a node (no ticks, input held): a process pause (DDIA 8.3)."""
+        self.nemesis.pause(self._node(node))
+
+    def resume(self, node: str) -> None:
+        """Let a paused node run again."""
+        self.nemesis.resume(self._node(node))
+
+    # --- for the client ----------------------------------------------------------------------------
+
+    def _handle(self, node: str):
+        return self.group.handle(node)
+
+    def _any_replica(self) -> str:
+        alive = [r for r in self.members if r in set(self.group.alive())]
+        if not alive:
+            raise ActorUnavailableError(f"no replica of {self.name!r} is running")
+        return alive[next(self._rr) % len(alive)]
