@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
             "'replication: FAILED'; the exit status is 0 only for ok."
         ),
     )
-    repl.add_argument("--protocol", choices=["leader-follower"], default="leader-follower",
-                      help="replication protocol (default leader-follower)")
+    repl.add_argument("--protocol", choices=["leader-follower", "raft"], default="leader-follower",
+                      help="replication protocol (default leader-follower); under raft --mode does not apply and "
+                           "the shared-key history is also checked for linearizability")
     repl.add_argument("--mode", choices=["sync", "semi-sync", "async"], default="semi-sync",
                       help="when a write is acknowledged: every follower, --sync-replicas of them, or the leader "
                            "alone (default semi-sync)")
@@ -141,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     repl.add_argument("--replicas", type=_positive_int, default=3, help="replicas (default 3)")
     repl.add_argument("--engine", choices=["lsm", "btree", "map"], default="lsm",
                       help="where each replica keeps its data (default lsm)")
-    repl.add_argument("--read", choices=["session", "leader", "linearizable", "follower"], default="session",
-                      help="how the clients read (default session: read-your-writes and monotonic reads)")
+    repl.add_argument("--read", choices=["session", "leader", "linearizable", "follower"], default=None,
+                      help="how the clients read (default: session under leader-follower, read-your-writes and "
+                           "monotonic reads; linearizable under raft, checked for linearizability)")
     repl.add_argument("--clients", type=_positive_int, default=4, help="concurrent client sessions (default 4)")
     repl.add_argument("--keys", type=_positive_int, default=3, help="shared keys the sessions write and read "
                                                                     "(default 3)")
@@ -283,10 +285,12 @@ def _replicate(args) -> int:
     report = None
     try:
         started = time.monotonic()
-        store = ReplicatedStore.launch(replicas=args.replicas, protocol=args.protocol, mode=args.mode,
+        mode = None if args.protocol == "raft" else args.mode
+        args.read = args.read or ("linearizable" if args.protocol == "raft" else "session")
+        store = ReplicatedStore.launch(replicas=args.replicas, protocol=args.protocol, mode=mode,
                                        sync_replicas=args.sync_replicas, engine=args.engine, root=root,
                                        lease_s=args.lease_s, seed=args.seed)
-        console.print(f"[bold]ddia-ray replicate[/]: {args.replicas} replicas ({args.mode}, {args.engine}) in "
+        console.print(f"[bold]ddia-ray replicate[/]: {args.replicas} replicas ({store.mode}, {args.engine}) in "
                       f"{escape(store.name)!r}, schedule {args.schedule}, {args.clients} clients reading "
                       f"{args.read} for {args.duration_s:g} s, seed {args.seed}, data under {escape(root)}",
                       soft_wrap=True)

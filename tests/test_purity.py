@@ -29,7 +29,7 @@ PURE_CORES = (
     "clocks/lamport.py", "clocks/vector.py",
     "history/model.py", "history/sessions.py",
     "replication/coordination.py", "replication/leader_follower.py", "replication/records.py",
-    "replication/state.py", "replication/simulation.py",
+    "replication/state.py", "replication/simulation.py", "replication/raft_replica.py",
     "resilience/windows.py", "resilience/breaker_config.py",
     "caching/base.py", "caching/lru.py", "caching/ttl.py", "caching/tinylfu.py", "caching/sketch.py",
     "storage/lsm/memtable.py", "storage/lsm/merge.py", "storage/lsm/compaction.py", "storage/lsm/bloom.py",

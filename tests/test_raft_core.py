@@ -312,3 +312,41 @@ def test_read_contexts_must_increase_even_after_earlier_reads_completed():
         leader.read_index(3)
     leader.read_index(6)
     assert [r.context for r in leader.read_rounds] == [6]
+
+
+def test_a_follower_whose_appends_were_all_lost_catches_up_after_a_heartbeat():
+    """A leader in the replicate state with its whole window of appends lost (the follower was down)
+    gets no answer that frees the window; a heartbeat answer must free a slot (as etcd does), or the
+    follower never catches up after it comes back."""
+    import random
+
+    ids = ("1", "2", "3")
+    nodes = {i: RaftNode(i, voters=ids, config=RaftConfig(max_inflight_msgs=2, max_entries_per_msg=1),
+                         rng=random.Random(int(i))) for i in ids}
+    down = set()
+
+    def pump(rounds: int, tick: bool) -> None:
+        for _ in range(rounds):
+            for n in nodes.values():
+                if tick:
+                    n.tick()
+            for n in nodes.values():
+                while n.has_ready():
+                    rd = n.ready()
+                    n.advance(rd)
+                    for m in rd.messages:
+                        if m.dst not in down and m.src not in down:
+                            nodes[m.dst].step(m)
+
+    pump(40, tick=True)
+    leader = next(n for n in nodes.values() if n.role == LEADER)
+    follower = next(i for i in ids if i != leader.id)
+    pump(5, tick=True)  # the follower is in the replicate state now
+    down.add(follower)
+    for i in range(10):  # five windows' worth of appends, every one lost
+        leader.propose_many([b"x%d" % i])
+        pump(1, tick=False)
+    assert leader.progress[follower].is_paused()
+    down.clear()
+    pump(30, tick=True)
+    assert nodes[follower].log.last_index() == leader.log.last_index()

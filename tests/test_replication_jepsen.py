@@ -1,7 +1,8 @@
 """Jepsen-style tests of the replicated store on real Ray actors: client sessions write and read
 while a nemesis kills, partitions and pauses the leader and followers; each run ends with the
 durability verdict (sync and semi-sync lose no acknowledged write; async reports exactly what it
-lost, checked against the clients' history) and the session-guarantee checker's verdict."""
+lost, checked against the clients' history), the session-guarantee checker's verdict, and under the
+Raft protocol the linearizability checker's."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ pytestmark = pytest.mark.ray
 
 DURATION_S = float(os.environ.get("DDIA_JEPSEN_S", "6"))
 RUNS = [("sync", "kill-leader"), ("semi-sync", "partition-leader"), ("semi-sync", "pause-leader"),
-        ("semi-sync", "kill-follower"), ("async", "partition-leader"), ("async", "mixed")]
+        ("semi-sync", "kill-follower"), ("async", "partition-leader"), ("async", "mixed"),
+        ("raft", "partition-leader"), ("raft", "kill-leader"), ("raft", "mixed")]
 
 
 @pytest.mark.parametrize("mode,schedule", RUNS, ids=[f"{m}-{s}" for m, s in RUNS])
 def test_verdicts_under_faults(ray_session, tmp_path, mode, schedule):
-    store = ReplicatedStore.launch(replicas=3, mode=mode, engine="lsm", root=f"file://{tmp_path}", lease_s=0.6,
-                                   seed=RUNS.index((mode, schedule)))
+    raft = mode == "raft"
+    store = ReplicatedStore.launch(replicas=3, protocol="raft" if raft else "leader-follower",
+                                   mode=None if raft else mode, engine="lsm", root=f"file://{tmp_path}",
+                                   seed=RUNS.index((mode, schedule)), **({} if raft else {"lease_s": 0.6}))
     try:
         store.leader()
-        report = run_workload(store, clients=3, keys=3, duration_s=DURATION_S, schedule=schedule, read="session",
-                              seed=RUNS.index((mode, schedule)), fault_s=1.5, calm_s=0.8)
+        # Raft: linearizable reads, and the history is checked for linearizability too.
+        report = run_workload(store, clients=3, keys=3, duration_s=DURATION_S, schedule=schedule,
+                              read="linearizable" if raft else "session", seed=RUNS.index((mode, schedule)),
+                              fault_s=1.5, calm_s=0.8)
     finally:
         store.shutdown(destroy_data=True)
     text = "\n".join(summary_lines(report))
@@ -39,6 +45,8 @@ def test_verdicts_under_faults(ray_session, tmp_path, mode, schedule):
     else:
         assert len(report.missing) == report.reported_missing, text
     assert report.sessions_ok is True, text
+    if raft:
+        assert report.linearizable is True, text
     if schedule in ("kill-leader", "partition-leader", "pause-leader"):
         assert len(report.failovers) >= 2, text  # the fault really cost the leader its job
     assert summary_lines(report)[-1] == "replication: ok"

@@ -64,3 +64,20 @@ def test_the_durability_check_catches_a_lost_acknowledged_write(monkeypatch):
         except (ReplicationViolation, AssertionError):
             failures += 1
     assert failures > 0
+
+
+RAFT_SEEDS = 1000  # ~0.03 s each
+
+
+def test_the_raft_protocol_is_safe_and_linearizable_across_seeds():
+    """The store's Raft protocol (RaftReplica) under RaftKV's faults and checks: election safety, leader
+    completeness, state-machine safety, log matching, liveness and a linearizable history."""
+    from ddia_ray.replication.simulation import simulate_raft
+
+    replay = "DDIA_SEED={seed} python -m pytest tests/test_replication_simulation.py -k raft_protocol"
+    reports = []
+    ran = run_seeds(lambda seed: reports.append(simulate_raft(seed)), range(RAFT_SEEDS), replay=replay)
+    assert ran == len(reports)
+    assert all(r.linearizable is True for r in reports)
+    assert sum(len(r.leaders) > 1 for r in reports) > ran // 2  # leadership changed in most runs
+    assert sum(r.ok_ops for r in reports) > 20 * ran  # the clients got work done

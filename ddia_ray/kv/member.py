@@ -54,7 +54,7 @@ class RaftMember(BaseCore):
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, voters=(), learners=(),
                  seed: int = 0, raft: dict | None = None, snapshot_entries: int = 10_000,
-                 observer: Callable[[str, str, int, Any], None] | None = None):
+                 observer: Callable[[str, str, int, Any], None] | None = None, state_machine: Any = None):
         super().__init__(node_id, tick_s=tick_s)
         if type(snapshot_entries) is not int or snapshot_entries < 1:
             raise ConfigError("snapshot_entries must be a positive int")
@@ -63,7 +63,9 @@ class RaftMember(BaseCore):
                              config=RaftConfig(**(raft or {})),
                              rng=random.Random(seed ^ zlib.crc32(node_id.encode())),
                              hard_state=hs, snapshot=snap, entries=entries)
-        self.sm = KVStateMachine()
+        # The dict with sessions by default; the replicated store gives its engine-backed machine
+        # (replication.raft_replica): the Raft member around it is the same.
+        self.sm = state_machine if state_machine is not None else KVStateMachine()
         if snap is not None:
             self.sm.restore(snap.data)
         self.snapshot_entries = snapshot_entries
@@ -192,11 +194,13 @@ class RaftMember(BaseCore):
         while node.has_ready():
             rd = node.ready()
             if rd.snapshot is not None:
+                # Installed before it is persisted: a restart after a failed install recovers the
+                # state it really has, and the leader sends its snapshot again.
+                self._install_snapshot(rd.snapshot)
                 self.persist(rd.snapshot)
-                self.sm.restore(rd.snapshot.data)
                 for index in [i for i in self._writes if i <= rd.snapshot.meta.index]:
                     rid, pos, _, _ = self._writes.pop(index)
-                    self._finish(rid, pos, RETRY, node.lead)  # the session answers the retry
+                    self._retry(rid, pos)  # the session answers the retry
             if rd.entries:
                 self.persist(LogAppend(rd.entries))
             if rd.hard_state is not None:
@@ -207,7 +211,7 @@ class RaftMember(BaseCore):
                 self._apply(e)
             for ctx in rd.dropped_reads:
                 for rid, pos, _ in self._reads.pop(ctx, ()):
-                    self._finish(rid, pos, RETRY, node.lead)
+                    self._retry(rid, pos)
             for rs in rd.read_states:
                 items = self._reads.pop(rs.context, None)
                 if items:
@@ -230,7 +234,7 @@ class RaftMember(BaseCore):
             if cmd is not None and cmd.client == client and cmd.seq == seq:
                 self._finish(rid, pos, OK, result)
             else:
-                self._finish(rid, pos, RETRY, self.node.lead)  # another entry won this index
+                self._retry(rid, pos)  # another entry won this index
         if e.kind == CONF_CHANGE:
             rid = self._admin.pop(e.index, None)
             if rid is not None:
@@ -244,10 +248,24 @@ class RaftMember(BaseCore):
         for index, items in self._confirmed:
             if index <= applied:
                 for rid, pos, key in items:
-                    self._finish(rid, pos, OK, self.sm.read(key))
+                    self._serve_read(rid, pos, key)
             else:
                 keep.append((index, items))
         self._confirmed = keep
+
+    def _install_snapshot(self, snap) -> None:
+        """Replace the state machine by a leader's snapshot (a state machine with ``install`` copies
+        files there; the dict simply decodes it)."""
+        install = getattr(self.sm, "install", None)
+        (install or self.sm.restore)(snap.data)
+
+    def _retry(self, rid: int, pos: int) -> None:
+        """Tell the client to send operation ``pos`` of request ``rid`` again (its session makes that safe)."""
+        self._finish(rid, pos, RETRY, self.node.lead)
+
+    def _serve_read(self, rid: int, pos: int, key: Any) -> None:
+        """Answer a read whose read index has been applied."""
+        self._finish(rid, pos, OK, self.sm.read(key))
 
     def _maybe_compact(self) -> None:
         log = self.node.log
@@ -271,9 +289,7 @@ class RaftMember(BaseCore):
 
     def status(self) -> dict:
         """Raft status plus state-machine and timeline data."""
-        return {**super().status(), **self.node.status(), "keys": len(self.sm.data),
-                "applied_writes": self.sm.applied_writes, "duplicates": self.sm.duplicates,
-                "timeline": tuple(self.timeline)}
+        return {**super().status(), **self.node.status(), **self.sm.figures(), "timeline": tuple(self.timeline)}
 
 
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, **options) -> RaftMember:

@@ -36,7 +36,7 @@ from ..runtime import SimCall, SimNetwork
 from .commands import OK, KVAdmin, KVBatch, KVResults
 from .member import RaftMember
 
-__all__ = ["simulate", "SimReport", "SafetyViolation"]
+__all__ = ["simulate", "SimReport", "SafetyViolation", "SimClient"]
 
 
 class SafetyViolation(AssertionError):
@@ -101,8 +101,12 @@ class _Checker:
                     break
 
 
-class _Client:
-    """One simulated client session: one op at a time, retried until its deadline."""
+class SimClient:
+    """One simulated client session: one op at a time, retried until its deadline.
+
+    It speaks RaftKV's :class:`~.commands.KVBatch`; a store with other requests (the replicated
+    store's Raft protocol) subclasses it and overrides :meth:`_send` and :meth:`_answer`.
+    """
 
     def __init__(self, name: str, sim: SimNetwork, rec: HistoryRecorder, members, keys, rng: random.Random,
                  process: int, timeout_s: float, deadline_s: float):
@@ -127,19 +131,12 @@ class _Client:
         op_id, op, f, started = self.op
         call = self.call
         if call is not None and call.done:
-            res = call.result if call.ok else None
-            if isinstance(res, KVResults):
-                code, value = res.results[0]
-                if code == OK:
-                    self.rec.ok(op_id, value)
-                    self._done(now_s)
-                    return
-                if res.leader:
-                    self.leader = res.leader
-                else:
-                    self.leader = self.rng.choice(self.members)
-            else:
-                self.leader = self.rng.choice(self.members)
+            done, value, hint = self._answer(call.result if call.ok else None)
+            if done:
+                self.rec.ok(op_id, value)
+                self._done(now_s)
+                return
+            self.leader = hint or self.rng.choice(self.members)
             self.call = None
         elif call is not None and now_s - call.sent_at_s > self.timeout_s:
             self.leader = self.rng.choice(self.members)
@@ -174,6 +171,13 @@ class _Client:
         self.ops += 1
         self._send(op)
 
+    def _answer(self, res) -> tuple[bool, Any, str]:
+        """``(succeeded, its value, leader hint)`` from a reply's payload (None: an error or no reply)."""
+        if isinstance(res, KVResults):
+            code, value = res.results[0]
+            return code == OK, value, res.leader
+        return False, None, ""
+
     def _send(self, op: tuple) -> None:
         batch = KVBatch(self.name, (op,), self.acked_below)
         self.call = self.sim.request(self.leader, batch, src=self.name)
@@ -186,10 +190,14 @@ class _Client:
 
 def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, duration_s: float = 2.0,
              faults: bool = True, membership: bool = True, snapshot_entries: int = 40,
-             tick_s: float = 0.01, raft: dict | None = None) -> SimReport:
+             tick_s: float = 0.01, raft: dict | None = None, member_class=RaftMember, member_options=None,
+             client_class=SimClient) -> SimReport:
     """One seeded run (see the module docstring); raises :class:`SafetyViolation` on any violation.
 
     ``raft`` overrides :class:`~ddia_ray.consensus.raft.RaftConfig` fields of every member.
+    ``member_class`` (a :class:`RaftMember` subclass, with ``member_options(node_id)`` as extra
+    keyword arguments) and ``client_class`` let another store on the same Raft core run here: the
+    replicated store's Raft protocol does (``ddia_ray.replication.simulation.simulate_raft``).
     """
     rng = random.Random(seed)
     sim = SimNetwork(seed, tick_s=tick_s)
@@ -201,8 +209,9 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
 
     def factory(voters):
         def build(node_id, *, recovered=(), tick_s=tick_s):
-            return RaftMember(node_id, recovered=recovered, tick_s=tick_s, voters=voters, seed=seed, raft=raft,
-                              snapshot_entries=snapshot_entries, observer=checker)
+            extra = member_options(node_id) if member_options is not None else {}
+            return member_class(node_id, recovered=recovered, tick_s=tick_s, voters=voters, seed=seed, raft=raft,
+                                snapshot_entries=snapshot_entries, observer=checker, **extra)
         return build
 
     for n in ids:
@@ -214,8 +223,8 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
         sim.link(drop=rng.choice([0.0, 0.02, 0.1]), delay_s=0.001, jitter_s=rng.choice([0.0, 0.005, 0.02]),
                  duplicate=rng.choice([0.0, 0.05]), reorder=rng.choice([0.0, 0.1]))
     rec = HistoryRecorder(clock=lambda: sim.now_s)
-    cls = [_Client(f"c{i}", sim, rec, everyone, [b"k%d" % j for j in range(keys)], random.Random(rng.getrandbits(32)),
-                   i, timeout_s=0.15, deadline_s=0.6) for i in range(clients)]
+    cls = [client_class(f"c{i}", sim, rec, everyone, [b"k%d" % j for j in range(keys)],
+                        random.Random(rng.getrandbits(32)), i, timeout_s=0.15, deadline_s=0.6) for i in range(clients)]
     crashed: dict[str, float] = {}
     admin = []  # membership steps still to do
     if spare:
@@ -261,7 +270,7 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
             rec.info(c.op[0], "run ended")
             c.op = None
     # Liveness: a final write must commit once the network is healthy.
-    final = _Client("final", sim, HistoryRecorder(clock=lambda: sim.now_s), everyone, [b"final"],
+    final = client_class("final", sim, HistoryRecorder(clock=lambda: sim.now_s), everyone, [b"final"],
                     random.Random(seed), 99, timeout_s=0.15, deadline_s=5.0)
     final._start(sim.now_s)
     while final.op is not None and sim.now_s < settle_end + 6.0:

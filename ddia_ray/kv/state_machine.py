@@ -72,6 +72,10 @@ class KVStateMachine:
         self.applied_writes += 1
         return result
 
+    def figures(self) -> dict:
+        """Keys held, writes applied and duplicates recognised (for status)."""
+        return {"keys": len(self.data), "applied_writes": self.applied_writes, "duplicates": self.duplicates}
+
     def snapshot(self) -> bytes:
         """The whole state, encoded."""
         sessions = tuple((c, floor, tuple(results.items())) for c, (floor, results) in self.sessions.items())

@@ -96,18 +96,20 @@ class _Batch:
 class ReplicatedClient:
     """A session on a :class:`~.store.ReplicatedStore`; thread-safe. Close it (or use ``with``).
 
-    ``read``: the default read mode (``"leader"``, ``"linearizable"``, ``"follower"`` or
-    ``"session"``); ``max_staleness_s``: the default bound of follower and session reads (None:
+    ``read``: the default read mode (``"linearizable"``, the default; ``"leader"``, ``"follower"``
+    or ``"session"``); ``max_staleness_s``: the default bound of follower and session reads (None:
     none). ``session``: a :class:`~.records.Session` (or its encoding) to continue, from this or
     another process. ``acks``: the default follower acknowledgements a write asks for (-1: the
     store's mode). ``timeout_s`` bounds each operation; ``rpc_timeout_s`` each actor call.
     """
 
-    def __init__(self, store, *, read: str = "leader", max_staleness_s: float | None = None,
+    def __init__(self, store, *, read: str | None = None, max_staleness_s: float | None = None,
                  session: Session | bytes | None = None, acks: int = -1, timeout_s: float = 10.0,
                  rpc_timeout_s: float = 2.0, max_batch: int = 1000, max_in_flight: int = 8,
                  name: str | None = None):
         self.store = store
+        if read is None:  # linearizable by default; under leader-follower that is the leader's lease read
+            read = "linearizable"
         if read not in READ_MODES:
             raise ConfigError(f"unknown read mode {read!r}; use one of {READ_MODES}")
         self.read = read

@@ -10,10 +10,14 @@ replays its log from there (the Raft "applied index stored with the data" rule
 that etcd and TiKV follow). Clients may not write keys under
 :data:`RESERVED_PREFIX`, and scans never return them.
 
-What a snapshot of this state holds is only the client sessions and the
-position: the engine is durable on its own. A replica that recovers checks the
-engine against its log; an engine that is *behind* a snapshot it once wrote
-has lost data and refuses to open (:class:`~ddia_ray.errors.CorruptionError`).
+Client sessions (the answers a client may ask for again, for exactly-once
+writes) live in the engine too, one reserved key per client written in the same
+batch as the entry that changed it, so they are exactly as durable as the data
+and travel with a checkpoint; they are read on first use and cached. A
+snapshot of this state is therefore only its position: the engine is durable
+on its own. A replica that recovers checks the engine against its log; an
+engine that is *behind* a snapshot it once wrote has lost data and refuses to
+open (:class:`~ddia_ray.errors.CorruptionError`).
 
 **Checkpoints** are files, not messages. :meth:`EngineState.export` asks the
 engine for a point-in-time copy of its files (immutable SSTables plus a
@@ -45,6 +49,8 @@ __all__ = ["EngineState", "APPLIED_KEY", "RESERVED_PREFIX", "ENGINE_NAMES"]
 
 #: The key holding the position ``(lsn, epoch)`` of the last entry the engine applied.
 APPLIED_KEY = RESERVED_PREFIX + b"applied"
+#: Client ``c``'s session answers live under ``SESSION_PREFIX + c``.
+SESSION_PREFIX = RESERVED_PREFIX + b"session/"
 ENGINE_NAMES = ("lsm", "btree")
 _FORMAT = 1
 _KEEP_CHECKPOINTS = 2
@@ -122,8 +128,21 @@ class EngineState:
 
     # --- reads ----------------------------------------------------------------------------------
 
+    def _load_session(self, client: str) -> None:
+        if client in self.sessions.table:
+            return
+        raw = self.engine.get(SESSION_PREFIX + client.encode())
+        if raw is None:
+            return
+        try:
+            ((_, row),) = Sessions.decode_rows(codec.decode(raw)).items()
+        except Exception as e:  # noqa: BLE001 - any malformed row is damage, reported as such
+            raise CorruptionError(f"the session row of client {client!r} is unreadable: {e}") from e
+        self.sessions.table[client] = row
+
     def answered(self, client: str, seq: int):
-        """See :meth:`~.state.Sessions.answered`."""
+        """See :meth:`~.state.Sessions.answered` (the client's row is read from the engine once)."""
+        self._load_session(client)
         return self.sessions.answered(client, seq)
 
     def get(self, key: bytes) -> bytes | None:
@@ -161,13 +180,19 @@ class EngineState:
 
     def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
         """Apply the decided ops of entry ``lsn`` and its position in one atomic engine batch."""
+        extra_keys: tuple = (APPLIED_KEY,)
+        extra_values: tuple = (codec.encode((lsn, epoch)),)
         if origin:
+            client = origin[0]
+            self._load_session(client)
             self.sessions.remember(lsn, origin)
-        position = codec.encode((lsn, epoch))
+            row = codec.encode(Sessions.encode_rows({client: self.sessions.table[client]}))
+            extra_keys = (SESSION_PREFIX + client.encode(), APPLIED_KEY)
+            extra_values = (row, extra_values[0])
         if self._columns:
-            kinds = bytes([op[0] for op in ops]) + b"\x00"
-            self.engine.write_columns(OpColumns(kinds, tuple([op[1] for op in ops]) + (APPLIED_KEY,),
-                                                tuple([op[2] for op in ops]) + (position,)))
+            kinds = bytes([op[0] for op in ops]) + bytes(len(extra_keys))
+            self.engine.write_columns(OpColumns(kinds, tuple([op[1] for op in ops]) + extra_keys,
+                                                tuple([op[2] for op in ops]) + extra_values))
         else:
             batch = WriteBatch()
             for code, key, tail in ops:
@@ -177,31 +202,39 @@ class EngineState:
                     batch.delete(key)
                 else:
                     batch.delete_range(key, tail)
-            batch.put(APPLIED_KEY, position)  # last: a range above cannot delete it
+            for key, value in zip(extra_keys, extra_values):
+                batch.put(key, value)  # last: a range above cannot delete them
             self.engine.write(batch)
         self.applied, self.applied_epoch = lsn, epoch
 
     def remember(self, lsn: int, origin: tuple) -> None:
-        """An entry the engine applied before a restart, replayed: only its session answer matters."""
-        if origin:
-            self.sessions.remember(lsn, origin)
+        """An entry the engine applied before a restart, replayed: its session row is in the engine already."""
 
     # --- snapshots and checkpoints ------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The sessions and the position (the data stays in the engine, durable on its own)."""
-        return codec.encode(("engine", _FORMAT, self.applied, self.applied_epoch, self.sessions.encode()))
+        """The position (data and sessions stay in the engine, durable on their own)."""
+        return codec.encode(("engine", _FORMAT, self.applied, self.applied_epoch))
 
     def restore(self, data: bytes) -> None:
-        """Take the sessions of a :meth:`snapshot`; the engine must have applied at least as far."""
-        decoded = codec.decode(data)
-        if not (isinstance(decoded, tuple) and len(decoded) == 5 and decoded[0] == "engine"
-                and decoded[1] == _FORMAT and type(decoded[2]) is int):
-            raise CorruptRecordError("not an engine replica snapshot (or one of an unknown format)")
-        if self.applied < decoded[2]:
+        """Recover from a :meth:`snapshot` (or an :meth:`export`) this replica wrote: the engine holds the
+        data, so only check that it has applied at least as far as the record says."""
+        lsn = self._position_of(data)[0]
+        if self.applied < lsn:
             raise CorruptionError(f"the engine at {self.url} has applied lsn {self.applied}, but the replica "
-                                  f"recorded lsn {decoded[2]} as applied: the engine lost data")
-        self.sessions.restore(decoded[4])
+                                  f"recorded lsn {lsn} as applied: the engine lost data")
+        self.sessions = Sessions()  # read again from the engine on first use
+
+    @staticmethod
+    def _position_of(data: bytes) -> tuple[int, int]:
+        decoded = codec.decode(data)
+        if isinstance(decoded, tuple) and len(decoded) == 4 and decoded[:2] == ("engine", _FORMAT) \
+                and type(decoded[2]) is int and type(decoded[3]) is int:
+            return decoded[2], decoded[3]
+        if isinstance(decoded, tuple) and len(decoded) == 5 and decoded[:2] == ("engine-checkpoint", _FORMAT) \
+                and isinstance(decoded[2], str) and type(decoded[3]) is int and type(decoded[4]) is int:
+            return decoded[3], decoded[4]
+        raise CorruptRecordError("not an engine replica snapshot or checkpoint record (or one of an unknown format)")
 
     def export(self, name: str) -> bytes:
         """Write a checkpoint of the engine under ``checkpoints_url``/``name``; the record naming it."""
@@ -215,18 +248,17 @@ class EngineState:
             self.exported.append(dst)
             while len(self.exported) > _KEEP_CHECKPOINTS:
                 _remove(self.exported.pop(0))
-        return codec.encode(("engine-checkpoint", _FORMAT, dst, self.applied, self.applied_epoch,
-                             self.sessions.encode()))
+        return codec.encode(("engine-checkpoint", _FORMAT, dst, self.applied, self.applied_epoch))
 
     def install(self, data: bytes) -> None:
         """Replace this state by the checkpoint a leader's :meth:`export` names."""
         from ..storage import copy_checkpoint
 
+        lsn, epoch = self._position_of(data)
         decoded = codec.decode(data)
-        if not (isinstance(decoded, tuple) and len(decoded) == 6 and decoded[0] == "engine-checkpoint"
-                and decoded[1] == _FORMAT and isinstance(decoded[2], str)):
-            raise CorruptRecordError("not an engine checkpoint record (or one of an unknown format)")
-        _, _, src, lsn, epoch, sessions = decoded
+        if decoded[0] != "engine-checkpoint":
+            raise CorruptRecordError("a replica installs a checkpoint record, not a snapshot")
+        src = decoded[2]
         generation = self.generation + 1
         target = self._engine_url(generation)
         if _exists(target):
@@ -250,7 +282,7 @@ class EngineState:
         _remove(self._engine_url(self.generation))
         self.generation = generation
         self.applied, self.applied_epoch = position
-        self.sessions.restore(sessions)
+        self.sessions = Sessions()  # the checkpoint's rows are in the new engine
         self.installs += 1
 
     def describe(self) -> dict:

@@ -78,7 +78,7 @@ from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, Lo
                       ScanResult, WriteAck)
 from .state import MapState, ReplicaState
 
-__all__ = ["LeaderFollowerReplica", "MODES", "build"]
+__all__ = ["LeaderFollowerReplica", "MODES", "build", "open_state"]
 
 MODES = ("sync", "semi-sync", "async")
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
@@ -809,26 +809,28 @@ class LeaderFollowerReplica(BaseCore):
                 "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries}
 
 
+def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | None, sync: bool) -> ReplicaState:
+    """The state a replica's factory opens: a dict (``"map"``), or ``engine`` (``"lsm"``, ``"btree"``)
+    under ``data_url``/``node_id`` with checkpoints under ``data_url``/checkpoints. Opened in the
+    shell's factory, so the core itself does no I/O."""
+    if engine == "map":
+        return MapState()
+    if not data_url:
+        raise ConfigError(f"a replica on the {engine!r} engine needs a data_url (the group's root)")
+    from .engine_state import EngineState
+
+    base = data_url.rstrip("/")
+    return EngineState(f"{base}/{node_id}", engine=engine, options=engine_options,
+                       checkpoints_url=f"{base}/checkpoints", sync=sync)
+
+
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
           engine_options: dict | None = None, sync: bool = False, **options) -> LeaderFollowerReplica:
-    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica.
-
-    ``engine="map"`` keeps the data in a dict rebuilt from the replica's log; ``"lsm"`` or
-    ``"btree"`` keep it in that storage engine under ``data_url``/``node_id`` (checkpoints under
-    ``data_url``/checkpoints), opened here, in the shell, so the core itself does no I/O.
-    """
-    state = None
-    if engine != "map":
-        if not data_url:
-            raise ConfigError(f"a replica on the {engine!r} engine needs a data_url (the group's root)")
-        from .engine_state import EngineState
-
-        base = data_url.rstrip("/")
-        state = EngineState(f"{base}/{node_id}", engine=engine, options=engine_options,
-                            checkpoints_url=f"{base}/checkpoints", sync=sync)
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica (the state as
+    :func:`open_state` opens it)."""
+    state = open_state(node_id, engine, data_url, engine_options, sync)
     try:
         return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)
     except BaseException:
-        if state is not None:
-            state.close()
+        state.close()
         raise

@@ -62,5 +62,7 @@ def summary_lines(report) -> list:
         lines.append("    missing, e.g. " + ", ".join(k.decode(errors='replace') for k in report.missing[:5]))
     note = " (follower reads promise no session guarantee: reported, not judged)" if report.read == "follower" else ""
     lines.append(f"  sessions: {report.sessions}{note}")
+    if report.linearizable is not None:
+        lines.append(f"  linearizability: {report.verdict}")
     lines.append(verdict_line(report))
     return lines

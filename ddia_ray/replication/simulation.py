@@ -41,9 +41,12 @@ from ..history import HistoryRecorder, check_sessions, describe_sessions
 from ..kv.member import RaftMember
 from ..runtime import SimCall, SimNetwork
 from .leader_follower import LEADER, LeaderFollowerReplica
-from .records import PUT, ReadResult, ReplRead, ReplWrite, Session, WriteAck
+from ..kv.simulation import SimClient, SimReport
+from ..kv.simulation import simulate as simulate_kv
+from .raft_replica import RaftReplica
+from .records import CAS, PUT, ReadResult, ReplRead, ReplWrite, Session, WriteAck
 
-__all__ = ["simulate", "LFSimReport", "ReplicationViolation"]
+__all__ = ["simulate", "simulate_raft", "LFSimReport", "ReplicationViolation"]
 
 
 class ReplicationViolation(AssertionError):
@@ -367,3 +370,35 @@ def _check(sim: SimNetwork, reps: list, leader: str, rec: HistoryRecorder, obs: 
 def _session_of(op) -> str:
     """A client's processes are named ``client/n``: the session is the client, across its processes."""
     return str(op.process).split("/")[0]
+
+
+# --- the Raft protocol ----------------------------------------------------------------------------
+
+
+class _RaftStoreClient(SimClient):
+    """RaftKV's simulated client, speaking the replicated store's requests to its Raft replicas."""
+
+    def _send(self, op: tuple) -> None:
+        kind, key, seq, value, expected = op
+        if kind == "get":
+            payload: Any = ReplRead((key,), "linearizable")
+        else:
+            ops = ((PUT, key, value),) if kind == "put" else ((CAS, key, value, expected),)
+            payload = ReplWrite(ops, client=self.name, seq=seq, acked_below=self.acked_below)
+        self.call = self.sim.request(self.leader, payload, src=self.name)
+
+    def _answer(self, res) -> tuple[bool, Any, str]:
+        if isinstance(res, ReadResult):
+            return True, res.values[0], ""
+        if isinstance(res, WriteAck):
+            return True, (res.results[0] if self.op is not None and self.op[1][0] == "cas" else None), ""
+        return False, None, ""
+
+
+def simulate_raft(seed: int, **options) -> SimReport:
+    """One seeded run of the replicated store's Raft protocol (:class:`~.raft_replica.RaftReplica` over a
+    dict state), under the faults of RaftKV's simulation and with its checks: election safety, leader
+    completeness, state-machine safety, log matching, liveness after healing and linearizability
+    (see :mod:`ddia_ray.kv.simulation`). Membership changes are RaftKV's alone, so they are off."""
+    return simulate_kv(seed, membership=False, member_class=RaftReplica,
+                       member_options=lambda node: {"group": "sim"}, client_class=_RaftStoreClient, **options)

@@ -65,20 +65,30 @@ class Sessions:
             seen[seq] = (lsn, results)
         self.table[client] = (floor, seen)
 
-    def encode(self) -> tuple:
-        """The table as plain tuples (for a snapshot)."""
+    @staticmethod
+    def encode_rows(table: dict) -> tuple:
+        """``{client: (floor, {seq: (lsn, results)})}`` as plain tuples."""
         return tuple((c, floor, tuple((s, lsn, res) for s, (lsn, res) in seen.items()))
-                     for c, (floor, seen) in self.table.items())
+                     for c, (floor, seen) in table.items())
 
-    def restore(self, rows: Any) -> None:
-        """Replace the table by rows of :meth:`encode`; malformed rows raise CorruptRecordError."""
+    @staticmethod
+    def decode_rows(rows: Any) -> dict:
+        """The inverse of :meth:`encode_rows`; malformed rows raise CorruptRecordError."""
         try:
             table = {c: (floor, {s: (lsn, res) for s, lsn, res in seen}) for c, floor, seen in rows}
         except (TypeError, ValueError) as e:
-            raise CorruptRecordError(f"a replica state snapshot's sessions are malformed: {e}") from e
+            raise CorruptRecordError(f"session rows are malformed: {e}") from e
         if not all(isinstance(c, str) and type(f) is int for c, (f, _) in table.items()):
-            raise CorruptRecordError("a replica state snapshot's sessions are (client, floor, answers)")
-        self.table = table
+            raise CorruptRecordError("session rows are (client, floor, answers)")
+        return table
+
+    def encode(self) -> tuple:
+        """The table as plain tuples (for a snapshot)."""
+        return self.encode_rows(self.table)
+
+    def restore(self, rows: Any) -> None:
+        """Replace the table by rows of :meth:`encode`; malformed rows raise CorruptRecordError."""
+        self.table = self.decode_rows(rows)
 
     def __len__(self) -> int:
         return len(self.table)

@@ -44,8 +44,9 @@ from .records import ReplAdmin
 __all__ = ["ReplicatedStore", "PROTOCOLS"]
 
 #: Replication protocols a store can run.
-PROTOCOLS = ("leader-follower",)
+PROTOCOLS = ("leader-follower", "raft")
 _REPLICA = "ddia_ray.replication.leader_follower:build"
+_RAFT = "ddia_ray.replication.raft_replica:build"
 _COORDINATOR = "ddia_ray.kv.member:build"
 _names = itertools.count(1)
 
@@ -57,7 +58,7 @@ class ReplicatedStore(Component):
     ``shutdown()``, a context manager, and :meth:`connect` from another driver.
     """
 
-    factories = (_REPLICA, _COORDINATOR)
+    factories = (_REPLICA, _COORDINATOR, _RAFT)
 
     def __init__(self, group: NodeGroup, options: dict):
         super().__init__(group)
@@ -66,22 +67,28 @@ class ReplicatedStore(Component):
 
     @classmethod
     def _attached(cls, group: NodeGroup) -> "ReplicatedStore":
-        replicas = [s for s in group.specs.values() if s.factory == _REPLICA]
+        replicas = [(n, s) for n, s in group.specs.items() if s.factory in (_REPLICA, _RAFT)]
         if not replicas:
             raise ConfigError(f"group {group.name!r} runs no replica")
-        return cls(group, dict(replicas[0].options))
+        options = dict(replicas[0][1].options)
+        if replicas[0][1].factory == _RAFT:
+            options.update(protocol="raft", mode="raft", members=tuple(n for n, _ in replicas), coordinators=())
+        return cls(group, options)
 
     @classmethod
     def launch(cls, name: str | None = None, replicas: int = 3, *, protocol: str = "leader-follower",
-               mode: str = "async", sync_replicas: int = 1, engine: str = "map", root: str | None = None,
+               mode: str | None = None, sync_replicas: int = 1, engine: str = "map", root: str | None = None,
                coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
                sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
                **replica_options: Any) -> "ReplicatedStore":
-        """Start ``replicas`` replicas and ``coordinators`` coordination members.
+        """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
 
-        ``mode``: ``"sync"`` (a write is acknowledged once every follower has it), ``"semi-sync"``
-        (``sync_replicas`` followers) or ``"async"`` (the leader alone). ``engine``: ``"lsm"``,
-        ``"btree"`` (data under ``root``) or ``"map"``. ``lease_s``: the leader's lease; a failover
+        ``protocol``: ``"leader-follower"`` or ``"raft"`` (every write committed by a majority;
+        ``mode`` does not apply, and ``raft``/``snapshot_entries`` go to the Raft members).
+        ``mode`` (leader-follower, default ``"async"``): ``"sync"`` (a write is acknowledged once every
+        follower has it), ``"semi-sync"`` (``sync_replicas`` followers) or ``"async"`` (the leader alone).
+        ``engine``: ``"lsm"``, ``"btree"`` (data under ``root``) or ``"map"``.
+        ``lease_s``: the leader's lease; a failover
         takes about 1.5 leases. ``sync=True`` fsyncs the replica logs and the engines before a
         write is acknowledged. ``replica_options`` go to
         :class:`~.leader_follower.LeaderFollowerReplica` (``drift``, ``retain_entries``, ...);
@@ -89,7 +96,12 @@ class ReplicatedStore(Component):
         """
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown replication protocol {protocol!r}; use one of {PROTOCOLS}")
-        if mode not in MODES:
+        if protocol == "raft" and mode not in (None, "raft"):
+            raise ConfigError(f"mode {mode!r} is a leader-follower setting; the Raft protocol acknowledges a write "
+                              f"once a majority has it")
+        if protocol == "leader-follower" and mode is None:
+            mode = "async"
+        if protocol == "leader-follower" and mode not in MODES:
             raise ConfigError(f"unknown replication mode {mode!r}; use one of {MODES}")
         if type(replicas) is not int or replicas < 1:
             raise ConfigError(f"a store needs at least one replica, got {replicas!r}")
@@ -103,10 +115,14 @@ class ReplicatedStore(Component):
             raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
         name = name or f"repl-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         members = tuple(f"r{i}" for i in range(1, replicas + 1))
+        data_url = f"{root.rstrip('/')}/{name}/data" if root else ""
+        if protocol == "raft":
+            return cls._launch_raft(name, members, engine, data_url, engine_options, root=root, tick_s=tick_s,
+                                    seed=seed, sync=sync, config=config, detached=detached, **replica_options)
         coords = tuple(f"c{i}" for i in range(1, coordinators + 1))
         options = {"group": name, "members": members, "coordinators": coords, "mode": mode,
                    "sync_replicas": sync_replicas, "lease_s": lease_s, "engine": engine,
-                   "data_url": f"{root.rstrip('/')}/{name}/data" if root else "",
+                   "data_url": data_url,
                    "engine_options": dict(engine_options or {}), "sync": bool(sync), **replica_options}
         raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
         coord_options = {"seed": seed, "snapshot_entries": 10_000, "voters": coords,
@@ -116,6 +132,23 @@ class ReplicatedStore(Component):
         group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync,
                                  detached=detached)
         return cls(group, options)
+
+    @classmethod
+    def _launch_raft(cls, name: str, members: tuple, engine: str, data_url: str, engine_options: dict | None, *,
+                     root: str | None, tick_s: float, seed: int, sync: bool, config, detached: bool,
+                     raft: RaftConfig | None = None, snapshot_entries: int = 10_000,
+                     **replica_options: Any) -> "ReplicatedStore":
+        if raft is None:
+            raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+        elif not isinstance(raft, RaftConfig):
+            raise InvalidArgumentError(f"raft must be a RaftConfig, got {type(raft).__name__}")
+        options = {"group": name, "voters": members, "seed": seed, "snapshot_entries": snapshot_entries,
+                   "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}, "engine": engine,
+                   "data_url": data_url, "engine_options": dict(engine_options or {}), "sync": bool(sync),
+                   **replica_options}
+        group = NodeGroup.launch(name, {r: CoreSpec(_RAFT, options) for r in members}, root=root, tick_s=tick_s,
+                                 seed=seed, config=config, sync=sync, detached=detached)
+        return cls(group, {**options, "protocol": "raft", "mode": "raft", "members": members, "coordinators": ()})
 
     # --- inspection --------------------------------------------------------------------------------
 
@@ -131,8 +164,13 @@ class ReplicatedStore(Component):
 
     @property
     def mode(self) -> str:
-        """The store's replication mode."""
+        """The store's replication mode (``"raft"`` under the Raft protocol)."""
         return self.options["mode"]
+
+    @property
+    def protocol(self) -> str:
+        """``"leader-follower"`` or ``"raft"``."""
+        return self.options.get("protocol", "leader-follower")
 
     def status(self) -> dict:
         """Every live replica's status (role, epoch, positions, lag, lost writes, counters)."""

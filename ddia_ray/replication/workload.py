@@ -28,7 +28,9 @@ followers catch up, and the verdicts are:
 * **durability**: in ``sync`` and ``semi-sync`` mode no acknowledged ledger
   write is missing; in ``async`` mode the missing ones are exactly the lost
   writes the store reports (its promise: count them, list them, hide none);
-* **sessions**: no session-guarantee violation.
+* **sessions**: no session-guarantee violation;
+* **linearizability** (the Raft protocol): the shared-key history is checked
+  with :func:`~ddia_ray.history.check`, as the RaftKV workload's is.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import CallTimeoutError, ConfigError, DdiaRayError
-from ..history import HistoryRecorder, check_sessions, describe_sessions
+from ..history import HistoryRecorder, check, check_sessions, describe, describe_sessions
 from ..kv.workload import SCHEDULES, FaultSchedule
 
 __all__ = ["run_workload", "ReplicationReport", "SCHEDULES"]
@@ -72,11 +74,14 @@ class ReplicationReport:
     durability: str = ""
     sessions_ok: bool | None = None
     sessions: str = ""
+    linearizable: bool | None = None  # checked under the Raft protocol only
+    verdict: str = ""
 
     @property
     def ok(self) -> bool:
         """Both verdicts passed (sessions only where the read mode promises them)."""
-        return bool(self.durability_ok) and (self.sessions_ok is not False or self.read == "follower")
+        return (bool(self.durability_ok) and (self.sessions_ok is not False or self.read == "follower")
+                and self.linearizable is not False)
 
 
 def _percentiles(values: list) -> dict:
@@ -207,9 +212,14 @@ def run_workload(store, *, clients: int = 4, keys: int = 3, duration_s: float = 
     report.write_latency_ms = _percentiles([x for w in workers for x in w.write_lat])
     report.read_latency_ms = _percentiles([x for w in workers for x in w.read_lat])
     _check_durability(store, report, [k for w in workers for k in w.acked], settle_s)
-    result = check_sessions(rec.operations())
+    ops = rec.operations()
+    result = check_sessions(ops)
     report.sessions_ok = result.ok
     report.sessions = describe_sessions(result)
+    if store.protocol == "raft" and read in ("linearizable", "leader"):
+        lin = check(ops, timeout_s=120)
+        report.linearizable = lin.ok
+        report.verdict = describe(lin)
     return report
 
 
@@ -234,7 +244,7 @@ def _check_durability(store, report: ReplicationReport, acked: list, settle_s: f
     report.missing = missing
     report.reported_lost = stats["lost_writes"]
     report.reported_missing = sum(1 for k in missing if k in lost_keys)
-    if store.mode in ("sync", "semi-sync"):
+    if store.mode != "async":  # sync, semi-sync, and Raft (a majority has every acknowledged write)
         report.durability_ok = not missing
         report.durability = (f"{len(missing)} of {len(acked)} acknowledged writes missing; "
                              f"{store.mode} mode allows 0")

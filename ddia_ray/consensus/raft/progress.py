@@ -97,6 +97,11 @@ class Progress:
         else:
             self.probe_sent = True
 
+    def free_first(self) -> None:
+        """Forget the oldest append in flight (its answer is presumed lost)."""
+        if self.inflights:
+            self.inflights.popleft()
+
     def maybe_update(self, index: int) -> bool:
         """The follower matches up to ``index``; returns whether that is news."""
         updated = index > self.match

@@ -116,6 +116,11 @@ class _Replication:
         elif m.type == "heartbeat_resp":
             pr.recent_active = True
             pr.probe_sent = False
+            if pr.state == REPLICATE and pr.is_paused():
+                # Every append in flight may have been lost (the follower restarted, or the network
+                # dropped them) and no answer will ever free the window: free one slot, so the next
+                # append goes out and its answer (or refusal) resumes replication. etcd does the same.
+                pr.free_first()
             if pr.state == SNAPSHOT and pr.match < pr.pending_snapshot:
                 pr.become_probe()  # the snapshot may have been lost: probe again
             if pr.match < self.log.last_index():

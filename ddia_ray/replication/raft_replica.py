@@ -1,0 +1,342 @@
+"""The Raft protocol of the replicated store: RaftKV's member over an engine-backed state.
+
+Theory of operation
+-------------------
+There is one Raft key-value core in ddia-ray, :class:`~ddia_ray.kv.member.RaftMember`.
+:class:`RaftReplica` is that member with a different state machine and the
+replicated store's requests: the log entries it proposes are whole client write
+batches (:class:`~.records.ReplWrite`), applied by :class:`ReplStateMachine` to
+a :class:`~.state.ReplicaState` (a storage engine, or a dict), so the Raft log
+is the write-ahead log of record and the engine says which index it reflects
+(:mod:`.engine_state`). Snapshots are engine checkpoints: when the member
+compacts its log, the snapshot's data names a checkpoint of the engine's
+files, and a lagging follower that receives it copies those files through
+fsspec instead of decoding the state from the message.
+
+Writes: one entry per ``ReplWrite``; a ``cas`` is decided when the entry is
+applied (every member applies the same entries in the same order, so every
+member decides the same), and the client session's answer is kept with the
+data, so a retry of an applied write returns its first answer (exactly once;
+Raft thesis 6.3). The answer is a :class:`~.records.WriteAck` whose position
+is ``(term, index)``. ``acks`` above what a majority gives makes the leader
+wait until that many followers have the entry.
+
+Reads (``ReplRead.read``):
+
+* ``linearizable`` (the default under Raft): ReadIndex (thesis 6.4): the leader
+  confirms with a quorum that it still leads, then answers once it has applied
+  everything committed before the read began;
+* ``leader``: a lease read, served by the leader at once. Offered only with
+  check-quorum, under which a leader steps down when it has not heard from a
+  quorum within an election timeout, so no other leader can exist while it
+  answers (assuming clock rates differ by less than the election timeout's
+  slack, as etcd's lease-based reads do);
+* ``follower``: any member's own state, possibly stale, optionally within
+  ``max_staleness_s`` of the last time it heard from the leader;
+* ``session``: any member that has applied the session's position. Every
+  acknowledged Raft write is committed, so a session's position can never be
+  lost in a failover.
+
+A follower that cannot install a snapshot (its checkpoint is gone or damaged)
+stops serving and taking part (fail-stop, ``failed`` in its status) rather than
+run with a state behind its log; restarting it recovers from its own log, and
+the leader sends a newer snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import codec
+from ..consensus.raft import LEADER, NORMAL
+from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
+                      ReplicaBehindError, StaleEpochError, StalenessBoundError, StorageError, UnknownNodeError)
+from ..kv.commands import KVCall
+from ..kv.member import RaftMember
+from .records import ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
+from .state import MapState, ReplicaState
+
+__all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "decode_write"]
+
+_WRITE_FORMAT = 1
+_REPL = -1  # the "position in batch" of a replicated-store request (RaftMember's bookkeeping slot)
+
+
+def encode_write(req: ReplWrite) -> bytes:
+    """The log entry of a client write batch: ``("repl", format, client, seq, acked_below, ops)``."""
+    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops))
+
+
+def decode_write(data: bytes) -> tuple:
+    """``(client, seq, acked_below, ops)`` of an entry made by :func:`encode_write`."""
+    fields = codec.decode(data)
+    if not (isinstance(fields, tuple) and len(fields) == 6 and fields[0] == "repl" and fields[1] == _WRITE_FORMAT
+            and isinstance(fields[2], str) and type(fields[3]) is int and type(fields[4]) is int
+            and isinstance(fields[5], tuple)):
+        raise CorruptRecordError("a replicated-store log entry is not a write batch of a known format")
+    return fields[2:]
+
+
+class ReplStateMachine:
+    """The state machine of :class:`RaftReplica`: write batches applied to a :class:`~.state.ReplicaState`."""
+
+    def __init__(self, state: ReplicaState, name: str):
+        self.state = state
+        self.name = name
+        self.applied_writes = 0
+        self.duplicates = 0
+
+    def read(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in this member's state."""
+        return self.state.get(key)
+
+    def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
+                    ops: tuple) -> tuple[int, tuple] | None:
+        """Apply the write batch at ``index`` once per ``(client, seq)``; returns ``(index it applied at,
+        one result per op)``: for a retry, the first application's. None when there is no answer to
+        give (applied before a restart, or a retry the client already acknowledged)."""
+        if client:
+            done = self.state.answered(client, seq)
+            if done == "stale":
+                self.duplicates += 1
+                return None
+            if done is not None:
+                if done[0] != index:
+                    self.duplicates += 1
+                return done
+        if index <= self.state.applied:
+            return None  # applied before a restart (the engine said so): nothing to do again
+        log_ops, results = self.state.decide(ops)
+        self.state.apply(index, log_ops, (client, seq, acked_below, results) if client else (), term)
+        self.applied_writes += 1
+        return index, results
+
+    def snapshot(self) -> bytes:
+        """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state."""
+        return self.state.export(f"{self.name}-{self.state.applied}")
+
+    def restore(self, data: bytes) -> None:
+        """Recover from this member's own snapshot."""
+        self.state.restore(data)
+
+    def install(self, data: bytes) -> None:
+        """Install a leader's snapshot (copying its checkpoint's files for an engine)."""
+        self.state.install(data)
+
+    def figures(self) -> dict:
+        """For status: the state's figures, writes applied and duplicates recognised."""
+        return {**self.state.describe(), "applied_writes": self.applied_writes, "duplicates": self.duplicates}
+
+
+class RaftReplica(RaftMember):
+    """A member of a replicated store under the Raft protocol (see the module docstring)."""
+
+    def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "",
+                 state: ReplicaState | None = None, max_scan_rows: int = 10_000, **options):
+        # Set before RaftMember's constructor, which may already apply committed entries.
+        self.group = group
+        self.max_scan_rows = max(1, max_scan_rows)
+        self._acks_waiting: dict[int, tuple] = {}  # index -> (request id, WriteAck, followers needed)
+        self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks)
+        self._heard_at = -1  # tick this member last heard from its leader
+        self.failed = ""
+        self.state = state if state is not None else MapState()
+        self.machine = ReplStateMachine(self.state, node_id)
+        super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        """Time passes (nothing happens on a failed member)."""
+        if not self.failed:
+            super().on_tick()
+
+    def on_message(self, src: str, payload: Any) -> None:
+        """A Raft message; remembers when the leader was last heard from (for bounded staleness)."""
+        if self.failed:
+            return
+        if isinstance(payload, KVCall):  # the replicated store's entries are write batches, never KV commands
+            raise InvalidArgumentError(f"{self.node_id} is a replica of {self.group!r}, not a RaftKV member")
+        super().on_message(src, payload)
+        if src == self.node.lead:
+            self._heard_at = self.ticks
+
+    def on_request(self, request_id: int, payload: Any) -> None:
+        """A client's write, read, scan, status or leadership request."""
+        try:
+            if isinstance(payload, ReplStatus):
+                self.reply(request_id, self.status())
+                return
+            if self.failed:
+                raise ReplicaBehindError(f"{self.node_id} stopped: {self.failed}", 0, self.state.applied)
+            if isinstance(payload, ReplWrite):
+                self._on_write(request_id, payload)
+            elif isinstance(payload, (ReplRead, ReplScan)):
+                self._on_read(request_id, payload)
+            elif isinstance(payload, ReplAdmin):
+                self.node.transfer_leadership(payload.target)
+                self.reply(request_id, None)
+            else:
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin or ReplStatus, "
+                                           f"not {type(payload).__name__}")
+        except (ConsensusError, ConfigError, InvalidArgumentError, ReplicaBehindError, StalenessBoundError,
+                StaleEpochError, UnknownNodeError) as e:
+            self.reply(request_id, error=e)
+        self._drain()
+
+    def _not_leader(self) -> NotLeaderError:
+        return NotLeaderError(f"{self.node_id} is not the leader of {self.group!r}", self.node.lead or None)
+
+    def _on_write(self, rid: int, req: ReplWrite) -> None:
+        node = self.node
+        if req.epoch and req.epoch < node.term:
+            raise StaleEpochError(f"the write carries term {req.epoch}; {self.group!r} is at term {node.term}",
+                                  req.epoch, node.term)
+        if node.role != LEADER:
+            raise self._not_leader()
+        followers = len(node.conf.voters) - 1
+        if req.acks > followers:
+            raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
+                              f"{self.group!r} has {followers} followers")
+        (index,) = node.propose_many([encode_write(req)])
+        self._repl_writes[index] = (rid, req.client, req.seq, req.acks)
+
+    def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
+        node = self.node
+        mode = req.read
+        if mode == "linearizable":
+            if node.role != LEADER:
+                raise self._not_leader()
+            self._read_ctx += 1
+            node.read_index(self._read_ctx)
+            self._reads[self._read_ctx] = [(rid, _REPL, req)]  # served by _serve_read at the read index
+            return
+        if mode == "leader":
+            if node.role != LEADER:
+                raise self._not_leader()
+            if not node.config.check_quorum:  # no lease without check-quorum: confirm with a quorum instead
+                self._read_ctx += 1
+                node.read_index(self._read_ctx)
+                self._reads[self._read_ctx] = [(rid, _REPL, req)]
+                return
+        elif node.role != LEADER:
+            if req.max_staleness_s >= 0:
+                lag_s = (self.ticks - self._heard_at) * self.tick_s if self._heard_at >= 0 else float("inf")
+                if lag_s > req.max_staleness_s:
+                    raise StalenessBoundError(f"{self.node_id} last heard from its leader {lag_s:.3f} s ago, more "
+                                              f"than the {req.max_staleness_s} s bound", lag_s, req.max_staleness_s)
+        if mode == "session" and req.after_lsn > self.node.log.applied:
+            raise ReplicaBehindError(f"{self.node_id} has applied index {self.node.log.applied}, the session "
+                                     f"needs {req.after_lsn}", req.after_lsn, self.node.log.applied)
+        self.reply(rid, self._local_read(req))
+
+    def _local_read(self, req: ReplRead | ReplScan) -> ReadResult | ScanResult:
+        applied = self.node.log.applied
+        term = self.node.log.known_term(applied)
+        if isinstance(req, ReplRead):
+            return ReadResult(self.state.get_many(req.keys), term, applied, self.node_id)
+        limit = min(req.limit, self.max_scan_rows)
+        keys, values = self.state.scan(req.start, req.end, limit)
+        return ScanResult(keys, values, len(keys) >= limit, term, applied, self.node_id)
+
+    # --- RaftMember's hooks -------------------------------------------------------------------------
+
+    def _serve_read(self, rid: int, pos: int, key: Any) -> None:
+        if pos == _REPL:
+            self.reply(rid, self._local_read(key))
+        else:
+            super()._serve_read(rid, pos, key)
+
+    def _retry(self, rid: int, pos: int) -> None:
+        if pos == _REPL:  # the read lost its leader: the client asks the new one
+            self.reply(rid, error=self._not_leader())
+        else:
+            super()._retry(rid, pos)
+
+    def _install_snapshot(self, snap) -> None:
+        try:
+            super()._install_snapshot(snap)
+        except (StorageError, OSError) as e:
+            # Running on would apply the entries after the snapshot to a state that lacks it.
+            self.failed = f"could not install the leader's snapshot at index {snap.meta.index}: {e}"
+            raise
+
+    def _apply(self, e) -> None:
+        if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
+            super()._apply(e)
+            return
+        client, seq, acked_below, ops = decode_write(e.data)
+        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops)
+        if self.observer is not None:
+            self.observer(self.node_id, "apply", e.index, (e.term, e.data))
+        waiting = self._repl_writes.pop(e.index, None)
+        if waiting is None:
+            return
+        rid, w_client, w_seq, acks = waiting
+        if (client, seq) != (w_client, w_seq):
+            self.reply(rid, error=self._not_leader())  # another entry won this index: the session makes a retry safe
+            return
+        if applied is None:  # a retry the client had acknowledged already: nothing left to answer
+            self.reply(rid, error=InvalidArgumentError(f"write {seq} of session {client!r} was acknowledged "
+                                                       f"already (the session said so with acked_below)"))
+            return
+        lsn, results = applied
+        term = self.node.log.term(lsn) if lsn != e.index else e.term  # None once compacted away
+        ack = WriteAck(term or e.term, lsn, tuple(results))
+        if acks > (len(self.node.conf.voters) // 2):  # more followers than a majority brings
+            self._acks_waiting[e.index] = (rid, ack, acks)
+        else:
+            self.reply(rid, ack)
+
+    def _drain(self) -> None:
+        super()._drain()
+        if self._acks_waiting:
+            self._release_acks()
+
+    def _release_acks(self) -> None:
+        node = self.node
+        if node.role != LEADER:
+            waiting, self._acks_waiting = self._acks_waiting, {}
+            for rid, _, _ in waiting.values():
+                self.reply(rid, error=self._not_leader())  # the retry is answered by the session
+            return
+        for index in sorted(self._acks_waiting):
+            rid, ack, acks = self._acks_waiting[index]
+            have = sum(1 for n, p in node.progress.items() if n != self.node_id and p.match >= index)
+            if have >= acks:
+                del self._acks_waiting[index]
+                self.reply(rid, ack)
+
+    # --- status --------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """RaftMember's status plus the fields every replica of the store reports."""
+        st = super().status()
+        node = self.node
+        lag = {}
+        if node.role == LEADER:
+            last = node.log.last_index()
+            lag = {n: last - p.match for n, p in node.progress.items() if n != self.node_id}
+        staleness = 0.0 if node.role == LEADER else (
+            (self.ticks - self._heard_at) * self.tick_s if self._heard_at >= 0 else None)
+        return {**st, "group": self.group, "epoch": node.term, "last_lsn": node.log.last_index(),
+                "lag_entries": lag, "staleness_s": staleness, "lost_writes": 0, "lost": (),
+                "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft"}
+
+    def close(self) -> None:
+        """Release the state (an engine closes its files); the shell calls it on a clean stop."""
+        self.state.close()
+
+
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
+          engine_options: dict | None = None, sync: bool = False, **options) -> RaftReplica:
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a Raft replica (state as in
+    :func:`~.leader_follower.build`)."""
+    from .leader_follower import open_state
+
+    state = open_state(node_id, engine, data_url, engine_options, sync)
+    try:
+        return RaftReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)
+    except BaseException:
+        state.close()
+        raise

@@ -1,0 +1,134 @@
+"""EngineState: a replica's state in a storage engine, with its position and client sessions kept in
+the same atomic batches as the data, and checkpoints copied as files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ddia_ray import codec
+from ddia_ray.errors import ConfigError, CorruptionError, CorruptRecordError, StorageError
+from ddia_ray.replication.engine_state import APPLIED_KEY, EngineState
+from ddia_ray.replication.records import CAS, DELETE, DELETE_RANGE, PUT
+from ddia_ray.replication.state import MapState
+
+ENGINES = ["lsm", "btree"]
+
+
+def _open(tmp_path, name: str, engine: str) -> EngineState:
+    return EngineState(f"file://{tmp_path}/{name}", engine=engine, checkpoints_url=f"file://{tmp_path}/cps")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_data_position_and_sessions_survive_a_reopen(tmp_path, engine):
+    st = _open(tmp_path, "a", engine)
+    ops, results = st.decide(((PUT, b"k1", b"v1"), (PUT, b"k2", b"v2"), (CAS, b"k1", b"w", b"v1")))
+    assert results == (None, None, True)
+    st.apply(1, ops, ("client-a", 1, 1, results), epoch=3)
+    st.apply(2, ((DELETE, b"k2", b""),), (), epoch=3)
+    st.close()
+    again = _open(tmp_path, "a", engine)
+    assert (again.applied, again.applied_epoch) == (2, 3)
+    assert again.get_many((b"k1", b"k2")) == (b"w", None)
+    assert again.answered("client-a", 1) == (1, (None, None, True))  # exactly-once survives a restart
+    assert again.answered("client-b", 1) is None
+    again.apply(3, ((PUT, b"k3", b"x"),), ("client-a", 2, 2, (None,)), epoch=4)
+    assert again.answered("client-a", 1) == "stale"  # acked_below=2 lets the replicas forget seq 1
+    again.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_scans_never_return_the_replicas_own_keys(tmp_path, engine):
+    st = _open(tmp_path, "s", engine)
+    st.apply(1, tuple((PUT, b"k%02d" % i, b"v") for i in range(30)), ("c", 1, 1, (None,) * 30), epoch=1)
+    keys, values = st.scan(b"", None, 1000)
+    assert keys == tuple(b"k%02d" % i for i in range(30)) and set(values) == {b"v"}
+    assert st.scan(b"k10", b"k15", 3) == ((b"k10", b"k11", b"k12"), (b"v", b"v", b"v"))
+    assert st.engine.get(APPLIED_KEY) is not None  # it is there, only hidden
+    st.close()
+
+
+def test_a_range_delete_then_a_cas_in_one_batch_sees_the_range():
+    st = MapState()
+    st.apply(1, ((PUT, b"b", b"1"),))
+    ops, results = st.decide(((DELETE_RANGE, b"a", b"c"), (CAS, b"b", b"2", None)))
+    assert results == (None, True)  # b was deleted by the range earlier in the batch
+    st.apply(2, ops)
+    assert st.get(b"b") == b"2"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_engine_behind_its_recorded_position_refuses_to_recover(tmp_path, engine):
+    st = _open(tmp_path, "r", engine)
+    st.apply(1, ((PUT, b"k", b"v"),), epoch=1)
+    snap = st.snapshot()
+    st.close()
+    fresh = _open(tmp_path, "other", engine)
+    with pytest.raises(CorruptionError, match="lost data"):
+        fresh.restore(snap)
+    with pytest.raises(CorruptRecordError):
+        fresh.restore(codec.encode(("engine", 99, 1, 1)))
+    fresh.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_checkpoint_installs_by_copying_files(tmp_path, engine):
+    leader = _open(tmp_path, "leader", engine)
+    for lsn in range(1, 21):
+        leader.apply(lsn, tuple((PUT, b"k%03d" % (lsn * 10 + i), b"v%d" % lsn) for i in range(10)),
+                     ("c", lsn, lsn, (None,) * 10), epoch=2)
+    follower = _open(tmp_path, "follower", engine)
+    follower.apply(1, ((PUT, b"zz-only-here", b"x"),), epoch=1)  # a diverged tail the install replaces
+    record = leader.export("leader-2-20")
+    follower.install(record)
+    assert (follower.applied, follower.applied_epoch) == (20, 2) and follower.generation == 2
+    assert follower.scan(b"", None, 1000) == leader.scan(b"", None, 1000)
+    assert follower.get(b"zz-only-here") is None
+    assert follower.answered("c", 20) == (20, (None,) * 10)  # the sessions came with the files
+    follower.close()
+    reopened = _open(tmp_path, "follower", engine)  # CURRENT names the installed engine
+    assert reopened.generation == 2 and reopened.applied == 20
+    assert not os.path.exists(tmp_path / "follower" / "engine-1")  # the replaced engine is gone
+    reopened.close()
+    leader.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_checkpoint_that_is_gone_raises_and_leaves_the_state_as_it_was(tmp_path, engine):
+    leader = _open(tmp_path, "leader", engine)
+    leader.apply(1, ((PUT, b"a", b"1"),), epoch=1)
+    records = [leader.export(f"cp-{i}") for i in range(3)]  # the oldest of three is deleted (two kept)
+    follower = _open(tmp_path, "follower", engine)
+    follower.apply(1, ((PUT, b"mine", b"1"),), epoch=1)
+    with pytest.raises(StorageError, match="ask the leader again"):
+        follower.install(records[0])
+    assert follower.get(b"mine") == b"1" and follower.generation == 1
+    follower.install(records[2])
+    assert follower.get(b"a") == b"1" and follower.get(b"mine") is None
+    follower.close()
+    leader.close()
+
+
+def test_orphans_of_an_interrupted_install_are_removed_on_open(tmp_path):
+    st = _open(tmp_path, "o", "lsm")
+    st.apply(1, ((PUT, b"k", b"v"),), epoch=1)
+    st.close()
+    (tmp_path / "o" / "engine-7").mkdir()  # a copy that never became CURRENT
+    again = _open(tmp_path, "o", "lsm")
+    assert again.get(b"k") == b"v" and not (tmp_path / "o" / "engine-7").exists()
+    again.close()
+
+
+def test_bad_configuration_and_damage_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="engine"):
+        EngineState(f"file://{tmp_path}/x", engine="sqlite")
+    st = _open(tmp_path, "d", "lsm")
+    st.engine.put(APPLIED_KEY, b"garbage")
+    st.close()
+    with pytest.raises(CorruptionError, match="applied position"):
+        _open(tmp_path, "d", "lsm")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "CURRENT").write_text("not-an-engine\n")
+    with pytest.raises(CorruptionError, match="CURRENT"):
+        _open(tmp_path, "e", "lsm")

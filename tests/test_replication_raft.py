@@ -1,0 +1,86 @@
+"""RaftReplica, the replicated store's Raft protocol, driven directly: its entries, its requests and
+its refusals. (Its safety under faults: tests/test_replication_simulation.py; on Ray:
+tests/test_replication_store.py and tests/test_replication_jepsen.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from ddia_ray import codec
+from ddia_ray.errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
+                             ReplicaBehindError, StaleEpochError)
+from ddia_ray.kv.commands import KVBatch, KVCall
+from ddia_ray.replication.raft_replica import RaftReplica, decode_write, encode_write
+from ddia_ray.replication.records import CAS, PUT, ReadResult, ReplRead, ReplScan, ReplWrite, ScanResult, WriteAck
+
+
+def _leader(recovered=()) -> RaftReplica:
+    core = RaftReplica("r1", voters=("r1",), group="g", recovered=recovered)
+    for _ in range(50):
+        core.tick()
+        if core.node.role == "leader":
+            break
+    assert core.node.role == "leader"
+    rd = core.ready()
+    core.advance(rd)
+    _LOGS[id(core)] = list(rd.persist)  # what a shell would have written: a restart recovers from it
+    return core
+
+
+_LOGS: dict = {}
+
+
+def _ask(core: RaftReplica, payload, rid: int = 1):
+    core.request(rid, payload)
+    rd = core.ready()
+    core.advance(rd)
+    _LOGS.setdefault(id(core), []).extend(rd.persist)
+    (reply,) = [r for r in rd.replies if r.request_id == rid]
+    if reply.error is not None:
+        raise reply.error.exception()
+    return reply.payload
+
+
+def test_write_entries_round_trip_and_damage_is_refused():
+    req = ReplWrite(((PUT, b"k", b"v"), (CAS, b"k", b"w", b"v")), client="c", seq=3, acked_below=2)
+    assert decode_write(encode_write(req)) == ("c", 3, 2, req.ops)
+    for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("kv", 1)), codec.encode(7)):
+        with pytest.raises(CorruptRecordError):
+            decode_write(bad)
+
+
+def test_a_single_member_group_writes_reads_and_answers_retries_once():
+    core = _leader()
+    ack = _ask(core, ReplWrite(((PUT, b"a", b"1"), (CAS, b"a", b"2", b"1")), client="c", seq=1, acked_below=1))
+    assert isinstance(ack, WriteAck) and ack.results == (None, True) and ack.epoch == core.node.term
+    again = _ask(core, ReplWrite(((PUT, b"a", b"1"), (CAS, b"a", b"2", b"1")), client="c", seq=1, acked_below=1),
+                 rid=2)
+    assert again.results == (None, True) and again.lsn == ack.lsn  # the first answer, not a second apply
+    for mode in ("linearizable", "leader", "follower", "session"):
+        got = _ask(core, ReplRead((b"a",), mode, ack.epoch, ack.lsn), rid=3)
+        assert isinstance(got, ReadResult) and got.values == (b"2",) and got.lsn >= ack.lsn
+    page = _ask(core, ReplScan(b"", None, 10), rid=4)
+    assert isinstance(page, ScanResult) and page.keys == (b"a",) and page.more is False
+
+
+def test_refusals():
+    core = _leader()
+    with pytest.raises(ConfigError, match="followers"):
+        _ask(core, ReplWrite(((PUT, b"a", b"1"),), acks=1))
+    old_term = core.node.term
+    _ask(core, ReplWrite(((PUT, b"a", b"1"),)))
+    restarted = _leader(recovered=tuple(_LOGS[id(core)]))  # re-elected after a restart: a higher term
+    assert restarted.node.term > old_term
+    with pytest.raises(StaleEpochError):  # a writer still holding the old term is fenced off
+        _ask(restarted, ReplWrite(((PUT, b"a", b"2"),), epoch=old_term), rid=2)
+    with pytest.raises(ReplicaBehindError):
+        _ask(core, ReplRead((b"a",), "session", 1, 10**6), rid=3)
+    with pytest.raises(InvalidArgumentError):
+        _ask(core, KVBatch("c", (("put", b"a", 1, b"v", None),), 1), rid=4)
+    with pytest.raises(InvalidArgumentError):
+        core.on_message("r2", KVCall(1, KVBatch("c", (("put", b"a", 1, b"v", None),), 1)))
+    follower = RaftReplica("r2", voters=("r1", "r2", "r3"), group="g")
+    with pytest.raises(NotLeaderError):
+        _ask(follower, ReplWrite(((PUT, b"a", b"1"),)))
+    with pytest.raises(NotLeaderError):
+        _ask(follower, ReplRead((b"a",), "linearizable"), rid=2)
