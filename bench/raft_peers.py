@@ -369,7 +369,7 @@ class _Member:
         self._log.close()
 
 
-def _free_ports(n: int) -> list:
+def free_ports(n: int) -> list:
     """``n`` distinct loopback ports the kernel just handed out (all held until all are known)."""
     socks = []
     try:
@@ -413,7 +413,7 @@ def _wait_replicated(members: list, applied_keys: int) -> None:
 def _run_cluster(root: str, tag: str, *, batch: bool, fsync: bool, payload_bytes: int,
                  seed: int, request: dict) -> dict:
     """Start 3 members, wait for a leader, run ``request`` on the leader, stop everything."""
-    ports = _free_ports(_MEMBERS)
+    ports = free_ports(_MEMBERS)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     members = []
     try:

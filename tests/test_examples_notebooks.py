@@ -41,6 +41,43 @@ assert not pathlib.Path(root).exists()  # the notebook cleaned up its logs
 print({_PASSED!r})
 """
 
+_REPLICATION_CHECKS = f"""
+import pathlib
+from ddia_ray.replication.report import lag_series
+# The partition-leader run on the semi-sync store: faults, failovers, nothing lost, sessions kept.
+assert report.faults and len(report.failovers) >= 2, (report.faults, report.failovers)
+assert report.durability_ok is True and report.missing == [], report.durability
+assert report.sessions_ok is True, report.sessions
+ax_lead, ax_lag, ax_stale = fig_run.axes
+# One leader bar per replica and epoch, one lag line per follower, labelled with its name.
+assert len(ax_lead.collections) == len(spans) >= 2
+followers = sorted(line.get_label() for line in ax_lag.get_lines() if not line.get_label().startswith("_"))
+assert followers == sorted(lag_series(report)) and len(followers) == 3  # every replica followed some leader
+# A shaded band per fault and a dashed line per failover on every panel.
+bands = len(fault_spans(report.faults))
+for ax in (ax_lead, ax_lag, ax_stale):
+    assert bands >= 1 and len(ax.patches) == bands
+    assert sum(line.get_label() == "_failover" for line in ax.get_lines()) == len(report.failovers) - 1
+# The same faults in each mode: sync and semi-sync lose nothing; async loses only what it reports.
+assert list(runs) == ["sync", "semi-sync", "async"]
+for mode, r in runs.items():
+    assert r.schedule == "partition-leader" and r.mode == mode and len(r.failovers) >= 2, (mode, r.failovers)
+    assert r.durability_ok is True, (mode, r.durability)
+    assert len(r.missing) == r.reported_missing <= r.reported_lost, (mode, r.durability)
+    # Sessions hold in every mode: an async session whose write was lost is told (SessionError) and
+    # starts anew rather than read past its loss.
+    assert r.sessions_ok is True, (mode, r.sessions)
+    if mode != "async":
+        assert r.missing == [] and r.reported_lost == 0, (mode, r.durability)
+ax_lat, ax_lost = fig_modes.axes
+lost = [len(runs[m].missing) for m in MODES] + [runs[m].reported_lost for m in MODES]
+assert [round(bar.get_height()) for bar in ax_lost.patches] == lost
+latency = [runs[m].write_latency_ms[q] for q in ("p50", "p99") for m in MODES]
+assert [bar.get_height() for bar in ax_lat.patches] == latency
+assert not pathlib.Path(root).exists()  # the notebook cleaned up the last store's files
+print({_PASSED!r})
+"""
+
 
 def _execute(name: str, checks: str):
     """Run ``examples/<name>`` plus a cell of ``checks`` in a real kernel; returns the executed notebook."""
@@ -84,7 +121,20 @@ def test_raft_notebook_runs_in_a_kernel_and_plots_a_linearizable_run(ray_session
     assert _images(nb) == 1
 
 
-@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb"])
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_replication_notebook_runs_in_a_kernel_and_plots_every_mode(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = _execute("replication.ipynb", _REPLICATION_CHECKS)
+    assert _PASSED in _text(nb.cells[-1])
+    summary = next(c for c in nb.cells if c.cell_type == "code" and "summary_lines(report)" in c.source)
+    assert _text(summary).splitlines()[-1] == "replication: ok"
+    assert _images(nb) == 2  # the run's lag and leaders, and the modes compared
+
+
+@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb"])
 def test_stored_notebooks_keep_their_outputs(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(EXAMPLES / name, as_version=4)

@@ -291,3 +291,32 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
             assert c.get(b"k") == b"v"
     finally:
         s.shutdown()
+
+
+def test_a_session_whose_write_was_lost_is_told_before_it_reads_past_it(ray_session):
+    """Async: a session's acknowledged write is lost in a failover. Its next write (on the new
+    leader, at a higher lsn) must not silently replace the lost position: it raises SessionError, and
+    so does a read, instead of returning the value from before the lost write."""
+    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=0.6)
+    try:
+        old = s.leader()
+        followers = [m for m in s.members if m != old]
+        with s.client(read="session", timeout_s=20) as c:
+            c.put(b"k", b"v1")
+            _until(lambda: all(v["entries"] == 0 for v in s.stats()["lag"].values()), what="followers caught up")
+            s.partition([followers + list(s.coordinators), ["*"]])  # the leader and this client on one side
+            c.put(b"k", b"v2")  # acknowledged by the leader alone
+            lost_position = c.session.position()
+            new = s.failover(timeout_s=20)  # the lease lapses; a follower takes over
+            s.heal()
+            assert new != old
+            _until(lambda: s.stats()["lost_writes"] >= 1, what="the lost write reported")
+            with pytest.raises(SessionError):
+                c.put(b"other", b"x")
+            with pytest.raises(SessionError):
+                c.get(b"k")
+            assert c.session.position() == lost_position  # nothing moved the session past its loss
+        with s.client(read="session") as fresh:  # a new session reads the store as it now is
+            assert fresh.get(b"k") == b"v1"
+    finally:
+        s.shutdown()

@@ -407,7 +407,8 @@ class ReplicatedClient:
             seq = next(self._seq)
             self._unacked.add(seq)
             acked_below = min(self._unacked)
-        return _Batch(ReplWrite(tuple(ops), acks, 0, self.name, seq, acked_below), units)
+            epoch, lsn = self._session.position()
+        return _Batch(ReplWrite(tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn), units)
 
     def _take_reads(self) -> tuple[Any, list]:
         units: list[_Unit] = []

@@ -367,6 +367,8 @@ class LeaderFollowerReplica(BaseCore):
         if self._transfer is not None:  # handing over: the target takes the writes from now on
             raise NotLeaderError(f"{self.node_id} is handing leadership of {self.group!r} to "
                                  f"{self._transfer['target']}", self._transfer["target"])
+        if req.after_lsn:  # the session must not move past a write of its own that was lost
+            self._check_session_position(req.after_epoch, req.after_lsn)
         followers = len(self.members) - 1
         if req.acks > followers:
             raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
@@ -726,6 +728,8 @@ class LeaderFollowerReplica(BaseCore):
 
     def _step_down(self, why: str) -> None:
         was_leader = self.role == LEADER
+        if was_leader:
+            self._caught_up_at = self.ticks  # a leader is caught up with itself until it stops leading
         self.role = FOLLOWER
         self._probe = None
         self.valid_until = -1
@@ -776,6 +780,9 @@ class LeaderFollowerReplica(BaseCore):
 
     def _check_session_position(self, epoch: int, lsn: int) -> None:
         applied = self.state.applied
+        if lsn > applied and self._leading():  # the leader has every acknowledged write of its history
+            raise SessionError(f"the session's position (epoch {epoch}, lsn {lsn}) is beyond {self.group!r}'s "
+                               f"history (lsn {applied}): a write it saw was lost in a failover")
         if lsn > applied:
             raise ReplicaBehindError(f"{self.node_id} has applied lsn {applied}, the session needs {lsn}", lsn, applied)
         if self.epoch_at(lsn) != epoch:
@@ -795,7 +802,9 @@ class LeaderFollowerReplica(BaseCore):
         """Leader: each follower's replication lag in entries (last lsn minus its acknowledged lsn)."""
         if self.role != LEADER:
             return {}
-        return {p: self.last_lsn - self._match.get(p, 0) for p in self.members if p != self.node_id}
+        # None until a follower has answered this leader: its position is not known yet.
+        return {p: (self.last_lsn - self._match[p] if p in self._match else None)
+                for p in self.members if p != self.node_id}
 
     def status(self) -> dict:
         """Role, epoch, positions, lag, lost writes and counters, as plain data."""

@@ -221,7 +221,12 @@ class Base:
 # --- client requests and answers -------------------------------------------------------------
 
 
-@record("repl.write", version=1)
+def _write_v1_to_v2(fields: dict) -> dict:
+    """Version 1 carried no session position: the write checks none (as before)."""
+    return {**fields, "after_epoch": 0, "after_lsn": 0}
+
+
+@record("repl.write", version=2, upgrades={1: _write_v1_to_v2})
 class ReplWrite:
     """A batch of writes, applied atomically as one entry.
 
@@ -231,6 +236,9 @@ class ReplWrite:
     :class:`~ddia_ray.errors.StaleEpochError` (DDIA 8.4, "Fencing tokens"). ``client`` and
     ``seq`` (a session and its write number, from 1) make a retried or duplicated write apply
     once; ``acked_below``: every seq below it has had its answer, so replicas may forget it.
+    ``after_epoch``/``after_lsn``: the client session's position; the leader refuses the write
+    with :class:`~ddia_ray.errors.SessionError` if that position is not in its history (a write the
+    session saw was lost), so a session never moves past its own lost write without knowing.
     """
 
     ops: tuple
@@ -239,6 +247,8 @@ class ReplWrite:
     client: str = ""
     seq: int = 0
     acked_below: int = 0
+    after_epoch: int = 0
+    after_lsn: int = 0
 
     def __post_init__(self):
         check_ops(self.ops, client=True)
@@ -249,6 +259,8 @@ class ReplWrite:
             raise InvalidArgumentError("a write's client is a str session name ('' for none)")
         _int("seq", self.seq, 1 if self.client else 0)
         _int("acked_below", self.acked_below)
+        _int("after_epoch", self.after_epoch)
+        _int("after_lsn", self.after_lsn)
 
 
 @record("repl.read", version=1)

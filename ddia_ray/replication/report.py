@@ -61,6 +61,9 @@ def summary_lines(report) -> list:
     if report.missing:
         lines.append("    missing, e.g. " + ", ".join(k.decode(errors='replace') for k in report.missing[:5]))
     note = " (follower reads promise no session guarantee: reported, not judged)" if report.read == "follower" else ""
+    if report.broken_sessions:
+        note += (f"; {report.broken_sessions} session(s) were told a write they saw was lost (SessionError) "
+                 f"and started anew")
     lines.append(f"  sessions: {report.sessions}{note}")
     if report.linearizable is not None:
         lines.append(f"  linearizability: {report.verdict}")

@@ -269,7 +269,7 @@ class ReplicatedStore(Component):
             lag = leaders[leader]["lag_entries"]
             followers = [m for m in self.members if m != leader and m in statuses]
             if followers:
-                best = min(followers, key=lambda m: (lag.get(m, 1 << 62), self.members.index(m)))
+                best = min(followers, key=lambda m: (1 << 62 if lag.get(m) is None else lag[m], self.members.index(m)))
                 self.transfer_leadership(best, timeout_s=timeout_s)
                 return best
             raise ConfigError(f"{self.name!r} has no live follower to fail over to")

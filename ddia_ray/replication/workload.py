@@ -41,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..errors import CallTimeoutError, ConfigError, DdiaRayError
+from ..errors import CallTimeoutError, ConfigError, DdiaRayError, SessionError
 from ..history import HistoryRecorder, check, check_sessions, describe, describe_sessions
 from ..kv.workload import SCHEDULES, FaultSchedule
 
@@ -59,6 +59,7 @@ class ReplicationReport:
     writes_ok: int = 0
     reads_ok: int = 0
     unknown: int = 0
+    broken_sessions: int = 0  # sessions told (SessionError) that a write they saw was lost; each started anew
     throughput_ops_s: float = 0.0
     write_latency_ms: dict = field(default_factory=dict)
     read_latency_ms: dict = field(default_factory=dict)
@@ -102,6 +103,7 @@ class _Worker(threading.Thread):
         self.write_lat: list[float] = []
         self.read_lat: list[float] = []
         self.unknown = 0
+        self.broken_sessions = 0  # sessions the store told that a write they saw was lost
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -111,47 +113,74 @@ class _Worker(threading.Thread):
         except BaseException as e:  # noqa: BLE001 -- reported by run_workload
             self.error = e
 
+    def _client(self, generation: int):
+        return self.store.client(read=self.read, timeout_s=self.op_timeout_s, rpc_timeout_s=0.5,
+                                 name=f"workload-{self.run_id}-{self.idx}-{generation}")
+
     def _loop(self) -> None:
-        process, n = self.idx, 0
-        with self.store.client(read=self.read, timeout_s=self.op_timeout_s, rpc_timeout_s=0.5,
-                               name=f"workload-{self.run_id}-{self.idx}") as c:
+        process, n, generation = self.idx, 0, 0
+        c = self._client(generation)
+        try:
             while not self.stop.is_set():
                 n += 1
-                r = self.rng.random()
-                t0 = time.monotonic()
-                if r < 0.4:
-                    key = f"{self.run_id}:w:{self.idx}:{n}".encode()
-                    try:
-                        c.put(key, b"1")
-                    except (CallTimeoutError, DdiaRayError):
-                        self.unknown += 1
-                        continue
-                    self.acked.append(key)
-                    self.write_lat.append(time.monotonic() - t0)
-                elif r < 0.7:
-                    key = self.rng.choice(self.keys)
-                    value = b"%d:%d" % (self.idx, n)
-                    op = self.rec.invoke(process, "write", key, value)
-                    try:
-                        c.put(key, value)
-                    except (CallTimeoutError, DdiaRayError) as e:
-                        self.rec.info(op, e)
-                        self.unknown += 1
-                        process += self.clients  # its outcome is unknown: a new process from here (Jepsen)
-                        continue
-                    s = c.session
-                    self.rec.ok(op, (s.write_lsn, s.write_epoch))
-                    self.write_lat.append(time.monotonic() - t0)
-                else:
-                    key = self.rng.choice(self.keys)
-                    op = self.rec.invoke(process, "read", key, None)
-                    try:
-                        value = c.get(key)
-                    except (CallTimeoutError, DdiaRayError) as e:
-                        self.rec.fail(op, e)  # a read changes nothing: leave it out
-                        continue
-                    self.rec.ok(op, value)
-                    self.read_lat.append(time.monotonic() - t0)
+                try:
+                    process = self._one(c, process, n)
+                except SessionError:
+                    # The store says a write this session saw was lost (async failover): the session's
+                    # guarantees cannot hold any more. Start a new one, as an application would.
+                    self.broken_sessions += 1
+                    process += self.clients
+                    c.close()
+                    generation += 1
+                    c = self._client(generation)
+        finally:
+            c.close()
+
+    def _one(self, c, process: int, n: int) -> int:
+        """One operation; returns the Jepsen process to use from now on."""
+        r = self.rng.random()
+        t0 = time.monotonic()
+        if r < 0.4:
+            key = f"{self.run_id}:w:{self.idx}:{n}".encode()
+            try:
+                c.put(key, b"1")
+            except SessionError:
+                raise  # refused before it was ordered: it did not happen
+            except (CallTimeoutError, DdiaRayError):
+                self.unknown += 1
+                return process
+            self.acked.append(key)
+            self.write_lat.append(time.monotonic() - t0)
+        elif r < 0.7:
+            key = self.rng.choice(self.keys)
+            value = b"%d:%d" % (self.idx, n)
+            op = self.rec.invoke(process, "write", key, value)
+            try:
+                c.put(key, value)
+            except SessionError as e:
+                self.rec.fail(op, e)  # the leader refused it before ordering it
+                raise
+            except (CallTimeoutError, DdiaRayError) as e:
+                self.rec.info(op, e)
+                self.unknown += 1
+                return process + self.clients  # its outcome is unknown: a new process from here (Jepsen)
+            s = c.session
+            self.rec.ok(op, (s.write_lsn, s.write_epoch))
+            self.write_lat.append(time.monotonic() - t0)
+        else:
+            key = self.rng.choice(self.keys)
+            op = self.rec.invoke(process, "read", key, None)
+            try:
+                value = c.get(key)
+            except SessionError as e:
+                self.rec.fail(op, e)
+                raise
+            except (CallTimeoutError, DdiaRayError) as e:
+                self.rec.fail(op, e)  # a read changes nothing: leave it out
+                return process
+            self.rec.ok(op, value)
+            self.read_lat.append(time.monotonic() - t0)
+        return process
 
 
 def run_workload(store, *, clients: int = 4, keys: int = 3, duration_s: float = 10.0, schedule: str = "mixed",
@@ -186,7 +215,8 @@ def run_workload(store, *, clients: int = 4, keys: int = 3, duration_s: float = 
             report.samples.append((now, node, st["role"], st["epoch"], st["applied"], st["staleness_s"]))
             if st["role"] == "leader":
                 for follower, behind in st["lag_entries"].items():
-                    report.lag.append((now, follower, behind))
+                    if behind is not None:  # None: the new leader has not heard from it yet
+                        report.lag.append((now, follower, behind))
                 if st["epoch"] > last_epoch:
                     last_epoch = st["epoch"]
                     report.failovers.append((now, st["epoch"], node))
@@ -208,6 +238,7 @@ def run_workload(store, *, clients: int = 4, keys: int = 3, duration_s: float = 
     report.writes_ok = sum(len(w.write_lat) for w in workers)
     report.reads_ok = sum(len(w.read_lat) for w in workers)
     report.unknown = sum(w.unknown for w in workers)
+    report.broken_sessions = sum(w.broken_sessions for w in workers)
     report.throughput_ops_s = round((report.writes_ok + report.reads_ok) / elapsed, 1)
     report.write_latency_ms = _percentiles([x for w in workers for x in w.write_lat])
     report.read_latency_ms = _percentiles([x for w in workers for x in w.read_lat])

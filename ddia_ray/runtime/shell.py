@@ -106,6 +106,8 @@ class NodeShell:
         self.component = str(getattr(hosted, "component", "") or type(hosted).__name__.lower())
         self.metrics = ShellMetrics(self.component, group, node_id)
         self._peers: dict[str, Any] = {}
+        self._outbox: list = []  # messages produced this turn of the event loop (see _process)
+        self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
         # Set while the node runs, clear while paused: every input waits on it.
@@ -396,18 +398,31 @@ class NodeShell:
         if ready.persist and self.log is not None:
             self.log.append(ready.persist)  # durable before any message that depends on it
             self.counters["persisted"] += len(ready.persist)
-        # Replies go first: they need only what was just persisted, and each message send costs
-        # about 0.3 ms of this event loop, which a waiting client would otherwise pay for.
+        # Replies go first: they need only what was just persisted. Messages go to the outbox, sent
+        # once this turn of the event loop is over: an actor call costs ~0.6 ms here, which a client
+        # waiting for its reply would otherwise pay for every message, and the messages of every
+        # request handled in this turn leave together, one call per peer (the persist-before-send
+        # rule holds: what they depend on was appended above).
         for reply in ready.replies:
             fut = self._pending.pop(reply.request_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(reply)
+        if ready.messages:
+            self._outbox.extend(ready.messages)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self.core.advance(ready)
+
+    def _flush_outbox(self) -> None:
+        """Send everything in the outbox, one packet per peer, in the order it was produced."""
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, []
         by_dst: dict[str, list] = defaultdict(list)
-        for env in ready.messages:
+        for env in outbox:
             by_dst[env.dst].append(env)
         for dst, envs in by_dst.items():
             self._send(dst, tuple(envs))
-        self.core.advance(ready)
 
     def _send(self, dst: str, envelopes: tuple) -> None:
         import ray

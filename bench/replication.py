@@ -1,0 +1,185 @@
+"""Replicated writes: our store in each mode against etcd and Redis, in one run, on this machine.
+
+Measured for every system, with 16-byte keys and 100-byte values:
+
+* **throughput**: ``--ops`` writes from one client with up to ``--in-flight`` outstanding;
+* **latency**: ``--blocking-ops`` blocking writes one after the other, p50 and p99.
+
+Our side: one unreplicated storage node (the LSM behind one actor: the cost of replication is
+the difference to it), the leader-follower store in ``async``, ``semi-sync`` (1 of 2 followers)
+and ``sync`` mode (3 replicas on the LSM, plus the 3-member coordination service), the store's
+Raft protocol (3 members on the LSM), and RaftKV (3 members, a dict) for reference. All keep
+their logs on local disk without fsync per write (the OS has them before anything depending on
+them is sent), like Redis without ``appendfsync always``; etcd fsyncs by default and is measured
+both ways.
+
+Peers (``bench/replication_peers.py``): etcd with 3 members on loopback, driven over gRPC;
+Redis, a leader and one replica, pipelined ``SET`` and ``SET`` + ``WAIT 1`` per pipeline. A
+peer whose package is missing is skipped with the reason.
+
+Targets, as ratios of this run: Raft throughput >= 3x etcd and blocking p50 <= 2x etcd's; async
+leader-follower throughput >= 2x Redis pipelined ``SET``; sync >= 1x Redis with ``WAIT``.
+
+Run: ``python bench/replication.py [--ops N] [--in-flight N] [--blocking-ops N] [--only ours|peers]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VALUE = b"v" * 100  # and bench/raft.py's 16-byte keys, b"key-%012d" % i
+
+
+class _Adapter:
+    """The storage node's client as bench/raft.py's ``_measure`` drives clients (``put_nowait``)."""
+
+    def __init__(self, client):
+        self.put_nowait, self.put = client.put_future, client.put
+
+
+def _drive(client, *, ops: int, in_flight: int, blocking_ops: int) -> dict:
+    """bench/raft.py's measurement (warm-up, throughput with futures in flight, blocking latency)."""
+    from raft import _measure
+
+    r = _measure(client, payload_bytes=len(VALUE), ops=ops, in_flight=in_flight, blocking_ops=blocking_ops)
+    return {"ops_per_s": r["throughput_ops_s"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+
+
+def bench_node(workdir: str, **kw) -> dict:
+    """One storage node (LSM) behind one actor: no replication at all."""
+    from ddia_ray.storage import StorageNode
+
+    node = StorageNode.launch(f"bench-node-{os.getpid()}", f"file://{workdir}/node")
+    try:
+        c = node.client(max_batch=1000)
+        try:
+            return _drive(_Adapter(c), **kw)
+        finally:
+            c.close()
+    finally:
+        node.shutdown(destroy_data=True)
+
+
+def bench_store(workdir: str, mode: str, **kw) -> dict:
+    """Three replicas on the LSM: leader-follower in ``mode``, or the Raft protocol (``mode="raft"``)."""
+    from ddia_ray.replication import ReplicatedStore
+
+    if mode == "raft":
+        store = ReplicatedStore.launch(replicas=3, protocol="raft", engine="lsm", root=f"file://{workdir}/{mode}")
+    else:
+        store = ReplicatedStore.launch(replicas=3, mode=mode, engine="lsm", root=f"file://{workdir}/{mode}")
+    try:
+        store.leader()
+        with store.client(max_batch=1000, max_in_flight=4) as c:
+            out = _drive(c, **kw)
+        st = store.stats()
+        out["max_lag_entries"] = max((v["entries"] or 0 for v in st["lag"].values()), default=0)
+        return out
+    finally:
+        store.shutdown(destroy_data=True)
+
+
+def bench_raftkv(workdir: str, **kw) -> dict:
+    """RaftKV, three members (its state a dict): the Raft core without the engine."""
+    from ddia_ray.kv import RaftKV
+
+    kv = RaftKV.launch(3, root=f"file://{workdir}/raft")
+    try:
+        kv.leader()
+        with kv.client(max_batch=1000, max_in_flight_batches=4) as c:
+            return _drive(c, **kw)
+    finally:
+        kv.shutdown(destroy_data=True)
+
+
+def bench_peers(*, ops: int, in_flight: int, blocking_ops: int) -> dict:
+    """etcd (fsync and no fsync) and Redis (pipelined, with and without WAIT 1)."""
+    import replication_peers as peers
+
+    out: dict = {}
+    reason = peers.etcd_missing()
+    if reason:
+        print(f"skipping etcd: {reason}")
+    else:
+        for fsync in (True, False):
+            with peers.EtcdCluster(members=3, fsync=fsync) as etcd:
+                t = etcd.write_throughput(ops=ops, in_flight=in_flight, seed=0)
+                lat = etcd.blocking_latency(ops=blocking_ops, seed=0)
+            out[f"etcd ({'fsync' if fsync else 'no fsync'})"] = {"ops_per_s": t["ops_per_s"], "p50_ms": lat["p50_ms"],
+                                                                  "p99_ms": lat["p99_ms"]}
+    reason = peers.redis_missing()
+    if reason:
+        print(f"skipping redis: {reason}")
+    else:
+        with peers.RedisPair() as redis:
+            for wait in (False, True):
+                t = redis.pipelined_set(ops=ops, pipeline=1000, wait=wait)
+                lat = redis.blocking_latency(ops=blocking_ops, wait=wait)
+                out[f"redis {'SET + WAIT 1' if wait else 'SET'}"] = {"ops_per_s": t["ops_per_s"],
+                                                                      "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]}
+    return out
+
+
+def _ratio(a: dict, b: dict | None, field: str) -> str:
+    if not b or not b.get(field):
+        return "n/a (peer skipped)"
+    return f"{a[field] / b[field]:.2f}x"
+
+
+def main(argv=None) -> int:
+    """Run every system, print one table and the target ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ops", type=int, default=100_000)
+    parser.add_argument("--in-flight", type=int, default=4000)
+    parser.add_argument("--blocking-ops", type=int, default=1000)
+    parser.add_argument("--only", choices=("ours", "peers"), default=None)
+    args = parser.parse_args(argv)
+    kw = {"ops": args.ops, "in_flight": args.in_flight, "blocking_ops": args.blocking_ops}
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}")
+    print(f"workload: {args.ops} writes, {args.in_flight} in flight; {args.blocking_ops} blocking writes; "
+          f"16-byte keys, 100-byte values")
+    results: dict = {}
+    workdir = tempfile.mkdtemp(prefix="bench-repl-")
+    try:
+        if args.only != "peers":
+            from ddia_ray.runtime.connect import ensure_ray
+
+            ensure_ray()
+            results["storage node (1 replica)"] = bench_node(workdir, **kw)
+            for mode in ("async", "semi-sync", "sync"):
+                results[f"leader-follower {mode}"] = bench_store(workdir, mode, **kw)
+            results["raft (store, LSM)"] = bench_store(workdir, "raft", **kw)
+            results["RaftKV (dict)"] = bench_raftkv(workdir, **kw)
+        if args.only != "ours":
+            results.update(bench_peers(**kw))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{'system':32} {'writes/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in results.items():
+        print(f"{name:32} {r['ops_per_s']:12,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
+    if args.only is None:
+        raft, etcd = results.get("raft (store, LSM)"), results.get("etcd (fsync)")
+        print("\ntargets (ratios of this run):")
+        if raft:
+            print(f"  raft throughput vs etcd (fsync)         {_ratio(raft, etcd, 'ops_per_s')}  (target >= 3x)")
+            print(f"  raft throughput vs etcd (no fsync)      "
+                  f"{_ratio(raft, results.get('etcd (no fsync)'), 'ops_per_s')}")
+            print(f"  raft blocking p50 vs etcd (fsync)       {_ratio(raft, etcd, 'p50_ms')}  (target <= 2x)")
+        print(f"  async throughput vs redis SET           "
+              f"{_ratio(results['leader-follower async'], results.get('redis SET'), 'ops_per_s')}  (target >= 2x)")
+        print(f"  sync throughput vs redis SET + WAIT 1   "
+              f"{_ratio(results['leader-follower sync'], results.get('redis SET + WAIT 1'), 'ops_per_s')}"
+              f"  (target >= 1x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
