@@ -17,9 +17,11 @@ from ddia_ray.replication.workload import run_workload
 pytestmark = pytest.mark.ray
 
 DURATION_S = float(os.environ.get("DDIA_JEPSEN_S", "6"))
+# Faults of the leader under every mode and both protocols, and one of a follower. (A "mixed" schedule
+# per protocol is what `ddia-ray replicate` runs by default; the suite keeps to these to stay short.)
 RUNS = [("sync", "kill-leader"), ("semi-sync", "partition-leader"), ("semi-sync", "pause-leader"),
-        ("semi-sync", "kill-follower"), ("async", "partition-leader"), ("async", "mixed"),
-        ("raft", "partition-leader"), ("raft", "kill-leader"), ("raft", "mixed")]
+        ("semi-sync", "kill-follower"), ("async", "partition-leader"), ("raft", "partition-leader"),
+        ("raft", "kill-leader")]
 
 
 @pytest.mark.parametrize("mode,schedule", RUNS, ids=[f"{m}-{s}" for m, s in RUNS])

@@ -166,24 +166,25 @@ def test_async_reports_exactly_the_writes_it_lost(ray_session):
 
 @pytest.mark.parametrize("protocol", ["leader-follower", "raft"])
 def test_whole_group_restart_keeps_every_write(ray_session, tmp_path, protocol):
-    # Raft: a snapshot (an engine checkpoint) every 5 entries, so recovery starts from one.
-    extra = {"snapshot_entries": 5} if protocol == "raft" else {"mode": "sync"}
+    # Raft: a snapshot (an engine checkpoint) every 50 entries, so recovery starts from one.
+    extra = {"snapshot_entries": 50} if protocol == "raft" else {"mode": "sync"}
     s = ReplicatedStore.launch(replicas=3, protocol=protocol, engine="lsm", root=f"file://{tmp_path}",
                                engine_options={"memtable_bytes": 256 << 10, "row_cache_bytes": 1 << 20}, **extra)
+    keys = 200_000  # ~23 MiB of data against a 1 MiB row cache and 256 KiB memtables: it lives in SSTables
     try:
         s.leader()
         with s.client() as c:
-            futures = [c.put_nowait(b"g%06d" % i, b"%0100d" % i) for i in range(20_000)]
-            [f.result(60) for f in futures]
+            window = [c.put_nowait(b"g%06d" % i, b"%0100d" % i) for i in range(keys)]
+            [f.result(120) for f in window]
         for node in s.members + s.coordinators:
             s.kill(node)
         for node in s.coordinators + s.members:
             s.restart(node)
         s.leader(timeout_s=30)
-        with s.client() as c:
-            keys = [b"g%06d" % i for i in range(0, 20_000, 7)]
-            assert c.get_many(keys) == [b"%0100d" % int(k[1:]) for k in keys]
-            assert sum(p.num_rows for p in c.scan(b"g", b"h", page_rows=5000)) == 20_000
+        with s.client(timeout_s=60) as c:
+            sample = [b"g%06d" % i for i in range(0, keys, 97)]
+            assert c.get_many(sample) == [b"%0100d" % int(k[1:]) for k in sample]
+            assert sum(p.num_rows for p in c.scan(b"g", b"h", page_rows=10_000)) == keys
     finally:
         s.shutdown(destroy_data=True)
 
@@ -236,6 +237,8 @@ def test_a_session_keeps_its_guarantees_in_another_client(ray_session):
         try:
             with pytest.raises(SessionError):
                 other.client(session=handed)
+            with pytest.raises(ConfigError, match="last replica"):
+                other.remove_replica("r1")
         finally:
             other.shutdown()
     finally:
@@ -248,9 +251,11 @@ def test_a_staleness_bound_no_replica_meets_raises(ray_session):
         leader = s.leader()
         with s.client() as c:
             c.put(b"k", b"v")
-            s.kill(leader)  # the followers stop hearing from a leader; none is within 0 s of it
+            s.kill(leader)  # the followers stop hearing from a leader
+            _until(lambda: all((v["seconds"] or 0) > 0.2 for v in s.stats()["lag"].values()),
+                   what="both followers 0.2 s behind")
             with pytest.raises(StalenessBoundError):
-                c.get(b"k", read="follower", max_staleness_s=0.0, timeout_s=5)
+                c.get(b"k", read="follower", max_staleness_s=0.1, timeout_s=5)
             assert c.get(b"k", read="follower", timeout_s=5) == b"v"  # without a bound it is served
     finally:
         s.shutdown(destroy_data=True)
@@ -274,6 +279,10 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
         s.leader()
         with pytest.raises(UnknownNodeError):
             s.kill("r7")
+        with pytest.raises(UnknownNodeError):
+            s.remove_replica("r7")
+        with pytest.raises(ConfigError, match="raft"):
+            s.add_replica()  # a leader-follower group's membership is fixed at launch
         with s.client() as c:
             with pytest.raises(InvalidArgumentError, match="reserved"):
                 c.put(b"\x00ddia\x00applied", b"x")
@@ -320,3 +329,28 @@ def test_a_session_whose_write_was_lost_is_told_before_it_reads_past_it(ray_sess
             assert fresh.get(b"k") == b"v1"
     finally:
         s.shutdown()
+
+
+def test_raft_membership_grows_and_shrinks_under_load(ray_session, tmp_path):
+    s = ReplicatedStore.launch(replicas=3, protocol="raft", engine="lsm", root=f"file://{tmp_path}",
+                               snapshot_entries=20)
+    try:
+        s.leader()
+        with s.client(max_batch=10) as c:
+            [f.result(30) for f in [c.put_nowait(b"m%04d" % i, b"v") for i in range(500)]]  # ~50 entries
+            new = s.add_replica()  # a learner first; it catches up (from a checkpoint: the log was compacted)
+            assert new == "r4" and s.members == ("r1", "r2", "r3", "r4")
+            assert s.status()[new]["installs"] >= 1 and s.status()[new]["role"] == "follower"
+            s.partition([[new, c.name], ["*"]])  # only the newcomer can answer this client
+            try:
+                assert c.get_many([b"m%04d" % i for i in range(0, 500, 25)], read="follower") == [b"v"] * 20
+            finally:
+                s.heal()
+            old = s.leader()
+            s.remove_replica(old)  # leadership moves away first
+            assert old not in s.members and len(s.members) == 3 and s.leader() != old
+            c.put(b"after", b"1")
+            assert c.get(b"after") == b"1"
+            assert set(s.status()[s.leader()]["voters"]) == set(s.members)
+    finally:
+        s.shutdown(destroy_data=True)

@@ -504,9 +504,12 @@ class ReplicatedClient:
 
     def _pick(self, mode: str, tried: set) -> str | None:
         """A replica for a follower or session read that has not refused this round (None: all have)."""
-        for m in self.store.members:
+        members = self.store.members
+        for m in members:
             if m not in self._picker:
                 self._picker.add(m)
+        for m in [m for m in self._picker.members if m not in members]:
+            self._picker.remove(m)  # removed from the group
         exclude = set(tried)
         if mode == "follower" and self._leader:
             exclude.add(self._leader)  # "reads go to a follower": the leader serves only when none can

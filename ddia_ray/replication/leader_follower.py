@@ -669,6 +669,9 @@ class LeaderFollowerReplica(BaseCore):
     # --- leadership transfer -------------------------------------------------------------------
 
     def _on_admin(self, rid: int, req: ReplAdmin) -> None:
+        if req.action != "transfer":
+            raise ConfigError(f"a leader-follower group's membership is fixed at launch; {req.action!r} is "
+                              f"offered under the Raft protocol")
         if not self._leading():
             raise self._not_leader()
         if req.target not in self.members or req.target == self.node_id:

@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import codec
-from ..consensus.raft import LEADER, NORMAL
+from ..consensus.raft import LEADER, NORMAL, ConfChange
 from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
                       ReplicaBehindError, StaleEpochError, StalenessBoundError, StorageError, UnknownNodeError)
 from ..kv.commands import KVCall
@@ -174,8 +174,7 @@ class RaftReplica(RaftMember):
             elif isinstance(payload, (ReplRead, ReplScan)):
                 self._on_read(request_id, payload)
             elif isinstance(payload, ReplAdmin):
-                self.node.transfer_leadership(payload.target)
-                self.reply(request_id, None)
+                self._on_repl_admin(request_id, payload)
             else:
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin or ReplStatus, "
                                            f"not {type(payload).__name__}")
@@ -183,6 +182,15 @@ class RaftReplica(RaftMember):
                 StaleEpochError, UnknownNodeError) as e:
             self.reply(request_id, error=e)
         self._drain()
+
+    def _on_repl_admin(self, rid: int, req: ReplAdmin) -> None:
+        if req.action == "transfer":
+            self.node.transfer_leadership(req.target)
+            self.reply(rid, None)
+            return
+        # A membership change: one member at a time, answered when applied (RaftMember's _admin).
+        index = self.node.propose_conf_change(ConfChange(req.action, req.target))
+        self._admin[index] = rid
 
     def _not_leader(self) -> NotLeaderError:
         return NotLeaderError(f"{self.node_id} is not the leader of {self.group!r}", self.node.lead or None)

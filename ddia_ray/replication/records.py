@@ -353,14 +353,16 @@ class ScanResult:
     node: str = ""
 
 
-#: What :class:`ReplAdmin` may ask a leader.
-ADMIN_ACTIONS = ("transfer",)
+#: What :class:`ReplAdmin` may ask a leader (the membership changes: the Raft protocol only).
+ADMIN_ACTIONS = ("transfer", "add_learner", "add_voter", "remove")
 
 
 @record("repl.admin", version=1)
 class ReplAdmin:
-    """An operator's request to the leader: ``transfer`` leadership to ``target`` (stop taking
-    writes, wait until ``target`` has every entry, then hand it the lease under a new epoch)."""
+    """An operator's request to the leader: ``transfer`` leadership to ``target`` (leader-follower:
+    stop taking writes, wait until ``target`` has every entry, then hand it the lease under a new
+    epoch; Raft: its leadership transfer), or under Raft a membership change of ``target``
+    (``add_learner``, ``add_voter``, ``remove``), answered once the change is applied."""
 
     action: str
     target: str = ""

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..consensus.raft import RaftConfig
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
-                      NotLeaderError, UnknownNodeError)
+                      NotLeaderError, ProposalDroppedError, UnknownNodeError)
 from ..runtime import CoreSpec, NodeGroup
 from ..runtime.component import Component
 from .client import ReplicatedClient
@@ -281,6 +281,74 @@ class ReplicatedStore(Component):
             time.sleep(0.02)
         raise CallTimeoutError(f"no follower of {self.name!r} took over within {timeout_s}s")
 
+    # --- membership (the Raft protocol) ---------------------------------------------------------
+
+    def _admin(self, req: ReplAdmin, *, timeout_s: float) -> None:
+        """Send ``req`` to the leader, following it through elections, until it is applied."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            leader = self.leader(timeout_s=max(0.1, deadline - time.monotonic()))
+            try:
+                self.group.request(leader, req, timeout_s=max(1.0, min(5.0, deadline - time.monotonic())))
+                return
+            except (NotLeaderError, ProposalDroppedError, ActorUnavailableError, CallTimeoutError,
+                    MessageDroppedError):
+                pass  # leadership moved, a change is under way, or the call was lost: ask again
+            if time.monotonic() > deadline:
+                raise CallTimeoutError(f"{req.action} {req.target!r} did not complete within {timeout_s}s")
+            time.sleep(0.05)
+
+    def _require_raft(self, what: str) -> None:
+        if self.protocol != "raft":
+            raise ConfigError(f"{what}: a leader-follower group's membership is fixed at launch (its failover "
+                              f"quorum is computed from it); membership changes are offered under protocol='raft'")
+
+    def add_replica(self, node: str | None = None, *, timeout_s: float = 60.0) -> str:
+        """Start a new replica, add it as a learner, wait until it has caught up with the leader's commit
+        index (a checkpoint if the log was compacted), then make it a voter; returns its name.
+
+        A newcomer that is slow never weakens the quorum (Raft thesis 4.2.1). Raft protocol only.
+        """
+        self._require_raft("add_replica")
+        members = self.members
+        node = node or next(f"r{i}" for i in range(len(members) + 1, 10_000) if f"r{i}" not in self.group.specs)
+        if node in self.group.specs:
+            raise ConfigError(f"{node!r} is already a replica of {self.name!r}")
+        spec = next(s for n, s in self.group.specs.items() if n in members)
+        self.group.add(node, CoreSpec(_RAFT, {**spec.options, "voters": ()}))
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._admin(ReplAdmin("add_learner", node), timeout_s=timeout_s)
+            while True:
+                st = self.group.status(self.leader(timeout_s=max(0.1, deadline - time.monotonic())))["core"]
+                progress = st.get("progress", {}).get(node)
+                if progress and progress["match"] >= st["commit"]:
+                    break
+                if time.monotonic() > deadline:
+                    raise CallTimeoutError(f"the new replica {node!r} did not catch up within {timeout_s}s")
+                time.sleep(0.05)
+            self._admin(ReplAdmin("add_voter", node), timeout_s=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.group.forget(node)  # never left running half-added
+            raise
+        self.options["members"] = (*members, node)
+        return node
+
+    def remove_replica(self, node: str, *, timeout_s: float = 30.0) -> None:
+        """Remove ``node`` from the group's configuration (moving leadership away first), then stop it.
+        Refuses the last replica. Raft protocol only."""
+        members = self.members
+        if node not in members:
+            raise UnknownNodeError(node, members)
+        if len(members) == 1:
+            raise ConfigError(f"{node!r} is the last replica of {self.name!r}: removing it would lose the store")
+        self._require_raft("remove_replica")
+        if self.leader(timeout_s=timeout_s) == node:
+            self.transfer_leadership(next(m for m in members if m != node), timeout_s=timeout_s)
+        self._admin(ReplAdmin("remove", node), timeout_s=timeout_s)
+        self.group.forget(node)
+        self.options["members"] = tuple(m for m in members if m != node)
+
     # --- nemesis ---------------------------------------------------------------------------------
 
     def _node(self, node: str) -> str:
@@ -315,7 +383,10 @@ class ReplicatedStore(Component):
     # --- for the client ----------------------------------------------------------------------------
 
     def _handle(self, node: str):
-        return self.group.handle(node)
+        try:
+            return self.group.handle(node)
+        except UnknownNodeError:  # removed since the client last heard of it: for a client, it is gone
+            raise ActorUnavailableError(f"{node!r} is no longer a replica of {self.name!r}") from None
 
     def _any_replica(self) -> str:
         alive = [r for r in self.members if r in set(self.group.alive())]
