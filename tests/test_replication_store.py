@@ -173,9 +173,10 @@ def test_whole_group_restart_keeps_every_write(ray_session, tmp_path, protocol):
     keys = 200_000  # ~23 MiB of data against a 1 MiB row cache and 256 KiB memtables: it lives in SSTables
     try:
         s.leader()
-        with s.client() as c:
-            window = [c.put_nowait(b"g%06d" % i, b"%0100d" % i) for i in range(keys)]
-            [f.result(120) for f in window]
+        with s.client(timeout_s=60) as c:
+            for start in range(0, keys, 20_000):  # 20,000 in flight at a time: a deadline runs from submission
+                window = [c.put_nowait(b"g%06d" % i, b"%0100d" % i) for i in range(start, start + 20_000)]
+                [f.result(120) for f in window]
         for node in s.members + s.coordinators:
             s.kill(node)
         for node in s.coordinators + s.members:

@@ -19,8 +19,9 @@ to any replica when the leader is unknown or a call fails, and after
 or stepped down with the write unacknowledged). The replicas remember each
 session's answers, so a retry of a write that did apply returns its first
 answer and applies nothing (exactly once). A unit that has not succeeded by its
-``timeout_s`` fails with :class:`~ddia_ray.errors.CallTimeoutError`, outcome
-unknown.
+``timeout_s`` (counted from submission, so time spent queued behind other
+operations counts) fails with :class:`~ddia_ray.errors.CallTimeoutError`,
+outcome unknown.
 
 Reads are batched the same way, per read mode. ``leader`` and ``linearizable``
 reads go to the leader; ``follower`` reads to a follower chosen by a balancing
