@@ -214,10 +214,9 @@ def test_far_behind_follower_bootstraps_from_a_checkpoint(ray_session, tmp_path,
             finally:
                 s.heal()
         assert got == [b"v"] * 300
-        if protocol == "raft":
-            assert s.status()[leader]["snapshots_sent"] >= 1
-        else:
-            assert s.status()[leader]["checkpoints_sent"] >= 1
+        # Sent by whoever led at the time (on a loaded machine leadership may have moved since).
+        sent = "snapshots_sent" if protocol == "raft" else "checkpoints_sent"
+        assert sum(st[sent] for st in s.status().values()) >= 1
     finally:
         s.shutdown(destroy_data=True)
 
