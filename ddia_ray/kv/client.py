@@ -33,6 +33,7 @@ from typing import Any
 from .. import codec
 from .._validate import positive
 from ..errors import CallTimeoutError, ConfigError, InvalidArgumentError
+from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from .commands import ERROR, OK, KVBatch, KVResults, check_op
 
@@ -46,7 +47,7 @@ class _Pending:
         self.op, self.future, self.deadline_s = op, future, deadline_s
 
 
-class RaftKVClient:
+class RaftKVClient(LoopClient):
     """A session on a :class:`~.cluster.RaftKV` cluster; thread-safe. Close it (or use ``with``)."""
 
     def __init__(self, cluster, *, timeout_s: float = 10.0, rpc_timeout_s: float = 1.0, max_batch: int = 1000,
@@ -68,13 +69,7 @@ class RaftKVClient:
         self._expired_at_s = 0.0
         self._closed = False
         self.stats: collections.Counter[str] = collections.Counter()
-        self._loop = asyncio.new_event_loop()
-        self._wake: asyncio.Event  # made by _run() in the loop's thread, before started.wait() below returns
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), name=f"raftkv-{self.session}",
-                                        daemon=True)
-        self._thread.start()
-        started.wait()
+        self._start_loop(f"raftkv-{self.session}")
 
     # --- public API -------------------------------------------------------------
 
@@ -132,27 +127,9 @@ class RaftKVClient:
         for p in pending:
             if not p.future.done():
                 p.future.set_exception(CallTimeoutError("client closed before the operation completed"))
-        self._loop.call_soon_threadsafe(self._stop_loop)
-        self._thread.join(5)
-
-    def _stop_loop(self) -> None:
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()
-        self._loop.stop()
-
-    def __enter__(self) -> "RaftKVClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._stop_loop_thread()
 
     # --- machinery --------------------------------------------------------------
-
-    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None):
-        try:
-            return fut.result(timeout=(timeout_s or self.timeout_s) + 1.0)
-        except concurrent.futures.TimeoutError:
-            raise CallTimeoutError("the operation did not complete in time; its outcome is unknown") from None
 
     def _submit(self, kind: str, key, value=None, expected=None) -> concurrent.futures.Future:
         if self._closed:
@@ -168,18 +145,6 @@ class RaftKVClient:
         if kick:  # one wake-up for a burst of submissions, not one per operation
             self._loop.call_soon_threadsafe(self._kick)
         return fut
-
-    def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._wake = asyncio.Event()
-        self._loop.create_task(self._pump())
-        started.set()
-        self._loop.run_forever()
-        # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
-        pending = asyncio.all_tasks(self._loop)
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.close()
 
     def _kick(self) -> None:
         self._wake.set()

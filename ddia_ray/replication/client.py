@@ -51,6 +51,7 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
                       NoReplicaAvailableError, NotLeaderError, ReplicaBehindError, StalenessBoundError,
                       WriteOutcomeUnknownError)
 from ..runtime.calls import await_result
+from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch
 from .records import (CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult, Session,
@@ -94,7 +95,7 @@ class _Batch:
         self.payload, self.units, self.target, self.tries = payload, units, None, 0
 
 
-class ReplicatedClient:
+class ReplicatedClient(LoopClient):
     """A session on a :class:`~.store.ReplicatedStore`; thread-safe. Close it (or use ``with``).
 
     ``read``: the default read mode (``"linearizable"``, the default; ``"leader"``, ``"follower"``
@@ -141,12 +142,7 @@ class ReplicatedClient:
         self._kick_pending = False
         self._closed = False
         self.stats: collections.Counter[str] = collections.Counter()
-        self._loop = asyncio.new_event_loop()
-        self._wake: asyncio.Event
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), name=f"repl-{self.name}", daemon=True)
-        self._thread.start()
-        started.wait()
+        self._start_loop(f"repl-{self.name}")
 
     # --- checks ------------------------------------------------------------------------------
 
@@ -324,27 +320,9 @@ class ReplicatedClient:
         for u in pending:
             if not u.future.done():
                 u.future.set_exception(CallTimeoutError("client closed before the operation completed"))
-        self._loop.call_soon_threadsafe(self._stop_loop)
-        self._thread.join(5)
-
-    def _stop_loop(self) -> None:
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()
-        self._loop.stop()
-
-    def __enter__(self) -> "ReplicatedClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._stop_loop_thread()
 
     # --- machinery ---------------------------------------------------------------------------------
-
-    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None):
-        try:
-            return fut.result(timeout=(timeout_s or self.timeout_s) + 1.0)
-        except concurrent.futures.TimeoutError:
-            raise CallTimeoutError("the operation did not complete in time; its outcome is unknown") from None
 
     def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool) -> concurrent.futures.Future:
         if self._closed:
@@ -357,17 +335,6 @@ class ReplicatedClient:
         if kick:  # one wake-up for a burst of submissions, not one per operation
             self._loop.call_soon_threadsafe(self._wake.set)
         return fut
-
-    def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._wake = asyncio.Event()
-        self._loop.create_task(self._pump())
-        started.set()
-        self._loop.run_forever()
-        pending = asyncio.all_tasks(self._loop)
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.close()
 
     async def _pump(self) -> None:
         while True:

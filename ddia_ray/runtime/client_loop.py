@@ -1,0 +1,82 @@
+"""The background asyncio loop behind every batching client (RaftKV's, the replicated store's).
+
+Theory of operation: a client answers its caller's thread with
+:class:`concurrent.futures.Future` s and does its actor calls from one asyncio
+loop in a daemon thread of its own, where ``_pump`` (the subclass's coroutine)
+drains the queued operations into batches. :class:`LoopClient` owns that loop:
+it starts the thread and waits until ``_pump`` is scheduled, stops it by
+cancelling every task and letting them finish cancelling (so asyncio never
+reports a task "destroyed but pending"), and turns a caller's wait that runs
+out into :class:`~ddia_ray.errors.CallTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
+
+from ..errors import CallTimeoutError
+
+__all__ = ["LoopClient"]
+
+
+class LoopClient:
+    """Base of the batching clients: the loop thread, its stop, ``with`` support and blocking waits.
+
+    A subclass sets ``timeout_s``, defines ``async def _pump(self)``, calls :meth:`_start_loop`
+    at the end of its constructor and :meth:`_stop_loop_thread` from its ``close``. ``self._wake``
+    (an :class:`asyncio.Event`) is the pump's doorbell.
+    """
+
+    timeout_s: float
+
+    def _start_loop(self, thread_name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._wake = asyncio.Event()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=thread_name, daemon=True)
+        self._thread.start()
+        started.wait()
+
+    async def _pump(self) -> None:  # pragma: no cover - every client defines it
+        raise NotImplementedError
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.create_task(self._pump())
+        started.set()
+        self._loop.run_forever()
+        # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
+        pending = asyncio.all_tasks(self._loop)
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    def _stop_loop_thread(self) -> None:
+        """Cancel every task of the loop, stop it and wait (up to 5 s) for its thread."""
+        self._loop.call_soon_threadsafe(self._stop_loop)
+        self._thread.join(5)
+
+    def _stop_loop(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.stop()
+
+    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None) -> Any:
+        """The result of ``fut``, waiting ``timeout_s`` (default: the client's) plus a second of slack."""
+        try:
+            return fut.result(timeout=(timeout_s or self.timeout_s) + 1.0)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeoutError("the operation did not complete in time; its outcome is unknown") from None
+
+    def close(self) -> None:  # pragma: no cover - every client defines it
+        """Fail what is pending and stop the loop."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
