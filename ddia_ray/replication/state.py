@@ -141,19 +141,44 @@ class ReplicaState(Protocol):
     applied_epoch: int   # epoch of that entry: with ``applied``, the position the state is at
     sessions: Sessions
 
-    def answered(self, client: str, seq: int) -> Any: ...
-    def decide(self, ops: tuple) -> tuple[tuple, tuple]: ...
-    def get(self, key: bytes) -> bytes | None: ...
-    def get_many(self, keys: tuple) -> tuple: ...
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]: ...
-    def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None: ...
-    def remember(self, lsn: int, origin: tuple) -> None: ...
-    def snapshot(self) -> bytes: ...
-    def restore(self, data: bytes) -> None: ...
-    def export(self, name: str) -> bytes: ...
-    def install(self, data: bytes) -> None: ...
-    def describe(self) -> dict: ...
-    def close(self) -> None: ...
+    def answered(self, client: str, seq: int) -> Any:
+        """``(lsn, results)`` of the client's write ``seq`` if applied, ``"stale"`` below its floor, else None."""
+
+    def decide(self, ops: tuple) -> tuple[tuple, tuple]:
+        """A client's ops as log ops (a cas decided against this state) and one result per op."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None."""
+
+    def get_many(self, keys: tuple) -> tuple:
+        """The values of ``keys`` (None where absent)."""
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order, and their values."""
+
+    def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
+        """Apply the decided ops of entry ``lsn`` of ``epoch``; remember ``origin``'s answer."""
+
+    def remember(self, lsn: int, origin: tuple) -> None:
+        """An entry at or below ``applied`` seen again: record only its session answer."""
+
+    def snapshot(self) -> bytes:
+        """What a replica's own log keeps as its base (recovered by :meth:`restore`)."""
+
+    def restore(self, data: bytes) -> None:
+        """Recover from this replica's own :meth:`snapshot`."""
+
+    def export(self, name: str) -> bytes:
+        """What a lagging follower installs (named ``name`` where files are written)."""
+
+    def install(self, data: bytes) -> None:
+        """Replace this state by a leader's :meth:`export`."""
+
+    def describe(self) -> dict:
+        """Figures for status."""
+
+    def close(self) -> None:
+        """Release what the state holds open."""
 
 
 class MapState:
