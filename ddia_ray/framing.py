@@ -46,11 +46,12 @@ from dataclasses import dataclass
 
 from .errors import CorruptionError, InvalidArgumentError, NotADatabaseError
 
-__all__ = ["HEADER_BYTES", "MAGIC_BYTES", "MAGIC_DAMAGE_BITS", "frame", "LogRead", "read_log", "whole_frame_at",
+__all__ = ["HEADER_BYTES", "MAGIC_BYTES", "MAGIC_DAMAGE_BITS", "frame", "frame_into", "LogRead", "read_log", "whole_frame_at",
            "magic_damaged", "TornObjectError", "frame_object", "read_object"]
 
 _HEAD = struct.Struct("<II")
 _CRC = struct.Struct("<I")
+_HEADER = struct.Struct("<III")  # _HEAD then _CRC, written in one call by frame_into
 HEADER_BYTES = 12
 MAGIC_BYTES = 8
 # A magic that differs from ours in at most this many bits (one byte's worth) is ours, damaged:
@@ -64,6 +65,22 @@ def frame(body: bytes) -> bytes:
     """One frame around ``body`` (see the module grammar)."""
     head = _HEAD.pack(len(body), zlib.crc32(body))
     return head + _CRC.pack(zlib.crc32(head)) + body
+
+
+def frame_into(buf, pos: int, body: bytes) -> int:
+    """Write :func:`frame` ``(body)`` into the writable buffer ``buf`` at ``pos``; returns its end.
+
+    The same bytes as ``frame(body)`` without building them first: a mapped log's single-record
+    append writes straight into its mapping (two copies fewer per record). ``buf`` must hold
+    ``HEADER_BYTES + len(body)`` bytes from ``pos``.
+    """
+    n = len(body)
+    crc = zlib.crc32(body)
+    _HEADER.pack_into(buf, pos, n, crc, zlib.crc32(_HEAD.pack(n, crc)))
+    start = pos + HEADER_BYTES
+    end = start + n
+    buf[start:end] = body
+    return end
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ Range tombstones are kept as a list plus a lazily rebuilt
 :class:`TombstoneIndex`. Once the tree makes a memtable immutable nothing
 mutates it again; it is flushed to an SSTable with :meth:`Memtable.to_table`.
 
-Only the tree's write leader mutates a memtable, under the tree's mutex.
+Only the tree's write leader mutates a memtable, under the tree's mutex, and it applies
+sequence numbers in ascending order (group commit assigns them in queue order; recovery
+replays the WAL in order), which :meth:`Memtable.to_table` relies on.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import bisect
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,6 +43,7 @@ PUT, DELETE, RANGE_DELETE = 0, 1, 2
 #: Row layout of SSTables (and of :meth:`Memtable.to_table`).
 SCHEMA = pa.schema([("key", pa.binary()), ("seq", pa.uint64()), ("op", pa.uint8()), ("value", pa.binary())])
 _SEQ, _OP, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)  # fields of a version tuple
+_MAX_BINARY_BYTES = (1 << 31) - 1  # the data one ``binary`` array (32-bit offsets) can hold
 _ENTRY_OVERHEAD_BYTES = 48  # rough per-version cost of the dict slot, tuple and list
 
 
@@ -152,7 +156,9 @@ class Memtable:
     def to_table(self, pool: pa.MemoryPool | None = None) -> pa.Table:
         """All versions as an SSTable-ordered table: key ascending, then newest first.
 
-        ``pool`` is the Arrow memory pool of the columns (None: pyarrow's default).
+        ``pool`` is the Arrow memory pool of the sorted columns (None: pyarrow's default); the
+        unsorted key and value data it starts from is one Python bytes object per column (see
+        :func:`_binary_column`), freed once the table is sorted.
 
         Columns are gathered in arrival order (C-speed passes over the dict) and sorted by
         Arrow, which was measured at half the cost of sorting in Python and building the
@@ -171,10 +177,16 @@ class Memtable:
                 else:
                     keys.extend([k] * len(versions))
                     rows.extend(versions)
-        table = pa.table([pa.array(keys, pa.binary(), memory_pool=pool),
-                          pa.array(list(map(_SEQ, rows)), pa.uint64(), memory_pool=pool),
+        n = len(rows)
+        if n and not self._tombstones and len(keys) == len(data) and rows[-1][0] - rows[0][0] == n - 1:
+            # One version per key, in arrival order, so seqs ascend; first to last spanning n means
+            # they are consecutive (an ingest between two writes leaves a gap, and this does not hold).
+            seqs = pa.array(np.arange(rows[0][0], rows[0][0] + n, dtype=np.uint64))
+        else:
+            seqs = pa.array(list(map(_SEQ, rows)), pa.uint64(), memory_pool=pool)
+        table = pa.table([_binary_column(keys, pool), seqs,
                           pa.array(list(map(_OP, rows)), pa.uint8(), memory_pool=pool),
-                          pa.array(list(map(_VALUE, rows)), pa.binary(), memory_pool=pool)], schema=SCHEMA)
+                          _binary_column(list(map(_VALUE, rows)), pool)], schema=SCHEMA)
         if self._tombstones:
             s, e, q = zip(*self._tombstones)
             extra = pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
@@ -184,6 +196,23 @@ class Memtable:
         if len(keys) == len(data) and not self._tombstones:  # unique keys: the key decides
             return pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
         return sort_rows(table, pool)
+
+
+def _binary_column(items: list, pool: pa.MemoryPool | None) -> pa.Array:
+    """``pa.array(items, pa.binary())`` built from one join and the lengths' running sum.
+
+    ``pa.array`` grows its data buffer by doubling, each growth a copy into fresh memory, all
+    under the GIL that the writers need; this sizes the data once (``b"".join``) and computes
+    the offsets in NumPy. Offsets are 32-bit, as ``binary`` requires: a memtable stays far
+    below 2 GiB (larger falls back to ``pa.array``, which chunks).
+    """
+    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > _MAX_BINARY_BYTES:
+        return pa.array(items, pa.binary(), memory_pool=pool)
+    return pa.Array.from_buffers(pa.binary(), len(items),
+                                 [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(items))])
 
 
 def sort_rows(table: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:

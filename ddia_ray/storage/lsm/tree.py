@@ -214,9 +214,8 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
 
     def put(self, key, value) -> None:
         """Set ``key`` to ``value``."""
-        k = key if type(key) is bytes else to_key(key)
-        v = value if type(value) is bytes else to_value(value)
-        self._commit_one(PUT, k, v)
+        self._commit_one(PUT, key if type(key) is bytes else to_key(key),
+                         value if type(value) is bytes else to_value(value))
 
     def delete(self, key) -> None:
         """Delete ``key``."""

@@ -58,7 +58,8 @@ from fsspec.implementations.local import LocalFileOpener
 from ..._fs import is_local
 from ..._validate import InvariantViolation
 from ...errors import CorruptionError
-from ...framing import HEADER_BYTES, frame, read_log
+from ...framing import HEADER_BYTES, frame, frame_into, read_log
+from .prefault import Prefaulter
 
 __all__ = ["WAL_FORMAT", "MAX_SEQ", "WalWriter", "encode_batch", "read_wal", "wal_name",
            "wal_objects", "can_append"]
@@ -104,6 +105,7 @@ class WalWriter:
         self._append = can_append(fs)
         self._local = is_local(fs)
         self._map: mmap.mmap | None = None
+        self._prefaulter: Prefaulter | None = None  # faults the mapping's reserved pages in ahead of us
         self._file: Any = None  # the fsspec file appended to (a filesystem that can append)
         self._sink: Any = None  # what is written to: _file, or the OS file object inside a local one
         self._fd: int | None = None  # the OS descriptor of a local WAL
@@ -127,13 +129,25 @@ class WalWriter:
         self._closed = False
 
     def _reserve(self, size: int) -> mmap.mmap:
-        """Reserve the file's first ``size`` bytes on disk and map them (growth replaces the mapping)."""
+        """Reserve the file's first ``size`` bytes on disk and map them (growth replaces the mapping).
+
+        The pages from :attr:`bytes_written` on are faulted in by a :class:`~.prefault.Prefaulter`
+        thread, so that the appends find them writable (see :mod:`.prefault`).
+        """
         fd = self._descriptor()
         if hasattr(os, "posix_fallocate"):
             os.posix_fallocate(fd, 0, size)
         else:  # no reservation: a full disk surfaces when the kernel writes the pages back
             os.ftruncate(fd, size)
-        return mmap.mmap(fd, size)
+        mapping = mmap.mmap(fd, size)
+        self._prefaulter = Prefaulter(mapping, self.bytes_written, size)
+        return mapping
+
+    def _stop_prefaulting(self) -> None:
+        """Before the mapping is closed or replaced: no prefault call may outlive it."""
+        if self._prefaulter is not None:
+            self._prefaulter.stop()
+            self._prefaulter = None
 
     def _descriptor(self) -> int:
         """The OS descriptor of this local WAL (mapped, or appended to through a local file)."""
@@ -156,14 +170,13 @@ class WalWriter:
         The single-key fast path's call: the same frame as ``append_batch(seq, ((kind, key,
         value),))`` in one call instead of three, a tenth of a small put's cost.
         """
-        data = frame(self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),))))
+        body = self._packer.pack((WAL_FORMAT, seq, ((kind, key, value),)))
         pos = self.bytes_written
-        end = pos + len(data)
+        end = pos + HEADER_BYTES + len(body)
         # _map is set: only a mapped WAL is cheap (the caller checks), and no check is added to this hot path.
         if end > len(self._map):  # type: ignore[arg-type]
             self._grow(end)
-        self._map[pos:end] = data  # type: ignore[index]
-        self.bytes_written = end
+        self.bytes_written = frame_into(self._map, pos, body)
 
     def append(self, data: bytes) -> None:
         """Write ``data`` (concatenated frames); fsync first if the sync mode is ``"batch"``."""
@@ -197,6 +210,7 @@ class WalWriter:
         size = len(old)
         step = min(max(size, _FIRST_CHUNK_BYTES), _MAX_CHUNK_BYTES)
         new_size = max(size + step, needed)
+        self._stop_prefaulting()
         self._map = self._reserve(new_size)
         old.close()
 
@@ -236,6 +250,7 @@ class WalWriter:
             return
         self._closed = True
         if self._map is not None:
+            self._stop_prefaulting()
             self._map.close()
             fd = self._descriptor()
             os.ftruncate(fd, self.bytes_written)  # drop the reserved, unwritten tail

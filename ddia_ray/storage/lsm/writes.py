@@ -138,9 +138,11 @@ class _WritePath:
         would take to do it outside. Any other case takes :meth:`_commit`.
         """
         with self._mutex:
-            mem, wal = self._mem, self._wal
+            mem, wal, calm = self._mem, self._wal, self._calm_key
             if not (self._writers or self._closed or self._bg_error is not None) and wal.cheap \
-                    and mem.approx_bytes < self._opts.memtable_bytes and self._calm():
+                    and mem.approx_bytes < self._opts.memtable_bytes \
+                    and (calm[2] if calm is not None and calm[0] is self._version and calm[1] == len(self._imms)
+                         else self._calm()):  # _calm()'s cache, read here: a call less per write
                 seq = self._last_seq + 1
                 try:
                     wal.append_one_mapped(seq, kind, key, value)
