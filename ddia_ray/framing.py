@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 from .errors import CorruptionError, InvalidArgumentError, NotADatabaseError
 
-__all__ = ["HEADER_BYTES", "MAGIC_BYTES", "MAGIC_DAMAGE_BITS", "frame", "frame_into", "LogRead", "read_log", "whole_frame_at",
-           "magic_damaged", "TornObjectError", "frame_object", "read_object"]
+__all__ = ["HEADER_BYTES", "MAGIC_BYTES", "MAGIC_DAMAGE_BITS", "frame", "frame_into", "LogRead", "read_log",
+           "whole_frame_at", "magic_damaged", "TornObjectError", "frame_object", "read_object"]
 
 _HEAD = struct.Struct("<II")
 _CRC = struct.Struct("<I")
