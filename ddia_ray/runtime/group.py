@@ -52,6 +52,9 @@ from .service import ServiceSpec, call_service, stream_service
 
 __all__ = ["NodeGroup", "Nemesis", "assign_nodes", "running_groups"]
 
+#: How long a kill waits for the shell to halt before killing it anyway (a hung shell never answers).
+HALT_TIMEOUT_S = 5.0
+
 
 def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str]) -> dict[str, str | None]:
     """Map each member to a Ray node id: distinct nodes when there are enough, round-robin otherwise.
@@ -285,12 +288,24 @@ class NodeGroup:
 
     # --- lifecycle ------------------------------------------------------------
 
-    def kill(self, node: str) -> None:
-        """``ray.kill`` the shell of ``node``: its volatile state is gone."""
+    def kill(self, node: str, *, timeout_s: float = 60.0) -> None:
+        """``ray.kill`` the shell of ``node`` and wait until Ray has released it: its volatile state is gone.
+
+        ``ray.kill`` only asks, and Ray releases the name before the worker process is gone; until
+        then it could still answer on a direct link (:mod:`~ddia_ray.runtime.links`), which Ray's
+        refusal of new calls does not cover. So the shell is first told to halt (it stops taking
+        input, as a crashed process does), then killed.
+        """
         import ray
 
-        ray.kill(self.handle(node), no_restart=True)
+        handle = self.handle(node)
+        try:
+            ray.get(handle.halt.remote(), timeout=HALT_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - dead, hung or unreachable already: the kill settles it
+            pass
+        ray.kill(handle, no_restart=True)
         self.handles[node] = None
+        self._await_released([node], timeout_s)
 
     def restart(self, node: str, *, timeout_s: float = 60.0) -> None:
         """Start a new shell for a killed ``node``; its core recovers from durable records."""

@@ -61,6 +61,7 @@ from .connect import NAMESPACE
 from .core import CoreSpec, Envelope, load_factory
 from .durable import DurableLog
 from .faults import FaultModel, NetworkConfig
+from .links import LinkServer, Links, endpoint_record
 from .metrics import ShellMetrics
 from .service import ServiceSpec
 
@@ -106,6 +107,11 @@ class NodeShell:
         self.component = str(getattr(hosted, "component", "") or type(hosted).__name__.lower())
         self.metrics = ShellMetrics(self.component, group, node_id)
         self._peers: dict[str, Any] = {}
+        # Direct links to peers (a core's shells only; see runtime.links), set up by start().
+        self._link_server: LinkServer | None = None
+        self._links: Links | None = None
+        self._ray_node = ""
+        self._ip = ""
         self._outbox: list = []  # messages produced this turn of the event loop (see _process)
         self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future] = {}
@@ -115,6 +121,7 @@ class NodeShell:
         if not self.model.config.is_paused(node_id):
             self._running.set()
         self._started = False
+        self._halted = False  # set by halt(): the shell is about to be killed and takes no more input
         self._ticker: asyncio.Task | None = None
         self.counters: dict[str, int] = defaultdict(int)
         self.received_from: dict[str, int] = defaultdict(int)
@@ -154,6 +161,13 @@ class NodeShell:
             self._started = True
             loop = asyncio.get_running_loop()
             if self.core is not None:
+                import ray
+
+                self._ray_node = ray.get_runtime_context().get_node_id()
+                self._ip = ray.util.get_node_ip_address()
+                self._link_server = LinkServer(self.deliver)
+                await self._link_server.start(self._ip)
+                self._links = Links(self.node_id, self._ray_node, self._peer_endpoint)
                 self._ticker = loop.create_task(self._tick_loop())
             # A service's stats() may wait on its locks: read it in a worker thread, not on the loop.
             run = functools.partial(loop.run_in_executor, self._pool) if self.service is not None else None
@@ -176,12 +190,35 @@ class NodeShell:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._ticker = None
+        if self._links is not None:
+            await self._links.close()
+        if self._link_server is not None:
+            await self._link_server.close()
         close = getattr(self.service, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, close)
         release = getattr(self.core, "close", None)  # a core over a storage engine closes it
         if release is not None:
             release()
+
+    async def halt(self) -> None:
+        """Stop as a crash would, at once: the nemesis calls this just before ``ray.kill``.
+
+        ``ray.kill`` returns (and Ray releases the actor's name) before the worker process has
+        exited; meanwhile the old process could still answer on its direct links and append to
+        its durable log, which the restarted node is reading. After ``halt`` it does neither:
+        every input waits forever (as on a paused node, but no resume undoes it), the timer
+        stops and the links close. Messages already handed to the network still arrive, as
+        after a real crash.
+        """
+        self._halted = True
+        self._running.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._links is not None:
+            await self._links.close()
+        if self._link_server is not None:
+            await self._link_server.close()
 
     async def describe(self) -> dict:
         """What another driver needs to attach to this node's group (see ``NodeGroup.connect``)."""
@@ -193,7 +230,7 @@ class NodeShell:
         """Install a new network config from the nemesis; returns its epoch."""
         cfg = codec.decode(config, NetworkConfig)
         self.model.config = cfg
-        if cfg.is_paused(self.node_id):
+        if cfg.is_paused(self.node_id) or self._halted:
             self._running.clear()
         else:
             self._running.set()
@@ -212,6 +249,7 @@ class NodeShell:
             "epoch": self.model.config.epoch,
             "recovered_records": self.recovered_records,
             "counters": dict(self.counters),
+            "links": self.links(),
             "received_from": dict(self.received_from),
             "faults": dict(self.model.counters()),
         }
@@ -238,6 +276,19 @@ class NodeShell:
                 "calls": self.metrics.calls(), "stats": figures,
                 "counters": {**self.counters, "metric_export_errors": self.metrics.export_errors},
                 "faults": dict(self.model.counters())}
+
+    async def endpoint(self) -> dict | None:
+        """Where a peer opens a direct link to this shell (see :mod:`~ddia_ray.runtime.links`); None
+        for a service, which has no peers."""
+        if self._link_server is None:
+            return None
+        return endpoint_record(self._link_server, self._ray_node, self._ip)
+
+    def links(self) -> dict:
+        """The peers with a link up, and the links' counters (both directions)."""
+        if self._links is None or self._link_server is None:
+            return {"up": [], "counters": {}}
+        return {"up": self._links.up(), "counters": {**self._links.counters, **self._link_server.counters}}
 
     async def ping(self) -> str:
         """Liveness probe that bypasses the fault model (used by the nemesis, not by peers)."""
@@ -424,7 +475,8 @@ class NodeShell:
         for dst, envs in by_dst.items():
             self._send(dst, tuple(envs))
 
-    def _send(self, dst: str, envelopes: tuple) -> None:
+    def _peer(self, dst: str) -> Any:
+        """``dst``'s actor handle (looked up once, again after it died); None if there is no such actor."""
         import ray
 
         handle = self._peers.get(dst)
@@ -432,16 +484,39 @@ class NodeShell:
             try:
                 handle = ray.get_actor(actor_name(self.group, dst), namespace=NAMESPACE)
             except ValueError:
-                self.counters["unreachable"] += len(envelopes)  # peer dead or not started
-                return
+                return None
             self._peers[dst] = handle
+        return handle
+
+    async def _peer_endpoint(self, dst: str) -> dict:
+        handle = self._peer(dst)
+        if handle is None:
+            raise ConnectionError(f"no actor {actor_name(self.group, dst)!r}")
+        ep = await handle.endpoint.remote()
+        if ep is None:
+            raise ConnectionError(f"{dst} takes no links")
+        return ep
+
+    def _send(self, dst: str, envelopes: tuple) -> None:
+        data = codec.encode(envelopes)
+        if self._links is not None and self._links.send(dst, data):
+            self.counters["sent"] += len(envelopes)
+            self.counters["sent_by_link"] += len(envelopes)
+            return
+        handle = self._peer(dst)
+        if handle is None:
+            self.counters["unreachable"] += len(envelopes)  # peer dead or not started
+            return
         self.counters["sent"] += len(envelopes)
-        ref = handle.deliver.remote(self.node_id, codec.encode(envelopes))
+        ref = handle.deliver.remote(self.node_id, data)
 
         def _done(fut, dst=dst, handle=handle):
             if fut.exception() is not None and self._peers.get(dst) is handle:
-                # The peer died: look it up again next time (it may have been restarted).
+                # The peer died: look it up again next time (it may have been restarted), and
+                # open a new link to whatever answers to its name then.
                 self._peers.pop(dst, None)
+                if self._links is not None:
+                    self._links.forget(dst)
 
         ref.future().add_done_callback(_done)
 

@@ -1,0 +1,264 @@
+"""Direct links between shells: peer messages over TCP streams instead of one Ray call each.
+
+Theory of operation
+-------------------
+A core's shells exchange many small packets (Raft appends and their answers,
+replication streams). As Ray actor calls each costs ~0.75 ms one way on this
+project's VM and a few hundred microseconds of the receiver's CPU to run the
+task (measured: docs/runtime.md, "Direct peer links"), and a blocking write of
+a 3-replica Raft group takes four of them. A *link* carries the same packets
+over one TCP connection per ordered pair of shells, opened on first use and
+kept open: a packet is one ``write`` into the connection and one read at the
+far end.
+
+What stays the same: the packet (``src`` and the encoded envelopes), the
+receiving path (:meth:`NodeShell.deliver`, so the fault model, the pause and
+the metrics see a link packet exactly as a Ray-delivered one), and the
+semantics of a network: a packet on a connection that breaks is lost, as
+over Ray when the receiver dies. Client requests and service calls stay Ray
+calls (the handle convention, batching, the object store for bulk data).
+
+**Finding a peer.** A shell that hosts a core listens on an ephemeral port on
+127.0.0.1 and, when Ray's node address is another interface, on that address
+too (:class:`LinkServer`). :meth:`NodeShell.endpoint` (a Ray call, so Ray's
+own authentication guards it) returns both ports, the Ray node id and a
+random 32-byte token. The sender connects to the loopback port when both
+shells run on the same Ray node and to the node address otherwise, and opens
+with ``MAGIC + token``; the listener closes any connection whose token is
+wrong, so a link is as private as the Ray call that revealed it.
+
+**While a link is not up** (being opened, refused, broken) the sender uses
+Ray's ``deliver`` call, so nothing waits for a connection; a failed attempt is
+retried after :data:`RETRY_S`. Switching between the two paths may reorder
+packets, which every core tolerates: the fault model reorders on purpose.
+
+**Bounded input.** A frame is ``<u32 data length, u16 src length>``, the
+source node id (UTF-8) and the data. A frame longer than :data:`MAX_FRAME_BYTES`
+or a source id that does not decode closes the connection (the packet is
+lost, nothing else happens); the data is then decoded by the codec, whose own
+bounds apply. A sender routes a packet larger than the bound through Ray
+instead, whose object store suits bulk data better anyway. A connection whose
+unsent bytes pass :data:`MAX_BUFFERED_BYTES` (a peer that stopped reading: it
+is paused or overloaded) drops further packets until it drains, as a full
+queue in a router would; the cores' retransmission repairs that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import struct
+from collections import defaultdict
+from typing import Any, Awaitable, Callable
+
+__all__ = ["LinkServer", "Links", "MAGIC", "MAX_FRAME_BYTES", "MAX_BUFFERED_BYTES", "RETRY_S", "encode_frame"]
+
+MAGIC = b"DDIALNK1"
+TOKEN_BYTES = 32
+_HEADER = struct.Struct("<IH")
+#: The largest packet a link carries; larger ones go through Ray.
+MAX_FRAME_BYTES = 64 << 20
+#: Unsent bytes on one connection beyond which packets are dropped until it drains.
+MAX_BUFFERED_BYTES = 64 << 20
+#: How long after a failed connection attempt the next one is made (Ray carries the packets meanwhile).
+RETRY_S = 1.0
+#: How long the listener waits for a new connection's token.
+HELLO_TIMEOUT_S = 5.0
+
+
+def encode_frame(src: bytes, data: bytes) -> bytes:
+    """One frame: header, source id, data (the caller keeps ``len(data) <= MAX_FRAME_BYTES``)."""
+    return _HEADER.pack(len(data), len(src)) + src + data
+
+
+class LinkServer:
+    """Accepts links to one shell and hands every packet to ``deliver(src, data)``."""
+
+    def __init__(self, deliver: Callable[[str, bytes], Awaitable[None]]):
+        self._deliver = deliver
+        self.token = os.urandom(TOKEN_BYTES)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.ports: dict[str, int] = {}
+        self.counters: dict[str, int] = defaultdict(int)
+
+    async def start(self, node_ip: str) -> None:
+        """Listen on 127.0.0.1 and, if it is another address, on ``node_ip`` (both ephemeral ports)."""
+        for host in dict.fromkeys(("127.0.0.1", node_ip)):
+            try:
+                server = await asyncio.start_server(self._accept, host, 0)
+            except OSError:
+                self.counters["listen_errors"] += 1
+                continue
+            self._servers.append(server)
+            self.ports[host] = server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            hello = await asyncio.wait_for(reader.readexactly(len(MAGIC) + TOKEN_BYTES), HELLO_TIMEOUT_S)
+            if hello[:len(MAGIC)] != MAGIC or not hmac.compare_digest(hello[len(MAGIC):], self.token):
+                self.counters["refused_links"] += 1
+                return
+            self.counters["accepted_links"] += 1
+            while True:
+                head = await reader.readexactly(_HEADER.size)
+                size, src_size = _HEADER.unpack(head)
+                if size > MAX_FRAME_BYTES:
+                    self.counters["oversized_frames"] += 1
+                    return
+                body = await reader.readexactly(src_size + size)
+                try:
+                    src = body[:src_size].decode()
+                except UnicodeDecodeError:
+                    self.counters["bad_frames"] += 1
+                    return
+                self.counters["frames_received"] += 1
+                try:
+                    await self._deliver(src, body[src_size:])
+                except Exception:  # noqa: BLE001 - a packet that does not decode is lost; the frames go on
+                    self.counters["bad_packets"] += 1
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+            pass  # the peer went away (or never said hello): its connection ends here
+        except asyncio.CancelledError:
+            # Only close() cancels, to end a delivery that waits on a paused or halted shell. Ending
+            # quietly keeps asyncio's stream callback from logging the cancellation as an error.
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+    async def close(self) -> None:
+        """Stop listening and end every accepted connection."""
+        for server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):  # a delivery may wait on a paused shell for ever
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+class _Link:
+    __slots__ = ("writer", "opening", "retry_at")
+
+    def __init__(self):
+        self.writer: asyncio.StreamWriter | None = None
+        self.opening = False
+        self.retry_at = 0.0
+
+
+class Links:
+    """A shell's outgoing links, one per peer (see the module docstring).
+
+    ``endpoint(dst)`` is a coroutine that answers the peer's :meth:`NodeShell.endpoint`
+    (or raises); ``my_node`` is this shell's Ray node id.
+    """
+
+    def __init__(self, src: str, my_node: str, endpoint: Callable[[str], Awaitable[dict]]):
+        self._src = src.encode()
+        self._my_node = my_node
+        self._endpoint = endpoint
+        self._links: dict[str, _Link] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def send(self, dst: str, data: bytes) -> bool:
+        """Write one packet to ``dst``'s link; False when there is none up (the caller uses Ray).
+
+        True also when the packet was dropped because the connection is congested: that is
+        the network losing it, not a reason to send it a second way.
+        """
+        if len(data) > MAX_FRAME_BYTES:
+            self.counters["oversized_via_ray"] += 1
+            return False
+        link = self._links.get(dst)
+        if link is None:
+            link = self._links[dst] = _Link()
+        writer = link.writer
+        if writer is None or writer.is_closing():
+            link.writer = None
+            self._open(dst, link)
+            return False
+        if writer.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            self.counters["dropped_congested"] += 1
+            return True
+        writer.write(encode_frame(self._src, data))
+        self.counters["frames_sent"] += 1
+        return True
+
+    def forget(self, dst: str) -> None:
+        """Close ``dst``'s link (its actor died or was replaced); the next packet opens a new one."""
+        link = self._links.pop(dst, None)
+        if link is not None and link.writer is not None:
+            link.writer.close()
+
+    def _open(self, dst: str, link: _Link) -> None:
+        if link.opening or asyncio.get_running_loop().time() < link.retry_at:
+            return
+        link.opening = True
+        self._spawn(self._connect(dst, link))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close ``writer`` as soon as the peer closes: nothing ever comes back on a link, so a read
+        returns only at its end. Without this, a half-closed connection looks open until a write
+        fails, and that write's packet is lost without a word."""
+        try:
+            await reader.read()
+        except OSError:
+            pass
+        writer.close()
+
+    async def _connect(self, dst: str, link: _Link) -> None:
+        try:
+            ep = await self._endpoint(dst)
+            ports = ep["ports"]
+            host = "127.0.0.1" if ep["node"] == self._my_node and "127.0.0.1" in ports else ep["ip"]
+            if host not in ports:
+                raise ConnectionError(f"{dst} listens on no address this shell can reach")
+            reader, writer = await asyncio.open_connection(host, ports[host])
+            writer.write(MAGIC + ep["token"])
+            if self._links.get(dst) is link:
+                link.writer = writer
+                self.counters["links_opened"] += 1
+                self._spawn(self._watch(reader, writer))
+            else:  # forgotten while we connected
+                writer.close()
+        except Exception:  # noqa: BLE001 - any failure: Ray carries the packets, retry later
+            self.counters["link_failures"] += 1
+            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
+        finally:
+            link.opening = False
+
+    async def close(self) -> None:
+        """Close every link and wait for the attempts under way."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for dst in list(self._links):
+            self.forget(dst)
+
+    def up(self) -> list[str]:
+        """The peers with a link up now."""
+        return sorted(d for d, link in self._links.items() if link.writer is not None and not link.writer.is_closing())
+
+
+def endpoint_record(server: LinkServer, node: str, ip: str) -> dict[str, Any]:
+    """What :meth:`NodeShell.endpoint` answers: the Ray node id, its address, the ports, the token."""
+    return {"node": node, "ip": ip, "ports": dict(server.ports), "token": server.token}
