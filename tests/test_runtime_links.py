@@ -242,6 +242,9 @@ def test_raft_members_talk_over_links_and_relink_after_a_restart(ray_session, tm
             wait_for(lambda: sorted(shell(leader)["links"]["up"]) == sorted(m for m in kv.members if m != leader),
                      what="the leader's links to both followers")
             assert shell(leader)["counters"]["sent_by_link"] > 0
+            for i in range(20):  # the client's requests moved to its own link to the leader
+                c.put(f"c{i}", b"%d" % i)
+            assert shell(leader)["links"]["counters"].get("requests_received", 0) > 0
             assert shell(follower)["links"]["counters"]["frames_received"] > 0
 
             kv.kill(follower)
@@ -270,3 +273,91 @@ def _put_ok(c) -> bool:
         return True
     except Exception:  # noqa: BLE001 - an election may still be under way
         return False
+
+
+class _Handle:
+    """The two things a client link asks of an actor handle: ``endpoint.remote()``."""
+
+    def __init__(self, ep):
+        outer = self
+
+        class _Endpoint:
+            @staticmethod
+            def remote():
+                async def answer():
+                    return outer.ep
+                return answer()
+
+        self.ep = ep
+        self.endpoint = _Endpoint()
+
+
+def _serving(answers):
+    """A LinkServer whose requests are answered by ``answers(src, data)`` (a coroutine)."""
+    async def deliver(src, data):
+        raise AssertionError("no peer packets here")
+    return LinkServer(deliver, answers)
+
+
+def test_a_client_link_carries_requests_and_matches_replies_out_of_order():
+    async def main():
+        async def answers(src, data):
+            await asyncio.sleep(0.05 if data == b"slow" else 0)
+            return src.encode() + b":" + data
+
+        server = _serving(answers)
+        await server.start("127.0.0.1")
+        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
+        links = L.ClientLinks("client-7", "ray-node-1")
+        assert links.request("m1", handle, b"x") is None  # not up yet: the caller makes a Ray call
+        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        slow = links.request("m1", handle, b"slow")
+        fast = links.request("m1", handle, b"fast")
+        assert await asyncio.wait_for(fast, 5) == b"client-7:fast"
+        assert not slow.done()  # the fast reply overtook it
+        assert await asyncio.wait_for(slow, 5) == b"client-7:slow"
+        assert server.counters["accepted_client_links"] == 1
+        links.close()
+        await server.close()
+    _run(main())
+
+
+def test_a_lost_request_is_never_answered_and_a_broken_link_fails_what_waits():
+    async def main():
+        hold = asyncio.Event()
+
+        async def answers(src, data):
+            if data == b"lost":
+                return None  # the fault model lost it: no reply, the caller times out
+            await hold.wait()
+            return b"late"
+
+        server = _serving(answers)
+        await server.start("127.0.0.1")
+        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
+        links = L.ClientLinks("c", "ray-node-1")
+        links.request("m1", handle, b"-")
+        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        lost = links.request("m1", handle, b"lost")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(lost), 0.2)
+        waiting = links.request("m1", handle, b"held")
+        await server.close()  # the node died with the request unanswered
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(waiting, 5)
+        links.close()
+    _run(main())
+
+
+def test_a_shell_without_a_request_handler_refuses_client_links():
+    async def main():
+        peer = _Peer()  # peer packets only
+        await peer.server.start("127.0.0.1")
+        reader, writer = await asyncio.open_connection("127.0.0.1", peer.server.ports["127.0.0.1"])
+        writer.write(L.CLIENT_MAGIC + peer.server.token + b"\x01\x00c")
+        await writer.drain()
+        assert await reader.read() == b""
+        assert peer.server.counters["refused_links"] == 1
+        writer.close()
+        await peer.server.close()
+    _run(main())

@@ -199,8 +199,8 @@ class RaftKVClient(LoopClient):
         retry: list[_Pending] = []
         hint: str | None = None
         try:
-            ref = self.cluster._handle(member).request.remote(self.session, codec.encode(payload))
-            data = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.rpc_timeout_s)
+            data = await self._request(member, self.cluster._handle(member), self.session, codec.encode(payload),
+                                       self.rpc_timeout_s, f"{self.cluster.name}/{member}")
             reply = codec.decode(data)
             if not isinstance(reply, Reply) or not reply.ok or not isinstance(reply.payload, KVResults):
                 raise ConfigError(f"unexpected answer from {member}: {reply!r}")

@@ -50,7 +50,6 @@ from ..balancing import RoundRobinPicker
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
                       NoReplicaAvailableError, NotLeaderError, ReplicaBehindError, StalenessBoundError,
                       WriteOutcomeUnknownError)
-from ..runtime.calls import await_result
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch
@@ -394,8 +393,8 @@ class ReplicatedClient(LoopClient):
 
     async def _call(self, node: str, payload: Any) -> Any:
         """One request to ``node``; the reply's payload, or the error the replica refused with."""
-        ref = self.store._handle(node).request.remote(self.name, codec.encode(payload))
-        data = await await_result(ref, self.rpc_timeout_s, f"{self.store.name}/{node}")
+        data = await self._request(node, self.store._handle(node), self.name, codec.encode(payload),
+                                   self.rpc_timeout_s, f"{self.store.name}/{node}")
         reply = codec.decode(data)
         if not isinstance(reply, Reply):
             raise ConfigError(f"unexpected answer from {node}: {reply!r}")

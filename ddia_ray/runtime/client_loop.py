@@ -17,7 +17,9 @@ import concurrent.futures
 import threading
 from typing import Any
 
-from ..errors import CallTimeoutError
+from ..errors import CallTimeoutError, MessageDroppedError
+from .calls import await_result
+from .links import ClientLinks
 
 __all__ = ["LoopClient"]
 
@@ -31,6 +33,31 @@ class LoopClient:
     """
 
     timeout_s: float
+
+    _links: ClientLinks | None = None
+
+    async def _request(self, node: str, handle: Any, src: str, data: bytes, timeout_s: float, what: str) -> bytes:
+        """One request (encoded) to a core's shell, ``handle``, as ``src``; the encoded reply.
+
+        It goes on the client's direct link to the shell when one is up (see
+        :mod:`~ddia_ray.runtime.links`), else as a Ray call while a link opens. Raises
+        :class:`CallTimeoutError` after ``timeout_s``, and :class:`MessageDroppedError` when the
+        link broke with the request unanswered (its outcome is unknown either way).
+        """
+        links = self._links
+        if links is None:
+            import ray
+
+            links = self._links = ClientLinks(src, ray.get_runtime_context().get_node_id())
+        fut = links.request(node, handle, data)
+        if fut is None:
+            return await await_result(handle.request.remote(src, data), timeout_s, what)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            raise CallTimeoutError(f"{what} did not answer within {timeout_s}s") from None
+        except ConnectionError as e:
+            raise MessageDroppedError(f"{what}: {e}") from None
 
     def _start_loop(self, thread_name: str) -> None:
         self._loop = asyncio.new_event_loop()
@@ -60,6 +87,8 @@ class LoopClient:
         self._thread.join(5)
 
     def _stop_loop(self) -> None:
+        if self._links is not None:
+            self._links.close()
         for task in asyncio.all_tasks(self._loop):
             task.cancel()
         self._loop.stop()

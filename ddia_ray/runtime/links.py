@@ -52,11 +52,16 @@ import struct
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
-__all__ = ["LinkServer", "Links", "MAGIC", "MAX_FRAME_BYTES", "MAX_BUFFERED_BYTES", "RETRY_S", "encode_frame"]
+__all__ = ["LinkServer", "Links", "ClientLinks", "MAGIC", "CLIENT_MAGIC", "MAX_FRAME_BYTES", "MAX_BUFFERED_BYTES",
+           "RETRY_S", "MAX_REQUESTS_IN_FLIGHT", "encode_frame"]
 
-MAGIC = b"DDIALNK1"
+MAGIC = b"DDIALNK1"  # a peer link: packets one way
+CLIENT_MAGIC = b"DDIACLI1"  # a client link: requests, and their replies back
 TOKEN_BYTES = 32
 _HEADER = struct.Struct("<IH")
+_REQUEST = struct.Struct("<II")  # a client link's frame: <u32 length, u32 request id>, then the bytes
+#: Requests of one client link being served at once; the next wait (Ray's actors take 1,000).
+MAX_REQUESTS_IN_FLIGHT = 1000
 #: The largest packet a link carries; larger ones go through Ray.
 MAX_FRAME_BYTES = 64 << 20
 #: Unsent bytes on one connection beyond which packets are dropped until it drains.
@@ -73,10 +78,13 @@ def encode_frame(src: bytes, data: bytes) -> bytes:
 
 
 class LinkServer:
-    """Accepts links to one shell and hands every packet to ``deliver(src, data)``."""
+    """Accepts links to one shell: every peer packet goes to ``deliver(src, data)``, every client
+    request to ``request(src, data)``, whose answer (None: lost, never answered) goes back."""
 
-    def __init__(self, deliver: Callable[[str, bytes], Awaitable[None]]):
+    def __init__(self, deliver: Callable[[str, bytes], Awaitable[None]],
+                 request: Callable[[str, bytes], Awaitable[bytes | None]] | None = None):
         self._deliver = deliver
+        self._request = request
         self.token = os.urandom(TOKEN_BYTES)
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
@@ -102,8 +110,13 @@ class LinkServer:
         self._writers.add(writer)
         try:
             hello = await asyncio.wait_for(reader.readexactly(len(MAGIC) + TOKEN_BYTES), HELLO_TIMEOUT_S)
-            if hello[:len(MAGIC)] != MAGIC or not hmac.compare_digest(hello[len(MAGIC):], self.token):
+            magic = hello[:len(MAGIC)]
+            if magic not in (MAGIC, CLIENT_MAGIC) or not hmac.compare_digest(hello[len(MAGIC):], self.token) \
+                    or (magic == CLIENT_MAGIC and self._request is None):
                 self.counters["refused_links"] += 1
+                return
+            if magic == CLIENT_MAGIC:
+                await self._serve_client(reader, writer)
                 return
             self.counters["accepted_links"] += 1
             while True:
@@ -134,6 +147,46 @@ class LinkServer:
                 self._tasks.discard(task)
             self._writers.discard(writer)
             writer.close()
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A client link: ``<u16 length>`` and the client's name, then request frames; each request
+        is served in a task of its own (as Ray runs an actor's calls), and its reply goes back with
+        its id, in whatever order they finish."""
+        request = self._request
+        assert request is not None
+        (size,) = struct.unpack("<H", await asyncio.wait_for(reader.readexactly(2), HELLO_TIMEOUT_S))
+        try:
+            src = (await asyncio.wait_for(reader.readexactly(size), HELLO_TIMEOUT_S)).decode()
+        except UnicodeDecodeError:
+            self.counters["bad_frames"] += 1
+            return
+        self.counters["accepted_client_links"] += 1
+        slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
+        served: set[asyncio.Task] = set()
+
+        async def serve(rid: int, data: bytes) -> None:
+            try:
+                answer = await request(src, data)
+                if answer is not None and not writer.is_closing():
+                    writer.write(_REQUEST.pack(len(answer), rid) + answer)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                size, rid = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+                if size > MAX_FRAME_BYTES:
+                    self.counters["oversized_frames"] += 1
+                    return
+                data = await reader.readexactly(size)
+                self.counters["requests_received"] += 1
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(serve(rid, data))
+                served.add(task)
+                task.add_done_callback(served.discard)
+        finally:
+            for task in list(served):
+                task.cancel()
 
     async def close(self) -> None:
         """Stop listening and end every accepted connection."""
@@ -257,6 +310,117 @@ class Links:
     def up(self) -> list[str]:
         """The peers with a link up now."""
         return sorted(d for d, link in self._links.items() if link.writer is not None and not link.writer.is_closing())
+
+
+class _ClientLink:
+    __slots__ = ("writer", "pending", "opening", "retry_at")
+
+    def __init__(self):
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[int, asyncio.Future] = {}
+        self.opening = False
+        self.retry_at = 0.0
+
+
+class ClientLinks:
+    """A client's links to the shells it sends requests to, in the client's own asyncio loop.
+
+    :meth:`request` writes a request on ``node``'s link and returns the future of its reply's
+    bytes, or None when no link is up (the caller makes the Ray call, and a link opens meanwhile).
+    A link that breaks fails its waiting requests with ``ConnectionError``: their outcome is
+    unknown, as with a Ray call to an actor that died.
+    """
+
+    def __init__(self, name: str, my_node: str):
+        self._hello = struct.pack("<H", len(name.encode())) + name.encode()
+        self._my_node = my_node
+        self._links: dict[str, _ClientLink] = {}
+        self._ids = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def request(self, node: str, handle: Any, data: bytes) -> asyncio.Future | None:
+        """Send ``data`` (an encoded request) to ``node``; the future of the encoded reply, or None."""
+        if len(data) > MAX_FRAME_BYTES:
+            return None
+        link = self._links.get(node)
+        if link is None:
+            link = self._links[node] = _ClientLink()
+        writer = link.writer
+        if writer is None or writer.is_closing():
+            link.writer = None
+            self._open(node, link, handle)
+            return None
+        if writer.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            return None  # the node stopped reading: the Ray call queues instead
+        self._ids = (self._ids + 1) & 0xFFFFFFFF
+        rid = self._ids
+        fut = asyncio.get_running_loop().create_future()
+        link.pending[rid] = fut
+        pending = link.pending
+        fut.add_done_callback(lambda _f: pending.pop(rid, None))  # answered, timed out or failed
+        writer.write(_REQUEST.pack(len(data), rid) + data)
+        self.counters["requests_sent"] += 1
+        return fut
+
+    def _open(self, node: str, link: _ClientLink, handle: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if link.opening or loop.time() < link.retry_at:
+            return
+        link.opening = True
+        task = loop.create_task(self._connect(node, link, handle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, node: str, link: _ClientLink, handle: Any) -> None:
+        try:
+            ep = await handle.endpoint.remote()
+            if ep is None:
+                raise ConnectionError(f"{node} takes no links")
+            ports = ep["ports"]
+            host = "127.0.0.1" if ep["node"] == self._my_node and "127.0.0.1" in ports else ep["ip"]
+            if host not in ports:
+                raise ConnectionError(f"{node} listens on no address this client can reach")
+            reader, writer = await asyncio.open_connection(host, ports[host])
+            writer.write(CLIENT_MAGIC + ep["token"] + self._hello)
+            link.writer = writer
+            self.counters["links_opened"] += 1
+            task = asyncio.get_running_loop().create_task(self._read(link, reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        except Exception:  # noqa: BLE001 - any failure: Ray calls carry the requests, retry later
+            self.counters["link_failures"] += 1
+            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
+        finally:
+            link.opening = False
+
+    async def _read(self, link: _ClientLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                size, rid = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+                if size > MAX_FRAME_BYTES:
+                    self.counters["oversized_frames"] += 1
+                    return
+                data = await reader.readexactly(size)
+                fut = link.pending.get(rid)
+                if fut is not None and not fut.done():
+                    fut.set_result(data)
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+            if link.writer is writer:
+                link.writer = None
+            for fut in list(link.pending.values()):
+                if not fut.done():
+                    fut.set_exception(ConnectionError("the link broke with the request unanswered"))
+
+    def close(self) -> None:
+        """Close every link (their reader tasks end with the loop)."""
+        for link in self._links.values():
+            if link.writer is not None:
+                link.writer.close()
+        self._links.clear()
 
 
 def endpoint_record(server: LinkServer, node: str, ip: str) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from .. import codec
 from ..error_record import ErrorRecord
 from ..errors import InvalidArgumentError, MessageDroppedError
 from .connect import NAMESPACE
-from .core import CoreSpec, Envelope, load_factory
+from .core import CoreSpec, Envelope, Reply, load_factory
 from .durable import DurableLog
 from .faults import FaultModel, NetworkConfig
 from .links import LinkServer, Links, endpoint_record
@@ -165,7 +165,7 @@ class NodeShell:
 
                 self._ray_node = ray.get_runtime_context().get_node_id()
                 self._ip = ray.util.get_node_ip_address()
-                self._link_server = LinkServer(self.deliver)
+                self._link_server = LinkServer(self.deliver, self._link_request)
                 await self._link_server.start(self._ip)
                 self._links = Links(self.node_id, self._ray_node, self._peer_endpoint)
                 self._ticker = loop.create_task(self._tick_loop())
@@ -324,6 +324,16 @@ class NodeShell:
     async def request_batch(self, src: str, data: bytes) -> bytes:
         """Many client requests in one call (one packet); returns encoded replies in order."""
         return codec.encode(await self._requests(src, codec.decode(data, tuple)))
+
+    async def _link_request(self, src: str, data: bytes) -> bytes | None:
+        """:meth:`request` for a client link: the encoded reply, a refusal as a failed
+        :class:`Reply`, or None when the fault model lost the request or its reply."""
+        try:
+            return await self.request(src, data)
+        except MessageDroppedError:
+            return None
+        except Exception as e:  # noqa: BLE001 - over Ray this would be the call's error: send it as a record
+            return codec.encode(Reply(0, None, False, ErrorRecord.of(e, self.node_id)))
 
     async def _requests(self, src: str, payloads: tuple) -> tuple:
         if self.core is None:
