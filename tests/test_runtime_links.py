@@ -361,3 +361,26 @@ def test_a_shell_without_a_request_handler_refuses_client_links():
         writer.close()
         await peer.server.close()
     _run(main())
+
+
+def test_a_reply_too_large_for_a_link_tells_the_client_to_ask_over_ray(monkeypatch):
+    monkeypatch.setattr(L, "MAX_FRAME_BYTES", 64)
+
+    async def main():
+        async def answers(src, data):
+            return data * 100 if data == b"big" else data
+
+        server = _serving(answers)
+        await server.start("127.0.0.1")
+        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
+        links = L.ClientLinks("c", "ray-node-1")
+        links.request("m1", handle, b"-")
+        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        big = links.request("m1", handle, b"big")
+        with pytest.raises(L.ReplyTooLarge):
+            await asyncio.wait_for(big, 5)
+        assert await asyncio.wait_for(links.request("m1", handle, b"small"), 5) == b"small"  # the link lives on
+        assert server.counters["replies_too_large"] == 1
+        links.close()
+        await server.close()
+    _run(main())

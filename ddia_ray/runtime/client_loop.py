@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import CallTimeoutError, MessageDroppedError
 from .calls import await_result
-from .links import ClientLinks
+from .links import ClientLinks, ReplyTooLarge
 
 __all__ = ["LoopClient"]
 
@@ -54,6 +54,8 @@ class LoopClient:
             return await await_result(handle.request.remote(src, data), timeout_s, what)
         try:
             return await asyncio.wait_for(fut, timeout_s)
+        except ReplyTooLarge:  # a read's bulk answer: again through Ray (a write's retry is made safe by its session)
+            return await await_result(handle.request.remote(src, data), timeout_s, what)
         except asyncio.TimeoutError:
             raise CallTimeoutError(f"{what} did not answer within {timeout_s}s") from None
         except ConnectionError as e:

@@ -52,8 +52,8 @@ import struct
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
-__all__ = ["LinkServer", "Links", "ClientLinks", "MAGIC", "CLIENT_MAGIC", "MAX_FRAME_BYTES", "MAX_BUFFERED_BYTES",
-           "RETRY_S", "MAX_REQUESTS_IN_FLIGHT", "encode_frame"]
+__all__ = ["LinkServer", "Links", "ClientLinks", "ReplyTooLarge", "MAGIC", "CLIENT_MAGIC", "MAX_FRAME_BYTES",
+           "MAX_BUFFERED_BYTES", "RETRY_S", "MAX_REQUESTS_IN_FLIGHT", "encode_frame"]
 
 MAGIC = b"DDIALNK1"  # a peer link: packets one way
 CLIENT_MAGIC = b"DDIACLI1"  # a client link: requests, and their replies back
@@ -62,6 +62,16 @@ _HEADER = struct.Struct("<IH")
 _REQUEST = struct.Struct("<II")  # a client link's frame: <u32 length, u32 request id>, then the bytes
 #: Requests of one client link being served at once; the next wait (Ray's actors take 1,000).
 MAX_REQUESTS_IN_FLIGHT = 1000
+#: The length a reply frame gives instead of a reply too large for a link: "ask again over Ray".
+_TOO_LARGE = 0xFFFFFFFF
+
+
+class ReplyTooLarge(Exception):
+    """A reply over :data:`MAX_FRAME_BYTES` did not come over the link: make the request a Ray call.
+
+    A signal between :class:`ClientLinks` and its caller (``runtime.client_loop``), never raised to
+    a user, so it is not one of :mod:`ddia_ray.errors`.
+    """
 #: The largest packet a link carries; larger ones go through Ray.
 MAX_FRAME_BYTES = 64 << 20
 #: Unsent bytes on one connection beyond which packets are dropped until it drains.
@@ -167,7 +177,12 @@ class LinkServer:
         async def serve(rid: int, data: bytes) -> None:
             try:
                 answer = await request(src, data)
-                if answer is not None and not writer.is_closing():
+                if answer is None or writer.is_closing():
+                    return
+                if len(answer) > MAX_FRAME_BYTES:  # bulk data: the client asks again over Ray's object store
+                    self.counters["replies_too_large"] += 1
+                    writer.write(_REQUEST.pack(_TOO_LARGE, rid))
+                else:
                     writer.write(_REQUEST.pack(len(answer), rid) + answer)
             finally:
                 slots.release()
@@ -398,11 +413,15 @@ class ClientLinks:
         try:
             while True:
                 size, rid = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+                fut = link.pending.get(rid)
+                if size == _TOO_LARGE:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(ReplyTooLarge())
+                    continue
                 if size > MAX_FRAME_BYTES:
                     self.counters["oversized_frames"] += 1
                     return
                 data = await reader.readexactly(size)
-                fut = link.pending.get(rid)
                 if fut is not None and not fut.done():
                     fut.set_result(data)
         except (asyncio.IncompleteReadError, OSError):
