@@ -292,11 +292,19 @@ class _Handle:
         self.endpoint = _Endpoint()
 
 
-def _serving(answers):
-    """A LinkServer whose requests are answered by ``answers(src, data)`` (a coroutine)."""
+async def _client_link(answers, name: str = "c"):
+    """A listening LinkServer whose requests ``answers(src, data)`` (a coroutine) answers, and a
+    client's open link to it: ``(server, handle, links)``."""
     async def deliver(src, data):
         raise AssertionError("no peer packets here")
-    return LinkServer(deliver, answers)
+
+    server = LinkServer(deliver, answers)
+    await server.start("127.0.0.1")
+    handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
+    links = L.ClientLinks(name, "ray-node-1")
+    assert links.request("m1", handle, b"-") is None  # not up yet: the caller makes a Ray call
+    await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+    return server, handle, links
 
 
 def test_a_client_link_carries_requests_and_matches_replies_out_of_order():
@@ -305,12 +313,7 @@ def test_a_client_link_carries_requests_and_matches_replies_out_of_order():
             await asyncio.sleep(0.05 if data == b"slow" else 0)
             return src.encode() + b":" + data
 
-        server = _serving(answers)
-        await server.start("127.0.0.1")
-        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
-        links = L.ClientLinks("client-7", "ray-node-1")
-        assert links.request("m1", handle, b"x") is None  # not up yet: the caller makes a Ray call
-        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        server, handle, links = await _client_link(answers, "client-7")
         slow = links.request("m1", handle, b"slow")
         fast = links.request("m1", handle, b"fast")
         assert await asyncio.wait_for(fast, 5) == b"client-7:fast"
@@ -332,12 +335,7 @@ def test_a_lost_request_is_never_answered_and_a_broken_link_fails_what_waits():
             await hold.wait()
             return b"late"
 
-        server = _serving(answers)
-        await server.start("127.0.0.1")
-        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
-        links = L.ClientLinks("c", "ray-node-1")
-        links.request("m1", handle, b"-")
-        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        server, handle, links = await _client_link(answers)
         lost = links.request("m1", handle, b"lost")
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(lost), 0.2)
@@ -370,12 +368,7 @@ def test_a_reply_too_large_for_a_link_tells_the_client_to_ask_over_ray(monkeypat
         async def answers(src, data):
             return data * 100 if data == b"big" else data
 
-        server = _serving(answers)
-        await server.start("127.0.0.1")
-        handle = _Handle(endpoint_record(server, "ray-node-1", "127.0.0.1"))
-        links = L.ClientLinks("c", "ray-node-1")
-        links.request("m1", handle, b"-")
-        await _until(lambda: links.counters["links_opened"] == 1, "the client link")
+        server, handle, links = await _client_link(answers)
         big = links.request("m1", handle, b"big")
         with pytest.raises(L.ReplyTooLarge):
             await asyncio.wait_for(big, 5)

@@ -50,16 +50,16 @@ class LoopClient:
 
             links = self._links = ClientLinks(src, ray.get_runtime_context().get_node_id())
         fut = links.request(node, handle, data)
-        if fut is None:
-            return await await_result(handle.request.remote(src, data), timeout_s, what)
-        try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except ReplyTooLarge:  # a read's bulk answer: again through Ray (a write's retry is made safe by its session)
-            return await await_result(handle.request.remote(src, data), timeout_s, what)
-        except asyncio.TimeoutError:
-            raise CallTimeoutError(f"{what} did not answer within {timeout_s}s") from None
-        except ConnectionError as e:
-            raise MessageDroppedError(f"{what}: {e}") from None
+        if fut is not None:
+            try:
+                return await asyncio.wait_for(fut, timeout_s)
+            except ReplyTooLarge:
+                pass  # a read's bulk answer: again through Ray (a write's retry is made safe by its session)
+            except asyncio.TimeoutError:
+                raise CallTimeoutError(f"{what} did not answer within {timeout_s}s") from None
+            except ConnectionError as e:
+                raise MessageDroppedError(f"{what}: {e}") from None
+        return await await_result(handle.request.remote(src, data), timeout_s, what)
 
     def _start_loop(self, thread_name: str) -> None:
         self._loop = asyncio.new_event_loop()

@@ -218,28 +218,100 @@ class LinkServer:
 
 
 class _Link:
-    __slots__ = ("writer", "opening", "retry_at")
+    __slots__ = ("writer", "pending", "opening", "retry_at")
 
     def __init__(self):
         self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[int, asyncio.Future] = {}  # a client link's requests awaiting their replies
         self.opening = False
         self.retry_at = 0.0
 
 
-class Links:
+class _Dialer:
+    """What both kinds of outgoing link share: one connection per peer, opened off the sender's
+    path on first use (the caller uses Ray meanwhile), retried :data:`RETRY_S` after a failure.
+
+    A subclass says how it greets the listener (:meth:`_hello`) and what runs on an open
+    connection (:meth:`_serve`): a peer link watches for its end, a client link reads replies.
+    """
+
+    def __init__(self, my_node: str):
+        self._my_node = my_node
+        self._links: dict[str, _Link] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def _hello(self, token: bytes) -> bytes:  # pragma: no cover - every dialer defines it
+        raise NotImplementedError
+
+    async def _serve(self, link: _Link, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:  # pragma: no cover - every dialer defines it
+        raise NotImplementedError
+
+    def _writer(self, key: str, endpoint: Callable[[], Awaitable[dict | None]]) -> tuple[_Link, Any]:
+        """``key``'s link and its open writer, or None for the writer after starting to open one."""
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = _Link()
+        writer = link.writer
+        if writer is None or writer.is_closing():
+            link.writer = None
+            if not link.opening and asyncio.get_running_loop().time() >= link.retry_at:
+                link.opening = True
+                self._spawn(self._connect(key, link, endpoint))
+            return link, None
+        return link, writer
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, key: str, link: _Link, endpoint: Callable[[], Awaitable[dict | None]]) -> None:
+        try:
+            ep = await endpoint()
+            if ep is None:
+                raise ConnectionError(f"{key} takes no links")
+            ports = ep["ports"]
+            host = "127.0.0.1" if ep["node"] == self._my_node and "127.0.0.1" in ports else ep["ip"]
+            if host not in ports:
+                raise ConnectionError(f"{key} listens on no address this process can reach")
+            reader, writer = await asyncio.open_connection(host, ports[host])
+            writer.write(self._hello(ep["token"]))
+            if self._links.get(key) is link:
+                link.writer = writer
+                self.counters["links_opened"] += 1
+                self._spawn(self._serve(link, reader, writer))
+            else:  # forgotten while we connected
+                writer.close()
+        except Exception:  # noqa: BLE001 - any failure: Ray carries the traffic, retry later
+            self.counters["link_failures"] += 1
+            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
+        finally:
+            link.opening = False
+
+    def forget(self, key: str) -> None:
+        """Close ``key``'s link (its actor died or was replaced); the next use opens a new one."""
+        link = self._links.pop(key, None)
+        if link is not None and link.writer is not None:
+            link.writer.close()
+
+    def up(self) -> list[str]:
+        """The peers with a link up now."""
+        return sorted(d for d, link in self._links.items() if link.writer is not None and not link.writer.is_closing())
+
+
+class Links(_Dialer):
     """A shell's outgoing links, one per peer (see the module docstring).
 
     ``endpoint(dst)`` is a coroutine that answers the peer's :meth:`NodeShell.endpoint`
     (or raises); ``my_node`` is this shell's Ray node id.
     """
 
-    def __init__(self, src: str, my_node: str, endpoint: Callable[[str], Awaitable[dict]]):
+    def __init__(self, src: str, my_node: str, endpoint: Callable[[str], Awaitable[dict | None]]):
+        super().__init__(my_node)
         self._src = src.encode()
-        self._my_node = my_node
         self._endpoint = endpoint
-        self._links: dict[str, _Link] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self.counters: dict[str, int] = defaultdict(int)
 
     def send(self, dst: str, data: bytes) -> bool:
         """Write one packet to ``dst``'s link; False when there is none up (the caller uses Ray).
@@ -250,13 +322,8 @@ class Links:
         if len(data) > MAX_FRAME_BYTES:
             self.counters["oversized_via_ray"] += 1
             return False
-        link = self._links.get(dst)
-        if link is None:
-            link = self._links[dst] = _Link()
-        writer = link.writer
-        if writer is None or writer.is_closing():
-            link.writer = None
-            self._open(dst, link)
+        _, writer = self._writer(dst, lambda: self._endpoint(dst))
+        if writer is None:
             return False
         if writer.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
             self.counters["dropped_congested"] += 1
@@ -265,54 +332,18 @@ class Links:
         self.counters["frames_sent"] += 1
         return True
 
-    def forget(self, dst: str) -> None:
-        """Close ``dst``'s link (its actor died or was replaced); the next packet opens a new one."""
-        link = self._links.pop(dst, None)
-        if link is not None and link.writer is not None:
-            link.writer.close()
+    def _hello(self, token: bytes) -> bytes:
+        return MAGIC + token
 
-    def _open(self, dst: str, link: _Link) -> None:
-        if link.opening or asyncio.get_running_loop().time() < link.retry_at:
-            return
-        link.opening = True
-        self._spawn(self._connect(dst, link))
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Close ``writer`` as soon as the peer closes: nothing ever comes back on a link, so a read
-        returns only at its end. Without this, a half-closed connection looks open until a write
-        fails, and that write's packet is lost without a word."""
+    async def _serve(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close ``writer`` as soon as the peer closes: nothing ever comes back on a peer link, so a
+        read returns only at its end. Without this, a half-closed connection looks open until a
+        write fails, and that write's packet is lost without a word."""
         try:
             await reader.read()
         except OSError:
             pass
         writer.close()
-
-    async def _connect(self, dst: str, link: _Link) -> None:
-        try:
-            ep = await self._endpoint(dst)
-            ports = ep["ports"]
-            host = "127.0.0.1" if ep["node"] == self._my_node and "127.0.0.1" in ports else ep["ip"]
-            if host not in ports:
-                raise ConnectionError(f"{dst} listens on no address this shell can reach")
-            reader, writer = await asyncio.open_connection(host, ports[host])
-            writer.write(MAGIC + ep["token"])
-            if self._links.get(dst) is link:
-                link.writer = writer
-                self.counters["links_opened"] += 1
-                self._spawn(self._watch(reader, writer))
-            else:  # forgotten while we connected
-                writer.close()
-        except Exception:  # noqa: BLE001 - any failure: Ray carries the packets, retry later
-            self.counters["link_failures"] += 1
-            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
-        finally:
-            link.opening = False
 
     async def close(self) -> None:
         """Close every link and wait for the attempts under way."""
@@ -322,22 +353,8 @@ class Links:
         for dst in list(self._links):
             self.forget(dst)
 
-    def up(self) -> list[str]:
-        """The peers with a link up now."""
-        return sorted(d for d, link in self._links.items() if link.writer is not None and not link.writer.is_closing())
 
-
-class _ClientLink:
-    __slots__ = ("writer", "pending", "opening", "retry_at")
-
-    def __init__(self):
-        self.writer: asyncio.StreamWriter | None = None
-        self.pending: dict[int, asyncio.Future] = {}
-        self.opening = False
-        self.retry_at = 0.0
-
-
-class ClientLinks:
+class ClientLinks(_Dialer):
     """A client's links to the shells it sends requests to, in the client's own asyncio loop.
 
     :meth:`request` writes a request on ``node``'s link and returns the future of its reply's
@@ -347,69 +364,34 @@ class ClientLinks:
     """
 
     def __init__(self, name: str, my_node: str):
-        self._hello = struct.pack("<H", len(name.encode())) + name.encode()
-        self._my_node = my_node
-        self._links: dict[str, _ClientLink] = {}
+        super().__init__(my_node)
+        self._name = struct.pack("<H", len(name.encode())) + name.encode()
         self._ids = 0
-        self._tasks: set[asyncio.Task] = set()
-        self.counters: dict[str, int] = defaultdict(int)
 
     def request(self, node: str, handle: Any, data: bytes) -> asyncio.Future | None:
         """Send ``data`` (an encoded request) to ``node``; the future of the encoded reply, or None."""
         if len(data) > MAX_FRAME_BYTES:
             return None
-        link = self._links.get(node)
-        if link is None:
-            link = self._links[node] = _ClientLink()
-        writer = link.writer
-        if writer is None or writer.is_closing():
-            link.writer = None
-            self._open(node, link, handle)
+        link, writer = self._writer(node, handle.endpoint.remote)
+        if writer is None:
             return None
         if writer.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
             return None  # the node stopped reading: the Ray call queues instead
         self._ids = (self._ids + 1) & 0xFFFFFFFF
         rid = self._ids
         fut = asyncio.get_running_loop().create_future()
-        link.pending[rid] = fut
         pending = link.pending
+        pending[rid] = fut
         fut.add_done_callback(lambda _f: pending.pop(rid, None))  # answered, timed out or failed
         writer.write(_REQUEST.pack(len(data), rid) + data)
         self.counters["requests_sent"] += 1
         return fut
 
-    def _open(self, node: str, link: _ClientLink, handle: Any) -> None:
-        loop = asyncio.get_running_loop()
-        if link.opening or loop.time() < link.retry_at:
-            return
-        link.opening = True
-        task = loop.create_task(self._connect(node, link, handle))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _hello(self, token: bytes) -> bytes:
+        return CLIENT_MAGIC + token + self._name
 
-    async def _connect(self, node: str, link: _ClientLink, handle: Any) -> None:
-        try:
-            ep = await handle.endpoint.remote()
-            if ep is None:
-                raise ConnectionError(f"{node} takes no links")
-            ports = ep["ports"]
-            host = "127.0.0.1" if ep["node"] == self._my_node and "127.0.0.1" in ports else ep["ip"]
-            if host not in ports:
-                raise ConnectionError(f"{node} listens on no address this client can reach")
-            reader, writer = await asyncio.open_connection(host, ports[host])
-            writer.write(CLIENT_MAGIC + ep["token"] + self._hello)
-            link.writer = writer
-            self.counters["links_opened"] += 1
-            task = asyncio.get_running_loop().create_task(self._read(link, reader, writer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        except Exception:  # noqa: BLE001 - any failure: Ray calls carry the requests, retry later
-            self.counters["link_failures"] += 1
-            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
-        finally:
-            link.opening = False
-
-    async def _read(self, link: _ClientLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read replies and resolve their requests; at the link's end, fail what still waits."""
         try:
             while True:
                 size, rid = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
@@ -436,10 +418,8 @@ class ClientLinks:
 
     def close(self) -> None:
         """Close every link (their reader tasks end with the loop)."""
-        for link in self._links.values():
-            if link.writer is not None:
-                link.writer.close()
-        self._links.clear()
+        for node in list(self._links):
+            self.forget(node)
 
 
 def endpoint_record(server: LinkServer, node: str, ip: str) -> dict[str, Any]:

@@ -190,10 +190,7 @@ class NodeShell:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._ticker = None
-        if self._links is not None:
-            await self._links.close()
-        if self._link_server is not None:
-            await self._link_server.close()
+        await self._close_links()
         close = getattr(self.service, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, close)
@@ -215,6 +212,10 @@ class NodeShell:
         self._running.clear()
         if self._ticker is not None:
             self._ticker.cancel()
+        await self._close_links()
+
+    async def _close_links(self) -> None:
+        """Close the links to peers and stop listening (idempotent)."""
         if self._links is not None:
             await self._links.close()
         if self._link_server is not None:
@@ -498,14 +499,11 @@ class NodeShell:
             self._peers[dst] = handle
         return handle
 
-    async def _peer_endpoint(self, dst: str) -> dict:
+    async def _peer_endpoint(self, dst: str) -> dict | None:
         handle = self._peer(dst)
         if handle is None:
             raise ConnectionError(f"no actor {actor_name(self.group, dst)!r}")
-        ep = await handle.endpoint.remote()
-        if ep is None:
-            raise ConnectionError(f"{dst} takes no links")
-        return ep
+        return await handle.endpoint.remote()
 
     def _send(self, dst: str, envelopes: tuple) -> None:
         data = codec.encode(envelopes)

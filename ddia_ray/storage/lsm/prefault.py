@@ -6,9 +6,9 @@ A mapped WAL (:mod:`.wal`) appends by copying into a shared file mapping. The
 first write to each 4 KiB page of it traps into the kernel, which finds or
 allocates the page-cache page and, for a freshly reserved (``fallocate``)
 extent, asks the filesystem to make the block writable. On this project's VM
-that first touch costs ~2 µs per 100-byte put, 15x the copy itself
-(docs/storage-engines.md, "WAL prefaulting"), and it is paid by the writer
-while it holds the tree's mutex and the GIL.
+that first touch cost ~2 µs per put's frame, 15x the copy itself
+(docs/storage-engines.md, "Fresh memory: WAL prefaulting and the flush's
+binary columns"), paid by the writer while it holds the tree's mutex and the GIL.
 
 :class:`Prefaulter` moves that cost to a short-lived thread per reservation:
 it calls ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14) on the newly reserved
