@@ -195,6 +195,27 @@ def test_arrays_and_maps_in_a_field_nest_up_to_the_field_limit():
         decode(raw_record("test.limits.box", 1, {"inner": tuples(FIELD_DEPTH_MAX + 1)}))
 
 
+def test_wide_levels_of_tuples_are_walked_to_the_bottom():
+    """Log entries of many operations (tuples of tuples of tuples) take the walk's C-level path; what
+    hides among many flat elements is still found: a deep chain, a bad map key, a tuple subclass."""
+    from collections import namedtuple
+
+    ops = tuple((0, b"k%d" % i, b"v") for i in range(500))
+    entries = tuple((1, lsn, ops, 0, ("client", lsn, 0, (None,) * 500)) for lsn in range(3))
+    assert decode(encode(Box(entries))) == Box(entries)
+    deep = ops[:250] + (tuples(FIELD_DEPTH_MAX - 2),) + ops[250:]  # 3 levels above the chain: one too many
+    with pytest.raises(CodecError, match=f"FIELD_DEPTH_MAX={FIELD_DEPTH_MAX}"):
+        encode(Box(((1, 2, deep),)))
+    with pytest.raises(CorruptRecordError, match=f"FIELD_DEPTH_MAX={FIELD_DEPTH_MAX}"):
+        decode(raw_record("test.limits.box", 1, {"inner": ((1, 2, deep),)}))
+    assert decode(encode(Box(((1, 2, deep[:250] + (tuples(FIELD_DEPTH_MAX - 3),)),)))) is not None
+    with pytest.raises(CodecError, match="map keys must be str or bytes"):
+        encode(Box((ops + ({1: b"x"},),)))
+    Pair = namedtuple("Pair", "a b")  # packed as an array: a tuple subclass is walked as well
+    with pytest.raises(CodecError, match=f"FIELD_DEPTH_MAX={FIELD_DEPTH_MAX}"):
+        encode(Box((ops + (Pair(1, tuples(FIELD_DEPTH_MAX)),),)))
+
+
 def test_a_record_in_a_field_starts_its_own_count():
     value = Box(tuples(FIELD_DEPTH_MAX - 1, Box(tuples(FIELD_DEPTH_MAX - 1, Box(tuples(FIELD_DEPTH_MAX))))))
     assert decode(encode(value)) == value
