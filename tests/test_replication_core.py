@@ -323,7 +323,11 @@ def test_raftkv_serves_batches_sent_as_messages():
 def test_a_damaged_lease_value_is_refused_not_trusted():
     from ddia_ray.errors import CorruptRecordError
     from ddia_ray.replication.leader_follower import _decode_lease, _lease_value
-    assert _decode_lease(_lease_value(3, "r1", 7)) == (3, "r1", 7)
-    for damaged in (codec.encode((3, "r1")), codec.encode(("3", "r1", 0)), codec.encode((-1, "r1", 0))):
+    assert _decode_lease(_lease_value(3, "r1", 7)) == (3, "r1", 7, ())
+    assert _decode_lease(_lease_value(3, "r1", 7, ("r1", "r4"))) == (3, "r1", 7, ("r1", "r4"))
+    assert _decode_lease(codec.encode((3, "r1", 7))) == (3, "r1", 7, ())  # written before member lists
+    for damaged in (codec.encode((3, "r1")), codec.encode(("3", "r1", 0)), codec.encode((-1, "r1", 0)),
+                    codec.encode((3, "r1", 0, ("r1", 2))), codec.encode((3, "r1", 0, ("r1", "r1"))),
+                    codec.encode((3, "r1", 0, "r1")), codec.encode((3, "r1", 0, ("",)))):
         with pytest.raises(CorruptRecordError, match="lease key holds"):
             _decode_lease(damaged)

@@ -4,12 +4,14 @@ between clients, and one test per bad input."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from ddia_ray.errors import (CallTimeoutError, ConfigError, InvalidArgumentError, SessionError, StalenessBoundError,
-                             UnknownNodeError)
+from ddia_ray.errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError,
+                             NotLeaderError, SessionError, StalenessBoundError, UnknownNodeError,
+                             WriteOutcomeUnknownError)
 from ddia_ray.replication import ReplicatedStore, Session
 from ddia_ray.storage import WriteBatch
 
@@ -281,8 +283,8 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
             s.kill("r7")
         with pytest.raises(UnknownNodeError):
             s.remove_replica("r7")
-        with pytest.raises(ConfigError, match="raft"):
-            s.add_replica()  # a leader-follower group's membership is fixed at launch
+        with pytest.raises(ConfigError, match="already a replica"):
+            s.add_replica("r1")
         with s.client() as c:
             with pytest.raises(InvalidArgumentError, match="reserved"):
                 c.put(b"\x00ddia\x00applied", b"x")
@@ -352,5 +354,61 @@ def test_raft_membership_grows_and_shrinks_under_load(ray_session, tmp_path):
             c.put(b"after", b"1")
             assert c.get(b"after") == b"1"
             assert set(s.status()[s.leader()]["voters"]) == set(s.members)
+    finally:
+        s.shutdown(destroy_data=True)
+
+
+@pytest.mark.parametrize("mode", ["sync", "semi-sync"])
+def test_leader_follower_membership_grows_and_shrinks_under_load(ray_session, tmp_path, mode):
+    """A newcomer bootstraps from a checkpoint plus the log tail while a writer keeps going; after it
+    joins, and after the old leader is removed, a killed leader loses no acknowledged write."""
+    s = ReplicatedStore.launch(replicas=3, mode=mode, engine="lsm", root=f"file://{tmp_path}", retain_entries=20)
+    try:
+        s.leader()
+        acked: list = []
+        stop = threading.Event()
+        errors: list = []
+
+        def writer(c):
+            i = 0
+            while not stop.is_set():
+                key = b"w%06d" % i
+                try:
+                    c.put(key, b"v")
+                    acked.append(key)
+                except (CallTimeoutError, WriteOutcomeUnknownError, NotLeaderError, ActorUnavailableError):
+                    pass  # outcome unknown: not counted as acknowledged
+                except BaseException as e:  # noqa: BLE001 -- reported below
+                    errors.append(e)
+                    return
+                i += 1
+
+        with s.client(max_batch=50) as c:
+            [f.result(30) for f in [c.put_nowait(b"m%04d" % i, b"v") for i in range(2000)]]  # log compacted
+            t = threading.Thread(target=writer, args=(c,))
+            t.start()
+            try:
+                new = s.add_replica(timeout_s=60)
+                assert new == "r4" and s.members == ("r1", "r2", "r3", "r4")
+                assert s.status()[new]["checkpoints_installed"] >= 1
+                assert s.status()[s.leader()]["members"] == s.members
+                deadline = time.monotonic() + 10  # followers adopt the list at their next lease read
+                while s.status()[new]["members"] != s.members:
+                    assert time.monotonic() < deadline, "the newcomer never read the new member list"
+                    time.sleep(0.05)
+                old = s.leader()
+                s.remove_replica(old, timeout_s=60)  # leadership moves away first
+                assert old not in s.members and len(s.members) == 3
+            finally:
+                stop.set()
+                t.join(60)
+            assert not errors, errors
+            leader = s.leader()
+            assert set(s.status()[leader]["members"]) == set(s.members)
+            s.kill(leader)
+            assert s.failover(timeout_s=30) != leader
+            got = c.get_many(acked + [b"m%04d" % i for i in range(2000)])
+            assert got == [b"v"] * len(got), "an acknowledged write was lost"
+            assert len(acked) > 0
     finally:
         s.shutdown(destroy_data=True)

@@ -13,7 +13,8 @@ every follower has. A write may ask for more acknowledgements than its mode.
 
 **Leadership is a lease with an epoch** (DDIA 8.4, "The leader and the lock"),
 kept in a coordination service (RaftKV; :mod:`.coordination`) under one key
-whose value is ``(epoch, holder, renewal)``. The leader renews it every
+whose value is ``(epoch, holder, renewal, members)`` (the member list and its
+changes: :mod:`.membership`). The leader renews it every
 ``renew_s`` with a compare-and-set. It counts its lease from the moment it
 *sent* the renewal that succeeded, shortened by the drift bound:
 ``valid_until = sent + lease_s * (1 - drift)``. Followers read the key every
@@ -73,6 +74,7 @@ from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, Not
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
+from .membership import CHANGE_ACTIONS, MembershipChanges
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck)
@@ -91,17 +93,22 @@ def _epoch_in(epochs: list, lsn: int) -> int:
     return epochs[i][0] if i >= 0 else 0
 
 
-def _lease_value(epoch: int, holder: str, renewal: int) -> bytes:
-    """The lease key's value: who holds the lease, under which epoch, at which renewal."""
-    return codec.encode((epoch, holder, renewal))
+def _lease_value(epoch: int, holder: str, renewal: int, members: tuple = ()) -> bytes:
+    """The lease key's value: who holds the lease, under which epoch, at which renewal, for which
+    members (see :mod:`.membership`; empty: the members the group was launched with)."""
+    return codec.encode((epoch, holder, renewal, tuple(members)))
 
 
-def _decode_lease(raw: bytes) -> tuple[int, str, int]:
-    """A value written by :func:`_lease_value`; anything else under the key is damage, refused."""
+def _decode_lease(raw: bytes) -> tuple[int, str, int, tuple]:
+    """A value written by :func:`_lease_value` (a 3-tuple from before membership changes reads as
+    having no member list); anything else under the key is damage, refused."""
     value = codec.decode(raw)
-    if not (isinstance(value, tuple) and len(value) == 3 and type(value[0]) is int and value[0] >= 0
-            and isinstance(value[1], str) and type(value[2]) is int):
-        raise CorruptRecordError(f"the lease key holds {value!r}, not (epoch, holder, renewal)")
+    if isinstance(value, tuple) and len(value) == 3:
+        value = (*value, ())
+    if not (isinstance(value, tuple) and len(value) == 4 and type(value[0]) is int and value[0] >= 0
+            and isinstance(value[1], str) and type(value[2]) is int and isinstance(value[3], tuple)
+            and all(isinstance(m, str) and m for m in value[3]) and len(set(value[3])) == len(value[3])):
+        raise CorruptRecordError(f"the lease key holds {value!r:.200}, not (epoch, holder, renewal, members)")
     return value
 
 
@@ -111,7 +118,7 @@ def _ticks(name: str, seconds: float, tick_s: float) -> int:
     return max(1, round(seconds / tick_s))
 
 
-class LeaderFollowerReplica(BaseCore):
+class LeaderFollowerReplica(BaseCore, MembershipChanges):
     """One replica of a leader-follower group (see the module docstring)."""
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "", members=(),
@@ -133,18 +140,13 @@ class LeaderFollowerReplica(BaseCore):
             raise ConfigError("drift is the clock-rate bound, a fraction in [0, 1)")
         if not group:
             raise ConfigError("a replica names its group (the lease key is the group's)")
-        self.group, self.members, self.mode = group, members, mode
-        self.default_acks = {"sync": followers, "semi-sync": sync_replicas, "async": 0}[mode]
+        self.group, self.mode, self.sync_replicas = group, mode, sync_replicas
+        self._set_members(members)  # the launch list, until a lease read names the current one
         self.lease_ticks = _ticks("lease_s", lease_s, tick_s)
         self.renew_ticks = _ticks("renew_s", renew_s or lease_s / 3, tick_s)
         self.watch_ticks = _ticks("watch_s", watch_s or lease_s / 4, tick_s)
         if self.renew_ticks * 2 > self.lease_ticks:
             raise ConfigError("renew_s must be at most half of lease_s, or one lost renewal ends the lease")
-        # A write acknowledged with k follower acks is on k + 1 replicas; a candidate that hears from
-        # n - k of them (itself included) meets at least one holder of every such write. Async (k = 0)
-        # promises nothing across a failover, so its candidates need to hear from nobody.
-        k = self.default_acks
-        self.probe_quorum = len(members) - k if k else 1
         self.drift = float(drift)
         self.heartbeat_ticks = _ticks("heartbeat_s", heartbeat_s, tick_s)
         self.probe_ticks = _ticks("probe_s", probe_s, tick_s)
@@ -193,12 +195,13 @@ class LeaderFollowerReplica(BaseCore):
         self._deferred_since = -1  # tick of the first deferral to a peer ahead, since the lease last changed
         self._match: dict[str, int] = {}  # leader: follower -> last lsn it acknowledged
         self._next: dict[str, int] = {}  # leader: follower -> next lsn to send
-        self._waiting: dict[int, list] = {}  # leader: lsn -> [request ids, results, acks needed]
+        self._waiting: dict[int, list] = {}  # leader: lsn -> [request ids, results, acks the write asked for]
         self._resyncing = False
         self._resync_asked_at = 0
         self._caught_up_at = -1  # follower: tick it last knew itself caught up with the leader
         self.last_checkpoint_error = ""
         self._transfer: dict | None = None  # leader: {"target", "rid", "until"} while handing over
+        self._change: dict | None = None  # leader: the membership change under way (see .membership)
         self._watch_sent = 0  # tick the last lease read was sent (a transferred lease counts from it)
         self.counters = {"appends_sent": 0, "stale_refused": 0, "checkpoints_sent": 0, "checkpoints_installed": 0,
                          "failovers_won": 0, "deferrals": 0, "probes_short": 0, "outcome_unknown": 0, "lease_lapses": 0,
@@ -297,6 +300,8 @@ class LeaderFollowerReplica(BaseCore):
                     self._replicate(heartbeat=True)
                 if self._transfer is not None:
                     self._advance_transfer()
+                if self._change is not None:
+                    self._advance_change()
                 if not self.coord.busy and now >= self._next_watch and self.role == LEADER:
                     self._next_watch = now + self.renew_ticks
                     self._renew()
@@ -395,7 +400,7 @@ class LeaderFollowerReplica(BaseCore):
         if needed == 0:
             self._acknowledge((rid,), lsn, results)
         else:
-            self._waiting[lsn] = [[rid], results, needed]
+            self._waiting[lsn] = [[rid], results, req.acks]
         self._replicate()
 
     def _acknowledge(self, rids, lsn: int, results: tuple) -> None:
@@ -408,7 +413,7 @@ class LeaderFollowerReplica(BaseCore):
     def _replicate(self, heartbeat: bool = False) -> None:
         """Send every follower what it lacks (or a heartbeat), from its next lsn."""
         last = self.last_lsn
-        for peer in self.members:
+        for peer in self._targets():
             if peer == self.node_id:
                 continue
             nxt = self._next.get(peer, last + 1)
@@ -447,15 +452,15 @@ class LeaderFollowerReplica(BaseCore):
         self._release_waiting()
         if self._transfer is not None:
             self._advance_transfer()
+        if self._change is not None:
+            self._advance_change()
 
     def _release_waiting(self) -> None:
         if not self._waiting:
             return
-        matches = sorted(self._match.values(), reverse=True)
         for lsn in sorted(self._waiting):
-            rids, results, needed = self._waiting[lsn]
-            have = sum(1 for m in matches if m >= lsn)
-            if have < needed:
+            rids, results, asked = self._waiting[lsn]
+            if not self._acknowledged_by_all(lsn, asked):
                 continue
             del self._waiting[lsn]
             for rid in rids if not self._leading() else ():
@@ -586,7 +591,9 @@ class LeaderFollowerReplica(BaseCore):
             self._lease_raw, self._lease_seen_at = raw, self.ticks
             self._deferred_since = -1
             if raw is not None:  # a new value: held, and its lapse counts from now
-                epoch, holder, _ = _decode_lease(raw)
+                epoch, holder, _, members = _decode_lease(raw)
+                if members and members != self.members:
+                    self._set_members(members)
                 if holder == self.node_id and epoch > self.epoch and self.role == FOLLOWER \
                         and not self._needs_checkpoint:
                     # The leader handed us the lease (a transfer; it waited until we had every entry).
@@ -600,6 +607,8 @@ class LeaderFollowerReplica(BaseCore):
                 return
         if self._needs_checkpoint:
             return  # its state holds a write no log holds: it must not lead
+        if self.node_id not in self.members:
+            return  # removed, or a newcomer not yet added: never a candidate
         if raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift):
             self._start_probe()
 
@@ -612,7 +621,8 @@ class LeaderFollowerReplica(BaseCore):
                 self.send(peer, PositionProbe(self._probe_seq))
 
     def _rank(self, node: str, last_epoch: int, last_lsn: int) -> tuple:
-        return (last_epoch, last_lsn, -self.members.index(node))
+        place = self.members.index(node) if node in self.members else len(self.members)
+        return (last_epoch, last_lsn, -place)
 
     def _finish_probe(self) -> None:
         probe, self._probe = self._probe, None
@@ -635,7 +645,7 @@ class LeaderFollowerReplica(BaseCore):
             return
         old = self._lease_raw
         epoch = max(self.epoch, _decode_lease(old)[0] if old is not None else 0) + 1
-        new = _lease_value(epoch, self.node_id, 0)
+        new = _lease_value(epoch, self.node_id, 0, self.members)
         sent = self.ticks
         self.coord.call([("cas", self.lease_key, new, old)], lambda v: self._on_acquired(v, epoch, new, sent))
 
@@ -669,11 +679,17 @@ class LeaderFollowerReplica(BaseCore):
     # --- leadership transfer -------------------------------------------------------------------
 
     def _on_admin(self, rid: int, req: ReplAdmin) -> None:
-        if req.action != "transfer":
-            raise ConfigError(f"a leader-follower group's membership is fixed at launch; {req.action!r} is "
-                              f"offered under the Raft protocol")
+        if req.action not in ("transfer", *CHANGE_ACTIONS):
+            raise ConfigError(f"a leader-follower group takes {('transfer', *CHANGE_ACTIONS)}; {req.action!r} "
+                              f"is a Raft protocol action")
         if not self._leading():
             raise self._not_leader()
+        if req.action in CHANGE_ACTIONS:
+            self._on_change(rid, req.action, req.target, _ticks("timeout_s", req.timeout_s, self.tick_s))
+            return
+        if self._change is not None:
+            raise ConfigError(f"a membership change ({self._change['action']} {self._change['target']}) is under "
+                              f"way; transfer leadership after it")
         if req.target not in self.members or req.target == self.node_id:
             raise ConfigError(f"cannot hand leadership of {self.group!r} to {req.target!r}: "
                               f"not another member of {self.members}")
@@ -701,7 +717,7 @@ class LeaderFollowerReplica(BaseCore):
         t["sent"] = True
         old = self._lease_raw
         epoch = self.epoch + 1
-        new = _lease_value(epoch, t["target"], 0)
+        new = _lease_value(epoch, t["target"], 0, self.members)
 
         def done(values: tuple | None) -> None:
             self._transfer = None
@@ -713,10 +729,14 @@ class LeaderFollowerReplica(BaseCore):
                 self.reply(t["rid"], error=NotLeaderError(f"{self.node_id} could not hand over the lease", None))
         self.coord.call([("cas", self.lease_key, new, old)], done)
 
+    def _lease_bytes(self, members: tuple) -> bytes:
+        """The lease value this leader writes at its current renewal, naming ``members``."""
+        return _lease_value(self.epoch, self.node_id, self._renewal, members)
+
     def _renew(self) -> None:
         old = self._lease_raw
         self._renewal += 1
-        new = _lease_value(self.epoch, self.node_id, self._renewal)
+        new = self._lease_bytes(self.members)
         sent, epoch = self.ticks, self.epoch
 
         def done(values: tuple | None) -> None:
@@ -748,6 +768,7 @@ class LeaderFollowerReplica(BaseCore):
                 self.reply(self._transfer["rid"], error=NotLeaderError(f"{self.node_id} stopped leading ({why})",
                                                                         None))
             self._transfer = None
+            self._stop_changing(why)
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -807,13 +828,14 @@ class LeaderFollowerReplica(BaseCore):
             return {}
         # None until a follower has answered this leader: its position is not known yet.
         return {p: (self.last_lsn - self._match[p] if p in self._match else None)
-                for p in self.members if p != self.node_id}
+                for p in self._targets() if p != self.node_id}
 
     def status(self) -> dict:
         """Role, epoch, positions, lag, lost writes and counters, as plain data."""
         lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else None
         return {**super().status(), "group": self.group, "role": self.role, "leader": self.leader,
-                "epoch": self.epoch, "mode": self.mode, "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
+                "epoch": self.epoch, "mode": self.mode, "members": self.members,
+                "membership_change": self._change_status(), "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
                 "applied": self.state.applied, **self.state.describe(), "lag_entries": self.lag(),
                 "staleness_s": 0.0 if self._leading() else lag_s, "lost_writes": self.lost_writes,
                 "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,

@@ -71,8 +71,9 @@ class ReplicatedStore(Component):
         if not replicas:
             raise ConfigError(f"group {group.name!r} runs no replica")
         options = dict(replicas[0][1].options)
+        options["members"] = tuple(n for n, _ in replicas)  # the specs: launched, added, not removed
         if replicas[0][1].factory == _RAFT:
-            options.update(protocol="raft", mode="raft", members=tuple(n for n, _ in replicas), coordinators=())
+            options.update(protocol="raft", mode="raft", coordinators=())
         return cls(group, options)
 
     @classmethod
@@ -281,7 +282,7 @@ class ReplicatedStore(Component):
             time.sleep(0.02)
         raise CallTimeoutError(f"no follower of {self.name!r} took over within {timeout_s}s")
 
-    # --- membership (the Raft protocol) ---------------------------------------------------------
+    # --- membership ------------------------------------------------------------------------------
 
     def _admin(self, req: ReplAdmin, *, timeout_s: float) -> None:
         """Send ``req`` to the leader, following it through elections, until it is applied."""
@@ -298,36 +299,39 @@ class ReplicatedStore(Component):
                 raise CallTimeoutError(f"{req.action} {req.target!r} did not complete within {timeout_s}s")
             time.sleep(0.05)
 
-    def _require_raft(self, what: str) -> None:
-        if self.protocol != "raft":
-            raise ConfigError(f"{what}: a leader-follower group's membership is fixed at launch (its failover "
-                              f"quorum is computed from it); membership changes are offered under protocol='raft'")
-
     def add_replica(self, node: str | None = None, *, timeout_s: float = 60.0) -> str:
-        """Start a new replica, add it as a learner, wait until it has caught up with the leader's commit
-        index (a checkpoint if the log was compacted), then make it a voter; returns its name.
+        """Start a new replica and add it to the group while writes go on; returns its name.
 
-        A newcomer that is slow never weakens the quorum (Raft thesis 4.2.1). Raft protocol only.
+        Under Raft it joins as a learner, catches up with the leader's commit index (a checkpoint if
+        the log was compacted) and then becomes a voter, so a slow newcomer never weakens the quorum
+        (Raft thesis 4.2.1). Under leader-follower it is replicated to (checkpoint plus log tail)
+        until it has caught up, and only then counts for the mode's acknowledgements and the failover
+        quorum, the member list being written with the lease (see :mod:`.membership`). A newcomer
+        that has not caught up by ``timeout_s`` is stopped and the members stay as they were.
         """
-        self._require_raft("add_replica")
         members = self.members
         node = node or next(f"r{i}" for i in range(len(members) + 1, 10_000) if f"r{i}" not in self.group.specs)
         if node in self.group.specs:
             raise ConfigError(f"{node!r} is already a replica of {self.name!r}")
         spec = next(s for n, s in self.group.specs.items() if n in members)
-        self.group.add(node, CoreSpec(_RAFT, {**spec.options, "voters": ()}))
+        raft = self.protocol == "raft"
+        options = {**spec.options, "voters": ()} if raft else {**spec.options, "members": (*members, node)}
+        self.group.add(node, CoreSpec(spec.factory, options))
         deadline = time.monotonic() + timeout_s
         try:
-            self._admin(ReplAdmin("add_learner", node), timeout_s=timeout_s)
-            while True:
-                st = self.group.status(self.leader(timeout_s=max(0.1, deadline - time.monotonic())))["core"]
-                progress = st.get("progress", {}).get(node)
-                if progress and progress["match"] >= st["commit"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise CallTimeoutError(f"the new replica {node!r} did not catch up within {timeout_s}s")
-                time.sleep(0.05)
-            self._admin(ReplAdmin("add_voter", node), timeout_s=max(1.0, deadline - time.monotonic()))
+            if raft:
+                self._admin(ReplAdmin("add_learner", node), timeout_s=timeout_s)
+                while True:
+                    st = self.group.status(self.leader(timeout_s=max(0.1, deadline - time.monotonic())))["core"]
+                    progress = st.get("progress", {}).get(node)
+                    if progress and progress["match"] >= st["commit"]:
+                        break
+                    if time.monotonic() > deadline:
+                        raise CallTimeoutError(f"the new replica {node!r} did not catch up within {timeout_s}s")
+                    time.sleep(0.05)
+                self._admin(ReplAdmin("add_voter", node), timeout_s=max(1.0, deadline - time.monotonic()))
+            else:
+                self._admin(ReplAdmin("add", node, timeout_s=timeout_s), timeout_s=timeout_s)
         except BaseException:
             self.group.forget(node)  # never left running half-added
             raise
@@ -335,17 +339,20 @@ class ReplicatedStore(Component):
         return node
 
     def remove_replica(self, node: str, *, timeout_s: float = 30.0) -> None:
-        """Remove ``node`` from the group's configuration (moving leadership away first), then stop it.
-        Refuses the last replica. Raft protocol only."""
+        """Remove ``node`` from the group's members (moving leadership away first), then stop it.
+
+        Refuses the last replica, and under semi-sync one that would leave fewer followers than
+        ``sync_replicas``. Under leader-follower the leader first waits until the remaining followers
+        hold every acknowledged write as the mode promises (see :mod:`.membership`).
+        """
         members = self.members
         if node not in members:
             raise UnknownNodeError(node, members)
         if len(members) == 1:
             raise ConfigError(f"{node!r} is the last replica of {self.name!r}: removing it would lose the store")
-        self._require_raft("remove_replica")
         if self.leader(timeout_s=timeout_s) == node:
             self.transfer_leadership(next(m for m in members if m != node), timeout_s=timeout_s)
-        self._admin(ReplAdmin("remove", node), timeout_s=timeout_s)
+        self._admin(ReplAdmin("remove", node, timeout_s=timeout_s), timeout_s=timeout_s)
         self.group.forget(node)
         self.options["members"] = tuple(m for m in members if m != node)
 
