@@ -175,3 +175,21 @@ def test_membership_requests_are_checked():
     sim.heal()
     assert sim.run_until(lambda: first.done and again.done, 5.0) and first.ok and again.ok
     assert sim.core(leader).members == (*REPS, "r4")
+
+
+def test_an_async_removal_waits_until_the_replica_has_compared_its_log():
+    """A deposed async leader holds a write acknowledged by it alone; removing it before it compares its
+    log with the new leader's would make that loss vanish uncounted."""
+    sim = _group("async")
+    old = _leader(sim)
+    sim.partition([[old, "client"], ["*"]])
+    _ask(sim, old, ReplWrite(((PUT, b"only-here", b"v"),)))  # acknowledged by the old leader alone
+    new = _new_leader(sim, old)
+    sim.partition([[old], ["*"]])  # the deposed leader stays cut off: it cannot compare its log
+    with pytest.raises(ReplicaBehindError, match="has not answered this leader"):
+        _ask(sim, new, ReplAdmin("remove", old, timeout_s=1.0))
+    assert old in sim.core(new).members
+    sim.heal()
+    _ask(sim, new, ReplAdmin("remove", old, timeout_s=5.0))  # answered: it counted its lost write first
+    assert old not in sim.core(new).members
+    assert sim.core(old).lost_writes == 1 and sim.core(old).lost[0][2] == (b"only-here",)

@@ -13,7 +13,7 @@ from ddia_ray.replication import ReplicationViolation, simulate
 from ddia_ray.replication import simulation as sim_module
 from ddia_ray.runtime.simnet import run_seeds
 
-SEEDS = 250  # per configuration: 1,500 seeds in all, ~0.07 s each
+SEEDS = 200  # per configuration: 1,200 seeds in all, ~0.07 s each (and MEMBERSHIP_SEEDS below)
 
 CONFIGS = [("sync", True), ("semi-sync", True), ("async", True), ("sync", False), ("semi-sync", False),
            ("async", False)]
@@ -35,6 +35,26 @@ def test_invariants_hold_across_seeds(mode, single):
     assert all(r.writes_acked > 0 for r in reports)
     if mode == "async" and ran > 1:
         assert sum(r.lost_reported for r in reports) > 0  # async does lose writes here, and says so
+
+
+MEMBERSHIP_SEEDS = 150
+MEMBERSHIP_CONFIGS = [("sync", True), ("semi-sync", True), ("async", False)]
+
+
+@pytest.mark.parametrize("mode, single", MEMBERSHIP_CONFIGS,
+                         ids=[f"{m}-{'single' if s else 'any'}" for m, s in MEMBERSHIP_CONFIGS])
+def test_invariants_hold_while_replicas_are_added_and_removed(mode, single):
+    """The same checks while an operator adds replicas and removes followers during the run."""
+    replay = (f"DDIA_SEED={{seed}} python -m pytest tests/test_replication_simulation.py -k "
+              f"'added_and_removed and {mode}-{'single' if single else 'any'}'")
+    reports = []
+    ran = run_seeds(lambda seed: reports.append(simulate(seed, mode=mode, single_failure=single, membership=True)),
+                    range(MEMBERSHIP_SEEDS), replay=replay)
+    assert ran == len(reports)
+    if ran > 1:  # (a replayed seed is checked by its run alone)
+        assert sum(r.changes_made for r in reports) > ran  # changes did happen, more than one a run on average
+        assert {len(r.members) for r in reports} >= {2, 3, 4}  # and the groups ended at several sizes
+        assert sum(r.epochs > 1 for r in reports) > ran // 2
 
 
 def test_a_group_without_faults_loses_nothing_and_elects_once():

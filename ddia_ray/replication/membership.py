@@ -36,6 +36,11 @@ and 4.3) with the coordination service as the one place that decides:
    writes after it by the joint rule, so a candidate counting with either list
    meets a holder of each of them.
 
+An async removal also waits until the replica has answered the current leader:
+a deposed async leader may hold writes acknowledged by it alone, which it
+counts as lost when it compares its log with the leader's; removed before
+that, they would vanish uncounted (DDIA 5.1's GitHub incident, hidden).
+
 A removal of the leader itself is refused (the handle transfers leadership
 first), as is one that would leave fewer followers than semi-sync's
 ``sync_replicas``. A change that does not finish within its timeout is
@@ -154,12 +159,20 @@ class MembershipChanges:
             return
         target = ch["target"]
         if self.ticks > ch["until"]:
-            self._end_change(ReplicaBehindError(
-                f"{ch['action']} {target}: the group did not reach the acknowledgements the change needs in "
-                f"time ({target} at {self._match.get(target, 0)} of {self.last_lsn}); the members are unchanged",
-                self.last_lsn, self._match.get(target, 0)))
+            why = (f"{target} has not answered this leader: in async mode it may hold writes only it has, which it "
+                   f"reports once it compares its log with the leader's (restart it, or heal its network)"
+                   if ch["action"] == "remove" and self.default_acks == 0 and target not in self._match else
+                   f"the group did not reach the acknowledgements the change needs in time ({target} at "
+                   f"{self._match.get(target, 0)} of {self.last_lsn})")
+            self._end_change(ReplicaBehindError(f"{ch['action']} {target}: {why}; the members are unchanged",
+                                                self.last_lsn, self._match.get(target, 0)))
             return
         adding = ch["action"] == "add"
+        if not adding and self.default_acks == 0 and target not in self._match:
+            # Async: a replica that has not answered this leader may hold a deposed leader's tail of
+            # writes acknowledged by it alone. It reports them once it compares its log with the
+            # leader's (it answers an append); removed before that, they would vanish uncounted.
+            return
         if ch["joint"] is None:
             if adding and self._match.get(target, 0) < ch["from"]:
                 return  # still catching up: joining now would hold up every write until it has

@@ -10,11 +10,15 @@ staleness), while a seeded fault schedule drops, delays, duplicates and
 reorders messages, partitions nodes, pauses them and crashes them (some in
 the middle of a write). With ``single_failure=True`` at most one replica is
 faulty at a time (each fault is healed before the next), the setting in which
-the synchronous modes promise to lose nothing. Then every fault is healed,
-every replica restarted, the group settles, and the run checks:
+the synchronous modes promise to lose nothing. With ``membership=True`` the
+run also adds replicas (up to two) and removes followers while it goes on, by
+asking the leader as ``add_replica`` and ``remove_replica`` do
+(:mod:`.membership`); a removed replica stays running, and must never lead.
+Then every fault is healed, every replica restarted, the group settles, and
+the run checks (the members being those of the final leader's list):
 
 * **one leader per epoch**: no two replicas lead, or acknowledge writes, in one epoch;
-* **prefix**: every replica's log is a prefix of the final leader's (same entry
+* **prefix**: every member's log is a prefix of the final leader's (same entry
   at every lsn), and its state is the leader's state at its applied lsn;
 * **durability**: in ``sync`` and ``semi-sync`` runs with ``single_failure``, every
   acknowledged write is in the final history;
@@ -36,7 +40,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NotLeaderError, ReplicaBehindError, StalenessBoundError
+from ..errors import ConfigError, NotLeaderError, ReplicaBehindError, StalenessBoundError
 from ..history import HistoryRecorder, check_sessions, describe_sessions
 from ..kv.member import RaftMember
 from ..runtime import SimCall, SimNetwork
@@ -44,7 +48,7 @@ from .leader_follower import LEADER, LeaderFollowerReplica
 from ..kv.simulation import SimClient, SimReport
 from ..kv.simulation import simulate as simulate_kv
 from .raft_replica import RaftReplica
-from .records import CAS, PUT, ReadResult, ReplRead, ReplWrite, Session, WriteAck
+from .records import CAS, PUT, ReadResult, ReplAdmin, ReplRead, ReplWrite, Session, WriteAck
 
 __all__ = ["simulate", "simulate_raft", "LFSimReport", "ReplicationViolation"]
 
@@ -66,6 +70,8 @@ class LFSimReport:
     epochs: int = 0
     faults: list = field(default_factory=list)
     session_reads: int = 0
+    changes_made: int = 0  # membership changes that were answered "done"
+    members: tuple = ()  # the final leader's member list
 
 
 class _Observer:
@@ -136,8 +142,12 @@ class _Client:
             self.op = (op_id, f, req, started, tries + 1)
             self.call = self.sim.request(self.target, req, src=self.name)
             return
-        if f == "write" and not isinstance(err, _REFUSED):
-            self._unknown(op_id, f, type(err).__name__, now_s)  # e.g. WriteOutcomeUnknownError
+        if f == "write":
+            # Unknown even after refusals: the network may have delivered the request twice (a
+            # duplicate, or a redelivery to a restarted leader), and a refusal of one delivery says
+            # nothing of another that a leader applied before it crashed (found by seed 312 of a
+            # membership run).
+            self._unknown(op_id, f, type(err).__name__ if err else "refused", now_s)
             return
         self.rec.fail(op_id, type(err).__name__ if err else "refused")
         self._done(now_s)
@@ -194,7 +204,7 @@ class _Client:
 
 def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas: int = 1, clients: int = 3,
              keys: int = 3, duration_s: float = 6.0, faults: bool = True, single_failure: bool = False,
-             tick_s: float = 0.01, lease_s: float = 0.5) -> LFSimReport:
+             membership: bool = False, tick_s: float = 0.01, lease_s: float = 0.5) -> LFSimReport:
     """One seeded run (see the module docstring); raises :class:`ReplicationViolation` on any violation."""
     rng = random.Random(seed)
     sim = SimNetwork(seed, tick_s=tick_s)
@@ -208,21 +218,27 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
             n, recovered=recovered, tick_s=tick_s, voters=coords, seed=seed, raft=raft, snapshot_entries=200))
     options: dict[str, Any] = dict(group="sim", members=tuple(reps), coordinators=tuple(coords), mode=mode,
                    sync_replicas=sync_replicas, lease_s=lease_s, heartbeat_s=0.03, probe_s=0.06)
+    def add_replica(name: str, members: tuple) -> None:
+        sim.add(name, lambda n, recovered=(), tick_s=tick_s: LeaderFollowerReplica(
+            n, recovered=recovered, tick_s=tick_s, observer=obs, **{**options, "members": members}))
+
     for rep in reps:
-        sim.add(rep, lambda n, recovered=(), tick_s=tick_s: LeaderFollowerReplica(
-            n, recovered=recovered, tick_s=tick_s, observer=obs, **options))
+        add_replica(rep, tuple(reps))
     rec = HistoryRecorder(clock=lambda: sim.now_s)
     names = [f"client{i}" for i in range(clients)]
     cls = [_Client(n, sim, rec, reps, [b"k%d" % j for j in range(keys)], random.Random(rng.getrandbits(32)),
                    "sim", timeout_s=0.4) for n in names]
     crashed: dict[str, float] = {}
     next_fault_s = rng.uniform(0.5, 1.0)
+    changes = _Changes(sim, rng, reps, add_replica, mode, sync_replicas, replicas + 2, report) if membership else None
     step_s = 0.005
     while sim.now_s < duration_s:
         sim.run_for(step_s)
         now = sim.now_s
         for c in cls:
             c.poll(now, stop=False)
+        if changes is not None:
+            changes.poll(now)
         if faults and now >= next_fault_s:
             next_fault_s = now + rng.uniform(0.3, 0.8)
             if single_failure:
@@ -244,9 +260,50 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
             rec.info(c.op[0], "run ended")
             c.op = None
     leader = _final_write(sim, reps, seed)
-    _settle(sim, reps, leader)
-    _check(sim, reps, leader, rec, obs, report, mode, single_failure)
+    members = list(sim.core(leader).members)
+    report.members = tuple(members)
+    _settle(sim, members, leader)
+    _check(sim, members, reps, leader, rec, obs, report, mode, single_failure)
     return report
+
+
+class _Changes:
+    """The operator of a ``membership=True`` run: now and then asks the leader to add or remove a replica."""
+
+    def __init__(self, sim: SimNetwork, rng: random.Random, reps: list, add_replica, mode: str, sync_replicas: int,
+                 max_replicas: int, report: LFSimReport):
+        self.sim, self.rng, self.reps, self.add_replica = sim, rng, reps, add_replica
+        self.mode, self.sync_replicas, self.max_replicas, self.report = mode, sync_replicas, max_replicas, report
+        self.next_at_s = rng.uniform(0.5, 1.5)
+        self.call: SimCall | None = None
+
+    def poll(self, now_s: float) -> None:
+        if self.call is not None:
+            if not self.call.done:
+                return
+            self.report.changes_made += self.call.ok
+            self.call = None
+        if now_s < self.next_at_s:
+            return
+        self.next_at_s = now_s + self.rng.uniform(0.5, 1.5)
+        leader = _leader(self.sim, self.reps)
+        if leader is None:
+            return
+        members = self.sim.core(leader).members
+        followers = [m for m in members if m != leader]
+        can_remove = len(followers) > (self.sync_replicas if self.mode == "semi-sync" else 0) and len(members) > 2
+        if len(self.reps) < self.max_replicas and (not can_remove or self.rng.random() < 0.5):
+            node = f"r{len(self.reps) + 1}"
+            self.add_replica(node, (*members, node))
+            self.reps.append(node)  # the clients' list too: a newcomer may serve follower reads
+            req = ReplAdmin("add", node, timeout_s=2.0)
+        elif can_remove:
+            node = self.rng.choice(followers)
+            req = ReplAdmin("remove", node, timeout_s=2.0)
+        else:
+            return
+        self.report.faults.append((round(now_s, 3), f"ask {req.action} {node}"))
+        self.call = self.sim.request(leader, req, src="operator")
 
 
 def _leader(sim: SimNetwork, reps: list) -> str | None:
@@ -307,18 +364,23 @@ def _final_write(sim: SimNetwork, reps: list, seed: int) -> str:
 
 def _settle(sim: SimNetwork, reps: list, leader: str) -> None:
     def caught_up() -> bool:
-        last = sim.core(leader).last_lsn
-        return all(sim.core(r).state.applied == last for r in reps)
+        lead = sim.core(leader)
+        # The same last entry (lsn and epoch: followers check the entry before each append, so the logs
+        # match up to there), not only the same count: a diverged log can be just as long.
+        return all(sim.core(r).state.applied == lead.last_lsn and sim.core(r).last_epoch == lead.last_epoch
+                   for r in reps)
     if not sim.run_until(caught_up, 5.0):
         got = {r: sim.core(r).state.applied for r in reps}
         raise ReplicationViolation(f"replicas did not catch up with {leader} after healing: {got}")
 
 
-def _check(sim: SimNetwork, reps: list, leader: str, rec: HistoryRecorder, obs: _Observer, report: LFSimReport,
-           mode: str, single_failure: bool) -> None:
+def _check(sim: SimNetwork, members: list, reps: list, leader: str, rec: HistoryRecorder, obs: _Observer,
+           report: LFSimReport, mode: str, single_failure: bool) -> None:
+    """The end-of-run checks (the module docstring); ``members`` are the final leader's, ``reps`` every replica
+    that ever ran (a removed one keeps its lost-write reports)."""
     lead = sim.core(leader)
     history = {e[1]: e for e in lead.log}
-    for r in reps:
+    for r in members:
         core = sim.core(r)
         for e in core.log:
             if history.get(e[1]) != e and e[1] > lead.base_lsn:
@@ -355,7 +417,10 @@ def _check(sim: SimNetwork, reps: list, leader: str, rec: HistoryRecorder, obs: 
         if found is not None:
             versions[(op.key, op.value)] = found
     session_ops = [op for op in ops if op.f == "write" or (op.f == "read" and op.value == "session")]
-    verdict = check_sessions(session_ops, session_of=_session_of, versions=versions)
+    try:
+        verdict = check_sessions(session_ops, session_of=_session_of, versions=versions)
+    except ConfigError as e:  # one position given to two writes: the history itself is broken
+        raise ReplicationViolation(f"the final history is inconsistent: {e}") from e
     report.session_reads = verdict.reads_checked
     if not verdict.ok and mode != "async":
         raise ReplicationViolation(describe_sessions(verdict))
