@@ -193,3 +193,38 @@ def test_an_async_removal_waits_until_the_replica_has_compared_its_log():
     _ask(sim, new, ReplAdmin("remove", old, timeout_s=5.0))  # answered: it counted its lost write first
     assert old not in sim.core(new).members
     assert sim.core(old).lost_writes == 1 and sim.core(old).lost[0][2] == (b"only-here",)
+
+
+def test_a_forced_async_removal_declares_what_it_cannot_count():
+    """A replica gone for good can be removed with remove_forced; the group then says, on every member
+    and across a failover, that the lost-write count may be short by what that replica alone held."""
+    sim = _group("async")
+    old = _leader(sim)
+    sim.partition([[old, "client"], ["*"]])
+    _ask(sim, old, ReplWrite(((PUT, b"only-here", b"v"),)))  # acknowledged by the old leader alone
+    new = _new_leader(sim, old)
+    sim.crash(old)  # gone for good: it will never compare its log
+    sim.heal()
+    _ask(sim, new, ReplAdmin("remove_forced", old, timeout_s=5.0))
+    assert old not in sim.core(new).members
+    rest = [r for r in REPS if r != old]
+    sim.run_for(0.5)
+    for r in rest:
+        ((node, epoch, _),) = sim.core(r).status()["uncounted_removals"]
+        assert node == old and epoch == sim.core(new).epoch
+        assert sim.core(r).lost_writes == 0  # the write is gone, uncounted: the record above declares it
+    sim.crash(new)
+    survivor = next(r for r in rest if r != new)
+    assert sim.run_until(lambda: sim.core(survivor).role == "leader", 10.0)
+    assert sim.core(survivor).status()["uncounted_removals"][0][0] == old
+
+
+def test_a_forced_removal_of_a_replica_that_compared_its_log_records_nothing():
+    sim = _group("async")
+    leader = _leader(sim)
+    follower = next(r for r in REPS if r != leader)
+    _ask(sim, leader, ReplWrite(((PUT, b"k", b"v"),)))
+    sim.run_for(0.3)  # the follower has answered this leader
+    _ask(sim, leader, ReplAdmin("remove_forced", follower, timeout_s=5.0))
+    assert follower not in sim.core(leader).members
+    assert sim.core(leader).status()["uncounted_removals"] == ()

@@ -412,3 +412,33 @@ def test_leader_follower_membership_grows_and_shrinks_under_load(ray_session, tm
             assert len(acked) > 0
     finally:
         s.shutdown(destroy_data=True)
+
+
+def test_an_async_replica_gone_for_good_is_removed_by_force_and_declared(ray_session):
+    """A deposed async leader that never comes back: removing it waits for it to compare its log (it
+    may hold writes acknowledged by it alone); force=True removes it and stats() declares it."""
+    from ddia_ray.errors import ReplicaBehindError
+
+    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=0.6)
+    try:
+        old = s.leader()
+        with s.client(timeout_s=5) as c:
+            c.put(b"base", b"0")
+            s.partition([[old, c.name], ["*"]])
+            c.put(b"alone", b"1", timeout_s=0.5)  # acknowledged by the isolated leader alone
+            _until(lambda: next((n for n, st in s.status().items() if st["role"] == "leader" and n != old), None),
+                   what="a new leader")
+            s.kill(old)  # gone for good, its tail with it
+            s.heal()
+            with pytest.raises(ReplicaBehindError, match="has not answered this leader"):
+                s.remove_replica(old, timeout_s=2)
+            assert old in s.members
+            s.remove_replica(old, force=True, timeout_s=30)
+            assert old not in s.members
+            st = s.stats()
+            assert [u["node"] for u in st["uncounted_removals"]] == [old]
+            assert st["lost_writes"] == 0 and c.get(b"alone") is None  # lost, and declared as uncountable
+            c.put(b"after", b"2")
+            assert c.get(b"after") == b"2"
+    finally:
+        s.shutdown(destroy_data=True)

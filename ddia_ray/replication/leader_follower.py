@@ -403,6 +403,13 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self._waiting[lsn] = [[rid], results, req.acks]
         self._replicate()
 
+    def _append_system_entry(self, ops: tuple) -> None:
+        """The leader's own entry (no client waits for it), replicated like any write."""
+        entry = (self.epoch, self.last_lsn + 1, ops, self.default_acks, ())
+        self._append_entry(entry)
+        self._persist_entries((entry,))
+        self._replicate()
+
     def _acknowledge(self, rids, lsn: int, results: tuple) -> None:
         epoch = self.epoch_at(lsn)  # a retry of a write of an earlier epoch keeps its position
         if self.observer is not None:
@@ -835,7 +842,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else None
         return {**super().status(), "group": self.group, "role": self.role, "leader": self.leader,
                 "epoch": self.epoch, "mode": self.mode, "members": self.members,
-                "membership_change": self._change_status(), "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
+                "membership_change": self._change_status(), "uncounted_removals": self.uncounted_removals(),
+                "last_lsn": self.last_lsn, "last_epoch": self.last_epoch,
                 "applied": self.state.applied, **self.state.describe(), "lag_entries": self.lag(),
                 "staleness_s": 0.0 if self._leading() else lag_s, "lost_writes": self.lost_writes,
                 "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,

@@ -41,6 +41,12 @@ a deposed async leader may hold writes acknowledged by it alone, which it
 counts as lost when it compares its log with the leader's; removed before
 that, they would vanish uncounted (DDIA 5.1's GitHub incident, hidden).
 
+``remove_forced`` does not wait for that: it is for a replica that is gone for
+good. If the replica had not compared its log, the leader first appends an
+entry adding it to :data:`UNCOUNTED_KEY` and waits until every remaining member
+holds it, so that every replica's status says the lost-write count may be
+short by what that replica alone held (the loss is declared, never hidden).
+
 A removal of the leader itself is refused (the handle transfers leadership
 first), as is one that would leave fewer followers than semi-sync's
 ``sync_replicas``. A change that does not finish within its timeout is
@@ -53,12 +59,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, NotLeaderError, ReplicaBehindError
+from .. import codec
+from ..errors import ConfigError, CorruptRecordError, NotLeaderError, ReplicaBehindError
+from .records import PUT, RESERVED_PREFIX
 
-__all__ = ["MembershipChanges", "CHANGE_ACTIONS"]
+__all__ = ["MembershipChanges", "CHANGE_ACTIONS", "UNCOUNTED_KEY", "decode_uncounted"]
 
 #: The admin actions of a leader-follower group that change its members.
-CHANGE_ACTIONS = ("add", "remove")
+CHANGE_ACTIONS = ("add", "remove", "remove_forced")
+#: The replicated key listing forced removals of replicas that had not compared their logs:
+#: ``((node, epoch, lsn), ...)``, the epoch and lsn of the leader's log when it wrote the entry.
+UNCOUNTED_KEY = RESERVED_PREFIX + b"uncounted-removals"
+
+
+def decode_uncounted(raw: bytes | None) -> tuple:
+    """The value of :data:`UNCOUNTED_KEY` (``()`` when absent); damage raises CorruptRecordError."""
+    if raw is None:
+        return ()
+    value = codec.decode(raw)
+    if not (isinstance(value, tuple) and all(
+            isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str) and type(v[1]) is int
+            and type(v[2]) is int for v in value)):
+        raise CorruptRecordError(f"{UNCOUNTED_KEY!r} holds {value!r:.200}, not ((node, epoch, lsn), ...)")
+    return value
 
 
 class MembershipChanges:
@@ -124,7 +147,7 @@ class MembershipChanges:
                 self.reply(rid, None)  # done already (a retry after a lost answer or a failover)
                 return
             new = (*self.members, target)
-        else:
+        else:  # "remove" or "remove_forced"
             if target not in self.members:
                 self.reply(rid, None)
                 return
@@ -143,8 +166,9 @@ class MembershipChanges:
                               f"one change at a time")
         if self._transfer is not None:
             raise ConfigError(f"{self.node_id} is handing leadership to {self._transfer['target']}")
-        self._change = {"action": action, "target": target, "rids": [rid], "new": new, "from": self.last_lsn,
-                        "until": self.ticks + timeout_ticks, "joint": None, "sent": False}
+        self._change = {"action": "add" if action == "add" else "remove", "target": target, "rids": [rid],
+                        "new": new, "from": self.last_lsn, "until": self.ticks + timeout_ticks, "joint": None,
+                        "sent": False, "forced": action == "remove_forced", "recorded": 0}
         if action == "add":
             # Sent from the end of the log: the newcomer's refusal names its position, and the leader
             # goes back from there (or sends a checkpoint when that part of the log is compacted away).
@@ -172,7 +196,13 @@ class MembershipChanges:
             # Async: a replica that has not answered this leader may hold a deposed leader's tail of
             # writes acknowledged by it alone. It reports them once it compares its log with the
             # leader's (it answers an append); removed before that, they would vanish uncounted.
-            return
+            if not ch["forced"]:
+                return
+            if not ch["recorded"]:  # forced: say so, in the replicated state, before the list changes
+                ch["recorded"] = self._record_uncounted(target)
+            # The record must outlive any failover among the remaining members: all of them hold it.
+            if any(self._match.get(f, 0) < ch["recorded"] for f in ch["new"] if f != self.node_id):
+                return
         if ch["joint"] is None:
             if adding and self._match.get(target, 0) < ch["from"]:
                 return  # still catching up: joining now would hold up every write until it has
@@ -206,6 +236,23 @@ class MembershipChanges:
                 ch["sent"] = False  # the call failed: asked again on a later tick
         self.coord.call([("cas", self.lease_key, new_raw, old)], done)
 
+    def _record_uncounted(self, target: str) -> int:
+        """Append a log entry adding ``target`` to :data:`UNCOUNTED_KEY` (every replica applies it); its lsn."""
+        value = (*decode_uncounted(self.state.get(UNCOUNTED_KEY)), (target, self.epoch, self.last_lsn))
+        self._append_system_entry(((PUT, UNCOUNTED_KEY, codec.encode(value)),))
+        return self.last_lsn
+
+    def uncounted_removals(self) -> tuple:
+        """Forced removals of async replicas that had not compared their logs: ``((node, epoch, lsn), ...)``.
+
+        Each may have taken writes acknowledged by it alone (as a deposed leader) out of the group
+        uncounted: the count of lost writes is then a lower bound, and this says so.
+        """
+        try:
+            return decode_uncounted(self.state.get(UNCOUNTED_KEY))
+        except CorruptRecordError:
+            return (("<damaged record>", 0, 0),)
+
     def _end_change(self, error: BaseException) -> None:
         """Abandon the change under way: its askers get ``error``; the members stay as they are."""
         ch, self._change = self._change, None
@@ -225,7 +272,7 @@ class MembershipChanges:
         if ch is None:
             return None
         return {"action": ch["action"], "target": ch["target"], "new": ch["new"], "joint": ch["joint"],
-                "committing": ch["sent"]}
+                "committing": ch["sent"], "forced": ch["forced"]}
 
     def _stop_changing(self, why: str) -> None:
         """On losing leadership: the change's askers learn that it did not happen here."""
@@ -236,6 +283,7 @@ class MembershipChanges:
         _transfer: dict | None
         ticks: int
         coord: Any
+        state: Any
         epoch: int
         role: str
         valid_until: int
@@ -257,3 +305,5 @@ class MembershipChanges:
         def _step_down(self, why: str) -> None: ...
 
         def _lease_bytes(self, members: tuple) -> bytes: ...
+
+        def _append_system_entry(self, ops: tuple) -> None: ...

@@ -353,8 +353,9 @@ class ScanResult:
     node: str = ""
 
 
-#: What :class:`ReplAdmin` may ask a leader (``add`` is leader-follower's; ``add_learner`` and ``add_voter`` Raft's).
-ADMIN_ACTIONS = ("transfer", "add", "add_learner", "add_voter", "remove")
+#: What :class:`ReplAdmin` may ask a leader (``add`` and ``remove_forced`` are leader-follower's; ``add_learner``
+#: and ``add_voter`` Raft's).
+ADMIN_ACTIONS = ("transfer", "add", "remove_forced", "add_learner", "add_voter", "remove")
 
 
 @record("repl.admin", version=1)
@@ -362,8 +363,8 @@ class ReplAdmin:
     """An operator's request to the leader: ``transfer`` leadership to ``target`` (leader-follower:
     stop taking writes, wait until ``target`` has every entry, then hand it the lease under a new
     epoch; Raft: its leadership transfer), or a membership change of ``target``, answered once it
-    is made: under leader-follower ``add`` (catch up, then join) and ``remove`` (see
-    :mod:`.membership`), under Raft ``add_learner``, ``add_voter`` and ``remove``."""
+    is made: under leader-follower ``add`` (catch up, then join), ``remove`` and ``remove_forced``
+    (see :mod:`.membership`), under Raft ``add_learner``, ``add_voter`` and ``remove``."""
 
     action: str
     target: str = ""

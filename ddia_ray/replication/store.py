@@ -51,6 +51,12 @@ _COORDINATOR = "ddia_ray.kv.member:build"
 _names = itertools.count(1)
 
 
+def _leader_share(timeout_s: float) -> float:
+    """The part of a handle's timeout a leader may spend on a membership change: less than all of it, so
+    that the leader's own verdict (why it gave up) reaches the caller before the handle gives up."""
+    return max(0.5, 0.9 * timeout_s)
+
+
 class ReplicatedStore(Component):
     """A running replica group (see the module docstring). Create it with :meth:`launch`.
 
@@ -207,7 +213,9 @@ class ReplicatedStore(Component):
         ``lag``: per follower, entries behind the leader and seconds since it last had caught up
         (the leader's view and the follower's, DDIA 5.2 "Problems with replication lag");
         ``lost_writes``/``lost``: writes acknowledged in async mode and then discarded by a
-        failover, counted exactly, with their keys (the newest 1,000 per replica).
+        failover, counted exactly, with their keys (the newest 1,000 per replica);
+        ``uncounted_removals``: async replicas removed with ``force=True`` before they had compared
+        their logs with the leader's: what each held alone is not in the count.
         """
         statuses = self.status()
         leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
@@ -220,10 +228,12 @@ class ReplicatedStore(Component):
             lag[node] = {"entries": lead.get("lag_entries", {}).get(node), "seconds": st.get("staleness_s"),
                          "applied": st["applied"]}
         lost = sorted({tuple(x) for st in statuses.values() for x in st["lost"]})
+        uncounted = sorted({tuple(x) for st in statuses.values() for x in st.get("uncounted_removals", ())})
         return {"leader": leader, "epoch": max((s["epoch"] for s in statuses.values()), default=0),
                 "mode": self.mode, "replicas": statuses, "lag": lag,
                 "lost_writes": sum(s["lost_writes"] for s in statuses.values()),
                 "lost": [{"epoch": e, "lsn": lsn, "keys": list(keys)} for e, lsn, keys in lost],
+                "uncounted_removals": [{"node": n, "epoch": e, "lsn": lsn} for n, e, lsn in uncounted],
                 "nodes": self.group.stats()}
 
     # --- leadership ------------------------------------------------------------------------------
@@ -290,7 +300,9 @@ class ReplicatedStore(Component):
         while True:
             leader = self.leader(timeout_s=max(0.1, deadline - time.monotonic()))
             try:
-                self.group.request(leader, req, timeout_s=max(1.0, min(5.0, deadline - time.monotonic())))
+                # Long enough for the leader's own verdict on a change it works on until req.timeout_s.
+                wait = min(max(5.0, req.timeout_s + 1.0), deadline - time.monotonic() + 1.0)
+                self.group.request(leader, req, timeout_s=max(1.0, wait))
                 return
             except (NotLeaderError, ProposalDroppedError, ActorUnavailableError, CallTimeoutError,
                     MessageDroppedError):
@@ -331,19 +343,23 @@ class ReplicatedStore(Component):
                     time.sleep(0.05)
                 self._admin(ReplAdmin("add_voter", node), timeout_s=max(1.0, deadline - time.monotonic()))
             else:
-                self._admin(ReplAdmin("add", node, timeout_s=timeout_s), timeout_s=timeout_s)
+                self._admin(ReplAdmin("add", node, timeout_s=_leader_share(timeout_s)), timeout_s=timeout_s)
         except BaseException:
             self.group.forget(node)  # never left running half-added
             raise
         self.options["members"] = (*members, node)
         return node
 
-    def remove_replica(self, node: str, *, timeout_s: float = 30.0) -> None:
+    def remove_replica(self, node: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
         """Remove ``node`` from the group's members (moving leadership away first), then stop it.
 
         Refuses the last replica, and under semi-sync one that would leave fewer followers than
         ``sync_replicas``. Under leader-follower the leader first waits until the remaining followers
-        hold every acknowledged write as the mode promises (see :mod:`.membership`).
+        hold every acknowledged write as the mode promises (see :mod:`.membership`). In async mode
+        it also waits until ``node`` has answered the leader, so that the writes it may hold alone
+        (as a deposed leader) are counted as lost; ``force=True`` is for a replica gone for good: the
+        removal goes ahead and ``stats()["uncounted_removals"]`` names it (the lost-write count may
+        then be short by what it alone held).
         """
         members = self.members
         if node not in members:
@@ -351,8 +367,12 @@ class ReplicatedStore(Component):
         if len(members) == 1:
             raise ConfigError(f"{node!r} is the last replica of {self.name!r}: removing it would lose the store")
         if self.leader(timeout_s=timeout_s) == node:
-            self.transfer_leadership(next(m for m in members if m != node), timeout_s=timeout_s)
-        self._admin(ReplAdmin("remove", node, timeout_s=timeout_s), timeout_s=timeout_s)
+            if self.protocol == "raft":
+                self.transfer_leadership(next(m for m in members if m != node), timeout_s=timeout_s)
+            else:  # to the most caught-up follower (a newcomer may still be installing a checkpoint)
+                self.failover(timeout_s=timeout_s)
+        action = "remove_forced" if force and self.protocol != "raft" else "remove"
+        self._admin(ReplAdmin(action, node, timeout_s=_leader_share(timeout_s)), timeout_s=timeout_s)
         self.group.forget(node)
         self.options["members"] = tuple(m for m in members if m != node)
 
