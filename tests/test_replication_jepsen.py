@@ -21,7 +21,7 @@ DURATION_S = float(os.environ.get("DDIA_JEPSEN_S", "6"))
 # per protocol is what `ddia-ray replicate` runs by default; the suite keeps to these to stay short.)
 RUNS = [("sync", "kill-leader"), ("semi-sync", "partition-leader"), ("semi-sync", "pause-leader"),
         ("semi-sync", "kill-follower"), ("async", "partition-leader"), ("raft", "partition-leader"),
-        ("raft", "kill-leader")]
+        ("raft", "kill-leader"), ("sync", "replace-follower")]
 
 
 @pytest.mark.parametrize("mode,schedule", RUNS, ids=[f"{m}-{s}" for m, s in RUNS])
@@ -51,4 +51,7 @@ def test_verdicts_under_faults(ray_session, tmp_path, mode, schedule):
         assert report.linearizable is True, text
     if schedule in ("kill-leader", "partition-leader", "pause-leader"):
         assert len(report.failovers) >= 2, text  # the fault really cost the leader its job
+    if schedule == "replace-follower":  # members really left and joined while the clients worked
+        adds = [what for _, what in report.faults if what.startswith("add ")]
+        assert adds and len(adds) == len(set(adds)), text  # a removed replica's name is not given out again
     assert summary_lines(report)[-1] == "replication: ok"

@@ -35,9 +35,11 @@ from ..history import HistoryRecorder, check, describe
 
 __all__ = ["run_workload", "WorkloadReport", "SCHEDULES", "FaultSchedule"]
 
-#: The nemesis schedules: each cycle applies the fault, waits, then repairs.
-SCHEDULES = ("partition-leader", "kill-leader", "kill-follower", "pause-leader", "partition-halves", "mixed",
-             "none")
+#: The nemesis schedules: each cycle applies the fault, waits, then repairs. ``replace-follower``
+#: removes a follower and adds a new member in its place (a membership change under load; the new
+#: member catches up from a snapshot or checkpoint); ``mixed`` draws from the faults before it.
+SCHEDULES = ("partition-leader", "kill-leader", "kill-follower", "pause-leader", "partition-halves",
+             "replace-follower", "mixed", "none")
 
 
 @dataclass
@@ -93,7 +95,7 @@ class FaultSchedule(threading.Thread):
     def run(self) -> None:
         """Cycle fault, wait, repair until stopped (an exception is kept for run_workload)."""
         try:
-            kinds = [s for s in SCHEDULES if s not in ("mixed", "none")]
+            kinds = [s for s in SCHEDULES if s not in ("mixed", "none", "replace-follower")]
             while not self.stop_event.wait(self.calm_s):
                 kind = self.rng.choice(kinds) if self.schedule == "mixed" else self.schedule
                 self._fault(kind)
@@ -127,6 +129,12 @@ class FaultSchedule(threading.Thread):
             c.pause(leader)
             self.paused.add(leader)
             self._note(f"pause leader {leader}")
+        elif kind == "replace-follower":
+            victim = self.rng.choice(others)
+            # A replicated store names these add_replica/remove_replica, RaftKV add_member/remove_member.
+            (getattr(c, "remove_replica", None) or c.remove_member)(victim)
+            self._note(f"remove follower {victim}")
+            self._note(f"add {(getattr(c, 'add_replica', None) or c.add_member)()}")
         elif kind != "none":
             raise ConfigError(f"unknown nemesis schedule {kind!r}; use one of {SCHEDULES}")
 

@@ -70,6 +70,7 @@ class ReplicatedStore(Component):
         super().__init__(group)
         self.options = options
         self._rr = itertools.count()
+        self._removed: set[str] = set()  # replicas this handle removed (their names are not reused)
 
     @classmethod
     def _attached(cls, group: NodeGroup) -> "ReplicatedStore":
@@ -322,7 +323,9 @@ class ReplicatedStore(Component):
         that has not caught up by ``timeout_s`` is stopped and the members stay as they were.
         """
         members = self.members
-        node = node or next(f"r{i}" for i in range(len(members) + 1, 10_000) if f"r{i}" not in self.group.specs)
+        if node is None:  # a fresh name: not one this handle removed (that replica's files may remain)
+            used = {int(n[1:]) for n in (*self.group.specs, *self._removed) if n[:1] == "r" and n[1:].isdigit()}
+            node = f"r{max(used, default=0) + 1}"
         if node in self.group.specs:
             raise ConfigError(f"{node!r} is already a replica of {self.name!r}")
         spec = next(s for n, s in self.group.specs.items() if n in members)
@@ -374,6 +377,7 @@ class ReplicatedStore(Component):
         action = "remove_forced" if force and self.protocol != "raft" else "remove"
         self._admin(ReplAdmin(action, node, timeout_s=_leader_share(timeout_s)), timeout_s=timeout_s)
         self.group.forget(node)
+        self._removed.add(node)
         self.options["members"] = tuple(m for m in members if m != node)
 
     # --- nemesis ---------------------------------------------------------------------------------
