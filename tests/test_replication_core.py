@@ -18,7 +18,7 @@ from ddia_ray.runtime import SimNetwork
 REPS, COORDS = ["r1", "r2", "r3"], ["c1", "c2", "c3"]
 
 
-def _group(mode="sync", seed=1, **options):
+def _group(mode="sync", seed=1, session_ttl=False, state=None, **options):
     sim = SimNetwork(seed, tick_s=0.01)
     for c in COORDS:
         sim.add(c, lambda n, recovered=(), tick_s=0.01: RaftMember(
@@ -26,7 +26,7 @@ def _group(mode="sync", seed=1, **options):
     for r in REPS:
         sim.add(r, lambda n, recovered=(), tick_s=0.01: LeaderFollowerReplica(
             n, recovered=recovered, tick_s=tick_s, group="g", members=REPS, coordinators=COORDS, mode=mode,
-            lease_s=0.5, **options))
+            lease_s=0.5, state=state(n) if state else MapState(1000) if session_ttl else None, **options))
     assert sim.run_until(lambda: _leader(sim) is not None, 5.0)
     return sim
 
@@ -111,6 +111,81 @@ def test_a_damaged_snapshot_is_refused():
         MapState().restore(codec.encode((1, 0, ((b"k", 5),), ())))
     with pytest.raises(CorruptRecordError):
         MapState().restore(codec.encode("not a snapshot"))
+
+
+def _origin(client, seq, t, acked_below=None):
+    return (client, seq, seq if acked_below is None else acked_below, (None,), t)
+
+
+def test_sessions_idle_longer_than_the_ttl_expire_in_log_order():
+    st = MapState(session_ttl_ms=1000)
+    st.apply(1, ((PUT, b"a", b"1"),), _origin("old", 1, 100))
+    st.apply(2, ((PUT, b"b", b"1"),), _origin("busy", 1, 600))
+    st.apply(3, ((PUT, b"c", b"1"),), _origin("busy", 2, 1100))  # "old" idle 1000 ms: not more than the TTL
+    assert st.answered("old", 1) == (1, (None,)) and len(st.sessions) == 2
+    st.apply(4, ((PUT, b"d", b"1"),), _origin("busy", 3, 1101))  # now "old" has been idle longer
+    assert st.answered("old", 1) is None and st.sessions.expired == 1
+    assert st.answered("busy", 3) == (4, (None,)) and st.describe()["sessions_expired"] == 1
+    # An entry without a stamp (written before stamps) counts as written at the newest stamp.
+    st.apply(5, ((PUT, b"e", b"1"),), _origin("unstamped", 1, -1))
+    assert st.sessions.active["unstamped"] == 1101
+    # A snapshot keeps the stamps; the copy expires the same sessions at the same entry.
+    copy = MapState(session_ttl_ms=1000)
+    copy.restore(st.snapshot())
+    for s in (st, copy):
+        s.apply(6, ((PUT, b"f", b"1"),), _origin("new", 1, 2102))
+        assert set(s.sessions.table) == {"new"} and s.sessions.clock == 2102
+
+
+def test_a_ttl_of_zero_never_expires_and_bad_ttls_are_refused():
+    st = MapState()
+    st.apply(1, ((PUT, b"a", b"1"),), _origin("c", 1, 0))
+    st.apply(2, ((PUT, b"a", b"2"),), _origin("d", 1, 10 ** 12))
+    assert st.answered("c", 1) == (1, (None,))
+    from ddia_ray.replication.state import Sessions, session_ttl_ms
+    for bad in (-1, "60", True, float("nan")):
+        with pytest.raises(ConfigError, match="session_ttl_s"):
+            session_ttl_ms(bad)
+    with pytest.raises(ConfigError, match="session TTL"):
+        Sessions(-5)
+    assert session_ttl_ms(1.5) == 1500
+
+
+def test_snapshots_of_the_first_session_format_still_restore():
+    old = codec.encode((1, 3, ((b"k", b"v"),), (("c", 2, ((2, 3, (None,)),)),), 1))
+    st = MapState(session_ttl_ms=1000)
+    st.restore(old)
+    assert st.answered("c", 2) == (3, (None,)) and st.sessions.active["c"] == 0
+
+
+def test_the_cluster_clock_never_runs_ahead_of_the_ticks_of_one_leadership():
+    from ddia_ray.replication.state import ClusterClock
+    clock = ClusterClock(tick_s=0.01)
+    assert clock.stamp(term=1, ticks=100, applied_clock=0) == 0
+    assert clock.stamp(1, 150, 0) == 500  # 50 ticks of 10 ms since this leadership began
+    # A new term starts from the newest stamp applied, not from this node's earlier leadership:
+    # the ticks in between (when another node led) must not count, or sessions would expire early.
+    assert clock.stamp(2, 10_000, 700) == 700
+    assert clock.stamp(2, 10_010, 700) == 800
+    assert clock.stamp(2, 10_011, 5000) == 5000  # never below a stamp already applied
+
+
+def test_a_leader_stamps_client_writes_and_followers_expire_the_same_sessions():
+    sim = _group("sync", session_ttl=True)
+    leader = _leader(sim)
+    _ask(sim, leader, ReplWrite(((PUT, b"a", b"1"),), client="idle", seq=1, acked_below=1))
+    sim.run_until(lambda: False, 1.5)  # longer than the 1 s TTL, in simulated time
+    _ask(sim, leader, ReplWrite(((PUT, b"b", b"1"),), client="busy", seq=1, acked_below=1))
+    assert sim.run_until(lambda: all(sim.core(r).state.applied == sim.core(leader).state.applied for r in REPS),
+                         2.0)
+    for r in REPS:
+        st = sim.core(r).state
+        assert set(st.sessions.table) == {"busy"} and st.sessions.expired == 1, r
+    stamps = [e[4][4] for e in sim.core(leader).log if e[4]]
+    assert len(stamps) == 2 and 1000 < stamps[1] - stamps[0] <= 1600
+    # The forgotten session writes again: a new row, its write applied once.
+    ack = _ask(sim, leader, ReplWrite(((PUT, b"a", b"2"),), client="idle", seq=2, acked_below=2))
+    assert ack.results == (None,) and sim.core(leader).state.answered("idle", 2) == (ack.lsn, (None,))
 
 
 # --- the group in the simulator ----------------------------------------------------------------------
@@ -264,6 +339,65 @@ def test_probes_are_answered_and_a_checkpoint_replaces_a_divergent_log():
     core.step(Envelope("r3", "r2", Checkpoint(2, 2, 2, ((1, 1), (2, 2)), donor.snapshot())))
     assert core.state.data == {b"b": b"2"} and core.epoch == 2
     assert core.lost_writes == 1 and core.lost[0] == (1, 2, (b"a",))
+
+
+def test_a_write_reported_lost_that_a_later_leader_still_holds_is_unreported():
+    """Seen in the simulation (seed 15 of an async run with idle clients): a follower discards an
+    async-acknowledged entry when it installs the checkpoint of a leader that lacks it, but the
+    replica that still holds it leads the next epoch and sends it again. It was not lost."""
+    from ddia_ray.replication.records import LostWrites
+    from ddia_ray.runtime.core import Envelope, Rewrite
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS))
+    written: list = []
+
+    def step(env):  # what a shell does: persist, and replace everything on a Rewrite
+        core.step(env)
+        rd = core.ready()
+        for rec in rd.persist:
+            if isinstance(rec, Rewrite):
+                written[:] = rec.records
+            else:
+                written.append(rec)
+        core.advance(rd)
+
+    a, b = (2, 1, ((PUT, b"a", b"1"),), 0, ()), (2, 2, ((PUT, b"b", b"1"),), 0, ())
+    step(Envelope("r1", "r2", Append(2, 0, 0, (a, b), 2)))
+    donor = MapState()
+    donor.apply(1, a[2], epoch=2)
+    step(Envelope("r3", "r2", Checkpoint(3, 1, 2, ((2, 1),), donor.snapshot())))  # r3 (epoch 3) lacks lsn 2
+    assert core.lost_writes == 1 and core.status()["lost"] == ((2, 2, (b"b",)),)
+    step(Envelope("r1", "r2", Append(4, 1, 2, (b,), 2)))  # r1, which kept (2, 2), leads epoch 4
+    assert core.lost_writes == 0 and core.status()["lost"] == () and core.state.data[b"b"] == b"1"
+    assert any(isinstance(r, LostWrites) and r.found == ((2, 2),) for r in written)
+    again = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS),
+                                  recovered=tuple(written))
+    assert again.lost_writes == 0 and again.status()["lost"] == ()  # the correction is durable
+
+
+def test_the_log_keeps_every_entry_the_engine_has_not_made_durable(tmp_path):
+    """An engine without its own WAL holds its newest writes in memory: the replica's log, the log
+    of record, may drop an entry only once the engine has flushed it (and asks it to flush)."""
+    from ddia_ray.replication.engine_state import EngineState
+    states = {}
+
+    def state(n):
+        states[n] = EngineState(f"file://{tmp_path}/{n}", engine="lsm", checkpoints_url=f"file://{tmp_path}/cp",
+                                options={"background": False})
+        return states[n]
+
+    sim = _group("sync", state=state, retain_entries=4)
+    leader = _leader(sim)
+    core = sim.core(leader)
+    asked = []
+    core.state.request_durable = lambda: asked.append(core.last_lsn)  # a flush that takes its time
+    for i in range(1, 15):
+        _ask(sim, leader, ReplWrite(((PUT, b"k%d" % i, b"v"),)))
+    assert asked and core.base_lsn == 0 and len(core.log) == core.last_lsn > 2 * 4  # nothing dropped
+    core.state.engine.flush()  # the flush is done
+    _ask(sim, leader, ReplWrite(((PUT, b"k15", b"v"),)))
+    assert 0 < core.base_lsn <= core.state.durable_lsn() and core.last_lsn - core.base_lsn >= 4
+    for st in states.values():
+        st.close()
 
 
 # --- the coordination client and RaftKV's KVCall -------------------------------------------------------

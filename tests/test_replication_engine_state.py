@@ -25,7 +25,7 @@ def test_data_position_and_sessions_survive_a_reopen(tmp_path, engine):
     st = _open(tmp_path, "a", engine)
     ops, results = st.decide(((PUT, b"k1", b"v1"), (PUT, b"k2", b"v2"), (CAS, b"k1", b"w", b"v1")))
     assert results == (None, None, True)
-    st.apply(1, ops, ("client-a", 1, 1, results), epoch=3)
+    st.apply(1, ops, ("client-a", 1, 1, results, 10), epoch=3)
     st.apply(2, ((DELETE, b"k2", b""),), (), epoch=3)
     st.close()
     again = _open(tmp_path, "a", engine)
@@ -33,7 +33,7 @@ def test_data_position_and_sessions_survive_a_reopen(tmp_path, engine):
     assert again.get_many((b"k1", b"k2")) == (b"w", None)
     assert again.answered("client-a", 1) == (1, (None, None, True))  # exactly-once survives a restart
     assert again.answered("client-b", 1) is None
-    again.apply(3, ((PUT, b"k3", b"x"),), ("client-a", 2, 2, (None,)), epoch=4)
+    again.apply(3, ((PUT, b"k3", b"x"),), ("client-a", 2, 2, (None,), 20), epoch=4)
     assert again.answered("client-a", 1) == "stale"  # acked_below=2 lets the replicas forget seq 1
     again.close()
 
@@ -41,7 +41,7 @@ def test_data_position_and_sessions_survive_a_reopen(tmp_path, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_scans_never_return_the_replicas_own_keys(tmp_path, engine):
     st = _open(tmp_path, "s", engine)
-    st.apply(1, tuple((PUT, b"k%02d" % i, b"v") for i in range(30)), ("c", 1, 1, (None,) * 30), epoch=1)
+    st.apply(1, tuple((PUT, b"k%02d" % i, b"v") for i in range(30)), ("c", 1, 1, (None,) * 30, 10), epoch=1)
     keys, values = st.scan(b"", None, 1000)
     assert keys == tuple(b"k%02d" % i for i in range(30)) and set(values) == {b"v"}
     assert st.scan(b"k10", b"k15", 3) == ((b"k10", b"k11", b"k12"), (b"v", b"v", b"v"))
@@ -62,6 +62,8 @@ def test_a_range_delete_then_a_cas_in_one_batch_sees_the_range():
 def test_an_engine_behind_its_recorded_position_refuses_to_recover(tmp_path, engine):
     st = _open(tmp_path, "r", engine)
     st.apply(1, ((PUT, b"k", b"v"),), epoch=1)
+    st.engine.flush()  # durable in the engine's files, with or without an engine WAL
+    assert st.durable_lsn() == 1
     snap = st.snapshot()
     st.close()
     fresh = _open(tmp_path, "other", engine)
@@ -77,7 +79,7 @@ def test_a_checkpoint_installs_by_copying_files(tmp_path, engine):
     leader = _open(tmp_path, "leader", engine)
     for lsn in range(1, 21):
         leader.apply(lsn, tuple((PUT, b"k%03d" % (lsn * 10 + i), b"v%d" % lsn) for i in range(10)),
-                     ("c", lsn, lsn, (None,) * 10), epoch=2)
+                     ("c", lsn, lsn, (None,) * 10, lsn), epoch=2)
     follower = _open(tmp_path, "follower", engine)
     follower.apply(1, ((PUT, b"zz-only-here", b"x"),), epoch=1)  # a diverged tail the install replaces
     record = leader.export("leader-2-20")
@@ -132,3 +134,77 @@ def test_bad_configuration_and_damage_are_refused(tmp_path):
     (tmp_path / "e" / "CURRENT").write_text("not-an-engine\n")
     with pytest.raises(CorruptionError, match="CURRENT"):
         _open(tmp_path, "e", "lsm")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_expired_sessions_leave_the_engine_in_the_entry_that_expired_them(tmp_path, engine):
+    from ddia_ray.replication.engine_state import SESSION_PREFIX
+
+    def open_(name="x"):
+        return EngineState(f"file://{tmp_path}/{name}", engine=engine, session_ttl_ms=1000,
+                           checkpoints_url=f"file://{tmp_path}/cps")
+
+    st = open_()
+    for i, client in enumerate(("a", "b", "c")):
+        st.apply(i + 1, ((PUT, b"k", b"%d" % i),), (client, 1, 1, (None,), 100 * i), epoch=1)
+    st.close()
+    again = open_()  # the index of sessions is rebuilt from the rows, oldest first
+    assert list(again.sessions.active) == ["a", "b", "c"] and again.sessions.clock == 200
+    again.apply(4, ((PUT, b"k", b"x"),), ("d", 1, 1, (None,), 1150), epoch=1)  # a and b idle > 1000 ms
+    assert again.answered("a", 1) is None and again.answered("c", 1) == (3, (None,))
+    assert again.engine.get(SESSION_PREFIX + b"a") is None and again.engine.get(SESSION_PREFIX + b"b") is None
+    assert again.describe()["sessions"] == 2 and again.describe()["sessions_expired"] == 2
+    cp = again.export("cp-4")
+    again.close()
+    third = open_()
+    assert list(third.sessions.active) == ["c", "d"] and third.answered("d", 1) == (4, (None,))
+    third.close()
+    follower = open_("f")
+    follower.install(cp)  # a checkpoint carries the session rows and their stamps
+    assert list(follower.sessions.active) == ["c", "d"] and follower.sessions.clock == 1150
+    follower.close()
+
+
+def test_a_damaged_session_row_is_reported_when_the_index_is_built(tmp_path):
+    from ddia_ray.replication.engine_state import SESSION_PREFIX
+
+    st = _open(tmp_path, "r", "lsm")
+    st.engine.put(SESSION_PREFIX + b"c", b"\xc1garbage")
+    st.close()
+    with pytest.raises(CorruptionError, match="session row of client 'c'"):
+        _open(tmp_path, "r", "lsm")
+
+
+def test_without_an_engine_wal_the_durable_position_follows_flushes(tmp_path):
+    import shutil
+
+    st = _open(tmp_path, "n", "lsm")  # the store's default: the replica's log is the log of record
+    assert st.engine._opts.wal is False
+    for lsn in range(1, 11):
+        st.apply(lsn, ((PUT, b"k%02d" % lsn, b"v"),), epoch=1)
+    assert st.applied == 10 and st.durable_lsn() == 0
+    assert codec.decode(st.snapshot())[2:] == (0, 0)  # a base records only what a crash keeps
+    st.engine.flush()
+    assert st.durable_lsn() == 10 and codec.decode(st.snapshot())[2:] == (10, 1)
+    st.apply(11, ((PUT, b"k11", b"v"),), epoch=2)
+    st.request_durable()
+    st.request_durable()  # asked once per flush
+    st.engine.flush()
+    assert st.durable_lsn() == 11
+    st.apply(12, ((PUT, b"k12", b"v"),), epoch=2)
+    shutil.copytree(tmp_path / "n", tmp_path / "crashed")  # what a crash leaves: lsn 12 was in memory only
+    st.close()
+    crashed = EngineState(f"file://{tmp_path}/crashed", engine="lsm", checkpoints_url=f"file://{tmp_path}/cps")
+    assert (crashed.applied, crashed.applied_epoch) == (11, 2) and crashed.get(b"k12") is None
+    crashed.close()
+    clean = _open(tmp_path, "n", "lsm")  # a clean close flushed
+    assert clean.applied == 12 and clean.durable_lsn() == 12
+    clean.close()
+
+
+def test_with_an_engine_wal_or_a_btree_every_applied_entry_is_durable(tmp_path):
+    for st in (EngineState(f"file://{tmp_path}/w", engine="lsm", options={"wal": True}),
+               _open(tmp_path, "b", "btree")):
+        st.apply(1, ((PUT, b"k", b"v"),), epoch=1)
+        assert st.durable_lsn() == 1
+        st.close()

@@ -14,8 +14,8 @@ from ddia_ray.replication.raft_replica import RaftReplica, decode_write, encode_
 from ddia_ray.replication.records import CAS, PUT, ReadResult, ReplRead, ReplScan, ReplWrite, ScanResult, WriteAck
 
 
-def _leader(recovered=()) -> RaftReplica:
-    core = RaftReplica("r1", voters=("r1",), group="g", recovered=recovered)
+def _leader(recovered=(), state=None) -> RaftReplica:
+    core = RaftReplica("r1", voters=("r1",), group="g", recovered=recovered, state=state)
     for _ in range(50):
         core.tick()
         if core.node.role == "leader":
@@ -43,10 +43,33 @@ def _ask(core: RaftReplica, payload, rid: int = 1):
 
 def test_write_entries_round_trip_and_damage_is_refused():
     req = ReplWrite(((PUT, b"k", b"v"), (CAS, b"k", b"w", b"v")), client="c", seq=3, acked_below=2)
-    assert decode_write(encode_write(req)) == ("c", 3, 2, req.ops)
-    for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("kv", 1)), codec.encode(7)):
+    assert decode_write(encode_write(req, 1234)) == ("c", 3, 2, req.ops, 1234)
+    # An entry written before stamps (format 1) is read with stamp -1 (unknown).
+    assert decode_write(codec.encode(("repl", 1, "c", 3, 2, req.ops))) == ("c", 3, 2, req.ops, -1)
+    for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("repl", 3, "c", 1, 1, (), 5)),
+                codec.encode(("repl", 2, "c", 1, 1, (), "t")), codec.encode(("kv", 1)), codec.encode(7)):
         with pytest.raises(CorruptRecordError):
             decode_write(bad)
+
+
+def test_the_leader_stamps_writes_and_idle_sessions_expire_at_the_same_entry_on_recovery():
+    from ddia_ray.replication.state import MapState
+
+    core = _leader(state=MapState(session_ttl_ms=1000))
+    _ask(core, ReplWrite(((PUT, b"a", b"1"),), client="idle", seq=1, acked_below=1))
+    for _ in range(150):  # 1.5 s of 10 ms ticks: longer than the TTL
+        core.tick()
+    core.advance(core.ready())
+    _ask(core, ReplWrite(((PUT, b"b", b"1"),), client="busy", seq=1, acked_below=1))
+    assert set(core.state.sessions.table) == {"busy"} and core.state.sessions.expired == 1
+    assert core.status()["sessions_expired"] == 1
+    # A restart replays the log: the stamps are in the entries, so the same session expires again.
+    again = RaftReplica("r1", voters=("r1",), group="g", recovered=tuple(_LOGS[id(core)]),
+                        state=MapState(session_ttl_ms=1000))
+    for _ in range(50):
+        again.tick()
+        again.advance(again.ready())
+    assert set(again.state.sessions.table) == {"busy"} and again.state.sessions.expired == 1
 
 
 def test_a_single_member_group_writes_reads_and_answers_retries_once():

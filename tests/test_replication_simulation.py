@@ -57,6 +57,39 @@ def test_invariants_hold_while_replicas_are_added_and_removed(mode, single):
         assert sum(r.epochs > 1 for r in reports) > ran // 2
 
 
+TTL_SEEDS = 50
+TTL_CONFIGS = [("sync", True), ("async", False)]
+
+
+@pytest.mark.parametrize("mode, single", TTL_CONFIGS, ids=[f"{m}-{'single' if s else 'any'}" for m, s in TTL_CONFIGS])
+def test_invariants_hold_while_idle_sessions_expire(mode, single):
+    """The same checks, and exactly-once, with a 2.5 s session TTL and clients that now and then idle
+    for 5-7.5 s (a write's retries end within 2 s, well inside the TTL)."""
+    replay = (f"DDIA_SEED={{seed}} python -m pytest tests/test_replication_simulation.py -k "
+              f"'idle_sessions_expire and {mode}-{'single' if single else 'any'}'")
+    reports = []
+    ran = run_seeds(lambda seed: reports.append(simulate(seed, mode=mode, single_failure=single, duration_s=10.0,
+                                                         session_ttl_s=2.5)),
+                    range(TTL_SEEDS), replay=replay)
+    assert ran == len(reports)
+    if ran > 1:
+        assert sum(r.sessions_expired for r in reports) > 0  # sessions did expire in these runs
+        assert sum(r.epochs > 1 for r in reports) > ran // 2
+
+
+def test_the_exactly_once_check_catches_a_write_applied_twice(monkeypatch):
+    """Replicas that never recognise a retry (sessions forgotten at once) must be caught applying a
+    write twice."""
+    monkeypatch.setattr(sim_module.MapState, "answered", lambda self, client, seq: None)
+    caught = 0
+    for seed in range(40):
+        try:
+            simulate(seed, mode="sync")
+        except ReplicationViolation as e:
+            caught += "applied twice" in str(e)
+    assert caught > 0
+
+
 def test_a_group_without_faults_loses_nothing_and_elects_once():
     report = simulate(7, mode="async", faults=False)
     assert report.epochs == 1 and report.lost_reported == 0 and report.lost_in_history == 0

@@ -194,9 +194,9 @@ def test_whole_group_restart_keeps_every_write(ray_session, tmp_path, protocol):
 
 @pytest.mark.parametrize("protocol", ["leader-follower", "raft"])
 def test_far_behind_follower_bootstraps_from_a_checkpoint(ray_session, tmp_path, protocol):
-    if protocol == "raft":  # a snapshot (an engine checkpoint) every 20 entries
+    if protocol == "raft":  # a snapshot (an engine checkpoint) every 20 entries, a tail kept for catching up
         s = ReplicatedStore.launch(replicas=3, protocol="raft", engine="lsm", root=f"file://{tmp_path}",
-                                   snapshot_entries=20)
+                                   snapshot_entries=20, catch_up_entries=1000)
     else:
         s = ReplicatedStore.launch(replicas=3, mode="async", engine="lsm", root=f"file://{tmp_path}",
                                    retain_entries=50)
@@ -204,18 +204,55 @@ def test_far_behind_follower_bootstraps_from_a_checkpoint(ray_session, tmp_path,
         leader = s.leader()
         lagger = next(m for m in s.members if m != leader)
         s.kill(lagger)
+        n = 30_000 if protocol == "raft" else 3000  # entries of 10: more than the 1,000 (Raft) or 2 x 50 kept
         with s.client(max_batch=10) as c:
-            futures = [c.put_nowait(b"c%05d" % i, b"v") for i in range(3000)]  # ~300 entries > 2 x 50 kept
-            [f.result(30) for f in futures]
-            s.restart(lagger)
-            _until(lambda: s.status()[lagger]["installs"] >= 1, what="a checkpoint installed")
-            _until(lambda: s.status()[lagger]["applied"] >= s.status()[leader]["applied"], what="caught up")
+            futures = [c.put_nowait(b"c%05d" % i, b"v") for i in range(n)]
+            [f.result(60) for f in futures]
+            # Writes keep coming while the lagger copies the checkpoint and catches up on the tail.
+            stop, written, errors = threading.Event(), [], []
+
+            def writer():
+                try:
+                    with s.client(max_batch=10) as w:
+                        while not stop.is_set():
+                            first = len(written)
+                            batch = [w.put_nowait(b"d%05d" % (first + j), b"w") for j in range(50)]
+                            [f.result(30) for f in batch]
+                            written.extend(range(first, first + 50))
+                except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                    errors.append(e)
+
+            t = threading.Thread(target=writer)
+            t.start()
+            try:
+                _until(lambda: len(written) >= 100, what="writes under way")
+                at_restart = len(written)
+                s.restart(lagger)
+                # (status() leaves out a replica that does not answer in time: busy copying, say)
+                _until(lambda: s.status().get(lagger, {}).get("installs", 0) >= 1, what="a checkpoint installed")
+                _until(lambda: len(written) >= at_restart + 200, what="writes after the install")
+            finally:
+                stop.set()
+                t.join(60)
+            assert not errors and len(written) > at_restart  # writes ran during the bootstrap
+
+            def caught_up():
+                st = s.status()
+                return len(st) == 3 and st[lagger]["applied"] >= max(r["applied"] for r in st.values())
+
+            _until(caught_up, what="caught up")
+            # One checkpoint, then the log: the leader keeps the tail after the checkpoint it sent
+            # (without that, 77 to 177 installs, each one already too old when it was done).
+            assert s.status()[lagger]["installs"] <= 3
             s.partition([[lagger, c.name], ["*"]])  # only the bootstrapped follower can answer
             try:
-                got = c.get_many([b"c%05d" % i for i in range(0, 3000, 10)], read="follower")
+                got = c.get_many([b"c%05d" % i for i in range(0, n, n // 300)], read="follower")
+                sample = written[::max(1, len(written) // 300)] + written[-1:]  # (it reads 10 keys a call)
+                tail = c.get_many([b"d%05d" % i for i in sample], read="follower")
             finally:
                 s.heal()
         assert got == [b"v"] * 300
+        assert tail == [b"w"] * len(sample)  # written during the bootstrap, too
         # Sent by whoever led at the time (on a loaded machine leadership may have moved since).
         sent = "snapshots_sent" if protocol == "raft" else "checkpoints_sent"
         assert sum(st[sent] for st in s.status().values()) >= 1
@@ -276,7 +313,9 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
         ReplicatedStore.launch(engine="lsm")
     with pytest.raises(ConfigError):
         ReplicatedStore.launch(replicas=0)
-    s = ReplicatedStore.launch(replicas=2, mode="async", engine="map")
+    with pytest.raises(ConfigError, match="session_ttl_s"):
+        ReplicatedStore.launch(session_ttl_s=-1)
+    s = ReplicatedStore.launch(replicas=2, mode="async", engine="map", session_ttl_s=30)
     try:
         s.leader()
         with pytest.raises(UnknownNodeError):
@@ -285,6 +324,8 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
             s.remove_replica("r7")
         with pytest.raises(ConfigError, match="already a replica"):
             s.add_replica("r1")
+        with pytest.raises(ConfigError, match="shorter than the store's session_ttl_s"):
+            s.client(timeout_s=29, rpc_timeout_s=2)  # a retry could outlive its session
         with s.client() as c:
             with pytest.raises(InvalidArgumentError, match="reserved"):
                 c.put(b"\x00ddia\x00applied", b"x")
@@ -302,6 +343,32 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
             assert c.get(b"k") == b"v"
     finally:
         s.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["leader-follower", "raft"])
+def test_idle_sessions_expire_on_every_replica_and_may_write_again(ray_session, tmp_path, protocol):
+    s = ReplicatedStore.launch(replicas=3, protocol=protocol, mode="sync" if protocol != "raft" else None,
+                               engine="lsm", root=f"file://{tmp_path}", session_ttl_s=1.5)
+    try:
+        s.leader()
+        idle = s.client(timeout_s=1.0, rpc_timeout_s=0.4)
+        busy = s.client(timeout_s=1.0, rpc_timeout_s=0.4)
+        idle.put(b"idle", b"1")
+        n = iter(range(10 ** 6))
+
+        def expired_everywhere():
+            busy.put(b"busy", b"%d" % next(n))  # expiry happens as writes apply
+            st = s.status()
+            return len(st) == 3 and all(r["sessions_expired"] >= 1 for r in st.values())
+
+        _until(expired_everywhere, 30, "the idle session expiring on every replica")
+        assert s.stats()["sessions_expired"] >= 1 and s.stats()["sessions"] == 1  # only the busy one
+        idle.put(b"idle", b"2")  # a forgotten session writes again: a new row, applied once
+        assert idle.get(b"idle") == b"2" and s.stats()["sessions"] == 2
+        idle.close()
+        busy.close()
+    finally:
+        s.shutdown(destroy_data=True)
 
 
 def test_a_session_whose_write_was_lost_is_told_before_it_reads_past_it(ray_session):

@@ -83,3 +83,26 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(engine, mode, tmp_
         highest_seen = max(highest_seen, survived)
         # The next writer starts from 0 again: it overwrites with the same values, so the prefix
         # property still holds across rounds.
+
+
+@pytest.mark.slow
+def test_sigkill_of_an_lsm_without_wal_leaves_a_prefix_of_the_writes(tmp_path):
+    """``wal=False`` (a replica's engine: its log of record is the replica's): a crash loses the
+    writes not yet flushed, never a middle part, and never half a batch."""
+    rng = random.Random(7)
+    url = f"file://{tmp_path}/db"
+    options = {"wal": False, "memtable_bytes": 16 * 1024}
+    lost_some = False
+    for round_no in range(KILLS):
+        acked = _run_and_kill("lsm", url, "nowal", options, rng.uniform(0.3, 1.5))
+        db = open_engine(url, "lsm", **options)
+        try:
+            present = [db.get(key(i)) for i in range(acked + 50)]
+        finally:
+            db.close()
+        survived = sum(v is not None for v in present)
+        assert all(present[i] == value(i) for i in range(survived)), f"round {round_no}: wrong or missing value"
+        assert all(v is None for v in present[survived:]), f"round {round_no}: a hole before a later write"
+        lost_some |= survived < acked
+        assert not list(tmp_path.glob("db/*.log")), "a tree without a WAL wrote one"
+    assert lost_some  # the memtable's writes did die with the process: there really was no WAL

@@ -21,6 +21,10 @@ client is told to retry, which the session makes safe.
 Log compaction: every ``snapshot_entries`` applied entries the member takes
 a state-machine snapshot and persists a :class:`~ddia_ray.runtime.core.Rewrite`
 (snapshot, hard state, the entries after it), so the durable log stays short.
+The log in memory keeps ``catch_up_entries`` before the snapshot's index, as
+etcd does: a follower that installs a snapshot then continues from the log, even
+when newer snapshots were taken while it copied (without it, a follower
+bootstrapping under steady writes needed snapshot after snapshot).
 """
 
 from __future__ import annotations
@@ -54,10 +58,18 @@ class RaftMember(BaseCore):
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, voters=(), learners=(),
                  seed: int = 0, raft: dict | None = None, snapshot_entries: int = 10_000,
+                 catch_up_entries: int | None = None,
                  observer: Callable[[str, str, int, Any], None] | None = None, state_machine: Any = None):
         super().__init__(node_id, tick_s=tick_s)
         if type(snapshot_entries) is not int or snapshot_entries < 1:
             raise ConfigError("snapshot_entries must be a positive int")
+        if catch_up_entries is None:
+            catch_up_entries = min(5_000, snapshot_entries)
+        if type(catch_up_entries) is not int or catch_up_entries < 0:
+            raise ConfigError("catch_up_entries must be an int >= 0")
+        # Entries kept before each snapshot's index (etcd's SnapshotCatchUpEntries): a follower that
+        # installs the snapshot continues from the log even if newer snapshots were taken meanwhile.
+        self.catch_up_entries = catch_up_entries
         hs, snap, entries = recover(recovered)
         self.node = RaftNode(node_id, voters=tuple(voters), learners=tuple(learners),
                              config=RaftConfig(**(raft or {})),
@@ -269,12 +281,14 @@ class RaftMember(BaseCore):
 
     def _maybe_compact(self) -> None:
         log = self.node.log
-        if log.applied - log.snap_index < self.snapshot_entries or log.unstable <= log.last_index():
+        last_snapshot = self.node.snapshot.meta.index if self.node.snapshot is not None else log.snap_index
+        if log.applied - last_snapshot < self.snapshot_entries or log.unstable <= log.last_index():
             return
-        snap = self.node.compact(self.sm.snapshot())
+        snap = self.node.compact(self.sm.snapshot(), keep_entries=self.catch_up_entries)
         records = [snap, self.node.hard_state]
-        if log.entries:
-            records.append(LogAppend(tuple(log.entries)))
+        after = tuple(e for e in log.entries if e.index > snap.meta.index)  # the catch-up tail stays in memory
+        if after:
+            records.append(LogAppend(after))
         self.persist(Rewrite(tuple(records)))
 
     def _note_timeline(self) -> None:

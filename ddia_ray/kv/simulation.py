@@ -210,8 +210,10 @@ def simulate(seed: int, *, members: int = 3, clients: int = 3, keys: int = 2, du
     def factory(voters):
         def build(node_id, *, recovered=(), tick_s=tick_s):
             extra = member_options(node_id) if member_options is not None else {}
+            # A third of the seeds keep no catch-up tail, so lagging members install snapshots often.
             return member_class(node_id, recovered=recovered, tick_s=tick_s, voters=voters, seed=seed, raft=raft,
-                                snapshot_entries=snapshot_entries, observer=checker, **extra)
+                                snapshot_entries=snapshot_entries, catch_up_entries=(seed % 3) * 10,
+                                observer=checker, **extra)
         return build
 
     for n in ids:

@@ -118,6 +118,11 @@ class ReplicatedClient(LoopClient):
         self.acks = self._check_acks(acks)
         self.timeout_s = positive("timeout_s", timeout_s)
         self.rpc_timeout_s = positive("rpc_timeout_s", rpc_timeout_s)
+        ttl = getattr(store, "session_ttl_s", 0.0)
+        if ttl and self.timeout_s + self.rpc_timeout_s >= ttl:
+            # A write retried (or delivered) after its session expired would apply a second time.
+            raise ConfigError(f"timeout_s + rpc_timeout_s ({self.timeout_s + self.rpc_timeout_s}s) must be shorter "
+                              f"than the store's session_ttl_s ({ttl}s)")
         if type(max_batch) is not int or type(max_in_flight) is not int or max_batch < 1 or max_in_flight < 1:
             raise ConfigError("max_batch and max_in_flight must be ints >= 1")
         self.max_batch, self.max_in_flight = max_batch, max_in_flight

@@ -13,7 +13,11 @@ that etcd and TiKV follow). Clients may not write keys under
 Client sessions (the answers a client may ask for again, for exactly-once
 writes) live in the engine too, one reserved key per client written in the same
 batch as the entry that changed it, so they are exactly as durable as the data
-and travel with a checkpoint; they are read on first use and cached. A
+and travel with a checkpoint; they are read on first use and cached. An index
+of every session's last write (in cluster time) is kept in memory, built by one
+scan of the session rows at open, so sessions idle past the group's TTL are
+found without reading their rows; their rows are deleted in the batch of the
+write that expired them (:class:`~.state.Sessions`). A
 snapshot of this state is therefore only its position: the engine is durable
 on its own. A replica that recovers checks the engine against its log; an
 engine that is *behind* a snapshot it once wrote has lost data and refuses to
@@ -38,6 +42,8 @@ as the copy, documented in docs/replication.md).
 
 from __future__ import annotations
 
+
+import collections
 
 from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
@@ -78,7 +84,7 @@ class EngineState:
     """
 
     def __init__(self, url: str, *, engine: str = "lsm", options: dict | None = None,
-                 checkpoints_url: str | None = None, sync: bool = False):
+                 checkpoints_url: str | None = None, sync: bool = False, session_ttl_ms: int = 0):
         import fsspec
 
         if engine not in ENGINE_NAMES:
@@ -86,8 +92,12 @@ class EngineState:
         self.url = url.rstrip("/")
         self.kind = engine
         self.options = dict(options or {})
-        if engine == "lsm" and sync:
-            self.options.setdefault("sync", "batch")
+        if engine == "lsm":
+            # The replica's log is the log of record: the engine skips its own WAL unless told
+            # otherwise, and a crash costs only a replay from the engine's durable position.
+            self.options.setdefault("wal", False)
+            if sync and self.options["wal"]:
+                self.options.setdefault("sync", "batch")
         self.checkpoints_url = (checkpoints_url or f"{self.url}/checkpoints").rstrip("/")
         self.fs, self.path = fsspec.core.url_to_fs(self.url)
         self.fs.makedirs(self.path, exist_ok=True)
@@ -96,9 +106,45 @@ class EngineState:
         self.engine = open_engine(self._engine_url(self.generation), engine, **self.options)
         self._columns = hasattr(self.engine, "write_columns")
         self.applied, self.applied_epoch = _decode_position(self.engine.get(APPLIED_KEY))
-        self.sessions = Sessions()
+        self._track_durability()
+        self.session_ttl_ms = session_ttl_ms
+        self.sessions = self._index_sessions()
         self.exported: list[str] = []
         self.installs = 0
+
+    # --- what a crash keeps ------------------------------------------------------------------
+
+    def _track_durability(self) -> None:
+        """Start tracking, from the position the engine is at now (durable: it was just opened)."""
+        self._logless = getattr(self.engine, "durable_seq", None) is not None and not self.options.get("wal", True)
+        self._durable = (self.applied, self.applied_epoch)
+        self._pending: collections.deque = collections.deque()  # (engine seq, lsn, epoch) not yet durable
+        self._flush_asked = -1  # engine seq up to which a flush was requested
+
+    def durable_lsn(self) -> int:
+        """The newest lsn a crash of this process keeps in the engine: ``applied`` with an engine WAL
+        (or the B-tree), else the newest entry whose writes are in flushed SSTables. The replica's
+        own log must keep every entry after it."""
+        return self._durable_position()[0]
+
+    def _durable_position(self) -> tuple[int, int]:
+        if not self._logless:
+            return self.applied, self.applied_epoch
+        if self._pending:
+            flushed = self.engine.durable_seq
+            pending = self._pending
+            while pending and pending[0][0] <= flushed:
+                _, lsn, epoch = pending.popleft()
+                self._durable = (lsn, epoch)
+        return self._durable
+
+    def request_durable(self) -> None:
+        """Ask the engine to flush in the background, so that :meth:`durable_lsn` reaches ``applied``
+        (once per flush: asking again while one is under way does nothing)."""
+        if self._pending and self._flush_asked < self._pending[-1][0] and \
+                self._flush_asked <= self.engine.durable_seq:
+            self._flush_asked = self._pending[-1][0]
+            self.engine.request_flush()
 
     # --- where the engine lives --------------------------------------------------------------
 
@@ -128,17 +174,40 @@ class EngineState:
 
     # --- reads ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _decode_session(client: str, raw: bytes) -> tuple[tuple[int, dict], int]:
+        try:
+            ((_, (row, last)),) = Sessions.decode_rows(codec.decode(raw)).items()
+        except Exception as e:  # noqa: BLE001 - any malformed row is damage, reported as such
+            raise CorruptionError(f"the session row of client {client!r} is unreadable: {e}") from e
+        return row, last
+
+    def _index_sessions(self) -> Sessions:
+        """A session table that knows every session's last write (for expiry) and loads answers
+        on first use. One scan of the session rows, at open and after an install: the rows are
+        few (sessions expire) and small once their clients have acknowledged their answers."""
+        sessions = Sessions(self.session_ttl_ms)
+        end = SESSION_PREFIX[:-1] + bytes([SESSION_PREFIX[-1] + 1])
+        it = self.engine.scan(SESSION_PREFIX, end)
+        try:
+            for key, raw in it:
+                client = key[len(SESSION_PREFIX):].decode("utf-8", "replace")
+                sessions.note(client, self._decode_session(client, raw)[1])
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        sessions.reorder()
+        return sessions
+
     def _load_session(self, client: str) -> None:
-        if client in self.sessions.table:
-            return
+        if client in self.sessions.table or client not in self.sessions.active:
+            return  # cached, or no row in the engine (the index names every row)
         raw = self.engine.get(SESSION_PREFIX + client.encode())
         if raw is None:
             return
-        try:
-            ((_, row),) = Sessions.decode_rows(codec.decode(raw)).items()
-        except Exception as e:  # noqa: BLE001 - any malformed row is damage, reported as such
-            raise CorruptionError(f"the session row of client {client!r} is unreadable: {e}") from e
-        self.sessions.table[client] = row
+        row, last = self._decode_session(client, raw)
+        self.sessions.load(client, row, last)
 
     def answered(self, client: str, seq: int):
         """See :meth:`~.state.Sessions.answered` (the client's row is read from the engine once)."""
@@ -182,15 +251,22 @@ class EngineState:
         """Apply the decided ops of entry ``lsn`` and its position in one atomic engine batch."""
         extra_keys: tuple = (APPLIED_KEY,)
         extra_values: tuple = (codec.encode((lsn, epoch)),)
+        extra_kinds = b"\x00"
         if origin:
             client = origin[0]
             self._load_session(client)
-            self.sessions.remember(lsn, origin)
-            row = codec.encode(Sessions.encode_rows({client: self.sessions.table[client]}))
-            extra_keys = (SESSION_PREFIX + client.encode(), APPLIED_KEY)
-            extra_values = (row, extra_values[0])
+            sessions = self.sessions
+            gone = sessions.remember(lsn, origin)
+            # Expired sessions' rows are deleted in the same batch (kind 1: a delete).
+            keys, values = [SESSION_PREFIX + c.encode() for c in gone], [b""] * len(gone)
+            if client in sessions.table:
+                keys.append(SESSION_PREFIX + client.encode())
+                values.append(codec.encode(Sessions.encode_rows({client: sessions.table[client]}, sessions.active)))
+            extra_keys = (*keys, APPLIED_KEY)
+            extra_values = (*values, extra_values[0])
+            extra_kinds = b"\x01" * len(gone) + bytes(len(keys) - len(gone) + 1)
         if self._columns:
-            kinds = bytes([op[0] for op in ops]) + bytes(len(extra_keys))
+            kinds = bytes([op[0] for op in ops]) + extra_kinds
             self.engine.write_columns(OpColumns(kinds, tuple([op[1] for op in ops]) + extra_keys,
                                                 tuple([op[2] for op in ops]) + extra_values))
         else:
@@ -202,10 +278,15 @@ class EngineState:
                     batch.delete(key)
                 else:
                     batch.delete_range(key, tail)
-            for key, value in zip(extra_keys, extra_values):
-                batch.put(key, value)  # last: a range above cannot delete them
+            for kind, key, value in zip(extra_kinds, extra_keys, extra_values):
+                if kind:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)  # last: a range above cannot delete them
             self.engine.write(batch)
         self.applied, self.applied_epoch = lsn, epoch
+        if self._logless:
+            self._pending.append((self.engine.last_seq, lsn, epoch))
 
     def remember(self, lsn: int, origin: tuple) -> None:
         """An entry the engine applied before a restart, replayed: its session row is in the engine already."""
@@ -213,8 +294,9 @@ class EngineState:
     # --- snapshots and checkpoints ------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The position (data and sessions stay in the engine, durable on their own)."""
-        return codec.encode(("engine", _FORMAT, self.applied, self.applied_epoch))
+        """The durable position (data and sessions stay in the engine; without an engine WAL the
+        entries after this position are replayed from the replica's log after a crash)."""
+        return codec.encode(("engine", _FORMAT, *self._durable_position()))
 
     def restore(self, data: bytes) -> None:
         """Recover from a :meth:`snapshot` (or an :meth:`export`) this replica wrote: the engine holds the
@@ -223,7 +305,7 @@ class EngineState:
         if self.applied < lsn:
             raise CorruptionError(f"the engine at {self.url} has applied lsn {self.applied}, but the replica "
                                   f"recorded lsn {lsn} as applied: the engine lost data")
-        self.sessions = Sessions()  # read again from the engine on first use
+        self.sessions = self._index_sessions()  # answers read again from the engine on first use
 
     @staticmethod
     def _position_of(data: bytes) -> tuple[int, int]:
@@ -282,12 +364,14 @@ class EngineState:
         _remove(self._engine_url(self.generation))
         self.generation = generation
         self.applied, self.applied_epoch = position
-        self.sessions = Sessions()  # the checkpoint's rows are in the new engine
+        self._track_durability()  # a checkpoint's files are durable
+        self.sessions = self._index_sessions()  # the checkpoint's rows are in the new engine
         self.installs += 1
 
     def describe(self) -> dict:
         """Figures for status: the engine, its generation, sessions and installs."""
-        return {"engine": self.kind, "generation": self.generation, "sessions": len(self.sessions),
+        return {"engine": self.kind, "generation": self.generation, "sessions": len(self.sessions.active),
+                "sessions_expired": self.sessions.expired,
                 "installs": self.installs}
 
     def close(self) -> None:

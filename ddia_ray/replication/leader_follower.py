@@ -78,12 +78,13 @@ from .membership import CHANGE_ACTIONS, MembershipChanges
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck)
-from .state import MapState, ReplicaState
+from .state import ClusterClock, MapState, ReplicaState, session_ttl_ms
 
 __all__ = ["LeaderFollowerReplica", "MODES", "build", "open_state"]
 
 MODES = ("sync", "semi-sync", "async")
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+_PIN_LIMIT = 8  # a checkpoint's log tail is kept for at most this many times retain_entries
 _LOST_KEYS_KEPT = 1000  # lost writes listed in status (the count is exact; the list is the newest)
 
 
@@ -169,6 +170,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self.epochs: list[tuple[int, int]] = []  # (epoch, first lsn), ascending: the epoch history
         self.lost_writes = 0
         self.lost: deque = deque(maxlen=_LOST_KEYS_KEPT)  # (epoch, lsn, keys) discarded after an async ack
+        self._lost_index: tuple | None = None  # cache of _lost_at
         self._recover(recovered)
         # A durable state can be ahead of the log (it applied an entry whose log record the crash
         # lost) or at an entry of another history: it then holds a write no log holds, so it may
@@ -196,8 +198,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self._match: dict[str, int] = {}  # leader: follower -> last lsn it acknowledged
         self._next: dict[str, int] = {}  # leader: follower -> next lsn to send
         self._waiting: dict[int, list] = {}  # leader: lsn -> [request ids, results, acks the write asked for]
+        # leader: follower -> [lsn of the checkpoint sent to it, tick sent]; the log keeps the entries after
+        # it until the follower has them (PostgreSQL's replication slot, for one bootstrap).
+        self._pins: dict[str, list[int]] = {}
         self._resyncing = False
         self._resync_asked_at = 0
+        self._clock = ClusterClock(tick_s)  # the leader's stamps for session expiry
         self._caught_up_at = -1  # follower: tick it last knew itself caught up with the leader
         self.last_checkpoint_error = ""
         self._transfer: dict | None = None  # leader: {"target", "rid", "until"} while handing over
@@ -222,6 +228,9 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             elif isinstance(rec, LostWrites):
                 self.lost_writes += rec.count
                 self.lost.extend(tuple(e) for e in rec.entries)
+                if rec.found:  # (the record's negative count has corrected the count already)
+                    found = {tuple(p) for p in rec.found}
+                    self._drop_lost(lambda e, lsn, found=found: (e, lsn) in found, count=False)
             elif isinstance(rec, LogEntries):
                 for e in rec.entries:
                     self._append_entry(e, replaying=True)
@@ -256,6 +265,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         if not self.epochs or epoch > self.epochs[-1][0]:
             self.epochs.append((epoch, lsn))
         self.log.append(e)
+        if self.lost and not replaying and (epoch, lsn) in self._lost_at:
+            self._found_again(lambda ep, n: (ep, n) == (epoch, lsn))
         if lsn > self.state.applied:
             self.state.apply(lsn, ops, origin, epoch)
             if self.observer is not None and not replaying:
@@ -269,20 +280,70 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self._compact()
 
     def _compact(self) -> None:
-        """Keep the newest ``retain_entries`` entries (for lagging followers); the rest become the base."""
-        while len(self.log) > self.retain_entries:
+        """Keep the newest ``retain_entries`` entries (for lagging followers); the rest become the base.
+
+        Only entries the state holds durably may go: an engine without its own WAL keeps its
+        newest writes in memory until it flushes, and a crash replays them from this log. When
+        the durable position lags, the engine is asked to flush and the log waits for it.
+        """
+        durable = self.state.durable_lsn()
+        cut = min(self.last_lsn - self.retain_entries, durable)
+        if self._pins:
+            # A follower installing a checkpoint continues from the log after it: keep that tail, or
+            # under steady writes it would need checkpoint after checkpoint and never catch up.
+            # A pin older than _PIN_LIMIT x retain_entries is dropped (the follower is too slow or gone;
+            # it asks for a newer checkpoint).
+            oldest = self.last_lsn - _PIN_LIMIT * self.retain_entries
+            self._pins = {p: pin for p, pin in self._pins.items() if pin[0] >= oldest}
+            cut = min([cut, *(pin[0] for pin in self._pins.values())])
+        if cut - self.base_lsn < self.retain_entries // 2:  # too little to drop: wait for the flush
+            self.state.request_durable()
+            return
+        while self.log and self.log[0][1] <= cut:
             self.log.popleft()
         kept = tuple(self.log)
-        self.base_lsn = kept[0][1] - 1 if kept else self.state.applied
+        self.base_lsn = cut
         self.base_epoch = self.epoch_at(self.base_lsn)
-        # The base holds the state at ``applied`` (not at base_lsn): recovery applies nothing up to
-        # there again, and the kept entries only serve followers.
+        # The base holds the state at its durable position (at least base_lsn): recovery applies
+        # only the kept entries after it, and the others serve followers.
         self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
                               Base(self.base_lsn, self.base_epoch, tuple(self.epochs), self.state.snapshot()),
                               LogEntries(kept))))
 
     def _lost_record(self) -> LostWrites:
         return LostWrites(self.lost_writes, tuple(self.lost))
+
+    @property
+    def _lost_at(self) -> set:
+        """The positions listed as lost (rebuilt only when the list changed)."""
+        if self._lost_index is None or self._lost_index[0] != (len(self.lost), self.lost_writes):
+            self._lost_index = ((len(self.lost), self.lost_writes), {(e, lsn) for e, lsn, _ in self.lost})
+        return self._lost_index[1]
+
+    def _drop_lost(self, held, count: bool = True) -> list:
+        """Remove the listed lost writes at positions ``held(epoch, lsn)`` says a history holds; their
+        positions. The count drops with them (unless ``count`` is False: a replayed record's did)."""
+        found = [(e, lsn) for e, lsn, _ in self.lost if held(e, lsn)]
+        if found:
+            kept = [x for x in self.lost if (x[0], x[1]) not in set(found)]
+            self.lost.clear()
+            self.lost.extend(kept)
+            self.lost_writes -= len(found) if count else 0
+            self._lost_index = None
+        return found
+
+    def _found_again(self, held) -> None:
+        """Writes reported lost are in this replica's history after all: a follower discarded them
+        when it installed the checkpoint of a leader that lacked them, and a later leader that
+        still held them sent them again. They were not lost; the report is corrected and the
+        correction persisted, so "lost" counts only writes no history holds (the simulation checks
+        that no write reported lost is in the final history)."""
+        found = self._drop_lost(held)
+        if found:
+            self.persist(LostWrites(-len(found), (), tuple(found)))
+            if self.observer is not None:
+                for pos in found:
+                    self.observer(self.node_id, "found", pos)
 
     # --- inputs --------------------------------------------------------------
 
@@ -393,7 +454,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 return
         ops, results = self.state.decide(req.ops)
         lsn = self.last_lsn + 1
-        origin = (req.client, req.seq, req.acked_below, results) if req.client else ()
+        origin = (req.client, req.seq, req.acked_below, results,
+                  self._clock.stamp(self.epoch, self.ticks, self.state.sessions.clock)) if req.client else ()
         entry = (self.epoch, lsn, ops, needed, origin)
         self._append_entry(entry)
         self._persist_entries((entry,))
@@ -450,12 +512,16 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                     and self.epoch_at(ack.last_lsn) == ack.last_epoch:
                 self._next[src] = ack.last_lsn + 1
                 self._replicate()
-            else:
+            elif src not in self._pins or self.ticks - self._pins[src][1] >= 2 * self.lease_ticks:
+                # Not while a checkpoint is on its way: every append the follower refuses meanwhile
+                # would export another (seen: 900 exports for one bootstrap under steady writes).
                 self._send_checkpoint(src)
             return
         if ack.last_lsn > self._match.get(src, 0):
             self._match[src] = ack.last_lsn
         self._next[src] = max(self._next.get(src, 0), ack.last_lsn + 1)
+        if src in self._pins and ack.last_lsn >= self._pins[src][0]:
+            del self._pins[src]  # installed: it follows the log from here
         self._release_waiting()
         if self._transfer is not None:
             self._advance_transfer()
@@ -490,6 +556,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self.counters["checkpoints_sent"] += 1
         self.send(peer, Checkpoint(self.epoch, lsn, self.epoch_at(lsn), tuple(self.epochs), data))
         self._next[peer] = lsn + 1
+        pin = self._pins.get(peer)
+        self._pins[peer] = [min(lsn, pin[0]) if pin else lsn, self.ticks]  # the oldest it may still install
 
     def _on_checkpoint_request(self, src: str, req: CheckpointRequest) -> None:
         if self._leading() and req.epoch <= self.epoch:
@@ -553,6 +621,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         if cp.epoch < self.epoch or self.role == LEADER:
             return
         self._adopt_epoch(cp.epoch, src)
+        if not (self._resyncing or self._needs_checkpoint) and self.base_lsn <= cp.lsn <= self.last_lsn \
+                and self.epoch_at(cp.lsn) == cp.lsn_epoch:
+            # Already past it in the same history (a newer checkpoint, or the log, got here first):
+            # installing it would only move this replica back. Say where it is instead.
+            self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
+            return
         try:
             self.state.install(cp.data)
         except (StorageError, OSError) as e:  # gone or damaged on the way: asked again next watch period
@@ -560,6 +634,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self.last_checkpoint_error = f"install: {e}"
             return
         self._count_lost(cp)
+        theirs = [tuple(p) for p in cp.epochs]
+        self._found_again(lambda e, lsn: lsn <= cp.lsn and _epoch_in(theirs, lsn) == e)
         invariant(self.state.applied == cp.lsn, "a checkpoint's state is at its lsn")
         self._needs_checkpoint = False
         self.log.clear()
@@ -670,6 +746,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self._lease_raw, self._renewal = raw, 0
         self.valid_until = sent + int(self.lease_ticks * (1 - self.drift))
         self._match = {}
+        self._pins = {}
         self._next = {p: self.last_lsn + 1 for p in self.members if p != self.node_id}
         self._resyncing = False
         self.counters["failovers_won"] += 1
@@ -851,26 +928,30 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries}
 
 
-def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | None, sync: bool) -> ReplicaState:
+def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | None, sync: bool,
+               session_ttl_s: float = 0.0) -> ReplicaState:
     """The state a replica's factory opens: a dict (``"map"``), or ``engine`` (``"lsm"``, ``"btree"``)
-    under ``data_url``/``node_id`` with checkpoints under ``data_url``/checkpoints. Opened in the
-    shell's factory, so the core itself does no I/O."""
+    under ``data_url``/``node_id`` with checkpoints under ``data_url``/checkpoints; client sessions
+    idle for ``session_ttl_s`` of cluster time expire (0: never). Opened in the shell's factory, so
+    the core itself does no I/O."""
+    ttl_ms = session_ttl_ms(session_ttl_s)
     if engine == "map":
-        return MapState()
+        return MapState(ttl_ms)
     if not data_url:
         raise ConfigError(f"a replica on the {engine!r} engine needs a data_url (the group's root)")
     from .engine_state import EngineState
 
     base = data_url.rstrip("/")
     return EngineState(f"{base}/{node_id}", engine=engine, options=engine_options,
-                       checkpoints_url=f"{base}/checkpoints", sync=sync)
+                       checkpoints_url=f"{base}/checkpoints", sync=sync, session_ttl_ms=ttl_ms)
 
 
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
-          engine_options: dict | None = None, sync: bool = False, **options) -> LeaderFollowerReplica:
+          engine_options: dict | None = None, sync: bool = False, session_ttl_s: float = 0.0,
+          **options) -> LeaderFollowerReplica:
     """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica (the state as
     :func:`open_state` opens it)."""
-    state = open_state(node_id, engine, data_url, engine_options, sync)
+    state = open_state(node_id, engine, data_url, engine_options, sync, session_ttl_s)
     try:
         return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)
     except BaseException:

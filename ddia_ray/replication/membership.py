@@ -99,6 +99,7 @@ class MembershipChanges:
     default_acks: int
     probe_quorum: int
     _match: dict
+    _pins: dict
     _next: dict
     _change: dict | None
 
@@ -227,6 +228,7 @@ class MembershipChanges:
                 if not adding:
                     self._next.pop(target, None)
                     self._match.pop(target, None)
+                    self._pins.pop(target, None)
                 for rid in ch["rids"]:
                     self.reply(rid, None)
                 self._release_waiting()
@@ -261,6 +263,7 @@ class MembershipChanges:
         if ch["action"] == "add":
             self._next.pop(ch["target"], None)
             self._match.pop(ch["target"], None)
+            self._pins.pop(ch["target"], None)
         for rid in ch["rids"]:
             self.reply(rid, error=error)
         if self.role == "leader":

@@ -54,25 +54,29 @@ from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidAr
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .records import ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
-from .state import MapState, ReplicaState
+from .state import ClusterClock, MapState, ReplicaState
 
 __all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "decode_write"]
 
-_WRITE_FORMAT = 1
+_WRITE_FORMAT = 2  # 2 added the leader's cluster-time stamp (session expiry); 1 is still read
 _REPL = -1  # the "position in batch" of a replicated-store request (RaftMember's bookkeeping slot)
 
 
-def encode_write(req: ReplWrite) -> bytes:
-    """The log entry of a client write batch: ``("repl", format, client, seq, acked_below, ops)``."""
-    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops))
+def encode_write(req: ReplWrite, stamp: int) -> bytes:
+    """The log entry of a client write batch ordered at cluster time ``stamp``:
+    ``("repl", format, client, seq, acked_below, ops, stamp)``."""
+    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops, stamp))
 
 
 def decode_write(data: bytes) -> tuple:
-    """``(client, seq, acked_below, ops)`` of an entry made by :func:`encode_write`."""
+    """``(client, seq, acked_below, ops, stamp)`` of an entry made by :func:`encode_write` (an entry of
+    format 1 has no stamp: -1, unknown)."""
     fields = codec.decode(data)
-    if not (isinstance(fields, tuple) and len(fields) == 6 and fields[0] == "repl" and fields[1] == _WRITE_FORMAT
+    if isinstance(fields, tuple) and len(fields) == 6 and fields[:2] == ("repl", 1):
+        fields = (*fields, -1)
+    if not (isinstance(fields, tuple) and len(fields) == 7 and fields[:2] in (("repl", 1), ("repl", 2))
             and isinstance(fields[2], str) and type(fields[3]) is int and type(fields[4]) is int
-            and isinstance(fields[5], tuple)):
+            and isinstance(fields[5], tuple) and type(fields[6]) is int):
         raise CorruptRecordError("a replicated-store log entry is not a write batch of a known format")
     return fields[2:]
 
@@ -91,7 +95,7 @@ class ReplStateMachine:
         return self.state.get(key)
 
     def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
-                    ops: tuple) -> tuple[int, tuple] | None:
+                    ops: tuple, stamp: int = -1) -> tuple[int, tuple] | None:
         """Apply the write batch at ``index`` once per ``(client, seq)``; returns ``(index it applied at,
         one result per op)``: for a retry, the first application's. None when there is no answer to
         give (applied before a restart, or a retry the client already acknowledged)."""
@@ -107,7 +111,7 @@ class ReplStateMachine:
         if index <= self.state.applied:
             return None  # applied before a restart (the engine said so): nothing to do again
         log_ops, results = self.state.decide(ops)
-        self.state.apply(index, log_ops, (client, seq, acked_below, results) if client else (), term)
+        self.state.apply(index, log_ops, (client, seq, acked_below, results, stamp) if client else (), term)
         self.applied_writes += 1
         return index, results
 
@@ -140,6 +144,7 @@ class RaftReplica(RaftMember):
         self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks)
         self._heard_at = -1  # tick this member last heard from its leader
         self.failed = ""
+        self._clock = ClusterClock(tick_s)  # the leader's stamps for session expiry
         self.state = state if state is not None else MapState()
         self.machine = ReplStateMachine(self.state, node_id)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
@@ -206,7 +211,8 @@ class RaftReplica(RaftMember):
         if req.acks > followers:
             raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
                               f"{self.group!r} has {followers} followers")
-        (index,) = node.propose_many([encode_write(req)])
+        stamp = self._clock.stamp(node.term, self.ticks, self.state.sessions.clock) if req.client else -1
+        (index,) = node.propose_many([encode_write(req, stamp)])
         self._repl_writes[index] = (rid, req.client, req.seq, req.acks)
 
     def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
@@ -273,8 +279,8 @@ class RaftReplica(RaftMember):
         if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
             super()._apply(e)
             return
-        client, seq, acked_below, ops = decode_write(e.data)
-        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops)
+        client, seq, acked_below, ops, stamp = decode_write(e.data)
+        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
         waiting = self._repl_writes.pop(e.index, None)
@@ -337,12 +343,13 @@ class RaftReplica(RaftMember):
 
 
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
-          engine_options: dict | None = None, sync: bool = False, **options) -> RaftReplica:
+          engine_options: dict | None = None, sync: bool = False, session_ttl_s: float = 0.0,
+          **options) -> RaftReplica:
     """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a Raft replica (state as in
     :func:`~.leader_follower.build`)."""
     from .leader_follower import open_state
 
-    state = open_state(node_id, engine, data_url, engine_options, sync)
+    state = open_state(node_id, engine, data_url, engine_options, sync, session_ttl_s)
     try:
         return RaftReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)
     except BaseException:

@@ -7,10 +7,12 @@ origin)``: the epoch (fencing token) of the leader that ordered it, its log
 sequence number, the operations, how many follower acknowledgements the leader
 waited for before answering the client (0: answered on its own persist, as in
 async mode), and the client write it came from, ``(client, seq, acked_below,
-results)`` or ``()``. The origin makes writes exactly-once across retries,
-duplicated messages and failovers: every replica's state remembers the answer
-of each client sequence number not yet acknowledged (Raft thesis 6.3, as
-RaftKV's sessions do), so a new leader recognises a retry too. Operations are
+results, stamp)`` or ``()``; the stamp is the leader's cluster time, from which
+every replica expires idle sessions alike (:class:`~.state.ClusterClock`).
+The origin makes writes exactly-once across retries, duplicated messages and
+failovers: every replica's state remembers the answer of each client sequence
+number not yet acknowledged (Raft thesis 6.3, as RaftKV's sessions do), so a
+new leader recognises a retry too. Operations are
 ``(code, key, tail)`` tuples, the storage node's wire columns
 (:meth:`~ddia_ray.storage.engine.OpColumns.checked_ops`): ``PUT``, ``DELETE``
 or ``DELETE_RANGE`` (tail is the range's end). A client's ``cas`` is decided
@@ -86,10 +88,10 @@ def check_entries(entries: Any) -> tuple:
         if not isinstance(e, tuple) or len(e) != 5:
             raise InvalidArgumentError(f"an entry is (epoch, lsn, ops, acks, origin), got {e!r}")
         origin = e[4]
-        if not (origin == () or (isinstance(origin, tuple) and len(origin) == 4 and isinstance(origin[0], str)
+        if not (origin == () or (isinstance(origin, tuple) and len(origin) == 5 and isinstance(origin[0], str)
                                  and type(origin[1]) is int and type(origin[2]) is int
-                                 and isinstance(origin[3], tuple))):
-            raise InvalidArgumentError(f"an entry's origin is () or (client, seq, acked_below, results), "
+                                 and isinstance(origin[3], tuple) and type(origin[4]) is int)):
+            raise InvalidArgumentError(f"an entry's origin is () or (client, seq, acked_below, results, stamp), "
                                        f"got {origin!r}")
         _int("an entry's epoch", e[0])
         _int("an entry's lsn", e[1], 1)
@@ -101,10 +103,21 @@ def check_entries(entries: Any) -> tuple:
     return entries
 
 
+def _stamp_origins(fields: dict) -> dict:
+    """Version 1 entries' origins carried no cluster-time stamp: -1 (unknown; the applying replica
+    uses its newest stamp, so such a session is not expired early)."""
+    entries = fields.get("entries")
+    if isinstance(entries, tuple):
+        fields = {**fields, "entries": tuple(
+            (*e[:4], (*e[4], -1)) if isinstance(e, tuple) and len(e) == 5 and isinstance(e[4], tuple)
+            and len(e[4]) == 4 else e for e in entries)}
+    return fields
+
+
 # --- messages between replicas ----------------------------------------------------------------
 
 
-@record("repl.append", version=1)
+@record("repl.append", version=2, upgrades={1: _stamp_origins})
 class Append:
     """The leader's replication stream (and heartbeat, when ``entries`` is empty).
 
@@ -190,20 +203,28 @@ class ReplicaMeta:
     incarnation: int
 
 
-@record("repl.entries", version=1)
+@record("repl.entries", version=2, upgrades={1: _stamp_origins})
 class LogEntries:
     """Entries appended to the replica's log."""
 
     entries: tuple
 
 
-@record("repl.lost", version=1)
+def _lost_v1_to_v2(fields: dict) -> dict:
+    """Version 1 had no ``found``: nothing had come back."""
+    return {**fields, "found": ()}
+
+
+@record("repl.lost", version=2, upgrades={1: _lost_v1_to_v2})
 class LostWrites:
     """Writes this replica discarded although they had been acknowledged (async): ``count`` more of
-    them, the newest listed as ``(epoch, lsn, keys)``. Persisted, so a restart keeps the account."""
+    them, the newest listed as ``(epoch, lsn, keys)``. ``found``: positions ``(epoch, lsn)`` it had
+    listed as lost that came back after all (a later leader still held them); the count drops by
+    one for each. Persisted, so a restart keeps the account."""
 
     count: int
     entries: tuple
+    found: tuple = ()
 
 
 @record("repl.base", version=1)

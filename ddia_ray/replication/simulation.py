@@ -29,6 +29,9 @@ the run checks (the members being those of the final leader's list):
 * **session guarantees**: read-your-writes and monotonic reads per client session
   (:func:`ddia_ray.history.check_sessions`);
 * **liveness after healing**: a final write is acknowledged.
+* **exactly once**: no client write appears twice in the final history (every
+  written value is unique), also with ``session_ttl_s`` set, when clients now and
+  then idle for longer than the TTL and the replicas forget their sessions.
 
 Any violation raises :class:`ReplicationViolation`; with
 :func:`~ddia_ray.runtime.run_seeds` a failing seed prints its replay command.
@@ -49,6 +52,7 @@ from .leader_follower import LEADER, LeaderFollowerReplica
 from ..kv.simulation import SimClient, SimReport
 from ..kv.simulation import simulate as simulate_kv
 from .raft_replica import RaftReplica
+from .state import MapState, session_ttl_ms
 from .records import CAS, PUT, ReadResult, ReplAdmin, ReplRead, ReplWrite, Session, WriteAck
 
 __all__ = ["simulate", "simulate_raft", "LFSimReport", "ReplicationViolation"]
@@ -71,6 +75,7 @@ class LFSimReport:
     epochs: int = 0
     faults: list = field(default_factory=list)
     session_reads: int = 0
+    sessions_expired: int = 0  # by the final leader's state (with session_ttl_s)
     changes_made: int = 0  # membership changes that were answered "done"
     members: tuple = ()  # the final leader's member list
 
@@ -109,12 +114,13 @@ class _Client:
     """One client session: one operation at a time, reads in a random mode, no blind write retries."""
 
     def __init__(self, name: str, sim: SimNetwork, rec: HistoryRecorder, replicas: list, keys: list,
-                 rng: random.Random, store: str, timeout_s: float):
+                 rng: random.Random, store: str, timeout_s: float, idle_s: float = 0.0):
         self.name, self.sim, self.rec, self.rng = name, sim, rec, rng
         self.replicas, self.keys = replicas, keys
         self.session = Session(store)
         self.session_no = 0  # a session told that a write it saw was lost starts anew, as the workload's do
         self.timeout_s = timeout_s
+        self.idle_s = idle_s  # > 0: now and then pause this long (longer than the session TTL)
         self.process = 0
         self.target = rng.choice(replicas)
         self.op: tuple | None = None  # (op id, f, request, started_s, tries)
@@ -204,13 +210,21 @@ class _Client:
 
     def _done(self, now_s: float) -> None:
         self.op = self.call = None
-        self.next_at_s = now_s + self.rng.uniform(0, 0.02)
+        idle = self.idle_s and self.rng.random() < 0.03
+        self.next_at_s = now_s + (self.rng.uniform(2 * self.idle_s, 3 * self.idle_s) if idle else
+                                  self.rng.uniform(0, 0.02))
 
 
 def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas: int = 1, clients: int = 3,
              keys: int = 3, duration_s: float = 6.0, faults: bool = True, single_failure: bool = False,
-             membership: bool = False, tick_s: float = 0.01, lease_s: float = 0.5) -> LFSimReport:
-    """One seeded run (see the module docstring); raises :class:`ReplicationViolation` on any violation."""
+             membership: bool = False, tick_s: float = 0.01, lease_s: float = 0.5,
+             session_ttl_s: float = 0.0) -> LFSimReport:
+    """One seeded run (see the module docstring); raises :class:`ReplicationViolation` on any violation.
+
+    ``session_ttl_s`` > 0: the replicas expire client sessions idle that long, and clients now
+    and then idle longer than that (their writes give up, after retries, well within the TTL).
+    """
+    ttl_ms = session_ttl_ms(session_ttl_s)
     rng = random.Random(seed)
     sim = SimNetwork(seed, tick_s=tick_s)
     obs = _Observer()
@@ -225,14 +239,15 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
                    sync_replicas=sync_replicas, lease_s=lease_s, heartbeat_s=0.03, probe_s=0.06)
     def add_replica(name: str, members: tuple) -> None:
         sim.add(name, lambda n, recovered=(), tick_s=tick_s: LeaderFollowerReplica(
-            n, recovered=recovered, tick_s=tick_s, observer=obs, **{**options, "members": members}))
+            n, recovered=recovered, tick_s=tick_s, observer=obs, state=MapState(ttl_ms),
+            **{**options, "members": members}))
 
     for rep in reps:
         add_replica(rep, tuple(reps))
     rec = HistoryRecorder(clock=lambda: sim.now_s)
     names = [f"client{i}" for i in range(clients)]
     cls = [_Client(n, sim, rec, reps, [b"k%d" % j for j in range(keys)], random.Random(rng.getrandbits(32)),
-                   "sim", timeout_s=0.4) for n in names]
+                   "sim", timeout_s=0.4, idle_s=session_ttl_s) for n in names]
     crashed: dict[str, float] = {}
     next_fault_s = rng.uniform(0.5, 1.0)
     changes = _Changes(sim, rng, reps, add_replica, mode, sync_replicas, replicas + 2, report) if membership else None
@@ -270,6 +285,20 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
     _settle(sim, members, leader)
     _check(sim, members, reps, leader, rec, obs, report, mode, single_failure)
     return report
+
+
+def _check_exactly_once(lead: LeaderFollowerReplica, obs: _Observer) -> None:
+    """No written value in two entries of the final history (each client write has its own value)."""
+    where: dict[tuple, int] = {}
+    for (epoch, lsn), ops in obs.applied.items():
+        if lsn > lead.last_lsn or lead.epoch_at(lsn) != epoch:
+            continue  # an entry of a discarded tail
+        for op in ops:
+            if op[0] == PUT:
+                other = where.setdefault((op[1], op[2]), lsn)
+                if other != lsn:
+                    raise ReplicationViolation(f"the write of {op[2]!r} to {op[1]!r} applied twice, at lsn {other} "
+                                               f"and at lsn {lsn}")
 
 
 class _Changes:
@@ -433,6 +462,8 @@ def _check(sim: SimNetwork, members: list, reps: list, leader: str, rec: History
     except ConfigError as e:  # one position given to two writes: the history itself is broken
         raise ReplicationViolation(f"the final history is inconsistent: {e}") from e
     report.session_reads = verdict.reads_checked
+    report.sessions_expired = lead.state.sessions.expired
+    _check_exactly_once(lead, obs)
     if not verdict.ok and mode != "async":
         raise ReplicationViolation(describe_sessions(verdict))
     if not verdict.ok:

@@ -40,6 +40,7 @@ from .client import ReplicatedClient
 from .engine_state import ENGINE_NAMES
 from .leader_follower import MODES
 from .records import ReplAdmin
+from .state import session_ttl_ms
 
 __all__ = ["ReplicatedStore", "PROTOCOLS"]
 
@@ -88,17 +89,19 @@ class ReplicatedStore(Component):
                mode: str | None = None, sync_replicas: int = 1, engine: str = "map", root: str | None = None,
                coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
                sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
-               **replica_options: Any) -> "ReplicatedStore":
+               session_ttl_s: float = 3600.0, **replica_options: Any) -> "ReplicatedStore":
         """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
 
         ``protocol``: ``"leader-follower"`` or ``"raft"`` (every write committed by a majority;
-        ``mode`` does not apply, and ``raft``/``snapshot_entries`` go to the Raft members).
+        ``mode`` does not apply, and ``raft``, ``snapshot_entries`` and ``catch_up_entries`` go to the Raft members).
         ``mode`` (leader-follower, default ``"async"``): ``"sync"`` (a write is acknowledged once every
         follower has it), ``"semi-sync"`` (``sync_replicas`` followers) or ``"async"`` (the leader alone).
         ``engine``: ``"lsm"``, ``"btree"`` (data under ``root``) or ``"map"``.
         ``lease_s``: the leader's lease; a failover
         takes about 1.5 leases. ``sync=True`` fsyncs the replica logs and the engines before a
-        write is acknowledged. ``replica_options`` go to
+        write is acknowledged. ``session_ttl_s``: a client session that has not written for that
+        long (in the log's cluster time) is forgotten by every replica (0: never); a client's
+        ``timeout_s + rpc_timeout_s`` must be shorter. ``replica_options`` go to
         :class:`~.leader_follower.LeaderFollowerReplica` (``drift``, ``retain_entries``, ...);
         ``config`` is the network's :class:`~ddia_ray.runtime.NetworkConfig`.
         """
@@ -121,6 +124,8 @@ class ReplicatedStore(Component):
             raise ConfigError(f"the {engine!r} engine keeps its files under root: pass root= (an fsspec URL)")
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
+        session_ttl_ms(session_ttl_s)  # checked here, so a bad TTL fails before any actor starts
+        replica_options["session_ttl_s"] = session_ttl_s
         name = name or f"repl-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         members = tuple(f"r{i}" for i in range(1, replicas + 1))
         data_url = f"{root.rstrip('/')}/{name}/data" if root else ""
@@ -176,6 +181,11 @@ class ReplicatedStore(Component):
         return self.options["mode"]
 
     @property
+    def session_ttl_s(self) -> float:
+        """How long a client session may be idle before the replicas forget it (0: never)."""
+        return float(self.options.get("session_ttl_s", 0.0))
+
+    @property
     def protocol(self) -> str:
         """``"leader-follower"`` or ``"raft"``."""
         return self.options.get("protocol", "leader-follower")
@@ -217,6 +227,8 @@ class ReplicatedStore(Component):
         failover, counted exactly, with their keys (the newest 1,000 per replica);
         ``uncounted_removals``: async replicas removed with ``force=True`` before they had compared
         their logs with the leader's: what each held alone is not in the count.
+        ``sessions``/``sessions_expired``: client sessions the leader's state keeps, and how many it
+        has forgotten after ``session_ttl_s`` idle.
         """
         statuses = self.status()
         leaders = {n: s for n, s in statuses.items() if s["role"] == "leader"}
@@ -235,6 +247,7 @@ class ReplicatedStore(Component):
                 "lost_writes": sum(s["lost_writes"] for s in statuses.values()),
                 "lost": [{"epoch": e, "lsn": lsn, "keys": list(keys)} for e, lsn, keys in lost],
                 "uncounted_removals": [{"node": n, "epoch": e, "lsn": lsn} for n, e, lsn in uncounted],
+                "sessions": lead.get("sessions"), "sessions_expired": lead.get("sessions_expired"),
                 "nodes": self.group.stats()}
 
     # --- leadership ------------------------------------------------------------------------------

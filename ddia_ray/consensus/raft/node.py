@@ -278,12 +278,13 @@ class RaftNode(_Replication):
         else:
             self._send_append(target)
 
-    def compact(self, data: bytes) -> RaftSnapshot:
+    def compact(self, data: bytes, keep_entries: int = 0) -> RaftSnapshot:
         """Take a snapshot of the state machine at ``applied`` (its encoded state is ``data``) and drop the
-        log up to there; the driver persists the returned snapshot before anything else."""
+        log up to there, less the last ``keep_entries`` entries (for followers that catch up from the
+        log after installing it); the driver persists the returned snapshot before anything else."""
         index = self.log.applied
         snap = RaftSnapshot(SnapshotMeta(index, self.log.known_term(index), self.log.conf_at(index)), bytes(data))
-        self.log.compact(index)
+        self.log.compact(max(self.log.snap_index, index - keep_entries))
         self.snapshot = snap
         return snap
 

@@ -93,6 +93,7 @@ class _Jobs:
     _last_seq: int
     _next_file: int
     _flushed_count: int
+    _flushed_seq: int
     _mem: Memtable
     _imms: list[Memtable]
     _tables: dict[int, SSTable]
@@ -131,6 +132,7 @@ class _Jobs:
                     invariant(bool(self._imms) and self._imms[0] is flushed, "flushes complete in order")
                     self._imms.pop(0)
                     self._flushed_count += 1
+                    self._flushed_seq = max(self._flushed_seq, flushed.sealed_seq)
                     self._log_number = log_number
                 # Deleted by name: the tree knows every object of its WALs (see _delete_paths).
                 doomed_wals = [p for n in sorted(self._wal_files) if n < self._log_number

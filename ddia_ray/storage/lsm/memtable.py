@@ -53,6 +53,7 @@ class Memtable:
     def __init__(self, wal_number: int = 0):
         self.wal_number = wal_number  # first WAL whose records may live here
         self.next_wal = 0  # set when made immutable: the WAL that took over (log_number after the flush)
+        self.sealed_seq = 0  # set when made immutable: the newest seq it (or an older memtable) holds
         self._data: dict[bytes, Any] = {}  # a key's version tuple, or a list of them once it has two
         self._sorted: list[bytes] = []
         self._new: list[bytes] = []

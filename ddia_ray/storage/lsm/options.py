@@ -30,6 +30,7 @@ class LSMOptions:
     compaction: str = "leveled"            # "leveled" | "tiered"
     sync: str = "none"                     # "none" | "batch" | "flush"
     wal_recovery: str = "error"            # "error" | "skip"
+    wal: bool = True                       # False: no WAL (the owner replays its own log; see durable_seq)
     memtable_bytes: int = 64 * _MiB            # RocksDB's write_buffer_size default
     max_immutable_memtables: int = 2
     row_group_rows: int = 4096
@@ -84,7 +85,7 @@ def _check(opts: LSMOptions) -> None:
     for name, choices in _CHOICES.items():
         if getattr(opts, name) not in choices:
             raise ConfigError(f"{name} must be one of {choices}, got {getattr(opts, name)!r}")
-    for name in ("create_if_missing", "error_if_exists", "background"):
+    for name in ("create_if_missing", "error_if_exists", "background", "wal"):
         if not isinstance(getattr(opts, name), bool):
             raise InvalidArgumentError(f"{name} must be a bool")
     for name in _POSITIVE_INTS:

@@ -27,7 +27,7 @@ from ...errors import ConfigError, CorruptionError, NotADatabaseError, StorageEr
 from .manifest import ENGINE_NAME, MANIFEST_RE, ManifestRecord, Version, manifest_name
 from .memtable import Memtable
 from .sstable import sst_name
-from .wal import WalWriter, read_wal, wal_objects
+from .wal import open_wal, read_wal, wal_objects
 
 __all__ = ["recover"]
 
@@ -131,6 +131,7 @@ def recover(tree) -> None:
         mem = Memtable(wal_number)
     tree._mem = mem
     tree._wal_files = {n: wal_objects(d, n, listing) for n in wal_numbers}  # deleted by name once flushed
-    tree._wal = WalWriter(fs, d, wal_number, sync=opts.sync, segment_bytes=opts.wal_segment_bytes)
+    tree._wal = open_wal(fs, d, wal_number, opts)
+    tree._flushed_seq = last_seq  # what recovery found is in SSTables or in WALs kept until flushed
     tree._counters["wal_skipped_records"] += skipped
     tree._counters["wal_replayed_entries"] += len(mem)

@@ -157,6 +157,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         self._bg_error = None
         self._compaction_wanted = True
         self._switch_count = self._flushed_count = 0
+        self._flushed_seq = 0  # newest seq flushed to SSTables (recovery sets it; see durable_seq)
         self._imms = []
         self._calm_key = None  # (version, immutable count, no backpressure?): see _WritePath._calm
         self._threads: list[threading.Thread] = []
@@ -330,10 +331,37 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         """Stop background work and release files; unflushed writes stay in the WAL (replayed on open).
 
         Writes racing ``close()`` either complete (and are replayed by the next open) or raise
-        :class:`DatabaseClosedError`; see "Lock order" in the module docstring for how.
+        :class:`DatabaseClosedError`; see "Lock order" in the module docstring for how. A tree
+        without a WAL (``wal=False``) flushes first, as ``flush=True`` does: its memtable is
+        in memory only (RocksDB flushes at close when the WAL is disabled, for the same reason).
         """
-        if flush and not self._closed:
+        if (flush or not self._opts.wal) and not self._closed:
+            try:
+                self.flush()
+            except BaseException:
+                self._release()  # the files are released even so
+                raise
+        self._release()
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest write."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The newest sequence number a crash of this process keeps: every write with a WAL; without
+        one (``wal=False``), the writes of the memtables flushed to SSTables."""
+        return self._last_seq if self._opts.wal else self._flushed_seq
+
+    def request_flush(self) -> None:
+        """Start flushing the memtable in the background and return (:meth:`flush` waits)."""
+        if self._opts.background:
+            self._commit((), 0, force=True)
+        else:
             self.flush()
+
+    def _release(self) -> None:
         with self._mutex:
             first = not self._closed
             if first:

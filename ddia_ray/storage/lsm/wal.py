@@ -61,7 +61,7 @@ from ...errors import CorruptionError
 from ...framing import HEADER_BYTES, frame, frame_into, read_log
 from .prefault import Prefaulter
 
-__all__ = ["WAL_FORMAT", "MAX_SEQ", "WalWriter", "encode_batch", "read_wal", "wal_name",
+__all__ = ["WAL_FORMAT", "MAX_SEQ", "WalWriter", "NullWal", "open_wal", "encode_batch", "read_wal", "wal_name",
            "wal_objects", "can_append"]
 
 WAL_FORMAT = 1
@@ -264,6 +264,52 @@ class WalWriter:
             self._file.close()
         else:
             self._write_segment()
+
+
+class NullWal:
+    """The WAL of a tree opened with ``wal=False``: every append is dropped (RocksDB's ``disableWAL``).
+
+    The writes live only in the memtable until it is flushed; a crash loses them. For an owner
+    that keeps its own log of record and replays it from the position the tree has made durable
+    (:attr:`~.tree.LSMTree.durable_seq`), as a replicated store's replica does. Same interface
+    as :class:`WalWriter`; ``encode`` returns nothing, so no batch is ever framed.
+    """
+
+    cheap = True  # an append never waits
+    bytes_written = 0
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def encode(self, first_seq: int, ops) -> bytes:
+        """Nothing: the batch is not logged."""
+        return b""
+
+    def append_batch(self, first_seq: int, ops) -> None:
+        """Dropped."""
+
+    def append_one_mapped(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
+        """Dropped."""
+
+    def append(self, data: bytes) -> None:
+        """Dropped."""
+
+    def sync(self) -> None:
+        """Nothing to make durable."""
+
+    def objects(self) -> tuple[str, ...]:
+        """No objects."""
+        return ()
+
+    def close(self, *, sync: bool) -> None:
+        """Nothing to close."""
+
+
+def open_wal(fs, directory: str, number: int, opts) -> "WalWriter | NullWal":
+    """The writer of WAL ``number`` under the tree's options (a :class:`NullWal` with ``wal=False``)."""
+    if not opts.wal:
+        return NullWal(number)
+    return WalWriter(fs, directory, number, sync=opts.sync, segment_bytes=opts.wal_segment_bytes)
 
 
 def wal_objects(directory: str, number: int, listing: list[str]) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import WriteStallError
 from .locks import RANK_LEADER
 from .memtable import Memtable
-from .wal import WalWriter
+from .wal import NullWal, WalWriter, open_wal
 
 if TYPE_CHECKING:
     from .compaction import CompactionPolicy
@@ -90,7 +90,7 @@ class _WritePath:
     _version: Version
     _mem: Memtable
     _imms: list[Memtable]
-    _wal: WalWriter
+    _wal: WalWriter | NullWal
     _wal_files: dict[int, tuple[str, ...]]
     _last_seq: int
     _switch_count: int
@@ -288,9 +288,9 @@ class _WritePath:
         old.close(sync=self._opts.sync == "flush")  # "batch" synced every append
         self._count("wal_bytes", old.bytes_written)
         self._wal_files[old.number] = old.objects()  # deleted by these names once flushed
-        self._wal = WalWriter(self._fs, self._dir, number, sync=self._opts.sync,
-                              segment_bytes=self._opts.wal_segment_bytes)
+        self._wal = open_wal(self._fs, self._dir, number, self._opts)
         self._mem.next_wal = number
+        self._mem.sealed_seq = self._last_seq  # every write up to here is in this memtable or an older one
         self._imms.append(self._mem)
         self._mem = Memtable(number)
         self._switch_count += 1
