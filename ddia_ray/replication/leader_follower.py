@@ -286,8 +286,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         newest writes in memory until it flushes, and a crash replays them from this log. When
         the durable position lags, the engine is asked to flush and the log waits for it.
         """
-        durable = self.state.durable_lsn()
-        cut = min(self.last_lsn - self.retain_entries, durable)
+        target = self.last_lsn - self.retain_entries
         if self._pins:
             # A follower installing a checkpoint continues from the log after it: keep that tail, or
             # under steady writes it would need checkpoint after checkpoint and never catch up.
@@ -295,9 +294,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             # it asks for a newer checkpoint).
             oldest = self.last_lsn - _PIN_LIMIT * self.retain_entries
             self._pins = {p: pin for p, pin in self._pins.items() if pin[0] >= oldest}
-            cut = min([cut, *(pin[0] for pin in self._pins.values())])
-        if cut - self.base_lsn < self.retain_entries // 2:  # too little to drop: wait for the flush
-            self.state.request_durable()
+            target = min([target, *(pin[0] for pin in self._pins.values())])
+        durable = self.state.durable_lsn()
+        cut = min(target, durable)
+        if cut - self.base_lsn < self.retain_entries // 2:  # too little to drop yet
+            if durable < target:
+                self.state.request_durable()  # the engine's memtable holds us back: have it flushed
             return
         while self.log and self.log[0][1] <= cut:
             self.log.popleft()
@@ -622,9 +624,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             return
         self._adopt_epoch(cp.epoch, src)
         if not (self._resyncing or self._needs_checkpoint) and self.base_lsn <= cp.lsn <= self.last_lsn \
-                and self.epoch_at(cp.lsn) == cp.lsn_epoch:
+                and self.epoch_at(cp.lsn) == cp.lsn_epoch \
+                and (cp.lsn == self.last_lsn or self.epoch_at(cp.lsn + 1) >= cp.epoch):
             # Already past it in the same history (a newer checkpoint, or the log, got here first):
-            # installing it would only move this replica back. Say where it is instead.
+            # installing it would only move this replica back. Say where it is instead. (Entries
+            # after it of an older epoch than the checkpoint's are a deposed leader's tail, which
+            # the install must replace: the new leader's history after cp.lsn is its own epoch's.)
             self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
             return
         try:
