@@ -208,3 +208,13 @@ def test_with_an_engine_wal_or_a_btree_every_applied_entry_is_durable(tmp_path):
         st.apply(1, ((PUT, b"k", b"v"),), epoch=1)
         assert st.durable_lsn() == 1
         st.close()
+
+
+def test_the_positions_waiting_for_a_flush_are_dropped_once_flushed_even_if_nobody_asks(tmp_path):
+    st = _open(tmp_path, "p", "lsm")  # (a Raft replica never asks for durable_lsn: apply trims)
+    for lsn in range(1, 5001):
+        st.apply(lsn, ((PUT, b"k", b"%d" % lsn),), epoch=1)
+        if lsn == 3000:
+            st.engine.flush()
+    assert len(st._pending) <= 4096 - 3000 + 1000 and st._durable[0] >= 3000
+    st.close()

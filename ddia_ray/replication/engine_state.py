@@ -287,6 +287,8 @@ class EngineState:
         self.applied, self.applied_epoch = lsn, epoch
         if self._logless:
             self._pending.append((self.engine.last_seq, lsn, epoch))
+            if len(self._pending) > 4096:
+                self._durable_position()  # drop what the engine has flushed (Raft never asks otherwise)
 
     def remember(self, lsn: int, origin: tuple) -> None:
         """An entry the engine applied before a restart, replayed: its session row is in the engine already."""
