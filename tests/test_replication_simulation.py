@@ -57,7 +57,7 @@ def test_invariants_hold_while_replicas_are_added_and_removed(mode, single):
         assert sum(r.epochs > 1 for r in reports) > ran // 2
 
 
-TTL_SEEDS = 50
+TTL_SEEDS = 30
 TTL_CONFIGS = [("sync", True), ("async", False)]
 
 

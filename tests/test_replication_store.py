@@ -196,7 +196,7 @@ def test_whole_group_restart_keeps_every_write(ray_session, tmp_path, protocol):
 def test_far_behind_follower_bootstraps_from_a_checkpoint(ray_session, tmp_path, protocol):
     if protocol == "raft":  # a snapshot (an engine checkpoint) every 20 entries, a tail kept for catching up
         s = ReplicatedStore.launch(replicas=3, protocol="raft", engine="lsm", root=f"file://{tmp_path}",
-                                   snapshot_entries=20, catch_up_entries=1000)
+                                   snapshot_entries=20, catch_up_entries=300)
     else:
         s = ReplicatedStore.launch(replicas=3, mode="async", engine="lsm", root=f"file://{tmp_path}",
                                    retain_entries=50)
@@ -204,8 +204,9 @@ def test_far_behind_follower_bootstraps_from_a_checkpoint(ray_session, tmp_path,
         leader = s.leader()
         lagger = next(m for m in s.members if m != leader)
         s.kill(lagger)
-        n = 30_000 if protocol == "raft" else 3000  # entries of 10: more than the 1,000 (Raft) or 2 x 50 kept
-        with s.client(max_batch=10) as c:
+        n = 6000 if protocol == "raft" else 3000  # entries of 10: more than the 300 (Raft) or 2 x 50 kept
+        # (a deadline counts from submission: thousands queued at once need more than the default 10 s)
+        with s.client(max_batch=10, timeout_s=60) as c:
             futures = [c.put_nowait(b"c%05d" % i, b"v") for i in range(n)]
             [f.result(60) for f in futures]
             # Writes keep coming while the lagger copies the checkpoint and catches up on the tail.
