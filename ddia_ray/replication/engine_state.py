@@ -44,6 +44,7 @@ from __future__ import annotations
 
 
 import collections
+import contextlib
 
 from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
@@ -188,15 +189,10 @@ class EngineState:
         few (sessions expire) and small once their clients have acknowledged their answers."""
         sessions = Sessions(self.session_ttl_ms)
         end = SESSION_PREFIX[:-1] + bytes([SESSION_PREFIX[-1] + 1])
-        it = self.engine.scan(SESSION_PREFIX, end)
-        try:
-            for key, raw in it:
+        with self._scanning(SESSION_PREFIX, end) as rows:
+            for key, raw in rows:
                 client = key[len(SESSION_PREFIX):].decode("utf-8", "replace")
                 sessions.note(client, self._decode_session(client, raw)[1])
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
         sessions.reorder()
         return sessions
 
@@ -226,20 +222,27 @@ class EngineState:
         """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values."""
         keys: list[bytes] = []
         values: list[bytes] = []
-        it = self.engine.scan(start, end)
-        try:
-            for k, v in it:
+        with self._scanning(start, end) as rows:
+            for k, v in rows:
                 if k.startswith(RESERVED_PREFIX):
                     continue
                 keys.append(k)
                 values.append(v)
                 if len(keys) >= limit:
                     break
+        return tuple(keys), tuple(values)
+
+    @contextlib.contextmanager
+    def _scanning(self, start: bytes, end: bytes | None):
+        """The engine's scan of ``[start, end)``, closed on leaving (it releases the files the scan
+        pinned, also when the caller stopped early)."""
+        it = self.engine.scan(start, end)
+        try:
+            yield it
         finally:
             close = getattr(it, "close", None)
             if close is not None:
-                close()  # releases the files the scan pinned, also when it stopped early
-        return tuple(keys), tuple(values)
+                close()
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
         """See :func:`~.state.decide`."""
