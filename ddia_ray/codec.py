@@ -85,7 +85,7 @@ import msgpack
 from .errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
 
 __all__ = ["record", "encode", "decode", "registered", "register_module", "FORMAT_1", "RecordType",
-           "RECORD_DEPTH_MAX", "FIELD_DEPTH_MAX", "check_value"]
+           "RECORD_DEPTH_MAX", "FIELD_DEPTH_MAX", "check_value", "prechecked"]
 
 FORMAT_1 = 1
 _VERSION_KEY = "\x00writer_version"
@@ -288,6 +288,26 @@ def _check_nesting(values, tag: str, error: type[CodecError]) -> None:
             if not _LEAVES.issuperset(map(type, c)):
                 inner += [v for v in c if type(v) not in _LEAVES and isinstance(v, _CONTAINERS)]
         level = inner
+
+
+def prechecked(cls: type[T], *values: Any) -> T:
+    """A ``cls`` record of ``values`` (every field, in declaration order), built without running
+    its ``__post_init__``.
+
+    For a hot path that wraps parts this process has checked already in a new record: a replica
+    forwarding log entries it accepted (each arrived in a checked message) would otherwise walk
+    every operation again per message. Anything not checked before goes through ``cls(...)``.
+    """
+    rt = _BY_CLASS.get(cls)
+    if rt is None:
+        raise CodecError(f"{cls!r} is not a registered record class")
+    if len(values) != len(rt.field_names):
+        raise CodecError(f"{rt.tag!r} has {len(rt.field_names)} fields, got {len(values)} values")
+    obj = object.__new__(cls)
+    for name, value in zip(rt.field_names, values):
+        object.__setattr__(obj, name, value)
+    object.__setattr__(obj, "_unknown", None)
+    return obj
 
 
 def check_value(value: Any, what: str = "value") -> None:

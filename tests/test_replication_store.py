@@ -332,6 +332,10 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
                 c.put(b"\x00ddia\x00applied", b"x")
             with pytest.raises(InvalidArgumentError):
                 c.put(b"k", "not bytes")
+            with pytest.raises(InvalidArgumentError, match="reserved"):  # in a batch of otherwise good puts
+                c.write(WriteBatch().put(b"a", b"1").put(b"\x00ddia\x00applied", b"x").put(b"b", b"2"))
+            with pytest.raises(InvalidArgumentError, match="writes nothing"):
+                c.write(WriteBatch())
             with pytest.raises(ConfigError):
                 c.put(b"k", b"v", acks=2)  # only one follower
             with pytest.raises(ConfigError):

@@ -52,7 +52,7 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
                       WriteOutcomeUnknownError)
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
-from ..storage.engine import WriteBatch
+from ..storage.engine import WriteBatch, check_batch
 from .records import (CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult, Session,
                       WriteAck, check_ops)
 
@@ -232,8 +232,14 @@ class ReplicatedClient(LoopClient):
     def write_nowait(self, batch, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`write`; the future holds the tuple of results."""
         if isinstance(batch, WriteBatch):
-            items = [(op.kind, op.key, op.end if op.kind == "delete_range" else op.value) for op in batch.ops]
-        elif isinstance(batch, (list, tuple)):
+            # Op records checked their fields when built; _submit_write's check_ops keeps out bytes
+            # subclasses and reserved keys, as for the tuples below.
+            checked = tuple([(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
+                             for op in check_batch(batch)])
+            if not checked:
+                raise InvalidArgumentError("an empty batch writes nothing")
+            return self._submit_write(checked, acks, single=False)
+        if isinstance(batch, (list, tuple)):
             items = list(batch)
         else:
             raise InvalidArgumentError(f"write() takes a WriteBatch or (kind, key, value) tuples, "

@@ -275,7 +275,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self.state.remember(lsn, origin)
 
     def _persist_entries(self, entries: tuple) -> None:
-        self.persist(LogEntries(entries))
+        # Every entry was checked on its way in (a client's write, or a leader's Append): not again.
+        self.persist(codec.prechecked(LogEntries, entries))
         if len(self.log) > 2 * self.retain_entries:
             self._compact()
 
@@ -310,7 +311,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         # only the kept entries after it, and the others serve followers.
         self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
                               Base(self.base_lsn, self.base_epoch, tuple(self.epochs), self.state.snapshot()),
-                              LogEntries(kept))))
+                              codec.prechecked(LogEntries, kept))))
 
     def _lost_record(self) -> LostWrites:
         return LostWrites(self.lost_writes, tuple(self.lost))
@@ -496,7 +497,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             prev = nxt - 1
             start = prev - self.base_lsn
             entries = tuple(self.log[i] for i in range(start, min(len(self.log), start + self.max_append_entries)))
-            self.send(peer, Append(self.epoch, prev, self.epoch_at(prev), entries, last))
+            self.send(peer, codec.prechecked(Append, self.epoch, prev, self.epoch_at(prev), entries, last))
             self.counters["appends_sent"] += 1
             if entries:
                 self._next[peer] = entries[-1][1] + 1

@@ -113,11 +113,16 @@ def _codec_values() -> list:
     from ddia_ray.clocks import HLCTimestamp, LamportTimestamp, VectorClock
     from ddia_ray.consensus.raft.messages import (CONF_CHANGE, NOOP, ConfChange, ConfState, Entry, HardState,
                                                   LogAppend, Message, RaftSnapshot, SnapshotMeta)
+    from ddia_ray.replication.records import Append, LogEntries, ReplWrite
     from ddia_ray.storage.engine import Op, OpColumns
 
     entries = (Entry(3, 7, data=b"set x 1"), Entry(3, 8, kind=NOOP),
                Entry(3, 9, kind=CONF_CHANGE, data=ConfChange("add_voter", "n4")),
                Entry(4, 10, data={"op": "put", "key": b"k", "vals": (1, -2, 3.5, None, True)}))
+    # The replication stream's records check their own fields (codec fields_checked): mutations of
+    # them must still decode or fail as CorruptRecordError, never leak another exception.
+    repl = ((2, 5, ((0, b"k1", b"v1"), (1, b"k2", b""), (2, b"a", b"m")), 1, ("c1", 3, 2, (None, None, True), 77)),
+            (2, 6, ((0, b"k3", b"v3"),), 0, ()))
     snap = RaftSnapshot(SnapshotMeta(9, 3, ConfState(("n1", "n2", "n3"), ("n4",))), b"\x00state" * 8)
     return [
         Message("app", "n1", "n2", 4, log_term=3, index=6, entries=entries, commit=6),
@@ -128,6 +133,8 @@ def _codec_values() -> list:
         VectorClock({"n1": 3, "n2": 1, "n3": 7}),
         Op("put", b"key", b"value"), Op("delete_range", b"a", end=b"m"),
         OpColumns(bytes([0, 1, 2]), (b"a", b"b", b"c"), (b"1", b"", b"z")),
+        Append(2, 4, 2, repl, 6), LogEntries(repl),
+        ReplWrite(((0, b"k", b"v"), (3, b"c", None, b"old")), acks=1, client="s1", seq=4),
         {"nested": [1, [2, [3, [4, {"deep": b"bytes"}]]]], "s": "uni\u00e7ode", "f": -0.5, "big": 2 ** 63,
          "neg": -(2 ** 63), "t": (True, False, None)},
         [entries[0], {"clock": VectorClock({"a": 1})}, [LamportTimestamp(1, "b")] * 3],
