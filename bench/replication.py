@@ -4,9 +4,9 @@ Measured for every system, with 16-byte keys and 100-byte values:
 
 * **throughput**: ``--ops`` writes from one client with up to ``--in-flight`` outstanding;
 * **latency**: ``--blocking-ops`` blocking writes one after the other, p50 and p99;
-* **batched throughput** (the replicated stores): the same number of writes as ``write_nowait``
+* **batched throughput** (the replicated stores): ``--batched-ops`` writes as ``write_nowait``
   of :class:`~ddia_ray.storage.WriteBatch` es of ``--batch`` puts, 4 batches in flight: the user's
-  batches, as Redis's pipelines of 1,000 ``SET`` s are.
+  batches, as Redis's pipelines of 1,000 ``SET`` s are (Redis's pipelined runs send the same count).
 
 Our side: one unreplicated storage node (the LSM behind one actor: the cost of replication is
 the difference to it), the leader-follower store in ``async``, ``semi-sync`` (1 of 2 followers)
@@ -26,7 +26,7 @@ leader-follower ratios are printed for single writes with futures in flight (the
 them) and for the user's own batches.
 
 Run: ``python bench/replication.py [--ops N] [--in-flight N] [--blocking-ops N] [--batch N]
-[--only ours|peers]``.
+[--batched-ops N] [--only ours|peers]``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _batched(client, *, ops: int, batch: int, in_flight: int = 4) -> float:
     return ops / (time.perf_counter() - t0)
 
 
-def bench_store(workdir: str, mode: str, *, batch: int = 1000, **kw) -> dict:
+def bench_store(workdir: str, mode: str, *, batch: int = 1000, batched_ops: int = 400_000, **kw) -> dict:
     """Three replicas on the LSM: leader-follower in ``mode``, or the Raft protocol (``mode="raft"``)."""
     from ddia_ray.replication import ReplicatedStore
 
@@ -106,7 +106,7 @@ def bench_store(workdir: str, mode: str, *, batch: int = 1000, **kw) -> dict:
         store.leader()
         with store.client(max_batch=1000, max_in_flight=4) as c:
             out = _drive(c, **kw)
-            out["batched_ops_per_s"] = _batched(c, ops=kw["ops"], batch=batch)
+            out["batched_ops_per_s"] = _batched(c, ops=batched_ops, batch=batch)
         st = store.stats()
         out["max_lag_entries"] = max((v["entries"] or 0 for v in st["lag"].values()), default=0)
         return out
@@ -127,7 +127,7 @@ def bench_raftkv(workdir: str, **kw) -> dict:
         kv.shutdown(destroy_data=True)
 
 
-def bench_peers(*, ops: int, in_flight: int, blocking_ops: int) -> dict:
+def bench_peers(*, ops: int, in_flight: int, blocking_ops: int, pipelined_ops: int = 400_000) -> dict:
     """etcd (fsync and no fsync) and Redis (pipelined, with and without WAIT 1)."""
     import replication_peers as peers
 
@@ -148,7 +148,7 @@ def bench_peers(*, ops: int, in_flight: int, blocking_ops: int) -> dict:
     else:
         with peers.RedisPair() as redis:
             for wait in (False, True):
-                t = redis.pipelined_set(ops=ops, pipeline=1000, wait=wait)
+                t = redis.pipelined_set(ops=pipelined_ops, pipeline=1000, wait=wait)
                 lat = redis.blocking_latency(ops=blocking_ops, wait=wait)
                 out[f"redis {'SET + WAIT 1' if wait else 'SET'}"] = {"ops_per_s": t["ops_per_s"],
                                                                       "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]}
@@ -168,13 +168,16 @@ def main(argv=None) -> int:
     parser.add_argument("--in-flight", type=int, default=4000)
     parser.add_argument("--blocking-ops", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=1000, help="puts per WriteBatch in the batched runs")
+    parser.add_argument("--batched-ops", type=int, default=400_000,
+                        help="writes of the batched runs and of Redis's pipelines (a few seconds each: a run "
+                             "of under a second was decided by whether one flush or failover fell into it)")
     parser.add_argument("--only", choices=("ours", "peers"), default=None)
     args = parser.parse_args(argv)
     kw = {"ops": args.ops, "in_flight": args.in_flight, "blocking_ops": args.blocking_ops}
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}")
     print(f"workload: {args.ops} writes, {args.in_flight} in flight; {args.blocking_ops} blocking writes; "
-          f"16-byte keys, 100-byte values")
+          f"16-byte keys, 100-byte values; {args.batched_ops} writes in batches and in Redis's pipelines")
     results: dict = {}
     workdir = tempfile.mkdtemp(prefix="bench-repl-")
     try:
@@ -184,11 +187,13 @@ def main(argv=None) -> int:
             ensure_ray()
             results["storage node (1 replica)"] = bench_node(workdir, **kw)
             for mode in ("async", "semi-sync", "sync"):
-                results[f"leader-follower {mode}"] = bench_store(workdir, mode, batch=args.batch, **kw)
-            results["raft (store, LSM)"] = bench_store(workdir, "raft", batch=args.batch, **kw)
+                results[f"leader-follower {mode}"] = bench_store(workdir, mode, batch=args.batch,
+                                                                 batched_ops=args.batched_ops, **kw)
+            results["raft (store, LSM)"] = bench_store(workdir, "raft", batch=args.batch,
+                                                       batched_ops=args.batched_ops, **kw)
             results["RaftKV (dict)"] = bench_raftkv(workdir, **kw)
         if args.only != "ours":
-            results.update(bench_peers(**kw))
+            results.update(bench_peers(pipelined_ops=args.batched_ops, **kw))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{'system':32} {'writes/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'batched writes/s':>17}")

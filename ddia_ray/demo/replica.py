@@ -87,8 +87,12 @@ class ReplicaCore(BaseCore):
     """A stateless-service replica with a durable served-request counter."""
 
     def __init__(self, node_id: str, *, recovered: tuple = (), tick_s: float = 0.01,
-                 peers: tuple = (), heartbeat_every_ticks: int = 5):
+                 peers: tuple = (), heartbeat_every_ticks: int = 5, clock_ticks: bool = False):
         super().__init__(node_id, tick_s=tick_s)
+        if not isinstance(clock_ticks, bool):
+            raise InvalidArgumentError("clock_ticks is a bool")
+        # True: ticked by the clock, as a lease holder is (long Work blocks the loop; see runtime.ticks).
+        self.clock_ticks = clock_ticks
         self.peers = tuple(p for p in peers if p != node_id)
         self.heartbeat_every_ticks = positive("heartbeat_every_ticks", integer("heartbeat_every_ticks",
                                                                                heartbeat_every_ticks))

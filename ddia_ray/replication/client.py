@@ -386,7 +386,9 @@ class ReplicatedClient(LoopClient):
             self._unacked.add(seq)
             acked_below = min(self._unacked)
             epoch, lsn = self._session.position()
-        return _Batch(ReplWrite(tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn), units)
+        # Each unit's ops were checked when submitted (_submit_write), the rest is this client's own.
+        return _Batch(codec.prechecked(ReplWrite, tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn),
+                      units)
 
     def _take_reads(self) -> tuple[Any, list]:
         units: list[_Unit] = []

@@ -153,6 +153,10 @@ class BaseCore:
     (ticks times ``tick_s``), never from a clock.
     """
 
+    #: Whether the shell must keep this core's tick count in step with the clock, delivering the
+    #: ticks its timer woke too late for (a lease holder; see :mod:`ddia_ray.runtime.ticks`).
+    clock_ticks = False
+
     def __init__(self, node_id: str, *, tick_s: float = 0.01):
         if not isinstance(node_id, str) or not node_id:
             raise InvalidArgumentError("node_id must be a non-empty str")

@@ -15,7 +15,8 @@ hosts one of two things, and treats both the same way at its boundary:
 
 For a core, the shell loops:
 
-* a timer calls ``core.tick()`` every ``tick_s``;
+* a timer calls ``core.tick()`` every ``tick_s`` (a core with ``clock_ticks`` set, a lease
+  holder, also gets every tick the timer woke too late for: see :mod:`.ticks`);
 * :meth:`deliver` receives a *batch* of encoded envelopes from a peer shell
   (one actor call per destination per round, never one per message);
 * :meth:`request` / :meth:`request_batch` receive client requests and
@@ -63,6 +64,7 @@ from .durable import DurableLog
 from .faults import FaultModel, NetworkConfig
 from .links import LinkServer, Links, endpoint_record
 from .metrics import ShellMetrics
+from .ticks import TickPacer
 from .service import ServiceSpec
 
 __all__ = ["NodeShell", "actor_name", "LOST_HOLD_S"]
@@ -175,10 +177,24 @@ class NodeShell:
         return {**await self.status(), "error": None}
 
     async def _tick_loop(self) -> None:
+        if getattr(self.core, "clock_ticks", False):
+            return await self._paced_tick_loop()
         while True:
             await asyncio.sleep(self.tick_s)
             await self._running.wait()
             self.core.tick()
+            self._process()
+
+    async def _paced_tick_loop(self) -> None:
+        """Tick a core whose tick count must follow the clock (a lease holder; see :mod:`.ticks`):
+        every tick missed while the loop was late, or the node paused, is delivered on waking."""
+        loop = asyncio.get_running_loop()
+        pacer = TickPacer(self.tick_s, loop.time())
+        while True:
+            await asyncio.sleep(pacer.delay(loop.time()))
+            await self._running.wait()
+            for _ in range(pacer.due(loop.time())):
+                self.core.tick()
             self._process()
 
     async def stop(self) -> None:

@@ -107,6 +107,7 @@ class Op:
 
 _KIND_CODES = {"put": 0, "delete": 1, "delete_range": 2}
 _new_object, _set_slot = object.__new__, object.__setattr__
+_ONLY_BYTES = frozenset({bytes})  # exact bytes: a subclass would be sent as plain bytes, unnoticed
 
 
 def _put_op(key: bytes, value: bytes) -> Op:
@@ -145,7 +146,7 @@ class OpColumns:
                                        f"{len(self.keys)} keys, {len(self.tails)} tails")
         if self.kinds and max(self.kinds) > 2:
             raise InvalidArgumentError(f"unknown batch operation code {max(self.kinds)}")
-        if not all(type(k) is bytes for k in self.keys) or not all(type(t) is bytes for t in self.tails):
+        if not _ONLY_BYTES.issuperset(map(type, self.keys)) or not _ONLY_BYTES.issuperset(map(type, self.tails)):
             raise InvalidArgumentError("batch operation keys and values must be bytes")
 
     @classmethod
