@@ -195,6 +195,7 @@ _MODULES: dict[str, str] = {
     "resilience": "ddia_ray.resilience",
     "runtime": "ddia_ray.runtime",
     "storage": "ddia_ray.storage",
+    "partitioning": "ddia_ray.partitioning",
     "raft": "ddia_ray.consensus.raft",
     "kv": "ddia_ray.kv",
     "history": "ddia_ray.history",

@@ -15,6 +15,10 @@ from typing import Any
 
 __all__ = [
     "DdiaRayError",
+    "PartitionError",
+    "MapVersionError",
+    "StaleMapError",
+    "WrongPartitionError",
     "ConfigError",
     "InvalidArgumentError",
     "CodecError",
@@ -358,6 +362,48 @@ class StalenessBoundError(ReplicationError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.lag_s, self.bound_s))
+
+
+class PartitionError(DdiaRayError):
+    """A partitioned store could not route or serve a request as asked; the subclass says why."""
+
+
+class MapVersionError(PartitionError):
+    """A request and the side serving it disagree on the partition map's version.
+
+    ``version`` is the request's, ``current`` the server's. This class itself means the request's
+    map is *newer* than the server's: the server has not learned the change yet (it refreshes), or
+    the version was never this store's. :class:`StaleMapError` is the usual, older case.
+    """
+
+    def __init__(self, message: str, version: int = 0, current: int = 0):
+        self.version = version
+        self.current = current
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.version, self.current))
+
+
+class StaleMapError(MapVersionError):
+    """The request was routed with a partition map older than the target partition's last change
+    (a split, merge or move): refresh the map (``current`` is the newest version) and retry.
+    Partition-aware clients do this by themselves (DDIA 6.4, "Request Routing")."""
+
+
+class WrongPartitionError(PartitionError, ValueError):
+    """A key was sent to a partition that does not own it, or a partition id the map does not have.
+
+    ``partition`` and ``version`` name the partition and the map version that refused it.
+    """
+
+    def __init__(self, message: str, partition: int = -1, version: int = 0):
+        self.partition = partition
+        self.version = version
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.partition, self.version))
 
 
 class SessionError(ReplicationError, ValueError):
