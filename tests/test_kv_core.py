@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from ddia_ray import codec
-from ddia_ray.errors import CorruptRecordError, InvalidArgumentError, UnknownVersionError
+from ddia_ray.errors import ConfigError, CorruptRecordError, InvalidArgumentError, UnknownVersionError
 from ddia_ray.kv import KVBatch, RaftMember
 from ddia_ray.kv.commands import COMMAND_FORMAT, decode_command, encode_command
 from ddia_ray.kv.state_machine import STALE, KVStateMachine
@@ -48,7 +48,7 @@ def test_sessions_apply_each_write_once_and_forget_acknowledged_results():
     assert sm.duplicates == 1 and sm.applied_writes == 2
     later = decode_command(encode_command("c", 3, ("put", b"k", 3, b"c", None)))
     sm.apply(later)  # the client has its answers below seq 3
-    assert sm.sessions["c"][0] == 3 and 2 not in sm.sessions["c"][1]
+    assert sm.sessions.table["c"][0] == 3 and 2 not in sm.sessions.table["c"][1]
     assert sm.apply(cas) == STALE and sm.read(b"k") == b"c"  # a very late retry changes nothing
 
 
@@ -57,7 +57,8 @@ def test_snapshots_round_trip_and_garbage_is_refused():
     sm.apply(decode_command(encode_command("c", 1, ("put", b"k", 1, b"v", None))))
     other = KVStateMachine()
     other.restore(sm.snapshot())
-    assert other.data == sm.data and other.sessions == sm.sessions
+    assert other.data == sm.data and other.sessions.table == sm.sessions.table
+    assert other.sessions.active == sm.sessions.active
     with pytest.raises(CorruptRecordError):
         other.restore(codec.encode((99, (), ())))
 
@@ -93,3 +94,63 @@ def test_values_must_be_bytes():
         with pytest.raises(InvalidArgumentError, match="values are bytes"):
             check_op(op)
     assert check_op(("cas", b"k", 1, None, b"old")) == ("cas", b"k", 1, None, b"old")
+
+
+def _write(client: str, seq: int, stamp: int, acked_below: int = 0, kind: str = "put", value: bytes = b"v",
+           expected=None):
+    return decode_command(encode_command(client, acked_below, (kind, b"k-" + client.encode(), seq, value, expected),
+                                         stamp))
+
+
+def test_commands_of_format_2_carry_no_stamp_and_a_bad_stamp_is_refused():
+    old = codec.encode((2, "c1", 7, 3, "put", b"k", b"1", None))
+    assert decode_command(old).stamp == -1
+    assert decode_command(encode_command("c1", 3, ("put", b"k", 7, b"1", None), 1234)).stamp == 1234
+    with pytest.raises(CorruptRecordError, match="stamp"):
+        decode_command(codec.encode((COMMAND_FORMAT, "c1", 7, 3, "put", b"k", b"1", None, "soon")))
+    with pytest.raises(UnknownVersionError):
+        decode_command(codec.encode((COMMAND_FORMAT, "c1", 7, 3, "put", b"k", b"1", None)))  # its stamp missing
+
+
+def test_idle_sessions_expire_at_the_same_command_on_every_member():
+    members = [KVStateMachine(session_ttl_ms=1000) for _ in range(2)]
+    log = [_write("a", 1, 0), _write("b", 1, 500), _write("a", 2, 900, kind="cas", value=b"w", expected=b"v"),
+           _write("c", 1, 2000), _write("b", 2, 2400)]
+    for sm in members:
+        seen = []
+        for i, cmd in enumerate(log, 1):
+            sm.apply(cmd, i)
+            seen.append(sorted(sm.sessions.table))
+        # At 2000 "a" (last write 900) and "b" (500) are idle for over 1000 ms; "b" writes again at 2400.
+        assert seen == [["a"], ["a", "b"], ["a", "b"], ["c"], ["b", "c"]]
+        assert sm.figures()["sessions_expired"] == 2 and sm.figures()["sessions"] == 2
+    assert members[0].snapshot() == members[1].snapshot()
+    # Within the TTL a retry finds its answer: the cas is not applied a second time.
+    sm = KVStateMachine(session_ttl_ms=1000)
+    first = _write("a", 1, 0, kind="cas", value=b"x", expected=None)
+    assert sm.apply(first, 1) is True and sm.apply(first, 2) is True and sm.duplicates == 1
+    assert sm.apply(_write("a", 1, 500, kind="cas", value=b"y", expected=None), 3) is True  # a retry, answered
+    assert sm.read(b"k-a") == b"x"
+
+
+def test_sessions_never_expire_without_a_ttl_and_old_snapshots_are_read():
+    sm = KVStateMachine()
+    sm.apply(_write("a", 1, 0), 1)
+    sm.apply(_write("b", 1, 10 ** 9), 2)
+    assert sorted(sm.sessions.table) == ["a", "b"]
+    old = codec.encode((2, ((b"k", b"v"),), (("a", 2, ((2, True), (3, None))),)))
+    restored = KVStateMachine(session_ttl_ms=1000)
+    restored.restore(old)
+    assert restored.data == {b"k": b"v"} and restored.sessions.answered("a", 2) == (0, True)
+    assert restored.sessions.answered("a", 1) == STALE
+    with pytest.raises(CorruptRecordError):
+        restored.restore(codec.encode((2, (), (("a", 2, ((2,),)),))))
+
+
+def test_a_client_whose_retries_could_outlive_its_session_is_refused():
+    import types
+
+    from ddia_ray.kv.client import RaftKVClient
+
+    with pytest.raises(ConfigError, match="session_ttl_s"):
+        RaftKVClient(types.SimpleNamespace(options={"session_ttl_s": 5.0}), timeout_s=5.0)

@@ -212,3 +212,29 @@ def test_a_whole_raft_config_reaches_every_member(ray_session):
             assert c.get("k") == b"1"
     finally:
         kv.shutdown()
+
+
+def test_idle_sessions_expire_on_every_member_and_may_write_again(ray_session, tmp_path):
+    kv = RaftKV.launch(3, root=f"file://{tmp_path}", session_ttl_s=1.5)
+    try:
+        kv.leader()
+        with pytest.raises(ConfigError, match="session_ttl_s"):
+            kv.client(timeout_s=1.5)  # a retry could outlive its session
+        idle = kv.client(timeout_s=1.0, rpc_timeout_s=0.4)
+        busy = kv.client(timeout_s=1.0, rpc_timeout_s=0.4)
+        idle.put(b"idle", b"1")
+        n = iter(range(10 ** 6))
+
+        def expired_everywhere():
+            busy.put(b"busy", b"%d" % next(n))  # expiry happens as stamped writes apply
+            st = kv.status()
+            return len(st) == 3 and all(m["sessions_expired"] >= 1 and m["sessions"] == 1 for m in st.values())
+
+        wait_for(expired_everywhere, timeout_s=30, what="the idle session expiring on every member")
+        idle.put(b"idle", b"2")  # a forgotten session writes again: a new row, applied once
+        assert idle.get(b"idle") == b"2"
+        wait_for(lambda: all(m["sessions"] == 2 for m in kv.status().values()), what="the session back everywhere")
+        idle.close()
+        busy.close()
+    finally:
+        kv.shutdown(destroy_data=True)

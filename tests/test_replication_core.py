@@ -142,7 +142,7 @@ def test_a_ttl_of_zero_never_expires_and_bad_ttls_are_refused():
     st.apply(1, ((PUT, b"a", b"1"),), _origin("c", 1, 0))
     st.apply(2, ((PUT, b"a", b"2"),), _origin("d", 1, 10 ** 12))
     assert st.answered("c", 1) == (1, (None,))
-    from ddia_ray.replication.state import Sessions, session_ttl_ms
+    from ddia_ray.consensus.sessions import Sessions, session_ttl_ms
     for bad in (-1, "60", True, float("nan")):
         with pytest.raises(ConfigError, match="session_ttl_s"):
             session_ttl_ms(bad)
@@ -159,7 +159,7 @@ def test_snapshots_of_the_first_session_format_still_restore():
 
 
 def test_the_cluster_clock_never_runs_ahead_of_the_ticks_of_one_leadership():
-    from ddia_ray.replication.state import ClusterClock
+    from ddia_ray.consensus.sessions import ClusterClock
     clock = ClusterClock(tick_s=0.01)
     assert clock.stamp(term=1, ticks=100, applied_clock=0) == 0
     assert clock.stamp(1, 150, 0) == 500  # 50 ticks of 10 ms since this leadership began

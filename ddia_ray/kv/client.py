@@ -57,6 +57,11 @@ class RaftKVClient(LoopClient):
         self.rpc_timeout_s = positive("rpc_timeout_s", rpc_timeout_s)
         if max_batch < 1 or max_in_flight_batches < 1:
             raise ConfigError("max_batch and max_in_flight_batches must be >= 1")
+        ttl_s = getattr(cluster, "options", {}).get("session_ttl_s", 0)
+        if ttl_s and self.timeout_s + self.rpc_timeout_s >= ttl_s:
+            # A retry sent after the members forgot the session would apply a second time.
+            raise ConfigError(f"timeout_s + rpc_timeout_s ({self.timeout_s + self.rpc_timeout_s}s) must be shorter "
+                              f"than the cluster's session_ttl_s ({ttl_s}s)")
         self.max_batch, self.max_in_flight = max_batch, max_in_flight_batches
         self.session = name or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count(1)

@@ -23,6 +23,7 @@ import itertools
 import time
 
 from ..consensus.raft import RaftConfig
+from ..consensus.sessions import session_ttl_ms
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
                       NotLeaderError, ProposalDroppedError, UnknownNodeError)
 from ..runtime import CoreSpec, NodeGroup
@@ -62,7 +63,7 @@ class RaftKV(Component):
     def launch(cls, members: int = 3, *, root: str | None = None, name: str | None = None, tick_s: float = 0.01,
                seed: int = 0, election_ticks: int = 10, heartbeat_ticks: int = 2, snapshot_entries: int = 10_000,
                config=None, sync: bool = False, raft: RaftConfig | None = None,
-               detached: bool = False) -> "RaftKV":
+               detached: bool = False, session_ttl_s: float = 3600.0) -> "RaftKV":
         """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only).
 
         ``sync=True`` fsyncs every record before anything that depends on it is sent, so committed
@@ -72,7 +73,11 @@ class RaftKV(Component):
         pipelining limits); when given, its election and heartbeat ticks are the ones used.
         ``config`` is the fault-injecting network's :class:`~ddia_ray.runtime.NetworkConfig`.
         ``detached=True`` keeps the members running after this driver exits (:meth:`connect`).
+        ``session_ttl_s``: a client session that has not written for this long (cluster time) is
+        forgotten by every member at the same log entry (0: never), so short-lived clients do not
+        pile up; a client's ``timeout_s`` must be shorter, or a late retry could apply twice.
         """
+        session_ttl_ms(session_ttl_s)  # refused here, not in every member
         if type(members) is not int or members < 1:
             raise ConfigError("a RaftKV cluster needs at least one member")
         if raft is None:
@@ -81,7 +86,7 @@ class RaftKV(Component):
             raise InvalidArgumentError(f"raft must be a RaftConfig, got {type(raft).__name__}")
         name = name or f"raftkv-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         ids = [f"m{i}" for i in range(1, members + 1)]
-        options = {"seed": seed, "snapshot_entries": snapshot_entries,
+        options = {"seed": seed, "snapshot_entries": snapshot_entries, "session_ttl_s": session_ttl_s,
                    "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}}
         specs = {n: CoreSpec(_FACTORY, {**options, "voters": ids}) for n in ids}
         group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync,

@@ -35,7 +35,7 @@ __all__ = ["KVBatch", "KVCommand", "KVResults", "KVAdmin", "KVCall", "KVCallResu
            "OP_KINDS", "WRITE_KINDS", "COMMAND_FORMAT", "check_op", "encode_command", "decode_command"]
 
 OK, RETRY, ERROR = 0, 1, 2
-COMMAND_FORMAT = 2
+COMMAND_FORMAT = 3  # 3 added the leader's cluster-time stamp (session expiry)
 OP_KINDS = frozenset({"get", "get_local", "put", "delete", "cas"})
 WRITE_KINDS = frozenset({"put", "delete", "cas"})
 ADMIN_ACTIONS = frozenset({"add_learner", "add_voter", "remove", "transfer", "status"})
@@ -113,7 +113,9 @@ class KVBatch:
 
 
 class KVCommand(NamedTuple):
-    """A write in the log: the session that sent it, its sequence number and the operation."""
+    """A write in the log: the session that sent it, its sequence number, the operation, and the
+    leader's cluster-time stamp (milliseconds; -1 for entries written before stamps), from which
+    every member expires idle sessions alike (:class:`~ddia_ray.consensus.sessions.ClusterClock`)."""
 
     client: str
     seq: int
@@ -122,13 +124,15 @@ class KVCommand(NamedTuple):
     key: Any
     value: Any
     expected: Any
+    stamp: int = -1
 
 
-def encode_command(client: str, acked_below: int, op: tuple) -> bytes:
+def encode_command(client: str, acked_below: int, op: tuple, stamp: int = -1) -> bytes:
     """The log entry of a write: versioned msgpack ``[COMMAND_FORMAT, client, seq, acked_below, kind, key,
-    value, expected]`` (a plain array: it is decoded once per member per write, so no record framing)."""
+    value, expected, stamp]`` (a plain array: it is decoded once per member per write, so no record
+    framing). Format 2 had no stamp; format 1 had no stamp and looser keys and values."""
     kind, key, seq, value, expected = op
-    return codec.encode((COMMAND_FORMAT, client, seq, acked_below, kind, key, value, expected))
+    return codec.encode((COMMAND_FORMAT, client, seq, acked_below, kind, key, value, expected, stamp))
 
 
 def decode_command(data: bytes) -> KVCommand:
@@ -136,12 +140,14 @@ def decode_command(data: bytes) -> KVCommand:
     fields = codec.decode(data)
     if not isinstance(fields, tuple) or not fields or type(fields[0]) is not int:
         raise CorruptRecordError("a RaftKV log entry is not a command")
-    if fields[0] not in (1, COMMAND_FORMAT) or len(fields) != 8:
+    if fields[0] not in (1, 2, COMMAND_FORMAT) or len(fields) != (9 if fields[0] == COMMAND_FORMAT else 8):
         raise UnknownVersionError("kv.command", fields[0], f"formats 1 to {COMMAND_FORMAT}")
     if fields[0] == 1:  # written before keys and values were bytes (see the module docstring)
         client, seq, acked_below, kind, key, value, expected = fields[1:]
         return KVCommand(client, seq, acked_below, kind, legacy_key(key), legacy_value(value),
                          legacy_value(expected))
+    if fields[0] == COMMAND_FORMAT and type(fields[8]) is not int:
+        raise CorruptRecordError(f"a RaftKV command's stamp is an int, got {fields[8]!r:.40}")
     return KVCommand(*fields[1:])
 
 

@@ -33,6 +33,7 @@ import random
 import zlib
 from typing import Any, Callable
 
+from ..consensus.sessions import ClusterClock, session_ttl_ms
 from ..consensus.raft import CONF_CHANGE, LEADER, NORMAL, ConfChange, LogAppend, Message, RaftConfig, RaftNode, \
     recover
 from ..errors import ConfigError, ConsensusError, InvalidArgumentError, UnknownNodeError
@@ -58,9 +59,10 @@ class RaftMember(BaseCore):
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, voters=(), learners=(),
                  seed: int = 0, raft: dict | None = None, snapshot_entries: int = 10_000,
-                 catch_up_entries: int | None = None,
+                 catch_up_entries: int | None = None, session_ttl_s: float = 0,
                  observer: Callable[[str, str, int, Any], None] | None = None, state_machine: Any = None):
         super().__init__(node_id, tick_s=tick_s)
+        ttl_ms = session_ttl_ms(session_ttl_s)
         if type(snapshot_entries) is not int or snapshot_entries < 1:
             raise ConfigError("snapshot_entries must be a positive int")
         if catch_up_entries is None:
@@ -77,7 +79,8 @@ class RaftMember(BaseCore):
                              hard_state=hs, snapshot=snap, entries=entries)
         # The dict with sessions by default; the replicated store gives its engine-backed machine
         # (replication.raft_replica): the Raft member around it is the same.
-        self.sm = state_machine if state_machine is not None else KVStateMachine()
+        self.sm = state_machine if state_machine is not None else KVStateMachine(ttl_ms)
+        self._clock = ClusterClock(tick_s)  # the leader's stamps on writes, for session expiry
         if snap is not None:
             self.sm.restore(snap.data)
         self.snapshot_entries = snapshot_entries
@@ -151,7 +154,8 @@ class RaftMember(BaseCore):
                 # Commands enter the log encoded: Raft treats them as opaque bytes, and encoding once
                 # here (not once per follower message and once per persist) was measured 6x cheaper.
                 client, acked = batch.client, batch.acked_below
-                indexes = node.propose_many([encode_command(client, acked, op) for _, op in writes])
+                stamp = self._clock.stamp(node.term, self.ticks, self.sm.sessions.clock)
+                indexes = node.propose_many([encode_command(client, acked, op, stamp) for _, op in writes])
             except ConsensusError:
                 for i, _ in writes:
                     self._finish(rid, i, RETRY, node.lead)
@@ -237,7 +241,7 @@ class RaftMember(BaseCore):
         result = cmd = None
         if e.kind == NORMAL and isinstance(e.data, bytes):
             cmd = decode_command(e.data)
-            result = self.sm.apply(cmd)
+            result = self.sm.apply(cmd, e.index)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
         waiting = self._writes.pop(e.index, None)

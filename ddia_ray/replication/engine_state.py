@@ -17,7 +17,7 @@ and travel with a checkpoint; they are read on first use and cached. An index
 of every session's last write (in cluster time) is kept in memory, built by one
 scan of the session rows at open, so sessions idle past the group's TTL are
 found without reading their rows; their rows are deleted in the batch of the
-write that expired them (:class:`~.state.Sessions`). A
+write that expired them (:class:`~ddia_ray.consensus.sessions.Sessions`). A
 snapshot of this state is therefore only its position: the engine is durable
 on its own. A replica that recovers checks the engine against its log; an
 engine that is *behind* a snapshot it once wrote has lost data and refuses to
@@ -50,7 +50,8 @@ from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
 from ..storage.engine import OpColumns, WriteBatch, open_engine
 from .records import RESERVED_PREFIX
-from .state import Sessions, decide
+from ..consensus.sessions import Sessions
+from .state import decide
 
 __all__ = ["EngineState", "APPLIED_KEY", "RESERVED_PREFIX", "ENGINE_NAMES"]
 
@@ -206,7 +207,8 @@ class EngineState:
         self.sessions.load(client, row, last)
 
     def answered(self, client: str, seq: int):
-        """See :meth:`~.state.Sessions.answered` (the client's row is read from the engine once)."""
+        """See :meth:`~ddia_ray.consensus.sessions.Sessions.answered` (the client's row is read from the
+        engine once)."""
         self._load_session(client)
         return self.sessions.answered(client, seq)
 

@@ -78,7 +78,8 @@ from .membership import CHANGE_ACTIONS, MembershipChanges
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck)
-from .state import ClusterClock, MapState, ReplicaState, session_ttl_ms
+from ..consensus.sessions import ClusterClock, session_ttl_ms
+from .state import MapState, ReplicaState
 
 __all__ = ["LeaderFollowerReplica", "MODES", "build", "open_state"]
 

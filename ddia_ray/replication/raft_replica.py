@@ -54,7 +54,7 @@ from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidAr
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .records import ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
-from .state import ClusterClock, MapState, ReplicaState
+from .state import MapState, ReplicaState
 
 __all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "decode_write"]
 
@@ -89,6 +89,11 @@ class ReplStateMachine:
         self.name = name
         self.applied_writes = 0
         self.duplicates = 0
+
+    @property
+    def sessions(self):
+        """The state's client sessions (their clock is what a leader's stamps start from)."""
+        return self.state.sessions
 
     def read(self, key: bytes) -> bytes | None:
         """The value of ``key`` in this member's state."""
@@ -144,7 +149,6 @@ class RaftReplica(RaftMember):
         self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks)
         self._heard_at = -1  # tick this member last heard from its leader
         self.failed = ""
-        self._clock = ClusterClock(tick_s)  # the leader's stamps for session expiry
         self.state = state if state is not None else MapState()
         self.machine = ReplStateMachine(self.state, node_id)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)

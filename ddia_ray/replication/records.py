@@ -8,7 +8,7 @@ sequence number, the operations, how many follower acknowledgements the leader
 waited for before answering the client (0: answered on its own persist, as in
 async mode), and the client write it came from, ``(client, seq, acked_below,
 results, stamp)`` or ``()``; the stamp is the leader's cluster time, from which
-every replica expires idle sessions alike (:class:`~.state.ClusterClock`).
+every replica expires idle sessions alike (:class:`~ddia_ray.consensus.sessions.ClusterClock`).
 The origin makes writes exactly-once across retries, duplicated messages and
 failovers: every replica's state remembers the answer of each client sequence
 number not yet acknowledged (Raft thesis 6.3, as RaftKV's sessions do), so a

@@ -52,7 +52,8 @@ from .leader_follower import LEADER, LeaderFollowerReplica
 from ..kv.simulation import SimClient, SimReport
 from ..kv.simulation import simulate as simulate_kv
 from .raft_replica import RaftReplica
-from .state import MapState, session_ttl_ms
+from ..consensus.sessions import session_ttl_ms
+from .state import MapState
 from .records import CAS, PUT, ReadResult, ReplAdmin, ReplRead, ReplWrite, Session, WriteAck
 
 __all__ = ["simulate", "simulate_raft", "LFSimReport", "ReplicationViolation"]

@@ -40,7 +40,7 @@ from .client import ReplicatedClient
 from .engine_state import ENGINE_NAMES
 from .leader_follower import MODES
 from .records import ReplAdmin
-from .state import session_ttl_ms
+from ..consensus.sessions import session_ttl_ms
 
 __all__ = ["ReplicatedStore", "PROTOCOLS"]
 
