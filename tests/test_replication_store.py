@@ -18,7 +18,9 @@ from ddia_ray.storage import WriteBatch
 pytestmark = pytest.mark.ray
 
 
-def _until(check, timeout_s: float = 20.0, what: str = "condition"):
+def _until(check, timeout_s: float = 60.0, what: str = "condition"):
+    # 60 s: the deadline only matters when the condition never comes. On a loaded 2-core machine
+    # restarts and checkpoint installs took past 20 s (two loaded suite runs, 2026-12-04).
     deadline = time.monotonic() + timeout_s
     while True:
         got = check()
