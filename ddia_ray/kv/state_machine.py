@@ -54,10 +54,10 @@ class KVStateMachine:
         done = self.sessions.answered(cmd.client, cmd.seq)
         if done is not None:
             self.duplicates += 1
+            result = STALE if done == STALE else done[1]
             # The session's floor may still move, and its clock: a retry is a write like any other.
-            self.sessions.remember(index, (cmd.client, cmd.seq, cmd.acked_below,
-                                           done if done == STALE else done[1], cmd.stamp))
-            return STALE if done == STALE else done[1]
+            self.sessions.remember(index, (cmd.client, cmd.seq, cmd.acked_below, result, cmd.stamp))
+            return result
         kind, key = cmd.kind, cmd.key
         if kind == "put":
             self.data[key] = cmd.value
