@@ -19,6 +19,7 @@ __all__ = [
     "MapVersionError",
     "StaleMapError",
     "WrongPartitionError",
+    "PartialBatchError",
     "ConfigError",
     "InvalidArgumentError",
     "CodecError",
@@ -404,6 +405,23 @@ class WrongPartitionError(PartitionError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.partition, self.version))
+
+
+class PartialBatchError(PartitionError):
+    """A batch written across partitions (``across_partitions=True``) applied in some partitions and
+    not in others: each partition's part is atomic, the whole is not (DDIA 6: a transaction across
+    partitions needs a commit protocol, chapter 9).
+
+    ``applied`` names the partitions whose part applied; ``failed`` maps the others to their error.
+    """
+
+    def __init__(self, message: str, applied: tuple = (), failed: dict | None = None):
+        self.applied = tuple(applied)
+        self.failed = dict(failed or {})
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.applied, self.failed))
 
 
 class SessionError(ReplicationError, ValueError):

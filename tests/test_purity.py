@@ -35,7 +35,7 @@ PURE_CORES = (
     "storage/lsm/memtable.py", "storage/lsm/merge.py", "storage/lsm/compaction.py", "storage/lsm/bloom.py",
     "storage/lsm/tombstones.py", "storage/lsm/iterator.py", "storage/lsm/point_index.py",
     "partitioning/keyspace.py", "partitioning/partition_map.py", "partitioning/rebalance.py", "runtime/ticks.py",
-    "consensus/sessions.py",
+    "consensus/sessions.py", "replication/ownership.py",
 )
 _FORBIDDEN_MODULES = {"ray", "secrets", "uuid"}
 _CLOCK_READS = {"time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",

@@ -43,10 +43,14 @@ def _ask(core: RaftReplica, payload, rid: int = 1):
 
 def test_write_entries_round_trip_and_damage_is_refused():
     req = ReplWrite(((PUT, b"k", b"v"), (CAS, b"k", b"w", b"v")), client="c", seq=3, acked_below=2)
-    assert decode_write(encode_write(req, 1234)) == ("c", 3, 2, req.ops, 1234)
-    # An entry written before stamps (format 1) is read with stamp -1 (unknown).
-    assert decode_write(codec.encode(("repl", 1, "c", 3, 2, req.ops))) == ("c", 3, 2, req.ops, -1)
-    for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("repl", 3, "c", 1, 1, (), 5)),
+    assert decode_write(encode_write(req, 1234)) == ("c", 3, 2, req.ops, 1234, 0)
+    fenced = ReplWrite(req.ops, client="c", seq=3, acked_below=2, fence=9)
+    assert decode_write(encode_write(fenced, 1234)) == ("c", 3, 2, req.ops, 1234, 9)
+    # An entry written before stamps (format 1) is read with stamp -1 (unknown), before fences with fence 0.
+    assert decode_write(codec.encode(("repl", 1, "c", 3, 2, req.ops))) == ("c", 3, 2, req.ops, -1, 0)
+    assert decode_write(codec.encode(("repl", 2, "c", 3, 2, req.ops, 7))) == ("c", 3, 2, req.ops, 7, 0)
+    for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("repl", 4, "c", 1, 1, (), 5, 0)),
+                codec.encode(("repl", 3, "c", 1, 1, (), 5, -2)), codec.encode(("repl", 3, "c", 1, 1, (), 5, "f")),
                 codec.encode(("repl", 2, "c", 1, 1, (), "t")), codec.encode(("kv", 1)), codec.encode(7)):
         with pytest.raises(CorruptRecordError):
             decode_write(bad)

@@ -30,7 +30,8 @@ import hashlib
 
 from ..errors import ConfigError, InvalidArgumentError
 
-__all__ = ["SCHEMES", "HASH_BYTES", "hash_of", "routing_key", "hash_boundaries", "sample_boundaries"]
+__all__ = ["SCHEMES", "HASH_BYTES", "hash_of", "routing_key", "stored_key", "user_key", "hash_boundaries",
+           "sample_boundaries"]
 
 SCHEMES = ("range", "hash")
 #: Length of a hash-scheme routing key.
@@ -51,6 +52,23 @@ def routing_key(scheme: str, key: bytes) -> bytes:
     if scheme == "hash":
         return hash_of(key)
     raise ConfigError(f"unknown partitioning scheme {scheme!r}; choose one of {SCHEMES}")
+
+
+def stored_key(scheme: str, key: bytes) -> bytes:
+    """The key a replica group stores ``key`` under: the key itself (``"range"``), or its routing key
+    followed by the key (``"hash"``). A group then keeps each hash partition's keys together, in
+    one contiguous range of its engine, so a move copies a range and a cleanup deletes one, as
+    Cassandra orders rows by token."""
+    if scheme == "hash":
+        if type(key) is not bytes:
+            raise InvalidArgumentError(f"keys are bytes, got {type(key).__name__}")
+        return hash_of(key) + key
+    return routing_key(scheme, key)
+
+
+def user_key(scheme: str, stored: bytes) -> bytes:
+    """The user's key of a :func:`stored_key`."""
+    return stored[HASH_BYTES:] if scheme == "hash" else stored
 
 
 def hash_boundaries(partitions: int) -> tuple[bytes, ...]:

@@ -28,10 +28,11 @@ from typing import Iterable
 
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError, MapVersionError, StaleMapError, WrongPartitionError
+from ..replication.ownership import OwnedRange, Ownership
 from ..replication.records import DELETE_RANGE
 from .keyspace import HASH_BYTES, SCHEMES, hash_boundaries, routing_key
 
-__all__ = ["Partition", "PartitionMap", "initial_map"]
+__all__ = ["Partition", "PartitionMap", "initial_map", "ownership_of"]
 
 
 @record("partitioning.partition", version=1, fields_checked=True)
@@ -160,6 +161,11 @@ class PartitionMap:
         v = self.version + 1
         return self._replace(p, (Partition(p.id, p.start, p.end, group, v),), v, self.next_id)
 
+    def bumped(self) -> "PartitionMap":
+        """The same partitions at the next version (what an abandoned change publishes, so that the
+        versions the groups saw during it stay below the map's)."""
+        return PartitionMap(self.version + 1, self.scheme, self.partitions, self.next_id)
+
     def _replace(self, old: Partition, new: tuple, version: int, next_id: int) -> "PartitionMap":
         i = self.partitions.index(old)
         return PartitionMap(version, self.scheme, self.partitions[:i] + new + self.partitions[i + 1:], next_id)
@@ -192,6 +198,17 @@ class PartitionMap:
                 raise WrongPartitionError(f"key {k[:64]!r} is not in partition {pid} at map version {self.version}",
                                           partition=pid, version=self.version)
         return p
+
+
+def ownership_of(pmap: PartitionMap, group: str, store: str, *, version: int | None = None,
+                 frozen: Iterable[int] = ()) -> Ownership:
+    """The ownership record of replica ``group`` under ``pmap``: its partitions (``frozen`` ones
+    read-only) at ``version`` (default: the map's). A hash partition's range covers the stored
+    keys of its hashes (:func:`~.keyspace.stored_key`), so the group checks stored keys alone."""
+    cold = set(frozen)
+    ranges = tuple(OwnedRange(p.id, p.start, p.end, p.since, p.id not in cold)
+                   for p in pmap.partitions if p.group == group)
+    return Ownership(store, pmap.version if version is None else version, ranges)
 
 
 def initial_map(scheme: str, groups: Iterable[str], *, partitions: int | None = None,

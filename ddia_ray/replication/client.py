@@ -54,9 +54,9 @@ from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch, check_batch
 from .records import (CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult, Session,
-                      WriteAck, check_ops)
+                      WriteAck, around_reserved, check_ops)
 
-__all__ = ["ReplicatedClient"]
+__all__ = ["ReplicatedClient", "batch_ops"]
 
 _KINDS = {"put": PUT, "delete": DELETE, "delete_range": DELETE_RANGE}
 
@@ -74,6 +74,34 @@ def _value(value: Any, what: str = "values") -> bytes:
         raise InvalidArgumentError(f"{what} are bytes, got {type(value).__name__}: encode structured values first "
                                    f"(ddia_ray.codec.encode gives versioned msgpack)")
     return value
+
+
+def batch_ops(batch) -> tuple:
+    """A :class:`~ddia_ray.storage.WriteBatch`, or ``(kind, key, value_or_end)`` tuples, as the
+    ``(code, key, tail)`` operations of a :class:`~.records.ReplWrite` (bad input refused precisely)."""
+    if isinstance(batch, WriteBatch):
+        # Op records checked their fields when built; _submit_write's check_ops keeps out bytes
+        # subclasses and reserved keys, as for the tuples below.
+        checked = tuple([(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
+                         for op in check_batch(batch)])
+        if not checked:
+            raise InvalidArgumentError("an empty batch writes nothing")
+        return checked
+    if isinstance(batch, (list, tuple)):
+        items = list(batch)
+    else:
+        raise InvalidArgumentError(f"write() takes a WriteBatch or (kind, key, value) tuples, "
+                                   f"got {type(batch).__name__}")
+    ops = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) not in (2, 3) or item[0] not in _KINDS:
+            raise InvalidArgumentError(f"a batch operation is (kind, key[, value or end]) with kind in "
+                                       f"{sorted(_KINDS)}, got {item!r}")
+        tail = item[2] if len(item) == 3 else b""
+        ops.append((_KINDS[item[0]], _key(item[1]), _key(tail) if item[0] == "delete_range" else _value(tail)))
+    if not ops:
+        raise InvalidArgumentError("an empty batch writes nothing")
+    return tuple(ops)
 
 
 class _Unit:
@@ -134,6 +162,9 @@ class ReplicatedClient(LoopClient):
             raise InvalidArgumentError(f"session is a Session or its encoding, got {type(session).__name__}")
         session.check_store(store.name)
         self._session = session
+        #: The partition-map version every request carries (0: none). A partitioned store's client
+        #: sets it; the group then refuses keys it does not own at that version (see .ownership).
+        self.fence = 0
         self.name = name or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
@@ -231,31 +262,19 @@ class ReplicatedClient(LoopClient):
 
     def write_nowait(self, batch, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`write`; the future holds the tuple of results."""
-        if isinstance(batch, WriteBatch):
-            # Op records checked their fields when built; _submit_write's check_ops keeps out bytes
-            # subclasses and reserved keys, as for the tuples below.
-            checked = tuple([(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
-                             for op in check_batch(batch)])
-            if not checked:
-                raise InvalidArgumentError("an empty batch writes nothing")
-            return self._submit_write(checked, acks, single=False)
-        if isinstance(batch, (list, tuple)):
-            items = list(batch)
-        else:
-            raise InvalidArgumentError(f"write() takes a WriteBatch or (kind, key, value) tuples, "
-                                       f"got {type(batch).__name__}")
-        ops = []
-        for item in items:
-            if not isinstance(item, tuple) or len(item) not in (2, 3) or item[0] not in _KINDS:
-                raise InvalidArgumentError(f"a batch operation is (kind, key[, value or end]) with kind in "
-                                           f"{sorted(_KINDS)}, got {item!r}")
-            tail = item[2] if len(item) == 3 else b""
-            ops.append((_KINDS[item[0]], _key(item[1]), _key(tail) if item[0] == "delete_range" else _value(tail)))
-        if not ops:
-            raise InvalidArgumentError("an empty batch writes nothing")
-        return self._submit_write(tuple(ops), acks, single=False)
+        return self._submit_write(batch_ops(batch), acks, single=False)
+
+    def submit_ops(self, ops: tuple, *, acks: int | None = None, single: bool = False) -> concurrent.futures.Future:
+        """Start one atomic write of ready-made ``(code, key, tail)`` operations (``(CAS, key, new,
+        expected)`` for a cas), as :func:`batch_ops` makes them; the future holds one result per
+        operation, or the only one with ``single``. For layers above that route operations
+        themselves (a partitioned store's client)."""
+        if not isinstance(ops, tuple) or not ops:
+            raise InvalidArgumentError("submit_ops takes a non-empty tuple of operations")
+        return self._submit_write(ops, acks, single=single)
 
     def _submit_write(self, ops: tuple, acks: int | None, *, single: bool) -> concurrent.futures.Future:
+        ops = around_reserved(ops)  # a range over the replicas' own keys skips them
         check_ops(ops, client=True)  # refused here, alone, rather than failing a whole packed batch
         acks = self.acks if acks is None else self._check_acks(acks)
         return self._enqueue(self._writes, (acks,), ops, single)
@@ -301,7 +320,7 @@ class ReplicatedClient(LoopClient):
         schema = pa.schema([("key", pa.binary()), ("value", pa.binary())])
         while True:
             epoch, lsn = self.session.position() if mode == "session" else (0, 0)
-            request = ReplScan(s, e, page_rows, mode, epoch, lsn, bound)
+            request = ReplScan(s, e, page_rows, mode, epoch, lsn, bound, self.fence)
             page: ScanResult = self._wait(self._call_read(request), timeout_s)
             if page.keys:
                 yield pa.record_batch([pa.array(page.keys, pa.binary()), pa.array(page.values, pa.binary())],
@@ -387,7 +406,8 @@ class ReplicatedClient(LoopClient):
             acked_below = min(self._unacked)
             epoch, lsn = self._session.position()
         # Each unit's ops were checked when submitted (_submit_write), the rest is this client's own.
-        return _Batch(codec.prechecked(ReplWrite, tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn),
+        return _Batch(codec.prechecked(ReplWrite, tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn,
+                                       self.fence),
                       units)
 
     def _take_reads(self) -> tuple[Any, list]:
@@ -402,7 +422,7 @@ class ReplicatedClient(LoopClient):
                 units.append(unit)
                 keys.append(unit.ops)
             epoch, lsn = self._session.position() if mode == "session" else (0, 0)
-        return ReplRead(tuple(keys), mode, epoch, lsn, bound), units
+        return ReplRead(tuple(keys), mode, epoch, lsn, bound, self.fence), units
 
     async def _call(self, node: str, payload: Any) -> Any:
         """One request to ``node``; the reply's payload, or the error the replica refused with."""

@@ -69,15 +69,18 @@ from typing import Any, Callable
 
 from .. import codec
 from .._validate import invariant
-from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError, ReplicaBehindError,
-                      SessionError, StaleEpochError, StalenessBoundError, StorageError, WriteOutcomeUnknownError)
+from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, MapVersionError, NotLeaderError,
+                      PartitionError, ReplicaBehindError, SessionError, StaleEpochError, StalenessBoundError,
+                      StorageError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .membership import CHANGE_ACTIONS, MembershipChanges
+from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
+                        decode_ownership)
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
-                      ScanResult, WriteAck)
+                      ScanResult, WriteAck, PUT)
 from ..consensus.sessions import ClusterClock, session_ttl_ms
 from .state import MapState, ReplicaState
 
@@ -176,6 +179,9 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self.lost_writes = 0
         self.lost: deque = deque(maxlen=_LOST_KEYS_KEPT)  # (epoch, lsn, keys) discarded after an async ack
         self._lost_index: tuple | None = None  # cache of _lost_at
+        self._own: Ownership | None = None  # the ownership record, decoded from _own_raw (ownership.py)
+        self._own_raw: bytes | None = None
+        self.partition_load = PartitionLoad()
         self._recover(recovered)
         # A durable state can be ahead of the log (it applied an entry whose log record the crash
         # lost) or at an entry of another history: it then holds a write no log holds, so it may
@@ -416,11 +422,13 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 self._on_admin(request_id, payload)
             elif isinstance(payload, ReplStatus):
                 self.reply(request_id, self.status())
+            elif isinstance(payload, ReplOwnership):
+                self._on_ownership(request_id, payload)
             else:
-                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin or ReplStatus, "
-                                           f"not {type(payload).__name__}")
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
+                                           f"or ReplStatus, not {type(payload).__name__}")
         except (NotLeaderError, StaleEpochError, ReplicaBehindError, StalenessBoundError, SessionError, ConfigError,
-                InvalidArgumentError) as e:
+                InvalidArgumentError, PartitionError) as e:
             self.reply(request_id, error=e)
 
     # --- leader: writes and replication --------------------------------------------------------
@@ -432,22 +440,39 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         return NotLeaderError(f"{self.node_id} is not the leader of {self.group!r} (role {self.role})",
                               self.leader or None)
 
-    def _on_write(self, rid: int, req: ReplWrite) -> None:
-        if req.epoch and req.epoch < self.epoch:
-            raise StaleEpochError(f"the write carries epoch {req.epoch}; {self.group!r} is at epoch {self.epoch}",
-                                  req.epoch, self.epoch)
-        if not self._leading() or req.epoch > self.epoch:
+    def _check_writable(self, epoch: int, acks: int) -> int:
+        """Refuse a write this replica may not order now; returns the acknowledgements it needs."""
+        if epoch and epoch < self.epoch:
+            raise StaleEpochError(f"the write carries epoch {epoch}; {self.group!r} is at epoch {self.epoch}",
+                                  epoch, self.epoch)
+        if not self._leading() or epoch > self.epoch:
             raise self._not_leader()
         if self._transfer is not None:  # handing over: the target takes the writes from now on
             raise NotLeaderError(f"{self.node_id} is handing leadership of {self.group!r} to "
                                  f"{self._transfer['target']}", self._transfer["target"])
+        followers = len(self.members) - 1
+        if acks > followers:
+            raise ConfigError(f"a write asked for {acks} follower acknowledgements; "
+                              f"{self.group!r} has {followers} followers")
+        return max(self.default_acks, acks)
+
+    def _ownership(self) -> Ownership | None:
+        """The group's ownership record as of the last entry this replica applied (decoded once per change)."""
+        raw = self.state.get(OWNERSHIP_KEY)
+        if raw != self._own_raw:
+            self._own, self._own_raw = decode_ownership(raw), raw
+        return self._own
+
+    def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
+        """Order a new ownership record (checked against the current one) like a client's write."""
+        needed = self._check_writable(0, req.acks)
+        check_update(self._ownership(), req.ownership)
+        self._order(rid, ((PUT, OWNERSHIP_KEY, codec.encode(req.ownership)),), (None,), needed, req.acks, ())
+
+    def _on_write(self, rid: int, req: ReplWrite) -> None:
+        needed = self._check_writable(req.epoch, req.acks)
         if req.after_lsn:  # the session must not move past a write of its own that was lost
             self._check_session_position(req.after_epoch, req.after_lsn)
-        followers = len(self.members) - 1
-        if req.acks > followers:
-            raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
-                              f"{self.group!r} has {followers} followers")
-        needed = max(self.default_acks, req.acks)
         if req.client:
             done = self.state.answered(req.client, req.seq)
             if done == "stale":
@@ -460,17 +485,23 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 else:
                     self._acknowledge((rid,), lsn, results)
                 return
+        if req.fence:  # routed by a partition map: only keys this group owns at that version (ownership.py)
+            self.partition_load.wrote(check_fenced_ops(self._ownership(), req.fence, req.ops))
         ops, results = self.state.decide(req.ops)
-        lsn = self.last_lsn + 1
         origin = (req.client, req.seq, req.acked_below, results,
                   self._clock.stamp(self.epoch, self.ticks, self.state.sessions.clock)) if req.client else ()
+        self._order(rid, ops, results, needed, req.acks, origin)
+
+    def _order(self, rid: int, ops: tuple, results: tuple, needed: int, acks: int, origin: tuple) -> None:
+        """Append decided ``ops`` as the next entry and answer ``rid`` once ``needed`` followers have it."""
+        lsn = self.last_lsn + 1
         entry = (self.epoch, lsn, ops, needed, origin)
         self._append_entry(entry)
         self._persist_entries((entry,))
         if needed == 0:
             self._acknowledge((rid,), lsn, results)
         else:
-            self._waiting[lsn] = [[rid], results, req.acks]
+            self._waiting[lsn] = [[rid], results, acks]
         self._replicate()
 
     def _append_system_entry(self, ops: tuple) -> None:
@@ -869,15 +900,30 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
 
     def _read(self, req: ReplRead) -> ReadResult:
         self._check_readable(req)
+        if req.fence:
+            self._check_owned_read(req.fence, req.keys)
         applied = self.state.applied
         return ReadResult(self.state.get_many(req.keys), self.epoch_at(applied), applied, self.node_id)
 
     def _scan(self, req: ReplScan) -> ScanResult:
         self._check_readable(req)
+        if req.fence:
+            self._check_owned_read(req.fence, (), req.start, req.end)
         limit = min(req.limit, self.max_scan_rows)
         keys, values = self.state.scan(req.start, req.end, limit)
         applied = self.state.applied
         return ScanResult(keys, values, len(keys) >= limit, self.epoch_at(applied), applied, self.node_id)
+
+    def _check_owned_read(self, fence: int, keys: tuple, start: bytes | None = None, end: bytes | None = None) -> None:
+        """Refuse a fenced read of keys (or of ``[start, end)``) this group does not own at map ``fence``."""
+        own = self._ownership()
+        if own is None:
+            raise MapVersionError(f"{self.group!r} has no partition yet; the read used map version {fence}",
+                                  version=fence, current=0)
+        if start is None:
+            self.partition_load.read(own.check_keys(fence, keys, write=False))
+        else:
+            self.partition_load.read({own.check_range(fence, start, end, write=False): 1})
 
     def _check_readable(self, req: ReplRead | ReplScan) -> None:
         """Refuse a read this replica may not serve as ``req.read`` asks."""
@@ -936,7 +982,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 "staleness_s": 0.0 if self._leading() else lag_s, "lost_writes": self.lost_writes,
                 "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,
                 "needs_checkpoint": self._needs_checkpoint, "last_checkpoint_error": self.last_checkpoint_error,
-                "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries}
+                "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries,
+                "partitions": self.partition_load.figures(), "ownership": self.state.get(OWNERSHIP_KEY)}
 
 
 def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | None, sync: bool,

@@ -49,36 +49,70 @@ from typing import Any
 
 from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
-from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
-                      ReplicaBehindError, StaleEpochError, StalenessBoundError, StorageError, UnknownNodeError)
+from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, MapVersionError,
+                      NotLeaderError, PartitionError, ReplicaBehindError, StaleEpochError, StaleMapError,
+                      StalenessBoundError, StorageError, UnknownNodeError, WrongPartitionError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
-from .records import ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
+from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
+                        decode_ownership)
+from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
 from .state import MapState, ReplicaState
 
-__all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "decode_write"]
+__all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "encode_ownership", "decode_write", "refusal",
+           "refused_error", "OWNERSHIP_FENCE", "REFUSED"]
 
-_WRITE_FORMAT = 2  # 2 added the leader's cluster-time stamp (session expiry); 1 is still read
+_WRITE_FORMAT = 3  # 3 added the partition-map fence, 2 the leader's cluster-time stamp; 1 and 2 are still read
 _REPL = -1  # the "position in batch" of a replicated-store request (RaftMember's bookkeeping slot)
+#: The fence of an entry that replaces the group's ownership record (checked as a successor at apply).
+OWNERSHIP_FENCE = -1
+#: The first element of a write's results when the ownership check refused it at apply time.
+REFUSED = "!refused"
 
 
 def encode_write(req: ReplWrite, stamp: int) -> bytes:
     """The log entry of a client write batch ordered at cluster time ``stamp``:
-    ``("repl", format, client, seq, acked_below, ops, stamp)``."""
-    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops, stamp))
+    ``("repl", format, client, seq, acked_below, ops, stamp, fence)``."""
+    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops, stamp, req.fence))
+
+
+def encode_ownership(own: Ownership) -> bytes:
+    """The log entry that makes ``own`` the group's ownership record."""
+    return codec.encode(("repl", _WRITE_FORMAT, "", 0, 0, ((PUT, OWNERSHIP_KEY, codec.encode(own)),), -1,
+                         OWNERSHIP_FENCE))
 
 
 def decode_write(data: bytes) -> tuple:
-    """``(client, seq, acked_below, ops, stamp)`` of an entry made by :func:`encode_write` (an entry of
-    format 1 has no stamp: -1, unknown)."""
+    """``(client, seq, acked_below, ops, stamp, fence)`` of an entry made by :func:`encode_write` (an
+    entry of format 1 has no stamp: -1, unknown; formats 1 and 2 have no fence: 0)."""
     fields = codec.decode(data)
     if isinstance(fields, tuple) and len(fields) == 6 and fields[:2] == ("repl", 1):
-        fields = (*fields, -1)
-    if not (isinstance(fields, tuple) and len(fields) == 7 and fields[:2] in (("repl", 1), ("repl", 2))
+        fields = (*fields, -1, 0)
+    elif isinstance(fields, tuple) and len(fields) == 7 and fields[:2] == ("repl", 2):
+        fields = (*fields, 0)
+    if not (isinstance(fields, tuple) and len(fields) == 8 and fields[:2] in (("repl", 1), ("repl", 2), ("repl", 3))
             and isinstance(fields[2], str) and type(fields[3]) is int and type(fields[4]) is int
-            and isinstance(fields[5], tuple) and type(fields[6]) is int):
+            and isinstance(fields[5], tuple) and type(fields[6]) is int and type(fields[7]) is int
+            and fields[7] >= OWNERSHIP_FENCE):
         raise CorruptRecordError("a replicated-store log entry is not a write batch of a known format")
     return fields[2:]
+
+
+def refusal(e: PartitionError) -> tuple:
+    """A write's results when the ownership check refused it: plain data a session can keep."""
+    return (REFUSED, type(e).__name__, str(e), getattr(e, "version", 0), getattr(e, "current", 0),
+            getattr(e, "partition", -1))
+
+
+def refused_error(results: tuple) -> PartitionError | None:
+    """The error a :func:`refusal` stands for (None for the results of an applied write)."""
+    if not (results and results[0] == REFUSED):
+        return None
+    _, kind, message, version, current, partition = results
+    if kind == "WrongPartitionError":
+        return WrongPartitionError(message, partition=partition, version=version)
+    cls = StaleMapError if kind == "StaleMapError" else MapVersionError
+    return cls(message, version=version, current=current)
 
 
 class ReplStateMachine:
@@ -89,6 +123,9 @@ class ReplStateMachine:
         self.name = name
         self.applied_writes = 0
         self.duplicates = 0
+        self._own: Ownership | None = None
+        self._own_raw: bytes | None = None
+        self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
 
     @property
     def sessions(self):
@@ -99,11 +136,22 @@ class ReplStateMachine:
         """The value of ``key`` in this member's state."""
         return self.state.get(key)
 
+    def ownership(self) -> Ownership | None:
+        """The group's ownership record as of the last applied entry (decoded once per change)."""
+        raw = self.state.get(OWNERSHIP_KEY)
+        if raw != self._own_raw:
+            self._own, self._own_raw = decode_ownership(raw), raw
+        return self._own
+
     def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
-                    ops: tuple, stamp: int = -1) -> tuple[int, tuple] | None:
+                    ops: tuple, stamp: int = -1, fence: int = 0) -> tuple[int, tuple] | None:
         """Apply the write batch at ``index`` once per ``(client, seq)``; returns ``(index it applied at,
         one result per op)``: for a retry, the first application's. None when there is no answer to
-        give (applied before a restart, or a retry the client already acknowledged)."""
+        give (applied before a restart, or a retry the client already acknowledged).
+
+        A fenced write is checked against the group's ownership record here, at apply time, where
+        every member decides alike (:mod:`.ownership`); a refused one applies nothing and its
+        results are a :func:`refusal`, remembered like any answer."""
         if client:
             done = self.state.answered(client, seq)
             if done == "stale":
@@ -115,6 +163,19 @@ class ReplStateMachine:
                 return done
         if index <= self.state.applied:
             return None  # applied before a restart (the engine said so): nothing to do again
+        if fence:
+            try:
+                if fence == OWNERSHIP_FENCE:
+                    new = codec.decode(ops[0][2])
+                    if type(new) is not Ownership:
+                        raise CorruptRecordError("an ownership entry does not hold a repl.ownership record")
+                    check_update(self.ownership(), new)
+                else:
+                    self.load.wrote(check_fenced_ops(self.ownership(), fence, ops))
+            except PartitionError as e:
+                results = refusal(e)
+                self.state.apply(index, (), (client, seq, acked_below, results, stamp) if client else (), term)
+                return index, results
         log_ops, results = self.state.decide(ops)
         self.state.apply(index, log_ops, (client, seq, acked_below, results, stamp) if client else (), term)
         self.applied_writes += 1
@@ -184,11 +245,13 @@ class RaftReplica(RaftMember):
                 self._on_read(request_id, payload)
             elif isinstance(payload, ReplAdmin):
                 self._on_repl_admin(request_id, payload)
+            elif isinstance(payload, ReplOwnership):
+                self._on_ownership(request_id, payload)
             else:
-                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin or ReplStatus, "
-                                           f"not {type(payload).__name__}")
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
+                                           f"or ReplStatus, not {type(payload).__name__}")
         except (ConsensusError, ConfigError, InvalidArgumentError, ReplicaBehindError, StalenessBoundError,
-                StaleEpochError, UnknownNodeError) as e:
+                StaleEpochError, UnknownNodeError, PartitionError) as e:
             self.reply(request_id, error=e)
         self._drain()
 
@@ -218,6 +281,17 @@ class RaftReplica(RaftMember):
         stamp = self._clock.stamp(node.term, self.ticks, self.state.sessions.clock) if req.client else -1
         (index,) = node.propose_many([encode_write(req, stamp)])
         self._repl_writes[index] = (rid, req.client, req.seq, req.acks)
+
+    def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
+        """Propose a new ownership record; it is checked as a successor when applied (every member alike)."""
+        node = self.node
+        if node.role != LEADER:
+            raise self._not_leader()
+        if req.acks > len(node.conf.voters) - 1:
+            raise ConfigError(f"an ownership update asked for {req.acks} follower acknowledgements; "
+                              f"{self.group!r} has {len(node.conf.voters) - 1} followers")
+        (index,) = node.propose_many([encode_ownership(req.ownership)])
+        self._repl_writes[index] = (rid, "", 0, req.acks)
 
     def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
         node = self.node
@@ -251,6 +325,15 @@ class RaftReplica(RaftMember):
     def _local_read(self, req: ReplRead | ReplScan) -> ReadResult | ScanResult:
         applied = self.node.log.applied
         term = self.node.log.known_term(applied)
+        if req.fence:  # routed by a partition map: only what this group owns at that version (ownership.py)
+            own = self.machine.ownership()
+            if own is None:
+                raise MapVersionError(f"{self.group!r} has no partition yet; the read used map version {req.fence}",
+                                      version=req.fence, current=0)
+            if isinstance(req, ReplRead):
+                self.machine.load.read(own.check_keys(req.fence, req.keys, write=False))
+            else:
+                self.machine.load.read({own.check_range(req.fence, req.start, req.end, write=False): 1})
         if isinstance(req, ReplRead):
             return ReadResult(self.state.get_many(req.keys), term, applied, self.node_id)
         limit = min(req.limit, self.max_scan_rows)
@@ -261,7 +344,10 @@ class RaftReplica(RaftMember):
 
     def _serve_read(self, rid: int, pos: int, key: Any) -> None:
         if pos == _REPL:
-            self.reply(rid, self._local_read(key))
+            try:
+                self.reply(rid, self._local_read(key))
+            except PartitionError as e:  # the read's fence, checked at the read index
+                self.reply(rid, error=e)
         else:
             super()._serve_read(rid, pos, key)
 
@@ -283,8 +369,8 @@ class RaftReplica(RaftMember):
         if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
             super()._apply(e)
             return
-        client, seq, acked_below, ops, stamp = decode_write(e.data)
-        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp)
+        client, seq, acked_below, ops, stamp, fence = decode_write(e.data)
+        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp, fence)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
         waiting = self._repl_writes.pop(e.index, None)
@@ -299,6 +385,10 @@ class RaftReplica(RaftMember):
                                                        f"already (the session said so with acked_below)"))
             return
         lsn, results = applied
+        refused = refused_error(results)
+        if refused is not None:
+            self.reply(rid, error=refused)
+            return
         term = self.node.log.term(lsn) if lsn != e.index else e.term  # None once compacted away
         ack = WriteAck(term or e.term, lsn, tuple(results))
         if acks > (len(self.node.conf.voters) // 2):  # more followers than a majority brings
@@ -339,7 +429,8 @@ class RaftReplica(RaftMember):
             (self.ticks - self._heard_at) * self.tick_s if self._heard_at >= 0 else None)
         return {**st, "group": self.group, "epoch": node.term, "last_lsn": node.log.last_index(),
                 "lag_entries": lag, "staleness_s": staleness, "lost_writes": 0, "lost": (),
-                "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft"}
+                "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft",
+                "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY)}
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""

@@ -41,7 +41,7 @@ from ..errors import InvalidArgumentError, SessionError
 __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "Append", "AppendAck", "PositionProbe", "PositionReport",
            "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
            "ReplRead", "ReplScan", "ScanResult", "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus",
-           "Session", "READ_MODES", "RESERVED_PREFIX", "check_entries", "check_ops"]
+           "Session", "READ_MODES", "RESERVED_PREFIX", "around_reserved", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: Keys under this prefix belong to the replicas (an engine state keeps its position there), not to clients.
@@ -67,6 +67,10 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
         code = op[0]
         if client and code != DELETE_RANGE and op[1].startswith(RESERVED_PREFIX):
             raise InvalidArgumentError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the replicas")
+        if client and code == DELETE_RANGE and len(op) == 3 and type(op[2]) is bytes \
+                and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
+            raise InvalidArgumentError(f"a client's range delete may not cover the reserved keys (prefix "
+                                       f"{RESERVED_PREFIX!r}): cut it around them (records.around_reserved)")
         if code == CAS and client:
             if len(op) != 4 or not all(v is None or type(v) is bytes for v in op[2:]):
                 raise InvalidArgumentError("a cas is (CAS, key, new value or None, expected value or None)")
@@ -86,6 +90,23 @@ _TUPLE, _BYTES = frozenset({tuple}), frozenset({bytes})
 _RESULTS = frozenset({type(None), bool})  # what an entry's origin may answer per op
 #: Every key at or above this sorts after each key under :data:`RESERVED_PREFIX`.
 _AFTER_RESERVED = RESERVED_PREFIX[:-1] + bytes([RESERVED_PREFIX[-1] + 1])
+
+
+def around_reserved(ops: tuple) -> tuple:
+    """``ops`` with every range delete that covers the reserved keys cut into the parts before and
+    after them (a client's ``delete_range(b"", ...)`` must not erase a replica's own rows)."""
+    if not any(op[0] == DELETE_RANGE for op in ops):
+        return ops
+    out = []
+    for op in ops:
+        if op[0] == DELETE_RANGE and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
+            if op[1] < RESERVED_PREFIX:
+                out.append((DELETE_RANGE, op[1], RESERVED_PREFIX))
+            if op[2] > _AFTER_RESERVED:
+                out.append((DELETE_RANGE, _AFTER_RESERVED, op[2]))
+        else:
+            out.append(op)
+    return tuple(out)
 
 
 def _puts_only(ops: Any, client: bool) -> bool:
@@ -288,7 +309,17 @@ def _write_v1_to_v2(fields: dict) -> dict:
     return {**fields, "after_epoch": 0, "after_lsn": 0}
 
 
-@record("repl.write", version=2, upgrades={1: _write_v1_to_v2}, fields_checked=True)
+def _write_v2_to_v3(fields: dict) -> dict:
+    """Version 2 carried no partition-map fence: the write is not checked against one."""
+    return {**fields, "fence": 0}
+
+
+def _fence_v1_to_v2(fields: dict) -> dict:
+    """Reads and scans of version 1 carried no partition-map fence."""
+    return {**fields, "fence": 0}
+
+
+@record("repl.write", version=3, upgrades={1: _write_v1_to_v2, 2: _write_v2_to_v3}, fields_checked=True)
 class ReplWrite:
     """A batch of writes, applied atomically as one entry.
 
@@ -301,6 +332,8 @@ class ReplWrite:
     ``after_epoch``/``after_lsn``: the client session's position; the leader refuses the write
     with :class:`~ddia_ray.errors.SessionError` if that position is not in its history (a write the
     session saw was lost), so a session never moves past its own lost write without knowing.
+    ``fence`` (0: none): the partition-map version a partitioned store's client routed the write
+    with; the group refuses keys it does not own at that version (:mod:`.ownership`).
     """
 
     ops: tuple
@@ -311,6 +344,7 @@ class ReplWrite:
     acked_below: int = 0
     after_epoch: int = 0
     after_lsn: int = 0
+    fence: int = 0
 
     def __post_init__(self):
         check_ops(self.ops, client=True)
@@ -323,14 +357,16 @@ class ReplWrite:
         _int("acked_below", self.acked_below)
         _int("after_epoch", self.after_epoch)
         _int("after_lsn", self.after_lsn)
+        _int("fence", self.fence)
 
 
-@record("repl.read", version=1)
+@record("repl.read", version=2, upgrades={1: _fence_v1_to_v2})
 class ReplRead:
     """Point reads of ``keys`` served as ``read`` says (one of :data:`READ_MODES`).
 
     ``after_epoch``/``after_lsn``: a session's position; the replica serves only once it has
-    applied it. ``max_staleness_s`` >= 0 bounds how stale a follower may be.
+    applied it. ``max_staleness_s`` >= 0 bounds how stale a follower may be. ``fence``: as for
+    :class:`ReplWrite` (a read of keys the group does not own at that map version is refused).
     """
 
     keys: tuple
@@ -338,6 +374,7 @@ class ReplRead:
     after_epoch: int = 0
     after_lsn: int = 0
     max_staleness_s: float = -1.0
+    fence: int = 0
 
     def __post_init__(self):
         if not isinstance(self.keys, tuple) or not all(type(k) is bytes for k in self.keys):
@@ -348,6 +385,7 @@ class ReplRead:
         _int("after_lsn", self.after_lsn)
         if not isinstance(self.max_staleness_s, (int, float)):
             raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+        _int("fence", self.fence)
 
 
 @record("repl.write_ack", version=1)
@@ -375,10 +413,11 @@ class ReplStatus:
     """Ask a replica for its status (a plain mapping)."""
 
 
-@record("repl.scan", version=1)
+@record("repl.scan", version=2, upgrades={1: _fence_v1_to_v2})
 class ReplScan:
     """One page of a range read: up to ``limit`` keys of ``[start, end)`` (``end`` None: unbounded),
-    served as ``read`` says, with the same session and staleness fields as :class:`ReplRead`."""
+    served as ``read`` says, with the same session, staleness and fence fields as :class:`ReplRead`
+    (a fenced scan must lie inside one range the group owns)."""
 
     start: bytes = b""
     end: bytes | None = None
@@ -387,6 +426,7 @@ class ReplScan:
     after_epoch: int = 0
     after_lsn: int = 0
     max_staleness_s: float = -1.0
+    fence: int = 0
 
     def __post_init__(self):
         if type(self.start) is not bytes or not (self.end is None or type(self.end) is bytes):
@@ -400,6 +440,7 @@ class ReplScan:
         _int("after_lsn", self.after_lsn)
         if not isinstance(self.max_staleness_s, (int, float)):
             raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+        _int("fence", self.fence)
 
 
 @record("repl.scan_result", version=1)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol
 from .. import codec
 from ..consensus.sessions import Sessions
 from ..errors import CorruptRecordError
-from .records import CAS, DELETE, DELETE_RANGE, PUT
+from .records import CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX
 
 _code = operator.itemgetter(0)
 
@@ -159,8 +159,9 @@ class MapState:
         return tuple(self.data.get(k) for k in keys)
 
     def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
-        """Up to ``limit`` keys of ``[start, end)`` in order, and their values."""
-        keys = sorted(k for k in self.data if k >= start and (end is None or k < end))[:limit]
+        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values."""
+        keys = sorted(k for k in self.data if k >= start and (end is None or k < end)
+                      and not k.startswith(RESERVED_PREFIX))[:limit]
         return tuple(keys), tuple(self.data[k] for k in keys)
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:

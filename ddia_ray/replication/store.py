@@ -39,6 +39,7 @@ from ..runtime.component import Component
 from .client import ReplicatedClient
 from .engine_state import ENGINE_NAMES
 from .leader_follower import MODES
+from .ownership import Ownership, ReplOwnership, decode_ownership
 from .records import ReplAdmin
 from ..consensus.sessions import session_ttl_ms
 
@@ -308,22 +309,40 @@ class ReplicatedStore(Component):
 
     # --- membership ------------------------------------------------------------------------------
 
-    def _admin(self, req: ReplAdmin, *, timeout_s: float) -> None:
+    def _admin(self, req: ReplAdmin | ReplOwnership, *, timeout_s: float) -> None:
         """Send ``req`` to the leader, following it through elections, until it is applied."""
         deadline = time.monotonic() + timeout_s
+        what = f"{req.action} {req.target!r}" if isinstance(req, ReplAdmin) else "the ownership update"
+        own_wait = req.timeout_s if isinstance(req, ReplAdmin) else 0.0
         while True:
             leader = self.leader(timeout_s=max(0.1, deadline - time.monotonic()))
             try:
                 # Long enough for the leader's own verdict on a change it works on until req.timeout_s.
-                wait = min(max(5.0, req.timeout_s + 1.0), deadline - time.monotonic() + 1.0)
+                wait = min(max(5.0, own_wait + 1.0), deadline - time.monotonic() + 1.0)
                 self.group.request(leader, req, timeout_s=max(1.0, wait))
                 return
             except (NotLeaderError, ProposalDroppedError, ActorUnavailableError, CallTimeoutError,
                     MessageDroppedError):
                 pass  # leadership moved, a change is under way, or the call was lost: ask again
             if time.monotonic() > deadline:
-                raise CallTimeoutError(f"{req.action} {req.target!r} did not complete within {timeout_s}s")
+                raise CallTimeoutError(f"{what} did not complete within {timeout_s}s")
             time.sleep(0.05)
+
+    def set_ownership(self, ownership: Ownership, *, timeout_s: float = 30.0) -> None:
+        """Make ``ownership`` the group's record of the partitions it owns (:mod:`.ownership`), through
+        the log, once every follower has it (a leader-follower failover cannot lose it then). A
+        partitioned store calls this; a record older than the group's is refused
+        (:class:`~ddia_ray.errors.StaleMapError`). Repeating an update is harmless."""
+        if type(ownership) is not Ownership:
+            raise InvalidArgumentError(f"set_ownership takes an Ownership record, got {type(ownership).__name__}")
+        self._admin(ReplOwnership(ownership, len(self.members) - 1), timeout_s=timeout_s)
+
+    def ownership(self) -> Ownership | None:
+        """The ownership record the leader's state holds (None: the group serves no partitioned store)."""
+        leader = self.leader()
+        status = self.group.status(leader)["core"]
+        raw = status.get("ownership")
+        return decode_ownership(raw) if raw is not None else None
 
     def add_replica(self, node: str | None = None, *, timeout_s: float = 60.0) -> str:
         """Start a new replica and add it to the group while writes go on; returns its name.

@@ -1,0 +1,421 @@
+"""The partition-aware client: a cached map, one replicated-store session per group, refresh on refusal.
+
+Theory of operation
+-------------------
+The client reads the partition map once and keeps it. Each operation is routed by the cached
+map: keys become the keys the groups store (:func:`~.keyspace.stored_key`), a batch is cut
+into one part per partition, and each part goes to its partition's group through that group's
+:class:`~ddia_ray.replication.ReplicatedClient`, which batches, retries and keeps the session's
+exactly-once guarantees as for an unpartitioned store. Every request carries the map's version
+as its fence, and the group checks the keys against the ownership record in its log
+(:mod:`ddia_ray.replication.ownership`).
+
+When a group refuses a part (:class:`~ddia_ray.errors.StaleMapError`, ``WrongPartitionError``
+or ``MapVersionError``: the map changed, or this client's copy is behind), nothing of that part
+was applied, so the client reads the map again, routes the part again and resends it (the
+routing path of DDIA 6.4 where "the client is aware of the partitioning"). While a change is
+being published a part can be refused more than once; the client waits a little between
+attempts, up to ``max_attempts`` and the operation's ``timeout_s``.
+
+**Atomicity.** A part is one write to one group: it applies atomically. A batch whose keys lie
+in more than one partition is refused unless the caller passes ``across_partitions=True``:
+then each partition's part applies atomically and independently, and if some fail the call
+raises :class:`~ddia_ray.errors.PartialBatchError` naming what applied and what did not. A part
+that a split cut in two while it was being routed again is refused the same way (not applied)
+unless ``across_partitions=True``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from .._validate import positive
+from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVersionError, PartialBatchError,
+                      PartitionError, WrongPartitionError)
+from ..replication.client import batch_ops
+from ..replication.records import CAS, DELETE, DELETE_RANGE, PUT
+from .keyspace import HASH_BYTES, stored_key
+from .partition_map import Locator, PartitionMap
+
+__all__ = ["PartitionedClient"]
+
+#: Refusals after which the client reads the map again and routes again (nothing was applied).
+_REROUTE = (MapVersionError, WrongPartitionError)
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is str and what == "keys":
+        return value.encode("utf-8")
+    raise InvalidArgumentError(f"{what} are bytes" + (" (or str, sent as UTF-8)" if what == "keys" else "") +
+                               f", got {type(value).__name__}")
+
+
+class PartitionedClient:
+    """A client of a :class:`~.store.PartitionedStore` (see the module docstring); thread-safe.
+
+    ``timeout_s`` bounds each operation, reroutes included; ``max_attempts`` bounds the routing
+    attempts of one part; the other options (``read``, ``acks``, ``max_batch``, ``max_in_flight``,
+    ``rpc_timeout_s``...) go to every group's :class:`~ddia_ray.replication.ReplicatedClient`.
+    """
+
+    def __init__(self, store, *, timeout_s: float = 10.0, max_attempts: int = 50, **group_options: Any):
+        self.store = store
+        self.timeout_s = positive("timeout_s", timeout_s)
+        if type(max_attempts) is not int or max_attempts < 1:
+            raise ConfigError(f"max_attempts is an int >= 1, got {max_attempts!r}")
+        self.max_attempts = max_attempts
+        self._group_options = {"timeout_s": timeout_s, **group_options}
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._closed = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="partitioned-client")
+        self.stats: dict[str, int] = {"reroutes": 0, "map_refreshes": 0}
+        self._set_map(store.partition_map())
+
+    # --- the map -----------------------------------------------------------------------------------
+
+    @property
+    def partition_map(self) -> PartitionMap:
+        """The map this client routes with."""
+        return self._map
+
+    def _set_map(self, pmap: PartitionMap) -> None:
+        with self._lock:
+            self._map, self._locator = pmap, Locator(pmap)
+            for c in self._clients.values():
+                c.fence = pmap.version
+
+    def refresh(self, *, at_least: int = 0) -> PartitionMap:
+        """Read the map again (once for several threads asking together); returns the newest."""
+        with self._refreshing:
+            if self._map.version <= at_least or at_least == 0:
+                pmap = self.store.partition_map()
+                self.stats["map_refreshes"] += 1
+                if pmap.version > self._map.version:
+                    self._set_map(pmap)
+        return self._map
+
+    def _group_client(self, group: str):
+        with self._lock:
+            client = self._clients.get(group)
+            if client is None:
+                if self._closed:
+                    raise ConfigError("the client is closed")
+                client = self.store.group(group).client(**self._group_options)
+                client.fence = self._map.version
+                self._clients[group] = client
+            return client
+
+    # --- routing with retries ----------------------------------------------------------------------
+
+    def _routed(self, attempt: Callable[[Locator], concurrent.futures.Future],
+                finish: Callable[[Any], Any] = lambda v: v) -> concurrent.futures.Future:
+        """A future for ``attempt(locator)``, run again on a fresh map after each reroute refusal."""
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+        deadline = time.monotonic() + self.timeout_s
+        tries = [0]
+
+        def run() -> None:
+            tries[0] += 1
+            try:
+                inner = attempt(self._locator)
+            except BaseException as e:  # noqa: BLE001 - bad input or a routing refusal: the caller's
+                outer.set_exception(e)
+                return
+            inner.add_done_callback(done)
+
+        def done(f: concurrent.futures.Future) -> None:
+            exc = f.exception()
+            if exc is None:
+                try:
+                    outer.set_result(finish(f.result()))
+                except BaseException as e:  # noqa: BLE001
+                    outer.set_exception(e)
+                return
+            if not isinstance(exc, _REROUTE) or tries[0] >= self.max_attempts or time.monotonic() > deadline \
+                    or self._closed:
+                outer.set_exception(exc)
+                return
+            self.stats["reroutes"] += 1
+            self._pool.submit(again, exc)
+
+        def again(exc: PartitionError) -> None:
+            try:
+                before = self._map.version
+                self.refresh(at_least=before)
+                if self._map.version == before:  # the change is not published yet: give it a moment
+                    time.sleep(min(0.2, 0.005 * 2 ** min(tries[0], 6)))
+                run()
+            except BaseException as e:  # noqa: BLE001 - the coordination service failed: the caller's error
+                if not outer.done():
+                    outer.set_exception(e)
+
+        run()
+        return outer
+
+    def _stored(self, key: bytes) -> bytes:
+        return stored_key(self._map.scheme, key)
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def _parts(self, loc: Locator, ops: tuple) -> dict[int, list[int]]:
+        """Indices of ``ops`` per partition under ``loc``."""
+        parts: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            if op[0] == DELETE_RANGE:
+                covered = loc.overlapping(op[1], op[2])
+                if len(covered) != 1:
+                    raise PartitionError(f"a range delete of [{op[1][:64]!r}, {op[2][:64]!r}) spans {len(covered)} "
+                                         f"partitions; use delete_range(), which cuts it")
+                parts.setdefault(covered[0].id, []).append(i)
+            else:
+                parts.setdefault(loc.locate(op[1]).id, []).append(i)
+        return parts
+
+    def _stored_op(self, op: tuple) -> tuple:
+        scheme = self._map.scheme
+        if op[0] == DELETE_RANGE:
+            return op  # range scheme only (the hash scheme refuses range deletes)
+        return (op[0], stored_key(scheme, op[1]), *op[2:])
+
+    def _write_part(self, ops: tuple, acks: int | None, across: bool) -> concurrent.futures.Future:
+        """Write ``ops`` (of one partition when routed) atomically; rerouted on refusal."""
+
+        def attempt(loc: Locator) -> concurrent.futures.Future:
+            parts = self._parts(loc, ops)
+            if len(parts) > 1:
+                if not across:
+                    raise PartitionError(f"the batch's keys now lie in {len(parts)} partitions (a split happened "
+                                         f"while it was routed); nothing was applied. Retry it, or pass "
+                                         f"across_partitions=True")
+                return self._write(ops, acks, across=True)
+            (pid,) = parts
+            group = loc.map.partition(pid).group
+            return self._group_client(group).submit_ops(tuple(self._stored_op(op) for op in ops), acks=acks)
+
+        return self._routed(attempt)
+
+    def _write(self, ops: tuple, acks: int | None, *, across: bool) -> concurrent.futures.Future:
+        parts = self._parts(self._locator, ops)
+        if len(parts) == 1:
+            return self._write_part(ops, acks, across)
+        if not across:
+            raise PartitionError(f"the batch's keys lie in {len(parts)} partitions ({sorted(parts)}); a batch is "
+                                 f"atomic within one partition only. Pass across_partitions=True to apply each "
+                                 f"partition's part atomically and independently")
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+        results: list = [None] * len(ops)
+        left = [len(parts)]
+        applied: list[int] = []
+        failed: dict[int, BaseException] = {}
+        lock = threading.Lock()
+
+        def part_done(pid: int, idx: list[int], f: concurrent.futures.Future) -> None:
+            exc = f.exception()
+            with lock:
+                if exc is None:
+                    for i, r in zip(idx, f.result()):
+                        results[i] = r
+                    applied.append(pid)
+                else:
+                    failed[pid] = exc
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                if failed:
+                    outer.set_exception(PartialBatchError(
+                        f"{len(failed)} of {len(parts)} partitions' parts of the batch failed "
+                        f"({', '.join(f'{p}: {type(e).__name__}' for p, e in sorted(failed.items()))}); "
+                        f"partitions {sorted(applied)} applied theirs", applied=tuple(sorted(applied)),
+                        failed=dict(failed)))
+                else:
+                    outer.set_result(tuple(results))
+
+        def callback(pid: int, idx: list[int]) -> Callable[[concurrent.futures.Future], None]:
+            return lambda f: part_done(pid, idx, f)
+
+        for pid, idx in parts.items():
+            self._write_part(tuple(ops[i] for i in idx), acks, True).add_done_callback(callback(pid, idx))
+        return outer
+
+    def put_nowait(self, key, value, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`put`."""
+        f = self._write(((PUT, _bytes(key, "keys"), _bytes(value, "values")),), acks, across=False)
+        return _first(f)
+
+    def delete_nowait(self, key, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`delete`."""
+        return _first(self._write(((DELETE, _bytes(key, "keys"), b""),), acks, across=False))
+
+    def cas_nowait(self, key, expected, new, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`cas`; the future holds whether it set the key."""
+        exp = None if expected is None else _bytes(expected, "expected values")
+        val = None if new is None else _bytes(new, "new values")
+        return _first(self._write(((CAS, _bytes(key, "keys"), val, exp),), acks, across=False))
+
+    def write_nowait(self, batch, *, acks: int | None = None,
+                     across_partitions: bool = False) -> concurrent.futures.Future:
+        """Start a :meth:`write`; the future holds one result per operation."""
+        ops = batch_ops(batch)
+        if any(op[0] == DELETE_RANGE for op in ops) and self._map.scheme == "hash":
+            raise ConfigError("a hash-partitioned store keeps no key order across partitions: delete keys one "
+                              "by one, or use the range scheme for range deletes")
+        return self._write(ops, acks, across=across_partitions)
+
+    def delete_range_nowait(self, start, end, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`delete_range` (range scheme): one atomic delete per partition it covers."""
+        if self._map.scheme == "hash":
+            raise ConfigError("a hash-partitioned store keeps no key order across partitions: delete_range needs "
+                              "the range scheme")
+        s, e = _bytes(start, "keys"), _bytes(end, "keys")
+        if s > e:
+            raise InvalidArgumentError(f"range start {s!r} is after its end {e!r}")
+        ops = tuple((DELETE_RANGE, max(s, p.start), e if p.end is None else min(e, p.end))
+                    for p in self._locator.overlapping(s, e))
+        ops = tuple(op for op in ops if op[1] < op[2])
+        if not ops:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        return _first(self._write(ops, acks, across=True), single=False)
+
+    def put(self, key, value, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Set ``key`` to ``value`` (bytes)."""
+        self._wait(self.put_nowait(key, value, acks=acks), timeout_s)
+
+    def delete(self, key, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Remove ``key``."""
+        self._wait(self.delete_nowait(key, acks=acks), timeout_s)
+
+    def cas(self, key, expected, new, *, acks: int | None = None, timeout_s: float | None = None) -> bool:
+        """Set ``key`` to ``new`` only if its value is ``expected`` (None: absent); ``new=None`` deletes."""
+        return self._wait(self.cas_nowait(key, expected, new, acks=acks), timeout_s)
+
+    def write(self, batch, *, acks: int | None = None, across_partitions: bool = False,
+              timeout_s: float | None = None) -> tuple:
+        """Apply ``batch`` (a :class:`~ddia_ray.storage.WriteBatch` or ``(kind, key, value_or_end)``
+        tuples); atomic when its keys lie in one partition (see the module docstring)."""
+        return self._wait(self.write_nowait(batch, acks=acks, across_partitions=across_partitions), timeout_s)
+
+    def delete_range(self, start, end, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Remove every key in ``[start, end)`` (range scheme; atomic per partition)."""
+        self._wait(self.delete_range_nowait(start, end, acks=acks), timeout_s)
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def get_nowait(self, key, *, read: str | None = None,
+                   max_staleness_s: float | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`get`."""
+        k = _bytes(key, "keys")
+
+        def attempt(loc: Locator) -> concurrent.futures.Future:
+            group = loc.locate(k).group
+            return self._group_client(group).get_nowait(self._stored(k), read=read, max_staleness_s=max_staleness_s)
+
+        return self._routed(attempt)
+
+    def get(self, key, *, read: str | None = None, max_staleness_s: float | None = None,
+            timeout_s: float | None = None) -> bytes | None:
+        """The value of ``key`` (None if absent), read as ``read`` says."""
+        return self._wait(self.get_nowait(key, read=read, max_staleness_s=max_staleness_s), timeout_s)
+
+    def get_many(self, keys, *, read: str | None = None, max_staleness_s: float | None = None,
+                 timeout_s: float | None = None) -> list:
+        """The values of ``keys``, in order (the reads of every partition go out together)."""
+        futures = [self.get_nowait(k, read=read, max_staleness_s=max_staleness_s) for k in keys]
+        return [self._wait(f, timeout_s) for f in futures]
+
+    def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
+             timeout_s: float | None = None) -> Iterator:
+        """The pairs of ``[start, end)`` as Arrow record batches (``key``, ``value``), one per page.
+
+        Range scheme: in key order, partition after partition. Hash scheme: every partition is
+        read, in the order of key hashes (not key order), and keys outside ``[start, end)`` are
+        left out. Each page is read at one position of one group (as the replicated store's scan);
+        a partition that moves or splits during the scan is followed: the scan goes on after the
+        last key it returned, under the new map, so no key is returned twice or skipped."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        s = b"" if start is None else _bytes(start, "keys")
+        e = None if end is None else _bytes(end, "keys")
+        if e is not None and s > e:
+            raise ConfigError(f"range start {s!r} is after its end {e!r}")
+        hashed = self._map.scheme == "hash"
+        cursor, stop = (b"", None) if hashed else (s, e)  # in the groups' stored-key order
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while stop is None or cursor < stop:
+            # A partition's [start, end) bounds its stored keys under both schemes (keyspace.stored_key).
+            p = next(q for q in self._map.partitions if q.end is None or cursor < q.end)
+            sub_end = p.end if stop is None else (stop if p.end is None else min(stop, p.end))
+            client = self._group_client(p.group)
+            try:
+                for batch in client.scan(cursor, sub_end, read=read, page_rows=page_rows, timeout_s=timeout_s):
+                    keys = batch.column(0)
+                    cursor = keys[len(keys) - 1].as_py() + b"\x00"
+                    if hashed:
+                        users = pc.binary_slice(keys, HASH_BYTES, 1 << 31)  # stop: past any key
+                        keep = pc.greater_equal(users, pa.scalar(s, pa.binary()))
+                        if e is not None:
+                            keep = pc.and_(keep, pc.less(users, pa.scalar(e, pa.binary())))
+                        batch = pa.record_batch([users, batch.column(1)], schema=batch.schema).filter(keep)
+                        if batch.num_rows == 0:
+                            continue
+                    yield batch
+            except _REROUTE:
+                if time.monotonic() > deadline:
+                    raise
+                self.stats["reroutes"] += 1
+                before = self._map.version
+                if self.refresh(at_least=before).version == before:
+                    time.sleep(0.02)
+                continue  # from the cursor, under the new map
+            if p.end is None or (stop is not None and p.end >= stop):
+                return
+            cursor = p.end
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def _wait(self, future: concurrent.futures.Future, timeout_s: float | None) -> Any:
+        try:
+            return future.result(self.timeout_s + 5.0 if timeout_s is None else timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeoutError("the operation did not complete within its timeout; outcome unknown") from None
+
+    def close(self) -> None:
+        """Close every group's session (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            clients = list(self._clients.values())
+        for c in clients:
+            c.close()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _first(f: concurrent.futures.Future, single: bool = True) -> concurrent.futures.Future:
+    """A future of ``f``'s first result (``single``) or of None."""
+    out: concurrent.futures.Future = concurrent.futures.Future()
+
+    def done(inner: concurrent.futures.Future) -> None:
+        exc = inner.exception()
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(inner.result()[0] if single else None)
+
+    f.add_done_callback(done)
+    return out

@@ -1,0 +1,280 @@
+"""A partitioned store on Ray: replica groups, a versioned partition map in RaftKV, one handle.
+
+Theory of operation
+-------------------
+:meth:`PartitionedStore.launch` starts ``groups`` replica groups
+(:class:`~ddia_ray.replication.ReplicatedStore`, each its own Raft or leader-follower group of
+``replicas`` replicas, named ``<name>-g1``, ``<name>-g2``, ...) and one small RaftKV cluster,
+``<name>-map``, the coordination service that holds the partition map (DDIA 6.4: ZooKeeper's
+part in HBase, SolrCloud and Kafka). The map deals many partitions over the groups; a group
+serves every partition the map gives it.
+
+Every group keeps its own ownership record in its log (:mod:`ddia_ray.replication.ownership`),
+so a replica refuses a key it does not own at the request's map version, whatever the client
+believed. A change of the map (:mod:`.changes`: split, merge, move) updates the records of the
+groups it touches *before* it publishes the new map with compare-and-set on its version, so a
+client can never hold a map newer than what the groups it reaches know.
+
+Clients (:class:`~.client.PartitionedClient`) cache the map, route each key to its group with
+the map's version as a fence, and on a refusal read the map again and route again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from .. import codec
+from ..errors import ComponentNotFoundError, ConfigError, InvalidArgumentError, UnknownNodeError
+from ..kv import RaftKV
+from ..replication import PROTOCOLS, ReplicatedStore
+from .keyspace import SCHEMES, sample_boundaries
+from .partition_map import PartitionMap, initial_map, ownership_of
+
+__all__ = ["PartitionedStore", "map_key"]
+
+_names = itertools.count(1)
+
+
+def map_key(store: str) -> bytes:
+    """Where the coordination service keeps ``store``'s partition map."""
+    return b"ddia/partitions/" + store.encode() + b"/map"
+
+
+def _lock_key(store: str) -> bytes:
+    return b"ddia/partitions/" + store.encode() + b"/change"
+
+
+def _groups_key(store: str) -> bytes:
+    return b"ddia/partitions/" + store.encode() + b"/groups"
+
+
+class PartitionedStore:
+    """A running partitioned store (see the module docstring). Create it with :meth:`launch`,
+    attach to it with :meth:`connect`; ``client()``, ``stats()``, the nemesis operations per group,
+    ``shutdown()``, and a context manager, as every ddia-ray handle."""
+
+    def __init__(self, name: str, coordinator: RaftKV, groups: dict[str, ReplicatedStore], options: dict):
+        self.name = name
+        self.coordinator = coordinator
+        self.groups = groups
+        self.options = options
+        self._kv = coordinator.client()
+        self._admin_clients: dict[str, Any] = {}
+
+    # --- starting and attaching ------------------------------------------------------------------
+
+    @classmethod
+    def launch(cls, name: str | None = None, *, partitions: int | None = None, scheme: str = "hash",
+               groups: int = 2, replicas: int = 3, protocol: str = "raft", mode: str | None = None,
+               engine: str = "map", root: str | None = None, boundaries=None, sample=None,
+               map_members: int = 3, detached: bool = False, **group_options: Any) -> "PartitionedStore":
+        """Start ``groups`` replica groups of ``replicas`` replicas and the map's coordination service.
+
+        ``scheme="hash"``: ``partitions`` equal ranges of key hashes (default 8 per group), dealt
+        round-robin over the groups; rebalancing moves whole partitions and never rehashes a key.
+        ``scheme="range"``: partitions of key ranges, cut at ``boundaries`` (ascending keys) or at
+        boundaries chosen from ``sample`` (keys of the data to come) into ``partitions`` ranges of
+        about equal count; without either, one partition per group is cut later by splits.
+        ``protocol``, ``mode``, ``engine``, ``root`` and ``group_options`` go to every group's
+        :meth:`~ddia_ray.replication.ReplicatedStore.launch` (leader-follower groups take their own
+        ``coordinators`` there); ``map_members`` RaftKV members hold the map.
+        """
+        if scheme not in SCHEMES:
+            raise ConfigError(f"unknown partitioning scheme {scheme!r}; choose one of {SCHEMES}")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown replication protocol {protocol!r}; use one of {PROTOCOLS}")
+        if type(groups) is not int or groups < 1:
+            raise ConfigError(f"a partitioned store needs at least one replica group, got {groups!r}")
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
+        name = name or f"parts-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
+        names = tuple(f"{name}-g{i}" for i in range(1, groups + 1))
+        if scheme == "range" and sample is not None:
+            if boundaries is not None:
+                raise ConfigError("give boundaries= or sample=, not both")
+            boundaries = sample_boundaries(sample, partitions or groups)
+            partitions = None if partitions is None else len(boundaries) + 1
+        elif scheme == "range" and boundaries is None and partitions is None:
+            partitions = 1
+        pmap = initial_map(scheme, names, partitions=partitions,
+                           boundaries=None if boundaries is None else tuple(boundaries))
+        coordinator = RaftKV.launch(map_members, root=root, name=f"{name}-map", detached=detached)
+        started: dict[str, ReplicatedStore] = {}
+        store = None
+        try:
+            for g in names:
+                started[g] = ReplicatedStore.launch(g, replicas, protocol=protocol, mode=mode, engine=engine,
+                                                    root=root, detached=detached, **group_options)
+            store = cls(name, coordinator, started, {"scheme": scheme, "protocol": protocol})
+            for g in names:  # every group learns its partitions before any client can see the map
+                store._set_ownership(g, ownership_of(pmap, g, name))
+            store._kv.put(_groups_key(name), codec.encode(names))
+            if not store._kv.cas(map_key(name), None, codec.encode(pmap)):
+                raise ConfigError(f"a partition map for {name!r} exists already in {coordinator.name!r}")
+        except BaseException:
+            if store is not None:
+                store._kv.close()
+            for s in started.values():
+                s.shutdown(destroy_data=True)
+            coordinator.shutdown(destroy_data=True)
+            raise
+        return store
+
+    @classmethod
+    def connect(cls, name: str, *, timeout_s: float = 30.0) -> "PartitionedStore":
+        """A handle on the running store ``name`` from any driver on this Ray cluster."""
+        coordinator = RaftKV.connect(f"{name}-map", timeout_s=timeout_s)
+        kv = coordinator.client()
+        try:
+            raw, raw_groups = kv.get(map_key(name)), kv.get(_groups_key(name))
+        finally:
+            kv.close()
+        if raw is None or raw_groups is None:
+            raise ComponentNotFoundError(name, [coordinator.name], kind=cls.__name__)
+        pmap = decode_map(raw)
+        names = codec.decode(raw_groups)
+        if not (isinstance(names, tuple) and all(isinstance(g, str) for g in names)):
+            raise ConfigError(f"the coordination service holds no group list for {name!r}")
+        groups = {g: ReplicatedStore.connect(g, timeout_s=timeout_s) for g in names}
+        protocol = next(iter(groups.values())).protocol
+        return cls(name, coordinator, groups, {"scheme": pmap.scheme, "protocol": protocol})
+
+    # --- the map ------------------------------------------------------------------------------------
+
+    @property
+    def scheme(self) -> str:
+        """``"hash"`` or ``"range"``."""
+        return self.options["scheme"]
+
+    def partition_map(self) -> PartitionMap:
+        """The current partition map, read (linearizably) from the coordination service."""
+        raw = self._kv.get(map_key(self.name))
+        if raw is None:
+            raise ComponentNotFoundError(self.name, [self.coordinator.name], kind=type(self).__name__)
+        return decode_map(raw)
+
+    def _publish(self, old: PartitionMap, new: PartitionMap) -> None:
+        """Replace map ``old`` by ``new`` in the coordination service (compare-and-set)."""
+        if not self._kv.cas(map_key(self.name), codec.encode(old), codec.encode(new)):
+            raise ConfigError(f"the partition map of {self.name!r} changed under this change (another handle "
+                              f"changed it without the change lock?)")
+
+    def _set_ownership(self, group: str, own, *, timeout_s: float = 30.0) -> None:
+        """Make ``own`` the ownership record of ``group`` (acknowledged by every follower)."""
+        self.group(group).set_ownership(own, timeout_s=timeout_s)
+
+    # --- changes (see .changes) ----------------------------------------------------------------------
+
+    def split(self, pid: int, at: bytes | None = None) -> PartitionMap:
+        """Cut partition ``pid`` in two at ``at`` (default: its middle); see :func:`.changes.split`."""
+        from .changes import split
+
+        return split(self, pid, at)
+
+    def merge(self, left: int, right: int) -> PartitionMap:
+        """Join neighbouring partitions of one group; see :func:`.changes.merge`."""
+        from .changes import merge
+
+        return merge(self, left, right)
+
+    def move(self, pid: int, group: str) -> dict:
+        """Give partition ``pid`` to ``group`` while clients go on; see :func:`.changes.move`."""
+        from .changes import move
+
+        return move(self, pid, group)
+
+    # --- groups -------------------------------------------------------------------------------------
+
+    def group(self, name: str) -> ReplicatedStore:
+        """The replica group ``name`` (``<store>-g1``...)."""
+        if name not in self.groups:
+            raise UnknownNodeError(name, tuple(self.groups))
+        return self.groups[name]
+
+    def admin_client(self, group: str):
+        """An unfenced client of ``group`` for the store's own copies and cleanups (not for users:
+        it bypasses the routing check)."""
+        if group not in self._admin_clients:
+            self._admin_clients[group] = self.group(group).client(read="linearizable", max_in_flight=4)
+        return self._admin_clients[group]
+
+    # --- the one handle convention ----------------------------------------------------------------
+
+    def client(self, **options):
+        """A new :class:`~.client.PartitionedClient` (options as for the replicated store's client,
+        plus ``max_attempts`` routing attempts per operation)."""
+        from .client import PartitionedClient
+
+        return PartitionedClient(self, **options)
+
+    def stats(self) -> dict:
+        """The map and, per partition, its group, range and the load its group's leader counted
+        (keys read and operations written through fenced requests since that replica started), plus
+        every group's replication figures."""
+        pmap = self.partition_map()
+        groups = {g: s.stats() for g, s in self.groups.items()}
+        partitions = {}
+        for p in pmap.partitions:
+            st = groups.get(p.group, {})
+            lead = st.get("replicas", {}).get(st.get("leader"), {})
+            load = lead.get("partitions", {}).get(str(p.id), {})
+            partitions[p.id] = {"group": p.group, "start": p.start, "end": p.end, "since": p.since,
+                                "leader": st.get("leader"), "reads": load.get("reads", 0),
+                                "writes": load.get("writes", 0)}
+        return {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
+
+    def shutdown(self, *, destroy_data: bool = False) -> None:
+        """Stop every group and the coordination service."""
+        for c in self._admin_clients.values():
+            c.close()
+        self._admin_clients.clear()
+        self._kv.close()
+        for s in self.groups.values():
+            s.shutdown(destroy_data=destroy_data)
+        self.coordinator.shutdown(destroy_data=destroy_data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"PartitionedStore({self.name!r}, groups={list(self.groups)})"
+
+    # --- nemesis (per group) -------------------------------------------------------------------------
+
+    def kill(self, group: str, node: str) -> None:
+        """``ray.kill`` replica ``node`` of ``group``."""
+        self.group(group).kill(node)
+
+    def restart(self, group: str, node: str) -> None:
+        """Restart a killed replica; it recovers from its log."""
+        self.group(group).restart(node)
+
+    def pause(self, group: str, node: str) -> None:
+        """Freeze a replica (a process pause)."""
+        self.group(group).pause(node)
+
+    def resume(self, group: str, node: str) -> None:
+        """Let a paused replica run again."""
+        self.group(group).resume(node)
+
+    def partition(self, group: str, sides) -> None:
+        """Cut the network inside ``group`` between ``sides`` (as :meth:`ReplicatedStore.partition`)."""
+        self.group(group).partition(sides)
+
+    def heal(self) -> None:
+        """Remove every network cut in every group."""
+        for s in self.groups.values():
+            s.heal()
+
+
+def decode_map(raw: bytes) -> PartitionMap:
+    """A map read from the coordination service (refused precisely if it is not one)."""
+    pmap = codec.decode(raw)
+    if type(pmap) is not PartitionMap:
+        raise ConfigError(f"the coordination service holds a {type(pmap).__name__} where a partition map belongs")
+    return pmap

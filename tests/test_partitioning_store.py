@@ -1,0 +1,174 @@
+"""The partitioned store on Ray: routing over replica groups, stale maps refreshed, and splits,
+merges and moves while a writer runs, with every acknowledged write checked afterwards."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ddia_ray.errors import (ConfigError, InvalidArgumentError, MapVersionError, PartialBatchError, PartitionError,
+                             UnknownNodeError, WrongPartitionError)
+from ddia_ray.partitioning import PartitionedStore
+from ddia_ray.partitioning.keyspace import stored_key
+from ddia_ray.replication.ownership import Ownership
+
+
+def _keys(batches):
+    return [k for b in batches for k in b.column(0).to_pylist()]
+
+
+def test_a_hash_store_routes_every_operation_to_the_group_that_owns_the_key(ray_session):
+    with PartitionedStore.launch(groups=2, replicas=1, partitions=6, scheme="hash") as store:
+        pmap = store.partition_map()
+        assert pmap.version == 1 and len(pmap.partitions) == 6 and set(pmap.groups()) == set(store.groups)
+        with store.client() as c:
+            futures = [c.put_nowait(f"key-{i}", f"v{i}".encode()) for i in range(300)]
+            for f in futures:
+                f.result(30)
+            assert c.get_many([f"key-{i}" for i in range(300)]) == [f"v{i}".encode() for i in range(300)]
+            assert c.get("absent") is None
+            assert c.cas("key-1", b"v1", b"w1") is True and c.cas("key-1", b"v1", b"x") is False
+            c.delete("key-2")
+            assert c.get("key-2") is None
+            got = _keys(c.scan())
+            assert sorted(got) == sorted(f"key-{i}".encode() for i in range(300) if i != 2)
+            assert len(got) == len(set(got))  # each key once
+            assert sorted(_keys(c.scan(b"key-1", b"key-2"))) == sorted(
+                k for k in got if b"key-1" <= k < b"key-2")
+            # A batch over two partitions is visible as such: refused unless asked for, then per partition.
+            a, b = next((f"key-{i}", f"key-{j}") for i in range(300) for j in range(300)
+                        if c._locator.locate(f"key-{i}".encode()).id != c._locator.locate(f"key-{j}".encode()).id)
+            with pytest.raises(PartitionError, match="atomic within one partition"):
+                c.write([("put", a, b"x"), ("put", b, b"y")])
+            assert c.write([("put", a, b"x"), ("put", b, b"y")], across_partitions=True) == (None, None)
+            assert c.get_many([a, b]) == [b"x", b"y"]
+            with pytest.raises(ConfigError, match="range scheme"):
+                c.delete_range("a", "b")
+            with pytest.raises(InvalidArgumentError, match="keys are bytes"):
+                c.put(3, b"v")
+            with pytest.raises(InvalidArgumentError, match="values are bytes"):
+                c.put("k", "v")
+        # Each group holds exactly the keys of its partitions, under their stored (hash-prefixed) keys.
+        for g in store.groups:
+            own = store.group(g).ownership()
+            assert own is not None and {r.pid for r in own.ranges} == {p.id for p in pmap.partitions if p.group == g}
+            with store.group(g).client() as gc:
+                for k in _keys(gc.scan()):
+                    assert own.owner(k) is not None
+        stats = store.stats()
+        assert sum(p["writes"] for p in stats["partitions"].values()) >= 300
+        assert all(p["writes"] > 0 for p in stats["partitions"].values())  # 300 keys reach all 6 partitions
+
+
+def test_bad_changes_and_requests_get_precise_errors(ray_session):
+    with PartitionedStore.launch(groups=2, replicas=1, scheme="range", boundaries=[b"m"]) as store:
+        with pytest.raises(UnknownNodeError):
+            store.move(0, "no-such-group")
+        with pytest.raises(InvalidArgumentError, match="outside partition"):
+            store.split(0, b"z")  # partition 0 is [b"", b"m")
+        with pytest.raises(InvalidArgumentError, match="already"):
+            store.move(0, store.partition_map().partition(0).group)
+        with pytest.raises(InvalidArgumentError, match="not neighbours|groups"):
+            store.merge(0, 1)  # in two groups
+        g = store.partition_map().partition(0).group
+        with store.group(g).client() as gc:
+            gc.fence = 99  # a map version no coordinator made
+            with pytest.raises(MapVersionError, match="has not seen"):
+                gc.put(b"x", b"v")  # not this group's key: the version is from the future, and it says so
+            gc.put(b"a", b"v99")  # this group's key: served (it cannot tell 99 from a change it took no part in)
+            gc.fence = 1
+            with pytest.raises(WrongPartitionError):
+                gc.put(b"x", b"v")  # the other group's key, sent here with the current map
+            with pytest.raises(WrongPartitionError):
+                gc.get(b"x")
+            gc.put(b"a", b"v")
+            assert gc.get(b"a") == b"v"
+        # The store is still whole after the refusals: the map is unchanged.
+        assert store.partition_map().version == 1
+
+
+@pytest.mark.parametrize("protocol", ["raft", "leader-follower"])
+def test_splits_merges_and_moves_under_writes_lose_nothing(ray_session, protocol):
+    extra = {"coordinators": 1, "mode": "sync"} if protocol == "leader-follower" else {}
+    with PartitionedStore.launch(groups=2, replicas=2 if protocol == "leader-follower" else 1, scheme="range",
+                                 boundaries=[b"k5"], protocol=protocol, **extra) as store:
+        stale = store.client()  # keeps the first map until a group refuses it
+        stop = threading.Event()
+        acked: dict[bytes, bytes] = {}
+        errors: list = []
+
+        def writer():
+            with store.client() as c:
+                i = 0
+                while not stop.is_set():
+                    batch = {f"k{(i * 7919) % 10_000:04d}".encode(): f"v{i}".encode() for i in range(i, i + 40)}
+                    futures = {k: c.put_nowait(k, v) for k, v in batch.items()}
+                    for k, f in futures.items():
+                        try:
+                            f.result(30)
+                            acked[k] = batch[k]
+                        except Exception as e:  # noqa: BLE001 - recorded: the test fails on any
+                            errors.append(e)
+                    i += 40
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            while len(acked) < 400:
+                stop.wait(0.05)
+            m = store.split(0, b"k2")  # [b"", k2) and [k2, k5), both in the first group
+            new = next(p for p in m.partitions if p.start == b"k2")
+            g1, g2 = store.partition_map().partition(0).group, store.partition_map().partition(1).group
+            report = store.move(new.id, g2)
+            assert report["copied"] > 0 and report["frozen_s"] < report["total_s"]
+            assert store.partition_map().partition(new.id).group == g2
+            store.merge(new.id, 1)  # now neighbours in the same group
+            back = store.move(0, g2)
+            assert back["version"] == store.partition_map().version
+            n = len(acked)
+            while len(acked) < n + 200:
+                stop.wait(0.05)
+        finally:
+            stop.set()
+            t.join(60)
+        assert not errors, errors[:3]
+        final = store.partition_map()
+        assert {p.group for p in final.partitions} == {g2} and final.version == 5
+        assert store.group(g1).ownership().ranges == ()
+        with store.client() as c:
+            keys = list(acked)
+            assert c.get_many(keys) == [acked[k] for k in keys]
+            scanned = _keys(c.scan())
+            assert scanned == sorted(set(scanned)) and set(acked) <= set(scanned)
+        with store.group(g1).client() as gc:
+            assert _keys(gc.scan()) == []  # the old owner deleted what it gave away
+        stale.put(b"k0001", b"late")  # routed with map version 1: refused, refreshed, rerouted
+        assert stale.get(b"k0001") == b"late" and stale.stats["reroutes"] >= 1
+        assert stale.partition_map.version == final.version
+        stale.close()
+
+
+def test_a_batch_across_partitions_reports_what_applied(ray_session):
+    with PartitionedStore.launch(groups=1, replicas=1, scheme="range", boundaries=[b"m"]) as store:
+        with store.client(timeout_s=3.0) as c:
+            assert c.write([("put", b"a", b"1"), ("put", b"x", b"2")], across_partitions=True) == (None, None)
+            c.delete_range(b"", b"zz")
+            assert _keys(c.scan()) == []
+            g = store.partition_map().partition(1).group
+            store.group(g).set_ownership(Ownership(store.name, 2, tuple(
+                r for r in store.group(g).ownership().ranges if r.pid == 0)))
+            with pytest.raises(PartialBatchError) as e:  # partition 1 is owned by nobody now: its part fails
+                c.write([("put", b"a", b"1"), ("put", b"x", b"2")], across_partitions=True)
+            assert e.value.applied == (0,) and set(e.value.failed) == {1}
+            assert stored_key("range", b"a") == b"a"
+
+
+def test_connect_from_another_handle_sees_the_same_store(ray_session):
+    with PartitionedStore.launch(groups=2, replicas=1, partitions=4) as store:
+        other = PartitionedStore.connect(store.name)
+        assert other.partition_map() == store.partition_map() and set(other.groups) == set(store.groups)
+        with other.client() as c:
+            c.put(b"k", b"v")
+        with store.client() as c:
+            assert c.get(b"k") == b"v"
