@@ -20,6 +20,7 @@ __all__ = [
     "StaleMapError",
     "WrongPartitionError",
     "PartialBatchError",
+    "ScanExpiredError",
     "ConfigError",
     "InvalidArgumentError",
     "CodecError",
@@ -333,6 +334,18 @@ class WriteOutcomeUnknownError(ReplicationError):
     The write is in the old leader's log and may reach a replica, or may be discarded: read the key
     to learn which. A client history records it as indeterminate (Jepsen's ``info``).
     """
+
+
+class ScanExpiredError(ReplicationError):
+    """A pinned scan's view is gone from the replica that held it (it expired unused, or the replica
+    restarted): start a new scan after the last key read. ``pin`` is the lost pin's id."""
+
+    def __init__(self, message: str, pin: int = 0):
+        self.pin = pin
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.pin))
 
 
 class ReplicaBehindError(ReplicationError):

@@ -1,5 +1,5 @@
-"""The replica's side of request routing: ownership records, the fence check, and both protocols'
-cores refusing keys they do not own, through their logs."""
+"""The replica's side of partitioning: ownership records, the fence check, both protocols' cores
+refusing keys they do not own (through their logs), and pinned scans (a partition's snapshot read)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddia_ray import codec
-from ddia_ray.errors import (CorruptionError, InvalidArgumentError, MapVersionError, StaleMapError,
+from ddia_ray.errors import (CorruptionError, InvalidArgumentError, MapVersionError, ScanExpiredError, StaleMapError,
                              WrongPartitionError)
 from ddia_ray.kv.member import RaftMember
 from ddia_ray.replication import DELETE_RANGE, PUT, LeaderFollowerReplica, ReplRead, ReplScan, ReplWrite
@@ -191,3 +191,49 @@ def test_a_group_refuses_what_it_does_not_own_through_its_log(protocol):
     assert all(sim.core(r).state.get(b"x") is None for r in REPS)
     status = sim.core(leader).status()
     assert status["partitions"]["1"]["writes"] >= 1 and status["partitions"]["1"]["reads"] >= 2
+
+
+# --- pinned scans (a partition's snapshot read for Ray Data) ----------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["leader-follower", "raft"])
+def test_a_pinned_scan_reads_every_page_from_one_view_and_then_lets_it_go(protocol):
+    sim, leader = _lf_group() if protocol == "leader-follower" else _raft_group()
+    _ask(sim, leader, ReplWrite(tuple((PUT, b"k%d" % i, b"old") for i in range(5))))
+    first = _ask(sim, leader, ReplScan(b"k", b"l", limit=2, pin=-1))
+    assert first.keys == (b"k0", b"k1") and first.more and first.pin > 0
+    _ask(sim, leader, ReplWrite(((PUT, b"k2", b"new"), (PUT, b"k25", b"new"), (1, b"k4", b""))))
+    follower = next(r for r in REPS if r != leader)
+    with pytest.raises(ScanExpiredError):
+        _ask(sim, follower, ReplScan(b"k2", b"l", limit=2, pin=first.pin))  # only the holder has the view
+    second = _ask(sim, leader, ReplScan(b"k2", b"l", limit=2, pin=first.pin))
+    assert second.keys == (b"k2", b"k3") and second.values == (b"old", b"old")  # as of the pin
+    assert (second.epoch, second.lsn) == (first.epoch, first.lsn)
+    third = _ask(sim, leader, ReplScan(b"k3\x00", b"l", limit=2, pin=first.pin))
+    assert third.keys == (b"k4",) and not third.more and third.pin == 0  # done: the pin is released
+    with pytest.raises(ScanExpiredError):
+        _ask(sim, leader, ReplScan(b"k", b"l", limit=2, pin=first.pin))
+    assert _ask(sim, leader, ReplScan(b"k", b"l")).keys == (b"k0", b"k1", b"k2", b"k25", b"k3")
+    # An abandoned pin expires after its TTL (60 s by default) and frees what it held.
+    abandoned = _ask(sim, leader, ReplScan(b"k", b"l", limit=1, pin=-1))
+    assert len(sim.core(leader).pins) == 1
+    sim.run_for(61.0)
+    assert len(sim.core(leader).pins) == 0 and sim.core(leader).pins.expired >= 1
+    with pytest.raises(ScanExpiredError):
+        _ask(sim, leader, ReplScan(b"k", b"l", pin=abandoned.pin))
+
+
+def test_an_engine_pin_is_an_engine_snapshot(tmp_path):
+    from ddia_ray.replication.engine_state import EngineState
+
+    state = EngineState(f"file://{tmp_path}/e", engine="lsm")
+    try:
+        state.apply(1, ((PUT, b"a", b"1"), (PUT, b"b", b"1")))
+        view = state.pin()
+        state.apply(2, ((PUT, b"a", b"2"), (1, b"b", b"")))
+        assert state.scan(b"", None, 10, view) == ((b"a", b"b"), (b"1", b"1"))
+        assert state.scan(b"", None, 10) == ((b"a",), (b"2",))
+        state.unpin(view)
+        state.unpin(view)  # twice is harmless
+    finally:
+        state.close()

@@ -332,44 +332,65 @@ class PartitionedClient:
         return [self._wait(f, timeout_s) for f in futures]
 
     def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
-             timeout_s: float | None = None) -> Iterator:
+             timeout_s: float | None = None, pinned: bool = False) -> Iterator:
         """The pairs of ``[start, end)`` as Arrow record batches (``key``, ``value``), one per page.
 
         Range scheme: in key order, partition after partition. Hash scheme: every partition is
         read, in the order of key hashes (not key order), and keys outside ``[start, end)`` are
         left out. Each page is read at one position of one group (as the replicated store's scan);
-        a partition that moves or splits during the scan is followed: the scan goes on after the
-        last key it returned, under the new map, so no key is returned twice or skipped."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
+        ``pinned=True`` reads each partition from one view of its group (a consistent snapshot per
+        partition, :mod:`ddia_ray.replication.pins`). A partition that moves or splits during the
+        scan, or a pin that is lost, is followed: the scan goes on after the last key it returned,
+        under the new map (from a new view), so no key is returned twice or skipped."""
         s = b"" if start is None else _bytes(start, "keys")
         e = None if end is None else _bytes(end, "keys")
         if e is not None and s > e:
             raise ConfigError(f"range start {s!r} is after its end {e!r}")
+        if self._map.scheme == "hash":  # every partition, in stored-key order, keeping [s, e)
+            return self.scan_stored(b"", None, keep=(s, e), read=read, page_rows=page_rows, timeout_s=timeout_s,
+                                    pinned=pinned)
+        return self.scan_stored(s, e, read=read, page_rows=page_rows, timeout_s=timeout_s, pinned=pinned)
+
+    def scan_stored(self, start: bytes, stop: bytes | None, *, keep: tuple | None = None, read: str | None = None,
+                    page_rows: int = 1000, timeout_s: float | None = None, pinned: bool = False) -> Iterator:
+        """:meth:`scan` over the groups' stored keys ``[start, stop)`` (the range of one partition, say,
+        as a Ray Data read task asks); batches carry users' keys. ``keep``: ``(s, e)`` users' keys to
+        keep (the hash scheme, whose stored order is not the keys' order)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from ..errors import ScanExpiredError
+
         hashed = self._map.scheme == "hash"
-        cursor, stop = (b"", None) if hashed else (s, e)  # in the groups' stored-key order
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        cursor = start
+        limit_s = self.timeout_s if timeout_s is None else timeout_s
+        stuck_since: float | None = None
         while stop is None or cursor < stop:
             # A partition's [start, end) bounds its stored keys under both schemes (keyspace.stored_key).
             p = next(q for q in self._map.partitions if q.end is None or cursor < q.end)
             sub_end = p.end if stop is None else (stop if p.end is None else min(stop, p.end))
             client = self._group_client(p.group)
             try:
-                for batch in client.scan(cursor, sub_end, read=read, page_rows=page_rows, timeout_s=timeout_s):
+                for batch in client.scan(cursor, sub_end, read=read, page_rows=page_rows, timeout_s=timeout_s,
+                                         pinned=pinned):
+                    stuck_since = None
                     keys = batch.column(0)
                     cursor = keys[len(keys) - 1].as_py() + b"\x00"
                     if hashed:
                         users = pc.binary_slice(keys, HASH_BYTES, 1 << 31)  # stop: past any key
-                        keep = pc.greater_equal(users, pa.scalar(s, pa.binary()))
-                        if e is not None:
-                            keep = pc.and_(keep, pc.less(users, pa.scalar(e, pa.binary())))
-                        batch = pa.record_batch([users, batch.column(1)], schema=batch.schema).filter(keep)
+                        batch = pa.record_batch([users, batch.column(1)], schema=batch.schema)
+                    if keep is not None:
+                        mask = pc.greater_equal(batch.column(0), pa.scalar(keep[0], pa.binary()))
+                        if keep[1] is not None:
+                            mask = pc.and_(mask, pc.less(batch.column(0), pa.scalar(keep[1], pa.binary())))
+                        batch = batch.filter(mask)
                         if batch.num_rows == 0:
                             continue
                     yield batch
-            except _REROUTE:
-                if time.monotonic() > deadline:
+            except (*_REROUTE, ScanExpiredError):
+                now = time.monotonic()
+                stuck_since = now if stuck_since is None else stuck_since
+                if now - stuck_since > limit_s:
                     raise
                 self.stats["reroutes"] += 1
                 before = self._map.version

@@ -185,6 +185,18 @@ class PartitionedStore:
 
         return move(self, pid, group)
 
+    # --- Ray Data (see .datasets) -------------------------------------------------------------------
+
+    def to_ray_dataset(self, start=None, end=None, **options):
+        """The store (or ``[start, end)``) as a Ray Dataset, one read task per partition, each a
+        consistent snapshot of its partition; see :func:`.datasets.to_ray_dataset`."""
+        return _datasets().to_ray_dataset(self, start, end, **options)
+
+    def write_dataset(self, data, **options) -> int:
+        """Write a Ray Dataset or Parquet files into the store in parallel, routed per partition;
+        see :func:`.datasets.write_dataset`."""
+        return _datasets().write_dataset(self, data, **options)
+
     # --- groups -------------------------------------------------------------------------------------
 
     def group(self, name: str) -> ReplicatedStore:
@@ -225,12 +237,16 @@ class PartitionedStore:
                                 "writes": load.get("writes", 0)}
         return {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
 
-    def shutdown(self, *, destroy_data: bool = False) -> None:
-        """Stop every group and the coordination service."""
+    def close(self) -> None:
+        """Let go of this handle's clients; the store keeps running (for a handle from :meth:`connect`)."""
         for c in self._admin_clients.values():
             c.close()
         self._admin_clients.clear()
         self._kv.close()
+
+    def shutdown(self, *, destroy_data: bool = False) -> None:
+        """Stop every group and the coordination service."""
+        self.close()
         for s in self.groups.values():
             s.shutdown(destroy_data=destroy_data)
         self.coordinator.shutdown(destroy_data=destroy_data)
@@ -278,3 +294,12 @@ def decode_map(raw: bytes) -> PartitionMap:
     if type(pmap) is not PartitionMap:
         raise ConfigError(f"the coordination service holds a {type(pmap).__name__} where a partition map belongs")
     return pmap
+
+
+def _datasets():
+    """:mod:`.datasets`, which needs Ray Data (the ``data`` extra)."""
+    try:
+        from . import datasets
+    except ImportError as e:
+        raise ConfigError(f"Ray Data is not installed ({e}); pip install 'ddia-ray[data]'") from e
+    return datasets

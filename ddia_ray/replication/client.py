@@ -300,12 +300,16 @@ class ReplicatedClient(LoopClient):
         return self._enqueue(self._reads, (mode, bound), _key(key), True)
 
     def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
-             max_staleness_s: float | None = None, timeout_s: float | None = None) -> Iterator:
+             max_staleness_s: float | None = None, timeout_s: float | None = None,
+             pinned: bool = False) -> Iterator:
         """The pairs of ``[start, end)`` as Arrow record batches (columns ``key``, ``value``), one per page.
 
         Each page is read at one position of one replica; pages are read one after the other, so
         a scan that spans pages sees writes made between them (as a paginated etcd range without a
-        pinned revision does).
+        pinned revision does). ``pinned=True`` reads every page from one view of the replica that
+        served the first (:mod:`.pins`): the whole scan then reflects one position of the log; if
+        that replica loses the view (it restarted, or the scan paused past the pin's TTL), the scan
+        raises :class:`~ddia_ray.errors.ScanExpiredError`.
         """
         import pyarrow as pa
 
@@ -318,16 +322,33 @@ class ReplicatedClient(LoopClient):
         if e is not None and s > e:
             raise ConfigError(f"range start {s!r} is after its end {e!r}")
         schema = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+        pin, holder = (-1 if pinned else 0), ""
         while True:
             epoch, lsn = self.session.position() if mode == "session" else (0, 0)
-            request = ReplScan(s, e, page_rows, mode, epoch, lsn, bound, self.fence)
-            page: ScanResult = self._wait(self._call_read(request), timeout_s)
+            request = ReplScan(s, e, page_rows, mode, epoch, lsn, bound, self.fence, pin)
+            call = self._call_read(request) if pin <= 0 else self._call_holder(holder, request)
+            page: ScanResult = self._wait(call, timeout_s)
             if page.keys:
                 yield pa.record_batch([pa.array(page.keys, pa.binary()), pa.array(page.values, pa.binary())],
                                       schema=schema)
             if not page.more or not page.keys:
                 return
             s = page.keys[-1] + b"\x00"  # the next key after the last one
+            if pinned:
+                pin, holder = page.pin, page.node
+
+    def _call_holder(self, node: str, payload: ReplScan) -> concurrent.futures.Future:
+        """A pinned scan's next page, from the replica that holds the pin (no other has its view)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        async def ask() -> None:
+            try:
+                fut.set_result(await self._call(node, payload))
+            except BaseException as e:  # noqa: BLE001 - the caller's: a lost pin, a dead replica
+                fut.set_exception(e)
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(ask()))
+        return fut
 
     def _call_read(self, payload: ReplScan) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()

@@ -220,11 +220,12 @@ class EngineState:
         """The values of ``keys`` (None where absent)."""
         return tuple(self.engine.get_many(list(keys)))
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
-        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values."""
+    def scan(self, start: bytes, end: bytes | None, limit: int, pin=None) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values
+        (as of ``pin``, an engine snapshot, when given)."""
         keys: list[bytes] = []
         values: list[bytes] = []
-        with self._scanning(start, end) as rows:
+        with self._scanning(start, end, pin) as rows:
             for k, v in rows:
                 if k.startswith(RESERVED_PREFIX):
                     continue
@@ -234,11 +235,20 @@ class EngineState:
                     break
         return tuple(keys), tuple(values)
 
+    def pin(self):
+        """An engine snapshot: pinned scans read it (old versions stay until :meth:`unpin`)."""
+        return self.engine.snapshot()
+
+    def unpin(self, view) -> None:
+        """Release a snapshot of :meth:`pin` (already released with its engine after an install)."""
+        with contextlib.suppress(StorageError):
+            view.release()
+
     @contextlib.contextmanager
-    def _scanning(self, start: bytes, end: bytes | None):
+    def _scanning(self, start: bytes, end: bytes | None, snapshot=None):
         """The engine's scan of ``[start, end)``, closed on leaving (it releases the files the scan
         pinned, also when the caller stopped early)."""
-        it = self.engine.scan(start, end)
+        it = self.engine.scan(start, end) if snapshot is None else self.engine.scan(start, end, snapshot=snapshot)
         try:
             yield it
         finally:

@@ -70,12 +70,13 @@ from typing import Any, Callable
 from .. import codec
 from .._validate import invariant
 from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, MapVersionError, NotLeaderError,
-                      PartitionError, ReplicaBehindError, SessionError, StaleEpochError, StalenessBoundError,
-                      StorageError, WriteOutcomeUnknownError)
+                      PartitionError, ReplicaBehindError, ScanExpiredError, SessionError, StaleEpochError,
+                      StalenessBoundError, StorageError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .membership import CHANGE_ACTIONS, MembershipChanges
+from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
                         decode_ownership)
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
@@ -135,7 +136,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                  renew_s: float | None = None, watch_s: float | None = None, drift: float = 0.1,
                  heartbeat_s: float = 0.05, probe_s: float = 0.1, defer_s: float | None = None,
                  retain_entries: int = 10_000, max_append_entries: int = 256, max_scan_rows: int = 10_000,
-                 state: ReplicaState | None = None, observer: Callable[[str, str, Any], None] | None = None):
+                 pin_ttl_s: float = 60.0, state: ReplicaState | None = None,
+                 observer: Callable[[str, str, Any], None] | None = None):
         super().__init__(node_id, tick_s=tick_s)
         members = tuple(members)
         if node_id not in members or len(set(members)) != len(members):
@@ -182,6 +184,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self._own: Ownership | None = None  # the ownership record, decoded from _own_raw (ownership.py)
         self._own_raw: bytes | None = None
         self.partition_load = PartitionLoad()
+        self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
         self._recover(recovered)
         # A durable state can be ahead of the log (it applied an entry whose log record the crash
         # lost) or at an entry of another history: it then holds a write no log holds, so it may
@@ -365,6 +368,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         """Time passes: heartbeats, the lease's renewal and watch, a candidate's probe."""
         now = self.ticks
         self.coord.on_tick()
+        if self.pins and now % 100 == 0:
+            self.pins.expire(now)
         if self.role == LEADER:
             if now > self.valid_until:
                 self.counters["lease_lapses"] += 1
@@ -428,7 +433,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")
         except (NotLeaderError, StaleEpochError, ReplicaBehindError, StalenessBoundError, SessionError, ConfigError,
-                InvalidArgumentError, PartitionError) as e:
+                InvalidArgumentError, PartitionError, ScanExpiredError) as e:
             self.reply(request_id, error=e)
 
     # --- leader: writes and replication --------------------------------------------------------
@@ -670,6 +675,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
             return
         try:
+            self.pins.close_all()  # their views belong to the state being replaced
             self.state.install(cp.data)
         except (StorageError, OSError) as e:  # gone or damaged on the way: asked again next watch period
             self.counters["checkpoint_failures"] += 1
@@ -906,13 +912,25 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         return ReadResult(self.state.get_many(req.keys), self.epoch_at(applied), applied, self.node_id)
 
     def _scan(self, req: ReplScan) -> ScanResult:
+        limit = min(req.limit, self.max_scan_rows)
+        if req.pin > 0:  # the next page of a pinned view: a past state, served whatever this role is now
+            view, (epoch, applied) = self.pins.view(req.pin, self.ticks)
+            keys, values = self.state.scan(req.start, req.end, limit, view)
+            more = len(keys) >= limit
+            if not more:
+                self.pins.close(req.pin)
+            return ScanResult(keys, values, more, epoch, applied, self.node_id, req.pin if more else 0)
         self._check_readable(req)
         if req.fence:
             self._check_owned_read(req.fence, (), req.start, req.end)
-        limit = min(req.limit, self.max_scan_rows)
-        keys, values = self.state.scan(req.start, req.end, limit)
         applied = self.state.applied
-        return ScanResult(keys, values, len(keys) >= limit, self.epoch_at(applied), applied, self.node_id)
+        epoch = self.epoch_at(applied)
+        pin = self.pins.open(self.ticks, (epoch, applied)) if req.pin == -1 else 0
+        keys, values = self.state.scan(req.start, req.end, limit, self.pins.view(pin, self.ticks)[0] if pin else None)
+        more = len(keys) >= limit
+        if pin and not more:
+            self.pins.close(pin)
+        return ScanResult(keys, values, more, epoch, applied, self.node_id, pin if more else 0)
 
     def _check_owned_read(self, fence: int, keys: tuple, start: bytes | None = None, end: bytes | None = None) -> None:
         """Refuse a fenced read of keys (or of ``[start, end)``) this group does not own at map ``fence``."""
@@ -959,6 +977,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""
+        self.pins.close_all()
         self.state.close()
 
     # --- status ------------------------------------------------------------------------------------

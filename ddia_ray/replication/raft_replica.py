@@ -50,12 +50,14 @@ from typing import Any
 from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
 from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, MapVersionError,
-                      NotLeaderError, PartitionError, ReplicaBehindError, StaleEpochError, StaleMapError,
+                      NotLeaderError, PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError,
+                      StaleMapError,
                       StalenessBoundError, StorageError, UnknownNodeError, WrongPartitionError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
                         decode_ownership)
+from .pins import ScanPins
 from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
 from .state import MapState, ReplicaState
 
@@ -118,9 +120,10 @@ def refused_error(results: tuple) -> PartitionError | None:
 class ReplStateMachine:
     """The state machine of :class:`RaftReplica`: write batches applied to a :class:`~.state.ReplicaState`."""
 
-    def __init__(self, state: ReplicaState, name: str):
+    def __init__(self, state: ReplicaState, name: str, pins: ScanPins | None = None):
         self.state = state
         self.name = name
+        self.pins = pins
         self.applied_writes = 0
         self.duplicates = 0
         self._own: Ownership | None = None
@@ -191,6 +194,8 @@ class ReplStateMachine:
 
     def install(self, data: bytes) -> None:
         """Install a leader's snapshot (copying its checkpoint's files for an engine)."""
+        if self.pins is not None:
+            self.pins.close_all()  # their views belong to the state being replaced
         self.state.install(data)
 
     def figures(self) -> dict:
@@ -202,7 +207,8 @@ class RaftReplica(RaftMember):
     """A member of a replicated store under the Raft protocol (see the module docstring)."""
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "",
-                 state: ReplicaState | None = None, max_scan_rows: int = 10_000, **options):
+                 state: ReplicaState | None = None, max_scan_rows: int = 10_000, pin_ttl_s: float = 60.0,
+                 **options):
         # Set before RaftMember's constructor, which may already apply committed entries.
         self.group = group
         self.max_scan_rows = max(1, max_scan_rows)
@@ -211,7 +217,8 @@ class RaftReplica(RaftMember):
         self._heard_at = -1  # tick this member last heard from its leader
         self.failed = ""
         self.state = state if state is not None else MapState()
-        self.machine = ReplStateMachine(self.state, node_id)
+        self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
+        self.machine = ReplStateMachine(self.state, node_id, self.pins)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -220,6 +227,8 @@ class RaftReplica(RaftMember):
         """Time passes (nothing happens on a failed member)."""
         if not self.failed:
             super().on_tick()
+            if self.pins and self.ticks % 100 == 0:
+                self.pins.expire(self.ticks)
 
     def on_message(self, src: str, payload: Any) -> None:
         """A Raft message; remembers when the leader was last heard from (for bounded staleness)."""
@@ -251,7 +260,7 @@ class RaftReplica(RaftMember):
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")
         except (ConsensusError, ConfigError, InvalidArgumentError, ReplicaBehindError, StalenessBoundError,
-                StaleEpochError, UnknownNodeError, PartitionError) as e:
+                StaleEpochError, UnknownNodeError, PartitionError, ScanExpiredError) as e:
             self.reply(request_id, error=e)
         self._drain()
 
@@ -296,6 +305,15 @@ class RaftReplica(RaftMember):
     def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
         node = self.node
         mode = req.read
+        if isinstance(req, ReplScan) and req.pin > 0:  # a pinned view's next page: a past state, served here
+            view, (term, applied) = self.pins.view(req.pin, self.ticks)
+            limit = min(req.limit, self.max_scan_rows)
+            keys, values = self.state.scan(req.start, req.end, limit, view)
+            more = len(keys) >= limit
+            if not more:
+                self.pins.close(req.pin)
+            self.reply(rid, ScanResult(keys, values, more, term, applied, self.node_id, req.pin if more else 0))
+            return
         if mode == "linearizable":
             if node.role != LEADER:
                 raise self._not_leader()
@@ -337,8 +355,12 @@ class RaftReplica(RaftMember):
         if isinstance(req, ReplRead):
             return ReadResult(self.state.get_many(req.keys), term, applied, self.node_id)
         limit = min(req.limit, self.max_scan_rows)
-        keys, values = self.state.scan(req.start, req.end, limit)
-        return ScanResult(keys, values, len(keys) >= limit, term, applied, self.node_id)
+        pin = self.pins.open(self.ticks, (term, applied)) if req.pin == -1 else 0
+        keys, values = self.state.scan(req.start, req.end, limit, self.pins.view(pin, self.ticks)[0] if pin else None)
+        more = len(keys) >= limit
+        if pin and not more:
+            self.pins.close(pin)
+        return ScanResult(keys, values, more, term, applied, self.node_id, pin if more else 0)
 
     # --- RaftMember's hooks -------------------------------------------------------------------------
 
@@ -434,6 +456,7 @@ class RaftReplica(RaftMember):
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""
+        self.pins.close_all()
         self.state.close()
 
 

@@ -413,11 +413,18 @@ class ReplStatus:
     """Ask a replica for its status (a plain mapping)."""
 
 
-@record("repl.scan", version=2, upgrades={1: _fence_v1_to_v2})
+def _scan_v2_to_v3(fields: dict) -> dict:
+    """Scans of version 2 were never pinned."""
+    return {**fields, "pin": 0}
+
+
+@record("repl.scan", version=3, upgrades={1: _fence_v1_to_v2, 2: _scan_v2_to_v3})
 class ReplScan:
     """One page of a range read: up to ``limit`` keys of ``[start, end)`` (``end`` None: unbounded),
     served as ``read`` says, with the same session, staleness and fence fields as :class:`ReplRead`
-    (a fenced scan must lie inside one range the group owns)."""
+    (a fenced scan must lie inside one range the group owns). ``pin`` (:mod:`.pins`): 0 reads the
+    state as it is; -1 pins a view and reads the first page from it; ``n > 0`` reads the next page
+    from pin ``n`` (sent to the replica that holds it)."""
 
     start: bytes = b""
     end: bytes | None = None
@@ -427,8 +434,11 @@ class ReplScan:
     after_lsn: int = 0
     max_staleness_s: float = -1.0
     fence: int = 0
+    pin: int = 0
 
     def __post_init__(self):
+        if type(self.pin) is not int or self.pin < -1:
+            raise InvalidArgumentError(f"a scan's pin is -1 (pin a view), 0 (none) or a pin id, got {self.pin!r}")
         if type(self.start) is not bytes or not (self.end is None or type(self.end) is bytes):
             raise InvalidArgumentError("a scan's start is bytes and its end bytes or None")
         if self.end is not None and self.start > self.end:
@@ -443,10 +453,16 @@ class ReplScan:
         _int("fence", self.fence)
 
 
-@record("repl.scan_result", version=1)
+def _scan_result_v1_to_v2(fields: dict) -> dict:
+    """Pages of version 1 came from no pin."""
+    return {**fields, "pin": 0}
+
+
+@record("repl.scan_result", version=2, upgrades={1: _scan_result_v1_to_v2})
 class ScanResult:
     """A page of a scan: ``keys`` and ``values`` in key order, served by ``node`` at ``(epoch, lsn)``;
-    ``more`` says the range may hold keys after the last one (ask again after it)."""
+    ``more`` says the range may hold keys after the last one (ask again after it); ``pin``: the pin
+    to read the next page from (0: none, or the scan is done and its pin released)."""
 
     keys: tuple
     values: tuple
@@ -454,6 +470,7 @@ class ScanResult:
     epoch: int
     lsn: int
     node: str = ""
+    pin: int = 0
 
 
 #: What :class:`ReplAdmin` may ask a leader (``add`` and ``remove_forced`` are leader-follower's; ``add_learner``

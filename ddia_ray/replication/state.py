@@ -103,8 +103,14 @@ class ReplicaState(Protocol):
     def get_many(self, keys: tuple) -> tuple:
         """The values of ``keys`` (None where absent)."""
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
-        """Up to ``limit`` keys of ``[start, end)`` in order, and their values."""
+    def scan(self, start: bytes, end: bytes | None, limit: int, pin: Any = None) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order, and their values (as of ``pin``'s view)."""
+
+    def pin(self) -> Any:
+        """A point-in-time view for pinned scans (:mod:`.pins`); release it with :meth:`unpin`."""
+
+    def unpin(self, view: Any) -> None:
+        """Release a view of :meth:`pin`."""
 
     def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
         """Apply the decided ops of entry ``lsn`` of ``epoch``; remember ``origin``'s answer."""
@@ -158,11 +164,20 @@ class MapState:
         """The values of ``keys`` (None where absent)."""
         return tuple(self.data.get(k) for k in keys)
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
-        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values."""
-        keys = sorted(k for k in self.data if k >= start and (end is None or k < end)
+    def scan(self, start: bytes, end: bytes | None, limit: int, pin: Any = None) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)`` in order (reserved keys skipped), and their values
+        (from ``pin``, a copy of the data, when given)."""
+        data = self.data if pin is None else pin
+        keys = sorted(k for k in data if k >= start and (end is None or k < end)
                       and not k.startswith(RESERVED_PREFIX))[:limit]
-        return tuple(keys), tuple(self.data[k] for k in keys)
+        return tuple(keys), tuple(data[k] for k in keys)
+
+    def pin(self) -> dict:
+        """A copy of the data (a dict state has no cheaper view: pinned scans of it cost a copy)."""
+        return dict(self.data)
+
+    def unpin(self, view: Any) -> None:
+        """Nothing to release: the copy is dropped with the pin."""
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
         """See :func:`decide`."""

@@ -1,0 +1,49 @@
+"""Ray Data in and out of the partitioned store: a Dataset and a Parquet dataset written through the
+routed writers, read back with one task per partition, each a snapshot of its partition."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ddia_ray.errors import InvalidArgumentError
+from ddia_ray.partitioning import PartitionedStore
+
+ray_data = pytest.importorskip("ray.data")
+
+
+def _table(n, prefix="k"):
+    keys = [f"{prefix}{i:06d}".encode() for i in range(n)]
+    return pa.table({"key": pa.array(keys, pa.binary()), "value": pa.array([k[::-1] for k in keys], pa.binary())})
+
+
+def _pairs(ds):
+    import ray
+
+    t = pa.concat_tables([ray.get(r) for r in ds.to_arrow_refs()])
+    return dict(zip(t.column("key").to_pylist(), t.column("value").to_pylist()))
+
+
+@pytest.mark.parametrize("scheme", ["hash", "range"])
+def test_a_dataset_round_trips_through_the_store(ray_session, tmp_path, scheme):
+    options = {"partitions": 4} if scheme == "hash" else {"boundaries": [b"k001000", b"k002500"]}
+    with PartitionedStore.launch(groups=2, replicas=1, scheme=scheme, **options) as store:
+        table = _table(4000)
+        assert store.write_dataset(ray_data.from_arrow(table)) == 4000
+        pq.write_table(_table(500, "p"), tmp_path / "part-0.parquet")
+        assert store.write_dataset(str(tmp_path)) == 500
+        ds = store.to_ray_dataset()
+        parts = len(store.partition_map().partitions)
+        assert ds.materialize().num_blocks() >= parts  # one read task (at least one block) per partition
+        got = _pairs(ds)
+        want = dict(zip(table.column("key").to_pylist(), table.column("value").to_pylist()))
+        assert len(got) == 4500 and all(got[k] == v for k, v in want.items())
+        some = _pairs(store.to_ray_dataset(b"k001500", b"k003000"))
+        assert set(some) == {k for k in want if b"k001500" <= k < b"k003000"}
+        with store.client() as c:
+            assert c.get(b"p000007") == b"700000p"
+        with pytest.raises(InvalidArgumentError, match="no column"):
+            store.write_dataset(ray_data.from_arrow(table), key="id")
+        with pytest.raises(InvalidArgumentError, match="Ray Dataset or a Parquet path"):
+            store.write_dataset([1, 2])
