@@ -98,14 +98,16 @@ class FaultSchedule(threading.Thread):
             kinds = [s for s in SCHEDULES if s not in ("mixed", "none", "replace-follower")]
             while not self.stop_event.wait(self.calm_s):
                 kind = self.rng.choice(kinds) if self.schedule == "mixed" else self.schedule
-                self._fault(kind)
+                self.inject(kind)
                 if self.stop_event.wait(self.fault_s):
                     break
                 self.repair()
         except BaseException as e:  # noqa: BLE001 -- reported by run_workload
             self.error = e
 
-    def _fault(self, kind: str) -> None:
+    def inject(self, kind: str) -> None:
+        """Apply one fault of schedule ``kind`` now (:meth:`repair` undoes it); a partitioned store's
+        nemesis calls this on one replica group at a time."""
         c = self.cluster
         leader = c.leader()
         others = [m for m in c.members if m != leader]

@@ -330,12 +330,15 @@ class ReplicatedStore(Component):
 
     def set_ownership(self, ownership: Ownership, *, timeout_s: float = 30.0) -> None:
         """Make ``ownership`` the group's record of the partitions it owns (:mod:`.ownership`), through
-        the log, once every follower has it (a leader-follower failover cannot lose it then). A
+        the log, acknowledged as durably as a failover needs: a Raft majority, or the sync and
+        semi-sync modes' own acknowledgements; in async mode every follower, since an async failover
+        may lose what the leader alone had (so a change waits while an async follower is down). A
         partitioned store calls this; a record older than the group's is refused
         (:class:`~ddia_ray.errors.StaleMapError`). Repeating an update is harmless."""
         if type(ownership) is not Ownership:
             raise InvalidArgumentError(f"set_ownership takes an Ownership record, got {type(ownership).__name__}")
-        self._admin(ReplOwnership(ownership, len(self.members) - 1), timeout_s=timeout_s)
+        acks = len(self.members) - 1 if self.mode == "async" else -1
+        self._admin(ReplOwnership(ownership, acks), timeout_s=timeout_s)
 
     def ownership(self) -> Ownership | None:
         """The ownership record the leader's state holds (None: the group serves no partitioned store)."""
