@@ -172,3 +172,31 @@ def test_connect_from_another_handle_sees_the_same_store(ray_session):
             c.put(b"k", b"v")
         with store.client() as c:
             assert c.get(b"k") == b"v"
+
+
+def test_the_routing_tier_serves_clients_that_know_no_map(ray_session):
+    with PartitionedStore.launch(groups=2, replicas=1, partitions=4, routers=2) as store:
+        rc = store.router_client()
+        rc.write([("put", f"r{i}".encode(), b"v%d" % i) for i in range(50)], across_partitions=True)
+        assert rc.get_many([f"r{i}".encode() for i in range(50)]) == [b"v%d" % i for i in range(50)]
+        with pytest.raises(PartitionError, match="atomic within one partition"):
+            rc.write([("put", f"r{i}".encode(), b"x") for i in range(50)])  # spans partitions: refused, typed
+        pairs = list(rc.scan(page_rows=7))  # hash order, paged by cursor: every key once
+        assert sorted(k for k, _ in pairs) == sorted(f"r{i}".encode() for i in range(50))
+        assert [k for k, _ in pairs if b"r1" <= k < b"r2"] and len(pairs) == 50
+        assert sorted(k for k, _ in rc.scan(b"r1", b"r2")) == sorted(
+            f"r{i}".encode() for i in range(50) if b"r1" <= f"r{i}".encode() < b"r2")
+        pmap = store.partition_map()
+        p = pmap.partitions[0]
+        store.move(p.id, next(g for g in store.groups if g != p.group))  # the routers' maps are now stale
+        assert rc.get_many([f"r{i}".encode() for i in range(50)]) == [b"v%d" % i for i in range(50)]
+        store.routers.group.nemesis.kill("rt1")  # the balancer ejects it; the other router serves
+        for i in range(20):
+            rc.put(f"after{i}".encode(), b"1")
+        assert rc.get(b"after19") == b"1"
+        routers = store.routers.group.stats()  # the live router served the requests after the kill
+        assert list(routers) == ["rt2"] and routers["rt2"]["stats"]["served"] >= 20
+        assert routers["rt2"]["stats"]["map_version"] == store.partition_map().version
+        other = PartitionedStore.connect(store.name)
+        assert other.routers is not None and other.router_client().get(b"r3") == b"v3"
+        other.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import importlib
 from typing import Any, Mapping, Sequence
 
 from .. import codec
@@ -70,7 +71,13 @@ class BalancerService:
     methods = ("ping", "call_batch", "add_replica", "remove_replica", "stats")
 
     def __init__(self, node_id: str, *, group: str, replicas, breaker: dict | None = None,
-                 retry: dict | None = None, **kwargs):
+                 retry: dict | None = None, records: tuple = (), **kwargs):
+        # The balancer decodes the requests it forwards, so the modules defining their record types
+        # must be imported here. Only ddia_ray's own modules: a spec names code, and code is ours.
+        for module in records:
+            if not (isinstance(module, str) and module.startswith("ddia_ray.")):
+                raise InvalidArgumentError(f"records names ddia_ray modules only, got {module!r}")
+            importlib.import_module(module)
         if breaker is not None:
             kwargs["breaker"] = CircuitBreakerConfig(**breaker)
         if retry is not None:
@@ -130,8 +137,9 @@ class BalancerActor(ServiceComponent):
 
         ``group`` is a group's name or anything with a ``name`` (a NodeGroup, a component);
         ``kwargs`` are :class:`BalancedHandle`'s plain settings (``picker``, ``timeout_s``,
-        ``health_interval_s``, ``seed``). ``breaker`` and ``retry`` travel as data: their plain
-        fields only (a retry always retries the network's errors, as the default does).
+        ``health_interval_s``, ``seed``), and ``records``: the ``ddia_ray`` modules defining the
+        request records it forwards, when they are not the runtime's own. ``breaker`` and ``retry``
+        travel as data: their plain fields only (a retry always retries the network's errors, as the default does).
         """
         group_name = group if isinstance(group, str) else getattr(group, "name", None)
         if not isinstance(group_name, str) or not group_name:

@@ -42,7 +42,7 @@ def _read_partition(store_name: str, lo: bytes, hi: bytes | None, keep: tuple | 
     """Runs in a Ray task: partition ``[lo, hi)`` of ``store_name`` as Arrow tables."""
     from .store import PartitionedStore
 
-    store = PartitionedStore.connect(store_name)
+    store = PartitionedStore.connect(store_name, routers=False)
     client = store.client()
     try:
         pending: list[pa.RecordBatch] = []
@@ -112,7 +112,7 @@ class _Writer:
     def __init__(self, store_name: str, key: str, value: str, in_flight: int):
         from .store import PartitionedStore
 
-        self.store = PartitionedStore.connect(store_name)
+        self.store = PartitionedStore.connect(store_name, routers=False)
         self.client = self.store.client(max_in_flight=in_flight)
         self.key, self.value = key, value
 

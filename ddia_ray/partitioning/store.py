@@ -62,6 +62,7 @@ class PartitionedStore:
         self.options = options
         self._kv = coordinator.client()
         self._admin_clients: dict[str, Any] = {}
+        self.routers: Any = None  # the routing tier (.router.RouterTier), when launched with routers > 0
 
     # --- starting and attaching ------------------------------------------------------------------
 
@@ -69,7 +70,8 @@ class PartitionedStore:
     def launch(cls, name: str | None = None, *, partitions: int | None = None, scheme: str = "hash",
                groups: int = 2, replicas: int = 3, protocol: str = "raft", mode: str | None = None,
                engine: str = "map", root: str | None = None, boundaries=None, sample=None,
-               map_members: int = 3, detached: bool = False, **group_options: Any) -> "PartitionedStore":
+               map_members: int = 3, routers: int = 0, detached: bool = False,
+               **group_options: Any) -> "PartitionedStore":
         """Start ``groups`` replica groups of ``replicas`` replicas and the map's coordination service.
 
         ``scheme="hash"``: ``partitions`` equal ranges of key hashes (default 8 per group), dealt
@@ -79,7 +81,9 @@ class PartitionedStore:
         about equal count; without either, one partition per group is cut later by splits.
         ``protocol``, ``mode``, ``engine``, ``root`` and ``group_options`` go to every group's
         :meth:`~ddia_ray.replication.ReplicatedStore.launch` (leader-follower groups take their own
-        ``coordinators`` there); ``map_members`` RaftKV members hold the map.
+        ``coordinators`` there); ``map_members`` RaftKV members hold the map. ``routers`` > 0 starts
+        a routing tier (:mod:`.router`) of that many routers behind a balancer, for
+        :meth:`router_client`.
         """
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown partitioning scheme {scheme!r}; choose one of {SCHEMES}")
@@ -113,6 +117,10 @@ class PartitionedStore:
             store._kv.put(_groups_key(name), codec.encode(names))
             if not store._kv.cas(map_key(name), None, codec.encode(pmap)):
                 raise ConfigError(f"a partition map for {name!r} exists already in {coordinator.name!r}")
+            if routers:
+                from .router import RouterTier
+
+                store.routers = RouterTier.launch(name, routers, detached=detached)
         except BaseException:
             if store is not None:
                 store._kv.close()
@@ -123,8 +131,9 @@ class PartitionedStore:
         return store
 
     @classmethod
-    def connect(cls, name: str, *, timeout_s: float = 30.0) -> "PartitionedStore":
-        """A handle on the running store ``name`` from any driver on this Ray cluster."""
+    def connect(cls, name: str, *, timeout_s: float = 30.0, routers: bool = True) -> "PartitionedStore":
+        """A handle on the running store ``name`` from any driver on this Ray cluster (``routers=False``:
+        without attaching to its routing tier, as the routers themselves and Ray Data tasks do)."""
         coordinator = RaftKV.connect(f"{name}-map", timeout_s=timeout_s)
         kv = coordinator.client()
         try:
@@ -139,7 +148,15 @@ class PartitionedStore:
             raise ConfigError(f"the coordination service holds no group list for {name!r}")
         groups = {g: ReplicatedStore.connect(g, timeout_s=timeout_s) for g in names}
         protocol = next(iter(groups.values())).protocol
-        return cls(name, coordinator, groups, {"scheme": pmap.scheme, "protocol": protocol})
+        store = cls(name, coordinator, groups, {"scheme": pmap.scheme, "protocol": protocol})
+        if routers:
+            from .router import RouterTier
+
+            try:
+                store.routers = RouterTier.connect(name)
+            except ComponentNotFoundError:
+                pass  # launched without a routing tier
+        return store
 
     # --- the map ------------------------------------------------------------------------------------
 
@@ -221,6 +238,12 @@ class PartitionedStore:
 
         return PartitionedClient(self, **options)
 
+    def router_client(self, **options):
+        """A client of the routing tier: it knows no map (see :mod:`.router`)."""
+        if self.routers is None:
+            raise ConfigError(f"{self.name!r} runs no routing tier: launch it with routers=N")
+        return self.routers.client(**options)
+
     def stats(self) -> dict:
         """The map and, per partition, its group, range and the load its group's leader counted
         (keys read and operations written through fenced requests since that replica started), plus
@@ -247,6 +270,8 @@ class PartitionedStore:
     def shutdown(self, *, destroy_data: bool = False) -> None:
         """Stop every group and the coordination service."""
         self.close()
+        if self.routers is not None:
+            self.routers.shutdown()
         for s in self.groups.values():
             s.shutdown(destroy_data=destroy_data)
         self.coordinator.shutdown(destroy_data=destroy_data)

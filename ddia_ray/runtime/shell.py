@@ -354,7 +354,7 @@ class NodeShell:
 
     async def _requests(self, src: str, payloads: tuple) -> tuple:
         if self.core is None:
-            raise InvalidArgumentError(f"{self.group}/{self.node_id} hosts a service: use call()")
+            return await self._service_requests(src, payloads)
         self.counters["requests"] += len(payloads)
         delays = await self._arrive(src)
         started = time.perf_counter()  # as for service calls: network faults are not the node's latency
@@ -367,6 +367,25 @@ class NodeShell:
             replies = tuple(f.result() for f in futures)
         else:
             replies = tuple(await asyncio.gather(*futures))
+        self.metrics.observe(type(payloads[0]).__name__ if payloads else "empty", time.perf_counter() - started,
+                             len(payloads), sum(1 for r in replies if not r.ok))
+        await self._depart(src)
+        return replies
+
+    async def _service_requests(self, src: str, payloads: tuple) -> tuple:
+        """Requests to a service that takes them (``handle_requests(payloads) -> replies``, in a worker
+        thread): what lets a service such as a partitioned store's router stand behind a balancer,
+        which speaks requests. The same fault model and pause as a core's requests."""
+        handler = getattr(self.service, "handle_requests", None)
+        if handler is None:
+            raise InvalidArgumentError(f"{self.group}/{self.node_id} hosts a service: use call()")
+        self.counters["requests"] += len(payloads)
+        delays = await self._arrive(src)
+        loop = asyncio.get_running_loop()
+        for _ in delays[1:]:
+            loop.run_in_executor(self._pool, handler, payloads)
+        started = time.perf_counter()
+        replies = tuple(await loop.run_in_executor(self._pool, handler, payloads))
         self.metrics.observe(type(payloads[0]).__name__ if payloads else "empty", time.perf_counter() - started,
                              len(payloads), sum(1 for r in replies if not r.ok))
         await self._depart(src)
