@@ -108,9 +108,9 @@ class PartitionedStore:
         started: dict[str, ReplicatedStore] = {}
         store = None
         try:
-            for g in names:
+            for i, g in enumerate(names):  # each group starts at its own Ray node: leaders spread out
                 started[g] = ReplicatedStore.launch(g, replicas, protocol=protocol, mode=mode, engine=engine,
-                                                    root=root, detached=detached, **group_options)
+                                                    root=root, detached=detached, spread_offset=i, **group_options)
             store = cls(name, coordinator, started, {"scheme": scheme, "protocol": protocol})
             for g in names:  # every group learns its partitions before any client can see the map
                 store._set_ownership(g, ownership_of(pmap, g, name))
@@ -221,6 +221,26 @@ class PartitionedStore:
         if name not in self.groups:
             raise UnknownNodeError(name, tuple(self.groups))
         return self.groups[name]
+
+    def placement(self) -> dict:
+        """``{group: {replica: Ray node id}}``: where every live replica runs."""
+        out = {}
+        for g, st in self.groups.items():
+            statuses = st.group.status()
+            out[g] = {n: s.get("ray_node") for n, s in statuses.items()}
+        return out
+
+    def move_replica(self, group: str, replica: str, ray_node: str, *, timeout_s: float = 60.0) -> str:
+        """Move ``group``'s ``replica`` to Ray node ``ray_node`` while in use (DDIA 6.3): a new replica
+        there joins (under Raft as a learner that catches up from a checkpoint and the log tail, then
+        a voter), then the old one is removed (leadership first moved away if it led). Returns the
+        new replica's name; reads and writes go on throughout."""
+        store = self.group(group)
+        if replica not in store.members:
+            raise UnknownNodeError(replica, store.members)
+        new = store.add_replica(ray_node=ray_node, timeout_s=timeout_s)
+        store.remove_replica(replica, timeout_s=timeout_s)
+        return new
 
     def admin_client(self, group: str):
         """An unfenced client of ``group`` for the store's own copies and cleanups (not for users:

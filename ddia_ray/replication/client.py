@@ -48,8 +48,8 @@ from .. import codec
 from .._validate import positive
 from ..balancing import RoundRobinPicker
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
-                      NoReplicaAvailableError, NotLeaderError, ReplicaBehindError, StalenessBoundError,
-                      WriteOutcomeUnknownError)
+                      NoReplicaAvailableError, NotLeaderError, ProposalDroppedError, ReplicaBehindError,
+                      StalenessBoundError, WriteOutcomeUnknownError)
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch, check_batch
@@ -487,6 +487,13 @@ class ReplicatedClient(LoopClient):
                     self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
                     if self._leader is None:
                         await asyncio.sleep(0.02)  # an election or a transfer is under way
+                    continue
+                except ProposalDroppedError:
+                    # The Raft leader refused the entry for now (a leadership transfer or a membership
+                    # change is under way): nothing was proposed, and the same seq is safe to send again.
+                    self.stats["dropped_retries"] += 1
+                    self._leader = None
+                    await asyncio.sleep(0.02)
                     continue
                 except WriteOutcomeUnknownError:
                     # The leader lost its lease with the write unacknowledged; the same seq is safe to

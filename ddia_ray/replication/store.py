@@ -90,7 +90,7 @@ class ReplicatedStore(Component):
                mode: str | None = None, sync_replicas: int = 1, engine: str = "map", root: str | None = None,
                coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
                sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
-               session_ttl_s: float = 3600.0, **replica_options: Any) -> "ReplicatedStore":
+               session_ttl_s: float = 3600.0, spread_offset: int = 0, **replica_options: Any) -> "ReplicatedStore":
         """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
 
         ``protocol``: ``"leader-follower"`` or ``"raft"`` (every write committed by a majority;
@@ -104,7 +104,9 @@ class ReplicatedStore(Component):
         long (in the log's cluster time) is forgotten by every replica (0: never); a client's
         ``timeout_s + rpc_timeout_s`` must be shorter. ``replica_options`` go to
         :class:`~.leader_follower.LeaderFollowerReplica` (``drift``, ``retain_entries``, ...);
-        ``config`` is the network's :class:`~ddia_ray.runtime.NetworkConfig`.
+        ``config`` is the network's :class:`~ddia_ray.runtime.NetworkConfig`. ``spread_offset``: where
+        the replicas start among the Ray nodes (:func:`~ddia_ray.runtime.group.assign_nodes`), so
+        that the groups of a partitioned store do not all put their first replica on one node.
         """
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown replication protocol {protocol!r}; use one of {PROTOCOLS}")
@@ -132,7 +134,8 @@ class ReplicatedStore(Component):
         data_url = f"{root.rstrip('/')}/{name}/data" if root else ""
         if protocol == "raft":
             return cls._launch_raft(name, members, engine, data_url, engine_options, root=root, tick_s=tick_s,
-                                    seed=seed, sync=sync, config=config, detached=detached, **replica_options)
+                                    seed=seed, sync=sync, config=config, detached=detached,
+                                    spread_offset=spread_offset, **replica_options)
         coords = tuple(f"c{i}" for i in range(1, coordinators + 1))
         options = {"group": name, "members": members, "coordinators": coords, "mode": mode,
                    "sync_replicas": sync_replicas, "lease_s": lease_s, "engine": engine,
@@ -144,13 +147,13 @@ class ReplicatedStore(Component):
         specs = {**{c: CoreSpec(_COORDINATOR, coord_options) for c in coords},
                  **{r: CoreSpec(_REPLICA, options) for r in members}}
         group = NodeGroup.launch(name, specs, root=root, tick_s=tick_s, seed=seed, config=config, sync=sync,
-                                 detached=detached)
+                                 detached=detached, spread_offset=spread_offset)
         return cls(group, options)
 
     @classmethod
     def _launch_raft(cls, name: str, members: tuple, engine: str, data_url: str, engine_options: dict | None, *,
                      root: str | None, tick_s: float, seed: int, sync: bool, config, detached: bool,
-                     raft: RaftConfig | None = None, snapshot_entries: int = 10_000,
+                     spread_offset: int = 0, raft: RaftConfig | None = None, snapshot_entries: int = 10_000,
                      **replica_options: Any) -> "ReplicatedStore":
         if raft is None:
             raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
@@ -161,7 +164,7 @@ class ReplicatedStore(Component):
                    "data_url": data_url, "engine_options": dict(engine_options or {}), "sync": bool(sync),
                    **replica_options}
         group = NodeGroup.launch(name, {r: CoreSpec(_RAFT, options) for r in members}, root=root, tick_s=tick_s,
-                                 seed=seed, config=config, sync=sync, detached=detached)
+                                 seed=seed, config=config, sync=sync, detached=detached, spread_offset=spread_offset)
         return cls(group, {**options, "protocol": "raft", "mode": "raft", "members": members, "coordinators": ()})
 
     # --- inspection --------------------------------------------------------------------------------
@@ -347,8 +350,9 @@ class ReplicatedStore(Component):
         raw = status.get("ownership")
         return decode_ownership(raw) if raw is not None else None
 
-    def add_replica(self, node: str | None = None, *, timeout_s: float = 60.0) -> str:
-        """Start a new replica and add it to the group while writes go on; returns its name.
+    def add_replica(self, node: str | None = None, *, timeout_s: float = 60.0, ray_node: str | None = None) -> str:
+        """Start a new replica and add it to the group while writes go on; returns its name. ``ray_node``:
+        the id of the Ray node to run it on (default: the group's spread over the alive nodes).
 
         Under Raft it joins as a learner, catches up with the leader's commit index (a checkpoint if
         the log was compacted) and then becomes a voter, so a slow newcomer never weakens the quorum
@@ -366,7 +370,7 @@ class ReplicatedStore(Component):
         spec = next(s for n, s in self.group.specs.items() if n in members)
         raft = self.protocol == "raft"
         options = {**spec.options, "voters": ()} if raft else {**spec.options, "members": (*members, node)}
-        self.group.add(node, CoreSpec(spec.factory, options))
+        self.group.add(node, CoreSpec(spec.factory, options), ray_node=ray_node)
         deadline = time.monotonic() + timeout_s
         try:
             if raft:

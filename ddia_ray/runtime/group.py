@@ -56,15 +56,17 @@ __all__ = ["NodeGroup", "Nemesis", "assign_nodes", "running_groups"]
 HALT_TIMEOUT_S = 5.0
 
 
-def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str]) -> dict[str, str | None]:
-    """Map each member to a Ray node id: distinct nodes when there are enough, round-robin otherwise.
+def assign_nodes(members: Sequence[str], ray_nodes: Sequence[str], offset: int = 0) -> dict[str, str | None]:
+    """Map each member to a Ray node id: distinct nodes when there are enough, round-robin otherwise,
+    starting ``offset`` nodes along (so the first members of several groups do not all share the
+    first node: a partitioned store gives each of its groups its own offset).
 
     With fewer than two Ray nodes every member maps to ``None`` (no constraint: packed).
     """
     if len(ray_nodes) < 2:
         return {m: None for m in members}
     ordered = sorted(ray_nodes)
-    return {m: ordered[i % len(ordered)] for i, m in enumerate(members)}
+    return {m: ordered[(i + offset) % len(ordered)] for i, m in enumerate(members)}
 
 
 def _check_spec(node: str, spec: Any) -> None:
@@ -112,27 +114,31 @@ class NodeGroup:
         self.handles: dict[str, Any] = {}
         self.restarts: dict[str, int] = {n: 0 for n in specs}
         self.nemesis = Nemesis(self)
+        self.offset = 0  # where this group's members start among the Ray nodes (assign_nodes)
+        self.pinned: dict[str, str] = {}  # node -> the Ray node it was asked to run on (add(ray_node=...))
 
     @classmethod
     def launch(cls, name: str, specs: Mapping[str, CoreSpec | ServiceSpec], *, root: str | None = None,
                tick_s: float = 0.01, seed: int = 0, config: NetworkConfig | None = None,
                actor_options: Mapping[str, Any] | None = None, sync: bool = False,
-               detached: bool = False, timeout_s: float = 60.0) -> "NodeGroup":
+               detached: bool = False, timeout_s: float = 60.0, spread_offset: int = 0) -> "NodeGroup":
         """Start one shell per entry of ``specs``, all at once, and wait until all run.
 
         ``specs`` map node ids to a :class:`CoreSpec` (a pure core) or a :class:`ServiceSpec`.
         ``root`` is an fsspec URL for durable records (``None``: volatile
         cores, restart starts empty); ``sync=True`` fsyncs every append on a
         local disk. ``detached=True`` lets the group outlive this driver (find it again with
-        :meth:`connect`). Starts a local Ray first if needed. A node that cannot be built
-        (bad options, corrupt data) raises its own error here, after every shell is killed.
+        :meth:`connect`). ``spread_offset``: see :func:`assign_nodes`. Starts a local Ray first if
+        needed. A node that cannot be built (bad options, corrupt data) raises its own error here,
+        after every shell is killed.
         """
         ensure_ray()
         group = cls(name, specs, root=root, tick_s=tick_s, seed=seed, actor_options=actor_options, sync=sync,
                     detached=detached)
         if config is not None:
             group.nemesis.config = config
-        placement = assign_nodes(list(specs), _alive_ray_nodes())
+        group.offset = spread_offset
+        placement = assign_nodes(list(specs), _alive_ray_nodes(), spread_offset)
         for node in specs:  # every actor is created before any is awaited: their processes start in parallel
             group.handles[node] = group._create(node, placement[node])
         try:
@@ -315,9 +321,15 @@ class NodeGroup:
             raise ConfigError(f"node {node!r} is running; kill it before restarting")
         self._await_released([node], timeout_s)
         self.restarts[node] += 1
-        placement = assign_nodes(list(self.specs), _alive_ray_nodes())
-        self.handles[node] = self._create(node, placement[node])
+        self.handles[node] = self._create(node, self._place(node))
         self._await_started([node], timeout_s)
+
+    def _place(self, node: str) -> str | None:
+        """The Ray node for ``node``: where it was pinned if that node is alive, else the spread."""
+        alive = _alive_ray_nodes()
+        if self.pinned.get(node) in alive:
+            return self.pinned[node]
+        return assign_nodes(list(self.specs), alive, self.offset)[node]
 
     def _await_released(self, nodes: Iterable[str], timeout_s: float) -> None:
         """Wait until the killed shells' actor names are free (``ray.kill`` is asynchronous)."""
@@ -336,17 +348,23 @@ class NodeGroup:
                     raise CallTimeoutError(f"{self.name}/{node}: the killed actor's name was not released")
                 time.sleep(0.02)
 
-    def add(self, node: str, spec: CoreSpec | ServiceSpec, *, timeout_s: float = 60.0) -> None:
-        """Start a shell for a new ``node`` (a member joining the group) and wait until it runs."""
+    def add(self, node: str, spec: CoreSpec | ServiceSpec, *, timeout_s: float = 60.0,
+            ray_node: str | None = None) -> None:
+        """Start a shell for a new ``node`` (a member joining the group) and wait until it runs;
+        on Ray node ``ray_node`` when given (an id of an alive node: a replica moved to a chosen
+        machine), where restarts also put it while that node lives."""
         if not isinstance(node, str) or not node or "/" in node:
             raise InvalidArgumentError(f"node ids must be non-empty str without '/', got {node!r}")
         if node in self.specs:
             raise ConfigError(f"node {node!r} is already in group {self.name!r}")
         _check_spec(node, spec)
+        if ray_node is not None and ray_node not in _alive_ray_nodes():
+            raise UnknownNodeError(ray_node, tuple(_alive_ray_nodes()))
         self.specs[node] = spec
         self.restarts[node] = 0
-        placement = assign_nodes(list(self.specs), _alive_ray_nodes())
-        self.handles[node] = self._create(node, placement[node])
+        if ray_node is not None:
+            self.pinned[node] = ray_node
+        self.handles[node] = self._create(node, self._place(node))
         self._await_started([node], timeout_s)
 
     def forget(self, node: str) -> None:
@@ -356,6 +374,7 @@ class NodeGroup:
         if self.handles.get(node) is not None:
             self.kill(node)
         del self.specs[node], self.handles[node], self.restarts[node]
+        self.pinned.pop(node, None)
 
     def shutdown(self, *, destroy_data: bool = False) -> None:
         """Kill every shell; with ``destroy_data`` also delete their durable records."""

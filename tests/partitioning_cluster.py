@@ -1,0 +1,71 @@
+"""Run in a subprocess by test_partitioning_cluster: a 3-node local Ray cluster and a partitioned
+store on it. Prints one JSON line with what it saw."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pyarrow as pa
+import ray
+import ray.data
+from ray.cluster_utils import Cluster
+
+
+def main() -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="ddia_ray")
+    from ddia_ray.partitioning import PartitionedStore
+
+    out: dict = {"nodes": len([n for n in ray.nodes() if n["Alive"]])}
+    store = PartitionedStore.launch(groups=3, replicas=1, partitions=6)
+    try:
+        out["placement"] = store.placement()
+        keys = [f"k{i:05d}".encode() for i in range(3000)]
+        table = pa.table({"key": pa.array(keys, pa.binary()), "value": pa.array([k[::-1] for k in keys], pa.binary())})
+        out["written"] = store.write_dataset(ray.data.from_arrow(table))
+        refs = store.to_ray_dataset().to_arrow_refs()
+        got = pa.concat_tables([ray.get(r) for r in refs])
+        out["read"] = got.num_rows
+        out["read_ok"] = dict(zip(got.column("key").to_pylist(), got.column("value").to_pylist())) == dict(
+            zip(keys, [k[::-1] for k in keys]))
+        # Move the first group's replica to another Ray node while a writer runs.
+        g1 = sorted(store.groups)[0]
+        (old, old_node), = out["placement"][g1].items()
+        target = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != old_node)
+        stop, acked, errors = threading.Event(), [], []
+
+        def writer():
+            with store.client() as c:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        c.put(b"during%06d" % i, b"x")
+                        acked.append(b"during%06d" % i)
+                    except Exception as e:  # noqa: BLE001 - reported in the output
+                        errors.append(repr(e))
+                    i += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        new = store.move_replica(g1, old, target)
+        stop.set()
+        t.join(60)
+        after = store.placement()[g1]
+        out["moved"] = {"new": new, "on_target": after.get(new) == target, "old_gone": old not in after}
+        with store.client() as c:
+            out["acked_during_move"] = len(acked)
+            out["missing_after_move"] = sum(1 for v in c.get_many(acked) if v is None)
+        out["writer_errors"] = errors[:3]
+    finally:
+        store.shutdown(destroy_data=True)
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
