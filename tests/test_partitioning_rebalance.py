@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddia_ray.errors import ConfigError, InvalidArgumentError
-from ddia_ray.partitioning import initial_map
+from ddia_ray.partitioning import PlacementMove, initial_map, plan_placement
 from ddia_ray.partitioning.rebalance import PartitionLoad, Proposal, RebalancePolicy, apply_proposal, plan
 
 
@@ -100,3 +100,26 @@ def test_every_plan_applies_in_order_to_a_valid_map(scheme, measured, new_groups
         assert m2.version == m.version + 1, (i, p)
         m = m2
     assert all(p.group in groups for p in m.partitions)
+
+
+# --- replicas over Ray nodes ---------------------------------------------------------------------
+
+
+def test_a_joining_node_takes_replicas_one_move_at_a_time_never_two_of_a_group():
+    placement = {"g1": {"r1": "A", "r2": "B"}, "g2": {"r1": "A", "r2": "B"}, "g3": {"r1": "A", "r2": "B"}}
+    moves = plan_placement(placement, ["A", "B", "C"], max_moves=3)
+    assert moves and all(m.action == "relocate" and m.to == "C" for m in moves)
+    assert len({m.group for m in moves}) == len(moves)  # never two replicas of one group onto C
+    assert plan_placement(placement, ["A", "B", "C"], max_moves=1) == moves[:1]
+    balanced = {"g1": {"r1": "A", "r2": "B"}, "g2": {"r1": "B", "r2": "C"}, "g3": {"r1": "C", "r2": "A"}}
+    assert plan_placement(balanced, ["A", "B", "C"]) == []
+
+
+def test_a_replica_whose_node_left_is_replaced_and_one_merely_down_is_not():
+    placement = {"g1": {"r2": "B"}, "g2": {"r1": "B", "r2": "C"}}
+    lost = {"g1": {"r1": "A"}}
+    (move,) = plan_placement(placement, ["B", "C"], lost=lost)
+    assert move == PlacementMove("replace", "g1", "r1", "A", "C", move.reason) and "left" in move.reason
+    assert plan_placement(placement, ["A", "B", "C"], lost=lost, max_moves=1)[0].action != "replace"
+    with pytest.raises(ConfigError):
+        plan_placement(placement, [])

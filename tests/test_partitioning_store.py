@@ -4,6 +4,7 @@ merges and moves while a writer runs, with every acknowledged write checked afte
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -199,4 +200,36 @@ def test_the_routing_tier_serves_clients_that_know_no_map(ray_session):
         assert routers["rt2"]["stats"]["map_version"] == store.partition_map().version
         other = PartitionedStore.connect(store.name)
         assert other.routers is not None and other.router_client().get(b"r3") == b"v3"
+        other.close()
+
+
+def test_the_rebalancer_splits_a_big_range_and_fills_a_new_group(ray_session):
+    from ddia_ray.partitioning import RebalancePolicy
+
+    with PartitionedStore.launch(groups=1, replicas=1, scheme="range") as store:
+        with store.client() as c:
+            for f in [c.put_nowait(b"k%05d" % i, b"v" * 100) for i in range(2000)]:
+                f.result(30)
+        reb = store.rebalancer(RebalancePolicy(split_bytes=150_000, merge_bytes=0), interval_s=0.5)
+        (proposal,) = reb.propose()  # one partition of ~230 KB: split at its middle by bytes
+        assert proposal.action == "split" and b"k00900" < proposal.arg < b"k01100", proposal
+        assert [outcome for _, outcome in reb.apply([proposal])] == ["ok"]
+        assert len(store.partition_map().partitions) == 2
+        new = store.add_group()
+        assert store.group(new).ownership().ranges == ()
+        reb.start()  # automatic: the next round moves one partition into the empty group
+        try:
+            deadline = time.monotonic() + 60
+            while not any(p.action == "move" and outcome == "ok" for _, p, outcome in reb.history):
+                assert time.monotonic() < deadline, reb.history
+                time.sleep(0.2)
+        finally:
+            reb.stop()
+        assert {p.group for p in store.partition_map().partitions} == set(store.groups)
+        with store.client() as c:
+            assert c.get_many([b"k%05d" % i for i in range(0, 2000, 97)]) == [b"v" * 100] * len(range(0, 2000, 97))
+        other = PartitionedStore.connect(store.name)
+        assert set(other.groups) == set(store.groups)  # the new group is in the coordination service's list
+        with pytest.raises(ConfigError, match="only the handle that launched"):
+            other.add_group()
         other.close()

@@ -22,6 +22,9 @@ Three kinds of proposal, planned in this order, each on the map the previous one
   no partition (just added) is the least loaded, so new capacity fills up; a group the caller no
   longer lists is drained first. The load of a partition is its request rate when one was
   measured, else its size.
+
+:func:`plan_placement` plans the other kind of rebalancing, of replicas over Ray nodes when nodes
+join or leave: replace a replica whose node left, then even out replicas per node.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from ..errors import ConfigError, InvalidArgumentError
 from .keyspace import HASH_BYTES
 from .partition_map import PartitionMap
 
-__all__ = ["PartitionLoad", "RebalancePolicy", "Proposal", "plan", "apply_proposal"]
+__all__ = ["PartitionLoad", "RebalancePolicy", "Proposal", "plan", "apply_proposal", "PlacementMove",
+           "plan_placement"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,3 +226,73 @@ def apply_proposal(pmap: PartitionMap, proposal: Proposal) -> PartitionMap:
     if proposal.action == "move":
         return pmap.move(proposal.partition, proposal.arg)  # type: ignore[arg-type]
     raise InvalidArgumentError(f"unknown proposal {proposal.action!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementMove:
+    """Move replica ``replica`` of ``group`` to Ray node ``to``: ``"replace"`` when the node it ran on
+    (``from_node``) has left the cluster, ``"relocate"`` to even out the replicas per node."""
+
+    action: str
+    group: str
+    replica: str
+    from_node: str | None
+    to: str
+    reason: str
+
+
+def plan_placement(placement: Mapping[str, Mapping[str, str | None]], nodes: Iterable[str], *,
+                   lost: Mapping[str, Mapping[str, str]] | None = None, max_moves: int = 1) -> list[PlacementMove]:
+    """Replica moves when Ray nodes join or leave (DDIA 6.3): ``placement`` is ``{group: {replica:
+    node}}`` for the live replicas, ``nodes`` the alive Ray nodes, ``lost`` the replicas not running
+    whose last node has left (``{group: {replica: last node}}``). Replacements come first (a group
+    short of a replica is closer to losing its quorum), each to the least loaded node that holds
+    no replica of the group; then relocations from the most to the least loaded node while they
+    differ by two or more, never putting two replicas of a group on one node. At most
+    ``max_moves``."""
+    alive = sorted(set(nodes))
+    if not alive:
+        raise ConfigError("no Ray node is alive to place replicas on")
+    count = {n: 0 for n in alive}
+    where = {g: dict(replicas) for g, replicas in placement.items()}  # updated by each planned move
+    for replicas in where.values():
+        for node in replicas.values():
+            if node in count:
+                count[node] += 1
+    out: list[PlacementMove] = []
+
+    def target(group: str) -> str | None:
+        used = set(where.get(group, {}).values())
+        free = [n for n in alive if n not in used]
+        return min(free, key=lambda n: (count[n], n)) if free else None
+
+    for group, replicas in sorted((lost or {}).items()):
+        for replica, last in sorted(replicas.items()):
+            if last in count or len(out) >= max_moves:
+                continue  # its node is alive: the replica is only down (a restart brings it back)
+            to = target(group)
+            if to is not None:
+                out.append(PlacementMove("replace", group, replica, last, to, f"its Ray node {last} left"))
+                count[to] += 1
+                where.setdefault(group, {})[replica] = to
+    while len(out) < max_moves:
+        heavy = max(alive, key=lambda n: (count[n], n))
+        light = min(alive, key=lambda n: (count[n], n))
+        if count[heavy] - count[light] < 2:
+            break
+        moved = False
+        for group, replicas in sorted(where.items()):
+            if light in replicas.values():
+                continue  # never two replicas of one group on one node
+            replica = next((r for r, n in sorted(replicas.items()) if n == heavy), None)
+            if replica is not None:
+                out.append(PlacementMove("relocate", group, replica, heavy, light,
+                                         f"{heavy} runs {count[heavy]} replicas, {light} {count[light]}"))
+                count[heavy] -= 1
+                count[light] += 1
+                replicas[replica] = light
+                moved = True
+                break
+        if not moved:
+            break
+    return out

@@ -111,7 +111,10 @@ class PartitionedStore:
             for i, g in enumerate(names):  # each group starts at its own Ray node: leaders spread out
                 started[g] = ReplicatedStore.launch(g, replicas, protocol=protocol, mode=mode, engine=engine,
                                                     root=root, detached=detached, spread_offset=i, **group_options)
-            store = cls(name, coordinator, started, {"scheme": scheme, "protocol": protocol})
+            launch_options = {"replicas": replicas, "protocol": protocol, "mode": mode, "engine": engine,
+                              "root": root, "detached": detached, **group_options}
+            store = cls(name, coordinator, started, {"scheme": scheme, "protocol": protocol,
+                                                     "group_launch": launch_options})
             for g in names:  # every group learns its partitions before any client can see the map
                 store._set_ownership(g, ownership_of(pmap, g, name))
             store._kv.put(_groups_key(name), codec.encode(names))
@@ -221,6 +224,36 @@ class PartitionedStore:
         if name not in self.groups:
             raise UnknownNodeError(name, tuple(self.groups))
         return self.groups[name]
+
+    def add_group(self) -> str:
+        """Start one more replica group, launched as the store's first groups were, with no
+        partition yet (a rebalance fills it: :mod:`.rebalancer`); returns its name. Only the
+        handle that launched the store knows how its groups were launched."""
+        launch = self.options.get("group_launch")
+        if launch is None:
+            raise ConfigError("only the handle that launched the store can add a group (it knows the groups' "
+                              "launch options)")
+        numbers = [int(g.rsplit("-g", 1)[1]) for g in self.groups]
+        name = f"{self.name}-g{max(numbers) + 1}"
+        opts = dict(launch)
+        replicas = opts.pop("replicas")
+        group = ReplicatedStore.launch(name, replicas, spread_offset=len(self.groups), **opts)
+        try:
+            pmap = self.partition_map()
+            group.set_ownership(ownership_of(pmap, name, self.name))  # owns nothing, knows the version
+            self.groups[name] = group
+            self._kv.put(_groups_key(self.name), codec.encode(tuple(self.groups)))
+        except BaseException:
+            self.groups.pop(name, None)
+            group.shutdown(destroy_data=True)
+            raise
+        return name
+
+    def rebalancer(self, policy=None, **options):
+        """A :class:`~.rebalancer.Rebalancer` of this store (manual rounds, or ``start()`` for automatic)."""
+        from .rebalancer import Rebalancer
+
+        return Rebalancer(self, policy, **options)
 
     def placement(self) -> dict:
         """``{group: {replica: Ray node id}}``: where every live replica runs."""

@@ -78,9 +78,16 @@ class LoopClient:
         started.set()
         self._loop.run_forever()
         # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
-        pending = asyncio.all_tasks(self._loop)
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        # Cancel again while any is left: before Python 3.12, asyncio.wait_for can swallow a
+        # cancellation that arrives as its inner wait completes, and a pump loop waiting with it
+        # then runs on (a close took the join's full 5 s, and the thread lived on).
+        for _ in range(100):
+            pending = {t for t in asyncio.all_tasks(self._loop) if not t.done()}
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.wait(pending, timeout=0.05))
         self._loop.close()
 
     def _stop_loop_thread(self) -> None:
