@@ -266,8 +266,8 @@ def plan_placement(placement: Mapping[str, Mapping[str, str | None]], nodes: Ite
         free = [n for n in alive if n not in used]
         return min(free, key=lambda n: (count[n], n)) if free else None
 
-    for group, replicas in sorted((lost or {}).items()):
-        for replica, last in sorted(replicas.items()):
+    for group, gone in sorted((lost or {}).items()):
+        for replica, last in sorted(gone.items()):
             if last in count or len(out) >= max_moves:
                 continue  # its node is alive: the replica is only down (a restart brings it back)
             to = target(group)
@@ -284,8 +284,9 @@ def plan_placement(placement: Mapping[str, Mapping[str, str | None]], nodes: Ite
         for group, replicas in sorted(where.items()):
             if light in replicas.values():
                 continue  # never two replicas of one group on one node
-            replica = next((r for r, n in sorted(replicas.items()) if n == heavy), None)
-            if replica is not None:
+            chosen = next((r for r, n in sorted(replicas.items()) if n == heavy), None)
+            if chosen is not None:
+                replica = chosen
                 out.append(PlacementMove("relocate", group, replica, heavy, light,
                                          f"{heavy} runs {count[heavy]} replicas, {light} {count[light]}"))
                 count[heavy] -= 1
