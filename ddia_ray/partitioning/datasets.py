@@ -149,6 +149,9 @@ def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_
         raise InvalidArgumentError(f"the dataset has no column(s) {sorted(missing)}; name them with key=, value=")
     # The writers wait on the groups, they do not compute: they hold no CPU, or on a small cluster
     # they would take every CPU the read tasks feeding them need, and the pipeline would stall.
+    # An elastic pool (1 to ``concurrency`` writers): a small dataset does not start writers it has no
+    # batches for (they would connect to the store after this call returned, and it may be gone).
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency)
     counts = data.map_batches(_Writer, fn_constructor_args=(store.name, key, value, in_flight),
-                              batch_format="pyarrow", batch_size=batch_rows, concurrency=concurrency, num_cpus=0)
+                              batch_format="pyarrow", batch_size=batch_rows, compute=pool, num_cpus=0)
     return int(sum(row["rows"] for row in counts.iter_rows()))
