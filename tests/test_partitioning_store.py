@@ -57,8 +57,11 @@ def test_a_hash_store_routes_every_operation_to_the_group_that_owns_the_key(ray_
             with store.group(g).client() as gc:
                 for k in _keys(gc.scan()):
                     assert own.owner(k) is not None
-        stats = store.stats()
+        stats = store.stats(sizes=True)
         assert sum(p["writes"] for p in stats["partitions"].values()) >= 300
+        with store.client() as c:
+            assert sum(p["keys"] for p in stats["partitions"].values()) == len(_keys(c.scan()))
+        assert all(p["bytes"] > 0 for p in stats["partitions"].values())
         assert all(p["writes"] > 0 for p in stats["partitions"].values())  # 300 keys reach all 6 partitions
 
 

@@ -297,10 +297,11 @@ class PartitionedStore:
             raise ConfigError(f"{self.name!r} runs no routing tier: launch it with routers=N")
         return self.routers.client(**options)
 
-    def stats(self) -> dict:
+    def stats(self, *, sizes: bool = False) -> dict:
         """The map and, per partition, its group, range and the load its group's leader counted
         (keys read and operations written through fenced requests since that replica started), plus
-        every group's replication figures."""
+        every group's replication figures. ``sizes=True`` also counts each partition's ``keys`` and
+        ``bytes`` (keys plus values), reading every key once: skew in size next to skew in load."""
         pmap = self.partition_map()
         groups = {g: s.stats() for g, s in self.groups.items()}
         partitions = {}
@@ -311,6 +312,12 @@ class PartitionedStore:
             partitions[p.id] = {"group": p.group, "start": p.start, "end": p.end, "since": p.since,
                                 "leader": st.get("leader"), "reads": load.get("reads", 0),
                                 "writes": load.get("writes", 0)}
+            if sizes:
+                keys = size = 0
+                for batch in self.admin_client(p.group).scan(p.start, p.end, page_rows=5000, pinned=True):
+                    keys += batch.num_rows
+                    size += batch.column(0).nbytes + batch.column(1).nbytes
+                partitions[p.id].update(keys=keys, bytes=size)
         return {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
 
     def close(self) -> None:
