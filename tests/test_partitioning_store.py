@@ -236,3 +236,37 @@ def test_the_rebalancer_splits_a_big_range_and_fills_a_new_group(ray_session):
         with pytest.raises(ConfigError, match="only the handle that launched"):
             other.add_group()
         other.close()
+
+
+def test_a_local_index_is_kept_with_the_data_and_queried_across_partitions(ray_session):
+    from ddia_ray import codec
+
+    with PartitionedStore.launch(groups=2, replicas=1, partitions=4) as store:
+        colors = ["red", "green", "blue"]
+        with store.client() as c:
+            for i in range(60):
+                c.put_nowait(f"item{i}", codec.encode({"color": colors[i % 3], "n": i}))
+            c.put(b"bad", b"not a map")  # the index function raises on it: reported, the write applies
+            assert store.create_index("by_color", "ddia_ray.partitioning.index_functions:field",
+                                      {"name": "color"}) == 61  # backfilled the keys already there
+            assert sorted(k for k, _ in c.query("by_color", b"red")) == sorted(
+                f"item{i}".encode() for i in range(0, 60, 3))
+            c.put("item0", codec.encode({"color": "blue", "n": 0}))  # leaves red, joins blue
+            c.delete("item1")
+            c.put("item60", codec.encode({"color": "red", "n": 60}))
+            red = {k for k, _ in c.query("by_color", "red", page_rows=4)}  # paged, across groups
+            assert red == {f"item{i}".encode() for i in range(3, 61, 3)}
+            assert b"item0" in {k for k, _ in c.query("by_color", "blue")}
+            assert not any(k == b"item1" for k, _ in c.query("by_color", "green"))
+            assert c.get("bad") == b"not a map"
+            # A move keeps the index: the copy's writes index the keys in their new group.
+            p = store.partition_map().partitions[0]
+            store.move(p.id, next(g for g in store.groups if g != p.group))
+            assert {k for k, _ in c.query("by_color", "red")} == red
+        errors = [st["index_errors"].get("by_color", 0)
+                  for g in store.groups for st in store.group(g).status().values()]
+        assert sum(errors) >= 1  # b"bad" counted, on its group's replica
+        with pytest.raises(ConfigError, match="already"):
+            store.create_index("by_color", "ddia_ray.partitioning.index_functions:words")
+        store.drop_index("by_color")
+        assert store.indexes() == ()

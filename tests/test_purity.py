@@ -35,7 +35,9 @@ PURE_CORES = (
     "storage/lsm/memtable.py", "storage/lsm/merge.py", "storage/lsm/compaction.py", "storage/lsm/bloom.py",
     "storage/lsm/tombstones.py", "storage/lsm/iterator.py", "storage/lsm/point_index.py",
     "partitioning/keyspace.py", "partitioning/partition_map.py", "partitioning/rebalance.py", "runtime/ticks.py",
-    "consensus/sessions.py", "replication/ownership.py",
+    "consensus/sessions.py", "replication/ownership.py", "replication/indexing.py",
+    "replication/pins.py", "partitioning/index_functions.py",
+    "partitioning/mover.py", "partitioning/simulation.py", "partitioning/sim_actors.py",
 )
 _FORBIDDEN_MODULES = {"ray", "secrets", "uuid"}
 _CLOCK_READS = {"time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",

@@ -237,3 +237,36 @@ def test_an_engine_pin_is_an_engine_snapshot(tmp_path):
         state.unpin(view)  # twice is harmless
     finally:
         state.close()
+
+
+# --- local secondary indexes ----------------------------------------------------------------------
+
+
+def test_index_rows_follow_puts_overwrites_deletes_and_range_deletes():
+    from ddia_ray.replication.indexing import IndexDef, Indexer, index_row, index_rows
+
+    state = MapState()
+    defs = (IndexDef("w", "ddia_ray.partitioning.index_functions:words"),)
+    ix = Indexer()
+
+    def apply(lsn, ops):
+        state.apply(lsn, index_rows(ix, defs, state, ops))
+
+    apply(1, ((PUT, b"a", b"red fox"), (PUT, b"b", b"red hen")))
+    assert state.get(index_row("w", b"red", b"a")) == b"" and state.get(index_row("w", b"fox", b"a")) == b""
+    apply(2, ((PUT, b"a", b"blue fox"),))  # leaves red, joins blue
+    assert state.get(index_row("w", b"red", b"a")) is None and state.get(index_row("w", b"blue", b"a")) == b""
+    apply(3, ((1, b"b", b""),))
+    assert state.get(index_row("w", b"hen", b"b")) is None
+    apply(4, ((PUT, b"c", b"red"), (DELETE_RANGE, b"a", b"b")))
+    assert state.get(index_row("w", b"fox", b"a")) is None and state.get(index_row("w", b"red", b"c")) == b""
+    assert state.scan(b"", None, 10) == ((b"c",), (b"red",))  # index rows are reserved: never scanned
+    bad = Indexer()
+    rows = index_rows(bad, (IndexDef("f", "ddia_ray.partitioning.index_functions:field", {"name": "x"}),), state,
+                      ((PUT, b"d", b"not msgpack of a map"),))
+    assert rows == ((PUT, b"d", b"not msgpack of a map"),) and bad.errors == {"f": 1} and "f" in bad.last_error
+    missing = Indexer()
+    index_rows(missing, (IndexDef("m", "no_such_module:fn"),), state, ((PUT, b"e", b"v"),))
+    assert missing.errors == {"m": 1} and "not importable" in missing.last_error
+    with pytest.raises(InvalidArgumentError):
+        IndexDef("x", "no-colon")

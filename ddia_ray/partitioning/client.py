@@ -401,6 +401,35 @@ class PartitionedClient:
                 return
             cursor = p.end
 
+    # --- secondary indexes ---------------------------------------------------------------------------
+
+    def query(self, index: str, term, *, page_rows: int = 1000) -> Iterator[tuple[bytes, bytes]]:
+        """The ``(key, value)`` pairs whose value index ``index`` files under ``term``: every group is
+        asked at once (a local index is scattered, DDIA 6.1), page after page, and the answers are
+        gathered in no particular order across groups (key order within each). Keys outside a
+        group's partitions at this client's map version are left out, so a key that moved is
+        returned once, by its owner."""
+        from ..replication.indexing import ReplIndexScan
+
+        t = _bytes(term, "keys")
+        if type(page_rows) is not int or page_rows < 1:
+            raise InvalidArgumentError("page_rows is an int >= 1")
+        scheme = self._map.scheme
+        cursors = {g: b"" for g in self.store.groups}
+        while cursors:
+            version = self._map.version
+            asked = {g: self._group_client(g).call_leader(ReplIndexScan(index, t, after, page_rows, version))
+                     for g, after in cursors.items()}
+            for g, fut in asked.items():
+                page = fut.result(self.timeout_s + 5.0)
+                for k, v in zip(page.keys, page.values):
+                    if v is not None:  # deleted between the index row and the read: not a match any more
+                        yield (k[HASH_BYTES:] if scheme == "hash" else k), v
+                if page.more:
+                    cursors[g] = page.cursor
+                else:
+                    del cursors[g]
+
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def _wait(self, future: concurrent.futures.Future, timeout_s: float | None) -> Any:

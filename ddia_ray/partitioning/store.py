@@ -21,6 +21,7 @@ the map's version as a fence, and on a refusal read the map again and route agai
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from .. import codec
 from ..errors import ComponentNotFoundError, ConfigError, InvalidArgumentError, UnknownNodeError
 from ..kv import RaftKV
-from ..replication import PROTOCOLS, ReplicatedStore
+from ..replication import CAS, PROTOCOLS, ReplicatedStore
 from .keyspace import SCHEMES, sample_boundaries
 from .partition_map import PartitionMap, initial_map, ownership_of
 
@@ -48,6 +49,10 @@ def _lock_key(store: str) -> bytes:
 
 def _groups_key(store: str) -> bytes:
     return b"ddia/partitions/" + store.encode() + b"/groups"
+
+
+def _indexes_key(store: str) -> bytes:
+    return b"ddia/partitions/" + store.encode() + b"/indexes"
 
 
 class PartitionedStore:
@@ -182,8 +187,68 @@ class PartitionedStore:
                               f"changed it without the change lock?)")
 
     def _set_ownership(self, group: str, own, *, timeout_s: float = 30.0) -> None:
-        """Make ``own`` the ownership record of ``group`` (acknowledged by every follower)."""
+        """Make ``own`` the ownership record of ``group``, listing the store's indexes (so no change
+        of partitions drops them)."""
+        own = dataclasses.replace(own, indexes=self.indexes())
         self.group(group).set_ownership(own, timeout_s=timeout_s)
+
+    # --- local secondary indexes (ddia_ray.replication.indexing) -------------------------------------
+
+    def indexes(self) -> tuple:
+        """The store's secondary indexes (:class:`~ddia_ray.replication.indexing.IndexDef` records)."""
+        raw = self._kv.get(_indexes_key(self.name))
+        return () if raw is None else tuple(codec.decode(raw))
+
+    def create_index(self, name: str, function: str, options: dict | None = None, *,
+                     backfill: bool = True) -> int:
+        """Declare the local index ``name``: ``function`` (``"module:callable"``, importable on every
+        replica, deterministic; see :mod:`.index_functions`) maps a value to its terms, called as
+        ``function(value, **options)``. Every group then keeps the index for its own keys in the
+        same log entries as the data; ``backfill`` indexes the keys already stored (each rewritten as
+        it is, with compare-and-set, so a concurrent write is never undone). Returns the keys
+        backfilled. Query with :meth:`~.client.PartitionedClient.query`."""
+        from ..replication.indexing import IndexDef
+
+        new = IndexDef(name, function, dict(options) if options else None)
+        with self._change_lock(f"create index {name}"):
+            current = self.indexes()
+            if any(d.name == name for d in current):
+                raise ConfigError(f"{self.name!r} has an index {name!r} already")
+            self._kv.put(_indexes_key(self.name), codec.encode((*current, new)))
+            self._spread_indexes()
+        return self._backfill() if backfill else 0
+
+    def drop_index(self, name: str) -> None:
+        """Stop keeping index ``name`` (its rows stay until their keys are next written)."""
+        with self._change_lock(f"drop index {name}"):
+            current = self.indexes()
+            if not any(d.name == name for d in current):
+                raise ConfigError(f"{self.name!r} has no index {name!r}")
+            self._kv.put(_indexes_key(self.name), codec.encode(tuple(d for d in current if d.name != name)))
+            self._spread_indexes()
+
+    def _change_lock(self, what: str):
+        from .changes import change_lock
+
+        return change_lock(self, what)
+
+    def _spread_indexes(self) -> None:
+        pmap = self.partition_map()
+        for g in self.groups:  # the record at the map's version: same ranges, the new index list
+            self._set_ownership(g, ownership_of(pmap, g, self.name))
+
+    def _backfill(self) -> int:
+        n = 0
+        for p in self.partition_map().partitions:
+            client = self.admin_client(p.group)
+            futures = []
+            for batch in client.scan(p.start, p.end, page_rows=2000):
+                keys, values = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+                futures.append(client.submit_ops(tuple((CAS, k, v, v) for k, v in zip(keys, values))))
+                n += len(keys)
+            for f in futures:
+                f.result()
+        return n
 
     # --- changes (see .changes) ----------------------------------------------------------------------
 

@@ -337,6 +337,35 @@ class ReplicatedClient(LoopClient):
             if pinned:
                 pin, holder = page.pin, page.node
 
+    def call_leader(self, payload: Any) -> concurrent.futures.Future:
+        """Send one request the leader answers (an index page, say), following the leader through
+        redirects and failed calls until the client's ``timeout_s``; the future holds the answer."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        deadline = time.monotonic() + self.timeout_s
+
+        async def ask() -> None:
+            while True:
+                try:
+                    target = self._leader or self.store._any_replica()
+                    answer = await self._call(target, payload)
+                    self._leader = target
+                    fut.set_result(answer)
+                    return
+                except NotLeaderError as e:
+                    self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
+                except (ActorUnavailableError, MessageDroppedError, CallTimeoutError):
+                    self._leader = None
+                except BaseException as e:  # noqa: BLE001 - the request's own refusal: the caller's
+                    fut.set_exception(e)
+                    return
+                if time.monotonic() > deadline:
+                    fut.set_exception(CallTimeoutError(f"no leader answered within {self.timeout_s}s"))
+                    return
+                await asyncio.sleep(0.02)
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(ask()))
+        return fut
+
     def _call_holder(self, node: str, payload: ReplScan) -> concurrent.futures.Future:
         """A pinned scan's next page, from the replica that holds the pin (no other has its view)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()

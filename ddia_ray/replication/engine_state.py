@@ -235,6 +235,18 @@ class EngineState:
                     break
         return tuple(keys), tuple(values)
 
+    def scan_rows(self, start: bytes, end: bytes, limit: int) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)``, reserved ones included, and their values."""
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        with self._scanning(start, end) as rows:
+            for k, v in rows:
+                keys.append(k)
+                values.append(v)
+                if len(keys) >= limit:
+                    break
+        return tuple(keys), tuple(values)
+
     def pin(self):
         """An engine snapshot: pinned scans read it (old versions stay until :meth:`unpin`)."""
         return self.engine.snapshot()

@@ -76,6 +76,7 @@ from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .membership import CHANGE_ACTIONS, MembershipChanges
+from .indexing import Indexer, ReplIndexScan, index_page, index_rows
 from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
                         decode_ownership)
@@ -184,6 +185,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self._own: Ownership | None = None  # the ownership record, decoded from _own_raw (ownership.py)
         self._own_raw: bytes | None = None
         self.partition_load = PartitionLoad()
+        self.indexer = Indexer()
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
         self._recover(recovered)
         # A durable state can be ahead of the log (it applied an entry whose log record the crash
@@ -429,6 +431,11 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 self.reply(request_id, self.status())
             elif isinstance(payload, ReplOwnership):
                 self._on_ownership(request_id, payload)
+            elif isinstance(payload, ReplIndexScan):
+                if not self._leading():
+                    raise self._not_leader()
+                own = self._ownership()
+                self.reply(request_id, index_page(self.state, own.owner if payload.fence and own else None, payload))
             else:
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")
@@ -493,6 +500,9 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         if req.fence:  # routed by a partition map: only keys this group owns at that version (ownership.py)
             self.partition_load.wrote(check_fenced_ops(self._ownership(), req.fence, req.ops))
         ops, results = self.state.decide(req.ops)
+        own = self._ownership()
+        if own is not None and own.indexes:  # local indexes: their rows are logged with the data
+            ops = index_rows(self.indexer, own.indexes, self.state, ops)
         origin = (req.client, req.seq, req.acked_below, results,
                   self._clock.stamp(self.epoch, self.ticks, self.state.sessions.clock)) if req.client else ()
         self._order(rid, ops, results, needed, req.acks, origin)
@@ -1002,7 +1012,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 "lost": tuple(self.lost), "incarnation": self.incarnation, **self.counters,
                 "needs_checkpoint": self._needs_checkpoint, "last_checkpoint_error": self.last_checkpoint_error,
                 "coordination_calls": self.coord.calls, "coordination_retries": self.coord.retries,
-                "partitions": self.partition_load.figures(), "ownership": self.state.get(OWNERSHIP_KEY)}
+                "partitions": self.partition_load.figures(), "ownership": self.state.get(OWNERSHIP_KEY),
+                **self.indexer.figures()}
 
 
 def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | None, sync: bool,

@@ -45,6 +45,7 @@ import bisect
 from .. import codec
 from ..codec import record
 from ..errors import CorruptionError, InvalidArgumentError, MapVersionError, StaleMapError, WrongPartitionError
+from .indexing import IndexDef
 from .records import DELETE_RANGE, RESERVED_PREFIX
 
 __all__ = ["OWNERSHIP_KEY", "OwnedRange", "Ownership", "ReplOwnership", "check_fenced_ops", "check_update",
@@ -78,16 +79,27 @@ class OwnedRange:
             raise InvalidArgumentError("writable is a bool")
 
 
-@record("repl.ownership", version=1, fields_checked=True)
+def _ownership_v1_to_v2(fields: dict) -> dict:
+    """Records of version 1 listed no secondary index."""
+    return {**fields, "indexes": ()}
+
+
+@record("repl.ownership", version=2, upgrades={1: _ownership_v1_to_v2}, fields_checked=True)
 class Ownership:
     """The ranges a group owns at map ``version``, in key order, not overlapping (see the module
-    docstring). ``store`` names the partitioned store, so a record is never taken for another's."""
+    docstring). ``store`` names the partitioned store, so a record is never taken for another's.
+    ``indexes``: the local secondary indexes the group keeps (:mod:`.indexing`)."""
 
     store: str
     version: int
     ranges: tuple
+    indexes: tuple = ()
 
     def __post_init__(self):
+        if not isinstance(self.indexes, tuple) or not all(type(d) is IndexDef for d in self.indexes):
+            raise InvalidArgumentError("an ownership record's indexes are a tuple of repl.index_def records")
+        if len({d.name for d in self.indexes}) != len(self.indexes):
+            raise InvalidArgumentError("index names are unique")
         if not isinstance(self.store, str) or not self.store:
             raise InvalidArgumentError("an ownership record names its store (a non-empty str)")
         if type(self.version) is not int or self.version < 1:

@@ -57,6 +57,7 @@ from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
                         decode_ownership)
+from .indexing import Indexer, ReplIndexScan, index_page, index_rows
 from .pins import ScanPins
 from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
 from .state import MapState, ReplicaState
@@ -129,6 +130,7 @@ class ReplStateMachine:
         self._own: Ownership | None = None
         self._own_raw: bytes | None = None
         self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
+        self.indexer = Indexer()
 
     @property
     def sessions(self):
@@ -180,6 +182,10 @@ class ReplStateMachine:
                 self.state.apply(index, (), (client, seq, acked_below, results, stamp) if client else (), term)
                 return index, results
         log_ops, results = self.state.decide(ops)
+        if fence != OWNERSHIP_FENCE:
+            own = self.ownership()
+            if own is not None and own.indexes:  # local indexes: their rows apply with the data
+                log_ops = index_rows(self.indexer, own.indexes, self.state, log_ops)
         self.state.apply(index, log_ops, (client, seq, acked_below, results, stamp) if client else (), term)
         self.applied_writes += 1
         return index, results
@@ -256,6 +262,11 @@ class RaftReplica(RaftMember):
                 self._on_repl_admin(request_id, payload)
             elif isinstance(payload, ReplOwnership):
                 self._on_ownership(request_id, payload)
+            elif isinstance(payload, ReplIndexScan):  # a leader read, as the "leader" read mode
+                if self.node.role != LEADER:
+                    raise self._not_leader()
+                own = self.machine.ownership()
+                self.reply(request_id, index_page(self.state, own.owner if payload.fence and own else None, payload))
             else:
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")
@@ -452,7 +463,8 @@ class RaftReplica(RaftMember):
         return {**st, "group": self.group, "epoch": node.term, "last_lsn": node.log.last_index(),
                 "lag_entries": lag, "staleness_s": staleness, "lost_writes": 0, "lost": (),
                 "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft",
-                "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY)}
+                "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY),
+                **self.machine.indexer.figures()}
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""

@@ -106,6 +106,9 @@ class ReplicaState(Protocol):
     def scan(self, start: bytes, end: bytes | None, limit: int, pin: Any = None) -> tuple[tuple, tuple]:
         """Up to ``limit`` keys of ``[start, end)`` in order, and their values (as of ``pin``'s view)."""
 
+    def scan_rows(self, start: bytes, end: bytes, limit: int) -> tuple[tuple, tuple]:
+        """Like :meth:`scan`, reserved keys included (the replicas' own rows: index rows)."""
+
     def pin(self) -> Any:
         """A point-in-time view for pinned scans (:mod:`.pins`); release it with :meth:`unpin`."""
 
@@ -171,6 +174,11 @@ class MapState:
         keys = sorted(k for k in data if k >= start and (end is None or k < end)
                       and not k.startswith(RESERVED_PREFIX))[:limit]
         return tuple(keys), tuple(data[k] for k in keys)
+
+    def scan_rows(self, start: bytes, end: bytes, limit: int) -> tuple[tuple, tuple]:
+        """Up to ``limit`` keys of ``[start, end)``, reserved ones included, and their values."""
+        keys = sorted(k for k in self.data if start <= k < end)[:limit]
+        return tuple(keys), tuple(self.data[k] for k in keys)
 
     def pin(self) -> dict:
         """A copy of the data (a dict state has no cheaper view: pinned scans of it cost a copy)."""

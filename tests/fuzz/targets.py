@@ -114,6 +114,7 @@ def _codec_values() -> list:
     from ddia_ray.consensus.raft.messages import (CONF_CHANGE, NOOP, ConfChange, ConfState, Entry, HardState,
                                                   LogAppend, Message, RaftSnapshot, SnapshotMeta)
     from ddia_ray.partitioning import initial_map
+    from ddia_ray.replication.indexing import IndexDef, ReplIndexScan
     from ddia_ray.replication.ownership import OwnedRange, Ownership, ReplOwnership
     from ddia_ray.replication.records import Append, LogEntries, ReplWrite
     from ddia_ray.storage.engine import Op, OpColumns
@@ -137,7 +138,9 @@ def _codec_values() -> list:
         OpColumns(bytes([0, 1, 2]), (b"a", b"b", b"c"), (b"1", b"", b"z")),
         Append(2, 4, 2, repl, 6), LogEntries(repl),
         ReplWrite(((0, b"k", b"v"), (3, b"c", None, b"old")), acks=1, client="s1", seq=4, fence=3),
-        ReplOwnership(Ownership("s", 4, (OwnedRange(1, b"", b"m", 2), OwnedRange(3, b"q", None, 4, False))), 2),
+        ReplOwnership(Ownership("s", 4, (OwnedRange(1, b"", b"m", 2), OwnedRange(3, b"q", None, 4, False)),
+                                (IndexDef("by", "m:f", {"name": "c"}),)), 2),
+        ReplIndexScan("by", b"red", b"k1", 50, 3),
         initial_map("hash", ("g1", "g2"), partitions=4).split(1, b"\x50" * 8),
         {"nested": [1, [2, [3, [4, {"deep": b"bytes"}]]]], "s": "uni\u00e7ode", "f": -0.5, "big": 2 ** 63,
          "neg": -(2 ** 63), "t": (True, False, None)},
