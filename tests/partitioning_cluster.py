@@ -60,6 +60,14 @@ def main() -> None:
             out["acked_during_move"] = len(acked)
             out["missing_after_move"] = sum(1 for v in c.get_many(acked) if v is None)
         out["writer_errors"] = errors[:3]
+        # A node joins: the rebalancer proposes moving a replica onto it, and applies the proposal.
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        reb = store.rebalancer()
+        proposals = [p for p in reb.propose() if getattr(p, "action", "") == "relocate"]
+        out["relocations"] = [(p.group, p.replica) for p in proposals]
+        out["relocated"] = [outcome for _, outcome in reb.apply(proposals)]
+        out["nodes_used_after_join"] = len({n for replicas in store.placement().values() for n in replicas.values()})
     finally:
         store.shutdown(destroy_data=True)
         ray.shutdown()

@@ -28,3 +28,6 @@ def test_partitions_spread_over_nodes_and_move_between_them():
     assert result["moved"]["on_target"] and result["moved"]["old_gone"], result
     assert result["acked_during_move"] > 0 and result["missing_after_move"] == 0, result
     assert result["writer_errors"] == [], result
+    # After a fourth node joined: one replica relocated onto it (3 groups of one replica, 4 nodes).
+    assert len(result["relocations"]) == 1 and result["relocated"] == ["ok"], result
+    assert result["nodes_used_after_join"] == 3, result

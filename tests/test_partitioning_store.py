@@ -75,6 +75,10 @@ def test_bad_changes_and_requests_get_precise_errors(ray_session):
             store.move(0, store.partition_map().partition(0).group)
         with pytest.raises(InvalidArgumentError, match="not neighbours|groups"):
             store.merge(0, 1)  # in two groups
+        g0 = store.partition_map().partition(0).group
+        with pytest.raises(UnknownNodeError, match="no-such-ray-node"):
+            store.move_replica(g0, "r1", "no-such-ray-node")  # a Ray node that does not exist
+        assert store.group(g0).members == ("r1",)  # nothing was started or removed
         g = store.partition_map().partition(0).group
         with store.group(g).client() as gc:
             gc.fence = 99  # a map version no coordinator made
