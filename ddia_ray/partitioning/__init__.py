@@ -10,7 +10,11 @@
 * :mod:`.rebalancer`: measures a running store and applies the proposals, by hand or by itself;
 * :mod:`.store`: :class:`PartitionedStore`, the replica groups and the map's coordination service on Ray;
 * :mod:`.client`: :class:`PartitionedClient`, the partition-aware client (cached map, refresh on refusal);
-* :mod:`.changes`: split, merge and move on a running store, while clients read and write.
+* :mod:`.mover`: the pure step machine of one split, merge or move (requests out, replies in);
+* :mod:`.changes`: split, merge and move on a running store, driving the mover through Ray;
+* :mod:`.router`: the routing tier (routers behind the balancer) for clients that know no map;
+* :mod:`.datasets`: Ray Data in and out; :mod:`.workload`: the Jepsen-style workload;
+* :mod:`.simulation` (with :mod:`.sim_actors`): splits, moves and merges under faults, seeded.
 
 See docs/partitioning.md.
 """

@@ -32,24 +32,41 @@ Writes to ``p`` are refused (and retried by the clients) from step 2 to step 4: 
 the catch-up scan, measured by :func:`move`'s report. Reads never stop, and at every moment one
 group owns ``p``: A until the map says B. A change that fails before it publishes is abandoned:
 the groups it touched get records of the old map at ``v + 1`` (every range writable where it
-was), and the old map is published as ``v + 1``, so no version a group saw is ever reused.
+was; the last group touched first, so a move's destination gives ``p`` up before its source
+takes writes again), the old map is published as ``v + 1``, so no version a group saw is ever
+reused, and a move's copy is deleted from the destination.
+
+The steps live in :mod:`.mover`: a pure step machine that takes the answers of the groups and of
+the coordination service and gives out the next requests, so that the seeded simulation
+(:mod:`.simulation`) runs the very same protocol under faults. This module drives it on Ray:
+group requests go through the store's admin clients (scans and unfenced writes) and
+``_set_ownership``, the map's reads and compare-and-set through the coordination service.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 import uuid
+from typing import Any
 
-from ..errors import ConfigError, InvalidArgumentError, UnknownNodeError
-from ..replication.records import DELETE, PUT
-from .keyspace import HASH_BYTES, stored_key
-from .partition_map import PartitionMap, ownership_of
-from .store import PartitionedStore, _lock_key
+from .. import codec
+from ..errors import ConfigError, UnknownNodeError
+from ..replication.ownership import ReplOwnership
+from ..replication.records import ReplScan, ReplWrite, ScanResult
+from .keyspace import stored_key
+from .mover import CATCH_UP, DONE, FREEZE, SRC_RECORD, CasMap, GroupRequest, Mover, Outcome, ReadMap
+from .partition_map import PartitionMap
+from .store import PartitionedStore, _lock_key, map_key
 
 __all__ = ["split", "merge", "move", "change_lock", "force_unlock"]
 
 _PAGE_ROWS = 2000
+_TICK_S = 0.05  # the mover's tick here: its retries wait retry_ticks of these
+#: On Ray each group request already retries inside the replicated client (for its timeout), so a
+#: failure the mover sees is final: it abandons at once, and retries only to abandon or finish.
+_OPTIONS = {"page_rows": _PAGE_ROWS, "max_in_flight": 4, "retries": 0, "settle_retries": 3, "retry_ticks": 4}
 
 
 @contextlib.contextmanager
@@ -73,139 +90,83 @@ def force_unlock(store: PartitionedStore) -> bool:
     return store._kv.delete(_lock_key(store.name))
 
 
-def _abandon(store: PartitionedStore, pmap: PartitionMap, groups: tuple[str, ...]) -> None:
-    """Undo a change that did not publish: the touched groups get records of ``pmap`` at its next
-    version (see the module docstring), then that version is published."""
-    bumped = pmap.bumped()
-    for g in groups:
-        store._set_ownership(g, ownership_of(bumped, g, store.name))
-    store._publish(pmap, bumped)
+def _scan_page(client: Any, req: ReplScan) -> ScanResult:
+    """One page of ``req`` through a replicated client (its first batch; ``more`` when the page is full)."""
+    for batch in client.scan(req.start, req.end, page_rows=req.limit):
+        keys, values = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+        return ScanResult(tuple(keys), tuple(values), len(keys) >= req.limit, 0, 0)
+    return ScanResult((), (), False, 0, 0)
 
 
-def _reshape(store: PartitionedStore, pmap: PartitionMap, new: PartitionMap, group: str) -> PartitionMap:
-    """Apply a change that moves no data (split, merge) to ``group`` and publish it."""
+def _start(store: PartitionedStore, pool: concurrent.futures.Executor, out: Any) -> concurrent.futures.Future:
+    """Send one of the mover's requests; a future of its answer."""
+    if isinstance(out, ReadMap):
+        return pool.submit(store.partition_map)
+    if isinstance(out, CasMap):
+        return pool.submit(store._kv.cas, map_key(store.name), codec.encode(out.old), codec.encode(out.new))
+    assert isinstance(out, GroupRequest)
+    req = out.request
+    if isinstance(req, ReplOwnership):
+        return pool.submit(store._set_ownership, out.group, req.ownership)
+    client = store.admin_client(out.group)  # made here, on the driver's thread only
+    if isinstance(req, ReplWrite):
+        return client.submit_ops(req.ops)
+    return pool.submit(_scan_page, client, req)
+
+
+def _drive(store: PartitionedStore, mover: Mover) -> tuple[Outcome, dict[str, float]]:
+    """Run ``mover`` against the store until it ends; returns its outcome and when (monotonic) it
+    entered each phase it was seen in."""
+    entered = {mover.phase: time.monotonic()}
+    pending: dict[concurrent.futures.Future, int] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"change-{store.name}")
     try:
-        store._set_ownership(group, ownership_of(new, group, store.name))
-        store._publish(pmap, new)
-    except BaseException:
-        _abandon(store, pmap, (group,))
-        raise
-    return new
+        while mover.outcome is None:
+            for out in mover.ready():
+                pending[_start(store, pool, out)] = out.token
+            done: Any = ()
+            if pending:
+                done, _ = concurrent.futures.wait(pending, timeout=_TICK_S,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+            else:
+                time.sleep(_TICK_S)  # a resend waits its ticks
+            if not done:
+                mover.tick()
+                entered.setdefault(mover.phase, time.monotonic())
+            for f in sorted(done, key=pending.__getitem__):  # in the order they were asked
+                token = pending.pop(f)
+                exc = f.exception()
+                if exc is None:
+                    mover.on_reply(token, f.result())
+                else:
+                    mover.on_failure(token, exc)
+                entered.setdefault(mover.phase, time.monotonic())
+    finally:
+        pool.shutdown(wait=False)  # an abandoned change's last requests finish on their own
+    assert mover.outcome is not None
+    return mover.outcome, entered
 
 
-def _middle(store: PartitionedStore, pmap: PartitionMap, pid: int) -> bytes:
-    """A split point that halves partition ``pid``: the middle of its hashes (hash scheme), or its
-    median key, found by one scan (range scheme)."""
-    p = pmap.partition(pid)
-    if pmap.scheme == "hash":
-        lo = int.from_bytes(p.start.ljust(HASH_BYTES, b"\0"), "big")
-        hi = 1 << (8 * HASH_BYTES) if p.end is None else int.from_bytes(p.end, "big")
-        if hi - lo < 2:
-            raise InvalidArgumentError(f"partition {pid} covers one hash; it cannot be split")
-        return ((lo + hi) // 2).to_bytes(HASH_BYTES, "big")
-    keys = [k for batch in store.admin_client(p.group).scan(p.start, p.end, page_rows=_PAGE_ROWS)
-            for k in batch.column(0).to_pylist()]
-    mid = keys[len(keys) // 2] if keys else b""
-    if not keys or mid <= p.start:
-        raise InvalidArgumentError(f"partition {pid} holds {len(keys)} key(s): no split point inside it; pass at=")
-    return mid
+def _finished(outcome: Outcome) -> PartitionMap:
+    """The map a change published, or its error raised."""
+    if outcome.state != DONE or outcome.published is None:
+        raise outcome.error or ConfigError(f"the {outcome.kind} ended {outcome.state}")
+    return outcome.published
 
 
 def split(store: PartitionedStore, pid: int, at: bytes | None = None) -> PartitionMap:
     """Cut partition ``pid`` at ``at`` (a key for the range scheme, an 8-byte hash for the hash
     scheme; default: the middle) into two partitions of the same group; returns the new map."""
     with change_lock(store, f"split {pid}"):
-        pmap = store.partition_map()
-        p = pmap.partition(pid)
-        if at is None:
-            at = _middle(store, pmap, pid)
-        return _reshape(store, pmap, pmap.split(pid, at), p.group)
+        outcome, _ = _drive(store, Mover.split(store.name, pid, at, **_OPTIONS))
+    return _finished(outcome)
 
 
 def merge(store: PartitionedStore, left: int, right: int) -> PartitionMap:
     """Join partition ``right`` into its left neighbour ``left`` (both in one group); returns the new map."""
     with change_lock(store, f"merge {left}+{right}"):
-        pmap = store.partition_map()
-        new = pmap.merge(left, right)
-        return _reshape(store, pmap, new, pmap.partition(left).group)
-
-
-def _pairs(store: PartitionedStore, group: str, start: bytes, end: bytes | None):
-    """``(stored key, value)`` of ``group`` in ``[start, end)``, in key order, page by page."""
-    for batch in store.admin_client(group).scan(start, end, page_rows=_PAGE_ROWS):
-        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
-
-
-def _flush(client, ops: list, futures: list) -> None:
-    if ops:
-        futures.append(client.submit_ops(tuple(ops)))
-        ops.clear()
-
-
-def _clear(store: PartitionedStore, group: str, start: bytes, end: bytes | None) -> int:
-    """Delete ``group``'s keys in ``[start, end)``; returns how many it found."""
-    client = store.admin_client(group)
-    n = 0
-    futures: list = []
-    ops: list = []
-    for key, _ in _pairs(store, group, start, end):
-        ops.append((DELETE, key, b""))
-        n += 1
-        if len(ops) >= _PAGE_ROWS:
-            _flush(client, ops, futures)
-    _flush(client, ops, futures)
-    for f in futures:
-        f.result()
-    return n
-
-
-def _copy(store: PartitionedStore, src: str, dst: str, start: bytes, end: bytes | None) -> int:
-    """Copy ``src``'s keys in ``[start, end)`` to ``dst`` (pipelined batches); returns the count."""
-    client = store.admin_client(dst)
-    n = 0
-    futures: list = []
-    ops: list = []
-    for key, value in _pairs(store, src, start, end):
-        ops.append((PUT, key, value))
-        n += 1
-        if len(ops) >= _PAGE_ROWS:
-            _flush(client, ops, futures)
-    _flush(client, ops, futures)
-    for f in futures:
-        f.result()
-    return n
-
-
-def _catch_up(store: PartitionedStore, src: str, dst: str, start: bytes, end: bytes | None) -> int:
-    """Make ``dst``'s keys in ``[start, end)`` equal ``src``'s (a merge of both in key order); returns
-    how many operations that took. ``src`` takes no writes to the range any more (it is frozen)."""
-    client = store.admin_client(dst)
-    futures: list = []
-    ops: list = []
-    a, b = _pairs(store, src, start, end), _pairs(store, dst, start, end)
-    x: tuple | None = next(a, None)
-    y: tuple | None = next(b, None)
-    changes = 0
-    while x is not None or y is not None:
-        if y is None or (x is not None and x[0] < y[0]):  # only the source has it
-            assert x is not None
-            ops.append((PUT, x[0], x[1]))
-            x = next(a, None)
-        elif x is None or y[0] < x[0]:  # only the copy has it: deleted at the source since
-            ops.append((DELETE, y[0], b""))
-            y = next(b, None)
-        else:
-            if x[1] != y[1]:
-                ops.append((PUT, x[0], x[1]))
-            x, y = next(a, None), next(b, None)
-        if len(ops) >= _PAGE_ROWS:
-            changes += len(ops)
-            _flush(client, ops, futures)
-    changes += len(ops)
-    _flush(client, ops, futures)
-    for f in futures:
-        f.result()
-    return changes
+        outcome, _ = _drive(store, Mover.merge(store.name, left, right, **_OPTIONS))
+    return _finished(outcome)
 
 
 def move(store: PartitionedStore, pid: int, group: str) -> dict:
@@ -216,30 +177,12 @@ def move(store: PartitionedStore, pid: int, group: str) -> dict:
         raise UnknownNodeError(group, tuple(store.groups))
     t0 = time.monotonic()
     with change_lock(store, f"move {pid} to {group}"):
-        pmap = store.partition_map()
-        p = pmap.partition(pid)
-        new = pmap.move(pid, group)  # refuses a move to the group that has it
-        src, lo, hi = p.group, p.start, p.end
-        touched: tuple[str, ...] = (src, group)
-        published = False
-        try:
-            _clear(store, group, lo, hi)
-            copied = _copy(store, src, group, lo, hi)
-            t_copy = time.monotonic()
-            store._set_ownership(src, ownership_of(pmap, src, store.name, version=new.version, frozen={pid}))
-            t_frozen = time.monotonic()
-            caught_up = _catch_up(store, src, group, lo, hi)
-            store._set_ownership(group, ownership_of(new, group, store.name))
-            store._publish(pmap, new)
-            published = True
-            t_switched = time.monotonic()
-        finally:
-            if not published:
-                _abandon(store, pmap, touched)
-                _clear(store, group, lo, hi)
-        store._set_ownership(src, ownership_of(new, src, store.name))
-        _clear(store, src, lo, hi)
-    return {"version": new.version, "copied": copied, "caught_up": caught_up, "copy_s": t_copy - t0,
+        outcome, entered = _drive(store, Mover.move(store.name, pid, group, **_OPTIONS))
+    new = _finished(outcome)
+    t_copy = entered.get(FREEZE, t0)
+    t_frozen = entered.get(CATCH_UP, t_copy)
+    t_switched = entered.get(SRC_RECORD, t_frozen)
+    return {"version": new.version, "copied": outcome.copied, "caught_up": outcome.caught_up, "copy_s": t_copy - t0,
             "frozen_s": t_switched - t_frozen, "total_s": time.monotonic() - t0}
 
 

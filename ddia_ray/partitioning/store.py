@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import time
 from typing import Any
 
@@ -67,6 +68,7 @@ class PartitionedStore:
         self.options = options
         self._kv = coordinator.client()
         self._admin_clients: dict[str, Any] = {}
+        self._admin_lock = threading.Lock()
         self.routers: Any = None  # the routing tier (.router.RouterTier), when launched with routers > 0
 
     # --- starting and attaching ------------------------------------------------------------------
@@ -343,9 +345,10 @@ class PartitionedStore:
     def admin_client(self, group: str):
         """An unfenced client of ``group`` for the store's own copies and cleanups (not for users:
         it bypasses the routing check)."""
-        if group not in self._admin_clients:
-            self._admin_clients[group] = self.group(group).client(read="linearizable", max_in_flight=4)
-        return self._admin_clients[group]
+        with self._admin_lock:  # a change's threads may ask at once: one client per group
+            if group not in self._admin_clients:
+                self._admin_clients[group] = self.group(group).client(read="linearizable", max_in_flight=4)
+            return self._admin_clients[group]
 
     # --- the one handle convention ----------------------------------------------------------------
 

@@ -219,7 +219,7 @@ class RaftReplica(RaftMember):
         self.group = group
         self.max_scan_rows = max(1, max_scan_rows)
         self._acks_waiting: dict[int, tuple] = {}  # index -> (request id, WriteAck, followers needed)
-        self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks)
+        self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks, term proposed in)
         self._heard_at = -1  # tick this member last heard from its leader
         self.failed = ""
         self.state = state if state is not None else MapState()
@@ -300,7 +300,7 @@ class RaftReplica(RaftMember):
                               f"{self.group!r} has {followers} followers")
         stamp = self._clock.stamp(node.term, self.ticks, self.state.sessions.clock) if req.client else -1
         (index,) = node.propose_many([encode_write(req, stamp)])
-        self._repl_writes[index] = (rid, req.client, req.seq, req.acks)
+        self._repl_writes[index] = (rid, req.client, req.seq, req.acks, node.term)
 
     def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
         """Propose a new ownership record; it is checked as a successor when applied (every member alike)."""
@@ -311,7 +311,7 @@ class RaftReplica(RaftMember):
             raise ConfigError(f"an ownership update asked for {req.acks} follower acknowledgements; "
                               f"{self.group!r} has {len(node.conf.voters) - 1} followers")
         (index,) = node.propose_many([encode_ownership(req.ownership)])
-        self._repl_writes[index] = (rid, "", 0, req.acks)
+        self._repl_writes[index] = (rid, "", 0, req.acks, node.term)
 
     def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
         node = self.node
@@ -409,8 +409,12 @@ class RaftReplica(RaftMember):
         waiting = self._repl_writes.pop(e.index, None)
         if waiting is None:
             return
-        rid, w_client, w_seq, acks = waiting
-        if (client, seq) != (w_client, w_seq):
+        rid, w_client, w_seq, acks, w_term = waiting
+        # Raft's log matching: the entry at this index is the one proposed iff its term is the
+        # proposal's. (client, seq) alone cannot tell two unsessioned entries apart, nor two
+        # ownership updates: those carry ("", 0), and answering the wrong one would report a
+        # freeze that never applied.
+        if e.term != w_term or (client, seq) != (w_client, w_seq):
             self.reply(rid, error=self._not_leader())  # another entry won this index: the session makes a retry safe
             return
         if applied is None:  # a retry the client had acknowledged already: nothing left to answer
