@@ -172,7 +172,9 @@ def merge(store: PartitionedStore, left: int, right: int) -> PartitionMap:
 def move(store: PartitionedStore, pid: int, group: str) -> dict:
     """Give partition ``pid`` to replica group ``group`` while clients go on (see the module
     docstring); returns a report: the new map ``version``, keys ``copied``, ``caught_up``
-    operations, and the seconds spent copying, ``frozen_s`` (writes to ``pid`` refused) and in all."""
+    operations, and the seconds spent copying, ``frozen_s`` (at most this long were writes to ``pid``
+    refused), ``freeze_at_s`` and ``switch_at_s`` (when the freeze was asked for and the new map
+    published, from the start) and in all."""
     if group not in store.groups:
         raise UnknownNodeError(group, tuple(store.groups))
     t0 = time.monotonic()
@@ -182,8 +184,11 @@ def move(store: PartitionedStore, pid: int, group: str) -> dict:
     t_copy = entered.get(FREEZE, t0)
     t_frozen = entered.get(CATCH_UP, t_copy)
     t_switched = entered.get(SRC_RECORD, t_frozen)
+    # Writes to the partition are refused from when the freeze applies (after t_copy, before
+    # t_frozen) until the new map is published (t_switched): frozen_s is that window's upper bound.
     return {"version": new.version, "copied": outcome.copied, "caught_up": outcome.caught_up, "copy_s": t_copy - t0,
-            "frozen_s": t_switched - t_frozen, "total_s": time.monotonic() - t0}
+            "frozen_s": t_switched - t_copy, "freeze_at_s": t_copy - t0, "switch_at_s": t_switched - t0,
+            "total_s": time.monotonic() - t0}
 
 
 def key_of(store: PartitionedStore, key: bytes) -> bytes:
