@@ -78,6 +78,32 @@ assert not pathlib.Path(root).exists()  # the notebook cleaned up the last store
 print({_PASSED!r})
 """
 
+_PARTITIONING_CHECKS = f"""
+import pathlib
+assert report.ok, "\\n".join(summary_lines(report))
+assert report.checked == report.loaded == 2000 and report.missing == [] and report.stale == []
+# The hot spot: the first key range holds most of the loaded keys; it was split, and a partition moved.
+assert max(report.keys_per_partition, key=report.keys_per_partition.get) == 0, report.keys_per_partition
+assert report.split["outcome"] == "ok" and report.split["new"] is not None, report.split
+m = report.move
+assert m["outcome"] == "ok" and m["report"]["copied"] >= m["keys_loaded_in_it"] > 0, m
+assert m["source"] != m["target"] and report.map_after.partition(m["partition"]).group == m["target"]
+assert report.rates_before and report.rates_after
+# One bar per exponent and key range.
+assert len(fig_skew.axes[0].patches) == 16
+# One line per partition (the split's new one included) and per group; a dashed line per change.
+ax_rate, ax_group = fig_load.axes
+lines = sorted(line.get_label() for line in ax_rate.get_lines() if not line.get_label().startswith("_"))
+assert lines == sorted(f"partition {{pid}}" for pid in series) and len(series) == 5, lines
+assert len([line for line in ax_group.get_lines() if not line.get_label().startswith("_")]) == 2
+assert sum(line.get_label() == "_change" for line in ax_group.get_lines()) == len(report.events) == 2
+# Before and after: two bars per partition of the final map, two per group.
+ax_part, ax_grp = fig_rebalance.axes
+assert len(ax_part.patches) == 2 * len(report.map_after.partitions) == 10 and len(ax_grp.patches) == 4
+assert not pathlib.Path(root).exists()  # the notebook cleaned up the store's files
+print({_PASSED!r})
+"""
+
 
 def _execute(name: str, checks: str):
     """Run ``examples/<name>`` plus a cell of ``checks`` in a real kernel; returns the executed notebook."""
@@ -134,7 +160,20 @@ def test_replication_notebook_runs_in_a_kernel_and_plots_every_mode(ray_session,
     assert _images(nb) == 2  # the run's lag and leaders, and the modes compared
 
 
-@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb"])
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = _execute("partitioning.ipynb", _PARTITIONING_CHECKS)
+    assert _PASSED in _text(nb.cells[-1])
+    summary = next(c for c in nb.cells if c.cell_type == "code" and "summary_lines(report)" in c.source)
+    assert _text(summary).splitlines()[-1] == "partitioning: ok"
+    assert _images(nb) == 3  # the skew, the load over time, and the load before and after
+
+
+@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb"])
 def test_stored_notebooks_keep_their_outputs(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(EXAMPLES / name, as_version=4)
