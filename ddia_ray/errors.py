@@ -20,6 +20,7 @@ __all__ = [
     "StaleMapError",
     "WrongPartitionError",
     "PartialBatchError",
+    "ChangeInProgressError",
     "ScanExpiredError",
     "ConfigError",
     "InvalidArgumentError",
@@ -418,6 +419,18 @@ class WrongPartitionError(PartitionError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.partition, self.version))
+
+
+class ChangeInProgressError(PartitionError):
+    """Another change of the partition map (a split, merge, move or index change) holds the store's
+    change lock; ``holder`` says which and since when. Wait for it, or ``force_unlock`` a dead one."""
+
+    def __init__(self, message: str, holder: str = ""):
+        self.holder = holder
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.holder))
 
 
 class PartialBatchError(PartitionError):

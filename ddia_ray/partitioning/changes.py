@@ -52,7 +52,7 @@ import uuid
 from typing import Any
 
 from .. import codec
-from ..errors import ConfigError, UnknownNodeError
+from ..errors import ChangeInProgressError, ConfigError, UnknownNodeError
 from ..replication.ownership import ReplOwnership
 from ..replication.records import ReplScan, ReplWrite, ScanResult
 from .keyspace import stored_key
@@ -71,13 +71,14 @@ _OPTIONS = {"page_rows": _PAGE_ROWS, "max_in_flight": 4, "retries": 0, "settle_r
 
 @contextlib.contextmanager
 def change_lock(store: PartitionedStore, what: str):
-    """Hold ``store``'s change lock for the ``with`` block (ConfigError if another change holds it)."""
+    """Hold ``store``'s change lock for the ``with`` block (:class:`~ddia_ray.errors.ChangeInProgressError`
+    if another change holds it)."""
     token = f"{what} by {uuid.uuid4().hex[:12]} at {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode()
     key = _lock_key(store.name)
     if not store._kv.cas(key, None, token):
-        holder = store._kv.get(key)
-        raise ConfigError(f"a change of {store.name!r} is under way ({(holder or b'').decode(errors='replace')}); "
-                          f"wait for it to finish, or force_unlock() if its handle died")
+        holder = (store._kv.get(key) or b"").decode(errors="replace")
+        raise ChangeInProgressError(f"a change of {store.name!r} is under way ({holder}); wait for it to "
+                                    f"finish, or force_unlock() if its handle died", holder=holder)
     try:
         yield
     finally:

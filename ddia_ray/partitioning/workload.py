@@ -31,7 +31,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from ..errors import CallTimeoutError, ConfigError, DdiaRayError
@@ -147,10 +146,11 @@ class _Nemesis(threading.Thread):
     """Cycles of: a fault in one group and a rebalance at once, then repair and calm."""
 
     def __init__(self, store, faults: tuple, rng: random.Random, stop: threading.Event, start: float,
-                 fault_s: float, calm_s: float, report: PartitionReport):
+                 fault_s: float, calm_s: float, report: PartitionReport, rebalance: bool = True):
         super().__init__(daemon=True, name="partition-nemesis")
         self.store, self.faults, self.rng, self.stop_event = store, faults, rng, stop
         self.start_s, self.fault_s, self.calm_s, self.report = start, fault_s, calm_s, report
+        self.rebalance = rebalance
         self.error: BaseException | None = None
         self._active: list[FaultSchedule] = []
 
@@ -170,7 +170,8 @@ class _Nemesis(threading.Thread):
                     schedule.inject(kind)
                     self._active.append(schedule)
                     self.report.faults.extend((t, f"{group}: {what}") for t, what in schedule.log)
-                self._rebalance()
+                if self.rebalance:
+                    self._rebalance()
                 left = self.fault_s - (time.monotonic() - began)
                 if left > 0 and self.stop_event.wait(left):
                     break
@@ -218,14 +219,15 @@ class _Nemesis(threading.Thread):
 def run_partition_workload(store, *, clients: int = 3, keys: int = 6, duration_s: float = 10.0, seed: int = 0,
                            faults: tuple = FAULTS, fault_s: float = 2.0, calm_s: float = 1.0,
                            op_timeout_s: float = 5.0, sample_s: float = 0.25, check_s: float = 120.0,
-                           progress=None) -> PartitionReport:
-    """Run the workload (see the module docstring) on ``store`` (a PartitionedStore)."""
+                           rebalance: bool = True, progress=None) -> PartitionReport:
+    """Run the workload (see the module docstring) on ``store`` (a PartitionedStore). ``rebalance=False``:
+    the nemesis injects its faults without changing the partitions (the caller makes its own changes)."""
     bad = set(faults) - set(FAULTS)
     if bad:
         raise ConfigError(f"unknown fault(s) {sorted(bad)}; use some of {FAULTS}")
     rng = random.Random(seed)
     rec = HistoryRecorder()
-    run_id = uuid.uuid4().hex[:8]
+    run_id = "%08x" % rng.getrandbits(32)  # from the seed: the same keys, so the same partitions, every run
     shared = [f"{run_id}:k{i}".encode() for i in range(keys)]
     report = PartitionReport(store.scheme, store.options["protocol"], duration_s)
     stop, nemesis_stop = threading.Event(), threading.Event()
@@ -233,7 +235,7 @@ def run_partition_workload(store, *, clients: int = 3, keys: int = 6, duration_s
     workers = [_Worker(store, i, clients, run_id, shared, rec, random.Random(rng.getrandbits(64)), stop,
                        op_timeout_s) for i in range(clients)]
     nemesis = _Nemesis(store, tuple(faults), random.Random(rng.getrandbits(64)), nemesis_stop, start, fault_s,
-                       calm_s, report)
+                       calm_s, report, rebalance)
     for w in workers:
         w.start()
     nemesis.start()
