@@ -37,7 +37,7 @@ from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVe
                       PartitionError, WrongPartitionError)
 from ..replication.client import batch_ops
 from ..replication.records import CAS, DELETE, DELETE_RANGE, PUT
-from .keyspace import HASH_BYTES, stored_key
+from .keyspace import HASH_BYTES, stored_key, user_key
 from .partition_map import Locator, PartitionMap
 
 __all__ = ["PartitionedClient"]
@@ -73,6 +73,7 @@ class PartitionedClient:
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._clients: dict[str, Any] = {}
+        self._tries: dict[concurrent.futures.Future, tuple] = {}  # (reroutes, first refusal) per operation
         self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="partitioned-client")
         self.stats: dict[str, int] = {"reroutes": 0, "map_refreshes": 0}
@@ -102,6 +103,9 @@ class PartitionedClient:
         return self._map
 
     def _group_client(self, group: str):
+        client = self._clients.get(group)  # the usual case, without the lock (a dict read is atomic)
+        if client is not None:
+            return client
         with self._lock:
             client = self._clients.get(group)
             if client is None:
@@ -109,6 +113,7 @@ class PartitionedClient:
                     raise ConfigError("the client is closed")
                 client = self.store.group(group).client(**self._group_options)
                 client.fence = self._map.version
+                client.on_refused = self._on_refused
                 self._clients[group] = client
             return client
 
@@ -184,6 +189,61 @@ class PartitionedClient:
             return op  # range scheme only (the hash scheme refuses range deletes)
         return (op[0], stored_key(scheme, op[1]), *op[2:])
 
+    def _write_one(self, op: tuple, acks: int | None) -> concurrent.futures.Future:
+        """One operation (a put, delete or cas): the hot path. Its future is the group client's own;
+        a refusal is routed again by :meth:`_on_refused`, which keeps that future."""
+        group = self._locator.locate(op[1]).group
+        return self._group_client(group).submit_ops((self._stored_op(op),), acks=acks, single=True)
+
+    def _on_refused(self, ops, fut: concurrent.futures.Future, single: bool, read: tuple | None,
+                    exc: BaseException) -> bool:
+        """A group client's hook: a single operation or a read it was refused for the map (nothing
+        applied) is sent again, to the group of a fresh map, with the same future. Batches of
+        several operations are left to their :meth:`_routed` caller (they may need cutting)."""
+        if isinstance(ops, bytes):
+            if read is None:
+                return False
+        elif not (isinstance(ops, tuple) and len(ops) == 1 and isinstance(ops[0], tuple)
+                  and ops[0][0] != DELETE_RANGE):
+            return False
+        if not isinstance(exc, _REROUTE) or self._closed:
+            return False
+        now = time.monotonic()
+        with self._lock:  # attempts and time are counted from the first refusal, as _routed counts them
+            tries, since = self._tries.get(fut, (0, now))
+            tries += 1
+            if tries >= self.max_attempts or now - since > self.timeout_s:
+                self._tries.pop(fut, None)
+                return False
+            self._tries[fut] = (tries, since)
+        self.stats["reroutes"] += 1
+        self._pool.submit(self._resend, ops, fut, single, read, tries)
+        return True
+
+    def _resend(self, ops, fut: concurrent.futures.Future, single: bool, read: tuple | None, tries: int) -> None:
+        try:
+            before = self._map.version
+            self.refresh(at_least=before)
+            if self._map.version == before:  # the change is not published yet: give it a moment
+                time.sleep(min(0.2, 0.005 * 2 ** min(tries, 6)))
+            scheme = self._map.scheme
+            stored = ops if isinstance(ops, bytes) else ops[0][1]
+            group = self._locator.locate(user_key(scheme, stored)).group
+            client = self._group_client(group)
+            if isinstance(ops, bytes):
+                assert read is not None  # _on_refused takes a read only with its mode
+                client.get_nowait(stored, read=read[0], max_staleness_s=None if read[1] < 0 else read[1],
+                                  future=fut)
+            else:
+                client.submit_ops(ops, single=single, future=fut)
+        except BaseException as e:  # noqa: BLE001 - the map could not be read, or the client closed: the caller's
+            if not fut.done():
+                fut.set_exception(e)
+        finally:
+            if fut.done():
+                with self._lock:
+                    self._tries.pop(fut, None)
+
     def _write_part(self, ops: tuple, acks: int | None, across: bool) -> concurrent.futures.Future:
         """Write ``ops`` (of one partition when routed) atomically; rerouted on refusal."""
 
@@ -246,18 +306,17 @@ class PartitionedClient:
 
     def put_nowait(self, key, value, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`put`."""
-        f = self._write(((PUT, _bytes(key, "keys"), _bytes(value, "values")),), acks, across=False)
-        return _first(f)
+        return self._write_one((PUT, _bytes(key, "keys"), _bytes(value, "values")), acks)
 
     def delete_nowait(self, key, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`delete`."""
-        return _first(self._write(((DELETE, _bytes(key, "keys"), b""),), acks, across=False))
+        return self._write_one((DELETE, _bytes(key, "keys"), b""), acks)
 
     def cas_nowait(self, key, expected, new, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`cas`; the future holds whether it set the key."""
         exp = None if expected is None else _bytes(expected, "expected values")
         val = None if new is None else _bytes(new, "new values")
-        return _first(self._write(((CAS, _bytes(key, "keys"), val, exp),), acks, across=False))
+        return self._write_one((CAS, _bytes(key, "keys"), val, exp), acks)
 
     def write_nowait(self, batch, *, acks: int | None = None,
                      across_partitions: bool = False) -> concurrent.futures.Future:
@@ -312,13 +371,9 @@ class PartitionedClient:
     def get_nowait(self, key, *, read: str | None = None,
                    max_staleness_s: float | None = None) -> concurrent.futures.Future:
         """Start a :meth:`get`."""
-        k = _bytes(key, "keys")
-
-        def attempt(loc: Locator) -> concurrent.futures.Future:
-            group = loc.locate(k).group
-            return self._group_client(group).get_nowait(self._stored(k), read=read, max_staleness_s=max_staleness_s)
-
-        return self._routed(attempt)
+        k = _bytes(key, "keys")  # the hot path, as for _write_one: a refusal is routed again by _on_refused
+        group = self._locator.locate(k).group
+        return self._group_client(group).get_nowait(self._stored(k), read=read, max_staleness_s=max_staleness_s)
 
     def get(self, key, *, read: str | None = None, max_staleness_s: float | None = None,
             timeout_s: float | None = None) -> bytes | None:

@@ -48,7 +48,7 @@ from .. import codec
 from .._validate import positive
 from ..balancing import RoundRobinPicker
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
-                      NoReplicaAvailableError, NotLeaderError, ProposalDroppedError, ReplicaBehindError,
+                      NoReplicaAvailableError, NotLeaderError, PartitionError, ProposalDroppedError, ReplicaBehindError,
                       StalenessBoundError, WriteOutcomeUnknownError)
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
@@ -165,6 +165,11 @@ class ReplicatedClient(LoopClient):
         #: The partition-map version every request carries (0: none). A partitioned store's client
         #: sets it; the group then refuses keys it does not own at that version (see .ownership).
         self.fence = 0
+        #: Called as ``on_refused(ops, future, single, read, error)`` for each unit a group refused for
+        #: its partition map (a PartitionError: nothing applied); ``ops`` is a write's operations or
+        #: a read's key, ``read`` the read's (mode, staleness bound). True means the caller took the
+        #: unit over and will settle ``future`` (after routing it to another group, say).
+        self.on_refused: Any = None
         self.name = name or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
@@ -264,20 +269,23 @@ class ReplicatedClient(LoopClient):
         """Start a :meth:`write`; the future holds the tuple of results."""
         return self._submit_write(batch_ops(batch), acks, single=False)
 
-    def submit_ops(self, ops: tuple, *, acks: int | None = None, single: bool = False) -> concurrent.futures.Future:
+    def submit_ops(self, ops: tuple, *, acks: int | None = None, single: bool = False,
+                   future: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
         """Start one atomic write of ready-made ``(code, key, tail)`` operations (``(CAS, key, new,
         expected)`` for a cas), as :func:`batch_ops` makes them; the future holds one result per
-        operation, or the only one with ``single``. For layers above that route operations
-        themselves (a partitioned store's client)."""
+        operation, or the only one with ``single``; ``future``: settle this one instead of a new
+        one (an operation rerouted from another client keeps its caller's future). For layers
+        above that route operations themselves (a partitioned store's client)."""
         if not isinstance(ops, tuple) or not ops:
             raise InvalidArgumentError("submit_ops takes a non-empty tuple of operations")
-        return self._submit_write(ops, acks, single=single)
+        return self._submit_write(ops, acks, single=single, fut=future)
 
-    def _submit_write(self, ops: tuple, acks: int | None, *, single: bool) -> concurrent.futures.Future:
+    def _submit_write(self, ops: tuple, acks: int | None, *, single: bool,
+                      fut: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
         ops = around_reserved(ops)  # a range over the replicas' own keys skips them
         check_ops(ops, client=True)  # refused here, alone, rather than failing a whole packed batch
         acks = self.acks if acks is None else self._check_acks(acks)
-        return self._enqueue(self._writes, (acks,), ops, single)
+        return self._enqueue(self._writes, (acks,), ops, single, fut)
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -292,12 +300,12 @@ class ReplicatedClient(LoopClient):
         futures = [self.get_nowait(k, read=read, max_staleness_s=max_staleness_s) for k in keys]
         return [self._wait(f, timeout_s) for f in futures]
 
-    def get_nowait(self, key, *, read: str | None = None,
-                   max_staleness_s: float | None = None) -> concurrent.futures.Future:
-        """Start a :meth:`get`."""
+    def get_nowait(self, key, *, read: str | None = None, max_staleness_s: float | None = None,
+                   future: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+        """Start a :meth:`get` (``future``: as for :meth:`submit_ops`)."""
         mode = self._mode(read)
         bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
-        return self._enqueue(self._reads, (mode, bound), _key(key), True)
+        return self._enqueue(self._reads, (mode, bound), _key(key), True, future)
 
     def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
              max_staleness_s: float | None = None, timeout_s: float | None = None,
@@ -403,10 +411,12 @@ class ReplicatedClient(LoopClient):
 
     # --- machinery ---------------------------------------------------------------------------------
 
-    def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool) -> concurrent.futures.Future:
+    def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool,
+                 fut: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
         if self._closed:
             raise ConfigError("the client is closed")
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if fut is None:
+            fut = concurrent.futures.Future()
         unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single)
         with self._lock:
             queue.append((*group, unit))
@@ -485,9 +495,12 @@ class ReplicatedClient(LoopClient):
             raise reply.error.exception(node)
         return reply.payload
 
-    def _fail(self, units: list, exc: BaseException) -> None:
+    def _fail(self, units: list, exc: BaseException, read: tuple | None = None) -> None:
+        """Fail ``units`` with ``exc``, unless :attr:`on_refused` takes one over (``read``: the read
+        mode and staleness bound of refused reads, for the one that routes them again)."""
+        hook = self.on_refused if isinstance(exc, PartitionError) else None
         for u in units:
-            if not u.future.done():
+            if not u.future.done() and not (hook is not None and hook(u.ops, u.future, u.single, read, exc)):
                 u.future.set_exception(exc)
 
     def _expired(self, units: list) -> list:
@@ -631,7 +644,7 @@ class ReplicatedClient(LoopClient):
                     self._fail(units, CallTimeoutError("client closed before the read completed"))
                     raise
                 except Exception as e:  # noqa: BLE001 - the refusal is the caller's (SessionError, bad input)
-                    self._fail(units, e)
+                    self._fail(units, e, (payload.read, payload.max_staleness_s))
                     return
                 if mode in ("leader", "linearizable"):
                     self._leader = target
