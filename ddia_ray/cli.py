@@ -272,7 +272,6 @@ def _info(args) -> int:
 def _raft(args) -> int:
     """``ddia-ray raft``: launch, run the workload, always shut down, then the summary and the verdict line."""
     import gc
-    import shutil
     import tempfile
     import time
     import traceback
@@ -316,10 +315,7 @@ def _raft(args) -> int:
         traceback.print_exc()
         report = None
     finally:
-        if cluster is not None:
-            cluster.shutdown(destroy_data=tmp is not None)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _release(cluster, tmp)
     # The clients' stopped event loops still hold tasks; asyncio complains about them on stderr when they
     # are collected. Collect now so that those lines come before the summary, never after the verdict.
     gc.collect()
@@ -332,10 +328,32 @@ def _raft(args) -> int:
     return exit_status(report)
 
 
+def _release(store, tmp: str | None) -> None:
+    """End a command's run: stop its store (deleting its data when it lived in a temporary root)."""
+    import shutil
+
+    if store is not None:
+        store.shutdown(destroy_data=tmp is not None)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verdict(command: str, what: str, report, summary_lines) -> int:
+    """Print a run's summary and return its exit status; a run that did not complete fails."""
+    import gc
+
+    gc.collect()  # the clients' loops' leftovers complain on collection: before the summary, not after
+    if report is None:
+        print(f"ddia-ray {command}: the run did not complete (traceback above), so nothing was checked",
+              file=sys.stderr)
+        print(f"{what}: FAILED", flush=True)
+        return 1
+    print("\n".join(summary_lines(report)), flush=True)
+    return 0 if report.ok else 1
+
+
 def _replicate(args) -> int:
     """``ddia-ray replicate``: launch, run the workload, always shut down, then the summary and the verdict line."""
-    import gc
-    import shutil
     import tempfile
     import time
     import traceback
@@ -383,18 +401,8 @@ def _replicate(args) -> int:
     except Exception:  # noqa: BLE001 -- reported in full below; the verdict is then FAILED
         traceback.print_exc()
     finally:
-        if store is not None:
-            store.shutdown(destroy_data=tmp is not None)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    gc.collect()  # the clients' loops' leftovers complain on collection: before the summary, not after
-    if report is None:
-        print("ddia-ray replicate: the run did not complete (traceback above), so nothing was checked",
-              file=sys.stderr)
-        print("replication: FAILED", flush=True)
-        return 1
-    print("\n".join(summary_lines(report)), flush=True)
-    return 0 if report.ok else 1
+        _release(store, tmp)
+    return _verdict("replicate", "replication", report, summary_lines)
 
 
 def _partition_view(report, now_s: float):
@@ -421,8 +429,6 @@ def _partition_view(report, now_s: float):
 def _partition(args) -> int:
     """``ddia-ray partition``: launch, load, run with a split and a move, always shut down, then the summary."""
     import contextlib
-    import gc
-    import shutil
     import tempfile
     import time
     import traceback
@@ -468,18 +474,8 @@ def _partition(args) -> int:
     except Exception:  # noqa: BLE001 -- reported in full below; the verdict is then FAILED
         traceback.print_exc()
     finally:
-        if store is not None:
-            store.shutdown(destroy_data=tmp is not None)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    gc.collect()  # the clients' loops' leftovers complain on collection: before the summary, not after
-    if report is None:
-        print("ddia-ray partition: the run did not complete (traceback above), so nothing was checked",
-              file=sys.stderr)
-        print("partitioning: FAILED", flush=True)
-        return 1
-    print("\n".join(summary_lines(report)), flush=True)
-    return 0 if report.ok else 1
+        _release(store, tmp)
+    return _verdict("partition", "partitioning", report, summary_lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,6 +155,22 @@ class FaultSchedule(threading.Thread):
             self._note("repair")
 
 
+def wind_down(nemesis: threading.Thread, nemesis_stop: threading.Event, stop: threading.Event, workers: list, *,
+              worker_join_s: float, nemesis_join_s: float = 60.0) -> None:
+    """End a workload run: stop the nemesis and repair its faults, then stop the client threads;
+    raise the error that stopped the nemesis or a client (each keeps it in ``error``), if any."""
+    nemesis_stop.set()
+    if nemesis.is_alive():
+        nemesis.join(nemesis_join_s)
+    nemesis.repair()  # type: ignore[attr-defined]
+    stop.set()
+    for w in workers:
+        w.join(worker_join_s)
+    for err in [getattr(t, "error", None) for t in (nemesis, *workers)]:
+        if err is not None:
+            raise err
+
+
 def _client_loop(cluster, idx: int, clients: int, keys: list, rec: HistoryRecorder, rng: random.Random,
                  stop: threading.Event, latencies: list, op_timeout_s: float) -> None:
     process = idx
@@ -222,16 +238,8 @@ def run_workload(cluster, *, clients: int = 4, keys: int = 3, duration_s: float 
         if progress is not None:
             progress(now, len(latencies))
         time.sleep(sample_s)
-    nemesis_stop.set()
-    if nemesis.is_alive():
-        nemesis.join(60)
-    nemesis.repair()
-    stop.set()
-    for t in threads:
-        t.join(op_timeout_s + 10)
+    wind_down(nemesis, nemesis_stop, stop, threads, worker_join_s=op_timeout_s + 10)
     elapsed = time.monotonic() - start
-    if nemesis.error is not None:
-        raise nemesis.error
     ops = rec.operations()
     report.faults = nemesis.log
     report.ops = len(ops)

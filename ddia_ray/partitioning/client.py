@@ -102,6 +102,13 @@ class PartitionedClient:
                     self._set_map(pmap)
         return self._map
 
+    def _refresh_after_refusal(self, tries: int) -> None:
+        """After a group refused a route: read the map again, and if no newer one is published yet
+        (the change is between its records and its publish), wait a moment, longer each try."""
+        before = self._map.version
+        if self.refresh(at_least=before).version == before:
+            time.sleep(min(0.2, 0.005 * 2 ** min(tries, 6)))
+
     def _group_client(self, group: str):
         client = self._clients.get(group)  # the usual case, without the lock (a dict read is atomic)
         if client is not None:
@@ -152,10 +159,7 @@ class PartitionedClient:
 
         def again(exc: PartitionError) -> None:
             try:
-                before = self._map.version
-                self.refresh(at_least=before)
-                if self._map.version == before:  # the change is not published yet: give it a moment
-                    time.sleep(min(0.2, 0.005 * 2 ** min(tries[0], 6)))
+                self._refresh_after_refusal(tries[0])
                 run()
             except BaseException as e:  # noqa: BLE001 - the coordination service failed: the caller's error
                 if not outer.done():
@@ -222,10 +226,7 @@ class PartitionedClient:
 
     def _resend(self, ops, fut: concurrent.futures.Future, single: bool, read: tuple | None, tries: int) -> None:
         try:
-            before = self._map.version
-            self.refresh(at_least=before)
-            if self._map.version == before:  # the change is not published yet: give it a moment
-                time.sleep(min(0.2, 0.005 * 2 ** min(tries, 6)))
+            self._refresh_after_refusal(tries)
             scheme = self._map.scheme
             stored = ops if isinstance(ops, bytes) else ops[0][1]
             group = self._locator.locate(user_key(scheme, stored)).group
@@ -448,9 +449,7 @@ class PartitionedClient:
                 if now - stuck_since > limit_s:
                     raise
                 self.stats["reroutes"] += 1
-                before = self._map.version
-                if self.refresh(at_least=before).version == before:
-                    time.sleep(0.02)
+                self._refresh_after_refusal(2)
                 continue  # from the cursor, under the new map
             if p.end is None or (stop is not None and p.end >= stop):
                 return

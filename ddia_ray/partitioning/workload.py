@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CallTimeoutError, ConfigError, DdiaRayError
 from ..history import HistoryRecorder, check, describe
-from ..kv.workload import FaultSchedule
+from ..kv.workload import FaultSchedule, wind_down
 
 __all__ = ["run_partition_workload", "PartitionReport", "FAULTS"]
 
@@ -248,16 +248,8 @@ def run_partition_workload(store, *, clients: int = 3, keys: int = 6, duration_s
             pass  # a group without a leader this moment: no sample
         if progress is not None:
             progress(now, report)
-    nemesis_stop.set()
-    nemesis.join(120)
-    nemesis.repair()
-    stop.set()
-    for w in workers:
-        w.join(op_timeout_s + 30)
+    wind_down(nemesis, nemesis_stop, stop, workers, worker_join_s=op_timeout_s + 30, nemesis_join_s=120.0)
     elapsed = time.monotonic() - start
-    for err in [nemesis.error] + [w.error for w in workers]:
-        if err is not None:
-            raise err
     report.writes_ok = sum(w.writes for w in workers)
     report.reads_ok = sum(w.reads for w in workers)
     report.unknown = sum(w.unknown for w in workers)

@@ -69,7 +69,7 @@ from typing import Any, Callable
 
 from .. import codec
 from .._validate import invariant
-from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, MapVersionError, NotLeaderError,
+from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, SessionError, StaleEpochError,
                       StalenessBoundError, StorageError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
@@ -78,8 +78,8 @@ from .coordination import CoordinationClient
 from .membership import CHANGE_ACTIONS, MembershipChanges
 from .indexing import Indexer, ReplIndexScan, index_page, index_rows
 from .pins import ScanPins
-from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
-                        decode_ownership)
+from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
+                        check_fenced_read, check_update)
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck, PUT)
@@ -182,8 +182,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self.lost_writes = 0
         self.lost: deque = deque(maxlen=_LOST_KEYS_KEPT)  # (epoch, lsn, keys) discarded after an async ack
         self._lost_index: tuple | None = None  # cache of _lost_at
-        self._own: Ownership | None = None  # the ownership record, decoded from _own_raw (ownership.py)
-        self._own_raw: bytes | None = None
+        self._own = OwnershipCache()  # the group's ownership record (ownership.py)
         self.partition_load = PartitionLoad()
         self.indexer = Indexer()
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
@@ -469,11 +468,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         return max(self.default_acks, acks)
 
     def _ownership(self) -> Ownership | None:
-        """The group's ownership record as of the last entry this replica applied (decoded once per change)."""
-        raw = self.state.get(OWNERSHIP_KEY)
-        if raw != self._own_raw:
-            self._own, self._own_raw = decode_ownership(raw), raw
-        return self._own
+        """The group's ownership record as of the last entry this replica applied."""
+        return self._own.of(self.state.get(OWNERSHIP_KEY))
 
     def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
         """Order a new ownership record (checked against the current one) like a client's write."""
@@ -497,10 +493,10 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 else:
                     self._acknowledge((rid,), lsn, results)
                 return
-        if req.fence:  # routed by a partition map: only keys this group owns at that version (ownership.py)
-            self.partition_load.wrote(check_fenced_ops(self._ownership(), req.fence, req.ops))
-        ops, results = self.state.decide(req.ops)
         own = self._ownership()
+        if req.fence:  # routed by a partition map: only keys this group owns at that version (ownership.py)
+            self.partition_load.wrote(check_fenced_ops(own, req.fence, req.ops))
+        ops, results = self.state.decide(req.ops)
         if own is not None and own.indexes:  # local indexes: their rows are logged with the data
             ops = index_rows(self.indexer, own.indexes, self.state, ops)
         origin = (req.client, req.seq, req.acked_below, results,
@@ -917,41 +913,20 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
     def _read(self, req: ReplRead) -> ReadResult:
         self._check_readable(req)
         if req.fence:
-            self._check_owned_read(req.fence, req.keys)
+            check_fenced_read(self._ownership(), req, self.partition_load, self.group)
         applied = self.state.applied
         return ReadResult(self.state.get_many(req.keys), self.epoch_at(applied), applied, self.node_id)
 
     def _scan(self, req: ReplScan) -> ScanResult:
         limit = min(req.limit, self.max_scan_rows)
-        if req.pin > 0:  # the next page of a pinned view: a past state, served whatever this role is now
-            view, (epoch, applied) = self.pins.view(req.pin, self.ticks)
-            keys, values = self.state.scan(req.start, req.end, limit, view)
-            more = len(keys) >= limit
-            if not more:
-                self.pins.close(req.pin)
-            return ScanResult(keys, values, more, epoch, applied, self.node_id, req.pin if more else 0)
-        self._check_readable(req)
-        if req.fence:
-            self._check_owned_read(req.fence, (), req.start, req.end)
-        applied = self.state.applied
-        epoch = self.epoch_at(applied)
-        pin = self.pins.open(self.ticks, (epoch, applied)) if req.pin == -1 else 0
-        keys, values = self.state.scan(req.start, req.end, limit, self.pins.view(pin, self.ticks)[0] if pin else None)
-        more = len(keys) >= limit
-        if pin and not more:
-            self.pins.close(pin)
-        return ScanResult(keys, values, more, epoch, applied, self.node_id, pin if more else 0)
-
-    def _check_owned_read(self, fence: int, keys: tuple, start: bytes | None = None, end: bytes | None = None) -> None:
-        """Refuse a fenced read of keys (or of ``[start, end)``) this group does not own at map ``fence``."""
-        own = self._ownership()
-        if own is None:
-            raise MapVersionError(f"{self.group!r} has no partition yet; the read used map version {fence}",
-                                  version=fence, current=0)
-        if start is None:
-            self.partition_load.read(own.check_keys(fence, keys, write=False))
-        else:
-            self.partition_load.read({own.check_range(fence, start, end, write=False): 1})
+        position = None
+        if req.pin <= 0:  # a pinned view's next page is a past state: served whatever this role is now
+            self._check_readable(req)
+            if req.fence:
+                check_fenced_read(self._ownership(), req, self.partition_load, self.group)
+            applied = self.state.applied
+            position = (self.epoch_at(applied), applied)
+        return self.pins.serve(req, limit, self.ticks, self.node_id, position)
 
     def _check_readable(self, req: ReplRead | ReplScan) -> None:
         """Refuse a read this replica may not serve as ``req.read`` asks."""

@@ -46,10 +46,10 @@ from .. import codec
 from ..codec import record
 from ..errors import CorruptionError, InvalidArgumentError, MapVersionError, StaleMapError, WrongPartitionError
 from .indexing import IndexDef
-from .records import DELETE_RANGE, RESERVED_PREFIX
+from .records import DELETE_RANGE, RESERVED_PREFIX, ReplRead, ReplScan
 
 __all__ = ["OWNERSHIP_KEY", "OwnedRange", "Ownership", "ReplOwnership", "check_fenced_ops", "check_update",
-           "decode_ownership", "PartitionLoad"]
+           "decode_ownership", "PartitionLoad", "OwnershipCache", "check_fenced_read"]
 
 #: Where a group keeps its :class:`Ownership` record (a reserved key: clients cannot write it).
 OWNERSHIP_KEY = RESERVED_PREFIX + b"ownership"
@@ -190,6 +190,32 @@ class ReplOwnership:
             raise InvalidArgumentError("an ownership update carries a repl.ownership record")
         if type(self.acks) is not int or self.acks < -1:
             raise InvalidArgumentError("acks is -1 (the store's mode) or a number of followers")
+
+
+class OwnershipCache:
+    """A replica's current ownership record, decoded again only when its stored bytes change (the
+    check reads the stored record on every fenced request: a decode each time would cost more)."""
+
+    def __init__(self) -> None:
+        self._raw: bytes | None = None
+        self._own: Ownership | None = None
+
+    def of(self, raw: bytes | None) -> Ownership | None:
+        """The record whose encoding is ``raw`` (None: the group has none)."""
+        if raw != self._raw:
+            self._own, self._raw = decode_ownership(raw), raw
+        return self._own
+
+
+def check_fenced_read(own: Ownership | None, req: ReplRead | ReplScan, load: "PartitionLoad", group: str) -> None:
+    """Refuse a read or scan routed with map ``req.fence`` that ``own`` does not allow; count it in ``load``."""
+    if own is None:
+        raise MapVersionError(f"{group!r} has no partition yet; the read used map version {req.fence}",
+                              version=req.fence, current=0)
+    if isinstance(req, ReplScan):
+        load.read({own.check_range(req.fence, req.start, req.end, write=False): 1})
+    else:
+        load.read(own.check_keys(req.fence, req.keys, write=False))
 
 
 def decode_ownership(raw: bytes | None) -> Ownership | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ScanExpiredError
+from .records import ReplScan, ScanResult
 
 __all__ = ["ScanPins"]
 
@@ -55,6 +56,26 @@ class ScanPins:
                                    f"start a new scan after the last key read", pin=pin)
         entry[2] = now
         return entry[0], entry[1]
+
+    def serve(self, req: ReplScan, limit: int, now: int, node: str, position: tuple[int, int] | None) -> ScanResult:
+        """A page of ``req``: from its pin's view and position (``req.pin > 0``), from a view pinned
+        now at ``position`` (``-1``), or from the state as it is at ``position`` (``0``). A pin is
+        released with the page that ends its scan."""
+        if req.pin > 0:
+            view, position = self.view(req.pin, now)
+            pin = req.pin
+        elif req.pin == -1:
+            assert position is not None
+            pin = self.open(now, position)
+            view = self._pins[pin][0]
+        else:
+            pin, view = 0, None
+        assert position is not None
+        keys, values = self.state.scan(req.start, req.end, limit, view)
+        more = len(keys) >= limit
+        if pin and not more:
+            self.close(pin)
+        return ScanResult(keys, values, more, position[0], position[1], node, pin if more else 0)
 
     def close(self, pin: int) -> None:
         """Release ``pin`` (no-op if it is gone)."""

@@ -55,8 +55,8 @@ from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidAr
                       StalenessBoundError, StorageError, UnknownNodeError, WrongPartitionError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
-from .ownership import (OWNERSHIP_KEY, Ownership, PartitionLoad, ReplOwnership, check_fenced_ops, check_update,
-                        decode_ownership)
+from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
+                        check_fenced_read, check_update)
 from .indexing import Indexer, ReplIndexScan, index_page, index_rows
 from .pins import ScanPins
 from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
@@ -127,8 +127,7 @@ class ReplStateMachine:
         self.pins = pins
         self.applied_writes = 0
         self.duplicates = 0
-        self._own: Ownership | None = None
-        self._own_raw: bytes | None = None
+        self._own = OwnershipCache()
         self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
         self.indexer = Indexer()
 
@@ -142,11 +141,8 @@ class ReplStateMachine:
         return self.state.get(key)
 
     def ownership(self) -> Ownership | None:
-        """The group's ownership record as of the last applied entry (decoded once per change)."""
-        raw = self.state.get(OWNERSHIP_KEY)
-        if raw != self._own_raw:
-            self._own, self._own_raw = decode_ownership(raw), raw
-        return self._own
+        """The group's ownership record as of the last applied entry."""
+        return self._own.of(self.state.get(OWNERSHIP_KEY))
 
     def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
                     ops: tuple, stamp: int = -1, fence: int = 0) -> tuple[int, tuple] | None:
@@ -317,13 +313,7 @@ class RaftReplica(RaftMember):
         node = self.node
         mode = req.read
         if isinstance(req, ReplScan) and req.pin > 0:  # a pinned view's next page: a past state, served here
-            view, (term, applied) = self.pins.view(req.pin, self.ticks)
-            limit = min(req.limit, self.max_scan_rows)
-            keys, values = self.state.scan(req.start, req.end, limit, view)
-            more = len(keys) >= limit
-            if not more:
-                self.pins.close(req.pin)
-            self.reply(rid, ScanResult(keys, values, more, term, applied, self.node_id, req.pin if more else 0))
+            self.reply(rid, self.pins.serve(req, min(req.limit, self.max_scan_rows), self.ticks, self.node_id, None))
             return
         if mode == "linearizable":
             if node.role != LEADER:
@@ -355,23 +345,10 @@ class RaftReplica(RaftMember):
         applied = self.node.log.applied
         term = self.node.log.known_term(applied)
         if req.fence:  # routed by a partition map: only what this group owns at that version (ownership.py)
-            own = self.machine.ownership()
-            if own is None:
-                raise MapVersionError(f"{self.group!r} has no partition yet; the read used map version {req.fence}",
-                                      version=req.fence, current=0)
-            if isinstance(req, ReplRead):
-                self.machine.load.read(own.check_keys(req.fence, req.keys, write=False))
-            else:
-                self.machine.load.read({own.check_range(req.fence, req.start, req.end, write=False): 1})
+            check_fenced_read(self.machine.ownership(), req, self.machine.load, self.group)
         if isinstance(req, ReplRead):
             return ReadResult(self.state.get_many(req.keys), term, applied, self.node_id)
-        limit = min(req.limit, self.max_scan_rows)
-        pin = self.pins.open(self.ticks, (term, applied)) if req.pin == -1 else 0
-        keys, values = self.state.scan(req.start, req.end, limit, self.pins.view(pin, self.ticks)[0] if pin else None)
-        more = len(keys) >= limit
-        if pin and not more:
-            self.pins.close(pin)
-        return ScanResult(keys, values, more, term, applied, self.node_id, pin if more else 0)
+        return self.pins.serve(req, min(req.limit, self.max_scan_rows), self.ticks, self.node_id, (term, applied))
 
     # --- RaftMember's hooks -------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CallTimeoutError, ConfigError, DdiaRayError, SessionError
 from ..history import HistoryRecorder, check, check_sessions, describe, describe_sessions
-from ..kv.workload import SCHEDULES, FaultSchedule
+from ..kv.workload import SCHEDULES, FaultSchedule, wind_down
 
 __all__ = ["run_workload", "ReplicationReport", "SCHEDULES"]
 
@@ -223,17 +223,8 @@ def run_workload(store, *, clients: int = 4, keys: int = 3, duration_s: float = 
         if progress is not None:
             progress(now, sum(len(w.write_lat) + len(w.read_lat) for w in workers))
         time.sleep(sample_s)
-    nemesis_stop.set()
-    if nemesis.is_alive():
-        nemesis.join(60)
-    nemesis.repair()
-    stop.set()
-    for w in workers:
-        w.join(op_timeout_s + 10)
+    wind_down(nemesis, nemesis_stop, stop, workers, worker_join_s=op_timeout_s + 10)
     elapsed = time.monotonic() - start
-    for err in [nemesis.error] + [w.error for w in workers]:
-        if err is not None:
-            raise err
     report.faults = nemesis.log
     report.writes_ok = sum(len(w.write_lat) for w in workers)
     report.reads_ok = sum(len(w.read_lat) for w in workers)
