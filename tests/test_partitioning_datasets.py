@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ddia_ray.errors import InvalidArgumentError
+from ddia_ray.errors import ConfigError, InvalidArgumentError
 from ddia_ray.partitioning import PartitionedStore
 
 ray_data = pytest.importorskip("ray.data")
@@ -47,3 +47,10 @@ def test_a_dataset_round_trips_through_the_store(ray_session, tmp_path, scheme):
             store.write_dataset(ray_data.from_arrow(table), key="id")
         with pytest.raises(InvalidArgumentError, match="Ray Dataset or a Parquet path"):
             store.write_dataset([1, 2])
+        with pytest.raises(InvalidArgumentError, match="ingest_rows must be an int"):
+            store.write_dataset(ray_data.from_arrow(table), ingest_rows=2.5)
+        with pytest.raises(ConfigError, match="batch_rows must be > 0"):
+            store.write_dataset(ray_data.from_arrow(table), batch_rows=0)
+        # A column of another type is refused whole, before any row of its batch is sent.
+        with pytest.raises(Exception, match="binary column"):
+            store.write_dataset(ray_data.from_arrow(pa.table({"key": [1, 2], "value": [b"a", b"b"]})))

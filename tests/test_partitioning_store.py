@@ -50,6 +50,11 @@ def test_a_hash_store_routes_every_operation_to_the_group_that_owns_the_key(ray_
                 c.put(3, b"v")
             with pytest.raises(InvalidArgumentError, match="values are bytes"):
                 c.put("k", "v")
+            # A bulk load is cut by partition (hash-prefixed stored keys), one ingest per partition.
+            rows = [f"bulk-{i}".encode() for i in range(3000)]
+            assert c.ingest(rows, [r[::-1] for r in rows]) == 3000
+            assert c.get_many(rows[::250]) == [r[::-1] for r in rows[::250]]
+            assert c.ingest([], []) == 0
         # Each group holds exactly the keys of its partitions, under their stored (hash-prefixed) keys.
         for g in store.groups:
             own = store.group(g).ownership()
@@ -58,7 +63,7 @@ def test_a_hash_store_routes_every_operation_to_the_group_that_owns_the_key(ray_
                 for k in _keys(gc.scan()):
                     assert own.owner(k) is not None
         stats = store.stats(sizes=True)
-        assert sum(p["writes"] for p in stats["partitions"].values()) >= 300
+        assert sum(p["writes"] for p in stats["partitions"].values()) >= 3300  # an ingest counts its rows
         with store.client() as c:
             assert sum(p["keys"] for p in stats["partitions"].values()) == len(_keys(c.scan()))
         assert all(p["bytes"] > 0 for p in stats["partitions"].values())
@@ -172,6 +177,35 @@ def test_a_batch_across_partitions_reports_what_applied(ray_session):
             assert stored_key("range", b"a") == b"a"
 
 
+def test_a_bulk_load_is_cut_by_partition_and_sent_again_after_a_split(ray_session, tmp_path):
+    with PartitionedStore.launch(groups=2, replicas=1, scheme="range", boundaries=[b"k5"], engine="lsm",
+                                 root=f"file://{tmp_path}") as store:
+        with store.client() as stale, store.client(timeout_s=3.0) as c:
+            keys = [b"k%04d" % i for i in range(0, 10_000, 3)]
+            assert stale.ingest(keys, [b"v" + k for k in keys]) == len(keys)
+            assert _keys(c.scan()) == keys
+            m = store.split(0, b"k2")  # [b"", k2) and [k2, k5) under map version 2
+            new = next(p for p in m.partitions if p.start == b"k2")
+            store.move(new.id, next(g for g in store.groups if g != new.group))
+            # The stale client routes [k0, k5) as one slice at version 1: refused, cut in two, sent again.
+            again = [b"k%04d" % i for i in range(1, 5000, 3)]
+            assert stale.ingest(again, [b"w" + k for k in again]) == len(again)
+            assert stale.stats["reroutes"] >= 1 and stale.partition_map.version == store.partition_map().version
+            assert c.get_many(again[::97]) == [b"w" + k for k in again[::97]]
+            assert c.get_many(keys[::97]) == [b"v" + k for k in keys[::97]]
+            # Atomic per partition: a partition nobody owns fails its part, the others apply theirs.
+            last = store.partition_map().partitions[-1]
+            own = store.group(last.group).ownership()
+            store.group(last.group).set_ownership(Ownership(store.name, own.version, tuple(
+                r for r in own.ranges if r.pid != last.id)))
+            with pytest.raises(PartialBatchError) as e:
+                c.ingest([b"a", b"k9"], [b"1", b"2"])
+            assert e.value.applied == (0,) and set(e.value.failed) == {last.id}
+            assert c.get(b"a") == b"1"
+            with pytest.raises(InvalidArgumentError, match="2 keys and 1 values"):
+                c.ingest([b"a", b"b"], [b"1"])
+
+
 def test_connect_from_another_handle_sees_the_same_store(ray_session):
     with PartitionedStore.launch(groups=2, replicas=1, partitions=4) as store:
         other = PartitionedStore.connect(store.name)
@@ -251,10 +285,15 @@ def test_a_local_index_is_kept_with_the_data_and_queried_across_partitions(ray_s
             for i in range(60):
                 c.put_nowait(f"item{i}", codec.encode({"color": colors[i % 3], "n": i}))
             c.put(b"bad", b"not a map")  # the index function raises on it: reported, the write applies
+            c.ingest([b"bulk0", b"bulk1"], [codec.encode({"color": "red"}), codec.encode({"color": "blue"})])
             assert store.create_index("by_color", "ddia_ray.partitioning.index_functions:field",
-                                      {"name": "color"}) == 61  # backfilled the keys already there
+                                      {"name": "color"}) == 63  # backfilled the keys already there
             assert sorted(k for k, _ in c.query("by_color", b"red")) == sorted(
-                f"item{i}".encode() for i in range(0, 60, 3))
+                [f"item{i}".encode() for i in range(0, 60, 3)] + [b"bulk0"])
+            # With an index, a bulk load's rows are indexed as they apply (turned into puts there).
+            c.ingest([b"bulk2"], [codec.encode({"color": "green"})])
+            assert b"bulk2" in {k for k, _ in c.query("by_color", "green")}
+            c.delete("bulk0")
             c.put("item0", codec.encode({"color": "blue", "n": 0}))  # leaves red, joins blue
             c.delete("item1")
             c.put("item60", codec.encode({"color": "red", "n": 60}))

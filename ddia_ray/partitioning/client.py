@@ -36,7 +36,7 @@ from .._validate import positive
 from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVersionError, PartialBatchError,
                       PartitionError, WrongPartitionError)
 from ..replication.client import batch_ops
-from ..replication.records import CAS, DELETE, DELETE_RANGE, PUT
+from ..replication.records import CAS, DELETE, DELETE_RANGE, INGEST, PUT
 from .keyspace import HASH_BYTES, stored_key, user_key
 from .partition_map import Locator, PartitionMap
 
@@ -208,7 +208,7 @@ class PartitionedClient:
             if read is None:
                 return False
         elif not (isinstance(ops, tuple) and len(ops) == 1 and isinstance(ops[0], tuple)
-                  and ops[0][0] != DELETE_RANGE):
+                  and ops[0][0] != DELETE_RANGE and ops[0][0] != INGEST):  # those may need cutting
             return False
         if not isinstance(exc, _REROUTE) or self._closed:
             return False
@@ -270,19 +270,32 @@ class PartitionedClient:
             raise PartitionError(f"the batch's keys lie in {len(parts)} partitions ({sorted(parts)}); a batch is "
                                  f"atomic within one partition only. Pass across_partitions=True to apply each "
                                  f"partition's part atomically and independently")
-        outer: concurrent.futures.Future = concurrent.futures.Future()
         results: list = [None] * len(ops)
+
+        def settle(idx: list[int], got: tuple) -> None:
+            for i, r in zip(idx, got):
+                results[i] = r
+
+        return self._gather({pid: (idx, self._write_part(tuple(ops[i] for i in idx), acks, True))
+                             for pid, idx in parts.items()}, settle, lambda: tuple(results), "batch")
+
+    @staticmethod
+    def _gather(parts: dict[int, tuple[Any, concurrent.futures.Future]], settle: Callable[[Any, Any], None],
+                result: Callable[[], Any], what: str) -> concurrent.futures.Future:
+        """One future for the parts of an operation across partitions: ``parts[pid] = (tag, future)``;
+        ``settle(tag, value)`` takes each part's value, ``result()`` is the whole's once every part
+        succeeded; otherwise :class:`~ddia_ray.errors.PartialBatchError` names what applied."""
+        outer: concurrent.futures.Future = concurrent.futures.Future()
         left = [len(parts)]
         applied: list[int] = []
         failed: dict[int, BaseException] = {}
         lock = threading.Lock()
 
-        def part_done(pid: int, idx: list[int], f: concurrent.futures.Future) -> None:
+        def part_done(pid: int, tag: Any, f: concurrent.futures.Future) -> None:
             exc = f.exception()
             with lock:
                 if exc is None:
-                    for i, r in zip(idx, f.result()):
-                        results[i] = r
+                    settle(tag, f.result())
                     applied.append(pid)
                 else:
                     failed[pid] = exc
@@ -291,19 +304,34 @@ class PartitionedClient:
             if last:
                 if failed:
                     outer.set_exception(PartialBatchError(
-                        f"{len(failed)} of {len(parts)} partitions' parts of the batch failed "
+                        f"{len(failed)} of {len(parts)} partitions' parts of the {what} failed "
                         f"({', '.join(f'{p}: {type(e).__name__}' for p, e in sorted(failed.items()))}); "
                         f"partitions {sorted(applied)} applied theirs", applied=tuple(sorted(applied)),
                         failed=dict(failed)))
                 else:
-                    outer.set_result(tuple(results))
+                    outer.set_result(result())
 
-        def callback(pid: int, idx: list[int]) -> Callable[[concurrent.futures.Future], None]:
-            return lambda f: part_done(pid, idx, f)
+        def callback(pid: int, tag: Any) -> Callable[[concurrent.futures.Future], None]:
+            return lambda f: part_done(pid, tag, f)
 
-        for pid, idx in parts.items():
-            self._write_part(tuple(ops[i] for i in idx), acks, True).add_done_callback(callback(pid, idx))
+        for pid, (tag, fut) in parts.items():
+            fut.add_done_callback(callback(pid, tag))
         return outer
+
+    # --- bulk loads ----------------------------------------------------------------------------------
+
+    def ingest(self, keys, values, *, acks: int | None = None, timeout_s: float | None = None) -> int:
+        """Bulk-load ``keys[i] -> values[i]`` (binary Arrow columns or lists of bytes); returns the rows
+        loaded. The rows are cut by partition and each partition's rows are one ingest entry of its
+        group (:mod:`ddia_ray.replication.ingest`), atomic per partition: if some partitions' parts
+        fail, :class:`~ddia_ray.errors.PartialBatchError` names which applied (see :mod:`.bulk`)."""
+        return self._wait(self.ingest_nowait(keys, values, acks=acks), timeout_s)
+
+    def ingest_nowait(self, keys, values, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start an :meth:`ingest`; the future holds the rows loaded."""
+        from .bulk import ingest
+
+        return ingest(self, keys, values, acks)
 
     def put_nowait(self, key, value, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`put`."""

@@ -13,10 +13,12 @@ followed by the partition-aware client: the task goes on after its last key unde
 
 :func:`write_dataset` writes a Dataset (or the Parquet files at a path, read by Ray Data) into
 the store: ``map_batches`` runs writer actors that each hold a partition-aware client; every
-Arrow batch is cut by partition and each partition's part goes to its group as one batched
-write (one log entry, atomic per partition), many in flight. The groups replicate what they
-take, so a bulk load is as durable as any write; there is no log-bypassing ingest of files
-(a group's replicas would then differ from its log).
+Arrow batch is cut by partition (:mod:`.bulk`) and each partition's part goes to its group as
+one *ingest* entry (:mod:`ddia_ray.replication.ingest`): the rows travel as Arrow buffers, the
+log holds them as one value, and each replica on the LSM engine adds them as one SSTable, with
+no step per row anywhere. The groups replicate what they take, so a bulk load is as durable as
+any write and every replica's state still follows from its log; nothing bypasses the log (a
+replica that imported files on its own would differ from its log).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import ray.data
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from .._validate import integer, positive
 from ..errors import ConfigError, InvalidArgumentError
 from .keyspace import stored_key
 from .partition_map import PartitionMap
@@ -107,24 +110,25 @@ def to_ray_dataset(store, start=None, end=None, *, read: str = "linearizable",
 
 
 class _Writer:
-    """A ``map_batches`` actor: a partition-aware client writing each batch, cut by partition."""
+    """A ``map_batches`` actor: a partition-aware client bulk-loading each batch, cut by partition."""
 
-    def __init__(self, store_name: str, key: str, value: str, in_flight: int):
+    def __init__(self, store_name: str, key: str, value: str, in_flight: int, ingest_rows: int):
         from .store import PartitionedStore
 
         self.store = PartitionedStore.connect(store_name, routers=False)
         self.client = self.store.client(max_in_flight=in_flight)
-        self.key, self.value = key, value
+        self.key, self.value, self.ingest_rows = key, value, ingest_rows
 
     def __call__(self, batch: pa.Table) -> dict:
-        keys = batch.column(self.key).to_pylist()
-        values = batch.column(self.value).to_pylist()
-        if not all(type(k) is bytes for k in keys) or not all(type(v) is bytes for v in values):
-            raise InvalidArgumentError(f"write_dataset writes binary columns {self.key!r} and {self.value!r}; "
-                                       f"cast them to binary first")
-        if keys:
-            self.client.write([("put", k, v) for k, v in zip(keys, values)], across_partitions=True)
-        return {"rows": [len(keys)]}
+        # A batch goes as several ingests at once, so the groups work on one while the next travels;
+        # the call returns only once every row is acknowledged (what it returns is what was written).
+        keys, values = batch.column(self.key), batch.column(self.value)
+        step = self.ingest_rows
+        futures = [self.client.ingest_nowait(keys.slice(i, step), values.slice(i, step))
+                   for i in range(0, batch.num_rows, step)]  # refused whole here if a column is not binary
+        for f in futures:
+            f.result()
+        return {"rows": [batch.num_rows]}
 
     def __del__(self) -> None:
         try:
@@ -134,12 +138,17 @@ class _Writer:
             pass
 
 
-def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_rows: int = 10_000,
-                  concurrency: int = 2, in_flight: int = 8) -> int:
+def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_rows: int = 100_000,
+                  ingest_rows: int = 25_000, concurrency: int = 2, in_flight: int = 8) -> int:
     """Write ``data`` (a Ray Dataset, or a path or URL of Parquet files) into the store; returns the
     rows written. ``key``/``value`` name binary columns; a key repeated keeps one of its values
     (which, when the copies fall in different batches, is not defined). ``concurrency`` writer
-    actors, each with ``in_flight`` batches outstanding per group."""
+    actors take ``batch_rows`` rows at a time and send them as ingests of up to ``ingest_rows``
+    rows each (then cut by partition), all at once, with ``in_flight`` requests outstanding per
+    group. Larger ingests mean fewer, larger SSTables for the groups to compact (measured in
+    docs/partitioning.md: 10,000-row ingests spent most of a replica's time in compaction)."""
+    positive("batch_rows", integer("batch_rows", batch_rows))
+    positive("ingest_rows", integer("ingest_rows", ingest_rows))
     if isinstance(data, str):
         data = ray.data.read_parquet(data)
     if not isinstance(data, ray.data.Dataset):
@@ -152,6 +161,6 @@ def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_
     # An elastic pool (1 to ``concurrency`` writers): a small dataset does not start writers it has no
     # batches for (they would connect to the store after this call returned, and it may be gone).
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency)
-    counts = data.map_batches(_Writer, fn_constructor_args=(store.name, key, value, in_flight),
+    counts = data.map_batches(_Writer, fn_constructor_args=(store.name, key, value, in_flight, ingest_rows),
                               batch_format="pyarrow", batch_size=batch_rows, compute=pool, num_cpus=0)
     return int(sum(row["rows"] for row in counts.iter_rows()))

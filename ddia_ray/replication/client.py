@@ -53,8 +53,9 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch, check_batch
-from .records import (CAS, DELETE, DELETE_RANGE, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult, Session,
-                      WriteAck, around_reserved, check_ops)
+from .ingest import ingest_op
+from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult,
+                      Session, WriteAck, around_reserved, check_ops)
 
 __all__ = ["ReplicatedClient", "batch_ops"]
 
@@ -269,6 +270,16 @@ class ReplicatedClient(LoopClient):
         """Start a :meth:`write`; the future holds the tuple of results."""
         return self._submit_write(batch_ops(batch), acks, single=False)
 
+    def ingest(self, keys, values, *, acks: int | None = None, timeout_s: float | None = None) -> None:
+        """Bulk-load ``keys[i] -> values[i]`` (binary Arrow columns or lists of bytes) as one log entry
+        that every replica ingests whole (:mod:`.ingest`): atomic, exactly once like any write, and
+        without a step per row on the LSM engine. A key repeated in the batch keeps its last value."""
+        self._wait(self.ingest_nowait(keys, values, acks=acks), timeout_s)
+
+    def ingest_nowait(self, keys, values, *, acks: int | None = None) -> concurrent.futures.Future:
+        """Start an :meth:`ingest`; the future resolves to None once acknowledged."""
+        return self._submit_write((ingest_op(keys, values),), acks, single=True)
+
     def submit_ops(self, ops: tuple, *, acks: int | None = None, single: bool = False,
                    future: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
         """Start one atomic write of ready-made ``(code, key, tail)`` operations (``(CAS, key, new,
@@ -454,7 +465,11 @@ class ReplicatedClient(LoopClient):
             while self._writes and self._writes[0][0] == acks and (not units or
                                                                     len(ops) + len(self._writes[0][1].ops)
                                                                     <= self.max_batch):
-                unit = self._writes.popleft()[1]
+                unit = self._writes[0][1]
+                bulk = unit.ops[0][0] == INGEST
+                if units and (bulk or ops[0][0] == INGEST):
+                    break  # an ingest is alone in its write (records.check_ops)
+                self._writes.popleft()
                 if unit.future.done():
                     continue
                 units.append(unit)

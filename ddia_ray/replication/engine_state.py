@@ -49,7 +49,8 @@ import contextlib
 from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
 from ..storage.engine import OpColumns, WriteBatch, open_engine
-from .records import RESERVED_PREFIX
+from .ingest import decode_ingest, ingest_puts
+from .records import INGEST, RESERVED_PREFIX
 from ..consensus.sessions import Sessions
 from .state import decide
 
@@ -275,7 +276,8 @@ class EngineState:
     # --- writes ---------------------------------------------------------------------------------
 
     def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
-        """Apply the decided ops of entry ``lsn`` and its position in one atomic engine batch."""
+        """Apply the decided ops of entry ``lsn`` and its position in one atomic engine batch (an
+        ingest: one atomic engine ingest, see :meth:`_ingest`)."""
         extra_keys: tuple = (APPLIED_KEY,)
         extra_values: tuple = (codec.encode((lsn, epoch)),)
         extra_kinds = b"\x00"
@@ -292,6 +294,18 @@ class EngineState:
             extra_keys = (*keys, APPLIED_KEY)
             extra_values = (*values, extra_values[0])
             extra_kinds = b"\x01" * len(gone) + bytes(len(keys) - len(gone) + 1)
+        if ops and ops[0][0] == INGEST:
+            self._ingest(ops, extra_kinds, extra_keys, extra_values)
+        else:
+            self._write(ops, extra_kinds, extra_keys, extra_values)
+        self.applied, self.applied_epoch = lsn, epoch
+        if self._logless:
+            self._pending.append((self.engine.last_seq, lsn, epoch))
+            if len(self._pending) > 4096:
+                self._durable_position()  # drop what the engine has flushed (Raft never asks otherwise)
+
+    def _write(self, ops: tuple, extra_kinds: bytes, extra_keys: tuple, extra_values: tuple) -> None:
+        """Decided ``ops`` and the entry's own rows (``extra_*``: kind 0 a put, 1 a delete) as one batch."""
         if self._columns:
             kinds, op_keys, tails = zip(*ops) if ops else ((), (), ())  # one transposing pass, in C
             self.engine.write_columns(OpColumns(bytes(kinds) + extra_kinds, op_keys + extra_keys,
@@ -311,11 +325,30 @@ class EngineState:
                 else:
                     batch.put(key, value)  # last: a range above cannot delete them
             self.engine.write(batch)
-        self.applied, self.applied_epoch = lsn, epoch
-        if self._logless:
-            self._pending.append((self.engine.last_seq, lsn, epoch))
-            if len(self._pending) > 4096:
-                self._durable_position()  # drop what the engine has flushed (Raft never asks otherwise)
+
+    def _ingest(self, ops: tuple, extra_kinds: bytes, extra_keys: tuple, extra_values: tuple) -> None:
+        """Apply a bulk load (:mod:`.ingest`) with the entry's own rows.
+
+        On the LSM engine the batch and the entry's position and session rows are one table that
+        the engine's ``ingest`` adds in one manifest commit, so they are durable together, as a
+        write batch's would be. Deletes of expired sessions cannot be rows of an ingest: they go
+        first, in a batch of their own. That is safe to repeat: if the process dies between the two,
+        the entry is applied again after the restart and the sessions are found expired again (or
+        already gone). Engines without ``ingest`` (the B-tree) take the rows as one write batch.
+        """
+        ingest = getattr(self.engine, "ingest", None)
+        if ingest is None:
+            self._write(ingest_puts(ops), extra_kinds, extra_keys, extra_values)
+            return
+        gone = extra_kinds.count(1)  # deletes come first in the extra rows (see apply)
+        if gone:
+            self._write((), extra_kinds[:gone], extra_keys[:gone], extra_values[:gone])
+        import pyarrow as pa
+
+        rows = decode_ingest(ops[0][2])
+        own = pa.table({"key": pa.array(extra_keys[gone:], pa.binary()),
+                        "value": pa.array(extra_values[gone:], pa.binary())})
+        ingest(pa.concat_tables([rows.table(), own]))
 
     def remember(self, lsn: int, origin: tuple) -> None:
         """An entry the engine applied before a restart, replayed: its session row is in the engine already."""

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from ..codec import record
 from ..errors import InvalidArgumentError
+from .ingest import ingest_puts
 from .records import DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX
 
 __all__ = ["IndexDef", "INDEX_PREFIX", "index_row", "term_range", "Indexer", "ReplIndexScan", "IndexPage",
@@ -199,10 +200,12 @@ class Indexer:
 
 
 def index_rows(indexer: Indexer, defs: tuple, state, ops: tuple) -> tuple:
-    """``ops`` followed by the index rows they change in ``state`` (``ops`` alone without indexes)."""
+    """``ops`` followed by the index rows they change in ``state`` (``ops`` alone without indexes; an
+    ingest's rows as puts with indexes)."""
     if not defs:
         return ops
     indexer.load(defs)
+    ops = ingest_puts(ops)  # every row's terms are computed: a bulk load's rows become puts here
 
     def scan(start: bytes, end: bytes) -> list:
         keys, values = state.scan(start, end, 1 << 62)

@@ -46,7 +46,8 @@ from .. import codec
 from ..codec import record
 from ..errors import CorruptionError, InvalidArgumentError, MapVersionError, StaleMapError, WrongPartitionError
 from .indexing import IndexDef
-from .records import DELETE_RANGE, RESERVED_PREFIX, ReplRead, ReplScan
+from .ingest import decode_ingest
+from .records import DELETE_RANGE, INGEST, RESERVED_PREFIX, ReplRead, ReplScan
 
 __all__ = ["OWNERSHIP_KEY", "OwnedRange", "Ownership", "ReplOwnership", "check_fenced_ops", "check_update",
            "decode_ownership", "PartitionLoad", "OwnershipCache", "check_fenced_read"]
@@ -250,6 +251,10 @@ def check_fenced_ops(own: Ownership | None, version: int, ops: tuple) -> dict[in
         if op[0] == DELETE_RANGE:
             pid = own.check_range(version, op[1], op[2], write=True)
             ranges[pid] = ranges.get(pid, 0) + 1
+        elif op[0] == INGEST:  # a bulk load: the range [smallest, largest key] must be one partition's
+            rows = decode_ingest(op[2])
+            pid = own.check_range(version, rows.lo, rows.hi + b"\x00", write=True)
+            ranges[pid] = ranges.get(pid, 0) + rows.count  # rows, for the load figures
         else:
             keys.append(op[1])
     counts = own.check_keys(version, keys, write=True)

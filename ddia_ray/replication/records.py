@@ -15,7 +15,8 @@ number not yet acknowledged (Raft thesis 6.3, as RaftKV's sessions do), so a
 new leader recognises a retry too. Operations are
 ``(code, key, tail)`` tuples, the storage node's wire columns
 (:meth:`~ddia_ray.storage.engine.OpColumns.checked_ops`): ``PUT``, ``DELETE``
-or ``DELETE_RANGE`` (tail is the range's end). A client's ``cas`` is decided
+or ``DELETE_RANGE`` (tail is the range's end), or ``INGEST``, a batch of rows
+for a bulk load (:mod:`.ingest`). A client's ``cas`` is decided
 by the leader against its state and enters the log as the put or delete it
 became (a logical, row-based log; DDIA 5.1, "Implementation of replication
 logs"), so followers never re-evaluate it.
@@ -38,12 +39,14 @@ from .. import codec
 from ..codec import record
 from ..errors import InvalidArgumentError, SessionError
 
-__all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "Append", "AppendAck", "PositionProbe", "PositionReport",
+__all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "Append", "AppendAck", "PositionProbe", "PositionReport",
            "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
            "ReplRead", "ReplScan", "ScanResult", "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus",
            "Session", "READ_MODES", "RESERVED_PREFIX", "around_reserved", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
+#: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
+INGEST = 4
 #: Keys under this prefix belong to the replicas (an engine state keeps its position there), not to clients.
 RESERVED_PREFIX = b"\x00ddia\x00"
 #: How a read may be served (see :class:`ReplRead`).
@@ -71,7 +74,13 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
                 and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
             raise InvalidArgumentError(f"a client's range delete may not cover the reserved keys (prefix "
                                        f"{RESERVED_PREFIX!r}): cut it around them (records.around_reserved)")
-        if code == CAS and client:
+        if code == INGEST:
+            if len(ops) != 1 or len(op) != 3:
+                raise InvalidArgumentError("an ingest is (INGEST, smallest key, batch), alone in its write")
+            from .ingest import decode_ingest  # here, not at the top: ingest imports this module
+
+            decode_ingest(op[2], op[1])
+        elif code == CAS and client:
             if len(op) != 4 or not all(v is None or type(v) is bytes for v in op[2:]):
                 raise InvalidArgumentError("a cas is (CAS, key, new value or None, expected value or None)")
         elif code in (PUT, DELETE, DELETE_RANGE):

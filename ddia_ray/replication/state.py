@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol
 from .. import codec
 from ..consensus.sessions import Sessions
 from ..errors import CorruptRecordError
-from .records import CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX
+from .records import CAS, DELETE, DELETE_RANGE, INGEST, PUT, RESERVED_PREFIX
 
 _code = operator.itemgetter(0)
 
@@ -197,6 +197,10 @@ class MapState:
         if origin:
             self.sessions.remember(lsn, origin)
         data = self.data
+        if ops and ops[0][0] == INGEST:  # a bulk load: its rows, as puts in order
+            from .ingest import ingest_puts
+
+            ops = ingest_puts(ops)
         for code, key, tail in ops:
             if code == PUT:
                 data[key] = tail

@@ -29,7 +29,7 @@ import fsspec
 import msgpack
 
 from ddia_ray import codec
-from ddia_ray.errors import CodecError, CorruptionError, DdiaRayError
+from ddia_ray.errors import CodecError, CorruptionError, DdiaRayError, InvalidArgumentError
 from ddia_ray.framing import HEADER_BYTES
 
 from .mutate import mutate
@@ -206,6 +206,37 @@ class CodecTarget(Target):
             pass
 
 
+class IngestTarget(Target):
+    """``decode_ingest`` of mutated bulk-load batches (ddia_ray/replication/ingest.py): what decodes
+    must be a well-formed Arrow pair that reads back in full, an unchanged batch its own rows."""
+
+    name = "ingest"
+    allowed = (InvalidArgumentError,)
+    input_seconds = 0.5
+
+    def build(self) -> list:
+        from ddia_ray.replication.ingest import ingest_op
+
+        rng = random.Random(7)
+        out = []
+        for i, n in enumerate((1, 2, 7, 100)):
+            pairs = [(rng.randbytes(rng.randint(1, 12)), rng.randbytes(rng.randint(0, 30))) for _ in range(n)]
+            op = ingest_op([k for k, _ in pairs], [v for _, v in pairs])
+            width = 4 * (n + 1)  # mutation hints: the header, both offset arrays, the data
+            out.append(Seed(f"batch{i}:{n}", op[2], (0, 4, 5, 9, 9 + width, 9 + 2 * width), pairs))
+        return out
+
+    def execute(self, seed: Seed, data: bytes) -> None:
+        from ddia_ray.replication.ingest import decode_ingest
+
+        rows = decode_ingest(data)
+        rows.keys.validate(full=True)  # a foreign ArrowInvalid here means the checks let a bad batch in
+        rows.values.validate(full=True)
+        pairs = list(zip(rows.keys.to_pylist(), rows.values.to_pylist()))
+        if data == seed.data and pairs != seed.context:
+            raise Violation(f"an unchanged batch decoded to {pairs!r:.200}")
+
+
 # --- runtime durable log ------------------------------------------------------------------------
 
 
@@ -363,6 +394,7 @@ def _short_log() -> DurableTarget:
 
 _FACTORIES: dict = {
     "codec": CodecTarget,
+    "ingest": IngestTarget,
     "durable": DurableTarget,
     "wal": lambda: _storage("WalTarget"),
     "manifest": lambda: _storage("ManifestTarget"),
@@ -373,7 +405,7 @@ _FACTORIES: dict = {
     "selftest-memory": _HungryCodec,
     "selftest-shortlog": _short_log,
 }
-TARGET_NAMES = ("codec", "durable", "wal", "manifest", "btree")
+TARGET_NAMES = ("codec", "ingest", "durable", "wal", "manifest", "btree")
 SELFTEST_NAMES = tuple(n for n in _FACTORIES if n.startswith("selftest-"))
 
 
