@@ -1,7 +1,8 @@
 """Splits, merges and moves under faults: the pure mover driven by hand (its protocol, retries and
 abandon paths), then many seeded simulations of a partitioned store (ddia_ray/partitioning/simulation.py)
-that check acknowledged writes survive, no key has two writable owners, and scans see each key once.
-A failing seed prints its replay command."""
+on Raft groups and on leader-follower groups (sync, semi-sync and async) that check acknowledged writes
+survive, no key has two writable owners, and scans see each key once; and broken variants that the
+checks must catch. A failing seed prints its replay command."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import collections
 import pytest
 
 from ddia_ray._validate import InvariantViolation
-from ddia_ray.errors import CallTimeoutError, InvalidArgumentError, WrongPartitionError
+from ddia_ray.errors import CallTimeoutError, ConfigError, InvalidArgumentError, WrongPartitionError
 from ddia_ray.partitioning import mover as mover_module
+from ddia_ray.partitioning import sim_groups
 from ddia_ray.partitioning import simulation as sim_module
 from ddia_ray.partitioning.mover import CasMap, GroupRequest, Mover, ReadMap
 from ddia_ray.partitioning.partition_map import initial_map, ownership_of
@@ -274,31 +276,58 @@ def test_an_abandon_waits_for_the_requests_still_in_flight():
 
 # --- seeded simulations ------------------------------------------------------------------------------
 
-CONFIGS = [("range", True, 50), ("hash", True, 50), ("range", False, 10), ("hash", False, 10)]
+#: (protocol, mode, scheme, faults, seeds). Leader-follower groups: sync mode on both schemes, semi-sync
+#: and async (whose acknowledged writes a failover may lose, reported) on one each.
+CONFIGS = [("raft", None, "range", True, 50), ("raft", None, "hash", True, 50), ("raft", None, "range", False, 10),
+           ("raft", None, "hash", False, 10),
+           ("leader_follower", "sync", "range", True, 60), ("leader_follower", "sync", "hash", True, 60),
+           ("leader_follower", "semi-sync", "range", True, 40), ("leader_follower", "async", "hash", True, 40),
+           ("leader_follower", "sync", "range", False, 8), ("leader_follower", "sync", "hash", False, 8)]
 
 
-@pytest.mark.parametrize("scheme, faults, seeds", CONFIGS,
-                         ids=[f"{s}-{'faults' if f else 'no-faults'}" for s, f, _ in CONFIGS])
-def test_changes_under_load_keep_every_invariant_across_seeds(scheme, faults, seeds):
+def _config_id(protocol, mode, scheme, faults) -> str:
+    return "-".join([protocol, *([mode] if mode else []), scheme, "faults" if faults else "no-faults"])
+
+
+@pytest.mark.parametrize("protocol, mode, scheme, faults, seeds", CONFIGS,
+                         ids=[_config_id(*c[:4]) for c in CONFIGS])
+def test_changes_under_load_keep_every_invariant_across_seeds(protocol, mode, scheme, faults, seeds):
     replay = (f"DDIA_SEED={{seed}} python -m pytest tests/test_partitioning_simulation.py -k "
-              f"'across_seeds and {scheme}-{'faults' if faults else 'no-faults'}'")
+              f"'across_seeds and {_config_id(protocol, mode, scheme, faults)}'")
     reports = []
-    ran = run_seeds(lambda seed: reports.append(simulate(seed, scheme=scheme, faults=faults)), range(seeds),
-                    replay=replay)
-    assert ran == len(reports) and all(r.writes_acked > 20 and r.reads_ok > 20 for r in reports)
+    ran = run_seeds(lambda seed: reports.append(simulate(seed, protocol=protocol, mode=mode, scheme=scheme,
+                                                         faults=faults)), range(seeds), replay=replay)
+    raft = protocol == "raft"
+    # Leader-follower failovers take about a lease (0.5 s) and sync mode waits for every follower,
+    # so a faulty run acknowledges fewer writes and finishes fewer moves than under Raft.
+    assert ran == len(reports) and all(r.writes_acked > (20 if raft else 10) and r.reads_ok > 20 for r in reports)
     total = sum((r.changes for r in reports), start=collections.Counter())
     if ran > 1:  # (a replayed seed is checked by its run alone): the runs exercised what they check
-        assert total["move"] > 3 * ran and total["split"] > ran and total["merge"] > ran // 2
+        assert total["move"] > (3 if raft else 1.5) * ran and total["split"] > ran and total["merge"] > ran // 2
         assert sum(r.reroutes for r in reports) > 10 * ran
         if faults:
             assert total["abandoned"] > ran // 4  # changes did fail and were undone
             assert sum(r.cas_unknown for r in reports) > 0 and sum(r.writes_unknown for r in reports) > 0
+        if faults and not raft:
+            assert sum(r.epochs for r in reports) > 4 * ran  # leaders failed over (3 groups: 3 epochs at least)
+        if mode == "async":
+            assert sum(r.lost_reported for r in reports) > 0  # acknowledged writes were lost, and reported
     if not faults:
         assert total["abandoned"] == 0 and all(r.writes_unknown == 0 for r in reports)
+    assert all(r.lost_reported == 0 for r in reports) or mode == "async"
 
 
-def test_a_seed_replays_exactly():
-    assert simulate(11, scheme="hash") == simulate(11, scheme="hash")
+@pytest.mark.parametrize("protocol, mode", [("raft", None), ("leader_follower", "semi-sync")])
+def test_a_seed_replays_exactly(protocol, mode):
+    assert simulate(11, protocol=protocol, mode=mode, scheme="hash") == simulate(11, protocol=protocol, mode=mode,
+                                                                                  scheme="hash")
+
+
+def test_a_protocol_or_mode_the_simulation_does_not_know_is_refused():
+    for options in [{"protocol": "paxos"}, {"protocol": "raft", "mode": "sync"},
+                    {"protocol": "leader_follower", "mode": "quorum"}]:
+        with pytest.raises(ConfigError):
+            simulate(0, **options)
 
 
 def _without_freeze(monkeypatch):
@@ -306,21 +335,63 @@ def _without_freeze(monkeypatch):
     monkeypatch.setattr(mover_module, "PLANS", {**mover_module.PLANS, "move": plan})
 
 
-def test_a_move_without_its_freeze_is_caught_with_two_writable_owners(monkeypatch):
+@pytest.mark.parametrize("protocol", ["raft", "leader_follower"])
+def test_a_move_without_its_freeze_is_caught_with_two_writable_owners(monkeypatch, protocol):
     _without_freeze(monkeypatch)
     with pytest.raises(PartitionViolation, match="owned writable by group .* and by group"):
-        simulate(0, faults=False)
+        simulate(0, protocol=protocol, faults=False)
 
 
-def test_a_move_without_its_freeze_is_caught_losing_acknowledged_writes(monkeypatch):
+@pytest.mark.parametrize("protocol", ["raft", "leader_follower"])
+def test_a_move_without_its_freeze_is_caught_losing_acknowledged_writes(monkeypatch, protocol):
     """With the ownership check off too, the end-of-run check must find the writes the source took
     after the catch-up read them (acknowledged, then lost when the map named the destination)."""
     _without_freeze(monkeypatch)
-    monkeypatch.setattr(sim_module._Owners, "check_disjoint", lambda self: None)
+    monkeypatch.setattr(sim_groups.Groups, "check_disjoint", lambda self: None)
     for seed in range(20):
         try:
-            simulate(seed, faults=False)
+            simulate(seed, protocol=protocol, faults=False)
         except PartitionViolation as e:
             assert "lost" in str(e)
             return
     pytest.fail("no seed of 20 caught a move without its freeze losing writes")
+
+
+def test_leader_follower_records_acknowledged_by_the_leader_alone_are_caught_lost_in_a_failover(monkeypatch):
+    """The store asks every follower of an async group to acknowledge an ownership record. With the
+    leader's acknowledgement alone, a failover loses acknowledged records: a new leader starts
+    without one, which the per-leader check must catch."""
+
+    class LeaderAloneOperator(sim_module.Operator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.ownership_acks = 0
+
+    monkeypatch.setattr(sim_module, "Operator", LeaderAloneOperator)
+    for seed in range(20, 40):
+        try:
+            simulate(seed, protocol="leader_follower", mode="async")
+        except PartitionViolation as e:
+            assert "starts to lead" in str(e) and "without the entry" in str(e)
+            return
+    pytest.fail("no seed of 20 caught an acknowledged record lost in a failover")
+
+
+def test_async_leader_follower_loses_acknowledged_writes_and_only_reported_ones_are_excused(monkeypatch):
+    """Async mode loses acknowledged writes in failovers by design, and check (a) excuses exactly the
+    keys whose lost writes the replicas reported. Without the excuse (the reports still checked),
+    check (a) must find a lost acknowledged write: the excuse is needed, and the check can fail."""
+    checked = sim_groups.LeaderFollowerGroups.check_end
+
+    def without_excuse(self, report):
+        checked(self, report)  # the reports themselves are still checked
+        return set()
+
+    monkeypatch.setattr(sim_groups.LeaderFollowerGroups, "check_end", without_excuse)
+    for seed in range(100, 120):
+        try:
+            simulate(seed, protocol="leader_follower", mode="async")
+        except PartitionViolation as e:
+            assert "lost" in str(e) and "acknowledged" in str(e)
+            return
+    pytest.fail("no seed of 20 lost an acknowledged write in async mode")

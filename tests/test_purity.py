@@ -37,7 +37,8 @@ PURE_CORES = (
     "partitioning/keyspace.py", "partitioning/partition_map.py", "partitioning/rebalance.py", "runtime/ticks.py",
     "consensus/sessions.py", "replication/ownership.py", "replication/indexing.py",
     "replication/pins.py", "partitioning/index_functions.py",
-    "partitioning/mover.py", "partitioning/simulation.py", "partitioning/sim_actors.py",
+    "partitioning/mover.py", "partitioning/simulation.py", "partitioning/sim_actors.py", "partitioning/sim_groups.py",
+    "replication/ingest.py",
 )
 _FORBIDDEN_MODULES = {"ray", "secrets", "uuid"}
 _CLOCK_READS = {"time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",

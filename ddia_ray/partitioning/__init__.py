@@ -13,8 +13,11 @@
 * :mod:`.mover`: the pure step machine of one split, merge or move (requests out, replies in);
 * :mod:`.changes`: split, merge and move on a running store, driving the mover through Ray;
 * :mod:`.router`: the routing tier (routers behind the balancer) for clients that know no map;
+* :mod:`.bulk`: bulk loads cut by partition, one ingest entry per partition;
+* :mod:`.global_index`: global (term-partitioned) secondary indexes and their indexer service;
 * :mod:`.datasets`: Ray Data in and out; :mod:`.workload`: the Jepsen-style workload;
-* :mod:`.simulation` (with :mod:`.sim_actors`): splits, moves and merges under faults, seeded.
+* :mod:`.simulation` (with :mod:`.sim_actors` and :mod:`.sim_groups`, the Raft and
+  leader-follower groups): splits, moves and merges under faults, seeded.
 
 See docs/partitioning.md.
 """

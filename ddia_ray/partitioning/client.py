@@ -73,6 +73,7 @@ class PartitionedClient:
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._clients: dict[str, Any] = {}
+        self._index_stores: dict[str, tuple[Any, Any]] = {}  # global indexes' stores: (handle, client)
         self._tries: dict[concurrent.futures.Future, tuple] = {}  # (reroutes, first refusal) per operation
         self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="partitioned-client")
@@ -486,16 +487,28 @@ class PartitionedClient:
     # --- secondary indexes ---------------------------------------------------------------------------
 
     def query(self, index: str, term, *, page_rows: int = 1000) -> Iterator[tuple[bytes, bytes]]:
-        """The ``(key, value)`` pairs whose value index ``index`` files under ``term``: every group is
-        asked at once (a local index is scattered, DDIA 6.1), page after page, and the answers are
-        gathered in no particular order across groups (key order within each). Keys outside a
-        group's partitions at this client's map version are left out, so a key that moved is
-        returned once, by its owner."""
+        """The ``(key, value)`` pairs whose value index ``index`` files under ``term``.
+
+        A local index: every group is asked at once (a local index is scattered, DDIA 6.1), page
+        after page, and the answers are gathered in no particular order across groups (key order
+        within each). Keys outside a group's partitions at this client's map version are left out,
+        so a key that moved is returned once, by its owner. A global index: the partitions of the
+        index store that hold the term are read, in key order, and each key is checked against its
+        current value (:mod:`.global_index`: never a key whose value lost the term; a key whose
+        value gained it shows once the indexer has caught up)."""
         from ..replication.indexing import ReplIndexScan
 
         t = _bytes(term, "keys")
         if type(page_rows) is not int or page_rows < 1:
             raise InvalidArgumentError("page_rows is an int >= 1")
+        found = [d for d in self.store.indexes() if d.name == index]
+        if not found:
+            raise ConfigError(f"{self.store.name!r} has no index {index!r}")
+        if found[0].scope == "global":
+            from .global_index import query_global
+
+            yield from query_global(self, found[0], t, page_rows)
+            return
         scheme = self._map.scheme
         cursors = {g: b"" for g in self.store.groups}
         while cursors:
@@ -512,6 +525,18 @@ class PartitionedClient:
                 else:
                     del cursors[g]
 
+    def _index_client(self, name: str):
+        """A client of the partitioned store ``name`` (a global index's rows), opened on first use."""
+        with self._lock:
+            if self._closed:
+                raise ConfigError("the client is closed")
+            if name not in self._index_stores:
+                from .store import PartitionedStore
+
+                handle = PartitionedStore.connect(name, routers=False)
+                self._index_stores[name] = (handle, handle.client(timeout_s=self.timeout_s))
+            return self._index_stores[name][1]
+
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def _wait(self, future: concurrent.futures.Future, timeout_s: float | None) -> Any:
@@ -527,8 +552,12 @@ class PartitionedClient:
                 return
             self._closed = True
             clients = list(self._clients.values())
+            stores = list(self._index_stores.values())
         for c in clients:
             c.close()
+        for handle, client in stores:
+            client.close()
+            handle.close()
         self._pool.shutdown(wait=False)
 
     def __enter__(self):

@@ -4,13 +4,14 @@ operator that runs changes with the mover, and the fault schedule.
 Theory of operation
 -------------------
 :class:`GroupCalls` sends a request to a replica group as the replicated client does: to the
-leader it believes in, following NotLeader hints, to another replica after a silence, the same
-request (same session sequence number) until an answer or its deadline. :class:`RoutedClient`
-routes as :mod:`.client` does (cached map, stored keys, the map's version as fence, a new request
-after a refusal, the map read again first) and records every write it tries. :class:`Operator`
-runs one :class:`~.mover.Mover` after another and sends its requests; the coordinator's answers
-come one poll later, and under faults a compare-and-set now and then has an unknown outcome.
-:class:`FaultSchedule` makes faults that each end within 1.5 s.
+leader it believes in, following NotLeader hints, to another replica after a silence or a
+leader-follower leader's WriteOutcomeUnknown, the same request (same session sequence number)
+until an answer or its deadline. :class:`RoutedClient` routes as :mod:`.client` does (cached
+map, stored keys, the map's version as fence, a new request after a refusal, the map read again
+first) and records every write it tries. :class:`Operator` runs one :class:`~.mover.Mover` after
+another and sends its requests; the coordinator's answers come one poll later, and under faults
+a compare-and-set now and then has an unknown outcome. :class:`FaultSchedule` makes faults that
+each end within 1.5 s (one at a time, if asked).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import collections
 import contextlib
 import dataclasses
 import random
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import (CallTimeoutError, ConfigError, ConsensusError, MapVersionError, ReplicaBehindError,
-                      WrongPartitionError)
+                      WriteOutcomeUnknownError, WrongPartitionError)
 from ..replication.records import PUT, ReplRead, ReplWrite
 from ..runtime import SimNetwork
 from .keyspace import stored_key
@@ -34,7 +35,9 @@ __all__ = ["STORE", "PartitionViolation", "PartitionSimReport", "Write", "Call",
 
 STORE = "sim"
 _ATTEMPT_S = 0.25  # a request unanswered this long goes to another replica
-_RETRY = (ConsensusError, ReplicaBehindError)  # refused before anything applied: ask another replica
+# Ask another replica: refused before anything applied, or (leader-follower) the leader stopped leading with
+# the write unacknowledged; the same request again applies at most once (a write's session remembers it).
+_RETRY = (ConsensusError, ReplicaBehindError, WriteOutcomeUnknownError)
 _REROUTE = (MapVersionError, WrongPartitionError)  # the map changed (StaleMapError is a MapVersionError)
 
 
@@ -48,6 +51,8 @@ class PartitionSimReport:
 
     seed: int
     scheme: str
+    protocol: str = "raft"
+    mode: str = "raft"
     changes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     writes_acked: int = 0
     writes_unknown: int = 0
@@ -58,6 +63,9 @@ class PartitionSimReport:
     map_version: int = 0
     partitions: int = 0
     faults: list = dataclasses.field(default_factory=list)
+    epochs: int = 0  # leader-follower: epochs led, over all groups
+    lost_reported: int = 0  # leader-follower: writes the replicas reported lost (async)
+    stale_refusals: int = 0  # leader-follower: refusals by a leader that had been replaced
 
 
 @dataclasses.dataclass
@@ -85,10 +93,12 @@ class Call:
 
 class GroupCalls:
     """Requests to groups' leaders: NotLeader hints followed, another replica after a silence, the
-    same request again until an answer or the deadline (then: outcome unknown)."""
+    same request again until an answer or the deadline (then: outcome unknown). ``deposed(group,
+    replica)`` says whether an answer came from a replaced leader (leader-follower; see :mod:`.sim_groups`)."""
 
-    def __init__(self, sim: SimNetwork, groups: dict[str, list[str]], rng: random.Random):
-        self.sim, self.groups, self.rng = sim, groups, rng
+    def __init__(self, sim: SimNetwork, groups: dict[str, list[str]], rng: random.Random,
+                 deposed: Callable[[str, str], bool] = lambda group, replica: False):
+        self.sim, self.groups, self.rng, self.deposed = sim, groups, rng, deposed
         self.leaders: dict[str, str] = {}
 
     def call(self, src: str, group: str, payload: Any, timeout_s: float) -> Call:
@@ -178,7 +188,12 @@ class RoutedClient:
         if c.ok:
             self._end(op, "ok", c.result)
         elif isinstance(c.error, _REROUTE):
-            if isinstance(c.error, WrongPartitionError):
+            stale = self.net.deposed(c.group, c.target)
+            if stale:  # a replaced leader's older record: ask the group's leader, whoever it is now
+                self.net.leaders.pop(c.group, None)
+            if isinstance(c.error, WrongPartitionError) and stale:
+                self.report.stale_refusals += 1
+            elif isinstance(c.error, WrongPartitionError):
                 raise PartitionViolation(f"group {c.group} says key {op['key']!r} is not its own at map version "
                                          f"{c.payload.fence}, the version it was routed with: {c.error}")
             self.report.reroutes += 1
@@ -224,11 +239,13 @@ class RoutedClient:
 
 
 class Operator:
-    """Runs one change after another with a :class:`~.mover.Mover`, sending its requests."""
+    """Runs one change after another with a :class:`~.mover.Mover`, sending its requests;
+    ``ownership_acks`` as the mover's option (the store's choice for its groups' protocol and mode)."""
 
     def __init__(self, net: GroupCalls, coord: Any, rng: random.Random, keys: list, report: PartitionSimReport,
-                 faults: bool):
+                 faults: bool, ownership_acks: int = -1):
         self.net, self.coord, self.rng, self.keys, self.report, self.faults = net, coord, rng, keys, report, faults
+        self.ownership_acks = ownership_acks
         self.mover: Mover | None = None
         self.calls: dict[int, Call] = {}
         self.answers: list[tuple[int, bool, Any]] = []  # the coordinator's, given at the next poll
@@ -296,7 +313,7 @@ class Operator:
         self.n += 1
         self.seqs = {}
         options = {"page_rows": rng.choice([2, 3, 5, 50]), "max_in_flight": rng.choice([1, 3]), "retries": 1,
-                   "settle_retries": 200, "retry_ticks": 20}
+                   "settle_retries": 200, "retry_ticks": 20, "ownership_acks": self.ownership_acks}
         r = rng.random()
         pairs = [(a.id, b.id) for a, b in zip(parts, parts[1:]) if a.group == b.group]
         if r < 0.3 and len(parts) < 10:
@@ -314,10 +331,14 @@ class Operator:
 
 
 class FaultSchedule:
-    """The fault schedule: each fault ends within 1.5 s, so every group gets its majority back."""
+    """The fault schedule: each fault ends within 1.5 s, so every group gets its majority back;
+    ``is_leader(replica)`` names the leaders, the favourite victims. ``single``: one fault at a time
+    (every fault ends before the next begins, and an outage takes one replica, not two)."""
 
-    def __init__(self, sim: SimNetwork, rng: random.Random, groups: dict, report: PartitionSimReport):
-        self.sim, self.rng, self.groups, self.report = sim, rng, groups, report
+    def __init__(self, sim: SimNetwork, rng: random.Random, groups: dict, report: PartitionSimReport,
+                 is_leader: Callable[[str], bool], single: bool = False):
+        self.sim, self.rng, self.groups, self.report, self.is_leader = sim, rng, groups, report, is_leader
+        self.single = single
         self.ends: list[tuple[Any, ...]] = []  # (when, action, node)
         self.next_s = rng.uniform(0.2, 0.6)
 
@@ -329,12 +350,14 @@ class FaultSchedule:
         if now < self.next_s:
             return
         self.next_s = now + self.rng.uniform(0.2, 0.6)
+        if self.single:
+            self.heal_all()
         rng, sim = self.rng, self.sim
         g = rng.choice(sorted(self.groups))
         alive = [n for n in self.groups[g] if sim.nodes[n].alive]
         if not alive:
             return
-        lead = [n for n in alive if sim.core(n).node.role == "leader"]
+        lead = [n for n in alive if self.is_leader(n)]
         victim = lead[0] if lead and rng.random() < 0.6 else rng.choice(alive)
         r = rng.random()
         if r < 0.25:
@@ -351,10 +374,11 @@ class FaultSchedule:
                      reorder=rng.choice([0.0, 0.1]))
             what, end = "lossy links", ("links", "")
         else:
-            for n in alive[:2]:
+            down = alive[:1 if self.single else 2]
+            for n in down:
                 sim.crash(n)
                 self.ends.append((now + rng.uniform(0.5, 1.5), "restart", n))
-            what, end = f"outage of {g}: crash {alive[:2]}", ("", "")
+            what, end = f"outage of {g}: crash {down}", ("", "")
         if end[0]:
             self.ends.append((now + rng.uniform(0.1, 0.8), *end))
         self.report.faults.append((round(now, 3), what))

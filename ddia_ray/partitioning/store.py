@@ -70,6 +70,7 @@ class PartitionedStore:
         self._admin_clients: dict[str, Any] = {}
         self._admin_lock = threading.Lock()
         self.routers: Any = None  # the routing tier (.router.RouterTier), when launched with routers > 0
+        self._global: dict[str, tuple] = {}  # global indexes this handle launched: (index store, indexer)
 
     # --- starting and attaching ------------------------------------------------------------------
 
@@ -202,32 +203,75 @@ class PartitionedStore:
         return () if raw is None else tuple(codec.decode(raw))
 
     def create_index(self, name: str, function: str, options: dict | None = None, *,
-                     backfill: bool = True) -> int:
-        """Declare the local index ``name``: ``function`` (``"module:callable"``, importable on every
-        replica, deterministic; see :mod:`.index_functions`) maps a value to its terms, called as
-        ``function(value, **options)``. Every group then keeps the index for its own keys in the
-        same log entries as the data; ``backfill`` indexes the keys already stored (each rewritten as
-        it is, with compare-and-set, so a concurrent write is never undone). Returns the keys
-        backfilled. Query with :meth:`~.client.PartitionedClient.query`."""
+                     scope: str = "local", backfill: bool = True, index_options: dict | None = None) -> int:
+        """Declare index ``name``: ``function`` (``"module:callable"``, importable on every replica
+        and client, deterministic; see :mod:`.index_functions`) maps a value to its terms, called as
+        ``function(value, **options)``. Returns the keys backfilled. Query with
+        :meth:`~.client.PartitionedClient.query`.
+
+        ``scope="local"``: every group keeps the index for its own keys in the same log entries as
+        the data (queries ask every group). ``scope="global"``: a term-partitioned index in a
+        store of its own, updated asynchronously by an indexer service from the groups' outboxes
+        (:mod:`.global_index`; queries ask the partitions of the term; ``index_options`` go to that
+        store's launch, e.g. ``boundaries=`` over encoded terms, ``groups=``, ``map_members=``).
+        ``backfill`` indexes the keys already stored (each rewritten as it is, with compare-and-set,
+        so a concurrent write is never undone)."""
         from ..replication.indexing import IndexDef
 
-        new = IndexDef(name, function, dict(options) if options else None)
+        new = IndexDef(name, function, dict(options) if options else None, scope)
+        if index_options is not None and scope != "global":
+            raise ConfigError("index_options configure a global index's store; this index is local")
         with self._change_lock(f"create index {name}"):
             current = self.indexes()
             if any(d.name == name for d in current):
                 raise ConfigError(f"{self.name!r} has an index {name!r} already")
             self._kv.put(_indexes_key(self.name), codec.encode((*current, new)))
-            self._spread_indexes()
+            self._spread_indexes()  # from here every write of a global index's key fills an outbox
+            if scope == "global":
+                from .global_index import launch_global_index
+
+                try:
+                    self._global[name] = launch_global_index(self, new, dict(index_options or {}))
+                except BaseException:
+                    self._kv.put(_indexes_key(self.name), codec.encode(current))
+                    self._spread_indexes()
+                    raise
         return self._backfill() if backfill else 0
 
     def drop_index(self, name: str) -> None:
-        """Stop keeping index ``name`` (its rows stay until their keys are next written)."""
+        """Stop keeping index ``name``: a local index's rows stay until their keys are next written;
+        a global index's indexer and store are shut down and its data deleted."""
         with self._change_lock(f"drop index {name}"):
             current = self.indexes()
-            if not any(d.name == name for d in current):
+            found = [d for d in current if d.name == name]
+            if not found:
                 raise ConfigError(f"{self.name!r} has no index {name!r}")
             self._kv.put(_indexes_key(self.name), codec.encode(tuple(d for d in current if d.name != name)))
             self._spread_indexes()
+            if found[0].scope == "global":
+                from .global_index import drop_global_index
+
+                drop_global_index(self.name, name, self._global.pop(name, None), destroy_data=True)
+
+    def index_stats(self, name: str) -> dict:
+        """Global index ``name``'s indexer figures, the index lag among them (:mod:`.global_index`)."""
+        from .global_index import index_stats
+
+        return index_stats(self.name, name)
+
+    def indexer(self, name: str):
+        """The node group running global index ``name``'s indexer (node ``"indexer"``), for the
+        nemesis (kill, restart, pause, partition) and its figures."""
+        from .global_index import indexer
+
+        return self._global[name][1] if name in self._global else indexer(self.name, name)
+
+    def catch_up(self, name: str, *, timeout_s: float = 60.0) -> dict:
+        """Wait until global index ``name`` holds every change written before the call (its indexer
+        finds nothing left to do); returns its figures."""
+        from .global_index import catch_up
+
+        return catch_up(self.name, name, timeout_s)
 
     def _change_lock(self, what: str):
         from .changes import change_lock
@@ -386,7 +430,11 @@ class PartitionedStore:
                     keys += batch.num_rows
                     size += batch.column(0).nbytes + batch.column(1).nbytes
                 partitions[p.id].update(keys=keys, bytes=size)
-        return {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
+        out = {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
+        global_defs = [d.name for d in self.indexes() if d.scope == "global"]
+        if global_defs:
+            out["global_indexes"] = {n: self.index_stats(n) for n in global_defs}
+        return out
 
     def close(self) -> None:
         """Let go of this handle's clients; the store keeps running (for a handle from :meth:`connect`)."""
@@ -396,8 +444,14 @@ class PartitionedStore:
         self._kv.close()
 
     def shutdown(self, *, destroy_data: bool = False) -> None:
-        """Stop every group and the coordination service."""
+        """Stop every group, the global indexes and the coordination service."""
+        global_defs = [d.name for d in self.indexes() if d.scope == "global"]
         self.close()
+        if global_defs:
+            from .global_index import drop_global_index
+
+            for n in global_defs:
+                drop_global_index(self.name, n, self._global.pop(n, None), destroy_data=destroy_data)
         if self.routers is not None:
             self.routers.shutdown()
         for s in self.groups.values():

@@ -76,7 +76,7 @@ from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .membership import CHANGE_ACTIONS, MembershipChanges
-from .indexing import Indexer, ReplIndexScan, index_page, index_rows
+from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
 from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
@@ -430,11 +430,11 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 self.reply(request_id, self.status())
             elif isinstance(payload, ReplOwnership):
                 self._on_ownership(request_id, payload)
-            elif isinstance(payload, ReplIndexScan):
+            elif isinstance(payload, (ReplIndexScan, ReplOutboxScan)):
                 if not self._leading():
                     raise self._not_leader()
                 own = self._ownership()
-                self.reply(request_id, index_page(self.state, own.owner if payload.fence and own else None, payload))
+                self.reply(request_id, index_page(self.state, own, payload))
             else:
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")

@@ -57,7 +57,7 @@ from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
-from .indexing import Indexer, ReplIndexScan, index_page, index_rows
+from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
 from .pins import ScanPins
 from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
 from .state import MapState, ReplicaState
@@ -258,11 +258,11 @@ class RaftReplica(RaftMember):
                 self._on_repl_admin(request_id, payload)
             elif isinstance(payload, ReplOwnership):
                 self._on_ownership(request_id, payload)
-            elif isinstance(payload, ReplIndexScan):  # a leader read, as the "leader" read mode
+            elif isinstance(payload, (ReplIndexScan, ReplOutboxScan)):  # a leader read, as the "leader" read mode
                 if self.node.role != LEADER:
                     raise self._not_leader()
                 own = self.machine.ownership()
-                self.reply(request_id, index_page(self.state, own.owner if payload.fence and own else None, payload))
+                self.reply(request_id, index_page(self.state, own, payload))
             else:
                 raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
                                            f"or ReplStatus, not {type(payload).__name__}")

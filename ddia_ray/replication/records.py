@@ -42,13 +42,16 @@ from ..errors import InvalidArgumentError, SessionError
 __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "Append", "AppendAck", "PositionProbe", "PositionReport",
            "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
            "ReplRead", "ReplScan", "ScanResult", "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus",
-           "Session", "READ_MODES", "RESERVED_PREFIX", "around_reserved", "check_entries", "check_ops"]
+           "Session", "READ_MODES", "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
 INGEST = 4
 #: Keys under this prefix belong to the replicas (an engine state keeps its position there), not to clients.
 RESERVED_PREFIX = b"\x00ddia\x00"
+#: A global index's pending changes (:mod:`.indexing`): the one reserved range a client may write,
+#: and only to compare-and-delete a row (the indexer's acknowledgement).
+OUTBOX_PREFIX = RESERVED_PREFIX + b"gx/"
 #: How a read may be served (see :class:`ReplRead`).
 READ_MODES = ("leader", "linearizable", "follower", "session")
 
@@ -68,7 +71,8 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
         if not isinstance(op, tuple) or len(op) < 3 or type(op[1]) is not bytes:
             raise InvalidArgumentError(f"an operation is (code, key, ...) with a bytes key, got {op!r}")
         code = op[0]
-        if client and code != DELETE_RANGE and op[1].startswith(RESERVED_PREFIX):
+        if client and code != DELETE_RANGE and op[1].startswith(RESERVED_PREFIX) \
+                and not (code == CAS and len(op) == 4 and op[2] is None and op[1].startswith(OUTBOX_PREFIX)):
             raise InvalidArgumentError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the replicas")
         if client and code == DELETE_RANGE and len(op) == 3 and type(op[2]) is bytes \
                 and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
