@@ -101,6 +101,12 @@ assert sum(line.get_label() == "_change" for line in ax_group.get_lines()) == le
 ax_part, ax_grp = fig_rebalance.axes
 assert len(ax_part.patches) == 2 * len(report.map_after.partitions) == 10 and len(ax_grp.patches) == 4
 assert not pathlib.Path(root).exists()  # the notebook cleaned up the store's files
+# The global index's lag: short while the indexer runs, as long as the outage across it, nothing lost.
+assert lag.writes > 500 and lag.errors == [], lag.errors[:3]
+assert normal and normal[len(normal) // 2] < 1.0, normal
+assert max(lag.probe_lags()) > 1.0, lag.probes  # a probe written during the outage waited for the restart
+assert any(p is None for _, p, _ in lag.samples) and lag.samples[-1][1] is not None
+assert len(fig_lag.axes) == 2 and len(fig_lag.axes[0].get_lines()) == 1
 print({_PASSED!r})
 """
 
@@ -170,7 +176,7 @@ def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(ray_sess
     assert _PASSED in _text(nb.cells[-1])
     summary = next(c for c in nb.cells if c.cell_type == "code" and "summary_lines(report)" in c.source)
     assert _text(summary).splitlines()[-1] == "partitioning: ok"
-    assert _images(nb) == 3  # the skew, the load over time, and the load before and after
+    assert _images(nb) == 4  # the skew, the load over time, the load before and after, the index lag
 
 
 @pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb"])
