@@ -464,7 +464,7 @@ class PartitionedClient:
                     if hashed:
                         users = pc.binary_slice(keys, HASH_BYTES, 1 << 31)  # stop: past any key
                         batch = pa.record_batch([users, batch.column(1)], schema=batch.schema)
-                    if keep is not None:
+                    if keep is not None and (keep[0] or keep[1] is not None):  # (b"", None) keeps all: no copy
                         mask = pc.greater_equal(batch.column(0), pa.scalar(keep[0], pa.binary()))
                         if keep[1] is not None:
                             mask = pc.and_(mask, pc.less(batch.column(0), pa.scalar(keep[1], pa.binary())))

@@ -69,20 +69,7 @@ class Rebalancer:
         elapsed = None if self._measured_at is None else max(1e-3, now - self._measured_at)
         loads = []
         for p in pmap.partitions:
-            keys, sizes = [], []
-            for batch in store.admin_client(p.group).scan(p.start, p.end, page_rows=5000, pinned=True):
-                for k, v in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                    keys.append(k)
-                    sizes.append(len(k) + len(v))
-            total = sum(sizes)
-            middle = None
-            if keys and pmap.scheme == "range":
-                run = 0
-                for k, size in zip(keys, sizes):
-                    run += size
-                    if run * 2 >= total:
-                        middle = k
-                        break
+            _, total, middle = store.partition_size(p, middle=pmap.scheme == "range")
             count = stats.get(p.id, {}).get("reads", 0) + stats.get(p.id, {}).get("writes", 0)
             before = self._counters.get(p.id)
             rate = 0.0 if elapsed is None or before is None or count < before else (count - before) / elapsed

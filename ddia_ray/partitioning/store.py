@@ -425,16 +425,38 @@ class PartitionedStore:
                                 "leader": st.get("leader"), "reads": load.get("reads", 0),
                                 "writes": load.get("writes", 0)}
             if sizes:
-                keys = size = 0
-                for batch in self.admin_client(p.group).scan(p.start, p.end, page_rows=5000, pinned=True):
-                    keys += batch.num_rows
-                    size += batch.column(0).nbytes + batch.column(1).nbytes
+                keys, size, _ = self.partition_size(p)
                 partitions[p.id].update(keys=keys, bytes=size)
         out = {"version": pmap.version, "scheme": pmap.scheme, "partitions": partitions, "groups": groups}
         global_defs = [d.name for d in self.indexes() if d.scope == "global"]
         if global_defs:
             out["global_indexes"] = {n: self.index_stats(n) for n in global_defs}
         return out
+
+    def partition_size(self, partition, *, middle: bool = False) -> tuple[int, int, bytes | None]:
+        """``(keys, bytes, middle)`` of ``partition`` (a :class:`~.partition_map.Partition`), read once
+        from its group's leader with a pinned scan: its keys, their bytes plus their values', and
+        with ``middle=True`` the key where half the bytes lie before it (a split point by size)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        keys, sizes = [], []
+        for batch in self.admin_client(partition.group).scan(partition.start, partition.end, page_rows=5000,
+                                                             pinned=True):
+            keys.append(batch.column(0))
+            sizes.append(pc.add(pc.binary_length(batch.column(0)), pc.binary_length(batch.column(1))).to_numpy())
+        if not keys:
+            return 0, 0, None
+        run = np.cumsum(np.concatenate(sizes), dtype=np.int64)
+        total = int(run[-1])
+        if not middle:
+            return len(run), total, None
+        at = int(np.searchsorted(run * 2, total))  # the first key whose running bytes reach half
+        for column in keys:
+            if at < len(column):
+                return len(run), total, column[at].as_py()
+            at -= len(column)
+        return len(run), total, None
 
     def close(self) -> None:
         """Let go of this handle's clients; the store keeps running (for a handle from :meth:`connect`)."""
