@@ -6,13 +6,13 @@ import pytest
 
 from ddia_ray import codec
 from ddia_ray.errors import (ConfigError, InvalidArgumentError, NotLeaderError, ReplicaBehindError, SessionError,
-                             StaleEpochError, StalenessBoundError)
+                             StaleEpochError, StalenessBoundError, WriteOutcomeUnknownError)
 from ddia_ray.kv.commands import RETRY, KVBatch, KVCall, KVCallResult, KVResults
 from ddia_ray.kv.member import RaftMember
 from ddia_ray.replication import CAS, DELETE, DELETE_RANGE, PUT, LeaderFollowerReplica, MapState, ReplRead, \
     ReplWrite, Session
 from ddia_ray.replication.coordination import CoordinationClient
-from ddia_ray.replication.records import Append, AppendAck, Checkpoint, PositionProbe, PositionReport
+from ddia_ray.replication.records import Append, AppendAck, Checkpoint, PositionProbe, PositionReport, ReplicaMeta
 from ddia_ray.runtime import SimNetwork
 
 REPS, COORDS = ["r1", "r2", "r3"], ["c1", "c2", "c3"]
@@ -329,7 +329,7 @@ def test_a_deposed_async_leader_reports_its_lost_writes():
 def test_probes_are_answered_and_a_checkpoint_replaces_a_divergent_log():
     core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS))
     from ddia_ray.runtime.core import Envelope
-    core.step(Envelope("r1", "r2", PositionProbe(4)))
+    core.step(Envelope("r1", "r2", PositionProbe(4, 0)))
     assert core.ready().messages[-1].payload == PositionReport(4, 0, 0, 0)
     core.advance(core.ready())
     core.step(Envelope("r1", "r2", Append(1, 0, 0, ((1, 1, (), 0, ()), (1, 2, ((PUT, b"a", b"1"),), 0, ())), 2)))
@@ -432,6 +432,154 @@ def test_the_leader_keeps_the_log_after_a_checkpoint_it_sent_until_the_follower_
     assert sim.run_until(lambda: follower not in core._pins, 3.0)  # it has the entries: pin released
     _ask(sim, leader, ReplWrite(((PUT, b"last", b"v"),)))
     assert core.base_lsn > pin and len(core.log) <= 2 * 4 + 1
+
+
+# --- the probe fences: a replica that answered a candidate refuses the old leader -----------------
+
+
+def test_a_paused_semi_sync_leader_gets_no_acknowledgement_after_a_new_leader_was_probed():
+    """The leader pauses past its lease and wakes believing it still holds it. Meanwhile a new leader
+    was elected with the answer of a follower that has not heard from it yet (the partition below
+    keeps its appends away). Before probes carried the candidate's epoch, that follower acknowledged
+    the old leader's semi-sync write, the client was told "done", and the write was dropped when the
+    follower installed the new leader's checkpoint, counted nowhere (its entry had acks == 1)."""
+    plan: dict = {}
+
+    def on_event(node, event, data):
+        if event == "lead" and "old" in plan and "new" not in plan:
+            # The new leader's first append is not sent yet: cut the follower that answered its probe
+            # off from it (with the old leader and the client) before it is.
+            plan["new"] = node
+            plan["follower"] = next(r for r in REPS if r not in (node, plan["old"]))
+            sim.partition([[plan["follower"], plan["old"], "client"], ["*"]])
+
+    sim = _group("semi-sync", sync_replicas=1, observer=on_event)
+    old = plan["old"] = _leader(sim)
+    first = _ask(sim, old, ReplWrite(((PUT, b"k", b"v1"),)))
+    sim.pause(old)
+    sim.partition([[old], ["*"]])  # while it sleeps it hears nothing, the probes included
+    assert sim.run_until(lambda: "new" in plan, 5.0)
+    new, follower = plan["new"], plan["follower"]
+    sim.resume(old)
+    assert sim.core(old).role == "leader" and sim.core(old)._leading()  # it believes its lease holds
+    call = sim.request(old, ReplWrite(((PUT, b"k", b"v2"),)))
+    assert sim.run_until(lambda: call.done, 1.0)
+    sim.heal()
+    sim.run_for(2.0)
+    lead = sim.core(new)
+    assert lead.role == "leader" and all(sim.core(r).last_lsn == lead.last_lsn for r in REPS)
+    # The loss accounting is exact: every acknowledged write is in the new leader's history, or
+    # reported lost by a replica that discarded it.
+    acked = [first] + ([call.result] if call.ok else [])
+    reported = {(e, lsn) for r in REPS for e, lsn, _ in sim.core(r).lost}
+    for ack in acked:
+        held = ack.lsn <= lead.last_lsn and lead.epoch_at(ack.lsn) == ack.epoch
+        assert held or (ack.epoch, ack.lsn) in reported, f"write {ack} acknowledged, dropped and not reported"
+    # And the write was refused: the follower had adopted the new epoch when it answered the probe.
+    assert not call.ok and isinstance(call.error.exception(), (WriteOutcomeUnknownError, NotLeaderError))
+    assert sim.core(follower).counters["stale_refused"] >= 1
+    assert all(sim.core(r).state.data[b"k"] == b"v1" and sim.core(r).lost_writes == 0 for r in REPS)
+
+
+def _step(core, src, payload):
+    """Deliver ``payload`` to ``core`` and return what it wants persisted and sent."""
+    from ddia_ray.runtime.core import Envelope
+    core.step(Envelope(src, core.node_id, payload))
+    rd = core.ready()
+    core.advance(rd)
+    return rd.persist, [m.payload for m in rd.messages]
+
+
+def _wire_probe(version: int, fields: dict):
+    """A probe as it arrives from a replica that writes ``version`` of the record (codec wire grammar)."""
+    import msgpack
+    inner = msgpack.packb({"t": "repl.probe", "v": version, "f": fields}, use_bin_type=True)
+    return codec.decode(msgpack.packb(msgpack.ExtType(codec.FORMAT_1, inner), use_bin_type=True))
+
+
+def test_a_replica_adopts_a_probes_epoch_before_it_answers_and_refuses_the_old_leader_after():
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode="semi-sync")
+    _step(core, "r1", Append(1, 0, 0, ((1, 1, (), 0, ()),), 1))  # r1 leads epoch 1
+    persisted, sent = _step(core, "r3", _wire_probe(2, {"seq": 7, "epoch": 2}))  # r3 will claim epoch 2
+    assert sent == [PositionReport(7, 2, 1, 1)]
+    assert ReplicaMeta(2, core.incarnation) in persisted  # persisted with the answer (the driver: before it)
+    assert core.role == "follower" and core.leader == ""  # a claim, not a leader
+    persisted, sent = _step(core, "r1", Append(1, 1, 1, ((1, 2, ((PUT, b"k", b"v"),), 1, ()),), 2))
+    assert sent == [AppendAck(2, False, 1, 1)] and core.state.data == {}  # refused, naming epoch 2
+    # The epoch is durable: a restart still refuses r1.
+    again = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS),
+                                  recovered=(ReplicaMeta(2, 1),))
+    assert again.epoch == 2
+    # A probe that claims an older epoch changes nothing; its answer tells the candidate of the newer one.
+    persisted, sent = _step(core, "r1", PositionProbe(3, 1))
+    assert sent == [PositionReport(3, 2, 1, 1)] and persisted == () and core.epoch == 2
+    # The candidate's own leader, once it leads epoch 2, is followed.
+    persisted, sent = _step(core, "r3", Append(2, 1, 1, ((2, 2, (), 0, ()),), 2))
+    assert sent == [AppendAck(2, True, 2, 2)] and core.leader == "r3"
+
+
+def test_a_paused_leader_that_wakes_to_a_newer_probe_steps_down_at_once():
+    """The probe waits in the paused leader's queue; the new leader's appends never reach it."""
+    plan: dict = {}
+
+    def on_event(node, event, data):
+        if event == "lead" and "old" in plan and "new" not in plan:
+            plan["new"] = node
+            sim.partition([[plan["old"]], ["*"]])
+
+    sim = _group("semi-sync", sync_replicas=1, observer=on_event)
+    old = plan["old"] = _leader(sim)
+    sim.pause(old)
+    assert sim.run_until(lambda: "new" in plan, 5.0)
+    sim.resume(old)
+    sim.run_for(0.001)  # its queue is delivered at once
+    assert sim.core(old).role == "follower" and sim.core(old).epoch == sim.core(plan["new"]).epoch
+    assert sim.core(old).counters["lease_lapses"] == 0  # it stepped down on the probe, not on its clock
+
+
+def test_a_candidate_claims_every_epoch_it_has_seen_and_the_newest_heard_during_its_round():
+    from ddia_ray.kv.commands import KVCall as Call
+    from ddia_ray.replication.leader_follower import _decode_lease, _lease_value
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode="semi-sync")
+    _step(core, "r1", Append(1, 0, 0, ((1, 1, (), 0, ()),), 1))  # r1 leads epoch 1
+    _step(core, "r3", PositionProbe(4, 3))  # a round of r3's claimed epoch 3 and failed: nobody leads it
+    # r1's lease, read unchanged until it lapsed: r2 probes, claiming 3 again (above the lease's 1,
+    # at least every epoch it has seen: peers that adopted 3 will accept it).
+    core._lease_raw = _lease_value(1, "r1", 5)
+    core._start_probe()
+    rd = core.ready()
+    core.advance(rd)
+    seq = core._probe["seq"]
+    assert sorted((m.dst, m.payload) for m in rd.messages) == [("r1", PositionProbe(seq, 3)),
+                                                                ("r3", PositionProbe(seq, 3))]
+    # r3, probing at the same time, claimed 4: its answer says so. r2 adopts 4 and goes on.
+    persisted, _ = _step(core, "r3", PositionReport(seq, 4, 1, 1))
+    assert core.role == "candidate" and core.epoch == 4 and ReplicaMeta(4, core.incarnation) in persisted
+    # The old leader is refused during the round too.
+    _, sent = _step(core, "r1", Append(1, 1, 1, ((1, 2, ((PUT, b"k", b"v"),), 1, ()),), 2))
+    assert sent == [AppendAck(4, False, 1, 1)]
+    # The round ends: r2 claims the newest epoch it knows, 4, from the lease value it read.
+    cas = []
+    for _ in range(core.probe_ticks + 1):
+        core.tick()
+        rd = core.ready()
+        core.advance(rd)
+        cas += [m.payload.batch.ops[0] for m in rd.messages if isinstance(m.payload, Call)]
+    assert len(cas) == 1 and cas[0][0] == "cas"
+    assert _decode_lease(cas[0][3])[:2] == (4, "r2") and cas[0][4] == _lease_value(1, "r1", 5)
+
+
+def test_a_probe_of_the_first_version_claims_no_epoch():
+    """Mixed versions: a probe from a replica of the old version decodes with epoch 0 (adopt nothing)."""
+    old = _wire_probe(1, {"seq": 3})
+    assert old == PositionProbe(3, 0)
+    assert codec.decode(codec.encode(PositionProbe(3, 5))) == PositionProbe(3, 5)
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS))
+    _step(core, "r1", Append(1, 0, 0, ((1, 1, (), 0, ()),), 1))
+    persisted, sent = _step(core, "r3", old)
+    assert sent == [PositionReport(3, 1, 1, 1)] and persisted == () and core.epoch == 1 and core.leader == "r1"
+    with pytest.raises(InvalidArgumentError):
+        PositionProbe(3, -1)
 
 
 # --- the coordination client and RaftKV's KVCall -------------------------------------------------------

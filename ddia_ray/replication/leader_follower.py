@@ -25,22 +25,27 @@ leases). A process pause is the case clocks cannot cover (DDIA 8.3, "Process
 pauses"): the fencing below is what makes it safe.
 
 **Failover.** A follower that sees the lease lapse (or vacant) asks its peers
-for their log positions and waits ``probe_s``. It goes on only if ``n - k``
-replicas (itself included) answered, where ``k`` is the mode's follower
-acknowledgements: a write acknowledged by ``k`` followers lives on ``k + 1``
-replicas, so such a set holds at least one of them. If a peer that answered is
-further ahead (a later last entry, or the same one and an earlier place in
-``members``), it leaves the lease to that peer; after ``defer_s`` (two leases)
-of deferring without a new holder it stops (the peer ahead may be cut off from
-the coordination service). Otherwise it takes the lease with
-``cas(old value -> (epoch + 1, itself, 0))``: the compare-and-set lets exactly
-one candidate win each epoch. The winner appends an empty entry of its epoch,
-which marks where its history starts, and leads.
+for their log positions and waits ``probe_s``. Its probe names the epoch it
+will claim, and a peer adopts that epoch (persisted) before it answers, as a
+Raft voter adopts a vote's term: from then on the peer refuses the old
+leader's appends, so the position it reported stays its last one of the old
+history. The candidate goes on only if ``n - k`` replicas (itself included)
+answered, where ``k`` is the mode's follower acknowledgements: a write
+acknowledged by ``k`` followers lives on ``k + 1`` replicas, so such a set
+holds at least one of them. If a peer that answered is further ahead (a later
+last entry, or the same one and an earlier place in ``members``), it leaves
+the lease to that peer; after ``defer_s`` (two leases) of deferring without a
+new holder it stops deferring (the peer ahead may be cut off from the
+coordination service; what that costs: :meth:`_count_lost`). Otherwise it
+takes the lease with ``cas(old value -> (epoch, itself, 0))``, ``epoch`` above
+the old value's: the compare-and-set lets exactly one candidate win each
+epoch. The winner appends an empty entry of its epoch, which marks where its
+history starts, and leads.
 
 **Fencing.** Every :class:`~.records.Append` carries the leader's epoch, and a
 replica that has seen a newer epoch refuses it and answers with that epoch.
-A deposed leader learns it was deposed from that refusal, from a newer append,
-or from the lease key; it then fails its waiting writes with
+A deposed leader learns it was deposed from that refusal, from a newer append
+or probe, or from the lease key; it then fails its waiting writes with
 :class:`~ddia_ray.errors.WriteOutcomeUnknownError`. A write is acknowledged
 only while the lease is valid, so a leader whose lease ran out while the
 acknowledgements were on their way does not claim a write that a new leader
@@ -403,11 +408,14 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         elif isinstance(payload, KVCallResult):
             self.coord.on_result(src, payload)
         elif isinstance(payload, PositionProbe):
+            # The candidate's claim is adopted (and persisted) before the answer leaves: from the
+            # moment this replica tells a candidate its position, it takes no entry of an older epoch.
+            self._adopt_epoch(payload.epoch, "", probing=True)
             self.send(src, PositionReport(payload.seq, self.epoch, self.last_lsn, self.last_epoch))
         elif isinstance(payload, PositionReport):
             if self._probe is not None and payload.seq == self._probe["seq"]:
                 self._probe["answers"][src] = payload
-                self._adopt_epoch(payload.epoch, "")
+                self._adopt_epoch(payload.epoch, "", probing=True)
         elif isinstance(payload, CheckpointRequest):
             self._on_checkpoint_request(src, payload)
         elif isinstance(payload, Checkpoint):
@@ -615,10 +623,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
 
     # --- follower: the stream ------------------------------------------------------------------
 
-    def _adopt_epoch(self, epoch: int, leader: str) -> None:
-        """Learn of epoch ``epoch`` (led by ``leader``, when known): never accept an older one again."""
+    def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None:
+        """Learn of epoch ``epoch`` (led by ``leader``, when known): never accept an older one again.
+        ``probing``: learned from a probe or its answer, which says someone claims it, not that anyone
+        leads it: a candidate whose probe round is under way goes on, and will claim it (_finish_probe)."""
         if epoch > self.epoch:
-            if self.role != FOLLOWER:
+            if self.role != FOLLOWER and not (probing and self._probe is not None):
                 self._step_down(f"it learned of epoch {epoch}")
             self.epoch = epoch
             self.leader = leader
@@ -705,7 +715,18 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
 
     def _count_lost(self, cp: Checkpoint) -> None:
         """Entries of ours that the leader's history does not hold: discarded now, and if they were
-        acknowledged when written (async), lost writes."""
+        acknowledged when written (async), lost writes.
+
+        An entry written with ``acks > 0`` is not counted: it was answered only once ``acks >= k``
+        followers had it, and every later leader's probe quorum (``n - k``) held one of those
+        ``k + 1`` replicas, which had the entry when it answered: it adopted the candidate's epoch
+        first, so no old leader gathered an acknowledgement behind the probe's back. The candidate
+        went on only if no answer was ahead of it, so it holds the entry, and one discarded here was
+        never acknowledged. Two cases break that premise, and such entries are discarded uncounted:
+        a candidate that deferred to a peer ahead for ``defer_s`` then takes the lease without the
+        peer's tail; and in async mode (``k = 0``, a quorum of one) a write that asked for ``acks``
+        is met by no probe quorum. See "Leadership" in docs/replication.md.
+        """
         theirs = [tuple(p) for p in cp.epochs]
         for epoch, lsn, ops, acks, _ in self.log:
             if lsn <= cp.lsn and _epoch_in(theirs, lsn) == epoch:
@@ -750,12 +771,18 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
             self._start_probe()
 
     def _start_probe(self) -> None:
+        # The claim: above the lease's epoch (so the compare-and-set from it can win), and at least every
+        # epoch this replica has seen, those it adopted from probes included: an epoch a failed round
+        # left behind, that nobody leads, is claimed again rather than passed over (safe: one
+        # compare-and-set wins each epoch; see docs/replication.md). It adopts the claim itself too.
+        old = self._lease_raw
+        self._adopt_epoch(max(self.epoch, (_decode_lease(old)[0] if old is not None else 0) + 1), "")
         self._probe_seq += 1
         self._probe = {"seq": self._probe_seq, "until": self.ticks + self.probe_ticks, "answers": {}}
         self.role = CANDIDATE
         for peer in self.members:
             if peer != self.node_id:
-                self.send(peer, PositionProbe(self._probe_seq))
+                self.send(peer, PositionProbe(self._probe_seq, self.epoch))
 
     def _rank(self, node: str, last_epoch: int, last_lsn: int) -> tuple:
         place = self.members.index(node) if node in self.members else len(self.members)
@@ -780,14 +807,16 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         if self.coord.busy:
             self.role = FOLLOWER
             return
-        old = self._lease_raw
-        epoch = max(self.epoch, _decode_lease(old)[0] if old is not None else 0) + 1
+        # Claim the newest epoch known: the probe's, or a higher one another candidate claimed during
+        # the round (both then claim it from the same lease value, and the compare-and-set picks one).
+        old, epoch = self._lease_raw, self.epoch
+        invariant(epoch > (_decode_lease(old)[0] if old is not None else 0), "a claim is above the lease's epoch")
         new = _lease_value(epoch, self.node_id, 0, self.members)
         sent = self.ticks
         self.coord.call([("cas", self.lease_key, new, old)], lambda v: self._on_acquired(v, epoch, new, sent))
 
     def _on_acquired(self, values: tuple | None, epoch: int, raw: bytes, sent: int) -> None:
-        if self.role != CANDIDATE or values is None or not values[0] or epoch <= self.epoch:
+        if self.role != CANDIDATE or values is None or not values[0] or epoch != self.epoch:
             if self.role == CANDIDATE:
                 self.role = FOLLOWER
             return

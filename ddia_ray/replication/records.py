@@ -226,11 +226,27 @@ class AppendAck:
         _int("last_epoch", self.last_epoch)
 
 
-@record("repl.probe", version=1)
+def _probe_v1_to_v2(fields: dict) -> dict:
+    """Version 1 carried no epoch: 0, which claims nothing (the peer adopts no epoch from it)."""
+    return {**fields, "epoch": 0}
+
+
+@record("repl.probe", version=2, upgrades={1: _probe_v1_to_v2})
 class PositionProbe:
-    """A candidate asks its peers how far their logs reach, before it takes the lease."""
+    """A candidate asks its peers how far their logs reach, before it takes the lease.
+
+    ``epoch`` is the epoch the candidate will claim (0: none). A peer adopts it, persisted, before
+    it answers, as a Raft voter adopts a vote's term: from then on it refuses appends of any older
+    epoch, so a deposed leader can no longer gather the acknowledgements of a write that the new
+    leader's history, taken from these answers, would not hold.
+    """
 
     seq: int
+    epoch: int
+
+    def __post_init__(self):
+        _int("seq", self.seq)
+        _int("epoch", self.epoch)
 
 
 @record("repl.position", version=1)

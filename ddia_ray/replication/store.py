@@ -302,7 +302,9 @@ class ReplicatedStore(Component):
                 self.transfer_leadership(best, timeout_s=timeout_s)
                 return best
             raise ConfigError(f"{self.name!r} has no live follower to fail over to")
-        old_epoch = max((s["epoch"] for s in statuses.values()), default=0)
+        # The newest epoch anyone has *led* (of its last entry): a replica's own epoch may be one a
+        # candidate claimed in a probe and nobody leads yet, which the winner of the round then leads.
+        old_epoch = max((s.get("last_epoch", s["epoch"]) for s in statuses.values()), default=0)
         while time.monotonic() < deadline:
             leaders = {n: s for n, s in self.status().items() if s["role"] == "leader" and s["epoch"] > old_epoch}
             if leaders:
