@@ -539,7 +539,7 @@ def test_a_paused_leader_that_wakes_to_a_newer_probe_steps_down_at_once():
 
 def test_a_candidate_claims_every_epoch_it_has_seen_and_the_newest_heard_during_its_round():
     from ddia_ray.kv.commands import KVCall as Call
-    from ddia_ray.replication.leader_follower import _decode_lease, _lease_value
+    from ddia_ray.replication.failover import _decode_lease, _lease_value
     core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode="semi-sync")
     _step(core, "r1", Append(1, 0, 0, ((1, 1, (), 0, ()),), 1))  # r1 leads epoch 1
     _step(core, "r3", PositionProbe(4, 3))  # a round of r3's claimed epoch 3 and failed: nobody leads it
@@ -580,6 +580,181 @@ def test_a_probe_of_the_first_version_claims_no_epoch():
     assert sent == [PositionReport(3, 1, 1, 1)] and persisted == () and core.epoch == 1 and core.leader == "r1"
     with pytest.raises(InvalidArgumentError):
         PositionProbe(3, -1)
+
+
+# --- a candidate never takes the lease past a peer ahead; async acks are counted when dropped -----
+
+
+def _probe_round(core, answer, cas):
+    """One probe round of ``core`` (as after a lease read found the lease lapsed): its probes go to
+    ``answer(peer, probe)``, which returns the peer's report (or None: no answer); then ``probe_s``
+    passes. Lease compare-and-sets the core sends are appended to ``cas``."""
+    from ddia_ray.kv.commands import KVCall as Call
+    core._next_watch = core.ticks + 10**6  # no lease read meanwhile: the lease stays lapsed
+    core._start_probe()
+    rd = core.ready()
+    core.advance(rd)
+    for m in rd.messages:
+        report = answer(m.dst, m.payload)
+        if report is not None:
+            _step(core, m.dst, report)
+    for _ in range(core.probe_ticks + 1):
+        core.tick()
+        rd = core.ready()
+        core.advance(rd)
+        cas += [m.payload.batch.ops[0] for m in rd.messages if isinstance(m.payload, Call)]
+
+
+def _peer(core):
+    """``core`` answering the probes sent to it as it would over the network; the others go unanswered."""
+    def answer(dst, probe):
+        return _step(core, "r1", probe)[1][0] if dst == core.node_id else None
+    return answer
+
+
+def test_a_candidate_behind_a_peer_catches_up_from_it_before_it_takes_the_lease():
+    """Seeds 268 and 1101 of the semi-sync simulation (single failures; 454 and 1321 with any): the
+    peer ahead kept restarting (so it never saw the lease lapse itself), and after defer_s of deferring
+    the candidate behind took the lease without the peer's tail. Those entries had been
+    acknowledged (acks=1: the old leader and that peer held them); every replica discarded them
+    when it installed the new leader's checkpoint, counted nowhere. Now, after defer_s, the
+    candidate asks for the entries after its last one, appends the peer's, and only then takes the
+    lease."""
+    from ddia_ray.replication.failover import _decode_lease, _lease_value
+    opts = dict(group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode="semi-sync", defer_s=0.3)
+    r1, r2 = LeaderFollowerReplica("r1", **opts), LeaderFollowerReplica("r2", **opts)
+    history = ((1, 1, (), 1, ()), (1, 2, ((PUT, b"a", b"1"),), 1, ()),
+               (1, 3, ((PUT, b"b", b"2"),), 1, ()), (1, 4, ((PUT, b"c", b"3"),), 1, ()))
+    _step(r1, "r3", Append(1, 0, 0, history[:2], 4))  # r3 led epoch 1; r1 has lsn 1..2,
+    _step(r2, "r3", Append(1, 0, 0, history, 4))  # r2 all four: 3 and 4 were acknowledged with its ack
+    lapsed = _lease_value(1, "r3", 9)
+    r1._lease_raw = lapsed  # r3's lease, read unchanged until it lapsed; r3 is gone, r2 never probes
+    cas: list = []
+    rounds = 0
+    while not cas:
+        _probe_round(r1, _peer(r2), cas)
+        rounds += 1
+        assert rounds < 50, "no compare-and-set"
+        if not cas:  # deferring to r2, which holds lsn 3 and 4
+            assert r1.last_lsn == 2 and r1.role == "follower"
+    assert r1.ticks >= r1.defer_ticks  # it waited defer_s for r2 to take the lease itself
+    # Then it caught up: r2's tail is in its log, persisted before the compare-and-set was sent.
+    assert r1.last_lsn == 4 and r1.state.data == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    assert r1.counters["caught_up_entries"] == 2
+    assert len(cas) == 1 and _decode_lease(cas[0][3])[:2] == (2, "r1") and cas[0][4] == lapsed
+
+
+def test_a_candidate_never_takes_the_lease_past_a_peer_ahead_that_cannot_catch_it_up():
+    """The candidate's log holds a deposed leader's tail (epoch 1, lsn 3) that the peer's history
+    replaced (epoch 2 from lsn 3, acknowledged): no entries of the peer's continue its log, so it
+    cannot catch up. It must not pass the peer over however long it waits (before: after defer_s,
+    and the peer's acknowledged entries were dropped uncounted); the group waits for the peer, or
+    a replica that can catch up from it, to lead."""
+    from ddia_ray.replication.failover import _lease_value
+    from ddia_ray.replication.records import LogEntries
+    opts = dict(group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode="semi-sync", defer_s=0.3)
+    shared = ((1, 1, (), 1, ()), (1, 2, ((PUT, b"a", b"1"),), 1, ()))
+    r1 = LeaderFollowerReplica("r1", **opts)
+    _step(r1, "r3", Append(1, 0, 0, (*shared, (1, 3, ((PUT, b"x", b"deposed"),), 1, ())), 3))
+    # r2 led epoch 2 from lsn 3 (its log, as a restart reads it back), and its lease lapsed.
+    r2 = LeaderFollowerReplica("r2", **opts, recovered=(ReplicaMeta(2, 1), LogEntries(
+        (*shared, (2, 3, (), 1, ()), (2, 4, ((PUT, b"b", b"2"),), 1, ())))))
+    r1._lease_raw = _lease_value(2, "r2", 40)
+    cas: list = []
+    for _ in range(10 * r1.defer_ticks // r1.probe_ticks):
+        _probe_round(r1, _peer(r2), cas)
+    assert cas == [] and r1.role == "follower" and r1.last_lsn == 3 and r2.last_lsn == 4
+    assert r1.ticks > 5 * r1.defer_ticks and r1.counters["deferrals"] > 20
+
+
+def test_a_peer_gives_a_catching_up_candidate_only_entries_that_continue_its_log():
+    core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS),
+                                 max_append_entries=2)
+    history = tuple((1, lsn, ((PUT, b"k%d" % lsn, b"v"),), 0, ()) for lsn in range(1, 6))
+    _step(core, "r1", Append(1, 0, 0, history, 5))
+    _, sent = _step(core, "r3", PositionProbe(1, 2, True, 2, 1))
+    assert sent == [PositionReport(1, 2, 5, 1, history[2:4])]  # after r3's last entry, two at most
+    _, sent = _step(core, "r3", PositionProbe(2, 2, False, 0, 0))
+    assert sent == [PositionReport(2, 2, 5, 1)]  # not asked
+    _, sent = _step(core, "r3", PositionProbe(3, 2, True, 2, 7))
+    assert sent == [PositionReport(3, 2, 5, 1)]  # r3's entry at lsn 2 is of another history
+    _, sent = _step(core, "r3", PositionProbe(4, 2, True, 5, 1))
+    assert sent == [PositionReport(4, 2, 5, 1)]  # nothing after it here
+    _, sent = _step(core, "r3", PositionProbe(5, 2, True, 0, 0))
+    assert sent == [PositionReport(5, 2, 5, 1, history[:2])]  # an empty log is caught up from the start
+
+
+def test_a_catching_up_probe_and_its_answer_travel_and_read_older_versions():
+    report = PositionReport(3, 2, 4, 1, ((1, 3, ((PUT, b"k", b"v"),), 1, ()),))
+    probe = PositionProbe(3, 2, True, 2, 1)
+    assert codec.decode(codec.encode(report)) == report and codec.decode(codec.encode(probe)) == probe
+    assert _wire_probe(2, {"seq": 3, "epoch": 2}) == PositionProbe(3, 2, False, 0, 0)  # asks for nothing
+    import msgpack
+    inner = msgpack.packb({"t": "repl.position", "v": 1, "f": {"seq": 3, "epoch": 2, "last_lsn": 4,
+                                                              "last_epoch": 1}}, use_bin_type=True)
+    old = codec.decode(msgpack.packb(msgpack.ExtType(codec.FORMAT_1, inner), use_bin_type=True))
+    assert old == PositionReport(3, 2, 4, 1, ())  # a peer of the old version gives no entries
+    with pytest.raises(InvalidArgumentError):
+        PositionReport(3, 2, 4, 1, ((1, 3, (), 0, ()), (1, 5, (), 0, ())))  # not consecutive
+    with pytest.raises(InvalidArgumentError):
+        PositionProbe(3, 2, 1, 2, 1)  # catch_up is a bool
+
+
+def test_a_candidate_catches_up_from_a_peer_ahead_that_cannot_reach_the_coordination_service():
+    """The peer that holds the semi-sync write (its acknowledgement made it "done") is cut off
+    from the coordination service when the leader dies: it never sees the lease lapse, but it
+    answers probes. The follower behind waits defer_s for it, then catches up from it and leads
+    with the write (before: it led without it, and the write was dropped uncounted)."""
+    sim = _group("semi-sync", sync_replicas=1)
+    old = _leader(sim)
+    ahead, behind = [r for r in REPS if r != old]
+    sim.cut(old, behind)  # the write reaches only the leader and `ahead`
+    ack = _ask(sim, old, ReplWrite(((PUT, b"k", b"v"),)))
+    for c in COORDS:
+        sim.cut(ahead, c)
+        sim.cut(c, ahead)
+    sim.crash(old)
+    assert sim.run_until(lambda: sim.core(behind).role == "leader", 5.0)
+    lead = sim.core(behind)
+    assert lead.epoch_at(ack.lsn) == ack.epoch and lead.state.data == {b"k": b"v"}
+    assert lead.counters["caught_up_entries"] >= 1 and sim.core(ahead).role == "follower"
+    sim.heal()
+    sim.restart(old)
+    sim.run_for(2.0)
+    assert all(sim.core(r).state.data == {b"k": b"v"} and sim.core(r).lost_writes == 0 for r in REPS)
+
+
+def test_an_async_write_that_asked_for_acks_is_counted_when_a_failover_drops_it():
+    """Async's probe quorum is one replica, so a write acknowledged after `acks` followers had it
+    survives only a failover to one of them. Dropped, it is counted, as any async write is (before:
+    its entry had acks > 0 and was discarded uncounted)."""
+    sim = _group("async")
+    old = _leader(sim)
+    follower, other = [r for r in REPS if r != old]
+    sim.partition([[old, follower, "client"], ["*"]])  # `other` alone with the coordination service
+    ack = _ask(sim, old, ReplWrite(((PUT, b"k", b"v"),), acks=1))  # the follower has it: "done"
+    assert sim.run_until(lambda: sim.core(other).role == "leader", 5.0)  # quorum of one: itself
+    sim.heal()
+    sim.run_for(2.0)
+    lead = sim.core(other)
+    assert lead.role == "leader" and all(sim.core(r).last_lsn == lead.last_lsn for r in REPS)
+    assert not (ack.lsn <= lead.last_lsn and lead.epoch_at(ack.lsn) == ack.epoch)  # dropped by the failover,
+    for r in (old, follower):  # and counted by each replica that discarded it
+        assert sim.core(r).lost_writes == 1 and sim.core(r).status()["lost"] == ((ack.epoch, ack.lsn, (b"k",)),)
+
+
+def test_a_discarded_entry_is_counted_unless_the_failover_quorum_protected_it():
+    """The rule in _count_lost, entry by entry: acks == 0 in any mode and every async entry are
+    counted; a semi-sync entry (acks >= k >= 1) cannot have been acknowledged if a leader lacks it."""
+    for mode, counted in (("async", {2, 3}), ("semi-sync", {2})):
+        core = LeaderFollowerReplica("r2", group="g", members=tuple(REPS), coordinators=tuple(COORDS), mode=mode)
+        _step(core, "r1", Append(1, 0, 0, ((1, 1, (), 0, ()), (1, 2, ((PUT, b"a", b"1"),), 0, ()),
+                                           (1, 3, ((PUT, b"b", b"2"),), 1, ())), 3))
+        donor = MapState()
+        donor.apply(1, (), epoch=1)
+        donor.apply(2, (), epoch=2)
+        _step(core, "r3", Checkpoint(2, 2, 2, ((1, 1), (2, 2)), donor.snapshot()))  # r3 led epoch 2 from lsn 2
+        assert {lsn for _, lsn, _ in core.lost} == counted and core.lost_writes == len(counted), mode
 
 
 # --- the coordination client and RaftKV's KVCall -------------------------------------------------------
@@ -638,7 +813,7 @@ def test_raftkv_serves_batches_sent_as_messages():
 
 def test_a_damaged_lease_value_is_refused_not_trusted():
     from ddia_ray.errors import CorruptRecordError
-    from ddia_ray.replication.leader_follower import _decode_lease, _lease_value
+    from ddia_ray.replication.failover import _decode_lease, _lease_value
     assert _decode_lease(_lease_value(3, "r1", 7)) == (3, "r1", 7, ())
     assert _decode_lease(_lease_value(3, "r1", 7, ("r1", "r4"))) == (3, "r1", 7, ("r1", "r4"))
     assert _decode_lease(codec.encode((3, "r1", 7))) == (3, "r1", 7, ())  # written before member lists

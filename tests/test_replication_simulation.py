@@ -1,8 +1,9 @@
 """Seeded simulations of a leader-follower group, its lease in RaftKV and clients, under faults.
 
 Each run checks one leader per epoch, the prefix property, durability of the synchronous modes
-across single failures, exact lost-write reports in async mode and the session guarantees (see
-ddia_ray/replication/simulation.py). A failing seed prints its replay command.
+across single failures (and of async writes every follower acknowledged), exact lost-write reports
+in async mode and the session guarantees (see ddia_ray/replication/simulation.py). A failing seed
+prints its replay command; a seed that found a bug stays in REGRESSION_SEEDS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,51 @@ def test_invariants_hold_across_seeds(mode, single):
     assert all(r.writes_acked > 0 for r in reports)
     if mode == "async" and ran > 1:
         assert sum(r.lost_reported for r in reports) > 0  # async does lose writes here, and says so
+
+
+#: Seeds that found a bug, each in its configuration (mode, single_failure, the acks every write asks
+#: for): they run whatever SEEDS is, so the bug stays found.
+REGRESSION_SEEDS = [
+    # A candidate that had deferred defer_s to peers further ahead (restarting again and again, so
+    # never seeing the lease lapse themselves) took the lease without their tail: semi-sync writes
+    # those peers had acknowledged were dropped, uncounted. It now catches up from them first.
+    (268, "semi-sync", True, -1),
+    (1101, "semi-sync", True, -1),
+    (454, "semi-sync", False, -1),
+    (1321, "semi-sync", False, -1),
+    # Async writes that asked for a follower's acknowledgement (acks=1), dropped by a failover to
+    # another replica, uncounted (their entries had acks > 0). An async group now counts them.
+    (19, "async", False, 1),
+    (949, "async", True, 1),
+]
+
+
+@pytest.mark.parametrize("seed, mode, single, acks", REGRESSION_SEEDS,
+                         ids=[f"{s}-{m}-{'single' if o else 'any'}{'-acks%d' % a if a >= 0 else ''}"
+                              for s, m, o, a in REGRESSION_SEEDS])
+def test_regression_seeds(seed, mode, single, acks):
+    simulate(seed, mode=mode, single_failure=single, acks=acks)
+
+
+ACKS_SEEDS = 60  # per configuration, ~0.06 s each
+
+
+@pytest.mark.parametrize("acks", [1, 2])
+def test_async_writes_that_ask_for_acks_are_kept_or_counted(acks):
+    """Async with every write asking for follower acknowledgements, under any faults: a write
+    dropped by a failover is counted exactly (acks=1: async's quorum of one protects no write);
+    one that every follower acknowledged (acks=2 of three replicas) is never dropped."""
+    replay = f"DDIA_SEED={{seed}} python -m pytest tests/test_replication_simulation.py -k 'ask_for_acks and {acks}'"
+    reports = []
+    ran = run_seeds(lambda seed: reports.append(simulate(seed, mode="async", acks=acks)), range(ACKS_SEEDS),
+                    replay=replay)
+    assert ran == len(reports)
+    if ran > 1:
+        assert sum(r.epochs > 1 for r in reports) > ran // 2
+        if acks == 1:
+            assert sum(r.lost_reported for r in reports) > 0  # such writes are dropped here, and counted
+        else:
+            assert all(r.lost_in_history == 0 for r in reports)
 
 
 MEMBERSHIP_SEEDS = 120

@@ -3,6 +3,10 @@
 * :mod:`.leader_follower`: the pure core of one replica (sync, semi-sync and async modes,
   epochs as fencing tokens, failover through a lease in RaftKV, divergence repair by checkpoint,
   lost-write accounting, leader/follower/session/bounded-staleness reads);
+* :mod:`.failover`: how a follower takes a lapsed lease (probe, quorum, catching up from a peer
+  ahead, compare-and-set);
+* :mod:`.ingest`: bulk loads as one operation of Arrow buffers that every replica ingests;
+* :mod:`.indexing`: local secondary indexes and the outbox of global ones;
 * :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;
 * :mod:`.records`: the messages, log records, client requests and the portable :class:`Session`;
 * :mod:`.state`: the state a replica applies its log to (a dict), and the interface of states;

@@ -9,7 +9,9 @@ acknowledge the last lsn they have persisted. The mode decides when the client
 hears "done": ``async`` as soon as the leader has persisted the entry,
 ``semi-sync`` once ``sync_replicas`` followers have acknowledged it (PostgreSQL's
 ``synchronous_standby_names = 'ANY k (...)'``, MySQL's semi-sync), ``sync`` once
-every follower has. A write may ask for more acknowledgements than its mode.
+every follower has. A write may ask for more acknowledgements than its mode;
+in async mode that makes the answer wait for them, but a failover may still
+discard the write (the mode's quorum protects none), and then it is counted.
 
 **Leadership is a lease with an epoch** (DDIA 8.4, "The leader and the lock"),
 kept in a coordination service (RaftKV; :mod:`.coordination`) under one key
@@ -24,23 +26,17 @@ their own time has lapsed. So with clocks whose rates differ by less than
 leases). A process pause is the case clocks cannot cover (DDIA 8.3, "Process
 pauses"): the fencing below is what makes it safe.
 
-**Failover.** A follower that sees the lease lapse (or vacant) asks its peers
-for their log positions and waits ``probe_s``. Its probe names the epoch it
-will claim, and a peer adopts that epoch (persisted) before it answers, as a
-Raft voter adopts a vote's term: from then on the peer refuses the old
-leader's appends, so the position it reported stays its last one of the old
-history. The candidate goes on only if ``n - k`` replicas (itself included)
-answered, where ``k`` is the mode's follower acknowledgements: a write
+**Failover** (:mod:`.failover`). A follower that sees the lease lapse (or
+vacant) probes its peers for their log positions, claiming an epoch that each
+peer adopts (persisted) before it answers. It goes on only if ``n - k``
+replicas answered (``k``: the mode's follower acknowledgements; a write
 acknowledged by ``k`` followers lives on ``k + 1`` replicas, so such a set
-holds at least one of them. If a peer that answered is further ahead (a later
-last entry, or the same one and an earlier place in ``members``), it leaves
-the lease to that peer; after ``defer_s`` (two leases) of deferring without a
-new holder it stops deferring (the peer ahead may be cut off from the
-coordination service; what that costs: :meth:`_count_lost`). Otherwise it
-takes the lease with ``cas(old value -> (epoch, itself, 0))``, ``epoch`` above
-the old value's: the compare-and-set lets exactly one candidate win each
-epoch. The winner appends an empty entry of its epoch, which marks where its
-history starts, and leads.
+holds one of them), and never while an answer has a later last entry than its
+own: it leaves the lease to that peer for ``defer_s``, then catches up from it
+(the entries after its own last one) rather than pass it over. Then it takes
+the lease with a compare-and-set of the value it read, which exactly one
+candidate wins each epoch, and appends an empty entry of its epoch, which
+marks where its history starts.
 
 **Fencing.** Every :class:`~.records.Append` carries the leader's epoch, and a
 replica that has seen a newer epoch refuses it and answers with that epoch.
@@ -56,9 +52,11 @@ the leader has there (epoch and lsn, Raft's log matching). When it is not,
 the follower's log holds entries that the current history does not (the tail
 of a deposed leader). Those entries are already applied to its state, so
 rather than undo them it installs a checkpoint of the leader's state, as a new
-follower does, and reports what it discards: entries that were acknowledged
-when written (``acks == 0``: async mode) are *lost writes*, counted and listed
-with their keys in :meth:`status` (the GitHub incident of DDIA 5.1).
+follower does, and reports what it discards: entries that may have been
+acknowledged (``acks == 0``, and every entry in async mode, whatever its
+``acks``; see :meth:`~LeaderFollowerReplica._count_lost`) are *lost writes*,
+counted and listed with their keys in :meth:`status` (the GitHub incident of
+DDIA 5.1). In sync and semi-sync modes an entry discarded was never acknowledged.
 
 Reads: ``leader`` and ``linearizable`` are served by the leader while its lease
 holds (a lease read: linearizable under the drift bound); ``follower`` by any
@@ -74,12 +72,13 @@ from typing import Any, Callable
 
 from .. import codec
 from .._validate import invariant
-from ..errors import (ConfigError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
+from ..errors import (ConfigError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, SessionError, StaleEpochError,
                       StalenessBoundError, StorageError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
+from .failover import FOLLOWER, LEADER, Failover, _lease_value
 from .membership import CHANGE_ACTIONS, MembershipChanges
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
 from .pins import ScanPins
@@ -94,7 +93,6 @@ from .state import MapState, ReplicaState
 __all__ = ["LeaderFollowerReplica", "MODES", "build", "open_state"]
 
 MODES = ("sync", "semi-sync", "async")
-FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 _PIN_LIMIT = 8  # a checkpoint's log tail is kept for at most this many times retain_entries
 _LOST_KEYS_KEPT = 1000  # lost writes listed in status (the count is exact; the list is the newest)
 
@@ -105,32 +103,13 @@ def _epoch_in(epochs: list, lsn: int) -> int:
     return epochs[i][0] if i >= 0 else 0
 
 
-def _lease_value(epoch: int, holder: str, renewal: int, members: tuple = ()) -> bytes:
-    """The lease key's value: who holds the lease, under which epoch, at which renewal, for which
-    members (see :mod:`.membership`; empty: the members the group was launched with)."""
-    return codec.encode((epoch, holder, renewal, tuple(members)))
-
-
-def _decode_lease(raw: bytes) -> tuple[int, str, int, tuple]:
-    """A value written by :func:`_lease_value` (a 3-tuple from before membership changes reads as
-    having no member list); anything else under the key is damage, refused."""
-    value = codec.decode(raw)
-    if isinstance(value, tuple) and len(value) == 3:
-        value = (*value, ())
-    if not (isinstance(value, tuple) and len(value) == 4 and type(value[0]) is int and value[0] >= 0
-            and isinstance(value[1], str) and type(value[2]) is int and isinstance(value[3], tuple)
-            and all(isinstance(m, str) and m for m in value[3]) and len(set(value[3])) == len(value[3])):
-        raise CorruptRecordError(f"the lease key holds {value!r:.200}, not (epoch, holder, renewal, members)")
-    return value
-
-
 def _ticks(name: str, seconds: float, tick_s: float) -> int:
     if not isinstance(seconds, (int, float)) or seconds <= 0:
         raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
     return max(1, round(seconds / tick_s))
 
 
-class LeaderFollowerReplica(BaseCore, MembershipChanges):
+class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
     """One replica of a leader-follower group (see the module docstring)."""
 
     # The lease is counted in ticks: a leader whose ticks fell behind the clock under load would
@@ -230,8 +209,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self._change: dict | None = None  # leader: the membership change under way (see .membership)
         self._watch_sent = 0  # tick the last lease read was sent (a transferred lease counts from it)
         self.counters = {"appends_sent": 0, "stale_refused": 0, "checkpoints_sent": 0, "checkpoints_installed": 0,
-                         "failovers_won": 0, "deferrals": 0, "probes_short": 0, "outcome_unknown": 0, "lease_lapses": 0,
-                         "transfers": 0, "checkpoint_failures": 0}
+                         "failovers_won": 0, "deferrals": 0, "caught_up_entries": 0, "probes_short": 0,
+                         "outcome_unknown": 0, "lease_lapses": 0, "transfers": 0, "checkpoint_failures": 0}
 
     # --- recovery ------------------------------------------------------------
 
@@ -408,14 +387,9 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         elif isinstance(payload, KVCallResult):
             self.coord.on_result(src, payload)
         elif isinstance(payload, PositionProbe):
-            # The candidate's claim is adopted (and persisted) before the answer leaves: from the
-            # moment this replica tells a candidate its position, it takes no entry of an older epoch.
-            self._adopt_epoch(payload.epoch, "", probing=True)
-            self.send(src, PositionReport(payload.seq, self.epoch, self.last_lsn, self.last_epoch))
+            self._on_probe(src, payload)
         elif isinstance(payload, PositionReport):
-            if self._probe is not None and payload.seq == self._probe["seq"]:
-                self._probe["answers"][src] = payload
-                self._adopt_epoch(payload.epoch, "", probing=True)
+            self._on_position(src, payload)
         elif isinstance(payload, CheckpointRequest):
             self._on_checkpoint_request(src, payload)
         elif isinstance(payload, Checkpoint):
@@ -714,18 +688,27 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
         self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
 
     def _count_lost(self, cp: Checkpoint) -> None:
-        """Entries of ours that the leader's history does not hold: discarded now, and if they were
-        acknowledged when written (async), lost writes.
+        """Entries of ours that the leader's history does not hold: discarded now, and counted and
+        listed as lost writes (they may have been acknowledged) unless the failover quorum
+        protected them, so that no acknowledged write is dropped uncounted.
 
-        An entry written with ``acks > 0`` is not counted: it was answered only once ``acks >= k``
-        followers had it, and every later leader's probe quorum (``n - k``) held one of those
-        ``k + 1`` replicas, which had the entry when it answered: it adopted the candidate's epoch
-        first, so no old leader gathered an acknowledgement behind the probe's back. The candidate
-        went on only if no answer was ahead of it, so it holds the entry, and one discarded here was
-        never acknowledged. Two cases break that premise, and such entries are discarded uncounted:
-        a candidate that deferred to a peer ahead for ``defer_s`` then takes the lease without the
-        peer's tail; and in async mode (``k = 0``, a quorum of one) a write that asked for ``acks``
-        is met by no probe quorum. See "Leadership" in docs/replication.md.
+        *Counted:* an entry written with ``acks == 0`` (answered on the leader's own persist), and
+        in async mode every entry, whatever its ``acks``: async's ``k`` is 0, its probe quorum one
+        replica, so it protects no write; a write that asked for ``acks`` followers was answered
+        once they had it, and a failover to a replica without it discards it (see "Leadership" in
+        docs/replication.md). An entry discarded so may also be one never answered (its leader
+        stopped first): the count errs on that side, never the other.
+
+        *Not counted, because it cannot have been acknowledged:* an entry of a mode with ``k >= 1``
+        (sync, semi-sync; its ``acks >= k``). Acknowledged, it lived on ``k + 1`` replicas, and each
+        later leader's probe quorum (``n - k``; membership changes keep this, :mod:`.membership`)
+        held one of them that had it when it answered: it adopted the candidate's epoch first, so
+        no old leader gathered an acknowledgement behind the probe's back. The candidate led only
+        if no answer had a later last entry than its own (a peer ahead is waited for or caught up
+        with, never passed over: :meth:`~.failover.Failover._finish_probe`), so its history held
+        the entry; a leader by transfer was handed the lease only once it had every entry. By
+        induction every later leader's history holds it, so one the leader's history lacks was
+        never answered.
         """
         theirs = [tuple(p) for p in cp.epochs]
         for epoch, lsn, ops, acks, _ in self.log:
@@ -733,94 +716,11 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges):
                 continue
             if epoch >= cp.epoch:
                 continue  # the leader's own epoch: it has or will send these (cannot differ)
-            if ops and acks == 0:
+            if ops and (acks == 0 or self.default_acks == 0):
                 self.lost_writes += 1
                 self.lost.append((epoch, lsn, tuple(op[1] for op in ops)))
                 if self.observer is not None:
                     self.observer(self.node_id, "lost", (epoch, lsn))
-
-    # --- the lease -----------------------------------------------------------------------------
-
-    def _on_lease_read(self, values: tuple | None) -> None:
-        if values is None or self.role == LEADER:
-            return
-        raw = values[0]
-        if raw != self._lease_raw:
-            self._lease_raw, self._lease_seen_at = raw, self.ticks
-            self._deferred_since = -1
-            if raw is not None:  # a new value: held, and its lapse counts from now
-                epoch, holder, _, members = _decode_lease(raw)
-                if members and members != self.members:
-                    self._set_members(members)
-                if holder == self.node_id and epoch > self.epoch and self.role == FOLLOWER \
-                        and not self._needs_checkpoint:
-                    # The leader handed us the lease (a transfer; it waited until we had every entry).
-                    # Count it from when this read was sent: the writer wrote it before it was read.
-                    self.counters["transfers"] += 1
-                    self._become_leader(epoch, raw, self._watch_sent)
-                    return
-                self._adopt_epoch(epoch, holder)
-                if epoch == self.epoch:
-                    self.leader = holder
-                return
-        if self._needs_checkpoint:
-            return  # its state holds a write no log holds: it must not lead
-        if self.node_id not in self.members:
-            return  # removed, or a newcomer not yet added: never a candidate
-        if raw is None or self.ticks - self._lease_seen_at >= self.lease_ticks * (1 + self.drift):
-            self._start_probe()
-
-    def _start_probe(self) -> None:
-        # The claim: above the lease's epoch (so the compare-and-set from it can win), and at least every
-        # epoch this replica has seen, those it adopted from probes included: an epoch a failed round
-        # left behind, that nobody leads, is claimed again rather than passed over (safe: one
-        # compare-and-set wins each epoch; see docs/replication.md). It adopts the claim itself too.
-        old = self._lease_raw
-        self._adopt_epoch(max(self.epoch, (_decode_lease(old)[0] if old is not None else 0) + 1), "")
-        self._probe_seq += 1
-        self._probe = {"seq": self._probe_seq, "until": self.ticks + self.probe_ticks, "answers": {}}
-        self.role = CANDIDATE
-        for peer in self.members:
-            if peer != self.node_id:
-                self.send(peer, PositionProbe(self._probe_seq, self.epoch))
-
-    def _rank(self, node: str, last_epoch: int, last_lsn: int) -> tuple:
-        place = self.members.index(node) if node in self.members else len(self.members)
-        return (last_epoch, last_lsn, -place)
-
-    def _finish_probe(self) -> None:
-        probe, self._probe = self._probe, None
-        assert probe is not None
-        mine = self._rank(self.node_id, self.last_epoch, self.last_lsn)
-        ahead = [p for p, a in probe["answers"].items() if self._rank(p, a.last_epoch, a.last_lsn) > mine]
-        heard = 1 + len(probe["answers"])
-        if heard < self.probe_quorum:
-            self.counters["probes_short"] += 1
-            self.role = FOLLOWER  # too few answers to be sure no acknowledged write is missing here
-            return
-        if self._deferred_since < 0 and ahead:
-            self._deferred_since = self.ticks
-        if ahead and self.ticks - self._deferred_since < self.defer_ticks:
-            self.counters["deferrals"] += 1
-            self.role = FOLLOWER
-            return
-        if self.coord.busy:
-            self.role = FOLLOWER
-            return
-        # Claim the newest epoch known: the probe's, or a higher one another candidate claimed during
-        # the round (both then claim it from the same lease value, and the compare-and-set picks one).
-        old, epoch = self._lease_raw, self.epoch
-        invariant(epoch > (_decode_lease(old)[0] if old is not None else 0), "a claim is above the lease's epoch")
-        new = _lease_value(epoch, self.node_id, 0, self.members)
-        sent = self.ticks
-        self.coord.call([("cas", self.lease_key, new, old)], lambda v: self._on_acquired(v, epoch, new, sent))
-
-    def _on_acquired(self, values: tuple | None, epoch: int, raw: bytes, sent: int) -> None:
-        if self.role != CANDIDATE or values is None or not values[0] or epoch != self.epoch:
-            if self.role == CANDIDATE:
-                self.role = FOLLOWER
-            return
-        self._become_leader(epoch, raw, sent)
 
     def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None:
         self.epoch = epoch

@@ -231,7 +231,12 @@ def _probe_v1_to_v2(fields: dict) -> dict:
     return {**fields, "epoch": 0}
 
 
-@record("repl.probe", version=2, upgrades={1: _probe_v1_to_v2})
+def _probe_v2_to_v3(fields: dict) -> dict:
+    """Version 2 asked for no entries (a candidate of that version never catches up from a peer)."""
+    return {**fields, "catch_up": False, "last_lsn": 0, "last_epoch": 0}
+
+
+@record("repl.probe", version=3, upgrades={1: _probe_v1_to_v2, 2: _probe_v2_to_v3})
 class PositionProbe:
     """A candidate asks its peers how far their logs reach, before it takes the lease.
 
@@ -239,24 +244,54 @@ class PositionProbe:
     it answers, as a Raft voter adopts a vote's term: from then on it refuses appends of any older
     epoch, so a deposed leader can no longer gather the acknowledgements of a write that the new
     leader's history, taken from these answers, would not hold.
+
+    ``catch_up``: the candidate has waited ``defer_s`` for a peer further ahead to take the lease,
+    and asks for the entries after its own last entry, ``last_lsn`` of epoch ``last_epoch``; a
+    peer whose log holds that entry answers with the entries after it (:class:`PositionReport`).
+    (False, 0, 0 otherwise.)
     """
 
     seq: int
     epoch: int
+    catch_up: bool = False
+    last_lsn: int = 0
+    last_epoch: int = 0
 
     def __post_init__(self):
         _int("seq", self.seq)
         _int("epoch", self.epoch)
+        if type(self.catch_up) is not bool:
+            raise InvalidArgumentError(f"catch_up is a bool, got {self.catch_up!r}")
+        _int("last_lsn", self.last_lsn)
+        _int("last_epoch", self.last_epoch)
 
 
-@record("repl.position", version=1)
+def _position_v1_to_v2(fields: dict) -> dict:
+    """Version 1 carried no entries (a peer of that version gives a candidate none)."""
+    return {**fields, "entries": ()}
+
+
+@record("repl.position", version=2, upgrades={1: _position_v1_to_v2})
 class PositionReport:
-    """The answer to a :class:`PositionProbe`: the peer's last entry and the newest epoch it knows."""
+    """The answer to a :class:`PositionProbe`: the peer's last entry and the newest epoch it knows.
+
+    ``entries``: when the probe asked to catch up and this peer's log holds the candidate's last
+    entry, the entries after it (at most ``max_append_entries``; they continue the candidate's log);
+    otherwise ``()``.
+    """
 
     seq: int
     epoch: int
     last_lsn: int
     last_epoch: int
+    entries: tuple = ()
+
+    def __post_init__(self):
+        _int("seq", self.seq)
+        _int("epoch", self.epoch)
+        _int("last_lsn", self.last_lsn)
+        _int("last_epoch", self.last_epoch)
+        check_entries(self.entries)
 
 
 @record("repl.checkpoint_request", version=1)

@@ -21,11 +21,13 @@ the run checks (the members being those of the final leader's list):
 * **prefix**: every member's log is a prefix of the final leader's (same entry
   at every lsn), and its state is the leader's state at its applied lsn;
 * **durability**: in ``sync`` and ``semi-sync`` runs with ``single_failure``, every
-  acknowledged write is in the final history;
+  acknowledged write is in the final history; so too in ``async`` runs whose writes ask
+  every follower's acknowledgement (``acks = replicas - 1``, as the store's ownership
+  records do), under any faults, in runs without membership changes;
 * **lost writes reported exactly**: an acknowledged write missing from the final
-  history is one the replicas reported as lost (async), or one of an epoch led by
-  a replica whose forced removal the group declared uncounted, and every
-  reported one is missing from it;
+  history is one the replicas reported as lost (async, also with ``acks``), or one
+  of an epoch led by a replica whose forced removal the group declared uncounted,
+  and every reported one is missing from it;
 * **session guarantees**: read-your-writes and monotonic reads per client session
   (:func:`ddia_ray.history.check_sessions`);
 * **liveness after healing**: a final write is acknowledged.
@@ -115,8 +117,9 @@ class _Client:
     """One client session: one operation at a time, reads in a random mode, no blind write retries."""
 
     def __init__(self, name: str, sim: SimNetwork, rec: HistoryRecorder, replicas: list, keys: list,
-                 rng: random.Random, store: str, timeout_s: float, idle_s: float = 0.0):
+                 rng: random.Random, store: str, timeout_s: float, idle_s: float = 0.0, acks: int = -1):
         self.name, self.sim, self.rec, self.rng = name, sim, rec, rng
+        self.acks = acks  # the follower acknowledgements each write asks for (-1: the mode's)
         self.replicas, self.keys = replicas, keys
         self.session = Session(store)
         self.session_no = 0  # a session told that a write it saw was lost starts anew, as the workload's do
@@ -172,7 +175,8 @@ class _Client:
         if r < 0.45:
             value = f"{self.name}-{self.n}".encode()
             self.seq += 1
-            req: Any = ReplWrite(((PUT, key, value),), client=self.name, seq=self.seq, acked_below=self.seq)
+            req: Any = ReplWrite(((PUT, key, value),), acks=self.acks, client=self.name, seq=self.seq,
+                                 acked_below=self.seq)
             f = "write"
         else:
             mode = self.rng.choice(["leader", "follower", "session", "session"])
@@ -219,8 +223,11 @@ class _Client:
 def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas: int = 1, clients: int = 3,
              keys: int = 3, duration_s: float = 6.0, faults: bool = True, single_failure: bool = False,
              membership: bool = False, tick_s: float = 0.01, lease_s: float = 0.5,
-             session_ttl_s: float = 0.0) -> LFSimReport:
+             session_ttl_s: float = 0.0, acks: int = -1) -> LFSimReport:
     """One seeded run (see the module docstring); raises :class:`ReplicationViolation` on any violation.
+
+    ``acks``: the follower acknowledgements every client write asks for (-1: the mode's; more than
+    the mode asks raises the write's durability, as ``ReplWrite.acks`` does).
 
     ``session_ttl_s`` > 0: the replicas expire client sessions idle that long, and clients now
     and then idle longer than that (their writes give up, after retries, well within the TTL).
@@ -248,7 +255,7 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
     rec = HistoryRecorder(clock=lambda: sim.now_s)
     names = [f"client{i}" for i in range(clients)]
     cls = [_Client(n, sim, rec, reps, [b"k%d" % j for j in range(keys)], random.Random(rng.getrandbits(32)),
-                   "sim", timeout_s=0.4, idle_s=session_ttl_s) for n in names]
+                   "sim", timeout_s=0.4, idle_s=session_ttl_s, acks=acks) for n in names]
     crashed: dict[str, float] = {}
     next_fault_s = rng.uniform(0.5, 1.0)
     changes = _Changes(sim, rng, reps, add_replica, mode, sync_replicas, replicas + 2, report) if membership else None
@@ -284,7 +291,11 @@ def simulate(seed: int, *, mode: str = "sync", replicas: int = 3, sync_replicas:
     members = list(sim.core(leader).members)
     report.members = tuple(members)
     _settle(sim, members, leader)
-    _check(sim, members, reps, leader, rec, obs, report, mode, single_failure)
+    # Durability is promised across single failures by the synchronous modes, and across any by a write
+    # that every replica holds once acknowledged (acks from every follower, the members fixed).
+    durable = ("across single failures" if mode != "async" and single_failure else
+               "that every follower acknowledged" if acks >= replicas - 1 and not membership else "")
+    _check(sim, members, reps, leader, rec, obs, report, mode, durable)
     return report
 
 
@@ -412,9 +423,10 @@ def _settle(sim: SimNetwork, reps: list, leader: str) -> None:
 
 
 def _check(sim: SimNetwork, members: list, reps: list, leader: str, rec: HistoryRecorder, obs: _Observer,
-           report: LFSimReport, mode: str, single_failure: bool) -> None:
+           report: LFSimReport, mode: str, durable: str) -> None:
     """The end-of-run checks (the module docstring); ``members`` are the final leader's, ``reps`` every replica
-    that ever ran (a removed one keeps its lost-write reports)."""
+    that ever ran (a removed one keeps its lost-write reports); ``durable`` (empty: none): why no acknowledged
+    write may be missing."""
     lead = sim.core(leader)
     history = {e[1]: e for e in lead.log}
     for r in members:
@@ -436,8 +448,8 @@ def _check(sim: SimNetwork, members: list, reps: list, leader: str, rec: History
     report.reads_ok = sum(1 for op in ops if op.f == "read" and op.status == "ok")
     report.lost_in_history, report.lost_reported = len(missing), len(reported)
     report.epochs = len(obs.leaders)
-    if mode != "async" and single_failure and missing:
-        raise ReplicationViolation(f"{mode}: {len(missing)} acknowledged writes lost across single failures, "
+    if durable and missing:
+        raise ReplicationViolation(f"{mode}: {len(missing)} acknowledged writes lost {durable}, "
                                    f"e.g. {sorted(missing)[:3]}")
     # A write missing uncounted is allowed only where the group declared it could not count: an epoch
     # led by a replica removed by force before it compared its log (its status lists it).
