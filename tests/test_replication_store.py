@@ -487,7 +487,10 @@ def test_leader_follower_membership_grows_and_shrinks_under_load(ray_session, tm
             try:
                 new = s.add_replica(timeout_s=60)
                 assert new == "r4" and s.members == ("r1", "r2", "r3", "r4")
-                assert s.status()[new]["checkpoints_installed"] >= 1
+                # The compacted history came from a checkpoint; or, when the lease lapsed under load
+                # while it joined, from a peer's entries as a catching-up candidate (replication/failover.py).
+                joined = s.status()[new]
+                assert joined["checkpoints_installed"] >= 1 or joined.get("caught_up_entries", 0) > 0, joined
                 assert s.status()[s.leader()]["members"] == s.members
                 deadline = time.monotonic() + 10  # followers adopt the list at their next lease read
                 while s.status()[new]["members"] != s.members:
