@@ -342,19 +342,24 @@ def test_a_move_without_its_freeze_is_caught_with_two_writable_owners(monkeypatc
         simulate(0, protocol=protocol, faults=False)
 
 
+def _first_violation(seeds, what: str, **options) -> PartitionViolation:
+    """The violation of the first of ``seeds`` whose run raises one (a broken variant must be caught)."""
+    for seed in seeds:
+        try:
+            simulate(seed, **options)
+        except PartitionViolation as e:
+            return e
+    pytest.fail(f"no seed of {len(seeds)} caught {what}")
+
+
 @pytest.mark.parametrize("protocol", ["raft", "leader_follower"])
 def test_a_move_without_its_freeze_is_caught_losing_acknowledged_writes(monkeypatch, protocol):
     """With the ownership check off too, the end-of-run check must find the writes the source took
     after the catch-up read them (acknowledged, then lost when the map named the destination)."""
     _without_freeze(monkeypatch)
     monkeypatch.setattr(sim_groups.Groups, "check_disjoint", lambda self: None)
-    for seed in range(20):
-        try:
-            simulate(seed, protocol=protocol, faults=False)
-        except PartitionViolation as e:
-            assert "lost" in str(e)
-            return
-    pytest.fail("no seed of 20 caught a move without its freeze losing writes")
+    e = _first_violation(range(20), "a move without its freeze losing writes", protocol=protocol, faults=False)
+    assert "lost" in str(e)
 
 
 def test_leader_follower_records_acknowledged_by_the_leader_alone_are_caught_lost_in_a_failover(monkeypatch):
@@ -368,13 +373,9 @@ def test_leader_follower_records_acknowledged_by_the_leader_alone_are_caught_los
             self.ownership_acks = 0
 
     monkeypatch.setattr(sim_module, "Operator", LeaderAloneOperator)
-    for seed in range(20, 40):
-        try:
-            simulate(seed, protocol="leader_follower", mode="async")
-        except PartitionViolation as e:
-            assert "starts to lead" in str(e) and "without the entry" in str(e)
-            return
-    pytest.fail("no seed of 20 caught an acknowledged record lost in a failover")
+    e = _first_violation(range(20, 40), "an acknowledged record lost in a failover", protocol="leader_follower",
+                         mode="async")
+    assert "starts to lead" in str(e) and "without the entry" in str(e)
 
 
 def test_async_leader_follower_loses_acknowledged_writes_and_only_reported_ones_are_excused(monkeypatch):
@@ -388,10 +389,6 @@ def test_async_leader_follower_loses_acknowledged_writes_and_only_reported_ones_
         return set()
 
     monkeypatch.setattr(sim_groups.LeaderFollowerGroups, "check_end", without_excuse)
-    for seed in range(100, 120):
-        try:
-            simulate(seed, protocol="leader_follower", mode="async")
-        except PartitionViolation as e:
-            assert "lost" in str(e) and "acknowledged" in str(e)
-            return
-    pytest.fail("no seed of 20 lost an acknowledged write in async mode")
+    e = _first_violation(range(100, 120), "an acknowledged write lost in async mode", protocol="leader_follower",
+                         mode="async")
+    assert "lost" in str(e) and "acknowledged" in str(e)
