@@ -84,7 +84,7 @@ import msgpack
 
 from .errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
 
-__all__ = ["record", "encode", "decode", "registered", "register_module", "FORMAT_1", "RecordType",
+__all__ = ["record", "encode", "decode", "registered", "record_type_of", "register_module", "FORMAT_1", "RecordType",
            "RECORD_DEPTH_MAX", "FIELD_DEPTH_MAX", "check_value", "prechecked"]
 
 FORMAT_1 = 1
@@ -157,7 +157,7 @@ def record(
         if tag in _BY_TAG and _BY_TAG[tag].cls.__qualname__ != cls.__qualname__:
             raise CodecError(f"record tag {tag!r} is already registered by {_BY_TAG[tag].cls!r}")
         annotations = dict(cls.__dict__.get("__annotations__", {}))
-        annotations["_unknown"] = "Any"
+        annotations["_unknown"] = Any  # an object, not a str: dataclasses then never look up the module
         cls.__annotations__ = annotations
         # The class is being made a dataclass with one more field: no static type describes it midway.
         plain: Any = cls
@@ -199,6 +199,8 @@ _MODULES: dict[str, str] = {
     "raft": "ddia_ray.consensus.raft",
     "kv": "ddia_ray.kv",
     "history": "ddia_ray.history",
+    "events": "ddia_ray.events.records",
+    "seed": "ddia_ray.events.domain",
 }
 
 
@@ -207,6 +209,11 @@ def register_module(prefix: str, module: str) -> None:
     if not prefix or "." in prefix:
         raise CodecError(f"a tag prefix is the part before the first '.', got {prefix!r}")
     _MODULES[prefix] = module
+
+
+def record_type_of(obj: Any) -> RecordType | None:
+    """The registration of ``obj``'s class (or of ``obj`` when it is a class); None if it is no record."""
+    return _BY_CLASS.get(obj if isinstance(obj, type) else type(obj))
 
 
 def registered(tag: str) -> RecordType:

@@ -57,6 +57,20 @@ __all__ = [
     "ReplicaBehindError",
     "StalenessBoundError",
     "SessionError",
+    "UnknownProcedureError",
+    "EventStoreError",
+    "WrongExpectedVersionError",
+    "StreamDeletedError",
+    "DuplicateEventIdError",
+    "EventBusError",
+    "UnknownSubscriptionError",
+    "BusClosedError",
+    "ProjectionConflictError",
+    "UnknownConsumerGroupError",
+    "NotDeliveredError",
+    "AggregateNotFoundError",
+    "UnhandledEventError",
+    "CommandRejectedError",
 ]
 
 
@@ -453,3 +467,159 @@ class PartialBatchError(PartitionError):
 class SessionError(ReplicationError, ValueError):
     """A session cannot be used here: it belongs to another store, or a write it made was lost in a
     failover (its position is not in this store's history), so its guarantees cannot be kept."""
+
+
+class UnknownProcedureError(ReplicationError, LookupError):
+    """A write called a procedure this store was not launched with (``procedures=``); ``name`` says which."""
+
+    def __init__(self, message: str, name: str = ""):
+        self.name = name
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would repr() the message otherwise
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.name))
+
+
+# --- events ----------------------------------------------------------------
+
+
+class EventStoreError(DdiaRayError):
+    """An event store refused a request (the subclasses say why)."""
+
+
+class WrongExpectedVersionError(EventStoreError):
+    """An append's expected version did not hold: ``stream``, what was ``expected`` (a version, or
+    ``"no_stream"`` / ``"stream_exists"``) and the stream's ``actual`` version (-1: no event yet).
+    Nothing of the batch was written; reload the stream (or aggregate) and decide again."""
+
+    def __init__(self, message: str, stream: str = "", expected: int | str = "", actual: int = -1):
+        self.stream, self.expected, self.actual = stream, expected, actual
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.stream, self.expected, self.actual))
+
+
+class StreamDeletedError(EventStoreError):
+    """The stream was tombstoned (hard-deleted): it can never be read or written again."""
+
+    def __init__(self, message: str, stream: str = ""):
+        self.stream = stream
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.stream))
+
+
+class DuplicateEventIdError(EventStoreError):
+    """An event id of an append was already written, but not as this same append at this same place
+    (a retry is recognised only whole: same ids, same stream, same position). ``event_id`` names it."""
+
+    def __init__(self, message: str, event_id: str = ""):
+        self.event_id = event_id
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.event_id))
+
+
+class EventBusError(DdiaRayError):
+    """An event bus refused a request (the subclasses say why)."""
+
+
+class UnknownSubscriptionError(EventBusError, LookupError):
+    """No subscription of this id or name runs on the bus (it was never made, it was unsubscribed,
+    or the bus restarted and lost it: subscribe again). ``subscription`` names it."""
+
+    def __init__(self, message: str, subscription: str = ""):
+        self.subscription = subscription
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would repr() the message otherwise
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.subscription))
+
+
+class BusClosedError(EventBusError):
+    """The event bus is shutting down and accepts no more events or subscriptions; nothing of the
+    refused request was accepted."""
+
+
+class ProjectionConflictError(EventStoreError):
+    """A projection's checkpoint moved under its runner (another runner of the same projection, or a
+    reset): the batch was not applied. ``checkpoint`` is where the read model is now."""
+
+    def __init__(self, message: str, projection: str = "", checkpoint: int = 0):
+        self.projection, self.checkpoint = projection, checkpoint
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.projection, self.checkpoint))
+
+
+class UnknownConsumerGroupError(EventStoreError, LookupError):
+    """No persistent subscription group of that name exists (create it first); ``group`` names it."""
+
+    def __init__(self, message: str, group: str = ""):
+        self.group = group
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would repr() the message otherwise
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.group))
+
+
+class NotDeliveredError(EventStoreError):
+    """An ack or nack named an event the group never delivered (``position``): a consumer's bug, since
+    a settled event cannot be settled again by mistake and an undelivered one cannot be settled at all."""
+
+    def __init__(self, message: str, group: str = "", position: int = -1):
+        self.group, self.position = group, position
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.group, self.position))
+
+
+class AggregateNotFoundError(EventStoreError, LookupError):
+    """No aggregate has this id: its stream has no event (never written, or soft-deleted). Create it
+    (save a new aggregate, or ``Repository.execute(..., create=True)``); ``aggregate_id`` names it."""
+
+    def __init__(self, message: str, aggregate_id: str = ""):
+        self.aggregate_id = aggregate_id
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.aggregate_id))
+
+
+class UnhandledEventError(EventStoreError, TypeError):
+    """An aggregate has no apply method for an event's type, so it can neither record nor replay it:
+    add one (``@applies`` on a method taking that event). ``aggregate`` and ``event_type`` name them."""
+
+    def __init__(self, message: str, aggregate: str = "", event_type: str = ""):
+        self.aggregate, self.event_type = aggregate, event_type
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.aggregate, self.event_type))
+
+
+class CommandRejectedError(EventStoreError, ValueError):
+    """An aggregate refused a command because its current state breaks a rule of its domain (the
+    message names the rule). Nothing was recorded, and the same command fails again until the state
+    changes. ``aggregate_id`` names the aggregate."""
+
+    def __init__(self, message: str, aggregate_id: str = ""):
+        self.aggregate_id = aggregate_id
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.aggregate_id))

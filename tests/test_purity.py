@@ -38,7 +38,9 @@ PURE_CORES = (
     "consensus/sessions.py", "replication/ownership.py", "replication/indexing.py",
     "replication/pins.py", "partitioning/index_functions.py", "replication/failover.py",
     "partitioning/mover.py", "partitioning/simulation.py", "partitioning/sim_actors.py", "partitioning/sim_groups.py",
-    "replication/ingest.py",
+    "replication/ingest.py", "replication/procedures.py",
+    "events/keys.py", "events/procedures.py", "events/consumer_groups.py", "events/simulation.py",
+    "events/aggregate.py", "events/domain.py",
 )
 _FORBIDDEN_MODULES = {"ray", "secrets", "uuid"}
 _CLOCK_READS = {"time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",

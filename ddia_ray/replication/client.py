@@ -54,7 +54,9 @@ from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import WriteBatch, check_batch
 from .ingest import ingest_op
-from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, ReplRead, ReplScan, ReplWrite, ScanResult,
+from .procedures import result_or_raise
+from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
+                      ReplWrite, ScanResult,
                       Session, WriteAck, around_reserved, check_ops)
 
 __all__ = ["ReplicatedClient", "batch_ops"]
@@ -356,6 +358,31 @@ class ReplicatedClient(LoopClient):
             if pinned:
                 pin, holder = page.pin, page.node
 
+    def query_nowait(self, name: str, args: Any = None, *, read: str | None = None,
+                     max_staleness_s: float | None = None) -> concurrent.futures.Future:
+        """Start a read-only procedure (:func:`~.procedures.query`) on one replica, served as ``read``
+        says; the future holds its result, or raises the error it refused with."""
+        mode = self._mode(read)
+        bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
+        codec.check_value(args, f"the arguments of query {name!r}")
+        epoch, lsn = self.session.position() if mode == "session" else (0, 0)
+        inner = self._call_read(ReplQuery(name, codec.encode(args), mode, epoch, lsn, bound))
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def done(f: concurrent.futures.Future) -> None:
+            try:
+                outer.set_result(result_or_raise(f.result().result))
+            except BaseException as e:  # noqa: BLE001 - the query's refusal or the call's failure: the caller's
+                outer.set_exception(e)
+
+        inner.add_done_callback(done)
+        return outer
+
+    def query(self, name: str, args: Any = None, *, read: str | None = None, max_staleness_s: float | None = None,
+              timeout_s: float | None = None) -> Any:
+        """Run a read-only procedure on one replica and return its result (see :meth:`query_nowait`)."""
+        return self._wait(self.query_nowait(name, args, read=read, max_staleness_s=max_staleness_s), timeout_s)
+
     def call_leader(self, payload: Any) -> concurrent.futures.Future:
         """Send one request the leader answers (an index page, say), following the leader through
         redirects and failed calls until the client's ``timeout_s``; the future holds the answer."""
@@ -398,7 +425,7 @@ class ReplicatedClient(LoopClient):
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(ask()))
         return fut
 
-    def _call_read(self, payload: ReplScan) -> concurrent.futures.Future:
+    def _call_read(self, payload: ReplScan | ReplQuery) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s, True)
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._send_read_batch(payload, [unit])))
@@ -664,7 +691,7 @@ class ReplicatedClient(LoopClient):
                 if mode in ("leader", "linearizable"):
                     self._leader = target
                 self._saw(False, result.epoch, result.lsn)
-                if isinstance(result, ScanResult):
+                if isinstance(result, (ScanResult, QueryResult)):
                     for u in units:
                         if not u.future.done():
                             u.future.set_result(result)
@@ -675,6 +702,6 @@ class ReplicatedClient(LoopClient):
                 self.stats["read_batches"] += 1
                 return
         finally:
-            if not isinstance(payload, ReplScan):
+            if not isinstance(payload, (ReplScan, ReplQuery)):
                 self._in_flight -= 1
             self._wake.set()

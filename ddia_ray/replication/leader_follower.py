@@ -85,8 +85,9 @@ from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
-                      PositionReport, ReadResult, ReplAdmin, ReplicaMeta, ReplRead, ReplScan, ReplStatus, ReplWrite,
-                      ScanResult, WriteAck, PUT)
+                      PositionReport, QueryResult, ReadResult, ReplAdmin, ReplicaMeta, ReplQuery, ReplRead, ReplScan,
+                      ReplStatus, ReplWrite, ScanResult, WriteAck, PUT)
+from .procedures import run_query
 from ..consensus.sessions import ClusterClock, session_ttl_ms
 from .state import MapState, ReplicaState
 
@@ -406,6 +407,11 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
                 self.reply(request_id, self._read(payload))
             elif isinstance(payload, ReplScan):
                 self.reply(request_id, self._scan(payload))
+            elif isinstance(payload, ReplQuery):
+                self._check_readable(payload)
+                applied = self.state.applied
+                self.reply(request_id, QueryResult(run_query(payload.name, payload.args, self.state),
+                                                   self.epoch_at(applied), applied, self.node_id))
             elif isinstance(payload, ReplAdmin):
                 self._on_admin(request_id, payload)
             elif isinstance(payload, ReplStatus):
@@ -857,7 +863,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
             position = (self.epoch_at(applied), applied)
         return self.pins.serve(req, limit, self.ticks, self.node_id, position)
 
-    def _check_readable(self, req: ReplRead | ReplScan) -> None:
+    def _check_readable(self, req: ReplRead | ReplScan | ReplQuery) -> None:
         """Refuse a read this replica may not serve as ``req.read`` asks."""
         mode = req.read
         if self._needs_checkpoint:
@@ -940,9 +946,12 @@ def open_state(node_id: str, engine: str, data_url: str, engine_options: dict | 
 
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
           engine_options: dict | None = None, sync: bool = False, session_ttl_s: float = 0.0,
-          **options) -> LeaderFollowerReplica:
+          procedures: tuple = (), **options) -> LeaderFollowerReplica:
     """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leader-follower replica (the state as
     :func:`open_state` opens it)."""
+    from .procedures import load
+
+    load(procedures)  # before the state: a replica that could not run its log's procedures must not start
     state = open_state(node_id, engine, data_url, engine_options, sync, session_ttl_s)
     try:
         return LeaderFollowerReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)

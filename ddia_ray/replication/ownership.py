@@ -47,7 +47,7 @@ from ..codec import record
 from ..errors import CorruptionError, InvalidArgumentError, MapVersionError, StaleMapError, WrongPartitionError
 from .indexing import IndexDef
 from .ingest import decode_ingest
-from .records import DELETE_RANGE, INGEST, RESERVED_PREFIX, ReplRead, ReplScan
+from .records import CALL, DELETE_RANGE, INGEST, RESERVED_PREFIX, ReplRead, ReplScan
 
 __all__ = ["OWNERSHIP_KEY", "OwnedRange", "Ownership", "ReplOwnership", "check_fenced_ops", "check_update",
            "decode_ownership", "PartitionLoad", "OwnershipCache", "check_fenced_read"]
@@ -251,6 +251,9 @@ def check_fenced_ops(own: Ownership | None, version: int, ops: tuple) -> dict[in
         if op[0] == DELETE_RANGE:
             pid = own.check_range(version, op[1], op[2], write=True)
             ranges[pid] = ranges.get(pid, 0) + 1
+        elif op[0] == CALL:  # its keys are known only once it runs: nothing to check them against here
+            raise InvalidArgumentError("a procedure call cannot be routed by a partition map: send it to one "
+                                       "replica group's own client")
         elif op[0] == INGEST:  # a bulk load: the range [smallest, largest key] must be one partition's
             rows = decode_ingest(op[2])
             pid = own.check_range(version, rows.lo, rows.hi + b"\x00", write=True)

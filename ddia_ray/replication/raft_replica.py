@@ -59,7 +59,9 @@ from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad,
                         check_fenced_read, check_update)
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
 from .pins import ScanPins
-from .records import PUT, ReadResult, ReplAdmin, ReplRead, ReplScan, ReplStatus, ReplWrite, ScanResult, WriteAck
+from .procedures import run_query
+from .records import (PUT, QueryResult, ReadResult, ReplAdmin, ReplQuery, ReplRead, ReplScan, ReplStatus, ReplWrite,
+                      ScanResult, WriteAck)
 from .state import MapState, ReplicaState
 
 __all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "encode_ownership", "decode_write", "refusal",
@@ -252,7 +254,7 @@ class RaftReplica(RaftMember):
                 raise ReplicaBehindError(f"{self.node_id} stopped: {self.failed}", 0, self.state.applied)
             if isinstance(payload, ReplWrite):
                 self._on_write(request_id, payload)
-            elif isinstance(payload, (ReplRead, ReplScan)):
+            elif isinstance(payload, (ReplRead, ReplScan, ReplQuery)):
                 self._on_read(request_id, payload)
             elif isinstance(payload, ReplAdmin):
                 self._on_repl_admin(request_id, payload)
@@ -309,7 +311,7 @@ class RaftReplica(RaftMember):
         (index,) = node.propose_many([encode_ownership(req.ownership)])
         self._repl_writes[index] = (rid, "", 0, req.acks, node.term)
 
-    def _on_read(self, rid: int, req: ReplRead | ReplScan) -> None:
+    def _on_read(self, rid: int, req: ReplRead | ReplScan | ReplQuery) -> None:
         node = self.node
         mode = req.read
         if isinstance(req, ReplScan) and req.pin > 0:  # a pinned view's next page: a past state, served here
@@ -341,9 +343,11 @@ class RaftReplica(RaftMember):
                                      f"needs {req.after_lsn}", req.after_lsn, self.node.log.applied)
         self.reply(rid, self._local_read(req))
 
-    def _local_read(self, req: ReplRead | ReplScan) -> ReadResult | ScanResult:
+    def _local_read(self, req: ReplRead | ReplScan | ReplQuery) -> ReadResult | ScanResult | QueryResult:
         applied = self.node.log.applied
         term = self.node.log.known_term(applied)
+        if isinstance(req, ReplQuery):
+            return QueryResult(run_query(req.name, req.args, self.state), term, applied, self.node_id)
         if req.fence:  # routed by a partition map: only what this group owns at that version (ownership.py)
             check_fenced_read(self.machine.ownership(), req, self.machine.load, self.group)
         if isinstance(req, ReplRead):
@@ -455,11 +459,14 @@ class RaftReplica(RaftMember):
 
 def build(node_id: str, *, recovered=(), tick_s: float = 0.01, engine: str = "map", data_url: str = "",
           engine_options: dict | None = None, sync: bool = False, session_ttl_s: float = 0.0,
-          **options) -> RaftReplica:
+          procedures: tuple = (), **options) -> RaftReplica:
     """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a Raft replica (state as in
     :func:`~.leader_follower.build`)."""
     from .leader_follower import open_state
 
+    from .procedures import load
+
+    load(procedures)  # before the state: a replica that could not run its log's procedures must not start
     state = open_state(node_id, engine, data_url, engine_options, sync, session_ttl_s)
     try:
         return RaftReplica(node_id, recovered=recovered, tick_s=tick_s, state=state, **options)

@@ -39,14 +39,18 @@ from .. import codec
 from ..codec import record
 from ..errors import InvalidArgumentError, SessionError
 
-__all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "Append", "AppendAck", "PositionProbe", "PositionReport",
-           "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base", "ReplWrite",
-           "ReplRead", "ReplScan", "ScanResult", "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus",
-           "Session", "READ_MODES", "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
+__all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "CALL", "Append", "AppendAck", "PositionProbe",
+           "PositionReport", "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base",
+           "ReplWrite", "ReplRead", "ReplScan", "ScanResult", "ReplQuery", "QueryResult", "ReplAdmin",
+           "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES", "RESERVED_PREFIX",
+           "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
 INGEST = 4
+#: A procedure call: ``(CALL, name, msgpack args)``, decided into puts and deletes before it enters
+#: the log (:mod:`.procedures`); only a client's write carries one.
+CALL = 5
 #: Keys under this prefix belong to the replicas (an engine state keeps its position there), not to clients.
 RESERVED_PREFIX = b"\x00ddia\x00"
 #: A global index's pending changes (:mod:`.indexing`): the one reserved range a client may write,
@@ -84,6 +88,9 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
             from .ingest import decode_ingest  # here, not at the top: ingest imports this module
 
             decode_ingest(op[2], op[1])
+        elif code == CALL and client:
+            if len(op) != 3 or type(op[2]) is not bytes:
+                raise InvalidArgumentError("a procedure call is (CALL, name, msgpack arguments)")
         elif code == CAS and client:
             if len(op) != 4 or not all(v is None or type(v) is bytes for v in op[2:]):
                 raise InvalidArgumentError("a cas is (CAS, key, new value or None, expected value or None)")
@@ -158,7 +165,9 @@ def check_entries(entries: Any) -> tuple:
             raise InvalidArgumentError(f"an entry's origin is () or (client, seq, acked_below, results, stamp), "
                                        f"got {origin!r}")
         if origin and not _RESULTS.issuperset(map(type, origin[3])):
-            raise InvalidArgumentError(f"an entry's results are None, True or False, got {origin[3]!r:.200}")
+            for result in origin[3]:  # a procedure's answer: any value that travels as a record field
+                if type(result) not in _RESULTS:
+                    codec.check_value(result, "an entry's result")
         _int("an entry's epoch", e[0])
         _int("an entry's lsn", e[1], 1)
         _int("an entry's acks", e[3])
@@ -535,6 +544,45 @@ class ScanResult:
     lsn: int
     node: str = ""
     pin: int = 0
+
+
+@record("repl.query", version=1)
+class ReplQuery:
+    """A read-only procedure (:func:`~.procedures.query`) run by one replica against its state: ``name``
+    and its msgpack ``args``, served as ``read`` says, with the session and staleness fields of
+    :class:`ReplRead` (one call where a client would need several reads to answer one question)."""
+
+    name: str
+    args: bytes = b""
+    read: str = "leader"
+    after_epoch: int = 0
+    after_lsn: int = 0
+    max_staleness_s: float = -1.0
+
+    #: Never routed by a partition map (its keys are known only once it runs); the read paths
+    #: that check a fence find none here.
+    fence = 0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or type(self.args) is not bytes:
+            raise InvalidArgumentError("a query is a procedure name (str) and msgpack arguments (bytes)")
+        if self.read not in READ_MODES:
+            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
+        _int("after_epoch", self.after_epoch)
+        _int("after_lsn", self.after_lsn)
+        if not isinstance(self.max_staleness_s, (int, float)):
+            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+
+
+@record("repl.query_result", version=1)
+class QueryResult:
+    """A query's answer (its result, or the :class:`~ddia_ray.error_record.ErrorRecord` it refused
+    with), served by ``node`` at its applied position ``(epoch, lsn)``."""
+
+    result: Any
+    epoch: int
+    lsn: int
+    node: str = ""
 
 
 #: What :class:`ReplAdmin` may ask a leader (``add`` and ``remove_forced`` are leader-follower's; ``add_learner``

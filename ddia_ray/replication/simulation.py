@@ -520,5 +520,6 @@ def simulate_raft(seed: int, **options) -> SimReport:
     dict state), under the faults of RaftKV's simulation and with its checks: election safety, leader
     completeness, state-machine safety, log matching, liveness after healing and linearizability
     (see :mod:`ddia_ray.kv.simulation`). Membership changes are RaftKV's alone, so they are off."""
+    options.setdefault("client_class", _RaftStoreClient)  # a store built on this one brings its own clients
     return simulate_kv(seed, membership=False, member_class=RaftReplica,
-                       member_options=lambda node: {"group": "sim"}, client_class=_RaftStoreClient, **options)
+                       member_options=lambda node: {"group": "sim"}, **options)

@@ -33,9 +33,11 @@ from typing import Any, Callable, Protocol
 from .. import codec
 from ..consensus.sessions import Sessions
 from ..errors import CorruptRecordError
-from .records import CAS, DELETE, DELETE_RANGE, INGEST, PUT, RESERVED_PREFIX
+from .procedures import run as run_procedure
+from .records import CALL, CAS, DELETE, DELETE_RANGE, INGEST, PUT, RESERVED_PREFIX
 
 _code = operator.itemgetter(0)
+_DECIDED = frozenset({CAS, CALL})  # the codes decide() turns into other operations
 
 __all__ = ["ReplicaState", "MapState", "decide"]
 
@@ -44,14 +46,16 @@ _SNAPSHOT_FORMAT = 1
 
 def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tuple]:
     """A client's ops as log ops plus one result each: a cas becomes its put/delete (result
-    True) or nothing (False); the other ops stay as they are (result None).
+    True) or nothing (False); a procedure call becomes the puts and deletes it decided (result:
+    its answer, :mod:`.procedures`); the other ops stay as they are (result None).
 
     ``get`` reads the state before the batch; later ops of the batch see the effects of earlier
     ones, as they will when applied.
     """
-    if CAS not in map(_code, ops):  # no cas (the usual batch): nothing to decide, in one C-level pass
+    if _DECIDED.isdisjoint(map(_code, ops)):  # the usual batch: nothing to decide, in one C-level pass
         return ops, (None,) * len(ops)
-    log_ops, results = [], []
+    log_ops: list = []
+    results: list = []
     pending: dict[bytes, bytes | None] = {}
     ranges: list[tuple[bytes, bytes]] = []  # ranges deleted earlier in the batch
 
@@ -62,24 +66,31 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tup
             return None
         return get(key)
 
+    def effect(op: tuple) -> None:
+        log_ops.append(op)
+        if op[0] == PUT:
+            pending[op[1]] = op[2]
+        elif op[0] == DELETE:
+            pending[op[1]] = None
+        else:  # a range covers keys decided earlier in this batch and keys of the state
+            for k in [k for k in pending if op[1] <= k < op[2]]:
+                pending[k] = None
+            ranges.append((op[1], op[2]))
+
     for op in ops:
         if op[0] == CAS:
             _, key, new, expected = op
             ok = current(key) == expected
             if ok:
-                log_ops.append((PUT, key, new) if new is not None else (DELETE, key, b""))
-                pending[key] = new
+                effect((PUT, key, new) if new is not None else (DELETE, key, b""))
             results.append(ok)
+        elif op[0] == CALL:
+            effects, answer = run_procedure(op, current)
+            for e in effects:
+                effect(e)
+            results.append(answer)
         else:
-            log_ops.append(op)
-            if op[0] == PUT:
-                pending[op[1]] = op[2]
-            elif op[0] == DELETE:
-                pending[op[1]] = None
-            else:  # a range covers keys decided earlier in this batch and keys of the state
-                for k in [k for k in pending if op[1] <= k < op[2]]:
-                    pending[k] = None
-                ranges.append((op[1], op[2]))
+            effect(op)
             results.append(None)
     return tuple(log_ops), tuple(results)
 

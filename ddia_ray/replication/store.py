@@ -40,6 +40,7 @@ from .client import ReplicatedClient
 from .engine_state import ENGINE_NAMES
 from .leader_follower import MODES
 from .ownership import Ownership, ReplOwnership, decode_ownership
+from .procedures import load as load_procedures
 from .records import ReplAdmin
 from ..consensus.sessions import session_ttl_ms
 
@@ -90,7 +91,8 @@ class ReplicatedStore(Component):
                mode: str | None = None, sync_replicas: int = 1, engine: str = "map", root: str | None = None,
                coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
                sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
-               session_ttl_s: float = 3600.0, spread_offset: int = 0, **replica_options: Any) -> "ReplicatedStore":
+               session_ttl_s: float = 3600.0, spread_offset: int = 0, procedures: tuple = (),
+               **replica_options: Any) -> "ReplicatedStore":
         """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
 
         ``protocol``: ``"leader-follower"`` or ``"raft"`` (every write committed by a majority;
@@ -104,6 +106,8 @@ class ReplicatedStore(Component):
         long (in the log's cluster time) is forgotten by every replica (0: never); a client's
         ``timeout_s + rpc_timeout_s`` must be shorter. ``replica_options`` go to
         :class:`~.leader_follower.LeaderFollowerReplica` (``drift``, ``retain_entries``, ...);
+        ``procedures``: modules that register :mod:`.procedures` (deterministic functions a
+        write may call, e.g. ``"ddia_ray.events.procedures"``); every replica imports them as it starts.
         ``config`` is the network's :class:`~ddia_ray.runtime.NetworkConfig`. ``spread_offset``: where
         the replicas start among the Ray nodes (:func:`~ddia_ray.runtime.group.assign_nodes`), so
         that the groups of a partitioned store do not all put their first replica on one node.
@@ -129,6 +133,8 @@ class ReplicatedStore(Component):
             raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
         session_ttl_ms(session_ttl_s)  # checked here, so a bad TTL fails before any actor starts
         replica_options["session_ttl_s"] = session_ttl_s
+        load_procedures(procedures)  # here too: a module that does not import fails the caller, not an actor
+        replica_options["procedures"] = tuple(procedures)
         name = name or f"repl-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         members = tuple(f"r{i}" for i in range(1, replicas + 1))
         data_url = f"{root.rstrip('/')}/{name}/data" if root else ""

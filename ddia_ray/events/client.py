@@ -1,0 +1,315 @@
+"""The event store's client: appends with expected versions, stream and ``$all`` reads, metadata.
+
+Theory of operation
+-------------------
+The client turns each request into one procedure call or one query of the
+store's backend (:mod:`.procedures`): a :class:`ReplicatedBackend` over a
+replicated store's client in a Ray cluster, or a :class:`~.local.LocalBackend`
+in one process. Appends go out as futures (``append_nowait``), so many appends
+to different streams share the replicated store's batches: a Ray call costs
+about a millisecond, and the store's client packs every write that waits into
+one log entry (each append stays atomic on its own, and one append's refusal does
+not touch the others in its entry).
+
+Reads come back in pages (at most :data:`~.procedures.MAX_PAGE_ROWS` events per
+call); the iterators here read on from where a page ended. A stream read is one
+query that reads the stream's head and its events on one replica, at one
+position of the log, so the retention it applies and the events it returns agree.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any, Iterable, Iterator
+
+from .._validate import positive
+from ..errors import InvalidArgumentError
+from .records import (ANY, AppendResult, RecordedEvent, StreamMetadata, check_expected, check_stream,
+                      event_data)
+
+__all__ = ["EventStoreClient", "ReplicatedBackend"]
+
+_PAGE = 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReplicatedBackend:
+    """Procedure calls and queries through a :class:`~ddia_ray.replication.ReplicatedClient`."""
+
+    def __init__(self, client: Any, *, read: str | None = None) -> None:
+        self.client = client
+        self.read = read
+
+    def call_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
+        """Run procedure ``name`` in the store's log; the future holds its result or its refusal."""
+        from ..replication.procedures import call_op, result_or_raise
+
+        inner = self.client.submit_ops((call_op(name, args),), single=True)
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def done(f: concurrent.futures.Future) -> None:
+            try:
+                outer.set_result(result_or_raise(f.result()))
+            except BaseException as e:  # noqa: BLE001 - the refusal or the call's failure: the caller's
+                outer.set_exception(e)
+
+        inner.add_done_callback(done)
+        return outer
+
+    def query_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
+        """Run query ``name`` on one replica (the client's read mode); the future holds its result."""
+        return self.client.query_nowait(name, args, read=self.read)
+
+    def close(self) -> None:
+        """Close the replicated store's client."""
+        self.client.close()
+
+
+class EventStoreClient:
+    """Append to and read an event store (see the module docstring). ``timeout_s``: how long a
+    blocking call waits for its answer."""
+
+    def __init__(self, backend: Any, *, timeout_s: float = 30.0) -> None:
+        self.backend = backend
+        self.timeout_s = positive("timeout_s", timeout_s)
+
+    def __enter__(self) -> "EventStoreClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the backend's client."""
+        self.backend.close()
+
+    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None) -> Any:
+        from ..errors import CallTimeoutError
+
+        try:
+            return fut.result(self.timeout_s if timeout_s is None else timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeoutError("the event store did not answer in time; an append's outcome is unknown "
+                                   "(retry it with the same event ids: a repeat is recognised)") from None
+
+    # --- appends -----------------------------------------------------------------------------------
+
+    def append_nowait(self, stream: str, events: Iterable[Any], expected: int | str = ANY, *,
+                      created_ms: int | None = None) -> concurrent.futures.Future:
+        """Start appending ``events`` (codec records or :class:`~.records.EventData`) to ``stream``
+        atomically if ``expected`` holds; the future holds an :class:`~.records.AppendResult`."""
+        check_stream(stream)
+        check_expected(expected)
+        if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
+            raise InvalidArgumentError("append takes an iterable of events")
+        batch = tuple((d.id, d.type, d.data, d.metadata) for d in map(event_data, events))
+        created = _now_ms() if created_ms is None else created_ms
+        if type(created) is not int or created < 0:
+            raise InvalidArgumentError(f"created_ms is milliseconds since the epoch (an int >= 0), got {created!r}")
+        inner = self.backend.call_nowait("events.append", (stream, expected, batch, created))
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def done(f: concurrent.futures.Future) -> None:
+            try:
+                outer.set_result(AppendResult(*f.result()))
+            except BaseException as e:  # noqa: BLE001 - the store's refusal: the caller's
+                outer.set_exception(e)
+
+        inner.add_done_callback(done)
+        return outer
+
+    def append(self, stream: str, events: Iterable[Any], expected: int | str = ANY, *,
+               timeout_s: float | None = None, created_ms: int | None = None) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically if ``expected`` holds (see :meth:`append_nowait`).
+
+        Raises :class:`~ddia_ray.errors.WrongExpectedVersionError` (with the actual version) when it
+        does not, :class:`~ddia_ray.errors.StreamDeletedError` for a tombstoned stream. A retry of
+        the same events (same ids) answers the first append's result and writes nothing."""
+        return self._wait(self.append_nowait(stream, events, expected, created_ms=created_ms), timeout_s)
+
+    # --- stream reads ------------------------------------------------------------------------------
+
+    def read_stream(self, stream: str, from_version: int | None = None, *, backward: bool = False,
+                    max_count: int | None = None, timeout_s: float | None = None) -> list[RecordedEvent]:
+        """``stream``'s events from ``from_version`` (default: the first, or backward the last; backward
+        reads go down from it), at most ``max_count``; [] for a stream with no events."""
+        return list(self.iter_stream(stream, from_version, backward=backward, max_count=max_count,
+                                     timeout_s=timeout_s))
+
+    def iter_stream(self, stream: str, from_version: int | None = None, *, backward: bool = False,
+                    max_count: int | None = None, page: int = _PAGE,
+                    timeout_s: float | None = None) -> Iterator[RecordedEvent]:
+        """Iterate ``stream``'s events page by page (see :meth:`read_stream`)."""
+        check_stream(stream)
+        remaining = _count(max_count)
+        version = (-1 if backward else 0) if from_version is None else from_version
+        if type(version) is not int or version < (-1 if backward else 0):
+            raise InvalidArgumentError(f"from_version is a version >= 0 (or None), got {from_version!r}")
+        while remaining is None or remaining > 0:
+            n = page if remaining is None else min(page, remaining)
+            found, last, rows = self._wait(self.backend.query_nowait(
+                "events.read_stream", (stream, version, backward, n, _now_ms())), timeout_s)
+            for v, pos, event_id, event_type, data, metadata, created in rows:
+                yield RecordedEvent(stream, v, pos, event_id, event_type, data, metadata, created)
+            if remaining is not None:
+                remaining -= len(rows)
+            if not rows:
+                return
+            version = rows[-1][0] - 1 if backward else rows[-1][0] + 1
+            if version < 0 or (not backward and version > last):
+                return
+
+    def stream_version(self, stream: str, *, timeout_s: float | None = None) -> int:
+        """The version of ``stream``'s last event (-1: none, or soft-deleted); the value an exact
+        expected version compares with."""
+        info = self._info(stream, timeout_s)
+        return -1 if info[1] else info[0]
+
+    # --- $all and the indexes ----------------------------------------------------------------------
+
+    def read_all(self, from_position: int | None = None, *, backward: bool = False, max_count: int | None = None,
+                 stream_prefix: str | None = None, type_prefix: str | None = None,
+                 timeout_s: float | None = None) -> list[RecordedEvent]:
+        """Events of ``$all`` in commit order from ``from_position`` (default: the first, or backward
+        the last; backward reads go down from it), optionally only those whose stream or type starts
+        with a prefix."""
+        start = (-1 if backward else 0) if from_position is None else from_position
+        return list(self.iter_all(start, backward=backward, max_count=max_count, stream_prefix=stream_prefix,
+                                  type_prefix=type_prefix, timeout_s=timeout_s))
+
+    def iter_all(self, from_position: int = 0, *, backward: bool = False, max_count: int | None = None,
+                 stream_prefix: str | None = None, type_prefix: str | None = None, page: int = _PAGE,
+                 timeout_s: float | None = None) -> Iterator[RecordedEvent]:
+        """Iterate ``$all`` page by page (see :meth:`read_all`); stops at the end of what is committed."""
+        remaining = _count(max_count)
+        for rows, _, _ in self.pages_all(from_position, backward=backward, stream_prefix=stream_prefix,
+                                         type_prefix=type_prefix, page=page, timeout_s=timeout_s):
+            for row in rows:
+                if remaining is not None:
+                    if remaining == 0:
+                        return
+                    remaining -= 1
+                yield RecordedEvent(*row)
+
+    def pages_all(self, from_position: int = 0, *, backward: bool = False, stream_prefix: str | None = None,
+                  type_prefix: str | None = None, page: int = _PAGE,
+                  timeout_s: float | None = None) -> Iterator[tuple[tuple, int, bool]]:
+        """``$all`` as ``(rows, next position, at end)`` pages until the end of what is committed: what a
+        subscription reads (it keeps the next position as its checkpoint, filter or not)."""
+        kind, prefix = _filter(stream_prefix, type_prefix)
+        position = from_position
+        while True:
+            rows, position, at_end = self.read_all_page(position, backward=backward, page=page, kind=kind,
+                                                        prefix=prefix, timeout_s=timeout_s)
+            yield rows, position, at_end
+            if at_end:
+                return
+
+    def read_all_page(self, from_position: int, *, backward: bool = False, page: int = _PAGE,
+                      kind: str | None = None, prefix: str = "", timeout_s: float | None = None) -> tuple:
+        """One page of ``$all``: ``(rows, next position, at end)`` (rows as RecordedEvent fields)."""
+        return self._wait(self.backend.query_nowait("events.read_all", (from_position, backward, page, kind, prefix)),
+                          timeout_s)
+
+    def read_category(self, category: str, from_position: int = 0, *, max_count: int | None = None,
+                      timeout_s: float | None = None) -> list[RecordedEvent]:
+        """The events of every stream of ``category`` (``order`` for ``order-42``; EventStoreDB's
+        ``$ce-order``), in ``$all`` order from ``from_position``."""
+        return self._index("category", category, from_position, max_count, timeout_s)
+
+    def read_type(self, event_type: str, from_position: int = 0, *, max_count: int | None = None,
+                  timeout_s: float | None = None) -> list[RecordedEvent]:
+        """The events of type ``event_type`` (EventStoreDB's ``$et-<type>``), in ``$all`` order."""
+        return self._index("type", event_type, from_position, max_count, timeout_s)
+
+    def _index(self, kind: str, name: str, position: int, max_count: int | None,
+               timeout_s: float | None) -> list[RecordedEvent]:
+        remaining = _count(max_count)
+        out: list[RecordedEvent] = []
+        while remaining is None or remaining > 0:
+            n = _PAGE if remaining is None else min(_PAGE, remaining)
+            rows, position, at_end = self._wait(self.backend.query_nowait(
+                "events.read_index", (kind, name, position, n)), timeout_s)
+            out.extend(RecordedEvent(*r) for r in rows)
+            if remaining is not None:
+                remaining -= len(rows)
+            if at_end:
+                break
+        return out
+
+    # --- snapshots ---------------------------------------------------------------------------------
+
+    def save_snapshot(self, stream: str, version: int, state: bytes, *, timeout_s: float | None = None) -> bool:
+        """Keep ``state`` (the aggregate folded up to ``version``) as ``stream``'s snapshot, unless a
+        newer one is kept already; returns whether it was kept. Snapshots are no events: they are in
+        no stream and not in ``$all``."""
+        check_stream(stream)
+        return self._wait(self.backend.call_nowait("events.save_snapshot", (stream, version, state)), timeout_s)
+
+    def load_snapshot(self, stream: str, *, timeout_s: float | None = None) -> tuple[int, bytes] | None:
+        """``stream``'s latest snapshot as ``(version, state)``, or None."""
+        check_stream(stream)
+        return self._wait(self.backend.query_nowait("events.load_snapshot", (stream,)), timeout_s)
+
+    # --- metadata and deletion ---------------------------------------------------------------------
+
+    def _info(self, stream: str, timeout_s: float | None) -> tuple:
+        check_stream(stream)
+        return self._wait(self.backend.query_nowait("events.stream_info", (stream,)), timeout_s)
+
+    def get_metadata(self, stream: str, *, timeout_s: float | None = None) -> tuple[StreamMetadata, int]:
+        """``stream``'s metadata and its metadata version (-1: never set)."""
+        _, _, _, tb, max_count, max_age_ms, custom, meta_version = self._info(stream, timeout_s)
+        return StreamMetadata(max_count, None if max_age_ms is None else max_age_ms / 1000, tb, custom), meta_version
+
+    def set_metadata(self, stream: str, metadata: StreamMetadata, *, expected_metadata_version: int | None = None,
+                     timeout_s: float | None = None) -> int:
+        """Replace ``stream``'s metadata (if its metadata version is ``expected_metadata_version``, when
+        given); returns the new metadata version."""
+        check_stream(stream)
+        if type(metadata) is not StreamMetadata:
+            raise InvalidArgumentError(f"metadata is a StreamMetadata, got {type(metadata).__name__}")
+        expected = -2 if expected_metadata_version is None else expected_metadata_version
+        if type(expected) is not int or expected < -2:
+            raise InvalidArgumentError(f"expected_metadata_version is an int >= -1 or None, got {expected!r}")
+        age = None if metadata.max_age_s is None else max(1, int(metadata.max_age_s * 1000))
+        args = (stream, (metadata.max_count, age, metadata.truncate_before, metadata.custom), expected)
+        return self._wait(self.backend.call_nowait("events.set_metadata", args), timeout_s)
+
+    def delete_stream(self, stream: str, expected: int | str = ANY, *, timeout_s: float | None = None) -> int:
+        """Soft-delete ``stream``: its events disappear from reads (``$all`` keeps them until removed),
+        and a later append starts after them. Returns its last version."""
+        check_stream(stream)
+        check_expected(expected)
+        return self._wait(self.backend.call_nowait("events.delete", (stream, expected, False)), timeout_s)
+
+    def tombstone_stream(self, stream: str, expected: int | str = ANY, *, timeout_s: float | None = None) -> int:
+        """Hard-delete ``stream``: it can never be read or appended to again."""
+        check_stream(stream)
+        check_expected(expected)
+        return self._wait(self.backend.call_nowait("events.delete", (stream, expected, True)), timeout_s)
+
+
+def _count(max_count: Any) -> int | None:
+    if max_count is None:
+        return None
+    if type(max_count) is not int or max_count < 0:
+        raise InvalidArgumentError(f"max_count is an int >= 0 or None, got {max_count!r}")
+    return max_count
+
+
+def _filter(stream_prefix: Any, type_prefix: Any) -> tuple[str | None, str]:
+    if stream_prefix is not None and type_prefix is not None:
+        raise InvalidArgumentError("filter $all by a stream prefix or by a type prefix, not both")
+    for p in (stream_prefix, type_prefix):
+        if p is not None and (not isinstance(p, str) or not p):
+            raise InvalidArgumentError(f"a filter prefix is a non-empty str, got {p!r}")
+    if stream_prefix is not None:
+        return "stream", stream_prefix
+    if type_prefix is not None:
+        return "type", type_prefix
+    return None, ""

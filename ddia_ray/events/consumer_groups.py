@@ -1,0 +1,315 @@
+"""Persistent subscriptions: consumer groups whose state the store keeps, decided in its log.
+
+Theory of operation
+-------------------
+A persistent subscription (EventStoreDB's name; a Kafka consumer group with
+per-event acknowledgement, or a Redis Streams group) lets competing consumers
+share the events of ``$all`` (or of a filtered ``$all``) while the *store*
+remembers what each event's fate is. The group's state is one row, changed only
+by procedures in the replicated log, so it survives consumer crashes and store
+failovers like any committed write:
+
+* ``cursor``: the next ``$all`` position never handed out;
+* ``inflight``: events handed to a consumer, with the attempt number and a
+  deadline (``ack_timeout``) after which they are handed out again;
+* ``retry``: events to hand out again (nacked with ``retry``, or timed out);
+* ``checkpoint``: every position below it is settled (acked, skipped or
+  parked): the group's lag is measured from it.
+
+``pull`` (``events.group_pull``) first moves timed-out events to ``retry``,
+then hands out retries, then new events from the cursor, to at most
+``max_in_flight`` events in flight for the group (backpressure: a slow group
+stops taking events; nothing buffers in the store beyond that bound). An event
+that reaches ``max_retries`` attempts is *parked*: it gets its own row with the
+reason, is counted, and waits until an operator replays it (``unpark``). So
+delivery is **at least once**: an event is settled only by an ack, a skip or a
+park, and a consumer that crashes after handling an event but before acking it
+sees it again. Nothing is parked silently: every park has a row and a count.
+
+Time is the consumers' clock, passed as an argument (the procedure must be
+deterministic); a consumer whose clock runs ahead only times events out sooner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
+from ..replication.procedures import procedure, query
+from ..replication.records import DELETE, DELETE_RANGE, PUT
+from . import keys
+from .keys import pack, unpack
+from .procedures import _bodies
+
+__all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_nack", "group_unpark", "group_info",
+           "group_parked", "read_positions", "NACK_ACTIONS", "Group"]
+
+#: What a nack asks: hand the event out again, park it now, or settle it without handling.
+NACK_ACTIONS = ("retry", "park", "skip")
+_SCAN = 4096  # positions one pull looks at past the cursor (a filter that matches nothing ends a pull early)
+
+
+def _group_key(group: str) -> bytes:
+    return b"p" + group.encode()
+
+
+def _parked_key(group: str, position: int) -> bytes:
+    return b"q" + group.encode() + b"\x00" + keys.u64(position)
+
+
+def _parked_range(group: str) -> tuple[bytes, bytes]:
+    return b"q" + group.encode() + b"\x00", b"q" + group.encode() + b"\x01"
+
+
+def _check_name(what: str, name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > 256 or "\x00" in name:
+        raise InvalidArgumentError(f"a {what} name is a non-empty str without NUL, got {name!r:.80}")
+    return name
+
+
+class Group:
+    """A consumer group's row (see the module docstring)."""
+
+    __slots__ = ("settings", "cursor", "inflight", "retry", "counters", "parked")
+
+    def __init__(self, row: bytes):
+        (settings, self.cursor, inflight, retry, counters, self.parked) = unpack(row, 6, "consumer group")
+        self.settings = tuple(settings)
+        self.inflight = {p: (c, a, d) for p, c, a, d in inflight}  # position -> (consumer, attempts, deadline)
+        self.retry = dict(retry)  # position -> attempts so far
+        self.counters = dict(counters)
+
+    @staticmethod
+    def new(settings: tuple, start: int) -> bytes:
+        """The row of a new group."""
+        counters = {"delivered": 0, "acked": 0, "retried": 0, "timed_out": 0, "parks": 0, "skipped": 0}
+        return pack(settings, start, (), (), counters, 0)
+
+    def row(self) -> bytes:
+        """This group as its row value."""
+        return pack(self.settings, self.cursor, tuple((p, *v) for p, v in sorted(self.inflight.items())),
+                    tuple(sorted(self.retry.items())), self.counters, self.parked)
+
+    @property
+    def checkpoint(self) -> int:
+        """Every position below it is settled."""
+        return min([self.cursor, *self.inflight, *self.retry])
+
+
+def _load(get, group: str) -> Group:
+    row = get(_group_key(group))
+    if row is None:
+        raise UnknownConsumerGroupError(f"no consumer group {group!r}: create it first", group=group)
+    return Group(row)
+
+
+@procedure("events.group_create")
+def group_create(get, args: Any) -> tuple[tuple, bool]:
+    """Create ``group`` over ``$all`` from ``start`` with ``settings`` = ``(filter kind, prefix,
+    max_in_flight, max_retries, ack_timeout_ms)``; creating it again with the same settings is a
+    no-op (the result says whether it was created), with others an error."""
+    group, settings, start = args
+    _check_name("consumer group", group)
+    kind, prefix, max_in_flight, max_retries, ack_timeout_ms = settings
+    if kind not in (None, "stream", "type") or not isinstance(prefix, str):
+        raise InvalidArgumentError(f"a group's filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
+    for name, value, low in (("max_in_flight", max_in_flight, 1), ("max_retries", max_retries, 1),
+                             ("ack_timeout_ms", ack_timeout_ms, 1), ("start", start, 0)):
+        if type(value) is not int or value < low:
+            raise InvalidArgumentError(f"a group's {name} is an int >= {low}, got {value!r}")
+    old = get(_group_key(group))
+    if old is not None:
+        if Group(old).settings != tuple(settings):
+            raise InvalidArgumentError(f"consumer group {group!r} exists with other settings "
+                                       f"{Group(old).settings}; delete it first to change them")
+        return (), False
+    return ((PUT, _group_key(group), Group.new(tuple(settings), start)),), True
+
+
+@procedure("events.group_delete")
+def group_delete(get, args: Any) -> tuple[tuple, bool]:
+    """Delete ``group``, its state and its parked events; the result says whether it existed."""
+    (group,) = args
+    _check_name("consumer group", group)
+    if get(_group_key(group)) is None:
+        return (), False
+    lo, hi = _parked_range(group)
+    return ((DELETE, _group_key(group), b""), (DELETE_RANGE, lo, hi)), True
+
+
+def _matches(get, g: Group, position: int) -> bool | None:
+    """Whether the event at ``position`` passes the group's filter (None: no event there yet)."""
+    pointer = get(keys.all_key(position))
+    if pointer is None:
+        return None
+    kind, prefix = g.settings[0], g.settings[1]
+    if kind is None:
+        return True
+    stream, version = unpack(pointer, 2, "$all")
+    if kind == "stream":
+        return stream.startswith(prefix)
+    body = get(keys.event_key(stream, version))
+    return body is not None and unpack(body, 6, "event")[2].startswith(prefix)
+
+
+def _park(g: Group, group: str, position: int, attempts: int, reason: str) -> tuple:
+    g.parked += 1
+    g.counters["parks"] += 1
+    return (PUT, _parked_key(group, position), pack(attempts, reason[:500]))
+
+
+@procedure("events.group_pull")
+def group_pull(get, args: Any) -> tuple[tuple, tuple]:
+    """Hand ``consumer`` up to ``n`` events of ``group`` at time ``now_ms`` (see the module docstring);
+    the result is ``((position, attempt), ...)`` (the events themselves are read with a query, so
+    the log and the session table do not carry their bodies)."""
+    group, consumer, n, now_ms = args
+    _check_name("consumer group", group)
+    _check_name("consumer", consumer)
+    if type(n) is not int or n < 1 or type(now_ms) is not int:
+        raise InvalidArgumentError("a pull asks for n >= 1 events at a time now_ms (int)")
+    g = _load(get, group)
+    _, _, max_in_flight, max_retries, ack_timeout_ms = g.settings
+    ops = []
+    for pos, (_, attempts, deadline) in list(g.inflight.items()):
+        if deadline <= now_ms:  # its consumer did not answer in time: hand it out again, or park it
+            del g.inflight[pos]
+            g.counters["timed_out"] += 1
+            if attempts >= max_retries:
+                ops.append(_park(g, group, pos, attempts, f"no ack within {ack_timeout_ms} ms, {attempts} times"))
+            else:
+                g.retry[pos] = attempts
+    room = min(n, max_in_flight - len(g.inflight))
+    handed = []
+    for pos in sorted(g.retry)[:max(room, 0)]:
+        attempts = g.retry.pop(pos) + 1
+        g.inflight[pos] = (consumer, attempts, now_ms + ack_timeout_ms)
+        g.counters["retried"] += 1
+        handed.append((pos, attempts))
+    looked = 0
+    while len(handed) < room and looked < _SCAN:
+        match = _matches(get, g, g.cursor)
+        if match is None:
+            break  # the end of $all
+        looked += 1
+        if match:
+            g.inflight[g.cursor] = (consumer, 1, now_ms + ack_timeout_ms)
+            handed.append((g.cursor, 1))
+        g.cursor += 1
+    g.counters["delivered"] += len(handed)
+    ops.append((PUT, _group_key(group), g.row()))
+    return tuple(ops), tuple(handed)
+
+
+def _settle(g: Group, group: str, position: Any) -> int:
+    """Take ``position`` out of flight (or out of the retry queue); its attempts so far."""
+    if type(position) is not int or position < 0:
+        raise InvalidArgumentError(f"positions are ints >= 0, got {position!r}")
+    if position in g.inflight:
+        return g.inflight.pop(position)[1]
+    if position in g.retry:
+        return g.retry.pop(position)
+    if position >= g.cursor:
+        raise NotDeliveredError(f"group {group!r} never delivered position {position} (its cursor is at "
+                                f"{g.cursor})", group=group, position=position)
+    return -1  # settled already (an ack repeated after a timeout and a redelivery's ack): nothing to do
+
+
+@procedure("events.group_ack")
+def group_ack(get, args: Any) -> tuple[tuple, int]:
+    """Settle ``positions`` of ``group`` as handled; the result is the group's checkpoint after."""
+    group, positions = args
+    _check_name("consumer group", group)
+    g = _load(get, group)
+    if not isinstance(positions, tuple):
+        raise InvalidArgumentError("acks name a tuple of positions")
+    for pos in positions:
+        if _settle(g, group, pos) >= 0:
+            g.counters["acked"] += 1
+    return ((PUT, _group_key(group), g.row()),), g.checkpoint
+
+
+@procedure("events.group_nack")
+def group_nack(get, args: Any) -> tuple[tuple, int]:
+    """Refuse ``positions`` of ``group``: ``retry`` (parked once it has had ``max_retries``
+    attempts), ``park`` or ``skip``, with ``reason``; the result is the checkpoint after."""
+    group, positions, action, reason = args
+    _check_name("consumer group", group)
+    if action not in NACK_ACTIONS or not isinstance(reason, str) or not isinstance(positions, tuple):
+        raise InvalidArgumentError(f"a nack names positions, an action of {NACK_ACTIONS} and a str reason")
+    g = _load(get, group)
+    max_retries = g.settings[3]
+    ops = []
+    for pos in positions:
+        attempts = _settle(g, group, pos)
+        if attempts < 0:
+            continue
+        if action == "skip":
+            g.counters["skipped"] += 1
+        elif action == "park" or attempts >= max_retries:
+            why = reason if action == "park" else f"{attempts} attempts failed; last: {reason}"
+            ops.append(_park(g, group, pos, attempts, why))
+        else:
+            g.retry[pos] = attempts
+    ops.append((PUT, _group_key(group), g.row()))
+    return tuple(ops), g.checkpoint
+
+
+@procedure("events.group_unpark")
+def group_unpark(get, args: Any) -> tuple[tuple, int]:
+    """Hand parked ``positions`` of ``group`` out again (with a fresh count of attempts); the result
+    is how many were parked."""
+    group, positions = args
+    _check_name("consumer group", group)
+    g = _load(get, group)
+    ops = []
+    moved = 0
+    for pos in positions:
+        if type(pos) is not int or get(_parked_key(group, pos)) is None:
+            continue
+        ops.append((DELETE, _parked_key(group, pos), b""))
+        g.retry[pos] = 0
+        g.parked -= 1
+        moved += 1
+    ops.append((PUT, _group_key(group), g.row()))
+    return tuple(ops), moved
+
+
+@query("events.group_info")
+def group_info(state, args: Any) -> dict:
+    """``group``'s settings, positions and counters (``parks``: events ever parked; ``parked``: parked
+    now), with the end of ``$all`` to measure lag from."""
+    (group,) = args
+    _check_name("consumer group", group)
+    g = _load(state.get, group)
+    end_row = state.get(keys.GLOBAL)
+    end = unpack(end_row, 1, "global sequence")[0] if end_row is not None else 0
+    kind, prefix, max_in_flight, max_retries, ack_timeout_ms = g.settings
+    return {"group": group, "filter": (kind, prefix), "max_in_flight": max_in_flight, "max_retries": max_retries,
+            "ack_timeout_ms": ack_timeout_ms, "cursor": g.cursor, "checkpoint": g.checkpoint,
+            "in_flight": len(g.inflight), "retry_queue": len(g.retry), "end": end,
+            "lag_events": end - g.checkpoint, **g.counters, "parked": g.parked}
+
+
+@query("events.group_parked")
+def group_parked(state, args: Any) -> tuple:
+    """Up to ``limit`` parked events of ``group`` from ``position``: ``((position, attempts, reason), ...)``."""
+    group, position, limit = args
+    _check_name("consumer group", group)
+    _load(state.get, group)
+    if type(position) is not int or position < 0 or type(limit) is not int or limit < 1:
+        raise InvalidArgumentError("a parked listing starts at a position >= 0 and takes limit >= 1")
+    lo, hi = _parked_range(group)
+    found, values = state.scan(lo + keys.u64(position), hi, min(limit, 4096))
+    return tuple((keys.position_of(k), *unpack(v, 2, "parked event")) for k, v in zip(found, values))
+
+
+@query("events.read_positions")
+def read_positions(state, args: Any) -> tuple:
+    """The events at ``positions`` (rows as :func:`~.procedures.read_all`'s; removed ones left out)."""
+    (positions,) = args
+    if not isinstance(positions, tuple) or len(positions) > 4096 or not all(type(p) is int for p in positions):
+        raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
+    pointers_raw = state.get_many(tuple(keys.all_key(p) for p in positions))
+    pointers = [(*unpack(v, 2, "$all"), p) for p, v in zip(positions, pointers_raw) if v is not None]
+    return tuple(_bodies(state, pointers))

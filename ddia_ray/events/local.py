@@ -1,0 +1,60 @@
+"""An event store in one process: the replicas' own state and procedures, without Ray.
+
+Theory of operation
+-------------------
+:class:`LocalBackend` keeps the rows in a replica's :class:`~ddia_ray.replication.state.MapState`
+and runs each append through the same :func:`~ddia_ray.replication.state.decide` and the same
+registered procedures (:mod:`.procedures`) as a replica does, one log entry per call. So an
+:class:`~.client.EventStoreClient` over it behaves as one over a replicated store, minus the
+network: the model-based tests, the aggregate and projection tests and the notebooks' first
+steps use it, and what they find holds for the replicated store's decisions too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import Any
+
+from .. import codec
+from ..replication.procedures import call_op, result_or_raise, run_query
+from ..replication.state import MapState
+from . import procedures as _procedures  # registers the event store's procedures in this process
+
+__all__ = ["LocalBackend"]
+
+assert _procedures  # imported for its registrations
+
+
+class LocalBackend:
+    """The event store's rows in memory, decided as a replica decides them (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.state = MapState()
+        self._lock = threading.Lock()
+
+    def call_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
+        """Run procedure ``name`` as one log entry; the future holds its result or its refusal."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            ops, results = self.state.decide((call_op(name, args),))
+            self.state.apply(self.state.applied + 1, ops)
+        try:
+            fut.set_result(result_or_raise(results[0]))
+        except Exception as e:  # noqa: BLE001 - the procedure's refusal: the caller's
+            fut.set_exception(e)
+        return fut
+
+    def query_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
+        """Run query ``name`` against the rows; the future holds its result or its refusal."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            answer = run_query(name, codec.encode(args), self.state)
+        try:
+            fut.set_result(result_or_raise(answer))
+        except Exception as e:  # noqa: BLE001 - the query's refusal: the caller's
+            fut.set_exception(e)
+        return fut
+
+    def close(self) -> None:
+        """Nothing to release (the rows live as long as this object)."""

@@ -1,0 +1,173 @@
+"""Persistent subscriptions for users: create a consumer group, consume it with competing consumers,
+ack or nack (retry, park, skip), list and replay parked events (see :mod:`.consumer_groups`).
+
+Theory of operation
+-------------------
+:class:`ConsumerGroups` is the operator's side (create, delete, info, parked,
+replay). :class:`PersistentSubscription` is one consumer: it pulls a batch (one
+procedure call that records the hand-out in the group's state), reads the
+batch's events (one query), calls the handler for each, and settles the batch
+in one call: an ack for the events handled, a nack for each that raised (retry by
+default, so a failing event is retried until ``max_retries`` and then parked with
+the handler's error as the reason). A consumer that dies mid-batch settles
+nothing: its events time out after the group's ``ack_timeout`` and go to another
+consumer. Delivery is therefore at least once and unordered across consumers; a
+handler must tolerate seeing an event again (make it idempotent, or record what it
+handled in the same transaction as its effect, as projections do).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from .._validate import positive
+from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
+from .client import EventStoreClient, _filter
+from .records import RecordedEvent
+
+__all__ = ["ConsumerGroups", "PersistentSubscription"]
+
+_RETRIED = (CallTimeoutError, ActorUnavailableError, MessageDroppedError)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ConsumerGroups:
+    """Create, inspect and repair the consumer groups of an event store."""
+
+    def __init__(self, client: EventStoreClient) -> None:
+        self.client = client
+
+    def _call(self, name: str, args: Any) -> Any:
+        return self.client._wait(self.client.backend.call_nowait(name, args), None)
+
+    def _query(self, name: str, args: Any) -> Any:
+        return self.client._wait(self.client.backend.query_nowait(name, args), None)
+
+    def create(self, group: str, *, from_position: int = 0, stream_prefix: str | None = None,
+               type_prefix: str | None = None, max_in_flight: int = 500, max_retries: int = 5,
+               ack_timeout_s: float = 30.0) -> bool:
+        """Create ``group`` over ``$all`` from ``from_position`` (optionally filtered); again with the
+        same settings it is a no-op (returns False). ``max_in_flight``: events handed out and not
+        settled, for the whole group; ``max_retries``: attempts before an event is parked;
+        ``ack_timeout_s``: how long a consumer has to settle an event before it is handed out again."""
+        kind, prefix = _filter(stream_prefix, type_prefix)
+        timeout_ms = max(1, int(positive("ack_timeout_s", ack_timeout_s) * 1000))
+        return self._call("events.group_create",
+                          (group, (kind, prefix, max_in_flight, max_retries, timeout_ms), from_position))
+
+    def delete(self, group: str) -> bool:
+        """Delete ``group`` with its state and parked events (returns whether it existed)."""
+        return self._call("events.group_delete", (group,))
+
+    def info(self, group: str) -> dict:
+        """The group's settings, ``cursor``, ``checkpoint``, ``in_flight``, ``retry_queue``, ``parked``,
+        ``lag_events`` and counters (delivered, acked, retried, timed_out, parks, skipped)."""
+        return self._query("events.group_info", (group,))
+
+    def parked(self, group: str, *, from_position: int = 0, limit: int = 1000) -> list[tuple[int, int, str]]:
+        """Parked events as ``(position, attempts, reason)``."""
+        return list(self._query("events.group_parked", (group, from_position, limit)))
+
+    def replay_parked(self, group: str, *, limit: int = 1000) -> int:
+        """Hand up to ``limit`` parked events out again (fresh attempts); returns how many."""
+        positions = tuple(p for p, _, _ in self.parked(group, limit=limit))
+        return self._call("events.group_unpark", (group, positions)) if positions else 0
+
+
+class PersistentSubscription:
+    """One consumer ``consumer`` of ``group`` (see the module docstring); thread-safe :meth:`stop`."""
+
+    def __init__(self, client: EventStoreClient, group: str, consumer: str, *, batch: int = 100,
+                 idle_s: float = 0.002, max_idle_s: float = 0.1, retry_s: float = 0.2,
+                 clock: Callable[[], int] = _now_ms) -> None:
+        if type(batch) is not int or batch < 1:
+            raise InvalidArgumentError(f"batch is an int >= 1, got {batch!r}")
+        self.client, self.group, self.consumer, self.batch = client, group, consumer, batch
+        self.idle_s = positive("idle_s", idle_s)
+        self.max_idle_s = max(positive("max_idle_s", max_idle_s), self.idle_s)
+        self.retry_s = positive("retry_s", retry_s)
+        self.handled = self.failed = self.redelivered = self.retries = 0
+        self._clock = clock  # milliseconds since the epoch: the group's deadlines are on the consumers' clocks
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """End :meth:`run` after the current batch."""
+        self._stop.set()
+
+    def pull(self) -> list[tuple[RecordedEvent, int]]:
+        """Take up to ``batch`` events from the group: ``(event, attempt)`` pairs (attempt 1 is the
+        first delivery). They are this consumer's to settle until the group's ack timeout."""
+        handed = self.client._wait(self.client.backend.call_nowait(
+            "events.group_pull", (self.group, self.consumer, self.batch, self._clock())), None)
+        if not handed:
+            return []
+        attempts = dict(handed)
+        rows = self.client._wait(self.client.backend.query_nowait(
+            "events.read_positions", (tuple(p for p, _ in handed),)), None)
+        return [(RecordedEvent(*r), attempts[r[2]]) for r in rows]
+
+    def ack(self, positions) -> int:
+        """Settle ``positions`` as handled; returns the group's checkpoint."""
+        return self.client._wait(self.client.backend.call_nowait(
+            "events.group_ack", (self.group, tuple(positions))), None)
+
+    def nack(self, positions, action: str = "retry", reason: str = "") -> int:
+        """Refuse ``positions``: ``"retry"``, ``"park"`` or ``"skip"``; returns the group's checkpoint."""
+        return self.client._wait(self.client.backend.call_nowait(
+            "events.group_nack", (self.group, tuple(positions), action, reason)), None)
+
+    def run(self, handler: Callable[[RecordedEvent], Any], *, until: Callable[[], bool] | None = None,
+            timeout_s: float | None = None, on_error: str = "retry") -> int:
+        """Consume until :meth:`stop`, ``until()`` or ``timeout_s``: each event is passed to ``handler``;
+        the batch's handled events are acked together and each one that raised is nacked with
+        ``on_error`` (``"retry"``, ``"park"`` or ``"skip"``) and the exception as the reason. Returns
+        how many events were handled."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done = until or (lambda: False)
+        wait = self.idle_s
+        handled = 0
+        while not self._stop.is_set() and not done() and (deadline is None or time.monotonic() < deadline):
+            try:
+                got = self.pull()
+            except _RETRIED:
+                self.retries += 1  # the store is failing over: its state is intact, ask again
+                self._stop.wait(self.retry_s)
+                continue
+            if not got:
+                self._stop.wait(wait)
+                wait = min(wait * 2, self.max_idle_s)
+                continue
+            wait = self.idle_s
+            ok, failed = [], []
+            for event, attempt in got:
+                if attempt > 1:
+                    self.redelivered += 1
+                try:
+                    handler(event)
+                    ok.append(event.position)
+                except Exception as e:  # noqa: BLE001 - the handler's failure is the event's fate, not ours
+                    failed.append((event.position, f"{type(e).__name__}: {e}"))
+            self._settle(ok, failed, on_error)
+            handled += len(ok)
+            self.handled += len(ok)
+            self.failed += len(failed)
+        return handled
+
+    def _settle(self, ok: list, failed: list, on_error: str) -> None:
+        """Ack and nack a batch; a call lost to a failover is repeated (settling twice is harmless)."""
+        while True:
+            try:
+                if ok:
+                    self.ack(ok)
+                for pos, reason in failed:
+                    self.nack((pos,), on_error, reason)
+                return
+            except _RETRIED:
+                self.retries += 1
+                if self._stop.wait(self.retry_s):
+                    return  # stopping: the unsettled events time out and go to another consumer

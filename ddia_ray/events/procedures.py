@@ -1,0 +1,467 @@
+"""The event store's decisions and reads, as procedures the replicated store runs in its log.
+
+Theory of operation
+-------------------
+An append is decided where the replicated store decides a compare-and-set
+(:mod:`ddia_ray.replication.procedures`): once per log entry, against the state
+as of that entry, by the leader (leader-follower) or by every member at apply
+time (Raft). So the expected-version check, the idempotency check and the
+numbering of positions happen in log order with no lock and no retry loop, and
+the log keeps only the rows they wrote. This is how EventStoreDB's single writer
+assigns positions, with the replicated log as the writer. Everything here is a
+pure function of ``get`` (or of the state's ``get_many``/``scan``) and its
+arguments; the appender's clock arrives as an argument.
+
+``events.append`` (``stream, expected, events, created_ms``):
+
+1. A tombstoned stream refuses every append (:class:`~ddia_ray.errors.StreamDeletedError`).
+2. If the batch's event ids were written before, the append is a retry: when
+   they are the same events in the same order at consecutive versions of the
+   same stream (and an exact expected version names the version before the
+   first), the answer is the first one's and nothing is written; any other
+   overlap is :class:`~ddia_ray.errors.DuplicateEventIdError`. The id rows are
+   kept as long as the events, so a retry is recognised however late it comes
+   (EventStoreDB only remembers recent ids).
+3. The expected version is checked against the stream's last version (-1 when
+   it has no event or was soft-deleted); a mismatch writes nothing and answers
+   :class:`~ddia_ray.errors.WrongExpectedVersionError` with the actual version.
+4. The events get the next versions and the next ``$all`` positions, and their
+   rows (:mod:`.keys`) are written in the same entry as the new head and the
+   global sequence: atomically, all or nothing.
+
+Reads (queries) apply a stream's retention as they go: versions before
+``truncate_before`` (a soft delete sets it past the last event), beyond the last
+``max_count``, or older than ``max_age`` at the reader's clock are not returned.
+``$all`` and the indexes return every event still stored, as EventStoreDB's do
+until a scavenge removes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import (DuplicateEventIdError, InvalidArgumentError, ProjectionConflictError, StreamDeletedError,
+                      WrongExpectedVersionError)
+from ..replication.procedures import procedure, query
+from ..replication.records import DELETE, DELETE_RANGE, PUT
+from . import keys
+from .keys import pack, unpack
+from .records import ANY, MAX_BATCH_EVENTS, NO_STREAM, STREAM_EXISTS, check_expected, check_stream
+
+__all__ = ["append", "set_metadata", "delete", "save_snapshot", "project", "reset_projection", "read_stream",
+           "read_all", "read_index", "load_snapshot", "read_model", "scan_model", "stream_info", "Head",
+           "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
+
+#: Events one read answers at most (a page); a client reads on from where the page ended.
+MAX_PAGE_ROWS = 4096
+#: Rows a filtered read looks at before it answers (with where to go on), so a filter that matches
+#: nothing never makes one call read the whole log.
+MAX_SCAN_ROWS = 16_384
+
+
+class Head:
+    """A stream's head row: its last version and its deletion and retention settings."""
+
+    __slots__ = ("last", "deleted", "tombstoned", "truncate_before", "max_count", "max_age_ms", "custom",
+                 "meta_version")
+
+    def __init__(self, row: bytes | None):
+        if row is None:
+            self.last, self.deleted, self.tombstoned = -1, False, False
+            self.truncate_before = self.max_count = self.max_age_ms = self.custom = None
+            self.meta_version = -1
+        else:
+            (self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count, self.max_age_ms,
+             self.custom, self.meta_version) = unpack(row, 8, "stream head")
+
+    def row(self) -> bytes:
+        """This head as its row value."""
+        return pack(self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count,
+                    self.max_age_ms, self.custom, self.meta_version)
+
+    @property
+    def actual(self) -> int:
+        """The version an expected version is checked against (-1: no event, or soft-deleted)."""
+        return -1 if self.deleted else self.last
+
+    def first_visible(self) -> int:
+        """The first version reads may return (``truncate_before`` and ``max_count``)."""
+        first = self.truncate_before or 0
+        if self.max_count is not None:
+            first = max(first, self.last - self.max_count + 1)
+        return first
+
+
+def _check_expected(stream: str, expected: int | str, head: Head) -> None:
+    actual = head.actual
+    ok = (expected == ANY or (expected == NO_STREAM and actual == -1)
+          or (expected == STREAM_EXISTS and actual >= 0) or expected == actual)
+    if not ok:
+        raise WrongExpectedVersionError(f"stream {stream!r}: expected version {expected!r}, actual {actual}",
+                                        stream=stream, expected=expected, actual=actual)
+
+
+def _check_events(events: Any) -> tuple:
+    if not isinstance(events, tuple) or len(events) > MAX_BATCH_EVENTS:
+        raise InvalidArgumentError(f"an append carries a tuple of at most {MAX_BATCH_EVENTS} events")
+    for e in events:
+        if not (isinstance(e, tuple) and len(e) == 4 and isinstance(e[0], str) and e[0] and isinstance(e[1], str)
+                and e[1] and "\x00" not in e[1] and type(e[2]) is bytes and type(e[3]) is bytes):
+            raise InvalidArgumentError("an appended event is (id, type, data, metadata)")
+    if len({e[0] for e in events}) != len(events):
+        raise InvalidArgumentError("an append names one event id twice")
+    return events
+
+
+@procedure("events.append")
+def append(get, args: Any) -> tuple[tuple, tuple]:
+    """Append ``events`` to ``stream`` if ``expected`` holds (see the module docstring); the result is
+    ``(stream, first version, last version, first position, last position)``."""
+    stream, expected, events, created_ms = args
+    check_stream(stream)
+    check_expected(expected)
+    _check_events(events)
+    head = Head(get(keys.head_key(stream)))
+    if head.tombstoned:
+        raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
+    seen = [get(keys.id_key(e[0])) for e in events]
+    if any(v is not None for v in seen):
+        return (), _retried(stream, expected, events, seen)
+    _check_expected(stream, expected, head)
+    if not events:
+        return (), (stream, -1, head.actual, -1, -1)
+    g = get(keys.GLOBAL)
+    position = unpack(g, 1, "global sequence")[0] if g is not None else 0
+    first_version, first_position = head.last + 1, position
+    ops = []
+    category = keys.category_of(stream)
+    for i, (event_id, event_type, data, metadata) in enumerate(events):
+        version, pos = first_version + i, first_position + i
+        ops.append((PUT, keys.event_key(stream, version), pack(pos, event_id, event_type, data, metadata, created_ms)))
+        ops.append((PUT, keys.all_key(pos), pack(stream, version)))
+        ops.append((PUT, keys.id_key(event_id), pack(stream, version, pos)))
+        ops.append((PUT, keys.category_key(category, pos), b""))
+        ops.append((PUT, keys.type_key(event_type, pos), b""))
+    head.last = first_version + len(events) - 1
+    head.deleted = False  # an append brings a soft-deleted stream back, after its old events
+    ops.append((PUT, keys.head_key(stream), head.row()))
+    ops.append((PUT, keys.GLOBAL, pack(first_position + len(events))))
+    return tuple(ops), (stream, first_version, head.last, first_position, first_position + len(events) - 1)
+
+
+def _retried(stream: str, expected: Any, events: tuple, seen: list) -> tuple:
+    """The first answer of an append whose ids were all written by it, at the place it asks for."""
+    places = []
+    for e, row in zip(events, seen):
+        if row is None:
+            raise DuplicateEventIdError(f"some ids of this append were written before (e.g. by another append) "
+                                        f"and {e[0]!r} was not: a retry repeats its whole batch", event_id=e[0])
+        places.append(unpack(row, 3, "event id"))
+    s0, v0, p0 = places[0]
+    consecutive = all(p == (stream, v0 + i, p0 + i) for i, p in enumerate(places))
+    if s0 != stream or not consecutive or (type(expected) is int and v0 != expected + 1):
+        raise DuplicateEventIdError(f"event id {events[0][0]!r} was written as {s0!r} version {v0}, not as this "
+                                    f"append to {stream!r} with expected version {expected!r}", event_id=events[0][0])
+    return (stream, v0, v0 + len(events) - 1, p0, p0 + len(events) - 1)
+
+
+@procedure("events.set_metadata")
+def set_metadata(get, args: Any) -> tuple[tuple, int]:
+    """Replace ``stream``'s retention and custom metadata if its metadata version is
+    ``expected_meta`` (-2: any); the result is the new metadata version."""
+    stream, (max_count, max_age_ms, truncate_before, custom), expected_meta = args
+    check_stream(stream)
+    head = Head(get(keys.head_key(stream)))
+    if head.tombstoned:
+        raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
+    if expected_meta != -2 and expected_meta != head.meta_version:
+        raise WrongExpectedVersionError(f"stream {stream!r}'s metadata: expected version {expected_meta}, actual "
+                                        f"{head.meta_version}", stream=stream, expected=expected_meta,
+                                        actual=head.meta_version)
+    head.max_count, head.max_age_ms, head.custom = max_count, max_age_ms, custom
+    # A soft delete's truncation stays: new metadata can move it forward, never back over deleted events.
+    floor = head.last + 1 if head.deleted else 0
+    head.truncate_before = max(truncate_before or 0, floor) or None
+    head.meta_version += 1
+    return ((PUT, keys.head_key(stream), head.row()),), head.meta_version
+
+
+@procedure("events.delete")
+def delete(get, args: Any) -> tuple[tuple, int]:
+    """Delete ``stream`` if ``expected`` holds: soft (its events disappear from reads, and a later
+    append starts after them) or, with ``hard``, a tombstone (it can never be used again). The result
+    is the stream's last version."""
+    stream, expected, hard = args
+    check_stream(stream)
+    check_expected(expected)
+    head = Head(get(keys.head_key(stream)))
+    if head.tombstoned:
+        raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
+    _check_expected(stream, expected, head)
+    if hard:
+        head.tombstoned = True
+    elif head.last >= 0:
+        head.deleted = True
+        head.truncate_before = head.last + 1
+    # The snapshot folds events that are gone now: a stream recreated after a soft delete must not
+    # start from it (its versions continue, so the repository could not tell).
+    return ((PUT, keys.head_key(stream), head.row()), (DELETE, keys.snapshot_key(stream), b"")), head.last
+
+
+@procedure("events.save_snapshot")
+def save_snapshot(get, args: Any) -> tuple[tuple, bool]:
+    """Keep ``state`` as ``stream``'s snapshot at ``version`` unless a newer one is kept already (two
+    writers racing never move it back); the result says whether it was kept. A snapshot is a cache
+    of the events up to ``version``: it must be one the stream has."""
+    stream, version, state = args
+    check_stream(stream)
+    if type(version) is not int or version < 0 or type(state) is not bytes:
+        raise InvalidArgumentError("a snapshot is a version >= 0 and bytes")
+    head = Head(get(keys.head_key(stream)))
+    if head.tombstoned:
+        raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
+    if version > head.last:
+        raise InvalidArgumentError(f"stream {stream!r} has no version {version} to snapshot (its last is "
+                                   f"{head.last})")
+    old = get(keys.snapshot_key(stream))
+    if old is not None and unpack(old, 2, "snapshot")[0] >= version:
+        return (), False
+    return ((PUT, keys.snapshot_key(stream), pack(version, state)),), True
+
+
+def _check_projection(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > 256 or "\x00" in name:
+        raise InvalidArgumentError(f"a projection's name is a non-empty str without NUL, got {name!r:.80}")
+    return name
+
+
+def _checkpoint(get, name: str) -> int:
+    row = get(keys.checkpoint_key(name))
+    return 0 if row is None else unpack(row, 1, "projection checkpoint")[0]
+
+
+@procedure("events.project")
+def project(get, args: Any) -> tuple[tuple, int]:
+    """Apply a projection's read-model ``changes`` (``(key, value or None)``) and move its checkpoint
+    from ``expected`` to ``checkpoint`` in one entry, or refuse both if the checkpoint is not
+    ``expected`` (another runner of the projection got there first): the read model and its
+    checkpoint never disagree, so each event changes the model once (effectively once)."""
+    name, expected, checkpoint, changes = args
+    _check_projection(name)
+    if type(expected) is not int or type(checkpoint) is not int or not 0 <= expected <= checkpoint:
+        raise InvalidArgumentError(f"a projection moves its checkpoint forward, got {expected!r} -> {checkpoint!r}")
+    current = _checkpoint(get, name)
+    if current != expected:
+        raise ProjectionConflictError(f"projection {name!r} is at checkpoint {current}, not {expected}: another "
+                                      f"runner wrote it (or it was reset); reload and go on from there",
+                                      projection=name, checkpoint=current)
+    ops = []
+    for change in changes:
+        if not (isinstance(change, tuple) and len(change) == 2 and type(change[0]) is bytes
+                and (change[1] is None or type(change[1]) is bytes)):
+            raise InvalidArgumentError("a read-model change is (bytes key, bytes value or None)")
+        key = keys.model_key(name, change[0])
+        ops.append((PUT, key, change[1]) if change[1] is not None else (DELETE, key, b""))
+    ops.append((PUT, keys.checkpoint_key(name), pack(checkpoint)))
+    return tuple(ops), checkpoint
+
+
+@procedure("events.reset_projection")
+def reset_projection(get, args: Any) -> tuple[tuple, int]:
+    """Delete a projection's read model and checkpoint (to rebuild it from zero); the result is the
+    checkpoint it had."""
+    (name,) = args
+    _check_projection(name)
+    start, end = keys.model_range(name)
+    return ((DELETE_RANGE, start, end), (DELETE, keys.checkpoint_key(name), b"")), _checkpoint(get, name)
+
+
+# --- reads -------------------------------------------------------------------------------------------
+
+
+def _limit(limit: Any) -> int:
+    if type(limit) is not int or limit < 1:
+        raise InvalidArgumentError(f"a read's limit is an int >= 1, got {limit!r}")
+    return min(limit, MAX_PAGE_ROWS)
+
+
+def _visible(head: Head, created_ms: int, now_ms: int) -> bool:
+    return head.max_age_ms is None or created_ms >= now_ms - head.max_age_ms
+
+
+@query("events.read_stream")
+def read_stream(state, args: Any) -> tuple:
+    """One page of ``stream`` from ``from_version`` (-1 backward: from the end): ``(found, last
+    version, rows)``, rows ``(version, position, id, type, data, metadata, created_ms)`` in read order."""
+    stream, from_version, backward, limit, now_ms = args
+    check_stream(stream)
+    limit = _limit(limit)
+    if type(from_version) is not int or from_version < -1:
+        raise InvalidArgumentError(f"a read starts at a version >= 0 (or -1: the end, backward), got {from_version!r}")
+    head = Head(state.get(keys.head_key(stream)))
+    if head.tombstoned:
+        raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
+    first = head.first_visible()
+    if head.last < first:
+        return (head.last >= 0 and not head.deleted, head.actual, ())
+    if backward:
+        hi = head.last if from_version == -1 else min(from_version, head.last)
+        lo = max(first, hi - limit + 1)
+        if hi < lo:
+            return (True, head.last, ())
+    else:
+        lo, hi = max(first, from_version), head.last
+        if hi < lo:
+            return (True, head.last, ())
+    found, values = state.scan(keys.event_key(stream, lo), keys.event_key(stream, hi) + b"\x00", limit)
+    rows = []
+    for k, v in zip(found, values):
+        pos, event_id, event_type, data, metadata, created = unpack(v, 6, "event")
+        if _visible(head, created, now_ms):
+            rows.append((keys.version_of(k), pos, event_id, event_type, data, metadata, created))
+    if backward:
+        rows.reverse()
+    return (True, head.last, tuple(rows))
+
+
+def _bodies(state, pointers: list) -> list:
+    """The events of ``(stream, version, position)`` pointers, as read rows (gone ones skipped)."""
+    bodies = state.get_many(tuple(keys.event_key(s, v) for s, v, _ in pointers))
+    rows = []
+    for (stream, version, _), body in zip(pointers, bodies):
+        if body is None:
+            continue  # removed (scavenged or archived) since the pointer was read
+        pos, event_id, event_type, data, metadata, created = unpack(body, 6, "event")
+        rows.append((stream, version, pos, event_id, event_type, data, metadata, created))
+    return rows
+
+
+@query("events.read_all")
+def read_all(state, args: Any) -> tuple:
+    """One page of ``$all`` from ``from_position`` (-1 backward: from the end), optionally filtered
+    by a stream-name or event-type prefix: ``(rows, next position, at end)``; rows ``(stream,
+    version, position, id, type, data, metadata, created_ms)``. It looks at no more than
+    :data:`MAX_SCAN_ROWS` rows, so a page may be short (even empty) with ``at end`` False."""
+    from_position, backward, limit, kind, prefix = args
+    limit = _limit(limit)
+    if type(from_position) is not int or from_position < -1:
+        raise InvalidArgumentError(f"a read starts at a position >= 0 (or -1: the end, backward), "
+                                   f"got {from_position!r}")
+    if kind not in (None, "stream", "type") or not isinstance(prefix, str):
+        raise InvalidArgumentError(f"an $all filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
+    g = state.get(keys.GLOBAL)
+    end = unpack(g, 1, "global sequence")[0] if g is not None else 0  # the next position to be written
+    rows: list = []
+    scanned = 0
+    if not backward:
+        pos = from_position if from_position >= 0 else end
+        while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos < end:
+            n = min(MAX_PAGE_ROWS, MAX_SCAN_ROWS - scanned) if kind else limit - len(rows)
+            found, values = state.scan(keys.all_key(pos), keys.all_key(end), n)
+            if not found:
+                pos = end
+                break
+            scanned += len(found)
+            nxt = keys.position_of(found[-1]) + 1
+            for row in _matching(state, found, values, kind, prefix):
+                if len(rows) == limit:
+                    nxt = row[2]  # the first row this page could not take: the next page starts there
+                    break
+                rows.append(row)
+            pos = nxt
+        return (tuple(rows), pos, pos >= end)
+    pos = end - 1 if from_position == -1 else min(from_position, end - 1)
+    while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos >= 0:
+        n = min(MAX_PAGE_ROWS, MAX_SCAN_ROWS - scanned) if kind else limit - len(rows)
+        lo = max(0, pos - n + 1)
+        found, values = state.scan(keys.all_key(lo), keys.all_key(pos + 1), n)
+        scanned += pos - lo + 1
+        nxt = lo - 1
+        for row in reversed(_matching(state, found, values, kind, prefix)):
+            if len(rows) == limit:
+                nxt = row[2]
+                break
+            rows.append(row)
+        pos = nxt
+    return (tuple(rows), pos, pos < 0)
+
+
+def _matching(state, found: tuple, values: tuple, kind: str | None, prefix: str) -> list:
+    """The events of a page of ``$all`` rows that pass the filter, in position order."""
+    pointers = []
+    for k, v in zip(found, values):
+        stream, version = unpack(v, 2, "$all")
+        if kind != "stream" or stream.startswith(prefix):  # filtered before the event row is read
+            pointers.append((stream, version, keys.position_of(k)))
+    rows = _bodies(state, pointers)
+    return [r for r in rows if r[4].startswith(prefix)] if kind == "type" else rows
+
+
+@query("events.read_index")
+def read_index(state, args: Any) -> tuple:
+    """One page of the ``"category"`` or ``"type"`` index for ``name`` from ``from_position``
+    forward: ``(rows, next position, at end)`` as :func:`read_all`."""
+    kind, name, from_position, limit = args
+    limit = _limit(limit)
+    if kind not in ("category", "type") or not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidArgumentError(f"an index read names 'category' or 'type' and a name without NUL, got {kind!r}")
+    if type(from_position) is not int or from_position < 0:
+        raise InvalidArgumentError(f"an index read starts at a position >= 0, got {from_position!r}")
+    start, end = keys.index_range(kind, name)
+    found, _ = state.scan(start + keys.u64(from_position), end, limit)
+    positions = [keys.position_of(k) for k in found]
+    pointers_raw = state.get_many(tuple(keys.all_key(p) for p in positions))
+    pointers = [(*unpack(v, 2, "$all"), p) for p, v in zip(positions, pointers_raw) if v is not None]
+    rows = _bodies(state, pointers)
+    nxt = positions[-1] + 1 if positions else from_position
+    return (tuple(rows), nxt, len(found) < limit)
+
+
+@query("events.load_snapshot")
+def load_snapshot(state, args: Any) -> tuple | None:
+    """``stream``'s latest snapshot ``(version, state)``, or None."""
+    (stream,) = args
+    check_stream(stream)
+    row = state.get(keys.snapshot_key(stream))
+    return None if row is None else unpack(row, 2, "snapshot")
+
+
+@query("events.read_model")
+def read_model(state, args: Any) -> tuple:
+    """A projection's checkpoint and the values of ``keys`` in its read model: ``(checkpoint, values)``
+    read at one position of the log, so the values reflect exactly the events before the checkpoint."""
+    name, wanted = args
+    _check_projection(name)
+    if not isinstance(wanted, tuple) or len(wanted) > MAX_PAGE_ROWS or not all(type(k) is bytes for k in wanted):
+        raise InvalidArgumentError(f"read-model keys are a tuple of at most {MAX_PAGE_ROWS} bytes")
+    values = state.get_many(tuple(keys.model_key(name, k) for k in wanted))
+    return _checkpoint(state.get, name), values
+
+
+@query("events.scan_model")
+def scan_model(state, args: Any) -> tuple:
+    """Up to ``limit`` ``(keys, values)`` of a projection's read model from ``start`` (inclusive) to
+    ``end`` (exclusive; None: the end)."""
+    name, start, end, limit = args
+    _check_projection(name)
+    limit = _limit(limit)
+    if type(start) is not bytes or not (end is None or type(end) is bytes):
+        raise InvalidArgumentError("a read-model scan's start is bytes and its end bytes or None")
+    lo, hi = keys.model_range(name)
+    found, values = state.scan(keys.model_key(name, start), hi if end is None else keys.model_key(name, end), limit)
+    return tuple(k[len(lo):] for k in found), values
+
+
+@query("events.stream_info")
+def stream_info(state, args: Any) -> tuple:
+    """``stream``'s head: ``(last version, deleted, tombstoned, truncate_before, max_count, max_age_ms,
+    custom, metadata version)`` (last version -1 and metadata version -1 for a stream never written)."""
+    (stream,) = args
+    check_stream(stream)
+    head = Head(state.get(keys.head_key(stream)))
+    return (head.last, head.deleted, head.tombstoned, head.truncate_before, head.max_count, head.max_age_ms,
+            head.custom, head.meta_version)
+
+
+# The consumer groups' procedures register with these: the store is launched with this one module.
+from . import consumer_groups  # noqa: E402, F401
