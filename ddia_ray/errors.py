@@ -71,7 +71,18 @@ __all__ = [
     "AggregateNotFoundError",
     "UnhandledEventError",
     "CommandRejectedError",
+    "ArchiveCorruptError",
+    "ArchiveConflictError",
 ]
+
+
+def _restore(cls: type, args: tuple, state: dict) -> Exception:
+    """An exception rebuilt from its args and attributes without calling its ``__init__`` (whose
+    parameters are not its message): how pickling brings back the codec's errors."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class DdiaRayError(Exception):
@@ -110,6 +121,9 @@ class UnknownTypeError(CodecError):
             f"({known} types known); import the module that defines it or upgrade ddia-ray"
         )
 
+    def __reduce__(self):  # pickled by Ray across actors: rebuilt as it is, not from its message
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
 
 class UnknownVersionError(CodecError):
     """A record's schema version (or the wire format version) cannot be read here."""
@@ -121,6 +135,9 @@ class UnknownVersionError(CodecError):
             f"record type {tag!r} has version {version}, this reader supports {supported}; "
             "upgrade the reader or register an upgrade step for that version"
         )
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class CorruptRecordError(CodecError):
@@ -623,3 +640,29 @@ class CommandRejectedError(EventStoreError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.aggregate_id))
+
+
+class ArchiveCorruptError(EventStoreError, CorruptionError):
+    """An event archive file is missing, truncated, fails its checksum, or is not the Parquet file
+    the archive's manifest names (``path``). Nothing of it was returned: restore the file from a
+    copy (its size and CRC-32 are in the manifest), or re-archive from a replica that still has
+    the events. Also a :class:`CorruptionError`, so storage-level handlers catch it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        CorruptionError.__init__(self, message, path)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], None))
+
+
+class ArchiveConflictError(EventStoreError):
+    """Another archiver moved the archive first (``archived_upto`` is not where this one started), or
+    this archive has another location (``url``). Nothing was committed; re-read the archive state
+    and go on from ``archived_upto``, with one archiver at a time."""
+
+    def __init__(self, message: str, archived_upto: int = -1):
+        self.archived_upto = archived_upto
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.archived_upto))

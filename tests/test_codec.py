@@ -164,3 +164,15 @@ def test_types_of_ddia_ray_modules_load_on_demand(tmp_path):
             "print(type(r).__module__, r.key, r.rounds)")
     out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True)
     assert out.stdout.decode().split() == ["ddia_ray.demo.replica", "k", "2"]
+
+
+def test_codec_errors_survive_pickling_as_they_were():
+    """Ray pickles an actor's exception; the codec's errors rebuild with their message and fields
+    (their __init__ takes a tag, not the message: unpickled naively, the message doubled)."""
+    import pickle
+
+    from ddia_ray.errors import UnknownTypeError, UnknownVersionError
+
+    for err in (UnknownTypeError("shop.order", 7), UnknownVersionError("shop.order", 3, "1..2")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.tag == "shop.order"

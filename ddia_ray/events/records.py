@@ -154,3 +154,8 @@ class StreamMetadata:
             raise InvalidArgumentError(f"truncate_before is a version >= 0 or None, got {self.truncate_before!r}")
         if self.custom is not None and not (isinstance(self.custom, dict) and all(type(k) is str for k in self.custom)):
             raise InvalidArgumentError("custom metadata is a dict with str keys")
+
+
+# The event bus's records share the "events." tag prefix, which the codec maps to this module: a
+# process that decodes one of them without having imported the bus finds it through this import.
+from . import bus_records  # noqa: E402, F401
