@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 
-def _restore(cls: type, args: tuple, state: dict) -> Exception:
+def _restore(cls: type[Exception], args: tuple, state: dict) -> Exception:
     """An exception rebuilt from its args and attributes without calling its ``__init__`` (whose
     parameters are not its message): how pickling brings back the codec's errors."""
     exc = cls.__new__(cls)

@@ -111,6 +111,30 @@ print({_PASSED!r})
 """
 
 
+_EVENTS_CHECKS = f"""
+import pathlib
+from ddia_ray.kv.report import fault_spans
+# The workload under faults: every verdict passed, with real conflicts and a leader killed.
+assert report.ok, "\\n".join(summary_lines(report))
+assert report.lost == [] and report.gap_free and report.projection_ok and report.group_ok
+assert report.retries >= 1 and report.redeliveries >= 1, (report.retries, report.redeliveries)
+assert any(what.startswith("kill leader") for _, what in report.faults), report.faults
+# The projection rebuilt from zero gives the same model; the parked orders were replayed and settled.
+assert before == after and len(after) > 10 and runner.checkpoint == end
+assert len(parked) == replayed >= 1 and shipping["parked"] == 0 and shipping["acked"] == total
+# The archive: the files hold positions 0..cut-1, and reads still serve the archived events.
+assert table.num_rows == run.archived_upto == run.dropped_upto == cut
+assert [e.version for e in served] == list(range(len(served))) and len(served) >= 3
+# Appends per second above, the two lags below, a band per fault on both.
+ax_rate, ax_lag = fig.axes
+assert sorted(line.get_label() for line in ax_lag.get_lines()) == ["billing group", "projection"]
+bands = len(fault_spans(report.faults))
+assert bands >= 1 and all(len(ax.patches) == bands for ax in (ax_rate, ax_lag))
+assert not pathlib.Path(root).exists()  # the notebook cleaned up its store and archive
+print({_PASSED!r})
+"""
+
+
 def _execute(name: str, checks: str):
     """Run ``examples/<name>`` plus a cell of ``checks`` in a real kernel; returns the executed notebook."""
     nbformat = pytest.importorskip("nbformat")
@@ -179,7 +203,21 @@ def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(ray_sess
     assert _images(nb) == 4  # the skew, the load over time, the load before and after, the index lag
 
 
-@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb"])
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_events_notebook_runs_in_a_kernel_and_plots_appends_and_lag(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = _execute("events.ipynb", _EVENTS_CHECKS)
+    assert _PASSED in _text(nb.cells[-1])
+    summary = next(c for c in nb.cells if c.cell_type == "code" and "summary_lines(report)" in c.source)
+    assert _text(summary).splitlines()[-1] == "events: ok"
+    assert _images(nb) == 1  # appends and lag over time
+
+
+@pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb",
+                                  "events.ipynb"])
 def test_stored_notebooks_keep_their_outputs(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(EXAMPLES / name, as_version=4)

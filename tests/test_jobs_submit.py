@@ -46,6 +46,7 @@ DEMO_JOB = REPO_ROOT / "jobs" / "demo.py"
 RAFT_JOB = REPO_ROOT / "jobs" / "raft.py"
 REPLICATE_JOB = REPO_ROOT / "jobs" / "replicate.py"
 PARTITION_JOB = REPO_ROOT / "jobs" / "partition.py"
+EVENTS_JOB = REPO_ROOT / "jobs" / "events.py"
 
 #: Patterns left out of the uploaded working_dir (caches and build output).
 WORKING_DIR_EXCLUDES = [
@@ -125,8 +126,8 @@ def test_job_calls_the_cli_demo_and_exits_with_its_status(monkeypatch):
     assert calls == [["demo", "--requests", "5", "--seed", "1", "--no-progress"]]
 
 
-@pytest.mark.parametrize("path", [DEMO_JOB, RAFT_JOB, REPLICATE_JOB, PARTITION_JOB],
-                         ids=["demo", "raft", "replicate", "partition"])
+@pytest.mark.parametrize("path", [DEMO_JOB, RAFT_JOB, REPLICATE_JOB, PARTITION_JOB, EVENTS_JOB],
+                         ids=["demo", "raft", "replicate", "partition", "events"])
 def test_every_job_shares_the_argument_policy(path):
     job = _load_job_module(path)
     assert job.PROGRESS_ENV_VAR == "DDIA_RAY_JOB_PROGRESS"
@@ -165,6 +166,22 @@ def test_partition_job_calls_the_cli_partition_and_exits_with_its_status(monkeyp
         runpy.run_path(str(PARTITION_JOB), run_name="__main__")
     assert exit_info.value.code == 1
     assert calls == [["partition", "--groups", "3", "--fault", "partition-leader", "--no-progress"]]
+
+
+def test_events_job_calls_the_cli_events_and_exits_with_its_status(monkeypatch):
+    calls = []
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        return 1  # as `ddia-ray events` does when an acknowledged event is missing
+
+    monkeypatch.setitem(sys.modules, "ddia_ray.cli", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setattr(sys, "argv", [str(EVENTS_JOB), "--clients", "8", "--schedule", "kill-leader"])
+    monkeypatch.delenv("DDIA_RAY_JOB_PROGRESS", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(EVENTS_JOB), run_name="__main__")
+    assert exit_info.value.code == 1
+    assert calls == [["events", "--clients", "8", "--schedule", "kill-leader", "--no-progress"]]
 
 
 def test_raft_job_calls_the_cli_raft_and_exits_with_its_status(monkeypatch):

@@ -15,16 +15,24 @@ Reads come back in pages (at most :data:`~.procedures.MAX_PAGE_ROWS` events per
 call); the iterators here read on from where a page ended. A stream read is one
 query that reads the stream's head and its events on one replica, at one
 position of the log, so the retention it applies and the events it returns agree.
+
+Archived events (:mod:`.archive`) are served where they belong: every read asks the store, in the
+same query, where the archive's dropped prefix ends, and takes what is below it from the archive's
+files (a stream's versions below its first live one; ``$all`` and index pages below
+``dropped_upto``). A read that touches no archived event costs no archive lookup. The archive's
+URL is the one the store recorded, or the ``archive`` the client was given (a URL, with
+``archive_options`` for its filesystem, or an :class:`~.archive_files.ArchiveReader`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from typing import Any, Iterable, Iterator
 
 from .._validate import positive
-from ..errors import InvalidArgumentError
+from ..errors import CorruptRecordError, InvalidArgumentError
 from .records import (ANY, AppendResult, RecordedEvent, StreamMetadata, check_expected, check_stream,
                       event_data)
 
@@ -71,11 +79,23 @@ class ReplicatedBackend:
 
 class EventStoreClient:
     """Append to and read an event store (see the module docstring). ``timeout_s``: how long a
-    blocking call waits for its answer."""
+    blocking call waits for its answer. ``archive``: where archived events are read (a URL or an
+    :class:`~.archive_files.ArchiveReader`; default: the URL the store recorded), ``archive_options``:
+    its fsspec storage options (credentials, endpoint)."""
 
-    def __init__(self, backend: Any, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, backend: Any, *, timeout_s: float = 30.0, archive: Any = None,
+                 archive_options: dict | None = None) -> None:
+        from .archive_files import ArchiveReader
+
         self.backend = backend
         self.timeout_s = positive("timeout_s", timeout_s)
+        if not (archive is None or isinstance(archive, ArchiveReader) or (isinstance(archive, str) and archive)):
+            raise InvalidArgumentError(f"archive is a URL, an ArchiveReader or None, got {archive!r:.80}")
+        if archive_options is not None and not isinstance(archive_options, dict):
+            raise InvalidArgumentError("archive_options is a dict of fsspec storage options")
+        self._archive: Any = archive
+        self._archive_options = archive_options
+        self._archive_lock = threading.Lock()
 
     def __enter__(self) -> "EventStoreClient":
         return self
@@ -86,6 +106,25 @@ class EventStoreClient:
     def close(self) -> None:
         """Release the backend's client."""
         self.backend.close()
+
+    def archive_reader(self, recorded: str | None = None, *, timeout_s: float | None = None) -> Any:
+        """The reader of the store's archive: the one given, one for the URL given, or one for the URL
+        the store recorded (``recorded``, or asked for)."""
+        from .archive_files import ArchiveReader
+
+        with self._archive_lock:
+            if isinstance(self._archive, ArchiveReader):
+                return self._archive
+        url = self._archive
+        if url is None:
+            url = recorded or self._wait(self.backend.query_nowait("events.archive_state", ()), timeout_s)[2]
+        if not url:
+            raise CorruptRecordError("the store has archived events but no archive URL recorded")
+        reader = ArchiveReader(url, storage_options=self._archive_options)
+        with self._archive_lock:
+            if not isinstance(self._archive, ArchiveReader):
+                self._archive = reader
+            return self._archive
 
     def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None) -> Any:
         from ..errors import CallTimeoutError
@@ -151,8 +190,29 @@ class EventStoreClient:
             raise InvalidArgumentError(f"from_version is a version >= 0 (or None), got {from_version!r}")
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
-            found, last, rows = self._wait(self.backend.query_nowait(
-                "events.read_stream", (stream, version, backward, n, _now_ms())), timeout_s)
+            args = (stream, version, backward, n, _now_ms())
+            found, last, rows = self._wait(self.backend.query_nowait("events.read_stream", args), timeout_s)
+            start = (last if version == -1 else min(version, last)) if backward else version
+            if _short(rows, start, backward, n, last):
+                # The page does not start (or, backward, end) where it could: retention, or archived
+                # versions. Ask again with what tells them apart (the live path never gets here).
+                found, last, rows, first_live, first_visible, max_age_ms = self._wait(self.backend.query_nowait(
+                    "events.archive_read_stream", args), timeout_s)
+                start = (last if version == -1 else min(version, last)) if backward else max(version, first_visible)
+            else:
+                first_live = first_visible = 0
+            if first_visible <= start < first_live:
+                # Archived and dropped: every version below the first live one is in the archive.
+                lo, hi = ((max(first_visible, start - n + 1), start) if backward
+                          else (start, min(first_live - 1, start + n - 1)))
+                got = self._archived_versions(stream, lo, hi, backward, max_age_ms, args[4], timeout_s)
+                yield from got
+                if remaining is not None:
+                    remaining -= len(got)
+                version = lo - 1 if backward else hi + 1
+                if backward and version < first_visible:
+                    return
+                continue
             for v, pos, event_id, event_type, data, metadata, created in rows:
                 yield RecordedEvent(stream, v, pos, event_id, event_type, data, metadata, created)
             if remaining is not None:
@@ -162,6 +222,16 @@ class EventStoreClient:
             version = rows[-1][0] - 1 if backward else rows[-1][0] + 1
             if version < 0 or (not backward and version > last):
                 return
+
+    def _archived_versions(self, stream: str, lo: int, hi: int, backward: bool, max_age_ms: int | None, now: int,
+                           timeout_s: float | None) -> list[RecordedEvent]:
+        """Versions ``lo..hi`` of ``stream`` from the archive, in read order, with the live read's
+        ``max_age`` applied on the same clock."""
+        from .archive import archived_stream
+
+        rows = archived_stream(self, self.archive_reader(timeout_s=timeout_s), stream, lo, hi, timeout_s)
+        return [RecordedEvent(*row) for row in (reversed(rows) if backward else rows)
+                if max_age_ms is None or row[7] >= now - max_age_ms]
 
     def stream_version(self, stream: str, *, timeout_s: float | None = None) -> int:
         """The version of ``stream``'s last event (-1: none, or soft-deleted); the value an exact
@@ -211,9 +281,21 @@ class EventStoreClient:
 
     def read_all_page(self, from_position: int, *, backward: bool = False, page: int = _PAGE,
                       kind: str | None = None, prefix: str = "", timeout_s: float | None = None) -> tuple:
-        """One page of ``$all``: ``(rows, next position, at end)`` (rows as RecordedEvent fields)."""
-        return self._wait(self.backend.query_nowait("events.read_all", (from_position, backward, page, kind, prefix)),
-                          timeout_s)
+        """One page of ``$all``: ``(rows, next position, at end)`` (rows as RecordedEvent fields); a page
+        below the archive's ``dropped_upto`` comes from the archive."""
+        from .archive import archived_all_page
+        from .procedures import MAX_PAGE_ROWS, MAX_SCAN_ROWS
+
+        if type(page) is not int or page < 1:
+            raise InvalidArgumentError(f"a page is an int >= 1, got {page!r}")
+        live, dropped, url, end = self._wait(self.backend.query_nowait(
+            "events.archive_read_all", (from_position, backward, page, kind, prefix)), timeout_s)
+        if live is not None:
+            return live
+        start = end - 1 if backward and from_position == -1 else from_position
+        return archived_all_page(self, self.archive_reader(url, timeout_s=timeout_s), start, backward=backward,
+                                 page=min(page, MAX_PAGE_ROWS), kind=kind, prefix=prefix, dropped_upto=dropped,
+                                 scan_max=MAX_SCAN_ROWS, timeout_s=timeout_s)
 
     def read_category(self, category: str, from_position: int = 0, *, max_count: int | None = None,
                       timeout_s: float | None = None) -> list[RecordedEvent]:
@@ -232,8 +314,18 @@ class EventStoreClient:
         out: list[RecordedEvent] = []
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows, position, at_end = self._wait(self.backend.query_nowait(
-                "events.read_index", (kind, name, position, n)), timeout_s)
+            live, dropped, url = self._wait(self.backend.query_nowait(
+                "events.archive_read_index", (kind, name, position, n)), timeout_s)
+            if live is not None:
+                rows, position, at_end = live
+            else:  # below the archive's dropped_upto: the index rows are gone, the archive filters
+                from .archive import archived_all_page
+                from .procedures import MAX_SCAN_ROWS
+
+                rows, position, at_end = archived_all_page(
+                    self, self.archive_reader(url, timeout_s=timeout_s), position, backward=False, page=n,
+                    kind="category" if kind == "category" else "event_type", prefix=name, dropped_upto=dropped,
+                    scan_max=MAX_SCAN_ROWS, timeout_s=timeout_s)
             out.extend(RecordedEvent(*r) for r in rows)
             if remaining is not None:
                 remaining -= len(rows)
@@ -292,6 +384,14 @@ class EventStoreClient:
         check_stream(stream)
         check_expected(expected)
         return self._wait(self.backend.call_nowait("events.delete", (stream, expected, True)), timeout_s)
+
+
+def _short(rows: tuple, start: int, backward: bool, n: int, last: int) -> bool:
+    """Whether a stream page may be missing archived versions: forward, it does not start at
+    ``start``; backward, it is short of ``n`` events and does not end at version 0."""
+    if backward:
+        return start >= 0 and len(rows) < n and (not rows or rows[-1][0] > 0)
+    return start <= last and (not rows or rows[0][0] != start)
 
 
 def _count(max_count: Any) -> int | None:

@@ -14,6 +14,10 @@ Every row starts with one tag byte, so the kinds of row never interleave::
     x <stream>                         -> (version, state): the latest snapshot of an aggregate
     k <projection>                     -> (checkpoint,): where a projection's read model is up to
     r <projection> 00 <key>            -> value: a projection's read model
+    zh                                 -> (archived_upto, dropped_upto, url): the archive's head
+    zf <last position: u64 BE>         -> an archive file's record (:mod:`.archive`)
+    zv <stream> 00 <last version: u64 BE> -> (first version, file, min, max position): a stream's
+                                          archived versions in one archive file
 
 Big-endian fixed-width numbers sort as the numbers do, so one range scan reads a
 stream from a version, ``$all`` from a position, or an index from a position.

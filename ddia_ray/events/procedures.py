@@ -465,3 +465,4 @@ def stream_info(state, args: Any) -> tuple:
 
 # The consumer groups' procedures register with these: the store is launched with this one module.
 from . import consumer_groups  # noqa: E402, F401
+from . import archive  # noqa: E402, F401

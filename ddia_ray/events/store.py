@@ -69,13 +69,17 @@ class EventStore(Component):
         """The Raft members (``r1..rn``)."""
         return self.store.members
 
-    def client(self, *, read: str | None = "leader", timeout_s: float = 30.0, **options: Any) -> EventStoreClient:
+    def client(self, *, read: str | None = "leader", timeout_s: float = 30.0, archive: Any = None,
+               archive_options: dict | None = None, **options: Any) -> EventStoreClient:
         """A new client (thread-safe; appends from many threads share the store's batches). ``read``:
         the replicated store's read mode for reads (``"leader"``: every read sees every append
         acknowledged before it; ``"session"``: a replica that has this client's own appends;
-        ``"follower"``: any replica). ``options`` go to the replicated store's client."""
+        ``"follower"``: any replica). ``archive`` and ``archive_options``: where the client reads
+        archived events (:class:`~.client.EventStoreClient`; default: the URL the store recorded).
+        ``options`` go to the replicated store's client."""
         inner = self.store.client(timeout_s=timeout_s, read=read, **options)
-        return EventStoreClient(ReplicatedBackend(inner), timeout_s=timeout_s)
+        return EventStoreClient(ReplicatedBackend(inner), timeout_s=timeout_s, archive=archive,
+                                archive_options=archive_options)
 
     def stats(self) -> dict:
         """The replicated store's figures (``store``) and the event count (``events``: the next ``$all``
