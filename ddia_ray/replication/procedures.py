@@ -75,27 +75,24 @@ def procedure(name: str) -> Callable[[Procedure], Procedure]:
 
     Registering one name twice with different functions is refused: two replicas that disagree on
     what a name does would diverge."""
-    _check_name(name)
-
-    def wrap(fn: Procedure) -> Procedure:
-        old = _REGISTRY.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise InvalidArgumentError(f"procedure {name!r} is registered already (by {old.__module__})")
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
+    return _registrar(_REGISTRY, "procedure", name)
 
 
 def query(name: str) -> Callable:
     """Register the decorated function as the read-only query ``name`` (see the module docstring)."""
+    return _registrar(_QUERIES, "query", name)
+
+
+def _registrar(registry: dict, what: str, name: str) -> Callable:
+    """The decorator that registers a function under ``name`` in ``registry`` (once: the same function
+    again, a module imported twice, is fine; another one is refused)."""
     _check_name(name)
 
     def wrap(fn):
-        old = _QUERIES.get(name)
+        old = registry.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise InvalidArgumentError(f"query {name!r} is registered already (by {old.__module__})")
-        _QUERIES[name] = fn
+            raise InvalidArgumentError(f"{what} {name!r} is registered already (by {old.__module__})")
+        registry[name] = fn
         return fn
 
     return wrap

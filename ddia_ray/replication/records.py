@@ -60,6 +60,16 @@ OUTBOX_PREFIX = RESERVED_PREFIX + b"gx/"
 READ_MODES = ("leader", "linearizable", "follower", "session")
 
 
+def _check_read(req: Any) -> None:
+    """The fields every read request shares: its mode, its session position and its staleness bound."""
+    if req.read not in READ_MODES:
+        raise InvalidArgumentError(f"unknown read mode {req.read!r}; use one of {READ_MODES}")
+    _int("after_epoch", req.after_epoch)
+    _int("after_lsn", req.after_lsn)
+    if not isinstance(req.max_staleness_s, (int, float)):
+        raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+
+
 def _int(name: str, value: Any, low: int = 0) -> None:
     if type(value) is not int or value < low:
         raise InvalidArgumentError(f"{name} must be an int >= {low}, got {value!r}")
@@ -452,12 +462,7 @@ class ReplRead:
     def __post_init__(self):
         if not isinstance(self.keys, tuple) or not all(type(k) is bytes for k in self.keys):
             raise InvalidArgumentError("read keys are a tuple of bytes")
-        if self.read not in READ_MODES:
-            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
-        _int("after_epoch", self.after_epoch)
-        _int("after_lsn", self.after_lsn)
-        if not isinstance(self.max_staleness_s, (int, float)):
-            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+        _check_read(self)
         _int("fence", self.fence)
 
 
@@ -517,12 +522,7 @@ class ReplScan:
         if self.end is not None and self.start > self.end:
             raise InvalidArgumentError(f"range start {self.start!r} is after its end {self.end!r}")
         _int("limit", self.limit, 1)
-        if self.read not in READ_MODES:
-            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
-        _int("after_epoch", self.after_epoch)
-        _int("after_lsn", self.after_lsn)
-        if not isinstance(self.max_staleness_s, (int, float)):
-            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+        _check_read(self)
         _int("fence", self.fence)
 
 
@@ -566,12 +566,7 @@ class ReplQuery:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or type(self.args) is not bytes:
             raise InvalidArgumentError("a query is a procedure name (str) and msgpack arguments (bytes)")
-        if self.read not in READ_MODES:
-            raise InvalidArgumentError(f"unknown read mode {self.read!r}; use one of {READ_MODES}")
-        _int("after_epoch", self.after_epoch)
-        _int("after_lsn", self.after_lsn)
-        if not isinstance(self.max_staleness_s, (int, float)):
-            raise InvalidArgumentError("max_staleness_s is a number of seconds (< 0: no bound)")
+        _check_read(self)
 
 
 @record("repl.query_result", version=1)
