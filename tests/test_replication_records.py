@@ -74,6 +74,11 @@ _ENTRIES = ((2, 5, ((PUT, b"k", b"v"), (DELETE, b"d", b"")), 1, ("c1", 3, 2, (No
             (2, 6, ((PUT, b"k2", b"v2"),), 0, ()))
 
 
+_DEEP: tuple = ()
+for _ in range(codec.FIELD_DEPTH_MAX + 2):
+    _DEEP = (_DEEP,)
+
+
 def _frame(tag: str, version: int, fields: dict) -> bytes:
     """A payload of one record as a writer of any version would frame it (wire grammar, codec docstring)."""
     inner = msgpack.packb({"t": tag, "v": version, "f": fields}, use_bin_type=True)
@@ -81,7 +86,8 @@ def _frame(tag: str, version: int, fields: dict) -> bytes:
 
 
 @pytest.mark.parametrize("bad_entries, message", [
-    (((2, 5, ((PUT, b"k", b"v"),), 1, ("c1", 3, 2, ({"x": 1},), 77)),), "results are None, True or False"),
+    # A result is a procedure's answer (any codec value), within the codec's nesting bound.
+    (((2, 5, ((PUT, b"k", b"v"),), 1, ("c1", 3, 2, (_DEEP,), 77)),), "an entry's result.*FIELD_DEPTH_MAX"),
     (((2, 5, ((PUT, b"k", ((((b"deep",),),),)),), 1, ()),), "bytes tail"),
     (((2, 5, ((PUT, b"k", b"v", b"extra"),), 1, ()),), "bytes tail"),
     (((2, 5, ((CAS, b"k", b"v", None),), 1, ()),), "unknown operation code"),
