@@ -70,6 +70,7 @@ from .._validate import positive
 from ..error_record import ErrorRecord
 from ..errors import BusClosedError, CallTimeoutError, InvalidArgumentError, UnknownSubscriptionError
 from ..runtime.calls import await_result
+from ..runtime.client_loop import run_pump
 from .bus_core import BusCore, Delivery
 from .bus_records import PublishBatch, SubscriptionSpec
 
@@ -189,20 +190,7 @@ class BusService:
     # --- the loop -----------------------------------------------------------------------
 
     def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._pump())
-        started.set()
-        self._loop.run_forever()
-        # Let cancelled deliveries finish cancelling (again while any is left: before Python 3.12
-        # asyncio.wait_for can swallow a cancellation that arrives as its inner wait completes).
-        for _ in range(100):
-            pending = {t for t in asyncio.all_tasks(self._loop) if not t.done()}
-            if not pending:
-                break
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.wait(pending, timeout=0.05))
-        self._loop.close()
+        run_pump(self._loop, self._pump, started)  # cancelled deliveries finish cancelling there
 
     def _ring(self) -> None:
         """Wake the pump from any thread (a no-op once the loop is closed)."""

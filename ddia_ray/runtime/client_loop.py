@@ -21,7 +21,28 @@ from ..errors import CallTimeoutError, MessageDroppedError
 from .calls import await_result
 from .links import ClientLinks, ReplyTooLarge
 
-__all__ = ["LoopClient"]
+__all__ = ["LoopClient", "run_pump"]
+
+
+def run_pump(loop: asyncio.AbstractEventLoop, pump, started: threading.Event) -> None:
+    """Run ``pump()`` on ``loop`` in this thread until the loop is stopped, then cancel what is left
+    and close the loop: the body of a thread that owns an asyncio loop (clients, services)."""
+    asyncio.set_event_loop(loop)
+    loop.create_task(pump())
+    started.set()
+    loop.run_forever()
+    # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
+    # Cancel again while any is left: before Python 3.12, asyncio.wait_for can swallow a
+    # cancellation that arrives as its inner wait completes, and a pump loop waiting with it
+    # then runs on (a close took the join's full 5 s, and the thread lived on).
+    for _ in range(100):
+        pending = {t for t in asyncio.all_tasks(loop) if not t.done()}
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.wait(pending, timeout=0.05))
+    loop.close()
 
 
 class LoopClient:
@@ -73,22 +94,7 @@ class LoopClient:
         raise NotImplementedError
 
     def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._pump())
-        started.set()
-        self._loop.run_forever()
-        # Let the cancelled tasks finish cancelling, then release the loop (no "Task was destroyed").
-        # Cancel again while any is left: before Python 3.12, asyncio.wait_for can swallow a
-        # cancellation that arrives as its inner wait completes, and a pump loop waiting with it
-        # then runs on (a close took the join's full 5 s, and the thread lived on).
-        for _ in range(100):
-            pending = {t for t in asyncio.all_tasks(self._loop) if not t.done()}
-            if not pending:
-                break
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.wait(pending, timeout=0.05))
-        self._loop.close()
+        run_pump(self._loop, self._pump, started)
 
     def _stop_loop_thread(self) -> None:
         """Cancel every task of the loop, stop it and wait (up to 5 s) for its thread."""
