@@ -255,11 +255,11 @@ def archive_read_index(state, args: Any) -> tuple:
 
 
 def _ask(client: Any, name: str, args: Any, timeout_s: float | None = None) -> Any:
-    return client._wait(client.backend.query_nowait(name, args), timeout_s)
+    return client.query(name, args, timeout_s=timeout_s)
 
 
 def _call(client: Any, name: str, args: Any, timeout_s: float | None = None) -> Any:
-    return client._wait(client.backend.call_nowait(name, args), timeout_s)
+    return client.call(name, args, timeout_s=timeout_s)
 
 
 def _covering(client: Any, lo: int, hi: int, timeout_s: float | None) -> list[ArchiveFile]:

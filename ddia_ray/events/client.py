@@ -135,6 +135,16 @@ class EventStoreClient:
             raise CallTimeoutError("the event store did not answer in time; an append's outcome is unknown "
                                    "(retry it with the same event ids: a repeat is recognised)") from None
 
+    def call(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
+        """Run procedure ``name`` of the store (:mod:`.procedures`) in its log and return its answer
+        (raising the error it refused with): for the parts built on the store (consumer groups,
+        projections, the archive)."""
+        return self._wait(self.backend.call_nowait(name, args), timeout_s)
+
+    def query(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
+        """Run read-only procedure ``name`` on one replica and return its answer (see :meth:`call`)."""
+        return self._wait(self.backend.query_nowait(name, args), timeout_s)
+
     # --- appends -----------------------------------------------------------------------------------
 
     def append_nowait(self, stream: str, events: Iterable[Any], expected: int | str = ANY, *,

@@ -43,10 +43,10 @@ class ConsumerGroups:
         self.client = client
 
     def _call(self, name: str, args: Any) -> Any:
-        return self.client._wait(self.client.backend.call_nowait(name, args), None)
+        return self.client.call(name, args)
 
     def _query(self, name: str, args: Any) -> Any:
-        return self.client._wait(self.client.backend.query_nowait(name, args), None)
+        return self.client.query(name, args)
 
     def create(self, group: str, *, from_position: int = 0, stream_prefix: str | None = None,
                type_prefix: str | None = None, max_in_flight: int = 500, max_retries: int = 5,
@@ -102,24 +102,24 @@ class PersistentSubscription:
     def pull(self) -> list[tuple[RecordedEvent, int]]:
         """Take up to ``batch`` events from the group: ``(event, attempt)`` pairs (attempt 1 is the
         first delivery). They are this consumer's to settle until the group's ack timeout."""
-        handed = self.client._wait(self.client.backend.call_nowait(
-            "events.group_pull", (self.group, self.consumer, self.batch, self._clock())), None)
+        handed = self.client.call(
+            "events.group_pull", (self.group, self.consumer, self.batch, self._clock()))
         if not handed:
             return []
         attempts = dict(handed)
-        rows = self.client._wait(self.client.backend.query_nowait(
-            "events.read_positions", (tuple(p for p, _ in handed),)), None)
+        rows = self.client.query(
+            "events.read_positions", (tuple(p for p, _ in handed),))
         return [(RecordedEvent(*r), attempts[r[2]]) for r in rows]
 
     def ack(self, positions) -> int:
         """Settle ``positions`` as handled; returns the group's checkpoint."""
-        return self.client._wait(self.client.backend.call_nowait(
-            "events.group_ack", (self.group, tuple(positions))), None)
+        return self.client.call(
+            "events.group_ack", (self.group, tuple(positions)))
 
     def nack(self, positions, action: str = "retry", reason: str = "") -> int:
         """Refuse ``positions``: ``"retry"``, ``"park"`` or ``"skip"``; returns the group's checkpoint."""
-        return self.client._wait(self.client.backend.call_nowait(
-            "events.group_nack", (self.group, tuple(positions), action, reason)), None)
+        return self.client.call(
+            "events.group_nack", (self.group, tuple(positions), action, reason))
 
     def run(self, handler: Callable[[RecordedEvent], Any], *, until: Callable[[], bool] | None = None,
             timeout_s: float | None = None, on_error: str = "retry") -> int:

@@ -65,16 +65,15 @@ class StoreReadModel:
 
     def read(self, name: str, keys: tuple) -> tuple[int, tuple]:
         """See :class:`ReadModel`."""
-        return self.client._wait(self.client.backend.query_nowait("events.read_model", (name, tuple(keys))), None)
+        return self.client.query("events.read_model", (name, tuple(keys)))
 
     def commit(self, name: str, expected: int, checkpoint: int, changes: tuple) -> None:
         """See :class:`ReadModel`."""
-        self.client._wait(self.client.backend.call_nowait("events.project", (name, expected, checkpoint, changes)),
-                          None)
+        self.client.call("events.project", (name, expected, checkpoint, changes))
 
     def reset(self, name: str) -> None:
         """See :class:`ReadModel`."""
-        self.client._wait(self.client.backend.call_nowait("events.reset_projection", (name,)), None)
+        self.client.call("events.reset_projection", (name,))
 
     def get(self, name: str, key: bytes) -> bytes | None:
         """The value of ``key`` in projection ``name``'s read model (a query for users)."""
@@ -82,8 +81,8 @@ class StoreReadModel:
 
     def scan(self, name: str, start: bytes = b"", end: bytes | None = None, *, limit: int = 1000) -> list:
         """Up to ``limit`` ``(key, value)`` pairs of the read model from ``start`` to ``end``."""
-        found, values = self.client._wait(self.client.backend.query_nowait(
-            "events.scan_model", (name, start, end, limit)), None)
+        found, values = self.client.query(
+            "events.scan_model", (name, start, end, limit))
         return list(zip(found, values))
 
 
