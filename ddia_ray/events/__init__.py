@@ -1,4 +1,4 @@
-"""Event sourcing and the event bus (issue 14): a replicated append-only event store, subscriptions,
+"""Event sourcing and the event bus: a replicated append-only event store, subscriptions,
 aggregates, projections, and publish/subscribe by event type.
 
 Theory of operation: the event store's decisions (expected versions, idempotent ids, commit
