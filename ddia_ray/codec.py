@@ -84,7 +84,8 @@ import msgpack
 
 from .errors import CodecError, CorruptRecordError, UnknownTypeError, UnknownVersionError
 
-__all__ = ["record", "encode", "decode", "registered", "record_type_of", "register_module", "FORMAT_1", "RecordType",
+__all__ = ["record", "encode", "decode", "registered", "record_type_of", "register_module", "registered_modules",
+           "FORMAT_1", "RecordType",
            "RECORD_DEPTH_MAX", "FIELD_DEPTH_MAX", "check_value", "prechecked"]
 
 FORMAT_1 = 1
@@ -200,6 +201,8 @@ _MODULES: dict[str, str] = {
     "kv": "ddia_ray.kv",
     "history": "ddia_ray.history",
     "events": "ddia_ray.events.records",
+    "config": "ddia_ray.config.records",
+    "schema": "ddia_ray.schema",
     "seed": "ddia_ray.events.domain",
 }
 
@@ -209,6 +212,12 @@ def register_module(prefix: str, module: str) -> None:
     if not prefix or "." in prefix:
         raise CodecError(f"a tag prefix is the part before the first '.', got {prefix!r}")
     _MODULES[prefix] = module
+
+
+def registered_modules() -> Mapping[str, str]:
+    """Tag prefix -> module of every prefix :func:`registered` imports on demand (a copy), so that
+    a caller can refuse a prefix that is taken before it calls :func:`register_module`."""
+    return dict(_MODULES)
 
 
 def record_type_of(obj: Any) -> RecordType | None:

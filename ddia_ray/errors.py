@@ -73,6 +73,27 @@ __all__ = [
     "CommandRejectedError",
     "ArchiveCorruptError",
     "ArchiveConflictError",
+    "ConfigStoreError",
+    "CompactedError",
+    "FutureRevisionError",
+    "LeaseNotFoundError",
+    "LeaseExpiredError",
+    "InvalidConfigValueError",
+    "RevisionConflictError",
+    "SchemaError",
+    "MalformedSchemaError",
+    "IncompatibleSchemaError",
+    "SchemaMappingError",
+    "MigrationError",
+    "UnknownConversionError",
+    "UnknownSubjectError",
+    "UnknownSchemaError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginVersionError",
+    "PluginConflictError",
+    "PluginStateError",
+    "UnknownPluginError",
 ]
 
 
@@ -666,3 +687,237 @@ class ArchiveConflictError(EventStoreError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.archived_upto))
+
+
+# --- schemas ---------------------------------------------------------------
+
+
+# --- configuration store ---------------------------------------------------
+
+
+class ConfigStoreError(DdiaRayError):
+    """A configuration store refused a request (the subclasses say why)."""
+
+
+class CompactedError(ConfigStoreError):
+    """A read or a watch asked for revision ``requested``, older than the oldest revision the store
+    still keeps (``oldest_kept``): compaction removed that history. Read at ``oldest_kept`` or later,
+    or watch from there after reading the current values (etcd's ``ErrCompacted``)."""
+
+    def __init__(self, message: str, requested: int = 0, oldest_kept: int = 0):
+        self.requested, self.oldest_kept = requested, oldest_kept
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.requested, self.oldest_kept))
+
+
+class FutureRevisionError(ConfigStoreError, ValueError):
+    """A read or a watch asked for revision ``requested``, past the store's ``current`` revision (a
+    watch may start at ``current + 1``, the next revision to be written; etcd's ``ErrFutureRev``)."""
+
+    def __init__(self, message: str, requested: int = 0, current: int = 0):
+        self.requested, self.current = requested, current
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.requested, self.current))
+
+
+class LeaseNotFoundError(ConfigStoreError, LookupError):
+    """No lease of this id was ever granted by the store (``lease_id``); grant one first."""
+
+    def __init__(self, message: str, lease_id: int = 0):
+        self.lease_id = lease_id
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would repr() the message otherwise
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.lease_id))
+
+
+class LeaseExpiredError(LeaseNotFoundError):
+    """The lease (``lease_id``) was granted but is gone: it expired (no keepalive within its TTL) or
+    was revoked, and its keys were deleted. Grant a new lease and write the keys again. Also a
+    :class:`LeaseNotFoundError`, as etcd answers both with ``ErrLeaseNotFound``."""
+
+
+class InvalidConfigValueError(ConfigStoreError, ValueError):
+    """A typed configuration value breaks its schema: ``field`` names the offending field (empty for
+    the value as a whole) and ``reason`` says why. Nothing was stored."""
+
+    def __init__(self, message: str, field: str = "", reason: str = ""):
+        self.field, self.reason = field, reason
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.field, self.reason))
+
+
+class RevisionConflictError(ConfigStoreError):
+    """A write that depends on a range read (a prefix delete) found the range changed since the
+    revision it read (``read_revision``); nothing was written. The client reads again and retries
+    (optimistic concurrency control, DDIA 7.4); a caller sees it only if retries ran out."""
+
+    def __init__(self, message: str, read_revision: int = 0):
+        self.read_revision = read_revision
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.read_revision))
+
+
+class SchemaError(DdiaRayError):
+    """A schema, a compatibility check or a migration between schema versions failed; the subclass says why."""
+
+
+class MalformedSchemaError(SchemaError, ValueError):
+    """A schema is not valid: bad JSON, an unknown type, a duplicate field, a default that does not
+    match its type, or a schema past the size and nesting bounds. The message names the reason; fix
+    the schema and submit it again."""
+
+
+class IncompatibleSchemaError(SchemaError, ValueError):
+    """A schema breaks the compatibility mode it was checked under. ``incompatibilities`` lists each
+    field (its path, e.g. ``order.items[].price``) and why; the message names them all. Add a default,
+    keep the removed field optional, or register under a weaker mode."""
+
+    def __init__(self, message: str, incompatibilities=()):
+        self.incompatibilities = list(incompatibilities)
+        details = "; ".join(f"{i.path}: {i.reason}" for i in self.incompatibilities)
+        super().__init__(f"{message}: {details}" if details else message)
+
+    def __reduce__(self):  # pickled by Ray across actors: rebuilt as it is, not from its message
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class SchemaMappingError(SchemaError, ValueError):
+    """A schema has no equivalent in another schema language (an Avro union of two non-null types as an
+    Arrow column, an ``Any`` field in a record class): use a type both languages share."""
+
+
+class MigrationError(SchemaError):
+    """Data cannot be migrated between two schema versions: a step of the migration chain is missing
+    (the message names it) or a rule does not apply to the data. Register the missing step."""
+
+
+class UnknownConversionError(MigrationError, LookupError):
+    """A type-change rule names a conversion function that this process has not registered with
+    ``@conversion(name)``: import the module that registers it."""
+
+    def __init__(self, name: str, known=()):
+        self.name = name
+        super().__init__(f"unknown conversion {name!r}: no function is registered under this name "
+                         f"(known: {sorted(known)}); import the module that registers it with @conversion")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class UnknownSubjectError(SchemaError, LookupError):
+    """The schema registry has no subject ``subject`` (no version was ever registered under it, or
+    every version was deleted): register a schema under it first, or check the name
+    (``ddia-ray schema versions``)."""
+
+    def __init__(self, message: str, subject: str = ""):
+        self.subject = subject
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.subject))
+
+
+class UnknownSchemaError(SchemaError, LookupError):
+    """The schema registry has no schema of id ``schema_id``, or subject ``subject`` has no version
+    ``version`` (never registered, or deleted). Ids and versions come from a registration's answer."""
+
+    def __init__(self, message: str, schema_id: int = -1, subject: str = "", version: int = -1):
+        self.schema_id, self.subject, self.version = schema_id, subject, version
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.schema_id, self.subject, self.version))
+
+
+# --- plugins ---------------------------------------------------------------
+
+
+class PluginError(DdiaRayError):
+    """A plugin could not be loaded, wants another plugin API, conflicts with another plugin, or was
+    driven out of order; the subclass says which."""
+
+
+class PluginLoadError(PluginError):
+    """The entry point ``entry_point`` (``"name = module:attr"`` of group ``ddia_ray.plugins``) could
+    not be made a plugin: its module failed to import, the object it names is missing, or the object
+    is not a valid plugin (it implements a hook ddia-ray does not define, or a hook with a parameter
+    the hook's specification lacks). The message names the cause; fix or uninstall the distribution."""
+
+    def __init__(self, message: str, entry_point: str = ""):
+        self.entry_point = entry_point
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class PluginVersionError(PluginError, ValueError):
+    """The plugin ``plugin`` needs plugin API ``wanted`` and this ddia-ray offers ``offered``: a plugin
+    runs on the same major version and a minor version at least the one it wants. Install a release of
+    the plugin built for ``offered``, or a ddia-ray that offers ``wanted``."""
+
+    def __init__(self, plugin: str, wanted: str, offered: str, reason: str = ""):
+        self.plugin = plugin
+        self.wanted = wanted
+        self.offered = offered
+        self.reason = reason
+        why = reason or (f"it needs plugin API {wanted}, this ddia-ray offers {offered} "
+                         f"(same major version, minor <= {offered.split('.')[-1]})")
+        super().__init__(f"plugin {plugin!r} refused: {why}")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class PluginConflictError(PluginError, ValueError):
+    """The plugin ``claimant`` provides a ``kind`` named ``name`` that ``owner`` (another plugin, or
+    ``"ddia-ray"`` for a built-in) already provides. The claimant is refused as a whole; rename its
+    extension or uninstall one of the two."""
+
+    def __init__(self, kind: str, name: str, owner: str, claimant: str):
+        self.kind = kind
+        self.name = name
+        self.owner = owner
+        self.claimant = claimant
+        super().__init__(f"plugin {claimant!r} refused: {kind} {name!r} is already provided by {owner!r}")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class PluginStateError(PluginError):
+    """The lifecycle step ``action`` is not allowed while the plugin ``plugin`` is ``state`` (start
+    before init, init while running, anything after it failed). The message lists the states that allow it."""
+
+    def __init__(self, message: str, plugin: str = "", state: str = "", action: str = ""):
+        self.plugin = plugin
+        self.state = state
+        self.action = action
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class UnknownPluginError(PluginError, LookupError):
+    """No plugin named ``name`` is registered in this process: check ``ddia-ray plugins`` for what is
+    installed, and register or discover it first."""
+
+    def __init__(self, name: str, known=()):
+        self.name = name
+        super().__init__(f"no plugin named {name!r} is registered (registered: {sorted(known)})")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))

@@ -306,7 +306,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(InvalidArgumentError):
         ArchiveFile("events-x.parquet", 0, 0, 1, 100, 0, (90, 10, 0), ((4, 10, 0, 0, 0),))
     with pytest.raises(InvalidArgumentError):  # a commit of a record that points outside its file
-        twin.client._wait(twin.client.backend.call_nowait("events.archive_commit", (
+        twin.client.wait(twin.client.backend.call_nowait("events.archive_commit", (
             ("events-00000000000000000000-00000000000000000000.parquet", 0, 0, 1, 100, 0, (90, 20, 0),
              ((4, 10, 0, 0, 0),)), (("user-1", 0, 0, 0, 0),), 0, "memory://x")), None)
 

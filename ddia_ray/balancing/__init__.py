@@ -21,6 +21,7 @@ from .outlier import EjectionEvent, OutlierDetector, OutlierStatus
 from .pickers import Picker
 from .power_of_two import PowerOfTwoChoicesPicker
 from .round_robin import RoundRobinPicker
+from .settings import DEFAULT_WEIGHT, BalancerSettings
 from .weighted import SmoothWeightedRoundRobinPicker
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "BalancerStats",
     "ReplicaStats",
     "PICKERS",
+    "BalancerSettings",
+    "DEFAULT_WEIGHT",
     "BalancedHandle",
     "BalancedStats",
     "BalancerActor",

@@ -10,6 +10,12 @@ balancer like any node. The balancer calls its replicas as its own node id,
 so a partition of the replicas' group that names it (or ``"*"``) cuts it off.
 A restarted balancer starts with fresh breakers and statistics.
 
+Its picker, weights and breaker thresholds change while it serves
+(``reconfigure`` and ``reconfigure_breakers``, with settings records that
+travel as codec bytes; :mod:`ddia_ray.config.live` drives them from watched
+configuration keys). A restarted balancer is back to its launch settings
+until they are sent again.
+
 Its spec travels as plain data (so another driver can :meth:`connect` and a
 restart can rebuild it): the breaker and retry settings are their plain
 fields; callables and exception classes belong to a
@@ -32,11 +38,12 @@ from .. import codec
 from .._validate import positive
 from ..error_record import ErrorRecord
 from ..errors import ActorUnavailableError, CodecError, InvalidArgumentError
-from ..resilience import CircuitBreakerConfig, RetryPolicy
+from ..resilience import BreakerSettings, CircuitBreakerConfig, RetryPolicy
 from ..runtime.component import ServiceComponent
 from ..runtime.core import Reply
 from ..runtime.service import ServiceRef, unwrap
 from .balancer import _DEFAULT_RETRY, BalancedHandle
+from .settings import BalancerSettings
 
 __all__ = ["BalancerActor", "BalancerClient", "BalancerService"]
 
@@ -68,7 +75,8 @@ class BalancerService:
     """
 
     component = "balancer"
-    methods = ("ping", "call_batch", "add_replica", "remove_replica", "stats")
+    methods = ("ping", "call_batch", "add_replica", "remove_replica", "stats", "reconfigure",
+               "reconfigure_breakers", "settings")
 
     def __init__(self, node_id: str, *, group: str, replicas, breaker: dict | None = None,
                  retry: dict | None = None, records: tuple = (), **kwargs):
@@ -99,20 +107,35 @@ class BalancerService:
             Reply(i, None, False, ErrorRecord.of(r, self.node_id)) if isinstance(r, BaseException) else Reply(i, r)
             for i, r in enumerate(results)))
 
-    def add_replica(self, name: str, weight: int = 1) -> None:
-        """Route to ``name`` from now on."""
+    def add_replica(self, name: str, weight: int | None = None) -> None:
+        """Route to ``name`` from now on (default weight: the settings')."""
         self.handle.add_replica(name, weight)
 
     def remove_replica(self, name: str) -> None:
         """Stop routing new requests to ``name``."""
         self.handle.remove_replica(name)
 
+    def reconfigure(self, settings: bytes) -> bytes:
+        """Encoded :class:`~ddia_ray.balancing.settings.BalancerSettings` in, applied while serving; the
+        encoded settings in force out."""
+        return codec.encode(self.handle.reconfigure(codec.decode(settings, BalancerSettings)))
+
+    def reconfigure_breakers(self, settings: bytes) -> bytes:
+        """Encoded :class:`~ddia_ray.resilience.BreakerSettings` in, given to every replica's breaker
+        (states kept); the encoded settings in force out."""
+        return codec.encode(self.handle.reconfigure_breakers(codec.decode(settings, BreakerSettings)))
+
+    def settings(self) -> bytes:
+        """The encoded ``(BalancerSettings, BreakerSettings)`` in force."""
+        return codec.encode((self.handle.settings(), self.handle.breaker_settings()))
+
     def stats(self) -> dict:
         """Plain-data statistics (per replica, breakers, members, totals)."""
         s = self.handle.stats()
         return {
             "replicas": {r.name: {"requests": r.requests, "failures": r.failures, "in_flight": r.in_flight,
-                                  "ejected": r.ejected, "healthy": r.healthy} for r in s.balancer.replicas},
+                                  "ejected": r.ejected, "healthy": r.healthy, "weight": r.weight}
+                         for r in s.balancer.replicas},
             "breakers": {n: m.state.value for n, m in s.breakers.items()},
             "transitions": [(t.breaker, t.from_state, t.to_state, t.reason) for t in s.transitions],
             "members": {n: m.status.value for n, m in s.members.items()},
@@ -204,8 +227,8 @@ class BalancerClient:
         ref.future().add_done_callback(done)
         return out
 
-    def add_replica(self, name: str, weight: int = 1) -> None:
-        """Have the balancer route to ``name``."""
+    def add_replica(self, name: str, weight: int | None = None) -> None:
+        """Have the balancer route to ``name`` (default weight: the settings')."""
         self.target.call("add_replica", name, weight, timeout_s=self.timeout_s)
 
     def remove_replica(self, name: str) -> None:
@@ -215,6 +238,25 @@ class BalancerClient:
     def stats(self) -> dict:
         """The balancer's plain-data statistics."""
         return self.target.call("stats", timeout_s=self.timeout_s)
+
+    def reconfigure(self, settings: BalancerSettings) -> BalancerSettings:
+        """Switch the balancer's picker and weights while it serves; returns the settings in force."""
+        if not isinstance(settings, BalancerSettings):
+            raise InvalidArgumentError(f"settings must be BalancerSettings, got {type(settings).__name__}")
+        return codec.decode(self.target.call("reconfigure", codec.encode(settings), timeout_s=self.timeout_s),
+                            BalancerSettings)
+
+    def reconfigure_breakers(self, settings: BreakerSettings) -> BreakerSettings:
+        """Give the balancer's breakers new thresholds while it serves; returns the settings in force."""
+        if not isinstance(settings, BreakerSettings):
+            raise InvalidArgumentError(f"settings must be BreakerSettings, got {type(settings).__name__}")
+        return codec.decode(self.target.call("reconfigure_breakers", codec.encode(settings),
+                                             timeout_s=self.timeout_s), BreakerSettings)
+
+    def settings(self) -> tuple[BalancerSettings, BreakerSettings]:
+        """The balancer's settings and its breakers' settings, in force."""
+        balancer, breakers = codec.decode(self.target.call("settings", timeout_s=self.timeout_s), tuple)
+        return balancer, breakers
 
 
 def _ray_error(e: BaseException, where: str) -> BaseException:

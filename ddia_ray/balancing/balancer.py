@@ -25,6 +25,13 @@ batch in the next round. Requests are assumed idempotent when retried (they
 may have executed on a replica whose reply was lost): use request ids and
 deduplication in the core otherwise.
 
+Live settings: :meth:`BalancedHandle.reconfigure` switches the picker and
+the weights (:class:`~ddia_ray.balancing.settings.BalancerSettings`) and
+:meth:`BalancedHandle.reconfigure_breakers` every replica's breaker
+thresholds (:class:`~ddia_ray.resilience.BreakerSettings`) while requests
+flow; both take the handle's lock, so a request is routed entirely under
+the old settings or entirely under the new ones.
+
 :class:`~ddia_ray.balancing.actor.BalancerActor` runs a :class:`BalancedHandle`
 as a runtime service, so many clients share one set of breakers and statistics.
 """
@@ -35,6 +42,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import codec
@@ -50,28 +58,52 @@ from ..errors import (
     RetryBudgetExhaustedError,
 )
 from ..membership import MembershipView, MemberStatus
-from ..resilience import Backoff, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryPolicy
+from ..resilience import Backoff, BreakerSettings, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryPolicy
 from ..runtime.connect import NAMESPACE, ensure_ray
 from ..runtime.core import Probe, Reply
 from ..runtime.shell import actor_name
 from .consistent_hash import ConsistentHashPicker
 from .core import BalancerCore
 from .outlier import OutlierDetector
+from .settings import DEFAULT_WEIGHT, BalancerSettings
 from .least_connections import WeightedLeastConnectionsPicker
 from .power_of_two import PowerOfTwoChoicesPicker
 from .round_robin import RoundRobinPicker
 from .weighted import SmoothWeightedRoundRobinPicker
 
-__all__ = ["BalancedHandle", "PICKERS", "BalancedStats"]
+__all__ = ["BalancedHandle", "PICKERS", "BalancedStats", "register_picker", "unregister_picker"]
 
-#: Picker names accepted by :class:`BalancedHandle`.
-PICKERS: Mapping[str, Callable[[random.Random], Any]] = {
+_PICKERS: dict[str, Callable[[random.Random], Any]] = {
     "round_robin": lambda rng: RoundRobinPicker(),
     "weighted_round_robin": lambda rng: SmoothWeightedRoundRobinPicker(),
     "least_connections": lambda rng: WeightedLeastConnectionsPicker(rng=rng),
     "power_of_two": lambda rng: PowerOfTwoChoicesPicker(rng=rng),
     "consistent_hash": lambda rng: ConsistentHashPicker(),
 }
+#: Picker names accepted by :class:`BalancedHandle`: name -> factory ``(rng) -> Picker``. Read-only:
+#: add one with :func:`register_picker` (plugins do), so every name is checked once, on the way in.
+PICKERS: Mapping[str, Callable[[random.Random], Any]] = MappingProxyType(_PICKERS)
+
+
+def register_picker(name: str, factory: Callable[[random.Random], Any]) -> None:
+    """Make ``picker=name`` build its picker with ``factory(rng)`` (a seeded ``random.Random`` in, a
+    :class:`~ddia_ray.balancing.pickers.Picker` out). A name taken by another factory raises
+    ConfigError; registering the same factory again is a no-op."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"a picker name is a non-empty str, got {name!r}")
+    if not callable(factory):
+        raise InvalidArgumentError(f"picker {name!r}: the factory must be callable, got {type(factory).__name__}")
+    if _PICKERS.get(name, factory) is not factory:
+        raise ConfigError(f"picker {name!r} is already registered")
+    _PICKERS[name] = factory
+
+
+def unregister_picker(name: str, factory: Callable[[random.Random], Any]) -> bool:
+    """Forget picker ``name`` if ``factory`` is what builds it; returns whether it was removed."""
+    if _PICKERS.get(name) is factory:
+        del _PICKERS[name]
+        return True
+    return False
 
 _DEFAULT_RETRY = RetryPolicy(max_attempts=6, base_delay_s=0.02, max_delay_s=0.5, jitter="full",
                              retry_on=(CallTimeoutError, ActorUnavailableError, NoReplicaAvailableError))
@@ -126,6 +158,9 @@ class BalancedHandle:
         self._lock = threading.RLock()
         # Ejections are short by default: a replica back from a crash should get traffic within
         # seconds, and a still-broken one is ejected again for longer (base * times ejected).
+        self.picker = picker
+        # The weights the settings give by name, also to replicas added later (see reconfigure).
+        self._weight_table: dict[str, int] = dict(weights)
         self.core = BalancerCore(PICKERS[picker](random.Random(seed)), detector=outlier or OutlierDetector(
             consecutive_failures=5, base_ejection_s=1.0, max_ejection_s=30.0, interval_s=1.0))
         self.membership = membership or MembershipView(first_heartbeat_estimate_s=health_interval_s or 1.0,
@@ -149,10 +184,10 @@ class BalancedHandle:
 
     # --- pool ------------------------------------------------------------------
 
-    def add_replica(self, name: str, weight: int = 1) -> None:
-        """Start routing to ``name`` (a node of the group) with ``weight``."""
+    def add_replica(self, name: str, weight: int | None = None) -> None:
+        """Start routing to ``name`` (a node of the group) with ``weight`` (default: the settings' weight)."""
         with self._lock:
-            self.core.add_replica(name, weight)
+            self.core.add_replica(name, self._weight_table.get(name, DEFAULT_WEIGHT) if weight is None else weight)
             if name not in self.breakers:
                 b = CircuitBreaker(f"{self.group}/{name}", self.breaker_config, clock=self.clock)
                 b.add_listener(self.transitions.append)
@@ -167,6 +202,60 @@ class BalancedHandle:
             if name in self.membership:
                 self.membership.remove(name)
             self._pings.pop(name, None)
+
+    # --- live settings ---------------------------------------------------------------
+
+    def reconfigure(self, settings: BalancerSettings) -> BalancerSettings:
+        """Switch to ``settings`` (picker, weights) while requests flow; returns the settings in force.
+
+        A picker switch keeps every replica's health, in-flight count, breaker and ejection
+        (:meth:`BalancerCore.reconfigure`); unchanged settings change nothing, not even the
+        picker's rotation. An unknown picker raises ConfigError and leaves everything as it was.
+        """
+        if not isinstance(settings, BalancerSettings):
+            raise InvalidArgumentError(f"settings must be BalancerSettings, got {type(settings).__name__}")
+        if settings.picker not in PICKERS:  # registered in the process that built the settings, not here
+            raise ConfigError(f"unknown picker {settings.picker!r}; choose one of {sorted(PICKERS)}")
+        with self._lock:
+            picker = None
+            if settings.picker != self.picker:
+                picker = PICKERS[settings.picker](random.Random(self._rng.getrandbits(64)))
+            self.core.reconfigure(picker=picker, weights={m: settings.weight_of(m) for m in self.core.replicas})
+            self.picker = settings.picker
+            self._weight_table = dict(settings.weights)
+            return self.settings()
+
+    def reconfigure_breakers(self, settings: BreakerSettings | CircuitBreakerConfig) -> BreakerSettings:
+        """Give every replica's breaker (and those of replicas added later) new thresholds, keeping
+        their states (:meth:`CircuitBreaker.reconfigure`); returns the settings in force.
+
+        :class:`BreakerSettings` replace the plain fields and keep this handle's classification
+        callables; a :class:`CircuitBreakerConfig` replaces everything.
+        """
+        if isinstance(settings, BreakerSettings):
+            config = settings.config(self.breaker_config)
+        elif isinstance(settings, CircuitBreakerConfig):
+            config = settings
+        else:
+            raise InvalidArgumentError(
+                f"settings must be BreakerSettings or a CircuitBreakerConfig, got {type(settings).__name__}")
+        with self._lock:
+            for breaker in self.breakers.values():
+                breaker.reconfigure(config)
+            self.breaker_config = config
+            return BreakerSettings.of(config)
+
+    def settings(self) -> BalancerSettings:
+        """The picker and every pooled replica's weight, as settings."""
+        with self._lock:
+            return BalancerSettings(self.picker, {m: self.core.picker.weight(m) for m in self.core.replicas})
+
+    def breaker_settings(self) -> BreakerSettings:
+        """The plain settings of the replicas' breakers."""
+        with self._lock:
+            return BreakerSettings.of(self.breaker_config)
+
+    # --- replicas' actors --------------------------------------------------------
 
     def _handle(self, name: str):
         import ray

@@ -29,6 +29,14 @@ the picker and the detector at once (no new picks), but its in-flight
 requests may still ``end``; the replica is forgotten when the last one does.
 Adding a draining replica again cancels the drain.
 
+Live reconfiguration: :meth:`~BalancerCore.reconfigure` switches the picker
+and/or changes weights and the panic threshold in one step, after checking
+all of it. A new picker receives the current members in their order and
+with their weights; the in-flight counts, health marks, draining replicas
+and the detector's ejections are the core's, not the picker's, so they
+carry over untouched. Only the picker's own position (a round-robin cursor,
+the smooth weights) starts afresh, as any weight change already does.
+
 Invariant: for every replica ``0 <= in_flight <= requests`` and
 ``failures <= requests``; the picker and the detector hold exactly the
 non-draining replicas; a draining replica has work in flight.
@@ -45,7 +53,7 @@ from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError, NoReplicaAvailableError, UnknownNodeError
 from .least_connections import WeightedLeastConnectionsPicker
 from .outlier import EjectionEvent, OutlierDetector
-from .pickers import Picker, _check_member_name
+from .pickers import Picker, _check_member_name, _check_weight
 
 __all__ = ["BalancerCore", "ReplicaStats", "BalancerStats"]
 
@@ -195,6 +203,47 @@ class BalancerCore:
             raise UnknownNodeError(name, self.picker.members)
         self.picker.set_weight(name, weight)
         replica.weight = weight
+
+    def reconfigure(self, *, picker: Picker | None = None, weights: Mapping[str, int] | None = None,
+                    panic_threshold_percent: float | None = None) -> None:
+        """Switch to an empty ``picker``, change some ``weights``, and/or the panic threshold, atomically.
+
+        Left out (None): kept. ``weights`` may name only replicas new requests can go to (not
+        draining). Everything is checked first: on an error nothing has changed. Health, in-flight
+        counts and ejections carry over (module doc).
+        """
+        if picker is not None:
+            if not isinstance(picker, Picker):
+                raise InvalidArgumentError(f"picker must be a Picker, got {type(picker).__name__}")
+            if picker.members:
+                raise ConfigError("reconfigure() takes an empty picker: the core gives it the current replicas")
+        if weights is None:
+            weights = {}
+        elif not isinstance(weights, Mapping):
+            raise InvalidArgumentError(f"weights must map replica names to ints, got {type(weights).__name__}")
+        for name, weight in weights.items():
+            if name not in self.picker:
+                raise UnknownNodeError(name, self.picker.members)
+            _check_weight(weight)
+        if panic_threshold_percent is not None:
+            number("panic_threshold_percent", panic_threshold_percent)
+            if not 0 <= panic_threshold_percent <= 100:
+                raise ConfigError(
+                    f"panic_threshold_percent must be within [0, 100], got {panic_threshold_percent!r}")
+        # Checked: from here on nothing can fail, so the core never holds half the change.
+        new_weights = {m: weights.get(m, self.picker.weight(m)) for m in self.picker.members}
+        if picker is not None:
+            for member, weight in new_weights.items():
+                picker.add(member, weight)
+            self.picker = picker
+        else:
+            for member, weight in new_weights.items():
+                if self.picker.weight(member) != weight:
+                    self.picker.set_weight(member, weight)
+        for member, weight in new_weights.items():
+            self._replicas[member].weight = weight
+        if panic_threshold_percent is not None:
+            self.panic_threshold_percent = panic_threshold_percent
 
     def mark_health(self, name: str, healthy: bool) -> None:
         """Record a failure detector's verdict; unhealthy replicas are skipped outside panic mode."""

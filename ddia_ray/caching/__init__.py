@@ -21,6 +21,7 @@ from .handles import ReadThroughCache, WriteBehindCache, WriteThroughCache
 from .coalescing import CoalescingQueue
 from .lru import LRUCache
 from .patterns import POLICIES, CacheAside, CacheFront, CacheStats, make_policy
+from .settings import CacheSettings
 from .single_flight import AsyncSingleFlight, SingleFlight
 from .sketch import FrequencySketch
 from .tinylfu import WTinyLFUCache
@@ -33,6 +34,6 @@ register_module("caching", "ddia_ray.caching")
 __all__ = [
     "EvictionPolicy", "EvictionStats", "LRUCache", "TTLCache", "WTinyLFUCache", "FrequencySketch",
     "SingleFlight", "AsyncSingleFlight", "CoalescingQueue", "POLICIES", "make_policy", "CacheFront",
-    "CacheStats", "CacheAside", "CacheClient", "ReadThroughCache", "WriteThroughCache", "WriteBehindCache",
-    "ReadThroughService", "WriteThroughService", "WriteBehindService",
+    "CacheStats", "CacheSettings", "CacheAside", "CacheClient", "ReadThroughCache", "WriteThroughCache",
+    "WriteBehindCache", "ReadThroughService", "WriteThroughService", "WriteBehindService",
 ]

@@ -18,6 +18,10 @@ key share one load (single flight).
   cache. A write the store refused raises to the caller and is never
   cached (its keys are invalidated: a timed-out write may have applied).
 
+Both change capacity and default TTL while serving (``reconfigure``, with
+:class:`~ddia_ray.caching.settings.CacheSettings`; :mod:`ddia_ray.config.live`
+drives it from a watched configuration key).
+
 The cache calls its store as itself: the store's shell sees calls from the
 cache's node id, so ``store.nemesis.partition([[cache.name], ["*"]])`` cuts
 the cache off from its store while its own clients still reach it, and
@@ -44,6 +48,7 @@ from ..runtime.service import ServiceRef
 from ..storage.engine import Op, WriteBatch, decode_ops
 from ..storage.node import StorageClient
 from .patterns import CacheFront, make_policy
+from .settings import CacheSettings
 
 __all__ = ["ReadThroughService", "WriteThroughService"]
 
@@ -64,7 +69,7 @@ class ReadThroughService:
 
     component = "cache"
     methods = ("ping", "get_many", "write", "put_many", "delete_many", "invalidate_many", "cache_stats", "flush",
-               "stats")
+               "stats", "reconfigure", "settings")
     #: Whether an acknowledged store write puts its values in the cache (else it invalidates them).
     fill_on_write = False
 
@@ -133,6 +138,16 @@ class ReadThroughService:
     def stats(self) -> dict:
         """The counters as plain data (the shell exports them as metrics)."""
         return dataclasses.asdict(self.front.stats(**self._extra_stats()))
+
+    def reconfigure(self, settings: bytes) -> bytes:
+        """Encoded :class:`~ddia_ray.caching.settings.CacheSettings` in (applied atomically), the settings
+        in force out. The cache keeps serving meanwhile; a restart goes back to the launch settings."""
+        self._check_open()
+        return codec.encode(self.front.reconfigure(codec.decode(settings, CacheSettings)))
+
+    def settings(self) -> bytes:
+        """Encoded :class:`~ddia_ray.caching.settings.CacheSettings` in force."""
+        return codec.encode(self.front.settings())
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Nothing is buffered here: returns 0 at once (see the write-behind cache)."""

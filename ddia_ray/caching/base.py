@@ -18,6 +18,12 @@ Counters follow the usual definitions: each ``get`` is exactly one hit or
 one miss; an eviction is an entry removed to make room (a W-TinyLFU
 candidate refused admission counts as one); an expiration is an entry
 removed because its time to live ran out. ``pop`` removes without counting.
+
+Every core can be reconfigured while it runs (``reconfigure(now_s,
+capacity=...)``, and ``default_ttl_s=`` for the TTL core): the arguments are
+all checked before anything changes, and a smaller capacity evicts down to
+it at once, in the policy's own order (counted as evictions), so the
+invariant above holds when the call returns.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class EvictionPolicy(Protocol):
     def clear(self) -> None:
         """Drop every entry (the counters stay)."""
 
+    def reconfigure(self, now_s: float, *, capacity: int | None = None) -> int:
+        """Change the capacity while running (None: keep it); returns how many entries were removed."""
+
     def stats(self) -> EvictionStats:
         """Immutable counters."""
 
@@ -101,7 +110,7 @@ class _Core:
     __slots__ = ("capacity", "_weight", "_hits", "_misses", "_evictions", "_expirations")
 
     def __init__(self, capacity: int):
-        self.capacity = positive("capacity", integer("capacity", capacity))
+        self.capacity = self._check_capacity(capacity)
         self._weight = 0
         self._hits = 0
         self._misses = 0
@@ -116,6 +125,10 @@ class _Core:
         if size < 1:
             raise ConfigError(f"size must be >= 1, got {size}")
         return size
+
+    @staticmethod
+    def _check_capacity(capacity: Any) -> int:
+        return positive("capacity", integer("capacity", capacity))
 
     @property
     def weight(self) -> int:

@@ -27,6 +27,7 @@ from ..storage.engine import WriteBatch, encode_ops, to_key, to_value
 from ..runtime.service import ServiceRef
 from ..storage.node import StorageClient
 from .patterns import CacheStats
+from .settings import CacheSettings
 
 __all__ = ["CacheClient"]
 
@@ -88,6 +89,16 @@ class CacheClient:
     def stats(self) -> CacheStats:
         """The actor's counters (immutable)."""
         return codec.decode(self._call("cache_stats"), CacheStats)
+
+    def reconfigure(self, settings: CacheSettings) -> CacheSettings:
+        """Change the cache's capacity and default TTL while it serves; returns the settings in force."""
+        if not isinstance(settings, CacheSettings):
+            raise InvalidArgumentError(f"settings must be CacheSettings, got {type(settings).__name__}")
+        return codec.decode(self._call("reconfigure", codec.encode(settings)), CacheSettings)
+
+    def settings(self) -> CacheSettings:
+        """The settings the cache runs with."""
+        return codec.decode(self._call("settings"), CacheSettings)
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait until every acknowledged write reached the store (write-behind); returns ops flushed meanwhile."""

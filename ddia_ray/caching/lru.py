@@ -49,11 +49,24 @@ class LRUCache(_Core):
             return False
         self._data[key] = (value, size)
         self._weight += size
+        self._evict()
+        return True
+
+    def reconfigure(self, now_s: float = 0.0, *, capacity: int | None = None) -> int:
+        """Change the capacity (None: keep it); a smaller one evicts LRU entries at once. Returns how many."""
+        if capacity is None:
+            return 0
+        self.capacity = self._check_capacity(capacity)
+        return self._evict()
+
+    def _evict(self) -> int:
+        evicted = 0
         while self._weight > self.capacity:
             _, (_, evicted_size) = self._data.popitem(last=False)
             self._weight -= evicted_size
-            self._evictions += 1
-        return True
+            evicted += 1
+        self._evictions += evicted
+        return evicted
 
     def pop(self, key: Hashable, default: Any = None) -> Any:
         """Remove ``key`` without counting an eviction; its value, or ``default``."""

@@ -32,6 +32,10 @@ blocks fills while it runs.
 
 :class:`CacheAside` is the client-side helper of the cache-aside pattern:
 the application process owns the cache and talks to the store itself.
+
+Live settings: :meth:`CacheFront.reconfigure` applies a
+:class:`~ddia_ray.caching.settings.CacheSettings` (capacity, default TTL) to
+the core under the lock, so a read sees the old settings or the new ones.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..errors import ConfigError, InvalidArgumentError
 from ..storage.engine import Op, WriteBatch, to_key
 from .base import EvictionPolicy
 from .lru import LRUCache
+from .settings import CacheSettings
 from .single_flight import SingleFlight
 from .tinylfu import WTinyLFUCache
 from .ttl import TTLCache
@@ -295,6 +300,32 @@ class CacheFront:
                     dropped += 1
         return dropped
 
+    # --- live settings ------------------------------------------------------------
+
+    def reconfigure(self, settings: CacheSettings) -> CacheSettings:
+        """Apply ``settings`` atomically (a smaller capacity evicts at once); returns the settings in force.
+
+        Raises :class:`ConfigError` for a TTL on a policy without one; nothing changes then.
+        """
+        if not isinstance(settings, CacheSettings):
+            raise InvalidArgumentError(f"settings must be CacheSettings, got {type(settings).__name__}")
+        core = self.core
+        with self.lock:
+            if isinstance(core, TTLCache):
+                core.reconfigure(self._clock(), capacity=settings.capacity, default_ttl_s=settings.default_ttl_s)
+            elif settings.default_ttl_s is not None:
+                raise ConfigError(f"default_ttl_s={settings.default_ttl_s} needs the 'ttl' eviction policy; "
+                                  f"this cache runs {self.policy!r}")
+            else:
+                core.reconfigure(self._clock(), capacity=settings.capacity)
+            return self.settings()
+
+    def settings(self) -> CacheSettings:
+        """The settings in force."""
+        with self.lock:
+            core = self.core
+            return CacheSettings(core.capacity, core.default_ttl_s if isinstance(core, TTLCache) else None)
+
     # --- statistics ---------------------------------------------------------------
 
     def stats(self, **extra: int) -> CacheStats:
@@ -370,6 +401,10 @@ class CacheAside:
     def invalidate_many(self, keys: Iterable[Any]) -> int:
         """Forget cached keys (e.g. on a change notification from another writer)."""
         return self.front.invalidate(to_key(k) for k in keys)
+
+    def reconfigure(self, settings: CacheSettings) -> CacheSettings:
+        """Change the cache's capacity and default TTL while it is used (see :meth:`CacheFront.reconfigure`)."""
+        return self.front.reconfigure(settings)
 
     def stats(self) -> CacheStats:
         """Immutable counters."""

@@ -24,6 +24,13 @@ Frequencies are recorded on every hit and every ``put`` (not on misses,
 like Caffeine: an application that misses then fills counts one access).
 Weighted entries work the same way; an entry bigger than the window goes
 straight into the duel.
+
+A new capacity (:meth:`WTinyLFUCache.reconfigure`) re-derives the window and
+protected sizes from the same fractions, as Caffeine's ``setMaximum`` does:
+protected overflow is demoted, window overflow duels its way into main, and
+whatever is still over capacity is evicted in SLRU order. The sketch keeps its
+width (its counts stay meaningful; a much larger cache simply sees more
+collisions until it is rebuilt with a wider sketch).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class WTinyLFUCache(_Core):
     """W-TinyLFU over window LRU + probation/protected SLRU (see the module docstring)."""
 
     __slots__ = ("window_capacity", "protected_capacity", "sketch", "_window", "_probation",
-                 "_protected", "_window_weight", "_protected_weight")
+                 "_protected", "_window_weight", "_protected_weight", "_fractions")
 
     def __init__(self, capacity: int, *, window_fraction: float = 0.01, protected_fraction: float = 0.8,
                  doorkeeper: bool = False, sketch_width: int | None = None, seed: int = 0):
@@ -52,9 +59,8 @@ class WTinyLFUCache(_Core):
         probability("protected_fraction", protected_fraction)
         if window_fraction >= 1:
             raise ConfigError("window_fraction must be < 1: the main space cannot be empty")
-        # At least one unit of window, so a brand-new key survives until its next access.
-        self.window_capacity = max(1.0, capacity * window_fraction)
-        self.protected_capacity = max(0.0, capacity - self.window_capacity) * protected_fraction
+        self._fractions = (window_fraction, protected_fraction)
+        self._size_segments()
         # One counter per expected entry is the paper's sizing; the cap keeps byte-weighted caches small.
         width = sketch_width if sketch_width is not None else min(capacity, 1 << 20)
         self.sketch = FrequencySketch(integer("sketch_width", width), doorkeeper=doorkeeper, seed=seed)
@@ -139,7 +145,24 @@ class WTinyLFUCache(_Core):
                 return name
         return None
 
+    def reconfigure(self, now_s: float = 0.0, *, capacity: int | None = None) -> int:
+        """Change the capacity (None: keep it); the segments follow (module doc). Returns entries evicted."""
+        if capacity is None:
+            return 0
+        self.capacity = self._check_capacity(capacity)
+        before = self._evictions
+        self._size_segments()
+        self._demote_protected()
+        self._evict()
+        return self._evictions - before
+
     # --- internals ----------------------------------------------------------------
+
+    def _size_segments(self) -> None:
+        window_fraction, protected_fraction = self._fractions
+        # At least one unit of window, so a brand-new key survives until its next access.
+        self.window_capacity = max(1.0, self.capacity * window_fraction)
+        self.protected_capacity = max(0.0, self.capacity - self.window_capacity) * protected_fraction
 
     def _adjust(self, segment: OrderedDict, delta: int) -> None:
         self._weight += delta

@@ -17,6 +17,15 @@ When a ``put`` makes the cache overflow, expired entries are swept first
 (they count as expirations, not evictions) and only then are live entries
 evicted in LRU order. ``__contains__`` and ``__len__`` cannot know the time:
 they include entries that are expired but not yet swept.
+
+A new ``default_ttl_s`` (:meth:`TTLCache.reconfigure`) applies to the entries
+already held that took the default, measured from their last write, as
+Caffeine's ``expireAfterWrite`` does when its duration changes: shortening
+the TTL bounds the staleness of what is cached now, not only of what is
+cached next. Entries put with their own ``ttl_s`` keep it. What had expired
+under the old TTL is swept first (a longer TTL revives nothing), then the
+heap is rebuilt (O(entries), once per change) and the entries the new TTL
+expires are swept at once.
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ import math
 from collections import OrderedDict
 from typing import Any, Hashable, Iterator
 
-from .._validate import positive
-from .base import _Core
+from .._validate import number, positive
+from .base import _MISSING as _KEEP
+from .base import _Core, _Missing
 
 __all__ = ["TTLCache"]
 
@@ -36,13 +46,15 @@ _HEAP_SLACK = 64  # dead heap items tolerated before a rebuild, beyond one per l
 
 
 class _Entry:
-    __slots__ = ("value", "size", "expires_at_s", "seq")
+    __slots__ = ("value", "size", "expires_at_s", "seq", "written_at_s", "own_ttl")
 
-    def __init__(self, value: Any, size: int, expires_at_s: float, seq: int):
+    def __init__(self, value: Any, size: int, expires_at_s: float, seq: int, written_at_s: float, own_ttl: bool):
         self.value = value
         self.size = size
         self.expires_at_s = expires_at_s
         self.seq = seq
+        self.written_at_s = written_at_s
+        self.own_ttl = own_ttl  # put with its own ttl_s: a new default_ttl_s leaves it alone
 
 
 class TTLCache(_Core):
@@ -52,7 +64,7 @@ class TTLCache(_Core):
 
     def __init__(self, capacity: int, default_ttl_s: float | None = None):
         super().__init__(capacity)
-        self.default_ttl_s = None if default_ttl_s is None else float(positive("default_ttl_s", default_ttl_s))
+        self.default_ttl_s = self._check_ttl(default_ttl_s)
         self._data: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._heap: list[tuple[float, int, Hashable]] = []
         self._seq = 0
@@ -83,19 +95,51 @@ class TTLCache(_Core):
             return False
         self._seq += 1
         expires_at_s = math.inf if ttl is None else now_s + ttl
-        self._data[key] = _Entry(value, size, expires_at_s, self._seq)
+        self._data[key] = _Entry(value, size, expires_at_s, self._seq, now_s, ttl_s is not None)
         self._weight += size
         if expires_at_s != math.inf:
             heapq.heappush(self._heap, (expires_at_s, self._seq, key))
+        self._make_room(now_s)
+        if len(self._heap) > 2 * len(self._data) + _HEAP_SLACK:
+            self._rebuild_heap()
+        return True
+
+    def reconfigure(self, now_s: float, *, capacity: int | None = None,
+                    default_ttl_s: float | None | _Missing = _KEEP) -> int:
+        """Change the capacity and/or the default TTL while running (left out: kept).
+
+        ``default_ttl_s=None`` means entries that take the default never expire. Everything
+        is checked before anything changes. Entries expired by a shorter TTL are swept and a
+        smaller capacity evicts (expired entries first, then LRU), at ``now_s``. Returns how
+        many entries were removed.
+        """
+        number("now_s", now_s)
+        new_capacity = self.capacity if capacity is None else self._check_capacity(capacity)
+        new_ttl = self.default_ttl_s if default_ttl_s is _KEEP else self._check_ttl(default_ttl_s)
+        before = self._evictions + self._expirations
+        self.capacity = new_capacity
+        if new_ttl != self.default_ttl_s:
+            self.expire(now_s)  # what expired under the old TTL stays expired: a longer one revives nothing
+            self.default_ttl_s = new_ttl
+            for entry in self._data.values():
+                if not entry.own_ttl:
+                    entry.expires_at_s = math.inf if new_ttl is None else entry.written_at_s + new_ttl
+            self._rebuild_heap()  # the old heap items carry the old expiry times
+            self.expire(now_s)
+        self._make_room(now_s)
+        return self._evictions + self._expirations - before
+
+    @staticmethod
+    def _check_ttl(ttl_s: Any) -> float | None:
+        return None if ttl_s is None else float(positive("default_ttl_s", ttl_s))
+
+    def _make_room(self, now_s: float) -> None:
         if self._weight > self.capacity:
             self.expire(now_s)  # reclaim dead entries before evicting live ones
         while self._weight > self.capacity:
             evicted_key, entry = self._data.popitem(last=False)
             self._weight -= entry.size
             self._evictions += 1
-        if len(self._heap) > 2 * len(self._data) + _HEAP_SLACK:
-            self._rebuild_heap()
-        return True
 
     def expire(self, now_s: float) -> int:
         """Remove every entry expired at ``now_s``, earliest first; returns how many."""

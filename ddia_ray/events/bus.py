@@ -50,6 +50,7 @@ from ..resilience import Retrier, RetryPolicy
 from ..runtime.component import ServiceComponent
 from ..runtime.service import ServiceRef
 from .bus_core import BusCore
+from .bus_handlers import named_handler
 from .bus_records import BusStats, DeadLetter, PublishBatch, SubscriptionSpec, event_type, retry_data
 
 __all__ = ["EventBus", "EventBusClient", "MODES", "DEFAULT_PUBLISH_RETRY"]
@@ -286,11 +287,14 @@ class EventBusClient:
 
         The pattern is a type (``"user.created"``, or a record class), or a prefix ending in ``*``
         (``"user.*"``, ``"*"``). ``handler`` is a Ray actor handle (its ``method`` is called with the
-        event), a Ray remote function or a plain function (run as a Ray task with ``ray_options``).
+        event), a Ray remote function or a plain function (run as a Ray task with ``ray_options``),
+        or the name of a function registered with :func:`~ddia_ray.events.bus_handlers.register_handler`.
         With ``batch_max > 1`` it gets a tuple of up to that many events. The other knobs are
         :class:`SubscriptionSpec`'s; ``no_retry_on`` names exception classes dead-lettered at once.
         """
         pattern = event_type_pattern if isinstance(event_type_pattern, str) else event_type(event_type_pattern)
+        if isinstance(handler, str):
+            handler = named_handler(handler)
         kind, description = _describe(handler, method)
         options = dict(ray_options or {})
         target = handler

@@ -60,12 +60,8 @@ class DurableEventBus(Component):
         if type(partitions) is not int or partitions < 1:
             raise ConfigError(f"partitions is an int >= 1, got {partitions!r}")
         store = EventStore.launch(name, replicas, root=root, engine=engine, **options)
-        try:
-            with store.client() as c:
-                Topics(c).create(_TOPIC, partitions)
-        except BaseException:
-            store.shutdown(destroy_data=True)
-            raise
+        with store.shutdown_on_error(), store.client() as c:
+            Topics(c).create(_TOPIC, partitions)
         return cls(store)
 
     @classmethod
@@ -152,7 +148,7 @@ class DurableBusClient:
         futures = [self.publish_future(e, key=key) for e in events]
         out = []
         for f in futures:
-            r = self.client._wait(f, None)
+            r = self.client.wait(f, None)
             out.append((int(r.stream.rsplit(".", 1)[1]), r.first_version))
         return out
 

@@ -31,12 +31,15 @@ import threading
 import time
 from typing import Any, Iterable, Iterator
 
-from .._validate import positive
 from ..errors import CorruptRecordError, InvalidArgumentError
+from ..replication.backend import ProcedureBackend, ProcedureClient
 from .records import (ANY, AppendResult, RecordedEvent, StreamMetadata, check_expected, check_stream,
                       event_data)
 
 __all__ = ["EventStoreClient", "ReplicatedBackend"]
+
+#: The backend on Ray: the event store's procedures and queries through a replicated store's client.
+ReplicatedBackend = ProcedureBackend
 
 _PAGE = 1000
 
@@ -45,50 +48,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ReplicatedBackend:
-    """Procedure calls and queries through a :class:`~ddia_ray.replication.ReplicatedClient`."""
-
-    def __init__(self, client: Any, *, read: str | None = None) -> None:
-        self.client = client
-        self.read = read
-
-    def call_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
-        """Run procedure ``name`` in the store's log; the future holds its result or its refusal."""
-        from ..replication.procedures import call_op, result_or_raise
-
-        inner = self.client.submit_ops((call_op(name, args),), single=True)
-        outer: concurrent.futures.Future = concurrent.futures.Future()
-
-        def done(f: concurrent.futures.Future) -> None:
-            try:
-                outer.set_result(result_or_raise(f.result()))
-            except BaseException as e:  # noqa: BLE001 - the refusal or the call's failure: the caller's
-                outer.set_exception(e)
-
-        inner.add_done_callback(done)
-        return outer
-
-    def query_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
-        """Run query ``name`` on one replica (the client's read mode); the future holds its result."""
-        return self.client.query_nowait(name, args, read=self.read)
-
-    def close(self) -> None:
-        """Close the replicated store's client."""
-        self.client.close()
-
-
-class EventStoreClient:
+class EventStoreClient(ProcedureClient):
     """Append to and read an event store (see the module docstring). ``timeout_s``: how long a
     blocking call waits for its answer. ``archive``: where archived events are read (a URL or an
     :class:`~.archive_files.ArchiveReader`; default: the URL the store recorded), ``archive_options``:
     its fsspec storage options (credentials, endpoint)."""
 
+    timeout_message = ("the event store did not answer in time; an append's outcome is unknown (retry it with the "
+                       "same event ids: a repeat is recognised)")
+
     def __init__(self, backend: Any, *, timeout_s: float = 30.0, archive: Any = None,
                  archive_options: dict | None = None) -> None:
         from .archive_files import ArchiveReader
 
-        self.backend = backend
-        self.timeout_s = positive("timeout_s", timeout_s)
+        super().__init__(backend, timeout_s=timeout_s)
         if not (archive is None or isinstance(archive, ArchiveReader) or (isinstance(archive, str) and archive)):
             raise InvalidArgumentError(f"archive is a URL, an ArchiveReader or None, got {archive!r:.80}")
         if archive_options is not None and not isinstance(archive_options, dict):
@@ -96,16 +69,6 @@ class EventStoreClient:
         self._archive: Any = archive
         self._archive_options = archive_options
         self._archive_lock = threading.Lock()
-
-    def __enter__(self) -> "EventStoreClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the backend's client."""
-        self.backend.close()
 
     def archive_reader(self, recorded: str | None = None, *, timeout_s: float | None = None) -> Any:
         """The reader of the store's archive: the one given, one for the URL given, or one for the URL
@@ -117,7 +80,7 @@ class EventStoreClient:
                 return self._archive
         url = self._archive
         if url is None:
-            url = recorded or self._wait(self.backend.query_nowait("events.archive_state", ()), timeout_s)[2]
+            url = recorded or self.wait(self.backend.query_nowait("events.archive_state", ()), timeout_s)[2]
         if not url:
             raise CorruptRecordError("the store has archived events but no archive URL recorded")
         reader = ArchiveReader(url, storage_options=self._archive_options)
@@ -125,25 +88,6 @@ class EventStoreClient:
             if not isinstance(self._archive, ArchiveReader):
                 self._archive = reader
             return self._archive
-
-    def _wait(self, fut: concurrent.futures.Future, timeout_s: float | None) -> Any:
-        from ..errors import CallTimeoutError
-
-        try:
-            return fut.result(self.timeout_s if timeout_s is None else timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise CallTimeoutError("the event store did not answer in time; an append's outcome is unknown "
-                                   "(retry it with the same event ids: a repeat is recognised)") from None
-
-    def call(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
-        """Run procedure ``name`` of the store (:mod:`.procedures`) in its log and return its answer
-        (raising the error it refused with): for the parts built on the store (consumer groups,
-        projections, the archive)."""
-        return self._wait(self.backend.call_nowait(name, args), timeout_s)
-
-    def query(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
-        """Run read-only procedure ``name`` on one replica and return its answer (see :meth:`call`)."""
-        return self._wait(self.backend.query_nowait(name, args), timeout_s)
 
     # --- appends -----------------------------------------------------------------------------------
 
@@ -178,7 +122,7 @@ class EventStoreClient:
         Raises :class:`~ddia_ray.errors.WrongExpectedVersionError` (with the actual version) when it
         does not, :class:`~ddia_ray.errors.StreamDeletedError` for a tombstoned stream. A retry of
         the same events (same ids) answers the first append's result and writes nothing."""
-        return self._wait(self.append_nowait(stream, events, expected, created_ms=created_ms), timeout_s)
+        return self.wait(self.append_nowait(stream, events, expected, created_ms=created_ms), timeout_s)
 
     # --- stream reads ------------------------------------------------------------------------------
 
@@ -201,12 +145,12 @@ class EventStoreClient:
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
             args = (stream, version, backward, n, _now_ms())
-            found, last, rows = self._wait(self.backend.query_nowait("events.read_stream", args), timeout_s)
+            found, last, rows = self.query("events.read_stream", args, timeout_s=timeout_s)
             start = (last if version == -1 else min(version, last)) if backward else version
             if _short(rows, start, backward, n, last):
                 # The page does not start (or, backward, end) where it could: retention, or archived
                 # versions. Ask again with what tells them apart (the live path never gets here).
-                found, last, rows, first_live, first_visible, max_age_ms = self._wait(self.backend.query_nowait(
+                found, last, rows, first_live, first_visible, max_age_ms = self.wait(self.backend.query_nowait(
                     "events.archive_read_stream", args), timeout_s)
                 start = (last if version == -1 else min(version, last)) if backward else max(version, first_visible)
             else:
@@ -298,7 +242,7 @@ class EventStoreClient:
 
         if type(page) is not int or page < 1:
             raise InvalidArgumentError(f"a page is an int >= 1, got {page!r}")
-        live, dropped, url, end = self._wait(self.backend.query_nowait(
+        live, dropped, url, end = self.wait(self.backend.query_nowait(
             "events.archive_read_all", (from_position, backward, page, kind, prefix)), timeout_s)
         if live is not None:
             return live
@@ -324,7 +268,7 @@ class EventStoreClient:
         out: list[RecordedEvent] = []
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
-            live, dropped, url = self._wait(self.backend.query_nowait(
+            live, dropped, url = self.wait(self.backend.query_nowait(
                 "events.archive_read_index", (kind, name, position, n)), timeout_s)
             if live is not None:
                 rows, position, at_end = live
@@ -350,18 +294,18 @@ class EventStoreClient:
         newer one is kept already; returns whether it was kept. Snapshots are no events: they are in
         no stream and not in ``$all``."""
         check_stream(stream)
-        return self._wait(self.backend.call_nowait("events.save_snapshot", (stream, version, state)), timeout_s)
+        return self.call("events.save_snapshot", (stream, version, state), timeout_s=timeout_s)
 
     def load_snapshot(self, stream: str, *, timeout_s: float | None = None) -> tuple[int, bytes] | None:
         """``stream``'s latest snapshot as ``(version, state)``, or None."""
         check_stream(stream)
-        return self._wait(self.backend.query_nowait("events.load_snapshot", (stream,)), timeout_s)
+        return self.query("events.load_snapshot", (stream,), timeout_s=timeout_s)
 
     # --- metadata and deletion ---------------------------------------------------------------------
 
     def _info(self, stream: str, timeout_s: float | None) -> tuple:
         check_stream(stream)
-        return self._wait(self.backend.query_nowait("events.stream_info", (stream,)), timeout_s)
+        return self.query("events.stream_info", (stream,), timeout_s=timeout_s)
 
     def get_metadata(self, stream: str, *, timeout_s: float | None = None) -> tuple[StreamMetadata, int]:
         """``stream``'s metadata and its metadata version (-1: never set)."""
@@ -380,20 +324,20 @@ class EventStoreClient:
             raise InvalidArgumentError(f"expected_metadata_version is an int >= -1 or None, got {expected!r}")
         age = None if metadata.max_age_s is None else max(1, int(metadata.max_age_s * 1000))
         args = (stream, (metadata.max_count, age, metadata.truncate_before, metadata.custom), expected)
-        return self._wait(self.backend.call_nowait("events.set_metadata", args), timeout_s)
+        return self.call("events.set_metadata", args, timeout_s=timeout_s)
 
     def delete_stream(self, stream: str, expected: int | str = ANY, *, timeout_s: float | None = None) -> int:
         """Soft-delete ``stream``: its events disappear from reads (``$all`` keeps them until removed),
         and a later append starts after them. Returns its last version."""
         check_stream(stream)
         check_expected(expected)
-        return self._wait(self.backend.call_nowait("events.delete", (stream, expected, False)), timeout_s)
+        return self.call("events.delete", (stream, expected, False), timeout_s=timeout_s)
 
     def tombstone_stream(self, stream: str, expected: int | str = ANY, *, timeout_s: float | None = None) -> int:
         """Hard-delete ``stream``: it can never be read or appended to again."""
         check_stream(stream)
         check_expected(expected)
-        return self._wait(self.backend.call_nowait("events.delete", (stream, expected, True)), timeout_s)
+        return self.call("events.delete", (stream, expected, True), timeout_s=timeout_s)
 
 
 def _short(rows: tuple, start: int, backward: bool, n: int, last: int) -> bool:

@@ -36,10 +36,8 @@ with a clear error.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-from .. import codec
-from ..errors import CorruptRecordError
+from ..replication.row_format import RowFormat
 
 __all__ = ["GLOBAL", "head_key", "event_key", "stream_range", "all_key", "all_range", "id_key", "category_key",
            "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range", "category_of",
@@ -48,7 +46,11 @@ __all__ = ["GLOBAL", "head_key", "event_key", "stream_range", "all_key", "all_ra
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
 GLOBAL = b"g"
-_FORMAT = 1
+#: The rows' value format (:class:`~ddia_ray.replication.row_format.RowFormat`): ``pack`` writes it,
+#: ``unpack`` reads it back or refuses a row of another format.
+_ROWS = RowFormat(1, "an event store")
+pack = _ROWS.pack
+unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
 
 
@@ -132,20 +134,3 @@ def model_key(projection: str, key: bytes) -> bytes:
 def model_range(projection: str) -> tuple[bytes, bytes]:
     """``[start, end)`` of a projection's read model."""
     return b"r" + projection.encode() + b"\x00", b"r" + projection.encode() + _END
-
-
-def pack(*fields: Any) -> bytes:
-    """A row value: the format number, then ``fields``, as msgpack."""
-    return codec.encode((_FORMAT, *fields))
-
-
-def unpack(value: bytes, n: int, what: str) -> tuple:
-    """The ``n`` fields of a row value written by :func:`pack`; a clear error for anything else."""
-    got = codec.decode(value)
-    if not isinstance(got, tuple) or not got or got[0] != _FORMAT:
-        found = got[0] if isinstance(got, tuple) and got else got
-        raise CorruptRecordError(f"an event store {what} row has format {found!r:.40}; this version reads "
-                                 f"format {_FORMAT}")
-    if len(got) != n + 1:
-        raise CorruptRecordError(f"an event store {what} row has {len(got) - 1} fields, expected {n}")
-    return got[1:]

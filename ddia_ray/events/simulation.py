@@ -32,17 +32,15 @@ Any violation raises :class:`EventStoreViolation`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
 from ..error_record import ErrorRecord
-from ..consensus.raft import LEADER
-from ..history import HistoryRecorder
-from ..kv.simulation import SimClient
 from ..replication.procedures import call_op
-from ..replication.records import QueryResult, ReplQuery, ReplWrite, WriteAck
-from ..replication.simulation import simulate_raft
+from ..replication.records import QueryResult, ReplQuery, WriteAck
+from ..replication.service_simulation import (READ_MODES, ServiceSimClient, ServiceSimReport, ServiceViolation,
+                                               run_service)
 from . import procedures as _procedures  # registers the procedures the members run
 
 __all__ = ["simulate", "EventStoreViolation", "EventSimReport"]
@@ -50,22 +48,18 @@ __all__ = ["simulate", "EventStoreViolation", "EventSimReport"]
 assert _procedures
 _STREAMS = ("order-1", "order-2", "user-1")
 _GROUP = "sim-group"
-_READ_MODES = ("linearizable", "leader", "follower")
 
 
-class EventStoreViolation(AssertionError):
+class EventStoreViolation(ServiceViolation):
     """A run broke one of the event store's guarantees (see the module docstring)."""
 
 
 @dataclass
-class EventSimReport:
+class EventSimReport(ServiceSimReport):
     """What one run did: the Raft run's report, and the event store's figures."""
 
-    seed: int
-    raft: Any = None
     appends_acked: int = 0
     events: int = 0
-    delivered: dict = field(default_factory=dict)
     restarts: int = 0
     group_redelivered: int = 0
 
@@ -80,13 +74,11 @@ class _Shared:
 
 
 def _client_class(shared: _Shared):
-    class EventClient(SimClient):
+    class EventClient(ServiceSimClient):
         """A simulated event-store client (see the module docstring)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # Its own history: the Raft simulation's linearizability check is for key-value ops.
-            self.rec = HistoryRecorder(clock=lambda: self.sim.now_s)
             self.versions: dict[str, int] = {}
             self.checkpoint = 0          # the catch-up subscriber's stored checkpoint
             self.delivered: list = []    # (position, id) in delivery order
@@ -94,13 +86,11 @@ def _client_class(shared: _Shared):
             self.batch: tuple = ()       # positions pulled from the group, not acked yet
             self.group_seen: set = set()
             self.redelivered = 0
-            self.draining = False
             # The subscribers differ: all of $all, a stream-prefix filter, an event-type filter.
             self.filter = [(None, ""), ("stream", "order-"), ("type", "User")][len(shared.clients) % 3]
             shared.clients.append(self)
 
-        def _start(self, now_s: float) -> None:
-            self.seq += 1
+        def _next_op(self, now_s: float) -> tuple:
             r = self.rng.random()
             op: tuple
             if not shared.group_created:
@@ -112,7 +102,7 @@ def _client_class(shared: _Shared):
                     # A subscriber restart: a new reader that knows only the stored checkpoint (the
                     # handled events and the checkpoint are what a real subscriber keeps durably).
                     self.restarts += 1
-                mode = self.rng.choice(_READ_MODES)
+                mode = self.rng.choice(READ_MODES)
                 query = (self.checkpoint, False, self.rng.randint(1, 5), *self.filter)
                 op = ("follow", ReplQuery("events.read_all", codec.encode(query), mode))
             elif (r < 0.55 and not self.draining) or self.name == "final":
@@ -126,22 +116,9 @@ def _client_class(shared: _Shared):
                 op = ("append", call_op("events.append", (stream, exp, events, int(now_s * 1000))), events)
             else:
                 op = ("pull", call_op("events.group_pull", (_GROUP, self.name, 4, int(now_s * 1000))))
-            op_id = self.rec.invoke(self.process, "write", op[0], None)
-            self.op = (op_id, op, "write", now_s)
-            self.ops += 1
-            self._send(op)
+            return op
 
-        def _send(self, op: tuple) -> None:
-            if op[0] == "follow":
-                payload: Any = op[1]
-            else:
-                payload = ReplWrite((op[1],), client=self.name, seq=self.seq, acked_below=self.acked_below)
-            self.call = self.sim.request(self.leader, payload, src=self.name)
-
-        def _answer(self, res) -> tuple[bool, Any, str]:
-            op = self.op[1] if self.op is not None else None
-            if op is None:
-                return False, None, ""
+        def _answered(self, op: tuple, res: Any) -> tuple[bool, Any, str]:
             if isinstance(res, QueryResult) and op[0] == "follow":
                 if type(res.result) is ErrorRecord:
                     return False, None, ""
@@ -178,34 +155,20 @@ def _client_class(shared: _Shared):
 def simulate(seed: int, *, duration_s: float = 2.0, **options: Any) -> EventSimReport:
     """One seeded run (see the module docstring); raises :class:`EventStoreViolation` on a violation."""
     shared = _Shared()
-    raft = simulate_raft(seed, client_class=_client_class(shared), duration_s=duration_s, keys=1, **options)
-    clients = [c for c in shared.clients if c.name != "final"]
-    sim = clients[0].sim
-    leader = _drain(sim, clients, seed)
+    raft, clients, state = run_service(seed, _client_class(shared), shared.clients, caught_up=_drained,
+                                       violation=EventStoreViolation, lagging="the subscribers or the group did "
+                                       "not drain", duration_s=duration_s, **options)
     report = EventSimReport(seed, raft)
-    _check(sim.core(leader).state, clients, shared, report)
+    _check(state, clients, shared, report)
     return report
 
 
-def _drain(sim, clients: list, seed: int) -> str:
-    """Let every client catch up its subscription and empty the group (time passes for timeouts)."""
-    for c in clients:
-        c.draining = True
-    deadline = sim.now_s + 20.0
-    while sim.now_s < deadline:
-        sim.run_for(0.005)
-        for c in clients:
-            c.poll(sim.now_s, stop=False)
-        leader = next((n for n, node in sim.nodes.items() if node.alive and sim.core(n).node.role == LEADER), None)
-        if leader is None:
-            continue
-        state = sim.core(leader).state
-        info = _group_state(state)
-        end = _end(state)
-        if info is not None and info["checkpoint"] >= end and all(c.checkpoint >= end and not c.batch
-                                                                   for c in clients):
-            return leader
-    raise EventStoreViolation(f"seed {seed}: the subscribers or the group did not drain within 20 s of healing")
+def _drained(state, clients: list) -> bool:
+    """Whether every client caught up its subscription and the group is empty (the drain's end)."""
+    info = _group_state(state)
+    end = _end(state)
+    return info is not None and info["checkpoint"] >= end and all(c.checkpoint >= end and not c.batch
+                                                                  for c in clients)
 
 
 def _end(state) -> int:

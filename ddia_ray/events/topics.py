@@ -106,7 +106,7 @@ class Topics:
 
     def publish(self, topic: str, event: Any, *, key: bytes | str | None = None, timeout_s: float | None = None):
         """Publish one event; returns ``(partition, offset)`` once a majority of the store has it."""
-        result = self.client._wait(self.publish_nowait(topic, [event], key=key), timeout_s)
+        result = self.client.wait(self.publish_nowait(topic, [event], key=key), timeout_s)
         return int(result.stream.rsplit(".", 1)[1]), result.first_version
 
     def end_offsets(self, topic: str) -> list[int]:

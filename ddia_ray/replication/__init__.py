@@ -14,6 +14,9 @@
 * :mod:`.store`: :class:`ReplicatedStore`, the group on Ray (replicas plus a coordination service);
 * :mod:`.client`: :class:`ReplicatedClient`, batched writes and reads with futures and sessions;
 * :mod:`.simulation`: seeded runs under faults with the replication invariants checked.
+* services built on procedures (the event store, the schema registry, the configuration store):
+  :mod:`.service_store` (their handle), :mod:`.backend` (their clients' backend and common part),
+  :mod:`.row_format` (their rows' value format), :mod:`.service_simulation` (their seeded runs).
 
 See docs/replication.md.
 """

@@ -359,14 +359,18 @@ class ReplicatedClient(LoopClient):
                 pin, holder = page.pin, page.node
 
     def query_nowait(self, name: str, args: Any = None, *, read: str | None = None,
-                     max_staleness_s: float | None = None) -> concurrent.futures.Future:
+                     max_staleness_s: float | None = None, wait_s: float = 0.0) -> concurrent.futures.Future:
         """Start a read-only procedure (:func:`~.procedures.query`) on one replica, served as ``read``
-        says; the future holds its result, or raises the error it refused with."""
+        says; the future holds its result, or raises the error it refused with.
+
+        ``wait_s`` > 0 makes it a blocking query (:mod:`.parking`): an empty result (``None``, or an
+        empty tuple, list or dict) is held by the replica until a write it applies gives a non-empty
+        one, or for ``wait_s`` seconds at most; the future then holds that result."""
         mode = self._mode(read)
         bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
         codec.check_value(args, f"the arguments of query {name!r}")
         epoch, lsn = self.session.position() if mode == "session" else (0, 0)
-        inner = self._call_read(ReplQuery(name, codec.encode(args), mode, epoch, lsn, bound))
+        inner = self._call_read(ReplQuery(name, codec.encode(args), mode, epoch, lsn, bound, wait_s))
         outer: concurrent.futures.Future = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future) -> None:
@@ -379,9 +383,11 @@ class ReplicatedClient(LoopClient):
         return outer
 
     def query(self, name: str, args: Any = None, *, read: str | None = None, max_staleness_s: float | None = None,
-              timeout_s: float | None = None) -> Any:
-        """Run a read-only procedure on one replica and return its result (see :meth:`query_nowait`)."""
-        return self._wait(self.query_nowait(name, args, read=read, max_staleness_s=max_staleness_s), timeout_s)
+              timeout_s: float | None = None, wait_s: float = 0.0) -> Any:
+        """Run a read-only procedure on one replica and return its result (see :meth:`query_nowait`,
+        which also says what ``wait_s`` does)."""
+        fut = self.query_nowait(name, args, read=read, max_staleness_s=max_staleness_s, wait_s=wait_s)
+        return self._wait(fut, (timeout_s or self.timeout_s) + wait_s)
 
     def call_leader(self, payload: Any) -> concurrent.futures.Future:
         """Send one request the leader answers (an index page, say), following the leader through
@@ -427,7 +433,8 @@ class ReplicatedClient(LoopClient):
 
     def _call_read(self, payload: ReplScan | ReplQuery) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s, True)
+        # A blocking query may be held for its wait: the deadline starts after it.
+        unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s + getattr(payload, "wait_s", 0.0), True)
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._send_read_batch(payload, [unit])))
         return fut
 
@@ -527,9 +534,10 @@ class ReplicatedClient(LoopClient):
         return ReplRead(tuple(keys), mode, epoch, lsn, bound, self.fence), units
 
     async def _call(self, node: str, payload: Any) -> Any:
-        """One request to ``node``; the reply's payload, or the error the replica refused with."""
+        """One request to ``node``; the reply's payload, or the error the replica refused with (a blocking
+        query's call may last its wait on top of the call's own timeout)."""
         data = await self._request(node, self.store._handle(node), self.name, codec.encode(payload),
-                                   self.rpc_timeout_s, f"{self.store.name}/{node}")
+                                   self.rpc_timeout_s + getattr(payload, "wait_s", 0.0), f"{self.store.name}/{node}")
         reply = codec.decode(data)
         if not isinstance(reply, Reply):
             raise ConfigError(f"unexpected answer from {node}: {reply!r}")

@@ -87,6 +87,7 @@ from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad,
 from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
                       PositionReport, QueryResult, ReadResult, ReplAdmin, ReplicaMeta, ReplQuery, ReplRead, ReplScan,
                       ReplStatus, ReplWrite, ScanResult, WriteAck, PUT)
+from .parking import ParkedQueries, is_empty
 from .procedures import run_query
 from ..consensus.sessions import ClusterClock, session_ttl_ms
 from .state import MapState, ReplicaState
@@ -171,6 +172,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         self.partition_load = PartitionLoad()
         self.indexer = Indexer()
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
+        self.parked = ParkedQueries(tick_s)  # blocking queries waiting for a write (parking.py)
         self._recover(recovered)
         # A durable state can be ahead of the log (it applied an entry whose log record the crash
         # lost) or at an entry of another history: it then holds a write no log holds, so it may
@@ -353,6 +355,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
     def on_tick(self) -> None:
         """Time passes: heartbeats, the lease's renewal and watch, a candidate's probe."""
         now = self.ticks
+        if self.parked:  # deadlines first: a tick is when a blocking query's wait runs out
+            self._wake_parked()
         self.coord.on_tick()
         if self.pins and now % 100 == 0:
             self.pins.expire(now)
@@ -397,6 +401,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
             self._on_checkpoint(src, payload)
         else:
             raise InvalidArgumentError(f"{self.node_id}: unexpected message {type(payload).__name__} from {src!r}")
+        if self.parked:  # an append from the leader may have given a parked query its answer
+            self._wake_parked()
 
     def on_request(self, request_id: int, payload: Any) -> None:
         """A client's write, read or status request."""
@@ -409,9 +415,10 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
                 self.reply(request_id, self._scan(payload))
             elif isinstance(payload, ReplQuery):
                 self._check_readable(payload)
-                applied = self.state.applied
-                self.reply(request_id, QueryResult(run_query(payload.name, payload.args, self.state),
-                                                   self.epoch_at(applied), applied, self.node_id))
+                result = self._run_query(payload)
+                if not (payload.wait_s > 0 and is_empty(result.result)
+                        and self.parked.park(request_id, payload, self.ticks, self.state.applied)):
+                    self.reply(request_id, result)
             elif isinstance(payload, ReplAdmin):
                 self._on_admin(request_id, payload)
             elif isinstance(payload, ReplStatus):
@@ -429,6 +436,20 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         except (NotLeaderError, StaleEpochError, ReplicaBehindError, StalenessBoundError, SessionError, ConfigError,
                 InvalidArgumentError, PartitionError, ScanExpiredError) as e:
             self.reply(request_id, error=e)
+        if self.parked:  # a write this request applied (a leader's own) may answer a parked query
+            self._wake_parked()
+
+    def _run_query(self, req: ReplQuery) -> QueryResult:
+        applied = self.state.applied
+        return QueryResult(run_query(req.name, req.args, self.state), self.epoch_at(applied), applied, self.node_id)
+
+    def _wake_parked(self) -> None:
+        """Refuse parked leader reads once this replica stops leading; answer the parked queries a newly
+        applied write (or their deadline) made due (parking.py)."""
+        if not self._leading():
+            self.parked.drop(lambda req: req.read not in ("leader", "linearizable"),
+                             lambda rid: self.reply(rid, error=self._not_leader()))
+        self.parked.wake(self.ticks, self.state.applied, self._run_query, self.reply)
 
     # --- leader: writes and replication --------------------------------------------------------
 

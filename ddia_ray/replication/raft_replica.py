@@ -58,6 +58,7 @@ from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
+from .parking import ParkedQueries, is_empty
 from .pins import ScanPins
 from .procedures import run_query
 from .records import (PUT, QueryResult, ReadResult, ReplAdmin, ReplQuery, ReplRead, ReplScan, ReplStatus, ReplWrite,
@@ -223,6 +224,7 @@ class RaftReplica(RaftMember):
         self.state = state if state is not None else MapState()
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
         self.machine = ReplStateMachine(self.state, node_id, self.pins)
+        self.parked = ParkedQueries(tick_s)  # blocking queries waiting for a write (parking.py)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -341,7 +343,23 @@ class RaftReplica(RaftMember):
         if mode == "session" and req.after_lsn > self.node.log.applied:
             raise ReplicaBehindError(f"{self.node_id} has applied index {self.node.log.applied}, the session "
                                      f"needs {req.after_lsn}", req.after_lsn, self.node.log.applied)
-        self.reply(rid, self._local_read(req))
+        self._answer_read(rid, req)
+
+    def _answer_read(self, rid: int, req: ReplRead | ReplScan | ReplQuery) -> None:
+        """Answer a read now, or park a blocking query whose result is still empty (parking.py)."""
+        result = self._local_read(req)
+        if isinstance(req, ReplQuery) and req.wait_s > 0 and isinstance(result, QueryResult) \
+                and is_empty(result.result) and self.parked.park(rid, req, self.ticks, self.node.log.applied):
+            return
+        self.reply(rid, result)
+
+    def _wake_parked(self) -> None:
+        """After an input: refuse parked leader reads if this member stopped leading, answer the rest
+        that a newly applied write (or their deadline) made due."""
+        if self.node.role != LEADER:
+            self.parked.drop(lambda req: req.read not in ("leader", "linearizable"),
+                             lambda rid: self.reply(rid, error=self._not_leader()))
+        self.parked.wake(self.ticks, self.node.log.applied, self._local_read, self.reply)
 
     def _local_read(self, req: ReplRead | ReplScan | ReplQuery) -> ReadResult | ScanResult | QueryResult:
         applied = self.node.log.applied
@@ -359,7 +377,7 @@ class RaftReplica(RaftMember):
     def _serve_read(self, rid: int, pos: int, key: Any) -> None:
         if pos == _REPL:
             try:
-                self.reply(rid, self._local_read(key))
+                self._answer_read(rid, key)
             except PartitionError as e:  # the read's fence, checked at the read index
                 self.reply(rid, error=e)
         else:
@@ -418,6 +436,8 @@ class RaftReplica(RaftMember):
         super()._drain()
         if self._acks_waiting:
             self._release_acks()
+        if self.parked:
+            self._wake_parked()
 
     def _release_acks(self) -> None:
         node = self.node

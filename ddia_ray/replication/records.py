@@ -41,9 +41,9 @@ from ..errors import InvalidArgumentError, SessionError
 
 __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "CALL", "Append", "AppendAck", "PositionProbe",
            "PositionReport", "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base",
-           "ReplWrite", "ReplRead", "ReplScan", "ScanResult", "ReplQuery", "QueryResult", "ReplAdmin",
-           "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES", "RESERVED_PREFIX",
-           "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
+           "ReplWrite", "ReplRead", "ReplScan", "ScanResult", "ReplQuery", "QueryResult", "QUERY_WAIT_MAX_S",
+           "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES",
+           "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
@@ -546,11 +546,19 @@ class ScanResult:
     pin: int = 0
 
 
-@record("repl.query", version=1)
+#: The longest a blocking query may wait (seconds): a held request must end well within a client's timeout.
+QUERY_WAIT_MAX_S = 60.0
+
+
+@record("repl.query", version=2, upgrades={1: lambda fields: fields})  # v2 added wait_s (default 0)
 class ReplQuery:
     """A read-only procedure (:func:`~.procedures.query`) run by one replica against its state: ``name``
     and its msgpack ``args``, served as ``read`` says, with the session and staleness fields of
-    :class:`ReplRead` (one call where a client would need several reads to answer one question)."""
+    :class:`ReplRead` (one call where a client would need several reads to answer one question).
+
+    ``wait_s`` > 0 makes it a *blocking* query (:mod:`.parking`): an empty result (``None`` or an
+    empty tuple, list or dict) is held back until a write applied by the replica gives a non-empty
+    one, or for at most ``wait_s`` seconds. A replica of an older version answers at once."""
 
     name: str
     args: bytes = b""
@@ -558,6 +566,7 @@ class ReplQuery:
     after_epoch: int = 0
     after_lsn: int = 0
     max_staleness_s: float = -1.0
+    wait_s: float = 0.0
 
     #: Never routed by a partition map (its keys are known only once it runs); the read paths
     #: that check a fence find none here.
@@ -567,6 +576,8 @@ class ReplQuery:
         if not isinstance(self.name, str) or not self.name or type(self.args) is not bytes:
             raise InvalidArgumentError("a query is a procedure name (str) and msgpack arguments (bytes)")
         _check_read(self)
+        if not isinstance(self.wait_s, (int, float)) or not 0 <= self.wait_s <= QUERY_WAIT_MAX_S:
+            raise InvalidArgumentError(f"a query waits 0 to {QUERY_WAIT_MAX_S:g} s, not {self.wait_s!r}")
 
 
 @record("repl.query_result", version=1)

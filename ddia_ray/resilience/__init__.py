@@ -9,7 +9,7 @@ Ray's errors to :mod:`ddia_ray.errors`; it imports Ray only when it is used.
 
 from .breaker import (TRANSITIONS, BreakerMetrics, CircuitBreaker, Event, Permit, State,
                       StateTransition)
-from .breaker_config import CircuitBreakerConfig, Outcome
+from .breaker_config import BreakerSettings, CircuitBreakerConfig, Outcome
 from .budget import BudgetStats, RetryBudget
 from .handle import HandleStats, ResilientHandle
 from .retry import JITTERS, Backoff, Retrier, RetryPolicy, RetryStats
@@ -18,6 +18,7 @@ from .windows import CountWindow, WindowSnapshot, TimeWindow
 __all__ = [
     "TRANSITIONS",
     "BreakerMetrics",
+    "BreakerSettings",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "Event",

@@ -25,6 +25,17 @@ Delays": a fast, explicit refusal beats an unbounded wait).
 * **DISABLED** (always permit, record nothing) and **FORCED_OPEN** (always
   refuse) are entered and left only by the manual ``transition_to_*`` calls.
 
+**Live reconfiguration** (:meth:`CircuitBreaker.reconfigure`) swaps the
+config atomically under the lock and keeps the breaker's state: no
+transition, no new generation (permits stay valid), counters and history
+kept. New rate thresholds, ``slow_call_duration_s`` and ``minimum_calls``
+judge the next outcome recorded, together with the outcomes already in the
+window; a new window type or size keeps the newest outcomes that fit (see
+:mod:`.windows`; a change of type starts empty). An OPEN breaker keeps the
+wait it announced in ``retry_after_s``; the new waits apply from its next
+opening. A HALF_OPEN probe round finishes with the number of probes it
+started with; the next round uses the new number.
+
 Every transition is looked up in :data:`TRANSITIONS`, one table
 ``{(state, event): new_state}``. Each transition bumps a *generation*; a
 :class:`Permit` remembers the generation it was issued in, and an outcome
@@ -54,7 +65,7 @@ from typing import Any, Callable
 from .._validate import InvariantViolation, integer, number, positive
 from ..codec import record
 from ..errors import CallNotPermittedError, CircuitOpenError, ConfigError, InvalidArgumentError
-from .breaker_config import CircuitBreakerConfig, Outcome
+from .breaker_config import BreakerSettings, CircuitBreakerConfig, Outcome
 from .windows import CountWindow, WindowSnapshot, TimeWindow
 
 __all__ = [
@@ -206,7 +217,10 @@ class CircuitBreaker:
     # --- state machine (all `_locked` methods require self._lock) ----------
 
     def _new_closed_window(self):
-        c = self.config
+        return self._new_window(self.config)
+
+    @staticmethod
+    def _new_window(c: CircuitBreakerConfig) -> CountWindow | TimeWindow:
         return CountWindow(c.window_size) if c.window_type == "count" else TimeWindow(c.window_size)
 
     def _transition_locked(self, event: Event, now: float, reason: str) -> None:
@@ -291,7 +305,7 @@ class CircuitBreaker:
         st, c = self._state, self.config
         if outcome in (Outcome.IGNORED, Outcome.RELEASE):
             if st is State.HALF_OPEN:  # the probe did not happen: give its slot back
-                room = c.permitted_calls_in_half_open - self._probes.snapshot(now).total_calls
+                room = self._probes.size_calls - self._probes.snapshot(now).total_calls
                 self._probe_permits_left = min(room, self._probe_permits_left + 1)
             return
         failed = outcome is Outcome.FAILURE
@@ -303,7 +317,7 @@ class CircuitBreaker:
                     self._transition_locked(Event.THRESHOLD_EXCEEDED, now, why)
         elif st is State.HALF_OPEN:
             snap = self._probes.record(now, duration_s, failed=failed, slow=slow)
-            if snap.total_calls >= c.permitted_calls_in_half_open:
+            if snap.total_calls >= self._probes.size_calls:  # this round's size, even if reconfigured since
                 why = self._exceeded(snap)
                 if why is None:
                     self._transition_locked(Event.PROBES_PASSED, now,
@@ -437,6 +451,34 @@ class CircuitBreaker:
             return self.call(fn, *args, **kwargs)
         return wrapper
 
+    # --- live reconfiguration -------------------------------------------------------
+
+    def reconfigure(self, config: CircuitBreakerConfig | BreakerSettings) -> CircuitBreakerConfig:
+        """Switch to ``config`` while running, keeping the state (rules in the module docstring).
+
+        ``config`` is a full :class:`CircuitBreakerConfig`, or :class:`BreakerSettings`, whose
+        plain fields then replace the current config's (its callables are kept). Both are
+        validated when built, so nothing here can fail halfway: the swap is atomic, and calls
+        see either the old config or the new one. Returns the config now in force.
+        """
+        if isinstance(config, BreakerSettings):
+            config = config.config(self.config)
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise InvalidArgumentError(
+                f"config must be a CircuitBreakerConfig or BreakerSettings, got {type(config).__name__}")
+        with self._lock:
+            old = self.config
+            if (config.window_type, config.window_size) != (old.window_type, old.window_size):
+                if config.window_type == old.window_type:
+                    window = self._window.resized(config.window_size)
+                else:  # counts and seconds do not convert: start the new kind of window empty
+                    window = self._new_window(config)
+                if self._shown is self._window:
+                    self._shown = window
+                self._window = window
+            self.config = config
+        return config
+
     # --- manual control and observation --------------------------------------------
 
     def transition_to_disabled(self) -> bool:
@@ -471,7 +513,7 @@ class CircuitBreaker:
             self._tick_locked(now, attempt=False)
             snap = self._shown.snapshot(now)
             st = self._state
-            minimum = (self.config.permitted_calls_in_half_open if self._shown is self._probes
+            minimum = (self._probes.size_calls if self._shown is self._probes
                        else self.config.effective_minimum_calls)
             m = BreakerMetrics(
                 name=self.name, state=st,

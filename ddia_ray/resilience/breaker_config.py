@@ -17,6 +17,12 @@ Exception classification, first match wins:
    matches the types, or when the predicate says so (either one suffices when
    both are given; with neither, every ``Exception`` is a failure);
 4. anything else is a success: the dependency answered, the caller erred.
+
+:class:`BreakerSettings` is the plain-data part of a config (thresholds,
+window, waits) as a codec record: what can travel to an actor and be
+changed while a breaker runs (:meth:`CircuitBreaker.reconfigure
+<ddia_ray.resilience.CircuitBreaker.reconfigure>`). The classification
+callables and exception classes are code: they stay as the breaker was built.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import math
 from typing import Any, Callable
 
 from .._validate import at_least, integer, non_negative, number, positive
+from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError
 
-__all__ = ["CircuitBreakerConfig", "Outcome"]
+__all__ = ["CircuitBreakerConfig", "Outcome", "BreakerSettings"]
 
 
 class Outcome(str, enum.Enum):
@@ -145,3 +152,51 @@ class CircuitBreakerConfig:
         if self.record_result is not None and self.record_result(result):
             return Outcome.FAILURE
         return Outcome.SUCCESS
+
+
+#: The fields of :class:`CircuitBreakerConfig` that are plain data (the rest are callables and classes).
+_PLAIN_FIELDS = ("failure_rate_threshold", "slow_call_rate_threshold", "slow_call_duration_s", "window_type",
+                 "window_size", "minimum_calls", "permitted_calls_in_half_open", "wait_in_open_s",
+                 "wait_multiplier", "max_wait_in_open_s", "automatic_transition_from_open",
+                 "max_wait_in_half_open_s")
+
+
+@record("resilience.breaker_settings", version=1)
+class BreakerSettings:
+    """The plain-data settings of a circuit breaker: what a running breaker can be switched to.
+
+    Every field means what the :class:`CircuitBreakerConfig` field of the same name means, with
+    the same default, and is checked by the same rules at construction (and so on decode too:
+    an invalid value never reaches a breaker). Settings are a whole description, not a patch:
+    a field left out takes its default. :meth:`config` turns them into a full config that keeps
+    a base config's classification callables and exception classes.
+    """
+
+    failure_rate_threshold: float = 50.0
+    slow_call_rate_threshold: float = 100.0
+    slow_call_duration_s: float = 60.0
+    window_type: str = "count"
+    window_size: int = 100
+    minimum_calls: int = 100
+    permitted_calls_in_half_open: int = 10
+    wait_in_open_s: float = 60.0
+    wait_multiplier: float = 1.0
+    max_wait_in_open_s: float | None = None
+    automatic_transition_from_open: bool = False
+    max_wait_in_half_open_s: float = 0.0
+
+    def __post_init__(self):
+        self.config()  # one set of rules: CircuitBreakerConfig's own checks
+
+    def config(self, base: CircuitBreakerConfig | None = None) -> CircuitBreakerConfig:
+        """A :class:`CircuitBreakerConfig` with these settings and ``base``'s callables (default: none)."""
+        if base is not None and not isinstance(base, CircuitBreakerConfig):
+            raise InvalidArgumentError(f"base must be a CircuitBreakerConfig, got {type(base).__name__}")
+        return dataclasses.replace(base or CircuitBreakerConfig(), **{f: getattr(self, f) for f in _PLAIN_FIELDS})
+
+    @classmethod
+    def of(cls, config: CircuitBreakerConfig) -> "BreakerSettings":
+        """The plain-data settings of ``config``."""
+        if not isinstance(config, CircuitBreakerConfig):
+            raise InvalidArgumentError(f"config must be a CircuitBreakerConfig, got {type(config).__name__}")
+        return cls(**{f: getattr(config, f) for f in _PLAIN_FIELDS})

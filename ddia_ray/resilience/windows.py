@@ -17,6 +17,11 @@ ring; it is built from the totals in constant time.
   are subtracted and cleared: amortised O(1) per elapsed second, O(size_s) at
   worst after a long idle period.
 
+Both can be *resized* (:meth:`CountWindow.resized`, :meth:`TimeWindow.resized`)
+when a breaker is reconfigured while it runs: the new window starts with the
+newest outcomes the old one holds that still fit, so a live change of the
+window size neither forgets recent history nor invents any.
+
 Durations are stored as integer nanoseconds so that adding and subtracting
 them forever never accumulates floating-point drift. Time only moves forward
 here: a ``now`` older than the newest bucket is recorded into the newest
@@ -86,7 +91,21 @@ class CountWindow:
 
     def record(self, now: float, duration_s: float, *, failed: bool, slow: bool) -> WindowSnapshot:
         """Add one outcome (``now`` is accepted for symmetry and ignored); return the new snapshot."""
-        dur_ns = _duration_ns(duration_s)
+        self._push(bool(failed), bool(slow), _duration_ns(duration_s))
+        return self.snapshot(now)
+
+    def resized(self, size_calls: int) -> "CountWindow":
+        """A new window of ``size_calls`` holding the newest outcomes of this one that fit, in order."""
+        window = CountWindow(size_calls)
+        n = self.size_calls
+        oldest = self._next if self._filled == n else 0
+        keep = min(self._filled, window.size_calls)
+        for k in range(self._filled - keep, self._filled):
+            i = (oldest + k) % n
+            window._push(self._failed[i], self._slow[i], self._dur_ns[i])
+        return window
+
+    def _push(self, failed: bool, slow: bool, dur_ns: int) -> None:
         i = self._next
         if self._filled == self.size_calls:  # evict the oldest outcome, which sits in slot i
             self._calls -= 1
@@ -95,14 +114,13 @@ class CountWindow:
             self._total_ns -= self._dur_ns[i]
         else:
             self._filled += 1
-        self._failed[i], self._slow[i], self._dur_ns[i] = bool(failed), bool(slow), dur_ns
+        self._failed[i], self._slow[i], self._dur_ns[i] = failed, slow, dur_ns
         self._calls += 1
-        self._failures += bool(failed)
-        self._slows += bool(slow)
+        self._failures += failed
+        self._slows += slow
         self._total_ns += dur_ns
         self._next = (i + 1) % self.size_calls
         invariant(self._calls == self._filled, "count window totals disagree with its ring")
-        return self.snapshot(now)
 
     def snapshot(self, now: float = 0.0) -> WindowSnapshot:
         """The totals as an immutable :class:`WindowSnapshot` (O(1))."""
@@ -169,6 +187,26 @@ class TimeWindow:
         self._slows += bool(slow)
         self._total_ns += dur_ns
         return WindowSnapshot(self._calls, self._failures, self._slows, self._total_ns)
+
+    def resized(self, size_s: int) -> "TimeWindow":
+        """A new window of ``size_s`` seconds holding this one's buckets of its newest ``size_s`` seconds."""
+        window = TimeWindow(size_s)
+        if self._head is None:
+            return window
+        window._head = self._head
+        for sec in range(self._head - min(self.size_s, window.size_s) + 1, self._head + 1):
+            i = sec % self.size_s
+            if self._sec[i] != sec:
+                continue  # no outcome in that second
+            j = sec % window.size_s
+            window._sec[j] = sec
+            window._calls_b[j], window._fail_b[j] = self._calls_b[i], self._fail_b[i]
+            window._slow_b[j], window._ns_b[j] = self._slow_b[i], self._ns_b[i]
+            window._calls += self._calls_b[i]
+            window._failures += self._fail_b[i]
+            window._slows += self._slow_b[i]
+            window._total_ns += self._ns_b[i]
+        return window
 
     def snapshot(self, now: float) -> WindowSnapshot:
         """Expire buckets older than ``size_s`` seconds before ``now``; return the totals."""

@@ -24,7 +24,8 @@ plus a :class:`Component` handle over it:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import contextlib
+from typing import Any, ClassVar, Iterator
 
 from ..errors import ComponentNotFoundError
 from .group import Nemesis, NodeGroup
@@ -87,6 +88,17 @@ class Component:
     def shutdown(self, *, destroy_data: bool = False) -> None:
         """Stop and kill every node (closing services cleanly); ``destroy_data`` deletes durable logs."""
         self.group.shutdown(destroy_data=destroy_data)
+
+    @contextlib.contextmanager
+    def shutdown_on_error(self) -> Iterator[Any]:
+        """A block that finishes setting up a component just launched (a node added, a topic
+        created): if it raises, every node is stopped and its data deleted, so no half-made
+        component is left running, and the error goes on to the caller."""
+        try:
+            yield self
+        except BaseException:
+            self.shutdown(destroy_data=True)
+            raise
 
     def __enter__(self):
         return self

@@ -34,7 +34,7 @@ __all__ = [
     "to_key", "to_value", "check_range", "Op", "OpColumns", "encode_ops", "decode_ops", "decode_columns", "WriteBatch",
     "check_batch", "KV_SCHEMA", "pair_batches",
     "Snapshot", "StorageEngine",
-    "MemoryEngine", "BatchWrites", "register_engine", "open_engine", "ENGINES",
+    "MemoryEngine", "BatchWrites", "register_engine", "unregister_engine", "open_engine", "ENGINES",
 ]
 
 
@@ -498,9 +498,30 @@ class MemoryEngine(BatchWrites):
 ENGINES: dict[str, Callable[..., Any]] = {"memory": lambda url=None, **options: MemoryEngine()}
 
 
-def register_engine(name: str, opener: Callable[..., Any]) -> None:
-    """Make ``open_engine(url, engine=name)`` call ``opener(url, **options)``."""
+def register_engine(name: str, opener: Callable[..., Any], *, replace: bool = True) -> None:
+    """Make ``open_engine(url, engine=name)`` call ``opener(url, **options)``.
+
+    With ``replace=False`` (how plugins register) a name that is taken, by another opener or by a
+    built-in engine not imported yet, raises ConfigError; registering the same opener again is a no-op.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"an engine name is a non-empty str, got {name!r}")
+    if not callable(opener):
+        raise InvalidArgumentError(f"engine {name!r}: the opener must be callable, got {type(opener).__name__}")
+    if not replace:
+        taken = ENGINES.get(name)
+        if (taken is not None and taken is not opener) or (taken is None and name in _BUILTIN):
+            raise ConfigError(f"storage engine {name!r} is already registered")
     ENGINES[name] = opener
+
+
+def unregister_engine(name: str, opener: Callable[..., Any]) -> bool:
+    """Forget engine ``name`` if ``opener`` is what it opens with (a plugin withdrawing its own
+    engine never removes another's); returns whether it was removed."""
+    if ENGINES.get(name) is opener:
+        del ENGINES[name]
+        return True
+    return False
 
 
 def open_engine(url: str | None, engine: str = "lsm", **options) -> Any:
