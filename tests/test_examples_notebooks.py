@@ -135,6 +135,25 @@ print({_PASSED!r})
 """
 
 
+_EVOLUTION_CHECKS = f"""
+import pathlib
+assert [r.version for r in registered] == [1, 2, 3, 4] and reg is not None
+# The modes decide as Avro's rules say: a field without a default breaks BACKWARD, a dropped required
+# field breaks FORWARD, and NONE accepts everything.
+assert verdicts["add vip, no default"]["BACKWARD"] is False and verdicts["add vip, no default"]["FORWARD"] is True
+assert verdicts["drop name"]["FORWARD"] is False and verdicts["drop name"]["BACKWARD"] is True
+assert verdicts["add nickname, default"]["FULL"] is True
+assert verdicts["add nickname, default"]["FORWARD_TRANSITIVE"] is False  # v1/v2 readers need the renamed email
+assert all(v["NONE"] for v in verdicts.values())
+# Three changes, each applied by the running actors, with no failed request and no restart.
+assert len(changes) == 3 and errors == []
+assert balancer.group.restarts == {{balancer.node: 0}} and cache.group.restarts == {{cache.node: 0}}
+assert [s[3] for s in samples][-1] == 40 and min(s[3] for s in samples) == 20
+assert not pathlib.Path(root).exists()
+print({_PASSED!r})
+"""
+
+
 def _execute(name: str, checks: str):
     """Run ``examples/<name>`` plus a cell of ``checks`` in a real kernel; returns the executed notebook."""
     nbformat = pytest.importorskip("nbformat")
@@ -216,8 +235,20 @@ def test_events_notebook_runs_in_a_kernel_and_plots_appends_and_lag(ray_session,
     assert _images(nb) == 1  # appends and lag over time
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_evolution_notebook_runs_in_a_kernel_and_plots_the_rollout(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = _execute("evolution.ipynb", _EVOLUTION_CHECKS)
+    assert _PASSED in _text(nb.cells[-1])
+    assert _text(nb.cells[-2]).splitlines()[-1] == "evolution: ok"
+    assert _images(nb) == 1  # traffic shares and cache size over the three changes
+
+
 @pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb",
-                                  "events.ipynb"])
+                                  "events.ipynb", "evolution.ipynb"])
 def test_stored_notebooks_keep_their_outputs(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(EXAMPLES / name, as_version=4)
