@@ -13,7 +13,7 @@ from ddia_ray.consensus.raft.node import RaftNode
 from ddia_ray.kv.simulation import SafetyViolation, simulate
 from ddia_ray.runtime.simnet import run_seeds
 
-SEEDS_3 = int(os.environ.get("DDIA_RAFT_SEEDS", "2000"))
+SEEDS_3 = int(os.environ.get("DDIA_RAFT_SEEDS", "1000"))
 SEEDS_5 = int(os.environ.get("DDIA_RAFT_SEEDS_5", "300"))
 
 
