@@ -204,6 +204,7 @@ _MODULES: dict[str, str] = {
     "config": "ddia_ray.config.records",
     "schema": "ddia_ray.schema",
     "seed": "ddia_ray.events.domain",
+    "crdt": "ddia_ray.crdt",
 }
 
 
@@ -452,8 +453,8 @@ def _build(frame: Any) -> Any:
         raise CorruptRecordError(f"record {tag!r} v{version} lacks required fields {sorted(missing)}")
     try:
         return rt.cls(**fields, _unknown=unknown)
-    except MemoryError:
-        raise
+    except (MemoryError, RecursionError):  # the process, not the bytes: decode() says which (a shallow stack
+        raise  # runs out only when the caller was deep already; the limits bound the nesting itself)
     except Exception as e:  # __post_init__ refusing the values, or failing on them in any other way
         raise CorruptRecordError(f"record {tag!r} v{version} has invalid field values: {e}") from e
 

@@ -15,6 +15,15 @@ from typing import Any
 
 __all__ = [
     "DdiaRayError",
+    "ConflictReplicationError",
+    "UnknownRegionError",
+    "QuorumConfigError",
+    "QuorumNotReachedError",
+    "ForeignContextError",
+    "ResolverFailedError",
+    "SiblingsError",
+    "CRDTTypeError",
+    "MerkleShapeError",
     "PartitionError",
     "MapVersionError",
     "StaleMapError",
@@ -918,6 +927,108 @@ class UnknownPluginError(PluginError, LookupError):
     def __init__(self, name: str, known=()):
         self.name = name
         super().__init__(f"no plugin named {name!r} is registered (registered: {sorted(known)})")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+# --- multi-leader and leaderless replication ----------------------------------
+
+
+class ConflictReplicationError(DdiaRayError):
+    """A multi-leader or leaderless store refused a request: the subclass says why (DDIA 5.4, 5.5)."""
+
+
+class UnknownRegionError(ConflictReplicationError, ConfigError, LookupError):
+    """A region named in a launch option, a topology or a request is not one of the store's regions
+    (``known``). Use one of them, or launch the store with that region."""
+
+    def __init__(self, region: str, known=()):
+        self.region = region
+        self.known = tuple(known)
+        super().__init__(f"unknown region {region!r}; the store's regions are {sorted(self.known)}")
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class QuorumConfigError(ConflictReplicationError, ConfigError):
+    """A request's or store's quorum is impossible: ``n`` is above the number of replicas, or ``r`` or
+    ``w`` is below 1 or above ``n``. Choose 1 <= r, w <= n <= replicas (w + r > n for reads that see
+    the latest acknowledged write, DDIA 5.5 "Quorums for reading and writing")."""
+
+    def __init__(self, message: str, n: int = 0, r: int = 0, w: int = 0):
+        self.n, self.r, self.w = n, r, w
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class QuorumNotReachedError(ConflictReplicationError, TimeoutError):
+    """Fewer than ``needed`` replicas acknowledged a leaderless read or write within its timeout
+    (``got`` did). A write may still have reached some replicas: it is not acknowledged, and may or may
+    not survive (DDIA 5.5 "Limitations of quorum consistency"). Retry, or lower r/w."""
+
+    def __init__(self, message: str, needed: int = 0, got: int = 0):
+        self.needed, self.got = needed, got
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class ForeignContextError(ConflictReplicationError, InvalidArgumentError):
+    """A causal context passed to ``put`` or ``delete`` was not issued by this store (another store's,
+    or bytes that are not a context at all). Pass the context a ``get`` of this store returned."""
+
+
+class ResolverFailedError(ConflictReplicationError):
+    """A conflict resolver raised while merging the siblings of ``key``. The failure is isolated: the
+    key stays readable as its siblings, and the store's ``stats()`` counts it. Fix the resolver; the
+    message carries its error."""
+
+    def __init__(self, message: str, resolver: str = "", key: bytes = b""):
+        self.resolver, self.key = resolver, key
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class SiblingsError(ConflictReplicationError, LookupError):
+    """A key asked for as one value holds ``count`` concurrent values (siblings). Read them all
+    (``Versions.values``), merge them as the application sees fit, and write the result with the
+    read's causal context; or launch the store with a resolution that merges them (DDIA 5.4)."""
+
+    def __init__(self, message: str, count: int = 0):
+        self.count = count
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class CRDTTypeError(ConflictReplicationError, InvalidArgumentError):
+    """A CRDT operation or merge met a value of another type (``expected``, ``got``): a counter
+    increment on an OR-Set, a merge of a G-Set with a PN-Counter. Use the operation of the key's type."""
+
+    def __init__(self, message: str, expected: str = "", got: str = ""):
+        self.expected, self.got = expected, got
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class MerkleShapeError(ConflictReplicationError, ConfigError):
+    """Two replicas compared Merkle trees of different shapes (``fanout`` and ``depth`` of each side,
+    ``ours`` and ``theirs``): anti-entropy needs the same shape on every replica of a group. Build the
+    trees with the same shape (``MerkleTree.shape_for`` of the group's expected size)."""
+
+    def __init__(self, message: str, ours=(), theirs=()):
+        self.ours, self.theirs = tuple(ours), tuple(theirs)
+        super().__init__(message)
 
     def __reduce__(self):
         return (_restore, (type(self), self.args, dict(self.__dict__)))

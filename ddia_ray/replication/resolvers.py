@@ -16,7 +16,7 @@ consistent state").
 Two resolvers ship with ddia-ray:
 
 * ``"lww"``, last writer wins: the sibling with the highest ``(timestamp,
-  node)`` wins (an exact tie is broken by the value); the others are lost. Simple and convergent, and it silently
+  logical, node)`` (a hybrid logical clock reading) wins (an exact tie is broken by the value); the others are lost. Simple and convergent, and it silently
   discards concurrent writes (DDIA ch. 5, "Last write wins (discarding
   concurrent writes)"); a tombstone can win, and then the key is deleted.
 * ``"set_union"``: each value is a codec-encoded tuple of items; the merge is
@@ -43,14 +43,16 @@ __all__ = ["Sibling", "ConflictResolver", "LastWriterWins", "SetUnion", "RESOLVE
            "unregister_resolver", "get_resolver", "resolve"]
 
 
-@record("repl.sibling", version=1)
+@record("repl.sibling", version=2, upgrades={1: lambda fields: fields})  # v2 added logical (default 0)
 class Sibling:
     """One of the concurrent versions of a key: ``value`` (None for a deletion), the ``timestamp`` the
-    writer gave it (a hybrid or Lamport clock reading) and the ``node`` that accepted it (the tie-break)."""
+    writer gave it (a hybrid or Lamport clock reading: the HLC's wall time in ns), the HLC's ``logical``
+    counter (0 for a plain clock) and the ``node`` that accepted it (the tie-break)."""
 
     value: bytes | None
     timestamp: int = 0
     node: str = ""
+    logical: int = 0
 
     def __post_init__(self):
         if self.value is not None and not isinstance(self.value, bytes):
@@ -59,6 +61,8 @@ class Sibling:
             raise InvalidArgumentError(f"a sibling's timestamp is an int, got {type(self.timestamp).__name__}")
         if not isinstance(self.node, str):
             raise InvalidArgumentError(f"a sibling's node is a str, got {type(self.node).__name__}")
+        if not isinstance(self.logical, int) or isinstance(self.logical, bool) or self.logical < 0:
+            raise InvalidArgumentError(f"a sibling's logical counter is an int >= 0, got {self.logical!r}")
 
 
 @runtime_checkable
@@ -73,7 +77,7 @@ class ConflictResolver(Protocol):
 
 
 class LastWriterWins:
-    """The sibling with the highest ``(timestamp, node)`` wins, then the highest value, a tombstone lowest
+    """The sibling with the highest ``(timestamp, logical, node)`` wins, then the highest value, a tombstone lowest
     (see the module doc for what it loses)."""
 
     def resolve(self, key: bytes, siblings: Sequence[Sibling]) -> bytes | None:
@@ -86,7 +90,7 @@ class LastWriterWins:
 
 
 def _lww_key(s: Sibling) -> tuple:
-    return (s.timestamp, s.node, s.value is not None, s.value or b"")
+    return (s.timestamp, s.logical, s.node, s.value is not None, s.value or b"")
 
 
 class SetUnion:

@@ -47,7 +47,8 @@ from ..consensus.sessions import session_ttl_ms
 __all__ = ["ReplicatedStore", "PROTOCOLS"]
 
 #: Replication protocols a store can run.
-PROTOCOLS = ("leader-follower", "raft")
+PROTOCOLS = ("leader-follower", "raft", "multi-leader", "leaderless")
+_VERSIONED = ("multi-leader", "leaderless")
 _REPLICA = "ddia_ray.replication.leader_follower:build"
 _RAFT = "ddia_ray.replication.raft_replica:build"
 _COORDINATOR = "ddia_ray.kv.member:build"
@@ -67,7 +68,8 @@ class ReplicatedStore(Component):
     ``shutdown()``, a context manager, and :meth:`connect` from another driver.
     """
 
-    factories = (_REPLICA, _COORDINATOR, _RAFT)
+    factories = (_REPLICA, _COORDINATOR, _RAFT, "ddia_ray.replication.multi_leader:build",
+                 "ddia_ray.replication.leaderless:build")
 
     def __init__(self, group: NodeGroup, options: dict):
         super().__init__(group)
@@ -77,6 +79,11 @@ class ReplicatedStore(Component):
 
     @classmethod
     def _attached(cls, group: NodeGroup) -> "ReplicatedStore":
+        from .versioned_store import VERSIONED_FACTORIES, VersionedStore
+
+        versioned = {VERSIONED_FACTORIES[s.factory] for s in group.specs.values() if s.factory in VERSIONED_FACTORIES}
+        if versioned:
+            return VersionedStore._from_group(group, versioned.pop())
         replicas = [(n, s) for n, s in group.specs.items() if s.factory in (_REPLICA, _RAFT)]
         if not replicas:
             raise ConfigError(f"group {group.name!r} runs no replica")
@@ -95,8 +102,12 @@ class ReplicatedStore(Component):
                **replica_options: Any) -> "ReplicatedStore":
         """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
 
-        ``protocol``: ``"leader-follower"`` or ``"raft"`` (every write committed by a majority;
-        ``mode`` does not apply, and ``raft``, ``snapshot_entries`` and ``catch_up_entries`` go to the Raft members).
+        ``protocol``: ``"leader-follower"``, ``"raft"`` (every write committed by a majority;
+        ``mode`` does not apply, and ``raft``, ``snapshot_entries`` and ``catch_up_entries`` go to the Raft members),
+        ``"multi-leader"`` or ``"leaderless"`` (every replica accepts writes; concurrent writes are kept as
+        versions and resolved by ``resolution``; see :mod:`.versioned_store` for their options: ``regions``,
+        ``region_delay_s``, ``topology``, ``hub``, ``causal``, ``n``/``r``/``w``, ``sloppy``, ``read_repair``,
+        ``anti_entropy_s``, ``clock_skew_s``, ``resolver_modules``).
         ``mode`` (leader-follower, default ``"async"``): ``"sync"`` (a write is acknowledged once every
         follower has it), ``"semi-sync"`` (``sync_replicas`` followers) or ``"async"`` (the leader alone).
         ``engine``: ``"lsm"``, ``"btree"`` (data under ``root``) or ``"map"``.
@@ -114,6 +125,16 @@ class ReplicatedStore(Component):
         """
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown replication protocol {protocol!r}; use one of {PROTOCOLS}")
+        if protocol in _VERSIONED:
+            from .versioned_store import VersionedStore
+
+            if mode is not None or procedures:
+                raise ConfigError(f"the {protocol} protocol takes neither mode nor procedures (they order writes "
+                                  f"through one leader)")
+            return VersionedStore.launch_versioned(name, replicas, protocol=protocol, engine=engine, root=root,
+                                                   tick_s=tick_s, seed=seed, sync=sync, config=config,
+                                                   detached=detached, spread_offset=spread_offset,
+                                                   **replica_options)
         if protocol == "raft" and mode not in (None, "raft"):
             raise ConfigError(f"mode {mode!r} is a leader-follower setting; the Raft protocol acknowledges a write "
                               f"once a majority has it")

@@ -113,6 +113,8 @@ class LoopClient:
         try:
             return fut.result(timeout=(timeout_s or self.timeout_s) + 1.0)
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the operation's own error, itself a TimeoutError (a quorum not reached): as it is
+                raise
             raise CallTimeoutError("the operation did not complete in time; its outcome is unknown") from None
 
     def close(self) -> None:  # pragma: no cover - every client defines it

@@ -156,6 +156,9 @@ class BaseCore:
     #: Whether the shell must keep this core's tick count in step with the clock, delivering the
     #: ticks its timer woke too late for (a lease holder; see :mod:`ddia_ray.runtime.ticks`).
     clock_ticks = False
+    #: Where :attr:`wall_ns` reads the wall time: set by the driver (the Ray shell gives the host's
+    #: clock, the simulator its virtual time from a fixed epoch). None: virtual time since start.
+    wall_source: Callable[[], int] | None = None
 
     def __init__(self, node_id: str, *, tick_s: float = 0.01):
         if not isinstance(node_id, str) or not node_id:
@@ -171,6 +174,14 @@ class BaseCore:
     def now_s(self) -> float:
         """Virtual time of this node: ticks seen so far times ``tick_s``."""
         return self.ticks * self.tick_s
+
+    @property
+    def wall_ns(self) -> int:
+        """Wall-clock time in ns, as the driver supplies it (:attr:`wall_source`). Only a core that stamps
+        data with wall time reads it (hybrid logical clocks for last-writer-wins, DDIA 8.3): it is the
+        one input that differs between nodes' clocks, and the driver, not the core, owns it."""
+        source = self.wall_source
+        return source() if source is not None else int(self.ticks * self.tick_s * 1e9)
 
     # --- driver side --------------------------------------------------------
 

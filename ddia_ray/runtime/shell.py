@@ -148,6 +148,8 @@ class NodeShell:
         recovered = tuple(self.log.read_all()) if self.log else ()
         self.recovered_records = len(recovered)
         self.core = factory(self.node_id, recovered=recovered, tick_s=self.tick_s, **dict(spec.options))
+        if hasattr(self.core, "wall_source"):
+            self.core.wall_source = time.time_ns  # the host's clock: the one place a core's wall time comes from
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -32,9 +32,11 @@ from .core import CoreSpec, Envelope, Ready
 from .durable import apply_records
 from .faults import FaultModel, NetworkConfig
 
-__all__ = ["SimNetwork", "SimCall", "SeedFailure", "run_seeds"]
+__all__ = ["SimNetwork", "SimCall", "SeedFailure", "run_seeds", "WALL_EPOCH_NS"]
 
 _TICK, _DELIVER, _REQUEST, _REPLY = range(4)
+#: The wall time (ns) at which every simulation starts: a fixed date, so a run replays exactly.
+WALL_EPOCH_NS = 1_767_225_600 * 10**9
 
 
 @dataclass
@@ -112,10 +114,17 @@ class SimNetwork(NetworkControls):
         build = factory.build if isinstance(factory, CoreSpec) else factory
         node = _Node(build)
         node.core = build(node_id, recovered=(), tick_s=self.tick_s)
+        self._clock(node.core)
         self.nodes[node_id] = node
         # Stagger ticks so nodes do not run in lockstep (which would hide races).
         self._schedule(self.rng.uniform(0, self.tick_s), _TICK, (node_id, 0))
         return node.core
+
+    def _clock(self, core: Any) -> None:
+        """Give a core the simulation's wall clock: virtual time from :data:`WALL_EPOCH_NS`, the same for
+        every node (a core that models clock skew adds its own offset)."""
+        if hasattr(core, "wall_source"):
+            core.wall_source = lambda: WALL_EPOCH_NS + int(self.now_s * 1e9)
 
     def core(self, node_id: str) -> Any:
         """The current core object of ``node_id``."""
@@ -155,6 +164,7 @@ class SimNetwork(NetworkControls):
         node.alive = True
         node.incarnation += 1
         node.core = node.factory(node_id, recovered=tuple(node.log), tick_s=self.tick_s)
+        self._clock(node.core)
         self._schedule(self.rng.uniform(0, self.tick_s), _TICK, (node_id, node.incarnation))
         return node.core
 

@@ -1,0 +1,623 @@
+"""Leaderless replication, Dynamo-style: N replicas per key, R and W quorums, sloppy quorums (DDIA 5.5).
+
+Theory of operation
+-------------------
+Every replica may coordinate. A key's *preference list* is the first ``n``
+distinct replicas clockwise from the key on a consistent-hash ring (the balancing
+package's :class:`~ddia_ray.balancing.consistent_hash.ConsistentHashPicker`, the
+same ring on every replica and client). Per request:
+
+* a **write** is stamped by a coordinator in the key's preference list (a dotted
+  version vector needs the coordinator to hold the key, so a replica outside the
+  list forwards the write, as Riak does), stored there, and sent to the other
+  replicas of the list; it is acknowledged once ``w`` replicas hold it, and fails
+  with :class:`~ddia_ray.errors.QuorumNotReachedError` if they do not within its
+  timeout (the write may still have reached some: DDIA 5.5 "Limitations of
+  quorum consistency");
+* a **read** asks the ``n`` replicas and answers once ``r`` have answered, with the
+  merge of their versions (siblings and a causal context, or the resolved value),
+  and reports the quorum it met, ``w + r > n`` included.
+
+**Sloppy quorums and hinted handoff** (Dynamo 4.6): a replica the coordinator
+suspects (it missed a deadline; it stops being suspected as soon as it is heard
+from) is replaced by the next replica on the ring, which stores the write as a
+*hint* for its home. The holder of hints offers them to their home every
+``handoff_ticks``; the home merges them and acknowledges, and the hint is dropped.
+A hint is never lost for want of the home: it stays until delivered.
+
+**Read repair**: after a read has its ``r`` answers the coordinator waits for the
+others until the deadline and sends the merged versions to every replica whose
+own versions were behind (DDIA 5.5 "Read repair and anti-entropy").
+
+**Anti-entropy**: every ``anti_entropy_ticks`` a replica compares, with the next
+peer in turn, a Merkle tree over the keys both of them replicate
+(:mod:`.anti_entropy`), descending only into ranges that differ, and both merge
+the differing keys. Data crosses in proportion to the difference.
+
+Conflicting writes are detected by dotted version vectors and resolved as the
+store's policy says (:mod:`.versions`), exactly as under multi-leader.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..balancing.consistent_hash import ConsistentHashPicker
+from ..codec import record
+from ..error_record import ErrorRecord
+from ..errors import InvalidArgumentError, QuorumNotReachedError
+from .versioned_records import (V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VReadResult, VWrite,
+                                VWriteAck, check_quorum)
+from .merkle import MerkleTree
+from .versioned_replica import VersionedReplica
+from .versions import decode_context, decode_state, encode_state
+
+__all__ = ["LLStore", "LLStored", "LLFetch", "LLFetched", "LLCoordinate", "LLCoordinated", "LLHandoff",
+           "LLHandoffAck", "LLPing", "HintChange", "LeaderlessReplica", "ring_of", "build"]
+
+_SUSPECT_PING_TICKS = 20
+
+
+def ring_of(members: tuple, virtual_nodes: int = 64) -> ConsistentHashPicker:
+    """The store's ring: every replica and client builds the same one from the member names."""
+    ring = ConsistentHashPicker(virtual_nodes=virtual_nodes)
+    for m in members:
+        ring.add(m)
+    return ring
+
+
+def _items(value: Any, width: int, what: str) -> tuple:
+    if not isinstance(value, tuple) or not all(isinstance(i, tuple) and len(i) == width for i in value):
+        raise InvalidArgumentError(f"{what} carries a tuple of {width}-tuples")
+    return value
+
+
+@record("repl.ll_store", version=1)
+class LLStore:
+    """Store these versions: ``items`` of ``(op, key, state, hint)``; ``op`` 0 asks for no acknowledgement
+    (a repair); ``hint`` names the home replica the receiver stands in for ("" when it is a home)."""
+
+    items: tuple
+
+    def __post_init__(self):
+        _items(self.items, 4, "a store message")
+
+
+@record("repl.ll_stored", version=1)
+class LLStored:
+    """The ops of an :class:`LLStore` now held (persisted) by the sender."""
+
+    ops: tuple
+
+
+@record("repl.ll_fetch", version=1)
+class LLFetch:
+    """Send your versions: ``items`` of ``(op, key)``."""
+
+    items: tuple
+
+    def __post_init__(self):
+        _items(self.items, 2, "a fetch message")
+
+
+@record("repl.ll_fetched", version=1)
+class LLFetched:
+    """The answers to an :class:`LLFetch`: ``items`` of ``(op, key, state or None)``."""
+
+    items: tuple
+
+    def __post_init__(self):
+        _items(self.items, 3, "a fetched message")
+
+
+@record("repl.ll_coordinate", version=1)
+class LLCoordinate:
+    """Coordinate this client request for me (the keys' preference lists hold you, not me)."""
+
+    op: int
+    request: Any
+
+
+@record("repl.ll_coordinated", version=1)
+class LLCoordinated:
+    """The answer to an :class:`LLCoordinate`: the result, or the error as a record."""
+
+    op: int
+    result: Any = None
+    error: ErrorRecord | None = None
+
+
+@record("repl.ll_handoff", version=1)
+class LLHandoff:
+    """Hints for the receiver, whose writes the sender held while it was unreachable: ``((key, state), ...)``."""
+
+    items: tuple
+
+    def __post_init__(self):
+        _items(self.items, 2, "a handoff message")
+
+
+@record("repl.ll_handoff_ack", version=1)
+class LLHandoffAck:
+    """The hints of an :class:`LLHandoff` the home now holds: ``((key, state), ...)`` as they were offered."""
+
+    items: tuple
+
+
+@record("repl.ll_ping", version=1)
+class LLPing:
+    """Are you there? (to a suspected replica; any message back clears the suspicion)."""
+
+    reply: bool = True
+
+
+@record("repl.hint_change", version=1)
+class HintChange:
+    """A persisted hint: ``key``'s versions held for ``home`` (``state`` empty: delivered, dropped)."""
+
+    home: str
+    key: bytes
+    state: bytes = b""
+
+
+@dataclass(slots=True)
+class _Request:
+    """A client request, or one forwarded by another replica, and its keys' answers."""
+
+    reply_to: tuple  # ("client", request id) or ("replica", node, op id)
+    write: bool
+    items: list
+    left: int
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class _Op:
+    """One key of a request in flight at its coordinator."""
+
+    id: int
+    req: _Request
+    index: int
+    key: bytes
+    write: bool
+    needed: int
+    deadline: int
+    targets: tuple
+    fallbacks: tuple
+    n: int
+    r: int
+    w: int
+    answers: dict = field(default_factory=dict)  # node -> state (reads) or True (writes)
+    state: Any = None  # a write's state at the coordinator
+    done: bool = False
+    started: int = 0
+    encoded: bytes = b""  # a write's state as sent
+    handed: bool = False  # a write's missing replicas got hinted copies
+
+
+@dataclass(slots=True)
+class _Proxy:
+    """Keys of a request this replica forwarded to their coordinator: where their answers go."""
+
+    req: _Request
+    indices: list
+    keys: list
+    deadline: int
+
+
+class LeaderlessReplica(VersionedReplica):
+    """One replica of a leaderless store (see the module docstring). ``n``, ``r``, ``w``: the store's
+    defaults; ``sloppy``: whether fallbacks stand in for suspected replicas; ``read_repair``;
+    ``handoff_ticks``; ``anti_entropy_ticks`` (0: no anti-entropy)."""
+
+    #: A request's deadline is a promise to a client that waits in wall time: the shell keeps this core's
+    #: ticks in step with the clock, delivering those a busy loop woke too late for.
+    clock_ticks = True
+
+    def __init__(self, node_id: str, *, recovered=(), n: int = 3, r: int = 2, w: int = 2, sloppy: bool = True,
+                 read_repair: bool = True, handoff_ticks: int = 20, anti_entropy_ticks: int = 0,
+                 suspect_ticks: int = 30, virtual_nodes: int = 64, **options: Any):
+        members = tuple(options.get("members", ()))
+        check_quorum(n, r, w, len(members))
+        self.n, self.r, self.w = n, r, w
+        self.sloppy = bool(sloppy)
+        self.read_repair = bool(read_repair)
+        self.handoff_ticks = max(1, int(handoff_ticks))
+        self.suspect_ticks = max(1, int(suspect_ticks))
+        self.anti_entropy_ticks = int(anti_entropy_ticks)
+        self.ring = ring_of(members, virtual_nodes)
+        self.hints: dict[str, dict[bytes, bytes]] = {}
+        self.suspected: dict[str, int] = {}
+        self._ops: dict[int, _Op] = {}
+        self._proxies: dict[int, _Proxy] = {}
+        self._pair_trees: dict[str, Any] | None = None
+        self._next_id = 0
+        self.counters = {"read_repairs": 0, "hinted": 0, "handoffs": 0, "forwarded": 0, "quorum_failures": 0,
+                         "anti_entropy_rounds": 0, "anti_entropy_keys": 0, "anti_entropy_bytes": 0}
+        super().__init__(node_id, recovered=recovered, **options)
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _deadline(self, timeout_s: float) -> int:
+        return self.ticks + max(1, math.ceil(timeout_s / self.tick_s))
+
+    # --- what this replica shares with each peer ------------------------------------------------------
+
+    def _shares_all(self) -> bool:
+        return self.n >= len(self.members)
+
+    def _trees(self) -> dict:
+        if self._pair_trees is None:
+            self._pair_trees = {p: MerkleTree(**self.merkle_shape) for p in self.members if p != self.node_id}
+            if not self._shares_all():
+                for key, state in self.versions.data.items():
+                    self._index(key, encode_state(state))
+        return self._pair_trees
+
+    def tree_for(self, peer: str) -> MerkleTree:
+        """The Merkle tree of the keys this replica shares with ``peer`` (those whose preference list, of the
+        store's ``n``, holds both): what anti-entropy compares, and what convergence means for a pair."""
+        return self.tree if self._shares_all() else self._trees()[peer]
+
+    def _index(self, key: bytes, encoded: bytes | None) -> None:
+        holders = self.ring.preference_list(key, self.n)
+        if self.node_id not in holders:
+            return
+        trees = self._trees()
+        for peer in holders:
+            if peer != self.node_id:
+                trees[peer].update(key, encoded)
+
+    def _changed(self, key: bytes, state: Any) -> None:
+        super()._changed(key, state)
+        if not self._shares_all() and self._pair_trees is not None:
+            self._index(key, encode_state(state))
+
+    # --- preference lists ------------------------------------------------------------------------
+
+    def preference(self, key: bytes, n: int) -> tuple[tuple, tuple]:
+        """``(targets, fallbacks)``: the ``n`` replicas a request for ``key`` goes to. When sloppy, a
+        suspected home replica is replaced by the next unsuspected replica on the ring, listed in
+        ``fallbacks`` as ``(stand-in, home)``; a suspected home is still asked when no replica is left to
+        stand in for it, and always when the store is not sloppy."""
+        strict = self.ring.preference_list(key, n)
+        down = [m for m in strict if m in self.suspected]
+        if not down:
+            return strict, ()
+        if not self.sloppy:
+            return strict, ()  # a suspected home is still asked: it may be back, and no one stands in
+        spare = [m for m in self.ring.preference_list(key, len(self.members))
+                 if m not in strict and m not in self.suspected]
+        fallbacks = tuple(zip(spare, down))
+        # A suspected home with no one to stand in for it is asked all the same: suspicion lags recovery.
+        stood_in = {home for _, home in fallbacks}
+        targets = [m for m in strict if m not in stood_in] + [f for f, _ in fallbacks]
+        return tuple(targets), fallbacks
+
+    # --- client requests ---------------------------------------------------------------------
+
+    def on_request(self, request_id: int, payload: Any) -> None:
+        """A client's :class:`~.versioned_records.VWrite` or :class:`~.versioned_records.VRead`."""
+        try:
+            self._start(("client", request_id), payload)
+        except Exception as e:  # noqa: BLE001 - refused as a typed record, nothing written
+            self.reply(request_id, error=e)
+
+    def _start(self, reply_to: tuple, payload: Any) -> None:
+        if isinstance(payload, VWrite):
+            n = payload.n or self.n
+            w = payload.w or min(self.w, n)
+            check_quorum(n, min(self.r, n), w, len(self.members))
+            contexts = [decode_context(self.store, c) if code != V_UPDATE else None
+                        for code, _, _, c in payload.items]  # every context checked before anything is written
+            req = _Request(reply_to, True, [None] * len(payload.items), len(payload.items))
+            away: dict[str, list] = {}
+            for i, ((code, key, value, _), ctx) in enumerate(zip(payload.items, contexts)):
+                targets, fallbacks = self.preference(key, n)
+                if self.node_id in targets:
+                    self._write(req, i, code, key, value, ctx, n, w, targets, fallbacks, payload.timeout_s)
+                else:  # a dot needs a coordinator that holds the key: its first reachable replica
+                    away.setdefault(targets[0], []).append(i)
+            for node, indices in away.items():
+                self._forward(req, node, VWrite(tuple(payload.items[i] for i in indices), n, w, payload.timeout_s),
+                              indices, [payload.items[i][1] for i in indices], payload.timeout_s)
+        elif isinstance(payload, VRead):
+            n = payload.n or self.n
+            r = payload.r or min(self.r, n)
+            check_quorum(n, r, min(self.w, n), len(self.members))
+            req = _Request(reply_to, False, [None] * len(payload.keys), len(payload.keys))
+            fetch: dict[str, list] = {}
+            for i, key in enumerate(payload.keys):
+                targets, fallbacks = self.preference(key, n)
+                op = self._op(req, i, key, False, r, payload.timeout_s, targets, fallbacks, n, r, min(self.w, n))
+                for t in targets:
+                    if t == self.node_id:
+                        self._answer(op, t, self._local(key))
+                    else:
+                        fetch.setdefault(t, []).append((op.id, key))
+            for node, items in fetch.items():
+                self.send(node, LLFetch(tuple(items)))
+        else:
+            raise InvalidArgumentError(f"a leaderless replica takes VWrite and VRead, got {type(payload).__name__}")
+        self._maybe_answer(req)
+
+    def _op(self, req: _Request, index: int, key: bytes, write: bool, needed: int, timeout_s: float,
+            targets: tuple, fallbacks: tuple, n: int, r: int, w: int) -> _Op:
+        op = _Op(self._id(), req, index, key, write, needed, self._deadline(timeout_s), targets, fallbacks, n, r, w,
+                 started=self.ticks)
+        self._ops[op.id] = op
+        return op
+
+    def _write(self, req: _Request, index: int, code: int, key: bytes, value: Any, ctx, n: int, w: int,
+               targets: tuple, fallbacks: tuple, timeout_s: float) -> None:
+        ts = self.stamp()
+        if code == V_UPDATE:
+            state, shipped = self.versions.update(key, value[0], value[1], ts)
+        else:
+            state = shipped = self.versions.put(key, value if code == V_PUT else None, ctx, ts)
+        op = self._op(req, index, key, True, w, timeout_s, targets, fallbacks, n, min(self.r, n), w)
+        op.state = state
+        op.encoded = encoded = encode_state(shipped)
+        homes = dict(fallbacks)
+        for t in targets:
+            if t != self.node_id:
+                self.send(t, LLStore(((op.id, key, encoded, homes.get(t, "")),)))
+        self._answer(op, self.node_id, True)
+
+    def _forward(self, req: _Request, node: str, payload: Any, indices: list, keys: list, timeout_s: float) -> None:
+        pid = self._id()
+        self._proxies[pid] = _Proxy(req, indices, keys, self._deadline(timeout_s))
+        self.counters["forwarded"] += len(indices)
+        self.send(node, LLCoordinate(pid, payload))
+
+    # --- answers -------------------------------------------------------------------------------
+
+    def _local(self, key: bytes) -> Any:
+        """This replica's versions of ``key``, with the hints it holds for others."""
+        state = self.versions.data.get(key)
+        held = [decode_state(h[key]) for h in self.hints.values() if key in h]
+        return self.versions.combine(key, (state, *held)) if held else state
+
+    def _answer(self, op: _Op, node: str, state: Any) -> None:
+        if node in op.answers or node not in op.targets:
+            return
+        op.answers[node] = state
+        self.suspected.pop(node, None)
+        if not op.done and len(op.answers) >= op.needed:
+            op.done = True
+            report = QuorumReport(op.n, op.r, op.w, len(op.answers), tuple(sorted(op.answers)),
+                                  tuple(sorted(f for f, _ in op.fallbacks if f in op.answers)))
+            state = op.state if op.write else self.versions.combine(op.key, op.answers.values())
+            self._settle(op.req, op.index, self.item(op.key, state, report))
+        if op.done and len(op.answers) == len(op.targets):
+            self._retire(op)
+
+    def _settle(self, req: _Request, index: int, item: VItem) -> None:
+        if req.items[index] is None:
+            req.items[index] = item
+            req.left -= 1
+        self._maybe_answer(req)
+
+    def _maybe_answer(self, req: _Request) -> None:
+        if req.left or req.answered:
+            return
+        req.answered = True
+        result = VWriteAck(tuple(req.items)) if req.write else VReadResult(tuple(req.items))
+        if req.reply_to[0] == "client":
+            self.reply(req.reply_to[1], result)
+        else:
+            self.send(req.reply_to[1], LLCoordinated(req.reply_to[2], result))
+
+    def _retire(self, op: _Op) -> None:
+        self._ops.pop(op.id, None)
+        if not op.write and self.read_repair and len(op.answers) > 1:
+            self._repair(op)
+
+    def _repair(self, op: _Op) -> None:
+        """Send the merged versions to every replica that answered with less (read repair)."""
+        merged = self.versions.combine(op.key, op.answers.values())
+        if merged is None:
+            return
+        encoded = encode_state(merged)
+        for node, state in op.answers.items():
+            if state is not None and encode_state(state) == encoded:
+                continue
+            self.counters["read_repairs"] += 1
+            if node == self.node_id:
+                self.versions.merge(op.key, merged)
+            else:
+                self.send(node, LLStore(((0, op.key, encoded, ""),)))
+
+    def _suspect_silent(self, op: _Op) -> None:
+        """``suspect_ticks`` after a request went out, suspect the replicas that have not answered it; a
+        write's copy for each of them goes, as a hint, to the next replica on the ring (a sloppy quorum
+        made after the fact: the write still reaches ``n`` replicas, Dynamo 4.6)."""
+        missing = [t for t in op.targets if t not in op.answers and t != self.node_id]
+        for t in missing:
+            self.suspected.setdefault(t, self.ticks)
+        if not op.write or op.handed or not missing or not self.sloppy:
+            return
+        op.handed = True
+        spare = [m for m in self.ring.preference_list(op.key, len(self.members))
+                 if m not in op.targets and m not in self.suspected]
+        for stand_in, home in zip(spare, missing):
+            self.send(stand_in, LLStore(((0, op.key, op.encoded, home),)))
+        if op.done:
+            self._retire(op)
+
+    def _fail(self, op: _Op) -> None:
+        """The deadline passed before the quorum: the key's answer is a QuorumNotReachedError."""
+        op.done = True
+        self.counters["quorum_failures"] += 1
+        for t in op.targets:
+            if t not in op.answers and t != self.node_id:
+                self.suspected.setdefault(t, self.ticks)
+        what = "acknowledgements" if op.write else "answers"
+        err = QuorumNotReachedError(f"{len(op.answers)} of the {op.needed} {what} needed for {op.key!r} came in "
+                                    f"time (asked {list(op.targets)})", needed=op.needed, got=len(op.answers))
+        self._settle(op.req, op.index, VItem(op.key, error=ErrorRecord.of(err, self.node_id)))
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def on_message(self, src: str, payload: Any) -> None:
+        """Replica-to-replica traffic (see the records above)."""
+        self.suspected.pop(src, None)
+        if isinstance(payload, LLStore):
+            self._on_store(src, payload)
+        elif isinstance(payload, LLStored):
+            for op_id in payload.ops:
+                op = self._ops.get(op_id)
+                if op is not None and op.write:
+                    self._answer(op, src, True)
+        elif isinstance(payload, LLFetch):
+            self.send(src, LLFetched(tuple((op, key, self._encoded_local(key)) for op, key in payload.items)))
+        elif isinstance(payload, LLFetched):
+            for op_id, key, data in payload.items:
+                op = self._ops.get(op_id)
+                if op is not None and not op.write and op.key == key:
+                    self._answer(op, src, decode_state(data) if data is not None else None)
+        elif isinstance(payload, LLCoordinate):
+            try:
+                self._start(("replica", src, payload.op), payload.request)
+            except Exception as e:  # noqa: BLE001 - answered as a typed record
+                self.send(src, LLCoordinated(payload.op, None, ErrorRecord.of(e, self.node_id)))
+        elif isinstance(payload, LLCoordinated):
+            self._on_coordinated(payload)
+        elif isinstance(payload, LLHandoff):
+            for key, data in payload.items:
+                self.merge_encoded(key, data)
+            self.send(src, LLHandoffAck(payload.items))
+        elif isinstance(payload, LLHandoffAck):
+            self._on_handoff_ack(src, payload)
+        elif isinstance(payload, LLPing):
+            if payload.reply:
+                self.send(src, LLPing(False))
+        else:
+            self.on_other_message(src, payload)
+
+    def on_other_message(self, src: str, payload: Any) -> None:
+        """A message the base protocol does not know (anti-entropy's, when on)."""
+        raise InvalidArgumentError(f"{self.node_id}: unexpected {type(payload).__name__} from {src!r}")
+
+    def _encoded_local(self, key: bytes) -> bytes | None:
+        state = self._local(key)
+        return encode_state(state) if state is not None else None
+
+    def _on_store(self, src: str, msg: LLStore) -> None:
+        acks = []
+        for op_id, key, data, home in msg.items:
+            if home and home != self.node_id:
+                self._hint(home, key, data)
+            else:
+                self.merge_encoded(key, data)
+            if op_id:
+                acks.append(op_id)
+        if acks:
+            self.send(src, LLStored(tuple(acks)))
+
+    def _on_coordinated(self, msg: LLCoordinated) -> None:
+        proxy = self._proxies.pop(msg.op, None)
+        if proxy is None:
+            return  # answered after its deadline: the client already has its error
+        items = msg.result.items if msg.error is None and msg.result is not None else None
+        for j, (index, key) in enumerate(zip(proxy.indices, proxy.keys)):
+            item = items[j] if items is not None and j < len(items) else VItem(key, error=msg.error)
+            self._settle(proxy.req, index, item)
+
+    # --- hinted handoff -------------------------------------------------------------------------------
+
+    def _hint(self, home: str, key: bytes, data: bytes) -> None:
+        """Hold ``key``'s versions for ``home`` (merged with what is held already), persisted."""
+        held = self.hints.setdefault(home, {})
+        old = held.get(key)
+        merged = data if old is None else encode_state(self.versions.combine(key, (decode_state(old),
+                                                                                   decode_state(data))))
+        held[key] = merged
+        self.counters["hinted"] += 1
+        self.persist(HintChange(home, key, merged))
+
+    def _on_handoff_ack(self, home: str, msg: LLHandoffAck) -> None:
+        held = self.hints.get(home, {})
+        for key, data in msg.items:
+            if held.get(key) == data:  # unchanged since offered: delivered
+                del held[key]
+                self.counters["handoffs"] += 1
+                self.persist(HintChange(home, key, b""))
+        if not held:
+            self.hints.pop(home, None)
+
+    # --- time ---------------------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        """Expire requests past their deadline, offer hints to their homes, ping suspected replicas."""
+        for op in [o for o in self._ops.values() if self.ticks - o.started >= self.suspect_ticks]:
+            self._suspect_silent(op)
+        for op in [o for o in self._ops.values() if self.ticks >= o.deadline]:
+            if op.done:
+                self._retire(op)
+            else:
+                self._ops.pop(op.id, None)
+                self._fail(op)
+        for pid in [p for p, x in self._proxies.items() if self.ticks >= x.deadline]:
+            proxy = self._proxies.pop(pid)
+            err = QuorumNotReachedError("the coordinator of these keys did not answer in time", needed=1, got=0)
+            for index, key in zip(proxy.indices, proxy.keys):
+                self._settle(proxy.req, index, VItem(key, error=ErrorRecord.of(err, self.node_id)))
+        if self.ticks % self.handoff_ticks == 0:
+            for home, held in self.hints.items():
+                if held and home not in self.suspected:
+                    self.send(home, LLHandoff(tuple(list(held.items())[:512])))
+        if self.ticks % _SUSPECT_PING_TICKS == 0:
+            for node in self.suspected:
+                self.send(node, LLPing())
+        self.on_other_tick()
+
+    def on_other_tick(self) -> None:
+        """Periodic work beyond the base protocol (anti-entropy, when on)."""
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def recover_record(self, rec: Any) -> None:
+        """A hint held or dropped."""
+        if not isinstance(rec, HintChange):
+            super().recover_record(rec)
+        if rec.state:
+            self.hints.setdefault(rec.home, {})[rec.key] = rec.state
+        else:
+            self.hints.get(rec.home, {}).pop(rec.key, None)
+
+    def snapshot_meta(self) -> dict:
+        """Nothing beyond the key states (the hints follow them)."""
+        return {}
+
+    def snapshot_tail(self) -> tuple:
+        """The hints still held."""
+        return tuple(HintChange(h, k, v) for h, held in sorted(self.hints.items()) for k, v in sorted(held.items()))
+
+    def recover_meta(self, meta: dict) -> None:
+        """A compacted log starts with no hints; those kept follow it."""
+        self.hints.clear()
+
+    def status(self) -> dict:
+        """The replica's figures: counters, hints held, suspected peers, requests in flight."""
+        return {**super().status(), "role": "replica", "n": self.n, "r": self.r, "w": self.w,
+                "pair_roots": {p: self.tree_for(p).root().hex() for p in self.members if p != self.node_id},
+                **self.counters, "hints": sum(len(h) for h in self.hints.values()),
+                "suspected": sorted(self.suspected), "in_flight": len(self._ops)}
+
+
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, resolver_modules: tuple = (),
+          **options: Any) -> LeaderlessReplica:
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leaderless replica; ``resolver_modules``
+    are imported first (they register the store's resolvers)."""
+    from .procedures import load
+
+    load(resolver_modules)
+    if options.get("anti_entropy_ticks"):
+        from .leaderless_sync import SyncingLeaderlessReplica
+        return SyncingLeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, **options)
+    return LeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, **options)

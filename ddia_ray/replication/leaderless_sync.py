@@ -1,0 +1,95 @@
+"""Active anti-entropy for leaderless replicas: Merkle trees per pair of replicas, compared in turn.
+
+Theory of operation
+-------------------
+Read repair fixes only the keys that are read; a key written while a replica
+was away and never read again stays stale there. Anti-entropy finds it (DDIA
+5.5 "Read repair and anti-entropy"; Dynamo 4.7; Riak's active anti-entropy):
+every ``anti_entropy_ticks`` a replica picks the next peer in turn and runs an
+:class:`~.anti_entropy.AntiEntropySession` with it over a Merkle tree of the
+keys both replicate, descending only into the ranges that differ. What the
+peer holds and this replica lacks is merged here; what this replica holds and
+the peer lacks is pushed in the session's last message and merged there.
+
+Two replicas share only the keys whose preference lists (of the store's ``n``)
+hold both, so the session compares the tree a replica keeps per peer over exactly
+those keys (:meth:`~.leaderless.LeaderlessReplica.tree_for`). A session compares a
+copy of the tree taken when it starts, so the writes that arrive meanwhile do
+not disturb it; they are found by the next session.
+
+Sessions run one at a time per replica, and one that hears nothing for
+``4 * anti_entropy_ticks`` is abandoned (the peer crashed or the network cut it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .anti_entropy import AeFetch, AeNodes, AeProbe, AeValues, AntiEntropySession, answer, pushed_pairs
+from .leaderless import LeaderlessReplica
+from .versions import encode_state
+
+__all__ = ["SyncingLeaderlessReplica"]
+
+
+class SyncingLeaderlessReplica(LeaderlessReplica):
+    """A :class:`~.leaderless.LeaderlessReplica` that also runs anti-entropy (see the module docstring)."""
+
+    def __init__(self, node_id: str, **options: Any):
+        self._session: AntiEntropySession | None = None
+        self._session_tick = 0
+        self._turn = 0
+        super().__init__(node_id, **options)
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    def _lookup(self, keys) -> list:
+        data = self.versions.data
+        return [encode_state(data[k]) if k in data else None for k in keys]
+
+    def on_other_tick(self) -> None:
+        """Start the next session in turn, or abandon one that went quiet."""
+        if self._session is not None:
+            if self.ticks - self._session_tick > 4 * self.anti_entropy_ticks:
+                self._session = None  # the peer crashed, or the network cut it: try another later
+            return
+        if self.ticks % self.anti_entropy_ticks:
+            return
+        peers = [p for p in self.members if p != self.node_id and p not in self.suspected]
+        if not peers:
+            return
+        peer = peers[self._turn % len(peers)]
+        self._turn += 1
+        session = AntiEntropySession(self.tree_for(peer).copy(), peer=peer, session_id=self._id(),
+                                     lookup=self._lookup)
+        self._session, self._session_tick = session, self.ticks
+        for message in session.start():
+            self.send(peer, message)
+
+    def on_other_message(self, src: str, payload: Any) -> None:
+        """Anti-entropy traffic: answer a peer's session, or advance this replica's."""
+        if isinstance(payload, (AeProbe, AeFetch)):
+            if src not in self.members or src == self.node_id:
+                return
+            self.send(src, answer(self.tree_for(src), payload, self._lookup))
+            if isinstance(payload, AeFetch):
+                for key, value in pushed_pairs(payload):
+                    if self.merge_encoded(key, value):
+                        self.counters["anti_entropy_keys"] += 1
+            return
+        if isinstance(payload, (AeNodes, AeValues)):
+            session = self._session
+            if session is None or src != session.peer or payload.sid != session.session_id:
+                return  # a reply to a session given up, or a duplicate
+            self._session_tick = self.ticks
+            for message in session.on_message(payload):
+                self.send(src, message)
+            if session.done:
+                self._session = None
+                for key, value in session.received:
+                    if self.merge_encoded(key, value):
+                        self.counters["anti_entropy_keys"] += 1
+                self.counters["anti_entropy_rounds"] += 1
+                self.counters["anti_entropy_bytes"] += session.bytes_sent + session.bytes_received
+            return
+        super().on_other_message(src, payload)

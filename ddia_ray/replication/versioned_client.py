@@ -1,0 +1,312 @@
+"""The client of a multi-leader or leaderless store: batched puts, gets and CRDT updates, with futures.
+
+Theory of operation
+-------------------
+Every call queues one operation and returns (``*_nowait``) or waits for a
+:class:`concurrent.futures.Future`; a loop thread (:class:`~ddia_ray.runtime.client_loop.LoopClient`)
+drains the queue into one request per replica and sends them concurrently, so a
+thousand puts cost a few actor calls, not a thousand (DDIA's batching, and a Ray
+call costs about a millisecond).
+
+Where an operation goes:
+
+* **multi-leader**: to a leader of the client's ``region`` (round robin over the
+  region's leaders); the write is acknowledged once that leader holds it and
+  reaches the other regions asynchronously;
+* **leaderless**: to the first replica of the key's preference list, computed on
+  the same ring as the replicas' (:func:`~.leaderless.ring_of`), so the replica
+  that stamps the write holds the key and no hop is wasted. A read that finds its
+  coordinator unreachable tries the next replica of the list.
+
+A write is never retried by the client: its outcome is unknown after a timeout
+(it may have reached some replicas), and retrying a put would make it a sibling
+of itself. The caller decides, with the error in hand.
+
+A read answers :class:`Versions`: the live siblings, the causal context to pass
+back to :meth:`VersionedClient.put`, the CRDT value for CRDT keys, and (leaderless)
+the quorum the read met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import itertools
+import threading
+from typing import Any, Iterable
+
+from .. import codec, crdt
+from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError,
+                      MessageDroppedError, ResolverFailedError, SiblingsError)
+from ..runtime.client_loop import LoopClient
+from ..runtime.core import Reply
+from .leaderless import ring_of
+from .versioned_records import (MAX_BATCH, V_DELETE, V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VWrite,
+                                check_quorum)
+
+__all__ = ["VersionedClient", "Versions"]
+
+_ids = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Versions:
+    """What a store holds for ``key``: ``siblings`` (the live concurrent values, each a
+    :class:`~.resolvers.Sibling` with its timestamp and node), ``context`` (pass it to ``put`` to replace
+    what was read), ``crdt`` (the CRDT object, for a CRDT key), ``error`` (a read-side resolver's failure:
+    the siblings are unresolved) and ``quorum`` (leaderless: the quorum the request met)."""
+
+    key: bytes
+    siblings: tuple = ()
+    context: bytes = b""
+    crdt: Any = None
+    kind: str = ""
+    error: ResolverFailedError | None = None
+    quorum: QuorumReport | None = None
+
+    @property
+    def values(self) -> tuple:
+        """The siblings' values."""
+        return tuple(s.value for s in self.siblings)
+
+    @property
+    def exists(self) -> bool:
+        """Whether the key holds a value (a CRDT key: whether it was ever updated)."""
+        return bool(self.siblings) or self.crdt is not None
+
+    @property
+    def conflict(self) -> bool:
+        """Whether concurrent values are waiting for the application to merge them."""
+        return len(self.siblings) > 1
+
+    @property
+    def value(self) -> Any:
+        """The one value: a CRDT's value, the only sibling, or None if absent. Raises the resolver's
+        :class:`~ddia_ray.errors.ResolverFailedError` if it failed, and
+        :class:`~ddia_ray.errors.SiblingsError` when several values are concurrent."""
+        if self.crdt is not None:
+            return self.crdt.value()
+        if self.error is not None:
+            raise self.error
+        if len(self.siblings) > 1:
+            raise SiblingsError(f"{self.key!r} holds {len(self.siblings)} concurrent values: read .values, merge "
+                                f"them and put the result with .context", count=len(self.siblings))
+        return self.siblings[0].value if self.siblings else None
+
+
+def versions_of(item: VItem) -> Versions:
+    """A reply item as :class:`Versions` (raising the error a write item carries)."""
+    error = item.error.exception() if item.error is not None else None
+    if error is not None and not isinstance(error, ResolverFailedError):
+        raise error
+    state = crdt.decode(item.crdt, item.kind or None) if item.crdt is not None else None
+    return Versions(item.key, item.siblings, item.context, state, item.kind, error, item.quorum)
+
+
+@dataclasses.dataclass(slots=True)
+class _Unit:
+    write: bool
+    item: Any  # a write item (code, key, payload, context) or a key
+    future: concurrent.futures.Future
+    tried: int = 0
+
+
+def _key(key: Any) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if not isinstance(key, bytes):
+        raise InvalidArgumentError(f"a key is bytes or str, got {type(key).__name__}")
+    return key
+
+
+class VersionedClient(LoopClient):
+    """A client of a multi-leader or leaderless store (see the module docstring). ``region``: the
+    multi-leader region it writes in (default: any); ``n``, ``r``, ``w``: leaderless quorum of its requests
+    (default: the store's); ``timeout_s``: how long a request may take; ``max_batch``: items per request."""
+
+    def __init__(self, store: Any, *, region: str | None = None, n: int | None = None, r: int | None = None,
+                 w: int | None = None, timeout_s: float = 5.0, max_batch: int = 1000):
+        self.store = store
+        self.protocol = store.protocol
+        self.name = f"vclient-{next(_ids)}"
+        self.timeout_s = float(timeout_s)
+        if not 0 < self.timeout_s <= 3600:
+            raise InvalidArgumentError(f"timeout_s is in (0, 3600], got {timeout_s!r}")
+        if type(max_batch) is not int or not 0 < max_batch <= MAX_BATCH:
+            raise InvalidArgumentError(f"max_batch is an int in [1, {MAX_BATCH}], got {max_batch!r}")
+        self.max_batch = max_batch
+        self.region = region
+        self._nodes = store.region_nodes(region) if region is not None else tuple(store.members)
+        opts = store.options
+        if self.protocol == "leaderless":
+            self.n = n if n is not None else opts["n"]
+            self.r = r if r is not None else min(opts["r"], self.n)
+            self.w = w if w is not None else min(opts["w"], self.n)
+            check_quorum(self.n, self.r, self.w, len(store.members))
+            self._ring = ring_of(tuple(store.members), opts.get("virtual_nodes", 64))
+        elif any(x is not None for x in (n, r, w)):
+            raise ConfigError("n, r and w are leaderless settings; a multi-leader write is acknowledged by the "
+                              "leader of its region")
+        self._rr = itertools.count()
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Unit] = collections.deque()
+        self._closed = False
+        self._start_loop(self.name)
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def put_nowait(self, key: Any, value: bytes, *, context: bytes | None = None) -> concurrent.futures.Future:
+        """Queue a write of ``value``; its future gives the key's :class:`Versions` after the write. Pass
+        the ``context`` of the read the value is based on: the write then replaces exactly what was read."""
+        if not isinstance(value, bytes):
+            raise InvalidArgumentError(f"a value is bytes, got {type(value).__name__}")
+        return self._submit(True, (V_PUT, _key(key), value, context or b""))
+
+    def put(self, key: Any, value: bytes, *, context: bytes | None = None) -> Versions:
+        """Write ``value`` (see :meth:`put_nowait`) and wait."""
+        return self._wait(self.put_nowait(key, value, context=context), 2 * self.timeout_s)
+
+    def put_many(self, items: Iterable[tuple]) -> list[Versions]:
+        """Write ``(key, value)`` or ``(key, value, context)`` items, batched; their :class:`Versions`."""
+        futures = [self.put_nowait(i[0], i[1], context=i[2] if len(i) > 2 else None) for i in items]
+        return [self._wait(f, 2 * self.timeout_s) for f in futures]
+
+    def delete_nowait(self, key: Any, *, context: bytes | None = None) -> concurrent.futures.Future:
+        """Queue a deletion (a tombstone sibling, so that it cannot be undone by a stale replica)."""
+        return self._submit(True, (V_DELETE, _key(key), b"", context or b""))
+
+    def delete(self, key: Any, *, context: bytes | None = None) -> Versions:
+        """Delete ``key`` (see :meth:`delete_nowait`) and wait."""
+        return self._wait(self.delete_nowait(key, context=context), 2 * self.timeout_s)
+
+    def update_nowait(self, key: Any, op: str, *args: Any) -> concurrent.futures.Future:
+        """Queue CRDT operation ``op(*args)`` on ``key`` (a key under a ``"crdt:KIND"`` resolution)."""
+        if not isinstance(op, str):
+            raise InvalidArgumentError(f"a CRDT operation is named by a str, got {type(op).__name__}")
+        codec.check_value(args)  # what cannot cross the wire fails here, in the caller's thread
+        return self._submit(True, (V_UPDATE, _key(key), (op, tuple(args)), b""))
+
+    def update(self, key: Any, op: str, *args: Any) -> Versions:
+        """Apply CRDT operation ``op(*args)`` to ``key`` and wait; the key's :class:`Versions` after it."""
+        return self._wait(self.update_nowait(key, op, *args), 2 * self.timeout_s)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def get_nowait(self, key: Any) -> concurrent.futures.Future:
+        """Queue a read; its future gives :class:`Versions`."""
+        return self._submit(False, _key(key))
+
+    def get(self, key: Any) -> Versions:
+        """Read ``key``: every concurrent value, and the context to write back."""
+        return self._wait(self.get_nowait(key), 2 * self.timeout_s)
+
+    def get_many(self, keys: Iterable[Any]) -> list[Versions]:
+        """Read many keys, batched."""
+        futures = [self.get_nowait(k) for k in keys]
+        return [self._wait(f, 2 * self.timeout_s) for f in futures]
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _submit(self, write: bool, item: Any) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise ConfigError("this client is closed")
+            self._queue.append(_Unit(write, item, fut))
+        self._loop.call_soon_threadsafe(self._wake.set)
+        return fut
+
+    def _target(self, unit: _Unit) -> str:
+        if self.protocol == "leaderless":
+            key = unit.item[1] if unit.write else unit.item
+            order = self._ring.preference_list(key, self.n)
+            return order[unit.tried % len(order)]
+        return self._nodes[(next(self._rr) + unit.tried) % len(self._nodes)]
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    units = [self._queue.popleft() for _ in range(min(len(self._queue), 20 * self.max_batch))]
+                if not units:
+                    break
+                groups: dict[tuple, list[_Unit]] = {}
+                for u in units:
+                    if u.future.done():
+                        continue
+                    groups.setdefault((self._target(u), u.write), []).append(u)
+                calls = []
+                for (node, write), group in groups.items():
+                    for i in range(0, len(group), self.max_batch):
+                        calls.append(self._send(node, write, group[i:i + self.max_batch]))
+                await asyncio.gather(*calls)
+
+    async def _send(self, node: str, write: bool, units: list[_Unit]) -> None:
+        if write:
+            payload: Any = VWrite(tuple(u.item for u in units), timeout_s=self.timeout_s,
+                                  **({"n": self.n, "w": self.w} if self.protocol == "leaderless" else {}))
+        else:
+            payload = VRead(tuple(u.item for u in units), timeout_s=self.timeout_s,
+                            **({"n": self.n, "r": self.r} if self.protocol == "leaderless" else {}))
+        try:
+            handle = self.store._handle(node)
+        except ActorUnavailableError as e:  # known to be down: nothing was sent, so a write may go elsewhere too
+            self._retry_or_fail(units, False, e)
+            return
+        try:
+            data = await self._request(node, handle, self.name, codec.encode(payload),
+                                       2 * self.timeout_s + 1.0, f"{self.store.name}/{node}")
+            reply = codec.decode(data)
+            if not isinstance(reply, Reply):
+                raise ConfigError(f"unexpected answer from {node}: {type(reply).__name__}")
+            if reply.error is not None:
+                raise reply.error.exception(node)
+        except (ActorUnavailableError, CallTimeoutError, MessageDroppedError) as e:
+            self._retry_or_fail(units, write, e)
+            return
+        except Exception as e:  # noqa: BLE001 - the replica's refusal, of its own class, reaches each caller
+            for u in units:
+                if not u.future.done():
+                    u.future.set_exception(e)
+            return
+        for u, item in zip(units, reply.payload.items):
+            if u.future.done():
+                continue
+            try:
+                u.future.set_result(versions_of(item))
+            except Exception as e:  # noqa: BLE001 - a write item's error (a quorum not reached)
+                u.future.set_exception(e)
+
+    def _retry_or_fail(self, units: list[_Unit], write: bool, error: BaseException) -> None:
+        """A read tries the next replica (of the key's preference list, or of the region); a write that
+        was sent (``write``), whose outcome is unknown, fails with the error."""
+        again = []
+        for u in units:
+            u.tried += 1
+            limit = self.n if self.protocol == "leaderless" else len(self._nodes)
+            if write or u.tried >= limit:
+                if not u.future.done():
+                    u.future.set_exception(error)
+            else:
+                again.append(u)
+        if again:
+            with self._lock:
+                self._queue.extendleft(reversed(again))
+            self._wake.set()
+
+    def close(self) -> None:
+        """Fail what is still queued and stop the loop."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+        for u in left:
+            if not u.future.done():
+                u.future.set_exception(ConfigError("the client was closed before the operation was sent"))
+        self._stop_loop_thread()

@@ -1,0 +1,219 @@
+"""What a multi-leader and a leaderless replica share: versions, a hybrid clock, a Merkle tree, persistence.
+
+Theory of operation
+-------------------
+Both protocols let several replicas accept writes of one key, so a replica keeps
+versions (:class:`~.versions.KeyVersions`) rather than applying one ordered log.
+This base class is the part of such a replica that does not depend on how writes
+travel:
+
+* the versions, with the store's conflict policies;
+* a hybrid logical clock (Kulkarni et al. 2014) that stamps each write for
+  last-writer-wins. Its physical part is the wall time the driver supplies
+  (:attr:`~ddia_ray.runtime.core.BaseCore.wall_ns`) plus ``clock_skew_s``, an
+  offset a simulation or a demonstration sets to show what skewed clocks do to
+  LWW (DDIA 8.3 "Timestamps for ordering events"). A replica also advances its
+  clock on every stamped version it receives, so a write that saw another is
+  stamped after it whatever the clocks say;
+* a Merkle tree over the encoded versions (:mod:`.merkle`), kept up to date on
+  every change, for anti-entropy and the convergence check;
+* persistence: each change is persisted before the replica acknowledges it or
+  tells anyone, as the core contract requires; every ``snapshot_changes``
+  changes the log is rewritten as one record per key (a log compaction in the
+  sense of DDIA 11.2 "Log compaction": the latest state of each key).
+
+Reads of a replica's own versions (:class:`~.versioned_records.VRead` with no
+quorum) are answered here; subclasses add how writes and repairs travel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..clocks import HLCTimestamp, HybridClock
+from ..codec import record
+from ..error_record import ErrorRecord
+from ..errors import ClockDriftError, ConfigError, InvalidArgumentError
+from ..runtime.core import BaseCore, Rewrite
+from .merkle import MerkleTree
+from .versioned_records import VItem
+from .versions import ConflictPolicy, KeyVersions, Policies, decode_state, encode_state
+
+__all__ = ["VersionedReplica", "KeyChange", "LwwLoss", "VersionsSnapshot", "DEFAULT_MAX_DRIFT_S"]
+
+#: How far ahead of a replica's clock a received timestamp may be before the clock refuses to follow it.
+DEFAULT_MAX_DRIFT_S = 300.0
+
+
+@record("repl.key_change", version=1)
+class KeyChange:
+    """A persisted change: ``key``'s encoded state is now ``state``."""
+
+    key: bytes
+    state: bytes
+
+    def __post_init__(self):
+        if not isinstance(self.key, bytes) or not isinstance(self.state, bytes):
+            raise InvalidArgumentError("a key change holds bytes")
+
+
+@record("repl.lww_loss", version=1)
+class LwwLoss:
+    """A persisted loss: last-writer-wins dropped version ``(node, counter)`` of ``key`` at this replica."""
+
+    key: bytes
+    node: str
+    counter: int
+
+
+@record("repl.versions_snapshot", version=1)
+class VersionsSnapshot:
+    """A compacted log's header: the protocol's own metadata (``meta``), and the HLC reading to start from."""
+
+    meta: dict
+    wall_ns: int = 0
+    logical: int = 0
+
+
+class VersionedReplica(BaseCore):
+    """The shared base (see the module docstring). ``store``: the store's name (causal contexts carry it);
+    ``members``: every replica; ``regions``: replica -> region label; ``resolution``: the store's
+    :class:`~.versions.ConflictPolicy` records; ``clock_skew_s``: this replica's clock offset."""
+
+    #: Subclasses that keep their own log of changes set this False and persist their records themselves.
+    persist_changes = True
+
+    def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, store: str = "", members: tuple = (),
+                 regions: Mapping[str, str] | None = None, resolution: tuple = (), clock_skew_s: float = 0.0,
+                 max_drift_s: float = DEFAULT_MAX_DRIFT_S, snapshot_changes: int = 20_000,
+                 merkle_shape: dict | None = None, **unknown: Any):
+        super().__init__(node_id, tick_s=tick_s)
+        if unknown:
+            raise ConfigError(f"unknown replica options {sorted(unknown)}")
+        if node_id not in members:
+            raise ConfigError(f"{node_id!r} is not one of the members {members}")
+        self.store = store
+        self.members = tuple(members)
+        self.regions = dict(regions or {m: m for m in self.members})
+        self.region = self.regions.get(node_id, node_id)
+        policies = tuple(p if isinstance(p, ConflictPolicy) else ConflictPolicy(**p) for p in resolution)
+        self.versions = KeyVersions(node_id, store, Policies(policies), on_change=self._changed)
+        self.versions.on_lost = self._lost
+        self.skew_ns = int(float(clock_skew_s) * 1e9)
+        self.hlc = HybridClock(node_id, physical_clock=self._physical_ns, max_drift_ns=int(max_drift_s * 1e9))
+        self.merkle_shape = dict(merkle_shape or {})
+        self.tree = MerkleTree(**self.merkle_shape)
+        self.snapshot_changes = int(snapshot_changes)
+        self._changes = 0
+        self._recovering = False
+        self.clock_refusals = 0
+        self._recover(recovered)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def _physical_ns(self) -> int:
+        return max(0, self.wall_ns + self.skew_ns)
+
+    def stamp(self) -> tuple[int, int]:
+        """A new hybrid timestamp ``(wall_ns, logical)`` for a write this replica coordinates."""
+        ts = self.hlc.now()
+        return ts.wall_ns, ts.logical
+
+    def observe(self, wall_ns: int, logical: int, node: str) -> None:
+        """Advance the clock past a timestamp seen in a message (HLC receive), unless it is too far ahead:
+        then the clock stays (DDIA 8.3: one bad clock must not drag every other forward) and it is counted."""
+        if wall_ns <= 0:
+            return
+        try:
+            self.hlc.update(HLCTimestamp(wall_ns, logical, node or self.node_id))
+        except ClockDriftError:
+            self.clock_refusals += 1
+
+    # --- changes and persistence -----------------------------------------------------------------
+
+    def _changed(self, key: bytes, state: Any) -> None:
+        encoded = encode_state(state)
+        self.tree.update(key, encoded)
+        if self._recovering:
+            return
+        if self.persist_changes:
+            self.persist(KeyChange(key, encoded))
+            self.count_change()
+
+    def _lost(self, ident: tuple) -> None:
+        # Persisted, so that the count survives a restart: replaying the states cannot find the loss again.
+        if not self._recovering:
+            self.persist(LwwLoss(*ident))
+
+    def count_change(self) -> None:
+        """One more record in the log; every ``snapshot_changes`` of them, compact it (after this record)."""
+        self._changes += 1
+        if self._changes >= self.snapshot_changes:
+            self._changes = 0
+            self.persist(Rewrite(self._compacted()))
+
+    def _compacted(self) -> tuple:
+        """The log as one record per key, headed by the protocol's metadata."""
+        last = self.hlc.last
+        head = VersionsSnapshot({**self.snapshot_meta(), "lww_lost": [list(x) for x in self.versions.lww_lost],
+                                 "lww_lost_untracked": self.versions.lww_lost_untracked},
+                                last.wall_ns, last.logical)
+        return (head, *(KeyChange(k, encode_state(v)) for k, v in sorted(self.versions.data.items())),
+                *self.snapshot_tail())
+
+    def snapshot_meta(self) -> dict:
+        """The protocol's metadata kept in a compacted log (subclasses add theirs)."""
+        return {}
+
+    def snapshot_tail(self) -> tuple:
+        """Records kept after the key states in a compacted log (subclasses: their retained log)."""
+        return ()
+
+    def _recover(self, recovered) -> None:
+        self._recovering = True
+        try:
+            for rec in recovered:
+                if isinstance(rec, KeyChange):
+                    state = decode_state(rec.state)
+                    self.versions.restore(rec.key, state)
+                    self.tree.update(rec.key, rec.state)
+                elif isinstance(rec, LwwLoss):
+                    self.versions.remember_lost((rec.key, rec.node, rec.counter))
+                elif isinstance(rec, VersionsSnapshot):
+                    self.versions.data.clear()
+                    for ident in rec.meta.get("lww_lost", ()):
+                        self.versions.remember_lost(tuple(ident))
+                    self.versions.lww_lost_untracked = int(rec.meta.get("lww_lost_untracked", 0))
+                    self.tree = MerkleTree(**self.merkle_shape)
+                    self.observe(rec.wall_ns, rec.logical, self.node_id)
+                    self.recover_meta(rec.meta)
+                else:
+                    self.recover_record(rec)
+        finally:
+            self._recovering = False
+
+    def recover_meta(self, meta: dict) -> None:
+        """Restore the protocol's metadata from a compacted log's header."""
+
+    def recover_record(self, rec: Any) -> None:
+        """Replay one of the protocol's own persisted records."""
+        raise ConfigError(f"{type(self).__name__} cannot recover a {type(rec).__name__} record")
+
+    # --- answers -------------------------------------------------------------------------------
+
+    def item(self, key: bytes, state: Any, quorum=None) -> VItem:
+        """The answer item for ``key`` whose merged state is ``state``."""
+        a = self.versions.answer(key, state)
+        error = a["error"]
+        return VItem(key, a["siblings"], a["context"], a["crdt"], a["kind"],
+                     ErrorRecord.of(error, self.node_id) if error is not None else None, quorum)
+
+    def merge_encoded(self, key: bytes, data: bytes) -> bool:
+        """Merge another replica's encoded state of ``key``; returns whether anything changed."""
+        return self.versions.merge(key, decode_state(data))
+
+    def status(self) -> dict:
+        """The replica's figures: its versions' counters, its region, its Merkle root."""
+        return {**super().status(), **self.versions.stats(), "region": self.region,
+                "merkle_root": self.tree.root().hex(), "clock_refusals": self.clock_refusals,
+                "lww_lost": [list(x) for x in list(self.versions.lww_lost)[:10_000]]}

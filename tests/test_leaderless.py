@@ -1,0 +1,163 @@
+"""The leaderless core on the simulated network: quorums, sloppy quorums and hinted handoff, read repair,
+anti-entropy (DDIA 5.5; Dynamo)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddia_ray import crdt
+from ddia_ray.errors import QuorumConfigError
+from ddia_ray.replication.leaderless import ring_of
+from ddia_ray.replication.versioned_records import V_PUT, V_UPDATE, VRead, VWrite, check_quorum
+from ddia_ray.replication.versions import parse_policies
+from ddia_ray.runtime import CoreSpec, SimNetwork
+
+FACTORY = "ddia_ray.replication.leaderless:build"
+
+
+def _policies(spec):
+    return tuple({"prefix": p.prefix, "mode": p.mode, "resolver": p.resolver, "on_read": p.on_read, "kind": p.kind}
+                 for p in parse_policies(spec))
+
+
+def _net(members=("r1", "r2", "r3"), *, spec="siblings", seed=3, **options):
+    net = SimNetwork(seed)
+    base = {"store": "s", "members": members, "resolution": _policies(spec), "n": 3, "r": 2, "w": 2, **options}
+    for m in members:
+        net.add(m, CoreSpec(FACTORY, base))
+    return net
+
+
+def _call(net, node, payload, settle_s=0.3):
+    call = net.request(node, payload)
+    net.run_until(lambda: call.done, 10.0)
+    net.run_for(settle_s)
+    assert call.done, "no answer"
+    return call
+
+
+def _ok(net, node, payload, settle_s=0.3):
+    call = _call(net, node, payload, settle_s)
+    assert call.ok, call.error
+    return call.result.items
+
+
+def _held(net, node, key):
+    state = net.core(node).versions.data.get(key)
+    return tuple(sorted(s.value for s in state.values())) if state is not None else ()
+
+
+def test_quorum_settings_are_checked():
+    check_quorum(3, 2, 2, 5)
+    for n, r, w in ((4, 1, 1), (3, 4, 1), (3, 1, 0), (0, 1, 1)):
+        with pytest.raises(QuorumConfigError):
+            check_quorum(n, r, w, 3)
+    net = _net()
+    call = _call(net, "r1", VRead((b"k",), n=3, r=4))
+    assert not call.ok and call.error.kind == "QuorumConfigError"
+
+
+def test_a_read_reports_its_quorum_and_whether_w_plus_r_exceeds_n():
+    net = _net()
+    _ok(net, "r1", VWrite(((V_PUT, b"k", b"v", b""),)))
+    item = _ok(net, "r2", VRead((b"k",), r=2))[0]
+    assert (item.quorum.n, item.quorum.r, item.quorum.w) == (3, 2, 2) and item.quorum.strict
+    assert item.quorum.acks >= 2 and len(item.quorum.nodes) == item.quorum.acks
+    item = _ok(net, "r2", VRead((b"k",), r=1))[0]
+    assert (item.quorum.n, item.quorum.r, item.quorum.w) == (3, 1, 2) and not item.quorum.strict  # 1 + 2 = n
+    item = _ok(net, "r2", VRead((b"k",), r=1, n=2))[0]
+    assert (item.quorum.n, item.quorum.r, item.quorum.w) == (2, 1, 2) and item.quorum.strict
+    w1 = _net(w=1, r=1)
+    _ok(w1, "r1", VWrite(((V_PUT, b"k", b"v", b""),)))
+    assert not _ok(w1, "r1", VRead((b"k",)))[0].quorum.strict
+
+
+def test_a_write_lands_on_the_keys_preference_list():
+    members = ("r1", "r2", "r3", "r4", "r5")
+    net = _net(members)
+    ring = ring_of(members)
+    for i in range(20):
+        key = b"k%d" % i
+        _ok(net, "r1", VWrite(((V_PUT, key, b"v", b""),)), 0.0)
+    net.run_for(1.0)
+    for i in range(20):
+        key = b"k%d" % i
+        holders = {m for m in members if key in net.core(m).versions.data}
+        assert holders == set(ring.preference_list(key, 3))
+    assert net.core("r1").status()["forwarded"] > 0  # keys r1 does not hold went to a coordinator that does
+
+
+def test_a_write_that_cannot_reach_w_replicas_fails_with_quorum_not_reached():
+    net = _net(sloppy=False)
+    net.crash("r2")
+    net.crash("r3")
+    call = _call(net, "r1", VWrite(((V_PUT, b"k", b"v", b""),), w=2, timeout_s=0.5))
+    assert call.ok  # the request was answered; the item carries the error
+    err = call.result.items[0].error
+    assert err.kind == "QuorumNotReachedError" and err.attrs["needed"] == 2 and err.attrs["got"] == 1
+
+
+def test_a_sloppy_quorum_stores_a_hint_and_hands_it_off_when_the_home_returns():
+    members = ("r1", "r2", "r3", "r4")
+    net = _net(members, handoff_ticks=5)
+    ring = ring_of(members)
+    key = next(b"k%d" % i for i in range(100) if ring.preference_list(b"k%d" % i, 3)[0] == "r1")
+    home = ring.preference_list(key, 3)[2]
+    net.crash(home)
+    # the first write finds the home silent (its deadline passes), the coordinator suspects it...
+    _call(net, "r1", VWrite(((V_PUT, key, b"first", b""),), w=3, timeout_s=0.3))
+    # ...and the next one goes to the fallback, which holds it as a hint for the home
+    items = _ok(net, "r1", VWrite(((V_PUT, key, b"second", b""),), w=3))
+    assert items[0].error is None and items[0].quorum.fallbacks
+    fallback = items[0].quorum.fallbacks[0]
+    assert net.core(fallback).hints[home]
+    net.restart(home)
+    net.run_for(2.0)
+    assert b"second" in _held(net, home, key)
+    assert not net.core(fallback).hints and net.core(fallback).status()["handoffs"] >= 1
+
+
+def test_read_repair_brings_a_stale_replica_up_to_date():
+    net = _net(w=1)
+    net.partition([["r3"], ["r1", "r2", "client"]])
+    _ok(net, "r1", VWrite(((V_PUT, b"k", b"new", b""),), w=2))
+    assert _held(net, "r3", b"k") == ()
+    net.heal()
+    items = _ok(net, "r1", VRead((b"k",), r=3), settle_s=0.5)
+    assert [s.value for s in items[0].siblings] == [b"new"]
+    assert _held(net, "r3", b"k") == (b"new",)
+    assert net.core("r1").status()["read_repairs"] >= 1
+
+
+def test_anti_entropy_repairs_keys_nobody_reads_and_sends_only_the_difference():
+    net = _net(anti_entropy_ticks=20)
+    net.partition([["r3"], ["r1", "r2", "client"]])
+    for i in range(200):
+        _ok(net, "r1", VWrite(((V_PUT, b"k%03d" % i, b"x" * 50, b""),)), 0.0)
+    net.run_for(0.5)
+    assert len(net.core("r3").versions.data) == 0
+    net.heal()
+    assert net.run_until(lambda: len({net.core(m).tree.root() for m in ("r1", "r2", "r3")}) == 1, 20.0)
+    stats = {m: net.core(m).status() for m in ("r1", "r2", "r3")}
+    assert sum(s["anti_entropy_keys"] for s in stats.values()) >= 200
+    assert all(s["read_repairs"] == 0 for s in stats.values())  # no read did it
+
+
+def test_crdt_updates_merge_across_coordinators_without_loss():
+    net = _net(spec={"": "siblings", "c/": "crdt:pncounter"})
+    for i in range(30):
+        _ok(net, ("r1", "r2", "r3")[i % 3], VWrite(((V_UPDATE, b"c/n", ("increment", (2,)), b""),)), 0.0)
+    net.run_for(1.0)
+    item = _ok(net, "r2", VRead((b"c/n",), r=3))[0]
+    assert crdt.decode(item.crdt).value() == 60
+
+
+def test_a_restarted_replica_keeps_its_versions_and_hints():
+    net = _net(snapshot_changes=5)
+    for i in range(12):
+        _ok(net, "r1", VWrite(((V_PUT, b"k%d" % i, b"v", b""),)), 0.0)
+    net.run_for(0.5)
+    before = net.core("r2").tree.root()
+    net.crash("r2")
+    net.restart("r2")
+    assert net.core("r2").tree.root() == before
