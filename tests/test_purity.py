@@ -49,6 +49,10 @@ PURE_CORES = (
     "schema/schemas.py", "schema/compatibility.py", "schema/migrations.py", "schema/record_schema.py",
     "schema/arrow_schema.py", "replication/parking.py",
     "replication/row_format.py", "replication/service_simulation.py",
+    "clocks/dotted.py", "crdt/*.py", "replication/versions.py", "replication/versioned_records.py",
+    "replication/versioned_replica.py", "replication/multi_leader.py", "replication/leaderless.py",
+    "replication/leaderless_sync.py", "replication/merkle.py", "replication/anti_entropy.py",
+    "replication/versioned_simulation.py", "history/convergence.py", "history/lost_updates.py",
 )
 _FORBIDDEN_MODULES = {"ray", "secrets", "uuid"}
 _CLOCK_READS = {"time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",

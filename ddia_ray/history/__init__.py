@@ -8,6 +8,11 @@
 * :mod:`.linearizability`: :func:`check` decides whether a history is
   linearizable (Wing & Gong's search with Lowe's cache, one key at a time),
   and :func:`describe` explains the verdict.
+* :mod:`.convergence`: :func:`check_convergence` decides whether replicas of an eventually
+  consistent store converged (equal Merkle roots) and names the divergent keys;
+  :func:`check_roots` decides it from the roots alone.
+* :mod:`.lost_updates`: :func:`check_lost_updates` counts acknowledged writes that were neither kept
+  nor knowingly replaced (LWW's silent losses, DDIA 5.4), for registers, counters, sets and text.
 * :mod:`.sessions`: :func:`check_sessions` checks the session guarantees
   read-your-writes and monotonic reads (DDIA ch. 5) per client session, by
   the versions the store gave the writes; :func:`describe_sessions` words it.
@@ -16,6 +21,7 @@ Events, operations, counterexamples and session verdicts are codec records,
 so histories can be saved with :func:`save_history` and checked later.
 """
 
+from .convergence import ConvergenceResult, check_convergence, check_roots
 from .linearizability import CheckResult, Counterexample, check, check_events, describe
 from .model import KV_MODEL, KVModel, Model
 from .recorder import (
@@ -29,6 +35,14 @@ from .recorder import (
     load_history,
     pair_events,
     save_history,
+)
+from .lost_updates import (
+    CounterUpdate,
+    LostUpdateResult,
+    RegisterWrite,
+    SetUpdate,
+    TextUpdate,
+    check_lost_updates,
 )
 from .sessions import SESSION_GUARANTEES, SessionCheck, SessionViolation, check_sessions, describe_sessions
 
@@ -56,4 +70,13 @@ __all__ = [
     "SessionCheck",
     "SessionViolation",
     "SESSION_GUARANTEES",
+    "check_convergence",
+    "check_roots",
+    "ConvergenceResult",
+    "check_lost_updates",
+    "LostUpdateResult",
+    "RegisterWrite",
+    "CounterUpdate",
+    "SetUpdate",
+    "TextUpdate",
 ]

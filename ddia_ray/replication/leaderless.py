@@ -194,7 +194,7 @@ class _Op:
     done: bool = False
     started: int = 0
     encoded: bytes = b""  # a write's state as sent
-    handed: bool = False  # a write's missing replicas got hinted copies
+    handed: bool = False  # its silent replicas were suspected (and, a write's, given hinted stand-ins)
 
 
 @dataclass(slots=True)
@@ -436,12 +436,12 @@ class LeaderlessReplica(VersionedReplica):
         """``suspect_ticks`` after a request went out, suspect the replicas that have not answered it; a
         write's copy for each of them goes, as a hint, to the next replica on the ring (a sloppy quorum
         made after the fact: the write still reaches ``n`` replicas, Dynamo 4.6)."""
+        op.handed = True  # looked at once
         missing = [t for t in op.targets if t not in op.answers and t != self.node_id]
         for t in missing:
             self.suspected.setdefault(t, self.ticks)
-        if not op.write or op.handed or not missing or not self.sloppy:
+        if not op.write or not missing or not self.sloppy:
             return
-        op.handed = True
         spare = [m for m in self.ring.preference_list(op.key, len(self.members))
                  if m not in op.targets and m not in self.suspected]
         for stand_in, home in zip(spare, missing):
@@ -554,7 +554,7 @@ class LeaderlessReplica(VersionedReplica):
 
     def on_tick(self) -> None:
         """Expire requests past their deadline, offer hints to their homes, ping suspected replicas."""
-        for op in [o for o in self._ops.values() if self.ticks - o.started >= self.suspect_ticks]:
+        for op in [o for o in self._ops.values() if not o.handed and self.ticks - o.started >= self.suspect_ticks]:
             self._suspect_silent(op)
         for op in [o for o in self._ops.values() if self.ticks >= o.deadline]:
             if op.done:

@@ -8,7 +8,7 @@ on a :class:`~ddia_ray.runtime.SimNetwork`, one region per replica with
 ``region_delay_s`` between regions, and lets simulated clients run a workload
 while a nemesis partitions regions, crashes and restarts replicas, and (for
 last-writer-wins) skews their clocks. Everything random comes from the seed, so
-a failing seed replays exactly (the failure message prints the command).
+a failing seed replays exactly (``run_seeds`` prints the command).
 
 Each client, one operation at a time, either reads a key and writes a new value
 with the context it read (so it *knowingly* replaces what it saw), or writes
@@ -40,15 +40,13 @@ from ..history.convergence import check_convergence
 from ..history.lost_updates import CounterUpdate, RegisterWrite, SetUpdate, check_lost_updates
 from ..runtime import CoreSpec, SimNetwork
 from ..runtime.faults import NetworkConfig
-from ..runtime.simnet import SeedFailure
 from .versioned_records import V_PUT, V_UPDATE, VRead, VWrite
-from .versions import live_siblings, parse_policies
+from .versions import encode_state, live_siblings, parse_policies
 
 __all__ = ["simulate_versioned", "VSimReport", "VersionedViolation", "CONVERGE_S", "RESOLUTION_CASES"]
 
 #: Simulated seconds after healing within which the replicas must converge.
 CONVERGE_S = 30.0
-DEBUG = False
 #: The resolutions a run can check, as the store's policy spec.
 RESOLUTION_CASES = {"siblings": "siblings", "lww": "lww", "resolver": "resolver:set_union"}
 _FACTORY = {"multi-leader": "ddia_ray.replication.multi_leader:build",
@@ -88,6 +86,7 @@ class _Client:
         self.call = None
         self.pending: Any = None  # what the call in flight is
         self.seen: dict[bytes, tuple[frozenset, bytes]] = {}  # key -> (ids read, context)
+        self.idle_until = 0.0
 
 
 def _ids(siblings) -> frozenset:
@@ -103,16 +102,10 @@ def simulate_versioned(seed: int, *, protocol: str = "multi-leader", resolution:
                        region_delay_s: float = 0.03, faults: bool = True, skew_s: float = 0.0,
                        causal: bool = True, topology: str = "all-to-all", crdts: bool = True,
                        n: int = 3, r: int = 2, w: int = 2) -> VSimReport:
-    """One seeded run (see the module docstring); raises :class:`~ddia_ray.runtime.simnet.SeedFailure`
-    naming the replay command when a check fails."""
-    try:
-        return _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_s, faults, skew_s,
-                    causal, topology, crdts, n, r, w)
-    except VersionedViolation as e:
-        replay = (f"python -c \"from ddia_ray.replication.versioned_simulation import simulate_versioned; "
-                  f"simulate_versioned({seed}, protocol={protocol!r}, resolution={resolution!r}, "
-                  f"skew_s={skew_s}, causal={causal}, topology={topology!r})\"")
-        raise SeedFailure(seed, replay, e) from e
+    """One seeded run (see the module docstring); raises :class:`VersionedViolation` when a check fails
+    (run it under :func:`~ddia_ray.runtime.simnet.run_seeds` for many seeds and a replay command)."""
+    return _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_s, faults, skew_s,
+                causal, topology, crdts, n, r, w)
 
 
 def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_s, faults, skew_s, causal,
@@ -132,7 +125,7 @@ def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_
     if protocol == "multi-leader":
         base.update(topology=topology, causal=causal)
     else:
-        base.update(n=min(n, replicas), r=r, w=w, anti_entropy_ticks=50, handoff_ticks=10)
+        base.update(n=min(n, replicas), r=r, w=w, anti_entropy_ticks=20, handoff_ticks=10)
     for m in members:
         skew = rng.uniform(-skew_s, skew_s) if skew_s else 0.0
         net.add(m, CoreSpec(_FACTORY[protocol], {**base, "clock_skew_s": skew}))
@@ -146,9 +139,10 @@ def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_
     next_id = (f"w{i}" for i in range(1, 1 << 30))
     done_ops = 0
     crashed: set[str] = set()
-    deadline = 0.0
+    # Every run meets each kind of fault at least once, at a random moment of the workload, and more at random.
+    span = ops * 0.03
+    forced = sorted((rng.uniform(0, span), kind) for kind in ("partition", "crash")) if faults else []
     while done_ops < ops * clients:
-        deadline += 0.01
         net.run_for(0.01)
         for c in sim_clients:
             if c.call is not None and not c.call.done and net.now_s - c.call.sent_at_s < 2.0:
@@ -156,8 +150,12 @@ def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_
             if c.call is not None:
                 _finish(c, history, report)
                 done_ops += 1
-            _next(c, net, members, next_id, history, report, crashed)
-        if faults and rng.random() < 0.04:
+                c.idle_until = net.now_s + c.rng.uniform(0.0, 0.04)  # think time: the run spans faults
+            if net.now_s >= c.idle_until:
+                _next(c, net, members, next_id, history, report, crashed)
+        while forced and forced[0][0] <= net.now_s:
+            _nemesis(rng, net, members, crashed, report, forced.pop(0)[1])
+        if faults and rng.random() < 0.02:
             _nemesis(rng, net, members, crashed, report)
     # heal everything, restart every replica, and wait for the replicas to agree
     net.heal()
@@ -166,32 +164,46 @@ def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_
     healed_at = net.now_s
 
     def converged() -> bool:
-        return check_convergence({m: _states(net.core(m)) for m in members}).converged and all(
-            not net.core(m).status().get("pending") and not net.core(m).status().get("hints") for m in members)
+        # Cheap first (every replica's Merkle roots and queues), the full comparison of states only then.
+        cores = [net.core(m) for m in members]
+        if any(getattr(c, "pending", None) or getattr(c, "hints", None) for c in cores):
+            return False
+        if protocol == "multi-leader":
+            if len({c.tree.root() for c in cores}) != 1:
+                return False
+        elif any(a.tree_for(b.node_id).root() != b.tree_for(a.node_id).root() for a in cores for b in cores
+                 if a is not b):
+            return False
+        return check_convergence({m: _shared(net.core(m), protocol) for m in members}).converged
 
-    if protocol == "leaderless":
-        # Anti-entropy converges the replicas; reading every key once also repairs.
-        pass
-    if not net.run_until(converged, CONVERGE_S):
-        if DEBUG:
-            for m in members:
-                print(m, net.core(m).status()["applied"] if protocol == "multi-leader" else "", {k: v for k, v in net.core(m).versions.data.items() if k in (b"k1",)})
-        result = check_convergence({m: _states(net.core(m)) for m in members})
+    if not _run_until(net, converged, CONVERGE_S):
+        result = check_convergence({m: _shared(net.core(m), protocol) for m in members})
         raise VersionedViolation(f"the replicas did not converge within {CONVERGE_S}s of healing: "
                                  f"divergent keys {result.divergent_keys[:5]}")
     report.convergence_s = round(net.now_s - healed_at, 3)
-    net.run_for(2.0)  # the last calls complete or time out (an outcome never heard of stays unknown)
+    net.run_for(1.0)  # the last calls complete or time out (an outcome never heard of stays unknown)
     for c in sim_clients:
         if c.call is not None:
             _finish(c, history, report)
-    if not net.run_until(converged, CONVERGE_S):  # the writes that landed during the drain spread too
+    if not _run_until(net, converged, CONVERGE_S):  # the writes that landed during the drain spread too
         raise VersionedViolation(f"the replicas did not converge within {CONVERGE_S}s of the last write")
     _check(net, members, history, report, protocol, resolution, causal, crdt_keys)
     return report
 
 
-def _states(core) -> dict:
-    from .versions import encode_state
+def _run_until(net: SimNetwork, condition, timeout_s: float, step_s: float = 0.02) -> bool:
+    """Run until ``condition()`` holds, checking it every ``step_s`` simulated seconds (it compares states)."""
+    end = net.now_s + timeout_s
+    while not condition():
+        if net.now_s >= end:
+            return False
+        net.run_for(step_s)
+    return True
+
+
+def _shared(core, protocol: str) -> dict:
+    """What a replica must agree on with the others: every key (multi-leader), or the keys of the store's
+    ``n`` it replicates (leaderless: every replica holds all of them when ``n`` is the number of replicas)."""
     return {k: encode_state(v) for k, v in core.versions.data.items()}
 
 
@@ -243,8 +255,10 @@ def _finish(c: _Client, history, report) -> None:
         report.acked += what[0] == "write"
 
 
-def _nemesis(rng: random.Random, net: SimNetwork, members, crashed: set, report: VSimReport) -> None:
-    roll = rng.random()
+def _nemesis(rng: random.Random, net: SimNetwork, members, crashed: set, report: VSimReport,
+             kind: str = "") -> None:
+    """One fault: ``kind`` ("partition", "crash") or a random one (a partition, healing, a crash, a restart)."""
+    roll = {"partition": 0.0, "crash": 0.75}.get(kind, rng.random())
     if roll < 0.4:
         cut = rng.choice(members)
         net.partition([[cut], [m for m in members if m != cut] + sorted(net.clients)])

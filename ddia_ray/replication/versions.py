@@ -333,7 +333,9 @@ class KeyVersions:
             raise CRDTTypeError(f"{key!r} is not a CRDT key (its resolution is {policy.spec()!r}); use put",
                                 expected="crdt", got=policy.mode)
         if policy.kind == "lww" and op == "assign":
-            args = (*args, (timestamp[0] << 16) | min(timestamp[1], 0xFFFF))
+            # One int in 64 bits that orders as the HLC reading does: its wall time in microseconds, and the
+            # logical counter in the nanosecond digits (a replica's readings stay strictly increasing).
+            args = (*args, timestamp[0] // 1000 * 1000 + min(timestamp[1], 999))
         state, delta = crdt.apply(self.data.get(key), policy.kind, self.node, op, tuple(args))
         self._store(key, state)
         return state, delta

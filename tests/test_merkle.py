@@ -1,0 +1,144 @@
+"""The anti-entropy Merkle tree: incremental updates agree with a build from a scan, and the sums add up.
+
+DDIA 5.5 ("Read repair and anti-entropy"); the tree of ddia_ray/replication/merkle.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ddia_ray.errors import ConfigError, InvalidArgumentError
+from ddia_ray.history.convergence import root_of
+from ddia_ray.replication.merkle import MerkleTree, entry_hash, key_hash
+
+EXAMPLES = int(os.environ.get("DDIA_MERKLE_EXAMPLES", "60"))
+MASK = (1 << 64) - 1
+
+keys = st.binary(min_size=0, max_size=6)
+values = st.binary(min_size=0, max_size=8)
+ops = st.lists(st.tuples(keys, st.one_of(st.none(), values)), max_size=60)
+shapes = st.sampled_from([{"fanout": 2, "depth": 3}, {"fanout": 4, "depth": 2}, {"fanout": 16, "depth": 1},
+                          {"fanout": 4, "depth": 5}])
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ops, shapes)
+def test_incremental_updates_equal_a_build_from_the_final_scan(writes, shape):
+    tree = MerkleTree(**shape)
+    final: dict[bytes, bytes] = {}
+    for key, value in writes:
+        tree.update(key, value)
+        if value is None:
+            final.pop(key, None)
+        else:
+            final[key] = value
+    built = MerkleTree.build(final.items(), **shape)
+    assert tree == built
+    assert tree.root() == built.root() == root_of(final.items())
+    assert len(tree) == len(final)
+    for key, value in final.items():
+        assert tree.entry(key) == entry_hash(key, value)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.dictionaries(keys, values, max_size=40), shapes)
+def test_every_node_is_the_sum_of_its_children_and_counts_add_up(data, shape):
+    tree = MerkleTree.build(data.items(), **shape)
+    f = tree.fanout
+    for level in range(tree.depth):
+        for i in range(f ** level):
+            children = range(i * f, (i + 1) * f)
+            assert tree.node_hash(level, i) == sum(tree.node_hash(level + 1, c) for c in children) & MASK
+            assert tree.node_count_of(level, i) == sum(tree.node_count_of(level + 1, c) for c in children)
+    leaves = [tree.segment(leaf) for leaf in range(tree.leaves)]
+    assert sorted(k for seg in leaves for k, _ in seg) == sorted(data)
+    for leaf, seg in enumerate(leaves):
+        assert list(seg) == sorted(seg)
+        assert tree.node_hash(tree.depth, leaf) == sum(h for _, h in seg) & MASK
+        assert all(tree.leaf_of(k) == leaf for k, _ in seg)
+
+
+def test_the_root_does_not_depend_on_the_shape():
+    data = {b"k%d" % i: b"v%d" % i for i in range(300)}
+    roots = {MerkleTree.build(data.items(), fanout=f, depth=d).root() for f, d in [(2, 1), (4, 6), (16, 3), (256, 1)]}
+    assert roots == {root_of(data.items())}
+
+
+def test_a_rewrite_of_the_same_value_or_a_delete_of_an_absent_key_changes_nothing():
+    tree = MerkleTree(fanout=4, depth=3)
+    tree.update(b"a", b"1")
+    before = tree.copy()
+    tree.update(b"a", b"1")
+    tree.update(b"absent", None)
+    assert tree == before
+    tree.update(b"a", None)
+    assert len(tree) == 0 and tree.root() == bytes(8)
+    assert tree != before  # copy() is independent of the original
+
+
+def test_hashes_reads_levels_as_8_byte_big_endian():
+    tree = MerkleTree.build([(b"x", b"1"), (b"y", b"2")], fanout=4, depth=2)
+    (root,) = tree.hashes(0, [0])
+    assert root == tree.root() and int.from_bytes(root, "big") == tree.root_int()
+    assert len(tree.hashes(2, range(16))) == 16
+    with pytest.raises(InvalidArgumentError):
+        tree.hashes(3, [0])
+    with pytest.raises(InvalidArgumentError):
+        tree.hashes(1, [4])
+
+
+def test_entries_under_a_node_are_those_of_its_leaves():
+    data = {b"key%d" % i: b"v" for i in range(200)}
+    tree = MerkleTree.build(data.items(), fanout=4, depth=4)
+    for level in range(tree.depth + 1):
+        total = 0
+        for i in range(4 ** level):
+            entries = dict(tree.entries_under(level, i))
+            assert len(entries) == tree.node_count_of(level, i)
+            total += len(entries)
+        assert total == 200
+
+
+def test_keys_spread_over_leaves_by_their_hash():
+    tree = MerkleTree.build(((b"k%d" % i, b"") for i in range(4096)), fanout=16, depth=2)
+    counts = [tree.node_count_of(2, leaf) for leaf in range(256)]
+    assert max(counts) < 40 and min(counts) > 0  # 16 a leaf on average
+    assert tree.leaf_of(b"k1") == key_hash(b"k1") >> 56
+
+
+@pytest.mark.parametrize("shape, error", [
+    ({"fanout": 3}, ConfigError), ({"fanout": 1}, ConfigError), ({"depth": 0}, ConfigError),
+    ({"fanout": 2, "depth": 33}, ConfigError), ({"fanout": 256, "depth": 9}, ConfigError),
+    ({"fanout": 4, "depth": 20}, ConfigError), ({"fanout": True}, InvalidArgumentError),
+    ({"depth": 2.0}, InvalidArgumentError)])
+def test_impossible_shapes_are_refused(shape, error):
+    with pytest.raises(error):
+        MerkleTree(**shape)
+
+
+def test_non_bytes_keys_and_values_are_refused():
+    tree = MerkleTree(fanout=4, depth=2)
+    with pytest.raises(InvalidArgumentError):
+        tree.update("k", b"v")
+    with pytest.raises(InvalidArgumentError):
+        tree.update(b"k", "v")
+    with pytest.raises(InvalidArgumentError):
+        MerkleTree.build([(b"k", 1)], fanout=4, depth=2)
+
+
+def test_shape_for_aims_at_a_few_keys_a_leaf():
+    assert MerkleTree.shape_for(1_000_000) == {"fanout": 4, "depth": 10}
+    assert MerkleTree.shape_for(10_000) == {"fanout": 4, "depth": 7}
+    assert MerkleTree.shape_for(0) == {"fanout": 4, "depth": 1}
+    shape = MerkleTree.shape_for(10 ** 12)
+    MerkleTree(**shape)  # clamped to what fits NODES_MAX
+    with pytest.raises(ConfigError):
+        MerkleTree.shape_for(10, fanout=3)
+
+
+def test_entry_hash_separates_key_from_value():
+    assert entry_hash(b"ab", b"c") != entry_hash(b"a", b"bc")
+    assert 0 <= entry_hash(b"k", b"v") <= MASK
