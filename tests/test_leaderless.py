@@ -161,3 +161,19 @@ def test_a_restarted_replica_keeps_its_versions_and_hints():
     net.crash("r2")
     net.restart("r2")
     assert net.core("r2").tree.root() == before
+
+
+@pytest.mark.parametrize("engine", ["lsm", "btree"])
+def test_replicas_keep_their_versions_and_hints_in_a_storage_engine(engine, tmp_path):
+    members = ("r1", "r2", "r3", "r4")
+    net = _net(members, engine=engine, data_url=f"file://{tmp_path}", snapshot_changes=10)
+    for i in range(30):
+        _ok(net, "r1", VWrite(((V_PUT, b"k%d" % i, b"v", b""),)), 0.0)
+    net.run_for(0.5)
+    before = {m: net.core(m).tree.root() for m in members}
+    for m in members:
+        net.core(m).close()
+        net.crash(m)
+        net.restart(m)
+    assert {m: net.core(m).tree.root() for m in members} == before
+    assert [s.value for s in _ok(net, "r3", VRead((b"k5",)))[0].siblings] == [b"v"]

@@ -112,9 +112,10 @@ def test_three_regions_behind_a_partition_converge_without_losing_a_write_and_lw
             c.close()
 
 
-def test_leaderless_quorums_survive_a_killed_replica_and_hand_its_writes_back(ray_session):
+def test_leaderless_quorums_survive_a_killed_replica_and_hand_its_writes_back(ray_session, tmp_path):
     with ReplicatedStore.launch(protocol="leaderless", replicas=4, n=3, r=2, w=2, handoff_s=0.1,
-                                anti_entropy_s=0.5, resolution=RESOLUTION) as store:
+                                anti_entropy_s=0.5, resolution=RESOLUTION, engine="lsm",
+                                root=f"file://{tmp_path}") as store:
         with pytest.raises(QuorumConfigError):
             store.client(n=3, r=4)
         client = store.client(timeout_s=2.0)
@@ -138,6 +139,7 @@ def test_leaderless_quorums_survive_a_killed_replica_and_hand_its_writes_back(ra
         strict = store.client(n=3, r=3, w=1)
         read = strict.get(b"k0")
         assert read.quorum.n == 3 and read.quorum.acks == 3 and read.quorum.strict
+        assert read.values == (b"during",)  # the restarted replica kept its LSM files and caught up
         client.close()
         strict.close()
 

@@ -610,14 +610,25 @@ class LeaderlessReplica(VersionedReplica):
                 "suspected": sorted(self.suspected), "in_flight": len(self._ops)}
 
 
-def build(node_id: str, *, recovered=(), tick_s: float = 0.01, resolver_modules: tuple = (),
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, resolver_modules: tuple = (), engine: str = "map",
+          data_url: str = "", engine_options: dict | None = None, sync: bool = False,
           **options: Any) -> LeaderlessReplica:
-    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leaderless replica; ``resolver_modules``
-    are imported first (they register the store's resolvers)."""
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a leaderless replica (with anti-entropy when
+    ``anti_entropy_ticks``): ``resolver_modules`` are imported first (they register the store's
+    resolvers), then the versions' engine is opened (:func:`~.version_store.open_versions`)."""
     from .procedures import load
+    from .version_store import open_versions
 
     load(resolver_modules)
-    if options.get("anti_entropy_ticks"):
-        from .leaderless_sync import SyncingLeaderlessReplica
-        return SyncingLeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, **options)
-    return LeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, **options)
+    versions = open_versions(engine, data_url, node_id, options=engine_options, sync=sync)
+    try:
+        if options.get("anti_entropy_ticks"):
+            from .leaderless_sync import SyncingLeaderlessReplica
+            return SyncingLeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, versions_map=versions,
+                                            **options)
+        return LeaderlessReplica(node_id, recovered=recovered, tick_s=tick_s, versions_map=versions, **options)
+    except BaseException:
+        close = getattr(versions, "close", None)
+        if close is not None:
+            close()
+        raise

@@ -345,11 +345,21 @@ class MultiLeaderReplica(VersionedReplica):
                 "duplicates": self.duplicates, "retained": sum(len(v) for v in self.log.values())}
 
 
-def build(node_id: str, *, recovered=(), tick_s: float = 0.01, resolver_modules: tuple = (),
+def build(node_id: str, *, recovered=(), tick_s: float = 0.01, resolver_modules: tuple = (), engine: str = "map",
+          data_url: str = "", engine_options: dict | None = None, sync: bool = False,
           **options: Any) -> MultiLeaderReplica:
-    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a multi-leader replica; ``resolver_modules``
-    are imported first (they register the store's resolvers and CRDT-free procedures)."""
+    """The :class:`~ddia_ray.runtime.core.CoreSpec` factory of a multi-leader replica: ``resolver_modules``
+    are imported first (they register the store's resolvers), then the versions' engine is opened
+    (:func:`~.version_store.open_versions`)."""
     from .procedures import load
+    from .version_store import open_versions
 
     load(resolver_modules)
-    return MultiLeaderReplica(node_id, recovered=recovered, tick_s=tick_s, **options)
+    versions = open_versions(engine, data_url, node_id, options=engine_options, sync=sync)
+    try:
+        return MultiLeaderReplica(node_id, recovered=recovered, tick_s=tick_s, versions_map=versions, **options)
+    except BaseException:
+        close = getattr(versions, "close", None)
+        if close is not None:
+            close()
+        raise

@@ -132,6 +132,7 @@ class ReplicatedStore(Component):
                 raise ConfigError(f"the {protocol} protocol takes neither mode nor procedures (they order writes "
                                   f"through one leader)")
             return VersionedStore.launch_versioned(name, replicas, protocol=protocol, engine=engine, root=root,
+                                                   engine_options=engine_options,
                                                    tick_s=tick_s, seed=seed, sync=sync, config=config,
                                                    detached=detached, spread_offset=spread_offset,
                                                    **replica_options)

@@ -86,7 +86,7 @@ class VersionedReplica(BaseCore):
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, store: str = "", members: tuple = (),
                  regions: Mapping[str, str] | None = None, resolution: tuple = (), clock_skew_s: float = 0.0,
                  max_drift_s: float = DEFAULT_MAX_DRIFT_S, snapshot_changes: int = 20_000,
-                 merkle_shape: dict | None = None, **unknown: Any):
+                 merkle_shape: dict | None = None, versions_map: Any = None, **unknown: Any):
         super().__init__(node_id, tick_s=tick_s)
         if unknown:
             raise ConfigError(f"unknown replica options {sorted(unknown)}")
@@ -97,12 +97,19 @@ class VersionedReplica(BaseCore):
         self.regions = dict(regions or {m: m for m in self.members})
         self.region = self.regions.get(node_id, node_id)
         policies = tuple(p if isinstance(p, ConflictPolicy) else ConflictPolicy(**p) for p in resolution)
-        self.versions = KeyVersions(node_id, store, Policies(policies), on_change=self._changed)
+        self.versions = KeyVersions(node_id, store, Policies(policies), on_change=self._changed, data=versions_map)
         self.versions.on_lost = self._lost
+        # A storage engine keeps the states itself: the log then holds only the protocol's own records.
+        self.durable_versions = bool(getattr(self.versions.data, "durable", False))
+        if self.durable_versions:
+            self.persist_changes = False
         self.skew_ns = int(float(clock_skew_s) * 1e9)
         self.hlc = HybridClock(node_id, physical_clock=self._physical_ns, max_drift_ns=int(max_drift_s * 1e9))
         self.merkle_shape = dict(merkle_shape or {})
         self.tree = MerkleTree(**self.merkle_shape)
+        if versions_map is not None and hasattr(versions_map, "raw_items"):
+            for key, raw in versions_map.raw_items():  # one scan of the engine rebuilds the tree
+                self.tree.update(key, raw)
         self.snapshot_changes = int(snapshot_changes)
         self._changes = 0
         self._recovering = False
@@ -158,6 +165,8 @@ class VersionedReplica(BaseCore):
         head = VersionsSnapshot({**self.snapshot_meta(), "lww_lost": [list(x) for x in self.versions.lww_lost],
                                  "lww_lost_untracked": self.versions.lww_lost_untracked},
                                 last.wall_ns, last.logical)
+        if self.durable_versions:  # the engine holds every key's state
+            return (head, *self.snapshot_tail())
         return (head, *(KeyChange(k, encode_state(v)) for k, v in sorted(self.versions.data.items())),
                 *self.snapshot_tail())
 
@@ -180,11 +189,12 @@ class VersionedReplica(BaseCore):
                 elif isinstance(rec, LwwLoss):
                     self.versions.remember_lost((rec.key, rec.node, rec.counter))
                 elif isinstance(rec, VersionsSnapshot):
-                    self.versions.data.clear()
+                    if not self.durable_versions:
+                        self.versions.data.clear()
+                        self.tree = MerkleTree(**self.merkle_shape)
                     for ident in rec.meta.get("lww_lost", ()):
                         self.versions.remember_lost(tuple(ident))
                     self.versions.lww_lost_untracked = int(rec.meta.get("lww_lost_untracked", 0))
-                    self.tree = MerkleTree(**self.merkle_shape)
                     self.observe(rec.wall_ns, rec.logical, self.node_id)
                     self.recover_meta(rec.meta)
                 else:
@@ -211,6 +221,12 @@ class VersionedReplica(BaseCore):
     def merge_encoded(self, key: bytes, data: bytes) -> bool:
         """Merge another replica's encoded state of ``key``; returns whether anything changed."""
         return self.versions.merge(key, decode_state(data))
+
+    def close(self) -> None:
+        """Close the storage engine that holds the versions, if any (the shell calls it on stop)."""
+        close = getattr(self.versions.data, "close", None)
+        if close is not None:
+            close()
 
     def status(self) -> dict:
         """The replica's figures: its versions' counters, its region, its Merkle root."""

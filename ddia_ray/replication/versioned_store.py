@@ -37,6 +37,7 @@ from .multi_leader import TOPOLOGIES
 from .procedures import load as load_modules
 from .store import ReplicatedStore
 from .versioned_records import check_quorum
+from .version_store import VERSION_ENGINES
 from .versions import parse_policies
 
 __all__ = ["VersionedStore", "MULTI_LEADER", "LEADERLESS", "VERSIONED_FACTORIES", "assign_regions"]
@@ -103,9 +104,10 @@ class VersionedStore(ReplicatedStore):
                          read_repair: bool = True, anti_entropy_s: float = 1.0, handoff_s: float = 0.2,
                          **options: Any) -> "VersionedStore":
         """Start the replicas (see ``ReplicatedStore.launch`` for the options of these protocols)."""
-        if engine != "map":
-            raise ConfigError(f"the {protocol} protocol keeps its versions in the 'map' engine (rebuilt from "
-                              f"each replica's durable log); engine {engine!r} is not supported by it yet")
+        if engine != "map" and engine not in VERSION_ENGINES:
+            raise ConfigError(f"unknown storage engine {engine!r}; use 'map' or one of {VERSION_ENGINES}")
+        if engine != "map" and root is None:
+            raise ConfigError(f"the {engine!r} engine keeps its files under root: pass root= (an fsspec URL)")
         load_modules(resolver_modules)  # the caller's process resolves too (a client's read-side resolver)
         policies = parse_policies(resolution)
         placed = assign_regions(replicas, regions, protocol)
@@ -120,7 +122,9 @@ class VersionedStore(ReplicatedStore):
         name = name or f"{protocol}-{next(_names)}-{int(time.time() * 1000) % 1_000_000}"
         if name is not None and (not isinstance(name, str) or "/" in name):
             raise InvalidArgumentError(f"a store's name is a non-empty str without '/', got {name!r}")
-        base = {"store": name, "members": members, "regions": placed,
+        base = {"store": name, "members": members, "regions": placed, "engine": engine, "sync": bool(sync),
+                "data_url": f"{root.rstrip('/')}/{name}/data" if root else "",
+                "engine_options": dict(options.pop("engine_options", None) or {}),
                 "resolution": tuple({"prefix": p.prefix, "mode": p.mode, "resolver": p.resolver,
                                      "on_read": p.on_read, "kind": p.kind} for p in policies),
                 "resolver_modules": tuple(resolver_modules), **options}

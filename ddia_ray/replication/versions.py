@@ -242,18 +242,20 @@ class KeyVersions:
     """The versions one replica keeps, key -> DVVSet (or CRDT), with conflicts resolved by policy.
 
     ``node`` stamps the writes this replica coordinates; ``on_change(key, state)`` is told of every
-    change (the replica persists it and updates its Merkle tree). Counters for ``stats()``:
+    change (the replica persists it and updates its Merkle tree); ``data`` is where the states live
+    (a dict by default; :class:`~.version_store.EngineVersions` for a storage engine). Counters for ``stats()``:
     ``lww_discarded`` and ``lww_lost`` (versions LWW dropped at this replica, identified by key and dot,
     so that the store counts each loss once however many replicas dropped it), ``resolutions`` (sibling
     sets a resolver merged), ``resolver_failures``.
     """
 
     def __init__(self, node: str, store: str, policies: Policies,
-                 on_change: Callable[[bytes, Any], None] | None = None):
+                 on_change: Callable[[bytes, Any], None] | None = None, data: Any = None):
         self.node = node
         self.store = store
         self.policies = policies
-        self.data: dict[bytes, Any] = {}
+        #: key -> state: a dict, or a storage engine's (:mod:`.version_store`)
+        self.data: Any = {} if data is None else data
         self.on_change = on_change
         self.on_lost: Callable[[tuple], None] | None = None  # told of each version LWW drops here
         self.lww_discarded = 0  # versions LWW dropped here (the same version may be dropped at several replicas)
