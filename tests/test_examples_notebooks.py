@@ -154,6 +154,44 @@ print({_PASSED!r})
 """
 
 
+_CONFLICTS_CHECKS = f"""
+from ddia_ray.clocks import Ordering
+# Version vectors: before, concurrent, after.
+assert orderings == {{"base vs eu": Ordering.BEFORE, "eu vs ap": Ordering.CONCURRENT,
+                      "merged vs ap": Ordering.AFTER}}, orderings
+# Two concurrent writes became two siblings; the merge written with their context replaced both, everywhere.
+assert sorted(before.values) == [b"eggs", b"milk"] and before.conflict
+assert after.values == (b"eggs,milk",) and not after.conflict
+assert len(lww.values) == 1 and lww.values[0] in (b"eggs", b"milk")
+# The comparison: only LWW lost writes, and the store counted every one; siblings were kept, then merged.
+assert report.ok, "\\n".join(summary_lines(report))
+assert report.rows["lww"].lost >= 1 and report.stats["lww_discarded"] >= report.rows["lww"].lost
+assert all(report.rows[n].lost == 0 and report.rows[n].ops >= 90 for n in names if n != "lww")
+assert report.rows["siblings"].siblings_max >= 2 and report.rows["siblings"].resolutions >= 1
+assert report.converged and report.convergence_s is not None
+assert any(i.startswith("eu.") for i in report.rows["lww"].lost_ids)  # the skewed region lost
+# One bar per resolution (its losses), one per sib/ key (its siblings).
+ax_lost, ax_sib = fig_rows.axes
+assert [round(b.get_height()) for b in ax_lost.patches] == lost and lost[0] == report.rows["lww"].lost
+assert [round(b.get_height()) for b in ax_sib.patches] == list(report.siblings_per_key.values())
+# Skew: LWW kept the earlier write about as often as a trial's gap was below the later writer's clock lag.
+assert earlier_kept["s0"] <= 0.25 and earlier_kept["s150"] >= 0.75, earlier_kept
+assert all(abs(earlier_kept[r] - expected[r]) <= 0.35 for r in lag_s), (earlier_kept, expected)
+assert discarded == TRIALS * len(lag_s)  # every key lost one write, and the store counted each once
+measured, theory = fig_skew.axes[0].get_lines()
+assert list(measured.get_ydata()) == [earlier_kept[r] for r in lag_s]
+assert list(theory.get_ydata()) == [expected[r] for r in lag_s]
+# Quorums: waiting for one replica beats waiting for all three (one of them is always in another region).
+assert latency[(3, 1, 1)][0] < latency[(3, 1, 3)][0] and latency[(3, 1, 1)][1] < latency[(3, 3, 1)][1], latency
+assert len(fig_quorum.axes[0].patches) == 2 * len(configs)
+# Anti-entropy: equal trees cost one round; the traffic grows with the divergence, within 2x from 30 keys.
+assert ae_bytes[0] < 500 and ae_bytes == sorted(ae_bytes), ae_bytes
+assert all(b < 2 * m for b, m, d in zip(ae_bytes, minimal, divergences) if d >= 30), (ae_bytes, minimal)
+assert ae_bytes[-1] < full_copy and len(fig_ae.axes[0].get_lines()) == 3
+print({_PASSED!r})
+"""
+
+
 def _execute(name: str, checks: str):
     """Run ``examples/<name>`` plus a cell of ``checks`` in a real kernel; returns the executed notebook."""
     nbformat = pytest.importorskip("nbformat")
@@ -247,8 +285,21 @@ def test_evolution_notebook_runs_in_a_kernel_and_plots_the_rollout(ray_session, 
     assert _images(nb) == 1  # traffic shares and cache size over the three changes
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_conflicts_notebook_runs_in_a_kernel_and_plots_each_comparison(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = _execute("conflicts.ipynb", _CONFLICTS_CHECKS)
+    assert _PASSED in _text(nb.cells[-1])
+    summary = next(c for c in nb.cells if c.cell_type == "code" and "summary_lines(report)" in c.source)
+    assert _text(summary).splitlines()[-1] == "conflicts: ok"
+    assert _images(nb) == 4  # losses and siblings, LWW against skew, quorum latency, anti-entropy traffic
+
+
 @pytest.mark.parametrize("name", ["storage.ipynb", "raft.ipynb", "replication.ipynb", "partitioning.ipynb",
-                                  "events.ipynb", "evolution.ipynb"])
+                                  "events.ipynb", "evolution.ipynb", "conflicts.ipynb"])
 def test_stored_notebooks_keep_their_outputs(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(EXAMPLES / name, as_version=4)

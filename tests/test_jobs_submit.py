@@ -47,6 +47,7 @@ RAFT_JOB = REPO_ROOT / "jobs" / "raft.py"
 REPLICATE_JOB = REPO_ROOT / "jobs" / "replicate.py"
 PARTITION_JOB = REPO_ROOT / "jobs" / "partition.py"
 EVENTS_JOB = REPO_ROOT / "jobs" / "events.py"
+CONFLICTS_JOB = REPO_ROOT / "jobs" / "conflicts.py"
 
 #: Patterns left out of the uploaded working_dir (caches and build output).
 WORKING_DIR_EXCLUDES = [
@@ -126,8 +127,8 @@ def test_job_calls_the_cli_demo_and_exits_with_its_status(monkeypatch):
     assert calls == [["demo", "--requests", "5", "--seed", "1", "--no-progress"]]
 
 
-@pytest.mark.parametrize("path", [DEMO_JOB, RAFT_JOB, REPLICATE_JOB, PARTITION_JOB, EVENTS_JOB],
-                         ids=["demo", "raft", "replicate", "partition", "events"])
+@pytest.mark.parametrize("path", [DEMO_JOB, RAFT_JOB, REPLICATE_JOB, PARTITION_JOB, EVENTS_JOB, CONFLICTS_JOB],
+                         ids=["demo", "raft", "replicate", "partition", "events", "conflicts"])
 def test_every_job_shares_the_argument_policy(path):
     job = _load_job_module(path)
     assert job.PROGRESS_ENV_VAR == "DDIA_RAY_JOB_PROGRESS"
@@ -182,6 +183,22 @@ def test_events_job_calls_the_cli_events_and_exits_with_its_status(monkeypatch):
         runpy.run_path(str(EVENTS_JOB), run_name="__main__")
     assert exit_info.value.code == 1
     assert calls == [["events", "--clients", "8", "--schedule", "kill-leader", "--no-progress"]]
+
+
+def test_conflicts_job_calls_the_cli_conflicts_and_exits_with_its_status(monkeypatch):
+    calls = []
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        return 1  # as `ddia-ray conflicts` does when a write is lost under a resolution that must keep it
+
+    monkeypatch.setitem(sys.modules, "ddia_ray.cli", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setattr(sys, "argv", [str(CONFLICTS_JOB), "--regions", "us,eu", "--protocol", "leaderless"])
+    monkeypatch.delenv("DDIA_RAY_JOB_PROGRESS", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(CONFLICTS_JOB), run_name="__main__")
+    assert exit_info.value.code == 1
+    assert calls == [["conflicts", "--regions", "us,eu", "--protocol", "leaderless", "--no-progress"]]
 
 
 def test_raft_job_calls_the_cli_raft_and_exits_with_its_status(monkeypatch):

@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES = {
     "replicate": "ddia_ray.cli.replicate",
     "partition": "ddia_ray.cli.partition",
     "events": "ddia_ray.cli.events",
+    "conflicts": "ddia_ray.cli.conflicts",
     "info": "ddia_ray.cli.info",
     "config": "ddia_ray.cli.config",
     "schema": "ddia_ray.cli.schema",
