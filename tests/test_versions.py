@@ -114,3 +114,25 @@ def test_crdt_keys_take_operations_not_puts_and_plain_keys_the_reverse():
         v.update(b"c/n", "add", (1,), (1, 0))
     with pytest.raises(CRDTTypeError):
         v.merge(b"c/n", v.put(b"plain", b"x", VectorClock(), (1, 0)))
+
+
+def test_a_resolver_from_a_plugin_resolves_a_stores_siblings():
+    from ddia_ray.plugins import PluginManager
+
+    class Longest:
+        api_version = "1.0"
+
+        def ddia_ray_conflict_resolvers(self):
+            return {"test-longest": lambda key, siblings: max((s.value or b"" for s in siblings), key=len)}
+
+    manager = PluginManager(health_timeout_s=5.0, call_timeout_s=5.0)
+    manager.register(Longest(), "longest")
+    try:
+        a, b = _versions("resolver:test-longest", "a"), _versions("resolver:test-longest", "b")
+        a.put(b"k", b"short", VectorClock(), (1, 0))
+        a.merge(b"k", b.put(b"k", b"the longer one", VectorClock(), (2, 0)))
+        assert [s.value for s in a.answer(b"k", a.data[b"k"])["siblings"]] == [b"the longer one"]
+    finally:
+        manager.unregister("longest")
+    with pytest.raises(ConfigError, match="unknown conflict resolver"):
+        parse_policies("resolver:test-longest")  # withdrawn with its plugin

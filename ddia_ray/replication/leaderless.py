@@ -40,6 +40,8 @@ store's policy says (:mod:`.versions`), exactly as under multi-leader.
 
 from __future__ import annotations
 
+import collections
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +173,11 @@ class _Request:
     items: list
     left: int
     answered: bool = False
+    body: bool = True  # a write's acknowledgements carry the keys' versions
+    settled: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.settled = [False] * len(self.items)
 
 
 @dataclass(slots=True)
@@ -195,6 +202,7 @@ class _Op:
     started: int = 0
     encoded: bytes = b""  # a write's state as sent
     handed: bool = False  # its silent replicas were suspected (and, a write's, given hinted stand-ins)
+    body: bool = True  # a write's acknowledgement carries the key's versions
 
 
 @dataclass(slots=True)
@@ -231,6 +239,8 @@ class LeaderlessReplica(VersionedReplica):
         self.hints: dict[str, dict[bytes, bytes]] = {}
         self.suspected: dict[str, int] = {}
         self._ops: dict[int, _Op] = {}
+        self._by_start: collections.deque[_Op] = collections.deque()  # ops in the order they started
+        self._by_deadline: list[tuple[int, int]] = []  # heap of (deadline, op id)
         self._proxies: dict[int, _Proxy] = {}
         self._pair_trees: dict[str, Any] | None = None
         self._next_id = 0
@@ -315,15 +325,24 @@ class LeaderlessReplica(VersionedReplica):
             contexts = [decode_context(self.store, c) if code != V_UPDATE else None
                         for code, _, _, c in payload.items]  # every context checked before anything is written
             req = _Request(reply_to, True, [None] * len(payload.items), len(payload.items))
+            req.body = payload.body
             away: dict[str, list] = {}
+            stores: dict[str, list] = {}  # one store message per replica for the whole batch
+            ops = []
             for i, ((code, key, value, _), ctx) in enumerate(zip(payload.items, contexts)):
                 targets, fallbacks = self.preference(key, n)
                 if self.node_id in targets:
-                    self._write(req, i, code, key, value, ctx, n, w, targets, fallbacks, payload.timeout_s)
+                    ops.append(self._write(req, i, code, key, value, ctx, n, w, targets, fallbacks,
+                                           payload.timeout_s, stores))
                 else:  # a dot needs a coordinator that holds the key: its first reachable replica
                     away.setdefault(targets[0], []).append(i)
+            for node, items in stores.items():
+                self.send(node, LLStore(tuple(items)))
+            for op in ops:
+                self._answer(op, self.node_id, True)  # the coordinator's own copy counts towards w
             for node, indices in away.items():
-                self._forward(req, node, VWrite(tuple(payload.items[i] for i in indices), n, w, payload.timeout_s),
+                self._forward(req, node, VWrite(tuple(payload.items[i] for i in indices), n, w, payload.timeout_s,
+                                                payload.body),
                               indices, [payload.items[i][1] for i in indices], payload.timeout_s)
         elif isinstance(payload, VRead):
             n = payload.n or self.n
@@ -350,10 +369,13 @@ class LeaderlessReplica(VersionedReplica):
         op = _Op(self._id(), req, index, key, write, needed, self._deadline(timeout_s), targets, fallbacks, n, r, w,
                  started=self.ticks)
         self._ops[op.id] = op
+        self._by_start.append(op)
+        heapq.heappush(self._by_deadline, (op.deadline, op.id))
         return op
 
     def _write(self, req: _Request, index: int, code: int, key: bytes, value: Any, ctx, n: int, w: int,
-               targets: tuple, fallbacks: tuple, timeout_s: float) -> None:
+               targets: tuple, fallbacks: tuple, timeout_s: float, stores: dict) -> _Op:
+        """Stamp and store one write here; queue its copies for the other targets in ``stores``."""
         ts = self.stamp()
         if code == V_UPDATE:
             state, shipped = self.versions.update(key, value[0], value[1], ts)
@@ -361,12 +383,13 @@ class LeaderlessReplica(VersionedReplica):
             state = shipped = self.versions.put(key, value if code == V_PUT else None, ctx, ts)
         op = self._op(req, index, key, True, w, timeout_s, targets, fallbacks, n, min(self.r, n), w)
         op.state = state
-        op.encoded = encoded = encode_state(shipped)
+        op.body = req.body
+        op.encoded = encoded = self.encoded(key, shipped)
         homes = dict(fallbacks)
         for t in targets:
             if t != self.node_id:
-                self.send(t, LLStore(((op.id, key, encoded, homes.get(t, "")),)))
-        self._answer(op, self.node_id, True)
+                stores.setdefault(t, []).append((op.id, key, encoded, homes.get(t, "")))
+        return op
 
     def _forward(self, req: _Request, node: str, payload: Any, indices: list, keys: list, timeout_s: float) -> None:
         pid = self._id()
@@ -391,13 +414,18 @@ class LeaderlessReplica(VersionedReplica):
             op.done = True
             report = QuorumReport(op.n, op.r, op.w, len(op.answers), tuple(sorted(op.answers)),
                                   tuple(sorted(f for f, _ in op.fallbacks if f in op.answers)))
-            state = op.state if op.write else self.versions.combine(op.key, op.answers.values())
-            self._settle(op.req, op.index, self.item(op.key, state, report))
+            if op.write and not op.body:
+                item = None
+            else:
+                state = op.state if op.write else self.versions.combine(op.key, op.answers.values())
+                item = self.item(op.key, state, report)
+            self._settle(op.req, op.index, item)
         if op.done and len(op.answers) == len(op.targets):
             self._retire(op)
 
-    def _settle(self, req: _Request, index: int, item: VItem) -> None:
-        if req.items[index] is None:
+    def _settle(self, req: _Request, index: int, item: VItem | None) -> None:
+        if not req.settled[index]:
+            req.settled[index] = True
             req.items[index] = item
             req.left -= 1
         self._maybe_answer(req)
@@ -554,9 +582,16 @@ class LeaderlessReplica(VersionedReplica):
 
     def on_tick(self) -> None:
         """Expire requests past their deadline, offer hints to their homes, ping suspected replicas."""
-        for op in [o for o in self._ops.values() if not o.handed and self.ticks - o.started >= self.suspect_ticks]:
-            self._suspect_silent(op)
-        for op in [o for o in self._ops.values() if self.ticks >= o.deadline]:
+        # Each op is looked at once per clock: the queues hold them in the order their times come due.
+        started, due = self._by_start, self._by_deadline
+        while started and self.ticks - started[0].started >= self.suspect_ticks:
+            op = started.popleft()
+            if op.id in self._ops and not op.handed:
+                self._suspect_silent(op)
+        while due and due[0][0] <= self.ticks:
+            op = self._ops.get(heapq.heappop(due)[1])
+            if op is None:
+                continue
             if op.done:
                 self._retire(op)
             else:

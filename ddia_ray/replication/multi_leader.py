@@ -55,7 +55,7 @@ from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError, UnknownRegionError
 from .versioned_records import V_DELETE, V_PUT, VRead, VReadResult, VWrite, VWriteAck
 from .versioned_replica import VersionedReplica
-from .versions import decode_context, encode_state
+from .versions import decode_context
 
 __all__ = ["TOPOLOGIES", "routes", "MLEntry", "MLReplicate", "MLAck", "MultiLeaderReplica", "build"]
 
@@ -84,7 +84,7 @@ def routes(topology: str, members: tuple, hub: str | None = None) -> dict[str, d
     raise ConfigError(f"unknown multi-leader topology {topology!r}; use one of {TOPOLOGIES}")
 
 
-@record("repl.ml_entry", version=1)
+@record("repl.ml_entry", version=1, fields_checked=True)
 class MLEntry:
     """Write ``seq`` of leader ``origin``: ``key``'s encoded state after it (a CRDT key: the delta), the
     origin's ``applied`` vector when it was made (``deps``, ``((origin, seq), ...)``) and its hybrid
@@ -103,6 +103,9 @@ class MLEntry:
             raise InvalidArgumentError("an entry names its origin (str) and seq (int >= 1)")
         if not isinstance(self.key, bytes) or not isinstance(self.state, bytes):
             raise InvalidArgumentError("an entry's key and state are bytes")
+        if type(self.wall_ns) is not int or type(self.logical) is not int or not 0 <= self.wall_ns < 1 << 63 \
+                or not 0 <= self.logical < 1 << 32:
+            raise InvalidArgumentError("an entry's hybrid timestamp is two ints (wall_ns, logical) >= 0")
         if not isinstance(self.deps, tuple) or not all(
                 isinstance(d, tuple) and len(d) == 2 and isinstance(d[0], str) and type(d[1]) is int
                 for d in self.deps):
@@ -178,8 +181,8 @@ class MultiLeaderReplica(VersionedReplica):
             else:
                 op, args = payload
                 state, shipped = self.versions.update(key, op, args, ts)
-            self._originate(key, encode_state(shipped), ts)
-            items.append(self.item(key, state))
+            self._originate(key, self.encoded(key, shipped), ts)
+            items.append(self.item(key, state) if req.body else None)
         return VWriteAck(tuple(items))
 
     def _originate(self, key: bytes, state: bytes, ts: tuple[int, int]) -> None:

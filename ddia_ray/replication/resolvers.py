@@ -43,7 +43,7 @@ __all__ = ["Sibling", "ConflictResolver", "LastWriterWins", "SetUnion", "RESOLVE
            "unregister_resolver", "get_resolver", "resolve"]
 
 
-@record("repl.sibling", version=2, upgrades={1: lambda fields: fields})  # v2 added logical (default 0)
+@record("repl.sibling", version=2, upgrades={1: lambda fields: fields}, fields_checked=True)  # v2 added logical (default 0)
 class Sibling:
     """One of the concurrent versions of a key: ``value`` (None for a deletion), the ``timestamp`` the
     writer gave it (a hybrid or Lamport clock reading: the HLC's wall time in ns), the HLC's ``logical``

@@ -111,6 +111,7 @@ class _Unit:
     item: Any  # a write item (code, key, payload, context) or a key
     future: concurrent.futures.Future
     tried: int = 0
+    body: bool = True
 
 
 def _key(key: Any) -> bytes:
@@ -157,20 +158,23 @@ class VersionedClient(LoopClient):
 
     # --- writes -------------------------------------------------------------------------------------
 
-    def put_nowait(self, key: Any, value: bytes, *, context: bytes | None = None) -> concurrent.futures.Future:
-        """Queue a write of ``value``; its future gives the key's :class:`Versions` after the write. Pass
-        the ``context`` of the read the value is based on: the write then replaces exactly what was read."""
+    def put_nowait(self, key: Any, value: bytes, *, context: bytes | None = None,
+                   return_body: bool = True) -> concurrent.futures.Future:
+        """Queue a write of ``value``; its future gives the key's :class:`Versions` after the write (None
+        with ``return_body=False``, which spares encoding them: bulk loads). Pass the ``context`` of the
+        read the value is based on: the write then replaces exactly what was read."""
         if not isinstance(value, bytes):
             raise InvalidArgumentError(f"a value is bytes, got {type(value).__name__}")
-        return self._submit(True, (V_PUT, _key(key), value, context or b""))
+        return self._submit(True, (V_PUT, _key(key), value, context or b""), bool(return_body))
 
-    def put(self, key: Any, value: bytes, *, context: bytes | None = None) -> Versions:
+    def put(self, key: Any, value: bytes, *, context: bytes | None = None, return_body: bool = True) -> Any:
         """Write ``value`` (see :meth:`put_nowait`) and wait."""
-        return self._wait(self.put_nowait(key, value, context=context), 2 * self.timeout_s)
+        return self._wait(self.put_nowait(key, value, context=context, return_body=return_body), 2 * self.timeout_s)
 
-    def put_many(self, items: Iterable[tuple]) -> list[Versions]:
+    def put_many(self, items: Iterable[tuple], *, return_body: bool = True) -> list:
         """Write ``(key, value)`` or ``(key, value, context)`` items, batched; their :class:`Versions`."""
-        futures = [self.put_nowait(i[0], i[1], context=i[2] if len(i) > 2 else None) for i in items]
+        futures = [self.put_nowait(i[0], i[1], context=i[2] if len(i) > 2 else None, return_body=return_body)
+                   for i in items]
         return [self._wait(f, 2 * self.timeout_s) for f in futures]
 
     def delete_nowait(self, key: Any, *, context: bytes | None = None) -> concurrent.futures.Future:
@@ -209,12 +213,12 @@ class VersionedClient(LoopClient):
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def _submit(self, write: bool, item: Any) -> concurrent.futures.Future:
+    def _submit(self, write: bool, item: Any, body: bool = True) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             if self._closed:
                 raise ConfigError("this client is closed")
-            self._queue.append(_Unit(write, item, fut))
+            self._queue.append(_Unit(write, item, fut, 0, body))
         self._loop.call_soon_threadsafe(self._wake.set)
         return fut
 
@@ -238,16 +242,16 @@ class VersionedClient(LoopClient):
                 for u in units:
                     if u.future.done():
                         continue
-                    groups.setdefault((self._target(u), u.write), []).append(u)
+                    groups.setdefault((self._target(u), u.write, u.body), []).append(u)
                 calls = []
-                for (node, write), group in groups.items():
+                for (node, write, body), group in groups.items():
                     for i in range(0, len(group), self.max_batch):
-                        calls.append(self._send(node, write, group[i:i + self.max_batch]))
+                        calls.append(self._send(node, write, group[i:i + self.max_batch], body))
                 await asyncio.gather(*calls)
 
-    async def _send(self, node: str, write: bool, units: list[_Unit]) -> None:
+    async def _send(self, node: str, write: bool, units: list[_Unit], body: bool = True) -> None:
         if write:
-            payload: Any = VWrite(tuple(u.item for u in units), timeout_s=self.timeout_s,
+            payload: Any = VWrite(tuple(u.item for u in units), timeout_s=self.timeout_s, body=body,
                                   **({"n": self.n, "w": self.w} if self.protocol == "leaderless" else {}))
         else:
             payload = VRead(tuple(u.item for u in units), timeout_s=self.timeout_s,
@@ -277,7 +281,7 @@ class VersionedClient(LoopClient):
             if u.future.done():
                 continue
             try:
-                u.future.set_result(versions_of(item))
+                u.future.set_result(versions_of(item) if item is not None else None)
             except Exception as e:  # noqa: BLE001 - a write item's error (a quorum not reached)
                 u.future.set_exception(e)
 

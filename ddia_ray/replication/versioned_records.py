@@ -64,16 +64,21 @@ def check_quorum(n: int, r: int, w: int, replicas: int) -> None:
 
 @record("repl.v_write", version=1)
 class VWrite:
-    """A batch of writes (see the module docstring for ``items``), with a leaderless quorum ``n``/``w``."""
+    """A batch of writes (see the module docstring for ``items``), with a leaderless quorum ``n``/``w``;
+    ``body``: whether each acknowledgement carries the key's versions after the write (Riak's
+    ``return_body``), or is None (an error item still comes back as one)."""
 
     items: tuple
     n: int = 0
     w: int = 0
     timeout_s: float = 5.0
+    body: bool = True
 
     def __post_init__(self):
         if not isinstance(self.items, tuple) or not 0 < len(self.items) <= MAX_BATCH:
             raise InvalidArgumentError(f"a write carries 1 to {MAX_BATCH} items in a tuple")
+        if type(self.body) is not bool:
+            raise InvalidArgumentError("body is a bool")
         for item in self.items:
             if not isinstance(item, tuple) or len(item) != 4 or item[0] not in _CODES:
                 raise InvalidArgumentError(f"a write item is (code, key, payload, context), got {item!r:.100}")
@@ -158,7 +163,8 @@ class VItem:
 
 @record("repl.v_write_ack", version=1)
 class VWriteAck:
-    """The answer to a :class:`VWrite`: per item, the key's state after the write as the coordinator holds it."""
+    """The answer to a :class:`VWrite`: per item, the key's state after the write as the coordinator holds it
+    (None when the write asked for no body), or an item carrying the error."""
 
     items: tuple = ()
 

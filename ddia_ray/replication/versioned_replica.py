@@ -18,9 +18,10 @@ travel:
 * a Merkle tree over the encoded versions (:mod:`.merkle`), kept up to date on
   every change, for anti-entropy and the convergence check;
 * persistence: each change is persisted before the replica acknowledges it or
-  tells anyone, as the core contract requires; every ``snapshot_changes``
-  changes the log is rewritten as one record per key (a log compaction in the
-  sense of DDIA 11.2 "Log compaction": the latest state of each key).
+  tells anyone, as the core contract requires; once the log holds
+  ``snapshot_changes`` changes and at least as many as there are keys, it is
+  rewritten as one record per key (a log compaction in the sense of DDIA 3,
+  "Compaction": the latest state of each key).
 
 Reads of a replica's own versions (:class:`~.versioned_records.VRead` with no
 quorum) are answered here; subclasses add how writes and repairs travel.
@@ -45,7 +46,7 @@ __all__ = ["VersionedReplica", "KeyChange", "LwwLoss", "VersionsSnapshot", "DEFA
 DEFAULT_MAX_DRIFT_S = 300.0
 
 
-@record("repl.key_change", version=1)
+@record("repl.key_change", version=1, fields_checked=True)
 class KeyChange:
     """A persisted change: ``key``'s encoded state is now ``state``."""
 
@@ -113,6 +114,7 @@ class VersionedReplica(BaseCore):
         self.snapshot_changes = int(snapshot_changes)
         self._changes = 0
         self._recovering = False
+        self._last_encoded: tuple | None = None
         self.clock_refusals = 0
         self._recover(recovered)
 
@@ -138,8 +140,17 @@ class VersionedReplica(BaseCore):
 
     # --- changes and persistence -----------------------------------------------------------------
 
+    def encoded(self, key: bytes, state: Any) -> bytes:
+        """``state`` encoded: the bytes the last change of ``key`` encoded when it is that state (a write's
+        state is encoded once, for the Merkle tree, the log and the replicas alike)."""
+        last = self._last_encoded
+        if last is not None and last[0] == key and last[1] is state:
+            return last[2]
+        return encode_state(state)
+
     def _changed(self, key: bytes, state: Any) -> None:
         encoded = encode_state(state)
+        self._last_encoded = (key, state, encoded)
         self.tree.update(key, encoded)
         if self._recovering:
             return
@@ -153,9 +164,12 @@ class VersionedReplica(BaseCore):
             self.persist(LwwLoss(*ident))
 
     def count_change(self) -> None:
-        """One more record in the log; every ``snapshot_changes`` of them, compact it (after this record)."""
+        """One more record in the log; compact it (after this record) once it holds ``snapshot_changes``
+        records and at least as many as there are keys: a compaction writes every key, so its cost per
+        change stays constant however large the store grows (Bitcask merges on the same rule)."""
         self._changes += 1
-        if self._changes >= self.snapshot_changes:
+        if self._changes >= self.snapshot_changes and (self.durable_versions
+                                                       or self._changes >= len(self.versions.data)):
             self._changes = 0
             self.persist(Rewrite(self._compacted()))
 

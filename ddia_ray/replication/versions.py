@@ -185,7 +185,7 @@ class Policies:
 # --- causal contexts ------------------------------------------------------------------------------
 
 
-@record("repl.causal_context", version=1)
+@record("repl.causal_context", version=1, fields_checked=True)
 class CausalContext:
     """What a read saw of a key (``clock``), and the store (``store``) whose versions it describes."""
 
