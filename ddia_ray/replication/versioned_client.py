@@ -49,6 +49,8 @@ from .versioned_records import (MAX_BATCH, V_DELETE, V_PUT, V_UPDATE, QuorumRepo
 __all__ = ["VersionedClient", "Versions"]
 
 _ids = itertools.count(1)
+#: Calls a client keeps in flight at once (each a batch of up to ``max_batch`` operations to one replica).
+_CALLS_IN_FLIGHT = 8
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,8 +220,10 @@ class VersionedClient(LoopClient):
         with self._lock:
             if self._closed:
                 raise ConfigError("this client is closed")
+            was_empty = not self._queue
             self._queue.append(_Unit(write, item, fut, 0, body))
-        self._loop.call_soon_threadsafe(self._wake.set)
+        if was_empty:  # the pump drains the whole queue once woken: one wake-up per burst, not per call
+            self._loop.call_soon_threadsafe(self._wake.set)
         return fut
 
     def _target(self, unit: _Unit) -> str:
@@ -230,6 +234,15 @@ class VersionedClient(LoopClient):
         return self._nodes[(next(self._rr) + unit.tried) % len(self._nodes)]
 
     async def _pump(self) -> None:
+        slots = asyncio.Semaphore(_CALLS_IN_FLIGHT)
+        running: set = set()
+
+        async def call(coro) -> None:
+            try:
+                await coro
+            finally:
+                slots.release()
+
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -243,11 +256,14 @@ class VersionedClient(LoopClient):
                     if u.future.done():
                         continue
                     groups.setdefault((self._target(u), u.write, u.body), []).append(u)
-                calls = []
+                # Calls go out as slots free up, without waiting for a whole round: a slow replica holds
+                # back its own batches, not everyone's.
                 for (node, write, body), group in groups.items():
                     for i in range(0, len(group), self.max_batch):
-                        calls.append(self._send(node, write, group[i:i + self.max_batch], body))
-                await asyncio.gather(*calls)
+                        await slots.acquire()
+                        task = asyncio.ensure_future(call(self._send(node, write, group[i:i + self.max_batch], body)))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
 
     async def _send(self, node: str, write: bool, units: list[_Unit], body: bool = True) -> None:
         if write:
