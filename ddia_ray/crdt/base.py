@@ -88,8 +88,8 @@ class CRDT:
                 raise CRDTTypeError(f"CRDT kind {cls.kind!r} is already registered by {_KINDS[cls.kind]!r}")
             _KINDS[cls.kind] = cls
 
-    def merge(self, other: CRDT) -> CRDT:
-        """Join ``other`` into this state (in place) and return self."""
+    def merge(self, other: Any) -> Any:
+        """Join ``other`` (a state of this kind) into this state (in place) and return self."""
         raise NotImplementedError
 
     def value(self) -> Any:

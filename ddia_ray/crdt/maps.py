@@ -181,7 +181,9 @@ class ORMap(CRDT):
                 for d in contribs:
                     del owner[d]
             if kinds:
-                fields[kb] = ((mine or theirs)[0], kinds)
+                entry = mine if mine is not None else theirs
+                assert entry is not None  # the key came from one side or the other
+                fields[kb] = (entry[0], kinds)
                 for contribs in kinds.values():
                     for d in contribs:
                         owner[d] = kb

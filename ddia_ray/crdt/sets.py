@@ -244,7 +244,9 @@ class ORSet(CRDT):
             theirs = other._entries.get(key)
             dots = join_dots(mine[1] if mine else (), ctx, theirs[1] if theirs else (), octx)
             if mine is None or dots != mine[1]:
-                self._set(key, (mine or theirs)[0], frozenset(dots))
+                entry = mine if mine is not None else theirs
+                assert entry is not None  # the key came from one side or the other
+                self._set(key, entry[0], frozenset(dots))
         ctx.merge(octx)
         return self
 

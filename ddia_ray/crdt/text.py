@@ -50,7 +50,7 @@ maximal runs coalesced, so equal states encode to equal bytes; no two blocks sha
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any
+from typing import Any, cast
 
 from . import runs, text_format
 from .base import COUNTER_MAX, CRDT, check_node
@@ -353,8 +353,8 @@ class Text(CRDT):
             else:
                 # The new ids are above every id here, so the new run goes right after its origin.
                 b = _Block(s, node, text, origin)
-                ch = left.chunk
-                self._place(ch, ch.index(left) + 1, b)  # type: ignore[union-attr]
+                ch = cast(_Chunk, left.chunk)  # a placed block always has its chunk
+                self._place(ch, ch.index(left) + 1, b)
                 self._register(b)
         self._len += n
         delta = Text()
@@ -387,12 +387,12 @@ class Text(CRDT):
                 remaining -= n
                 if not remaining:
                     break
-            ch = b.chunk  # a split may have moved b to a new chunk
-            i = ch.index(b) + 1  # type: ignore[union-attr]
-            if i == len(ch):  # type: ignore[arg-type]
+            ch = cast(_Chunk, b.chunk)  # a split may have moved b to a new chunk
+            i = ch.index(b) + 1
+            if i == len(ch):
                 ch = self._chunks[self._chunks.index(ch) + 1]
                 i = 0
-            b = ch[i]  # type: ignore[index]
+            b = ch[i]
         self._len -= length
         return delta
 

@@ -54,7 +54,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from .. import codec
 from ..errors import DdiaRayError, InvalidArgumentError
@@ -152,7 +152,7 @@ def text_chars(text: str, inserts) -> set:
     """The characters ``(insert id, offset)`` present in ``text``, whose tokens are ``"<id>;"``: a piece
     that is not one of ``inserts`` (characters interleaved or torn) accounts for no character, so the
     checker reports its insert's characters lost."""
-    present = set()
+    present: set = set()
     known = set(inserts)
     for piece in text.split(";")[:-1]:
         if piece in known:
@@ -380,6 +380,7 @@ def run_conflicts(*, protocol: str = "multi-leader", regions: tuple = ("us", "eu
     """Launch the store, run the partitioned workload, heal, converge, resolve, judge, shut down (see the
     module docstring). ``skew_region``: whose clock is off by ``skew_s`` (default: the second region)."""
     from ..replication import ReplicatedStore
+    from ..replication.versioned_store import VersionedStore
     from ..runtime import ensure_ray
 
     regions = tuple(regions)
@@ -393,9 +394,10 @@ def run_conflicts(*, protocol: str = "multi-leader", regions: tuple = ("us", "eu
     ensure_ray()
     leaderless = protocol == "leaderless"
     n = min(3, len(regions))
-    quorum = {"n": n, "r": 1, "w": 1} if leaderless else {}
-    store = ReplicatedStore.launch(protocol=protocol, regions=regions, region_delay_s=delay_s, resolution=RESOLUTION,
-                                   clock_skew_s=skews, seed=seed, **quorum)
+    quorum: dict[str, Any] = {"n": n, "r": 1, "w": 1} if leaderless else {}
+    store = cast(VersionedStore, ReplicatedStore.launch(protocol=protocol, regions=regions, region_delay_s=delay_s,
+                                                        resolution=RESOLUTION, clock_skew_s=skews, seed=seed,
+                                                        **quorum))
     clients = []
     try:
         say(f"launched {store.name!r}: {protocol}, replicas {store.regions}")

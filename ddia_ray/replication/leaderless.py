@@ -589,14 +589,14 @@ class LeaderlessReplica(VersionedReplica):
             if op.id in self._ops and not op.handed:
                 self._suspect_silent(op)
         while due and due[0][0] <= self.ticks:
-            op = self._ops.get(heapq.heappop(due)[1])
-            if op is None:
+            expired = self._ops.get(heapq.heappop(due)[1])
+            if expired is None:
                 continue
-            if op.done:
-                self._retire(op)
+            if expired.done:
+                self._retire(expired)
             else:
-                self._ops.pop(op.id, None)
-                self._fail(op)
+                self._ops.pop(expired.id, None)
+                self._fail(expired)
         for pid in [p for p, x in self._proxies.items() if self.ticks >= x.deadline]:
             proxy = self._proxies.pop(pid)
             err = QuorumNotReachedError("the coordinator of these keys did not answer in time", needed=1, got=0)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..clocks import VectorClock
 from ..codec import record
 from ..errors import ConfigError, InvalidArgumentError, UnknownRegionError
 from .versioned_records import V_DELETE, V_PUT, VRead, VReadResult, VWrite, VWriteAck
@@ -176,7 +177,7 @@ class MultiLeaderReplica(VersionedReplica):
         for (code, key, payload, _), ctx in zip(req.items, contexts):
             ts = self.stamp()
             if code in (V_PUT, V_DELETE):
-                state = self.versions.put(key, payload if code == V_PUT else None, ctx, ts)
+                state = self.versions.put(key, payload if code == V_PUT else None, ctx or VectorClock(), ts)
                 shipped = state
             else:
                 op, args = payload

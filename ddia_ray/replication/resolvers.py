@@ -16,9 +16,11 @@ consistent state").
 Two resolvers ship with ddia-ray:
 
 * ``"lww"``, last writer wins: the sibling with the highest ``(timestamp,
-  logical, node)`` (a hybrid logical clock reading) wins (an exact tie is broken by the value); the others are lost. Simple and convergent, and it silently
-  discards concurrent writes (DDIA ch. 5, "Last write wins (discarding
-  concurrent writes)"); a tombstone can win, and then the key is deleted.
+  logical, node)`` (a hybrid logical clock reading) wins (an exact tie is
+  broken by the value); the others are lost. Simple and convergent, and it
+  silently discards concurrent writes (DDIA ch. 5, "Last write wins
+  (discarding concurrent writes)"); a tombstone can win, and then the key is
+  deleted.
 * ``"set_union"``: each value is a codec-encoded tuple of items; the merge is
   the sorted union of the items of every live sibling (the shopping cart of
   DDIA fig. 5-14). Removals need tombstones *inside* the value to survive a
@@ -43,7 +45,8 @@ __all__ = ["Sibling", "ConflictResolver", "LastWriterWins", "SetUnion", "RESOLVE
            "unregister_resolver", "get_resolver", "resolve"]
 
 
-@record("repl.sibling", version=2, upgrades={1: lambda fields: fields}, fields_checked=True)  # v2 added logical (default 0)
+# v2 added logical (default 0)
+@record("repl.sibling", version=2, upgrades={1: lambda fields: fields}, fields_checked=True)
 class Sibling:
     """One of the concurrent versions of a key: ``value`` (None for a deletion), the ``timestamp`` the
     writer gave it (a hybrid or Lamport clock reading: the HLC's wall time in ns), the HLC's ``logical``

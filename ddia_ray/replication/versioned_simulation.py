@@ -83,7 +83,7 @@ class _Client:
 
     def __init__(self, name: str, rng: random.Random, keys: tuple, crdt_keys: dict, home: str):
         self.name, self.rng, self.keys, self.crdt_keys, self.home = name, rng, keys, crdt_keys, home
-        self.call = None
+        self.call: Any = None  # the SimCall in flight
         self.pending: Any = None  # what the call in flight is
         self.seen: dict[bytes, tuple[frozenset, bytes]] = {}  # key -> (ids read, context)
         self.idle_until = 0.0
@@ -121,7 +121,7 @@ def _run(seed, protocol, resolution, replicas, clients, keys, ops, region_delay_
     spec = {b"": RESOLUTION_CASES[resolution], b"c/": "crdt:pncounter", b"s/": "crdt:orset"}
     policies = tuple({"prefix": p.prefix, "mode": p.mode, "resolver": p.resolver, "on_read": p.on_read,
                       "kind": p.kind} for p in parse_policies(spec))
-    base = {"store": f"sim-{seed}", "members": members, "resolution": policies}
+    base: dict[str, Any] = {"store": f"sim-{seed}", "members": members, "resolution": policies}
     if protocol == "multi-leader":
         base.update(topology=topology, causal=causal)
     else:

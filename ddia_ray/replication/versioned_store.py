@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError,
                       UnknownRegionError)
@@ -213,7 +213,7 @@ class VersionedStore(ReplicatedStore):
         ``siblings_max``; multi-leader ``causality_violations`` (0 with ``causal=True``) and ``lag``;
         leaderless ``read_repairs``, ``hinted``, ``handoffs``, ``anti_entropy_*``."""
         statuses = self.status()
-        lost = set()
+        lost: set[tuple] = set()
         untracked = 0
         for st in statuses.values():
             lost.update(tuple(x) for x in st.get("lww_lost", ()))
@@ -232,7 +232,7 @@ class VersionedStore(ReplicatedStore):
 
     # --- what does not apply -------------------------------------------------------------------------
 
-    def _no_leader(self, what: str):
+    def _no_leader(self, what: str) -> NoReturn:
         raise ConfigError(f"{what}: every replica of a {self.protocol} store accepts writes; there is no leader")
 
     def leader(self, *, timeout_s: float = 15.0) -> str:

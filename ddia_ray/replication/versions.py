@@ -306,15 +306,15 @@ class KeyVersions:
     def merge(self, key: bytes, incoming: Any) -> bool:
         """Merge another replica's versions of ``key``; returns whether the local state changed."""
         policy = self.policies.of(key)
-        old = self.data.get(key)
+        old: Any = self.data.get(key)
         if policy.mode == "crdt":
             if not isinstance(incoming, crdt.CRDT):
                 raise CRDTTypeError(f"{key!r} holds a {policy.kind} CRDT; a replica sent it plain versions",
                                     expected=policy.kind, got=type(incoming).__name__)
-            state = crdt.merge(old, incoming) if old is not None else incoming.copy()
-            if old is not None and state == old:
+            joined = crdt.merge(old, incoming) if old is not None else incoming.copy()
+            if old is not None and joined == old:
                 return False
-            self._store(key, state)
+            self._store(key, joined)
             return True
         if not isinstance(incoming, DVVSet):
             raise CRDTTypeError(f"{key!r} holds plain versions; a replica sent a {type(incoming).__name__}",
@@ -347,7 +347,7 @@ class KeyVersions:
         policy as a write would resolve it, without storing it: a read coordinator's answer, which may
         hold the key or not. None when no replica had it."""
         policy = self.policies.of(key)
-        merged = None
+        merged: Any = None
         for state in states:
             if state is None:
                 continue
