@@ -486,3 +486,19 @@ def test_broken_predicate_propagates_and_frees_the_probe_slot():
         b.call(lambda: "value")
     assert b.state is State.HALF_OPEN
     assert b.try_acquire()
+
+
+def test_breaker_settings_mirror_every_plain_field_of_the_config_with_its_default_and_type():
+    """BreakerSettings repeats CircuitBreakerConfig's plain fields (a codec record cannot hold the config's
+    callables): a field added to, renamed in or re-defaulted in the config must change the settings too."""
+    import dataclasses
+
+    from ddia_ray.resilience import BreakerSettings, CircuitBreakerConfig
+
+    config = {f.name: f for f in dataclasses.fields(CircuitBreakerConfig)}
+    settings = {f.name: f for f in dataclasses.fields(BreakerSettings) if f.name != "_unknown"}
+    plain = {name for name, f in config.items() if "Callable" not in str(f.type) and "tuple" not in str(f.type)}
+    assert set(settings) == plain
+    for name, field in settings.items():
+        assert (field.default, str(field.type)) == (config[name].default, str(config[name].type)), name
+    assert BreakerSettings().config() == CircuitBreakerConfig()
