@@ -238,12 +238,17 @@ class MultiLeaderReplica(VersionedReplica):
                     entry = self.pending.get((origin, self.applied[origin] + 1))
 
     def _apply(self, entry: MLEntry) -> None:
+        self._integrate(entry)
+        self.entries_applied += 1
+        self.persist(entry)
+
+    def _integrate(self, entry: MLEntry) -> None:
+        """Merge ``entry`` into the versions and the applied vector, and keep it for the peers (what a
+        delivery and the replay of a persisted entry share)."""
         self.observe(entry.wall_ns, entry.logical, entry.origin)
         self.merge_encoded(entry.key, entry.state)
         self.applied[entry.origin] = entry.seq
-        self.entries_applied += 1
         self._keep(entry)
-        self.persist(entry)
 
     def _keep(self, entry: MLEntry) -> None:
         """Retain ``entry`` for the peers it must still reach; compact the log now and then."""
@@ -315,15 +320,9 @@ class MultiLeaderReplica(VersionedReplica):
         if rec.origin not in self.applied:
             return
         if rec.seq > self.applied[rec.origin]:
-            self._apply_recovered(rec)
+            self._integrate(rec)
         else:  # kept by a compacted log for a peer that had not acknowledged it: keep it again
             self._keep(rec)
-
-    def _apply_recovered(self, entry: MLEntry) -> None:
-        self.observe(entry.wall_ns, entry.logical, entry.origin)
-        self.merge_encoded(entry.key, entry.state)
-        self.applied[entry.origin] = entry.seq
-        self._keep(entry)
 
     def snapshot_meta(self) -> dict:
         """The ``applied`` vector."""

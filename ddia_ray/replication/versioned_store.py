@@ -29,7 +29,7 @@ import itertools
 import time
 from typing import Any, Mapping, NoReturn
 
-from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError,
+from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError,
                       UnknownRegionError)
 from ..runtime import CoreSpec, NodeGroup
 from ..runtime.faults import NetworkConfig
@@ -269,9 +269,3 @@ class VersionedStore(ReplicatedStore):
                 raise InvalidArgumentError("partition_regions takes groups of region names: [['us'], ['eu']]")
             node_groups.append([n for region in g for n in self.region_nodes(region)])
         self.partition(node_groups)
-
-    def _any_replica(self) -> str:
-        alive = [r for r in self.members if r in set(self.group.alive())]
-        if not alive:
-            raise ActorUnavailableError(f"no replica of {self.name!r} is running")
-        return alive[next(self._rr) % len(alive)]

@@ -73,7 +73,7 @@ from ..errors import (CodecError, ConfigError, CRDTTypeError, ForeignContextErro
 from .resolvers import Sibling, _lww_key, get_resolver
 
 __all__ = ["RESOLUTIONS", "ConflictPolicy", "Policies", "parse_policies", "CausalContext", "encode_context",
-           "decode_context", "KeyVersions", "ReadView", "live_siblings"]
+           "decode_context", "KeyVersions", "live_siblings"]
 
 #: How the siblings of a key may resolve (see the module docstring).
 RESOLUTIONS = ("siblings", "lww", "resolver", "crdt")
@@ -227,15 +227,6 @@ def decode_context(store: str, token: Any) -> VectorClock:
 def live_siblings(state: DVVSet) -> tuple:
     """The siblings of ``state`` that hold a value (deletions left out)."""
     return tuple(s for s in state.values() if s.value is not None)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadView:
-    """One replica's answer for a key: ``state`` (a DVVSet of :class:`~.resolvers.Sibling`, a CRDT, or
-    None if the replica never heard of the key)."""
-
-    key: bytes
-    state: Any
 
 
 class KeyVersions:
@@ -427,10 +418,6 @@ class KeyVersions:
         self.data[key] = state
 
     # --- reads ------------------------------------------------------------------------------------
-
-    def read(self, key: bytes) -> ReadView:
-        """This replica's versions of ``key``."""
-        return ReadView(key, self.data.get(key))
 
     def answer(self, key: bytes, state: Any) -> dict:
         """What a client gets for ``key`` whose merged state is ``state``: ``siblings`` (live values),
