@@ -177,3 +177,26 @@ def test_replicas_keep_their_versions_and_hints_in_a_storage_engine(engine, tmp_
         net.restart(m)
     assert {m: net.core(m).tree.root() for m in members} == before
     assert [s.value for s in _ok(net, "r3", VRead((b"k5",)))[0].siblings] == [b"v"]
+
+
+def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monkeypatch):
+    # The engine stores the encoded state and the Merkle tree hashes the same bytes: one encoding
+    # per change, not one for each (review of issue 16).
+    from ddia_ray.replication import version_store, versioned_replica
+
+    calls = []
+    real = version_store.encode_state
+
+    def counting(state):
+        calls.append(state)
+        return real(state)
+
+    monkeypatch.setattr(version_store, "encode_state", counting)
+    monkeypatch.setattr(versioned_replica, "encode_state", counting)
+    net = _net(("r1",), engine="lsm", data_url=f"file://{tmp_path}", n=1, r=1, w=1)
+    core = net.core("r1")
+    before = len(calls)
+    _ok(net, "r1", VWrite(((V_PUT, b"k", b"v1", b""), (V_PUT, b"j", b"v2", b""))), 0.0)
+    assert len(calls) - before == 2  # two keys changed, each encoded once
+    assert core.tree.root() != 0 and core.versions.data.engine.get(b"k") is not None
+    core.close()

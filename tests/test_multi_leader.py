@@ -189,3 +189,20 @@ def test_leaders_keep_their_versions_in_a_storage_engine_across_restarts(engine,
     assert {m: net.core(m).tree.root() for m in MEMBERS} == before
     assert _values(net, "r2", b"k07") == (b"v7",)
     assert all(net.core(m).applied == {"r1": 14, "r2": 13, "r3": 13} for m in MEMBERS)
+
+
+def test_regions_place_replicas_and_an_explicit_count_must_agree_with_them():
+    from ddia_ray.errors import ConfigError
+    from ddia_ray.replication.versioned_store import assign_regions
+
+    assert assign_regions(None, None, "multi-leader") == {"r1": "dc1", "r2": "dc2", "r3": "dc3"}
+    assert assign_regions(2, None, "leaderless") == {"r1": "dc1", "r2": "dc1"}
+    assert assign_regions(None, ["eu", "us"], "multi-leader") == {"r1": "eu", "r2": "us"}
+    assert assign_regions(3, {"eu": 2, "us": 1}, "multi-leader") == {"r1": "eu", "r2": "eu", "r3": "us"}
+    # An explicit replicas=3 that the regions contradict is refused, like any other count (it used to
+    # pass as if it had not been given, because 3 is the default).
+    for replicas in (3, 4):
+        with pytest.raises(ConfigError, match="disagrees"):
+            assign_regions(replicas, ["eu", "us"], "multi-leader")
+    with pytest.raises(ConfigError):
+        assign_regions(0, None, "leaderless")

@@ -94,13 +94,15 @@ class ReplicatedStore(Component):
         return cls(group, options)
 
     @classmethod
-    def launch(cls, name: str | None = None, replicas: int = 3, *, protocol: str = "leader-follower",
+    def launch(cls, name: str | None = None, replicas: int | None = None, *, protocol: str = "leader-follower",
                mode: str | None = None, sync_replicas: int = 1, engine: str = "map", root: str | None = None,
                coordinators: int = 3, lease_s: float = 1.0, tick_s: float = 0.01, seed: int = 0,
                sync: bool = False, engine_options: dict | None = None, config=None, detached: bool = False,
                session_ttl_s: float = 3600.0, spread_offset: int = 0, procedures: tuple = (),
                **replica_options: Any) -> "ReplicatedStore":
-        """Start ``replicas`` replicas (and, for leader-follower, ``coordinators`` coordination members).
+        """Start ``replicas`` replicas (default 3; for the multi-leader and leaderless protocols with
+        ``regions``, as many as the regions name) and, for leader-follower, ``coordinators``
+        coordination members.
 
         ``protocol``: ``"leader-follower"``, ``"raft"`` (every write committed by a majority;
         ``mode`` does not apply, and ``raft``, ``snapshot_entries`` and ``catch_up_entries`` go to the Raft members),
@@ -143,6 +145,8 @@ class ReplicatedStore(Component):
             mode = "async"
         if protocol == "leader-follower" and mode not in MODES:
             raise ConfigError(f"unknown replication mode {mode!r}; use one of {MODES}")
+        if replicas is None:
+            replicas = 3
         if type(replicas) is not int or replicas < 1:
             raise ConfigError(f"a store needs at least one replica, got {replicas!r}")
         if type(coordinators) is not int or coordinators < 1:

@@ -48,6 +48,7 @@ class EngineVersions:
         self.cache_keys = int(cache_keys)
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._count = sum(1 for _ in engine.scan())
+        self.last_encoded: tuple | None = None  # (key, state, bytes) of the last write
 
     def get(self, key: bytes, default: Any = None) -> Any:
         """The state of ``key`` (``default`` if the engine has none)."""
@@ -79,8 +80,17 @@ class EngineVersions:
     def __setitem__(self, key: bytes, state: Any) -> None:
         if key not in self._cache and self.engine.get(key) is None:
             self._count += 1
-        self.engine.put(key, encode_state(state))
+        encoded = encode_state(state)
+        self.engine.put(key, encoded)
+        # The replica's Merkle tree and its answers need these bytes right after (``encoded_as``):
+        # one encoding per change serves the engine, the tree and the wire.
+        self.last_encoded = (key, state, encoded)
         self._remember(key, state)
+
+    def encoded_as(self, key: bytes, state: Any) -> bytes | None:
+        """The bytes the last :meth:`__setitem__` stored, if it stored ``state`` (the same object) under ``key``."""
+        last = self.last_encoded
+        return last[2] if last is not None and last[0] == key and last[1] is state else None
 
     def __len__(self) -> int:
         return self._count

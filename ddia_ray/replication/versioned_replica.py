@@ -104,6 +104,7 @@ class VersionedReplica(BaseCore):
         self.durable_versions = bool(getattr(self.versions.data, "durable", False))
         if self.durable_versions:
             self.persist_changes = False
+            self._engine_encoded = self.versions.data.encoded_as
         self.skew_ns = int(float(clock_skew_s) * 1e9)
         self.hlc = HybridClock(node_id, physical_clock=self._physical_ns, max_drift_ns=int(max_drift_s * 1e9))
         self.merkle_shape = dict(merkle_shape or {})
@@ -149,7 +150,10 @@ class VersionedReplica(BaseCore):
         return encode_state(state)
 
     def _changed(self, key: bytes, state: Any) -> None:
-        encoded = encode_state(state)
+        # A storage engine has just encoded this state to store it (KeyVersions stores, then tells us).
+        encoded = self._engine_encoded(key, state) if self.durable_versions else None
+        if encoded is None:
+            encoded = encode_state(state)
         self._last_encoded = (key, state, encoded)
         self.tree.update(key, encoded)
         if self._recovering:

@@ -49,11 +49,15 @@ VERSIONED_FACTORIES = {MULTI_LEADER: "multi-leader", LEADERLESS: "leaderless"}
 _names = itertools.count(1)
 
 
-def assign_regions(replicas: int, regions: Any, protocol: str) -> dict[str, str]:
+def assign_regions(replicas: int | None, regions: Any, protocol: str) -> dict[str, str]:
     """Replica name -> region. ``regions``: None (multi-leader: one region per replica, ``dc1..``;
     leaderless: one region), a sequence of region names (one replica each), or a mapping region ->
-    number of replicas (several leaders per region)."""
+    number of replicas (several leaders per region). ``replicas`` None: 3, or as many as ``regions``
+    names; given with ``regions``, it must agree with them."""
     if regions is None:
+        replicas = 3 if replicas is None else replicas
+        if type(replicas) is not int or replicas < 1:
+            raise ConfigError(f"a store needs at least one replica, got {replicas!r}")
         labels = [f"dc{i}" for i in range(1, replicas + 1)] if protocol == "multi-leader" else ["dc1"] * replicas
     elif isinstance(regions, Mapping):
         labels = []
@@ -66,7 +70,7 @@ def assign_regions(replicas: int, regions: Any, protocol: str) -> dict[str, str]
         labels = list(regions)
     else:
         raise ConfigError(f"regions is a list of region names or a mapping region -> replicas, got {regions!r}")
-    if regions is not None and replicas not in (None, len(labels)) and replicas != 3:
+    if regions is not None and replicas is not None and replicas != len(labels):
         raise ConfigError(f"replicas={replicas} disagrees with the {len(labels)} replicas the regions name")
     if not labels:
         raise ConfigError("a store needs at least one replica")
@@ -94,7 +98,7 @@ class VersionedStore(ReplicatedStore):
     # --- launching -----------------------------------------------------------------------------
 
     @classmethod
-    def launch_versioned(cls, name: str | None, replicas: int, *, protocol: str, engine: str = "map",
+    def launch_versioned(cls, name: str | None, replicas: int | None, *, protocol: str, engine: str = "map",
                          root: str | None = None, tick_s: float = 0.01, seed: int = 0, sync: bool = False,
                          config=None, detached: bool = False, spread_offset: int = 0, regions: Any = None,
                          region_delay_s: float = 0.0, resolution: Any = "siblings",
