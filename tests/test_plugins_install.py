@@ -179,13 +179,32 @@ def probe():
     return {"pid": os.getpid(), "loaded_by_hook": "ddia_ray.plugins" in sys.modules,
             "engine": "example-memory" in ENGINES}
 
-print(json.dumps({"driver": __import__("os").getpid(), **ray.get(probe.remote(), timeout=120)}))
+result = ray.get(probe.remote(), timeout=120)
+
+# The plugin's conflict resolver, used by replicas the driver never told about it: two regions cut
+# apart write the same key, and after the heal every replica holds the longest value alone.
+from ddia_ray.replication import ReplicatedStore
+store = ReplicatedStore.launch(protocol="multi-leader", regions=["eu", "us"], resolution="resolver:longest_value")
+try:
+    store.partition_regions([["eu"], ["us"]])
+    clients = {r: store.client(region=r) for r in ("eu", "us")}
+    clients["eu"].put(b"k", b"short")
+    clients["us"].put(b"k", b"much longer")
+    store.heal()
+    store.wait_converged(timeout_s=60)
+    result["resolved"] = [[v.decode() for v in c.get(b"k").values] for c in clients.values()]
+    result["failures"] = store.stats().get("resolver_failures")
+    for c in clients.values():
+        c.close()
+finally:
+    store.shutdown()
+print(json.dumps({"driver": __import__("os").getpid(), **result}))
 """
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_worker_setup_hook_loads_plugins_in_every_worker(installed_plugin):
+def test_the_worker_setup_hook_loads_plugins_in_every_worker_and_replicas_resolve_with_them(installed_plugin):
     # Its own Ray (the setup hook is a job's, given to ray.init), in a driver of its own.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run([sys.executable, "-c", _SETUP_HOOK_DRIVER], capture_output=True, text=True, timeout=300,
@@ -193,6 +212,7 @@ def test_the_worker_setup_hook_loads_plugins_in_every_worker(installed_plugin):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["pid"] != result["driver"] and result["loaded_by_hook"] and result["engine"]
+    assert result["resolved"] == [["much longer"], ["much longer"]] and not result["failures"]
 
 
 @pytest.mark.ray
