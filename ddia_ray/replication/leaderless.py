@@ -285,7 +285,12 @@ class LeaderlessReplica(VersionedReplica):
     def _changed(self, key: bytes, state: Any) -> None:
         super()._changed(key, state)
         if not self._shares_all() and self._pair_trees is not None:
-            self._index(key, encode_state(state))
+            self._index(key, self.encoded(key, state))  # the bytes the base class just encoded
+
+    def _removed(self, key: bytes) -> None:
+        super()._removed(key)
+        if not self._shares_all() and self._pair_trees is not None:
+            self._index(key, None)
 
     # --- preference lists ------------------------------------------------------------------------
 
@@ -609,6 +614,7 @@ class LeaderlessReplica(VersionedReplica):
         if self.ticks % _SUSPECT_PING_TICKS == 0:
             for node in self.suspected:
                 self.send(node, LLPing())
+        self.collect_tombstones()
         self.on_other_tick()
 
     def on_other_tick(self) -> None:

@@ -283,9 +283,11 @@ class MultiLeaderReplica(VersionedReplica):
                 del entries[seq]
 
     def on_tick(self) -> None:
-        """Send each downstream peer what it lacks (resending after ``retry_ticks`` without progress)."""
+        """Send each downstream peer what it lacks (resending after ``retry_ticks`` without progress);
+        a round of the tombstone sweep."""
         for peer in self.routes:
             self._pump(peer)
+        self.collect_tombstones()
 
     def _pump(self, peer: str) -> None:
         sent, acked = self.sent[peer], self.acked[peer]

@@ -109,7 +109,7 @@ class ReplicatedStore(Component):
         ``"multi-leader"`` or ``"leaderless"`` (every replica accepts writes; concurrent writes are kept as
         versions and resolved by ``resolution``; see :mod:`.versioned_store` for their options: ``regions``,
         ``region_delay_s``, ``topology``, ``hub``, ``causal``, ``n``/``r``/``w``, ``sloppy``, ``read_repair``,
-        ``anti_entropy_s``, ``clock_skew_s``, ``resolver_modules``).
+        ``anti_entropy_s``, ``clock_skew_s``, ``resolver_modules``, ``tombstone_grace_s``).
         ``mode`` (leader-follower, default ``"async"``): ``"sync"`` (a write is acknowledged once every
         follower has it), ``"semi-sync"`` (``sync_replicas`` followers) or ``"async"`` (the leader alone).
         ``engine``: ``"lsm"``, ``"btree"`` (data under ``root``) or ``"map"``.

@@ -27,6 +27,7 @@ the core only calls the mapping.
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import Any, Iterator
 
 from ..errors import ConfigError
@@ -91,6 +92,34 @@ class EngineVersions:
         """The bytes the last :meth:`__setitem__` stored, if it stored ``state`` (the same object) under ``key``."""
         last = self.last_encoded
         return last[2] if last is not None and last[0] == key and last[1] is state else None
+
+    def __delitem__(self, key: bytes) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.engine.delete(key)
+        self._cache.pop(key, None)
+        self._count -= 1
+        self.last_encoded = None
+
+    def pop(self, key: bytes, default: Any = None) -> Any:
+        """Remove ``key`` and return its state (``default`` if it had none)."""
+        state = self.get(key)
+        if state is None:
+            return default
+        del self[key]
+        return state
+
+    def keys_after(self, key: bytes | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys after ``key`` (from the first when None), in order: a bounded scan, so a
+        sweep over the keys holds no engine snapshot between its rounds."""
+        start = None if key is None else key + b"\x00"  # the smallest key after ``key``
+        scan = self.engine.scan(start)
+        try:
+            return [k for k, _ in islice(scan, limit)]
+        finally:
+            close = getattr(scan, "close", None)
+            if close is not None:
+                close()
 
     def __len__(self) -> int:
         return self._count

@@ -17,6 +17,8 @@ travel:
   stamped after it whatever the clocks say;
 * a Merkle tree over the encoded versions (:mod:`.merkle`), kept up to date on
   every change, for anti-entropy and the convergence check;
+* tombstone collection: a key left with tombstones only is removed once they are
+  older than ``tombstone_grace_s`` (:mod:`.tombstones`), by a sweep on the tick;
 * persistence: each change is persisted before the replica acknowledges it or
   tells anyone, as the core contract requires; once the log holds
   ``snapshot_changes`` changes and at least as many as there are keys, it is
@@ -37,10 +39,14 @@ from ..error_record import ErrorRecord
 from ..errors import ClockDriftError, ConfigError, InvalidArgumentError
 from ..runtime.core import BaseCore, Rewrite
 from .merkle import MerkleTree
+from .tombstones import DEFAULT_GRACE_S, TombstoneSweep
 from .versioned_records import VItem
 from .versions import ConflictPolicy, KeyVersions, Policies, decode_state, encode_state
 
-__all__ = ["VersionedReplica", "KeyChange", "LwwLoss", "VersionsSnapshot", "DEFAULT_MAX_DRIFT_S"]
+__all__ = ["VersionedReplica", "KeyChange", "KeyRemoved", "LwwLoss", "VersionsSnapshot", "DEFAULT_MAX_DRIFT_S"]
+
+#: Ticks between two rounds of the tombstone sweep (and updates of the grace horizon).
+TOMBSTONE_ROUND_TICKS = 10
 
 #: How far ahead of a replica's clock a received timestamp may be before the clock refuses to follow it.
 DEFAULT_MAX_DRIFT_S = 300.0
@@ -56,6 +62,17 @@ class KeyChange:
     def __post_init__(self):
         if not isinstance(self.key, bytes) or not isinstance(self.state, bytes):
             raise InvalidArgumentError("a key change holds bytes")
+
+
+@record("repl.key_removed", version=1, fields_checked=True)
+class KeyRemoved:
+    """A persisted removal: ``key``'s tombstones were collected (:mod:`.tombstones`)."""
+
+    key: bytes
+
+    def __post_init__(self):
+        if not isinstance(self.key, bytes):
+            raise InvalidArgumentError("a key removal holds a bytes key")
 
 
 @record("repl.lww_loss", version=1)
@@ -87,7 +104,9 @@ class VersionedReplica(BaseCore):
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, store: str = "", members: tuple = (),
                  regions: Mapping[str, str] | None = None, resolution: tuple = (), clock_skew_s: float = 0.0,
                  max_drift_s: float = DEFAULT_MAX_DRIFT_S, snapshot_changes: int = 20_000,
-                 merkle_shape: dict | None = None, versions_map: Any = None, **unknown: Any):
+                 merkle_shape: dict | None = None, versions_map: Any = None,
+                 tombstone_grace_s: float = DEFAULT_GRACE_S, tombstone_sweep_keys: int = 256,
+                 tombstone_pass_s: float = 60.0, **unknown: Any):
         super().__init__(node_id, tick_s=tick_s)
         if unknown:
             raise ConfigError(f"unknown replica options {sorted(unknown)}")
@@ -112,6 +131,8 @@ class VersionedReplica(BaseCore):
         if versions_map is not None and hasattr(versions_map, "raw_items"):
             for key, raw in versions_map.raw_items():  # one scan of the engine rebuilds the tree
                 self.tree.update(key, raw)
+        self.sweep = TombstoneSweep(grace_s=tombstone_grace_s, keys_per_round=tombstone_sweep_keys,
+                                    pass_s=tombstone_pass_s)
         self.snapshot_changes = int(snapshot_changes)
         self._changes = 0
         self._recovering = False
@@ -162,6 +183,27 @@ class VersionedReplica(BaseCore):
             self.persist(KeyChange(key, encoded))
             self.count_change()
 
+    def collect_tombstones(self) -> None:
+        """One round of the tombstone sweep (:mod:`.tombstones`), every :data:`TOMBSTONE_ROUND_TICKS`
+        ticks; subclasses call it from ``on_tick``."""
+        sweep = self.sweep
+        if not sweep.enabled or self.ticks % TOMBSTONE_ROUND_TICKS:
+            return
+        now = self._physical_ns()
+        self.versions.tombstone_horizon_ns = sweep.horizon(now)
+        for key in sweep.next_keys(self.versions.data, now):
+            if self.versions.collect(key):
+                self._removed(key)
+
+    def _removed(self, key: bytes) -> None:
+        """``key`` is gone (collected, or a persisted removal replayed): the trees forget it, the log records it."""
+        self.tree.update(key, None)
+        if self._last_encoded is not None and self._last_encoded[0] == key:
+            self._last_encoded = None
+        if not self._recovering:
+            self.persist(KeyRemoved(key))
+            self.count_change()
+
     def _lost(self, ident: tuple) -> None:
         # Persisted, so that the count survives a restart: replaying the states cannot find the loss again.
         if not self._recovering:
@@ -204,6 +246,10 @@ class VersionedReplica(BaseCore):
                     state = decode_state(rec.state)
                     self.versions.restore(rec.key, state)
                     self.tree.update(rec.key, rec.state)
+                elif isinstance(rec, KeyRemoved):
+                    if self.versions.data.get(rec.key) is not None:
+                        del self.versions.data[rec.key]
+                    self._removed(rec.key)
                 elif isinstance(rec, LwwLoss):
                     self.versions.remember_lost((rec.key, rec.node, rec.counter))
                 elif isinstance(rec, VersionsSnapshot):
@@ -250,4 +296,5 @@ class VersionedReplica(BaseCore):
         """The replica's figures: its versions' counters, its region, its Merkle root."""
         return {**super().status(), **self.versions.stats(), "region": self.region,
                 "merkle_root": self.tree.root().hex(), "clock_refusals": self.clock_refusals,
+                "tombstone_passes": self.sweep.passes,
                 "lww_lost": [list(x) for x in list(self.versions.lww_lost)[:10_000]]}

@@ -39,6 +39,7 @@ from .store import ReplicatedStore
 from .versioned_records import check_quorum
 from .version_store import VERSION_ENGINES
 from .versions import parse_policies
+from .tombstones import DEFAULT_GRACE_S, TombstoneSweep
 
 __all__ = ["VersionedStore", "MULTI_LEADER", "LEADERLESS", "VERSIONED_FACTORIES", "assign_regions"]
 
@@ -106,7 +107,7 @@ class VersionedStore(ReplicatedStore):
                          topology: str = "all-to-all", hub: str | None = None, causal: bool = True,
                          n: int | None = None, r: int | None = None, w: int | None = None, sloppy: bool = True,
                          read_repair: bool = True, anti_entropy_s: float = 1.0, handoff_s: float = 0.2,
-                         **options: Any) -> "VersionedStore":
+                         tombstone_grace_s: float = DEFAULT_GRACE_S, **options: Any) -> "VersionedStore":
         """Start the replicas (see ``ReplicatedStore.launch`` for the options of these protocols)."""
         if engine != "map" and engine not in VERSION_ENGINES:
             raise ConfigError(f"unknown storage engine {engine!r}; use 'map' or one of {VERSION_ENGINES}")
@@ -114,6 +115,7 @@ class VersionedStore(ReplicatedStore):
             raise ConfigError(f"the {engine!r} engine keeps its files under root: pass root= (an fsspec URL)")
         load_modules(resolver_modules)  # the caller's process resolves too (a client's read-side resolver)
         policies = parse_policies(resolution)
+        TombstoneSweep(grace_s=tombstone_grace_s)  # a bad grace fails here, before any replica starts
         placed = assign_regions(replicas, regions, protocol)
         members = tuple(placed)
         region_names = sorted(set(placed.values()))
@@ -131,7 +133,8 @@ class VersionedStore(ReplicatedStore):
                 "engine_options": dict(options.pop("engine_options", None) or {}),
                 "resolution": tuple({"prefix": p.prefix, "mode": p.mode, "resolver": p.resolver,
                                      "on_read": p.on_read, "kind": p.kind} for p in policies),
-                "resolver_modules": tuple(resolver_modules), **options}
+                "resolver_modules": tuple(resolver_modules), "tombstone_grace_s": float(tombstone_grace_s),
+                **options}
         if protocol == "multi-leader":
             if topology not in TOPOLOGIES:
                 raise ConfigError(f"unknown multi-leader topology {topology!r}; use one of {TOPOLOGIES}")
@@ -215,7 +218,8 @@ class VersionedStore(ReplicatedStore):
         """The store's figures: per replica and summed. ``lww_discarded`` counts each version LWW dropped
         once, over all replicas (DDIA 5.4: never silently); ``resolutions``/``resolver_failures``;
         ``siblings_max``; multi-leader ``causality_violations`` (0 with ``causal=True``) and ``lag``;
-        leaderless ``read_repairs``, ``hinted``, ``handoffs``, ``anti_entropy_*``."""
+        leaderless ``read_repairs``, ``hinted``, ``handoffs``, ``anti_entropy_*``; ``tombstones_collected``
+        (deleted keys removed after ``tombstone_grace_s``, counted at each replica) and ``tombstones_ignored``."""
         statuses = self.status()
         lost: set[tuple] = set()
         untracked = 0
@@ -225,7 +229,7 @@ class VersionedStore(ReplicatedStore):
         summed = {}
         for field in ("resolutions", "resolver_failures", "causality_violations", "read_repairs", "hinted",
                       "handoffs", "forwarded", "quorum_failures", "anti_entropy_rounds", "anti_entropy_keys",
-                      "anti_entropy_bytes", "clock_refusals"):
+                      "anti_entropy_bytes", "clock_refusals", "tombstones_collected", "tombstones_ignored"):
             summed[field] = sum(st.get(field, 0) for st in statuses.values())
         replicas = {n: {k: v for k, v in st.items() if k != "lww_lost"} for n, st in statuses.items()}
         return {"protocol": self.protocol, "replicas": replicas, "regions": self.regions,

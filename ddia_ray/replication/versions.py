@@ -49,8 +49,9 @@ per store or per key prefix (longest prefix wins):
 
 Tombstones: a delete is a sibling whose value is None, so a deletion concurrent
 with an update is a conflict like any other, and a merge cannot resurrect a deleted
-value. Tombstones are kept (their removal needs every replica to have seen them,
-which this module does not know; see docs/conflicts.md).
+value. A key left with tombstones only is collected after a grace period
+(:mod:`.tombstones`): :meth:`KeyVersions.collect` removes it, and a merge does not take
+such an expired state in for a key this replica no longer holds.
 
 Causal contexts leave the store as opaque bytes (:func:`encode_context`) bound to
 the store's identity, so a context from another store is refused
@@ -71,6 +72,7 @@ from ..codec import record
 from ..errors import (CodecError, ConfigError, CRDTTypeError, ForeignContextError, InvalidArgumentError,
                       ResolverFailedError)
 from .resolvers import Sibling, _lww_key, get_resolver
+from .tombstones import expired_tombstone
 
 __all__ = ["RESOLUTIONS", "ConflictPolicy", "Policies", "parse_policies", "CausalContext", "encode_context",
            "decode_context", "KeyVersions", "live_siblings"]
@@ -237,7 +239,8 @@ class KeyVersions:
     (a dict by default; :class:`~.version_store.EngineVersions` for a storage engine). Counters for ``stats()``:
     ``lww_discarded`` and ``lww_lost`` (versions LWW dropped at this replica, identified by key and dot,
     so that the store counts each loss once however many replicas dropped it), ``resolutions`` (sibling
-    sets a resolver merged), ``resolver_failures``.
+    sets a resolver merged), ``resolver_failures``, ``tombstones_collected`` and ``tombstones_ignored``
+    (:mod:`.tombstones`; the replica sets ``tombstone_horizon_ns`` from its clock).
     """
 
     def __init__(self, node: str, store: str, policies: Policies,
@@ -254,6 +257,9 @@ class KeyVersions:
         self.lww_lost_untracked = 0  # dropped after lww_lost filled up: counted here, not identified
         self.resolutions = 0
         self.resolver_failures = 0
+        self.tombstone_horizon_ns = 0  # tombstones stamped before this are past the grace (0: none are)
+        self.tombstones_collected = 0
+        self.tombstones_ignored = 0
         self.resolver_errors: list[tuple[bytes, str, str]] = []  # (key, resolver, error), newest last
         self.siblings_max = 0
 
@@ -310,6 +316,11 @@ class KeyVersions:
         if not isinstance(incoming, DVVSet):
             raise CRDTTypeError(f"{key!r} holds plain versions; a replica sent a {type(incoming).__name__}",
                                 expected="versions", got=type(incoming).__name__)
+        if old is None and expired_tombstone(incoming, self.tombstone_horizon_ns):
+            # Collected here already, or about to be everywhere: taking it in would only hand the key back
+            # and forth between replicas that collect it at different moments (see .tombstones).
+            self.tombstones_ignored += 1
+            return False
         state = old.sync(incoming) if old is not None else incoming
         if state == old:
             return False
@@ -417,6 +428,16 @@ class KeyVersions:
         """Put back a state this replica persisted (recovery); no resolution, no counting."""
         self.data[key] = state
 
+    def collect(self, key: bytes) -> bool:
+        """Remove ``key`` if it holds only tombstones past the grace period (:mod:`.tombstones`); returns
+        whether it did. Not a change the replicas exchange: each collects on its own clock."""
+        state = self.data.get(key)
+        if state is None or not expired_tombstone(state, self.tombstone_horizon_ns):
+            return False
+        del self.data[key]
+        self.tombstones_collected += 1
+        return True
+
     # --- reads ------------------------------------------------------------------------------------
 
     def answer(self, key: bytes, state: Any) -> dict:
@@ -450,6 +471,7 @@ class KeyVersions:
         """The counters (see the class docstring) and how many keys this replica holds."""
         return {"keys": len(self.data), "lww_discarded": self.lww_discarded, "resolutions": self.resolutions,
                 "resolver_failures": self.resolver_failures, "siblings_max": self.siblings_max,
+                "tombstones_collected": self.tombstones_collected, "tombstones_ignored": self.tombstones_ignored,
                 "resolver_errors": [{"key": k, "resolver": r, "error": t} for k, r, t in self.resolver_errors[-10:]]}
 
 
