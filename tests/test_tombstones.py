@@ -13,6 +13,8 @@ from ddia_ray.replication.versioned_records import V_DELETE, V_PUT, VRead, VWrit
 from ddia_ray.replication.versions import parse_policies
 from ddia_ray.runtime import CoreSpec, SimNetwork
 
+from test_leaderless import _call
+
 S = 1_000_000_000
 
 
@@ -93,10 +95,8 @@ def _net(protocol, members=("r1", "r2", "r3"), **options):
 
 
 def _do(net, node, payload, settle_s=0.2):
-    call = net.request(node, payload)
-    net.run_until(lambda: call.done, 10.0)
-    net.run_for(settle_s)
-    assert call.done and call.ok, call.error
+    call = _call(net, node, payload, settle_s)
+    assert call.ok, call.error
     return call.result
 
 
