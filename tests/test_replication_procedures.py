@@ -89,7 +89,7 @@ def test_wire_checks():
         check_ops(((CALL, b"test.add", "not bytes"),), client=True)
     with pytest.raises(InvalidArgumentError):
         call_op("", None)
-    with pytest.raises(InvalidArgumentError, match="registered already"):
+    with pytest.raises(InvalidArgumentError, match="already registered"):
         procedure("test.add")(lambda get, args: ((), None))
     # An entry's origin may carry a procedure's answer (a codec value within the codec's limits).
     entry = (1, 1, ((PUT, b"a", b"1"),), 0, ("c", 1, 0, (ErrorRecord("ConfigError", "x"), (1, "s")), 0))

@@ -42,7 +42,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import codec
@@ -59,6 +58,7 @@ from ..errors import (
 )
 from ..membership import MembershipView, MemberStatus
 from ..resilience import Backoff, BreakerSettings, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryPolicy
+from ..registry import Registry
 from ..runtime.connect import NAMESPACE, ensure_ray
 from ..runtime.core import Probe, Reply
 from ..runtime.shell import actor_name
@@ -73,37 +73,34 @@ from .weighted import SmoothWeightedRoundRobinPicker
 
 __all__ = ["BalancedHandle", "PICKERS", "BalancedStats", "register_picker", "unregister_picker"]
 
-_PICKERS: dict[str, Callable[[random.Random], Any]] = {
+def _callable_factory(name: str, factory: Any) -> Callable[[random.Random], Any]:
+    if not callable(factory):
+        raise InvalidArgumentError(f"picker {name!r}: the factory must be callable, got {type(factory).__name__}")
+    return factory
+
+
+_PICKERS: Registry[Callable[[random.Random], Any]] = Registry("picker", {
     "round_robin": lambda rng: RoundRobinPicker(),
     "weighted_round_robin": lambda rng: SmoothWeightedRoundRobinPicker(),
     "least_connections": lambda rng: WeightedLeastConnectionsPicker(rng=rng),
     "power_of_two": lambda rng: PowerOfTwoChoicesPicker(rng=rng),
     "consistent_hash": lambda rng: ConsistentHashPicker(),
-}
+}, check=_callable_factory)
 #: Picker names accepted by :class:`BalancedHandle`: name -> factory ``(rng) -> Picker``. Read-only:
 #: add one with :func:`register_picker` (plugins do), so every name is checked once, on the way in.
-PICKERS: Mapping[str, Callable[[random.Random], Any]] = MappingProxyType(_PICKERS)
+PICKERS: Mapping[str, Callable[[random.Random], Any]] = _PICKERS.view
 
 
 def register_picker(name: str, factory: Callable[[random.Random], Any]) -> None:
     """Make ``picker=name`` build its picker with ``factory(rng)`` (a seeded ``random.Random`` in, a
     :class:`~ddia_ray.balancing.pickers.Picker` out). A name taken by another factory raises
     ConfigError; registering the same factory again is a no-op."""
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"a picker name is a non-empty str, got {name!r}")
-    if not callable(factory):
-        raise InvalidArgumentError(f"picker {name!r}: the factory must be callable, got {type(factory).__name__}")
-    if _PICKERS.get(name, factory) is not factory:
-        raise ConfigError(f"picker {name!r} is already registered")
-    _PICKERS[name] = factory
+    _PICKERS.register(name, factory)
 
 
 def unregister_picker(name: str, factory: Callable[[random.Random], Any]) -> bool:
     """Forget picker ``name`` if ``factory`` is what builds it; returns whether it was removed."""
-    if _PICKERS.get(name) is factory:
-        del _PICKERS[name]
-        return True
-    return False
+    return _PICKERS.unregister(name, factory)
 
 _DEFAULT_RETRY = RetryPolicy(max_attempts=6, base_delay_s=0.02, max_delay_s=0.5, jitter="full",
                              retry_on=(CallTimeoutError, ActorUnavailableError, NoReplicaAvailableError))

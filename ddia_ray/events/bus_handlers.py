@@ -17,42 +17,37 @@ function again is a no-op.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from ..errors import ConfigError, InvalidArgumentError
+from ..errors import InvalidArgumentError
+from ..registry import Registry
 
 __all__ = ["BUS_HANDLERS", "register_handler", "unregister_handler", "named_handler"]
 
-_HANDLERS: dict[str, Callable[..., Any]] = {}
+
+def _callable_handler(name: str, handler: Any) -> Callable[..., Any]:
+    if not callable(handler):
+        raise InvalidArgumentError(f"handler {name!r} must be callable, got {type(handler).__name__}")
+    return handler
+
+
+_HANDLERS: Registry[Callable[..., Any]] = Registry("event-bus handler", check=_callable_handler,
+                                                   hint="; load the plugin that provides it")
 #: Handler name -> function. Read-only: add one with :func:`register_handler`.
-BUS_HANDLERS: Mapping[str, Callable[..., Any]] = MappingProxyType(_HANDLERS)
+BUS_HANDLERS: Mapping[str, Callable[..., Any]] = _HANDLERS.view
 
 
 def register_handler(name: str, handler: Callable[..., Any]) -> None:
     """Let subscriptions name ``handler`` (a function of the event, or of a tuple of events when the
     subscription batches) as ``name``. A name taken by another function raises ConfigError."""
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"a handler name is a non-empty str, got {name!r}")
-    if not callable(handler):
-        raise InvalidArgumentError(f"handler {name!r} must be callable, got {type(handler).__name__}")
-    if _HANDLERS.get(name, handler) is not handler:
-        raise ConfigError(f"event-bus handler {name!r} is already registered")
-    _HANDLERS[name] = handler
+    _HANDLERS.register(name, handler)
 
 
 def unregister_handler(name: str, handler: Callable[..., Any]) -> bool:
     """Forget ``name`` if ``handler`` is what it names; returns whether it was removed."""
-    if _HANDLERS.get(name) is handler:
-        del _HANDLERS[name]
-        return True
-    return False
+    return _HANDLERS.unregister(name, handler)
 
 
 def named_handler(name: str) -> Callable[..., Any]:
     """The function registered as ``name``; ConfigError naming the registered ones otherwise."""
-    try:
-        return _HANDLERS[name]
-    except KeyError:
-        raise ConfigError(f"no event-bus handler is registered as {name!r} (registered: {sorted(_HANDLERS)}); "
-                          f"load the plugin that provides it") from None
+    return _HANDLERS.get(name)

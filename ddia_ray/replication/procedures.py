@@ -56,6 +56,7 @@ from typing import Any, Callable
 from .. import codec
 from ..error_record import ErrorRecord
 from ..errors import DdiaRayError, InvalidArgumentError, UnknownProcedureError
+from ..registry import Registry
 from .records import CALL, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX
 
 __all__ = ["procedure", "query", "call_op", "run", "run_query", "load", "registered_procedures",
@@ -64,8 +65,15 @@ __all__ = ["procedure", "query", "call_op", "run", "run_query", "load", "registe
 Get = Callable[[bytes], "bytes | None"]
 Procedure = Callable[[Get, Any], "tuple[tuple, Any]"]
 
-_REGISTRY: dict[str, Procedure] = {}
-_QUERIES: dict[str, Callable[[Any, Any], Any]] = {}
+def _same_function(a: Callable, b: Callable) -> bool:
+    """One function, maybe loaded twice (a module imported again): the same module and name."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+# A taken name is refused with InvalidArgumentError: two replicas that disagree on what a name does
+# would diverge.
+_REGISTRY: Registry[Procedure] = Registry("procedure", same=_same_function, taken=InvalidArgumentError)
+_QUERIES: Registry[Callable[[Any, Any], Any]] = Registry("query", same=_same_function, taken=InvalidArgumentError)
 #: A procedure's name (the op's key): short, printable, dotted like a module path.
 _NAME_MAX = 128
 
@@ -83,16 +91,13 @@ def query(name: str) -> Callable:
     return _registrar(_QUERIES, "query", name)
 
 
-def _registrar(registry: dict, what: str, name: str) -> Callable:
+def _registrar(registry: Registry, what: str, name: str) -> Callable:
     """The decorator that registers a function under ``name`` in ``registry`` (once: the same function
     again, a module imported twice, is fine; another one is refused)."""
     _check_name(name)
 
     def wrap(fn):
-        old = registry.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise InvalidArgumentError(f"{what} {name!r} is registered already (by {old.__module__})")
-        registry[name] = fn
+        registry.register(name, fn)
         return fn
 
     return wrap
@@ -101,9 +106,9 @@ def _registrar(registry: dict, what: str, name: str) -> Callable:
 def run_query(name: str, args: bytes, state: Any) -> Any:
     """Run query ``name`` against ``state``: its result, or the ErrorRecord it refused or failed with."""
     try:
-        fn = _QUERIES.get(name)
+        fn = _QUERIES.view.get(name)
         if fn is None:
-            raise UnknownProcedureError(f"no query {name!r} in this store (it knows {tuple(sorted(_QUERIES))}); "
+            raise UnknownProcedureError(f"no query {name!r} in this store (it knows {tuple(_QUERIES.names())}); "
                                         f"launch the store with the module that registers it in procedures=",
                                         name=name)
         result = fn(state, codec.decode(args))
@@ -123,7 +128,7 @@ def _check_name(name: Any) -> None:
 
 def registered_procedures() -> tuple[str, ...]:
     """The procedure and query names this process knows."""
-    return tuple(sorted({*_REGISTRY, *_QUERIES}))
+    return tuple(_REGISTRY.names(_QUERIES.view))
 
 
 def load(modules: Any) -> None:
@@ -146,7 +151,7 @@ def run(op: tuple, get: Get) -> tuple[tuple, Any]:
     refused or failed. Never raises, so a bad call cannot stop a replica's apply loop."""
     try:
         name = op[1].decode()
-        fn = _REGISTRY.get(name)
+        fn = _REGISTRY.view.get(name)
         if fn is None:
             raise UnknownProcedureError(f"no procedure {name!r} in this store (it knows {registered_procedures()}); "
                                         f"launch the store with the module that registers it in procedures=",

@@ -34,12 +34,13 @@ pure (no Ray, no clock).
 
 from __future__ import annotations
 
-from types import MappingProxyType
-from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
+import operator
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from .. import codec
 from ..codec import record
-from ..errors import ConfigError, InvalidArgumentError
+from ..errors import InvalidArgumentError
+from ..registry import Registry
 
 __all__ = ["Sibling", "ConflictResolver", "LastWriterWins", "SetUnion", "RESOLVERS", "register_resolver",
            "unregister_resolver", "get_resolver", "resolve"]
@@ -127,9 +128,20 @@ def _check(siblings: Sequence[Sibling]) -> None:
             raise InvalidArgumentError(f"siblings are Sibling records, got {type(s).__name__}")
 
 
-_RESOLVERS: dict[str, ConflictResolver] = {"lww": LastWriterWins(), "set_union": SetUnion()}
+def _as_resolver(name: str, resolver: Any) -> ConflictResolver:
+    if isinstance(resolver, ConflictResolver):
+        return resolver
+    if not callable(resolver):
+        raise InvalidArgumentError(f"resolver {name!r} must have resolve(key, siblings) or be a function, "
+                                   f"got {type(resolver).__name__}")
+    return _FunctionResolver(resolver)
+
+
+_RESOLVERS: Registry[ConflictResolver] = Registry(
+    "conflict resolver", {"lww": LastWriterWins(), "set_union": SetUnion()}, check=_as_resolver,
+    same=operator.eq)  # a function registered twice wraps into equal resolvers
 #: Resolver name -> resolver. Read-only: add one with :func:`register_resolver`.
-RESOLVERS: Mapping[str, ConflictResolver] = MappingProxyType(_RESOLVERS)
+RESOLVERS: Mapping[str, ConflictResolver] = _RESOLVERS.view
 
 
 def register_resolver(name: str, resolver: ConflictResolver | Callable[[bytes, Sequence[Sibling]], bytes | None]
@@ -137,36 +149,18 @@ def register_resolver(name: str, resolver: ConflictResolver | Callable[[bytes, S
     """Make ``name`` resolve with ``resolver``: an object with ``resolve(key, siblings)``, or a plain
     function of the same signature. A name taken by another resolver raises ConfigError; registering
     the same one again is a no-op. Returns what was registered."""
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"a resolver name is a non-empty str, got {name!r}")
-    if not isinstance(resolver, ConflictResolver):
-        if not callable(resolver):
-            raise InvalidArgumentError(f"resolver {name!r} must have resolve(key, siblings) or be a function, "
-                                       f"got {type(resolver).__name__}")
-        resolver = _FunctionResolver(resolver)
-    taken = _RESOLVERS.get(name)
-    if taken is not None and taken != resolver:
-        raise ConfigError(f"conflict resolver {name!r} is already registered")
-    _RESOLVERS[name] = resolver
-    return resolver
+    return _RESOLVERS.register(name, resolver)
 
 
 def unregister_resolver(name: str, resolver: object) -> bool:
     """Forget resolver ``name`` if ``resolver`` (as given to :func:`register_resolver`) is what it
     resolves with; returns whether it was removed."""
-    taken = _RESOLVERS.get(name)
-    if taken is not None and (taken is resolver or taken == _FunctionResolver.of(resolver)):
-        del _RESOLVERS[name]
-        return True
-    return False
+    return _RESOLVERS.unregister(name, resolver)
 
 
 def get_resolver(name: str) -> ConflictResolver:
     """The resolver registered as ``name``; ConfigError naming the known ones otherwise."""
-    try:
-        return _RESOLVERS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown conflict resolver {name!r}; known: {sorted(_RESOLVERS)}") from None
+    return _RESOLVERS.get(name)
 
 
 def resolve(name: str, key: bytes, siblings: Sequence[Sibling]) -> bytes | None:
@@ -185,10 +179,6 @@ class _FunctionResolver:
 
     def __init__(self, fn: Callable[[bytes, Sequence[Sibling]], bytes | None]):
         self.fn = fn
-
-    @classmethod
-    def of(cls, obj: object) -> object:
-        return cls(obj) if callable(obj) and not isinstance(obj, ConflictResolver) else obj  # type: ignore[arg-type]
 
     def resolve(self, key: bytes, siblings: Sequence[Sibling]) -> bytes | None:
         """What the function answers."""

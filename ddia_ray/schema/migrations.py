@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ..codec import record
 from ..errors import ConfigError, MigrationError, UnknownConversionError
+from ..registry import Registry
 from .schemas import PRIMITIVES, Schema, parsed
 
 __all__ = ["AddField", "RemoveField", "RenameField", "ChangeType", "Migration", "Rule", "conversion",
@@ -146,8 +146,18 @@ class Migration:
 
 # --- conversions, by name ------------------------------------------------------
 
-_CONVERSIONS: dict[str, Callable[[Any], Any]] = {}
-_LOCK = threading.Lock()
+def _identity(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _a_function(name: str, fn: Any) -> Callable[[Any], Any]:
+    if not callable(fn):
+        raise ConfigError(f"conversion {name!r} must be a function, got {fn!r}")
+    return fn
+
+
+_CONVERSIONS: Registry[Callable[[Any], Any]] = Registry(
+    "conversion", check=_a_function, same=lambda a, b: _identity(a) == _identity(b))
 
 
 def conversion(name: str) -> Callable[[F], F]:
@@ -161,32 +171,22 @@ def conversion(name: str) -> Callable[[F], F]:
         raise ConfigError(f"a conversion's name must be a non-empty string, got {name!r}")
 
     def register(fn: F) -> F:
-        if not callable(fn):
-            raise ConfigError(f"conversion {name!r} must be a function, got {fn!r}")
-        with _LOCK:
-            old = _CONVERSIONS.get(name)
-            if old is not None and _identity(old) != _identity(fn):
-                raise ConfigError(f"conversion {name!r} is already registered by {_identity(old)}")
-            _CONVERSIONS[name] = fn
+        _CONVERSIONS.register(name, fn)
         return fn
 
     return register
 
 
-def _identity(fn: Callable) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
 def conversions() -> tuple[str, ...]:
     """The names of the conversions registered in this process, sorted."""
-    return tuple(sorted(_CONVERSIONS))
+    return tuple(_CONVERSIONS.names())
 
 
 def get_conversion(name: str) -> Callable[[Any], Any]:
     """The conversion registered under ``name``; raises :class:`~ddia_ray.errors.UnknownConversionError`."""
-    fn = _CONVERSIONS.get(name)
+    fn = _CONVERSIONS.view.get(name)
     if fn is None:
-        raise UnknownConversionError(name, _CONVERSIONS)
+        raise UnknownConversionError(name, _CONVERSIONS.view)
     return fn
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from .. import codec
 from ..codec import record
+from ..registry import Registry
 from ..errors import ConfigError, CorruptRecordError, DatabaseClosedError, InvalidArgumentError
 
 __all__ = [
@@ -494,8 +495,17 @@ class MemoryEngine(BatchWrites):
                     "versions": sum(len(v) for v in self._versions.values())}
 
 
-#: Engine name -> opener ``(url, **options) -> StorageEngine``; filled by the engine packages.
-ENGINES: dict[str, Callable[..., Any]] = {"memory": lambda url=None, **options: MemoryEngine()}
+def _callable_opener(name: str, opener: Any) -> Callable[..., Any]:
+    if not callable(opener):
+        raise InvalidArgumentError(f"engine {name!r}: the opener must be callable, got {type(opener).__name__}")
+    return opener
+
+
+_ENGINES: Registry[Callable[..., Any]] = Registry(
+    "storage engine", {"memory": lambda url=None, **options: MemoryEngine()}, check=_callable_opener)
+#: Engine name -> opener ``(url, **options) -> StorageEngine``; filled by the engine packages. Read-only:
+#: add one with :func:`register_engine`.
+ENGINES: Mapping[str, Callable[..., Any]] = _ENGINES.view
 
 
 def register_engine(name: str, opener: Callable[..., Any], *, replace: bool = True) -> None:
@@ -504,38 +514,26 @@ def register_engine(name: str, opener: Callable[..., Any], *, replace: bool = Tr
     With ``replace=False`` (how plugins register) a name that is taken, by another opener or by a
     built-in engine not imported yet, raises ConfigError; registering the same opener again is a no-op.
     """
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"an engine name is a non-empty str, got {name!r}")
-    if not callable(opener):
-        raise InvalidArgumentError(f"engine {name!r}: the opener must be callable, got {type(opener).__name__}")
-    if not replace:
-        taken = ENGINES.get(name)
-        if (taken is not None and taken is not opener) or (taken is None and name in _BUILTIN):
-            raise ConfigError(f"storage engine {name!r} is already registered")
-    ENGINES[name] = opener
+    if not replace and name in _BUILTIN and name not in _ENGINES:
+        raise ConfigError(f"storage engine {name!r} is already registered (built in)")
+    _ENGINES.register(name, opener, replace=replace)
 
 
 def unregister_engine(name: str, opener: Callable[..., Any]) -> bool:
     """Forget engine ``name`` if ``opener`` is what it opens with (a plugin withdrawing its own
     engine never removes another's); returns whether it was removed."""
-    if ENGINES.get(name) is opener:
-        del ENGINES[name]
-        return True
-    return False
+    return _ENGINES.unregister(name, opener)
 
 
 def open_engine(url: str | None, engine: str = "lsm", **options) -> Any:
     """Open (or create) a database of ``engine`` at the fsspec ``url``."""
-    if engine not in ENGINES and engine in _BUILTIN:
+    if engine not in _ENGINES and engine in _BUILTIN:
         import importlib
 
         importlib.import_module(_BUILTIN[engine])  # registers itself; an import error is a real bug
-    try:
-        opener = ENGINES[engine]
-    except KeyError:
-        known = sorted(set(ENGINES) | set(_BUILTIN))
-        raise ConfigError(f"unknown storage engine {engine!r}; known: {known}") from None
-    return opener(url, **options)
+    if engine not in _ENGINES:
+        raise ConfigError(f"unknown storage engine {engine!r}; known: {_ENGINES.names(_BUILTIN)}")
+    return _ENGINES.get(engine)(url, **options)
 
 
 #: The engines that ship with ddia-ray, imported on first use.
