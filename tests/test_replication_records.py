@@ -116,3 +116,20 @@ def test_a_write_batch_put_is_the_same_op_as_one_built_and_checked():
     assert batch.ops == [Op("put", b"k", b"v"), Op("put", b"k2", b"w")]
     assert codec.decode(codec.encode(batch.ops[0])) == Op("put", b"k", b"v")
     assert ReplWrite(((PUT, b"k", b"v"),)).ops == ((PUT, b"k", b"v"),)
+
+
+def test_a_session_orders_positions_epoch_first_and_is_lost_when_it_saw_two_histories():
+    from ddia_ray.replication.records import LOST_LSN, Session, one_history
+
+    s = Session("st").saw(True, 1, 10).saw(False, 2, 15)
+    assert s.position() == (2, 15) and not s.lost
+    assert s.saw(False, 1, 12) is s  # older than what it read: nothing changes
+    assert one_history((2, 15), (3, 16)) and one_history((3, 16), (2, 15)) and one_history((2, 15), (2, 15))
+    # (3, 15) and (2, 15) cannot both be in one log (epochs never decrease along it), nor (3, 12) and
+    # (2, 15): a failover discarded one of them, so the session cannot keep its guarantees.
+    for epoch, lsn in ((3, 15), (3, 12)):
+        assert not one_history((epoch, lsn), (2, 15))
+        lost = s.saw(True, epoch, lsn)
+        assert lost.lost and lost.write_lsn == LOST_LSN and lost.position()[1] == LOST_LSN
+        assert lost.saw(True, 9, 99).lost and lost.saw(False, 1, 1).lost  # it stays lost
+

@@ -52,6 +52,11 @@ REGRESSION_SEEDS = [
     # another replica, uncounted (their entries had acks > 0). An async group now counts them.
     (19, "async", False, 1),
     (949, "async", True, 1),
+    # A session that saw positions of two branches, one later discarded, kept only one of them (the
+    # higher lsn: its own write in the other branch was forgotten) and a replica served it a value from
+    # before that write. Such a session is now marked lost (records.Session.saw).
+    (689, "async", True, -1),
+    (161, "async", False, -1),
 ]
 
 

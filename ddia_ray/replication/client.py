@@ -220,11 +220,7 @@ class ReplicatedClient(LoopClient):
 
     def _saw(self, write: bool, epoch: int, lsn: int) -> None:
         with self._lock:
-            s = self._session
-            if write and (lsn, epoch) > (s.write_lsn, s.write_epoch):
-                self._session = Session(s.store, epoch, lsn, s.read_epoch, s.read_lsn)
-            elif not write and (lsn, epoch) > (s.read_lsn, s.read_epoch):
-                self._session = Session(s.store, s.write_epoch, s.write_lsn, epoch, lsn)
+            self._session = self._session.saw(write, epoch, lsn)
 
     # --- writes ------------------------------------------------------------------------------------
 

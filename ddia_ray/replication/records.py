@@ -617,6 +617,31 @@ class ReplAdmin:
             raise InvalidArgumentError("timeout_s is a positive number of seconds")
 
 
+def later(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether position ``a`` = ``(epoch, lsn)`` comes after ``b``: epoch first, then lsn.
+
+    Within one history both orders agree, since epochs only grow along a log. They differ for
+    positions from two branches, one of which a failover discarded: ``(2, 79)``, acknowledged by a
+    deposed leader in async mode, and ``(3, 71)``, from the leader that replaced it. By lsn first the
+    session kept ``(2, 79)`` and forgot its own write at ``(3, 71)``; a follower still holding the
+    old tail then served it a value from before that write (replication simulation, async seed
+    689). Such pairs no longer meet in one session (:meth:`Session.saw` marks it lost); epoch first
+    is the order of positions that can."""
+    return a > b
+
+
+def one_history(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether positions ``a`` and ``b`` can both be in one history. Epochs never decrease along a
+    log, so a later epoch at an lsn no higher than an earlier epoch's proves two branches."""
+    (ea, la), (eb, lb) = a, b
+    return not ((ea > eb and la <= lb) or (eb > ea and lb <= la))
+
+
+#: The lsn of a session marked lost (:meth:`Session.saw`): beyond every history, so that a leader
+#: refuses it with SessionError and a follower sends it to the leader.
+LOST_LSN = 2**62
+
+
 @record("repl.session", version=1)
 class Session:
     """A client session's guarantees, portable between processes (encode it with ``ddia_ray.codec``).
@@ -640,8 +665,32 @@ class Session:
             _int(name, getattr(self, name))
 
     def position(self) -> tuple[int, int]:
-        """The position a replica must have applied to serve this session: ``(epoch, lsn)``."""
-        return max((self.write_lsn, self.write_epoch), (self.read_lsn, self.read_epoch))[::-1]
+        """The position a replica must have applied to serve this session: ``(epoch, lsn)``, the later
+        of the two by :func:`later`."""
+        return max((self.write_epoch, self.write_lsn), (self.read_epoch, self.read_lsn))
+
+    def saw(self, write: bool, epoch: int, lsn: int) -> "Session":
+        """This session after a write acknowledged at ``(epoch, lsn)`` (or a read served there).
+
+        A position that no one history can hold together with one the session already has (see
+        :func:`one_history`) means a failover discarded one of them, and with it a write or a read
+        the session depended on; which one, only the final history tells. Its guarantees cannot hold
+        any more, so the session is marked lost (:meth:`lost`): the next replica it asks refuses it
+        with :class:`~ddia_ray.errors.SessionError`, and the application starts a new one."""
+        pos = (epoch, lsn)
+        for seen in ((self.write_epoch, self.write_lsn), (self.read_epoch, self.read_lsn)):
+            if seen[1] and lsn and not one_history(pos, seen):
+                return Session(self.store, max(epoch, seen[0]), LOST_LSN, self.read_epoch, self.read_lsn)
+        if write and later(pos, (self.write_epoch, self.write_lsn)):
+            return Session(self.store, epoch, lsn, self.read_epoch, self.read_lsn)
+        if not write and later(pos, (self.read_epoch, self.read_lsn)):
+            return Session(self.store, self.write_epoch, self.write_lsn, epoch, lsn)
+        return self
+
+    @property
+    def lost(self) -> bool:
+        """Whether this session saw two histories (:meth:`saw`): every replica refuses it."""
+        return self.write_lsn == LOST_LSN
 
     def check_store(self, store: str) -> None:
         """Raise :class:`SessionError` unless this session belongs to ``store``."""

@@ -195,13 +195,12 @@ class _Client:
         if f == "write":
             assert isinstance(result, WriteAck)
             self.rec.ok(op_id, (result.epoch, result.lsn))
-            if (result.lsn, result.epoch) > (s.write_lsn, s.write_epoch):
-                self.session = Session(s.store, result.epoch, result.lsn, s.read_epoch, s.read_lsn)
+            self.session = s.saw(True, result.epoch, result.lsn)
         else:
             assert isinstance(result, ReadResult)
             self.rec.ok(op_id, result.values[0])
-            if req.read == "session" and (result.lsn, result.epoch) > (s.read_lsn, s.read_epoch):
-                self.session = Session(s.store, s.write_epoch, s.write_lsn, result.epoch, result.lsn)
+            if req.read == "session":
+                self.session = s.saw(False, result.epoch, result.lsn)
         self._done(now_s)
 
     def _unknown(self, op_id: int, f: str, why: str, now_s: float) -> None:

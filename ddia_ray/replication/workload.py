@@ -165,7 +165,9 @@ class _Worker(threading.Thread):
                 self.unknown += 1
                 return process + self.clients  # its outcome is unknown: a new process from here (Jepsen)
             s = c.session
-            self.rec.ok(op, (s.write_lsn, s.write_epoch))
+            # Its position, epoch first (records.later); a session that has just seen two histories is
+            # lost, and its write acknowledged at a position it cannot tell: no version, undetermined.
+            self.rec.ok(op, None if s.lost else (s.write_epoch, s.write_lsn))
             self.write_lat.append(time.monotonic() - t0)
         else:
             key = self.rng.choice(self.keys)
