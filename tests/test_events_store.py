@@ -59,6 +59,12 @@ def test_event_store_under_a_leader_kill(ray_session, tmp_path):
             assert len(acked) > 200
             es.restart(old)
 
+            # The handle's own nemesis: a follower cut off while appends go on, then healed.
+            cut = next(m for m in es.members if m != es.leader())
+            es.partition([[cut], ["*"]])
+            assert c.append("cut-off", [EventData("during-cut", "Probe", b"")]).first_position >= 0
+            es.heal()
+
             # The restarted subscriber resumes from its checkpoint: every event once, in order.
             resumed = CatchUpSubscription(c, from_position=checkpoint, page=50)
             total = es.stats()["events"]

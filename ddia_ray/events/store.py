@@ -32,7 +32,8 @@ PROCEDURES = "ddia_ray.events.procedures"
 class EventStore(ServiceStore):
     """A running event store (see the module docstring). Create it with :meth:`launch`; its
     members, ``leader()``, ``kill()``, ``restart()`` and ``shutdown()`` are the
-    :class:`~ddia_ray.replication.service_store.ServiceStore`'s."""
+    :class:`~ddia_ray.replication.service_store.ServiceStore`'s, as are ``partition()``, ``heal()``,
+    ``pause()`` and ``resume()``."""
 
     procedures_module = PROCEDURES
     raft_only = ("an event store replicates with Raft (a committed append survives losing a minority of members); "

@@ -103,6 +103,23 @@ class ServiceStore(Component):
         another node of the group."""
         self.store.restart(member)
 
+    def partition(self, groups) -> None:
+        """Cut the network between groups of members (``"*"``: everyone else, clients included), as
+        :meth:`ReplicatedStore.partition <ddia_ray.replication.ReplicatedStore.partition>` does."""
+        self.store.partition(groups)
+
+    def heal(self) -> None:
+        """Remove every partition and cut."""
+        self.store.heal()
+
+    def pause(self, member: str) -> None:
+        """Freeze a member (no ticks, input held): a process pause (DDIA 8.3)."""
+        self.store.pause(member)
+
+    def resume(self, member: str) -> None:
+        """Let a paused member run again."""
+        self.store.resume(member)
+
     def shutdown(self, *, destroy_data: bool = False) -> None:
         """Stop every node of the group (``destroy_data``: and delete their logs and rows)."""
         self.store.shutdown(destroy_data=destroy_data)
