@@ -204,6 +204,27 @@ def _raw(kind: str, payload) -> bytes:
     ("text: block count beyond the payload", "text", (1, "a", 5, 0)),
     ("text: repeated node", "text", (2, "a", "a", 0, 0)),
     ("text: empty block text", "text", (1, "a", 1, 0, 1, "", -1, 0, False, 0)),
+    # whole documents: their columns are checked at once, their origins as they are placed
+    ("text: two placed blocks share an id", "text",
+     (1, "a", 2, 0, 5, "xy", -1, 0, False, 0, 3, "abc", -1, 0, False, 0)),
+    ("text: a second block at the start with an origin counter", "text",
+     (1, "a", 2, 0, 1, "ab", -1, 0, False, 0, 3, "c", -1, 2, False, 0)),
+    ("text: a second block with an origin node and counter 0", "text",
+     (1, "a", 2, 0, 1, "ab", -1, 0, False, 0, 3, "c", 0, 0, False, 0)),
+    ("text: a deleted flag that is an int, among bools", "text",
+     (1, "a", 2, 0, 1, "ab", -1, 0, False, 0, 3, "c", 0, 2, 1, 0)),
+    ("text: a node index beyond the table, in a column", "text",
+     (1, "a", 2, 0, 1, "ab", -1, 0, False, 1, 3, "c", 0, 2, False, 0)),
+    # the shapes of one-edit deltas, which decode by a shortcut: it refuses the same flaws
+    ("text: one block at counter 0", "text", (1, "a", 1, 0, 0, "x", -1, 0, False, 0)),
+    ("text: one block with a bool node index", "text", (1, "a", 1, False, 1, "x", -1, 0, False, 0)),
+    ("text: one block with an int deleted flag", "text", (1, "a", 1, 0, 1, "x", -1, 0, 0, 0)),
+    ("text: one block whose origin is not below it", "text", (2, "a", "b", 1, 0, 2, "x", 1, 2, False, 0)),
+    ("text: one block whose origin node is its own, repeated", "text", (2, "a", "a", 1, 0, 2, "x", 1, 1, False, 0)),
+    ("text: one block, a counter beyond the int64 range", "text", (1, "a", 1, 0, 2**63 - 1, "xy", -1, 0, False, 0)),
+    ("text: one deleted range, backwards", "text", (1, "a", 0, 1, 0, 5, 4)),
+    ("text: one deleted range at counter 0", "text", (1, "a", 0, 1, 0, 0, 4)),
+    ("text: one deleted range with a bool count", "text", (1, "a", 0, True, 0, 1, 4)),
     ("gcounter: zero count", "gcounter", (("a", 0),)),
     ("gcounter: repeated node", "gcounter", (("a", 1), ("a", 2))),
     ("gset: repeated item", "gset", ("x", "x")),
@@ -228,6 +249,10 @@ def test_valid_hand_written_payloads_decode():
     t = crdt.decode(_raw("text", (1, "a", 2, 0, 1, "ab", -1, 0, False, 0, 3, "c", 0, 2, True, 0)))
     assert t.value() == "ab" and len(t._blocks()) == 2
     assert crdt.decode(_raw("text", (1, "a", 0, 2, 0, 1, 3, 0, 5, 6))).value() == ""
+    assert crdt.decode(_raw("text", (1, "a", 1, 0, 1, "x", -1, 0, False, 0))).value() == "x"
+    assert crdt.decode(_raw("text", (2, "a", "b", 1, 0, 2, "x", 1, 1, False, 0)))._find("a", 2) is not None
+    assert crdt.decode(_raw("text", (1, "a", 1, 0, 2**63 - 2, "xy", -1, 0, False, 0))).value() == "xy"
+    assert crdt.decode(_raw("text", (1, "a", 0, 1, 0, 5, 5)))._orphans == {"a": ([5], [5])}
     s = crdt.decode(_raw("orset", {"n": ("a",), "c": (((0, 1),), ()), "e": (("x", ((0, 1),)),)}))
     assert s.value() == {"x"}
     nested = CRDTState("gcounter", 1, (("a@1", 2),))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_crdt_convergence import EXAMPLES, Sim
 
 from ddia_ray import crdt
+from ddia_ray.crdt import runs
 
 TEXT = settings(max_examples=EXAMPLES * 2, deadline=None)
 
@@ -254,3 +255,150 @@ def test_decoding_checks_sibling_order_before_trusting_the_given_order():
     assert crdt.decode(_payload_of([(1, "n", "a", None), (2, "z", "Z", (1, "n")), (2, "n", "bc", (1, "n"))])).value() \
         == "aZbc"
     assert crdt.decode(_payload_of([(1, "n", "abc", None), (2, "z", "Z", (1, "n"))])).value() == "aZbc"
+
+
+# --- bytes written before the fast paths (format 1): they still decode to the same states -----------
+
+FORMAT_1_FIXTURES = {  # name -> (value, hex of crdt.encode), written by the code of 2026-12-05 before its fast paths
+    "full": ("h\u00e9\U0001f600eXY world",
+             "c76f0183a174aa637264742e7374617465a17601a16683a46b696e64a474657874a6666f726d617401a77061796c6f6164dc0029"
+             "02a161a162060001a168ff00c2000ca6c3a9f09f98800001c20002a1650001c20003a36c6c6f0002c3010ca258590005c20006a6"
+             "20776f726c640005c200"),
+    "waiting": ("", "c7410183a174aa637264742e7374617465a17601a16683a46b696e64a474657874a6666f726d617401a77061796c6f6164"
+                    "9e02a162a16101000ca258590105c201010305"),
+    "ins": ("hello world", "c7450183a174aa637264742e7374617465a17601a16683a46b696e64a474657874a6666f726d617401a7706179"
+                           "6c6f61649a01a161010001ab68656c6c6f20776f726c64ff00c200"),
+    "del": ("", "c7370183a174aa637264742e7374617465a17601a16683a46b696e64a474657874a6666f726d617401a77061796c6f6164"
+                "9701a1610001000305"),
+    "ins2": ("", "c73e0183a174aa637264742e7374617465a17601a16683a46b696e64a474657874a6666f726d617401a77061796c6f6164"
+                 "9b02a162a16101000ca258590105c200"),
+}
+
+
+def test_format_1_fixtures_decode_to_the_same_states_and_bytes():
+    for name, (value, hexed) in FORMAT_1_FIXTURES.items():
+        t = crdt.decode(bytes.fromhex(hexed), "text")
+        check_structure(t)
+        assert t.value() == value, name
+        assert crdt.encode(t).hex() == hexed, name
+    # the deltas, merged in any order, rebuild the document they came from
+    parts = [crdt.decode(bytes.fromhex(FORMAT_1_FIXTURES[n][1])) for n in ("ins2", "del", "ins")]
+    whole = crdt.decode(bytes.fromhex(FORMAT_1_FIXTURES["full"][1]))
+    a, b = crdt.Text(), crdt.Text()
+    for p in parts:
+        a.merge(p)
+    for p in reversed(parts):
+        b.merge(p)
+    assert a.value() == b.value() == "heXY world" and a == b
+    assert whole.merge(a).value() == "h\u00e9\U0001f600eXY world"
+
+
+# --- the fast paths give what the general paths give ---------------------------------------------
+
+
+def _general_decode(data: bytes) -> crdt.Text:
+    """Decode ``data`` by the general path only (no one-block or deletion shortcut, no column checks)."""
+    from ddia_ray import codec
+    from ddia_ray.crdt import text_format
+
+    p = codec.decode(data).payload
+    saved = text_format._one_block, text_format._deletion, text_format._INT
+    text_format._one_block = text_format._deletion = lambda cls, p: None
+    text_format._INT = set()  # no column passes: every row is read one at a time
+    try:
+        return text_format.from_payload(crdt.Text, p)
+    finally:
+        text_format._one_block, text_format._deletion, text_format._INT = saved
+
+
+def _general_merge(into: crdt.Text, other: crdt.Text) -> None:
+    """Merge as the general path does: every block of ``other`` absorbed in id order, then its deletions."""
+    if into._shared:
+        runs.unshare(into)
+    blocks = sorted(other._blocks(), key=lambda b: (b.start, b.node))
+    for b in blocks:
+        into._absorb(b.start, b.node, b.text, b.origin, b.deleted)
+    for node, (starts, ends) in other._orphans.items():
+        for s, e in zip(starts, ends):
+            into._delete_range(node, s, e)
+    into._clock = max(into._clock, other._clock)
+    into._cci, into._coff = 0, 0
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fast_paths_match_the_general_paths(seed):
+    """Deltas of two writers, delivered shuffled and duplicated, decoded and merged by the fast paths
+    and by the general ones: same text, same state, same bytes."""
+    rng = random.Random(seed)
+    writers = {"a": (crdt.Text(), []), "b": (crdt.Text(), [])}
+    wire = []
+    for _ in range(60):
+        node = rng.choice("ab")
+        t, model = writers[node]
+        d = edit(rng, t, model, node)
+        wire.append(crdt.encode(d))
+        if rng.random() < 0.2:  # the writers hear each other now and then
+            other = writers["b" if node == "a" else "a"][0]
+            other.merge(crdt.decode(wire[-1]))
+            writers["b" if node == "a" else "a"][1][:] = list(other.value())
+    order = wire + rng.sample(wire, len(wire) // 4)
+    if rng.random() < 0.5:
+        rng.shuffle(order)
+    fast, slow = crdt.Text(), crdt.Text()
+    for data in order:
+        d_fast, d_slow = crdt.decode(data), _general_decode(data)
+        assert d_fast == d_slow and crdt.encode(d_fast) == data
+        fast.merge(d_fast)
+        _general_merge(slow, d_slow)
+        assert fast.value() == slow.value()
+    check_structure(fast)
+    check_structure(slow)
+    assert fast == slow and crdt.encode(fast) == crdt.encode(slow)
+    both = crdt.Text()
+    for data in wire:
+        both.merge(crdt.decode(data))
+    assert both == fast
+
+
+def test_typing_at_the_end_extends_the_last_run_even_before_a_trailing_tombstone():
+    t = crdt.Text()
+    deltas = [t.insert("a", 0, "ab"), t.delete("a", 1, 1), t.insert("a", 1, "c"), t.insert("a", 2, "d")]
+    r = crdt.Text()
+    for d in deltas:
+        r.merge(crdt.decode(crdt.encode(d)))
+    check_structure(r)
+    assert r.value() == "acd" and r == t
+    # "a", then "cd" as one run (the receiver extended it), then the tombstone "b"
+    assert [(b.text, b.deleted) for ch in r._chunks for b in ch] == [("a", False), ("cd", False), ("b", True)]
+
+
+def test_a_greater_id_after_the_origin_is_not_overtaken_by_a_run_extension():
+    # b's "X" is a child of a's "a" with a greater id than a's next character: a's "b" goes after it
+    a = crdt.Text()
+    d1 = a.insert("a", 0, "a")
+    x = crdt.Text().merge(d1)
+    dx = x.insert("z", 1, "X")
+    d2 = a.insert("a", 1, "b")
+    r = crdt.Text()
+    for d in (d1, dx, d2):
+        r.merge(crdt.decode(crdt.encode(d)))
+    check_structure(r)
+    assert r.value() == "aXb"
+    assert r == a.merge(dx)
+
+
+def test_a_state_merged_into_an_empty_one_is_shared_until_either_changes():
+    src = crdt.Text()
+    src.insert("a", 0, "hello")
+    dst = crdt.Text().merge(src)
+    assert dst._chunks is src._chunks and dst == src  # shared, not copied
+    dst.insert("b", 5, "!")
+    src.delete("a", 0, 1)
+    check_structure(dst)
+    check_structure(src)
+    assert dst.value() == "hello!" and src.value() == "ello"
+    third = crdt.Text().merge(src)
+    third.merge(dst)  # changes third only
+    assert third.value() == "ello!" and src.value() == "ello" and dst.value() == "hello!"
+    assert crdt.decode(crdt.encode(third)) == third

@@ -8,14 +8,23 @@ characters of one node with consecutive counters, each the origin of the next, a
 and is split when an edit lands inside it. Placed blocks live in :class:`_Chunk` s, slices of the
 document that know their visible length, so a position is found by walking chunks. Deleted ids
 that are not placed yet are kept as sorted, disjoint id ranges per node (:func:`_ranges_add`,
-:func:`_ranges_take`). Nothing here knows the RGA rules; :mod:`.text` applies them.
+:func:`_ranges_take`); :func:`copy_blocks` copies a document with fresh objects (what a copy,
+and the first write to a state that shares its structures, costs: :func:`share`). Nothing here knows the RGA
+rules; :mod:`.text` applies them.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import TYPE_CHECKING
+from operator import attrgetter
 
-__all__ = ["CHUNK_MAX"]  # and the private parts of ddia_ray.crdt.text
+__all__ = ["CHUNK_MAX", "copy_blocks", "share", "unshare"]  # and the private parts of ddia_ray.crdt.text
+
+if TYPE_CHECKING:
+    from .text import Text
+
+_start = attrgetter("start")
 
 #: Blocks per chunk of the document list before the chunk is cut in two.
 CHUNK_MAX = 64
@@ -92,3 +101,55 @@ def _ranges_take(ranges: dict, node: str, s: int, e: int) -> list[tuple[int, int
         if not starts:
             del ranges[node]
     return taken
+
+
+def copy_blocks(chunks: list[_Chunk], pending: dict) -> tuple[list[_Chunk], dict, dict]:
+    """Fresh copies of a text's document ``chunks`` and its waiting blocks ``pending`` (origin node ->
+    origin counters, blocks), with the index of both (node -> block starts, blocks, sorted)."""
+    by_node: dict[str, list[_Block]] = {}
+    new_chunks = []
+    for och in chunks:
+        ch = _Chunk()
+        for b in och:
+            nb = _Block(b.start, b.node, b.text, b.origin, b.deleted)
+            nb.chunk, nb.indexed = ch, True
+            ch.append(nb)
+            blocks = by_node.get(nb.node)
+            if blocks is None:
+                by_node[nb.node] = [nb]
+            else:
+                blocks.append(nb)
+        ch.vis = och.vis
+        new_chunks.append(ch)
+    new_pending = {}
+    for node, (counters, waiting) in pending.items():
+        copies = []
+        for w in waiting:
+            nw = _Block(w.start, w.node, w.text, w.origin, w.deleted)
+            nw.indexed = True
+            copies.append(nw)
+            by_node.setdefault(nw.node, []).append(nw)
+        new_pending[node] = (list(counters), copies)
+    index = {}
+    for node, blocks in by_node.items():
+        blocks.sort(key=_start)
+        index[node] = ([x.start for x in blocks], blocks)
+    return new_chunks, index, new_pending
+
+
+def share(dst: Text, src: Text) -> None:
+    """Make the empty ``dst`` equal to ``src`` by sharing its structures, copy on write: merging a
+    whole document into an empty replica costs O(1), and the first change to either state copies
+    them (:func:`unshare`). Blocks and chunks change only in the mutators and ``merge``, which each
+    unshare first when their state is flagged ``_shared``."""
+    dst._chunks, dst._index, dst._pending, dst._orphans = src._chunks, src._index, src._pending, src._orphans
+    dst._clock, dst._len = src._clock, src._len
+    dst._cci, dst._coff = 0, 0
+    dst._shared = src._shared = True
+
+
+def unshare(doc: Text) -> None:
+    """Give ``doc`` its own copy of the structures it may share with other states (see :func:`share`)."""
+    doc._chunks, doc._index, doc._pending = copy_blocks(doc._chunks, doc._pending)
+    doc._orphans = {node: (list(s), list(e)) for node, (s, e) in doc._orphans.items()}
+    doc._shared = False  # same chunks in the same order: the cursor still holds

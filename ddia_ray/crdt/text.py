@@ -29,6 +29,15 @@ carries the inserted block or the deleted id ranges. The document is a list of c
 :data:`.runs.CHUNK_MAX` blocks, each knowing its visible length, so finding a position walks chunks,
 not blocks; a cursor remembers the last chunk used, which makes typing at one place O(1).
 
+Merging fast. A typing trace ships one delta per edit, so a delta's fixed cost is the receiver's
+rate. A delta of one run whose origin is the end of a run of the same node, with the next counter,
+extends that run in place when RGA puts it right after its origin (the block after it has a
+smaller id, or there is none) and nothing here waits on or deletes its ids (:meth:`Text._extend_run`),
+as Yjs merges adjacent items; other one-run deltas skip the sort of the general merge. A state
+merged into an empty one is not copied but shared, copy on write: both are flagged ``_shared`` and
+the first mutator or merge into either copies the structures (:func:`.runs.share`). Decoding reads
+the deltas of single edits by a shortcut and a whole document by columns (:mod:`.text_format`).
+
 Why our own and not pycrdt (Yjs): the core stays pure Python with no native dependency, every
 step can be read and tested here, and its states travel through our versioned codec like every
 other record. pycrdt is the peer bench/conflicts_crdt.py measures it against.
@@ -66,7 +75,8 @@ class Text(CRDT):
 
     kind = "text"
     mutators = frozenset({"insert", "delete"})
-    __slots__ = ("_chunks", "_index", "_pending", "_orphans", "_clock", "_len", "_cci", "_coff", "_skips")
+    __slots__ = ("_chunks", "_index", "_pending", "_orphans", "_clock", "_len", "_cci", "_coff", "_skips",
+                 "_shared")
 
     def __init__(self) -> None:
         self._chunks: list[_Chunk] = []  # the document, in order
@@ -77,6 +87,7 @@ class Text(CRDT):
         self._len = 0  # visible characters
         self._cci, self._coff = 0, 0  # cursor: a chunk index and the visible characters before it
         self._skips = 0  # blocks skipped while placing others: decode bounds it
+        self._shared = False  # the structures above may be another state's too: copy before changing them
 
     # --- the index -------------------------------------------------------------------
 
@@ -295,6 +306,41 @@ class Text(CRDT):
                     if not pend[0]:
                         del self._pending[node]
 
+    def _extend_run(self, b: _Block) -> bool:
+        """Integrate ``b`` by extending the run it continues, when RGA puts it right there (typing
+        on) and nothing here waits on or deletes its ids; False: nothing was done."""
+        node, s, o = b.node, b.start, b.origin
+        if o is None or o[0] != s - 1 or o[1] != node or b.deleted or node in self._orphans or node in self._pending:
+            return False
+        ix = self._index.get(node)
+        if ix is None or ix[0][-1] >= s:
+            return False
+        left = ix[1][-1]
+        ch = left.chunk
+        if ch is None or left.deleted or left.start + len(left.text) != s:
+            return False
+        # ``b``'s origin ends ``left`` and none of ``b``'s ids is known here; RGA puts ``b`` right
+        # after its origin unless the next block has a greater id (see the module doc).
+        chunks = self._chunks
+        if ch[-1] is not left:
+            nxt = ch[ch.index(left) + 1]
+        elif ch is not chunks[-1]:
+            nxt = chunks[chunks.index(ch) + 1][0]
+        else:
+            nxt = None
+        if nxt is not None:
+            if nxt.start > s or (nxt.start == s and nxt.node > node):
+                return False
+            if ch is not chunks[-1]:
+                self._cci, self._coff = 0, 0  # characters appeared before later chunks
+        n = len(b.text)
+        left.text += b.text
+        ch.vis += n
+        self._len += n
+        if s + n - 1 > self._clock:
+            self._clock = s + n - 1
+        return True
+
     def _absorb(self, s: int, node: str, text: str, origin: tuple | None, deleted: bool) -> None:
         """Integrate the ids of run ``s..`` (of ``text``) that are not known here; flag them if ``deleted``."""
         e = s + len(text) - 1
@@ -323,6 +369,8 @@ class Text(CRDT):
     def insert(self, node: str, index: int, text: str) -> Text:
         """Insert ``text`` before the character at ``index`` (0 <= index <= len); returns the delta."""
         check_node(node)
+        if self._shared:
+            runs.unshare(self)
         if type(index) is not int or not 0 <= index <= self._len:
             raise InvalidArgumentError(f"insert index must be an int in [0, {self._len}], got {index!r:.40}")
         if type(text) is not str:
@@ -371,6 +419,8 @@ class Text(CRDT):
         delta = Text()
         if not length:
             return delta
+        if self._shared:
+            runs.unshare(self)
         b, k = self._locate(index)
         if k:
             b = self._split(b, k)
@@ -411,8 +461,21 @@ class Text(CRDT):
         if other is self:
             return self
         if not self._index and not self._orphans:
-            self._copy_from(other)
+            runs.share(self, other)
             return self
+        if self._shared:
+            runs.unshare(self)
+        oix = other._index
+        if len(oix) == 1 and not other._orphans:  # one run, the delta of an insert: no sort, no lists
+            (ostarts, oblocks), = oix.values()
+            if len(oblocks) == 1:
+                b = oblocks[0]
+                if not self._extend_run(b):
+                    self._absorb(b.start, b.node, b.text, b.origin, b.deleted)
+                    self._cci, self._coff = 0, 0
+                if other._clock > self._clock:
+                    self._clock = other._clock
+                return self
         # In id order every origin comes before its children, so a block's origin is either known
         # here or not in ``other`` at all, and each placement skips few blocks.
         blocks = [b for ch in other._chunks for b in ch] if other._chunks else []
@@ -432,27 +495,7 @@ class Text(CRDT):
 
     def _copy_from(self, other: Text) -> None:
         """Make this empty state a copy of ``other`` (same blocks, fresh objects)."""
-        by_node: dict[str, list[_Block]] = {}
-        for och in other._chunks:
-            ch = _Chunk()
-            for b in och:
-                nb = _Block(b.start, b.node, b.text, b.origin, b.deleted)
-                nb.chunk, nb.indexed = ch, True
-                ch.append(nb)
-                by_node.setdefault(nb.node, []).append(nb)
-            ch.vis = och.vis
-            self._chunks.append(ch)
-        for node, (counters, waiting) in other._pending.items():
-            copies = []
-            for w in waiting:
-                nw = _Block(w.start, w.node, w.text, w.origin, w.deleted)
-                nw.indexed = True
-                copies.append(nw)
-                by_node.setdefault(nw.node, []).append(nw)
-            self._pending[node] = (list(counters), copies)
-        for node, blocks in by_node.items():
-            blocks.sort(key=lambda x: x.start)
-            self._index[node] = ([x.start for x in blocks], blocks)
+        self._chunks, self._index, self._pending = runs.copy_blocks(other._chunks, other._pending)
         self._orphans = {node: (list(s), list(e)) for node, (s, e) in other._orphans.items()}
         self._clock, self._len = other._clock, other._len
         self._cci, self._coff = 0, 0
@@ -472,21 +515,7 @@ class Text(CRDT):
 
     def _rows(self) -> list:
         """Canonical rows ``(start, node, text, origin, deleted)``: the document's, then the waiting ones."""
-        def coalesce(blocks) -> list:
-            rows: list = []
-            last = None
-            for b in blocks:
-                if (last is not None and last[1] == b.node and last[5] == b.start and last[4] == b.deleted
-                        and b.origin == (b.start - 1, b.node)):
-                    last[2].append(b.text)
-                    last[5] += len(b.text)
-                else:
-                    last = [b.start, b.node, [b.text], b.origin, b.deleted, b.start + len(b.text)]
-                    rows.append(last)
-            return [(r[0], r[1], "".join(r[2]), r[3], r[4]) for r in rows]
-
-        waiting = sorted((w for _, ws in self._pending.values() for w in ws), key=lambda x: (x.node, x.start))
-        return coalesce(b for ch in self._chunks for b in ch) + coalesce(waiting)
+        return text_format.rows(self)
 
     def __eq__(self, other: object) -> bool:
         return (type(other) is Text and self._len == other._len and self._orphans == other._orphans

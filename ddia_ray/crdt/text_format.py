@@ -7,7 +7,11 @@ in :mod:`.text`), so the codec checks it in one C-level pass. Writing lists the 
 in order, maximal runs coalesced, so equal states give equal bytes. Reading checks every value,
 then places the leading runs that are in RGA's order (the tree's preorder with siblings in
 descending id order, checked as it goes) in one pass without searching, and integrates any rest
-in id order, in which every origin precedes its children. Hostile bytes raise
+in id order, in which every origin precedes its children. Reading checks the blocks a column at a
+time (each column's types and bounds by C-level builtins: ``set(map(type, ...))``, ``min``,
+``max``) and reads a failing payload again a row at a time for an error naming the block. The two
+shapes a single edit's delta has, one block or one deleted range, are read by a shortcut that
+checks the same things for that shape and leaves anything else to the general path. Hostile bytes raise
 :class:`~ddia_ray.errors.CorruptRecordError` in time linear in their length: ids may not repeat,
 an origin's counter is below its run's, deleted ranges come sorted and apart, and a payload whose
 placements would skip far (which no replica writes) is refused.
@@ -15,6 +19,10 @@ placements would skip far (which no replica writes) is refused.
 
 from __future__ import annotations
 
+from operator import add as _add
+from operator import ge as _ge
+from operator import gt as _gt
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import runs
@@ -25,7 +33,33 @@ from .runs import _Block, _Chunk, _ranges_add
 if TYPE_CHECKING:
     from .text import Text
 
-__all__ = ["payload", "from_payload", "place_in_order"]
+__all__ = ["payload", "from_payload", "place_in_order", "rows"]
+
+_INT, _STR, _BOOL = {int}, {str}, {bool}
+_start, _text = attrgetter("start"), attrgetter("text")
+
+
+def _coalesce(blocks) -> list:
+    """Rows of ``blocks``, each maximal run of them (same node, next counter, origin the previous
+    character, same flag) as one row."""
+    rows: list = []
+    last = None
+    for b in blocks:
+        if (last is not None and last[1] == b.node and last[5] == b.start and last[4] == b.deleted
+                and b.origin == (b.start - 1, b.node)):
+            last[2].append(b.text)
+            last[5] += len(b.text)
+        else:
+            last = [b.start, b.node, [b.text], b.origin, b.deleted, b.start + len(b.text)]
+            rows.append(last)
+    return [(r[0], r[1], "".join(r[2]), r[3], r[4]) for r in rows]
+
+
+def rows(doc: Text) -> list:
+    """Canonical rows ``(start, node, text, origin, deleted)`` of ``doc``: the document's in order,
+    then the waiting ones by node and counter, maximal runs coalesced."""
+    waiting = sorted((w for _, ws in doc._pending.values() for w in ws), key=lambda x: (x.node, x.start))
+    return _coalesce(b for ch in doc._chunks for b in ch) + _coalesce(waiting)
 
 
 def payload(doc: Text) -> Any:
@@ -47,67 +81,234 @@ def payload(doc: Text) -> Any:
 
 
 def place_in_order(doc: Text, rows: list) -> int:
-    """Place the leading ``rows`` that are already in RGA's order, without searching; returns how many.
+    """Place the leading ``rows`` ``(start, node, text, origin, deleted)`` that are already in RGA's
+    order, without searching; returns how many (see :func:`_place_columns`)."""
+    index: dict[str, int] = {}
+    columns: tuple[list, ...] = ([], [], [], [], [], [])
+    for s, node, text, origin, deleted in rows:
+        for col, x in zip(columns, (_ix(index, node), s, text, -1 if origin is None else _ix(index, origin[1]),
+                                    0 if origin is None else origin[0], deleted)):
+            col.append(x)
+    return _place_columns(doc, tuple(index), *columns)
+
+
+def _place_columns(doc: Text, nodes: tuple, nis, starts, texts, ois, ocs, dels) -> int:
+    """Place the leading blocks of the columns (see :func:`_columns`) that are already in RGA's
+    order, without searching; returns how many.
 
     Canonical bytes list the document in order, so decoding need not search for each block's
     place; it only checks that the order is the tree's preorder with siblings in descending id
-    order (then it is exactly what integration would build). ``path`` holds the runs from the
-    root to the last character placed, each ``[node, start, last counter on the path, id of the
-    last child of that character]``. A row whose origin is not on the path, or that would not be
-    the smallest sibling so far, ends the prefix: the rest is integrated the general way.
+    order (then it is exactly what integration would build). The path holds the runs from the
+    root to the last character placed: for each its node, start, last counter on the path, and the
+    id of the last child of that character placed (kept in five lists, so that placing a block
+    makes no container the garbage collector must track). A block whose origin is not on the path, or that would not be
+    the smallest sibling so far, ends the prefix: the rest is integrated the general way. Most
+    blocks' origin is the last character of the block before (a run cut by a deletion or an
+    insertion): the top of the path, with no child yet, which is checked first.
     """
-    path: list[list] = []
-    root_last: tuple | None = None
+    kind = doc.kind
+    # the path as parallel lists (no container per block): run node, start, last counter on the
+    # path, and the id (counter, node) of that character's last child placed (None: none yet)
+    path_node: list = []
+    path_start: list = []
+    path_end: list = []
+    child_s: list = []
+    child_n: list = []
+    root_s, root_n = 0, ""
     chunks, half = doc._chunks, max(1, runs.CHUNK_MAX // 2)
-    ch: _Chunk | None = None
+    ch = _Chunk()
+    vis = length = 0  # the chunk's and the document's visible characters, written back once
+    clock = doc._clock
     by_node: dict[str, list[_Block]] = {}
     count = 0
-    for s, node, text, origin, deleted in rows:
-        rid = (s, node)
-        if origin is None:
-            if root_last is not None and not rid < root_last:
+    pni, pe = -2, 0  # the node index and the last counter of the block before
+    for ni, s, text, oi, oc, deleted in zip(nis, starts, texts, ois, ocs, dels):
+        node = nodes[ni]
+        if oi < 0:
+            if oc:
+                raise corrupt(kind, "a block at the start has origin counter 0")
+            origin = None
+            if root_s and not (s < root_s or (s == root_s and node < root_n)):
                 break
-            path.clear()
-            root_last = rid
+            del path_node[:], path_start[:], path_end[:], child_s[:], child_n[:]
+            root_s, root_n = s, node
         else:
-            oc, on = origin
-            while path and not (path[-1][0] == on and path[-1][1] <= oc <= path[-1][2]):
-                path.pop()
-            if not path:
-                break
-            seg = path[-1]
-            if oc < seg[2]:  # the run goes on after the origin: its next character is a child of it
-                last, seg[2] = (oc + 1, on), oc
+            if not oc:
+                raise corrupt(kind, "a block's origin counter must be below its start")
+            on = nodes[oi]
+            origin = (oc, on)
+            if oi == pni and oc == pe:  # the end of the block before: the path's top, no child yet
+                child_s[-1], child_n[-1] = s, node
             else:
-                last = seg[3]
-            if last is not None and not rid < last:
-                break
-            seg[3] = rid
+                while path_node:
+                    if path_node[-1] == on and path_start[-1] <= oc <= path_end[-1]:
+                        break
+                    path_node.pop(), path_start.pop(), path_end.pop(), child_s.pop(), child_n.pop()
+                else:
+                    break
+                if oc < path_end[-1]:  # the run goes on after the origin: its next character is a child of it
+                    last_s, last_n = oc + 1, on
+                    path_end[-1] = oc
+                else:
+                    last_s, last_n = child_s[-1], child_n[-1]
+                if last_s and not (s < last_s or (s == last_s and node < last_n)):
+                    break
+                child_s[-1], child_n[-1] = s, node
         n = len(text)
-        path.append([node, s, s + n - 1, None])
-        b = _Block(s, node, text, origin, deleted)
-        if ch is None or len(ch) >= half:
-            ch = _Chunk()
+        pni, pe = ni, s + n - 1
+        path_node.append(node)
+        path_start.append(s)
+        path_end.append(pe)
+        child_s.append(0)
+        child_n.append("")
+        if len(ch) >= half:
+            ch.vis = vis
             chunks.append(ch)
+            ch, vis = _Chunk(), 0
+        b = _Block(s, node, text, origin, deleted)
         ch.append(b)
         b.chunk, b.indexed = ch, True
         if not deleted:
-            ch.vis += n
-            doc._len += n
-        if s + n - 1 > doc._clock:
-            doc._clock = s + n - 1
-        by_node.setdefault(node, []).append(b)
+            vis += n
+            length += n
+        if pe > clock:
+            clock = pe
+        blocks = by_node.get(node)
+        if blocks is None:
+            by_node[node] = [b]
+        else:
+            blocks.append(b)
         count += 1
+    if ch:
+        ch.vis = vis
+        chunks.append(ch)
+    doc._len += length
+    doc._clock = clock
     for node, blocks in by_node.items():
-        blocks.sort(key=lambda x: x.start)
+        blocks.sort(key=_start)
         doc._index[node] = ([x.start for x in blocks], blocks)
     return count
+
+
+def _one_block(cls: type[Text], p: tuple) -> Text | None:
+    """The state of a one-block payload with no orphan (what an insert's delta is), built directly;
+    None if ``p`` has another shape or a value the general path must judge (it then refuses it).
+
+    Same checks as :func:`from_payload`, written for the one shape: a typing trace ships one of
+    these per edit, so their fixed cost is the receiver's rate.
+    """
+    if len(p) == 10:
+        nn, node, nb, ni, s, text, oi, oc, deleted, nd = p
+        onode = node
+        if oi == 0 and type(oi) is int:
+            pass
+        elif oi != -1 or type(oi) is not int:
+            return None
+    else:
+        nn, node, onode, nb, ni, s, text, oi, oc, deleted, nd = p
+        # as written: the block's node first, its origin's second
+        if type(onode) is not str or not onode or onode == node or oi != 1 or type(oi) is not int:
+            return None
+        oi = 0
+    if (nn != len(p) - 9 or nb != 1 or nd != 0 or ni != 0 or type(node) is not str or not node
+            or type(nn) is not int or type(nb) is not int or type(nd) is not int or type(ni) is not int
+            or type(text) is not str or not text or type(s) is not int or not 1 <= s <= COUNTER_MAX - len(text) + 1
+            or type(deleted) is not bool or type(oc) is not int):
+        return None
+    n = len(text)
+    e = s + n - 1
+    t = cls()
+    t._clock = e
+    if oi == -1:
+        if oc != 0:
+            return None
+        b = _Block(s, node, text, None, deleted)
+        ch = _Chunk()
+        ch.append(b)
+        b.chunk = ch
+        if not deleted:
+            ch.vis = t._len = n
+        t._chunks.append(ch)
+    else:
+        if not 1 <= oc < s:
+            return None
+        b = _Block(s, node, text, (oc, onode), False)
+        t._pending[onode] = ([oc], [b])
+        if deleted:  # a waiting block is never flagged: its deleted ids wait as orphans
+            t._orphans[node] = ([s], [e])
+    b.indexed = True
+    t._index[node] = ([s], [b])
+    return t
+
+
+def _deletion(cls: type[Text], p: tuple) -> Text | None:
+    """The state of a payload holding one orphan range and nothing else (what a delete's delta
+    most often is), built directly; None if ``p`` has another shape or a value to judge."""
+    nn, node, nb, nd, ni, s, e = p
+    if (nn != 1 or nb != 0 or nd != 1 or ni != 0 or type(node) is not str or not node or type(nn) is not int
+            or type(nb) is not int or type(nd) is not int or type(ni) is not int or type(s) is not int
+            or type(e) is not int or not 1 <= s <= e <= COUNTER_MAX):
+        return None
+    t = cls()
+    t._orphans[node] = ([s], [e])
+    return t
+
+
+def _columns(p: tuple, a: int, nb: int, top: int) -> tuple | None:
+    """The ``nb`` blocks of payload ``p`` from position ``a`` as six columns (node index, start, text,
+    origin node index, origin counter, deleted), if every column's types and bounds are right,
+    checked by C-level builtins (a whole document is thousands of blocks); None: read the rows one
+    at a time (:func:`_rows`) for the error naming the block. Left to the caller: an origin counter
+    is 0 exactly when the origin node index is -1."""
+    b = a + 6 * nb
+    nis, starts, texts, ois, ocs, dels = p[a:b:6], p[a + 1:b:6], p[a + 2:b:6], p[a + 3:b:6], p[a + 4:b:6], p[a + 5:b:6]
+    if nb and (set(map(type, nis)) == set(map(type, starts)) == set(map(type, ois)) == set(map(type, ocs)) == _INT
+               and set(map(type, texts)) == _STR and set(map(type, dels)) == _BOOL
+               and 0 <= min(nis) and max(nis) <= top and -1 <= min(ois) and max(ois) <= top
+               and min(map(len, texts)) >= 1 and min(starts) >= 1 and min(ocs) >= 0
+               and max(map(_add, starts, map(len, texts))) <= COUNTER_MAX + 1
+               and not any(map(_ge, ocs, starts))):  # an origin precedes its block
+        return nis, starts, texts, ois, ocs, dels
+    return None
+
+
+def _rows(kind: str, p: tuple, a: int, b: int, nodes: tuple) -> list:
+    """The blocks of payload ``p`` from position ``a`` to ``b`` as rows ``(start, node, text, origin,
+    deleted)``, checked one at a time."""
+    top = len(nodes) - 1
+    rows = []
+    for r in range(a, b, 6):
+        ni, s, text, oi, oc, deleted = p[r:r + 6]
+        if type(ni) is not int or not 0 <= ni <= top or type(text) is not str or not text \
+                or type(s) is not int or not 1 <= s <= COUNTER_MAX - len(text) + 1 or type(deleted) is not bool:
+            raise corrupt(kind, f"block {(r - a) // 6} is malformed")
+        if type(oi) is not int or type(oc) is not int or not -1 <= oi <= top:
+            raise corrupt(kind, f"block {(r - a) // 6} has a malformed origin")
+        if oi == -1:
+            if oc != 0:
+                raise corrupt(kind, "a block at the start has origin counter 0")
+            origin = None
+        elif not 1 <= oc < s:
+            raise corrupt(kind, "a block's origin counter must be below its start")
+        else:
+            origin = (oc, nodes[oi])
+        rows.append((s, nodes[ni], text, origin, deleted))
+    return rows
 
 
 def from_payload(cls: type[Text], payload: Any) -> Text:
     """A validated state from a flat payload (see the grammar in :mod:`.text`)."""
     kind = cls.kind
     p = payload
+    if type(p) is tuple:  # the deltas of single edits, the common case, skip the general walk
+        if len(p) == 10 or len(p) == 11:
+            t = _one_block(cls, p)
+            if t is not None:
+                return t
+        elif len(p) == 7:
+            t = _deletion(cls, p)
+            if t is not None:
+                return t
     if type(p) is not tuple or not p or type(p[0]) is not int or not 0 <= p[0] < len(p):
         raise corrupt(kind, "payload must be an array that starts with the node count")
     nn = p[0]
@@ -121,36 +322,25 @@ def from_payload(cls: type[Text], payload: Any) -> Text:
     nb = p[pos] if pos < len(p) else None
     if type(nb) is not int or not 0 <= nb or pos + 1 + 6 * nb >= len(p):
         raise corrupt(kind, "the block count is missing or beyond the payload")
-    rows = []
     top = nn - 1
-    for r in range(pos + 1, pos + 1 + 6 * nb, 6):
-        ni, s, text, oi, oc, deleted = p[r:r + 6]
-        if type(ni) is not int or not 0 <= ni <= top or type(text) is not str or not text \
-                or type(s) is not int or not 1 <= s <= COUNTER_MAX - len(text) + 1 or type(deleted) is not bool:
-            raise corrupt(kind, f"block {(r - pos - 1) // 6} is malformed")
-        if type(oi) is not int or type(oc) is not int or not -1 <= oi <= top:
-            raise corrupt(kind, f"block {(r - pos - 1) // 6} has a malformed origin")
-        if oi == -1:
-            if oc != 0:
-                raise corrupt(kind, "a block at the start has origin counter 0")
-            origin = None
-        elif not 1 <= oc < s:
-            raise corrupt(kind, "a block's origin counter must be below its start")
-        else:
-            origin = (oc, nodes[oi])
-        rows.append((s, nodes[ni], text, origin, deleted))
-    pos += 1 + 6 * nb
+    a, b = pos + 1, pos + 1 + 6 * nb
+    pos = b
     nd = p[pos]
     if type(nd) is not int or nd < 0 or pos + 1 + 3 * nd != len(p):
         raise corrupt(kind, "the orphan count does not match the payload's length")
     t = cls()
-    placed = place_in_order(t, rows) if len(rows) > 1 else 0
+    columns = _columns(p, a, nb, top) if nb > 1 else None
+    if columns is not None:
+        placed = _place_columns(t, nodes, *columns)
+        rows = _rows(kind, p, a + 6 * placed, b, nodes)
+    else:
+        rows = _rows(kind, p, a, b, nodes)
+        placed = place_in_order(t, rows) if len(rows) > 1 else 0
+        rows = rows[placed:]
     if placed:
-        for starts, blocks in t._index.values():
-            for x, nxt in zip(blocks, starts[1:]):
-                if x.start + len(x.text) > nxt:
-                    raise corrupt(kind, "two blocks share an id")
-    rows = rows[placed:]
+        for starts, blocks in t._index.values():  # C-level passes: does a block end past the next start?
+            if any(map(_gt, map(_add, starts, map(len, map(_text, blocks))), starts[1:])):
+                raise corrupt(kind, "two blocks share an id")
     if len(rows) > 1:
         rows.sort(key=lambda r: (r[0], r[1]))
     # In id order a block is placed right after its origin but for ties of counters, so skips
