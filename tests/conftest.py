@@ -1,8 +1,11 @@
-"""Shared fixtures: one Ray instance for the whole test session."""
+"""Shared fixtures: one Ray instance for the whole test session, and one multi-node cluster run."""
 
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +30,14 @@ def ray_session():
     ensure_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def three_node_cluster():
+    """tests/partitioning_cluster.py, run once for the tests that need a multi-node cluster: it starts a
+    3-node local Ray cluster of its own in a subprocess (apart from ``ray_session``), places the groups
+    test_runtime_placement checks, then runs the partitioned store on it. Returns the finished process."""
+    pytest.importorskip("ray.data")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    script = pathlib.Path(__file__).with_name("partitioning_cluster.py")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=540, env=env)

@@ -1,5 +1,7 @@
-"""Run in a subprocess by test_partitioning_cluster: a 3-node local Ray cluster and a partitioned
-store on it. Prints one JSON line with what it saw."""
+"""Run in a subprocess, once for test_runtime_placement and test_partitioning_cluster (the ``three_node_cluster``
+fixture in conftest.py): a 3-node local Ray cluster, groups of 3 and 5 members placed on it (placement_cluster.py),
+then a partitioned store on it. Prints two JSON lines with what it saw: ``{"member_placement": ...}`` as soon as the
+groups are placed, then the partitioned store's results."""
 
 from __future__ import annotations
 
@@ -9,15 +11,16 @@ import threading
 import pyarrow as pa
 import ray
 import ray.data
-from ray.cluster_utils import Cluster
+from placement_cluster import place, start_cluster
+
+#: The group sizes test_runtime_placement checks.
+PLACEMENT_MEMBERS = [3, 5]
 
 
 def main() -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="ddia_ray")
+    cluster = start_cluster()
+    # Starting a cluster costs more than a group: the placement test's groups run on this one first.
+    print(json.dumps({"member_placement": place(PLACEMENT_MEMBERS)}), flush=True)
     from ddia_ray.partitioning import PartitionedStore
 
     out: dict = {"nodes": len([n for n in ray.nodes() if n["Alive"]])}

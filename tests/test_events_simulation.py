@@ -16,7 +16,7 @@ from ddia_ray.events import procedures
 from ddia_ray.events.simulation import EventStoreViolation, simulate
 from service_seeds import assert_replays_exactly, run_service_seeds
 
-SEEDS = int(os.environ.get("DDIA_EVENTS_SEEDS", "300"))
+SEEDS = int(os.environ.get("DDIA_EVENTS_SEEDS", "200"))
 
 
 def test_many_seeds_keep_the_event_store_guarantees():

@@ -4,21 +4,14 @@ round trip across nodes, and a replica moved to another node while a writer runs
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_partitions_spread_over_nodes_and_move_between_them():
-    pytest.importorskip("ray.data")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    script = pathlib.Path(__file__).with_name("partitioning_cluster.py")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=540, env=env)
+def test_partitions_spread_over_nodes_and_move_between_them(three_node_cluster):
+    out = three_node_cluster  # tests/partitioning_cluster.py, run once (conftest.py)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["nodes"] == 3

@@ -1,5 +1,6 @@
-"""Seeded simulation of RaftKV under faults: thousands of seeds, each checked for Raft's safety
-properties and for linearizability of the clients' history; and proof that the checks catch bugs.
+"""Seeded simulation of RaftKV under faults: 800 seeds in CI (``DDIA_RAFT_SEEDS`` and ``DDIA_RAFT_SEEDS_5``
+for thousands), each checked for Raft's safety properties and for linearizability of the clients' history;
+and proof that the checks catch bugs.
 
 Replay a failing seed with the command the failure prints (``DDIA_SEED=<n> python -m pytest ...``).
 """
@@ -13,8 +14,9 @@ from ddia_ray.consensus.raft.node import RaftNode
 from ddia_ray.kv.simulation import SafetyViolation, simulate
 from ddia_ray.runtime.simnet import run_seeds
 
-SEEDS_3 = int(os.environ.get("DDIA_RAFT_SEEDS", "1000"))
-SEEDS_5 = int(os.environ.get("DDIA_RAFT_SEEDS_5", "300"))
+# The suite's 20-minute budget sets the counts; a longer campaign is DDIA_RAFT_SEEDS=20000.
+SEEDS_3 = int(os.environ.get("DDIA_RAFT_SEEDS", "600"))
+SEEDS_5 = int(os.environ.get("DDIA_RAFT_SEEDS_5", "200"))
 
 
 def _run(members: int, seeds, test: str) -> list:

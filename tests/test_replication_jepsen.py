@@ -16,7 +16,7 @@ from ddia_ray.replication.workload import run_workload
 
 pytestmark = pytest.mark.ray
 
-DURATION_S = float(os.environ.get("DDIA_JEPSEN_S", "6"))
+DURATION_S = float(os.environ.get("DDIA_JEPSEN_S", "4.5"))  # a fault (at 0.8 s), its failover and its repair
 # Faults of the leader under every mode and both protocols, and one of a follower. (A "mixed" schedule
 # per protocol is what `ddia-ray replicate` runs by default; the suite keeps to these to stay short.)
 RUNS = [("sync", "kill-leader"), ("semi-sync", "partition-leader"), ("semi-sync", "pause-leader"),

@@ -3,10 +3,14 @@
 Each run checks one leader per epoch, the prefix property, durability of the synchronous modes
 across single failures (and of async writes every follower acknowledged), exact lost-write reports
 in async mode and the session guarantees (see ddia_ray/replication/simulation.py). A failing seed
-prints its replay command; a seed that found a bug stays in REGRESSION_SEEDS.
+prints its replay command; a seed that found a bug stays in REGRESSION_SEEDS. ``DDIA_REPLICATION_SEEDS``,
+``DDIA_REPLICATION_MEMBERSHIP_SEEDS`` and ``DDIA_REPLICATION_RAFT_SEEDS`` set the seeds of the campaigns
+(CI: the defaults).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -14,7 +18,7 @@ from ddia_ray.replication import ReplicationViolation, simulate
 from ddia_ray.replication import simulation as sim_module
 from ddia_ray.runtime.simnet import run_seeds
 
-SEEDS = 150  # per configuration: 900 seeds in all, ~0.07 s each (and MEMBERSHIP_SEEDS below)
+SEEDS = int(os.environ.get("DDIA_REPLICATION_SEEDS", "100"))  # per configuration, ~0.07 s each (and MEMBERSHIP_SEEDS)
 
 CONFIGS = [("sync", True), ("semi-sync", True), ("async", True), ("sync", False), ("semi-sync", False),
            ("async", False)]
@@ -88,7 +92,7 @@ def test_async_writes_that_ask_for_acks_are_kept_or_counted(acks):
             assert all(r.lost_in_history == 0 for r in reports)
 
 
-MEMBERSHIP_SEEDS = 120
+MEMBERSHIP_SEEDS = int(os.environ.get("DDIA_REPLICATION_MEMBERSHIP_SEEDS", "80"))  # per configuration
 MEMBERSHIP_CONFIGS = [("sync", True), ("semi-sync", True), ("async", False)]
 
 
@@ -170,7 +174,7 @@ def test_the_durability_check_catches_a_lost_acknowledged_write(monkeypatch):
     assert failures > 0
 
 
-RAFT_SEEDS = 1000  # ~0.03 s each
+RAFT_SEEDS = int(os.environ.get("DDIA_REPLICATION_RAFT_SEEDS", "600"))  # ~0.02 s each
 
 
 def test_the_raft_protocol_is_safe_and_linearizable_across_seeds():

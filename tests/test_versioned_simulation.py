@@ -11,7 +11,7 @@ import pytest
 from ddia_ray.replication.versioned_simulation import simulate_versioned
 from ddia_ray.runtime.simnet import run_seeds
 
-SEEDS = int(os.environ.get("DDIA_CONFLICT_SEEDS", "350"))
+SEEDS = int(os.environ.get("DDIA_CONFLICT_SEEDS", "250"))
 CASES = [(p, r) for p in ("multi-leader", "leaderless") for r in ("siblings", "resolver", "lww")]
 
 
