@@ -35,7 +35,7 @@ from ddia_ray.replication.merkle import MerkleTree
 
 KEY_FORMAT, VALUE_BYTES = b"key:%012d", 100  # 16-byte keys
 FRACTIONS = (0.001, 0.01, 0.1)
-COUNTS = (1, 10, 100, 1000)
+COUNTS = (1, 2, 3, 10, 30, 40, 100, 1000)  # 2, 3, 30, 40: either side of the power sums' limits
 MIXES = ("mixed", "one-sided")
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from ddia_ray.errors import ConfigError, InvalidArgumentError
 from ddia_ray.history.convergence import root_of
 from ddia_ray.replication.merkle import MerkleTree, entry_hash, key_hash
+from ddia_ray.replication.power_sums import key_id
 
 EXAMPLES = int(os.environ.get("DDIA_MERKLE_EXAMPLES", "60"))
 MASK = (1 << 64) - 1
@@ -88,6 +89,23 @@ def test_hashes_reads_levels_as_8_byte_big_endian():
         tree.hashes(3, [0])
     with pytest.raises(InvalidArgumentError):
         tree.hashes(1, [4])
+
+
+def test_entries_with_an_id_are_the_keys_whose_hash_has_it():
+    data = {b"k%d" % i: b"v" for i in range(500)}
+    for shape in ({"fanout": 4, "depth": 5}, {"fanout": 2, "depth": 12}, {"fanout": 256, "depth": 1}):
+        tree = MerkleTree.build(data.items(), **shape)
+        for key in list(data)[:20]:
+            assert (key, tree.entry(key)) in tree.entries_with_id(key_id(key_hash(key)))
+    assert tree.entries_with_id(0) == [] or all(key_id(key_hash(k)) == 0 for k, _ in tree.entries_with_id(0))
+    with pytest.raises(InvalidArgumentError):
+        tree.entries_with_id(1 << 31)
+
+
+def test_a_scan_that_repeats_a_key_keeps_its_last_value_in_the_sums_too():
+    built = MerkleTree.build([(b"a", b"1"), (b"b", b"2"), (b"a", b"3")], fanout=4, depth=2)
+    assert built == MerkleTree.build([(b"b", b"2"), (b"a", b"3")], fanout=4, depth=2)
+    assert built.sketch == MerkleTree.build([(b"a", b"3"), (b"b", b"2")], fanout=4, depth=2).sketch
 
 
 def test_entries_under_a_node_are_those_of_its_leaves():

@@ -52,6 +52,7 @@ PURE_CORES = (
     "clocks/dotted.py", "crdt/*.py", "replication/versions.py", "replication/versioned_records.py",
     "replication/versioned_replica.py", "replication/multi_leader.py", "replication/leaderless.py",
     "replication/leaderless_sync.py", "replication/merkle.py", "replication/anti_entropy.py",
+    "replication/power_sums.py", "replication/anti_entropy_responder.py",
     "replication/tombstones.py",
     "replication/versioned_simulation.py", "history/convergence.py", "history/lost_updates.py",
 )
