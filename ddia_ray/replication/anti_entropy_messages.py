@@ -104,6 +104,13 @@ def _sums(name: str, value) -> None:
             raise InvalidArgumentError(f"{name}: a power sum is not below {P}")
 
 
+def _ids(value) -> None:
+    """Sketch ids, 4 bytes each (:func:`.power_sums.key_id`)."""
+    _bytes("ids", value)
+    if len(value) % 4:
+        raise InvalidArgumentError(f"ids are 4 bytes each, got {len(value)} bytes")
+
+
 def _pairs(value) -> None:
     if not isinstance(value, tuple) or len(value) % 2:
         raise InvalidArgumentError("pairs must be a flat tuple of key, value, key, value ... bytes")
@@ -340,13 +347,12 @@ class AeNodes(_Compact):
     def _check(v: dict) -> None:
         _uint("sid", v["sid"], SESSION_ID_MAX)
         _uint("level", v["level"], DEPTH_MAX + 1)
-        for name in ("hashes", "listed", "counts", "entries", "ids"):
+        for name in ("hashes", "listed", "counts", "entries"):
             _bytes(name, v[name])
         if v["root"] is not None:
             _uint("root", v["root"], 1 << 64)
         _sums("sums", v["sums"])
-        if len(v["ids"]) % 4:
-            raise InvalidArgumentError(f"ids are 4 bytes each, got {len(v['ids'])} bytes")
+        _ids(v["ids"])
         _pairs(v["pairs"])
 
 
@@ -366,11 +372,10 @@ class AeFetch(_Compact):
     @staticmethod
     def _check(v: dict) -> None:
         _uint("sid", v["sid"], SESSION_ID_MAX)
-        for name in ("nodes", "counts", "want", "ids"):
+        for name in ("nodes", "counts", "want"):
             _bytes(name, v[name])
         _within("ewidth", v["ewidth"], 1, 8)
-        if len(v["ids"]) % 4:
-            raise InvalidArgumentError(f"ids are 4 bytes each, got {len(v['ids'])} bytes")
+        _ids(v["ids"])
         _pairs(v["pairs"])
 
 

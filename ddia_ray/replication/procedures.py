@@ -83,15 +83,15 @@ def procedure(name: str) -> Callable[[Procedure], Procedure]:
 
     Registering one name twice with different functions is refused: two replicas that disagree on
     what a name does would diverge."""
-    return _registrar(_REGISTRY, "procedure", name)
+    return _registrar(_REGISTRY, name)
 
 
 def query(name: str) -> Callable:
     """Register the decorated function as the read-only query ``name`` (see the module docstring)."""
-    return _registrar(_QUERIES, "query", name)
+    return _registrar(_QUERIES, name)
 
 
-def _registrar(registry: Registry, what: str, name: str) -> Callable:
+def _registrar(registry: Registry, name: str) -> Callable:
     """The decorator that registers a function under ``name`` in ``registry`` (once: the same function
     again, a module imported twice, is fine; another one is refused)."""
     _check_name(name)

@@ -247,8 +247,7 @@ class VersionedReplica(BaseCore):
                     self.versions.restore(rec.key, state)
                     self.tree.update(rec.key, rec.state)
                 elif isinstance(rec, KeyRemoved):
-                    if self.versions.data.get(rec.key) is not None:
-                        del self.versions.data[rec.key]
+                    self.versions.data.pop(rec.key, None)
                     self._removed(rec.key)
                 elif isinstance(rec, LwwLoss):
                     self.versions.remember_lost((rec.key, rec.node, rec.counter))
