@@ -181,7 +181,7 @@ def test_replicas_keep_their_versions_and_hints_in_a_storage_engine(engine, tmp_
 
 def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monkeypatch):
     # The engine stores the encoded state and the Merkle tree hashes the same bytes: one encoding
-    # per change, not one for each (review of issue 16).
+    # per change, not one for each.
     from ddia_ray.replication import version_store, versioned_replica
 
     calls = []

@@ -170,3 +170,13 @@ def test_a_store_refuses_a_bad_grace_before_starting_anything():
 
     with pytest.raises(ConfigError, match="tombstone_grace_s"):
         ReplicatedStore.launch(protocol="leaderless", tombstone_grace_s="ten days")
+
+
+def test_a_key_removal_record_holds_a_bytes_key():
+    from ddia_ray import codec
+    from ddia_ray.errors import InvalidArgumentError
+    from ddia_ray.replication.versioned_replica import KeyRemoved
+
+    assert codec.decode(codec.encode(KeyRemoved(b"k"))) == KeyRemoved(b"k")
+    with pytest.raises(InvalidArgumentError, match="bytes key"):
+        KeyRemoved("k")  # the same check runs on every decode of a persisted removal
