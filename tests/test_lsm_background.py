@@ -74,8 +74,11 @@ def test_writes_continue_while_a_slow_flush_runs():
     while not fs.sst_entered.is_set():  # fill memtables until the flusher is stuck in its upload
         db.put(b"k%05d" % i, b"v" * 50)
         i += 1
-        if i % 50 == 0:
-            fs.sst_entered.wait(0.01)
+        if db.stats()["immutable_memtables"]:
+            # A flush is due: wait for the flusher to reach its upload. It may take a while to get
+            # there (a process's first Arrow array imports pandas), and writers that kept filling
+            # memtables meanwhile would reach max_immutable_memtables and stall.
+            assert fs.sst_entered.wait(WAIT_S)
     for j in range(i, i + 500):  # ~15 more memtables, all while the flush cannot finish
         db.put(b"k%05d" % j, b"v" * 50)
     stats = db.stats()

@@ -255,6 +255,29 @@ def test_a_replica_refuses_an_append_of_an_older_epoch():
     assert core.counters["stale_refused"] == 1
 
 
+def test_a_follower_catching_up_gets_appends_of_at_most_max_append_bytes():
+    sim = _group("async", max_append_bytes=2_500)
+    leader = _leader(sim)
+    follower = next(r for r in REPS if r != leader)
+    sim.crash(follower)
+    for i in range(10):  # 1,002 bytes each: two fit in 2,500 bytes, three do not
+        _ask(sim, leader, ReplWrite(((PUT, b"k%d" % i, bytes(1000)),)))
+    core = sim.restart(follower)
+    appends = []
+    step = core.step
+
+    def record(env):
+        if isinstance(env.payload, Append) and env.payload.entries:
+            appends.append(env.payload.entries)
+        return step(env)
+
+    core.step = record
+    assert sim.run_until(lambda: core.state.data.keys() >= {b"k%d" % i for i in range(10)}, 5.0)
+    sizes = [sum(len(op[1]) + len(op[2]) for e in entries for op in e[2]) for entries in appends]
+    # 256 entries were allowed: the bytes cut the catch-up into five Appends of two writes each.
+    assert len(appends) == 5 and all(1_000 < size <= 2_500 for size in sizes), sizes
+
+
 def test_duplicated_and_retried_writes_apply_once():
     sim = _group("sync")
     leader = _leader(sim)

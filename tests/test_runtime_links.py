@@ -131,7 +131,8 @@ def test_random_bytes_after_the_hello_never_escape_as_an_error():
 
 
 def test_a_failed_link_falls_back_to_ray_and_is_retried_later(monkeypatch):
-    monkeypatch.setattr(L, "RETRY_S", 0.2)
+    monkeypatch.setattr(L, "FIRST_RETRY_S", 0.2)
+    monkeypatch.setattr(L, "RETRY_S", 0.5)
 
     async def main():
         peer = _Peer()
@@ -140,17 +141,26 @@ def test_a_failed_link_falls_back_to_ray_and_is_retried_later(monkeypatch):
 
         async def endpoint(dst):
             calls.append(asyncio.get_running_loop().time())
-            if len(calls) == 1:
+            if len(calls) <= 3:
                 raise ConnectionError("not started yet")
             return peer.endpoint()
 
         links = Links("a", "ray-node-1", endpoint)
         assert links.send("b", b"1") is False
         await _until(lambda: links.counters["link_failures"] == 1, "the first attempt to fail")
-        assert links.send("b", b"2") is False and len(calls) == 1  # within RETRY_S: no new attempt
-        await asyncio.sleep(0.25)
-        assert links.send("b", b"3") is False
-        await _until(lambda: links.up() == ["b"], "the retried link")
+        assert links.send("b", b"2") is False and len(calls) == 1  # within the backoff: no new attempt
+        waits = {}
+        while not links.up():  # a sender keeps sending (through Ray) while the link is down
+            failures = links.counters["link_failures"]
+            if failures and failures not in waits:  # the next attempt's time, set as the attempt failed
+                waits[failures] = links._links["b"].retry_at - calls[failures - 1]
+            assert links.send("b", b"x") is False
+            await asyncio.sleep(0.01)
+        # The waits after failures double from FIRST_RETRY_S and stop at RETRY_S (0.5, not 0.8).
+        assert len(calls) == 4, calls
+        assert all(abs(waits[n] - want) < 0.01 for n, want in ((1, 0.2), (2, 0.4), (3, 0.5))), waits
+        gaps = [b - a for a, b in zip(calls, calls[1:])]
+        assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.5, gaps
         assert links.send("b", b"4") is True
         await _until(lambda: peer.got == [("a", b"4")], "the packet on the link")
         await links.close()

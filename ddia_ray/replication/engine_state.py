@@ -108,6 +108,7 @@ class EngineState:
         self._drop_orphans()
         self.engine = open_engine(self._engine_url(self.generation), engine, **self.options)
         self._columns = hasattr(self.engine, "write_columns")
+        self._checked = hasattr(self.engine, "write_checked")
         self.applied, self.applied_epoch = _decode_position(self.engine.get(APPLIED_KEY))
         self._track_durability()
         self.session_ttl_ms = session_ttl_ms
@@ -306,7 +307,9 @@ class EngineState:
 
     def _write(self, ops: tuple, extra_kinds: bytes, extra_keys: tuple, extra_values: tuple) -> None:
         """Decided ``ops`` and the entry's own rows (``extra_*``: kind 0 a put, 1 a delete) as one batch."""
-        if self._columns:
+        if self._checked:  # the entry's ops were checked on arrival (records.check_ops): as they are
+            self.engine.write_checked(ops + tuple(zip(extra_kinds, extra_keys, extra_values)))
+        elif self._columns:
             kinds, op_keys, tails = zip(*ops) if ops else ((), (), ())  # one transposing pass, in C
             self.engine.write_columns(OpColumns(bytes(kinds) + extra_kinds, op_keys + extra_keys,
                                                 tails + extra_values))

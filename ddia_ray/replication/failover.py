@@ -48,13 +48,12 @@ peer runs a version that sends no entries.
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from .._validate import invariant
 from ..errors import CorruptRecordError
-from .records import PositionProbe, PositionReport
+from .records import PositionProbe, PositionReport, append_slice
 
 __all__ = ["Failover", "FOLLOWER", "CANDIDATE", "LEADER"]
 
@@ -194,12 +193,12 @@ class Failover:
     def _tail_after(self, probe: PositionProbe) -> tuple:
         """The entries after a catching-up candidate's last entry, if this log holds that entry (so
         they continue the candidate's log), from the log (none if compacted away), at most
-        ``max_append_entries``."""
+        ``max_append_entries`` and ``max_append_bytes``."""
         lsn = probe.last_lsn
         if not probe.catch_up or not self.base_lsn <= lsn < self.last_lsn or self.epoch_at(lsn) != probe.last_epoch:
             return ()
         start = lsn - self.base_lsn
-        return tuple(itertools.islice(self.log, start, start + self.max_append_entries))
+        return append_slice(self.log, start, self.max_append_entries, self.max_append_bytes)
 
     def _catch_up(self, entries: tuple) -> None:
         """Append the entries a peer ahead gave after our last entry, as a follower appends a
@@ -231,6 +230,7 @@ class Failover:
         drift: float
         lease_key: bytes
         max_append_entries: int
+        max_append_bytes: int
         coord: Any
         log: Any
         base_lsn: int

@@ -84,9 +84,9 @@ from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_
 from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
-from .records import (Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries, LostWrites, PositionProbe,
-                      PositionReport, QueryResult, ReadResult, ReplAdmin, ReplicaMeta, ReplQuery, ReplRead, ReplScan,
-                      ReplStatus, ReplWrite, ScanResult, WriteAck, PUT)
+from .records import (MAX_APPEND_BYTES, Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries,
+                      LostWrites, PositionProbe, PositionReport, QueryResult, ReadResult, ReplAdmin, ReplicaMeta,
+                      ReplQuery, ReplRead, ReplScan, ReplStatus, append_slice, ReplWrite, ScanResult, WriteAck, PUT)
 from .parking import ParkedQueries, is_empty
 from .procedures import run_query
 from ..consensus.sessions import ClusterClock, session_ttl_ms
@@ -122,7 +122,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
                  coordinators=(), mode: str = "async", sync_replicas: int = 1, lease_s: float = 1.0,
                  renew_s: float | None = None, watch_s: float | None = None, drift: float = 0.1,
                  heartbeat_s: float = 0.05, probe_s: float = 0.1, defer_s: float | None = None,
-                 retain_entries: int = 10_000, max_append_entries: int = 256, max_scan_rows: int = 10_000,
+                 retain_entries: int = 10_000, max_append_entries: int = 256,
+                 max_append_bytes: int = MAX_APPEND_BYTES, max_scan_rows: int = 10_000,
                  pin_ttl_s: float = 60.0, state: ReplicaState | None = None,
                  observer: Callable[[str, str, Any], None] | None = None):
         super().__init__(node_id, tick_s=tick_s)
@@ -152,6 +153,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         self.defer_ticks = _ticks("defer_s", defer_s or 2 * lease_s + 2 * probe_s, tick_s)
         self.retain_entries = max(1, retain_entries)
         self.max_append_entries = max(1, max_append_entries)
+        self.max_append_bytes = max(1, max_append_bytes)
         # observer(node, event, data): the simulation's invariant checks ("ack", "lead", "apply", "lost").
         self.observer = observer
         self.lease_key = b"ddia/lease/" + group.encode()
@@ -552,7 +554,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
                 continue
             prev = nxt - 1
             start = prev - self.base_lsn
-            entries = tuple(self.log[i] for i in range(start, min(len(self.log), start + self.max_append_entries)))
+            entries = append_slice(self.log, start, self.max_append_entries, self.max_append_bytes)
             self.send(peer, codec.prechecked(Append, self.epoch, prev, self.epoch_at(prev), entries, last))
             self.counters["appends_sent"] += 1
             if entries:

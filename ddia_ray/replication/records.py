@@ -32,6 +32,7 @@ checked on arrival by their ``__post_init__``.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from typing import Any
 
@@ -43,7 +44,8 @@ __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "CALL", "Append", "
            "PositionReport", "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base",
            "ReplWrite", "ReplRead", "ReplScan", "ScanResult", "ReplQuery", "QueryResult", "QUERY_WAIT_MAX_S",
            "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES",
-           "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops"]
+           "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops", "MAX_APPEND_BYTES",
+           "append_slice"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
@@ -114,6 +116,32 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
         else:
             raise InvalidArgumentError(f"unknown operation code {code!r}")
     return ops
+
+
+#: The most key and value bytes one Append carries once it holds an entry (etcd raft's
+#: ``MaxSizePerMsg``, 1 MiB there). A follower behind by many 1,000-write entries otherwise got
+#: ``max_append_entries`` of them in one message: 30 MB at 256 entries of 116 KB, past the direct
+#: link's frame limit, so it went through Ray at several times the cost and fell further behind.
+MAX_APPEND_BYTES = 4 << 20
+_KEY, _TAIL = operator.itemgetter(1), operator.itemgetter(2)
+
+
+def append_slice(log, start: int, max_entries: int, max_bytes: int) -> tuple:
+    """Log entries ``(epoch, lsn, ops, ...)`` from index ``start`` for one Append: at most
+    ``max_entries``, and no more than ``max_bytes`` of keys and tails after the first entry.
+
+    Only a catch-up sends more than one entry, so only a catch-up sizes them.
+    """
+    entries = tuple(itertools.islice(log, start, start + max_entries))
+    if len(entries) <= 1:
+        return entries
+    total = 0
+    for n, entry in enumerate(entries):
+        ops = entry[2]
+        total += sum(map(len, map(_KEY, ops))) + sum(map(len, map(_TAIL, ops)))
+        if total > max_bytes and n:
+            return entries[:n]
+    return entries
 
 
 _TUPLE, _BYTES = frozenset({tuple}), frozenset({bytes})

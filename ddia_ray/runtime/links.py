@@ -53,7 +53,7 @@ from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
 __all__ = ["LinkServer", "Links", "ClientLinks", "ReplyTooLarge", "MAGIC", "CLIENT_MAGIC", "MAX_FRAME_BYTES",
-           "MAX_BUFFERED_BYTES", "RETRY_S", "MAX_REQUESTS_IN_FLIGHT", "encode_frame"]
+           "MAX_BUFFERED_BYTES", "RETRY_S", "FIRST_RETRY_S", "MAX_REQUESTS_IN_FLIGHT", "encode_frame"]
 
 MAGIC = b"DDIALNK1"  # a peer link: packets one way
 CLIENT_MAGIC = b"DDIACLI1"  # a client link: requests, and their replies back
@@ -76,8 +76,12 @@ class ReplyTooLarge(Exception):
 MAX_FRAME_BYTES = 64 << 20
 #: Unsent bytes on one connection beyond which packets are dropped until it drains.
 MAX_BUFFERED_BYTES = 64 << 20
-#: How long after a failed connection attempt the next one is made (Ray carries the packets meanwhile).
+#: The longest wait after a failed connection attempt before the next (Ray carries the packets meanwhile).
 RETRY_S = 1.0
+#: The wait after a first failure, doubled after each further one up to :data:`RETRY_S`. A peer that
+#: is still starting refuses the first attempt; a whole second of its traffic through Ray (several
+#: times the CPU per packet) left a follower behind for the rest of a write burst.
+FIRST_RETRY_S = 0.05
 #: How long the listener waits for a new connection's token.
 HELLO_TIMEOUT_S = 5.0
 
@@ -218,18 +222,20 @@ class LinkServer:
 
 
 class _Link:
-    __slots__ = ("writer", "pending", "opening", "retry_at")
+    __slots__ = ("writer", "pending", "opening", "retry_at", "failures")
 
     def __init__(self):
         self.writer: asyncio.StreamWriter | None = None
         self.pending: dict[int, asyncio.Future] = {}  # a client link's requests awaiting their replies
         self.opening = False
         self.retry_at = 0.0
+        self.failures = 0  # connection attempts failed in a row
 
 
 class _Dialer:
     """What both kinds of outgoing link share: one connection per peer, opened off the sender's
-    path on first use (the caller uses Ray meanwhile), retried :data:`RETRY_S` after a failure.
+    path on first use (the caller uses Ray meanwhile), retried after a failure with a backoff from
+    :data:`FIRST_RETRY_S` doubling up to :data:`RETRY_S`.
 
     A subclass says how it greets the listener (:meth:`_hello`) and what runs on an open
     connection (:meth:`_serve`): a peer link watches for its end, a client link reads replies.
@@ -280,13 +286,16 @@ class _Dialer:
             writer.write(self._hello(ep["token"]))
             if self._links.get(key) is link:
                 link.writer = writer
+                link.failures = 0
                 self.counters["links_opened"] += 1
                 self._spawn(self._serve(link, reader, writer))
             else:  # forgotten while we connected
                 writer.close()
         except Exception:  # noqa: BLE001 - any failure: Ray carries the traffic, retry later
             self.counters["link_failures"] += 1
-            link.retry_at = asyncio.get_running_loop().time() + RETRY_S
+            link.failures += 1
+            backoff = min(RETRY_S, FIRST_RETRY_S * 2 ** min(link.failures - 1, 16))
+            link.retry_at = asyncio.get_running_loop().time() + backoff
         finally:
             link.opening = False
 

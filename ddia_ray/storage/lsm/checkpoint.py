@@ -49,7 +49,7 @@ def _cut(tree: LSMTree) -> tuple[Version, int, int]:
             invariant(not tree._imms and not len(tree._mem), "a checkpoint's cut needs flushed memtables")
             cut.append((tree._pin_locked(), tree._last_seq, tree._next_file))
 
-    tree._commit((), 0, exclusive=pin)
+    tree._commit((), exclusive=pin)
     return cut[0]
 
 

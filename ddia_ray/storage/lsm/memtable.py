@@ -61,6 +61,7 @@ class Memtable:
         self._index: TombstoneIndex | None = TombstoneIndex()
         self.approx_bytes = 0
         self.entries = 0
+        self.user_bytes = 0  # key and value bytes :meth:`apply` took (the tree's write statistics)
 
     def __len__(self) -> int:
         return self.entries
@@ -84,9 +85,10 @@ class Memtable:
                     data[key] = [versions, (seq, kind, value)]
                 else:
                     versions.append((seq, kind, value))
-            size += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
+            size += len(key) + len(value)
         self.entries += len(ops)
-        self.approx_bytes += size
+        self.approx_bytes += size + _ENTRY_OVERHEAD_BYTES * len(ops)
+        self.user_bytes += size
         return seq
 
     def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:

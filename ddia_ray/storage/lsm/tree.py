@@ -227,17 +227,14 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         s, e = check_range(start, end)
         if s is None or e is None:
             raise InvalidArgumentError("delete_range needs both ends")
-        self._commit(((RANGE_DELETE, s, e),), len(s) + len(e))
+        self._commit(((RANGE_DELETE, s, e),))
 
     def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically (one WAL frame, consecutive sequence numbers)."""
-        ops, size = [], 0
-        for op in check_batch(batch):
-            tail = op.end if op.kind == "delete_range" else op.value
-            ops.append((_KINDS[op.kind], op.key, tail))
-            size += len(op.key) + len(tail)
+        ops = [(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
+               for op in check_batch(batch)]
         if ops:
-            self._commit(tuple(ops), size)
+            self._commit(tuple(ops))
 
     def write_columns(self, columns: OpColumns) -> None:
         """:meth:`write` of a batch given as columns, as it crosses an actor boundary.
@@ -249,7 +246,21 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
             raise InvalidArgumentError(f"write_columns() takes OpColumns, got {type(columns).__name__}")
         ops = columns.checked_ops()
         if ops:
-            self._commit(ops, sum(map(len, columns.keys)) + sum(map(len, columns.tails)))
+            self._commit(ops)
+
+    def write_checked(self, ops: tuple) -> None:
+        """:meth:`write` of operations their owner has already checked, as they are.
+
+        ``ops`` is a tuple of ``(code, key, tail)`` tuples: code 0 a put (tail: the value), 1 a
+        delete (tail: ``b""``), 2 a range delete (tail: its end, not below the key); keys and tails
+        bytes. Nothing here checks them again. It is the path of an owner that validates once at
+        its own edge: a replica checks each log entry as it arrives (``replication.records.
+        check_ops``) and its entries already hold these tuples, which the memtable keeps as
+        they come. Through :meth:`write_columns` the same batch was transposed into columns, checked
+        again and zipped back, a third of a replica's apply (docs/replication.md).
+        """
+        if ops:
+            self._commit(ops)
 
     # --- snapshots ---------------------------------------------------------
 
@@ -273,7 +284,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
 
     def flush(self) -> None:
         """Write the memtable to an SSTable and wait until every immutable memtable is flushed."""
-        self._commit((), 0, force=True)
+        self._commit((), force=True)
         with self._mutex:
             target = self._switch_count
             while self._flushed_count < target:
@@ -310,7 +321,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         """
         table = _check_ingest_table(table)
         if table.num_rows:
-            self._commit((), 0, exclusive=lambda: self._ingest_locked(table))
+            self._commit((), exclusive=lambda: self._ingest_locked(table))
 
     def checkpoint(self, dst_url: str, *, storage_options: dict | None = None) -> dict:
         """A consistent point-in-time copy of the tree in ``dst_url`` (an empty or absent directory).
@@ -357,7 +368,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
     def request_flush(self) -> None:
         """Start flushing the memtable in the background and return (:meth:`flush` waits)."""
         if self._opts.background:
-            self._commit((), 0, force=True)
+            self._commit((), force=True)
         else:
             self.flush()
 

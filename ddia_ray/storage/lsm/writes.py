@@ -59,11 +59,10 @@ HANDOFF_WRITES = 256
 
 
 class _Writer:
-    __slots__ = ("ops", "user_bytes", "force", "first_seq", "done", "error")
+    __slots__ = ("ops", "force", "first_seq", "done", "error")
 
-    def __init__(self, ops, user_bytes: int, force: bool = False):
+    def __init__(self, ops, force: bool = False):
         self.ops = ops
-        self.user_bytes = user_bytes
         self.force = force
         self.first_seq = 0
         self.done = False
@@ -164,11 +163,14 @@ class _WritePath:
             time.sleep(0)  # releases the GIL (see "GIL handoff" in the module docstring)
             self._count("gil_handoffs")
             return
-        self._commit(((kind, key, value),), len(key) + len(value))
+        self._commit(((kind, key, value),))
 
-    def _commit(self, ops, user_bytes: int, *, force: bool = False, exclusive=None) -> None:
-        """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch."""
-        w = _Writer(ops, user_bytes, force or exclusive is not None)
+    def _commit(self, ops, *, force: bool = False, exclusive=None) -> None:
+        """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch.
+
+        ``ops`` are checked ``(code, key, tail)`` tuples; their bytes are counted as the memtable
+        applies them, so no caller walks a batch only to size it."""
+        w = _Writer(ops, force or exclusive is not None)
         if not w.force:
             self._slowdown()
         with self._mutex:
@@ -223,10 +225,13 @@ class _WritePath:
                 wal.append(b"".join([wal.encode(g.first_seq, g.ops) for g in group]))
         except BaseException as e:  # noqa: BLE001 -- handed to every writer of the group
             error = e
+        applied_bytes = 0
         with self._mutex:
             if error is None and not w.force:
+                before = mem.user_bytes
                 for g in group:
                     mem.apply(g.first_seq, g.ops)
+                applied_bytes = mem.user_bytes - before
                 self._last_seq = seq
             elif error is not None and not w.force:
                 self._bg_error = error  # the WAL may hold a partial append: refuse further writes
@@ -238,7 +243,7 @@ class _WritePath:
         if not w.force:
             with self._stats_lock:
                 c = self._counters
-                c["user_bytes"] += sum(g.user_bytes for g in group)
+                c["user_bytes"] += applied_bytes
                 c["batches"] += len(group)
                 c["group_commits"] += 1
         if error is not None:
