@@ -187,7 +187,7 @@ def bench_store(n: int, workdir: str, parquet: str, args, seed: int) -> dict:
     try:
         if not args.no_data:
             with _Phase() as ph:
-                loaded = store.write_dataset(parquet, concurrency=args.load_concurrency)
+                loaded = store.write_dataset(parquet, concurrency=args.load_concurrency or None)
             if loaded != args.rows:
                 raise SystemExit(f"N={n}: write_dataset wrote {loaded} rows of {args.rows}")
             out["load"], out["load_busy"] = loaded / ph.elapsed_s, ph.busy
@@ -459,7 +459,8 @@ def _parse(argv) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, default=1, help="replicas per group (replication: bench/replication.py)")
     ap.add_argument("--protocol", choices=("raft", "leader-follower"), default="raft")
     ap.add_argument("--engine", choices=("lsm", "btree", "map"), default="lsm")
-    ap.add_argument("--load-concurrency", type=int, default=2, help="write_dataset's writer actors")
+    ap.add_argument("--load-concurrency", type=int, default=0,
+                    help="write_dataset's write tasks at once (0: as many as the CPUs allow)")
     ap.add_argument("--rebalance-s", type=float, default=20.0, help="length of the time series (0: no rebalance)")
     ap.add_argument("--rebalance-keys", type=int, default=100_000, help="keys in the store before the move")
     ap.add_argument("--rebalance-in-flight", type=int, default=256, help="outstanding operations per thread")

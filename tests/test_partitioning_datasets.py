@@ -54,3 +54,34 @@ def test_a_dataset_round_trips_through_the_store(ray_session, tmp_path, scheme):
         # A column of another type is refused whole, before any row of its batch is sent.
         with pytest.raises(Exception, match="binary column"):
             store.write_dataset(ray_data.from_arrow(pa.table({"key": [1, 2], "value": [b"a", b"b"]})))
+
+
+def test_write_tasks_keep_one_client_per_store_instance(ray_session):
+    """A Ray worker keeps its write tasks' client; a store launched again under the same name is
+    another instance and gets a client of its own, not the old one's (its actors are dead), and a
+    handle of the old instance is refused, not served by the new one."""
+    from ddia_ray.errors import ComponentNotFoundError
+    from ddia_ray.partitioning import datasets
+
+    name = "datasets-relaunched"
+    first = PartitionedStore.launch(name, partitions=2, groups=1, replicas=1)
+    old = first.instance
+    assert datasets._write_batch(_table(100), name, old, "key", "value", 8, 50) == {"rows": [100]}
+    cached = datasets._CLIENTS[(name, old, 8)][1]
+    assert datasets._write_batch(_table(10, "m"), name, old, "key", "value", 8, 50) == {"rows": [10]}
+    assert datasets._CLIENTS[(name, old, 8)][1] is cached  # the second task reused the connection
+    first.shutdown(destroy_data=True)
+    with PartitionedStore.launch(name, partitions=2, groups=1, replicas=1) as second:
+        attached = PartitionedStore.connect(name, routers=False)
+        assert second.instance not in ("", old) and attached.instance == second.instance
+        attached.close()
+        assert datasets._write_batch(_table(100, "n"), name, second.instance, "key", "value", 8, 50) == {"rows": [100]}
+        with second.client() as c:
+            assert c.get(b"n000042") == b"240000n" and c.get(b"k000042") is None
+        datasets._CLIENTS.pop((name, old, 8))
+        with pytest.raises(ComponentNotFoundError, match="instance"):
+            datasets._write_batch(_table(10), name, old, "key", "value", 8, 50)
+    for key in [k for k in datasets._CLIENTS if k[0] == name]:
+        store, client = datasets._CLIENTS.pop(key)
+        client.close()
+        store.close()

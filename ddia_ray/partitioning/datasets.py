@@ -12,17 +12,21 @@ clock or a coordinator, DDIA 9). A partition that moves or splits while its task
 followed by the partition-aware client: the task goes on after its last key under the new map.
 
 :func:`write_dataset` writes a Dataset (or the Parquet files at a path, read by Ray Data) into
-the store: ``map_batches`` runs writer actors that each hold a partition-aware client; every
-Arrow batch is cut by partition (:mod:`.bulk`) and each partition's part goes to its group as
-one *ingest* entry (:mod:`ddia_ray.replication.ingest`): the rows travel as Arrow buffers, the
-log holds them as one value, and each replica on the LSM engine adds them as one SSTable, with
-no step per row anywhere. The groups replicate what they take, so a bulk load is as durable as
-any write and every replica's state still follows from its log; nothing bypasses the log (a
-replica that imported files on its own would differ from its log).
+the store: ``map_batches`` runs write tasks, each through its worker process's partition-aware
+client (connected by the first task there, then reused); every Arrow batch is cut by partition
+(:mod:`.bulk`) and each partition's part goes to its group as one *ingest* entry
+(:mod:`ddia_ray.replication.ingest`): the rows travel as Arrow buffers, the log holds them as one
+value, and each replica on the LSM engine adds them as one SSTable, with no step per row anywhere.
+The groups replicate what they take, so a bulk load is as durable as any write and every
+replica's state still follows from its log; nothing bypasses the log (a replica that imported
+files on its own would differ from its log).
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import threading
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -31,7 +35,7 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from .._validate import integer, positive
-from ..errors import ConfigError, InvalidArgumentError
+from ..errors import ComponentNotFoundError, ConfigError, InvalidArgumentError
 from .keyspace import stored_key
 from .partition_map import PartitionMap
 
@@ -109,46 +113,67 @@ def to_ray_dataset(store, start=None, end=None, *, read: str = "linearizable",
     return ray.data.read_datasource(_PartitionSource(store.name, store.partition_map(), s, e, read, page_rows))
 
 
-class _Writer:
-    """A ``map_batches`` actor: a partition-aware client bulk-loading each batch, cut by partition."""
+#: Per worker process, the clients of the stores its write tasks used lately, newest last. A Ray
+#: worker runs task after task; connecting to a store took 17-72 ms a task on this project's
+#: 2-core machine, a tenth of the time a 100,000-row batch takes to load there. Keyed by the
+#: store's instance too: a store launched again under the same name is another store, and a
+#: client of the old one would wait out its timeouts on dead actors.
+_CLIENTS: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_CLIENTS_KEPT = 4
+_CLIENTS_LOCK = threading.Lock()
 
-    def __init__(self, store_name: str, key: str, value: str, in_flight: int, ingest_rows: int):
-        from .store import PartitionedStore
 
-        self.store = PartitionedStore.connect(store_name, routers=False)
-        self.client = self.store.client(max_in_flight=in_flight)
-        self.key, self.value, self.ingest_rows = key, value, ingest_rows
+def _client(store_name: str, instance: str, in_flight: int):
+    """A partition-aware client of ``store_name`` for this process (connected once, then reused)."""
+    from .store import PartitionedStore
 
-    def __call__(self, batch: pa.Table) -> dict:
-        # A batch goes as several ingests at once, so the groups work on one while the next travels;
-        # the call returns only once every row is acknowledged (what it returns is what was written).
-        keys, values = batch.column(self.key), batch.column(self.value)
-        step = self.ingest_rows
-        futures = [self.client.ingest_nowait(keys.slice(i, step), values.slice(i, step))
-                   for i in range(0, batch.num_rows, step)]  # refused whole here if a column is not binary
-        for f in futures:
-            f.result()
-        return {"rows": [batch.num_rows]}
+    key = (store_name, instance, in_flight)
+    with _CLIENTS_LOCK:
+        held = _CLIENTS.pop(key, None)
+        if held is None:
+            store = PartitionedStore.connect(store_name, routers=False)
+            if store.instance != instance:  # relaunched since the caller's handle was made
+                store.close()
+                raise ComponentNotFoundError(f"{store_name} (instance {instance})", [store.name],
+                                             kind="PartitionedStore")
+            held = (store, store.client(max_in_flight=in_flight))
+        _CLIENTS[key] = held
+        while len(_CLIENTS) > _CLIENTS_KEPT:
+            store, client = _CLIENTS.popitem(last=False)[1]
+            client.close()
+            store.close()
+    return held[1]
 
-    def __del__(self) -> None:
-        try:
-            self.client.close()
-            self.store.close()
-        except Exception:  # noqa: BLE001 - the actor is going away; nothing to report to
-            pass
+
+def _write_batch(batch: pa.Table, store_name: str, instance: str, key: str, value: str, in_flight: int,
+                 ingest_rows: int) -> dict:
+    """A ``map_batches`` task: bulk-load ``batch`` as ingests of ``ingest_rows`` rows, cut by partition.
+
+    The ingests go at once, so the groups work on one while the next travels; the task returns only
+    once every row is acknowledged (what it returns is what was written).
+    """
+    client = _client(store_name, instance, in_flight)
+    keys, values = batch.column(key), batch.column(value)
+    futures = [client.ingest_nowait(keys.slice(i, ingest_rows), values.slice(i, ingest_rows))
+               for i in range(0, batch.num_rows, ingest_rows)]  # refused whole here if a column is not binary
+    for f in futures:
+        f.result()
+    return {"rows": [batch.num_rows]}
 
 
 def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_rows: int = 100_000,
-                  ingest_rows: int = 25_000, concurrency: int = 2, in_flight: int = 8) -> int:
+                  ingest_rows: int = 100_000, concurrency: int | None = None, in_flight: int = 8) -> int:
     """Write ``data`` (a Ray Dataset, or a path or URL of Parquet files) into the store; returns the
     rows written. ``key``/``value`` name binary columns; a key repeated keeps one of its values
-    (which, when the copies fall in different batches, is not defined). ``concurrency`` writer
-    actors take ``batch_rows`` rows at a time and send them as ingests of up to ``ingest_rows``
-    rows each (then cut by partition), all at once, with ``in_flight`` requests outstanding per
-    group. Larger ingests mean fewer, larger SSTables for the groups to compact (measured in
-    docs/partitioning.md: 10,000-row ingests spent most of a replica's time in compaction)."""
+    (which, when the copies fall in different batches, is not defined). Ray Data tasks (at most
+    ``concurrency`` at once; None: as many as the cluster's CPUs allow) take ``batch_rows`` rows at a
+    time and send them as ingests of up to ``ingest_rows`` rows each (then cut by partition), all at
+    once, with ``in_flight`` requests outstanding per group. Larger ingests mean fewer, larger
+    SSTables for the groups to compact (measured in docs/partitioning.md)."""
     positive("batch_rows", integer("batch_rows", batch_rows))
     positive("ingest_rows", integer("ingest_rows", ingest_rows))
+    if concurrency is not None:
+        positive("concurrency", integer("concurrency", concurrency))
     if isinstance(data, str):
         data = ray.data.read_parquet(data)
     if not isinstance(data, ray.data.Dataset):
@@ -156,11 +181,11 @@ def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_
     missing = {key, value} - set(data.schema().names)
     if missing:
         raise InvalidArgumentError(f"the dataset has no column(s) {sorted(missing)}; name them with key=, value=")
-    # The writers wait on the groups, they do not compute: they hold no CPU, or on a small cluster
-    # they would take every CPU the read tasks feeding them need, and the pipeline would stall.
-    # An elastic pool (1 to ``concurrency`` writers): a small dataset does not start writers it has no
-    # batches for (they would connect to the store after this call returned, and it may be gone).
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency)
-    counts = data.map_batches(_Writer, fn_constructor_args=(store.name, key, value, in_flight, ingest_rows),
-                              batch_format="pyarrow", batch_size=batch_rows, compute=pool, num_cpus=0)
+    # Tasks, not an actor pool: Ray Data fuses them with the read (one task reads a file and loads
+    # it), they start on the workers Ray keeps warm, and each reuses its process's client. A pool of
+    # writer actors first waited two seconds and more for new worker processes to start and import
+    # the package, half of a 500,000-row load on 2 cores (docs/partitioning.md).
+    write = functools.partial(_write_batch, store_name=store.name, instance=store.instance, key=key, value=value,
+                              in_flight=in_flight, ingest_rows=ingest_rows)
+    counts = data.map_batches(write, batch_format="pyarrow", batch_size=batch_rows, concurrency=concurrency)
     return int(sum(row["rows"] for row in counts.iter_rows()))

@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import threading
 import time
+import uuid
 from typing import Any
 
 from .. import codec
@@ -52,6 +53,10 @@ def _groups_key(store: str) -> bytes:
     return b"ddia/partitions/" + store.encode() + b"/groups"
 
 
+def _instance_key(store: str) -> bytes:
+    return b"ddia/partitions/" + store.encode() + b"/instance"
+
+
 def _indexes_key(store: str) -> bytes:
     return b"ddia/partitions/" + store.encode() + b"/indexes"
 
@@ -70,6 +75,10 @@ class PartitionedStore:
         self._admin_clients: dict[str, Any] = {}
         self._admin_lock = threading.Lock()
         self.routers: Any = None  # the routing tier (.router.RouterTier), when launched with routers > 0
+        #: This launch of the store: a store launched again under the same name has another one
+        #: (a process that keeps connections by name tells the two apart by it). "" for a store
+        #: launched by a version that did not record it.
+        self.instance = ""
         self._global: dict[str, tuple] = {}  # global indexes this handle launched: (index store, indexer)
 
     # --- starting and attaching ------------------------------------------------------------------
@@ -126,6 +135,8 @@ class PartitionedStore:
             for g in names:  # every group learns its partitions before any client can see the map
                 store._set_ownership(g, ownership_of(pmap, g, name))
             store._kv.put(_groups_key(name), codec.encode(names))
+            store.instance = uuid.uuid4().hex
+            store._kv.put(_instance_key(name), store.instance.encode())
             if not store._kv.cas(map_key(name), None, codec.encode(pmap)):
                 raise ConfigError(f"a partition map for {name!r} exists already in {coordinator.name!r}")
             if routers:
@@ -148,7 +159,7 @@ class PartitionedStore:
         coordinator = RaftKV.connect(f"{name}-map", timeout_s=timeout_s)
         kv = coordinator.client()
         try:
-            raw, raw_groups = kv.get(map_key(name)), kv.get(_groups_key(name))
+            raw, raw_groups, instance = kv.get(map_key(name)), kv.get(_groups_key(name)), kv.get(_instance_key(name))
         finally:
             kv.close()
         if raw is None or raw_groups is None:
@@ -160,6 +171,7 @@ class PartitionedStore:
         groups = {g: ReplicatedStore.connect(g, timeout_s=timeout_s) for g in names}
         protocol = next(iter(groups.values())).protocol
         store = cls(name, coordinator, groups, {"scheme": pmap.scheme, "protocol": protocol})
+        store.instance = instance.decode("ascii", "replace") if instance else ""
         if routers:
             from .router import RouterTier
 
