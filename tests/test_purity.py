@@ -36,7 +36,7 @@ PURE_CORES = (
     "storage/lsm/tombstones.py", "storage/lsm/iterator.py", "storage/lsm/point_index.py",
     "partitioning/keyspace.py", "partitioning/partition_map.py", "partitioning/rebalance.py", "runtime/ticks.py",
     "consensus/sessions.py", "replication/ownership.py", "replication/indexing.py",
-    "replication/pins.py", "partitioning/index_functions.py", "replication/failover.py",
+    "replication/pins.py", "replication/arrow_pages.py", "partitioning/index_functions.py", "replication/failover.py",
     "partitioning/mover.py", "partitioning/simulation.py", "partitioning/sim_actors.py", "partitioning/sim_groups.py",
     "replication/ingest.py", "replication/procedures.py",
     "events/keys.py", "events/procedures.py", "events/consumer_groups.py", "events/simulation.py",

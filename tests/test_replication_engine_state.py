@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from ddia_ray import codec
-from ddia_ray.errors import ConfigError, CorruptionError, CorruptRecordError, StorageError
+from ddia_ray.errors import ConfigError, CorruptionError, CorruptRecordError, InvalidArgumentError, StorageError
+from ddia_ray.replication.arrow_pages import page_bytes, read_page, rows_page
 from ddia_ray.replication.engine_state import APPLIED_KEY, EngineState
-from ddia_ray.replication.records import CAS, DELETE, DELETE_RANGE, PUT
+from ddia_ray.replication.records import CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX, ReplScan
 from ddia_ray.replication.state import MapState
 
 ENGINES = ["lsm", "btree"]
@@ -47,6 +50,78 @@ def test_scans_never_return_the_replicas_own_keys(tmp_path, engine):
     assert st.scan(b"k10", b"k15", 3) == ((b"k10", b"k11", b"k12"), (b"v", b"v", b"v"))
     assert st.engine.get(APPLIED_KEY) is not None  # it is there, only hidden
     st.close()
+
+
+_scan_keys = hs.binary(max_size=6).map(lambda k: RESERVED_PREFIX + k if k[:1] == b"!" else k)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=hs.lists(hs.lists(hs.tuples(hs.sampled_from([PUT, DELETE]), _scan_keys, hs.binary(max_size=8)),
+                                 min_size=1, max_size=30), min_size=1, max_size=5),
+       start=hs.binary(max_size=3), end=hs.none() | hs.binary(max_size=3), limit=hs.integers(1, 40),
+       flush_after=hs.integers(0, 5))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_arrow_pages_hold_what_row_pages_hold(tmp_path_factory, engine, batches, start, end, limit, flush_after):
+    """An Arrow page of a scan (from the LSM's columns, or the rows of another engine) is the row
+    page: same keys and values, reserved keys left out, across the memtable and SSTables, and under
+    a pinned view while later writes land."""
+    if end is not None and end < start:
+        start, end = end, start
+    path = tmp_path_factory.mktemp("pages")
+    state = _open(path, "p", engine)
+    try:
+        for lsn, ops in enumerate(batches, 1):
+            state.apply(lsn, tuple((code, key, b"" if code == DELETE else value) for code, key, value in ops))
+            if lsn == flush_after and engine == "lsm":
+                state.engine.flush()
+        view = state.pin()
+        want = state.scan(start, end, limit, view)
+        state.apply(len(batches) + 1, ((PUT, start + b"\x01", b"later"),))  # not in the pinned view
+        data, rows = state.scan_arrow(start, end, limit, view)
+        pages = read_page(data)
+        got_keys = tuple(k for b in pages for k in b.column(0).to_pylist())
+        got_values = tuple(v for b in pages for v in b.column(1).to_pylist())
+        assert (got_keys, got_values) == want and rows == len(want[0])
+        state.unpin(view)
+    finally:
+        state.close()
+
+
+def test_a_damaged_or_foreign_arrow_page_is_refused():
+    import pyarrow as pa
+
+    good = rows_page((b"a", b"b"), (b"1", b"2"))
+    assert [b.num_rows for b in read_page(good)] == [2]
+    wrong_schema = page_bytes([])  # an empty page reads as no batch
+    assert read_page(wrong_schema) == []
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("key", pa.string()), ("value", pa.binary())])) as w:
+        w.write_batch(pa.record_batch([pa.array(["a"]), pa.array([b"1"])], names=["key", "value"]))
+    with_nulls = pa.BufferOutputStream()
+    schema = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+    with pa.ipc.new_stream(with_nulls, schema) as w:
+        w.write_batch(pa.record_batch([pa.array([b"a", None]), pa.array([b"1", b"2"])], schema=schema))
+    for bad in (sink.getvalue().to_pybytes(), with_nulls.getvalue().to_pybytes(), good[: len(good) // 2],
+                b"\xff" * 64, good[:8] + bytes(reversed(good[8:])), "text"):
+        with pytest.raises(CorruptRecordError):
+            read_page(bad)
+
+
+def test_scan_records_of_the_versions_before_arrow_pages_still_decode():
+    import msgpack
+
+    def wire(tag, version, fields):
+        inner = msgpack.packb({"t": tag, "v": version, "f": fields}, use_bin_type=True)
+        return codec.decode(msgpack.packb(msgpack.ExtType(codec.FORMAT_1, inner), use_bin_type=True))
+
+    scan = wire("repl.scan", 3, {"start": b"a", "end": None, "limit": 5, "read": "leader", "after_epoch": 0,
+                                 "after_lsn": 0, "max_staleness_s": -1.0, "fence": 0, "pin": 0})
+    assert scan == ReplScan(b"a", None, 5) and scan.arrow is False
+    page = wire("repl.scan_result", 2, {"keys": (b"a",), "values": (b"1",), "more": False, "epoch": 1, "lsn": 2,
+                                        "node": "r1", "pin": 0})
+    assert page.batch == b"" and page.keys == (b"a",)
+    with pytest.raises(InvalidArgumentError):
+        ReplScan(b"a", None, 5, arrow=1)
 
 
 def test_a_range_delete_then_a_cas_in_one_batch_sees_the_range():

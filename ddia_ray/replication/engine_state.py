@@ -50,7 +50,8 @@ from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
 from ..storage.engine import OpColumns, WriteBatch, open_engine
 from .ingest import decode_ingest, ingest_puts
-from .records import INGEST, RESERVED_PREFIX
+from .arrow_pages import page_bytes, rows_page
+from .records import AFTER_RESERVED, INGEST, RESERVED_PREFIX
 from ..consensus.sessions import Sessions
 from .state import decide
 
@@ -236,6 +237,35 @@ class EngineState:
                 if len(keys) >= limit:
                     break
         return tuple(keys), tuple(values)
+
+    def scan_arrow(self, start: bytes, end: bytes | None, limit: int, pin=None) -> tuple[bytes, int]:
+        """:meth:`scan` as an Arrow page (:mod:`.arrow_pages`) and its row count. An engine with
+        Arrow scans (the LSM) serves it from its columns around the reserved keys' range, with no
+        Python object per row; any other from the rows it scans."""
+        scan_batches = getattr(self.engine, "scan_batches", None)
+        if scan_batches is None:
+            keys, values = self.scan(start, end, limit, pin)
+            return rows_page(keys, values), len(keys)
+        # [start, end) without [RESERVED_PREFIX, AFTER_RESERVED): at most two pieces.
+        ranges: list[tuple[bytes, bytes | None]] = []
+        if start < RESERVED_PREFIX:
+            ranges.append((start, RESERVED_PREFIX if end is None else min(end, RESERVED_PREFIX)))
+        if end is None or end > AFTER_RESERVED:
+            ranges.append((max(start, AFTER_RESERVED), end))
+        batches, rows = [], 0
+        for s, e in ranges:
+            if rows >= limit or (e is not None and s >= e):
+                continue
+            it = scan_batches(s, e, snapshot=pin, limit=limit - rows, batch_rows=limit)
+            try:
+                for batch in it:
+                    batches.append(batch)
+                    rows += batch.num_rows
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        return page_bytes(batches), rows
 
     def scan_rows(self, start: bytes, end: bytes, limit: int) -> tuple[tuple, tuple]:
         """Up to ``limit`` keys of ``[start, end)``, reserved ones included, and their values."""

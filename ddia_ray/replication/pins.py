@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ScanExpiredError
+from .arrow_pages import arrow_page
 from .records import ReplScan, ScanResult
 
 __all__ = ["ScanPins"]
@@ -71,11 +72,16 @@ class ScanPins:
         else:
             pin, view = 0, None
         assert position is not None
-        keys, values = self.state.scan(req.start, req.end, limit, view)
-        more = len(keys) >= limit
+        if req.arrow:
+            batch, rows = arrow_page(self.state, req.start, req.end, limit, view)
+            keys, values = (), ()
+        else:
+            keys, values = self.state.scan(req.start, req.end, limit, view)
+            batch, rows = b"", len(keys)
+        more = rows >= limit
         if pin and not more:
             self.close(pin)
-        return ScanResult(keys, values, more, position[0], position[1], node, pin if more else 0)
+        return ScanResult(keys, values, more, position[0], position[1], node, pin if more else 0, batch)
 
     def close(self, pin: int) -> None:
         """Release ``pin`` (no-op if it is gone)."""

@@ -44,8 +44,8 @@ __all__ = ["PUT", "DELETE", "DELETE_RANGE", "CAS", "INGEST", "CALL", "Append", "
            "PositionReport", "CheckpointRequest", "Checkpoint", "ReplicaMeta", "LogEntries", "LostWrites", "Base",
            "ReplWrite", "ReplRead", "ReplScan", "ScanResult", "ReplQuery", "QueryResult", "QUERY_WAIT_MAX_S",
            "ReplAdmin", "ADMIN_ACTIONS", "WriteAck", "ReadResult", "ReplStatus", "Session", "READ_MODES",
-           "RESERVED_PREFIX", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops", "MAX_APPEND_BYTES",
-           "append_slice"]
+           "RESERVED_PREFIX", "AFTER_RESERVED", "OUTBOX_PREFIX", "around_reserved", "check_entries", "check_ops",
+           "MAX_APPEND_BYTES", "append_slice"]
 
 PUT, DELETE, DELETE_RANGE, CAS = 0, 1, 2, 3
 #: A bulk load: ``(INGEST, smallest key, batch blob)``, alone in its write (:mod:`.ingest`).
@@ -91,7 +91,7 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
                 and not (code == CAS and len(op) == 4 and op[2] is None and op[1].startswith(OUTBOX_PREFIX)):
             raise InvalidArgumentError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the replicas")
         if client and code == DELETE_RANGE and len(op) == 3 and type(op[2]) is bytes \
-                and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
+                and op[1] < AFTER_RESERVED and op[2] > RESERVED_PREFIX:
             raise InvalidArgumentError(f"a client's range delete may not cover the reserved keys (prefix "
                                        f"{RESERVED_PREFIX!r}): cut it around them (records.around_reserved)")
         if code == INGEST:
@@ -147,7 +147,7 @@ def append_slice(log, start: int, max_entries: int, max_bytes: int) -> tuple:
 _TUPLE, _BYTES = frozenset({tuple}), frozenset({bytes})
 _RESULTS = frozenset({type(None), bool})  # what an entry's origin may answer per op
 #: Every key at or above this sorts after each key under :data:`RESERVED_PREFIX`.
-_AFTER_RESERVED = RESERVED_PREFIX[:-1] + bytes([RESERVED_PREFIX[-1] + 1])
+AFTER_RESERVED = RESERVED_PREFIX[:-1] + bytes([RESERVED_PREFIX[-1] + 1])
 
 
 def around_reserved(ops: tuple) -> tuple:
@@ -157,11 +157,11 @@ def around_reserved(ops: tuple) -> tuple:
         return ops
     out = []
     for op in ops:
-        if op[0] == DELETE_RANGE and op[1] < _AFTER_RESERVED and op[2] > RESERVED_PREFIX:
+        if op[0] == DELETE_RANGE and op[1] < AFTER_RESERVED and op[2] > RESERVED_PREFIX:
             if op[1] < RESERVED_PREFIX:
                 out.append((DELETE_RANGE, op[1], RESERVED_PREFIX))
-            if op[2] > _AFTER_RESERVED:
-                out.append((DELETE_RANGE, _AFTER_RESERVED, op[2]))
+            if op[2] > AFTER_RESERVED:
+                out.append((DELETE_RANGE, AFTER_RESERVED, op[2]))
         else:
             out.append(op)
     return tuple(out)
@@ -184,7 +184,7 @@ def _puts_only(ops: Any, client: bool) -> bool:
         return False
     # A client's key may not be a replica's own: usually every key sorts above the reserved range,
     # which one min() shows; otherwise each is looked at.
-    return not client or min(keys) >= _AFTER_RESERVED \
+    return not client or min(keys) >= AFTER_RESERVED \
         or not any(map(operator.methodcaller("startswith", RESERVED_PREFIX), keys))
 
 
@@ -524,13 +524,20 @@ def _scan_v2_to_v3(fields: dict) -> dict:
     return {**fields, "pin": 0}
 
 
-@record("repl.scan", version=3, upgrades={1: _fence_v1_to_v2, 2: _scan_v2_to_v3})
+def _scan_v3_to_v4(fields: dict) -> dict:
+    """Scans of version 3 took their pages as rows."""
+    return {**fields, "arrow": False}
+
+
+@record("repl.scan", version=4, upgrades={1: _fence_v1_to_v2, 2: _scan_v2_to_v3, 3: _scan_v3_to_v4})
 class ReplScan:
     """One page of a range read: up to ``limit`` keys of ``[start, end)`` (``end`` None: unbounded),
     served as ``read`` says, with the same session, staleness and fence fields as :class:`ReplRead`
     (a fenced scan must lie inside one range the group owns). ``pin`` (:mod:`.pins`): 0 reads the
     state as it is; -1 pins a view and reads the first page from it; ``n > 0`` reads the next page
-    from pin ``n`` (sent to the replica that holds it)."""
+    from pin ``n`` (sent to the replica that holds it). ``arrow``: the page comes as one Arrow IPC
+    stream in :attr:`ScanResult.batch` (:mod:`.arrow_pages`) instead of rows; a replica of an older
+    version ignores it and sends rows, which the client reads as well."""
 
     start: bytes = b""
     end: bytes | None = None
@@ -541,8 +548,11 @@ class ReplScan:
     max_staleness_s: float = -1.0
     fence: int = 0
     pin: int = 0
+    arrow: bool = False
 
     def __post_init__(self):
+        if type(self.arrow) is not bool:
+            raise InvalidArgumentError(f"a scan's arrow is a bool, got {self.arrow!r}")
         if type(self.pin) is not int or self.pin < -1:
             raise InvalidArgumentError(f"a scan's pin is -1 (pin a view), 0 (none) or a pin id, got {self.pin!r}")
         if type(self.start) is not bytes or not (self.end is None or type(self.end) is bytes):
@@ -559,11 +569,18 @@ def _scan_result_v1_to_v2(fields: dict) -> dict:
     return {**fields, "pin": 0}
 
 
-@record("repl.scan_result", version=2, upgrades={1: _scan_result_v1_to_v2})
+def _scan_result_v2_to_v3(fields: dict) -> dict:
+    """Pages of version 2 were rows."""
+    return {**fields, "batch": b""}
+
+
+@record("repl.scan_result", version=3, upgrades={1: _scan_result_v1_to_v2, 2: _scan_result_v2_to_v3})
 class ScanResult:
     """A page of a scan: ``keys`` and ``values`` in key order, served by ``node`` at ``(epoch, lsn)``;
     ``more`` says the range may hold keys after the last one (ask again after it); ``pin``: the pin
-    to read the next page from (0: none, or the scan is done and its pin released)."""
+    to read the next page from (0: none, or the scan is done and its pin released). A page asked
+    for as Arrow (``ReplScan.arrow``) has its rows in ``batch``, an Arrow IPC stream of ``key`` and
+    ``value`` columns (:func:`.arrow_pages.read_page`), and ``keys`` and ``values`` empty."""
 
     keys: tuple
     values: tuple
@@ -572,6 +589,11 @@ class ScanResult:
     lsn: int
     node: str = ""
     pin: int = 0
+    batch: bytes = b""
+
+    def __post_init__(self):
+        if type(self.batch) is not bytes:
+            raise InvalidArgumentError(f"a scan page's batch is bytes, got {type(self.batch).__name__}")
 
 
 #: The longest a blocking query may wait (seconds): a held request must end well within a client's timeout.
