@@ -123,7 +123,8 @@ def check_ops(ops: Any, *, client: bool) -> tuple:
 #: ``max_append_entries`` of them in one message: 30 MB at 256 entries of 116 KB, past the direct
 #: link's frame limit, so it went through Ray at several times the cost and fell further behind.
 MAX_APPEND_BYTES = 4 << 20
-_KEY, _TAIL = operator.itemgetter(1), operator.itemgetter(2)
+_CODE, _KEY, _TAIL = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_THREE = {3}
 
 
 def append_slice(log, start: int, max_entries: int, max_bytes: int) -> tuple:
@@ -173,14 +174,17 @@ def _puts_only(ops: Any, client: bool) -> bool:
     message of the replication stream pays on arrival). False means "look closer", not "bad"."""
     if type(ops) is not tuple or not ops or not _TUPLE.issuperset(map(type, ops)):
         return False
+    # Column by column with itemgetter, not zip(*ops): that makes a tuple iterator per op, whose
+    # allocations set off garbage collections in a replica's large heap.
+    if set(map(len, ops)) != _THREE:
+        return False
     try:
-        columns = tuple(zip(*ops, strict=True))  # ValueError: ops of different lengths
-        if len(columns) != 3 or bytes(columns[0]) != bytes(len(ops)):  # TypeError: a code is no int
+        if bytes(map(_CODE, ops)) != bytes(len(ops)):  # TypeError, ValueError: a code is no byte
             return False
     except (ValueError, TypeError):
         return False
-    codes, keys, tails = columns
-    if not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, tails)):
+    keys = tuple(map(_KEY, ops))
+    if not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, map(_TAIL, ops))):
         return False
     # A client's key may not be a replica's own: usually every key sorts above the reserved range,
     # which one min() shows; otherwise each is looked at.
