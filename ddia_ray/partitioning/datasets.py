@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 :func:`to_ray_dataset` turns the store (or a key range of it) into a Ray Dataset with one read
-task per partition the range overlaps. Each task attaches to the store by name, reads its
-partition's stored keys with a *pinned* scan (every page from one view of the group's leader,
-:mod:`ddia_ray.replication.pins`): a consistent snapshot per partition, as the issue of Ray
-users asks ("what was in partition 3 at one moment"). Snapshots of different partitions are
+task per partition the range overlaps. Each task reads its partition's stored keys, through its
+worker process's client of the store (connected by the first task there, then reused), with a
+*pinned* scan (every page from one view of the group's leader, :mod:`ddia_ray.replication.pins`;
+pages as Arrow, :mod:`ddia_ray.replication.arrow_pages`): a consistent snapshot per partition, as
+Ray users ask ("what was in partition 3 at one moment"). Snapshots of different partitions are
 taken at different moments; the store has no cross-partition snapshot (that needs a global
 clock or a coordinator, DDIA 9). A partition that moves or splits while its task reads is
 followed by the partition-aware client: the task goes on after its last key under the new map.
@@ -42,36 +43,31 @@ from .partition_map import PartitionMap
 __all__ = ["to_ray_dataset", "write_dataset"]
 
 _BLOCK_ROWS = 100_000  # rows per block a read task yields (pages are joined up to this)
+_IN_FLIGHT = 8  # requests in flight per group of a task's client (write_dataset's default too)
 
 
-def _read_partition(store_name: str, lo: bytes, hi: bytes | None, keep: tuple | None, read: str,
+def _read_partition(store_name: str, instance: str, lo: bytes, hi: bytes | None, keep: tuple | None, read: str,
                     page_rows: int) -> Iterator[pa.Table]:
-    """Runs in a Ray task: partition ``[lo, hi)`` of ``store_name`` as Arrow tables."""
-    from .store import PartitionedStore
-
-    store = PartitionedStore.connect(store_name, routers=False)
-    client = store.client()
-    try:
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in client.scan_stored(lo, hi, keep=keep, read=read, page_rows=page_rows, pinned=True):
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= _BLOCK_ROWS:
-                yield pa.Table.from_batches(pending)
-                pending, rows = [], 0
-        if pending:
+    """Runs in a Ray task: partition ``[lo, hi)`` of ``store_name`` as Arrow tables, through the
+    worker process's client of the store (:func:`_client`)."""
+    client = _client(store_name, instance, _IN_FLIGHT)
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in client.scan_stored(lo, hi, keep=keep, read=read, page_rows=page_rows, pinned=True):
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= _BLOCK_ROWS:
             yield pa.Table.from_batches(pending)
-    finally:
-        client.close()
-        store.close()
+            pending, rows = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 class _PartitionSource(Datasource):
     """A Ray Data source: one read task per partition of a map that ``[start, end)`` overlaps."""
 
-    def __init__(self, store_name: str, pmap: PartitionMap, start: bytes | None, end: bytes | None, read: str,
-                 page_rows: int):
+    def __init__(self, store_name: str, instance: str, pmap: PartitionMap, start: bytes | None, end: bytes | None,
+                 read: str, page_rows: int):
         self.tasks: list[tuple] = []
         if pmap.scheme == "hash":  # every partition holds keys of any range: each keeps [start, end)
             keep = (start or b"", end)
@@ -82,7 +78,7 @@ class _PartitionSource(Datasource):
                 hi = end if p.end is None else (p.end if end is None else min(end, p.end))
                 if hi is None or lo < hi:
                     self.tasks.append((lo, hi, None))
-        self.store_name, self.read, self.page_rows = store_name, read, page_rows
+        self.store_name, self.instance, self.read, self.page_rows = store_name, instance, read, page_rows
 
     def estimate_inmemory_data_size(self) -> int | None:
         """Unknown before reading (the groups keep no per-partition byte counts)."""
@@ -94,7 +90,7 @@ class _PartitionSource(Datasource):
         out = []
         for lo, hi, keep in self.tasks:
             def read_fn(lo=lo, hi=hi, keep=keep) -> Iterator[pa.Table]:
-                return _read_partition(self.store_name, lo, hi, keep, self.read, self.page_rows)
+                return _read_partition(self.store_name, self.instance, lo, hi, keep, self.read, self.page_rows)
 
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
             out.append(ReadTask(read_fn, meta))
@@ -110,7 +106,8 @@ def to_ray_dataset(store, start=None, end=None, *, read: str = "linearizable",
     e = None if end is None else stored_key("range", end)
     if s is not None and e is not None and s > e:
         raise ConfigError(f"range start {s!r} is after its end {e!r}")
-    return ray.data.read_datasource(_PartitionSource(store.name, store.partition_map(), s, e, read, page_rows))
+    return ray.data.read_datasource(_PartitionSource(store.name, store.instance, store.partition_map(), s, e, read,
+                                                     page_rows))
 
 
 #: Per worker process, the clients of the stores its write tasks used lately, newest last. A Ray
@@ -162,7 +159,7 @@ def _write_batch(batch: pa.Table, store_name: str, instance: str, key: str, valu
 
 
 def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_rows: int = 100_000,
-                  ingest_rows: int = 100_000, concurrency: int | None = None, in_flight: int = 8) -> int:
+                  ingest_rows: int = 100_000, concurrency: int | None = None, in_flight: int = _IN_FLIGHT) -> int:
     """Write ``data`` (a Ray Dataset, or a path or URL of Parquet files) into the store; returns the
     rows written. ``key``/``value`` name binary columns; a key repeated keeps one of its values
     (which, when the copies fall in different batches, is not defined). Ray Data tasks (at most
