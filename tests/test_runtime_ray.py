@@ -132,3 +132,15 @@ def test_a_refusal_on_a_real_actor_is_raised_as_its_own_class(group):
     with pytest.raises(InvalidArgumentError, match="cannot serve") as info:
         group.request("b", "not a request")
     assert info.value.remote_node == "b" and str(info.value).startswith(f"{group.name}/b: ")
+
+
+def test_a_shell_sets_its_processes_garbage_collector_thresholds(group):
+    import gc
+
+    import ray
+
+    from ddia_ray.runtime.shell import GC_THRESHOLDS
+
+    handle = group.handle("a")
+    assert tuple(ray.get(handle.__ray_call__.remote(lambda shell: gc.get_threshold()), timeout=30)) == GC_THRESHOLDS
+    assert GC_THRESHOLDS != (700, 10, 10)  # not CPython's defaults, which the replicas paid for
