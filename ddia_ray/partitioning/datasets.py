@@ -110,7 +110,7 @@ def to_ray_dataset(store, start=None, end=None, *, read: str = "linearizable",
                                                      page_rows))
 
 
-#: Per worker process, the clients of the stores its write tasks used lately, newest last. A Ray
+#: Per worker process, the clients of the stores its read and write tasks used lately, newest last. A Ray
 #: worker runs task after task; connecting to a store took 17-72 ms a task on this project's
 #: 2-core machine, a tenth of the time a 100,000-row batch takes to load there. Keyed by the
 #: store's instance too: a store launched again under the same name is another store, and a
