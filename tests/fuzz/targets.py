@@ -237,6 +237,38 @@ class IngestTarget(Target):
             raise Violation(f"an unchanged batch decoded to {pairs!r:.200}")
 
 
+class ScanPageTarget(Target):
+    """``read_page`` of mutated scan pages (ddia_ray/replication/arrow_pages.py: the Arrow IPC stream a
+    replica answers a scan with): what reads must be whole binary key and value columns whose every
+    row reads back, an unchanged page its own rows."""
+
+    name = "scan_page"
+    allowed = (CodecError,)  # CorruptRecordError is one
+    input_seconds = 0.5
+
+    def build(self) -> list:
+        from ddia_ray.replication.arrow_pages import page_bytes, rows_page
+
+        rng = random.Random(11)
+        out = [Seed("empty", page_bytes([]), (), [])]
+        for i, n in enumerate((1, 3, 50)):
+            pairs = [(rng.randbytes(rng.randint(1, 12)), rng.randbytes(rng.randint(0, 30))) for _ in range(n)]
+            data = rows_page(tuple(k for k, _ in pairs), tuple(v for _, v in pairs))
+            out.append(Seed(f"page{i}:{n}", data, (0, 8, len(data) // 2, len(data) - 8), pairs))
+        return out
+
+    def execute(self, seed: Seed, data: bytes) -> None:
+        from ddia_ray.replication.arrow_pages import read_page
+
+        pairs = []
+        for batch in read_page(data):
+            pairs += zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+        if not all(type(k) is bytes and type(v) is bytes for k, v in pairs):
+            raise Violation(f"a page read as rows that are not bytes: {pairs!r:.200}")
+        if data == seed.data and pairs != seed.context:
+            raise Violation(f"an unchanged page read as {pairs!r:.200}")
+
+
 # --- runtime durable log ------------------------------------------------------------------------
 
 
@@ -395,6 +427,7 @@ def _short_log() -> DurableTarget:
 _FACTORIES: dict = {
     "codec": CodecTarget,
     "ingest": IngestTarget,
+    "scan_page": ScanPageTarget,
     "durable": DurableTarget,
     "wal": lambda: _storage("WalTarget"),
     "manifest": lambda: _storage("ManifestTarget"),
@@ -405,7 +438,7 @@ _FACTORIES: dict = {
     "selftest-memory": _HungryCodec,
     "selftest-shortlog": _short_log,
 }
-TARGET_NAMES = ("codec", "ingest", "durable", "wal", "manifest", "btree")
+TARGET_NAMES = ("codec", "ingest", "scan_page", "durable", "wal", "manifest", "btree")
 SELFTEST_NAMES = tuple(n for n in _FACTORIES if n.startswith("selftest-"))
 
 
