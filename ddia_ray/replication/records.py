@@ -32,7 +32,6 @@ checked on arrival by their ``__post_init__``.
 
 from __future__ import annotations
 
-import itertools
 import operator
 from typing import Any
 
@@ -131,9 +130,11 @@ def append_slice(log, start: int, max_entries: int, max_bytes: int) -> tuple:
     """Log entries ``(epoch, lsn, ops, ...)`` from index ``start`` for one Append: at most
     ``max_entries``, and no more than ``max_bytes`` of keys and tails after the first entry.
 
-    Only a catch-up sends more than one entry, so only a catch-up sizes them.
+    Only a catch-up sends more than one entry, so only a catch-up sizes them. ``log`` is indexed
+    (a deque reaches an index from its nearer end: the usual slice is the newest entry), not
+    walked from its start as ``islice`` would.
     """
-    entries = tuple(itertools.islice(log, start, start + max_entries))
+    entries = tuple(log[i] for i in range(start, min(len(log), start + max_entries)))
     if len(entries) <= 1:
         return entries
     total = 0
