@@ -21,28 +21,26 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from ..errors import CorruptRecordError
+from ..storage.engine import KV_SCHEMA  # a page's columns: those of every engine's Arrow scan
 
-__all__ = ["PAGE_SCHEMA", "arrow_page", "page_bytes", "read_page", "rows_page"]
-
-#: The columns of a page.
-PAGE_SCHEMA = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+__all__ = ["arrow_page", "page_bytes", "read_page", "rows_page", "scanned_page"]
 
 
 def page_bytes(batches: Iterable[pa.RecordBatch]) -> bytes:
-    """``batches`` (of :data:`PAGE_SCHEMA`'s columns) as one Arrow IPC stream."""
+    """``batches`` (of :data:`KV_SCHEMA`'s columns) as one Arrow IPC stream."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, PAGE_SCHEMA) as writer:
+    with pa.ipc.new_stream(sink, KV_SCHEMA) as writer:
         for batch in batches:
             if batch.num_rows:
-                writer.write_batch(batch if batch.schema.equals(PAGE_SCHEMA) else
-                                   pa.record_batch(batch.columns, schema=PAGE_SCHEMA))
+                writer.write_batch(batch if batch.schema.equals(KV_SCHEMA) else
+                                   pa.record_batch(batch.columns, schema=KV_SCHEMA))
     return sink.getvalue().to_pybytes()
 
 
 def rows_page(keys: tuple, values: tuple) -> bytes:
     """A page of ``keys`` and their ``values`` (bytes each) as an Arrow IPC stream."""
     return page_bytes([pa.record_batch([pa.array(keys, pa.binary()), pa.array(values, pa.binary())],
-                                       schema=PAGE_SCHEMA)])
+                                       schema=KV_SCHEMA)])
 
 
 def arrow_page(state: Any, start: bytes, end: bytes | None, limit: int, view: Any = None) -> tuple[bytes, int]:
@@ -51,6 +49,11 @@ def arrow_page(state: Any, start: bytes, end: bytes | None, limit: int, view: An
     scan_arrow = getattr(state, "scan_arrow", None)
     if scan_arrow is not None:
         return scan_arrow(start, end, limit, view)
+    return scanned_page(state, start, end, limit, view)
+
+
+def scanned_page(state: Any, start: bytes, end: bytes | None, limit: int, view: Any = None) -> tuple[bytes, int]:
+    """:func:`arrow_page` built from the rows ``state.scan`` returns (a state without Arrow scans)."""
     keys, values = state.scan(start, end, limit, view)
     return rows_page(keys, values), len(keys)
 
@@ -62,7 +65,7 @@ def read_page(data: Any) -> list[pa.RecordBatch]:
         raise CorruptRecordError(f"a scan page is bytes, got {type(data).__name__}")
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(data))
-        if not reader.schema.equals(PAGE_SCHEMA):
+        if not reader.schema.equals(KV_SCHEMA):
             raise CorruptRecordError(f"a scan page has columns {reader.schema.names} of types "
                                      f"{[str(t) for t in reader.schema.types]}, not binary key and value")
         batches = []

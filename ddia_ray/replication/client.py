@@ -52,8 +52,8 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
                       StalenessBoundError, WriteOutcomeUnknownError)
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
-from ..storage.engine import WriteBatch, check_batch
-from .arrow_pages import PAGE_SCHEMA, read_page
+from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
+from .arrow_pages import read_page
 from .ingest import ingest_op
 from .procedures import result_or_raise
 from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
@@ -350,7 +350,7 @@ class ReplicatedClient(LoopClient):
                 batches = read_page(page.batch)
             elif page.keys:  # a replica of a version before Arrow pages
                 batches = [pa.record_batch([pa.array(page.keys, pa.binary()), pa.array(page.values, pa.binary())],
-                                           schema=PAGE_SCHEMA)]
+                                           schema=KV_SCHEMA)]
             else:
                 batches = []
             yield from batches

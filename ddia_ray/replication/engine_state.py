@@ -48,9 +48,9 @@ import contextlib
 
 from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
-from ..storage.engine import OpColumns, WriteBatch, open_engine
+from ..storage.engine import WriteBatch, open_engine
 from .ingest import decode_ingest, ingest_puts
-from .arrow_pages import page_bytes, rows_page
+from .arrow_pages import page_bytes, scanned_page
 from .records import AFTER_RESERVED, INGEST, RESERVED_PREFIX
 from ..consensus.sessions import Sessions
 from .state import decide
@@ -108,7 +108,6 @@ class EngineState:
         self.generation = self._current()
         self._drop_orphans()
         self.engine = open_engine(self._engine_url(self.generation), engine, **self.options)
-        self._columns = hasattr(self.engine, "write_columns")
         self._checked = hasattr(self.engine, "write_checked")
         self.applied, self.applied_epoch = _decode_position(self.engine.get(APPLIED_KEY))
         self._track_durability()
@@ -244,8 +243,7 @@ class EngineState:
         Python object per row; any other from the rows it scans."""
         scan_batches = getattr(self.engine, "scan_batches", None)
         if scan_batches is None:
-            keys, values = self.scan(start, end, limit, pin)
-            return rows_page(keys, values), len(keys)
+            return scanned_page(self, start, end, limit, pin)
         # [start, end) without [RESERVED_PREFIX, AFTER_RESERVED): at most two pieces.
         ranges: list[tuple[bytes, bytes | None]] = []
         if start < RESERVED_PREFIX:
@@ -339,10 +337,6 @@ class EngineState:
         """Decided ``ops`` and the entry's own rows (``extra_*``: kind 0 a put, 1 a delete) as one batch."""
         if self._checked:  # the entry's ops were checked on arrival (records.check_ops): as they are
             self.engine.write_checked(ops + tuple(zip(extra_kinds, extra_keys, extra_values)))
-        elif self._columns:
-            kinds, op_keys, tails = zip(*ops) if ops else ((), (), ())  # one transposing pass, in C
-            self.engine.write_columns(OpColumns(bytes(kinds) + extra_kinds, op_keys + extra_keys,
-                                                tails + extra_values))
         else:
             batch = WriteBatch()
             for code, key, tail in ops:
