@@ -13,7 +13,7 @@ from ddia_ray import codec
 from ddia_ray.errors import ConfigError, CorruptionError, CorruptRecordError, InvalidArgumentError, StorageError
 from ddia_ray.replication.arrow_pages import page_bytes, read_page, rows_page
 from ddia_ray.replication.engine_state import APPLIED_KEY, EngineState
-from ddia_ray.replication.records import CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX, ReplScan
+from ddia_ray.replication.records import CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX, ReplScan, ScanResult
 from ddia_ray.replication.state import MapState
 
 ENGINES = ["lsm", "btree"]
@@ -121,6 +121,8 @@ def test_scan_records_of_the_versions_before_arrow_pages_still_decode():
     assert page.batch == b"" and page.keys == (b"a",)
     with pytest.raises(InvalidArgumentError):
         ReplScan(b"a", None, 5, arrow=1)
+    with pytest.raises(InvalidArgumentError, match="batch is bytes"):
+        ScanResult((), (), False, 1, 2, "r1", 0, "not bytes")
 
 
 def test_a_range_delete_then_a_cas_in_one_batch_sees_the_range():
