@@ -11,6 +11,7 @@ from ddia_ray.kv.commands import RETRY, KVBatch, KVCall, KVCallResult, KVResults
 from ddia_ray.kv.member import RaftMember
 from ddia_ray.replication import CAS, DELETE, DELETE_RANGE, PUT, LeaderFollowerReplica, MapState, ReplRead, \
     ReplWrite, Session
+from ddia_ray.replication.ingest import puts_op
 from ddia_ray.replication.coordination import CoordinationClient
 from ddia_ray.replication.records import Append, AppendAck, Checkpoint, PositionProbe, PositionReport, ReplicaMeta
 from ddia_ray.runtime import SimNetwork
@@ -337,16 +338,20 @@ def test_a_deposed_async_leader_reports_its_lost_writes():
     old = _leader(sim)
     sim.partition([[old, "client"], ["*"]])  # cut off from followers and the lease, not from the client
     ack = _ask(sim, old, ReplWrite(((PUT, b"lost-key", b"v"),)))  # async: acknowledged at once
+    # A client's many puts travel as one ingest (ingest.puts_op): every key of it is listed.
+    many = tuple((PUT, b"lost-%03d" % i, b"v") for i in range(100))
+    batch = _ask(sim, old, ReplWrite((puts_op(many),)))
     assert sim.run_until(lambda: any(sim.core(r).role == "leader" for r in REPS if r != old), 5.0)
     sim.heal()
     sim.run_for(1.0)
     status = sim.core(old).status()
-    assert status["role"] == "follower" and status["lost_writes"] == 1
-    assert status["lost"] == ((ack.epoch, ack.lsn, (b"lost-key",)),)
+    assert status["role"] == "follower" and status["lost_writes"] == 2
+    assert status["lost"] == ((ack.epoch, ack.lsn, (b"lost-key",)),
+                              (batch.epoch, batch.lsn, tuple(op[1] for op in many)))
     # The account survives a restart.
     sim.crash(old)
     sim.restart(old)
-    assert sim.core(old).lost_writes == 1
+    assert sim.core(old).lost_writes == 2
 
 
 def test_probes_are_answered_and_a_checkpoint_replaces_a_divergent_log():

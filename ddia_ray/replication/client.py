@@ -54,7 +54,7 @@ from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
 from .arrow_pages import read_page
-from .ingest import ingest_op
+from .ingest import ingest_op, puts_op
 from .procedures import result_or_raise
 from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
                       ReplWrite, ScanResult,
@@ -118,12 +118,13 @@ class _Unit:
 
 
 class _Batch:
-    """One ReplWrite in flight (or a batch of reads), with its units."""
+    """One ReplWrite in flight (or a batch of reads), with its units; ``puts``: how many puts its
+    payload carries as one ingest operation (:func:`.ingest.puts_op`), whose one result stands for all."""
 
-    __slots__ = ("payload", "units", "target", "tries")
+    __slots__ = ("payload", "units", "target", "tries", "puts")
 
-    def __init__(self, payload: Any, units: list):
-        self.payload, self.units, self.target, self.tries = payload, units, None, 0
+    def __init__(self, payload: Any, units: list, puts: int = 0):
+        self.payload, self.units, self.target, self.tries, self.puts = payload, units, None, 0, puts
 
 
 class ReplicatedClient(LoopClient):
@@ -518,9 +519,12 @@ class ReplicatedClient(LoopClient):
             acked_below = min(self._unacked)
             epoch, lsn = self._session.position()
         # Each unit's ops were checked when submitted (_submit_write), the rest is this client's own.
-        return _Batch(codec.prechecked(ReplWrite, tuple(ops), acks, 0, self.name, seq, acked_below, epoch, lsn,
-                                       self.fence),
-                      units)
+        # Many puts go as columns (an ingest), unless routed by a partition map: the fence checks
+        # an ingest as one partition's range, and the puts may span two partitions of this group.
+        run = None if self.fence else puts_op(ops)
+        return _Batch(codec.prechecked(ReplWrite, tuple(ops) if run is None else (run,), acks, 0, self.name, seq,
+                                       acked_below, epoch, lsn, self.fence),
+                      units, 0 if run is None else len(ops))
 
     def _take_reads(self) -> tuple[Any, list]:
         units: list[_Unit] = []
@@ -612,10 +616,11 @@ class ReplicatedClient(LoopClient):
                 self._leader = target
                 self._saw(True, ack.epoch, ack.lsn)
                 i = 0
+                results = (None,) * batch.puts if batch.puts else ack.results  # a put's result is None
                 for u in batch.units:
                     n = len(u.ops)
                     if not u.future.done():
-                        u.future.set_result(ack.results[i] if u.single else ack.results[i:i + n])
+                        u.future.set_result(results[i] if u.single else results[i:i + n])
                     i += n
                 self.stats["write_batches"] += 1
                 return

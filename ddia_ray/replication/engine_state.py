@@ -55,7 +55,11 @@ from .records import AFTER_RESERVED, INGEST, RESERVED_PREFIX
 from ..consensus.sessions import Sessions
 from .state import decide
 
-__all__ = ["EngineState", "APPLIED_KEY", "RESERVED_PREFIX", "ENGINE_NAMES"]
+__all__ = ["EngineState", "APPLIED_KEY", "RESERVED_PREFIX", "ENGINE_NAMES", "SMALL_INGEST_ROWS", "SMALL_INGEST_BYTES"]
+
+#: An ingest this small goes through the engine's write path (:meth:`EngineState._ingest`).
+SMALL_INGEST_ROWS = 1 << 14
+SMALL_INGEST_BYTES = 4 << 20
 
 #: The key holding the position ``(lsn, epoch)`` of the last entry the engine applied.
 APPLIED_KEY = RESERVED_PREFIX + b"applied"
@@ -336,7 +340,7 @@ class EngineState:
     def _write(self, ops: tuple, extra_kinds: bytes, extra_keys: tuple, extra_values: tuple) -> None:
         """Decided ``ops`` and the entry's own rows (``extra_*``: kind 0 a put, 1 a delete) as one batch."""
         if self._checked:  # the entry's ops were checked on arrival (records.check_ops): as they are
-            self.engine.write_checked(ops + tuple(zip(extra_kinds, extra_keys, extra_values)))
+            self.engine.write_checked(ops, tuple(zip(extra_kinds, extra_keys, extra_values)))
         else:
             batch = WriteBatch()
             for code, key, tail in ops:
@@ -356,6 +360,12 @@ class EngineState:
     def _ingest(self, ops: tuple, extra_kinds: bytes, extra_keys: tuple, extra_values: tuple) -> None:
         """Apply a bulk load (:mod:`.ingest`) with the entry's own rows.
 
+        A small one (at most :data:`SMALL_INGEST_ROWS` rows and :data:`SMALL_INGEST_BYTES`: a
+        client's batch of puts, which it sends in this form) goes through the engine's write path
+        as columns (the LSM's ``write_puts``), as one atomic batch with those rows: an SSTable per
+        thousand rows would leave compaction a file per write to merge (RocksDB also ingests
+        files only for bulk loads).
+
         On the LSM engine the batch and the entry's position and session rows are one table that
         the engine's ``ingest`` adds in one manifest commit, so they are durable together, as a
         write batch's would be. Deletes of expired sessions cannot be rows of an ingest: they go
@@ -363,6 +373,12 @@ class EngineState:
         the entry is applied again after the restart and the sessions are found expired again (or
         already gone). Engines without ``ingest`` (the B-tree) take the rows as one write batch.
         """
+        rows = decode_ingest(ops[0][2])
+        write_puts = getattr(self.engine, "write_puts", None)
+        if write_puts is not None and rows.count <= SMALL_INGEST_ROWS and len(ops[0][2]) <= SMALL_INGEST_BYTES:
+            # A client's batch of puts sent as columns (client.py): the memtable takes the arrays.
+            write_puts(rows.keys, rows.values, tuple(zip(extra_kinds, extra_keys, extra_values)))
+            return
         ingest = getattr(self.engine, "ingest", None)
         if ingest is None:
             self._write(ingest_puts(ops), extra_kinds, extra_keys, extra_values)
@@ -372,7 +388,6 @@ class EngineState:
             self._write((), extra_kinds[:gone], extra_keys[:gone], extra_values[:gone])
         import pyarrow as pa
 
-        rows = decode_ingest(ops[0][2])
         own = pa.table({"key": pa.array(extra_keys[gone:], pa.binary()),
                         "value": pa.array(extra_values[gone:], pa.binary())})
         ingest(pa.concat_tables([rows.table(), own]))

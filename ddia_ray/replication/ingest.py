@@ -37,6 +37,7 @@ it is checked: a count, an offset or a length that does not fit exactly refuses 
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,8 @@ import pyarrow.compute as pc
 from ..errors import InvalidArgumentError
 from .records import INGEST, PUT, RESERVED_PREFIX
 
-__all__ = ["IngestRows", "MAX_INGEST_ROWS", "ingest_op", "decode_ingest", "ingest_puts", "has_ingest", "binary_column"]
+__all__ = ["IngestRows", "MAX_INGEST_ROWS", "PUTS_AS_INGEST_MIN", "puts_op", "ingest_op", "decode_ingest",
+           "ingest_puts", "has_ingest", "binary_column"]
 
 _MAGIC = b"DRIG"
 _VERSION = 1
@@ -57,6 +59,7 @@ _HEAD = struct.Struct("<4sBI")
 MAX_INGEST_ROWS = 1 << 20
 #: Offsets are Arrow ``binary`` offsets (int32): a column's bytes stay below 2 GiB.
 _MAX_COLUMN_BYTES = (1 << 31) - 1
+_CODE = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,67 @@ def ingest_op(keys: Any, values: Any) -> tuple:
     return (INGEST, rows.lo, blob)
 
 
+#: A client sends a write of at least this many puts, and nothing else, as an ingest (:func:`puts_op`).
+PUTS_AS_INGEST_MIN = 64
+_KEY, _TAIL = operator.itemgetter(1), operator.itemgetter(2)
+
+
+def puts_op(ops: tuple | list) -> tuple | None:
+    """``ops`` as one ingest operation when they are at least :data:`PUTS_AS_INGEST_MIN` puts and
+    nothing else (None otherwise): the columns a replica hands its engine as they are.
+
+    A client's write of a thousand puts travels, as op tuples, as three thousand msgpack values that
+    the leader and every follower unpack into Python objects and each memtable inserts one by one;
+    as an ingest it is one bytes value, checked with a few NumPy and Arrow passes, that the LSM
+    memtable keeps as two Arrow arrays (:meth:`.engine_state.EngineState._ingest`). The puts were
+    checked as op tuples (``records.check_ops``); the blob is checked again as every replica
+    checks it, and one that fails stays op tuples, which the leader refuses with the reason.
+    """
+    n = len(ops)
+    if n < PUTS_AS_INGEST_MIN or n > MAX_INGEST_ROWS or bytes(map(_CODE, ops)) != bytes(n):
+        return None
+    keys, values = list(map(_KEY, ops)), list(map(_TAIL, ops))
+    ko, vo = _offsets(keys), _offsets(values)
+    if ko[-1] > _MAX_COLUMN_BYTES or vo[-1] > _MAX_COLUMN_BYTES:
+        return None
+    blob = b"".join((_HEAD.pack(_MAGIC, _VERSION, n), ko.tobytes(), vo.tobytes(), b"".join(keys), b"".join(values)))
+    try:
+        return (INGEST, decode_ingest(blob).lo, blob)
+    except InvalidArgumentError:  # a reserved key, say: sent as op tuples, the leader refuses it by name
+        return None
+
+
+def _offsets(items: list) -> np.ndarray:
+    """The u32 offsets (from 0) of ``items`` laid end to end (past 4 GiB: a value above the limit)."""
+    offsets = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), out=offsets[1:])
+    if offsets[-1] > _MAX_COLUMN_BYTES:
+        return offsets
+    return offsets.astype("<u4")
+
+
+#: The last blob decoded and its rows: a replica checks an entry's batch when it arrives and
+#: decodes it again to apply it, a few microseconds later (bytes are immutable, so the same
+#: object holds the same rows).
+_last: tuple = (None, None)
+
+
 def decode_ingest(blob: Any, lo: bytes | None = None) -> IngestRows:
     """The checked rows of an ingest blob (``lo``: the operation's claimed smallest key, checked too);
     :class:`~ddia_ray.errors.InvalidArgumentError` for anything that is not a well-formed batch."""
+    global _last
+    last_blob, last_rows = _last
+    if blob is last_blob:
+        if lo is not None and lo != last_rows.lo:
+            raise InvalidArgumentError(f"an ingest operation names {lo[:64]!r} as its smallest key; "
+                                       f"it is {last_rows.lo[:64]!r}")
+        return last_rows
+    rows = _decode_ingest(blob, lo)
+    _last = (blob, rows)
+    return rows
+
+
+def _decode_ingest(blob: Any, lo: bytes | None) -> IngestRows:
     if type(blob) is not bytes or len(blob) < _HEAD.size:
         raise InvalidArgumentError("an ingest operation's tail is a batch blob (bytes)")
     magic, version, count = _HEAD.unpack_from(blob)

@@ -81,6 +81,7 @@ from .coordination import CoordinationClient
 from .failover import FOLLOWER, LEADER, Failover, _lease_value
 from .membership import CHANGE_ACTIONS, MembershipChanges
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
+from .ingest import ingest_puts
 from .pins import ScanPins
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
@@ -747,7 +748,8 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
                 continue  # the leader's own epoch: it has or will send these (cannot differ)
             if ops and (acks == 0 or self.default_acks == 0):
                 self.lost_writes += 1
-                self.lost.append((epoch, lsn, tuple(op[1] for op in ops)))
+                # Every key the write held: a client's many puts travel as one ingest (ingest.puts_op).
+                self.lost.append((epoch, lsn, tuple(op[1] for op in ingest_puts(ops))))
                 if self.observer is not None:
                     self.observer(self.node_id, "lost", (epoch, lsn))
 

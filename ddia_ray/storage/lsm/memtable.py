@@ -16,6 +16,21 @@ someone asks (Timsort merges the two runs in linear time). A sorted key list
 handed out is never mutated afterwards, so an iterator can walk it while
 writers keep inserting (their sequence numbers are above its snapshot anyway).
 
+A large batch of point writes (the usual replicated write: a thousand puts in
+one log entry) is not put in the dict as it arrives. It is kept as it came, a
+*pending run* ``(first_seq, ops)``, where ``ops`` is a tuple of op tuples or a
+:class:`PutColumns` (puts as two Arrow binary arrays, which a replica gets
+straight from the message that carried them: no Python object per row), and moved into the dict only when a read
+needs the index (:meth:`get`, :meth:`key_slice`) or a smaller write must go
+after it. A write-only stream never builds the dict at all: the flush turns the
+runs straight into Arrow columns. The dict's inserts were a third of a
+replica's time on that stream (docs/replication.md, "Pending runs"); a reader
+pays the same inserts later, once, so a mixed workload costs what it did. The
+runs are immutable tuples of tuples, which is why only those are kept as given.
+Moving runs into the dict happens under the memtable's own lock, which
+:meth:`to_table` also takes to gather its rows, because a flush thread reads an
+immutable memtable while a reader under the tree's mutex may still index it.
+
 Range tombstones are kept as a list plus a lazily rebuilt
 :class:`TombstoneIndex`. Once the tree makes a memtable immutable nothing
 mutates it again; it is flushed to an SSTable with :meth:`Memtable.to_table`.
@@ -28,6 +43,8 @@ replays the WAL in order), which :meth:`Memtable.to_table` relies on.
 from __future__ import annotations
 
 import bisect
+import threading
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -37,7 +54,7 @@ import pyarrow.compute as pc
 
 from .tombstones import TombstoneIndex
 
-__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "SCHEMA", "sort_rows"]
+__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "PutColumns", "SCHEMA", "sort_rows"]
 
 PUT, DELETE, RANGE_DELETE = 0, 1, 2
 #: Row layout of SSTables (and of :meth:`Memtable.to_table`).
@@ -45,6 +62,44 @@ SCHEMA = pa.schema([("key", pa.binary()), ("seq", pa.uint64()), ("op", pa.uint8(
 _SEQ, _OP, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)  # fields of a version tuple
 _MAX_BINARY_BYTES = (1 << 31) - 1  # the data one ``binary`` array (32-bit offsets) can hold
 _ENTRY_OVERHEAD_BYTES = 48  # rough per-version cost of the dict slot, tuple and list
+_KIND, _KEY, _TAIL = itemgetter(0), itemgetter(1), itemgetter(2)  # fields of an op
+_TUPLE = frozenset({tuple})
+#: Batches of at least this many point ops are kept as pending runs (smaller ones go in the
+#: dict at once: a run saves per-op work, and a few ops have little to save).
+PENDING_MIN_OPS = 64
+
+
+class PutColumns:
+    """Puts as two binary Arrow arrays of equal length, ``keys[i] -> values[i]`` in order.
+
+    What :meth:`~.tree.LSMTree.write_puts` takes: the columns their owner checked (a replica
+    reads them from a log entry without copying). They become a pending run of the memtable
+    as they are; only a read that needs the memtable's index turns them into op tuples.
+    """
+
+    __slots__ = ("keys", "values", "nbytes")
+
+    def __init__(self, keys: pa.Array, values: pa.Array):
+        self.keys, self.values = keys, values
+        self.nbytes = _data_bytes(keys) + _data_bytes(values)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        return iter(self.as_ops())
+
+    def as_ops(self) -> tuple:
+        """The puts as ``(PUT, key, value)`` tuples."""
+        return tuple(zip(repeat(PUT, len(self.keys)), self.keys.to_pylist(), self.values.to_pylist()))
+
+
+def _data_bytes(arr: pa.Array) -> int:
+    """The bytes of a binary array's values (it may be a slice of a larger one)."""
+    if not len(arr):
+        return 0
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + len(arr) + 1)
+    return int(offsets[-1]) - int(offsets[arr.offset])
 
 
 class Memtable:
@@ -59,6 +114,10 @@ class Memtable:
         self._new: list[bytes] = []
         self._tombstones: list[tuple] = []
         self._index: TombstoneIndex | None = TombstoneIndex()
+        self._pending: list[tuple] = []  # runs (first_seq, ops, op codes) not yet in _data, oldest first
+        self._lock = threading.Lock()  # moving runs into _data vs. to_table() gathering rows
+        self._pending_low: bytes | None = None  # the smallest and largest key in any pending run
+        self._pending_high = b""
         self.approx_bytes = 0
         self.entries = 0
         self.user_bytes = 0  # key and value bytes :meth:`apply` took (the tree's write statistics)
@@ -68,6 +127,41 @@ class Memtable:
 
     def apply(self, first_seq: int, ops) -> int:
         """Apply ``ops`` ``(kind, key, value_or_end)`` with consecutive seqs from ``first_seq``; returns the last."""
+        if type(ops) is PutColumns:
+            if not len(ops):
+                return first_seq - 1
+            bounds = pc.min_max(ops.keys)
+            self._add_run(first_seq, ops, None, bounds["min"].as_py(), bounds["max"].as_py(), ops.nbytes)
+            return first_seq + len(ops) - 1
+        if len(ops) >= PENDING_MIN_OPS and type(ops) is tuple and _TUPLE.issuperset(map(type, ops)):
+            codes = bytes(map(_KIND, ops))
+            if RANGE_DELETE not in codes:  # point ops only: keep the run as it is (module docstring)
+                size = sum(map(len, map(_KEY, ops))) + sum(map(len, map(_TAIL, ops)))
+                self._add_run(first_seq, ops, codes, min(map(_KEY, ops)), max(map(_KEY, ops)), size)
+                return first_seq + len(ops) - 1
+        if self._pending and self._in_pending_range(ops):
+            self._index_pending()  # a key's version list stays in seq order: its older runs go first
+        size = self._insert(first_seq, ops)
+        self._count(len(ops), size)
+        return first_seq + len(ops) - 1
+
+    def _add_run(self, first_seq: int, ops, codes: bytes | None, low: bytes, high: bytes, size: int) -> None:
+        """Keep ``ops`` (op tuples with their ``codes``, or :class:`PutColumns`) as a pending run."""
+        with self._lock:
+            self._pending.append((first_seq, ops, codes))
+            if self._pending_low is None or low < self._pending_low:
+                self._pending_low = low
+            if high > self._pending_high:
+                self._pending_high = high
+        self._count(len(ops), size)
+
+    def _count(self, n: int, size: int) -> None:
+        self.entries += n
+        self.approx_bytes += size + _ENTRY_OVERHEAD_BYTES * n
+        self.user_bytes += size
+
+    def _insert(self, first_seq: int, ops) -> int:
+        """Put ``ops`` in the dict (and range deletes in the tombstone list); returns their bytes."""
         seq = first_seq - 1
         data = self._data
         size = 0
@@ -86,13 +180,36 @@ class Memtable:
                 else:
                     versions.append((seq, kind, value))
             size += len(key) + len(value)
-        self.entries += len(ops)
-        self.approx_bytes += size + _ENTRY_OVERHEAD_BYTES * len(ops)
-        self.user_bytes += size
-        return seq
+        return size
+
+    def _in_pending_range(self, ops) -> bool:
+        """Whether a point op of ``ops`` has a key in the pending runs' key range.
+
+        Only such a key can have a version in a run, so only it must wait for the runs to be
+        indexed before its new version goes in the dict: every other key's versions stay in seq
+        order without that. A replica's bookkeeping rows, written after each large batch and
+        below every user key, so never wait (range deletes keep their own list, ordered by seq).
+        """
+        low, high = self._pending_low, self._pending_high
+        if low is None:
+            return False
+        for kind, key, _tail in ops:
+            if kind != RANGE_DELETE and low <= key <= high:
+                return True
+        return False
+
+    def _index_pending(self) -> None:
+        """Move every pending run into the dict, oldest first (a reader needs the index)."""
+        with self._lock:
+            runs, self._pending = self._pending, []
+            self._pending_low, self._pending_high = None, b""
+            for first_seq, ops, _codes in runs:
+                self._insert(first_seq, ops)
 
     def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
         """:meth:`apply` of one point op (``PUT`` or ``DELETE``) at ``seq``."""
+        if self._pending and self._pending_low is not None and self._pending_low <= key <= self._pending_high:
+            self._index_pending()
         data = self._data
         versions = data.get(key)
         if versions is None:
@@ -106,7 +223,12 @@ class Memtable:
         self.approx_bytes += len(key) + len(value) + _ENTRY_OVERHEAD_BYTES
 
     def get(self, key: bytes, snapshot_seq: int):
-        """The newest ``(seq, op, value)`` of ``key`` with ``seq <= snapshot_seq``, or None."""
+        """The newest ``(seq, op, value)`` of ``key`` with ``seq <= snapshot_seq``, or None.
+
+        A key outside the pending runs' key range reads the dict alone: a replica reads its own
+        reserved rows (ownership, sessions), which sort below every user key, on each write."""
+        if self._pending and self._pending_low is not None and self._pending_low <= key <= self._pending_high:
+            self._index_pending()
         versions = self._data.get(key)
         if versions is None:
             return None
@@ -119,7 +241,11 @@ class Memtable:
         return None
 
     def versions_of(self, key: bytes):
-        """The versions of ``key`` (ascending seq) as a sequence, or None; callers must not mutate it."""
+        """The versions of ``key`` (ascending seq) as a sequence, or None; callers must not mutate it.
+
+        Pending runs are not consulted: this serves a scan walking keys that :meth:`key_slice`
+        listed (which indexed every run older than the scan's snapshot), often outside the
+        tree's mutex, where indexing must not happen."""
         versions = self._data.get(key)
         return (versions,) if type(versions) is tuple else versions
 
@@ -141,6 +267,8 @@ class Memtable:
 
     def sorted_keys(self) -> list[bytes]:
         """Every key with a point version, ascending; the returned list is never mutated later."""
+        if self._pending:
+            self._index_pending()
         if self._new:
             new, self._new = self._new, []
             new.sort()
@@ -163,42 +291,83 @@ class Memtable:
         unsorted key and value data it starts from is one Python bytes object per column (see
         :func:`_binary_column`), freed once the table is sorted.
 
-        Columns are gathered in arrival order (C-speed passes over the dict) and sorted by
-        Arrow, which was measured at half the cost of sorting in Python and building the
-        columns from the sorted keys, and does the sorting without the GIL while writers run.
+        Columns are gathered in arrival order (C-speed passes over the dict and the pending
+        runs) and sorted by Arrow, which was measured at half the cost of sorting in Python and
+        building the columns from the sorted keys, and does the sorting without the GIL while
+        writers run.
         """
-        data = self._data
-        if len(data) == self.entries - len(self._tombstones):  # one version (a bare tuple) per key: common
-            keys = list(data)
-            rows = list(data.values())
-        else:
-            keys, rows = [], []
-            for k, versions in data.items():
-                if type(versions) is tuple:
-                    keys.append(k)
-                    rows.append(versions)
-                else:
-                    keys.extend([k] * len(versions))
-                    rows.extend(versions)
-        n = len(rows)
-        if n and not self._tombstones and len(keys) == len(data) and rows[-1][0] - rows[0][0] == n - 1:
-            # One version per key, in arrival order, so seqs ascend; first to last spanning n means
-            # they are consecutive (an ingest between two writes leaves a gap, and this does not hold).
-            seqs = pa.array(np.arange(rows[0][0], rows[0][0] + n, dtype=np.uint64))
-        else:
-            seqs = pa.array(list(map(_SEQ, rows)), pa.uint64(), memory_pool=pool)
-        table = pa.table([_binary_column(keys, pool), seqs,
-                          pa.array(list(map(_OP, rows)), pa.uint8(), memory_pool=pool),
-                          _binary_column(list(map(_VALUE, rows)), pool)], schema=SCHEMA)
-        if self._tombstones:
-            s, e, q = zip(*self._tombstones)
-            extra = pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
-                              pa.array([RANGE_DELETE] * len(s), pa.uint8()), pa.array(e, pa.binary())],
-                             schema=SCHEMA)
-            table = pa.concat_tables([table, extra], memory_pool=pool).combine_chunks(memory_pool=pool)
-        if len(keys) == len(data) and not self._tombstones:  # unique keys: the key decides
+        with self._lock:  # a reader may be moving runs into the dict (module docstring)
+            runs = list(self._pending)
+            data = self._data
+            in_runs = sum(len(ops) for _first, ops, _codes in runs)
+            if len(data) == self.entries - len(self._tombstones) - in_runs:  # one version per key: common
+                keys = list(data)
+                rows = list(data.values())
+            else:
+                keys, rows = [], []
+                for k, versions in data.items():
+                    if type(versions) is tuple:
+                        keys.append(k)
+                        rows.append(versions)
+                    else:
+                        keys.extend([k] * len(versions))
+                        rows.extend(versions)
+            unique = len(keys) == len(data)
+            tombstones = list(self._tombstones)
+        parts = []
+        if rows or not runs:
+            n = len(rows)
+            if n and unique and not tombstones and rows[-1][0] - rows[0][0] == n - 1:
+                # One version per key, in arrival order, so seqs ascend; first to last spanning n means
+                # they are consecutive (an ingest between two writes leaves a gap, and this does not hold).
+                seqs = pa.array(np.arange(rows[0][0], rows[0][0] + n, dtype=np.uint64))
+            else:
+                seqs = pa.array(list(map(_SEQ, rows)), pa.uint64(), memory_pool=pool)
+            parts.append(pa.table([_binary_column(keys, pool), seqs,
+                                   pa.array(list(map(_OP, rows)), pa.uint8(), memory_pool=pool),
+                                   _binary_column(list(map(_VALUE, rows)), pool)], schema=SCHEMA))
+        if runs:
+            parts.append(_runs_table(runs, pool))
+        if tombstones:
+            s, e, q = zip(*tombstones)
+            parts.append(pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
+                                   pa.array([RANGE_DELETE] * len(s), pa.uint8()), pa.array(e, pa.binary())],
+                                  schema=SCHEMA))
+        table = parts[0] if len(parts) == 1 else \
+            pa.concat_tables(parts, memory_pool=pool).combine_chunks(memory_pool=pool)
+        if unique and not runs and not tombstones:  # unique keys: the key decides
             return pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
         return sort_rows(table, pool)
+
+
+def _runs_table(runs: list, pool: pa.MemoryPool | None) -> pa.Table:
+    """The pending runs ``(first_seq, ops, codes)`` as an unsorted table in arrival order: op tuples
+    gathered into columns, :class:`PutColumns` taken as the arrays they are."""
+    keys: list = []
+    values: list = []
+    codes: list = []
+    tuples: list = []  # consecutive runs of op tuples, gathered into one column chunk
+
+    def gather() -> None:
+        if tuples:
+            keys.append(_binary_column(list(chain.from_iterable([map(_KEY, ops) for ops in tuples])), pool))
+            values.append(_binary_column(list(chain.from_iterable([map(_TAIL, ops) for ops in tuples])), pool))
+            tuples.clear()
+
+    for _first, ops, run_codes in runs:
+        if type(ops) is PutColumns:
+            gather()
+            keys.append(ops.keys)
+            values.append(ops.values)
+            codes.append(bytes(len(ops)))
+        else:
+            tuples.append(ops)
+            codes.append(run_codes)
+    gather()
+    seqs = np.concatenate([np.arange(first, first + len(ops), dtype=np.uint64) for first, ops, _codes in runs])
+    return pa.table([pa.concat_arrays(keys, memory_pool=pool), pa.array(seqs),
+                     pa.array(np.frombuffer(b"".join(codes), dtype=np.uint8)),
+                     pa.concat_arrays(values, memory_pool=pool)], schema=SCHEMA)
 
 
 def _binary_column(items: list, pool: pa.MemoryPool | None) -> pa.Array:

@@ -90,7 +90,7 @@ from .compaction import make_policy
 from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
 from .manifest import ManifestStore, Version
-from .memtable import DELETE, PUT, RANGE_DELETE
+from .memtable import DELETE, PUT, RANGE_DELETE, PutColumns
 from .options import LSMOptions, arrow_pool, parse_options
 from .recovery import recover
 from .snapshot import LSMSnapshot
@@ -100,6 +100,23 @@ from .writes import _WritePath
 __all__ = ["LSMTree", "LSMSnapshot"]
 
 _KINDS = {"put": PUT, "delete": DELETE, "delete_range": RANGE_DELETE}
+
+
+_arrow_warm = False
+
+
+def _warm_arrow() -> None:
+    """Make pyarrow's first ``pa.array`` call now, once per process.
+
+    That call imports pandas (pyarrow checks its input against pandas types): 0.18 s of CPU here,
+    held under the GIL and the import lock. Made by the first flush, it stalled every writer of
+    the process for that long, in the middle of a write stream (py-spy of a replica, 2026-12-05:
+    the largest single item of its first seconds under load); an open pays it instead.
+    """
+    global _arrow_warm
+    if not _arrow_warm:
+        pa.array([0], pa.uint8())
+        _arrow_warm = True
 
 
 class LSMTree(_WritePath, _ReadPath, _Jobs):
@@ -115,6 +132,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
             raise InvalidArgumentError("use LSMTree.open(url, **options)")
         if not isinstance(url, str) or not url:
             raise InvalidArgumentError("url must be a non-empty string")
+        _warm_arrow()
         self._opts = opts
         self._pool = arrow_pool(opts.memory_pool)  # background jobs' Arrow buffers (see options)
         if opts.filesystem is not None:
@@ -248,7 +266,7 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         if ops:
             self._commit(ops)
 
-    def write_checked(self, ops: tuple) -> None:
+    def write_checked(self, ops: tuple, tail: tuple = ()) -> None:
         """:meth:`write` of operations their owner has already checked, as they are.
 
         ``ops`` is a tuple of ``(code, key, tail)`` tuples: code 0 a put (tail: the value), 1 a
@@ -258,9 +276,28 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         check_ops``) and its entries already hold these tuples, which the memtable keeps as
         they come. Through :meth:`write_columns` the same batch was transposed into columns, checked
         again and zipped back, a third of a replica's apply (docs/replication.md).
+
+        ``tail`` holds more ops of the same atomic batch, after ``ops`` (a replica's bookkeeping
+        rows): passed apart, a large ``ops`` is kept by the memtable as the tuple it is (a pending
+        run, see :mod:`.memtable`) and reads of the bookkeeping rows do not index it.
         """
-        if ops:
-            self._commit(ops)
+        if ops or tail:
+            self._commit(ops, tail=tail)
+
+    def write_puts(self, keys: pa.Array, values: pa.Array, tail: tuple = ()) -> None:
+        """:meth:`write_checked` of puts given as columns: ``keys[i] -> values[i]``, two ``binary``
+        Arrow arrays of equal length (no nulls) that their owner has checked, then ``tail``.
+
+        The memtable keeps the arrays as one pending run and the flush sorts them as they are, so
+        no Python object is made per row unless a read needs the memtable's index: a replica
+        applying a log entry of a thousand puts this way does a few C-level passes where op tuples
+        cost a step per row (docs/replication.md, "Puts as columns"). Without ``wal=False`` the
+        WAL record still holds one op per row.
+        """
+        if len(keys) != len(values):
+            raise InvalidArgumentError(f"write_puts() got {len(keys)} keys and {len(values)} values")
+        if len(keys) or tail:
+            self._commit(PutColumns(keys, values), tail=tail)
 
     # --- snapshots ---------------------------------------------------------
 

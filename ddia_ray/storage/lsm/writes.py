@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import WriteStallError
 from .locks import RANK_LEADER
-from .memtable import Memtable
+from .memtable import Memtable, PutColumns
 from .wal import NullWal, WalWriter, open_wal
 
 if TYPE_CHECKING:
@@ -59,14 +59,21 @@ HANDOFF_WRITES = 256
 
 
 class _Writer:
-    __slots__ = ("ops", "force", "first_seq", "done", "error")
+    __slots__ = ("ops", "tail", "force", "first_seq", "done", "error")
 
-    def __init__(self, ops, force: bool = False):
+    def __init__(self, ops, force: bool = False, tail: tuple = ()):
         self.ops = ops
+        self.tail = tail
         self.force = force
         self.first_seq = 0
         self.done = False
         self.error: BaseException | None = None
+
+
+def _wal_ops(w: _Writer) -> tuple:
+    """The op tuples of ``w``'s batch as its WAL record holds them (columns turned into tuples)."""
+    ops = w.ops if type(w.ops) is not PutColumns else w.ops.as_ops()
+    return ops + w.tail if w.tail else ops
 
 
 class _WritePath:
@@ -165,12 +172,14 @@ class _WritePath:
             return
         self._commit(((kind, key, value),))
 
-    def _commit(self, ops, *, force: bool = False, exclusive=None) -> None:
+    def _commit(self, ops, *, force: bool = False, exclusive=None, tail: tuple = ()) -> None:
         """Group commit (see the module docstring); ``exclusive`` runs alone after a forced switch.
 
         ``ops`` are checked ``(code, key, tail)`` tuples; their bytes are counted as the memtable
-        applies them, so no caller walks a batch only to size it."""
-        w = _Writer(ops, force or exclusive is not None)
+        applies them, so no caller walks a batch only to size it. ``tail`` holds more such ops of
+        the same atomic batch (one WAL frame, the seqs after ``ops``'), applied to the memtable
+        apart so that a large ``ops`` stays one pending run (see :mod:`.memtable`)."""
+        w = _Writer(ops, force or exclusive is not None, tail)
         if not w.force:
             self._slowdown()
         with self._mutex:
@@ -211,7 +220,7 @@ class _WritePath:
                 seq = self._last_seq
                 for g in group:
                     g.first_seq = seq + 1
-                    seq += len(g.ops)
+                    seq += len(g.ops) + len(g.tail)
             wal, mem = self._wal, self._mem
         # Outside the mutex, as head of the queue: close() waits for the queue to empty before it
         # closes the WAL, so the WAL stays open (and mapped) until this append is done.
@@ -221,8 +230,8 @@ class _WritePath:
                 if not self._opts.background:
                     self._run_pending_work()
                 exclusive()
-            elif not w.force:
-                wal.append(b"".join([wal.encode(g.first_seq, g.ops) for g in group]))
+            elif not w.force and type(wal) is not NullWal:  # no WAL: nothing to encode (columns stay columns)
+                wal.append(b"".join([wal.encode(g.first_seq, _wal_ops(g)) for g in group]))
         except BaseException as e:  # noqa: BLE001 -- handed to every writer of the group
             error = e
         applied_bytes = 0
@@ -231,6 +240,8 @@ class _WritePath:
                 before = mem.user_bytes
                 for g in group:
                     mem.apply(g.first_seq, g.ops)
+                    if g.tail:
+                        mem.apply(g.first_seq + len(g.ops), g.tail)
                 applied_bytes = mem.user_bytes - before
                 self._last_seq = seq
             elif error is not None and not w.force:
