@@ -94,7 +94,7 @@ def _batched(client, *, ops: int, batch: int, in_flight: int = 4) -> float:
     return ops / (time.perf_counter() - t0)
 
 
-def bench_store(workdir: str, mode: str, *, batch: int = 1000, batched_ops: int = 400_000, **kw) -> dict:
+def bench_store(workdir: str, mode: str, *, batch: int = 1000, batched_ops: int = 2_000_000, **kw) -> dict:
     """Three replicas on the LSM: leader-follower in ``mode``, or the Raft protocol (``mode="raft"``)."""
     from ddia_ray.replication import ReplicatedStore
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--in-flight", type=int, default=4000)
     parser.add_argument("--blocking-ops", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=1000, help="puts per WriteBatch in the batched runs")
-    parser.add_argument("--batched-ops", type=int, default=400_000,
+    parser.add_argument("--batched-ops", type=int, default=2_000_000,
                         help="writes of the batched runs and of Redis's pipelines (a few seconds each: a run "
                              "of under a second was decided by whether one flush or failover fell into it)")
     parser.add_argument("--only", choices=("ours", "peers"), default=None)

@@ -135,3 +135,27 @@ def test_indexing_an_immutable_memtable_while_it_flushes_loses_and_doubles_no_ro
         rows = tables[0]
         assert rows.num_rows == seq, f"round {r}"
         assert sorted(rows.column("seq").to_pylist()) == list(range(1, seq + 1))
+
+
+@pytest.mark.parametrize("dict_key", [b"\x00pos", b"zz-after", b"user0050"])
+@pytest.mark.parametrize("repeat", [False, True])
+def test_a_flush_of_runs_and_dict_rows_is_in_sstable_order_wherever_their_keys_fall(dict_key, repeat):
+    """Runs sorted by key alone, the dict's rows apart, joined when their ranges do not overlap
+    (a replica's position rows below its clients' keys, or above) and sorted whole when they do."""
+    m, seq, model = Memtable(), 0, []
+    if dict_key == b"user0050":  # in the dict before runs whose range covers it: the parts overlap
+        m.apply(1, ((PUT, dict_key, b"p"),))
+        model.append((dict_key, 1, PUT, b"p"))
+        seq = 1
+    for b in range(3):
+        keys = [b"user%04d" % ((i * 7 + b) % 100) for i in range(100)] + ([b"user0001"] if repeat else [])
+        m.apply(seq + 1, PutColumns(pa.array(keys, pa.binary()), pa.array([b"v%d" % b] * len(keys), pa.binary())))
+        model += [(k, seq + 1 + i, PUT, b"v%d" % b) for i, k in enumerate(keys)]
+        seq += len(keys)
+        if dict_key != b"user0050":  # outside the runs' range: it neither waits for nor indexes them
+            m.apply(seq + 1, ((PUT, dict_key, b"p%d" % b),))
+            model.append((dict_key, seq + 1, PUT, b"p%d" % b))
+            seq += 1
+    assert len(m._pending) == 3 and m._data
+    rows = [(r["key"], r["seq"], r["op"], r["value"]) for r in m.to_table().to_pylist()]
+    assert rows == sorted(model, key=lambda r: (r[0], -r[1]))

@@ -314,7 +314,7 @@ class Memtable:
                         rows.extend(versions)
             unique = len(keys) == len(data)
             tombstones = list(self._tombstones)
-        parts = []
+        dict_table = runs_table = None
         if rows or not runs:
             n = len(rows)
             if n and unique and not tombstones and rows[-1][0] - rows[0][0] == n - 1:
@@ -323,21 +323,49 @@ class Memtable:
                 seqs = pa.array(np.arange(rows[0][0], rows[0][0] + n, dtype=np.uint64))
             else:
                 seqs = pa.array(list(map(_SEQ, rows)), pa.uint64(), memory_pool=pool)
-            parts.append(pa.table([_binary_column(keys, pool), seqs,
+            dict_table = pa.table([_binary_column(keys, pool), seqs,
                                    pa.array(list(map(_OP, rows)), pa.uint8(), memory_pool=pool),
-                                   _binary_column(list(map(_VALUE, rows)), pool)], schema=SCHEMA))
+                                   _binary_column(list(map(_VALUE, rows)), pool)], schema=SCHEMA)
         if runs:
-            parts.append(_runs_table(runs, pool))
+            runs_table = _runs_table(runs, pool)
         if tombstones:
             s, e, q = zip(*tombstones)
-            parts.append(pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
-                                   pa.array([RANGE_DELETE] * len(s), pa.uint8()), pa.array(e, pa.binary())],
-                                  schema=SCHEMA))
-        table = parts[0] if len(parts) == 1 else \
-            pa.concat_tables(parts, memory_pool=pool).combine_chunks(memory_pool=pool)
-        if unique and not runs and not tombstones:  # unique keys: the key decides
-            return pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
-        return sort_rows(table, pool)
+            extra = pa.table([pa.array(s, pa.binary()), pa.array(q, pa.uint64()),
+                              pa.array([RANGE_DELETE] * len(s), pa.uint8()), pa.array(e, pa.binary())], schema=SCHEMA)
+            parts = [t for t in (dict_table, runs_table, extra) if t is not None]
+            return sort_rows(pa.concat_tables(parts, memory_pool=pool).combine_chunks(memory_pool=pool), pool)
+        if runs_table is None:
+            assert dict_table is not None
+            if unique:  # unique keys: the key decides
+                return _sorted_by_key(dict_table, pool)
+            return sort_rows(dict_table, pool)
+        runs_sorted = _sorted_by_key(runs_table, pool, check_repeats=True)
+        if runs_sorted is None:
+            runs_sorted = sort_rows(runs_table, pool)
+        if dict_table is None:
+            return runs_sorted
+        # A replica's memtable: the runs hold its clients' keys, the dict a few hundred versions of
+        # its own position and session rows, which sort below them. Sorted apart, two parts whose key
+        # ranges do not overlap are the whole table in order, without sorting the runs by key and seq.
+        dict_sorted = sort_rows(dict_table, pool)
+        dk, rk = dict_sorted.column("key"), runs_sorted.column("key")
+        if dk[len(dk) - 1].as_py() < rk[0].as_py():
+            return pa.concat_tables([dict_sorted, runs_sorted], memory_pool=pool).combine_chunks(memory_pool=pool)
+        if rk[len(rk) - 1].as_py() < dk[0].as_py():
+            return pa.concat_tables([runs_sorted, dict_sorted], memory_pool=pool).combine_chunks(memory_pool=pool)
+        return sort_rows(pa.concat_tables([dict_table, runs_table], memory_pool=pool).combine_chunks(memory_pool=pool),
+                         pool)
+
+
+def _sorted_by_key(table: pa.Table, pool: pa.MemoryPool | None, *, check_repeats: bool = False) -> pa.Table | None:
+    """``table`` sorted by key alone; with ``check_repeats``, None if a key repeats (its versions
+    would then be oldest first, as Arrow's sort is stable: the caller sorts by key and seq)."""
+    out = pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
+    if check_repeats and out.num_rows > 1:
+        keys = out.column("key")
+        if pc.any(pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+            return None
+    return out
 
 
 def _runs_table(runs: list, pool: pa.MemoryPool | None) -> pa.Table:
