@@ -83,6 +83,10 @@ def test_a_large_put_batch_stays_pending_until_a_read_and_the_flush_needs_no_ind
     assert m.get(b"k0007", 1000) == (908, PUT, b"v907")  # a read moves the run into the dict
     assert not m._pending and len(m._data) == 300
     assert m.get(b"k0007", 500) == (308, PUT, b"v307")
+    # A read has indexed runs here: reads follow writes, so later batches go straight to the dict.
+    m.apply(1001, tuple((PUT, b"k%04d" % i, b"w") for i in range(100)))
+    m.apply(1101, PutColumns(pa.array([b"k0001", b"k0002"] * 40, pa.binary()), pa.array([b"x"] * 80, pa.binary())))
+    assert not m._pending and m.get(b"k0002", 2000) == (1180, PUT, b"x")
 
 
 def test_a_small_write_after_a_pending_run_keeps_each_keys_versions_in_order():

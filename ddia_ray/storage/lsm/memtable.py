@@ -24,8 +24,11 @@ straight from the message that carried them: no Python object per row), and move
 needs the index (:meth:`get`, :meth:`key_slice`) or a smaller write must go
 after it. A write-only stream never builds the dict at all: the flush turns the
 runs straight into Arrow columns. The dict's inserts were a third of a
-replica's time on that stream (docs/replication.md, "Pending runs"); a reader
-pays the same inserts later, once, so a mixed workload costs what it did. The
+replica's time on that stream (docs/storage-engines.md, "Pending runs"); a reader
+pays the same inserts later. A run costs a few C-level passes of its own (its key range and
+size), so once a read has had to index runs in a memtable, later batches go straight into its
+dict: reads follow writes there (an event store reads each appended event's id key before the
+next append), and the next memtable starts over. The
 runs are immutable tuples of tuples, which is why only those are kept as given.
 Moving runs into the dict happens under the memtable's own lock, which
 :meth:`to_table` also takes to gather its rows, because a flush thread reads an
@@ -118,6 +121,9 @@ class Memtable:
         self._lock = threading.Lock()  # moving runs into _data vs. to_table() gathering rows
         self._pending_low: bytes | None = None  # the smallest and largest key in any pending run
         self._pending_high = b""
+        # Set once a read needed the runs indexed: reads follow writes here, so every later batch goes
+        # straight into the dict (a run would be indexed anyway, after its passes were paid for).
+        self._reads_index = False
         self.approx_bytes = 0
         self.entries = 0
         self.user_bytes = 0  # key and value bytes :meth:`apply` took (the tree's write statistics)
@@ -127,13 +133,14 @@ class Memtable:
 
     def apply(self, first_seq: int, ops) -> int:
         """Apply ``ops`` ``(kind, key, value_or_end)`` with consecutive seqs from ``first_seq``; returns the last."""
-        if type(ops) is PutColumns:
+        if type(ops) is PutColumns and not self._reads_index:
             if not len(ops):
                 return first_seq - 1
             bounds = pc.min_max(ops.keys)
             self._add_run(first_seq, ops, None, bounds["min"].as_py(), bounds["max"].as_py(), ops.nbytes)
             return first_seq + len(ops) - 1
-        if len(ops) >= PENDING_MIN_OPS and type(ops) is tuple and _TUPLE.issuperset(map(type, ops)):
+        if len(ops) >= PENDING_MIN_OPS and not self._reads_index and type(ops) is tuple \
+                and _TUPLE.issuperset(map(type, ops)):
             codes = bytes(map(_KIND, ops))
             if RANGE_DELETE not in codes:  # point ops only: keep the run as it is (module docstring)
                 size = sum(map(len, map(_KEY, ops))) + sum(map(len, map(_TAIL, ops)))
@@ -228,6 +235,7 @@ class Memtable:
         A key outside the pending runs' key range reads the dict alone: a replica reads its own
         reserved rows (ownership, sessions), which sort below every user key, on each write."""
         if self._pending and self._pending_low is not None and self._pending_low <= key <= self._pending_high:
+            self._reads_index = True
             self._index_pending()
         versions = self._data.get(key)
         if versions is None:
@@ -268,6 +276,7 @@ class Memtable:
     def sorted_keys(self) -> list[bytes]:
         """Every key with a point version, ascending; the returned list is never mutated later."""
         if self._pending:
+            self._reads_index = True
             self._index_pending()
         if self._new:
             new, self._new = self._new, []
