@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InvalidArgumentError
-from .records import INGEST, PUT, RESERVED_PREFIX
+from .records import AFTER_RESERVED, INGEST, PUT, RESERVED_PREFIX
 
 __all__ = ["IngestRows", "MAX_INGEST_ROWS", "PUTS_AS_INGEST_MIN", "puts_op", "ingest_op", "decode_ingest",
            "ingest_puts", "has_ingest", "binary_column"]
@@ -119,7 +119,7 @@ def ingest_op(keys: Any, values: Any) -> tuple:
     vo, vd = _buffers(v)
     if len(kd) > _MAX_COLUMN_BYTES or len(vd) > _MAX_COLUMN_BYTES:
         raise InvalidArgumentError("an ingest's keys and values hold under 2 GiB each; cut it into batches")
-    blob = b"".join((_HEAD.pack(_MAGIC, _VERSION, len(k)), ko.tobytes(), vo.tobytes(), kd, vd))
+    blob = _pack(len(k), ko, vo, kd, vd)
     rows = decode_ingest(blob)  # the same check every replica makes: a bad batch fails here, alone
     return (INGEST, rows.lo, blob)
 
@@ -147,11 +147,17 @@ def puts_op(ops: tuple | list) -> tuple | None:
     ko, vo = _offsets(keys), _offsets(values)
     if ko[-1] > _MAX_COLUMN_BYTES or vo[-1] > _MAX_COLUMN_BYTES:
         return None
-    blob = b"".join((_HEAD.pack(_MAGIC, _VERSION, n), ko.tobytes(), vo.tobytes(), b"".join(keys), b"".join(values)))
+    blob = _pack(n, ko, vo, b"".join(keys), b"".join(values))
     try:
         return (INGEST, decode_ingest(blob).lo, blob)
     except InvalidArgumentError:  # a reserved key, say: sent as op tuples, the leader refuses it by name
         return None
+
+
+def _pack(count: int, key_offsets: np.ndarray, value_offsets: np.ndarray, key_data, value_data) -> bytes:
+    """The blob of ``count`` rows (the format in the module docstring; offsets as u32 from 0)."""
+    return b"".join((_HEAD.pack(_MAGIC, _VERSION, count), key_offsets.tobytes(), value_offsets.tobytes(),
+                     key_data, value_data))
 
 
 def _offsets(items: list) -> np.ndarray:
@@ -174,10 +180,8 @@ def decode_ingest(blob: Any, lo: bytes | None = None) -> IngestRows:
     :class:`~ddia_ray.errors.InvalidArgumentError` for anything that is not a well-formed batch."""
     global _last
     last_blob, last_rows = _last
-    if blob is last_blob:
-        if lo is not None and lo != last_rows.lo:
-            raise InvalidArgumentError(f"an ingest operation names {lo[:64]!r} as its smallest key; "
-                                       f"it is {last_rows.lo[:64]!r}")
+    if blob is last_blob:  # checked whole when it was decoded; only the claimed smallest key is new
+        _check_lo(lo, last_rows.lo)
         return last_rows
     rows = _decode_ingest(blob, lo)
     _last = (blob, rows)
@@ -215,13 +219,18 @@ def _decode_ingest(blob: Any, lo: bytes | None) -> IngestRows:
                                                         buf.slice(data + key_bytes, value_bytes)])
     bounds = pc.min_max(keys)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if lo is not None and lo != low:
-        raise InvalidArgumentError(f"an ingest operation names {lo[:64]!r} as its smallest key; it is {low[:64]!r}")
+    _check_lo(lo, low)
     # A replica's own rows are never a client's to write (records.check_ops refuses single keys alike).
-    if low < RESERVED_PREFIX[:-1] + bytes([RESERVED_PREFIX[-1] + 1]) \
+    if low < AFTER_RESERVED \
             and pc.any(pc.starts_with(keys, pattern=RESERVED_PREFIX)).as_py():
         raise InvalidArgumentError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the replicas")
     return IngestRows(keys, values, low, high)
+
+
+def _check_lo(lo: bytes | None, low: bytes) -> None:
+    """Refuse an operation whose claimed smallest key ``lo`` is not its batch's, ``low``."""
+    if lo is not None and lo != low:
+        raise InvalidArgumentError(f"an ingest operation names {lo[:64]!r} as its smallest key; it is {low[:64]!r}")
 
 
 def has_ingest(ops: tuple) -> bool:

@@ -108,7 +108,7 @@ class Op:
 
 
 _KIND_CODES = {"put": 0, "delete": 1, "delete_range": 2}
-_new_object, _set_slot = object.__new__, object.__setattr__
+_new_object = object.__new__
 _ONLY_BYTES = frozenset({bytes})  # exact bytes: a subclass would be sent as plain bytes, unnoticed
 
 

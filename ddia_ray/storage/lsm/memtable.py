@@ -20,19 +20,21 @@ A large batch of point writes (the usual replicated write: a thousand puts in
 one log entry) is not put in the dict as it arrives. It is kept as it came, a
 *pending run* ``(first_seq, ops)``, where ``ops`` is a tuple of op tuples or a
 :class:`PutColumns` (puts as two Arrow binary arrays, which a replica gets
-straight from the message that carried them: no Python object per row), and moved into the dict only when a read
-needs the index (:meth:`get`, :meth:`key_slice`) or a smaller write must go
-after it. A write-only stream never builds the dict at all: the flush turns the
-runs straight into Arrow columns. The dict's inserts were a third of a
-replica's time on that stream (docs/storage-engines.md, "Pending runs"); a reader
-pays the same inserts later. A run costs a few C-level passes of its own (its key range and
-size), so once a read has had to index runs in a memtable, later batches go straight into its
-dict: reads follow writes there (an event store reads each appended event's id key before the
-next append), and the next memtable starts over. The
-runs are immutable tuples of tuples, which is why only those are kept as given.
-Moving runs into the dict happens under the memtable's own lock, which
-:meth:`to_table` also takes to gather its rows, because a flush thread reads an
-immutable memtable while a reader under the tree's mutex may still index it.
+straight from the message that carried them: no Python object per row). It is
+moved into the dict only when a read needs the index (:meth:`get`,
+:meth:`key_slice`) or a smaller write of a key in its range must go after it.
+A write-only stream never builds the dict at all: the flush turns the runs
+straight into Arrow columns. The dict's inserts were a third of a replica's
+time on that stream (docs/storage-engines.md, "Pending runs"); a reader pays
+the same inserts later. A run costs a few C-level passes of its own (its key
+range and size), so once a read has had to index runs in a memtable, later
+batches go straight into its dict: reads follow writes there (an event store
+reads each appended event's id key before the next append), and the next
+memtable starts over. Runs are immutable (tuples of tuples, Arrow arrays),
+which is why only those are kept as given. Moving runs into the dict happens
+under the memtable's own lock, which :meth:`to_table` also takes to gather its
+rows, because a flush thread reads an immutable memtable while a reader under
+the tree's mutex may still index it.
 
 Range tombstones are kept as a list plus a lazily rebuilt
 :class:`TombstoneIndex`. Once the tree makes a memtable immutable nothing
@@ -146,7 +148,7 @@ class Memtable:
                 size = sum(map(len, map(_KEY, ops))) + sum(map(len, map(_TAIL, ops)))
                 self._add_run(first_seq, ops, codes, min(map(_KEY, ops)), max(map(_KEY, ops)), size)
                 return first_seq + len(ops) - 1
-        if self._pending and self._in_pending_range(ops):
+        if self._in_pending_range(ops):
             self._index_pending()  # a key's version list stays in seq order: its older runs go first
         size = self._insert(first_seq, ops)
         self._count(len(ops), size)
@@ -197,13 +199,13 @@ class Memtable:
         order without that. A replica's bookkeeping rows, written after each large batch and
         below every user key, so never wait (range deletes keep their own list, ordered by seq).
         """
-        low, high = self._pending_low, self._pending_high
-        if low is None:
-            return False
-        for kind, key, _tail in ops:
-            if kind != RANGE_DELETE and low <= key <= high:
-                return True
-        return False
+        return self._pending_low is not None and any(
+            kind != RANGE_DELETE and self._in_runs(key) for kind, key, _tail in ops)
+
+    def _in_runs(self, key: bytes) -> bool:
+        """Whether ``key`` is in the pending runs' key range (False when none is pending)."""
+        low = self._pending_low
+        return low is not None and low <= key <= self._pending_high
 
     def _index_pending(self) -> None:
         """Move every pending run into the dict, oldest first (a reader needs the index)."""
@@ -215,7 +217,7 @@ class Memtable:
 
     def apply_one(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
         """:meth:`apply` of one point op (``PUT`` or ``DELETE``) at ``seq``."""
-        if self._pending and self._pending_low is not None and self._pending_low <= key <= self._pending_high:
+        if self._in_runs(key):
             self._index_pending()
         data = self._data
         versions = data.get(key)
@@ -234,7 +236,8 @@ class Memtable:
 
         A key outside the pending runs' key range reads the dict alone: a replica reads its own
         reserved rows (ownership, sessions), which sort below every user key, on each write."""
-        if self._pending and self._pending_low is not None and self._pending_low <= key <= self._pending_high:
+        low = self._pending_low  # _in_runs(key), inlined: the engine's point-read path
+        if low is not None and low <= key <= self._pending_high:
             self._reads_index = True
             self._index_pending()
         versions = self._data.get(key)
