@@ -210,12 +210,15 @@ def main(argv=None) -> int:
             print(f"  raft blocking p50 vs etcd (fsync)       {_ratio(raft, etcd, 'p50_ms')}  (target <= 2x)")
         lf_async, lf_sync = results["leader-follower async"], results["leader-follower sync"]
         redis, redis_wait = results.get("redis SET"), results.get("redis SET + WAIT 1")
-        print(f"  async throughput vs redis SET           {_ratio(lf_async, redis, 'ops_per_s')}  (target >= 2x)")
+        # The targets compare like with like: the user's batches against Redis's pipelines (of --batch).
+        print(f"  async throughput vs redis SET           {_ratio(lf_async, redis, 'ops_per_s')}  (single writes)")
         print(f"    with batches of {args.batch:<5}               "
-              f"{_ratio({'x': lf_async['batched_ops_per_s']}, redis and {'x': redis['ops_per_s']}, 'x')}")
-        print(f"  sync throughput vs redis SET + WAIT 1   {_ratio(lf_sync, redis_wait, 'ops_per_s')}  (target >= 1x)")
+              f"{_ratio({'x': lf_async['batched_ops_per_s']}, redis and {'x': redis['ops_per_s']}, 'x')}"
+              f"  (target >= 2x)")
+        print(f"  sync throughput vs redis SET + WAIT 1   {_ratio(lf_sync, redis_wait, 'ops_per_s')}  (single writes)")
         print(f"    with batches of {args.batch:<5}               "
-              f"{_ratio({'x': lf_sync['batched_ops_per_s']}, redis_wait and {'x': redis_wait['ops_per_s']}, 'x')}")
+              f"{_ratio({'x': lf_sync['batched_ops_per_s']}, redis_wait and {'x': redis_wait['ops_per_s']}, 'x')}"
+              f"  (target >= 1x)")
     return 0
 
 

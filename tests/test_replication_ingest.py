@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from ddia_ray import codec
 from ddia_ray.errors import InvalidArgumentError
 from ddia_ray.replication.engine_state import APPLIED_KEY, SESSION_PREFIX, SMALL_INGEST_ROWS, EngineState
-from ddia_ray.replication.ingest import (MAX_INGEST_ROWS, PUTS_AS_INGEST_MIN, decode_ingest, ingest_op, ingest_puts,
-                                         puts_op)
+from ddia_ray.replication.ingest import (MAX_INGEST_ROWS, PUTS_AS_INGEST_MIN, columns_op, decode_ingest, ingest_op,
+                                         ingest_puts, puts_op)
 from ddia_ray.replication.records import INGEST, PUT, ReplWrite, check_ops
 from ddia_ray.replication.state import MapState
 
@@ -127,3 +127,25 @@ def test_a_clients_puts_with_a_reserved_key_stay_op_tuples_for_the_leader_to_ref
     assert puts_op(ops) is None
     with pytest.raises(InvalidArgumentError, match="reserved"):
         check_ops(ops, client=True)
+
+
+class _Sub(bytes):
+    """A bytes subclass, which the wire would send as plain bytes without a word."""
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows)
+def test_puts_kept_as_columns_make_the_ingest_their_op_tuples_make_or_none(pairs):
+    """A WriteBatch's two lists (columns_op) and its op tuples (puts_op) give the same operation, and
+    columns_op declines whatever check_ops would refuse or an ingest cannot carry."""
+    pairs = pairs * (PUTS_AS_INGEST_MIN // len(pairs) + 1)
+    keys, values = [k for k, _ in pairs], [v for _, v in pairs]
+    op = columns_op(keys, values)
+    assert op is not None and op == puts_op(tuple((PUT, k, v) for k, v in pairs))
+    assert ingest_puts((op,)) == tuple((PUT, k, v) for k, v in pairs)
+    n = PUTS_AS_INGEST_MIN - 1
+    assert columns_op(keys[:n], values[:n]) is None  # too few to be worth it
+    assert columns_op(keys, values[:-1]) is None  # unequal columns
+    assert columns_op([_Sub(keys[0])] + keys[1:], values) is None  # exact bytes only
+    assert columns_op(keys, [bytearray(values[0])] + values[1:]) is None
+    assert columns_op(keys + [b"\x00ddia\x00x"], values + [b"v"]) is None  # a reserved key: the leader's to refuse

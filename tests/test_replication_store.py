@@ -19,6 +19,10 @@ from ddia_ray.storage import WriteBatch
 pytestmark = pytest.mark.ray
 
 
+class _Key(bytes):
+    """A bytes subclass: the wire would send it as plain bytes, so the client refuses it."""
+
+
 def _until(check, timeout_s: float = 60.0, what: str = "condition", describe=None):
     # 60 s: the deadline only matters when the condition never comes. On a loaded 2-core machine
     # restarts and checkpoint installs took past 20 s (two loaded suite runs, 2026-12-04).
@@ -69,6 +73,14 @@ def test_operations_on_every_engine(store):
         assert c.stats["write_batches"] < 3000 / 10, c.stats  # batched: far fewer calls than operations
         results = c.write(WriteBatch().put(b"w1", b"x").delete(b"b").delete_range(b"k00000", b"k00010"))
         assert results == (None, None, None)
+        # Many puts and nothing else leave the client as one ingest: still one result per put, and
+        # a key written twice in the batch keeps its later value.
+        many = WriteBatch()
+        for i in range(300):
+            many.put(b"m%05d" % (i % 250), b"m%d" % i)
+        assert c.write(many) == (None,) * 300
+        assert c.get_many([b"m00000", b"m00049", b"m00050", b"m00249"]) == [b"m250", b"m299", b"m50", b"m249"]
+        c.delete_range(b"m", b"n")
         assert c.get(b"b") is None and c.get(b"k00005") is None and c.get(b"k00010") == b"v00010"
         pages = list(c.scan(b"k", b"l", page_rows=1000))
         keys = [k for p in pages for k in p.column("key").to_pylist()]
@@ -375,6 +387,16 @@ def test_bad_input_raises_precise_errors(ray_session, tmp_path):
                 c.write(WriteBatch().put(b"a", b"1").put(b"\x00ddia\x00applied", b"x").put(b"b", b"2"))
             with pytest.raises(InvalidArgumentError, match="writes nothing"):
                 c.write(WriteBatch())
+            many = WriteBatch()
+            for i in range(100):  # enough puts to go as columns: refused the same way
+                many.put(b"k%d" % i, b"v")
+            with pytest.raises(InvalidArgumentError, match="reserved"):
+                c.write(many.put(b"\x00ddia\x00applied", b"x"))
+            subclassed = WriteBatch()
+            for i in range(100):
+                subclassed.put(_Key(b"k%d" % i), b"v")
+            with pytest.raises(InvalidArgumentError, match="bytes"):
+                c.write(subclassed)
             with pytest.raises(ConfigError):
                 c.put(b"k", b"v", acks=2)  # only one follower
             with pytest.raises(ConfigError):

@@ -54,7 +54,7 @@ from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
 from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
 from .arrow_pages import read_page
-from .ingest import ingest_op, puts_op
+from .ingest import columns_op, ingest_op, puts_op
 from .procedures import result_or_raise
 from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
                       ReplWrite, ScanResult,
@@ -86,6 +86,9 @@ def batch_ops(batch) -> tuple:
     if isinstance(batch, WriteBatch):
         # Op records checked their fields when built; _submit_write's check_ops keeps out bytes
         # subclasses and reserved keys, as for the tuples below.
+        cols = batch.puts()
+        if cols is not None and cols[0]:  # puts only, kept as two lists: no Op record made
+            return tuple(zip(itertools.repeat(PUT, len(cols[0])), *cols))
         checked = tuple([(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
                          for op in check_batch(batch)])
         if not checked:
@@ -109,12 +112,14 @@ def batch_ops(batch) -> tuple:
 
 
 class _Unit:
-    """Operations that succeed or fail together, and the future of their result."""
+    """Operations that succeed or fail together, and the future of their result; ``puts``: how many
+    puts its one ingest operation stands for (a batch of puts sent as columns), else 0."""
 
-    __slots__ = ("ops", "future", "deadline_s", "single")
+    __slots__ = ("ops", "future", "deadline_s", "single", "puts")
 
-    def __init__(self, ops: tuple, future: concurrent.futures.Future, deadline_s: float, single: bool):
-        self.ops, self.future, self.deadline_s, self.single = ops, future, deadline_s, single
+    def __init__(self, ops: tuple, future: concurrent.futures.Future, deadline_s: float, single: bool,
+                 puts: int = 0):
+        self.ops, self.future, self.deadline_s, self.single, self.puts = ops, future, deadline_s, single, puts
 
 
 class _Batch:
@@ -268,6 +273,13 @@ class ReplicatedClient(LoopClient):
 
     def write_nowait(self, batch, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`write`; the future holds the tuple of results."""
+        # A WriteBatch of many puts goes from its two lists straight into one ingest operation: no op
+        # tuple per put, and columns_op checks what check_ops would (exact bytes, no reserved key).
+        # Not when fenced: the puts may span two partitions of this group (see _take_writes).
+        cols = batch.puts() if isinstance(batch, WriteBatch) and not self.fence else None
+        op = columns_op(*cols) if cols is not None else None
+        if op is not None:
+            return self._submit_write((op,), acks, single=False, puts=len(batch))
         return self._submit_write(batch_ops(batch), acks, single=False)
 
     def ingest(self, keys, values, *, acks: int | None = None, timeout_s: float | None = None) -> None:
@@ -292,11 +304,11 @@ class ReplicatedClient(LoopClient):
         return self._submit_write(ops, acks, single=single, fut=future)
 
     def _submit_write(self, ops: tuple, acks: int | None, *, single: bool,
-                      fut: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+                      fut: concurrent.futures.Future | None = None, puts: int = 0) -> concurrent.futures.Future:
         ops = around_reserved(ops)  # a range over the replicas' own keys skips them
         check_ops(ops, client=True)  # refused here, alone, rather than failing a whole packed batch
         acks = self.acks if acks is None else self._check_acks(acks)
-        return self._enqueue(self._writes, (acks,), ops, single, fut)
+        return self._enqueue(self._writes, (acks,), ops, single, fut, puts)
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -461,12 +473,12 @@ class ReplicatedClient(LoopClient):
     # --- machinery ---------------------------------------------------------------------------------
 
     def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool,
-                 fut: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+                 fut: concurrent.futures.Future | None = None, puts: int = 0) -> concurrent.futures.Future:
         if self._closed:
             raise ConfigError("the client is closed")
         if fut is None:
             fut = concurrent.futures.Future()
-        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single)
+        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single, puts)
         with self._lock:
             queue.append((*group, unit))
             kick, self._kick_pending = not self._kick_pending, True
@@ -524,7 +536,7 @@ class ReplicatedClient(LoopClient):
         run = None if self.fence else puts_op(ops)
         return _Batch(codec.prechecked(ReplWrite, tuple(ops) if run is None else (run,), acks, 0, self.name, seq,
                                        acked_below, epoch, lsn, self.fence),
-                      units, 0 if run is None else len(ops))
+                      units, units[0].puts if run is None else len(ops))  # a unit of columns is alone
 
     def _take_reads(self) -> tuple[Any, list]:
         units: list[_Unit] = []
@@ -618,7 +630,7 @@ class ReplicatedClient(LoopClient):
                 i = 0
                 results = (None,) * batch.puts if batch.puts else ack.results  # a put's result is None
                 for u in batch.units:
-                    n = len(u.ops)
+                    n = u.puts or len(u.ops)
                     if not u.future.done():
                         u.future.set_result(results[i] if u.single else results[i:i + n])
                     i += n

@@ -127,6 +127,7 @@ def ingest_op(keys: Any, values: Any) -> tuple:
 #: A client sends a write of at least this many puts, and nothing else, as an ingest (:func:`puts_op`).
 PUTS_AS_INGEST_MIN = 64
 _KEY, _TAIL = operator.itemgetter(1), operator.itemgetter(2)
+_BYTES = frozenset({bytes})
 
 
 def puts_op(ops: tuple | list) -> tuple | None:
@@ -143,7 +144,19 @@ def puts_op(ops: tuple | list) -> tuple | None:
     n = len(ops)
     if n < PUTS_AS_INGEST_MIN or n > MAX_INGEST_ROWS or bytes(map(_CODE, ops)) != bytes(n):
         return None
-    keys, values = list(map(_KEY, ops)), list(map(_TAIL, ops))
+    return columns_op(list(map(_KEY, ops)), list(map(_TAIL, ops)))
+
+
+def columns_op(keys: list, values: list) -> tuple | None:
+    """Puts ``keys[i] -> values[i]`` (lists of exact ``bytes``, as many of each) as one ingest
+    operation (:func:`puts_op`), or None where they must stay puts: fewer than
+    :data:`PUTS_AS_INGEST_MIN`, a key or value that is not exactly ``bytes``, a reserved key, or
+    columns too large for one blob. A :class:`~ddia_ray.storage.WriteBatch` of puts comes here
+    from its two lists without an op tuple per put (``ReplicatedClient.write_nowait``)."""
+    n = len(keys)
+    if n < PUTS_AS_INGEST_MIN or n > MAX_INGEST_ROWS or len(values) != n \
+            or not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, values)):
+        return None
     ko, vo = _offsets(keys), _offsets(values)
     if ko[-1] > _MAX_COLUMN_BYTES or vo[-1] > _MAX_COLUMN_BYTES:
         return None

@@ -359,20 +359,29 @@ class Memtable:
         # A replica's memtable: the runs hold its clients' keys, the dict a few hundred versions of
         # its own position and session rows, which sort below them. Sorted apart, two parts whose key
         # ranges do not overlap are the whole table in order, without sorting the runs by key and seq.
+        # The parts stay chunks: the SSTable writer takes a chunked table as it is.
         dict_sorted = sort_rows(dict_table, pool)
         dk, rk = dict_sorted.column("key"), runs_sorted.column("key")
         if dk[len(dk) - 1].as_py() < rk[0].as_py():
-            return pa.concat_tables([dict_sorted, runs_sorted], memory_pool=pool).combine_chunks(memory_pool=pool)
+            return pa.concat_tables([dict_sorted, runs_sorted], memory_pool=pool)
         if rk[len(rk) - 1].as_py() < dk[0].as_py():
-            return pa.concat_tables([runs_sorted, dict_sorted], memory_pool=pool).combine_chunks(memory_pool=pool)
+            return pa.concat_tables([runs_sorted, dict_sorted], memory_pool=pool)
         return sort_rows(pa.concat_tables([dict_table, runs_table], memory_pool=pool).combine_chunks(memory_pool=pool),
                          pool)
 
 
 def _sorted_by_key(table: pa.Table, pool: pa.MemoryPool | None, *, check_repeats: bool = False) -> pa.Table | None:
     """``table`` sorted by key alone; with ``check_repeats``, None if a key repeats (its versions
-    would then be oldest first, as Arrow's sort is stable: the caller sorts by key and seq)."""
-    out = pc.take(table, pc.sort_indices(table.column("key"), memory_pool=pool), memory_pool=pool)
+    would then be oldest first, as Arrow's sort is stable: the caller sorts by key and seq).
+
+    Keys that already ascend strictly (time-ordered or sequential keys, a client's batches in
+    order) are returned as they are: one comparison pass instead of a sort and a copy of every
+    value into fresh memory, whose page faults cost the flush more than the copy itself.
+    """
+    keys = table.column("key")
+    if table.num_rows < 2 or pc.all(pc.greater(keys.slice(1), keys.slice(0, table.num_rows - 1))).as_py():
+        return table
+    out = pc.take(table, pc.sort_indices(keys, memory_pool=pool), memory_pool=pool)
     if check_repeats and out.num_rows > 1:
         keys = out.column("key")
         if pc.any(pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
@@ -405,9 +414,11 @@ def _runs_table(runs: list, pool: pa.MemoryPool | None) -> pa.Table:
             codes.append(run_codes)
     gather()
     seqs = np.concatenate([np.arange(first, first + len(ops), dtype=np.uint64) for first, ops, _codes in runs])
+    # The values stay the runs' own chunks (for PutColumns, views of the log entries' bytes): the
+    # SSTable writer reads them in place when no sort has to move them.
     return pa.table([pa.concat_arrays(keys, memory_pool=pool), pa.array(seqs),
                      pa.array(np.frombuffer(b"".join(codes), dtype=np.uint8)),
-                     pa.concat_arrays(values, memory_pool=pool)], schema=SCHEMA)
+                     pa.chunked_array(values, pa.binary())], schema=SCHEMA)
 
 
 def _binary_column(items: list, pool: pa.MemoryPool | None) -> pa.Array:
