@@ -176,6 +176,13 @@ def _pipelined(submit, items, in_flight: int) -> tuple[float, int]:
 # --- ours: one store per partition count ---------------------------------------------------------------
 
 
+def _engine_options(args) -> dict:
+    """The stores' engine options from the command line (none unless asked)."""
+    if args.engine == "lsm" and args.bulk_window_s:
+        return {"engine_options": {"bulk_window_s": args.bulk_window_s}}
+    return {}
+
+
 def bench_store(n: int, workdir: str, parquet: str, args, seed: int) -> dict:
     """Bulk load, full scan, random writes and point reads on a store of ``n`` partitions on ``n`` groups."""
     from ddia_ray.partitioning import PartitionedStore
@@ -183,7 +190,7 @@ def bench_store(n: int, workdir: str, parquet: str, args, seed: int) -> dict:
     out: dict = {"n": n}
     store = PartitionedStore.launch(f"bench-parts-{n}-{os.getpid()}", partitions=n, groups=n, scheme="hash",
                                     replicas=args.replicas, protocol=args.protocol, engine=args.engine,
-                                    root=f"file://{workdir}/store-{n}")
+                                    root=f"file://{workdir}/store-{n}", **_engine_options(args))
     try:
         if not args.no_data:
             with _Phase() as ph:
@@ -235,13 +242,27 @@ def bench_peer(parquet: str, workdir: str, rows: int) -> dict:
     return out
 
 
+def _import_package(batch):
+    """A warm-up task: the package import that the store's load and scan tasks do first."""
+    import ddia_ray.partitioning.datasets  # noqa: F401
+
+    return batch
+
+
 def _warm_up(parquet: str, workdir: str) -> None:
-    """Ray's start, Ray Data's first execution and the files' first read fall outside every figure."""
+    """Ray's start, Ray Data's first execution, the files' first read and the package's import in
+    Ray's worker processes fall outside every figure.
+
+    The import: a load's tasks run on Ray's warm workers, and the first task in each imports
+    ddia_ray, 1-2 s of CPU per worker on this machine (where PYTHONDONTWRITEBYTECODE is set, so
+    every process compiles the package again). py-spy put three quarters of a task worker's samples
+    there during the first load at N=1 (2026-12-05), which made N=1 look slower than N=2."""
     import ray.data
 
     ray.data.read_parquet(parquet).materialize()
     ray.data.read_parquet(parquet).write_parquet(os.path.join(workdir, "warm-up"))
     shutil.rmtree(os.path.join(workdir, "warm-up"), ignore_errors=True)
+    ray.data.read_parquet(parquet).map_batches(_import_package, batch_format="pyarrow", batch_size=None).materialize()
 
 
 # --- a move under load, as a time series ---------------------------------------------------------------------
@@ -459,6 +480,8 @@ def _parse(argv) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, default=1, help="replicas per group (replication: bench/replication.py)")
     ap.add_argument("--protocol", choices=("raft", "leader-follower"), default="raft")
     ap.add_argument("--engine", choices=("lsm", "btree", "map"), default="lsm")
+    ap.add_argument("--bulk-window-s", type=float, default=0.0,
+                    help="the LSM's bulk-load window (engine option bulk_window_s; 0: off, the default)")
     ap.add_argument("--load-concurrency", type=int, default=0,
                     help="write_dataset's write tasks at once (0: as many as the CPUs allow)")
     ap.add_argument("--rebalance-s", type=float, default=20.0, help="length of the time series (0: no rebalance)")
@@ -486,7 +509,7 @@ def main(argv=None) -> int:
           f"{args.files} files; {args.ops:,} writes then {args.ops:,} reads, {args.in_flight} in flight; "
           f"partitions {args.counts}, each on its own group of {args.replicas} {args.protocol} replica(s) on "
           f"{args.engine} (the cost of replication is measured in bench/replication.py); reads linearizable "
-          f"(the client's default)", flush=True)
+          f"(the client's default); LSM bulk-load window {args.bulk_window_s or 'off'}", flush=True)
     missing = _ray_data_missing()
     args.no_data = missing is not None
     if missing:

@@ -388,9 +388,13 @@ class EngineState:
             self._write((), extra_kinds[:gone], extra_keys[:gone], extra_values[:gone])
         import pyarrow as pa
 
-        own = pa.table({"key": pa.array(extra_keys[gone:], pa.binary()),
-                        "value": pa.array(extra_values[gone:], pa.binary())})
-        ingest(pa.concat_tables([rows.table(), own]))
+        # The entry's own rows first, in key order: they never share a key with the batch (reserved
+        # keys are refused in it), and a batch sorted by key (a partitioned bulk load's is) then
+        # makes the whole table sorted, which the engine takes without sorting it again.
+        mine = sorted(zip(extra_keys[gone:], extra_values[gone:]))
+        own = pa.table({"key": pa.array([k for k, _ in mine], pa.binary()),
+                        "value": pa.array([v for _, v in mine], pa.binary())})
+        ingest(pa.concat_tables([own, rows.table()]))
 
     def remember(self, lsn: int, origin: tuple) -> None:
         """An entry the engine applied before a restart, replayed: its session row is in the engine already."""

@@ -30,6 +30,27 @@ An ingest's caller waits for its files, so it writes them on
 :data:`INGEST_WRITERS` threads (Parquet encoding, compression and file writes
 release the GIL); background flushes and compactions write one file at a
 time, leaving the other core to the writers.
+
+Bulk loads
+----------
+An ingest whose keys overlap what is already there (hashed or random keys
+overlap everything) lands in level 0, and the leveled policy merges level 0
+into level 1 every ``l0_compaction_trigger`` files: during a long load each
+merge rewrites all of level 1 again, a cost that grows with the square of
+the load (measured: half a replica's CPU in a partitioned store's bulk load).
+RocksDB's answer is ``PrepareForBulkLoad``, which turns automatic compaction
+off until the load ends. A tree cannot be told when a load ends, so with
+``bulk_window_s > 0`` (off by default, as RocksDB's is) each ingest opens, or
+extends, a *bulk-load window* of that many seconds: while it
+is open, no compaction is picked and level 0 does not slow writers down,
+until it holds :func:`~.options.bulk_l0_limit` files (at most the stop
+trigger, so writers never stall on a window). When the window closes the
+compaction thread wakes by itself and merges what accumulated, once.
+``compactions_deferred`` counts the ingests after which a compaction was due
+and waited. Reads meanwhile probe more level-0 files (one Bloom filter each
+for a point read, a merge of every file for a scan), and the deferred merge
+competes with whatever runs after the load: measured in
+docs/storage-engines.md ("Bulk-load window"), which is why it is an option.
 """
 
 from __future__ import annotations
@@ -87,6 +108,8 @@ class _Jobs:
     _released: bool
     _bg_error: BaseException | None
     _compaction_wanted: bool
+    _bulk_until: float
+    _bulk_l0: int
     _version: Version
     _manifest_number: int
     _log_number: int
@@ -248,20 +271,22 @@ class _Jobs:
 
     def _compaction_loop(self) -> None:
         def wanted():
-            return self._compaction_wanted
+            return self._compaction_wanted and not self._bulk_left()
 
         def work():
             with self._mutex:
                 self._compaction_wanted = False
             while not self._stopping and self._compact_once():
                 pass
-        self._background_loop(wanted, work)
+        self._background_loop(wanted, work, self._bulk_left)
 
-    def _background_loop(self, wanted, work) -> None:
+    def _background_loop(self, wanted, work, wait_s=None) -> None:
+        """Run ``work`` whenever ``wanted()``; ``wait_s()`` (under the mutex): seconds after which
+        to look again without a notification (0: wait for one), as when a bulk-load window ends."""
         while True:
             with self._mutex:
                 while not self._stopping and not wanted():
-                    self._work_cv.wait()
+                    self._work_cv.wait((wait_s() or None) if wait_s is not None else None)
                 if self._stopping:
                     return
             try:
@@ -290,6 +315,11 @@ class _Jobs:
                     return False
                 if job is None:
                     job = self._policy.pick(self._version)
+                    if job is not None and self._bulk_left():
+                        # A bulk load is under way: the job waits for the window's end (the
+                        # compaction thread looks again then) or for level 0 to fill up.
+                        self._compaction_wanted = True
+                        job = None
                 self._drain_deferred()
                 snapshots = sorted(self._snapshot_seqs)
             if job is None:
@@ -319,6 +349,18 @@ class _Jobs:
 
     # --- ingest ----------------------------------------------------------
 
+    def _bulk_left(self) -> float:
+        """Under the mutex: seconds left of the bulk-load window, or 0 when none is open or level 0
+        already holds ``bulk_l0_files`` files (module docstring, "Bulk loads")."""
+        until = self._bulk_until
+        if not until:
+            return 0.0
+        left = until - self._opts.clock()
+        if left <= 0:
+            self._bulk_until = 0.0
+            return 0.0
+        return left if self._policy.pressure_files(self._version) < self._bulk_l0 else 0.0
+
     def _ingest_locked(self, table: pa.Table) -> None:
         """Bulk load (the caller holds the head of the write queue; memtables are flushed)."""
         with self._comp_lock:
@@ -342,7 +384,12 @@ class _Jobs:
             lo, hi = keys[0].as_py(), keys[len(keys) - 1].as_py()
             with self._mutex:
                 level = self._policy.ingest_level(self._version, lo, hi)
+                if self._opts.bulk_window_s:  # opened before the commit wakes the compaction thread
+                    self._bulk_until = self._opts.clock() + self._opts.bulk_window_s
             self._commit_version((), [(level, m) for m in metas], last_seq=base + n - 1)
+            with self._mutex:  # counted per ingest after which a compaction was due and waits
+                if self._bulk_left() and self._policy.pick(self._version) is not None:
+                    self._count("compactions_deferred", 1)
             self._count("ingest_bytes", sum(m.size + m.meta_size for m in metas))
             self._count("user_bytes", sum(m.logical_bytes for m in metas))
 
@@ -368,7 +415,8 @@ def _check_ingest_table(table) -> pa.Table:
 def _sort_ingest_rows(rows: pa.Table, pool: pa.MemoryPool | None = None) -> pa.Table:
     """:func:`sort_rows` for ingest, whose seqs ascend in row order (new buffers from ``pool``).
 
-    When every key has the same width, NumPy's stable sort of the keys as fixed-width
+    Keys that already ascend strictly are the order as they are. When every key has the same
+    width, NumPy's stable sort of the keys as fixed-width
     byte strings (compared bytewise, like ``bytes``) is about twice Arrow's binary sort;
     sorting the *reversed* rows stably puts a repeated key's newest version first.
     Keys of 8 bytes or more are first sorted by their leading 8 bytes as big-endian
@@ -379,6 +427,10 @@ def _sort_ingest_rows(rows: pa.Table, pool: pa.MemoryPool | None = None) -> pa.T
     keys = rows.column("key").chunk(0) if rows.column("key").num_chunks == 1 else None
     if keys is None or len(keys) < 2:
         return sort_rows(rows, pool)
+    # Rows already in key order, each key once (a partitioned store's bulk load sorts its rows by
+    # stored key before it cuts them by partition): nothing to sort and nothing to copy.
+    if pc.all(pc.greater(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+        return rows
     lengths = pc.binary_length(keys)
     width = pc.min(lengths).as_py()
     if width == 0 or width != pc.max(lengths).as_py():

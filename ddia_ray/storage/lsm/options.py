@@ -39,6 +39,8 @@ class LSMOptions:
     l0_compaction_trigger: int = 4
     l0_slowdown_trigger: int = 12
     l0_stop_trigger: int = 20
+    bulk_window_s: float = 0.0             # > 0: after an ingest, level 0 waits this long to compact...
+    bulk_l0_files: int | None = None       # ...unless it holds this many files (None: bulk_l0_limit's default)
     level_base_bytes: int = 64 * _MiB
     level_fanout: int = 10
     num_levels: int = 7
@@ -103,11 +105,30 @@ def _check(opts: LSMOptions) -> None:
     if not opts.l0_compaction_trigger <= opts.l0_slowdown_trigger <= opts.l0_stop_trigger:
         raise ConfigError("need l0_compaction_trigger <= l0_slowdown_trigger <= l0_stop_trigger, got "
                           f"{opts.l0_compaction_trigger}, {opts.l0_slowdown_trigger}, {opts.l0_stop_trigger}")
+    non_negative("bulk_window_s", opts.bulk_window_s)
+    if opts.bulk_l0_files is not None and not (
+            opts.l0_compaction_trigger <= integer("bulk_l0_files", opts.bulk_l0_files) <= opts.l0_stop_trigger):
+        # Above the stop trigger, writes would stall on a level 0 that the window keeps uncompacted.
+        raise ConfigError("need l0_compaction_trigger <= bulk_l0_files <= l0_stop_trigger, got "
+                          f"{opts.l0_compaction_trigger}, {opts.bulk_l0_files}, {opts.l0_stop_trigger}")
     if opts.storage_options is not None and not isinstance(opts.storage_options, dict):
         raise InvalidArgumentError("storage_options must be a dict")
     if not callable(opts.clock) or not callable(opts.sleep):
         raise InvalidArgumentError("clock and sleep must be callables")
     arrow_pool(opts.memory_pool)  # a pool this pyarrow build lacks fails at open, not in a flush
+
+
+#: Level-0 files a bulk-load window lets accumulate when ``bulk_l0_files`` is not given (then
+#: clamped to the tree's own triggers): about a million rows of 100-byte values in 62,500-row
+#: ingests, merged once, where four at a time rewrote the level below each time (docs/storage-engines.md).
+BULK_L0_FILES = 16
+
+
+def bulk_l0_limit(opts: LSMOptions) -> int:
+    """The level-0 file count that ends a bulk-load window early (see jobs, "Bulk loads")."""
+    if opts.bulk_l0_files is not None:
+        return opts.bulk_l0_files
+    return max(opts.l0_compaction_trigger, min(BULK_L0_FILES, opts.l0_stop_trigger))
 
 
 def arrow_pool(name: str):

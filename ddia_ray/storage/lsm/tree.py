@@ -91,7 +91,7 @@ from .jobs import _check_ingest_table, _Jobs
 from .locks import make_locks
 from .manifest import ManifestStore, Version
 from .memtable import DELETE, PUT, RANGE_DELETE, PutColumns
-from .options import LSMOptions, arrow_pool, parse_options
+from .options import LSMOptions, arrow_pool, bulk_l0_limit, parse_options
 from .recovery import recover
 from .snapshot import LSMSnapshot
 from .reads import _ReadPath
@@ -174,6 +174,8 @@ class LSMTree(_WritePath, _ReadPath, _Jobs):
         self._released = False  # set by close() once no flush or compaction runs or will start
         self._bg_error = None
         self._compaction_wanted = True
+        self._bulk_until = 0.0  # end of the bulk-load window on opts.clock (0: none; see jobs, "Bulk loads")
+        self._bulk_l0 = bulk_l0_limit(opts)
         self._switch_count = self._flushed_count = 0
         self._flushed_seq = 0  # newest seq flushed to SSTables (recovery sets it; see durable_seq)
         self._imms = []

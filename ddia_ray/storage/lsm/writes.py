@@ -102,6 +102,7 @@ class _WritePath:
     _switch_count: int
     _flushed_count: int
     _calm_key: tuple[Version, int, bool] | None
+    _bulk_until: float
     _counters: dict[str, float]
     _write_tally: list[int]
     if TYPE_CHECKING:  # methods of LSMTree and _Jobs
@@ -109,11 +110,13 @@ class _WritePath:
         def _check_writable(self) -> None: ...
         def _new_file_number(self) -> int: ...
         def _run_pending_work(self) -> None: ...
+        def _bulk_left(self) -> float: ...
 
     def _slowdown(self) -> None:
         """LevelDB's gentle brake: one short sleep per write while level 0 is getting crowded."""
         opts = self._opts
-        if opts.background and (self._policy.pressure_files(self._version) >= opts.l0_slowdown_trigger
+        if opts.background and ((self._policy.pressure_files(self._version) >= opts.l0_slowdown_trigger
+                                 and not self._bulk_left())  # a bulk load's files: no brake (jobs)
                                 or len(self._imms) >= opts.max_immutable_memtables):
             self._count("slowdowns")
             opts.sleep(opts.slowdown_sleep_s)
@@ -129,9 +132,12 @@ class _WritePath:
             return self._calm_key[2]
         opts = self._opts
         pressure = self._policy.pressure_files(version)
-        calm = opts.background and pressure < opts.l0_slowdown_trigger and pressure < opts.l0_stop_trigger \
-            and imms < opts.max_immutable_memtables
-        self._calm_key = (version, imms, calm)
+        bulk = bool(self._bulk_until) and bool(self._bulk_left())  # no slowdown in a bulk-load window
+        calm = opts.background and (bulk or pressure < opts.l0_slowdown_trigger) \
+            and pressure < opts.l0_stop_trigger and imms < opts.max_immutable_memtables
+        # An answer that a bulk-load window decided ends with the window, not with a new version:
+        # not cached (asked again per write while the window lasts).
+        self._calm_key = None if bulk else (version, imms, calm)
         return calm
 
     def _commit_one(self, kind: int, key: bytes, value: bytes) -> None:
