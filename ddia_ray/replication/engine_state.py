@@ -388,13 +388,20 @@ class EngineState:
             self._write((), extra_kinds[:gone], extra_keys[:gone], extra_values[:gone])
         import pyarrow as pa
 
-        # The entry's own rows first, in key order: they never share a key with the batch (reserved
-        # keys are refused in it), and a batch sorted by key (a partitioned bulk load's is) then
-        # makes the whole table sorted, which the engine takes without sorting it again.
+        # The entry's own rows go where they sort among the batch's: they never share a key with it
+        # (reserved keys are refused in a batch) and, all starting with the reserved prefix, no key
+        # of the batch sorts between two of them. A batch in key order (a partitioned bulk load's
+        # is) then makes the whole table ordered, which the engine takes without sorting it again.
+        import pyarrow.compute as pc
+
         mine = sorted(zip(extra_keys[gone:], extra_values[gone:]))
         own = pa.table({"key": pa.array([k for k, _ in mine], pa.binary()),
                         "value": pa.array([v for _, v in mine], pa.binary())})
-        ingest(pa.concat_tables([own, rows.table()]))
+        batch = rows.table()
+        at = 0
+        if mine:
+            at = pc.sum(pc.less(rows.keys, pa.scalar(mine[0][0], pa.binary()))).as_py() or 0
+        ingest(pa.concat_tables([batch.slice(0, at), own, batch.slice(at)]))
 
     def remember(self, lsn: int, origin: tuple) -> None:
         """An entry the engine applied before a restart, replayed: its session row is in the engine already."""
