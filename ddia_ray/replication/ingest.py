@@ -49,8 +49,8 @@ import pyarrow.compute as pc
 from ..errors import InvalidArgumentError
 from .records import AFTER_RESERVED, INGEST, PUT, RESERVED_PREFIX
 
-__all__ = ["IngestRows", "MAX_INGEST_ROWS", "PUTS_AS_INGEST_MIN", "puts_op", "ingest_op", "decode_ingest",
-           "ingest_puts", "has_ingest", "binary_column"]
+__all__ = ["IngestRows", "MAX_INGEST_ROWS", "PUTS_AS_INGEST_MIN", "puts_op", "columns_op", "ingest_op",
+           "decode_ingest", "ingest_puts", "has_ingest", "binary_column"]
 
 _MAGIC = b"DRIG"
 _VERSION = 1

@@ -68,7 +68,7 @@ import pyarrow.compute as pc
 from ..._validate import invariant
 from ...errors import InvalidArgumentError
 from .manifest import ENGINE_NAME, ManifestRecord, Version, manifest_name
-from .memtable import SCHEMA, Memtable
+from .memtable import SCHEMA, Memtable, ascend_strictly
 from .merge import merge_runs, sort_rows, split_outputs
 from .sstable import FileMeta, SSTable, load_table_meta, meta_name, sst_name, write_sstable
 
@@ -429,7 +429,7 @@ def _sort_ingest_rows(rows: pa.Table, pool: pa.MemoryPool | None = None) -> pa.T
         return sort_rows(rows, pool)
     # Rows already in key order, each key once (a partitioned store's bulk load sorts its rows by
     # stored key before it cuts them by partition): nothing to sort and nothing to copy.
-    if pc.all(pc.greater(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+    if ascend_strictly(keys):
         return rows
     lengths = pc.binary_length(keys)
     width = pc.min(lengths).as_py()

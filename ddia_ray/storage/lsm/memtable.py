@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 
 from .tombstones import TombstoneIndex
 
-__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "PutColumns", "SCHEMA", "sort_rows"]
+__all__ = ["PUT", "DELETE", "RANGE_DELETE", "Memtable", "PutColumns", "SCHEMA", "ascend_strictly", "sort_rows"]
 
 PUT, DELETE, RANGE_DELETE = 0, 1, 2
 #: Row layout of SSTables (and of :meth:`Memtable.to_table`).
@@ -379,7 +379,7 @@ def _sorted_by_key(table: pa.Table, pool: pa.MemoryPool | None, *, check_repeats
     value into fresh memory, whose page faults cost the flush more than the copy itself.
     """
     keys = table.column("key")
-    if table.num_rows < 2 or pc.all(pc.greater(keys.slice(1), keys.slice(0, table.num_rows - 1))).as_py():
+    if ascend_strictly(keys):
         return table
     out = pc.take(table, pc.sort_indices(keys, memory_pool=pool), memory_pool=pool)
     if check_repeats and out.num_rows > 1:
@@ -387,6 +387,13 @@ def _sorted_by_key(table: pa.Table, pool: pa.MemoryPool | None, *, check_repeats
         if pc.any(pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
             return None
     return out
+
+
+def ascend_strictly(keys) -> bool:
+    """Whether the binary column ``keys`` (an array or chunked array) is in key order with no key
+    twice: a table of such keys is already in SSTable order, one comparison pass instead of a sort."""
+    n = len(keys)
+    return n < 2 or bool(pc.all(pc.greater(keys.slice(1), keys.slice(0, n - 1))).as_py())
 
 
 def _runs_table(runs: list, pool: pa.MemoryPool | None) -> pa.Table:

@@ -95,6 +95,8 @@ def encode_batch(first_seq: int, ops) -> bytes:
 class WalWriter:
     """Appends framed batches to one WAL on an fsspec filesystem."""
 
+    logs = True  # appends are kept (NullWal's are not): the batch is worth encoding
+
     def __init__(self, fs, directory: str, number: int, *, sync: str, segment_bytes: int = 1 << 20):
         self.fs = fs
         self.number = number
@@ -276,6 +278,7 @@ class NullWal:
     """
 
     cheap = True  # an append never waits
+    logs = False  # appends keep nothing: a writer need not encode its batch
     bytes_written = 0
 
     def __init__(self, number: int) -> None:

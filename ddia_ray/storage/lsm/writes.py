@@ -132,7 +132,7 @@ class _WritePath:
             return self._calm_key[2]
         opts = self._opts
         pressure = self._policy.pressure_files(version)
-        bulk = bool(self._bulk_until) and bool(self._bulk_left())  # no slowdown in a bulk-load window
+        bulk = self._bulk_left() > 0  # no slowdown in a bulk-load window
         calm = opts.background and (bulk or pressure < opts.l0_slowdown_trigger) \
             and pressure < opts.l0_stop_trigger and imms < opts.max_immutable_memtables
         # An answer that a bulk-load window decided ends with the window, not with a new version:
@@ -236,7 +236,7 @@ class _WritePath:
                 if not self._opts.background:
                     self._run_pending_work()
                 exclusive()
-            elif not w.force and type(wal) is not NullWal:  # no WAL: nothing to encode (columns stay columns)
+            elif not w.force and wal.logs:  # no WAL: nothing to encode (columns stay columns)
                 wal.append(b"".join([wal.encode(g.first_seq, _wal_ops(g)) for g in group]))
         except BaseException as e:  # noqa: BLE001 -- handed to every writer of the group
             error = e
