@@ -242,27 +242,32 @@ def bench_peer(parquet: str, workdir: str, rows: int) -> dict:
     return out
 
 
-def _import_package(batch):
-    """A warm-up task: the package import that the store's load and scan tasks do first."""
+def _import_package(seconds: float) -> int:
+    """A warm-up task: the package import that the store's load and scan tasks do first, then a
+    wait, so that tasks started together hold distinct worker processes; returns the process id."""
     import ddia_ray.partitioning.datasets  # noqa: F401
 
-    return batch
+    time.sleep(seconds)
+    return os.getpid()
 
 
 def _warm_up(parquet: str, workdir: str) -> None:
     """Ray's start, Ray Data's first execution, the files' first read and the package's import in
     Ray's worker processes fall outside every figure.
 
-    The import: a load's tasks run on Ray's warm workers, and the first task in each imports
-    ddia_ray, 1-2 s of CPU per worker on this machine (where PYTHONDONTWRITEBYTECODE is set, so
-    every process compiles the package again). py-spy put three quarters of a task worker's samples
-    there during the first load at N=1 (2026-12-05), which made N=1 look slower than N=2."""
+    The import: a load's and a scan's tasks run on Ray's warm workers, and the first task in each
+    imports ddia_ray, 1-2 s of CPU per worker on this machine (where PYTHONDONTWRITEBYTECODE is
+    set, so every process compiles the package again). py-spy put three quarters of a task
+    worker's samples there during the first load at N=1 (2026-12-05), which made N=1 look slower
+    than N=2. One task per CPU imports it, all at once, so each lands in a worker of its own."""
+    import ray
     import ray.data
 
     ray.data.read_parquet(parquet).materialize()
     ray.data.read_parquet(parquet).write_parquet(os.path.join(workdir, "warm-up"))
     shutil.rmtree(os.path.join(workdir, "warm-up"), ignore_errors=True)
-    ray.data.read_parquet(parquet).map_batches(_import_package, batch_format="pyarrow", batch_size=None).materialize()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ray.get([ray.remote(_import_package).remote(1.0) for _ in range(cpus)])
 
 
 # --- a move under load, as a time series ---------------------------------------------------------------------

@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_local", "fsync_dir"]
+__all__ = ["is_local", "arrow_fs", "fsync_dir"]
 
 
 def is_local(fs) -> bool:
     """Whether the fsspec filesystem ``fs`` is the local disk (``file://``)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return bool({"file", "local"} & set(protocols))
+
+
+def arrow_fs(fs):
+    """``fs`` (fsspec) as a pyarrow filesystem: Arrow's own for the local disk, else fsspec's wrapped.
+
+    Arrow's threaded scans over a Python filesystem can abort the interpreter at exit (pyarrow 26:
+    "terminate called without an active exception"), so local files avoid the wrapper, and readers
+    scan wrapped filesystems with ``use_threads=False``."""
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem() if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
 def fsync_dir(path: str) -> None:

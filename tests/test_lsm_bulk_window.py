@@ -101,3 +101,31 @@ def test_bulk_window_options_are_checked():
     assert bulk_l0_limit(LSMOptions()) == BULK_L0_FILES
     assert bulk_l0_limit(LSMOptions(l0_compaction_trigger=2, l0_slowdown_trigger=4, l0_stop_trigger=8)) == 8
     assert bulk_l0_limit(LSMOptions(bulk_l0_files=5)) == 5
+
+
+def test_an_ingest_does_not_wait_for_a_running_compaction():
+    """While a compaction holds the compaction lock, an ingest goes on and writes its file to level
+    0 (safe beside any job); with the lock free the same rows would go as deep as nothing overlaps."""
+    import threading
+
+    db = _open(time.monotonic, background=True)  # inline mode runs pending compactions in the writer
+    first = _overlapping(1)
+    db.ingest(first)
+    assert list(db.stats()["level_files"]) == [0, 1]  # nothing above overlaps: the deepest level
+    apart = pa.table({"key": pa.array([b"\xff\xff" + bytes([i]) for i in range(50)], pa.binary()),
+                      "value": pa.array([b"late"] * 50, pa.binary())})  # above every key of `first`
+    done = threading.Event()
+    db._comp_lock.acquire()  # as a running compaction holds it
+    try:
+        worker = threading.Thread(target=lambda: (db.ingest(apart), done.set()))
+        worker.start()
+        assert done.wait(30), "the ingest waited for the compaction lock"
+        worker.join()
+        assert list(db.stats()["level_files"]) == [1, 1]  # level 0, not level 1 where the job may write
+    finally:
+        db._comp_lock.release()
+    model = _model([first, apart])
+    assert db.get_many(list(model)) == list(model.values())
+    db.compact()
+    assert db.get_many(list(model)) == list(model.values()) and db.stats()["level_files"][0] == 0
+    db.close()

@@ -35,7 +35,7 @@ def test_a_dataset_round_trips_through_the_store(ray_session, tmp_path, scheme):
         assert store.write_dataset(str(tmp_path)) == 500
         ds = store.to_ray_dataset()
         parts = len(store.partition_map().partitions)
-        assert ds.materialize().num_blocks() >= parts  # one read task (at least one block) per partition
+        assert ds.materialize().num_blocks() == parts  # one read task, one block (< 100,000 rows) per partition
         got = _pairs(ds)
         want = dict(zip(table.column("key").to_pylist(), table.column("value").to_pylist()))
         assert len(got) == 4500 and all(got[k] == v for k, v in want.items())
@@ -54,6 +54,39 @@ def test_a_dataset_round_trips_through_the_store(ray_session, tmp_path, scheme):
         # A column of another type is refused whole, before any row of its batch is sent.
         with pytest.raises(Exception, match="binary column"):
             store.write_dataset(ray_data.from_arrow(pa.table({"key": [1, 2], "value": [b"a", b"b"]})))
+
+
+def test_parquet_files_load_through_one_task_per_file(ray_session, tmp_path):
+    """A Parquet path is read by the store's own tasks, one per file (files in subdirectories
+    too, Spark's ``_SUCCESS`` marker skipped): row groups smaller than an ingest are joined, and
+    every row arrives, whatever the number of tasks at once. Bad paths and columns are refused
+    before any task runs; a column of another type fails in the task with the ingest's error."""
+    data = tmp_path / "data"
+    (data / "day=2").mkdir(parents=True)
+    tables = [_table(700, "a"), _table(450, "b"), _table(30, "c")]
+    for i, (t, where) in enumerate(zip(tables, ["", "day=2/", ""])):
+        pq.write_table(t, data / f"{where}part-{i}.parquet", row_group_size=100)
+    (data / "_SUCCESS").write_bytes(b"")
+    with PartitionedStore.launch(partitions=4, groups=2, replicas=1) as store:
+        assert store.write_dataset(str(data), ingest_rows=250, concurrency=1) == 1180
+        assert store.write_dataset(f"file://{data / 'day=2'}", ingest_rows=10_000) == 450  # one file, as a URL
+        want = {}
+        for t in tables:
+            want.update(zip(t.column("key").to_pylist(), t.column("value").to_pylist()))
+        with store.client() as c:
+            assert c.get_many(list(want)) == list(want.values())
+        assert sum(p["keys"] for p in store.stats(sizes=True)["partitions"].values()) == 1180
+        with pytest.raises(InvalidArgumentError, match="cannot read a Parquet dataset"):
+            store.write_dataset(str(tmp_path / "nowhere"))
+        with pytest.raises(InvalidArgumentError, match=r"no column\(s\) \['id'\]"):
+            store.write_dataset(str(data), key="id")
+        with pytest.raises(ConfigError, match="in_flight must be > 0"):
+            store.write_dataset(str(data), in_flight=0)
+        odd = tmp_path / "odd"
+        odd.mkdir()
+        pq.write_table(pa.table({"key": [1, 2], "value": [b"a", b"b"]}), odd / "part-0.parquet")
+        with pytest.raises(InvalidArgumentError, match="binary column"):
+            store.write_dataset(str(odd))
 
 
 def test_write_tasks_keep_one_client_per_store_instance(ray_session):

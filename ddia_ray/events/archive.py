@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .._fs import is_local
+from .._fs import arrow_fs
 from .._validate import invariant
 from ..errors import ArchiveConflictError, ArchiveCorruptError, CorruptRecordError, InvalidArgumentError
 from ..replication.procedures import procedure, query
@@ -433,14 +433,9 @@ def _checked_files(client: Any, url: str | None, storage_options: dict | None,
 
 
 def _arrow_fs(reader: ArchiveReader) -> Any:
-    """The archive's filesystem for Arrow: the native one for a local disk; else fsspec's, wrapped.
-
-    Arrow's threaded scans over a Python filesystem can abort the interpreter at exit (pyarrow 26:
-    "terminate called without an active exception"), so local archives avoid the wrapper; over
-    ``memory://`` scan with ``use_threads=False``."""
-    import pyarrow.fs as pafs
-
-    return pafs.LocalFileSystem() if is_local(reader.fs) else pafs.PyFileSystem(pafs.FSSpecHandler(reader.fs))
+    """The archive's filesystem for Arrow (:func:`~ddia_ray._fs.arrow_fs`; over ``memory://`` scan
+    with ``use_threads=False``)."""
+    return arrow_fs(reader.fs)
 
 
 def archive_dataset(client: Any, url: str | None = None, *, storage_options: dict | None = None,

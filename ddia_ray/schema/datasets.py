@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._fs import is_local
+from .._fs import arrow_fs, is_local
 from ..errors import InvalidArgumentError, MigrationError
 from .history import SubjectHistory
 from .migrations import AddField, ChangeType, Migration, RemoveField, RenameField, get_conversion, python_default
@@ -156,13 +156,11 @@ def _filesystem(url: str, storage_options: dict | None) -> tuple[Any, str, bool]
     """``(Arrow filesystem, path, local)`` of an fsspec URL: Arrow's own for a local disk, else
     fsspec's wrapped (Arrow's threads over a Python filesystem are avoided: see events.archive)."""
     import fsspec
-    import pyarrow.fs as pafs
 
     if not isinstance(url, str) or not url:
         raise InvalidArgumentError(f"a dataset is named by an fsspec URL, got {url!r:.80}")
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    local = is_local(fs)
-    return (pafs.LocalFileSystem() if local else pafs.PyFileSystem(pafs.FSSpecHandler(fs))), path, local
+    return arrow_fs(fs), path, is_local(fs)
 
 
 def _dataset(url: str, storage_options: dict | None) -> tuple[Any, bool]:

@@ -22,8 +22,10 @@ policy picks. Both finish the same way, through :meth:`_Jobs._commit_version`:
 New SSTables are written before the manifest that names them, obsolete ones
 deleted after the manifest that drops them: a crash at any point leaves the
 newest complete manifest pointing at files that exist, plus garbage that the
-next open deletes. One compaction (or ingest) runs at a time (``_comp_lock``),
-one flush at a time (``_flush_lock``); see the lock order in :mod:`.tree`.
+next open deletes. One compaction runs at a time (``_comp_lock``), one flush
+at a time (``_flush_lock``); see the lock order in :mod:`.tree`. An ingest
+takes the compaction lock when it is free and otherwise writes to level 0
+beside the running job (:meth:`_Jobs._ingest_locked`).
 Neither starts once ``close()`` has begun.
 
 An ingest's caller waits for its files, so it writes them on
@@ -362,36 +364,54 @@ class _Jobs:
         return left if self._policy.pressure_files(self._version) < self._bulk_l0 else 0.0
 
     def _ingest_locked(self, table: pa.Table) -> None:
-        """Bulk load (the caller holds the head of the write queue; memtables are flushed)."""
-        with self._comp_lock:
-            with self._mutex:
-                invariant(not self._imms and not len(self._mem), "ingest needs flushed memtables")
-                base = self._last_seq + 1
-            n = table.num_rows
-            rows = pa.table([table.column("key"), pa.array(np.arange(base, base + n, dtype=np.uint64)),
-                             pa.array(np.zeros(n, np.uint8)), table.column("value")], schema=SCHEMA)
-            rows = _sort_ingest_rows(rows.combine_chunks(), self._pool)
-            target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
-            pieces = split_outputs(rows, target)
-            with self._mutex:
-                numbers = [self._new_file_number() for _ in pieces]  # in key order, whoever finishes first
-            if len(pieces) > 1 and INGEST_WRITERS > 1:
-                with ThreadPoolExecutor(INGEST_WRITERS, thread_name_prefix="lsm-ingest") as pool:
-                    metas = list(pool.map(self._write_table, pieces, numbers))
-            else:
-                metas = [self._write_table(p, n) for p, n in zip(pieces, numbers)]
-            keys = rows.column("key")
-            lo, hi = keys[0].as_py(), keys[len(keys) - 1].as_py()
-            with self._mutex:
-                level = self._policy.ingest_level(self._version, lo, hi)
-                if self._opts.bulk_window_s:  # opened before the commit wakes the compaction thread
-                    self._bulk_until = self._opts.clock() + self._opts.bulk_window_s
-            self._commit_version((), [(level, m) for m in metas], last_seq=base + n - 1)
-            with self._mutex:  # counted per ingest after which a compaction was due and waits
-                if self._bulk_left() and self._policy.pick(self._version) is not None:
-                    self._count("compactions_deferred", 1)
-            self._count("ingest_bytes", sum(m.size + m.meta_size for m in metas))
-            self._count("user_bytes", sum(m.logical_bytes for m in metas))
+        """Bulk load (the caller holds the head of the write queue; memtables are flushed).
+
+        A running compaction does not hold the load up: when it has the compaction lock, the rows
+        go to level 0 instead of waiting for it to finish (measured: waits of 0.28-0.57 s per
+        ingest during a partitioned store's bulk load, the caller's whole write queue stalled). Level
+        0 is safe beside any job: a level-0 file may overlap anything, the rows' sequence numbers
+        are newer than every input of the job, and the job's commit removes only its own inputs.
+        A deeper level is not: the job's outputs could land across the new file's key range in the
+        level it writes (RocksDB's ``IngestExternalFile`` likewise checks running compactions'
+        output ranges before it places a file).
+        """
+        placed = self._comp_lock.acquire(blocking=False)  # held: nothing else places files meanwhile
+        try:
+            self._ingest_rows(table, placed)
+        finally:
+            if placed:
+                self._comp_lock.release()
+
+    def _ingest_rows(self, table: pa.Table, placed: bool) -> None:
+        """:meth:`_ingest_locked`'s work; ``placed``: the caller holds the compaction lock."""
+        with self._mutex:
+            invariant(not self._imms and not len(self._mem), "ingest needs flushed memtables")
+            base = self._last_seq + 1
+        n = table.num_rows
+        rows = pa.table([table.column("key"), pa.array(np.arange(base, base + n, dtype=np.uint64)),
+                         pa.array(np.zeros(n, np.uint8)), table.column("value")], schema=SCHEMA)
+        rows = _sort_ingest_rows(rows.combine_chunks(), self._pool)
+        target = self._opts.target_file_bytes if self._opts.compaction == "leveled" else None
+        pieces = split_outputs(rows, target)
+        with self._mutex:
+            numbers = [self._new_file_number() for _ in pieces]  # in key order, whoever finishes first
+        if len(pieces) > 1 and INGEST_WRITERS > 1:
+            with ThreadPoolExecutor(INGEST_WRITERS, thread_name_prefix="lsm-ingest") as pool:
+                metas = list(pool.map(self._write_table, pieces, numbers))
+        else:
+            metas = [self._write_table(p, n) for p, n in zip(pieces, numbers)]
+        keys = rows.column("key")
+        lo, hi = keys[0].as_py(), keys[len(keys) - 1].as_py()
+        with self._mutex:
+            level = self._policy.ingest_level(self._version, lo, hi) if placed else 0
+            if self._opts.bulk_window_s:  # opened before the commit wakes the compaction thread
+                self._bulk_until = self._opts.clock() + self._opts.bulk_window_s
+        self._commit_version((), [(level, m) for m in metas], last_seq=base + n - 1)
+        with self._mutex:  # counted per ingest after which a compaction was due and waits
+            if self._bulk_left() and self._policy.pick(self._version) is not None:
+                self._count("compactions_deferred", 1)
+        self._count("ingest_bytes", sum(m.size + m.meta_size for m in metas))
+        self._count("user_bytes", sum(m.logical_bytes for m in metas))
 
 
 def _check_ingest_table(table) -> pa.Table:

@@ -50,9 +50,10 @@ from ..._validate import integer, non_negative, positive
 from ...errors import DatabaseClosedError
 from ..engine import check_range, pair_batches, to_key
 from .bloom import key_hash
+from .arrow_merge import merged_chunks
 from .iterator import FastScanIterator, ScanIterator, arrow_batches, chain_entries, memtable_entries
 from .manifest import Version
-from .memtable import PUT
+from .memtable import PUT, SCHEMA
 from .snapshot import LSMSnapshot
 from .sstable import NOT_CACHED
 from .tombstones import TombstoneIndex
@@ -286,14 +287,20 @@ class _ReadPath:
         if limit is not None:
             non_negative("limit", integer("limit", limit))
         s, e = check_range(start, end)
-        tables, release, merged = self._open_scan(s, e, reverse, snapshot)
+        chunks, release, merged = self._open_scan(s, e, reverse, snapshot, arrow=True, limit=limit)
         if merged is not None:
             return pair_batches(merged, batch_rows, limit, close=merged.close)
-        return arrow_batches(_arrow_chunks(tables, s, e, reverse, self._check_open), release, batch_rows, limit)
+        return arrow_batches(chunks, release, batch_rows, limit)
 
-    def _open_scan(self, s: bytes | None, e: bytes | None, reverse: bool, snapshot: LSMSnapshot | None) -> tuple:
+    def _open_scan(self, s: bytes | None, e: bytes | None, reverse: bool, snapshot: LSMSnapshot | None,
+                   arrow: bool = False, limit: int | None = None) -> tuple:
         """Pin what a scan of ``[s, e)`` reads: ``(tables, release, None)`` when one clean run serves
-        it (the caller streams it), else ``(None, None, merging ScanIterator)`` (which owns the pin)."""
+        it (the caller streams it), else ``(None, None, merging ScanIterator)`` (which owns the pin).
+
+        ``arrow``: the caller wants Arrow; the first element is then an iterator of live
+        ``key``/``value`` tables, of the clean run or, for a forward scan that no memtable entry or
+        tombstone touches, merged from the files a window at a time (:mod:`.arrow_merge`), reading
+        no more than ``limit`` rows ahead from each file."""
         with self._mutex:
             self._check_open()
             seq = self._read_seq(snapshot)
@@ -315,7 +322,17 @@ class _ReadPath:
         release = lambda deferred: self._unpin(version, deferred)  # noqa: E731
         clean = self._clean_run(runs, seq) if quiet else None
         if clean is not None:
-            return [self._tables[f.number] for f in clean], release, None
+            tables = [self._tables[f.number] for f in clean]
+            return (_arrow_chunks(tables, s, e, reverse, self._check_open) if arrow else tables), release, None
+        if arrow and quiet and not reverse:
+            sources = []
+            for level, hit in runs:
+                ssts = [self._tables[f.number] for f in hit]
+                tombstones += [t for sst in ssts for t in sst.tmeta.range_tombstones]
+                sources += ([_merge_chunks([sst], s, e) for sst in ssts] if level == 0
+                            else [_merge_chunks(ssts, s, e)])
+            self._count("arrow_merged_scans")
+            return merged_chunks(sources, seq, tombstones, self._check_open, limit), release, None
         for level, hit in runs:
             ssts = [self._tables[f.number] for f in hit]
             for sst in ssts:
@@ -349,6 +366,12 @@ class _ReadPath:
 def _clean_chunks(tables: list, start, end, reverse: bool):
     for sst in (reversed(tables) if reverse else tables):
         yield from sst.clean_chunks(start, end, reverse)
+
+
+def _merge_chunks(tables: list, start, end) -> Iterator[pa.Table]:
+    """Every column of the rows of ``[start, end)`` in ``tables`` (one sorted run), row group by row group."""
+    for sst in tables:
+        yield from sst.arrow_chunks(start, end, columns=SCHEMA.names)
 
 
 def _arrow_chunks(tables: list, start, end, reverse: bool, check):

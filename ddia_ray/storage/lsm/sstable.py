@@ -351,23 +351,33 @@ class SSTable:
         self.row_group_reads += 1
         return table.combine_chunks()
 
-    def arrow_chunks(self, start: bytes | None, end: bytes | None, reverse: bool = False):
-        """``(key, value)`` Arrow tables per row group in ``[start, end)`` of a clean table (every row live).
+    def arrow_chunks(self, start: bytes | None, end: bytes | None, reverse: bool = False,
+                     columns: tuple = ("key", "value")):
+        """Arrow tables of ``columns`` per row group in ``[start, end)``: ``key`` and ``value`` of a
+        clean table (every row live), or every column (``SCHEMA``'s) of any table, for a merge.
 
         Cached row groups are served from the cache, others read without filling it (a scan
         would evict what point reads need). Rows are in scan order (reversed if ``reverse``).
+        Row groups are read a window at a time, one ranged read per window; windows start at one
+        row group and double up to :data:`_SCAN_WINDOW_GROUPS`, so a scan that stops early (a
+        page of a paged scan is a limited one) reads at most about twice what it uses, and a
+        long one still reads large windows (measured: 62% of a replica's time serving 10,000-row
+        pages went to reading 16-group windows it mostly dropped, docs/partitioning.md).
         """
+        names = list(columns)
         first = self._first_keys
         lo = 0 if start is None else max(0, bisect.bisect_right(first, start) - 1)
         hi = len(first) if end is None else bisect.bisect_left(first, end)
         order = list(range(hi - 1, lo - 1, -1) if reverse else range(lo, hi))
-        for w in range(0, len(order), _SCAN_WINDOW_GROUPS):
-            window = order[w:w + _SCAN_WINDOW_GROUPS]
+        w, size = 0, 1
+        while w < len(order):
+            window = order[w:w + size]
+            w, size = w + size, min(2 * size, _SCAN_WINDOW_GROUPS)
             entries = [self._row_groups.get((self.number, i), count_miss=False) for i in window]
             missing = [i for i, entry in zip(window, entries) if entry is None]
-            read = self._read_groups(missing, ["key", "value"]) if missing else {}
+            read = self._read_groups(missing, names) if missing else {}
             for i, entry in zip(window, entries):
-                table = (entry[2] if entry is not None else read[i]).select(["key", "value"])
+                table = (entry[2] if entry is not None else read[i]).select(names)
                 keys = table.column("key")
                 a = 0 if start is None or i > lo else _count_below(keys, start)
                 b = table.num_rows if end is None or i < hi - 1 else _count_below(keys, end)

@@ -83,8 +83,9 @@ def build_stats(tree) -> dict[str, Any]:
         "open_files": len(tree._file_cache),
     }
     for key in ("user_bytes", "wal_bytes", "flush_bytes", "compaction_bytes_read", "compaction_bytes_written",
-                "ingest_bytes", "manifest_bytes", "gets", "sst_probes", "bloom_negatives", "scans", "batches",
-                "group_commits", "flushes", "compactions", "compactions_deferred", "trivial_moves", "files_deleted",
+                "ingest_bytes", "manifest_bytes", "gets", "sst_probes", "bloom_negatives", "scans",
+                "arrow_merged_scans", "batches", "group_commits", "flushes", "compactions", "compactions_deferred",
+                "trivial_moves", "files_deleted",
                 "slowdowns", "gil_handoffs", "stalls", "stall_time_s", "wal_skipped_records", "wal_replayed_entries",
                 "checkpoints", "checkpoint_bytes"):
         out.setdefault(key, c.get(key, 0))
