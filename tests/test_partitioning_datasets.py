@@ -89,6 +89,26 @@ def test_parquet_files_load_through_one_task_per_file(ray_session, tmp_path):
             store.write_dataset(str(odd))
 
 
+def test_a_datasets_blocks_are_cut_and_grouped_into_load_tasks(ray_session):
+    """A Dataset's blocks become load tasks of about ``batch_rows`` rows: one large block is cut
+    into slices loaded in parallel, small ones are grouped; every row arrives once."""
+    from ddia_ray.partitioning import datasets
+
+    with PartitionedStore.launch(partitions=4, groups=2, replicas=1) as store:
+        one_block = ray_data.from_arrow(_table(4000))
+        tasks = list(datasets._block_tasks(store, one_block, "key", "value", 1500, 500, 8))
+        assert [[(first, rows) for _, first, rows in t.args[2]] for t in tasks] == [
+            [(0, 1500)], [(1500, 1500)], [(3000, 1000)]]
+        small = ray_data.from_arrow([_table(300, f"s{i}") for i in range(7)])  # seven blocks of 300
+        tasks = list(datasets._block_tasks(store, small, "key", "value", 1000, 500, 8))
+        assert [sum(rows for _, _, rows in t.args[2]) for t in tasks] == [1000, 1000, 100]
+        assert store.write_dataset(one_block, batch_rows=1500, ingest_rows=400) == 4000
+        assert store.write_dataset(small, batch_rows=1000) == 2100
+        with store.client() as c:
+            assert c.get(b"k003999") == b"999300k" and c.get(b"s6000299") == b"9920006s"
+        assert sum(p["keys"] for p in store.stats(sizes=True)["partitions"].values()) == 6100
+
+
 def test_write_tasks_keep_one_client_per_store_instance(ray_session):
     """A Ray worker keeps its write tasks' client; a store launched again under the same name is
     another instance and gets a client of its own, not the old one's (its actors are dead), and a
@@ -96,24 +116,29 @@ def test_write_tasks_keep_one_client_per_store_instance(ray_session):
     from ddia_ray.errors import ComponentNotFoundError
     from ddia_ray.partitioning import datasets
 
+    import ray
+
+    def load(table, store_name, instance):  # what a load task runs (here in the driver's process)
+        return datasets._load_blocks(store_name, instance, [(ray.put(table), 0, None)], "key", "value", 50, 8)
+
     name = "datasets-relaunched"
     first = PartitionedStore.launch(name, partitions=2, groups=1, replicas=1)
     old = first.instance
-    assert datasets._write_batch(_table(100), name, old, "key", "value", 8, 50) == {"rows": [100]}
+    assert load(_table(100), name, old) == 100
     cached = datasets._CLIENTS[(name, old, 8)][1]
-    assert datasets._write_batch(_table(10, "m"), name, old, "key", "value", 8, 50) == {"rows": [10]}
+    assert load(_table(10, "m"), name, old) == 10
     assert datasets._CLIENTS[(name, old, 8)][1] is cached  # the second task reused the connection
     first.shutdown(destroy_data=True)
     with PartitionedStore.launch(name, partitions=2, groups=1, replicas=1) as second:
         attached = PartitionedStore.connect(name, routers=False)
         assert second.instance not in ("", old) and attached.instance == second.instance
         attached.close()
-        assert datasets._write_batch(_table(100, "n"), name, second.instance, "key", "value", 8, 50) == {"rows": [100]}
+        assert load(_table(100, "n"), name, second.instance) == 100
         with second.client() as c:
             assert c.get(b"n000042") == b"240000n" and c.get(b"k000042") is None
         datasets._CLIENTS.pop((name, old, 8))
         with pytest.raises(ComponentNotFoundError, match="instance"):
-            datasets._write_batch(_table(10), name, old, "key", "value", 8, 50)
+            load(_table(10), name, old)
     for key in [k for k in datasets._CLIENTS if k[0] == name]:
         store, client = datasets._CLIENTS.pop(key)
         client.close()

@@ -162,6 +162,37 @@ def test_splits_merges_and_moves_under_writes_lose_nothing(ray_session, protocol
         stale.close()
 
 
+def test_a_moved_lsm_partition_keeps_the_keys_on_both_sides_of_the_reserved_range(ray_session, tmp_path):
+    """The first hash partition holds the groups' reserved keys (``RESERVED_PREFIX``) among its
+    users' keys, and an LSM replica sends a page as several Arrow batches (one per side of them,
+    one per row-group slice). A move must copy every key of every page: it once copied only the
+    first batch of each, the keys below the reserved range, and lost the rest."""
+    import random
+
+    from ddia_ray.partitioning.keyspace import hash_of
+    from ddia_ray.replication.records import RESERVED_PREFIX
+
+    with PartitionedStore.launch(partitions=4, groups=2, replicas=1, scheme="hash", engine="lsm",
+                                 root=f"file://{tmp_path}") as store:
+        first = store.partition_map().partition(0)
+        assert first.start == b"" and first.end > RESERVED_PREFIX
+        rng = random.Random(5)
+        below, above = [], []
+        while len(below) < 30 or len(above) < 2500:  # keys of partition 0 on each side of the reserved ones
+            k = rng.randbytes(12)
+            h = hash_of(k)
+            if h < first.end:
+                (below if h + k < RESERVED_PREFIX else above).append(k)
+        keys = below[:30] + above[:2500]
+        with store.client(max_batch=1000) as c:
+            for f in [c.put_nowait(k, k[::-1]) for k in keys]:
+                f.result(60)
+            other = next(g for g in store.groups if g != first.group)
+            report = store.move(0, other)
+            assert report["copied"] == len(keys), report
+            assert c.get_many(keys) == [k[::-1] for k in keys]
+
+
 def test_a_batch_across_partitions_reports_what_applied(ray_session):
     with PartitionedStore.launch(groups=1, replicas=1, scheme="range", boundaries=[b"m"]) as store:
         with store.client(timeout_s=3.0) as c:

@@ -21,14 +21,17 @@ engine adds them as one SSTable, with no step per row anywhere. The groups repli
 take, so a bulk load is as durable as any write and every replica's state still follows from its
 log; nothing bypasses the log (a replica that imported files on its own would differ from its log).
 
-A Dataset is written by ``map_batches`` tasks. Parquet files are not read through Ray Data:
-one Ray task per file reads it with pyarrow (through fsspec, like every file the project reads)
-and keeps up to :data:`_TASK_INGESTS` ingests in flight, reading and cutting the next batch
-while the groups take the last. Ray Data's executor cost 0.65-1.1 s per dataset on this
-project's 2-core machine whatever the work (a no-op ``map_batches`` over 500,000 rows, against
-35 ms for pyarrow to read the same files), and its map tasks took their batches only once the
-reads were done, so the groups' work began after a second of reading and never overlapped it
-(docs/partitioning.md, "Bulk loads of Parquet files").
+Both kinds of input go through the store's own load tasks, each keeping up to
+:data:`_TASK_INGESTS` ingests in flight, so it reads and cuts its next batch while the groups take
+the last. Parquet files are not read through Ray Data at all: one task per file reads it with
+pyarrow (through fsspec, like every file the project reads). A Dataset is executed by Ray Data,
+and its blocks, as they are made (``iter_internal_ref_bundles``, streaming), go to load tasks of
+about ``batch_rows`` rows each, which fetch them from the object store. The first version ran
+``map_batches`` tasks, and timestamps showed why that was slow: Ray Data's executor took 0.65-1.1 s
+over 500,000 rows on this project's 2-core machine whatever the work (a no-op ``map_batches``;
+pyarrow reads the same files in 35 ms), its map tasks took their batches only once the reads were
+done, and each waited for its ingests before taking the next batch, so the groups' work never
+overlapped the reading (docs/partitioning.md, "Ray Data").
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from __future__ import annotations
 import collections
 import functools
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import ray.data
@@ -157,45 +160,24 @@ def _client(store_name: str, instance: str, in_flight: int):
     return held[1]
 
 
-def _write_batch(batch: pa.Table, store_name: str, instance: str, key: str, value: str, in_flight: int,
-                 ingest_rows: int) -> dict:
-    """A ``map_batches`` task: bulk-load ``batch`` as ingests of ``ingest_rows`` rows, cut by partition.
-
-    The ingests go at once, so the groups work on one while the next travels; the task returns only
-    once every row is acknowledged (what it returns is what was written).
-    """
-    client = _client(store_name, instance, in_flight)
-    keys, values = batch.column(key), batch.column(value)
-    futures = [client.ingest_nowait(keys.slice(i, ingest_rows), values.slice(i, ingest_rows))
-               for i in range(0, batch.num_rows, ingest_rows)]  # refused whole here if a column is not binary
-    for f in futures:
-        f.result()
-    return {"rows": [batch.num_rows]}
-
-
-def _load_files(store_name: str, instance: str, url: str, storage_options: dict | None, files: list[str],
-                key: str, value: str, ingest_rows: int, in_flight: int) -> int:
-    """A Ray task: bulk-load the Parquet ``files`` (paths on ``url``'s filesystem) as ingests of
-    ``ingest_rows`` rows, up to :data:`_TASK_INGESTS` outstanding; returns the rows acknowledged."""
-    import fsspec
-    import pyarrow.dataset as ds
-
-    client = _client(store_name, instance, in_flight)
-    fs, _ = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    scanner = ds.dataset(files, format="parquet", filesystem=arrow_fs(fs)).scanner(
-        columns=[key, value], batch_size=ingest_rows, use_threads=is_local(fs))  # see arrow_fs
+def _send(client, batches: Iterator[pa.RecordBatch], ingest_rows: int) -> int:
+    """Bulk-load ``batches`` (``key``, ``value`` columns) through ``client`` as ingests of about
+    ``ingest_rows`` rows (smaller batches are joined), up to :data:`_TASK_INGESTS` outstanding, so
+    the next batch is read and cut while the groups take the last; returns the rows acknowledged."""
     pending: collections.deque = collections.deque()
     rows = 0
 
-    def send(batches: list) -> None:
+    def send(group: list) -> None:
         if len(pending) >= _TASK_INGESTS:
             pending.popleft().result()
-        table = pa.Table.from_batches(batches)
-        pending.append(client.ingest_nowait(table.column(0), table.column(1)))
+        table = pa.Table.from_batches(group)
+        pending.append(client.ingest_nowait(table.column(0), table.column(1)))  # refused whole if not binary
 
     group: list = []
     held = 0
-    for batch in scanner.to_batches():  # a file's row groups may be smaller than an ingest: joined
+    for batch in batches:
+        if not batch.num_rows:
+            continue
         group.append(batch)
         held += batch.num_rows
         if held >= ingest_rows:
@@ -209,7 +191,51 @@ def _load_files(store_name: str, instance: str, url: str, storage_options: dict 
     return rows
 
 
-_load_task = ray.remote(_load_files)
+def _load_files(store_name: str, instance: str, url: str, storage_options: dict | None, files: list[str],
+                key: str, value: str, ingest_rows: int, in_flight: int) -> int:
+    """A Ray task: bulk-load the Parquet ``files`` (paths on ``url``'s filesystem); see :func:`_send`."""
+    import fsspec
+    import pyarrow.dataset as ds
+
+    client = _client(store_name, instance, in_flight)
+    fs, _ = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    scanner = ds.dataset(files, format="parquet", filesystem=arrow_fs(fs)).scanner(
+        columns=[key, value], batch_size=ingest_rows, use_threads=is_local(fs))  # see arrow_fs
+    return _send(client, scanner.to_batches(), ingest_rows)
+
+
+def _load_blocks(store_name: str, instance: str, pieces: list, key: str, value: str, ingest_rows: int,
+                 in_flight: int) -> int:
+    """A Ray task: bulk-load ``pieces`` of Ray Data blocks, each ``(block ref, first row, rows)``
+    (None: to the end), fetched one at a time; see :func:`_send`."""
+    from ray.data.block import BlockAccessor
+
+    client = _client(store_name, instance, in_flight)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for ref, first, rows in pieces:
+            table = BlockAccessor.for_block(ray.get(ref)).to_arrow()  # Arrow or pandas blocks
+            yield from table.select([key, value]).slice(first, rows).to_batches()
+
+    return _send(client, batches(), ingest_rows)
+
+
+_load_file_task = ray.remote(_load_files)
+_load_block_task = ray.remote(_load_blocks)
+
+
+def _gather(tasks: Iterator[Callable[[], Any]], window: int | None) -> int:
+    """Start the load tasks ``tasks`` yields, at most ``window`` running (None: no bound); the rows
+    they loaded. A task's error is raised here (Ray's ``RayTaskError`` is also an instance of the
+    error the task raised)."""
+    running: list = []
+    rows = 0
+    for start in tasks:
+        if window is not None and len(running) >= window:
+            done, running = ray.wait(running, num_returns=1)
+            rows += ray.get(done[0])
+        running.append(start())
+    return rows + sum(ray.get(running))
 
 
 def _parquet_files(url: str, storage_options: dict | None, key: str, value: str) -> list[str]:
@@ -229,20 +255,47 @@ def _parquet_files(url: str, storage_options: dict | None, key: str, value: str)
     return list(data.files)
 
 
-def _write_parquet(store, url: str, storage_options: dict | None, key: str, value: str, ingest_rows: int,
-                   concurrency: int | None, in_flight: int) -> int:
-    """:func:`write_dataset` of Parquet files: one task per file, at most ``concurrency`` at once."""
-    files = _parquet_files(url, storage_options, key, value)
-    window = concurrency or len(files)
-    running: list = []
+def _parquet_tasks(store, url: str, storage_options: dict | None, key: str, value: str, ingest_rows: int,
+                   in_flight: int) -> Iterator[Callable[[], Any]]:
+    """One load task per Parquet file of the dataset at ``url``."""
+    for path in _parquet_files(url, storage_options, key, value):
+        yield functools.partial(_load_file_task.remote, store.name, store.instance, url, storage_options, [path],
+                                key, value, ingest_rows, in_flight)
+
+
+def _block_tasks(store, data: "ray.data.Dataset", key: str, value: str, batch_rows: int, ingest_rows: int,
+                 in_flight: int) -> Iterator[Callable[[], Any]]:
+    """Load tasks of about ``batch_rows`` rows each over the blocks of ``data``, as Ray Data makes
+    them: small blocks are grouped, a large one is cut into slices that tasks fetch in parallel (Ray
+    Data read eight Parquet files of 62,500 rows into one block of 500,000 with one task; one load
+    task for it would leave the other cores idle)."""
+    group: list = []
     rows = 0
-    for path in files:
-        if len(running) >= window:
-            done, running = ray.wait(running, num_returns=1)
-            rows += ray.get(done[0])
-        running.append(_load_task.remote(store.name, store.instance, url, storage_options, [path], key, value,
-                                         ingest_rows, in_flight))
-    return rows + sum(ray.get(running))
+
+    def task(pieces: list) -> Callable[[], Any]:
+        return functools.partial(_load_block_task.remote, store.name, store.instance, pieces, key, value,
+                                 ingest_rows, in_flight)
+
+    for bundle in data.iter_internal_ref_bundles():  # streams: tasks start while Ray Data reads on
+        for ref, meta in zip(bundle.block_refs, bundle.metadata):
+            n = meta.num_rows
+            if n is None:  # unknown size: the block whole, counted as a full task's worth
+                group.append((ref, 0, None))
+                rows = batch_rows
+            else:
+                first = 0
+                while first < n:
+                    take = min(n - first, batch_rows - rows)
+                    group.append((ref, first, take))
+                    first, rows = first + take, rows + take
+                    if rows >= batch_rows:
+                        yield task(group)
+                        group, rows = [], 0
+            if rows >= batch_rows:
+                yield task(group)
+                group, rows = [], 0
+    if group:
+        yield task(group)
 
 
 def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_rows: int = 100_000,
@@ -253,27 +306,22 @@ def write_dataset(store, data, *, key: str = "key", value: str = "value", batch_
     repeated keeps one of its values (which, when the copies fall in different batches, is not
     defined). The rows go as ingests of up to ``ingest_rows`` rows each (then cut by partition),
     with ``in_flight`` requests outstanding per group of each task's client; at most
-    ``concurrency`` tasks run at once (None: as many as the cluster's CPUs allow). A Dataset is
-    written by ``map_batches`` tasks of ``batch_rows`` rows; Parquet files are read by one task per
-    file (see the module docstring), with fsspec's ``storage_options``. Larger ingests mean fewer,
-    larger SSTables for the groups to compact (measured in docs/partitioning.md)."""
+    ``concurrency`` load tasks run at once (None: for files, as many as the cluster's CPUs allow;
+    for a Dataset, one per CPU). A Dataset's blocks go to tasks of about ``batch_rows`` rows as Ray
+    Data makes them; Parquet files are read by one task per file (see the module docstring), with
+    fsspec's ``storage_options``. Larger ingests mean fewer, larger SSTables for the groups to
+    compact (measured in docs/partitioning.md)."""
     positive("batch_rows", integer("batch_rows", batch_rows))
     positive("ingest_rows", integer("ingest_rows", ingest_rows))
     positive("in_flight", integer("in_flight", in_flight))
     if concurrency is not None:
         positive("concurrency", integer("concurrency", concurrency))
     if isinstance(data, str):
-        return _write_parquet(store, data, storage_options, key, value, ingest_rows, concurrency, in_flight)
+        return _gather(_parquet_tasks(store, data, storage_options, key, value, ingest_rows, in_flight), concurrency)
     if not isinstance(data, ray.data.Dataset):
         raise InvalidArgumentError(f"write_dataset takes a Ray Dataset or a Parquet path, got {type(data).__name__}")
     missing = {key, value} - set(data.schema().names)
     if missing:
         raise InvalidArgumentError(f"the dataset has no column(s) {sorted(missing)}; name them with key=, value=")
-    # Tasks, not an actor pool: Ray Data fuses them with the read (one task reads a file and loads
-    # it), they start on the workers Ray keeps warm, and each reuses its process's client. A pool of
-    # writer actors first waited two seconds and more for new worker processes to start and import
-    # the package, half of a 500,000-row load on 2 cores (docs/partitioning.md).
-    write = functools.partial(_write_batch, store_name=store.name, instance=store.instance, key=key, value=value,
-                              in_flight=in_flight, ingest_rows=ingest_rows)
-    counts = data.map_batches(write, batch_format="pyarrow", batch_size=batch_rows, concurrency=concurrency)
-    return int(sum(row["rows"] for row in counts.iter_rows()))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return _gather(_block_tasks(store, data, key, value, batch_rows, ingest_rows, in_flight), concurrency or cpus)

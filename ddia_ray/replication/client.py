@@ -333,7 +333,8 @@ class ReplicatedClient(LoopClient):
     def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
              max_staleness_s: float | None = None, timeout_s: float | None = None,
              pinned: bool = False) -> Iterator:
-        """The pairs of ``[start, end)`` as Arrow record batches (columns ``key``, ``value``), one per page.
+        """The pairs of ``[start, end)`` as Arrow record batches (columns ``key``, ``value``), one or
+        more per page of ``page_rows`` rows (a replica's page holds a batch per row-group slice).
 
         Each page is read at one position of one replica; pages are read one after the other, so
         a scan that spans pages sees writes made between them (as a paginated etcd range without a
