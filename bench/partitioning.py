@@ -6,7 +6,9 @@ is bench/replication.py's subject; ``--protocol``, default Raft; ``--engine``, d
 under a temporary directory), 16-byte random keys and 100-byte values:
 
 * **bulk load**: ``store.write_dataset(path)`` of a Parquet dataset of ``--rows`` rows in
-  ``--files`` files, written beforehand: rows/s, Ray Data's read of the files included;
+  ``--files`` files, written beforehand: rows/s, the reading of the files included (the store's
+  load tasks read them, one per file, with pyarrow: ``write_dataset`` of a path does not use Ray
+  Data, docs/partitioning.md "Ray Data");
 * **full scan**: ``store.to_ray_dataset().materialize()`` right after the load, when the store
   holds exactly the Parquet rows: rows/s and MB/s (keys and values);
 * **random writes**: ``--ops`` ``put_nowait`` of new keys with up to ``--in-flight`` outstanding
@@ -28,7 +30,7 @@ and for the moved partition's.
 
 Peer, in the same run on the same files: Ray Data's ``read_parquet(path).materialize()`` against
 our full scan, and ``read_parquet(path).write_parquet(dir)`` against our bulk load (both read the
-same Parquet files through Ray Data; one writes the rows into the store, the other to Parquet).
+same Parquet files; one writes the rows into the store, the other to Parquet).
 Skipped with the reason when Ray Data is not installed.
 
 Targets, as ratios of this run: bulk load >= 0.5x Ray Data's Parquet write; full scan >= 0.5x

@@ -190,7 +190,10 @@ def test_a_moved_lsm_partition_keeps_the_keys_on_both_sides_of_the_reserved_rang
             other = next(g for g in store.groups if g != first.group)
             report = store.move(0, other)
             assert report["copied"] == len(keys), report
-            assert c.get_many(keys) == [k[::-1] for k in keys]
+            refreshes = c.stats["map_refreshes"]
+            assert c.get_many(keys) == [k[::-1] for k in keys]  # routed with the old map: refused, sent again
+            # One read of the new map serves every refused get (each once read it again: 15 s).
+            assert c.stats["reroutes"] >= len(keys) and c.stats["map_refreshes"] - refreshes <= 3, c.stats
 
 
 def test_a_batch_across_partitions_reports_what_applied(ray_session):

@@ -98,7 +98,7 @@ def test_arrow_scan_matches_scan_and_model_over_memtable_sstables_and_range_dele
         db.close()
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(4))
 def test_overlapping_files_merge_as_arrow_windows_like_the_model(seed, monkeypatch):
     """Forward scans that no memtable entry touches merge the overlapping files a window at a time
     in Arrow (ddia_ray.storage.lsm.arrow_merge); windows of a few rows cut between the versions of

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 from .._validate import positive
 from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVersionError, PartialBatchError,
-                      PartitionError, WrongPartitionError)
+                      PartitionError, StaleMapError, WrongPartitionError)
 from ..replication.client import batch_ops
 from ..replication.records import CAS, DELETE, DELETE_RANGE, INGEST, PUT
 from .keyspace import HASH_BYTES, stored_key, user_key
@@ -103,9 +103,17 @@ class PartitionedClient:
                     self._set_map(pmap)
         return self._map
 
-    def _refresh_after_refusal(self, tries: int) -> None:
+    def _refresh_after_refusal(self, tries: int, refused: BaseException | None = None) -> None:
         """After a group refused a route: read the map again, and if no newer one is published yet
-        (the change is between its records and its publish), wait a moment, longer each try."""
+        (the change is between its records and its publish), wait a moment, longer each try.
+
+        A request refused as routed with an older map than this client holds now (``refused``, a
+        :class:`~ddia_ray.errors.StaleMapError`, names the version it carried) needs no new read:
+        another refusal brought the newer map meanwhile. Without that check, the 2,530 gets of one
+        ``get_many`` after a move each read the map again: 2,529 reads of the coordination
+        service, 15 s, where the same call on a fresh client took 0.11 s."""
+        if isinstance(refused, StaleMapError) and 0 < refused.version < self._map.version:
+            return
         before = self._map.version
         if self.refresh(at_least=before).version == before:
             time.sleep(min(0.2, 0.005 * 2 ** min(tries, 6)))
@@ -160,7 +168,7 @@ class PartitionedClient:
 
         def again(exc: PartitionError) -> None:
             try:
-                self._refresh_after_refusal(tries[0])
+                self._refresh_after_refusal(tries[0], exc)
                 run()
             except BaseException as e:  # noqa: BLE001 - the coordination service failed: the caller's error
                 if not outer.done():
@@ -222,12 +230,13 @@ class PartitionedClient:
                 return False
             self._tries[fut] = (tries, since)
         self.stats["reroutes"] += 1
-        self._pool.submit(self._resend, ops, fut, single, read, tries)
+        self._pool.submit(self._resend, ops, fut, single, read, tries, exc)
         return True
 
-    def _resend(self, ops, fut: concurrent.futures.Future, single: bool, read: tuple | None, tries: int) -> None:
+    def _resend(self, ops, fut: concurrent.futures.Future, single: bool, read: tuple | None, tries: int,
+                refused: BaseException | None = None) -> None:
         try:
-            self._refresh_after_refusal(tries)
+            self._refresh_after_refusal(tries, refused)
             scheme = self._map.scheme
             stored = ops if isinstance(ops, bytes) else ops[0][1]
             group = self._locator.locate(user_key(scheme, stored)).group
