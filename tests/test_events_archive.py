@@ -105,9 +105,13 @@ def test_archived_rows_are_gone_from_the_store_but_retries_are_still_recognised(
     twin.fill(20)
     archive(twin.client, _url(), before_position=15)
     rows = twin.client.backend.state.data
-    live = sorted(keys.position_of(k) for k in rows if k[:1] in b"act")
-    events = sorted(keys.unpack(v, 6, "event")[0] for k, v in rows.items() if k[:1] == b"s")
-    assert live == sorted([*range(15, 21)] * 3) and events == list(range(15, 21))
+    live = sorted(keys.position_of(k) for k in rows if k[:1] == b"a")
+    chunks = [keys.Chunk.of(v) for k, v in rows.items() if k[:1] == b"s"]
+    events = sorted(p for c in chunks for p in range(c.first_position, c.last_position + 1))
+    indexed = sorted(p for k, v in rows.items() if k[:1] == b"c"
+                     for p in range(keys.unpack(v, 3, "category")[0], keys.position_of(k) + 1))
+    typed = sorted(p for k, v in rows.items() if k[:1] == b"t" for p in keys.unpack(v, 4, "type")[0])
+    assert live == events == indexed == typed == list(range(15, 21))
     assert len([k for k in rows if k[:1] == b"i"]) == 21
     # The id row stays: a late retry of an archived append answers as the first time.
     assert twin.client.append("user-1", [EventData("only", "UserCreated", b"x")]) == first

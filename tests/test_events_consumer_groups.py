@@ -31,6 +31,7 @@ def _simulate(seed: int) -> None:
     poison = set()
     appended = []
     handled: dict[int, int] = {}
+    deferred: dict = {}  # consumer -> acks it sends with its next pull (events.group_ack_pull)
     for _ in range(400):
         if rnd.random() < 0.3 and len(appended) < 60:
             stream = rnd.choice(["order-1", "order-2", "user-1"])
@@ -39,7 +40,7 @@ def _simulate(seed: int) -> None:
             if rnd.random() < 0.1:
                 poison.add(r.first_position)  # fails every time: must end parked, never lost
         c = rnd.choice(consumers)
-        got = c.pull()
+        got = c.ack_and_pull(deferred.pop(c)) if c in deferred else c.pull()
         assert all(attempt <= max_retries for _, attempt in got), "an event went past max_retries unparked"
         crash = rnd.random() < 0.15  # the consumer dies before settling: the batch times out
         if not crash:
@@ -50,7 +51,9 @@ def _simulate(seed: int) -> None:
                 else:
                     ok.append(event.position)
                     handled[event.position] = handled.get(event.position, 0) + 1
-            if ok:
+            if ok and rnd.random() < 0.5:
+                deferred[c] = ok
+            elif ok:
                 c.ack(ok)
             for p in bad:
                 c.nack((p,), rnd.choice(["retry", "retry", "retry", "park", "skip"]) if p not in poison else "retry",
@@ -60,7 +63,7 @@ def _simulate(seed: int) -> None:
     for _ in range(500):
         now[0] += 1100
         for c in consumers:
-            got = c.pull()
+            got = c.ack_and_pull(deferred.pop(c)) if c in deferred else c.pull()
             assert all(attempt <= max_retries for _, attempt in got), "an event went past max_retries unparked"
             ok = [e.position for e, _ in got if e.position not in poison]
             for p in ok:
@@ -116,3 +119,23 @@ def test_bad_input():
     assert c.ack((event.position,)) == 1  # a repeated ack settles nothing twice
     assert groups.info("g")["acked"] == 1
     assert groups.delete("g") and not groups.delete("g")
+
+
+def test_ack_and_pull_is_one_write_and_run_acks_its_last_batch():
+    client = EventStoreClient(LocalBackend())
+    groups = ConsumerGroups(client)
+    groups.create("g", max_in_flight=4)
+    for i in range(10):
+        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"")])
+    c = PersistentSubscription(client, "g", "c", batch=4)
+    first = [e.position for e, _ in c.pull()]
+    with pytest.raises(NotDeliveredError):
+        c.ack_and_pull((first[0], 9))  # 9 was never handed out: nothing is acked and nothing pulled
+    assert groups.info("g")["in_flight"] == 4
+    second = [e.position for e, _ in c.ack_and_pull(first)]  # max_in_flight 4: room only after the ack
+    assert (first, second) == ([0, 1, 2, 3], [4, 5, 6, 7]) and groups.info("g")["checkpoint"] == 4
+    c.ack(second)
+    seen: list = []
+    assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 2) == 2
+    info = groups.info("g")  # run acked the batch it handled before it returned
+    assert seen == [8, 9] and info["in_flight"] == 0 and info["checkpoint"] == 10 and info["acked"] == 10

@@ -12,7 +12,8 @@ import os
 import pytest
 
 from ddia_ray._validate import InvariantViolation
-from ddia_ray.errors import CallTimeoutError, ConfigError, InvalidArgumentError, WrongPartitionError
+from ddia_ray.errors import (CallTimeoutError, ConfigError, InvalidArgumentError, PartitionError,
+                             WrongPartitionError)
 from ddia_ray.partitioning import mover as mover_module
 from ddia_ray.partitioning import sim_groups
 from ddia_ray.partitioning import simulation as sim_module
@@ -106,15 +107,47 @@ def test_a_move_follows_the_protocol_step_by_step():
         "a: record v2 [0 frozen since 1]",  # 2. freeze: no more writes to partition 0 at the source
         "a: scan [b'', b'm')",  # 3. catch up: both copies compared in key order
         "b: scan [b'', b'm')",
-        "b: record v2 [0 since 2, 1 since 1]",  # 4. the destination takes it, then the map says so
+        "b: record v2 [0 since 2, 1 since 1]",  # 4. the destination takes it, the source lets it go,
+        "a: record v2 []",                      #    and only then the map says so (reads stay linearizable)
         "cas map 1 -> 2",
-        "a: record v2 []",  # 5. the source lets it go and deletes its keys
-        "a: scan [b'', b'm')",
+        "a: scan [b'', b'm')",  # 5. the source deletes its keys
         "a: write 3 delete",
     ]
     assert outcome.state == "done" and outcome.published == w.map and w.map.partition(0).group == "b"
     assert (outcome.copied, outcome.caught_up, outcome.cleaned) == (3, 0, 3)
     assert w.data == {"a": {}, "b": {k: b"v-" + k for k in (b"a1", b"a2", b"a3")}}
+
+
+class Publishing(World):
+    """A World that, at each publish, asks every group to serve a read of each key with the map the
+    publish replaces: only the key's owner in the new map may (what linearizable reads need)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.served: list = []
+
+    def answer(self, out):
+        if isinstance(out, CasMap) and self.map == out.old:
+            for key in (b"a1", b"z1"):
+                for group, record in self.records.items():
+                    try:
+                        record.check_keys(out.old.version, [key], write=False)
+                        self.served.append((key, group))
+                    except PartitionError:
+                        pass
+        return super().answer(out)
+
+
+@pytest.mark.parametrize("pid, to", [(0, "b"), (1, "a")])
+def test_when_a_move_publishes_only_the_new_owner_serves_reads_of_the_old_map(pid, to):
+    w = Publishing(initial_map("range", ["a", "b"], boundaries=[b"m"]))
+    outcome = w.run(Mover.move("s", pid, to, page_rows=10))
+    assert outcome.state == "done"
+    # The moved partition's key: nobody (the source let it go, the destination needs the new map);
+    # the other partition's key: its owner alone (the group the move went to).
+    moved, kept = (b"a1", b"z1") if pid == 0 else (b"z1", b"a1")
+    assert [g for k, g in w.served if k == moved] == []
+    assert [g for k, g in w.served if k == kept] == [to]
 
 
 def test_the_catch_up_brings_over_every_write_made_during_the_copy():

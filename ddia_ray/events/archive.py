@@ -9,8 +9,8 @@ events where they belong. Three numbers order everything, and only grow::
 
     dropped_upto  <=  archived_upto  <=  next $all position
 
-* below ``dropped_upto`` an event is only in the archive: its ``s``, ``a``, ``c`` and ``t`` rows
-  are gone; its ``i`` row stays, so a late retry of its append is still recognised;
+* below ``dropped_upto`` an event is only in the archive: its ``a`` row is gone and so is it from
+  its chunk and index rows (:mod:`.keys`); its ``i`` row stays, so a late retry of its append is still recognised;
 * in ``[dropped_upto, archived_upto)`` it is in a committed file *and* still live (reads take it
   live);
 * from ``archived_upto`` on it is only live.
@@ -65,7 +65,8 @@ __all__ = ["ArchiveRun", "archive", "archive_dataset", "archive_ray_dataset", "c
            "archive_commit", "archive_drop", "archive_read_stream", "archive_read_all", "archive_read_index",
            "MAX_DROP_POSITIONS"]
 
-#: Positions one ``events.archive_drop`` entry deletes at most (four rows each): a bounded log entry.
+#: Positions one ``events.archive_drop`` entry deletes at most (an ``a`` row each, plus the chunks and
+#: index rows they reach): a bounded log entry.
 MAX_DROP_POSITIONS = 1000
 _URL_MAX = 4096
 _LIST_MAX = 256  # files or stream index rows one query answers
@@ -181,28 +182,50 @@ def archive_commit(get, args: Any) -> tuple[tuple, int]:
 
 @procedure("events.archive_drop")
 def archive_drop(get, args: Any) -> tuple[tuple, int]:
-    """Delete the live rows (``s``, ``a``, ``c``, ``t``; ``i`` stays) of archived events from
-    ``dropped_upto`` to ``upto`` (never past ``archived_upto``), at most
+    """Delete the live rows of archived events (``a``; ``s``, ``c`` and ``t`` or, for a chunk that
+    keeps events, their trimmed rewrites; ``i`` stays) from ``dropped_upto`` to ``upto`` (never past
+    ``archived_upto``), at most
     :data:`MAX_DROP_POSITIONS` of them; the result is the new ``dropped_upto``. Drops go in position
     order only, so a retried or repeated call is harmless."""
     (upto,) = args
     archived, dropped, url = _head(get)
     end = min(_int("upto", upto), archived, dropped + MAX_DROP_POSITIONS)
-    ops = []
+    ops: list = []
+    chunks: dict = {}  # (stream, chunk's last version) -> the chunk, for the chunks the drop reaches
     for position in range(dropped, end):
         pointer = get(keys.all_key(position))
         invariant(pointer is not None, f"archived position {position} has no $all row to drop")
-        stream, version = unpack(pointer, 2, "$all")
-        body = get(keys.event_key(stream, version))
-        invariant(body is not None, f"archived position {position} has no event row to drop")
-        event_type = unpack(body, 6, "event")[2]
-        ops += [(DELETE, keys.all_key(position), b""), (DELETE, keys.event_key(stream, version), b""),
-                (DELETE, keys.category_key(keys.category_of(stream), position), b""),
-                (DELETE, keys.type_key(event_type, position), b"")]
+        stream, _, last = unpack(pointer, 3, "$all")
+        if (stream, last) not in chunks:
+            body = get(keys.chunk_key(stream, last))
+            invariant(body is not None, f"archived position {position} has no event chunk to drop")
+            chunks[stream, last] = keys.Chunk.of(body)
+        ops.append((DELETE, keys.all_key(position), b""))
+    for (stream, last), chunk in chunks.items():
+        ops += _drop_chunk(stream, last, chunk, end)
     if end <= dropped:
         return (), dropped
     ops.append((PUT, _HEAD, pack(archived, end, url)))
     return tuple(ops), end
+
+
+def _drop_chunk(stream: str, last: int, chunk: keys.Chunk, end: int) -> list:
+    """The ops that drop ``chunk``'s events before position ``end``: the whole chunk and its index
+    rows, or, when some of its events stay, the chunk and its index rows rewritten without the
+    dropped ones (under the same keys: they name the chunk's last position and version, which stay)."""
+    category = keys.category_key(keys.category_of(stream), chunk.last_position)
+    before = chunk.type_positions()
+    if chunk.last_position < end:
+        return [(DELETE, keys.chunk_key(stream, last), b""), (DELETE, category, b""),
+                *((DELETE, keys.type_key(t, ps[-1]), b"") for t, ps in before.items())]
+    kept = chunk.from_position(end)
+    after = kept.type_positions()
+    ops = [(PUT, keys.chunk_key(stream, last), kept.row()), (PUT, category, pack(end, stream, last))]
+    for t, ps in before.items():
+        key = keys.type_key(t, ps[-1])
+        ops.append((PUT, key, pack(tuple(after[t]), stream, last, chunk.last_position)) if t in after
+                   else (DELETE, key, b""))
+    return ops
 
 
 @query("events.archive_read_stream")
@@ -217,8 +240,8 @@ def archive_read_stream(state, args: Any) -> tuple:
     archived, _ = state.scan(_stream_key(stream, 0), _stream_end(stream), 1)
     if archived:
         start, end = keys.stream_range(stream)
-        live, _ = state.scan(start, end, 1)
-        first_live = keys.version_of(live[0]) if live else head.last + 1
+        _, live = state.scan(start, end, 1)
+        first_live = keys.Chunk.of(live[0]).first_version if live else head.last + 1
     return (found, last, rows, first_live, head.first_visible(), head.max_age_ms)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CorruptRecordError, InvalidArgumentError
 from ..replication.backend import ProcedureBackend, ProcedureClient
@@ -237,19 +237,31 @@ class EventStoreClient(ProcedureClient):
                       kind: str | None = None, prefix: str = "", timeout_s: float | None = None) -> tuple:
         """One page of ``$all``: ``(rows, next position, at end)`` (rows as RecordedEvent fields); a page
         below the archive's ``dropped_upto`` comes from the archive."""
+        return self.read_all_page_nowait(from_position, backward=backward, page=page, kind=kind,
+                                         prefix=prefix)(timeout_s)
+
+    def read_all_page_nowait(self, from_position: int, *, backward: bool = False, page: int = _PAGE,
+                             kind: str | None = None, prefix: str = "") -> Callable[..., tuple]:
+        """Start reading one page of ``$all`` (:meth:`read_all_page`) and return at once: the result is
+        a function of an optional ``timeout_s`` that waits for the page and returns it (what lets a
+        subscription ask for its next page while its consumer handles this one)."""
         from .archive import archived_all_page
         from .procedures import MAX_PAGE_ROWS, MAX_SCAN_ROWS
 
         if type(page) is not int or page < 1:
             raise InvalidArgumentError(f"a page is an int >= 1, got {page!r}")
-        live, dropped, url, end = self.wait(self.backend.query_nowait(
-            "events.archive_read_all", (from_position, backward, page, kind, prefix)), timeout_s)
-        if live is not None:
-            return live
-        start = end - 1 if backward and from_position == -1 else from_position
-        return archived_all_page(self, self.archive_reader(url, timeout_s=timeout_s), start, backward=backward,
-                                 page=min(page, MAX_PAGE_ROWS), kind=kind, prefix=prefix, dropped_upto=dropped,
-                                 scan_max=MAX_SCAN_ROWS, timeout_s=timeout_s)
+        pending = self.backend.query_nowait("events.archive_read_all", (from_position, backward, page, kind, prefix))
+
+        def result(timeout_s: float | None = None) -> tuple:
+            live, dropped, url, end = self.wait(pending, timeout_s)
+            if live is not None:
+                return live
+            start = end - 1 if backward and from_position == -1 else from_position
+            return archived_all_page(self, self.archive_reader(url, timeout_s=timeout_s), start, backward=backward,
+                                     page=min(page, MAX_PAGE_ROWS), kind=kind, prefix=prefix, dropped_upto=dropped,
+                                     scan_max=MAX_SCAN_ROWS, timeout_s=timeout_s)
+
+        return result
 
     def read_category(self, category: str, from_position: int = 0, *, max_count: int | None = None,
                       timeout_s: float | None = None) -> list[RecordedEvent]:

@@ -6,11 +6,14 @@ Every row starts with one tag byte, so the kinds of row never interleave::
 
     g                                  -> next $all position (the global sequence)
     h <stream>                         -> the stream's head: last version, deletion, metadata
-    s <stream> 00 <version: u64 BE>    -> the event (position, id, type, data, metadata, created)
-    a <position: u64 BE>               -> (stream, version): $all, in commit order
+    s <stream> 00 <last version: u64 BE> -> a chunk: the events of one append (:class:`Chunk`)
+    a <position: u64 BE>               -> (stream, version, chunk's last version): $all, in commit order
     i <event id>                       -> (stream, version, position): idempotent appends
-    c <category> 00 <position: u64 BE> -> b"": the category index ($ce-<category>)
-    t <type> 00 <position: u64 BE>     -> b"": the event-type index ($et-<type>)
+    c <category> 00 <last position: u64 BE> -> (first position, stream, chunk's last version): the
+                                          category index ($ce-<category>), one row per chunk
+    t <type> 00 <last position: u64 BE> -> (positions, stream, chunk's last version, chunk's last
+                                          position): the event-type index ($et-<type>), one row
+                                          per type per chunk
     x <stream>                         -> (version, state): the latest snapshot of an aggregate
     k <projection>                     -> (checkpoint,): where a projection's read model is up to
     r <projection> 00 <key>            -> value: a projection's read model
@@ -21,6 +24,19 @@ Every row starts with one tag byte, so the kinds of row never interleave::
 
 Big-endian fixed-width numbers sort as the numbers do, so one range scan reads a
 stream from a version, ``$all`` from a position, or an index from a position.
+
+Why chunks: an append's events arrive together, are read together (a stream is read
+in version order, ``$all`` in position order) and never change, so one row holds
+them all, as columns. A row costs the same to write whatever its size (the
+memtable insert, the flush to an SSTable, the entry it travels in: measured as
+over half of a member's time with one row per event, docs/events.md), so an
+append of 100 events writes 2 rows per event (its ``a`` and ``i`` rows, which
+point lookups by position and by id need) plus a handful per append, where it
+wrote 5 per event before. Keyed by the chunk's *last* version, the first chunk
+at or after ``s <stream> 00 <v>`` is the one that holds version ``v``; and an
+archive that drops a chunk's first events rewrites it under the same key. The
+index rows are keyed by the chunk's last position (of that type) for the same
+reason.
 Stream names and types contain no NUL (checked on append), so ``00`` ends them and
 no stream's rows fall inside another's range (``user`` before ``user-1``).
 
@@ -37,18 +53,20 @@ from __future__ import annotations
 
 import struct
 
+from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
 
-__all__ = ["GLOBAL", "head_key", "event_key", "stream_range", "all_key", "all_range", "id_key", "category_key",
-           "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range", "category_of",
-           "position_of", "version_of", "pack", "unpack", "u64"]
+__all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
+           "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
+           "category_of", "position_of", "version_of", "pack", "unpack", "u64"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
 GLOBAL = b"g"
 #: The rows' value format (:class:`~ddia_ray.replication.row_format.RowFormat`): ``pack`` writes it,
 #: ``unpack`` reads it back or refuses a row of another format.
-_ROWS = RowFormat(1, "an event store")
+# Format 2: the chunked layout above (format 1 had one row per event and per index entry).
+_ROWS = RowFormat(2, "an event store")
 pack = _ROWS.pack
 unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
@@ -59,19 +77,20 @@ def head_key(stream: str) -> bytes:
     return b"h" + stream.encode()
 
 
-def event_key(stream: str, version: int) -> bytes:
-    """The row of ``stream``'s event ``version``."""
-    return b"s" + stream.encode() + b"\x00" + _U64.pack(version)
+def chunk_key(stream: str, last_version: int) -> bytes:
+    """The row of ``stream``'s chunk whose last version is ``last_version`` (the first chunk at or
+    after ``chunk_key(stream, v)`` holds version ``v``, if any does)."""
+    return b"s" + stream.encode() + b"\x00" + _U64.pack(last_version)
 
 
 def stream_range(stream: str) -> tuple[bytes, bytes]:
-    """``[start, end)`` of every event row of ``stream``."""
+    """``[start, end)`` of every chunk row of ``stream``."""
     prefix = b"s" + stream.encode() + b"\x00"
     return prefix, b"s" + stream.encode() + _END
 
 
 def version_of(key: bytes) -> int:
-    """The version an event row's key names."""
+    """The (last) version a chunk row's key names."""
     return _U64.unpack_from(key, len(key) - 8)[0]
 
 
@@ -101,12 +120,12 @@ def category_of(stream: str) -> str:
 
 
 def category_key(category: str, position: int) -> bytes:
-    """The category index row of the event at ``position``."""
+    """The category index row of the chunk whose last position is ``position``."""
     return b"c" + category.encode() + b"\x00" + _U64.pack(position)
 
 
 def type_key(event_type: str, position: int) -> bytes:
-    """The event-type index row of the event at ``position``."""
+    """The event-type index row of the chunk whose last event of ``event_type`` is at ``position``."""
     return b"t" + event_type.encode() + b"\x00" + _U64.pack(position)
 
 
@@ -134,3 +153,63 @@ def model_key(projection: str, key: bytes) -> bytes:
 def model_range(projection: str) -> tuple[bytes, bytes]:
     """``[start, end)`` of a projection's read model."""
     return b"r" + projection.encode() + b"\x00", b"r" + projection.encode() + _END
+
+
+class Chunk:
+    """The events of one append, as the columns of one row: versions ``first_version`` on and
+    positions ``first_position`` on, all with one ``created_ms``. Pure: no clock, no I/O."""
+
+    __slots__ = ("first_version", "first_position", "created_ms", "ids", "types", "datas", "metas")
+
+    def __init__(self, first_version: int, first_position: int, created_ms: int, ids: tuple, types: tuple,
+                 datas: tuple, metas: tuple) -> None:
+        self.first_version, self.first_position, self.created_ms = first_version, first_position, created_ms
+        self.ids, self.types, self.datas, self.metas = ids, types, datas, metas
+
+    @classmethod
+    def of(cls, value: bytes) -> "Chunk":
+        """The chunk a row holds; :class:`~ddia_ray.errors.CorruptRecordError` for anything else
+        (columns of different lengths included: a reader must not pair one event's id with
+        another's data)."""
+        fv, fp, created, ids, types, datas, metas = unpack(value, 7, "event chunk")
+        n = len(ids) if isinstance(ids, tuple) else -1
+        if (type(fv) is not int or type(fp) is not int or type(created) is not int or n < 1
+                or not all(isinstance(c, tuple) and len(c) == n for c in (types, datas, metas))):
+            raise CorruptRecordError("an event store event chunk row has columns of different lengths or types")
+        return cls(fv, fp, created, ids, types, datas, metas)
+
+    def row(self) -> bytes:
+        """This chunk as its row value."""
+        return pack(self.first_version, self.first_position, self.created_ms, self.ids, self.types, self.datas,
+                    self.metas)
+
+    @property
+    def last_version(self) -> int:
+        """The version of the chunk's last event (its key's)."""
+        return self.first_version + len(self.ids) - 1
+
+    @property
+    def last_position(self) -> int:
+        """The ``$all`` position of the chunk's last event."""
+        return self.first_position + len(self.ids) - 1
+
+    def event(self, version: int) -> tuple | None:
+        """``(position, id, type, data, metadata, created_ms)`` of ``version``, or None if the chunk
+        does not hold it (any more: an archive drop trims a chunk's first events)."""
+        j = version - self.first_version
+        if not 0 <= j < len(self.ids):
+            return None
+        return (self.first_position + j, self.ids[j], self.types[j], self.datas[j], self.metas[j], self.created_ms)
+
+    def type_positions(self) -> dict:
+        """The positions of each event type in the chunk, in position order (the ``t`` index rows)."""
+        out: dict = {}
+        for j, t in enumerate(self.types):
+            out.setdefault(t, []).append(self.first_position + j)
+        return out
+
+    def from_position(self, position: int) -> "Chunk":
+        """The chunk without its events before ``position`` (an archive drop); at least one stays."""
+        j = position - self.first_position
+        return Chunk(self.first_version + j, position, self.created_ms, self.ids[j:], self.types[j:],
+                     self.datas[j:], self.metas[j:])

@@ -6,10 +6,12 @@ Theory of operation
 :class:`ConsumerGroups` is the operator's side (create, delete, info, parked,
 replay). :class:`PersistentSubscription` is one consumer: it pulls a batch (one
 procedure call that records the hand-out in the group's state), reads the
-batch's events (one query), calls the handler for each, and settles the batch
-in one call: an ack for the events handled, a nack for each that raised (retry by
-default, so a failing event is retried until ``max_retries`` and then parked with
-the handler's error as the reason). A consumer that dies mid-batch settles
+batch's events (one query), calls the handler for each, and settles the batch:
+a nack for each event that raised (retry by default, so a failing event is
+retried until ``max_retries`` and then parked with the handler's error as the
+reason) at once, and an ack for the events handled together with the next pull,
+in one procedure call (``events.group_ack_pull``: one commit per batch, not two),
+or on the way out of :meth:`PersistentSubscription.run`. A consumer that dies mid-batch settles
 nothing: its events time out after the group's ``ack_timeout`` and go to another
 consumer. Delivery is therefore at least once and unordered across consumers; a
 handler must tolerate seeing an event again (make it idempotent, or record what it
@@ -102,8 +104,17 @@ class PersistentSubscription:
     def pull(self) -> list[tuple[RecordedEvent, int]]:
         """Take up to ``batch`` events from the group: ``(event, attempt)`` pairs (attempt 1 is the
         first delivery). They are this consumer's to settle until the group's ack timeout."""
-        handed = self.client.call(
-            "events.group_pull", (self.group, self.consumer, self.batch, self._clock()))
+        return self._events(self.client.call(
+            "events.group_pull", (self.group, self.consumer, self.batch, self._clock())))
+
+    def ack_and_pull(self, positions) -> list[tuple[RecordedEvent, int]]:
+        """:meth:`ack` ``positions`` and :meth:`pull` in one write (one commit in the store's log rather
+        than two): what :meth:`run` does after each batch."""
+        _, handed = self.client.call(
+            "events.group_ack_pull", (self.group, tuple(positions), self.consumer, self.batch, self._clock()))
+        return self._events(handed)
+
+    def _events(self, handed: tuple) -> list[tuple[RecordedEvent, int]]:
         if not handed:
             return []
         attempts = dict(handed)
@@ -131,31 +142,38 @@ class PersistentSubscription:
         done = until or (lambda: False)
         wait = self.idle_s
         handled = 0
-        while not self._stop.is_set() and not done() and (deadline is None or time.monotonic() < deadline):
-            try:
-                got = self.pull()
-            except _RETRIED:
-                self.retries += 1  # the store is failing over: its state is intact, ask again
-                self._stop.wait(self.retry_s)
-                continue
-            if not got:
-                self._stop.wait(wait)
-                wait = min(wait * 2, self.max_idle_s)
-                continue
-            wait = self.idle_s
-            ok, failed = [], []
-            for event, attempt in got:
-                if attempt > 1:
-                    self.redelivered += 1
+        ok: list = []  # positions handled and not acked yet: acked with the next pull, or on the way out
+        try:
+            while not self._stop.is_set() and not done() and (deadline is None or time.monotonic() < deadline):
                 try:
-                    handler(event)
-                    ok.append(event.position)
-                except Exception as e:  # noqa: BLE001 - the handler's failure is the event's fate, not ours
-                    failed.append((event.position, f"{type(e).__name__}: {e}"))
-            self._settle(ok, failed, on_error)
-            handled += len(ok)
-            self.handled += len(ok)
-            self.failed += len(failed)
+                    got = self.ack_and_pull(ok) if ok else self.pull()
+                    ok = []
+                except _RETRIED:
+                    # The store is failing over: its state is intact, ask again (acking twice is harmless;
+                    # what a lost pull handed out times out and is handed out again).
+                    self.retries += 1
+                    self._stop.wait(self.retry_s)
+                    continue
+                if not got:
+                    self._stop.wait(wait)
+                    wait = min(wait * 2, self.max_idle_s)
+                    continue
+                wait = self.idle_s
+                failed = []
+                for event, attempt in got:
+                    if attempt > 1:
+                        self.redelivered += 1
+                    try:
+                        handler(event)
+                        ok.append(event.position)
+                    except Exception as e:  # noqa: BLE001 - the handler's failure is the event's fate, not ours
+                        failed.append((event.position, f"{type(e).__name__}: {e}"))
+                self._settle([], failed, on_error)
+                handled += len(ok)
+                self.handled += len(ok)
+                self.failed += len(failed)
+        finally:
+            self._settle(ok, [], on_error)  # the last batch's acks
         return handled
 
     def _settle(self, ok: list, failed: list, on_error: str) -> None:

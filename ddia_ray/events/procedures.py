@@ -121,10 +121,13 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     check_stream(stream)
     check_expected(expected)
     _check_events(events)
+    if type(created_ms) is not int:
+        raise InvalidArgumentError(f"an append's created time is an int of milliseconds, got {created_ms!r:.40}")
     head = Head(get(keys.head_key(stream)))
     if head.tombstoned:
         raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
-    seen = [get(keys.id_key(e[0])) for e in events]
+    ids = tuple(e[0] for e in events)
+    seen = [get(keys.id_key(i)) for i in ids]
     if any(v is not None for v in seen):
         return (), _retried(stream, expected, events, seen)
     _check_expected(stream, expected, head)
@@ -132,21 +135,27 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
         return (), (stream, -1, head.actual, -1, -1)
     g = get(keys.GLOBAL)
     position = unpack(g, 1, "global sequence")[0] if g is not None else 0
+    n = len(events)
     first_version, first_position = head.last + 1, position
-    ops = []
-    category = keys.category_of(stream)
-    for i, (event_id, event_type, data, metadata) in enumerate(events):
-        version, pos = first_version + i, first_position + i
-        ops.append((PUT, keys.event_key(stream, version), pack(pos, event_id, event_type, data, metadata, created_ms)))
-        ops.append((PUT, keys.all_key(pos), pack(stream, version)))
-        ops.append((PUT, keys.id_key(event_id), pack(stream, version, pos)))
-        ops.append((PUT, keys.category_key(category, pos), b""))
-        ops.append((PUT, keys.type_key(event_type, pos), b""))
-    head.last = first_version + len(events) - 1
+    last_version, last_position = first_version + n - 1, first_position + n - 1
+    # One chunk row holds the events (keys.py: why chunks); the per-event rows are the two that
+    # point lookups need: $all by position (consumer groups, archive drops) and the id (retries).
+    chunk = keys.Chunk(first_version, first_position, created_ms, ids, tuple(e[1] for e in events),
+                       tuple(e[2] for e in events), tuple(e[3] for e in events))
+    ops = [(PUT, keys.chunk_key(stream, last_version), chunk.row())]
+    for j, event_id in enumerate(ids):
+        ops.append((PUT, keys.all_key(first_position + j), pack(stream, first_version + j, last_version)))
+        ops.append((PUT, keys.id_key(event_id), pack(stream, first_version + j, first_position + j)))
+    ops.append((PUT, keys.category_key(keys.category_of(stream), last_position),
+                pack(first_position, stream, last_version)))
+    for event_type, positions in chunk.type_positions().items():
+        ops.append((PUT, keys.type_key(event_type, positions[-1]),
+                    pack(tuple(positions), stream, last_version, last_position)))
+    head.last = last_version
     head.deleted = False  # an append brings a soft-deleted stream back, after its old events
     ops.append((PUT, keys.head_key(stream), head.row()))
-    ops.append((PUT, keys.GLOBAL, pack(first_position + len(events))))
-    return tuple(ops), (stream, first_version, head.last, first_position, first_position + len(events) - 1)
+    ops.append((PUT, keys.GLOBAL, pack(last_position + 1)))
+    return tuple(ops), (stream, first_version, last_version, first_position, last_position)
 
 
 def _retried(stream: str, expected: Any, events: tuple, seen: list) -> tuple:
@@ -313,26 +322,56 @@ def read_stream(state, args: Any) -> tuple:
         lo, hi = max(first, from_version), head.last
         if hi < lo:
             return (True, head.last, ())
-    found, values = state.scan(keys.event_key(stream, lo), keys.event_key(stream, hi) + b"\x00", limit)
-    rows = []
-    for k, v in zip(found, values):
-        pos, event_id, event_type, data, metadata, created = unpack(v, 6, "event")
-        if _visible(head, created, now_ms):
-            rows.append((keys.version_of(k), pos, event_id, event_type, data, metadata, created))
+    rows = _stream_rows(state, stream, lo, hi, limit, head, now_ms)
     if backward:
         rows.reverse()
     return (True, head.last, tuple(rows))
 
 
+_CHUNKS_PER_SCAN = 64  # chunk rows one scan of a stream read takes (a chunk holds 1 to 10,000 events)
+
+
+def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, now_ms: int) -> list:
+    """Read rows of ``stream``'s stored versions ``lo..hi`` in version order: the first ``limit``
+    stored ones, less those ``max_age`` hides."""
+    at, end = keys.chunk_key(stream, lo), keys.stream_range(stream)[1]
+    rows: list = []
+    stored = 0
+    while stored < limit:
+        found, values = state.scan(at, end, _CHUNKS_PER_SCAN)
+        for value in values:
+            c = keys.Chunk.of(value)
+            a, b = max(lo, c.first_version), min(hi, c.last_version, max(lo, c.first_version) + limit - stored - 1)
+            if b < a:
+                return rows
+            stored += b - a + 1
+            if _visible(head, c.created_ms, now_ms):
+                fv, fp, created = c.first_version, c.first_position, c.created_ms
+                ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
+                for j in range(a - fv, b - fv + 1):
+                    rows.append((fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+            if b >= hi or stored >= limit:
+                return rows
+        if len(found) < _CHUNKS_PER_SCAN:
+            return rows
+        at = found[-1] + b"\x00"
+    return rows
+
+
 def _bodies(state, pointers: list) -> list:
-    """The events of ``(stream, version, position)`` pointers, as read rows (gone ones skipped)."""
-    bodies = state.get_many(tuple(keys.event_key(s, v) for s, v, _ in pointers))
+    """The events of ``(stream, version, position, chunk's last version)`` pointers, as read rows
+    (gone ones skipped); each chunk is read and decoded once."""
+    wanted = list(dict.fromkeys((s, last) for s, _, _, last in pointers))
+    chunks = {}
+    for (stream, last), body in zip(wanted, state.get_many(tuple(keys.chunk_key(s, v) for s, v in wanted))):
+        if body is not None:  # removed (scavenged or archived) since the pointer was read
+            chunks[stream, last] = keys.Chunk.of(body)
     rows = []
-    for (stream, version, _), body in zip(pointers, bodies):
-        if body is None:
-            continue  # removed (scavenged or archived) since the pointer was read
-        pos, event_id, event_type, data, metadata, created = unpack(body, 6, "event")
-        rows.append((stream, version, pos, event_id, event_type, data, metadata, created))
+    for stream, version, _, last in pointers:
+        c = chunks.get((stream, last))
+        event = c.event(version) if c is not None else None
+        if event is not None:
+            rows.append((stream, version, *event))
     return rows
 
 
@@ -390,9 +429,9 @@ def _matching(state, found: tuple, values: tuple, kind: str | None, prefix: str)
     """The events of a page of ``$all`` rows that pass the filter, in position order."""
     pointers = []
     for k, v in zip(found, values):
-        stream, version = unpack(v, 2, "$all")
-        if kind != "stream" or stream.startswith(prefix):  # filtered before the event row is read
-            pointers.append((stream, version, keys.position_of(k)))
+        stream, version, last = unpack(v, 3, "$all")
+        if kind != "stream" or stream.startswith(prefix):  # filtered before the chunk is read
+            pointers.append((stream, version, keys.position_of(k), last))
     rows = _bodies(state, pointers)
     return [r for r in rows if r[4].startswith(prefix)] if kind == "type" else rows
 
@@ -408,13 +447,29 @@ def read_index(state, args: Any) -> tuple:
     if type(from_position) is not int or from_position < 0:
         raise InvalidArgumentError(f"an index read starts at a position >= 0, got {from_position!r}")
     start, end = keys.index_range(kind, name)
-    found, _ = state.scan(start + keys.u64(from_position), end, limit)
-    positions = [keys.position_of(k) for k in found]
-    pointers_raw = state.get_many(tuple(keys.all_key(p) for p in positions))
-    pointers = [(*unpack(v, 2, "$all"), p) for p, v in zip(positions, pointers_raw) if v is not None]
-    rows = _bodies(state, pointers)
-    nxt = positions[-1] + 1 if positions else from_position
-    return (tuple(rows), nxt, len(found) < limit)
+    pointers: list = []  # (stream, version, position, chunk's last version)
+    at, at_end = start + keys.u64(from_position), False
+    while len(pointers) < limit and not at_end:
+        found, values = state.scan(at, end, min(limit, _CHUNKS_PER_SCAN))
+        at_end = len(found) < min(limit, _CHUNKS_PER_SCAN)
+        for k, v in zip(found, values):
+            if kind == "category":
+                first, stream, last = unpack(v, 3, "category index")
+                positions: Any = range(first, keys.position_of(k) + 1)
+                top = keys.position_of(k)
+            else:
+                positions, stream, last, top = unpack(v, 4, "type index")
+            # A chunk's last version and last position name the same event, so each position's
+            # version follows from its distance to the chunk's last position.
+            for p in positions:
+                if p >= from_position:
+                    pointers.append((stream, last - (top - p), p, last))
+        if found:
+            at = found[-1] + b"\x00"
+    if len(pointers) > limit:
+        pointers, at_end = pointers[:limit], False
+    nxt = pointers[-1][2] + 1 if pointers else from_position
+    return (tuple(_bodies(state, pointers)), nxt, at_end)
 
 
 @query("events.load_snapshot")

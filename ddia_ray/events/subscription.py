@@ -18,9 +18,12 @@ busy one reads back to back with no wait. Delivery latency is bounded by the
 current wait.
 
 Backpressure: the subscription reads a page only when its consumer has taken the
-previous one (it is an iterator; :meth:`CatchUpSubscription.run` calls the
-handler in the reading thread), so a slow consumer slows its own reads and
-nothing buffers more than one page, in the store or here.
+one before the previous (it is an iterator; :meth:`CatchUpSubscription.run`
+calls the handler in the reading thread), so a slow consumer slows its own
+reads and nothing buffers more than two pages, in the store or here. The one
+page of read-ahead (a ``$all`` subscription catching up asks for the next page
+as it hands out this one) overlaps the store's read and the round trip with the
+consumer's work; a live subscription, at the end of ``$all``, reads none ahead.
 
 Checkpoints: :attr:`CatchUpSubscription.checkpoint` is where to start again to
 see every event not yet delivered: the next stream version, or the next ``$all``
@@ -81,6 +84,7 @@ class CatchUpSubscription:
         self.retries = 0
         self._stop = threading.Event()
         self._wait = self.idle_s  # the current wait between empty polls (see the module docstring)
+        self._ahead: tuple[int, Callable[[], tuple]] | None = None  # (position, the page read ahead)
 
     def stop(self) -> None:
         """End the iteration (the current wait ends at once)."""
@@ -97,9 +101,16 @@ class CatchUpSubscription:
             events = self.client.read_stream(self.stream, self.checkpoint, max_count=self.page)
             nxt = events[-1].version + 1 if events else self.checkpoint
             return events, nxt, len(events) < self.page
-        rows, nxt, at_end = self.client.read_all_page(self.checkpoint, page=self.page, kind=self.kind,
-                                                      prefix=self.prefix)
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != self.checkpoint:  # none, or the consumer stopped inside a page
+            ahead = (self.checkpoint, self._ask(self.checkpoint))
+        rows, nxt, at_end = ahead[1]()
+        if rows and not at_end:
+            self._ahead = (nxt, self._ask(nxt))  # read-ahead: one page (see the module docstring)
         return [RecordedEvent(*r) for r in rows], nxt, at_end
+
+    def _ask(self, position: int) -> Callable[[], tuple]:
+        return self.client.read_all_page_nowait(position, page=self.page, kind=self.kind, prefix=self.prefix)
 
     def next_page(self, deadline: float | None = None) -> tuple[list[RecordedEvent], int] | None:
         """The next page of events and the checkpoint after it (the subscription's checkpoint moves

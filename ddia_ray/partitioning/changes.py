@@ -25,12 +25,18 @@ a moment, so writes to that partition pause for about one coordination round tri
    A refuses every write to ``p`` (so the data A holds for ``p`` is final) and still serves reads;
 3. *catch up*: A's and B's copies of ``p`` are compared in key order and B gets every difference
    (the writes made during the copy), so B now holds exactly A's final data;
-4. *switch*: B's record takes ``p`` at ``v + 1``, then map ``v + 1`` (``p`` in B) is published;
-5. *clean up*: A's record drops ``p`` and A deletes ``p``'s keys.
+4. *switch*: B's record takes ``p`` at ``v + 1``, A's record drops ``p`` (from that entry of
+   A's log on, A refuses reads of ``p`` too), then map ``v + 1`` (``p`` in B) is published;
+5. *clean up*: A deletes ``p``'s keys.
 
 Writes to ``p`` are refused (and retried by the clients) from step 2 to step 4: the time of
-the catch-up scan, measured by :func:`move`'s report. Reads never stop, and at every moment one
-group owns ``p``: A until the map says B. A change that fails before it publishes is abandoned:
+the catch-up scan, measured by :func:`move`'s report. Reads of ``p`` are refused from A's
+release to the publish, one coordination round trip; a client refused reads the map again and
+retries after a moment. A's release must come before the publish for reads to stay linearizable:
+once the map names B, a client may write to B, and a client still holding map ``v`` must not
+then read A's frozen copy (a Jepsen run of this store caught that stale read when A released
+after the publish). At every moment at most one group serves ``p``, and none between A's
+release and the publish. A change that fails before it publishes is abandoned:
 the groups it touched get records of the old map at ``v + 1`` (every range writable where it
 was; the last group touched first, so a move's destination gives ``p`` up before its source
 takes writes again), the old map is published as ``v + 1``, so no version a group saw is ever
@@ -56,7 +62,7 @@ from ..errors import ChangeInProgressError, ConfigError, UnknownNodeError
 from ..replication.ownership import ReplOwnership
 from ..replication.records import ReplScan, ReplWrite, ScanResult
 from .keyspace import stored_key
-from .mover import CATCH_UP, DONE, FREEZE, SRC_RECORD, CasMap, GroupRequest, Mover, Outcome, ReadMap
+from .mover import CATCH_UP, CLEAN_SRC, DONE, FREEZE, CasMap, GroupRequest, Mover, Outcome, ReadMap
 from .partition_map import PartitionMap
 from .store import PartitionedStore, _lock_key, map_key
 
@@ -199,7 +205,7 @@ def move(store: PartitionedStore, pid: int, group: str) -> dict:
     new = _finished(outcome)
     t_copy = entered.get(FREEZE, t0)
     t_frozen = entered.get(CATCH_UP, t_copy)
-    t_switched = entered.get(SRC_RECORD, t_frozen)
+    t_switched = entered.get(CLEAN_SRC, t_frozen)
     # Writes to the partition are refused from when the freeze applies (after t_copy, before
     # t_frozen) until the new map is published (t_switched): frozen_s is that window's upper bound.
     return {"version": new.version, "copied": outcome.copied, "caught_up": outcome.caught_up, "copy_s": t_copy - t0,

@@ -61,7 +61,10 @@ ABANDONED, FAILED = "abandoned", "failed"
 PLANS = MappingProxyType({
     "split": (READ_MAP, MIDDLE, RECORD, PUBLISH, DONE),
     "merge": (READ_MAP, RECORD, PUBLISH, DONE),
-    "move": (READ_MAP, CLEAR_DST, COPY, FREEZE, CATCH_UP, DST_RECORD, PUBLISH, SRC_RECORD, CLEAN_SRC, DONE),
+    # The source gives the partition up before the map naming the destination is published: else a
+    # client still holding the old map could read the source's frozen copy after another client
+    # wrote to the destination (a stale read a Jepsen run found; changes.py, "A move").
+    "move": (READ_MAP, CLEAR_DST, COPY, FREEZE, CATCH_UP, DST_RECORD, SRC_RECORD, PUBLISH, CLEAN_SRC, DONE),
 })
 #: What a change that cannot publish does instead.
 ABANDON_PLANS = MappingProxyType({
@@ -70,7 +73,7 @@ ABANDON_PLANS = MappingProxyType({
     "move": (ABANDON_RECORDS, ABANDON_PUBLISH, ABANDON_CLEAR, ABANDONED),
 })
 _UNTOUCHED = frozenset({READ_MAP, MIDDLE})  # a failure here fails the change: nothing was changed yet
-_SETTLING = frozenset({SRC_RECORD, CLEAN_SRC, ABANDON_RECORDS, ABANDON_PUBLISH, ABANDON_CLEAR})
+_SETTLING = frozenset({CLEAN_SRC, ABANDON_RECORDS, ABANDON_PUBLISH, ABANDON_CLEAR})
 _SCAN_READ = "linearizable"  # a page reflects every write acknowledged before it was asked for
 
 
@@ -256,7 +259,7 @@ class Mover:
     def _finish(self, state: str, error: BaseException | None = None) -> bool:
         """End the change (False: for the phase table, no next phase)."""
         published = {DONE: self.new, ABANDONED: self.old.bumped() if self.old else None}.get(state)
-        if state == FAILED and self.phase in (SRC_RECORD, CLEAN_SRC):
+        if state == FAILED and self.phase == CLEAN_SRC:
             published = self.new  # (after an unknown publish it may be too: the error says so)
         self.outcome = Outcome(self.kind, state, published, error, ticks=self.ticks, phase=self.phase, **self.counts)
         self.phase = state
@@ -278,7 +281,6 @@ class Mover:
             left = f"the old group may hold partition {self.pid} frozen, and its keys"
             what = {PUBLISH: f"may have published map version {self._new.version} (its compare-and-set has an "
                              f"unknown outcome and the map could not be read); if so, {left}",
-                    SRC_RECORD: f"published map version {self._new.version}, but {left}",
                     CLEAN_SRC: "published its map, but could not delete the keys it gave away"}
             err = ConfigError(f"the {self.kind} of partition {self.pid} "
                               f"{what.get(self.phase, 'could not be abandoned: the records may be ahead of the map')} "
@@ -492,7 +494,9 @@ class Mover:
         the last one touched first (a move's destination gives the partition up before its source
         takes writes again)."""
         st = self._ph
-        todo = st.setdefault("todo", list(dict.fromkeys(reversed(self.touched))))
+        # In the reverse order of each group's first record: a move's destination, then its source
+        # (which the move froze first and released last).
+        todo = st.setdefault("todo", list(reversed(list(dict.fromkeys(self.touched)))))
         while todo:
             if "sent" not in st:
                 st["sent"] = True
@@ -511,7 +515,7 @@ class Mover:
 
 #: What each phase does, run each time something happens until it says the phase is complete. A
 #: move: clear the destination's range, copy, freeze the source, catch up, the destination takes
-#: the partition, publish, the source lets it go and deletes its copy.
+#: the partition, the source lets it go, publish, the source deletes its copy.
 _WORK: dict[str, Callable[[Mover], bool]] = {
     READ_MAP: Mover._read_map,
     MIDDLE: Mover._middle,

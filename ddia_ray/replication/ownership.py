@@ -29,8 +29,9 @@ A request with map version ``w`` for a key:
   ``w`` is newer (a version this group has not seen: a change it took part in always reaches it
   before the map is published, so the version is from the future, or not this store's).
 
-A frozen range (``writable=False``) still serves reads: during a move its data here is final
-and correct until the map names the new owner. Requests without a fence (``0``) are the store's
+A frozen range (``writable=False``) still serves reads: during a move its data here is final,
+and the move takes the range away from this group before it publishes the map that names the
+new owner, so no read here can miss a write the new owner took. Requests without a fence (``0``) are the store's
 own (a move's copy, a cleanup) and are not checked; partitioned clients always send one.
 
 The record changes only forward: a new record's version is at least the old one's
