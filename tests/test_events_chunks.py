@@ -60,6 +60,14 @@ def test_index_pages_cut_inside_chunks_equal_a_filtered_all(batches, seed, start
         assert read(name, start, max_count=max_count) == want, (kind, name)
 
 
+@given(stream=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t),
+       ints=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=2))
+def test_rows_built_on_a_packed_prefix_are_the_bytes_pack_writes(stream, ints):
+    built = keys.pack_prefix(3, stream) + b"".join(keys.int_field(x) for x in ints)
+    assert built == keys.pack(stream, *ints)
+    assert keys.unpack(built, 3, "row") == (stream, *ints)
+
+
 def test_a_row_of_the_older_layout_is_refused_not_misread():
     client = _client()
     client.append("user-1", [EventData("e0", "A", b"x")])

@@ -63,7 +63,7 @@ from .records import check_stream
 __all__ = ["ArchiveRun", "archive", "archive_dataset", "archive_ray_dataset", "committed_files",
            "archived_all_page", "archived_stream", "archive_state", "archive_files", "archive_stream",
            "archive_commit", "archive_drop", "archive_read_stream", "archive_read_all", "archive_read_index",
-           "MAX_DROP_POSITIONS"]
+           "MAX_DROP_POSITIONS", "dropped_upto"]
 
 #: Positions one ``events.archive_drop`` entry deletes at most (an ``a`` row each, plus the chunks and
 #: index rows they reach): a bounded log entry.
@@ -88,6 +88,11 @@ def _stream_end(stream: str) -> bytes:
 def _head(get) -> tuple[int, int, str]:
     row = get(_HEAD)
     return (0, 0, "") if row is None else unpack(row, 3, "archive head")
+
+
+def dropped_upto(get) -> int:
+    """The archive's ``dropped_upto`` as of ``get``: below it, events are only in the archive."""
+    return _head(get)[1]
 
 
 def _next_position(get) -> int:

@@ -157,6 +157,13 @@ def _matches(get, g: Group, position: int, chunks: dict) -> bool | None:
     return event is not None and event[2].startswith(prefix)
 
 
+def _archive_dropped(get) -> int:
+    """The archive's ``dropped_upto``: no event below it is in the rows any more (:mod:`.archive`)."""
+    from .archive import dropped_upto  # imported here: the archive's module imports the procedures'
+
+    return dropped_upto(get)
+
+
 def _park(g: Group, group: str, position: int, attempts: int, reason: str) -> tuple:
     g.parked += 1
     g.counters["parks"] += 1
@@ -216,6 +223,17 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         handed.append((pos, attempts))
     looked = 0
     chunks: dict = {}
+    if g.settings[0] is None and g.cursor >= _archive_dropped(get):
+        # No filter: every position from the cursor to the end of $all is an event ($all is
+        # gap-free and only an archive drop removes events, below dropped_upto), so the pull needs
+        # the global sequence rather than a row per position (each member runs this procedure).
+        g_row = get(keys.GLOBAL)
+        end = unpack(g_row, 1, "global sequence")[0] if g_row is not None else 0
+        for pos in range(g.cursor, g.cursor + max(0, min(room - len(handed), end - g.cursor, _SCAN))):
+            g.inflight[pos] = (consumer, 1, now_ms + ack_timeout_ms)
+            handed.append((pos, 1))
+            g.cursor = pos + 1
+        looked = _SCAN
     while len(handed) < room and looked < _SCAN:
         match = _matches(get, g, g.cursor, chunks)
         if match is None:

@@ -52,13 +52,16 @@ with a clear error.
 from __future__ import annotations
 
 import struct
+from typing import Any
+
+import msgpack
 
 from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
 
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
-           "category_of", "position_of", "version_of", "pack", "unpack", "u64"]
+           "category_of", "position_of", "version_of", "pack", "unpack", "pack_prefix", "int_field", "u64"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
@@ -70,6 +73,34 @@ _ROWS = RowFormat(2, "an event store")
 pack = _ROWS.pack
 unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
+
+
+def pack_prefix(n: int, *leading: Any) -> bytes:
+    """The first bytes of ``pack(*leading, *rest)`` for a row of ``n`` fields: ``prefix +
+    b"".join(map(int_field, rest))`` is that row, byte for byte, when ``rest`` are ints. An
+    append writes two such rows per event that differ only in their last ints, and building
+    them so costs about a quarter of :func:`pack` (which every member pays, as it runs the append)."""
+    if not 0 <= len(leading) <= n < 15:
+        raise ValueError(f"a row prefix of {len(leading)} of {n} fields")
+    # A msgpack fixarray header (0x90 | length) then the elements, as codec.encode writes a tuple.
+    return bytes((0x90 | (n + 1),)) + b"".join(msgpack.packb(x, use_bin_type=True) for x in (_ROWS.number, *leading))
+
+
+_U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
+
+
+def int_field(x: int) -> bytes:
+    """One int field (0 <= x < 2**64) of a row built on :func:`pack_prefix`: msgpack's encoding of
+    ``x`` (its smallest form, as msgpack writes it)."""
+    if x < 128:
+        return _U8.pack(x)
+    if x < 1 << 8:
+        return b"\xcc" + _U8.pack(x)
+    if x < 1 << 16:
+        return b"\xcd" + _U16.pack(x)
+    if x < 1 << 32:
+        return b"\xce" + _U32.pack(x)
+    return b"\xcf" + _U64.pack(x)
 
 
 def head_key(stream: str) -> bytes:

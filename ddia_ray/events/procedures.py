@@ -143,9 +143,14 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     chunk = keys.Chunk(first_version, first_position, created_ms, ids, tuple(e[1] for e in events),
                        tuple(e[2] for e in events), tuple(e[3] for e in events))
     ops = [(PUT, keys.chunk_key(stream, last_version), chunk.row())]
+    # The $all row is (stream, version, chunk's last version), the id row (stream, version,
+    # position): built from one packed prefix (keys.pack_prefix), the same bytes as pack() writes.
+    prefix, tail, int_field = keys.pack_prefix(3, stream), keys.int_field(last_version), keys.int_field
+    all_key, id_key = keys.all_key, keys.id_key
     for j, event_id in enumerate(ids):
-        ops.append((PUT, keys.all_key(first_position + j), pack(stream, first_version + j, last_version)))
-        ops.append((PUT, keys.id_key(event_id), pack(stream, first_version + j, first_position + j)))
+        lead = prefix + int_field(first_version + j)
+        ops.append((PUT, all_key(first_position + j), lead + tail))
+        ops.append((PUT, id_key(event_id), lead + int_field(first_position + j)))
     ops.append((PUT, keys.category_key(keys.category_of(stream), last_position),
                 pack(first_position, stream, last_version)))
     for event_type, positions in chunk.type_positions().items():
