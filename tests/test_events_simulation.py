@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ddia_ray.events import procedures
+from ddia_ray.events import keys, procedures
 from ddia_ray.events.simulation import EventStoreViolation, simulate
 from service_seeds import assert_replays_exactly, run_service_seeds
 
@@ -31,13 +31,13 @@ def test_a_seed_replays_exactly():
 
 
 def test_the_checks_catch_a_gap_in_all(monkeypatch):
-    real = procedures.unpack
+    real = keys.next_position
 
-    def skipping(value, n, what):  # the global sequence reads one too high now and then: a gap
-        got = real(value, n, what)
-        return (got[0] + 1,) if what == "global sequence" and got[0] % 5 == 4 else got
+    def skipping(get):  # the global sequence reads one too high now and then: a gap
+        got = real(get)
+        return got + 1 if got % 5 == 4 else got
 
-    monkeypatch.setattr(procedures, "unpack", skipping)
+    monkeypatch.setattr(keys, "next_position", skipping)
     with pytest.raises(EventStoreViolation):
         for seed in range(20):
             simulate(seed)

@@ -95,11 +95,6 @@ def dropped_upto(get) -> int:
     return _head(get)[1]
 
 
-def _next_position(get) -> int:
-    g = get(keys.GLOBAL)
-    return 0 if g is None else unpack(g, 1, "global sequence")[0]
-
-
 def _stored_file(row: bytes) -> ArchiveFile:
     try:
         return ArchiveFile.of(unpack(row, 1, "archive file")[0])
@@ -119,7 +114,7 @@ def _int(name: str, value: Any, low: int = 0) -> int:
 @query("events.archive_state")
 def archive_state(state, args: Any) -> tuple:
     """``(archived_upto, dropped_upto, url, next $all position)``; url "" before the first commit."""
-    return (*_head(state.get), _next_position(state.get))
+    return (*_head(state.get), keys.next_position(state.get))
 
 
 @query("events.archive_files")
@@ -166,7 +161,7 @@ def archive_commit(get, args: Any) -> tuple[tuple, int]:
     if expected != upto or f.first != upto:
         raise ArchiveConflictError(f"the archive is at position {upto}, not {expected!r} (another archiver "
                                    f"committed first)", archived_upto=upto)
-    if f.last >= _next_position(get) or get(keys.all_key(f.first)) is None or get(keys.all_key(f.last)) is None:
+    if f.last >= keys.next_position(get) or get(keys.all_key(f.first)) is None or get(keys.all_key(f.last)) is None:
         raise InvalidArgumentError(f"positions {f.first}..{f.last} are not all live events of this store")
     if not isinstance(streams, tuple) or not streams or len(streams) > f.count:
         raise InvalidArgumentError("an archive commit names the streams of its file")
@@ -257,7 +252,7 @@ def archive_read_all(state, args: Any) -> tuple:
     backward page that reached the archived positions stops just above them."""
     from_position, backward = args[0], args[1]
     _, dropped, url = _head(state.get)
-    end = _next_position(state.get)
+    end = keys.next_position(state.get)
     start = end - 1 if backward and from_position == -1 else from_position
     if dropped and type(start) is int and 0 <= start < dropped:
         return (None, dropped, url, end)

@@ -221,30 +221,35 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         g.inflight[pos] = (consumer, attempts, now_ms + ack_timeout_ms)
         g.counters["retried"] += 1
         handed.append((pos, attempts))
-    looked = 0
-    chunks: dict = {}
     if g.settings[0] is None and g.cursor >= _archive_dropped(get):
         # No filter: every position from the cursor to the end of $all is an event ($all is
         # gap-free and only an archive drop removes events, below dropped_upto), so the pull needs
         # the global sequence rather than a row per position (each member runs this procedure).
-        g_row = get(keys.GLOBAL)
-        end = unpack(g_row, 1, "global sequence")[0] if g_row is not None else 0
-        for pos in range(g.cursor, g.cursor + max(0, min(room - len(handed), end - g.cursor, _SCAN))):
+        take = max(0, min(room - len(handed), keys.next_position(get) - g.cursor, _SCAN))
+        for pos in range(g.cursor, g.cursor + take):
             g.inflight[pos] = (consumer, 1, now_ms + ack_timeout_ms)
             handed.append((pos, 1))
-            g.cursor = pos + 1
-        looked = _SCAN
+        g.cursor += take
+    else:
+        _pull_row_by_row(get, g, consumer, room, now_ms + ack_timeout_ms, handed)
+    g.counters["delivered"] += len(handed)
+    return ops, tuple(handed)
+
+
+def _pull_row_by_row(get, g: Group, consumer: Any, room: int, deadline: int, handed: list) -> None:
+    """Hand out events from the cursor that pass the group's filter, one ``$all`` row per position,
+    looking at most at :data:`_SCAN` positions (a filter that matches nothing ends a pull early)."""
+    looked = 0
+    chunks: dict = {}
     while len(handed) < room and looked < _SCAN:
         match = _matches(get, g, g.cursor, chunks)
         if match is None:
             break  # the end of $all
         looked += 1
         if match:
-            g.inflight[g.cursor] = (consumer, 1, now_ms + ack_timeout_ms)
+            g.inflight[g.cursor] = (consumer, 1, deadline)
             handed.append((g.cursor, 1))
         g.cursor += 1
-    g.counters["delivered"] += len(handed)
-    return ops, tuple(handed)
 
 
 def _settle(g: Group, group: str, position: Any) -> int:
@@ -332,8 +337,7 @@ def group_info(state, args: Any) -> dict:
     (group,) = args
     _check_name("consumer group", group)
     g = _load(state.get, group)
-    end_row = state.get(keys.GLOBAL)
-    end = unpack(end_row, 1, "global sequence")[0] if end_row is not None else 0
+    end = keys.next_position(state.get)
     kind, prefix, max_in_flight, max_retries, ack_timeout_ms = g.settings
     return {"group": group, "filter": (kind, prefix), "max_in_flight": max_in_flight, "max_retries": max_retries,
             "ack_timeout_ms": ack_timeout_ms, "cursor": g.cursor, "checkpoint": g.checkpoint,

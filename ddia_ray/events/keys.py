@@ -61,7 +61,8 @@ from ..replication.row_format import RowFormat
 
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
-           "category_of", "position_of", "version_of", "pack", "unpack", "pack_prefix", "int_field", "u64"]
+           "category_of", "position_of", "version_of", "pack", "unpack", "pack_prefix", "int_field", "u64",
+           "next_position"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
@@ -101,6 +102,13 @@ def int_field(x: int) -> bytes:
     if x < 1 << 32:
         return b"\xce" + _U32.pack(x)
     return b"\xcf" + _U64.pack(x)
+
+
+def next_position(get) -> int:
+    """The next ``$all`` position to be written (the global sequence's row; 0 before the first
+    append), read with ``get``."""
+    row = get(GLOBAL)
+    return unpack(row, 1, "global sequence")[0] if row is not None else 0
 
 
 def head_key(stream: str) -> bytes:

@@ -133,10 +133,8 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     _check_expected(stream, expected, head)
     if not events:
         return (), (stream, -1, head.actual, -1, -1)
-    g = get(keys.GLOBAL)
-    position = unpack(g, 1, "global sequence")[0] if g is not None else 0
     n = len(events)
-    first_version, first_position = head.last + 1, position
+    first_version, first_position = head.last + 1, keys.next_position(get)
     last_version, last_position = first_version + n - 1, first_position + n - 1
     # One chunk row holds the events (keys.py: why chunks); the per-event rows are the two that
     # point lookups need: $all by position (consumer groups, archive drops) and the id (retries).
@@ -393,8 +391,7 @@ def read_all(state, args: Any) -> tuple:
                                    f"got {from_position!r}")
     if kind not in (None, "stream", "type") or not isinstance(prefix, str):
         raise InvalidArgumentError(f"an $all filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
-    g = state.get(keys.GLOBAL)
-    end = unpack(g, 1, "global sequence")[0] if g is not None else 0  # the next position to be written
+    end = keys.next_position(state.get)  # the next position to be written
     rows: list = []
     scanned = 0
     if not backward:

@@ -172,10 +172,9 @@ def _drained(state, clients: list) -> bool:
 
 
 def _end(state) -> int:
-    from .keys import GLOBAL, unpack
+    from .keys import next_position
 
-    row = state.get(GLOBAL)
-    return unpack(row, 1, "global sequence")[0] if row is not None else 0
+    return next_position(state.get)
 
 
 def _group_state(state) -> dict | None:

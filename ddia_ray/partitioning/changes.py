@@ -38,8 +38,8 @@ then read A's frozen copy (a Jepsen run of this store caught that stale read whe
 after the publish). At every moment at most one group serves ``p``, and none between A's
 release and the publish. A change that fails before it publishes is abandoned:
 the groups it touched get records of the old map at ``v + 1`` (every range writable where it
-was; the last group touched first, so a move's destination gives ``p`` up before its source
-takes writes again), the old map is published as ``v + 1``, so no version a group saw is ever
+was; in the reverse order of their first records, so a move's destination gives ``p`` up before
+its source takes writes again), the old map is published as ``v + 1``, so no version a group saw is ever
 reused, and a move's copy is deleted from the destination.
 
 The steps live in :mod:`.mover`: a pure step machine that takes the answers of the groups and of

@@ -490,9 +490,9 @@ class Mover:
             f"lock?)")))
 
     def _abandon_records(self) -> bool:
-        """Each group this change sent a record to gets the old map's record at the next version,
-        the last one touched first (a move's destination gives the partition up before its source
-        takes writes again)."""
+        """Each group this change sent a record to gets the old map's record at the next version, in
+        the reverse order of their first records (a move's destination gives the partition up
+        before its source, frozen first and released last, takes writes again)."""
         st = self._ph
         # In the reverse order of each group's first record: a move's destination, then its source
         # (which the move froze first and released last).
