@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from ddia_ray import codec
-from ddia_ray.errors import CorruptRecordError
+from ddia_ray.errors import CorruptRecordError, InvalidArgumentError
 from ddia_ray.events import keys
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
@@ -75,6 +75,15 @@ def test_a_row_of_the_older_layout_is_refused_not_misread():
     client.backend.state.data[keys.chunk_key("user-1", 0)] = codec.encode((1, 0, "e0", "A", b"x", b"", 1))
     with pytest.raises(CorruptRecordError, match="format 1"):
         client.read_stream("user-1")
+
+
+def test_an_append_whose_created_time_is_not_an_int_is_refused_and_writes_nothing():
+    client = _client()
+    before = dict(client.backend.state.data)
+    for created in ("now", 1.5, None):
+        with pytest.raises(InvalidArgumentError, match="created time"):
+            client.call("events.append", ("user-1", "any", (("e0", "A", b"x", b""),), created))
+    assert client.backend.state.data == before  # a chunk with a bad time would fail every read after it
 
 
 @pytest.mark.parametrize("fields", [
