@@ -15,7 +15,7 @@ from ddia_ray.errors import CorruptRecordError, InvalidArgumentError
 from ddia_ray.events import keys
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
-from ddia_ray.events.records import EventData
+from ddia_ray.events.records import EventData, RecordedEvent
 
 TYPES = ("A", "B", "C")
 
@@ -34,8 +34,9 @@ def test_an_append_writes_one_chunk_and_two_rows_per_event():
     by_tag: dict = {}
     for k in new:
         by_tag[k[:1]] = by_tag.get(k[:1], 0) + 1
-    # a and i per event; one chunk, one category row, a type row per type; the head and the sequence.
-    assert by_tag == {b"a": 100, b"i": 100, b"s": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
+    # a and i per event; one chunk, its $all chunk row, one category row, a type row per type; the
+    # head and the sequence.
+    assert by_tag == {b"a": 100, b"i": 100, b"s": 1, b"b": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
     chunk = keys.Chunk.of(new[keys.chunk_key("user-7", 99)])
     assert (chunk.first_version, chunk.first_position, chunk.last_position) == (0, 1, 100)
     assert chunk.event(42)[1:4] == ("e42", "A", b"42")
@@ -58,6 +59,60 @@ def test_index_pages_cut_inside_chunks_equal_a_filtered_all(batches, seed, start
         want = [e for e in everything if e.position >= start and keep(e)][:max_count]
         read = client.read_category if kind == "category" else client.read_type
         assert read(name, start, max_count=max_count) == want, (kind, name)
+
+
+@settings(max_examples=80, deadline=None)
+@given(batches=st.lists(st.tuples(st.sampled_from(("order-1", "order-2", "user-1")), st.integers(1, 9)),
+                        min_size=1, max_size=12),
+       seed=st.integers(0, 2**16), start=st.integers(0, 60), page=st.integers(1, 12),
+       kind=st.sampled_from((None, "stream", "type")))
+def test_all_pages_read_by_chunk_are_the_events_in_position_order(batches, seed, start, page, kind):
+    rng = random.Random(seed)
+    client = _client()
+    n = 0
+    for stream, count in batches:
+        client.append(stream, [EventData(f"e{n + i}", rng.choice(TYPES), b"%d" % (n + i)) for i in range(count)])
+        n += count
+    # The model: every stream read whole, merged by position (reads that never touch $all's rows).
+    streams = {stream for stream, _ in batches}
+    model = sorted((e for s in streams for e in client.read_stream(s)), key=lambda e: e.position)
+    assert [e.position for e in model] == list(range(n))
+    prefix = {"stream": "order-", "type": "B", None: ""}[kind]
+    keep = {"stream": lambda e: e.stream.startswith("order-"), "type": lambda e: e.type.startswith("B"),
+            None: lambda e: True}[kind]
+    got, pages, position = [], 0, start
+    for rows, position, at_end in client.pages_all(start, page=page, stream_prefix=prefix if kind == "stream" else None,
+                                                   type_prefix=prefix if kind == "type" else None):
+        assert len(rows) <= page
+        assert all(r[2] < position for r in rows)  # the next page starts after every row of this one
+        got += rows
+        pages += 1
+        assert pages <= n + 2, "the pages do not advance"
+    assert position == max(n, start)  # a read from beyond the end stays where it was asked to start
+    assert [e.position for e in model if e.position >= start and keep(e)] == [r[2] for r in got]
+    assert [tuple(e.__getattribute__(f) for f in ("stream", "version", "id", "data")) for e in model
+            if e.position >= start and keep(e)] == [(r[0], r[1], r[3], r[5]) for r in got]
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(st.tuples(st.sampled_from(("order-1", "order-2", "user-1")), st.integers(1, 20)),
+                        min_size=1, max_size=8),
+       picks=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 30)), min_size=1, max_size=6),
+       seed=st.integers(0, 2**16))
+def test_a_group_reads_runs_and_scattered_positions_as_one_lookup_each(batches, picks, seed):
+    rng = random.Random(seed)
+    client = _client()
+    n = 0
+    for stream, count in batches:
+        client.append(stream, [EventData(f"e{n + i}", rng.choice(TYPES), b"%d" % (n + i)) for i in range(count)])
+        n += count
+    by_position = {e.position: e for e in client.read_all()}
+    # Runs long enough to go by chunk, short ones and single positions, past the end too, shuffled.
+    positions = list(dict.fromkeys(p for start, length in picks for p in range(start, start + length)))
+    rng.shuffle(positions)
+    rows = client.backend.query_nowait("events.read_positions", (tuple(positions),)).result()
+    assert [r[2] for r in rows] == [p for p in positions if p < n]
+    assert all(by_position[r[2]] == RecordedEvent(*r) for r in rows)
 
 
 @given(stream=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t),
@@ -94,3 +149,32 @@ def test_an_append_whose_created_time_is_not_an_int_is_refused_and_writes_nothin
 def test_a_damaged_chunk_is_refused(fields):
     with pytest.raises(CorruptRecordError):
         keys.Chunk.of(keys.pack(*fields))
+
+
+def test_each_kind_of_row_stays_out_of_the_ranges_other_kinds_scan():
+    from ddia_ray.events import archive, consumer_groups
+
+    names = ("a", "b", "user-1", "zz", "p", "order")
+    rows = {
+        "global": [keys.GLOBAL], "head": [keys.head_key(n) for n in names],
+        "chunk": [keys.chunk_key(n, v) for n in names for v in (0, 7, 2**40)],
+        "all": [keys.all_key(p) for p in (0, 1, 2**40)], "page": [keys.page_key(p) for p in (0, 1, 2**40)],
+        "id": [keys.id_key(n) for n in names],
+        "category": [keys.category_key(n, p) for n in names for p in (0, 9)],
+        "type": [keys.type_key(n, p) for n in names for p in (0, 9)],
+        "snapshot": [keys.snapshot_key(n) for n in names], "checkpoint": [keys.checkpoint_key(n) for n in names],
+        "model": [keys.model_key(n, b"k") for n in names],
+        "group": [consumer_groups._group_key(n) for n in names],
+        "parked": [consumer_groups._parked_key(n, 3) for n in names],
+        "archive": [archive._HEAD, archive._file_key(5), *(archive._stream_key(n, 2) for n in names)],
+    }
+    scanned = {"all": [keys.all_range()], "page": [keys.page_range()],
+               "chunk": [keys.stream_range(n) for n in names],
+               "category": [keys.index_range("category", n) for n in names],
+               "type": [keys.index_range("type", n) for n in names],
+               "model": [keys.model_range(n) for n in names],
+               "parked": [consumer_groups._parked_range(n) for n in names]}
+    for kind, ranges in scanned.items():
+        for lo, hi in ranges:
+            strangers = [(other, k) for other, ks in rows.items() if other != kind for k in ks if lo <= k < hi]
+            assert not strangers, (kind, lo, strangers[:3])

@@ -44,13 +44,13 @@ def test_the_checks_catch_a_gap_in_all(monkeypatch):
 
 
 def test_the_checks_catch_a_lost_filtered_event(monkeypatch):
-    real = procedures._matching
+    real = procedures._all_forward
 
-    def lossy(state, found, values, kind, prefix):  # drops the last match of a filtered page
-        rows = real(state, found, values, kind, prefix)
-        return rows[:-1] if kind and len(rows) > 1 else rows
+    def lossy(state, pos, end, limit, kind, prefix):  # drops the last match of a filtered page
+        rows, nxt = real(state, pos, end, limit, kind, prefix)
+        return (rows[:-1] if kind and len(rows) > 1 else rows), nxt
 
-    monkeypatch.setattr(procedures, "_matching", lossy)
+    monkeypatch.setattr(procedures, "_all_forward", lossy)
     with pytest.raises(EventStoreViolation):
         for seed in range(20):
             simulate(seed)

@@ -182,7 +182,7 @@ def archive_commit(get, args: Any) -> tuple[tuple, int]:
 
 @procedure("events.archive_drop")
 def archive_drop(get, args: Any) -> tuple[tuple, int]:
-    """Delete the live rows of archived events (``a``; ``s``, ``c`` and ``t`` or, for a chunk that
+    """Delete the live rows of archived events (``a``; ``s``, ``b``, ``c`` and ``t`` or, for a chunk that
     keeps events, their trimmed rewrites; ``i`` stays) from ``dropped_upto`` to ``upto`` (never past
     ``archived_upto``), at most
     :data:`MAX_DROP_POSITIONS` of them; the result is the new ``dropped_upto``. Drops go in position
@@ -214,13 +214,15 @@ def _drop_chunk(stream: str, last: int, chunk: keys.Chunk, end: int) -> list:
     rows, or, when some of its events stay, the chunk and its index rows rewritten without the
     dropped ones (under the same keys: they name the chunk's last position and version, which stay)."""
     category = keys.category_key(keys.category_of(stream), chunk.last_position)
+    page = keys.page_key(chunk.last_position)
     before = chunk.type_positions()
     if chunk.last_position < end:
-        return [(DELETE, keys.chunk_key(stream, last), b""), (DELETE, category, b""),
+        return [(DELETE, keys.chunk_key(stream, last), b""), (DELETE, category, b""), (DELETE, page, b""),
                 *((DELETE, keys.type_key(t, ps[-1]), b"") for t, ps in before.items())]
     kept = chunk.from_position(end)
     after = kept.type_positions()
-    ops = [(PUT, keys.chunk_key(stream, last), kept.row()), (PUT, category, pack(end, stream, last))]
+    pointer = pack(end, stream, last)
+    ops = [(PUT, keys.chunk_key(stream, last), kept.row()), (PUT, category, pointer), (PUT, page, pointer)]
     for t, ps in before.items():
         key = keys.type_key(t, ps[-1])
         ops.append((PUT, key, pack(tuple(after[t]), stream, last, chunk.last_position)) if t in after

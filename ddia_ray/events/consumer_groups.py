@@ -39,7 +39,7 @@ from ..replication.procedures import procedure, query
 from ..replication.records import DELETE, DELETE_RANGE, PUT
 from . import keys
 from .keys import pack, unpack
-from .procedures import _bodies
+from .procedures import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
            "group_info", "group_parked", "read_positions", "NACK_ACTIONS", "Group"]
@@ -364,10 +364,37 @@ def read_positions(state, args: Any) -> tuple:
     (positions,) = args
     if not isinstance(positions, tuple) or len(positions) > 4096 or not all(type(p) is int for p in positions):
         raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
-    pointers_raw = state.get_many(tuple(keys.all_key(p) for p in positions))
+    # A pull hands out runs of consecutive positions (new events from the cursor, in order): a run
+    # is read a chunk at a time through $all's chunk rows; the scattered rest (retries, a filtered
+    # group's matches) one $all row each.
+    found: dict = {}
+    scattered: list[int] = []
+    for lo, hi in _runs(sorted(set(positions))):
+        if hi - lo + 1 >= _RUN_MIN:
+            for row in _all_forward(state, lo, hi + 1, hi - lo + 1, None, "")[0]:
+                found[row[2]] = row
+        else:
+            scattered.extend(range(lo, hi + 1))
     pointers = []
-    for p, v in zip(positions, pointers_raw):
+    for p, v in zip(scattered, state.get_many(tuple(keys.all_key(p) for p in scattered))):
         if v is not None:
             stream, version, last = unpack(v, 3, "$all")
             pointers.append((stream, version, p, last))
-    return tuple(_bodies(state, pointers))
+    for row in _bodies(state, pointers):
+        found[row[2]] = row
+    return tuple(found[p] for p in dict.fromkeys(positions) if p in found)
+
+
+#: Consecutive positions that :func:`read_positions` reads by chunk rather than one ``$all`` row each.
+_RUN_MIN = 8
+
+
+def _runs(ordered: list) -> list[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive ints in ``ordered`` (ascending, distinct)."""
+    runs: list[tuple[int, int]] = []
+    for p in ordered:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs

@@ -8,6 +8,8 @@ Every row starts with one tag byte, so the kinds of row never interleave::
     h <stream>                         -> the stream's head: last version, deletion, metadata
     s <stream> 00 <last version: u64 BE> -> a chunk: the events of one append (:class:`Chunk`)
     a <position: u64 BE>               -> (stream, version, chunk's last version): $all, in commit order
+    b <last position: u64 BE>          -> (first position, stream, chunk's last version): $all by
+                                          batch, one row per chunk (what $all pages read)
     i <event id>                       -> (stream, version, position): idempotent appends
     c <category> 00 <last position: u64 BE> -> (first position, stream, chunk's last version): the
                                           category index ($ce-<category>), one row per chunk
@@ -16,6 +18,8 @@ Every row starts with one tag byte, so the kinds of row never interleave::
                                           per type per chunk
     x <stream>                         -> (version, state): the latest snapshot of an aggregate
     k <projection>                     -> (checkpoint,): where a projection's read model is up to
+    p <group>, q <group> 00 <position> -> a consumer group's state and its parked events
+                                          (:mod:`.consumer_groups`)
     r <projection> 00 <key>            -> value: a projection's read model
     zh                                 -> (archived_upto, dropped_upto, url): the archive's head
     zf <last position: u64 BE>         -> an archive file's record (:mod:`.archive`)
@@ -32,7 +36,10 @@ memtable insert, the flush to an SSTable, the entry it travels in: measured as
 over half of a member's time with one row per event, docs/events.md), so an
 append of 100 events writes 2 rows per event (its ``a`` and ``i`` rows, which
 point lookups by position and by id need) plus a handful per append, where it
-wrote 5 per event before. Keyed by the chunk's *last* version, the first chunk
+wrote 5 per event before. A page of ``$all`` reads the ``b`` rows, one per chunk,
+rather than an ``a`` row per event: 1,000 events appended 100 at a time are 10
+rows to scan and unpack, not 1,000 (format 3; the ``a`` rows stay for what looks
+one position up with ``get`` alone: a procedure has no scan). Keyed by the chunk's *last* version, the first chunk
 at or after ``s <stream> 00 <v>`` is the one that holds version ``v``; and an
 archive that drops a chunk's first events rewrites it under the same key. The
 index rows are keyed by the chunk's last position (of that type) for the same
@@ -61,16 +68,17 @@ from ..replication.row_format import RowFormat
 
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
-           "category_of", "position_of", "version_of", "pack", "unpack", "pack_prefix", "int_field", "u64",
-           "next_position"]
+           "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack", "pack_prefix",
+           "int_field", "u64", "next_position"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
 GLOBAL = b"g"
 #: The rows' value format (:class:`~ddia_ray.replication.row_format.RowFormat`): ``pack`` writes it,
 #: ``unpack`` reads it back or refuses a row of another format.
-# Format 2: the chunked layout above (format 1 had one row per event and per index entry).
-_ROWS = RowFormat(2, "an event store")
+# Format 3: the chunked layout above with $all's chunk rows (``b``); format 2 had no ``b`` rows,
+# format 1 a row per event and per index entry.
+_ROWS = RowFormat(3, "an event store")
 pack = _ROWS.pack
 unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
@@ -141,6 +149,17 @@ def all_key(position: int) -> bytes:
 def all_range() -> tuple[bytes, bytes]:
     """``[start, end)`` of ``$all``."""
     return b"a", b"b"
+
+
+def page_key(last_position: int) -> bytes:
+    """The ``$all`` chunk row of the chunk whose last position is ``last_position`` (the first row at or
+    after ``page_key(p)`` is the chunk holding position ``p``, if any still does)."""
+    return b"b" + _U64.pack(last_position)
+
+
+def page_range() -> tuple[bytes, bytes]:
+    """``[start, end)`` of ``$all``'s chunk rows."""
+    return b"b", b"c"
 
 
 def position_of(key: bytes) -> int:

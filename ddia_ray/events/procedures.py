@@ -149,8 +149,9 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
         lead = prefix + int_field(first_version + j)
         ops.append((PUT, all_key(first_position + j), lead + tail))
         ops.append((PUT, id_key(event_id), lead + int_field(first_position + j)))
-    ops.append((PUT, keys.category_key(keys.category_of(stream), last_position),
-                pack(first_position, stream, last_version)))
+    chunk_pointer = pack(first_position, stream, last_version)
+    ops.append((PUT, keys.page_key(last_position), chunk_pointer))
+    ops.append((PUT, keys.category_key(keys.category_of(stream), last_position), chunk_pointer))
     for event_type, positions in chunk.type_positions().items():
         ops.append((PUT, keys.type_key(event_type, positions[-1]),
                     pack(tuple(positions), stream, last_version, last_position)))
@@ -392,25 +393,12 @@ def read_all(state, args: Any) -> tuple:
     if kind not in (None, "stream", "type") or not isinstance(prefix, str):
         raise InvalidArgumentError(f"an $all filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
     end = keys.next_position(state.get)  # the next position to be written
-    rows: list = []
-    scanned = 0
     if not backward:
         pos = from_position if from_position >= 0 else end
-        while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos < end:
-            n = min(MAX_PAGE_ROWS, MAX_SCAN_ROWS - scanned) if kind else limit - len(rows)
-            found, values = state.scan(keys.all_key(pos), keys.all_key(end), n)
-            if not found:
-                pos = end
-                break
-            scanned += len(found)
-            nxt = keys.position_of(found[-1]) + 1
-            for row in _matching(state, found, values, kind, prefix):
-                if len(rows) == limit:
-                    nxt = row[2]  # the first row this page could not take: the next page starts there
-                    break
-                rows.append(row)
-            pos = nxt
-        return (tuple(rows), pos, pos >= end)
+        page, pos = _all_forward(state, pos, end, limit, kind, prefix)
+        return (tuple(page), pos, pos >= end)
+    rows: list = []
+    scanned = 0
     pos = end - 1 if from_position == -1 else min(from_position, end - 1)
     while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos >= 0:
         n = min(MAX_PAGE_ROWS, MAX_SCAN_ROWS - scanned) if kind else limit - len(rows)
@@ -425,6 +413,55 @@ def read_all(state, args: Any) -> tuple:
             rows.append(row)
         pos = nxt
     return (tuple(rows), pos, pos < 0)
+
+
+def _all_forward(state, pos: int, end: int, limit: int, kind: str | None, prefix: str) -> tuple[list, int]:
+    """Up to ``limit`` events of ``$all`` from ``pos`` (below ``end``) that pass the filter, and the
+    position the next page starts at. It reads a chunk at a time through the ``b`` rows
+    (:mod:`.keys`) and looks at no more than :data:`MAX_SCAN_ROWS` events. A chunk's events have
+    consecutive positions, so a page that stops inside a chunk resumes there; positions no chunk
+    holds any more (archived and dropped) are not in the scan at all."""
+    rows: list = []
+    scanned = 0
+    page_end = keys.page_range()[1]
+    while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos < end:
+        # The chunk holding ``end - 1`` may go on past it (a read of part of $all): scan past ``end``.
+        # Each chunk gives an unfiltered page one event at least: it needs no more rows than it has room.
+        n = _CHUNKS_PER_SCAN if kind else min(_CHUNKS_PER_SCAN, limit - len(rows))
+        found, values = state.scan(keys.page_key(pos), page_end, n)
+        reached_end = len(found) < n  # no chunk row beyond these
+        wanted = []  # (stream, chunk's last version, first position to take, last position to take)
+        taken = 0
+        for i, (k, v) in enumerate(zip(found, values)):
+            first, stream, last = unpack(v, 3, "$all chunk")
+            lo, top = max(pos, first), min(keys.position_of(k), end - 1)
+            if lo > top:  # the chunk starts at or after ``end``
+                reached_end = True
+                break
+            if kind != "stream" or stream.startswith(prefix):  # filtered before the chunk is read
+                wanted.append((stream, last, lo, top))
+                taken += top - lo + 1
+            scanned += top - lo + 1
+            pos = top + 1
+            if scanned >= MAX_SCAN_ROWS or (kind is None and len(rows) + taken >= limit):
+                reached_end = reached_end and i == len(found) - 1
+                break
+        bodies = state.get_many(tuple(keys.chunk_key(s, last) for s, last, _, _ in wanted))
+        for (stream, _, lo, top), body in zip(wanted, bodies):
+            if body is None:  # removed by an archive drop the pointer predates
+                continue
+            c = keys.Chunk.of(body)
+            fv, fp, created = c.first_version, c.first_position, c.created_ms
+            ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
+            for j in range(max(lo, fp) - fp, min(top, c.last_position) - fp + 1):
+                if kind == "type" and not types[j].startswith(prefix):
+                    continue
+                if len(rows) == limit:
+                    return rows, fp + j  # the first event this page could not take: the next page starts there
+                rows.append((stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+        if reached_end:
+            pos = end
+    return rows, pos
 
 
 def _matching(state, found: tuple, values: tuple, kind: str | None, prefix: str) -> list:

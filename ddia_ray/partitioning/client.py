@@ -93,12 +93,18 @@ class PartitionedClient:
             for c in self._clients.values():
                 c.fence = pmap.version
 
+    def _count(self, name: str) -> None:
+        """Add one to ``stats[name]``: under the lock, as the pool's threads, the loop's and the
+        caller's all count (``+=`` on a dict entry is a read and a write another thread can split)."""
+        with self._lock:
+            self.stats[name] += 1
+
     def refresh(self, *, at_least: int = 0) -> PartitionMap:
         """Read the map again (once for several threads asking together); returns the newest."""
         with self._refreshing:
             if self._map.version <= at_least or at_least == 0:
                 pmap = self.store.partition_map()
-                self.stats["map_refreshes"] += 1
+                self._count("map_refreshes")
                 if pmap.version > self._map.version:
                     self._set_map(pmap)
         return self._map
@@ -178,7 +184,7 @@ class PartitionedClient:
                     or self._closed:
                 outer.set_exception(exc)
                 return
-            self.stats["reroutes"] += 1
+            self._count("reroutes")
             self._pool.submit(again, exc)
 
         def again(exc: PartitionError) -> None:
@@ -244,7 +250,7 @@ class PartitionedClient:
                 self._tries.pop(fut, None)
                 return False
             self._tries[fut] = (tries, since)
-        self.stats["reroutes"] += 1
+        self._count("reroutes")
         self._pool.submit(self._resend, ops, fut, single, read, tries, exc)
         return True
 
@@ -501,7 +507,7 @@ class PartitionedClient:
                 stuck_since = now if stuck_since is None else stuck_since
                 if now - stuck_since > limit_s:
                     raise
-                self.stats["reroutes"] += 1
+                self._count("reroutes")
                 self._refresh_after_refusal(2)
                 continue  # from the cursor, under the new map
             if p.end is None or (stop is not None and p.end >= stop):
