@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 
 from ddia_ray import codec
-from ddia_ray.errors import CorruptRecordError, InvalidArgumentError
-from ddia_ray.events import keys
+from ddia_ray.errors import CodecError, CorruptRecordError, InvalidArgumentError
+from ddia_ray.events import keys, procedures
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
 from ddia_ray.events.records import EventData, RecordedEvent
@@ -178,3 +178,54 @@ def test_each_kind_of_row_stays_out_of_the_ranges_other_kinds_scan():
         for lo, hi in ranges:
             strangers = [(other, k) for other, ks in rows.items() if other != kind for k in ks if lo <= k < hi]
             assert not strangers, (kind, lo, strangers[:3])
+
+
+def test_a_page_that_takes_a_few_events_of_a_big_chunk_ships_only_those():
+    client = _client()
+    client.append("big-1", [EventData(f"e{i}", TYPES[i % 3], b"x" * 50) for i in range(1000)])
+    state = client.backend.state
+    body = state.get(keys.chunk_key("big-1", 999))
+    parts, nxt, at_end = procedures.read_all_packed(state, (500, False, 10, None, ""))
+    assert (nxt, at_end) == (510, False) and len(parts) == 1
+    stream, lo, hi, sent = parts[0]
+    assert (stream, lo, hi) == ("big-1", 500, 509) and len(sent) < len(body) // 50
+    assert [r[3] for r in keys.part_rows(parts)] == [f"e{i}" for i in range(500, 510)]
+    # Most of a chunk: its stored bytes as they are, not decoded and packed again.
+    parts, _, _ = procedures.read_all_packed(state, (100, False, 1000, None, ""))
+    assert [p[3] for p in parts] == [body]
+    assert [r[2] for r in keys.part_rows(parts)] == list(range(100, 1000))
+    # A type filter keeps the page's matches, and the reader applies it inside the part.
+    parts, nxt, _ = procedures.read_all_packed(state, (0, False, 5, "type", "B"))
+    assert [r[2] for r in keys.part_rows(parts, "B")] == [1, 4, 7, 10, 13] and nxt == 14
+
+
+@pytest.mark.parametrize("part", [
+    ("s", 0, 0),  # too short
+    ["s", 0, 0, b""],  # not a tuple
+    ("s", "0", 0, b""),  # a position that is not an int
+    ("s", 0, 0, "chunk"),  # a chunk that is not bytes
+    ("s", 0, 0, b"\x93\x01\x02"),  # bytes that are no chunk row
+    ("s", 0, 0, codec.encode((2, 0, 0, 1, ("a",), ("A",), (b"",), (b"",)))),  # a row of format 2
+    ("s", 0, 0, codec.encode((3, 0, 0, 1, ("a", "b"), ("A",), (b"",), (b"",)))),  # columns of two lengths
+])
+def test_a_corrupt_page_part_is_refused(part):
+    with pytest.raises(CorruptRecordError):
+        keys.part_rows((part,))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200), lo=st.integers(-5, 50), hi=st.integers(-5, 50))
+def test_page_parts_of_any_bytes_decode_or_are_refused(data, lo, hi):
+    try:
+        rows = keys.part_rows((("s", lo, hi, data),))
+    except CodecError:  # CorruptRecordError, or UnknownVersionError for another format's frame
+        return
+    assert all(lo <= r[2] <= hi for r in rows)
+
+
+def test_a_packed_page_is_asked_for_forward_with_a_bool():
+    client = _client()
+    client.append("user-1", [EventData("e0", "A", b"x")])
+    for args in ((0, False, 10, None, "", "yes"), (-1, True, 10, None, "", True), (0, False, 10, None)):
+        with pytest.raises(InvalidArgumentError):
+            client.backend.query_nowait("events.archive_read_all", args).result()

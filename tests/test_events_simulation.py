@@ -46,9 +46,9 @@ def test_the_checks_catch_a_gap_in_all(monkeypatch):
 def test_the_checks_catch_a_lost_filtered_event(monkeypatch):
     real = procedures._all_forward
 
-    def lossy(state, pos, end, limit, kind, prefix):  # drops the last match of a filtered page
-        rows, nxt = real(state, pos, end, limit, kind, prefix)
-        return (rows[:-1] if kind and len(rows) > 1 else rows), nxt
+    def lossy(state, pos, end, limit, kind, prefix):  # drops the last chunk of a filtered page
+        parts, nxt = real(state, pos, end, limit, kind, prefix)
+        return (parts[:-1] if kind and len(parts) > 1 else parts), nxt
 
     monkeypatch.setattr(procedures, "_all_forward", lossy)
     with pytest.raises(EventStoreViolation):

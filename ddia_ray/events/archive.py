@@ -57,7 +57,7 @@ from ..replication.records import DELETE, PUT
 from . import keys
 from .archive_files import FILE_ROWS_MAX, ArchiveFile, ArchiveReader, encode_file, filtered, rows_of, schema
 from .keys import pack, unpack
-from .procedures import Head, read_all, read_index, read_stream
+from .procedures import Head, read_all, read_all_packed, read_index, read_stream
 from .records import check_stream
 
 __all__ = ["ArchiveRun", "archive", "archive_dataset", "archive_ray_dataset", "committed_files",
@@ -251,14 +251,19 @@ def archive_read_stream(state, args: Any) -> tuple:
 def archive_read_all(state, args: Any) -> tuple:
     """:func:`~.procedures.read_all` where it is live: ``(page or None, dropped_upto, url, next position)``.
     None says the page starts below ``dropped_upto``: the reader takes it from the archive. A
-    backward page that reached the archived positions stops just above them."""
+    backward page that reached the archived positions stops just above them. With a sixth
+    argument ``packed`` True (forward pages only), the page's events come as chunk parts
+    (:func:`~.procedures.read_all_packed`)."""
+    if not isinstance(args, tuple) or len(args) not in (5, 6) or (len(args) == 6 and type(args[5]) is not bool):
+        raise InvalidArgumentError("an $all page is asked with (from position, backward, page, kind, prefix[, packed])")
+    packed, args = len(args) == 6 and args[5], args[:5]
     from_position, backward = args[0], args[1]
     _, dropped, url = _head(state.get)
     end = keys.next_position(state.get)
     start = end - 1 if backward and from_position == -1 else from_position
     if dropped and type(start) is int and 0 <= start < dropped:
         return (None, dropped, url, end)
-    rows, pos, at_end = read_all(state, args)
+    rows, pos, at_end = read_all_packed(state, args) if packed else read_all(state, args)
     if backward and dropped and pos < dropped - 1:
         pos, at_end = dropped - 1, False
     return ((rows, pos, at_end), dropped, url, end)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CorruptRecordError, InvalidArgumentError
 from ..replication.backend import ProcedureBackend, ProcedureClient
+from . import keys
 from .records import (ANY, AppendResult, RecordedEvent, StreamMetadata, check_expected, check_stream,
                       event_data)
 
@@ -250,12 +251,17 @@ class EventStoreClient(ProcedureClient):
 
         if type(page) is not int or page < 1:
             raise InvalidArgumentError(f"a page is an int >= 1, got {page!r}")
-        pending = self.backend.query_nowait("events.archive_read_all", (from_position, backward, page, kind, prefix))
+        # A forward page comes packed: the chunks' stored bytes, expanded here (keys.part_rows).
+        args = (from_position, backward, page, kind, prefix) + (() if backward else (True,))
+        pending = self.backend.query_nowait("events.archive_read_all", args)
 
         def result(timeout_s: float | None = None) -> tuple:
             live, dropped, url, end = self.wait(pending, timeout_s)
             if live is not None:
-                return live
+                if backward:
+                    return live
+                parts, nxt, at_end = live
+                return keys.part_rows(parts, prefix if kind == "type" else ""), nxt, at_end
             start = end - 1 if backward and from_position == -1 else from_position
             return archived_all_page(self, self.archive_reader(url, timeout_s=timeout_s), start, backward=backward,
                                      page=min(page, MAX_PAGE_ROWS), kind=kind, prefix=prefix, dropped_upto=dropped,

@@ -371,7 +371,7 @@ def read_positions(state, args: Any) -> tuple:
     scattered: list[int] = []
     for lo, hi in _runs(sorted(set(positions))):
         if hi - lo + 1 >= _RUN_MIN:
-            for row in _all_forward(state, lo, hi + 1, hi - lo + 1, None, "")[0]:
+            for row in keys.part_rows(_all_forward(state, lo, hi + 1, hi - lo + 1, None, "")[0]):
                 found[row[2]] = row
         else:
             scattered.extend(range(lo, hi + 1))

@@ -69,7 +69,7 @@ from ..replication.row_format import RowFormat
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
            "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack", "pack_prefix",
-           "int_field", "u64", "next_position"]
+           "int_field", "u64", "next_position", "part_rows"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
@@ -266,8 +266,44 @@ class Chunk:
             out.setdefault(t, []).append(self.first_position + j)
         return out
 
+    def slice(self, lo: int, hi: int) -> "Chunk":
+        """The chunk's events at positions ``lo..hi`` (within its own; at least one)."""
+        a, b = max(lo, self.first_position) - self.first_position, min(hi, self.last_position) - self.first_position
+        if b < a:
+            raise ValueError(f"positions {lo}..{hi} are not in chunk {self.first_position}..{self.last_position}")
+        return Chunk(self.first_version + a, self.first_position + a, self.created_ms, self.ids[a:b + 1],
+                     self.types[a:b + 1], self.datas[a:b + 1], self.metas[a:b + 1])
+
     def from_position(self, position: int) -> "Chunk":
         """The chunk without its events before ``position`` (an archive drop); at least one stays."""
         j = position - self.first_position
         return Chunk(self.first_version + j, position, self.created_ms, self.ids[j:], self.types[j:],
                      self.datas[j:], self.metas[j:])
+
+
+def part_rows(parts, type_prefix: str = "") -> list:
+    """The read rows ``(stream, version, position, id, type, data, metadata, created_ms)`` of a page
+    sent as chunk parts ``(stream, lo, hi, chunk row)``: each part's events at positions ``lo..hi``
+    (those the chunk holds), in order, less those whose type does not start with ``type_prefix``.
+
+    A page of ``$all`` travels so (``events.archive_read_all`` with ``packed``): the store sends
+    the chunks' stored bytes, and the reader decodes them (in C, msgpack) and builds the rows,
+    where the store would otherwise decode every chunk, build a row per event, check and encode
+    them all for one reader. A part that is not a ``(str, int, int, bytes)`` tuple, or holds no
+    valid chunk, raises :class:`~ddia_ray.errors.CorruptRecordError`."""
+    rows: list = []
+    append = rows.append
+    for part in parts:
+        if not (type(part) is tuple and len(part) == 4 and type(part[0]) is str and type(part[1]) is int
+                and type(part[2]) is int and type(part[3]) is bytes):
+            raise CorruptRecordError(f"a page part is (stream, first position, last position, chunk), got "
+                                     f"{type(part).__name__}")
+        stream, lo, hi, body = part
+        c = Chunk.of(body)
+        fv, fp, created = c.first_version, c.first_position, c.created_ms
+        ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
+        for j in range(max(lo, fp) - fp, min(hi, fp + len(ids) - 1) - fp + 1):
+            if type_prefix and not types[j].startswith(type_prefix):
+                continue
+            append((stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+    return rows

@@ -49,8 +49,8 @@ from .keys import pack, unpack
 from .records import ANY, MAX_BATCH_EVENTS, NO_STREAM, STREAM_EXISTS, check_expected, check_stream
 
 __all__ = ["append", "set_metadata", "delete", "save_snapshot", "project", "reset_projection", "read_stream",
-           "read_all", "read_index", "load_snapshot", "read_model", "scan_model", "stream_info", "Head",
-           "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
+           "read_all", "read_all_packed", "read_index", "load_snapshot", "read_model", "scan_model", "stream_info",
+           "Head", "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
 
 #: Events one read answers at most (a page); a client reads on from where the page ended.
 MAX_PAGE_ROWS = 4096
@@ -385,18 +385,11 @@ def read_all(state, args: Any) -> tuple:
     by a stream-name or event-type prefix: ``(rows, next position, at end)``; rows ``(stream,
     version, position, id, type, data, metadata, created_ms)``. It looks at no more than
     :data:`MAX_SCAN_ROWS` rows, so a page may be short (even empty) with ``at end`` False."""
-    from_position, backward, limit, kind, prefix = args
-    limit = _limit(limit)
-    if type(from_position) is not int or from_position < -1:
-        raise InvalidArgumentError(f"a read starts at a position >= 0 (or -1: the end, backward), "
-                                   f"got {from_position!r}")
-    if kind not in (None, "stream", "type") or not isinstance(prefix, str):
-        raise InvalidArgumentError(f"an $all filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
-    end = keys.next_position(state.get)  # the next position to be written
+    from_position, backward, limit, kind, prefix = _all_args(args)
     if not backward:
-        pos = from_position if from_position >= 0 else end
-        page, pos = _all_forward(state, pos, end, limit, kind, prefix)
-        return (tuple(page), pos, pos >= end)
+        parts, pos, at_end = read_all_packed(state, args)
+        return (tuple(keys.part_rows(parts, prefix if kind == "type" else "")), pos, at_end)
+    end = keys.next_position(state.get)  # the next position to be written
     rows: list = []
     scanned = 0
     pos = end - 1 if from_position == -1 else min(from_position, end - 1)
@@ -415,53 +408,104 @@ def read_all(state, args: Any) -> tuple:
     return (tuple(rows), pos, pos < 0)
 
 
+def read_all_packed(state, args: Any) -> tuple:
+    """A forward page of :func:`read_all` as ``(parts, next position, at end)``: its events as chunk
+    parts that the reader expands with :func:`~.keys.part_rows` (with the type prefix, if the
+    page filters by type). What a subscription reads (``events.archive_read_all`` with ``packed``)."""
+    from_position, backward, limit, kind, prefix = _all_args(args)
+    if backward:
+        raise InvalidArgumentError("a packed page of $all reads forward")
+    end = keys.next_position(state.get)  # the next position to be written
+    pos = from_position if from_position >= 0 else end
+    parts, pos = _all_forward(state, pos, end, limit, kind, prefix)
+    return (tuple(parts), pos, pos >= end)
+
+
+def _all_args(args: Any) -> tuple:
+    """``(from position, backward, limit, kind, prefix)`` of a read of ``$all``, checked."""
+    from_position, backward, limit, kind, prefix = args
+    limit = _limit(limit)
+    if type(from_position) is not int or from_position < -1:
+        raise InvalidArgumentError(f"a read starts at a position >= 0 (or -1: the end, backward), "
+                                   f"got {from_position!r}")
+    if kind not in (None, "stream", "type") or not isinstance(prefix, str):
+        raise InvalidArgumentError(f"an $all filter is None, 'stream' or 'type' with a str prefix, got {kind!r}")
+    return from_position, backward, limit, kind, prefix
+
+
 def _all_forward(state, pos: int, end: int, limit: int, kind: str | None, prefix: str) -> tuple[list, int]:
-    """Up to ``limit`` events of ``$all`` from ``pos`` (below ``end``) that pass the filter, and the
-    position the next page starts at. It reads a chunk at a time through the ``b`` rows
-    (:mod:`.keys`) and looks at no more than :data:`MAX_SCAN_ROWS` events. A chunk's events have
-    consecutive positions, so a page that stops inside a chunk resumes there; positions no chunk
-    holds any more (archived and dropped) are not in the scan at all."""
-    rows: list = []
-    scanned = 0
+    """Up to ``limit`` events of ``$all`` from ``pos`` (below ``end``) that pass the filter, as chunk
+    parts (:func:`~.keys.part_rows`), and the position the next page starts at.
+
+    It reads a chunk at a time through the ``b`` rows (:mod:`.keys`) and looks at no more than
+    :data:`MAX_SCAN_ROWS` events. A chunk's events have consecutive positions, so a page that stops
+    inside a chunk resumes there; positions no chunk holds any more (archived and dropped) are not
+    in the scan at all. A chunk is decoded here only to count a type filter's matches, or to cut
+    out the few events a page takes of a big chunk; otherwise its stored bytes are the part's."""
+    parts: list = []
+    taken = scanned = 0
     page_end = keys.page_range()[1]
-    while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos < end:
-        # The chunk holding ``end - 1`` may go on past it (a read of part of $all): scan past ``end``.
+    while taken < limit and scanned < MAX_SCAN_ROWS and pos < end:
         # Each chunk gives an unfiltered page one event at least: it needs no more rows than it has room.
-        n = _CHUNKS_PER_SCAN if kind else min(_CHUNKS_PER_SCAN, limit - len(rows))
+        n = _CHUNKS_PER_SCAN if kind else min(_CHUNKS_PER_SCAN, limit - taken)
+        # The chunk holding ``end - 1`` may go on past it (a read of part of $all): scan past ``end``.
         found, values = state.scan(keys.page_key(pos), page_end, n)
         reached_end = len(found) < n  # no chunk row beyond these
-        wanted = []  # (stream, chunk's last version, first position to take, last position to take)
-        taken = 0
+        wanted = []  # (stream, chunk's last version, first position to take, last one to take, chunk's size)
+        planned = 0
         for i, (k, v) in enumerate(zip(found, values)):
             first, stream, last = unpack(v, 3, "$all chunk")
-            lo, top = max(pos, first), min(keys.position_of(k), end - 1)
+            chunk_top = keys.position_of(k)
+            lo, top = max(pos, first), min(chunk_top, end - 1)
             if lo > top:  # the chunk starts at or after ``end``
                 reached_end = True
                 break
             if kind != "stream" or stream.startswith(prefix):  # filtered before the chunk is read
-                wanted.append((stream, last, lo, top))
-                taken += top - lo + 1
+                wanted.append((stream, last, lo, top, chunk_top - first + 1))
+                planned += top - lo + 1
             scanned += top - lo + 1
             pos = top + 1
-            if scanned >= MAX_SCAN_ROWS or (kind is None and len(rows) + taken >= limit):
+            if scanned >= MAX_SCAN_ROWS or (kind is None and taken + planned >= limit):
                 reached_end = reached_end and i == len(found) - 1
                 break
-        bodies = state.get_many(tuple(keys.chunk_key(s, last) for s, last, _, _ in wanted))
-        for (stream, _, lo, top), body in zip(wanted, bodies):
+        bodies = state.get_many(tuple(keys.chunk_key(s, last) for s, last, _, _, _ in wanted))
+        for (stream, _, lo, top, size), body in zip(wanted, bodies):
             if body is None:  # removed by an archive drop the pointer predates
                 continue
-            c = keys.Chunk.of(body)
-            fv, fp, created = c.first_version, c.first_position, c.created_ms
-            ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
-            for j in range(max(lo, fp) - fp, min(top, c.last_position) - fp + 1):
-                if kind == "type" and not types[j].startswith(prefix):
+            if kind == "type":
+                c = keys.Chunk.of(body)
+                fp = c.first_position
+                matches = [p for p in range(max(lo, fp), min(top, c.last_position) + 1)
+                           if c.types[p - fp].startswith(prefix)]
+                if not matches:
                     continue
-                if len(rows) == limit:
-                    return rows, fp + j  # the first event this page could not take: the next page starts there
-                rows.append((stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+                if taken + len(matches) >= limit:  # the page fills here: it ends after its last match
+                    top = matches[limit - taken - 1]
+                    parts.append(_part(stream, body, lo, top, size, c))
+                    return parts, top + 1
+                taken += len(matches)
+                parts.append(_part(stream, body, lo, top, size, c))
+                continue
+            count = top - lo + 1
+            if taken + count >= limit:  # the page fills inside (or at the end of) this chunk
+                top = lo + (limit - taken) - 1
+                parts.append(_part(stream, body, lo, top, size))
+                return parts, top + 1
+            taken += count
+            parts.append(_part(stream, body, lo, top, size))
         if reached_end:
             pos = end
-    return rows, pos
+    return parts, pos
+
+
+def _part(stream: str, body: bytes, lo: int, hi: int, size: int, chunk: keys.Chunk | None = None) -> tuple:
+    """The part ``(stream, lo, hi, chunk row)`` of a page that takes positions ``lo..hi`` of a chunk
+    of ``size`` events: its stored bytes when the page takes more than half of it, else the chunk
+    cut to ``lo..hi`` (ten pages through a chunk of 10,000 events do not ship it ten times)."""
+    if (hi - lo + 1) * 2 > size:
+        return (stream, lo, hi, body)
+    c = chunk if chunk is not None else keys.Chunk.of(body)
+    return (stream, lo, hi, c.slice(lo, hi).row())
 
 
 def _matching(state, found: tuple, values: tuple, kind: str | None, prefix: str) -> list:
