@@ -235,7 +235,7 @@ def archive_read_stream(state, args: Any) -> tuple:
     """:func:`~.procedures.read_stream` plus what a reader needs to take archived versions from the
     archive: ``(found, last, rows, first live version, first visible version, max_age_ms)``. The
     first live version is 0 for a stream with nothing archived (one empty one-row scan)."""
-    found, last, rows = read_stream(state, args)
+    found, last, rows = read_stream(state, args[:5])  # rows, not packed: the reader merges them with the archive's
     stream = args[0]
     head = Head(state.get(keys.head_key(stream)))
     first_live = 0

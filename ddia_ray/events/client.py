@@ -146,13 +146,18 @@ class EventStoreClient(ProcedureClient):
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
             args = (stream, version, backward, n, _now_ms())
-            found, last, rows = self.query("events.read_stream", args, timeout_s=timeout_s)
+            # The page comes packed (the chunks' stored bytes, expanded here); rows lead with the stream.
+            found, last, parts = self.query("events.read_stream", args + (True,), timeout_s=timeout_s)
+            rows = keys.part_rows(parts)
+            if backward:
+                rows.reverse()
             start = (last if version == -1 else min(version, last)) if backward else version
             if _short(rows, start, backward, n, last):
                 # The page does not start (or, backward, end) where it could: retention, or archived
                 # versions. Ask again with what tells them apart (the live path never gets here).
-                found, last, rows, first_live, first_visible, max_age_ms = self.wait(self.backend.query_nowait(
+                found, last, plain, first_live, first_visible, max_age_ms = self.wait(self.backend.query_nowait(
                     "events.archive_read_stream", args), timeout_s)
+                rows = [(stream, *row) for row in plain]
                 start = (last if version == -1 else min(version, last)) if backward else max(version, first_visible)
             else:
                 first_live = first_visible = 0
@@ -168,13 +173,13 @@ class EventStoreClient(ProcedureClient):
                 if backward and version < first_visible:
                     return
                 continue
-            for v, pos, event_id, event_type, data, metadata, created in rows:
-                yield RecordedEvent(stream, v, pos, event_id, event_type, data, metadata, created)
+            for row in rows:
+                yield RecordedEvent(*row)
             if remaining is not None:
                 remaining -= len(rows)
             if not rows:
                 return
-            version = rows[-1][0] - 1 if backward else rows[-1][0] + 1
+            version = rows[-1][1] - 1 if backward else rows[-1][1] + 1
             if version < 0 or (not backward and version > last):
                 return
 
@@ -358,12 +363,12 @@ class EventStoreClient(ProcedureClient):
         return self.call("events.delete", (stream, expected, True), timeout_s=timeout_s)
 
 
-def _short(rows: tuple, start: int, backward: bool, n: int, last: int) -> bool:
-    """Whether a stream page may be missing archived versions: forward, it does not start at
-    ``start``; backward, it is short of ``n`` events and does not end at version 0."""
+def _short(rows: list, start: int, backward: bool, n: int, last: int) -> bool:
+    """Whether a stream page (read rows, the stream first) may be missing archived versions: forward,
+    it does not start at ``start``; backward, it is short of ``n`` events and does not end at version 0."""
     if backward:
-        return start >= 0 and len(rows) < n and (not rows or rows[-1][0] > 0)
-    return start <= last and (not rows or rows[0][0] != start)
+        return start >= 0 and len(rows) < n and (not rows or rows[-1][1] > 0)
+    return start <= last and (not rows or rows[0][1] != start)
 
 
 def _count(max_count: Any) -> int | None:

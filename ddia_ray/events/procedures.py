@@ -305,8 +305,14 @@ def _visible(head: Head, created_ms: int, now_ms: int) -> bool:
 @query("events.read_stream")
 def read_stream(state, args: Any) -> tuple:
     """One page of ``stream`` from ``from_version`` (-1 backward: from the end): ``(found, last
-    version, rows)``, rows ``(version, position, id, type, data, metadata, created_ms)`` in read order."""
-    stream, from_version, backward, limit, now_ms = args
+    version, rows)``, rows ``(version, position, id, type, data, metadata, created_ms)`` in read order.
+    With a sixth argument ``packed`` True, the page's events come as chunk parts in version order
+    (:func:`~.keys.part_rows`, whose rows lead with the stream; the reader reverses a backward page):
+    a chunk's stored bytes rather than a row per event to build, check and encode."""
+    if not isinstance(args, tuple) or len(args) not in (5, 6) or (len(args) == 6 and type(args[5]) is not bool):
+        raise InvalidArgumentError("a stream page is asked with (stream, version, backward, page, now_ms[, packed])")
+    stream, from_version, backward, limit, now_ms = args[:5]
+    packed = len(args) == 6 and args[5]
     check_stream(stream)
     limit = _limit(limit)
     if type(from_version) is not int or from_version < -1:
@@ -326,8 +332,8 @@ def read_stream(state, args: Any) -> tuple:
         lo, hi = max(first, from_version), head.last
         if hi < lo:
             return (True, head.last, ())
-    rows = _stream_rows(state, stream, lo, hi, limit, head, now_ms)
-    if backward:
+    rows = _stream_rows(state, stream, lo, hi, limit, head, now_ms, packed)
+    if backward and not packed:
         rows.reverse()
     return (True, head.last, tuple(rows))
 
@@ -335,9 +341,10 @@ def read_stream(state, args: Any) -> tuple:
 _CHUNKS_PER_SCAN = 64  # chunk rows one scan of a stream read takes (a chunk holds 1 to 10,000 events)
 
 
-def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, now_ms: int) -> list:
+def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, now_ms: int,
+                 packed: bool = False) -> list:
     """Read rows of ``stream``'s stored versions ``lo..hi`` in version order: the first ``limit``
-    stored ones, less those ``max_age`` hides."""
+    stored ones, less those ``max_age`` hides (``packed``: as chunk parts, :func:`_part`)."""
     at, end = keys.chunk_key(stream, lo), keys.stream_range(stream)[1]
     rows: list = []
     stored = 0
@@ -349,7 +356,10 @@ def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, n
             if b < a:
                 return rows
             stored += b - a + 1
-            if _visible(head, c.created_ms, now_ms):
+            if packed and _visible(head, c.created_ms, now_ms):
+                shift = c.first_position - c.first_version
+                rows.append(_part(stream, value, a + shift, b + shift, len(c.ids), c))
+            elif _visible(head, c.created_ms, now_ms):
                 fv, fp, created = c.first_version, c.first_position, c.created_ms
                 ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
                 for j in range(a - fv, b - fv + 1):
