@@ -42,7 +42,7 @@ from .keys import pack, unpack
 from .procedures import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
-           "group_info", "group_parked", "read_positions", "NACK_ACTIONS", "Group"]
+           "group_info", "group_parked", "read_positions", "positions_rows", "NACK_ACTIONS", "Group"]
 
 #: What a nack asks: hand the event out again, park it now, or settle it without handling.
 NACK_ACTIONS = ("retry", "park", "skip")
@@ -360,19 +360,20 @@ def group_parked(state, args: Any) -> tuple:
 
 @query("events.read_positions")
 def read_positions(state, args: Any) -> tuple:
-    """The events at ``positions`` (rows as :func:`~.procedures.read_all`'s; removed ones left out)."""
+    """The events at ``positions`` (removed ones left out) as ``(parts, rows)``: the runs of
+    consecutive positions as chunk parts (:func:`~.keys.part_rows`), the others as rows like
+    :func:`~.procedures.read_all`'s. :func:`positions_rows` puts them back in the order asked."""
     (positions,) = args
     if not isinstance(positions, tuple) or len(positions) > 4096 or not all(type(p) is int for p in positions):
         raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
     # A pull hands out runs of consecutive positions (new events from the cursor, in order): a run
-    # is read a chunk at a time through $all's chunk rows; the scattered rest (retries, a filtered
-    # group's matches) one $all row each.
-    found: dict = {}
+    # is read a chunk at a time through $all's chunk rows and sent as the chunks' stored bytes; the
+    # scattered rest (retries, a filtered group's matches) one $all row each.
+    parts: list = []
     scattered: list[int] = []
     for lo, hi in _runs(sorted(set(positions))):
         if hi - lo + 1 >= _RUN_MIN:
-            for row in keys.part_rows(_all_forward(state, lo, hi + 1, hi - lo + 1, None, "")[0]):
-                found[row[2]] = row
+            parts += _all_forward(state, lo, hi + 1, hi - lo + 1, None, "")[0]
         else:
             scattered.extend(range(lo, hi + 1))
     pointers = []
@@ -380,9 +381,17 @@ def read_positions(state, args: Any) -> tuple:
         if v is not None:
             stream, version, last = unpack(v, 3, "$all")
             pointers.append((stream, version, p, last))
-    for row in _bodies(state, pointers):
+    return tuple(parts), tuple(_bodies(state, pointers))
+
+
+def positions_rows(positions, answer: tuple) -> list:
+    """The rows of :func:`read_positions`'s ``answer`` in the order of ``positions`` (removed
+    events left out)."""
+    parts, rows = answer
+    found = {row[2]: row for row in keys.part_rows(parts)}
+    for row in rows:
         found[row[2]] = row
-    return tuple(found[p] for p in dict.fromkeys(positions) if p in found)
+    return [found[p] for p in dict.fromkeys(positions) if p in found]
 
 
 #: Consecutive positions that :func:`read_positions` reads by chunk rather than one ``$all`` row each.

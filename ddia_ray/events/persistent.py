@@ -27,6 +27,7 @@ from typing import Any, Callable
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
+from .consumer_groups import positions_rows
 from .records import RecordedEvent
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
@@ -118,8 +119,8 @@ class PersistentSubscription:
         if not handed:
             return []
         attempts = dict(handed)
-        rows = self.client.query(
-            "events.read_positions", (tuple(p for p, _ in handed),))
+        positions = tuple(p for p, _ in handed)
+        rows = positions_rows(positions, self.client.query("events.read_positions", (positions,)))
         return [(RecordedEvent(*r), attempts[r[2]]) for r in rows]
 
     def ack(self, positions) -> int:
