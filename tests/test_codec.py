@@ -176,3 +176,28 @@ def test_codec_errors_survive_pickling_as_they_were():
     for err in (UnknownTypeError("shop.order", 7), UnknownVersionError("shop.order", 3, "1..2")):
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err) and back.tag == "shop.order"
+
+
+@record("test.made", version=1)
+class _Made:
+    a: int
+    b: str
+    c: bytes = b""
+
+
+@given(a=st.integers(-2**63, 2**64 - 1), b=st.text(max_size=20), c=st.binary(max_size=20))
+def test_a_record_built_by_its_prechecked_maker_is_the_record_its_init_builds(a, b, c):
+    from ddia_ray.codec import prechecked, prechecked_maker
+
+    made = prechecked_maker(_Made)(a, b, c)
+    assert made == _Made(a, b, c) == prechecked(_Made, a, b, c) and made._unknown is None
+    assert decode(encode(made)) == made and hash(made) == hash(_Made(a, b, c))
+    with pytest.raises(AttributeError):
+        made.a = 1  # still frozen
+
+
+def test_a_prechecked_maker_is_only_for_record_classes():
+    from ddia_ray.codec import prechecked_maker
+
+    with pytest.raises(CodecError):
+        prechecked_maker(dict)

@@ -35,7 +35,7 @@ from ..errors import CorruptRecordError, InvalidArgumentError
 from ..replication.backend import ProcedureBackend, ProcedureClient
 from . import keys
 from .records import (ANY, AppendResult, RecordedEvent, StreamMetadata, check_expected, check_stream,
-                      event_data)
+                      event_data, recorded_event)
 
 __all__ = ["EventStoreClient", "ReplicatedBackend"]
 
@@ -174,7 +174,7 @@ class EventStoreClient(ProcedureClient):
                     return
                 continue
             for row in rows:
-                yield RecordedEvent(*row)
+                yield recorded_event(*row)
             if remaining is not None:
                 remaining -= len(rows)
             if not rows:
@@ -223,7 +223,7 @@ class EventStoreClient(ProcedureClient):
                     if remaining == 0:
                         return
                     remaining -= 1
-                yield RecordedEvent(*row)
+                yield recorded_event(*row)
 
     def pages_all(self, from_position: int = 0, *, backward: bool = False, stream_prefix: str | None = None,
                   type_prefix: str | None = None, page: int = _PAGE,
@@ -303,7 +303,7 @@ class EventStoreClient(ProcedureClient):
                     self, self.archive_reader(url, timeout_s=timeout_s), position, backward=False, page=n,
                     kind="category" if kind == "category" else "event_type", prefix=name, dropped_upto=dropped,
                     scan_max=MAX_SCAN_ROWS, timeout_s=timeout_s)
-            out.extend(RecordedEvent(*r) for r in rows)
+            out.extend(recorded_event(*r) for r in rows)
             if remaining is not None:
                 remaining -= len(rows)
             if at_end:

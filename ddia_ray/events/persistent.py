@@ -28,7 +28,7 @@ from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
 from .consumer_groups import positions_rows
-from .records import RecordedEvent
+from .records import RecordedEvent, recorded_event
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
 
@@ -121,7 +121,7 @@ class PersistentSubscription:
         attempts = dict(handed)
         positions = tuple(p for p, _ in handed)
         rows = positions_rows(positions, self.client.query("events.read_positions", (positions,)))
-        return [(RecordedEvent(*r), attempts[r[2]]) for r in rows]
+        return [(recorded_event(*r), attempts[r[2]]) for r in rows]
 
     def ack(self, positions) -> int:
         """Settle ``positions`` as handled; returns the group's checkpoint."""

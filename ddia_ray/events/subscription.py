@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
-from .records import RecordedEvent, check_stream
+from .records import RecordedEvent, check_stream, recorded_event
 
 __all__ = ["CatchUpSubscription"]
 
@@ -107,7 +107,7 @@ class CatchUpSubscription:
         rows, nxt, at_end = ahead[1]()
         if rows and not at_end:
             self._ahead = (nxt, self._ask(nxt))  # read-ahead: one page (see the module docstring)
-        return [RecordedEvent(*r) for r in rows], nxt, at_end
+        return [recorded_event(*r) for r in rows], nxt, at_end
 
     def _ask(self, position: int) -> Callable[[], tuple]:
         return self.client.read_all_page_nowait(position, page=self.page, kind=self.kind, prefix=self.prefix)
