@@ -24,6 +24,17 @@ def _client() -> EventStoreClient:
     return EventStoreClient(LocalBackend())
 
 
+def _filled(batches, rng: random.Random) -> tuple[EventStoreClient, int]:
+    """A store holding one append per ``(stream, count)`` of ``batches`` (event ``e<n>`` has data
+    ``b"<n>"`` and a random type), and how many events that is."""
+    client = _client()
+    n = 0
+    for stream, count in batches:
+        client.append(stream, [EventData(f"e{n + i}", rng.choice(TYPES), b"%d" % (n + i)) for i in range(count)])
+        n += count
+    return client, n
+
+
 def test_an_append_writes_one_chunk_and_two_rows_per_event():
     client = _client()
     client.append("user-1", [EventData("seed", "A", b"")])
@@ -67,12 +78,7 @@ def test_index_pages_cut_inside_chunks_equal_a_filtered_all(batches, seed, start
        seed=st.integers(0, 2**16), start=st.integers(0, 60), page=st.integers(1, 12),
        kind=st.sampled_from((None, "stream", "type")))
 def test_all_pages_read_by_chunk_are_the_events_in_position_order(batches, seed, start, page, kind):
-    rng = random.Random(seed)
-    client = _client()
-    n = 0
-    for stream, count in batches:
-        client.append(stream, [EventData(f"e{n + i}", rng.choice(TYPES), b"%d" % (n + i)) for i in range(count)])
-        n += count
+    client, n = _filled(batches, random.Random(seed))
     # The model: every stream read whole, merged by position (reads that never touch $all's rows).
     streams = {stream for stream, _ in batches}
     model = sorted((e for s in streams for e in client.read_stream(s)), key=lambda e: e.position)
@@ -80,15 +86,16 @@ def test_all_pages_read_by_chunk_are_the_events_in_position_order(batches, seed,
     prefix = {"stream": "order-", "type": "B", None: ""}[kind]
     keep = {"stream": lambda e: e.stream.startswith("order-"), "type": lambda e: e.type.startswith("B"),
             None: lambda e: True}[kind]
-    got, pages, position = [], 0, start
+    got, pages, position, ended = [], 0, start, False
     for rows, position, at_end in client.pages_all(start, page=page, stream_prefix=prefix if kind == "stream" else None,
                                                    type_prefix=prefix if kind == "type" else None):
         assert len(rows) <= page
         assert all(r[2] < position for r in rows)  # the next page starts after every row of this one
         got += rows
         pages += 1
+        ended = at_end
         assert pages <= n + 2, "the pages do not advance"
-    assert position == max(n, start)  # a read from beyond the end stays where it was asked to start
+    assert ended and position == max(n, start)  # a read from beyond the end stays where it was asked to start
     assert [e.position for e in model if e.position >= start and keep(e)] == [r[2] for r in got]
     assert [tuple(e.__getattribute__(f) for f in ("stream", "version", "id", "data")) for e in model
             if e.position >= start and keep(e)] == [(r[0], r[1], r[3], r[5]) for r in got]
@@ -100,16 +107,11 @@ def test_all_pages_read_by_chunk_are_the_events_in_position_order(batches, seed,
        picks=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 30)), min_size=1, max_size=6),
        seed=st.integers(0, 2**16))
 def test_a_group_reads_runs_and_scattered_positions_as_one_lookup_each(batches, picks, seed):
-    rng = random.Random(seed)
-    client = _client()
-    n = 0
-    for stream, count in batches:
-        client.append(stream, [EventData(f"e{n + i}", rng.choice(TYPES), b"%d" % (n + i)) for i in range(count)])
-        n += count
+    client, n = _filled(batches, random.Random(seed))
     by_position = {e.position: e for e in client.read_all()}
     # Runs long enough to go by chunk, short ones and single positions, past the end too, shuffled.
     positions = list(dict.fromkeys(p for start, length in picks for p in range(start, start + length)))
-    rng.shuffle(positions)
+    random.Random(seed).shuffle(positions)
     answer = client.backend.query_nowait("events.read_positions", (tuple(positions),)).result()
     rows = consumer_groups.positions_rows(positions, answer)
     assert [r[2] for r in rows] == [p for p in positions if p < n]
