@@ -475,10 +475,20 @@ def _build(frame: Any) -> Any:
         unknown = {k: v for k, v in fields.items() if k not in rt.field_set}
         unknown[_VERSION_KEY] = version
         fields = {k: v for k, v in fields.items() if k in rt.field_set}
-    missing = rt.required - fields.keys()
-    if missing:
-        raise CorruptRecordError(f"record {tag!r} v{version} lacks required fields {sorted(missing)}")
+    whole = unknown is None and tuple(fields) == rt.field_names
+    if not whole:
+        missing = rt.required - fields.keys()
+        if missing:
+            raise CorruptRecordError(f"record {tag!r} v{version} lacks required fields {sorted(missing)}")
     try:
+        if whole:
+            # Every field, in declaration order (as encode writes them): the generated constructor,
+            # then the class's own checks as its __init__ would run them, without binding keywords.
+            obj: Any = prechecked_maker(rt.cls)(*fields.values())
+            post = getattr(rt.cls, "__post_init__", None)
+            if post is not None:
+                post(obj)
+            return obj
         return rt.cls(**fields, _unknown=unknown)
     except (MemoryError, RecursionError):  # the process, not the bytes: decode() says which (a shallow stack
         raise  # runs out only when the caller was deep already; the limits bound the nesting itself)
