@@ -35,7 +35,7 @@ def _filled(batches, rng: random.Random) -> tuple[EventStoreClient, int]:
     return client, n
 
 
-def test_an_append_writes_one_chunk_and_two_rows_per_event():
+def test_an_append_writes_one_chunk_and_one_row_per_event():
     client = _client()
     client.append("user-1", [EventData("seed", "A", b"")])
     before = dict(client.backend.state.data)
@@ -45,9 +45,9 @@ def test_an_append_writes_one_chunk_and_two_rows_per_event():
     by_tag: dict = {}
     for k in new:
         by_tag[k[:1]] = by_tag.get(k[:1], 0) + 1
-    # a and i per event; one chunk, its $all chunk row, one category row, a type row per type; the
-    # head and the sequence.
-    assert by_tag == {b"a": 100, b"i": 100, b"s": 1, b"b": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
+    # an id row per event; one chunk, its $all row, one category row, a type row per type; the head
+    # and the sequence.
+    assert by_tag == {b"i": 100, b"s": 1, b"b": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
     chunk = keys.Chunk.of(new[keys.chunk_key("user-7", 99)])
     assert (chunk.first_version, chunk.first_position, chunk.last_position) == (0, 1, 100)
     assert chunk.event(42)[1:4] == ("e42", "A", b"42")
@@ -161,7 +161,7 @@ def test_each_kind_of_row_stays_out_of_the_ranges_other_kinds_scan():
     rows = {
         "global": [keys.GLOBAL], "head": [keys.head_key(n) for n in names],
         "chunk": [keys.chunk_key(n, v) for n in names for v in (0, 7, 2**40)],
-        "all": [keys.all_key(p) for p in (0, 1, 2**40)], "page": [keys.page_key(p) for p in (0, 1, 2**40)],
+        "page": [keys.page_key(p) for p in (0, 1, 2**40)],
         "id": [keys.id_key(n) for n in names],
         "category": [keys.category_key(n, p) for n in names for p in (0, 9)],
         "type": [keys.type_key(n, p) for n in names for p in (0, 9)],
@@ -171,7 +171,7 @@ def test_each_kind_of_row_stays_out_of_the_ranges_other_kinds_scan():
         "parked": [consumer_groups._parked_key(n, 3) for n in names],
         "archive": [archive._HEAD, archive._file_key(5), *(archive._stream_key(n, 2) for n in names)],
     }
-    scanned = {"all": [keys.all_range()], "page": [keys.page_range()],
+    scanned = {"page": [keys.page_range()],
                "chunk": [keys.stream_range(n) for n in names],
                "category": [keys.index_range("category", n) for n in names],
                "type": [keys.index_range("type", n) for n in names],
@@ -208,8 +208,8 @@ def test_a_page_that_takes_a_few_events_of_a_big_chunk_ships_only_those():
     ("s", "0", 0, b""),  # a position that is not an int
     ("s", 0, 0, "chunk"),  # a chunk that is not bytes
     ("s", 0, 0, b"\x93\x01\x02"),  # bytes that are no chunk row
-    ("s", 0, 0, codec.encode((2, 0, 0, 1, ("a",), ("A",), (b"",), (b"",)))),  # a row of format 2
-    ("s", 0, 0, codec.encode((3, 0, 0, 1, ("a", "b"), ("A",), (b"",), (b"",)))),  # columns of two lengths
+    ("s", 0, 0, codec.encode((3, 0, 0, 1, ("a",), ("A",), (b"",), (b"",)))),  # a row of format 3
+    ("s", 0, 0, codec.encode((4, 0, 0, 1, ("a", "b"), ("A",), (b"",), (b"",)))),  # columns of two lengths
 ])
 def test_a_corrupt_page_part_is_refused(part):
     with pytest.raises(CorruptRecordError):

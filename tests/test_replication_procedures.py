@@ -5,13 +5,15 @@ wire checks (client writes may call; log entries may not); then both protocols o
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ddia_ray import codec
 from ddia_ray.error_record import ErrorRecord
 from ddia_ray.errors import CodecError, ConfigError, InvalidArgumentError, RemoteError, UnknownProcedureError
 from ddia_ray.replication.ownership import Ownership, check_fenced_ops
 from ddia_ray.replication.procedures import call_op, procedure, query, result_or_raise, run_query
-from ddia_ray.replication.records import CALL, CAS, DELETE_RANGE, PUT, RESERVED_PREFIX, check_entries, check_ops
+from ddia_ray.replication.records import CALL, CAS, DELETE, DELETE_RANGE, PUT, RESERVED_PREFIX, check_entries, check_ops
 from ddia_ray.replication.state import MapState, decide
 
 
@@ -124,3 +126,45 @@ def test_procedures_on_ray(ray_session, protocol):
                 c.query("test.sum", (b"", b"z"))  # registered in this driver only, not in the replicas
     finally:
         store.shutdown()
+
+
+@procedure("test.write_then_seek")
+def _write_then_seek(get, args):
+    """Write ``effects`` (puts, deletes and range deletes), then seek each of ``ranges``."""
+    effects, ranges = args
+    return tuple(effects), tuple(get.seek(s, e) for s, e in ranges)
+
+
+_KEYS = st.binary(min_size=1, max_size=3).map(lambda k: b"k" + k)  # outside the replicas' reserved keys
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(_KEYS, st.binary(max_size=2), max_size=40),
+       batch=st.lists(st.lists(st.one_of(
+           st.tuples(st.just(PUT), _KEYS, st.binary(max_size=2)),
+           st.tuples(st.just(DELETE), _KEYS, st.just(b"")),
+           st.tuples(st.just(DELETE_RANGE), _KEYS, _KEYS).filter(lambda op: op[1] < op[2])), max_size=6),
+           min_size=1, max_size=4),
+       ranges=st.lists(st.tuples(_KEYS, _KEYS), min_size=1, max_size=4))
+def test_a_procedures_seek_finds_the_first_live_key_as_the_batch_has_it(data, batch, ranges):
+    state = MapState()
+    state.data.update(data)
+    model = dict(data)
+    calls = []
+    for effects in batch:
+        calls.append(call_op("test.write_then_seek", (tuple(effects), tuple(ranges))))
+    _, results = state.decide(tuple(calls))
+    for effects, got in zip(batch, results):
+        want = []  # a call seeks through the earlier calls' effects (its own apply after it returns)
+        for s, e in ranges:
+            inside = sorted(k for k in model if s <= k < e)
+            want.append((inside[0], model[inside[0]]) if inside else None)
+        assert list(got) == want
+        for code, a, b in effects:  # the model: this call's effects
+            if code == PUT:
+                model[a] = b
+            elif code == DELETE:
+                model.pop(a, None)
+            else:
+                for k in [k for k in model if a <= k < b]:
+                    del model[k]

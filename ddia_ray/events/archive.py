@@ -161,7 +161,8 @@ def archive_commit(get, args: Any) -> tuple[tuple, int]:
     if expected != upto or f.first != upto:
         raise ArchiveConflictError(f"the archive is at position {upto}, not {expected!r} (another archiver "
                                    f"committed first)", archived_upto=upto)
-    if f.last >= keys.next_position(get) or get(keys.all_key(f.first)) is None or get(keys.all_key(f.last)) is None:
+    if (f.last >= keys.next_position(get) or keys.chunk_holding(get.seek, f.first) is None
+            or keys.chunk_holding(get.seek, f.last) is None):
         raise InvalidArgumentError(f"positions {f.first}..{f.last} are not all live events of this store")
     if not isinstance(streams, tuple) or not streams or len(streams) > f.count:
         raise InvalidArgumentError("an archive commit names the streams of its file")
@@ -182,7 +183,7 @@ def archive_commit(get, args: Any) -> tuple[tuple, int]:
 
 @procedure("events.archive_drop")
 def archive_drop(get, args: Any) -> tuple[tuple, int]:
-    """Delete the live rows of archived events (``a``; ``s``, ``b``, ``c`` and ``t`` or, for a chunk that
+    """Delete the live rows of archived events (``s``, ``b``, ``c`` and ``t`` or, for a chunk that
     keeps events, their trimmed rewrites; ``i`` stays) from ``dropped_upto`` to ``upto`` (never past
     ``archived_upto``), at most
     :data:`MAX_DROP_POSITIONS` of them; the result is the new ``dropped_upto``. Drops go in position
@@ -192,15 +193,15 @@ def archive_drop(get, args: Any) -> tuple[tuple, int]:
     end = min(_int("upto", upto), archived, dropped + MAX_DROP_POSITIONS)
     ops: list = []
     chunks: dict = {}  # (stream, chunk's last version) -> the chunk, for the chunks the drop reaches
-    for position in range(dropped, end):
-        pointer = get(keys.all_key(position))
-        invariant(pointer is not None, f"archived position {position} has no $all row to drop")
-        stream, _, last = unpack(pointer, 3, "$all")
-        if (stream, last) not in chunks:
-            body = get(keys.chunk_key(stream, last))
-            invariant(body is not None, f"archived position {position} has no event chunk to drop")
-            chunks[stream, last] = keys.Chunk.of(body)
-        ops.append((DELETE, keys.all_key(position), b""))
+    position = dropped
+    while position < end:  # a chunk at a time: every position from dropped_upto on is live until dropped
+        held = keys.chunk_holding(get.seek, position)
+        invariant(held is not None, f"archived position {position} has no $all chunk row to drop")
+        _, top, stream, last = held or (0, 0, "", 0)  # (held: the invariant above)
+        body = get(keys.chunk_key(stream, last))
+        invariant(body is not None, f"archived position {position} has no event chunk to drop")
+        chunks[stream, last] = keys.Chunk.of(body)
+        position = top + 1
     for (stream, last), chunk in chunks.items():
         ops += _drop_chunk(stream, last, chunk, end)
     if end <= dropped:

@@ -139,21 +139,26 @@ def group_delete(get, args: Any) -> tuple[tuple, bool]:
 
 def _matches(get, g: Group, position: int, chunks: dict) -> bool | None:
     """Whether the event at ``position`` passes the group's filter (None: no event there yet);
-    ``chunks`` keeps the chunks this pull decoded (a chunk holds many consecutive positions)."""
-    pointer = get(keys.all_key(position))
-    if pointer is None:
-        return None
+    ``chunks`` keeps what this pull found: the last chunk's span (a chunk holds many consecutive
+    positions, found with one seek) and the chunks it decoded."""
+    span = chunks.get("span")
+    if span is None or not span[0] <= position <= span[1]:
+        span = keys.chunk_holding(get.seek, position)
+        if span is None:
+            return None
+        chunks["span"] = span
+    _, top, stream, last = span
     kind, prefix = g.settings[0], g.settings[1]
     if kind is None:
         return True
-    stream, version, last = unpack(pointer, 3, "$all")
     if kind == "stream":
         return stream.startswith(prefix)
     if (stream, last) not in chunks:
         body = get(keys.chunk_key(stream, last))
         chunks[stream, last] = keys.Chunk.of(body) if body is not None else None
     chunk = chunks[stream, last]
-    event = chunk.event(version) if chunk is not None else None
+    # A chunk's last version and last position name the same event.
+    event = chunk.event(last - (top - position)) if chunk is not None else None
     return event is not None and event[2].startswith(prefix)
 
 
@@ -377,10 +382,15 @@ def read_positions(state, args: Any) -> tuple:
         else:
             scattered.extend(range(lo, hi + 1))
     pointers = []
-    for p, v in zip(scattered, state.get_many(tuple(keys.all_key(p) for p in scattered))):
-        if v is not None:
-            stream, version, last = unpack(v, 3, "$all")
-            pointers.append((stream, version, p, last))
+    seek, span = keys.scan_seek(state), None
+    for p in scattered:  # ascending: one seek per chunk they fall in
+        if span is None or not span[0] <= p <= span[1]:
+            span = keys.chunk_holding(seek, p)
+            if span is None:
+                continue
+        first, top, stream, last = span
+        if first <= p <= top:
+            pointers.append((stream, last - (top - p), p, last))
     return tuple(parts), tuple(_bodies(state, pointers))
 
 

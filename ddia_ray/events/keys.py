@@ -7,9 +7,8 @@ Every row starts with one tag byte, so the kinds of row never interleave::
     g                                  -> next $all position (the global sequence)
     h <stream>                         -> the stream's head: last version, deletion, metadata
     s <stream> 00 <last version: u64 BE> -> a chunk: the events of one append (:class:`Chunk`)
-    a <position: u64 BE>               -> (stream, version, chunk's last version): $all, in commit order
-    b <last position: u64 BE>          -> (first position, stream, chunk's last version): $all by
-                                          batch, one row per chunk (what $all pages read)
+    b <last position: u64 BE>          -> (first position, stream, chunk's last version): $all, in
+                                          commit order, one row per chunk
     i <event id>                       -> (stream, version, position): idempotent appends
     c <category> 00 <last position: u64 BE> -> (first position, stream, chunk's last version): the
                                           category index ($ce-<category>), one row per chunk
@@ -34,12 +33,12 @@ in version order, ``$all`` in position order) and never change, so one row holds
 them all, as columns. A row costs the same to write whatever its size (the
 memtable insert, the flush to an SSTable, the entry it travels in: measured as
 over half of a member's time with one row per event, docs/events.md), so an
-append of 100 events writes 2 rows per event (its ``a`` and ``i`` rows, which
-point lookups by position and by id need) plus a handful per append, where it
-wrote 5 per event before. A page of ``$all`` reads the ``b`` rows, one per chunk,
-rather than an ``a`` row per event: 1,000 events appended 100 at a time are 10
-rows to scan and unpack, not 1,000 (format 3; the ``a`` rows stay for what looks
-one position up with ``get`` alone: a procedure has no scan). Keyed by the chunk's *last* version, the first chunk
+append of 100 events writes 1 row per event (its ``i`` row, which a lookup by
+id needs) plus a handful per append, where it wrote 5 per event before. ``$all``
+is a ``b`` row per chunk: a page of 1,000 events appended 100 at a time is 10
+rows to scan and unpack, and a position is found with one seek (the first ``b``
+row at or after it: :func:`chunk_holding`), by a query's scan or a procedure's
+``get.seek``. Keyed by the chunk's *last* version, the first chunk
 at or after ``s <stream> 00 <v>`` is the one that holds version ``v``; and an
 archive that drops a chunk's first events rewrites it under the same key. The
 index rows are keyed by the chunk's last position (of that type) for the same
@@ -66,7 +65,7 @@ import msgpack
 from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
 
-__all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "all_key", "all_range", "id_key",
+__all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_holding", "scan_seek", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
            "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack", "pack_prefix",
            "int_field", "u64", "next_position", "part_rows"]
@@ -76,9 +75,9 @@ u64 = _U64.pack
 GLOBAL = b"g"
 #: The rows' value format (:class:`~ddia_ray.replication.row_format.RowFormat`): ``pack`` writes it,
 #: ``unpack`` reads it back or refuses a row of another format.
-# Format 3: the chunked layout above with $all's chunk rows (``b``); format 2 had no ``b`` rows,
-# format 1 a row per event and per index entry.
-_ROWS = RowFormat(3, "an event store")
+# Format 4: the chunked layout above, $all a row per chunk (``b``); format 3 had an ``a`` row per
+# event besides, format 2 no ``b`` rows, format 1 a row per event and per index entry.
+_ROWS = RowFormat(4, "an event store")
 pack = _ROWS.pack
 unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
@@ -141,16 +140,6 @@ def version_of(key: bytes) -> int:
     return _U64.unpack_from(key, len(key) - 8)[0]
 
 
-def all_key(position: int) -> bytes:
-    """The ``$all`` row of ``position``."""
-    return b"a" + _U64.pack(position)
-
-
-def all_range() -> tuple[bytes, bytes]:
-    """``[start, end)`` of ``$all``."""
-    return b"a", b"b"
-
-
 def page_key(last_position: int) -> bytes:
     """The ``$all`` chunk row of the chunk whose last position is ``last_position`` (the first row at or
     after ``page_key(p)`` is the chunk holding position ``p``, if any still does)."""
@@ -159,7 +148,31 @@ def page_key(last_position: int) -> bytes:
 
 def page_range() -> tuple[bytes, bytes]:
     """``[start, end)`` of ``$all``'s chunk rows."""
-    return b"b", b"c"
+    return b"b", _PAGE_END
+
+
+_PAGE_END = b"c"
+
+
+def chunk_holding(seek, position: int) -> tuple[int, int, str, int] | None:
+    """``(first position, last position, stream, chunk's last version)`` of the chunk holding
+    ``$all`` position ``position``, found with ``seek(start, end)`` (the first live ``(key,
+    value)`` of a range: a procedure's ``get.seek``, or :func:`scan_seek` of a query's state);
+    None if no chunk does (not written yet, or archived and dropped)."""
+    found = seek(page_key(position), _PAGE_END)
+    if found is None:
+        return None
+    key, value = found
+    first, stream, last = unpack(value, 3, "$all chunk")
+    return (first, position_of(key), stream, last) if first <= position else None
+
+
+def scan_seek(state):
+    """``seek`` of :func:`chunk_holding` over a query's ``state`` (its ``scan``)."""
+    def seek(start: bytes, end: bytes):
+        found, values = state.scan(start, end, 1)
+        return (found[0], values[0]) if found else None
+    return seek
 
 
 def position_of(key: bytes) -> int:

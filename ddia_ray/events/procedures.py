@@ -136,19 +136,16 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     n = len(events)
     first_version, first_position = head.last + 1, keys.next_position(get)
     last_version, last_position = first_version + n - 1, first_position + n - 1
-    # One chunk row holds the events (keys.py: why chunks); the per-event rows are the two that
-    # point lookups need: $all by position (consumer groups, archive drops) and the id (retries).
+    # One chunk row holds the events (keys.py: why chunks); the per-event row is the one a lookup
+    # by id needs (retries).
     chunk = keys.Chunk(first_version, first_position, created_ms, ids, tuple(e[1] for e in events),
                        tuple(e[2] for e in events), tuple(e[3] for e in events))
     ops = [(PUT, keys.chunk_key(stream, last_version), chunk.row())]
-    # The $all row is (stream, version, chunk's last version), the id row (stream, version,
-    # position): built from one packed prefix (keys.pack_prefix), the same bytes as pack() writes.
-    prefix, tail, int_field = keys.pack_prefix(3, stream), keys.int_field(last_version), keys.int_field
-    all_key, id_key = keys.all_key, keys.id_key
+    # The id row is (stream, version, position): built from one packed prefix (keys.pack_prefix),
+    # the same bytes as pack() writes.
+    prefix, int_field, id_key = keys.pack_prefix(3, stream), keys.int_field, keys.id_key
     for j, event_id in enumerate(ids):
-        lead = prefix + int_field(first_version + j)
-        ops.append((PUT, all_key(first_position + j), lead + tail))
-        ops.append((PUT, id_key(event_id), lead + int_field(first_position + j)))
+        ops.append((PUT, id_key(event_id), prefix + int_field(first_version + j) + int_field(first_position + j)))
     chunk_pointer = pack(first_position, stream, last_version)
     ops.append((PUT, keys.page_key(last_position), chunk_pointer))
     ops.append((PUT, keys.category_key(keys.category_of(stream), last_position), chunk_pointer))
@@ -404,12 +401,14 @@ def read_all(state, args: Any) -> tuple:
     scanned = 0
     pos = end - 1 if from_position == -1 else min(from_position, end - 1)
     while len(rows) < limit and scanned < MAX_SCAN_ROWS and pos >= 0:
+        # A window below ``pos`` read forward (chunk rows are keyed by their last position, so
+        # they are found from the bottom of a range up), then taken from its top down.
         n = min(MAX_PAGE_ROWS, MAX_SCAN_ROWS - scanned) if kind else limit - len(rows)
         lo = max(0, pos - n + 1)
-        found, values = state.scan(keys.all_key(lo), keys.all_key(pos + 1), n)
+        parts, _ = _all_forward(state, lo, pos + 1, pos - lo + 1, kind, prefix)
         scanned += pos - lo + 1
         nxt = lo - 1
-        for row in reversed(_matching(state, found, values, kind, prefix)):
+        for row in reversed(keys.part_rows(parts, prefix if kind == "type" else "")):
             if len(rows) == limit:
                 nxt = row[2]
                 break
@@ -516,17 +515,6 @@ def _part(stream: str, body: bytes, lo: int, hi: int, size: int, chunk: keys.Chu
         return (stream, lo, hi, body)
     c = chunk if chunk is not None else keys.Chunk.of(body)
     return (stream, lo, hi, c.slice(lo, hi).row())
-
-
-def _matching(state, found: tuple, values: tuple, kind: str | None, prefix: str) -> list:
-    """The events of a page of ``$all`` rows that pass the filter, in position order."""
-    pointers = []
-    for k, v in zip(found, values):
-        stream, version, last = unpack(v, 3, "$all")
-        if kind != "stream" or stream.startswith(prefix):  # filtered before the chunk is read
-            pointers.append((stream, version, keys.position_of(k), last))
-    rows = _bodies(state, pointers)
-    return [r for r in rows if r[4].startswith(prefix)] if kind == "type" else rows
 
 
 @query("events.read_index")

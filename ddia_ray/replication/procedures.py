@@ -20,7 +20,10 @@ with :func:`procedure` and carries its arguments as versioned msgpack. A
 procedure is ``fn(get, args) -> (ops, result)``:
 
 * ``get(key)`` reads the state with the effects of the batch's earlier
-  operations (another caller's writes packed into the same entry);
+  operations (another caller's writes packed into the same entry), and
+  ``get.seek(start, end)`` its first live ``(key, value)`` in ``[start, end)``
+  (None: none), the same way (a row keyed by the last position of what it
+  covers is found so);
 * ``ops`` are ``(PUT, key, value)``, ``(DELETE, key, b"")`` or
   ``(DELETE_RANGE, start, end)`` tuples, never on the replicas' reserved keys;
 * ``result`` is any value :func:`ddia_ray.codec.encode` takes; the writer

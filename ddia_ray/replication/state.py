@@ -28,29 +28,33 @@ called for those.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left, insort
 from typing import Any, Callable, Protocol
 
 from .. import codec
 from ..consensus.sessions import Sessions
-from ..errors import CorruptRecordError
+from ..errors import CorruptRecordError, InvalidArgumentError
 from .procedures import run as run_procedure
 from .records import CALL, CAS, DELETE, DELETE_RANGE, INGEST, PUT, RESERVED_PREFIX
 
 _code = operator.itemgetter(0)
 _DECIDED = frozenset({CAS, CALL})  # the codes decide() turns into other operations
+_SEEK_PAGE = 16  # keys one step of a procedure's seek reads from the state
 
 __all__ = ["ReplicaState", "MapState", "decide"]
 
 _SNAPSHOT_FORMAT = 1
 
 
-def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tuple]:
+def decide(ops: tuple, get: Callable[[bytes], bytes | None],
+           scan: Callable[[bytes, bytes, int], tuple[tuple, tuple]] | None = None) -> tuple[tuple, tuple]:
     """A client's ops as log ops plus one result each: a cas becomes its put/delete (result
     True) or nothing (False); a procedure call becomes the puts and deletes it decided (result:
     its answer, :mod:`.procedures`); the other ops stay as they are (result None).
 
     ``get`` reads the state before the batch; later ops of the batch see the effects of earlier
-    ones, as they will when applied.
+    ones, as they will when applied. ``scan(start, end, limit)`` (the state's) lets a procedure
+    ``get.seek(start, end)``: the first live key of a range and its value, as the batch has it.
     """
     if _DECIDED.isdisjoint(map(_code, ops)):  # the usual batch: nothing to decide, in one C-level pass
         return ops, (None,) * len(ops)
@@ -58,6 +62,8 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tup
     results: list = []
     pending: dict[bytes, bytes | None] = {}
     ranges: list[tuple[bytes, bytes]] = []  # ranges deleted earlier in the batch
+    ordered: list[bytes] = []  # pending's keys in order, kept once a seek needed them (few batches do)
+    kept = [False]  # whether ``ordered`` is kept
 
     def current(key: bytes) -> bytes | None:
         if key in pending:
@@ -68,14 +74,42 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None]) -> tuple[tuple, tup
 
     def effect(op: tuple) -> None:
         log_ops.append(op)
-        if op[0] == PUT:
-            pending[op[1]] = op[2]
-        elif op[0] == DELETE:
-            pending[op[1]] = None
+        if op[0] == PUT or op[0] == DELETE:
+            key = op[1]
+            if kept[0] and key not in pending:
+                insort(ordered, key)
+            pending[key] = op[2] if op[0] == PUT else None
         else:  # a range covers keys decided earlier in this batch and keys of the state
             for k in [k for k in pending if op[1] <= k < op[2]]:
                 pending[k] = None
             ranges.append((op[1], op[2]))
+
+    def seek(start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        """The first live ``(key, value)`` of ``[start, end)`` as the batch has it so far, or None."""
+        if scan is None:
+            raise InvalidArgumentError("this replica's state offers procedures no seek")
+        if not kept[0]:
+            ordered.extend(sorted(pending))
+            kept[0] = True
+        first_put = None  # the batch's own first live key in the range
+        for k in ordered[bisect_left(ordered, start):]:
+            if k >= end:
+                break
+            if pending[k] is not None:
+                first_put = k
+                break
+        bound, at = (end if first_put is None else first_put), start
+        while at < bound:  # the state's first key before it that the batch did not delete or replace
+            keys, values = scan(at, bound, _SEEK_PAGE)
+            for k, v in zip(keys, values):
+                if k not in pending and not (ranges and any(s <= k < e for s, e in ranges)):
+                    return k, v
+            if len(keys) < _SEEK_PAGE:
+                break
+            at = keys[-1] + b"\x00"
+        return None if first_put is None else (first_put, pending[first_put])  # type: ignore[return-value]
+
+    current.seek = seek  # type: ignore[attr-defined]  # what a procedure reads a range with
 
     for op in ops:
         if op[0] == CAS:
@@ -200,7 +234,7 @@ class MapState:
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
         """See :func:`decide`."""
-        return decide(ops, self.data.get)
+        return decide(ops, self.data.get, self.scan)
 
     def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
         """Apply the decided ops of entry ``lsn`` (of ``epoch``); ``origin`` is remembered for
