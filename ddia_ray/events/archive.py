@@ -220,7 +220,7 @@ def _drop_chunk(stream: str, last: int, chunk: keys.Chunk, end: int) -> list:
     if chunk.last_position < end:
         return [(DELETE, keys.chunk_key(stream, last), b""), (DELETE, category, b""), (DELETE, page, b""),
                 *((DELETE, keys.type_key(t, ps[-1]), b"") for t, ps in before.items())]
-    kept = chunk.from_position(end)
+    kept = chunk.slice(end, chunk.last_position)
     after = kept.type_positions()
     pointer = pack(end, stream, last)
     ops = [(PUT, keys.chunk_key(stream, last), kept.row()), (PUT, category, pointer), (PUT, page, pointer)]

@@ -137,17 +137,13 @@ def group_delete(get, args: Any) -> tuple[tuple, bool]:
     return ((DELETE, _group_key(group), b""), (DELETE_RANGE, lo, hi)), True
 
 
-def _matches(get, g: Group, position: int, chunks: dict) -> bool | None:
+def _matches(get, g: Group, position: int, finder: keys.ChunkFinder, chunks: dict) -> bool | None:
     """Whether the event at ``position`` passes the group's filter (None: no event there yet);
-    ``chunks`` keeps what this pull found: the last chunk's span (a chunk holds many consecutive
-    positions, found with one seek) and the chunks it decoded."""
-    span = chunks.get("span")
-    if span is None or not span[0] <= position <= span[1]:
-        span = keys.chunk_holding(get.seek, position)
-        if span is None:
-            return None
-        chunks["span"] = span
-    _, top, stream, last = span
+    ``finder`` finds the chunks this pull goes through, ``chunks`` keeps those it decoded."""
+    pointer = finder.pointer(position)
+    if pointer is None:
+        return None
+    stream, version, last = pointer
     kind, prefix = g.settings[0], g.settings[1]
     if kind is None:
         return True
@@ -157,8 +153,7 @@ def _matches(get, g: Group, position: int, chunks: dict) -> bool | None:
         body = get(keys.chunk_key(stream, last))
         chunks[stream, last] = keys.Chunk.of(body) if body is not None else None
     chunk = chunks[stream, last]
-    # A chunk's last version and last position name the same event.
-    event = chunk.event(last - (top - position)) if chunk is not None else None
+    event = chunk.event(version) if chunk is not None else None
     return event is not None and event[2].startswith(prefix)
 
 
@@ -245,9 +240,10 @@ def _pull_row_by_row(get, g: Group, consumer: Any, room: int, deadline: int, han
     """Hand out events from the cursor that pass the group's filter, one ``$all`` row per position,
     looking at most at :data:`_SCAN` positions (a filter that matches nothing ends a pull early)."""
     looked = 0
+    finder = keys.ChunkFinder(get.seek)
     chunks: dict = {}
     while len(handed) < room and looked < _SCAN:
-        match = _matches(get, g, g.cursor, chunks)
+        match = _matches(get, g, g.cursor, finder, chunks)
         if match is None:
             break  # the end of $all
         looked += 1
@@ -373,7 +369,7 @@ def read_positions(state, args: Any) -> tuple:
         raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
     # A pull hands out runs of consecutive positions (new events from the cursor, in order): a run
     # is read a chunk at a time through $all's chunk rows and sent as the chunks' stored bytes; the
-    # scattered rest (retries, a filtered group's matches) one $all row each.
+    # scattered rest (retries, a filtered group's matches) by pointer, one seek per chunk.
     parts: list = []
     scattered: list[int] = []
     for lo, hi in _runs(sorted(set(positions))):
@@ -382,15 +378,12 @@ def read_positions(state, args: Any) -> tuple:
         else:
             scattered.extend(range(lo, hi + 1))
     pointers = []
-    seek, span = keys.scan_seek(state), None
+    finder = keys.ChunkFinder(keys.scan_seek(state))
     for p in scattered:  # ascending: one seek per chunk they fall in
-        if span is None or not span[0] <= p <= span[1]:
-            span = keys.chunk_holding(seek, p)
-            if span is None:
-                continue
-        first, top, stream, last = span
-        if first <= p <= top:
-            pointers.append((stream, last - (top - p), p, last))
+        pointer = finder.pointer(p)
+        if pointer is not None:
+            stream, version, last = pointer
+            pointers.append((stream, version, p, last))
     return tuple(parts), tuple(_bodies(state, pointers))
 
 

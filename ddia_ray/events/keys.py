@@ -65,7 +65,8 @@ import msgpack
 from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
 
-__all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_holding", "scan_seek", "id_key",
+__all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_holding", "ChunkFinder",
+           "scan_seek", "id_key",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
            "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack", "pack_prefix",
            "int_field", "u64", "next_position", "part_rows"]
@@ -165,6 +166,31 @@ def chunk_holding(seek, position: int) -> tuple[int, int, str, int] | None:
     key, value = found
     first, stream, last = unpack(value, 3, "$all chunk")
     return (first, position_of(key), stream, last) if first <= position else None
+
+
+class ChunkFinder:
+    """The event at each of many ``$all`` positions, as ``(stream, version, chunk's last version)``:
+    one :func:`chunk_holding` seek per chunk, the last chunk found answering the positions it
+    holds (a consumer group's pull and its reads go up ``$all`` a position at a time)."""
+
+    __slots__ = ("seek", "span")
+
+    def __init__(self, seek) -> None:
+        self.seek = seek
+        self.span: tuple[int, int, str, int] | None = None
+
+    def pointer(self, position: int) -> tuple[str, int, int] | None:
+        """``(stream, version, chunk's last version)`` of the event at ``position``; None if no
+        chunk holds it (not written yet, or archived and dropped)."""
+        span = self.span
+        if span is None or not span[0] <= position <= span[1]:
+            span = chunk_holding(self.seek, position)
+            if span is None:
+                return None
+            self.span = span
+        _, top, stream, last = span
+        # A chunk's last version and last position name the same event.
+        return stream, last - (top - position), last
 
 
 def scan_seek(state):
@@ -280,18 +306,14 @@ class Chunk:
         return out
 
     def slice(self, lo: int, hi: int) -> "Chunk":
-        """The chunk's events at positions ``lo..hi`` (within its own; at least one)."""
+        """The chunk's events at positions ``lo..hi`` (within its own; at least one): a page's part
+        of a big chunk, or what an archive drop keeps of one."""
         a, b = max(lo, self.first_position) - self.first_position, min(hi, self.last_position) - self.first_position
         if b < a:
             raise ValueError(f"positions {lo}..{hi} are not in chunk {self.first_position}..{self.last_position}")
         return Chunk(self.first_version + a, self.first_position + a, self.created_ms, self.ids[a:b + 1],
                      self.types[a:b + 1], self.datas[a:b + 1], self.metas[a:b + 1])
 
-    def from_position(self, position: int) -> "Chunk":
-        """The chunk without its events before ``position`` (an archive drop); at least one stays."""
-        j = position - self.first_position
-        return Chunk(self.first_version + j, position, self.created_ms, self.ids[j:], self.types[j:],
-                     self.datas[j:], self.metas[j:])
 
 
 def part_rows(parts, type_prefix: str = "") -> list:

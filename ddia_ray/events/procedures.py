@@ -356,7 +356,7 @@ def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, n
             if packed and _visible(head, c.created_ms, now_ms):
                 shift = c.first_position - c.first_version
                 rows.append(_part(stream, value, a + shift, b + shift, len(c.ids), c))
-            elif _visible(head, c.created_ms, now_ms):
+            elif not packed and _visible(head, c.created_ms, now_ms):
                 fv, fp, created = c.first_version, c.first_position, c.created_ms
                 ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
                 for j in range(a - fv, b - fv + 1):
@@ -481,27 +481,21 @@ def _all_forward(state, pos: int, end: int, limit: int, kind: str | None, prefix
         for (stream, _, lo, top, size), body in zip(wanted, bodies):
             if body is None:  # removed by an archive drop the pointer predates
                 continue
+            c = None
+            takes: Any = range(lo, top + 1)  # the positions of this chunk the page takes
             if kind == "type":
                 c = keys.Chunk.of(body)
                 fp = c.first_position
-                matches = [p for p in range(max(lo, fp), min(top, c.last_position) + 1)
-                           if c.types[p - fp].startswith(prefix)]
-                if not matches:
+                takes = [p for p in range(max(lo, fp), min(top, c.last_position) + 1)
+                         if c.types[p - fp].startswith(prefix)]
+                if not takes:
                     continue
-                if taken + len(matches) >= limit:  # the page fills here: it ends after its last match
-                    top = matches[limit - taken - 1]
-                    parts.append(_part(stream, body, lo, top, size, c))
-                    return parts, top + 1
-                taken += len(matches)
+            if taken + len(takes) >= limit:  # the page fills here: it ends after the last one it takes
+                top = takes[limit - taken - 1]
                 parts.append(_part(stream, body, lo, top, size, c))
-                continue
-            count = top - lo + 1
-            if taken + count >= limit:  # the page fills inside (or at the end of) this chunk
-                top = lo + (limit - taken) - 1
-                parts.append(_part(stream, body, lo, top, size))
                 return parts, top + 1
-            taken += count
-            parts.append(_part(stream, body, lo, top, size))
+            taken += len(takes)
+            parts.append(_part(stream, body, lo, top, size, c))
         if reached_end:
             pos = end
     return parts, pos

@@ -92,12 +92,12 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
             ordered.extend(sorted(pending))
             kept[0] = True
         first_put = None  # the batch's own first live key in the range
-        for k in ordered[bisect_left(ordered, start):]:
-            if k >= end:
+        i = bisect_left(ordered, start)
+        while i < len(ordered) and ordered[i] < end:
+            if pending[ordered[i]] is not None:
+                first_put = ordered[i]
                 break
-            if pending[k] is not None:
-                first_put = k
-                break
+            i += 1
         bound, at = (end if first_put is None else first_put), start
         while at < bound:  # the state's first key before it that the batch did not delete or replace
             keys, values = scan(at, bound, _SEEK_PAGE)
