@@ -232,3 +232,6 @@ def test_a_packed_page_is_asked_for_forward_with_a_bool():
     for args in ((0, False, 10, None, "", "yes"), (-1, True, 10, None, "", True), (0, False, 10, None)):
         with pytest.raises(InvalidArgumentError):
             client.backend.query_nowait("events.archive_read_all", args).result()
+    for args in (("user-1", 0, False, 10, 0, "yes"), ("user-1", 0, False, 10)):
+        with pytest.raises(InvalidArgumentError):
+            client.backend.query_nowait("events.read_stream", args).result()

@@ -57,7 +57,7 @@ from ..replication.records import DELETE, PUT
 from . import keys
 from .archive_files import FILE_ROWS_MAX, ArchiveFile, ArchiveReader, encode_file, filtered, rows_of, schema
 from .keys import pack, unpack
-from .procedures import Head, read_all, read_all_packed, read_index, read_stream
+from .procedures import Head, packed_flag, read_all, read_all_packed, read_index, read_stream
 from .records import check_stream
 
 __all__ = ["ArchiveRun", "archive", "archive_dataset", "archive_ray_dataset", "committed_files",
@@ -255,9 +255,8 @@ def archive_read_all(state, args: Any) -> tuple:
     backward page that reached the archived positions stops just above them. With a sixth
     argument ``packed`` True (forward pages only), the page's events come as chunk parts
     (:func:`~.procedures.read_all_packed`)."""
-    if not isinstance(args, tuple) or len(args) not in (5, 6) or (len(args) == 6 and type(args[5]) is not bool):
-        raise InvalidArgumentError("an $all page is asked with (from position, backward, page, kind, prefix[, packed])")
-    packed, args = len(args) == 6 and args[5], args[:5]
+    args, packed = packed_flag(args, "an $all page is asked with (from position, backward, page, kind, prefix"
+                                     "[, packed])")
     from_position, backward = args[0], args[1]
     _, dropped, url = _head(state.get)
     end = keys.next_position(state.get)

@@ -49,8 +49,8 @@ from .keys import pack, unpack
 from .records import ANY, MAX_BATCH_EVENTS, NO_STREAM, STREAM_EXISTS, check_expected, check_stream
 
 __all__ = ["append", "set_metadata", "delete", "save_snapshot", "project", "reset_projection", "read_stream",
-           "read_all", "read_all_packed", "read_index", "load_snapshot", "read_model", "scan_model", "stream_info",
-           "Head", "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
+           "read_all", "read_all_packed", "packed_flag", "read_index", "load_snapshot", "read_model", "scan_model",
+           "stream_info", "Head", "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
 
 #: Events one read answers at most (a page); a client reads on from where the page ended.
 MAX_PAGE_ROWS = 4096
@@ -306,10 +306,8 @@ def read_stream(state, args: Any) -> tuple:
     With a sixth argument ``packed`` True, the page's events come as chunk parts in version order
     (:func:`~.keys.part_rows`, whose rows lead with the stream; the reader reverses a backward page):
     a chunk's stored bytes rather than a row per event to build, check and encode."""
-    if not isinstance(args, tuple) or len(args) not in (5, 6) or (len(args) == 6 and type(args[5]) is not bool):
-        raise InvalidArgumentError("a stream page is asked with (stream, version, backward, page, now_ms[, packed])")
-    stream, from_version, backward, limit, now_ms = args[:5]
-    packed = len(args) == 6 and args[5]
+    args, packed = packed_flag(args, "a stream page is asked with (stream, version, backward, page, now_ms[, packed])")
+    stream, from_version, backward, limit, now_ms = args
     check_stream(stream)
     limit = _limit(limit)
     if type(from_version) is not int or from_version < -1:
@@ -333,6 +331,14 @@ def read_stream(state, args: Any) -> tuple:
     if backward and not packed:
         rows.reverse()
     return (True, head.last, tuple(rows))
+
+
+def packed_flag(args: Any, shape: str) -> tuple[tuple, bool]:
+    """A page read's five arguments and its optional sixth, ``packed`` (a bool: send the page as
+    chunk parts); :class:`~ddia_ray.errors.InvalidArgumentError` naming ``shape`` for anything else."""
+    if not isinstance(args, tuple) or len(args) not in (5, 6) or (len(args) == 6 and type(args[5]) is not bool):
+        raise InvalidArgumentError(shape)
+    return args[:5], len(args) == 6 and args[5]
 
 
 _CHUNKS_PER_SCAN = 64  # chunk rows one scan of a stream read takes (a chunk holds 1 to 10,000 events)
