@@ -16,9 +16,10 @@ single-character appends, some inserts of 1-5 characters at random positions, so
 1-3 characters at random positions (80/10/10, seeded). For both systems: the edits themselves
 (``local``; ``local+wire`` adds encoding each of our deltas to bytes, which pycrdt's edits
 already produce through its update observer), then (a) the whole document merged into an empty
-replica from bytes (``state``: ``decode`` + ``merge`` / ``apply_update`` of ``get_update()``), and
+replica from bytes (``state``: ``merge_bytes`` / ``apply_update`` of ``get_update()``), and
 (b) each edit's delta or update merged one by one into a second replica from bytes (``deltas``:
-``decode`` + ``merge`` / ``apply_update`` per edit). Rates are edits per second; ``ratio`` is ours / pycrdt's (target
+``merge_bytes`` / ``apply_update`` per edit; ``merge_bytes`` decodes and joins, as
+``apply_update`` does). Rates are edits per second; ``ratio`` is ours / pycrdt's (target
 >= 0.5x). Every replica's text is checked against the trace's own string.
 
 pycrdt (the ``bench`` extra; Python bindings of Yrs, the Rust port of Yjs) is skipped with a
@@ -204,7 +205,7 @@ def _ours_text(trace, repeats: int, expected: str) -> dict:
 
     def state() -> float:
         started = time.perf_counter()
-        r = crdt.Text().merge(crdt.decode(full, "text"))
+        r = crdt.Text().merge_bytes(full)
         elapsed = time.perf_counter() - started
         assert r.value() == expected
         return elapsed
@@ -213,7 +214,7 @@ def _ours_text(trace, repeats: int, expected: str) -> dict:
         r = crdt.Text()
         started = time.perf_counter()
         for u in updates:
-            r.merge(crdt.decode(u, "text"))
+            r.merge_bytes(u)
         elapsed = time.perf_counter() - started
         assert r.value() == expected
         return elapsed

@@ -176,6 +176,7 @@ def record(
         rt = RecordType(tag, version, dc, fields, required, dict(upgrades or {}), accepts_newer, fields_checked)
         _BY_TAG[tag] = rt
         _BY_CLASS[dc] = rt
+        _FAST.pop(tag, None)  # a re-registered tag (a module reloaded) is built by its new class
         _LEAVES.add(dc)
         return dc
 
@@ -439,8 +440,42 @@ def encode(obj: Any) -> bytes:
 
 _FRAME_KEYS = frozenset({"t", "v", "f"})
 
+#: tag -> (version, field names, generated constructor, ``__post_init__`` or None, fields_checked), filled
+#: by :func:`_build` the first time it builds a record of the current version whole, for its fast path.
+_FAST: dict[str, tuple] = {}
+
 
 def _build(frame: Any) -> Any:
+    """The record of a decoded frame ``{"t": tag, "v": version, "f": fields}``, checked.
+
+    The common frame (the current version, every field in declaration order, as :func:`encode`
+    writes it) takes a path that does the same checks with one cache lookup: a small record's
+    decode is mostly this function's fixed cost, and a typing trace or an event page decodes
+    thousands of them. Anything else goes the general way (:func:`_build_general`)."""
+    if type(frame) is dict and len(frame) == 3:
+        tag: Any = frame.get("t")
+        fast = _FAST.get(tag) if type(tag) is str else None
+        if fast is not None:
+            version, names, make, post, checked = fast
+            fields = frame.get("f")
+            v = frame.get("v")
+            if type(v) is int and v == version and type(fields) is dict and tuple(fields) == names:
+                if not checked:
+                    _check_fields(fields.values(), tag, CorruptRecordError)
+                try:
+                    obj = make(*fields.values())
+                    if post is not None:
+                        post(obj)
+                    return obj
+                except (MemoryError, RecursionError):
+                    raise
+                except Exception as e:  # as in _build_general
+                    raise CorruptRecordError(f"record {tag!r} v{v} has invalid field values: {e}") from e
+    return _build_general(frame)
+
+
+def _build_general(frame: Any) -> Any:
+    """:func:`_build` for every frame: older and newer versions, fields missing or out of order."""
     if not isinstance(frame, dict) or not _FRAME_KEYS <= frame.keys():
         raise CorruptRecordError("record frame is not a map with 't', 'v' and 'f'")
     tag, version, fields = frame["t"], frame["v"], frame["f"]
@@ -484,10 +519,13 @@ def _build(frame: Any) -> Any:
         if whole:
             # Every field, in declaration order (as encode writes them): the generated constructor,
             # then the class's own checks as its __init__ would run them, without binding keywords.
-            obj: Any = prechecked_maker(rt.cls)(*fields.values())
+            make: Callable[..., Any] = prechecked_maker(rt.cls)
             post = getattr(rt.cls, "__post_init__", None)
+            obj: Any = make(*fields.values())
             if post is not None:
                 post(obj)
+            if _BY_TAG.get(tag) is rt:  # (the class is registered under this tag: then the fast path may build it)
+                _FAST[tag] = (rt.version, rt.field_names, make, post, rt.fields_checked)
             return obj
         return rt.cls(**fields, _unknown=unknown)
     except (MemoryError, RecursionError):  # the process, not the bytes: decode() says which (a shallow stack

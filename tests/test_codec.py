@@ -201,3 +201,43 @@ def test_a_prechecked_maker_is_only_for_record_classes():
 
     with pytest.raises(CodecError):
         prechecked_maker(dict)
+
+
+def test_the_fast_path_of_a_known_record_refuses_what_the_general_path_refuses():
+    """Once a tag has been decoded whole (its fast path cached), every other frame of it decodes to
+    what the general path gives, or raises the same error type."""
+    from ddia_ray import codec
+
+    assert decode(encode(Validated(1))) == Validated(1)
+    assert decode(encode(Shape("s", (Point(1, "p"),), True))) == Shape("s", (Point(1, "p"),), True)
+    assert "test.validated" in codec._FAST and "test.shape" in codec._FAST
+    deep: object = 1
+    for _ in range(codec.FIELD_DEPTH_MAX + 2):
+        deep = (deep,)
+    frames = [
+        _raw("test.validated", 1, {"n": 5}),
+        _raw("test.validated", True, {"n": 5}),  # a bool is no version
+        _raw("test.validated", 1, {"n": -1}),  # its own validation
+        _raw("test.validated", 1, {"n": 5, "m": 1}),  # a field v1 never defined
+        _raw("test.validated", 1, {}),  # a required field missing
+        _raw("test.validated", 1, [5]),  # fields that are no map
+        _raw("test.validated", 2, {"n": 5, "m": 1}),  # a newer writer: kept, unknown field aside
+        _raw("test.shape", 3, {"points": (), "name": "x", "closed": False}),  # fields out of order
+        _raw("test.shape", 3, {"name": "x", "points": deep, "closed": False}),  # nested past FIELD_DEPTH_MAX
+        _raw("test.shape", 1, {"name": "x"}),  # an older version: upgraded
+        msgpack.packb(msgpack.ExtType(FORMAT_1, msgpack.packb({"t": "test.validated", "v": 1, "f": {"n": 5},
+                                                               "x": 0}))),  # a frame with a fourth key
+    ]
+
+    def outcome(data):
+        try:
+            return decode(data)
+        except CodecError as e:
+            return type(e)
+
+    warm = [outcome(f) for f in frames]
+    codec._FAST.clear()
+    cold = [outcome(f) for f in frames]
+    assert warm == cold
+    assert warm[0] == Validated(5) and warm[7] == Shape("x") and warm[9] == Shape("x")
+    assert warm[1] is warm[2] is warm[3] is warm[4] is warm[5] is warm[8] is CorruptRecordError

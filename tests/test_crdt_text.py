@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_crdt_convergence import EXAMPLES, Sim
 
-from ddia_ray import crdt
+from ddia_ray import codec, crdt
 from ddia_ray.crdt import runs
 
 TEXT = settings(max_examples=EXAMPLES * 2, deadline=None)
@@ -345,16 +346,18 @@ def test_fast_paths_match_the_general_paths(seed):
     order = wire + rng.sample(wire, len(wire) // 4)
     if rng.random() < 0.5:
         rng.shuffle(order)
-    fast, slow = crdt.Text(), crdt.Text()
+    fast, slow, direct = crdt.Text(), crdt.Text(), crdt.Text()
     for data in order:
         d_fast, d_slow = crdt.decode(data), _general_decode(data)
         assert d_fast == d_slow and crdt.encode(d_fast) == data
         fast.merge(d_fast)
         _general_merge(slow, d_slow)
-        assert fast.value() == slow.value()
+        direct.merge_bytes(data)  # one edit's delta joined straight from its payload
+        assert fast.value() == slow.value() == direct.value()
     check_structure(fast)
     check_structure(slow)
-    assert fast == slow and crdt.encode(fast) == crdt.encode(slow)
+    check_structure(direct)
+    assert fast == slow == direct and crdt.encode(fast) == crdt.encode(slow) == crdt.encode(direct)
     both = crdt.Text()
     for data in wire:
         both.merge(crdt.decode(data))
@@ -402,3 +405,30 @@ def test_a_state_merged_into_an_empty_one_is_shared_until_either_changes():
     third.merge(dst)  # changes third only
     assert third.value() == "ello!" and src.value() == "ello" and dst.value() == "hello!"
     assert crdt.decode(crdt.encode(third)) == third
+
+
+def test_merge_bytes_refuses_what_decode_refuses_and_changes_nothing():
+    """``merge_bytes`` of another kind's state, of a malformed edit payload or of garbage raises the
+    error ``decode`` raises, and the state is as before."""
+    from ddia_ray.crdt.base import CRDTState
+    from ddia_ray.errors import CorruptRecordError, CRDTTypeError
+
+    t = crdt.Text()
+    t.merge_bytes(crdt.encode(crdt.Text().insert("a", 0, "hello")))
+    before = crdt.encode(t)
+    good = crdt.Text().insert("b", 0, "x")._payload()
+    bad = [
+        crdt.encode(crdt.GCounter()),
+        codec.encode(CRDTState("text", 1, good[:-1] + ("0",))),  # the orphan count as a str
+        codec.encode(CRDTState("text", 1, (1, "a", 0, 1, 0, 5, 3))),  # a deleted range that ends first
+        codec.encode(CRDTState("text", 1, (1, "a", 1, 0, 1, "x", -1, 0, "no", 0))),  # a flag that is no bool
+        b"\xc1",
+    ]
+    errors = (CRDTTypeError, CorruptRecordError, CorruptRecordError, CorruptRecordError, CorruptRecordError)
+    for data, error in zip(bad, errors):
+        with pytest.raises(error):
+            crdt.decode(data, "text")
+        with pytest.raises(error):
+            t.merge_bytes(data)
+        assert crdt.encode(t) == before
+    assert t.merge_bytes(crdt.encode(crdt.Text().insert("b", 0, "x"))).value() in ("xhello", "hellox")

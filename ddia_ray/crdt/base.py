@@ -92,6 +92,16 @@ class CRDT:
         """Join ``other`` (a state of this kind) into this state (in place) and return self."""
         raise NotImplementedError
 
+    def merge_bytes(self, data: bytes) -> Any:
+        """Join the state or delta in ``data`` (bytes from :func:`encode` of this kind) into this
+        state and return self: the receiving end of a replication stream, as Yjs's ``applyUpdate``.
+
+        The same as ``self.merge(decode(data, self.kind))``, with its errors (CorruptRecordError,
+        CRDTTypeError for another kind); a kind may join its commonest deltas without building the
+        intermediate state (:class:`~ddia_ray.crdt.text.Text` does for one edit's delta).
+        """
+        return self.merge(decode(data, self.kind))
+
     def value(self) -> Any:
         """The plain Python value the state represents."""
         raise NotImplementedError

@@ -33,7 +33,7 @@ from .runs import _Block, _Chunk, _ranges_add
 if TYPE_CHECKING:
     from .text import Text
 
-__all__ = ["payload", "from_payload", "place_in_order", "rows"]
+__all__ = ["payload", "from_payload", "place_in_order", "rows", "edit_block", "edit_range"]
 
 _INT, _STR, _BOOL = {int}, {str}, {bool}
 _start, _text = attrgetter("start"), attrgetter("text")
@@ -190,38 +190,66 @@ def _place_columns(doc: Text, nodes: tuple, nis, starts, texts, ois, ocs, dels) 
     return count
 
 
-def _one_block(cls: type[Text], p: tuple) -> Text | None:
-    """The state of a one-block payload with no orphan (what an insert's delta is), built directly;
-    None if ``p`` has another shape or a value the general path must judge (it then refuses it).
+#: The element types of the two payload shapes of one edit's delta (see :func:`edit_block`,
+#: :func:`edit_range`), compared at once: a tuple of types against a constant, in C.
+_BLOCK_SAME_NODE = (int, str, int, int, int, str, int, int, bool, int)  # origin in the block's node, or none
+_BLOCK_TWO_NODES = (int, str, str, int, int, int, str, int, int, bool, int)  # origin in another node
+_RANGE = (int, str, int, int, int, int, int)
+
+
+def edit_block(p: tuple) -> tuple | None:
+    """The block ``(start, node, text, origin, deleted)`` of a one-block payload with no orphan
+    (what an insert's delta is), checked; None if ``p`` has another shape or a value the general
+    path must judge (it then refuses it).
 
     Same checks as :func:`from_payload`, written for the one shape: a typing trace ships one of
     these per edit, so their fixed cost is the receiver's rate.
     """
-    if len(p) == 10:
+    types = tuple(map(type, p))
+    if types == _BLOCK_SAME_NODE:
         nn, node, nb, ni, s, text, oi, oc, deleted, nd = p
         onode = node
-        if oi == 0 and type(oi) is int:
-            pass
-        elif oi != -1 or type(oi) is not int:
+        if oi != 0 and oi != -1:
             return None
-    else:
+    elif types == _BLOCK_TWO_NODES:
         nn, node, onode, nb, ni, s, text, oi, oc, deleted, nd = p
         # as written: the block's node first, its origin's second
-        if type(onode) is not str or not onode or onode == node or oi != 1 or type(oi) is not int:
+        if not onode or onode == node or oi != 1:
             return None
         oi = 0
-    if (nn != len(p) - 9 or nb != 1 or nd != 0 or ni != 0 or type(node) is not str or not node
-            or type(nn) is not int or type(nb) is not int or type(nd) is not int or type(ni) is not int
-            or type(text) is not str or not text or type(s) is not int or not 1 <= s <= COUNTER_MAX - len(text) + 1
-            or type(deleted) is not bool or type(oc) is not int):
+    else:
         return None
+    if (nn != len(p) - 9 or nb != 1 or nd != 0 or ni != 0 or not node or not text
+            or not 1 <= s <= COUNTER_MAX - len(text) + 1):
+        return None
+    if oi == -1:
+        return (s, node, text, None, deleted) if oc == 0 else None
+    return (s, node, text, (oc, onode), deleted) if 1 <= oc < s else None
+
+
+def edit_range(p: tuple) -> tuple | None:
+    """The deleted range ``(node, first, last)`` of a payload holding one orphan range and nothing
+    else (what a delete's delta most often is), checked; None if ``p`` has another shape or a
+    value to judge."""
+    if tuple(map(type, p)) != _RANGE:
+        return None
+    nn, node, nb, nd, ni, s, e = p
+    if nn != 1 or nb != 0 or nd != 1 or ni != 0 or not node or not 1 <= s <= e <= COUNTER_MAX:
+        return None
+    return node, s, e
+
+
+def _one_block(cls: type[Text], p: tuple) -> Text | None:
+    """The state of a one-block payload (:func:`edit_block`), built directly; None: another shape."""
+    block = edit_block(p)
+    if block is None:
+        return None
+    s, node, text, origin, deleted = block
     n = len(text)
     e = s + n - 1
     t = cls()
     t._clock = e
-    if oi == -1:
-        if oc != 0:
-            return None
+    if origin is None:
         b = _Block(s, node, text, None, deleted)
         ch = _Chunk()
         ch.append(b)
@@ -230,10 +258,8 @@ def _one_block(cls: type[Text], p: tuple) -> Text | None:
             ch.vis = t._len = n
         t._chunks.append(ch)
     else:
-        if not 1 <= oc < s:
-            return None
-        b = _Block(s, node, text, (oc, onode), False)
-        t._pending[onode] = ([oc], [b])
+        b = _Block(s, node, text, origin, False)
+        t._pending[origin[1]] = ([origin[0]], [b])
         if deleted:  # a waiting block is never flagged: its deleted ids wait as orphans
             t._orphans[node] = ([s], [e])
     b.indexed = True
@@ -242,15 +268,12 @@ def _one_block(cls: type[Text], p: tuple) -> Text | None:
 
 
 def _deletion(cls: type[Text], p: tuple) -> Text | None:
-    """The state of a payload holding one orphan range and nothing else (what a delete's delta
-    most often is), built directly; None if ``p`` has another shape or a value to judge."""
-    nn, node, nb, nd, ni, s, e = p
-    if (nn != 1 or nb != 0 or nd != 1 or ni != 0 or type(node) is not str or not node or type(nn) is not int
-            or type(nb) is not int or type(nd) is not int or type(ni) is not int or type(s) is not int
-            or type(e) is not int or not 1 <= s <= e <= COUNTER_MAX):
+    """The state of a one-range payload (:func:`edit_range`), built directly; None: another shape."""
+    r = edit_range(p)
+    if r is None:
         return None
     t = cls()
-    t._orphans[node] = ([s], [e])
+    t._orphans[r[0]] = ([r[1]], [r[2]])
     return t
 
 
