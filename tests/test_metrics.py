@@ -65,3 +65,45 @@ def test_a_running_demo_exports_its_calls_latencies_and_figures(ray_session):
             client.close()
     finally:
         replicas.shutdown()
+
+
+class _Recorder:
+    """A stand-in for a Ray counter or histogram: what it was given, with its tags."""
+
+    def __init__(self):
+        self.records: list = []
+
+    def inc(self, value, tags):
+        self.records.append((value, tags["method"]))
+
+    def observe(self, value, tags):
+        self.records.append((value, tags["method"]))
+
+
+def test_counts_reach_ray_whole_and_the_latency_histogram_is_sampled_past_its_rate(monkeypatch):
+    """Calls are summed and added to Ray's counters at each flush, none lost; the histogram takes
+    every call of a method below LATENCY_SAMPLES_PER_S a second, and every k-th above it."""
+    from ddia_ray.runtime import metrics
+
+    now = [100.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: now[0])
+    m = metrics.ShellMetrics("storage", "g", "n")
+    rec = m._ray = {"calls": _Recorder(), "errors": _Recorder(), "latency": _Recorder()}
+    for i in range(50):  # a slow second: every call sampled
+        m.observe("get", 0.001 * (i + 1), 1, i % 10 == 0)
+        now[0] += 0.02
+    assert [v for v, _ in rec["latency"].records] == [0.001 * (i + 1) for i in range(50)]
+    assert rec["calls"].records == []  # not a second yet: nothing added to Ray's counters
+    m.flush()
+    assert sum(v for v, _ in rec["calls"].records) == 50 and sum(v for v, _ in rec["errors"].records) == 5
+    rec["latency"].records.clear()
+    per_s = 40 * metrics.LATENCY_SAMPLES_PER_S
+    for second in range(3):  # a busy spell: the first second teaches the rate, the next two are sampled
+        for _ in range(per_s):
+            m.observe("get", 0.002, 2)
+            now[0] += 1.0 / per_s
+    m.flush()
+    assert sum(v for v, _ in rec["calls"].records) == 50 + 3 * per_s * 2  # every call counted
+    sampled = len(rec["latency"].records)
+    assert per_s < sampled < per_s + 3 * metrics.LATENCY_SAMPLES_PER_S
+    assert m.calls()["get"]["count"] == 50 + 3 * per_s * 2  # stats() see every call as before

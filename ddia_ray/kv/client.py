@@ -33,7 +33,7 @@ from typing import Any
 from .. import codec
 from .._validate import positive
 from ..errors import CallTimeoutError, ConfigError, InvalidArgumentError
-from ..runtime.client_loop import LoopClient
+from ..runtime.client_loop import LoopClient, wait_doorbell
 from ..runtime.core import Reply
 from .commands import ERROR, OK, KVBatch, KVResults, check_op
 
@@ -156,10 +156,7 @@ class RaftKVClient(LoopClient):
 
     async def _pump(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.05)
-            except asyncio.TimeoutError:
-                pass
+            await wait_doorbell(self._wake, 0.05)
             self._wake.clear()
             with self._lock:
                 self._kick_pending = False  # from here on, new submissions must wake the loop again

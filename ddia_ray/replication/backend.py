@@ -67,6 +67,12 @@ class ProcedureBackend:
         ``wait_s`` passes). The future holds its result or its refusal."""
         return self.client.query_nowait(name, args, read=read or self.read, wait_s=wait_s)
 
+    def query_direct(self, name: str, args: Any) -> tuple[bool, Any]:
+        """Run query ``name`` from the calling thread on its own link to the leader, when the read
+        mode allows it: ``(True, answer)``, or ``(False, None)`` to take :meth:`query_nowait`
+        (:meth:`~.client.ReplicatedClient.query_direct`)."""
+        return self.client.query_direct(name, args, read=self.read)
+
     def close(self) -> None:
         """Close the replicated store's client."""
         self.client.close()
@@ -112,5 +118,12 @@ class ProcedureClient:
         return self.wait(self.backend.call_nowait(name, args), timeout_s)
 
     def query(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
-        """Run read-only query ``name`` on one replica and return its answer (see :meth:`call`)."""
+        """Run read-only query ``name`` on one replica and return its answer (see :meth:`call`); on
+        this thread's direct link to the leader when the backend has one (a blocking read then
+        skips the client's loop thread)."""
+        direct = getattr(self.backend, "query_direct", None)
+        if direct is not None:
+            served, answer = direct(name, args)
+            if served:
+                return answer
         return self.wait(self.backend.query_nowait(name, args), timeout_s)

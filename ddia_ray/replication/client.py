@@ -50,8 +50,9 @@ from ..balancing import RoundRobinPicker
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
                       NoReplicaAvailableError, NotLeaderError, PartitionError, ProposalDroppedError, ReplicaBehindError,
                       StalenessBoundError, WriteOutcomeUnknownError)
-from ..runtime.client_loop import LoopClient
+from ..runtime.client_loop import LoopClient, wait_doorbell
 from ..runtime.core import Reply
+from ..runtime.direct_links import DirectLinks
 from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
 from .arrow_pages import read_page
 from .ingest import columns_op, ingest_op, puts_op
@@ -192,6 +193,7 @@ class ReplicatedClient(LoopClient):
         self._kick_pending = False
         self._closed = False
         self.stats: collections.Counter[str] = collections.Counter()
+        self._direct: DirectLinks | None = None  # the callers' threads' own links, for leader reads
         self._start_loop(f"repl-{self.name}")
 
     # --- checks ------------------------------------------------------------------------------
@@ -402,9 +404,67 @@ class ReplicatedClient(LoopClient):
     def query(self, name: str, args: Any = None, *, read: str | None = None, max_staleness_s: float | None = None,
               timeout_s: float | None = None, wait_s: float = 0.0) -> Any:
         """Run a read-only procedure on one replica and return its result (see :meth:`query_nowait`,
-        which also says what ``wait_s`` does)."""
+        which also says what ``wait_s`` does). A leader read goes on this thread's direct link
+        when it can (:meth:`query_direct`)."""
+        if not wait_s:
+            served, result = self.query_direct(name, args, read=read)
+            if served:
+                return result
         fut = self.query_nowait(name, args, read=read, max_staleness_s=max_staleness_s, wait_s=wait_s)
         return self._wait(fut, (timeout_s or self.timeout_s) + wait_s)
+
+    def query_direct(self, name: str, args: Any = None, *, read: str | None = None) -> tuple[bool, Any]:
+        """Run a read-only procedure on the leader from the calling thread, on its own blocking link
+        to the leader's shell (:mod:`~ddia_ray.runtime.direct_links`), without the loop thread's two
+        hops: ``(True, result)``, or ``(False, None)`` when it could not be served so and the caller
+        should take :meth:`query_nowait`'s routed path (another read mode, no leader known yet, the
+        loop thread itself calling, no link, or a refusal that path handles by asking elsewhere:
+        not the leader, a replica behind). The query's own refusal is raised, as the routed path
+        would raise it. A read may be sent twice, so a request lost on the link is simply sent
+        again by the routed path."""
+        mode = self._mode(read)
+        target = self._leader
+        if mode not in ("leader", "linearizable") or target is None or self._closed \
+                or threading.current_thread() is self._thread:
+            return False, None
+        codec.check_value(args, f"the arguments of query {name!r}")
+        try:
+            handle = self.store._handle(target)
+        except ActorUnavailableError:
+            return False, None
+        payload = ReplQuery(name, codec.encode(args), mode, 0, 0, self.max_staleness_s, 0.0)
+        data = self._direct_links().request(target, handle, codec.encode(payload), self.rpc_timeout_s)
+        if data is None:
+            return False, None
+        reply = codec.decode(data)
+        if not isinstance(reply, Reply):
+            raise ConfigError(f"unexpected answer from {target}: {reply!r}")
+        if reply.error is not None:
+            error = reply.error.exception(target)
+            if isinstance(error, (NotLeaderError, StalenessBoundError, ReplicaBehindError, PartitionError,
+                                  ActorUnavailableError, MessageDroppedError, CallTimeoutError)):
+                return False, None  # what the routed path retries, reroutes or asks elsewhere
+            raise error
+        result = reply.payload
+        if not isinstance(result, QueryResult):
+            raise ConfigError(f"unexpected answer from {target}: {result!r}")
+        self._saw(False, result.epoch, result.lsn)
+        with self._lock:
+            self.stats["direct_reads"] += 1
+        return True, result_or_raise(result.result)
+
+    def _direct_links(self) -> DirectLinks:
+        links = self._direct
+        if links is None:
+            with self._lock:
+                if self._direct is None:
+                    import ray
+
+                    self._direct = DirectLinks(self.name, ray.get_runtime_context().get_node_id(),
+                                               lambda handle, timeout_s: ray.get(handle.endpoint.remote(),
+                                                                                 timeout=timeout_s))
+                links = self._direct
+        return links
 
     def call_leader(self, payload: Any) -> concurrent.futures.Future:
         """Send one request the leader answers (an index page, say), following the leader through
@@ -470,6 +530,8 @@ class ReplicatedClient(LoopClient):
             if not u.future.done():
                 u.future.set_exception(CallTimeoutError("client closed before the operation completed"))
         self._stop_loop_thread()
+        if self._direct is not None:
+            self._direct.close()
 
     # --- machinery ---------------------------------------------------------------------------------
 
@@ -489,10 +551,7 @@ class ReplicatedClient(LoopClient):
 
     async def _pump(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.05)
-            except asyncio.TimeoutError:
-                pass
+            await wait_doorbell(self._wake, 0.05)
             self._wake.clear()
             with self._lock:
                 self._kick_pending = False
