@@ -229,6 +229,7 @@ def test_process_tree_cpu_counts_the_children():
         child.communicate("")
     assert theirs >= 0.25
     assert tree >= own + theirs - 0.05  # clock ticks round each process's figure down
+    assert bc.process_tree_cpu_s() >= tree - 0.02  # exited and reaped, the child's CPU still counts
     with open("/proc/sys/kernel/pid_max") as f:
         assert bc.process_tree_cpu_s(int(f.read()) + 1) is None  # no such process
 
