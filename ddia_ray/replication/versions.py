@@ -69,6 +69,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .. import codec, crdt
 from ..clocks import DVVSet, VectorClock
 from ..codec import record
+from ..crdt.base import from_state
 from ..errors import (CodecError, ConfigError, CRDTTypeError, ForeignContextError, InvalidArgumentError,
                       ResolverFailedError)
 from .resolvers import Sibling, _lww_key, get_resolver
@@ -485,4 +486,6 @@ def decode_state(data: bytes) -> Any:
     obj = codec.decode(data)
     if isinstance(obj, DVVSet):
         return obj
-    return crdt.decode(data)
+    if isinstance(obj, crdt.CRDTState):  # a CRDT's record, decoded once: rebuilt (and checked) by its kind
+        return from_state(obj)
+    return crdt.decode(data)  # anything else: refused with decode's own error
