@@ -432,3 +432,32 @@ def test_merge_bytes_refuses_what_decode_refuses_and_changes_nothing():
             t.merge_bytes(data)
         assert crdt.encode(t) == before
     assert t.merge_bytes(crdt.encode(crdt.Text().insert("b", 0, "x"))).value() in ("xhello", "hellox")
+
+
+@settings(max_examples=EXAMPLES * 4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                                      min_size=1, max_size=3))
+def test_a_damaged_delta_is_merged_from_bytes_exactly_as_decode_and_merge_take_it(seed, flips):
+    """A delta with bytes changed: ``merge_bytes`` raises what ``decode`` raises (the state unchanged),
+    or joins what ``decode`` reads, to the same state as ``merge``."""
+    from ddia_ray.errors import DdiaRayError
+
+    rng = random.Random(seed)
+    t, model = crdt.Text(), []
+    for _ in range(rng.randint(3, 12)):
+        edit(rng, t, model, "a")
+    base = crdt.Text().merge(t)
+    data = bytearray(crdt.encode(edit(rng, t, model, rng.choice("ab"))))
+    for at, byte in flips:
+        data[at % len(data)] = byte
+    fast, slow = base.copy(), base.copy()
+    try:
+        expected = slow.merge(crdt.decode(bytes(data), "text"))
+    except DdiaRayError as e:
+        with pytest.raises(type(e)):
+            fast.merge_bytes(bytes(data))
+        assert fast == base
+        return
+    fast.merge_bytes(bytes(data))
+    check_structure(fast)
+    assert fast == expected and fast.value() == expected.value()

@@ -506,13 +506,17 @@ class Text(CRDT):
         """Join the encoded state or delta ``data`` (see :meth:`CRDT.merge_bytes`) and return self.
 
         One edit's delta (an inserted run, or one deleted range) is joined straight from the
-        decoded payload, checked as :mod:`.text_format` checks it, without building a delta state
-        first: in a typing trace that state's construction was a fifth of the receiver's time.
+        record's field values (:func:`~ddia_ray.codec.record_fields`), its payload checked value by
+        value as :mod:`.text_format` checks that shape, without building the record or a delta
+        state (on a typing trace of 20,000 edits: 5.1 us a delta, against 7.7 us through
+        ``decode`` and ``merge``). Anything else is decoded whole, checked, and merged.
         """
-        state = codec.decode(data)
-        if type(state) is CRDTState and state.kind == "text" and state.format == 1 and (self._index or self._orphans):
-            p = state.payload
-            if type(p) is tuple and not self._shared:
+        fields = codec.record_fields(data, CRDTState) if (self._index or self._orphans) and not self._shared else None
+        if fields is not None and fields[0] == "text" and fields[1] == 1 and type(fields[1]) is int:
+            # The record's fields, unchecked: the payload is read only in the two exact shapes
+            # text_format checks value by value; anything else is decoded below, checked whole.
+            p = fields[2]
+            if type(p) is tuple:
                 if len(p) == 7:
                     r = text_format.edit_range(p)
                     if r is not None:
@@ -527,6 +531,7 @@ class Text(CRDT):
                         if e > self._clock:
                             self._clock = e
                         return self
+        state = codec.decode(data)
         if not isinstance(state, CRDTState):
             raise CorruptRecordError(f"expected a 'crdt.state' record, decoded {type(state).__name__}")
         return self.merge(cast(Text, from_state(state, self.kind)))
