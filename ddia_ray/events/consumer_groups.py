@@ -42,7 +42,8 @@ from .keys import pack, unpack
 from .procedures import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
-           "group_info", "group_parked", "read_positions", "positions_rows", "NACK_ACTIONS", "Group"]
+           "group_info", "group_parked", "read_positions", "positions_rows", "archive_dropped_of", "passes",
+           "NACK_ACTIONS", "Group"]
 
 #: What a nack asks: hand the event out again, park it now, or settle it without handling.
 NACK_ACTIONS = ("retry", "park", "skip")
@@ -221,7 +222,19 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         g.inflight[pos] = (consumer, attempts, now_ms + ack_timeout_ms)
         g.counters["retried"] += 1
         handed.append((pos, attempts))
-    if g.settings[0] is None and g.cursor >= _archive_dropped(get):
+    dropped = _archive_dropped(get)
+    if g.cursor < dropped:
+        # The archive moved these events out of the rows (the group started below its drop, or
+        # lagged behind it): every position below dropped_upto is an event, in the archive, but its
+        # stream and type are not here to filter by. They are handed out as they are; the consumer
+        # reads them from the archive and acks at once those its group's filter leaves out
+        # (PersistentSubscription). Before, such a group's pull found no row and never moved.
+        take = max(0, min(room - len(handed), dropped - g.cursor, _SCAN))
+        for pos in range(g.cursor, g.cursor + take):
+            g.inflight[pos] = (consumer, 1, now_ms + ack_timeout_ms)
+            handed.append((pos, 1))
+        g.cursor += take
+    elif g.settings[0] is None:
         # No filter: every position from the cursor to the end of $all is an event ($all is
         # gap-free and only an archive drop removes events, below dropped_upto), so the pull needs
         # the global sequence rather than a row per position (each member runs this procedure).
@@ -361,9 +374,11 @@ def group_parked(state, args: Any) -> tuple:
 
 @query("events.read_positions")
 def read_positions(state, args: Any) -> tuple:
-    """The events at ``positions`` (removed ones left out) as ``(parts, rows)``: the runs of
-    consecutive positions as chunk parts (:func:`~.keys.part_rows`), the others as rows like
-    :func:`~.procedures.read_all`'s. :func:`positions_rows` puts them back in the order asked."""
+    """The events at ``positions`` (removed ones left out) as ``(parts, rows, dropped_upto)``: the
+    runs of consecutive positions as chunk parts (:func:`~.keys.part_rows`), the others as rows like
+    :func:`~.procedures.read_all`'s, and the archive's ``dropped_upto`` (positions below it are read
+    from the archive: :meth:`~.persistent.PersistentSubscription.pull`). :func:`positions_rows` puts
+    the rows back in the order asked."""
     (positions,) = args
     if not isinstance(positions, tuple) or len(positions) > 4096 or not all(type(p) is int for p in positions):
         raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
@@ -384,17 +399,33 @@ def read_positions(state, args: Any) -> tuple:
         if pointer is not None:
             stream, version, last = pointer
             pointers.append((stream, version, p, last))
-    return tuple(parts), tuple(_bodies(state, pointers))
+    return tuple(parts), tuple(_bodies(state, pointers)), _archive_dropped(state.get)
 
 
-def positions_rows(positions, answer: tuple) -> list:
+def positions_rows(positions, answer: tuple, archived: Any = ()) -> list:
     """The rows of :func:`read_positions`'s ``answer`` in the order of ``positions`` (removed
-    events left out)."""
-    parts, rows = answer
+    events left out), with ``archived`` (rows read from the archive) among them."""
+    parts, rows = answer[0], answer[1]  # (a store before the archive's position answered two)
     found = {row[2]: row for row in keys.part_rows(parts)}
     for row in rows:
         found[row[2]] = row
+    for row in archived:
+        found[row[2]] = row
     return [found[p] for p in dict.fromkeys(positions) if p in found]
+
+
+def archive_dropped_of(answer: tuple) -> int:
+    """The archive's ``dropped_upto`` in :func:`read_positions`'s ``answer`` (0: none said)."""
+    return answer[2] if len(answer) > 2 else 0
+
+
+def passes(settings_filter: tuple, row: tuple) -> bool:
+    """Whether event ``row`` (a read row: stream, version, position, id, type, ...) passes a group's
+    filter ``(kind, prefix)``, as a pull judges the events still in the rows (:func:`_matches`)."""
+    kind, prefix = settings_filter
+    if kind is None:
+        return True
+    return (row[0] if kind == "stream" else row[4]).startswith(prefix)
 
 
 #: Consecutive positions that :func:`read_positions` reads by chunk rather than one ``$all`` row each.

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
-from .consumer_groups import positions_rows
+from .consumer_groups import _runs, archive_dropped_of, passes, positions_rows
 from .records import RecordedEvent, recorded_event
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
@@ -95,6 +95,8 @@ class PersistentSubscription:
         self.max_idle_s = max(positive("max_idle_s", max_idle_s), self.idle_s)
         self.retry_s = positive("retry_s", retry_s)
         self.handled = self.failed = self.redelivered = self.retries = 0
+        self.filtered = 0  # archived events handed out that the group's filter leaves out: acked unhandled
+        self._group_filter: tuple | None = None  # the group's (kind, prefix), read when first needed
         self._clock = clock  # milliseconds since the epoch: the group's deadlines are on the consumers' clocks
         self._stop = threading.Event()
 
@@ -120,8 +122,41 @@ class PersistentSubscription:
             return []
         attempts = dict(handed)
         positions = tuple(p for p, _ in handed)
-        rows = positions_rows(positions, self.client.query("events.read_positions", (positions,)))
+        answer = self.client.query("events.read_positions", (positions,))
+        dropped = archive_dropped_of(answer)
+        archived: list = []
+        if dropped and positions and min(positions) < dropped:
+            archived = self._archived(sorted(p for p in set(positions) if p < dropped), dropped)
+        rows = positions_rows(positions, answer, archived)
         return [(recorded_event(*r), attempts[r[2]]) for r in rows]
+
+    def _archived(self, positions: list, dropped: int) -> list:
+        """The rows of archived ``positions`` (ascending, all below ``dropped``) that pass the group's
+        filter, read from the archive a run of consecutive positions at a time; the others were handed
+        out unfiltered (the pull cannot see an archived event's stream or type) and are acked here."""
+        from .archive import archived_all_page
+        from .procedures import MAX_PAGE_ROWS, MAX_SCAN_ROWS
+
+        if self._group_filter is None:
+            self._group_filter = tuple(ConsumerGroups(self.client).info(self.group)["filter"])
+        reader = self.client.archive_reader()
+        wanted = set(positions)
+        rows: list = []
+        for lo, hi in _runs(positions):
+            at = lo
+            while at <= hi:
+                page, at, _ = archived_all_page(self.client, reader, at, backward=False,
+                                                page=min(hi - at + 1, MAX_PAGE_ROWS), kind=None, prefix="",
+                                                dropped_upto=dropped, scan_max=MAX_SCAN_ROWS)
+                rows.extend(r for r in page if r[2] in wanted)
+                if not page:
+                    break
+        keep = [r for r in rows if passes(self._group_filter, r)]
+        if len(keep) < len(rows):
+            kept = {r[2] for r in keep}
+            self.filtered += len(rows) - len(keep)
+            self.ack(tuple(r[2] for r in rows if r[2] not in kept))
+        return keep
 
     def ack(self, positions) -> int:
         """Settle ``positions`` as handled; returns the group's checkpoint."""
