@@ -80,7 +80,7 @@ class Text(CRDT):
     kind = "text"
     mutators = frozenset({"insert", "delete"})
     __slots__ = ("_chunks", "_index", "_pending", "_orphans", "_clock", "_len", "_cci", "_coff", "_skips",
-                 "_shared")
+                 "_shared", "_ext_at")
 
     def __init__(self) -> None:
         self._chunks: list[_Chunk] = []  # the document, in order
@@ -92,6 +92,7 @@ class Text(CRDT):
         self._cci, self._coff = 0, 0  # cursor: a chunk index and the visible characters before it
         self._skips = 0  # blocks skipped while placing others: decode bounds it
         self._shared = False  # the structures above may be another state's too: copy before changing them
+        self._ext_at: tuple = (None, 0)  # the block a run extension last found, and its index in its chunk
 
     # --- the index -------------------------------------------------------------------
 
@@ -327,7 +328,12 @@ class Text(CRDT):
         # after its origin unless the next block has a greater id (see the module doc).
         chunks = self._chunks
         if ch[-1] is not left:
-            nxt = ch[ch.index(left) + 1]
+            # Typing on extends the same block again and again: where it was last time is checked
+            # first (one identity test) before the chunk is searched for it.
+            at = self._ext_at
+            i = at[1] if at[0] is left and at[1] < len(ch) and ch[at[1]] is left else ch.index(left)
+            self._ext_at = (left, i)
+            nxt = ch[i + 1]
         elif ch is not chunks[-1]:
             nxt = chunks[chunks.index(ch) + 1][0]
         else:
@@ -526,10 +532,13 @@ class Text(CRDT):
                 else:
                     b = text_format.edit_block(p)
                     if b is not None:
-                        self._merge_block(*b)
-                        e = b[0] + len(b[2]) - 1
-                        if e > self._clock:
-                            self._clock = e
+                        s, node, text, origin, deleted = b
+                        if deleted or not self._extend_run(s, node, text, origin):  # (_merge_block, inlined)
+                            self._absorb(s, node, text, origin, deleted)
+                            self._cci, self._coff = 0, 0
+                            e = s + len(text) - 1
+                            if e > self._clock:
+                                self._clock = e
                         return self
         state = codec.decode(data)
         if not isinstance(state, CRDTState):
