@@ -67,11 +67,11 @@ class ProcedureBackend:
         ``wait_s`` passes). The future holds its result or its refusal."""
         return self.client.query_nowait(name, args, read=read or self.read, wait_s=wait_s)
 
-    def query_direct(self, name: str, args: Any) -> tuple[bool, Any]:
+    def query_direct(self, name: str, args: Any, timeout_s: float | None = None) -> tuple[bool, Any]:
         """Run query ``name`` from the calling thread on its own link to the leader, when the read
         mode allows it: ``(True, answer)``, or ``(False, None)`` to take :meth:`query_nowait`
         (:meth:`~.client.ReplicatedClient.query_direct`)."""
-        return self.client.query_direct(name, args, read=self.read)
+        return self.client.query_direct(name, args, read=self.read, timeout_s=timeout_s)
 
     def close(self) -> None:
         """Close the replicated store's client."""
@@ -123,7 +123,7 @@ class ProcedureClient:
         skips the client's loop thread)."""
         direct = getattr(self.backend, "query_direct", None)
         if direct is not None:
-            served, answer = direct(name, args)
+            served, answer = direct(name, args, self.timeout_s if timeout_s is None else timeout_s)
             if served:
                 return answer
         return self.wait(self.backend.query_nowait(name, args), timeout_s)

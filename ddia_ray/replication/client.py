@@ -407,13 +407,14 @@ class ReplicatedClient(LoopClient):
         which also says what ``wait_s`` does). A leader read goes on this thread's direct link
         when it can (:meth:`query_direct`)."""
         if not wait_s:
-            served, result = self.query_direct(name, args, read=read)
+            served, result = self.query_direct(name, args, read=read, timeout_s=timeout_s)
             if served:
                 return result
         fut = self.query_nowait(name, args, read=read, max_staleness_s=max_staleness_s, wait_s=wait_s)
         return self._wait(fut, (timeout_s or self.timeout_s) + wait_s)
 
-    def query_direct(self, name: str, args: Any = None, *, read: str | None = None) -> tuple[bool, Any]:
+    def query_direct(self, name: str, args: Any = None, *, read: str | None = None,
+                     timeout_s: float | None = None) -> tuple[bool, Any]:
         """Run a read-only procedure on the leader from the calling thread, on its own blocking link
         to the leader's shell (:mod:`~ddia_ray.runtime.direct_links`), without the loop thread's two
         hops: ``(True, result)``, or ``(False, None)`` when it could not be served so and the caller
@@ -421,7 +422,8 @@ class ReplicatedClient(LoopClient):
         loop thread itself calling, no link, or a refusal that path handles by asking elsewhere:
         not the leader, a replica behind). The query's own refusal is raised, as the routed path
         would raise it. A read may be sent twice, so a request lost on the link is simply sent
-        again by the routed path."""
+        again by the routed path. It waits ``rpc_timeout_s`` for the answer, or ``timeout_s`` if
+        that is shorter."""
         mode = self._mode(read)
         target = self._leader
         if mode not in ("leader", "linearizable") or target is None or self._closed \
@@ -433,7 +435,8 @@ class ReplicatedClient(LoopClient):
         except ActorUnavailableError:
             return False, None
         payload = ReplQuery(name, codec.encode(args), mode, 0, 0, self.max_staleness_s, 0.0)
-        data = self._direct_links().request(target, handle, codec.encode(payload), self.rpc_timeout_s)
+        wait = self.rpc_timeout_s if timeout_s is None else min(self.rpc_timeout_s, positive("timeout_s", timeout_s))
+        data = self._direct_links().request(target, handle, codec.encode(payload), wait)
         if data is None:
             return False, None
         reply = codec.decode(data)
