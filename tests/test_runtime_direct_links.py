@@ -214,3 +214,39 @@ def test_random_reply_bytes_never_escape_as_an_error():
         assert got is None or len(got) <= len(junk)
         direct.close()
         listener.close()
+
+
+def test_links_stay_within_their_bound_and_ended_threads_give_theirs_back(echo, monkeypatch):
+    from ddia_ray.runtime import direct_links
+
+    monkeypatch.setattr(direct_links, "MAX_LINKS", 3)
+    direct = DirectLinks("c", "ray-node-1", _Endpoints(echo))
+    for i in range(10):  # a thread per request, each ending after it: their links are taken back
+        got: list = []
+        t = threading.Thread(target=lambda i=i: got.append(direct.request("m1", None, b"t%d" % i, 5.0)))
+        t.start()
+        t.join(10)
+        assert got == [b"c:t%d" % i]
+    assert len(direct._open) <= 3 and direct.counters["links_of_ended_threads_closed"] >= 7
+
+    release = threading.Event()
+    all_held = threading.Barrier(4)
+    held: list = []
+
+    def holder(i):  # alive, each with its link open
+        held.append(direct.request("m1", None, b"h%d" % i, 5.0))
+        all_held.wait(10)
+        release.wait(10)
+
+    holders = [threading.Thread(target=holder, args=(i,)) for i in range(3)]
+    for t in holders:
+        t.start()
+    all_held.wait(10)
+    assert sorted(held) == [b"c:h0", b"c:h1", b"c:h2"]
+    assert direct.request("m1", None, b"more", 5.0) is None  # the bound is reached: the routed path
+    assert direct.counters["links_refused_at_bound"] >= 1
+    release.set()
+    for t in holders:
+        t.join(10)
+    assert direct.request("m1", None, b"after", 5.0) == b"c:after"  # their links closed, room again
+    direct.close()

@@ -26,6 +26,10 @@ request's. A shell that cannot be reached is not tried again for
 :data:`~.links.RETRY_S`, so a dead member costs its callers no connection
 attempt per read.
 
+Bounded resources: a client keeps at most :data:`MAX_LINKS` direct connections. A thread that ends
+leaves its connections behind (they were its own), so when the bound is reached the connections of
+threads no longer alive are closed first; if it is still reached, the read takes the routed path.
+
 Bounded input: a reply longer than :data:`~.links.MAX_FRAME_BYTES`, or whose
 request id is not the one sent, closes the connection before anything is
 allocated for it; the reply's bytes are then the codec's to check.
@@ -43,7 +47,10 @@ from typing import Any, Callable
 from . import links
 from .links import _REQUEST, _TOO_LARGE, CLIENT_MAGIC
 
-__all__ = ["DirectLinks"]
+__all__ = ["DirectLinks", "MAX_LINKS"]
+
+#: Direct connections one client keeps open at most (over all its callers' threads and shells).
+MAX_LINKS = 64
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -78,7 +85,7 @@ class DirectLinks:
         self._endpoints: dict[str, dict] = {}  # node -> its endpoint record
         self._retry_at: dict[str, float] = {}  # node -> when to try connecting again after a failure
         self._fetching: dict[str, threading.Lock] = {}  # node -> held while its endpoint is fetched
-        self._open: set[socket.socket] = set()  # every connection, for close()
+        self._open: dict[socket.socket, threading.Thread] = {}  # every connection, and the thread it is for
         self._closed = False
         self.counters: dict[str, int] = defaultdict(int)
 
@@ -122,7 +129,7 @@ class DirectLinks:
         """A new connection to ``node``'s shell, greeted; None if it cannot be had now."""
         now = time.monotonic()
         with self._lock:
-            if self._retry_at.get(node, 0.0) > now:
+            if self._retry_at.get(node, 0.0) > now or not self._room():
                 return None
             ep = self._endpoints.get(node)
             fetching = self._fetching.setdefault(node, threading.Lock())
@@ -160,23 +167,38 @@ class DirectLinks:
                 sock.close()
                 return None
             self._endpoints[node] = ep
-            self._open.add(sock)
+            self._open[sock] = threading.current_thread()
         self._count("links_opened")
         return sock
+
+    def _room(self) -> bool:
+        """Whether one more connection fits under :data:`MAX_LINKS`, after closing those of threads
+        that ended (called under the lock)."""
+        if len(self._open) < MAX_LINKS:
+            return True
+        for sock, owner in list(self._open.items()):
+            if not owner.is_alive():
+                del self._open[sock]
+                sock.close()
+                self.counters["links_of_ended_threads_closed"] += 1
+        if len(self._open) < MAX_LINKS:
+            return True
+        self.counters["links_refused_at_bound"] += 1
+        return False
 
     def _drop(self, node: str, sock: socket.socket, conns: dict) -> None:
         """Close a connection that failed; its shell's endpoint is fetched again on the next connect."""
         conns.pop(node, None)
         sock.close()
         with self._lock:
-            self._open.discard(sock)
+            self._open.pop(sock, None)
             self._endpoints.pop(node, None)
 
     def close(self) -> None:
         """Close every connection (a thread's next request finds its own closed and returns None)."""
         with self._lock:
             self._closed = True
-            socks, self._open = self._open, set()
+            socks, self._open = list(self._open), {}
         for sock in socks:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
