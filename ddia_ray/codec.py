@@ -457,9 +457,8 @@ def _build(frame: Any) -> Any:
         fast = _FAST.get(tag) if type(tag) is str else None
         if fast is not None:
             version, names, make, post, checked = fast
-            fields = frame.get("f")
-            v = frame.get("v")
-            if type(v) is int and v == version and type(fields) is dict and tuple(fields) == names:
+            fields = _whole_fields(frame, version, names)
+            if fields is not None:
                 if not checked:
                     _check_fields(fields.values(), tag, CorruptRecordError)
                 try:
@@ -470,8 +469,18 @@ def _build(frame: Any) -> Any:
                 except (MemoryError, RecursionError):
                     raise
                 except Exception as e:  # as in _build_general
-                    raise CorruptRecordError(f"record {tag!r} v{v} has invalid field values: {e}") from e
+                    raise CorruptRecordError(f"record {tag!r} v{version} has invalid field values: {e}") from e
     return _build_general(frame)
+
+
+def _whole_fields(frame: dict, version: int, names: tuple) -> dict | None:
+    """The field map of ``frame`` (a decoded record frame, its tag already matched) if it is of
+    ``version`` with every field of ``names`` in order, as :func:`encode` writes it; else None."""
+    fields = frame.get("f")
+    v = frame.get("v")
+    if type(v) is int and v == version and type(fields) is dict and tuple(fields) == names:
+        return fields
+    return None
 
 
 def _build_general(frame: Any) -> Any:
@@ -597,14 +606,10 @@ def record_fields(data: bytes, cls: type) -> tuple | None:
         frame = msgpack.unpackb(data[at:], raw=False, use_list=False, strict_map_key=True)
     except Exception:  # noqa: BLE001 - not the exact shape: decode() reads it and names the fault
         return None
-    if type(frame) is not dict or len(frame) != 3:
+    if type(frame) is not dict or len(frame) != 3 or frame.get("t") != rt.tag:
         return None
-    fields = frame.get("f")
-    v = frame.get("v")
-    if (frame.get("t") != rt.tag or type(v) is not int or v != rt.version or type(fields) is not dict
-            or tuple(fields) != rt.field_names):
-        return None
-    return tuple(fields.values())
+    fields = _whole_fields(frame, rt.version, rt.field_names)
+    return None if fields is None else tuple(fields.values())
 
 
 def decode(data: bytes, expect: type | tuple[type, ...] | None = None) -> Any:

@@ -65,8 +65,7 @@ from typing import Any, cast
 
 from . import runs, text_format
 from .. import codec
-from .base import COUNTER_MAX, CRDT, CRDTState, check_node, from_state
-from ..errors import CorruptRecordError
+from .base import COUNTER_MAX, CRDT, CRDTState, check_node
 from .runs import _Block, _Chunk, _ranges_add, _ranges_take
 from ..errors import InvalidArgumentError
 
@@ -532,18 +531,12 @@ class Text(CRDT):
                 else:
                     b = text_format.edit_block(p)
                     if b is not None:
-                        s, node, text, origin, deleted = b
-                        if deleted or not self._extend_run(s, node, text, origin):  # (_merge_block, inlined)
-                            self._absorb(s, node, text, origin, deleted)
-                            self._cci, self._coff = 0, 0
-                            e = s + len(text) - 1
-                            if e > self._clock:
-                                self._clock = e
+                        self._merge_block(*b)
+                        e = b[0] + len(b[2]) - 1
+                        if e > self._clock:
+                            self._clock = e
                         return self
-        state = codec.decode(data)
-        if not isinstance(state, CRDTState):
-            raise CorruptRecordError(f"expected a 'crdt.state' record, decoded {type(state).__name__}")
-        return self.merge(cast(Text, from_state(state, self.kind)))
+        return cast(Text, super().merge_bytes(data))  # decoded whole and checked: CRDT.merge_bytes
 
     def _copy_from(self, other: Text) -> None:
         """Make this empty state a copy of ``other`` (same blocks, fresh objects)."""

@@ -439,16 +439,11 @@ class ReplicatedClient(LoopClient):
         data = self._direct_links().request(target, handle, codec.encode(payload), wait)
         if data is None:
             return False, None
-        reply = codec.decode(data)
-        if not isinstance(reply, Reply):
-            raise ConfigError(f"unexpected answer from {target}: {reply!r}")
-        if reply.error is not None:
-            error = reply.error.exception(target)
-            if isinstance(error, (NotLeaderError, StalenessBoundError, ReplicaBehindError, PartitionError,
-                                  ActorUnavailableError, MessageDroppedError, CallTimeoutError)):
-                return False, None  # what the routed path retries, reroutes or asks elsewhere
-            raise error
-        result = reply.payload
+        try:
+            result = self._reply_payload(target, data)
+        except (NotLeaderError, StalenessBoundError, ReplicaBehindError, PartitionError,
+                ActorUnavailableError, MessageDroppedError, CallTimeoutError):
+            return False, None  # what the routed path retries, reroutes or asks elsewhere
         if not isinstance(result, QueryResult):
             raise ConfigError(f"unexpected answer from {target}: {result!r}")
         self._saw(False, result.epoch, result.lsn)
@@ -620,6 +615,11 @@ class ReplicatedClient(LoopClient):
         query's call may last its wait on top of the call's own timeout)."""
         data = await self._request(node, self.store._handle(node), self.name, codec.encode(payload),
                                    self.rpc_timeout_s + getattr(payload, "wait_s", 0.0), f"{self.store.name}/{node}")
+        return self._reply_payload(node, data)
+
+    @staticmethod
+    def _reply_payload(node: str, data: bytes) -> Any:
+        """The payload of ``node``'s encoded reply ``data``, or the error it refused with, raised."""
         reply = codec.decode(data)
         if not isinstance(reply, Reply):
             raise ConfigError(f"unexpected answer from {node}: {reply!r}")
