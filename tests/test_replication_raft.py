@@ -43,15 +43,25 @@ def _ask(core: RaftReplica, payload, rid: int = 1):
 
 def test_write_entries_round_trip_and_damage_is_refused():
     req = ReplWrite(((PUT, b"k", b"v"), (CAS, b"k", b"w", b"v")), client="c", seq=3, acked_below=2)
-    assert decode_write(encode_write(req, 1234)) == ("c", 3, 2, req.ops, 1234, 0)
+    assert decode_write(encode_write(req, 1234)) == ("c", 3, 2, req.ops, 1234, 0, None)
     fenced = ReplWrite(req.ops, client="c", seq=3, acked_below=2, fence=9)
-    assert decode_write(encode_write(fenced, 1234)) == ("c", 3, 2, req.ops, 1234, 9)
-    # An entry written before stamps (format 1) is read with stamp -1 (unknown), before fences with fence 0.
-    assert decode_write(codec.encode(("repl", 1, "c", 3, 2, req.ops))) == ("c", 3, 2, req.ops, -1, 0)
-    assert decode_write(codec.encode(("repl", 2, "c", 3, 2, req.ops, 7))) == ("c", 3, 2, req.ops, 7, 0)
+    assert decode_write(encode_write(fenced, 1234)) == ("c", 3, 2, req.ops, 1234, 9, None)
+    # A batch the leader decided carries its decided ops and one answer per op.
+    decided = ((PUT, b"k", b"v"), (PUT, b"k", b"w"))
+    assert decode_write(encode_write(req, 1234, decided, (None, True))) == ("c", 3, 2, decided, 1234, 0, (None, True))
+    # An entry written before stamps (format 1) is read with stamp -1 (unknown), before fences with
+    # fence 0, and before decisions (formats 1 to 3) undecided.
+    assert decode_write(codec.encode(("repl", 1, "c", 3, 2, req.ops))) == ("c", 3, 2, req.ops, -1, 0, None)
+    assert decode_write(codec.encode(("repl", 2, "c", 3, 2, req.ops, 7))) == ("c", 3, 2, req.ops, 7, 0, None)
+    assert decode_write(codec.encode(("repl", 3, "c", 3, 2, req.ops, 7, 9))) == ("c", 3, 2, req.ops, 7, 9, None)
     for bad in (codec.encode(("repl", 2, "c", 1, 1, ())), codec.encode(("repl", 4, "c", 1, 1, (), 5, 0)),
+                codec.encode(("repl", 5, "c", 1, 1, (), 5, 0, None)),
                 codec.encode(("repl", 3, "c", 1, 1, (), 5, -2)), codec.encode(("repl", 3, "c", 1, 1, (), 5, "f")),
-                codec.encode(("repl", 2, "c", 1, 1, (), "t")), codec.encode(("kv", 1)), codec.encode(7)):
+                codec.encode(("repl", 2, "c", 1, 1, (), "t")), codec.encode(("kv", 1)), codec.encode(7),
+                # decided entries: results not a tuple, an undecided op left in, a fence
+                codec.encode(("repl", 4, "c", 1, 1, (), 5, 0, "decided")),
+                codec.encode(("repl", 4, "c", 1, 1, ((CAS, b"k", b"w", b"v"),), 5, 0, (True,))),
+                codec.encode(("repl", 4, "c", 1, 1, ((PUT, b"k", b"v"),), 5, 3, (None,)))):
         with pytest.raises(CorruptRecordError):
             decode_write(bad)
 

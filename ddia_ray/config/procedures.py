@@ -1,10 +1,11 @@
-"""The configuration store's writes, as procedures every Raft member runs at apply time.
+"""The configuration store's writes, as procedures the Raft leader decides (every member, for an undecided entry).
 
 Theory of operation
 -------------------
 Each write is decided where the replicated store decides a compare-and-set
-(:mod:`ddia_ray.replication.procedures`): by every Raft member at apply time,
-against the state as of its place in the log. So the global revision is a
+(:mod:`ddia_ray.replication.procedures`): by the Raft leader as it proposes the
+entry (every member at apply time where the leader cannot), against the state as
+of its place in the log. So the global revision is a
 counter in one row that only the log's order moves, a transaction's
 comparisons and its writes happen at one point of that order (serializable
 by construction, as etcd's are under its single writer), and no client ever

@@ -13,8 +13,10 @@ bytes). For every put or delete of an entry, the index's own rows change in the 
 
 Where the rows are computed is where the write is decided: the leader-follower leader computes
 them before it appends and logs them with the data, so followers apply them without running the
-function; Raft members compute them when the entry is applied (every member decides alike,
-provided the function is deterministic, which the docs ask of it). So an index is never behind
+function; Raft members compute them when the entry is applied (every member computes alike,
+provided the function is deterministic, which the docs ask of it; the leader decides a batch's
+procedures as it proposes it, :mod:`.speculation`, but not its index rows, which stay in reserved
+keys its view does not hold: a group with local indexes decides its batches at apply). So an index is never behind
 its partition's data (no index lag for local indexes: the lag DDIA discusses is the global
 index's, updated asynchronously).
 

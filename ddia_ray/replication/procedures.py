@@ -9,7 +9,8 @@ events with the next positions of a global sequence. Doing that from a client
 with reads and cas retries would serialise every appender on the global counter
 through round trips. Instead the store runs a *procedure* where a cas is decided
 (:func:`~.state.decide`): on the leader before an entry is ordered
-(leader-follower), or at apply time on every member (Raft). A procedure sees the
+(leader-follower), or by the Raft leader as it proposes the entry (:mod:`.speculation`;
+at apply time on every member where the leader cannot, see :mod:`.raft_replica`). A procedure sees the
 state as of its place in the log, returns the puts and deletes it decided plus a
 result, and the log records only those effects (a row-based log, DDIA 5.1), so
 followers never run it again. This is Redis's "effects replication" of scripts
@@ -30,7 +31,7 @@ procedure is ``fn(get, args) -> (ops, result)``:
   receives it, and a retried write receives it again from the session table.
 
 A procedure must be deterministic: no clock, no randomness, no I/O, no state
-outside ``get`` (under Raft every member runs it and must reach the same
+outside ``get`` (under Raft a member that applies an undecided entry runs it and must reach the same
 decision). A :class:`~ddia_ray.errors.DdiaRayError` it raises is the caller's
 answer (an :class:`~ddia_ray.error_record.ErrorRecord` in place of the result,
 no effects); any other exception is a bug in the procedure and answers the same

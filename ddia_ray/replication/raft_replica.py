@@ -13,10 +13,14 @@ compacts its log, the snapshot's data names a checkpoint of the engine's
 files, and a lagging follower that receives it copies those files through
 fsspec instead of decoding the state from the message.
 
-Writes: one entry per ``ReplWrite``; a ``cas`` is decided when the entry is
-applied (every member applies the same entries in the same order, so every
-member decides the same), and the client session's answer is kept with the
-data, so a retry of an applied write returns its first answer (exactly once;
+Writes: one entry per ``ReplWrite`` (:mod:`.raft_entries`). The leader decides the batch's cas
+and procedure calls when it proposes it, against its state as of the entry's place in the log
+(:mod:`.speculation`), and the entry carries the decided puts and deletes and the answers: every
+member, the leader included, only applies them, so a procedure runs once, not once per member.
+Where the leader cannot know that state (an entry before it whose effects only apply reveals: a
+fenced write, an ownership change, an ingest), the entry goes undecided and every member decides
+it when applying it, where each has the same state at the same index. The client session's answer
+is kept with the data, so a retry of an applied write returns its first answer (exactly once;
 Raft thesis 6.3). The answer is a :class:`~.records.WriteAck` whose position
 is ``(term, index)``. ``acks`` above what a majority gives makes the leader
 wait until that many followers have the entry.
@@ -49,10 +53,9 @@ from typing import Any
 
 from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
-from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, MapVersionError,
-                      NotLeaderError, PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError,
-                      StaleMapError,
-                      StalenessBoundError, StorageError, UnknownNodeError, WrongPartitionError)
+from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
+                      PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError, StalenessBoundError,
+                      StorageError, UnknownNodeError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
@@ -61,64 +64,18 @@ from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_
 from .parking import ParkedQueries, is_empty
 from .pins import ScanPins
 from .procedures import run_query
-from .records import (PUT, QueryResult, ReadResult, ReplAdmin, ReplQuery, ReplRead, ReplScan, ReplStatus, ReplWrite,
+from .raft_entries import (OWNERSHIP_FENCE, REFUSED, decode_write, encode_ownership, encode_write, refusal,
+                           refused_error)
+from .records import (QueryResult, ReadResult, ReplAdmin, ReplQuery, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck)
+from .speculation import FRESH, Speculation, stops_view
 from .state import MapState, ReplicaState
 
+# The entry format lives in raft_entries.py; its names are kept here for the modules that import them from here.
 __all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "encode_ownership", "decode_write", "refusal",
            "refused_error", "OWNERSHIP_FENCE", "REFUSED"]
 
-_WRITE_FORMAT = 3  # 3 added the partition-map fence, 2 the leader's cluster-time stamp; 1 and 2 are still read
 _REPL = -1  # the "position in batch" of a replicated-store request (RaftMember's bookkeeping slot)
-#: The fence of an entry that replaces the group's ownership record (checked as a successor at apply).
-OWNERSHIP_FENCE = -1
-#: The first element of a write's results when the ownership check refused it at apply time.
-REFUSED = "!refused"
-
-
-def encode_write(req: ReplWrite, stamp: int) -> bytes:
-    """The log entry of a client write batch ordered at cluster time ``stamp``:
-    ``("repl", format, client, seq, acked_below, ops, stamp, fence)``."""
-    return codec.encode(("repl", _WRITE_FORMAT, req.client, req.seq, req.acked_below, req.ops, stamp, req.fence))
-
-
-def encode_ownership(own: Ownership) -> bytes:
-    """The log entry that makes ``own`` the group's ownership record."""
-    return codec.encode(("repl", _WRITE_FORMAT, "", 0, 0, ((PUT, OWNERSHIP_KEY, codec.encode(own)),), -1,
-                         OWNERSHIP_FENCE))
-
-
-def decode_write(data: bytes) -> tuple:
-    """``(client, seq, acked_below, ops, stamp, fence)`` of an entry made by :func:`encode_write` (an
-    entry of format 1 has no stamp: -1, unknown; formats 1 and 2 have no fence: 0)."""
-    fields = codec.decode(data)
-    if isinstance(fields, tuple) and len(fields) == 6 and fields[:2] == ("repl", 1):
-        fields = (*fields, -1, 0)
-    elif isinstance(fields, tuple) and len(fields) == 7 and fields[:2] == ("repl", 2):
-        fields = (*fields, 0)
-    if not (isinstance(fields, tuple) and len(fields) == 8 and fields[:2] in (("repl", 1), ("repl", 2), ("repl", 3))
-            and isinstance(fields[2], str) and type(fields[3]) is int and type(fields[4]) is int
-            and isinstance(fields[5], tuple) and type(fields[6]) is int and type(fields[7]) is int
-            and fields[7] >= OWNERSHIP_FENCE):
-        raise CorruptRecordError("a replicated-store log entry is not a write batch of a known format")
-    return fields[2:]
-
-
-def refusal(e: PartitionError) -> tuple:
-    """A write's results when the ownership check refused it: plain data a session can keep."""
-    return (REFUSED, type(e).__name__, str(e), getattr(e, "version", 0), getattr(e, "current", 0),
-            getattr(e, "partition", -1))
-
-
-def refused_error(results: tuple) -> PartitionError | None:
-    """The error a :func:`refusal` stands for (None for the results of an applied write)."""
-    if not (results and results[0] == REFUSED):
-        return None
-    _, kind, message, version, current, partition = results
-    if kind == "WrongPartitionError":
-        return WrongPartitionError(message, partition=partition, version=version)
-    cls = StaleMapError if kind == "StaleMapError" else MapVersionError
-    return cls(message, version=version, current=current)
 
 
 class ReplStateMachine:
@@ -148,10 +105,14 @@ class ReplStateMachine:
         return self._own.of(self.state.get(OWNERSHIP_KEY))
 
     def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
-                    ops: tuple, stamp: int = -1, fence: int = 0) -> tuple[int, tuple] | None:
+                    ops: tuple, stamp: int = -1, fence: int = 0,
+                    decided: tuple | None = None) -> tuple[int, tuple] | None:
         """Apply the write batch at ``index`` once per ``(client, seq)``; returns ``(index it applied at,
         one result per op)``: for a retry, the first application's. None when there is no answer to
         give (applied before a restart, or a retry the client already acknowledged).
+
+        ``decided`` is the leader's answers when it decided the batch at proposal (``ops`` are then
+        the decided ones, :mod:`.speculation`); None: decide ``ops`` here.
 
         A fenced write is checked against the group's ownership record here, at apply time, where
         every member decides alike (:mod:`.ownership`); a refused one applies nothing and its
@@ -180,7 +141,7 @@ class ReplStateMachine:
                 results = refusal(e)
                 self.state.apply(index, (), (client, seq, acked_below, results, stamp) if client else (), term)
                 return index, results
-        log_ops, results = self.state.decide(ops)
+        log_ops, results = self.state.decide(ops) if decided is None else (ops, decided)
         if fence != OWNERSHIP_FENCE:
             own = self.ownership()
             if own is not None and own.indexes:  # local indexes: their rows apply with the data
@@ -225,6 +186,10 @@ class RaftReplica(RaftMember):
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
         self.machine = ReplStateMachine(self.state, node_id, self.pins)
         self.parked = ParkedQueries(tick_s)  # blocking queries waiting for a write (parking.py)
+        self.spec = Speculation()  # the leader's view of its log's end: writes decided once (speculation.py)
+        self._view_stop = -1  # the index of the entry the view stopped at (-1: none)
+        self._view_open: bool | None = None  # whether the view may run (None: to be checked)
+        self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -299,8 +264,60 @@ class RaftReplica(RaftMember):
             raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
                               f"{self.group!r} has {followers} followers")
         stamp = self._clock.stamp(node.term, self.ticks, self.state.sessions.clock) if req.client else -1
-        (index,) = node.propose_many([encode_write(req, stamp)])
+        spec = self.spec
+        outcome = None
+        if not stops_view(req.ops, req.fence) and self._view_reaches_end():
+            outcome = spec.outcome(self.state.sessions, req.client, req.seq, stamp)
+        if outcome == FRESH:  # decided once, here, against the state as of the entry's place
+            ops, results = spec.decide(req.ops, self.state.get, self.state.scan)
+            entry = encode_write(req, stamp, ops, results)
+            spec.decided += 1
+        else:
+            ops, entry = (), encode_write(req, stamp)
+            spec.undecided += 1
+        (index,) = node.propose_many([entry])
+        if outcome is not None:
+            spec.account(index, req.client, req.seq, req.acked_below, stamp, ops, outcome)
+        if outcome == FRESH:  # applied here from these fields, not decoded again (same index, same term)
+            self._proposed[index] = (node.term, (req.client, req.seq, req.acked_below, ops, stamp, 0, results))
         self._repl_writes[index] = (rid, req.client, req.seq, req.acks, node.term)
+
+    def _view_reaches_end(self) -> bool:
+        """Whether the leader's view (:mod:`.speculation`) accounts for its whole log, moving it
+        over the entries it can account for first."""
+        node, spec, state = self.node, self.spec, self.state
+        applied = max(node.log.applied, state.applied)
+        if spec.term != node.term:
+            spec.reset(node.term, applied)
+            self._view_stop, self._view_open = -1, None
+        spec.forget(applied)
+        if self._view_stop >= 0:
+            if self._view_stop > applied:
+                return False  # stopped at an entry not applied yet
+            self._view_stop, self._view_open = -1, None  # passed it: it may have changed the ownership
+        if self._view_open is None:
+            # Local index rows are written at apply, in reserved keys the view does not hold. Only
+            # an ownership entry changes this, and one stops the view.
+            own = self.machine.ownership()
+            self._view_open = own is None or not own.indexes
+        if not self._view_open:
+            return False
+        last = node.log.last_index()
+        if spec.last >= last:
+            return True
+        for e in node.log.slice(spec.last + 1, last + 1, last - spec.last):
+            if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
+                spec.skip(e.index)
+                continue
+            client, seq, acked_below, ops, stamp, fence, results = decode_write(e.data)
+            outcome = None if stops_view(ops, fence) else spec.outcome(state.sessions, client, seq, stamp)
+            if outcome is None:
+                self._view_stop = e.index
+                return False
+            if outcome == FRESH and results is None:  # proposed undecided: decide it as apply will
+                ops, _ = spec.decide(ops, state.get, state.scan)
+            spec.account(e.index, client, seq, acked_below, stamp, ops if outcome == FRESH else (), outcome)
+        return True
 
     def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
         """Propose a new ownership record; it is checked as a successor when applied (every member alike)."""
@@ -401,8 +418,11 @@ class RaftReplica(RaftMember):
         if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
             super()._apply(e)
             return
-        client, seq, acked_below, ops, stamp, fence = decode_write(e.data)
-        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp, fence)
+        proposed = self._proposed.pop(e.index, None) if self._proposed else None
+        # Log matching: the entry at this index with the term it was proposed in is the one proposed.
+        fields = proposed[1] if proposed is not None and proposed[0] == e.term else decode_write(e.data)
+        client, seq, acked_below, ops, stamp, fence, decided = fields
+        applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp, fence, decided)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
         waiting = self._repl_writes.pop(e.index, None)
@@ -434,6 +454,8 @@ class RaftReplica(RaftMember):
 
     def _drain(self) -> None:
         super()._drain()
+        if self._proposed and self.node.role != LEADER:
+            self._proposed.clear()  # what a deposed leader proposed is decoded from its log, if it stays
         if self._acks_waiting:
             self._release_acks()
         if self.parked:
@@ -469,7 +491,7 @@ class RaftReplica(RaftMember):
                 "lag_entries": lag, "staleness_s": staleness, "lost_writes": 0, "lost": (),
                 "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft",
                 "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY),
-                **self.machine.indexer.figures()}
+                **self.machine.indexer.figures(), **self.spec.figures()}
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""
