@@ -130,9 +130,10 @@ def test_procedures_on_ray(ray_session, protocol):
 
 @procedure("test.write_then_seek")
 def _write_then_seek(get, args):
-    """Write ``effects`` (puts, deletes and range deletes), then seek each of ``ranges``."""
+    """Write ``effects`` (puts, deletes and range deletes), then seek each of ``ranges`` and read
+    the keys of each of them with ``get.many``."""
     effects, ranges = args
-    return tuple(effects), tuple(get.seek(s, e) for s, e in ranges)
+    return tuple(effects), (tuple(get.seek(s, e) for s, e in ranges), tuple(get.many((s, e)) for s, e in ranges))
 
 
 _KEYS = st.binary(min_size=1, max_size=3).map(lambda k: b"k" + k)  # outside the replicas' reserved keys
@@ -154,12 +155,13 @@ def test_a_procedures_seek_finds_the_first_live_key_as_the_batch_has_it(data, ba
     for effects in batch:
         calls.append(call_op("test.write_then_seek", (tuple(effects), tuple(ranges))))
     _, results = state.decide(tuple(calls))
-    for effects, got in zip(batch, results):
+    for effects, (got, many) in zip(batch, results):
         want = []  # a call seeks through the earlier calls' effects (its own apply after it returns)
         for s, e in ranges:
             inside = sorted(k for k in model if s <= k < e)
             want.append((inside[0], model[inside[0]]) if inside else None)
         assert list(got) == want
+        assert [list(values) for values in many] == [[model.get(s), model.get(e)] for s, e in ranges]
         for code, a, b in effects:  # the model: this call's effects
             if code == PUT:
                 model[a] = b

@@ -57,8 +57,9 @@ def test_the_view_reads_as_the_state_with_every_accounted_entry_applied(entries,
         while state.applied < i - lag:  # the state catches up to within ``lag`` entries
             state.apply(state.applied + 1, log[state.applied])
         view.forget(state.applied)
-        get, scan = view.reader(state.get, state.scan)
+        get, scan, many = view.reader(state.get, state.scan, state.get_many)
         assert {k: get(k) for k in _KEYS} == {k: model.get(k) for k in _KEYS}
+        assert many(tuple(_KEYS)) == [model.get(k) for k in _KEYS]
         for start in _KEYS:
             for end in (*_KEYS, None):
                 want = sorted(k for k in model if k >= start and (end is None or k < end))[:limit]

@@ -127,7 +127,9 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     if head.tombstoned:
         raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
     ids = tuple(e[0] for e in events)
-    seen = [get(keys.id_key(i)) for i in ids]
+    id_keys = tuple(map(keys.id_key, ids))
+    many = getattr(get, "many", None)  # decide's batched read (replication/state.py); else one by one
+    seen = many(id_keys) if many is not None else [get(k) for k in id_keys]
     if any(v is not None for v in seen):
         return (), _retried(stream, expected, events, seen)
     _check_expected(stream, expected, head)

@@ -304,7 +304,7 @@ class EngineState:
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
         """See :func:`~.state.decide`."""
-        return decide(ops, self.engine.get, self.scan)
+        return decide(ops, self.engine.get, self.scan, self.get_many)
 
     # --- writes ---------------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ procedure is ``fn(get, args) -> (ops, result)``:
   operations (another caller's writes packed into the same entry), and
   ``get.seek(start, end)`` its first live ``(key, value)`` in ``[start, end)``
   (None: none), the same way (a row keyed by the last position of what it
-  covers is found so);
+  covers is found so), and ``get.many(keys)`` the values of several keys (a
+  list, None where absent), the same way, reading the state's part in one call;
 * ``ops`` are ``(PUT, key, value)``, ``(DELETE, key, b"")`` or
   ``(DELETE_RANGE, start, end)`` tuples, never on the replicas' reserved keys;
 * ``result`` is any value :func:`ddia_ray.codec.encode` takes; the writer

@@ -269,7 +269,7 @@ class RaftReplica(RaftMember):
         if not stops_view(req.ops, req.fence) and self._view_reaches_end():
             outcome = spec.outcome(self.state.sessions, req.client, req.seq, stamp)
         if outcome == FRESH:  # decided once, here, against the state as of the entry's place
-            ops, results = spec.decide(req.ops, self.state.get, self.state.scan)
+            ops, results = spec.decide(req.ops, self.state.get, self.state.scan, self.state.get_many)
             entry = encode_write(req, stamp, ops, results)
             spec.decided += 1
         else:
@@ -315,7 +315,7 @@ class RaftReplica(RaftMember):
                 self._view_stop = e.index
                 return False
             if outcome == FRESH and results is None:  # proposed undecided: decide it as apply will
-                ops, _ = spec.decide(ops, state.get, state.scan)
+                ops, _ = spec.decide(ops, state.get, state.scan, state.get_many)
             spec.account(e.index, client, seq, acked_below, stamp, ops if outcome == FRESH else (), outcome)
         return True
 

@@ -48,7 +48,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .records import CALL, CAS, DELETE, DELETE_RANGE, INGEST, PUT
-from .state import decide
+from .state import UNKNOWN, decide, read_through
 
 __all__ = ["Speculation", "FRESH", "REPEAT", "stops_view"]
 
@@ -216,9 +216,10 @@ class Speculation:
     # --- reading through the view ----------------------------------------------------------------
 
     def reader(self, get: Callable[[bytes], bytes | None],
-               scan: Callable[[bytes, bytes | None, int], tuple[tuple, tuple]]) -> tuple[Callable, Callable]:
-        """``(get, scan)`` of the state as of the view's end, over the state's own ``get`` and
-        ``scan`` (what :func:`~.state.decide` takes)."""
+               scan: Callable[[bytes, bytes | None, int], tuple[tuple, tuple]],
+               get_many: Callable[[tuple], Any] | None = None) -> tuple[Callable, Callable, Callable]:
+        """``(get, scan, get_many)`` of the state as of the view's end, over the state's own
+        ``get``, ``scan`` and ``get_many`` (what :func:`~.state.decide` takes)."""
         values, ranges = self._values, self._ranges
 
         def view_get(key: bytes) -> bytes | None:
@@ -232,14 +233,24 @@ class Speculation:
         def view_scan(start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
             return self._scan(scan, start, end, limit)
 
-        return view_get, view_scan
+        def known(key: bytes) -> Any:
+            held = values.get(key)
+            if held is not None:
+                return held[0]
+            return None if ranges and any(s <= key < e for s, e, _ in ranges) else UNKNOWN
 
-    def decide(self, ops: tuple, get: Callable, scan: Callable) -> tuple[tuple, tuple]:
-        """:func:`~.state.decide` of ``ops`` against the view over the state's ``get`` and ``scan``."""
+        def view_many(keys: tuple) -> list:
+            return read_through(keys, known, get, get_many)
+
+        return view_get, view_scan, view_many
+
+    def decide(self, ops: tuple, get: Callable, scan: Callable,
+               get_many: Callable | None = None) -> tuple[tuple, tuple]:
+        """:func:`~.state.decide` of ``ops`` against the view over the state's ``get``, ``scan``
+        and ``get_many``."""
         if _UNDECIDED_CODES.isdisjoint(op[0] for op in ops):
             return ops, (None,) * len(ops)
-        view_get, view_scan = self.reader(get, scan)
-        return decide(ops, view_get, view_scan)
+        return decide(ops, *self.reader(get, scan, get_many))
 
     def _sorted_keys(self) -> list[bytes]:
         if self._fresh:

@@ -41,20 +41,23 @@ _code = operator.itemgetter(0)
 _DECIDED = frozenset({CAS, CALL})  # the codes decide() turns into other operations
 _SEEK_PAGE = 16  # keys one step of a procedure's seek reads from the state
 
-__all__ = ["ReplicaState", "MapState", "decide"]
+__all__ = ["ReplicaState", "MapState", "decide", "read_through", "UNKNOWN"]
 
 _SNAPSHOT_FORMAT = 1
 
 
 def decide(ops: tuple, get: Callable[[bytes], bytes | None],
-           scan: Callable[[bytes, bytes, int], tuple[tuple, tuple]] | None = None) -> tuple[tuple, tuple]:
+           scan: Callable[[bytes, bytes, int], tuple[tuple, tuple]] | None = None,
+           get_many: Callable[[tuple], Any] | None = None) -> tuple[tuple, tuple]:
     """A client's ops as log ops plus one result each: a cas becomes its put/delete (result
     True) or nothing (False); a procedure call becomes the puts and deletes it decided (result:
     its answer, :mod:`.procedures`); the other ops stay as they are (result None).
 
     ``get`` reads the state before the batch; later ops of the batch see the effects of earlier
     ones, as they will when applied. ``scan(start, end, limit)`` (the state's) lets a procedure
-    ``get.seek(start, end)``: the first live key of a range and its value, as the batch has it.
+    ``get.seek(start, end)``: the first live key of a range and its value, as the batch has it;
+    ``get_many(keys)`` (the state's, else ``get`` of each) lets it ``get.many(keys)``: the values
+    of several keys in one call, as the batch has them.
     """
     if _DECIDED.isdisjoint(map(_code, ops)):  # the usual batch: nothing to decide, in one C-level pass
         return ops, (None,) * len(ops)
@@ -109,7 +112,14 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
             at = keys[-1] + b"\x00"
         return None if first_put is None else (first_put, pending[first_put])  # type: ignore[return-value]
 
+    def known(key: bytes) -> Any:
+        if key in pending:
+            return pending[key]
+        return None if ranges and any(s <= key < e for s, e in ranges) else UNKNOWN
+
     current.seek = seek  # type: ignore[attr-defined]  # what a procedure reads a range with
+    # and several keys with: the state's part in one call (an append's id lookups, 100 at a time)
+    current.many = lambda keys: read_through(keys, known, get, get_many)  # type: ignore[attr-defined]
 
     for op in ops:
         if op[0] == CAS:
@@ -127,6 +137,30 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
             effect(op)
             results.append(None)
     return tuple(log_ops), tuple(results)
+
+
+#: What ``known(key)`` answers in :func:`read_through` for a key only the state can tell.
+UNKNOWN = object()
+
+
+def read_through(keys: tuple, known: Callable[[bytes], Any], get: Callable[[bytes], bytes | None],
+                 get_many: Callable[[tuple], Any] | None) -> list:
+    """The values of ``keys`` (None: absent) through a layer of changes over a state: ``known(key)``
+    where the layer has the key (its value, None where it deleted it), :data:`UNKNOWN` where the
+    state must tell; those are read in one ``get_many`` call (one ``get`` each without it)."""
+    out: list = [None] * len(keys)
+    todo = []
+    for i, key in enumerate(keys):
+        value = known(key)
+        if value is UNKNOWN:
+            todo.append(i)
+        else:
+            out[i] = value
+    if todo:
+        found = get_many(tuple(keys[i] for i in todo)) if get_many is not None else [get(keys[i]) for i in todo]
+        for i, value in zip(todo, found):
+            out[i] = value
+    return out
 
 
 class ReplicaState(Protocol):
@@ -234,7 +268,7 @@ class MapState:
 
     def decide(self, ops: tuple) -> tuple[tuple, tuple]:
         """See :func:`decide`."""
-        return decide(ops, self.data.get, self.scan)
+        return decide(ops, self.data.get, self.scan, self.get_many)
 
     def apply(self, lsn: int, ops: tuple, origin: tuple = (), epoch: int = 0) -> None:
         """Apply the decided ops of entry ``lsn`` (of ``epoch``); ``origin`` is remembered for
