@@ -120,6 +120,25 @@ def test_a_typing_trace_is_one_block_at_the_writer_and_at_a_replica():
     assert len(crdt.encode(t)) < 1100
 
 
+def test_a_long_typing_trace_is_runs_of_at_most_run_max_and_one_run_on_the_wire():
+    """Extending a run copies it (a str does not grow in place), so runs stop at RUN_MAX characters
+    and typing a long document stays linear; the state still travels as one run."""
+    t, r, bulk = crdt.Text(), crdt.Text(), crdt.Text()
+    n = 3 * runs.RUN_MAX + 17
+    for i in range(n):
+        r.merge_bytes(crdt.encode(t.insert("a", i, "xy"[i % 2])))
+    bulk.merge(t)
+    for doc in (t, r, bulk):
+        assert doc.value() == "xy" * (n // 2) + "x" * (n % 2)
+        blocks = doc._blocks()
+        assert len(blocks) == -(-n // runs.RUN_MAX) and max(len(b.text) for b in blocks) == runs.RUN_MAX
+    assert crdt.encode(t) == crdt.encode(r) == crdt.encode(bulk)
+    decoded = crdt.decode(crdt.encode(t))
+    assert len(decoded._blocks()) == 1  # one run on the wire, one block when read back
+    decoded.insert("a", n, "z")  # typing on after it starts a run of its own
+    assert len(decoded._blocks()) == 2 and decoded.value().endswith("z")
+
+
 def test_deltas_in_reverse_order_wait_for_their_origins():
     t = crdt.Text()
     deltas = [t.insert("a", i, c) for i, c in enumerate("hello")]

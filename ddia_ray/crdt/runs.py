@@ -19,7 +19,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 from operator import attrgetter
 
-__all__ = ["CHUNK_MAX", "copy_blocks", "share", "unshare"]  # and the private parts of ddia_ray.crdt.text
+__all__ = ["CHUNK_MAX", "RUN_MAX", "copy_blocks", "share", "unshare"]  # and the private parts of ddia_ray.crdt.text
 
 if TYPE_CHECKING:
     from .text import Text
@@ -43,6 +43,22 @@ class _Block:
         self.deleted = deleted
         self.chunk: _Chunk | None = None  # the chunk holding it; None: waiting for its origin
         self.indexed = False  # in Text._index
+
+
+#: Characters a run grows to by typing on before the next ones start a run of their own: a str
+#: cannot grow in place, so extending a run copies it, and an unbounded run made typing a long
+#: document quadratic (5 us a character at 10,000 characters typed in one run, 13 us at 160,000).
+#: Runs of one node that continue each other are written as one run all the same (text_format).
+RUN_MAX = 1 << 10
+
+
+def _grow(b: _Block, text: str) -> None:
+    """Append ``text`` to ``b``'s run, letting the str grow where it is when it can (CPython extends
+    a str in place only when nothing else refers to it, and the attribute does)."""
+    run = b.text
+    b.text = ""
+    run += text
+    b.text = run
 
 
 class _Chunk(list):

@@ -66,7 +66,7 @@ from typing import Any, cast
 from . import runs, text_format
 from .. import codec
 from .base import COUNTER_MAX, CRDT, CRDTState, check_node
-from .runs import _Block, _Chunk, _ranges_add, _ranges_take
+from .runs import RUN_MAX, _Block, _Chunk, _grow, _ranges_add, _ranges_take
 from ..errors import InvalidArgumentError
 
 __all__ = ["Text"]
@@ -288,8 +288,9 @@ class Text(CRDT):
                 else:
                     ch, j = chunks[-1], len(chunks[-1])
             if (not skipped and left is not None and left.node == node and left.start + len(left.text) == s
-                    and left.deleted == b.deleted and not b.indexed and node not in self._orphans):
-                left.text += b.text  # the run continues: the common case of a typing trace
+                    and left.deleted == b.deleted and not b.indexed and node not in self._orphans
+                    and len(left.text) < RUN_MAX):
+                _grow(left, b.text)  # the run continues: the common case of a typing trace
                 if not b.deleted:
                     left.chunk.vis += n  # type: ignore[union-attr]  # (``ch`` may be the next chunk)
             else:
@@ -321,7 +322,7 @@ class Text(CRDT):
             return False
         left = ix[1][-1]
         ch = left.chunk
-        if ch is None or left.deleted or left.start + len(left.text) != s:
+        if ch is None or left.deleted or left.start + len(left.text) != s or len(left.text) >= RUN_MAX:
             return False
         # ``b``'s origin ends ``left`` and none of ``b``'s ids is known here; RGA puts ``b`` right
         # after its origin unless the next block has a greater id (see the module doc).
@@ -343,7 +344,7 @@ class Text(CRDT):
             if ch is not chunks[-1]:
                 self._cci, self._coff = 0, 0  # characters appeared before later chunks
         n = len(text)
-        left.text += text
+        _grow(left, text)
         ch.vis += n
         self._len += n
         if s + n - 1 > self._clock:
@@ -404,8 +405,8 @@ class Text(CRDT):
             if k < len(left.text) - 1:
                 self._split(left, k + 1)
             origin = (left.start + len(left.text) - 1, left.node)
-            if left.node == node and left.start + len(left.text) == s:
-                left.text += text  # typing on: the run grows
+            if left.node == node and left.start + len(left.text) == s and len(left.text) < RUN_MAX:
+                _grow(left, text)  # typing on: the run grows
                 left.chunk.vis += n  # type: ignore[union-attr]
             else:
                 # The new ids are above every id here, so the new run goes right after its origin.
