@@ -8,8 +8,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ddia_ray.errors import InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
+from ddia_ray.errors import CorruptRecordError, InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
+from ddia_ray.events import keys
+from ddia_ray.events.consumer_groups import Group
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
 from ddia_ray.events.persistent import ConsumerGroups, PersistentSubscription
@@ -118,7 +122,44 @@ def test_bad_input():
     assert attempt == 1 and c.ack((event.position,)) == 1
     assert c.ack((event.position,)) == 1  # a repeated ack settles nothing twice
     assert groups.info("g")["acked"] == 1
+    client.append("s-1", [EventData("b", "T", b"")])
+    (event, _), = c.pull()
+    with pytest.raises(InvalidArgumentError):
+        c.ack((float(event.position),))  # equal to the position in flight, and still not a position
+    assert c.ack((event.position,)) == 2
     assert groups.delete("g") and not groups.delete("g")
+
+
+_SETTINGS = (None, "", 1000, 5, 30000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers(0, 60), st.tuples(st.sampled_from(["c1", "c2"]), st.integers(1, 3),
+                                                     st.sampled_from([100, 200])), max_size=40),
+       st.dictionaries(st.integers(61, 90), st.integers(1, 3), max_size=5))
+def test_a_group_row_keeps_its_events_in_flight_as_runs(inflight, retry):
+    g = Group(Group.new(_SETTINGS, 0))
+    g.inflight.update(inflight)
+    g.retry.update(retry)
+    g.cursor = 91
+    back = Group(g.row())
+    assert back.inflight == inflight and back.retry == retry and back.cursor == 91
+    runs = keys.unpack(g.row(), 7, "consumer group")[6]
+    # Each run is maximal: consecutive positions with the same consumer, attempts and deadline.
+    assert all(not (a[1] + 1 == b[0] and a[2:] == b[2:]) for a, b in zip(runs, runs[1:]))
+    assert sum(last - first + 1 for first, last, *_ in runs) == len(inflight)
+    # A row of the first layout (a tuple per event in flight, six fields) is read the same.
+    old = keys.pack(_SETTINGS, 91, tuple((p, *v) for p, v in sorted(inflight.items())),
+                    tuple(sorted(retry.items())), g.counters, 0)
+    assert Group(old).inflight == inflight and Group(old).retry == retry
+
+
+def test_a_batch_in_flight_is_one_run_and_a_row_of_another_layout_is_refused():
+    g = Group(Group.new(_SETTINGS, 0))
+    g.inflight.update(dict.fromkeys(range(1000), ("c1", 1, 5000)))
+    assert len(g.row()) < 120 and keys.unpack(g.row(), 7, "consumer group")[6] == ((0, 999, "c1", 1, 5000),)
+    with pytest.raises(CorruptRecordError, match="8 fields"):
+        Group(keys.pack(_SETTINGS, 0, (), (), {}, 0, (), ()))
 
 
 def test_ack_and_pull_is_one_write_and_run_acks_its_last_batch():

@@ -32,6 +32,7 @@ deterministic); a consumer whose clock runs ahead only times events out sooner.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 from ..errors import InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
@@ -69,14 +70,25 @@ def _check_name(what: str, name: Any) -> str:
 
 
 class Group:
-    """A consumer group's row (see the module docstring)."""
+    """A consumer group's row (see the module docstring).
+
+    The row's fields: settings, cursor, (in-flight events of the first layout: none now), retries,
+    counters, parked count, and the in-flight events as runs ``(first, last, consumer, attempts,
+    deadline)`` of consecutive positions that share the rest. A pull hands out up to a batch of
+    consecutive positions to one consumer with one deadline, so a thousand events in flight are
+    one run: the row a consumer's every ack-and-pull rewrites (and every member applies) stays
+    small, where a tuple per event made it 17 KB and its decoding and encoding most of the pull's
+    1.2 ms (measured in one process). Rows of the first layout (six fields) are still read."""
 
     __slots__ = ("settings", "cursor", "inflight", "retry", "counters", "parked")
 
     def __init__(self, row: bytes):
-        (settings, self.cursor, inflight, retry, counters, self.parked) = unpack(row, 6, "consumer group")
+        fields = unpack(row, (6, 7), "consumer group")
+        settings, self.cursor, inflight, retry, counters, self.parked = fields[:6]
         self.settings = tuple(settings)
         self.inflight = {p: (c, a, d) for p, c, a, d in inflight}  # position -> (consumer, attempts, deadline)
+        for first, last, c, a, d in (fields[6] if len(fields) == 7 else ()):
+            self.inflight.update(dict.fromkeys(range(first, last + 1), (c, a, d)))
         self.retry = dict(retry)  # position -> attempts so far
         self.counters = dict(counters)
 
@@ -84,12 +96,25 @@ class Group:
     def new(settings: tuple, start: int) -> bytes:
         """The row of a new group."""
         counters = {"delivered": 0, "acked": 0, "retried": 0, "timed_out": 0, "parks": 0, "skipped": 0}
-        return pack(settings, start, (), (), counters, 0)
+        return pack(settings, start, (), (), counters, 0, ())
 
     def row(self) -> bytes:
         """This group as its row value."""
-        return pack(self.settings, self.cursor, tuple((p, *v) for p, v in sorted(self.inflight.items())),
-                    tuple(sorted(self.retry.items())), self.counters, self.parked)
+        runs: list = []
+        last = first = -2
+        held = None
+        for p, v in sorted(self.inflight.items()):
+            if p == last + 1 and v == held:
+                last = p
+                continue
+            if held is not None:
+                runs.append((first, last, *held))
+            first = last = p
+            held = v
+        if held is not None:
+            runs.append((first, last, *held))
+        return pack(self.settings, self.cursor, (), tuple(sorted(self.retry.items())), self.counters, self.parked,
+                    tuple(runs))
 
     @property
     def checkpoint(self) -> int:
@@ -230,23 +255,26 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         # reads them from the archive and acks at once those its group's filter leaves out
         # (PersistentSubscription). Before, such a group's pull found no row and never moved.
         take = max(0, min(room - len(handed), dropped - g.cursor, _SCAN))
-        for pos in range(g.cursor, g.cursor + take):
-            g.inflight[pos] = (consumer, 1, now_ms + ack_timeout_ms)
-            handed.append((pos, 1))
-        g.cursor += take
+        _hand_out(g, consumer, take, now_ms + ack_timeout_ms, handed)
     elif g.settings[0] is None:
         # No filter: every position from the cursor to the end of $all is an event ($all is
         # gap-free and only an archive drop removes events, below dropped_upto), so the pull needs
         # the global sequence rather than a row per position (each member runs this procedure).
         take = max(0, min(room - len(handed), keys.next_position(get) - g.cursor, _SCAN))
-        for pos in range(g.cursor, g.cursor + take):
-            g.inflight[pos] = (consumer, 1, now_ms + ack_timeout_ms)
-            handed.append((pos, 1))
-        g.cursor += take
+        _hand_out(g, consumer, take, now_ms + ack_timeout_ms, handed)
     else:
         _pull_row_by_row(get, g, consumer, room, now_ms + ack_timeout_ms, handed)
     g.counters["delivered"] += len(handed)
     return ops, tuple(handed)
+
+
+def _hand_out(g: Group, consumer: str, take: int, deadline: int, handed: list) -> None:
+    """Hand ``consumer`` the ``take`` positions from the cursor, each a first attempt (in C: a
+    batch is a thousand positions, and each member used to run this loop)."""
+    span = range(g.cursor, g.cursor + take)
+    g.inflight.update(dict.fromkeys(span, (consumer, 1, deadline)))
+    handed.extend(zip(span, repeat(1)))
+    g.cursor += take
 
 
 def _pull_row_by_row(get, g: Group, consumer: Any, room: int, deadline: int, handed: list) -> None:
@@ -293,6 +321,13 @@ def group_ack(get, args: Any) -> tuple[tuple, int]:
 def _ack(g: Group, group: str, positions: Any) -> None:
     if not isinstance(positions, tuple):
         raise InvalidArgumentError("acks name a tuple of positions")
+    distinct = set(positions)
+    if len(distinct) == len(positions) and g.inflight.keys() >= distinct and set(map(type, distinct)) <= {int}:
+        # The usual ack: the batch a consumer was handed, all still in flight.
+        for pos in positions:
+            del g.inflight[pos]
+        g.counters["acked"] += len(positions)
+        return
     for pos in positions:
         if _settle(g, group, pos) >= 0:
             g.counters["acked"] += 1

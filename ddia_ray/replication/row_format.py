@@ -41,15 +41,16 @@ class RowFormat:
         """A row value: the format number, then ``fields``, as versioned msgpack."""
         return codec.encode((self.number, *fields))
 
-    def unpack(self, value: bytes, n: int, what: str) -> tuple:
-        """The ``n`` fields of a row value written by :meth:`pack`; a clear error for anything else
-        (``what``: the kind of row, for the error)."""
+    def unpack(self, value: bytes, n: int | tuple[int, ...], what: str) -> tuple:
+        """The ``n`` fields of a row value written by :meth:`pack` (``n`` a tuple: any of those
+        counts, for a row that gained fields); a clear error for anything else (``what``: the kind
+        of row, for the error)."""
         got = codec.decode(value)
         if not isinstance(got, tuple) or not got or got[0] != self.number:
             found = got[0] if isinstance(got, tuple) and got else got
             raise CorruptRecordError(f"{self.service} {what} row has format {found!r:.40}; this version reads "
                                      f"format {self.number}")
-        if len(got) != n + 1:
+        if (len(got) != n + 1) if type(n) is int else (len(got) - 1 not in n):  # type: ignore[operator]
             raise CorruptRecordError(f"{self.service} {what} row has {len(got) - 1} fields, expected {n}")
         return got[1:]
 
