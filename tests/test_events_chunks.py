@@ -235,3 +235,22 @@ def test_a_packed_page_is_asked_for_forward_with_a_bool():
     for args in (("user-1", 0, False, 10, 0, "yes"), ("user-1", 0, False, 10)):
         with pytest.raises(InvalidArgumentError):
             client.backend.query_nowait("events.read_stream", args).result()
+
+
+@pytest.mark.parametrize("events", [
+    "not a tuple",
+    (("id", "T", b"", b""), ["id2", "T", b"", b""]),  # a list for an event
+    (("id", "T", b""),),  # three fields
+    (("", "T", b"", b""),),  # an empty id
+    ((7, "T", b"", b""),),  # an id that is not a str
+    (("id", "", b"", b""),),  # an empty type
+    (("id", "T\x00x", b"", b""),),  # a NUL in the type: it would end the index key early
+    (("id", "T", "text", b""),),  # data that is not bytes
+    (("id", "T", b"", None),),  # metadata that is not bytes
+    (("id", "T", b"", b""), ("id", "T", b"", b"")),  # one id twice
+])
+def test_the_append_procedure_refuses_events_of_the_wrong_shape(events):
+    _, result = procedures.append({}.get, ("s-1", "no_stream", (("id", "T", b"", b""),), 0))
+    assert result == ("s-1", 0, 0, 0, 0)  # the same call with a good event appends it
+    with pytest.raises(InvalidArgumentError, match="appended event|tuple of at most|one event id twice"):
+        procedures.append({}.get, ("s-1", "no_stream", events, 0))

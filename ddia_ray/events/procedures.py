@@ -101,16 +101,26 @@ def _check_expected(stream: str, expected: int | str, head: Head) -> None:
                                         stream=stream, expected=expected, actual=actual)
 
 
-def _check_events(events: Any) -> tuple:
+_EVENT_SHAPE = "an appended event is (id, type, data, metadata): a non-empty id, a non-empty type without NUL, bytes"
+
+
+def _check_events(events: Any) -> tuple[tuple, tuple, tuple, tuple]:
+    """The columns ``(ids, types, datas, metadatas)`` of an append's events, checked column by
+    column in C-level passes (the leader checks every event of every append)."""
     if not isinstance(events, tuple) or len(events) > MAX_BATCH_EVENTS:
         raise InvalidArgumentError(f"an append carries a tuple of at most {MAX_BATCH_EVENTS} events")
-    for e in events:
-        if not (isinstance(e, tuple) and len(e) == 4 and isinstance(e[0], str) and e[0] and isinstance(e[1], str)
-                and e[1] and "\x00" not in e[1] and type(e[2]) is bytes and type(e[3]) is bytes):
-            raise InvalidArgumentError("an appended event is (id, type, data, metadata)")
-    if len({e[0] for e in events}) != len(events):
+    if not events:
+        return (), (), (), ()
+    if set(map(type, events)) != {tuple} or set(map(len, events)) != {4}:
+        raise InvalidArgumentError(_EVENT_SHAPE)
+    ids, types, datas, metas = zip(*events)
+    if (set(map(type, ids)) != {str} or set(map(type, types)) != {str} or set(map(type, datas)) != {bytes}
+            or set(map(type, metas)) != {bytes} or not all(ids) or not all(types)
+            or any("\x00" in t for t in set(types))):
+        raise InvalidArgumentError(_EVENT_SHAPE)
+    if len(set(ids)) != len(ids):
         raise InvalidArgumentError("an append names one event id twice")
-    return events
+    return ids, types, datas, metas
 
 
 @procedure("events.append")
@@ -120,13 +130,12 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     stream, expected, events, created_ms = args
     check_stream(stream)
     check_expected(expected)
-    _check_events(events)
+    ids, types, datas, metas = _check_events(events)
     if type(created_ms) is not int:
         raise InvalidArgumentError(f"an append's created time is an int of milliseconds, got {created_ms!r:.40}")
     head = Head(get(keys.head_key(stream)))
     if head.tombstoned:
         raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
-    ids = tuple(e[0] for e in events)
     id_keys = tuple(map(keys.id_key, ids))
     many = getattr(get, "many", None)  # decide's batched read (replication/state.py); else one by one
     seen = many(id_keys) if many is not None else [get(k) for k in id_keys]
@@ -140,14 +149,13 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     last_version, last_position = first_version + n - 1, first_position + n - 1
     # One chunk row holds the events (keys.py: why chunks); the per-event row is the one a lookup
     # by id needs (retries).
-    chunk = keys.Chunk(first_version, first_position, created_ms, ids, tuple(e[1] for e in events),
-                       tuple(e[2] for e in events), tuple(e[3] for e in events))
+    chunk = keys.Chunk(first_version, first_position, created_ms, ids, types, datas, metas)
     ops = [(PUT, keys.chunk_key(stream, last_version), chunk.row())]
     # The id row is (stream, version, position): built from one packed prefix (keys.pack_prefix),
     # the same bytes as pack() writes.
-    prefix, int_field, id_key = keys.pack_prefix(3, stream), keys.int_field, keys.id_key
-    for j, event_id in enumerate(ids):
-        ops.append((PUT, id_key(event_id), prefix + int_field(first_version + j) + int_field(first_position + j)))
+    prefix, int_field = keys.pack_prefix(3, stream), keys.int_field
+    versions, positions = range(first_version, last_version + 1), range(first_position, last_position + 1)
+    ops += [(PUT, key, prefix + int_field(v) + int_field(p)) for key, v, p in zip(id_keys, versions, positions)]
     chunk_pointer = pack(first_position, stream, last_version)
     ops.append((PUT, keys.page_key(last_position), chunk_pointer))
     ops.append((PUT, keys.category_key(keys.category_of(stream), last_position), chunk_pointer))
