@@ -254,3 +254,36 @@ def test_the_append_procedure_refuses_events_of_the_wrong_shape(events):
     assert result == ("s-1", 0, 0, 0, 0)  # the same call with a good event appends it
     with pytest.raises(InvalidArgumentError, match="appended event|tuple of at most|one event id twice"):
         procedures.append({}.get, ("s-1", "no_stream", events, 0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fv=st.integers(0, 2**40), fp=st.integers(0, 2**40), created=st.integers(0, 2**45),
+       n=st.integers(1, 40), cut=st.integers(0, 400), flip=st.integers(0, 400))
+def test_a_chunk_header_reads_what_the_whole_chunk_says_or_refuses_the_row(fv, fp, created, n, cut, flip):
+    c = keys.Chunk(fv, fp, created, tuple(f"e{i}" for i in range(n)), ("T",) * n, (b"x",) * n, (b"",) * n)
+    row = c.row()
+    assert keys.Chunk.header(row) == (fv, fp, created, n)
+    damaged = [row[:cut % len(row)], row[:flip % len(row)] + bytes([row[flip % len(row)] ^ 0x5A])
+               + row[flip % len(row) + 1:]]
+    for bad in damaged:
+        try:
+            got = keys.Chunk.header(bad)
+        except CorruptRecordError:
+            continue
+        try:  # a header that reads must agree with the whole row, when the whole row reads
+            whole = keys.Chunk.of(bad)
+        except (CorruptRecordError, CodecError):
+            continue
+        assert got == (whole.first_version, whole.first_position, whole.created_ms, len(whole.ids))
+
+
+def test_a_stream_read_ships_whole_chunks_and_the_reader_checks_them():
+    client = _client()
+    client.append("s-1", [EventData(f"e{i}", "T", b"%d" % i) for i in range(10)])
+    client.append("s-1", [EventData(f"f{i}", "T", b"") for i in range(3)])
+    assert [e.version for e in client.read_stream("s-1", 4)] == list(range(4, 13))
+    assert [e.id for e in client.read_stream("s-1", 8, max_count=3)] == ["e8", "e9", "f0"]
+    found, last, parts = client.query("events.read_stream", ("s-1", 0, False, 100, 0, True))
+    assert found and last == 12 and [p[1:3] for p in parts] == [(0, 9), (10, 12)]
+    with pytest.raises(CorruptRecordError):  # a part whose chunk is damaged is refused by the reader
+        keys.part_rows([(parts[0][0], parts[0][1], parts[0][2], parts[0][3][:-5])])

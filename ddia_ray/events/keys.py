@@ -275,6 +275,29 @@ class Chunk:
             raise CorruptRecordError("an event store event chunk row has columns of different lengths or types")
         return cls(fv, fp, created, ids, types, datas, metas)
 
+    @staticmethod
+    def header(value: bytes) -> tuple[int, int, int, int]:
+        """``(first_version, first_position, created_ms, count)`` of a chunk row, read without
+        decoding its columns (about 2 us against 16 for :meth:`of` at 100 events of 100 bytes): what
+        a stream read needs to find and ship a chunk whole, whose reader decodes and checks it
+        (:func:`part_rows`). :class:`~ddia_ray.errors.CorruptRecordError` for a row that does not
+        start as a chunk does."""
+        u = msgpack.Unpacker(raw=False, max_buffer_size=len(value) or 1)
+        u.feed(value)
+        try:
+            fields = u.read_array_header()
+            number = u.unpack() if fields else None
+            if number != _ROWS.number:
+                raise CorruptRecordError(f"an event store event chunk row has format {number!r:.40}; this version "
+                                         f"reads format {_ROWS.number}")
+            fv, fp, created = u.unpack(), u.unpack(), u.unpack()
+            count = u.read_array_header()
+        except (ValueError, msgpack.ExtraData, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as e:
+            raise CorruptRecordError(f"an event store event chunk row does not start as one: {e}") from e
+        if fields != 8 or type(fv) is not int or type(fp) is not int or type(created) is not int or count < 1:
+            raise CorruptRecordError("an event store event chunk row does not start as one")
+        return fv, fp, created, count
+
     def row(self) -> bytes:
         """This chunk as its row value."""
         return pack(self.first_version, self.first_position, self.created_ms, self.ids, self.types, self.datas,
