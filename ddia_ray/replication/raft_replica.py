@@ -304,7 +304,9 @@ class RaftReplica(RaftMember):
             return False
         last = node.log.last_index()
         if spec.last >= last:
-            return True
+            # Past the log's end only if the state is ahead of the log (its tail lost after the
+            # state had it): decide at apply then, rather than guess.
+            return spec.last == last
         for e in node.log.slice(spec.last + 1, last + 1, last - spec.last):
             if not (e.kind == NORMAL and isinstance(e.data, bytes) and e.data):
                 spec.skip(e.index)
