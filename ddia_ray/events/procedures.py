@@ -366,22 +366,16 @@ def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, n
         for value in values:
             if packed:  # the chunk goes whole (or cut) to the reader, who decodes it: its header will do
                 fv, fp, created, size = keys.Chunk.header(value)
-                a, b = max(lo, fv), min(hi, fv + size - 1, max(lo, fv) + limit - stored - 1)
-                if b < a:
-                    return rows
-                stored += b - a + 1
-                if _visible(head, created, now_ms):
-                    rows.append(_part(stream, value, a + fp - fv, b + fp - fv, size))
-                if b >= hi or stored >= limit:
-                    return rows
-                continue
-            c = keys.Chunk.of(value)
-            a, b = max(lo, c.first_version), min(hi, c.last_version, max(lo, c.first_version) + limit - stored - 1)
+            else:
+                c = keys.Chunk.of(value)
+                fv, fp, created, size = c.first_version, c.first_position, c.created_ms, len(c.ids)
+            a, b = max(lo, fv), min(hi, fv + size - 1, max(lo, fv) + limit - stored - 1)
             if b < a:
                 return rows
             stored += b - a + 1
-            if _visible(head, c.created_ms, now_ms):
-                fv, fp, created = c.first_version, c.first_position, c.created_ms
+            if packed and _visible(head, created, now_ms):
+                rows.append(_part(stream, value, a + fp - fv, b + fp - fv, size))
+            elif not packed and _visible(head, created, now_ms):
                 ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
                 for j in range(a - fv, b - fv + 1):
                     rows.append((fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))

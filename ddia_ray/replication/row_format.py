@@ -50,7 +50,7 @@ class RowFormat:
             found = got[0] if isinstance(got, tuple) and got else got
             raise CorruptRecordError(f"{self.service} {what} row has format {found!r:.40}; this version reads "
                                      f"format {self.number}")
-        if (len(got) != n + 1) if type(n) is int else (len(got) - 1 not in n):  # type: ignore[operator]
+        if len(got) - 1 not in ((n,) if isinstance(n, int) else n):
             raise CorruptRecordError(f"{self.service} {what} row has {len(got) - 1} fields, expected {n}")
         return got[1:]
 

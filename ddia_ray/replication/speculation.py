@@ -47,14 +47,13 @@ from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable
 
-from .records import CALL, CAS, DELETE, DELETE_RANGE, INGEST, PUT
-from .state import UNKNOWN, decide, read_through
+from .records import DELETE, DELETE_RANGE, INGEST, PUT
+from .state import UNKNOWN, decide, needs_deciding, read_through
 
 __all__ = ["Speculation", "FRESH", "REPEAT", "stops_view"]
 
 FRESH = "fresh"    # the entry applies: its effects are its decided ops
 REPEAT = "repeat"  # apply answers it from the session table: no effects
-_UNDECIDED_CODES = frozenset({CAS, CALL})
 
 
 class _Pending:
@@ -222,22 +221,18 @@ class Speculation:
         ``get``, ``scan`` and ``get_many`` (what :func:`~.state.decide` takes)."""
         values, ranges = self._values, self._ranges
 
-        def view_get(key: bytes) -> bytes | None:
-            held = values.get(key)
-            if held is not None:
-                return held[0]
-            if ranges and any(s <= key < e for s, e, _ in ranges):
-                return None
-            return get(key)
-
-        def view_scan(start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
-            return self._scan(scan, start, end, limit)
-
         def known(key: bytes) -> Any:
             held = values.get(key)
             if held is not None:
                 return held[0]
             return None if ranges and any(s <= key < e for s, e, _ in ranges) else UNKNOWN
+
+        def view_get(key: bytes) -> bytes | None:
+            value = known(key)
+            return get(key) if value is UNKNOWN else value
+
+        def view_scan(start: bytes, end: bytes | None, limit: int) -> tuple[tuple, tuple]:
+            return self._scan(scan, start, end, limit)
 
         def view_many(keys: tuple) -> list:
             return read_through(keys, known, get, get_many)
@@ -248,7 +243,7 @@ class Speculation:
                get_many: Callable | None = None) -> tuple[tuple, tuple]:
         """:func:`~.state.decide` of ``ops`` against the view over the state's ``get``, ``scan``
         and ``get_many``."""
-        if _UNDECIDED_CODES.isdisjoint(op[0] for op in ops):
+        if not needs_deciding(ops):  # a batch of puts and deletes: no view to build
             return ops, (None,) * len(ops)
         return decide(ops, *self.reader(get, scan, get_many))
 

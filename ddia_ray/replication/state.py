@@ -41,9 +41,15 @@ _code = operator.itemgetter(0)
 _DECIDED = frozenset({CAS, CALL})  # the codes decide() turns into other operations
 _SEEK_PAGE = 16  # keys one step of a procedure's seek reads from the state
 
-__all__ = ["ReplicaState", "MapState", "decide", "read_through", "UNKNOWN"]
+__all__ = ["ReplicaState", "MapState", "decide", "needs_deciding", "read_through", "UNKNOWN"]
 
 _SNAPSHOT_FORMAT = 1
+
+
+def needs_deciding(ops: tuple) -> bool:
+    """Whether ``ops`` hold a cas or a procedure call, which :func:`decide` turns into other
+    operations (the usual batch holds neither: one C-level pass tells)."""
+    return not _DECIDED.isdisjoint(map(_code, ops))
 
 
 def decide(ops: tuple, get: Callable[[bytes], bytes | None],
@@ -59,7 +65,7 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
     ``get_many(keys)`` (the state's, else ``get`` of each) lets it ``get.many(keys)``: the values
     of several keys in one call, as the batch has them.
     """
-    if _DECIDED.isdisjoint(map(_code, ops)):  # the usual batch: nothing to decide, in one C-level pass
+    if not needs_deciding(ops):
         return ops, (None,) * len(ops)
     log_ops: list = []
     results: list = []
@@ -68,12 +74,15 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
     ordered: list[bytes] = []  # pending's keys in order, kept once a seek needed them (few batches do)
     kept = [False]  # whether ``ordered`` is kept
 
-    def current(key: bytes) -> bytes | None:
+    def known(key: bytes) -> Any:
         if key in pending:
             return pending[key]
-        if ranges and any(s <= key < e for s, e in ranges):  # a procedure's hot path: no generator when none
-            return None
-        return get(key)
+        # A procedure's hot path: no generator when no range was deleted.
+        return None if ranges and any(s <= key < e for s, e in ranges) else UNKNOWN
+
+    def current(key: bytes) -> bytes | None:
+        value = known(key)
+        return get(key) if value is UNKNOWN else value
 
     def effect(op: tuple) -> None:
         log_ops.append(op)
@@ -111,11 +120,6 @@ def decide(ops: tuple, get: Callable[[bytes], bytes | None],
                 break
             at = keys[-1] + b"\x00"
         return None if first_put is None else (first_put, pending[first_put])  # type: ignore[return-value]
-
-    def known(key: bytes) -> Any:
-        if key in pending:
-            return pending[key]
-        return None if ranges and any(s <= key < e for s, e in ranges) else UNKNOWN
 
     current.seek = seek  # type: ignore[attr-defined]  # what a procedure reads a range with
     # and several keys with: the state's part in one call (an append's id lookups, 100 at a time)
