@@ -40,6 +40,23 @@ def test_local_event_when_physical_clock_goes_backwards():
     assert clock.now() == HLCTimestamp(2_000, 1, "a")
 
 
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3_000)), max_size=30))
+def test_now_pair_is_now_without_the_timestamp(steps):
+    # Two clocks fed the same physical readings: one stamps with now(), the other with now_pair().
+    (a, fa), (b, fb) = make(1_000, logical_limit=8), make(1_000, logical_limit=8)
+    for pair, pt in steps:
+        fa.now_ns = fb.now_ns = pt
+        try:
+            want = a.now()
+        except ClockDriftError:
+            with pytest.raises(ClockDriftError, match="logical_limit=8"):
+                b.now_pair()
+        else:
+            assert (b.now_pair() if pair else b.now()) in ((want.wall_ns, want.logical), want)
+        assert a.last == b.last
+
+
 def test_receive_remote_ahead_within_bound():
     clock, _ = make(1_000, drift=100)
     clock.now()

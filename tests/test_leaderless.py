@@ -200,3 +200,64 @@ def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monk
     assert len(calls) - before == 2  # two keys changed, each encoded once
     assert core.tree.root() != 0 and core.versions.data.engine.get(b"k") is not None
     core.close()
+
+
+def test_a_replica_merging_a_new_key_keeps_the_bytes_it_came_in(monkeypatch):
+    # The coordinator encodes a write once; a replica new to the key stores, hashes and logs the bytes
+    # it received (encoding the decoded state again would give the same bytes, at a cost per write).
+    from ddia_ray.replication import version_store, versioned_replica
+
+    calls = []
+    real = version_store.encode_state
+
+    def counting(state):
+        calls.append(state)
+        return real(state)
+
+    monkeypatch.setattr(version_store, "encode_state", counting)
+    monkeypatch.setattr(versioned_replica, "encode_state", counting)
+    net = _net(w=3)
+    before = len(calls)
+    _ok(net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v", b"") for i in range(5))), 0.2)
+    assert len(calls) - before == 5  # at the coordinator, once a key
+    roots = {m: net.core(m).tree.root() for m in ("r1", "r2", "r3")}
+    assert len(set(roots.values())) == 1
+    for m in ("r2", "r3"):
+        data = net.core(m).versions.data
+        assert all(data.raw(b"k%d" % i) == net.core("r1").versions.data.raw(b"k%d" % i) for i in range(5))
+
+
+def test_a_step_of_changes_is_logged_as_one_record_and_replayed_in_order():
+    from ddia_ray.replication.versioned_replica import KeyChange, KeyChanges
+
+    net = _net(w=3)
+    _ok(net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v%d" % i, b"") for i in range(4))), 0.2)
+    _ok(net, "r2", VWrite(((V_PUT, b"k1", b"again", b""),)), 0.2)
+    logged = [r for r in net.nodes["r3"].log if isinstance(r, (KeyChange, KeyChanges))]
+    assert isinstance(logged[0], KeyChanges) and logged[0].keys == tuple(b"k%d" % i for i in range(4))
+    assert isinstance(logged[-1], KeyChange) and logged[-1].key == b"k1"
+    before = net.core("r3").tree.root()
+    net.crash("r3")
+    net.restart("r3")
+    assert net.core("r3").tree.root() == before
+    assert _held(net, "r3", b"k1") == (b"again", b"v1")  # siblings: the second write saw nothing
+
+
+def test_anti_entropy_yields_to_a_stream_of_writes_but_not_for_long():
+    from ddia_ray.replication.leaderless_sync import BUSY_CHANGES, DEFER_ROUNDS_MAX
+
+    net = _net(anti_entropy_ticks=10, w=1)
+    net.partition([["r3"], ["r1", "r2", "client"]])
+    _ok(net, "r1", VWrite(((V_PUT, b"missed", b"x", b""),)), 0.0)  # never reaches r3 by replication
+    net.heal()
+    core = net.core("r3")
+    turns = 0
+    # A stream of writes, each turn's worth past BUSY_CHANGES: r3 skips turns, but a session still runs
+    # once DEFER_ROUNDS_MAX turns were skipped in a row, and finds the key replication never brought.
+    while not _held(net, "r3", b"missed"):
+        batch = tuple((V_PUT, b"s%d-%d" % (turns, i), b"v", b"") for i in range(BUSY_CHANGES))
+        _ok(net, "r1", VWrite(batch, w=1), 0.0)
+        net.run_for(10 * core.tick_s)
+        turns += 1
+        assert turns <= 3 * (DEFER_ROUNDS_MAX + 1), "anti-entropy never ran under the writes"
+    assert core.status()["anti_entropy_deferred"] >= DEFER_ROUNDS_MAX // 2

@@ -45,6 +45,52 @@ def test_incremental_updates_equal_a_build_from_the_final_scan(writes, shape):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(ops, max_size=4), shapes)
+def test_reads_between_bursts_of_writes_see_every_write_before_them(bursts, shape):
+    # The levels take the noted deltas when read: in a loop for a few, in numpy for a burst of 32 or
+    # more (deletes wrap their negative deltas modulo 2**64 and 2**32). Each read must see them all.
+    tree = MerkleTree(**shape)
+    final: dict[bytes, bytes] = {}
+    for burst in bursts:
+        for key, value in burst:
+            tree.update(key, value)
+            if value is None:
+                final.pop(key, None)
+            else:
+                final[key] = value
+        built = MerkleTree.build(final.items(), **shape)
+        assert tree.root() == built.root()
+        assert len(tree) == len(final)
+        for level in range(tree.depth + 1):
+            assert list(tree.level_sums(level)) == list(built.level_sums(level))
+            assert list(tree.level_counts(level)) == list(built.level_counts(level))
+        assert tree.copy() == built
+
+
+@pytest.mark.parametrize("burst", [1, 31, 32, 500])
+def test_a_burst_of_writes_and_deletes_reaches_every_level_when_read(burst):
+    # Bursts on both sides of the loop/numpy threshold, half of them deletes of keys written before.
+    import random
+
+    rng = random.Random(burst)
+    tree = MerkleTree(fanout=4, depth=4)
+    final: dict[bytes, bytes] = {}
+    for _ in range(4):
+        for _ in range(burst):
+            key = rng.randbytes(3)
+            if final and rng.random() < 0.5:
+                key = rng.choice(sorted(final))
+                tree.update(key, None)
+                del final[key]
+            else:
+                final[key] = rng.randbytes(5)
+                tree.update(key, final[key])
+        built = MerkleTree.build(final.items(), fanout=4, depth=4)
+        assert tree == built
+        assert len(tree) == len(final)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.dictionaries(keys, values, max_size=40), shapes)
 def test_every_node_is_the_sum_of_its_children_and_counts_add_up(data, shape):
     tree = MerkleTree.build(data.items(), **shape)

@@ -136,3 +136,25 @@ def test_a_resolver_from_a_plugin_resolves_a_stores_siblings():
         manager.unregister("longest")
     with pytest.raises(ConfigError, match="unknown conflict resolver"):
         parse_policies("resolver:test-longest")  # withdrawn with its plugin
+
+
+@pytest.mark.parametrize("spec", ["siblings", "lww", "resolver:set_union"])
+@pytest.mark.parametrize("value", [b"v", b"", None])
+def test_a_blind_write_of_a_new_key_is_the_state_the_general_update_builds(spec, value):
+    # put() builds a new key's state directly; it must be the state DVVSet.update stamps from nothing,
+    # encode to the same bytes (the Merkle trees hash them) and be told to on_change once.
+    from ddia_ray.clocks import DVVSet
+    from ddia_ray.replication.resolvers import Sibling
+    from ddia_ray.replication.versions import encode_state
+
+    changes = []
+    kv = KeyVersions("node-7", "store", Policies(parse_policies(spec)), on_change=lambda k, s: changes.append((k, s)))
+    state = kv.put(b"k", value, VectorClock(), (1_700_000_000_000_000_000, 3))
+    general = DVVSet().update(DVVSet.new(Sibling(value, 1_700_000_000_000_000_000, "node-7", 3), VectorClock()),
+                              "node-7")
+    assert state == general and encode_state(state) == encode_state(general)
+    assert changes == [(b"k", state)] and kv.data[b"k"] is state and kv.siblings_max == 1
+    # A second blind write of the key goes the general way and keeps both as siblings, or LWW's winner
+    # (these values are no encoded tuples: set_union fails on them, and the siblings stay).
+    again = kv.put(b"k", b"w", VectorClock(), (1_700_000_000_000_000_001, 0))
+    assert again.size() == (1 if spec == "lww" else 2)

@@ -164,6 +164,18 @@ class HybridClock:
         self._check_logical(logical, wall_ns, pt, remote=None)
         return self._commit(wall_ns, logical)
 
+    def now_pair(self) -> tuple[int, int]:
+        """:meth:`now` as ``(wall_ns, logical)``, without building the timestamp: for a node that stamps
+        every write of a batch (the node is its own, known to the caller)."""
+        pt = self._read_physical()
+        last = self._wall_ns
+        wall_ns = last if last > pt else pt
+        logical = self._logical + 1 if wall_ns == last else 0
+        if logical >= self._logical_limit:
+            self._check_logical(logical, wall_ns, pt, remote=None)
+        self._wall_ns, self._logical = wall_ns, logical
+        return wall_ns, logical
+
     def update(self, remote: HLCTimestamp) -> HLCTimestamp:
         """Timestamp the receipt of a message stamped ``remote`` (paper Fig. 5, "receive event").
 

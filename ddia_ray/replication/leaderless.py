@@ -182,12 +182,13 @@ class _Request:
 
 @dataclass(slots=True)
 class _Op:
-    """One key of a request in flight at its coordinator."""
+    """Keys of a request in flight at their coordinator: a read's one key, or the keys of a write batch
+    that go to the same replicas (the same targets and stand-ins), which those replicas acknowledge
+    with one op id. The quorum is counted per op: each of its replicas stores the whole group in one
+    step, persisted before its acknowledgement, so the group reaches ``w`` replicas at once or not."""
 
     id: int
     req: _Request
-    index: int
-    key: bytes
     write: bool
     needed: int
     deadline: int
@@ -196,13 +197,15 @@ class _Op:
     n: int
     r: int
     w: int
-    answers: dict = field(default_factory=dict)  # node -> state (reads) or True (writes)
-    state: Any = None  # a write's state at the coordinator
+    indices: list = field(default_factory=list)  # the keys' places in the request
+    keys: list = field(default_factory=list)
+    answers: dict = field(default_factory=dict)  # node -> state (a read's) or True (a write's)
+    states: list = field(default_factory=list)  # a write's states at the coordinator
+    encoded: list = field(default_factory=list)  # a write's states as sent
     done: bool = False
     started: int = 0
-    encoded: bytes = b""  # a write's state as sent
     handed: bool = False  # its silent replicas were suspected (and, a write's, given hinted stand-ins)
-    body: bool = True  # a write's acknowledgement carries the key's versions
+    body: bool = True  # a write's acknowledgement carries the keys' versions
 
 
 @dataclass(slots=True)
@@ -264,8 +267,8 @@ class LeaderlessReplica(VersionedReplica):
         if self._pair_trees is None:
             self._pair_trees = {p: MerkleTree(**self.merkle_shape) for p in self.members if p != self.node_id}
             if not self._shares_all():
-                for key, state in self.versions.data.items():
-                    self._index(key, encode_state(state))
+                for key, raw in self.versions.data.raw_items():
+                    self._index(key, raw)
         return self._pair_trees
 
     def tree_for(self, peer: str) -> MerkleTree:
@@ -299,6 +302,8 @@ class LeaderlessReplica(VersionedReplica):
         suspected home replica is replaced by the next unsuspected replica on the ring, listed in
         ``fallbacks`` as ``(stand-in, home)``; a suspected home is still asked when no replica is left to
         stand in for it, and always when the store is not sloppy."""
+        if not self.suspected and n >= len(self.members):
+            return self.members, ()  # every replica holds every key: the ring has nothing to choose
         strict = self.ring.preference_list(key, n)
         down = [m for m in strict if m in self.suspected]
         if not down:
@@ -333,17 +338,21 @@ class LeaderlessReplica(VersionedReplica):
             req.body = payload.body
             away: dict[str, list] = {}
             stores: dict[str, list] = {}  # one store message per replica for the whole batch
-            ops = []
+            groups: dict[tuple, _Op] = {}  # (targets, fallbacks) -> the op of the keys that go there
             for i, ((code, key, value, _), ctx) in enumerate(zip(payload.items, contexts)):
                 targets, fallbacks = self.preference(key, n)
                 if self.node_id in targets:
-                    ops.append(self._write(req, i, code, key, value, ctx, n, w, targets, fallbacks,
-                                           payload.timeout_s, stores))
+                    op = groups.get((targets, fallbacks))
+                    if op is None:
+                        op = groups[(targets, fallbacks)] = self._op(req, True, w, payload.timeout_s, targets,
+                                                                     fallbacks, n, min(self.r, n), w)
+                        op.body = req.body
+                    self._write(op, i, code, key, value, ctx, stores)
                 else:  # a dot needs a coordinator that holds the key: its first reachable replica
                     away.setdefault(targets[0], []).append(i)
             for node, items in stores.items():
                 self.send(node, LLStore(tuple(items)))
-            for op in ops:
+            for op in groups.values():
                 self._answer(op, self.node_id, True)  # the coordinator's own copy counts towards w
             for node, indices in away.items():
                 self._forward(req, node, VWrite(tuple(payload.items[i] for i in indices), n, w, payload.timeout_s,
@@ -357,7 +366,9 @@ class LeaderlessReplica(VersionedReplica):
             fetch: dict[str, list] = {}
             for i, key in enumerate(payload.keys):
                 targets, fallbacks = self.preference(key, n)
-                op = self._op(req, i, key, False, r, payload.timeout_s, targets, fallbacks, n, r, min(self.w, n))
+                op = self._op(req, False, r, payload.timeout_s, targets, fallbacks, n, r, min(self.w, n))
+                op.indices.append(i)
+                op.keys.append(key)
                 for t in targets:
                     if t == self.node_id:
                         self._answer(op, t, self._local(key))
@@ -369,32 +380,31 @@ class LeaderlessReplica(VersionedReplica):
             raise InvalidArgumentError(f"a leaderless replica takes VWrite and VRead, got {type(payload).__name__}")
         self._maybe_answer(req)
 
-    def _op(self, req: _Request, index: int, key: bytes, write: bool, needed: int, timeout_s: float,
-            targets: tuple, fallbacks: tuple, n: int, r: int, w: int) -> _Op:
-        op = _Op(self._id(), req, index, key, write, needed, self._deadline(timeout_s), targets, fallbacks, n, r, w,
+    def _op(self, req: _Request, write: bool, needed: int, timeout_s: float, targets: tuple, fallbacks: tuple,
+            n: int, r: int, w: int) -> _Op:
+        op = _Op(self._id(), req, write, needed, self._deadline(timeout_s), targets, fallbacks, n, r, w,
                  started=self.ticks)
         self._ops[op.id] = op
         self._by_start.append(op)
         heapq.heappush(self._by_deadline, (op.deadline, op.id))
         return op
 
-    def _write(self, req: _Request, index: int, code: int, key: bytes, value: Any, ctx, n: int, w: int,
-               targets: tuple, fallbacks: tuple, timeout_s: float, stores: dict) -> _Op:
-        """Stamp and store one write here; queue its copies for the other targets in ``stores``."""
+    def _write(self, op: _Op, index: int, code: int, key: bytes, value: Any, ctx, stores: dict) -> None:
+        """Stamp and store one write of ``op`` here; queue its copies for the other targets in ``stores``."""
         ts = self.stamp()
         if code == V_UPDATE:
             state, shipped = self.versions.update(key, value[0], value[1], ts)
         else:
             state = shipped = self.versions.put(key, value if code == V_PUT else None, ctx, ts)
-        op = self._op(req, index, key, True, w, timeout_s, targets, fallbacks, n, min(self.r, n), w)
-        op.state = state
-        op.body = req.body
-        op.encoded = encoded = self.encoded(key, shipped)
-        homes = dict(fallbacks)
-        for t in targets:
+        encoded = self.encoded(key, shipped)
+        op.indices.append(index)
+        op.keys.append(key)
+        op.states.append(state)
+        op.encoded.append(encoded)
+        homes = dict(op.fallbacks)
+        for t in op.targets:
             if t != self.node_id:
                 stores.setdefault(t, []).append((op.id, key, encoded, homes.get(t, "")))
-        return op
 
     def _forward(self, req: _Request, node: str, payload: Any, indices: list, keys: list, timeout_s: float) -> None:
         pid = self._id()
@@ -419,20 +429,25 @@ class LeaderlessReplica(VersionedReplica):
             op.done = True
             report = QuorumReport(op.n, op.r, op.w, len(op.answers), tuple(sorted(op.answers)),
                                   tuple(sorted(f for f, _ in op.fallbacks if f in op.answers)))
-            if op.write and not op.body:
-                item = None
+            if not op.write:
+                key = op.keys[0]
+                items: Any = (self.item(key, self.versions.combine(key, op.answers.values()), report),)
+            elif op.body:
+                items = [self.item(key, state, report) for key, state in zip(op.keys, op.states)]
             else:
-                state = op.state if op.write else self.versions.combine(op.key, op.answers.values())
-                item = self.item(op.key, state, report)
-            self._settle(op.req, op.index, item)
+                items = [None] * len(op.keys)
+            self._settle(op.req, op.indices, items)
         if op.done and len(op.answers) == len(op.targets):
             self._retire(op)
 
-    def _settle(self, req: _Request, index: int, item: VItem | None) -> None:
-        if not req.settled[index]:
-            req.settled[index] = True
-            req.items[index] = item
-            req.left -= 1
+    def _settle(self, req: _Request, indices: list, items) -> None:
+        """The answers of the request's keys at ``indices`` are ``items`` (those settled already stay)."""
+        settled, answers = req.settled, req.items
+        for index, item in zip(indices, items):
+            if not settled[index]:
+                settled[index] = True
+                answers[index] = item
+                req.left -= 1
         self._maybe_answer(req)
 
     def _maybe_answer(self, req: _Request) -> None:
@@ -452,7 +467,8 @@ class LeaderlessReplica(VersionedReplica):
 
     def _repair(self, op: _Op) -> None:
         """Send the merged versions to every replica that answered with less (read repair)."""
-        merged = self.versions.combine(op.key, op.answers.values())
+        key = op.keys[0]
+        merged = self.versions.combine(key, op.answers.values())
         if merged is None:
             return
         encoded = encode_state(merged)
@@ -461,9 +477,9 @@ class LeaderlessReplica(VersionedReplica):
                 continue
             self.counters["read_repairs"] += 1
             if node == self.node_id:
-                self.versions.merge(op.key, merged)
+                self.versions.merge(key, merged)
             else:
-                self.send(node, LLStore(((0, op.key, encoded, ""),)))
+                self.send(node, LLStore(((0, key, encoded, ""),)))
 
     def _suspect_silent(self, op: _Op) -> None:
         """``suspect_ticks`` after a request went out, suspect the replicas that have not answered it; a
@@ -475,10 +491,14 @@ class LeaderlessReplica(VersionedReplica):
             self.suspected.setdefault(t, self.ticks)
         if not op.write or not missing or not self.sloppy:
             return
-        spare = [m for m in self.ring.preference_list(op.key, len(self.members))
-                 if m not in op.targets and m not in self.suspected]
-        for stand_in, home in zip(spare, missing):
-            self.send(stand_in, LLStore(((0, op.key, op.encoded, home),)))
+        hints: dict[str, list] = {}
+        for key, encoded in zip(op.keys, op.encoded):
+            spare = [m for m in self.ring.preference_list(key, len(self.members))
+                     if m not in op.targets and m not in self.suspected]
+            for stand_in, home in zip(spare, missing):
+                hints.setdefault(stand_in, []).append((0, key, encoded, home))
+        for stand_in, items in hints.items():
+            self.send(stand_in, LLStore(tuple(items)))
         if op.done:
             self._retire(op)
 
@@ -490,9 +510,12 @@ class LeaderlessReplica(VersionedReplica):
             if t not in op.answers and t != self.node_id:
                 self.suspected.setdefault(t, self.ticks)
         what = "acknowledgements" if op.write else "answers"
-        err = QuorumNotReachedError(f"{len(op.answers)} of the {op.needed} {what} needed for {op.key!r} came in "
-                                    f"time (asked {list(op.targets)})", needed=op.needed, got=len(op.answers))
-        self._settle(op.req, op.index, VItem(op.key, error=ErrorRecord.of(err, self.node_id)))
+        items = []
+        for key in op.keys:
+            err = QuorumNotReachedError(f"{len(op.answers)} of the {op.needed} {what} needed for {key!r} came in "
+                                        f"time (asked {list(op.targets)})", needed=op.needed, got=len(op.answers))
+            items.append(VItem(key, error=ErrorRecord.of(err, self.node_id)))
+        self._settle(op.req, op.indices, items)
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -511,7 +534,7 @@ class LeaderlessReplica(VersionedReplica):
         elif isinstance(payload, LLFetched):
             for op_id, key, data in payload.items:
                 op = self._ops.get(op_id)
-                if op is not None and not op.write and op.key == key:
+                if op is not None and not op.write and op.keys[0] == key:
                     self._answer(op, src, decode_state(data) if data is not None else None)
         elif isinstance(payload, LLCoordinate):
             try:
@@ -541,14 +564,14 @@ class LeaderlessReplica(VersionedReplica):
         return encode_state(state) if state is not None else None
 
     def _on_store(self, src: str, msg: LLStore) -> None:
-        acks = []
+        acks: dict[int, None] = {}  # the ops held now, each once (an op's keys share its id)
         for op_id, key, data, home in msg.items:
             if home and home != self.node_id:
                 self._hint(home, key, data)
             else:
                 self.merge_encoded(key, data)
             if op_id:
-                acks.append(op_id)
+                acks[op_id] = None
         if acks:
             self.send(src, LLStored(tuple(acks)))
 
@@ -557,9 +580,9 @@ class LeaderlessReplica(VersionedReplica):
         if proxy is None:
             return  # answered after its deadline: the client already has its error
         items = msg.result.items if msg.error is None and msg.result is not None else None
-        for j, (index, key) in enumerate(zip(proxy.indices, proxy.keys)):
-            item = items[j] if items is not None and j < len(items) else VItem(key, error=msg.error)
-            self._settle(proxy.req, index, item)
+        self._settle(proxy.req, proxy.indices,
+                     [items[j] if items is not None and j < len(items) else VItem(key, error=msg.error)
+                      for j, key in enumerate(proxy.keys)])
 
     # --- hinted handoff -------------------------------------------------------------------------------
 
@@ -605,8 +628,8 @@ class LeaderlessReplica(VersionedReplica):
         for pid in [p for p, x in self._proxies.items() if self.ticks >= x.deadline]:
             proxy = self._proxies.pop(pid)
             err = QuorumNotReachedError("the coordinator of these keys did not answer in time", needed=1, got=0)
-            for index, key in zip(proxy.indices, proxy.keys):
-                self._settle(proxy.req, index, VItem(key, error=ErrorRecord.of(err, self.node_id)))
+            self._settle(proxy.req, proxy.indices, [VItem(key, error=ErrorRecord.of(err, self.node_id))
+                                                    for key in proxy.keys])
         if self.ticks % self.handoff_ticks == 0:
             for home, held in self.hints.items():
                 if held and home not in self.suspected:

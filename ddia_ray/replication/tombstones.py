@@ -95,15 +95,15 @@ class TombstoneSweep:
     def next_keys(self, data: Any, now_ns: int) -> list[bytes]:
         """The keys to look at in this round ([] while resting between passes).
 
-        ``data`` is the replica's mapping: a dict is walked through a sorted copy of its keys taken
-        when the pass starts; a storage engine's mapping (``keys_after``) through its ordered scan."""
+        ``data`` is the replica's mapping: one in memory is walked through a sorted copy of its keys
+        taken when the pass starts; a storage engine's mapping (``keys_after``) through its ordered scan."""
         if not self.enabled:
             return []
         if self.cursor is None and self._snapshot is None:
             if self._pass_started_ns is not None and now_ns - self._pass_started_ns < self.pass_ns:
                 return []
             self._pass_started_ns = now_ns
-            if isinstance(data, dict):
+            if not hasattr(data, "keys_after"):
                 self._snapshot, self._at = sorted(data), 0
         if self._snapshot is not None:
             keys = self._snapshot[self._at:self._at + self.keys_per_round]

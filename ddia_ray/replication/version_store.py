@@ -6,7 +6,8 @@ Theory of operation
 ``key -> state`` (a :class:`~ddia_ray.clocks.dotted.DVVSet` or a CRDT). Two
 mappings serve it:
 
-* a plain ``dict`` (engine ``"map"``): the versions live in memory and the
+* :class:`MemoryVersions` (engine ``"map"``): the versions live in memory, each
+  kept as the bytes it is encoded to (:func:`~.versions.encode_state`), and the
   replica rebuilds them on restart from its durable log;
 * :class:`EngineVersions` (engines ``"lsm"`` and ``"btree"``): the versions live in
   the storage engine, encoded (:func:`~.versions.encode_state`), so a replica holds
@@ -19,6 +20,18 @@ mappings serve it:
 Writes go straight to the engine: a write is acknowledged once the engine has it in
 its write-ahead log (fsync'd when the store runs with ``sync=True``), as a replica
 on the ``map`` engine acknowledges once its log has the change.
+
+Both keep a state *encoded* and decode it when it is read, with the states read
+most recently kept decoded in a bounded cache (a write refreshes a cached key's
+state, and does not add one: a hot key is read before each write, so it stays, and
+a stream of new keys leaves nothing behind). Encoded, a key costs one bytes object,
+where its decoded state is five or more objects that Python's cycle collector walks
+on every full collection; and decoded states that outlive the young generations
+and then die are what sets those full collections off. With every state decoded in
+memory, full collections took a third of the time of three replicas under a stream
+of new keys (measured 2026-12-06, docs/conflicts.md). And a replica takes a state another
+replica sent as the bytes it came in (:meth:`EncodedVersions.offer`), so the
+Merkle tree, the log and the mapping share one encoding.
 
 This module is the replica's shell side: the factory opens the engine (I/O), and
 the core only calls the mapping.
@@ -33,41 +46,74 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from .versions import decode_state, encode_state
 
-__all__ = ["EngineVersions", "open_versions", "VERSION_ENGINES"]
+__all__ = ["EncodedVersions", "EngineVersions", "MemoryVersions", "open_versions", "VERSION_ENGINES"]
 
 #: The storage engines a versioned replica can keep its versions in (besides "map").
 VERSION_ENGINES = ("lsm", "btree")
+#: Decoded states a mapping keeps by default (the rest stay encoded until read).
+CACHE_KEYS = 16_384
 
 
-class EngineVersions:
-    """``key -> state`` in a storage engine (see the module docstring); ``cache_keys`` decoded states cached."""
+class EncodedVersions:
+    """``key -> state`` kept encoded, with the ``cache_keys`` states read most recently kept decoded (see
+    the module docstring). Subclasses say where the bytes live: :meth:`_raw_get`, :meth:`_raw_put`,
+    :meth:`_raw_delete` and :meth:`_raw_contains`."""
 
-    durable = True
+    durable = False
 
-    def __init__(self, engine: Any, *, cache_keys: int = 65_536):
-        self.engine = engine
+    def __init__(self, *, cache_keys: int = CACHE_KEYS):
         self.cache_keys = int(cache_keys)
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
-        self._count = sum(1 for _ in engine.scan())
         self.last_encoded: tuple | None = None  # (key, state, bytes) of the last write
+        self._offered: tuple | None = None  # (key, state, bytes) the next write of that state may take as is
+
+    # --- where the bytes live ------------------------------------------------------------------------
+
+    def _raw_get(self, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def _raw_put(self, key: bytes, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _raw_delete(self, key: bytes) -> None:
+        raise NotImplementedError
+
+    def _raw_contains(self, key: bytes) -> bool:
+        return self._raw_get(key) is not None
+
+    # --- the mapping ----------------------------------------------------------------------------------
 
     def get(self, key: bytes, default: Any = None) -> Any:
-        """The state of ``key`` (``default`` if the engine has none)."""
+        """The state of ``key`` (``default`` if there is none)."""
         cache = self._cache
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        raw = self.engine.get(key)
+        raw = self._raw_get(key)
         if raw is None:
             return default
         state = decode_state(raw)
         self._remember(key, state)
         return state
 
+    def peek(self, key: bytes) -> Any:
+        """The state of ``key`` (None if there is none), read without entering the cache: for a sweep
+        over every key, which would otherwise push the hot keys out."""
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        raw = self._raw_get(key)
+        return decode_state(raw) if raw is not None else None
+
+    def raw(self, key: bytes) -> bytes | None:
+        """The encoded state of ``key`` (None if there is none), as stored: nothing is decoded."""
+        return self._raw_get(key)
+
     def _remember(self, key: bytes, state: Any) -> None:
-        self._cache[key] = state
-        if len(self._cache) > self.cache_keys:
-            self._cache.popitem(last=False)
+        cache = self._cache
+        cache[key] = state
+        if len(cache) > self.cache_keys:
+            cache.popitem(last=False)
 
     def __getitem__(self, key: bytes) -> Any:
         state = self.get(key)
@@ -76,17 +122,27 @@ class EngineVersions:
         return state
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self.get(key) is not None
+        return isinstance(key, bytes) and (key in self._cache or self._raw_contains(key))
+
+    def offer(self, key: bytes, state: Any, encoded: bytes) -> None:
+        """``encoded`` is ``state`` encoded (it came so from another replica, which encoded it with this
+        code): if the next write stores that very state under ``key``, it stores these bytes."""
+        self._offered = (key, state, encoded)
 
     def __setitem__(self, key: bytes, state: Any) -> None:
-        if key not in self._cache and self.engine.get(key) is None:
-            self._count += 1
-        encoded = encode_state(state)
-        self.engine.put(key, encoded)
+        offered, self._offered = self._offered, None
+        if offered is not None and offered[1] is state and offered[0] == key:
+            encoded = offered[2]
+        else:
+            encoded = encode_state(state)
+        self._raw_put(key, encoded)
         # The replica's Merkle tree and its answers need these bytes right after (``encoded_as``):
-        # one encoding per change serves the engine, the tree and the wire.
+        # one encoding per change serves the mapping, the tree, the log and the wire.
         self.last_encoded = (key, state, encoded)
-        self._remember(key, state)
+        cache = self._cache
+        if key in cache:  # a key read before this write (a read-modify-write): it stays decoded
+            cache[key] = state
+            cache.move_to_end(key)
 
     def encoded_as(self, key: bytes, state: Any) -> bytes | None:
         """The bytes the last :meth:`__setitem__` stored, if it stored ``state`` (the same object) under ``key``."""
@@ -96,9 +152,8 @@ class EngineVersions:
     def __delitem__(self, key: bytes) -> None:
         if key not in self:
             raise KeyError(key)
-        self.engine.delete(key)
+        self._raw_delete(key)
         self._cache.pop(key, None)
-        self._count -= 1
         self.last_encoded = None
 
     def pop(self, key: bytes, default: Any = None) -> Any:
@@ -108,6 +163,76 @@ class EngineVersions:
             return default
         del self[key]
         return state
+
+
+class MemoryVersions(EncodedVersions):
+    """``key -> state`` in memory, encoded (engine ``"map"``; see the module docstring). Not durable: the
+    replica's log holds every change and rebuilds it."""
+
+    def __init__(self, *, cache_keys: int = CACHE_KEYS):
+        super().__init__(cache_keys=cache_keys)
+        self._data: dict[bytes, bytes] = {}
+
+    def _raw_get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def _raw_put(self, key: bytes, data: bytes) -> None:
+        self._data[key] = data
+
+    def _raw_delete(self, key: bytes) -> None:
+        del self._data[key]
+
+    def _raw_contains(self, key: bytes) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._data)
+
+    def keys(self) -> Iterator[bytes]:
+        """Every key, in no particular order (the tombstone sweep sorts them once a pass)."""
+        return iter(self._data)
+
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, encoded state)``, in no particular order."""
+        return iter(self._data.items())
+
+    def items(self) -> Iterator[tuple[bytes, Any]]:
+        """Every ``(key, state)``, decoded as they are read (cached states as they are)."""
+        cache = self._cache
+        for key, raw in self._data.items():
+            yield key, (cache[key] if key in cache else decode_state(raw))
+
+    def clear(self) -> None:
+        """Forget every state (a compacted log is replayed from its start)."""
+        self._data.clear()
+        self._cache.clear()
+        self.last_encoded = self._offered = None
+
+
+class EngineVersions(EncodedVersions):
+    """``key -> state`` in a storage engine (see the module docstring); ``cache_keys`` decoded states cached."""
+
+    durable = True
+
+    def __init__(self, engine: Any, *, cache_keys: int = 65_536):
+        super().__init__(cache_keys=cache_keys)
+        self.engine = engine
+        self._count = sum(1 for _ in engine.scan())
+
+    def _raw_get(self, key: bytes) -> bytes | None:
+        return self.engine.get(key)
+
+    def _raw_put(self, key: bytes, data: bytes) -> None:
+        if key not in self._cache and self.engine.get(key) is None:
+            self._count += 1
+        self.engine.put(key, data)
+
+    def _raw_delete(self, key: bytes) -> None:
+        self.engine.delete(key)
+        self._count -= 1
 
     def keys_after(self, key: bytes | None, limit: int) -> list[bytes]:
         """Up to ``limit`` keys after ``key`` (from the first when None), in order: a bounded scan, so a
@@ -150,10 +275,11 @@ class EngineVersions:
 
 def open_versions(engine: str, data_url: str, node_id: str, *, options: dict | None = None,
                   sync: bool = False) -> Any:
-    """The mapping a replica keeps its versions in: a dict for ``"map"``, else :class:`EngineVersions` over
-    ``engine`` at ``data_url``/``node_id`` (its write-ahead log fsync'd per batch when ``sync``)."""
+    """The mapping a replica keeps its versions in: :class:`MemoryVersions` for ``"map"``, else
+    :class:`EngineVersions` over ``engine`` at ``data_url``/``node_id`` (its write-ahead log fsync'd
+    per batch when ``sync``)."""
     if engine == "map":
-        return {}
+        return MemoryVersions()
     if engine not in VERSION_ENGINES:
         raise ConfigError(f"unknown storage engine {engine!r}; use 'map' or one of {VERSION_ENGINES}")
     if not data_url:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..clocks import HLCTimestamp, HybridClock
-from ..codec import record
+from ..codec import prechecked, record
 from ..error_record import ErrorRecord
 from ..errors import ClockDriftError, ConfigError, InvalidArgumentError
 from ..runtime.core import BaseCore, Rewrite
@@ -43,7 +43,8 @@ from .tombstones import DEFAULT_GRACE_S, TombstoneSweep
 from .versioned_records import VItem
 from .versions import ConflictPolicy, KeyVersions, Policies, decode_state, encode_state
 
-__all__ = ["VersionedReplica", "KeyChange", "KeyRemoved", "LwwLoss", "VersionsSnapshot", "DEFAULT_MAX_DRIFT_S"]
+__all__ = ["VersionedReplica", "KeyChange", "KeyChanges", "KeyRemoved", "LwwLoss", "VersionsSnapshot",
+           "DEFAULT_MAX_DRIFT_S"]
 
 #: Ticks between two rounds of the tombstone sweep (and updates of the grace horizon).
 TOMBSTONE_ROUND_TICKS = 10
@@ -62,6 +63,25 @@ class KeyChange:
     def __post_init__(self):
         if not isinstance(self.key, bytes) or not isinstance(self.state, bytes):
             raise InvalidArgumentError("a key change holds bytes")
+
+
+@record("repl.key_changes", version=1, fields_checked=True)
+class KeyChanges:
+    """Persisted changes, in order: ``keys[i]``'s encoded state is now ``states[i]`` (the changes of
+    one step of the replica, one record: a record per key cost a frame and an encoding each)."""
+
+    keys: tuple
+    states: tuple
+
+    def __post_init__(self):
+        keys, states = self.keys, self.states
+        if type(keys) is not tuple or type(states) is not tuple or len(keys) != len(states):
+            raise InvalidArgumentError("key changes hold two tuples of equal length")
+        if not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, states)):
+            raise InvalidArgumentError("key changes hold bytes keys and bytes states")
+
+
+_BYTES = frozenset({bytes})
 
 
 @record("repl.key_removed", version=1, fields_checked=True)
@@ -117,13 +137,15 @@ class VersionedReplica(BaseCore):
         self.regions = dict(regions or {m: m for m in self.members})
         self.region = self.regions.get(node_id, node_id)
         policies = tuple(p if isinstance(p, ConflictPolicy) else ConflictPolicy(**p) for p in resolution)
+        if versions_map is None:
+            from .version_store import MemoryVersions  # the "map" engine's
+            versions_map = MemoryVersions()
         self.versions = KeyVersions(node_id, store, Policies(policies), on_change=self._changed, data=versions_map)
         self.versions.on_lost = self._lost
         # A storage engine keeps the states itself: the log then holds only the protocol's own records.
-        self.durable_versions = bool(getattr(self.versions.data, "durable", False))
+        self.durable_versions = bool(getattr(versions_map, "durable", False))
         if self.durable_versions:
             self.persist_changes = False
-            self._engine_encoded = self.versions.data.encoded_as
         self.skew_ns = int(float(clock_skew_s) * 1e9)
         self.hlc = HybridClock(node_id, physical_clock=self._physical_ns, max_drift_ns=int(max_drift_s * 1e9))
         self.merkle_shape = dict(merkle_shape or {})
@@ -137,6 +159,8 @@ class VersionedReplica(BaseCore):
         self._changes = 0
         self._recovering = False
         self._last_encoded: tuple | None = None
+        self._unsaved_keys: list[bytes] = []  # key changes of this step not yet queued (see persist())
+        self._unsaved_states: list[bytes] = []
         self.clock_refusals = 0
         self._recover(recovered)
 
@@ -147,8 +171,7 @@ class VersionedReplica(BaseCore):
 
     def stamp(self) -> tuple[int, int]:
         """A new hybrid timestamp ``(wall_ns, logical)`` for a write this replica coordinates."""
-        ts = self.hlc.now()
-        return ts.wall_ns, ts.logical
+        return self.hlc.now_pair()
 
     def observe(self, wall_ns: int, logical: int, node: str) -> None:
         """Advance the clock past a timestamp seen in a message (HLC receive), unless it is too far ahead:
@@ -171,8 +194,8 @@ class VersionedReplica(BaseCore):
         return encode_state(state)
 
     def _changed(self, key: bytes, state: Any) -> None:
-        # A storage engine has just encoded this state to store it (KeyVersions stores, then tells us).
-        encoded = self._engine_encoded(key, state) if self.durable_versions else None
+        # The mapping has just encoded this state to store it (KeyVersions stores, then tells us).
+        encoded = self.versions.data.encoded_as(key, state)
         if encoded is None:
             encoded = encode_state(state)
         self._last_encoded = (key, state, encoded)
@@ -180,8 +203,29 @@ class VersionedReplica(BaseCore):
         if self._recovering:
             return
         if self.persist_changes:
-            self.persist(KeyChange(key, encoded))
+            # Held until the step ends or another record is persisted (persist() flushes them first,
+            # so the log keeps the order of the changes): one record for the step's changes.
+            self._unsaved_keys.append(key)
+            self._unsaved_states.append(encoded)
             self.count_change()
+
+    def persist(self, rec: Any) -> None:
+        """Queue ``rec`` for durable storage, after the key changes held so far."""
+        if self._unsaved_keys:
+            self._save_changes()
+        super().persist(rec)
+
+    def ready(self) -> Any:
+        """What to persist, send and answer now: the step's key changes first, as one record."""
+        if self._unsaved_keys:
+            self._save_changes()
+        return super().ready()
+
+    def _save_changes(self) -> None:
+        keys, states = tuple(self._unsaved_keys), tuple(self._unsaved_states)
+        self._unsaved_keys.clear()
+        self._unsaved_states.clear()
+        super().persist(KeyChange(keys[0], states[0]) if len(keys) == 1 else prechecked(KeyChanges, keys, states))
 
     def collect_tombstones(self) -> None:
         """One round of the tombstone sweep (:mod:`.tombstones`), every :data:`TOMBSTONE_ROUND_TICKS`
@@ -227,7 +271,7 @@ class VersionedReplica(BaseCore):
                                 last.wall_ns, last.logical)
         if self.durable_versions:  # the engine holds every key's state
             return (head, *self.snapshot_tail())
-        return (head, *(KeyChange(k, encode_state(v)) for k, v in sorted(self.versions.data.items())),
+        return (head, *(KeyChange(k, v) for k, v in sorted(self.versions.data.raw_items())),
                 *self.snapshot_tail())
 
     def snapshot_meta(self) -> dict:
@@ -243,9 +287,10 @@ class VersionedReplica(BaseCore):
         try:
             for rec in recovered:
                 if isinstance(rec, KeyChange):
-                    state = decode_state(rec.state)
-                    self.versions.restore(rec.key, state)
-                    self.tree.update(rec.key, rec.state)
+                    self._restore(rec.key, rec.state)
+                elif isinstance(rec, KeyChanges):
+                    for key, data in zip(rec.keys, rec.states):
+                        self._restore(key, data)
                 elif isinstance(rec, KeyRemoved):
                     self.versions.data.pop(rec.key, None)
                     self._removed(rec.key)
@@ -265,6 +310,12 @@ class VersionedReplica(BaseCore):
         finally:
             self._recovering = False
 
+    def _restore(self, key: bytes, data: bytes) -> None:
+        state = decode_state(data)  # checked, though the mapping keeps the bytes
+        self.versions.data.offer(key, state, data)
+        self.versions.restore(key, state)
+        self.tree.update(key, data)
+
     def recover_meta(self, meta: dict) -> None:
         """Restore the protocol's metadata from a compacted log's header."""
 
@@ -283,7 +334,11 @@ class VersionedReplica(BaseCore):
 
     def merge_encoded(self, key: bytes, data: bytes) -> bool:
         """Merge another replica's encoded state of ``key``; returns whether anything changed."""
-        return self.versions.merge(key, decode_state(data))
+        state = decode_state(data)
+        # A merge that takes the state as it came (a key new here) stores these bytes: the sender encoded
+        # that very state with this code, so they are what encoding it again would give.
+        self.versions.data.offer(key, state, data)
+        return self.versions.merge(key, state)
 
     def close(self) -> None:
         """Close the storage engine that holds the versions, if any (the shell calls it on stop)."""

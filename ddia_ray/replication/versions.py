@@ -227,6 +227,16 @@ def decode_context(store: str, token: Any) -> VectorClock:
 # --- a replica's versions ---------------------------------------------------------------------------
 
 
+#: The constructors of the fresh-key write (:meth:`KeyVersions.put`): its parts are checked there.
+_sibling = codec.prechecked_maker(Sibling)
+_dvvset = codec.prechecked_maker(DVVSet)
+
+
+def _new_state(node: str, sibling: Sibling) -> DVVSet:
+    """The state of a key whose first write ``node`` coordinates: one entry, counter 1."""
+    return _dvvset(((node, 1, (sibling,)),), ())
+
+
 def live_siblings(state: DVVSet) -> tuple:
     """The siblings of ``state`` that hold a value (deletions left out)."""
     return tuple(s for s in state.values() if s.value is not None)
@@ -274,6 +284,13 @@ class KeyVersions:
             raise CRDTTypeError(f"{key!r} holds a {policy.kind} CRDT: apply its operations with update(), not put",
                                 expected=policy.kind, got="put")
         old = self.data.get(key)
+        if old is None and not context.entries and (value is None or type(value) is bytes):
+            # A key this replica does not hold, written blind: the new state is the write alone, with
+            # the coordinator's first dot (what update() of an empty state gives), built directly.
+            state = _new_state(self.node, _sibling(value, timestamp[0], self.node, timestamp[1]))
+            self.siblings_max = max(self.siblings_max, 1)
+            self._store(key, state)
+            return state
         base = old if old is not None else DVVSet()
         sibling = Sibling(value, timestamp[0], self.node, timestamp[1])
         if policy.mode == "resolver" and not policy.on_read and base.size():
@@ -325,8 +342,7 @@ class KeyVersions:
         state = old.sync(incoming) if old is not None else incoming
         if state == old:
             return False
-        self._settle(key, old, state, policy)
-        return self.data.get(key) != old
+        return self._settle(key, old, state, policy) != old  # what _settle kept is what the key holds now
 
     def update(self, key: bytes, op: str, args: tuple, timestamp: tuple[int, int]) -> tuple[Any, Any]:
         """Apply CRDT operation ``op(*args)`` to ``key`` at this replica; returns ``(state, delta)``.
@@ -432,7 +448,9 @@ class KeyVersions:
     def collect(self, key: bytes) -> bool:
         """Remove ``key`` if it holds only tombstones past the grace period (:mod:`.tombstones`); returns
         whether it did. Not a change the replicas exchange: each collects on its own clock."""
-        state = self.data.get(key)
+        # A sweep looks at every key in turn: read past the mapping's cache of hot keys, if it has one.
+        peek = getattr(self.data, "peek", None)
+        state = peek(key) if peek is not None else self.data.get(key)
         if state is None or not expired_tombstone(state, self.tombstone_horizon_ns):
             return False
         del self.data[key]
