@@ -204,14 +204,14 @@ class MerkleTree:
         import numpy as np  # only a large burst of writes needs it
 
         n = len(pending)
-        index = np.fromiter((p[0] for p in pending), dtype=np.int64, count=n)
+        nodes = np.fromiter((p[0] for p in pending), dtype=np.int64, count=n)
         # Deltas modulo 2**64 (and counts modulo 2**32): the arrays' wrapping addition is the tree's.
         deltas = np.fromiter((p[1] & _MASK for p in pending), dtype=np.uint64, count=n)
         counts = np.fromiter((p[2] & 0xFFFFFFFF for p in pending), dtype=np.uint32, count=n)
         for level in range(self.depth, -1, -1):
-            np.add.at(np.frombuffer(self._sums[level], dtype=np.uint64), index, deltas)
-            np.add.at(np.frombuffer(self._counts[level], dtype=np.uint32), index, counts)
-            index >>= bits
+            np.add.at(np.frombuffer(self._sums[level], dtype=np.uint64), nodes, deltas)
+            np.add.at(np.frombuffer(self._counts[level], dtype=np.uint32), nodes, counts)
+            nodes >>= bits
 
     @classmethod
     def build(cls, items: Iterable[tuple[bytes, bytes]], **shape) -> "MerkleTree":
