@@ -471,14 +471,15 @@ class LeaderlessReplica(VersionedReplica):
         merged = self.versions.combine(key, op.answers.values())
         if merged is None:
             return
-        encoded = encode_state(merged)
+        encoded = b""
         for node, state in op.answers.items():
-            if state is not None and encode_state(state) == encoded:
+            if state is not None and state == merged:  # equal states encode alike: nothing to repair
                 continue
             self.counters["read_repairs"] += 1
             if node == self.node_id:
                 self.versions.merge(key, merged)
             else:
+                encoded = encoded or encode_state(merged)
                 self.send(node, LLStore(((0, key, encoded, ""),)))
 
     def _suspect_silent(self, op: _Op) -> None:
@@ -560,6 +561,8 @@ class LeaderlessReplica(VersionedReplica):
         raise InvalidArgumentError(f"{self.node_id}: unexpected {type(payload).__name__} from {src!r}")
 
     def _encoded_local(self, key: bytes) -> bytes | None:
+        if not any(key in h for h in self.hints.values()):
+            return self.versions.data.raw(key)  # as stored: nothing to decode or encode again
         state = self._local(key)
         return encode_state(state) if state is not None else None
 
