@@ -29,7 +29,8 @@ SECONDS = float(os.environ["DDIA_FUZZ_SECONDS"]) if os.environ.get("DDIA_FUZZ_SE
 SCALE = float(os.environ.get("DDIA_FUZZ_ITERATIONS", "1"))
 #: Inputs per target in CI, sized for ~60 s in total on two loaded cores (each input is measured;
 #: the slowest is printed with ``-s``).
-CI_INPUTS = {"codec": 4000, "ingest": 20000, "scan_page": 20000, "durable": 2500, "wal": 500, "manifest": 500, "btree": 1500}
+CI_INPUTS = {"codec": 4000, "ingest": 20000, "scan_page": 20000, "versions": 20000, "durable": 2500, "wal": 500,
+             "manifest": 500, "btree": 1500}
 
 
 @pytest.mark.parametrize("target", TARGET_NAMES)

@@ -261,3 +261,37 @@ def test_anti_entropy_yields_to_a_stream_of_writes_but_not_for_long():
         turns += 1
         assert turns <= 3 * (DEFER_ROUNDS_MAX + 1), "anti-entropy never ran under the writes"
     assert core.status()["anti_entropy_deferred"] >= DEFER_ROUNDS_MAX // 2
+
+
+def test_states_logged_or_stored_in_format_1_are_hashed_and_kept_as_format_2(tmp_path):
+    # Replicas written before format 2 restart with their old bytes: the log's and the engine's are
+    # encoded again, so their trees agree with replicas that only ever wrote format 2.
+    from ddia_ray import codec
+    from ddia_ray.replication.state_format import decode_state
+    from ddia_ray.replication.versioned_replica import KeyChange
+
+    net = _net(w=3)
+    _ok(net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v%d" % i, b"") for i in range(6))), 0.2)
+    root = net.core("r1").tree.root()
+    fresh = dict(net.core("r1").versions.data.raw_items())
+    old_log = [KeyChange(k, codec.encode(decode_state(v))) for k, v in sorted(fresh.items())]
+    assert all(rec.state[:1] != b"\x93" for rec in old_log)
+    node = net.nodes["r2"]
+    net.crash("r2")
+    node.log[:] = old_log
+    net.restart("r2")
+    assert net.core("r2").tree.root() == root
+    assert dict(net.core("r2").versions.data.raw_items()) == fresh
+
+    engine_net = _net(("r1",), engine="lsm", data_url=f"file://{tmp_path}", n=1, r=1, w=1)
+    _ok(engine_net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v", b"") for i in range(4))), 0.0)
+    core = engine_net.core("r1")
+    for key, raw in list(core.versions.data.raw_items()):
+        core.versions.data.engine.put(key, codec.encode(decode_state(raw)))  # as format 1 left them
+    before = core.tree.root()
+    core.close()
+    engine_net.crash("r1")
+    engine_net.restart("r1")
+    core = engine_net.core("r1")
+    assert core.tree.root() == before
+    assert all(raw[:1] == b"\x93" for _, raw in core.versions.data.raw_items())

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from ddia_ray.clocks import DVVSet
 from ddia_ray.replication.resolvers import Sibling
 from ddia_ray.replication.version_store import MemoryVersions
-from ddia_ray.replication.versions import encode_state
+from ddia_ray.replication.state_format import encode_state
 
 
 def _state(value: bytes, counter: int = 1) -> DVVSet:

@@ -145,7 +145,7 @@ def test_a_blind_write_of_a_new_key_is_the_state_the_general_update_builds(spec,
     # encode to the same bytes (the Merkle trees hash them) and be told to on_change once.
     from ddia_ray.clocks import DVVSet
     from ddia_ray.replication.resolvers import Sibling
-    from ddia_ray.replication.versions import encode_state
+    from ddia_ray.replication.state_format import encode_state
 
     changes = []
     kv = KeyVersions("node-7", "store", Policies(parse_policies(spec)), on_change=lambda k, s: changes.append((k, s)))

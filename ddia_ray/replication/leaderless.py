@@ -54,7 +54,8 @@ from .versioned_records import (V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VRe
                                 VWriteAck, check_quorum)
 from .merkle import MerkleTree
 from .versioned_replica import VersionedReplica
-from .versions import decode_context, decode_state, encode_state
+from .state_format import decode_state, encode_state
+from .versions import decode_context
 
 __all__ = ["LLStore", "LLStored", "LLFetch", "LLFetched", "LLCoordinate", "LLCoordinated", "LLHandoff",
            "LLHandoffAck", "LLPing", "HintChange", "LeaderlessReplica", "ring_of", "build"]

@@ -44,7 +44,7 @@ from itertools import islice
 from typing import Any, Iterator
 
 from ..errors import ConfigError
-from .versions import decode_state, encode_state
+from .state_format import decode_state, encode_state
 
 __all__ = ["EncodedVersions", "EngineVersions", "MemoryVersions", "open_versions", "VERSION_ENGINES"]
 

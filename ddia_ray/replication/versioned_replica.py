@@ -33,15 +33,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..clocks import HLCTimestamp, HybridClock
-from ..codec import prechecked, record
+from ..clocks import DVVSet, HLCTimestamp, HybridClock
+from ..codec import prechecked, record, record_fields
 from ..error_record import ErrorRecord
 from ..errors import ClockDriftError, ConfigError, InvalidArgumentError
 from ..runtime.core import BaseCore, Rewrite
 from .merkle import MerkleTree
 from .tombstones import DEFAULT_GRACE_S, TombstoneSweep
 from .versioned_records import VItem
-from .versions import ConflictPolicy, KeyVersions, Policies, decode_state, encode_state
+from .state_format import current, decode_state, encode_state
+from .versions import ConflictPolicy, KeyVersions, Policies
 
 __all__ = ["VersionedReplica", "KeyChange", "KeyChanges", "KeyRemoved", "LwwLoss", "VersionsSnapshot",
            "DEFAULT_MAX_DRIFT_S"]
@@ -150,9 +151,16 @@ class VersionedReplica(BaseCore):
         self.hlc = HybridClock(node_id, physical_clock=self._physical_ns, max_drift_ns=int(max_drift_s * 1e9))
         self.merkle_shape = dict(merkle_shape or {})
         self.tree = MerkleTree(**self.merkle_shape)
-        if versions_map is not None and hasattr(versions_map, "raw_items"):
+        if getattr(versions_map, "durable", False):
+            stale = []
             for key, raw in versions_map.raw_items():  # one scan of the engine rebuilds the tree
-                self.tree.update(key, raw)
+                if raw[:1] != b"\x93" and record_fields(raw, DVVSet) is not None:
+                    stale.append(key)  # format 1: written again below, hashed as it is encoded now
+                else:
+                    self.tree.update(key, raw)
+            for key in stale:
+                versions_map[key] = versions_map.peek(key)
+                self.tree.update(key, versions_map.raw(key))
         self.sweep = TombstoneSweep(grace_s=tombstone_grace_s, keys_per_round=tombstone_sweep_keys,
                                     pass_s=tombstone_pass_s)
         self.snapshot_changes = int(snapshot_changes)
@@ -312,6 +320,7 @@ class VersionedReplica(BaseCore):
 
     def _restore(self, key: bytes, data: bytes) -> None:
         state = decode_state(data)  # checked, though the mapping keeps the bytes
+        data = current(data, state)  # a change logged in an older format is kept as it is encoded now
         self.versions.data.offer(key, state, data)
         self.versions.restore(key, state)
         self.tree.update(key, data)
@@ -336,8 +345,8 @@ class VersionedReplica(BaseCore):
         """Merge another replica's encoded state of ``key``; returns whether anything changed."""
         state = decode_state(data)
         # A merge that takes the state as it came (a key new here) stores these bytes: the sender encoded
-        # that very state with this code, so they are what encoding it again would give.
-        self.versions.data.offer(key, state, data)
+        # that very state as this code does (or they are encoded again here: an older replica's).
+        self.versions.data.offer(key, state, current(data, state))
         return self.versions.merge(key, state)
 
     def close(self) -> None:

@@ -41,7 +41,8 @@ from ..history.lost_updates import CounterUpdate, RegisterWrite, SetUpdate, chec
 from ..runtime import CoreSpec, SimNetwork
 from ..runtime.faults import NetworkConfig
 from .versioned_records import V_PUT, V_UPDATE, VRead, VWrite
-from .versions import encode_state, live_siblings, parse_policies
+from .state_format import encode_state
+from .versions import live_siblings, parse_policies
 
 __all__ = ["simulate_versioned", "VSimReport", "VersionedViolation", "CONVERGE_S", "RESOLUTION_CASES"]
 

@@ -69,7 +69,6 @@ from typing import Any, Callable, Iterable, Mapping
 from .. import codec, crdt
 from ..clocks import DVVSet, VectorClock
 from ..codec import record
-from ..crdt.base import from_state
 from ..errors import (CodecError, ConfigError, CRDTTypeError, ForeignContextError, InvalidArgumentError,
                       ResolverFailedError)
 from .resolvers import Sibling, _lww_key, get_resolver
@@ -492,18 +491,3 @@ class KeyVersions:
                 "resolver_failures": self.resolver_failures, "siblings_max": self.siblings_max,
                 "tombstones_collected": self.tombstones_collected, "tombstones_ignored": self.tombstones_ignored,
                 "resolver_errors": [{"key": k, "resolver": r, "error": t} for k, r, t in self.resolver_errors[-10:]]}
-
-
-def encode_state(state: Any) -> bytes:
-    """A key's state as bytes (a DVVSet through the codec, a CRDT through :func:`ddia_ray.crdt.encode`)."""
-    return crdt.encode(state) if isinstance(state, crdt.CRDT) else codec.encode(state)
-
-
-def decode_state(data: bytes) -> Any:
-    """The inverse of :func:`encode_state`, validated."""
-    obj = codec.decode(data)
-    if isinstance(obj, DVVSet):
-        return obj
-    if isinstance(obj, crdt.CRDTState):  # a CRDT's record, decoded once: rebuilt (and checked) by its kind
-        return from_state(obj)
-    return crdt.decode(data)  # anything else: refused with decode's own error

@@ -269,6 +269,50 @@ class ScanPageTarget(Target):
             raise Violation(f"an unchanged page read as {pairs!r:.200}")
 
 
+class VersionsTarget(Target):
+    """``decode_state`` of mutated key states (ddia_ray/replication/state_format.py: what a versioned
+    replica receives, logs and stores for a key): what decodes must encode again to the same bytes
+    (the Merkle trees hash them; format 2 is canonical), an unchanged state to its own value."""
+
+    name = "versions"
+    allowed = (CodecError,)  # CorruptRecordError and UnknownVersionError are
+    input_seconds = 0.5
+
+    def build(self) -> list:
+        from ddia_ray.clocks import DVVSet
+        from ddia_ray.replication.resolvers import Sibling
+        from ddia_ray.replication.state_format import encode_state
+
+        def sib(value, ts, node, logical=0):
+            return Sibling(value, ts, node, logical)
+
+        states = [
+            DVVSet((("r1", 1, (sib(b"v" * 100, 1_700_000_000_000_000_000, "r1"),)),), ()),
+            DVVSet((("r1", 3, (sib(b"a", 5, "r1", 2), sib(None, 4, "r1"))), ("r2", 1, (sib(b"", 7, "r2"),))), ()),
+            DVVSet((("r1", 2, ()),), (sib(b"x", 1, ""), sib(b"y", 2, "c"))),
+            DVVSet(),
+        ]
+        out = []
+        for i, state in enumerate(states):
+            data = encode_state(state)
+            out.append(Seed(f"state{i}", data, (0, 1, 2, 3, len(data) // 2), state))
+        out.append(Seed("format1", codec.encode(states[1]), (0, 1, 2, 3, 5), states[1]))  # what older replicas wrote
+        return out
+
+    def execute(self, seed: Seed, data: bytes) -> None:
+        from ddia_ray.clocks import DVVSet
+        from ddia_ray.replication.state_format import decode_state, encode_state
+
+        state = decode_state(data)
+        if data[:2] == b"\x93\x02":
+            if type(state) is not DVVSet:
+                raise Violation(f"format 2 decoded to a {type(state).__name__}")
+            if encode_state(state) != data:
+                raise Violation(f"format 2 bytes that decode are not the canonical encoding: {data!r:.200}")
+        if data == seed.data and state != seed.context:
+            raise Violation(f"an unchanged state decoded to {state!r:.200}")
+
+
 # --- runtime durable log ------------------------------------------------------------------------
 
 
@@ -428,6 +472,7 @@ _FACTORIES: dict = {
     "codec": CodecTarget,
     "ingest": IngestTarget,
     "scan_page": ScanPageTarget,
+    "versions": VersionsTarget,
     "durable": DurableTarget,
     "wal": lambda: _storage("WalTarget"),
     "manifest": lambda: _storage("ManifestTarget"),
@@ -438,7 +483,7 @@ _FACTORIES: dict = {
     "selftest-memory": _HungryCodec,
     "selftest-shortlog": _short_log,
 }
-TARGET_NAMES = ("codec", "ingest", "scan_page", "durable", "wal", "manifest", "btree")
+TARGET_NAMES = ("codec", "ingest", "scan_page", "versions", "durable", "wal", "manifest", "btree")
 SELFTEST_NAMES = tuple(n for n in _FACTORIES if n.startswith("selftest-"))
 
 
