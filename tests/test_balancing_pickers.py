@@ -356,11 +356,14 @@ def test_preference_list_is_distinct_and_starts_with_pick(names, n, data):
         assert len(prefs) == len(set(prefs)) == min(n, len(names) - len(excluded))
         assert not excluded & set(prefs)
         assert prefs[0] == ring.pick(key, exclude=excluded)
+        assert ring.owner(key) == ring.preference_list(key, 1)[0]
         # Dropping the first owner promotes the rest: the list is a clockwise walk.
         if len(prefs) > 1:
             assert ring.preference_list(key, n, exclude=excluded | {prefs[0]})[: len(prefs) - 1] == prefs[1:]
     with pytest.raises(NoReplicaAvailableError):
         ring.preference_list("k", 2, exclude=frozenset(names))
+    with pytest.raises(NoReplicaAvailableError):
+        ConsistentHashPicker().owner("k")
 
 
 def test_consistent_hash_weight_multiplies_share():

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from ddia_ray import codec
-from ddia_ray.errors import (ConfigError, ForeignContextError, QuorumConfigError, QuorumNotReachedError,
-                             SiblingsError, UnknownRegionError)
+from ddia_ray.errors import (ConfigError, ForeignContextError, InvalidArgumentError, QuorumConfigError,
+                             QuorumNotReachedError, SiblingsError, UnknownRegionError)
 from ddia_ray.history.convergence import check_roots
 from ddia_ray.history.lost_updates import CounterUpdate, RegisterWrite, check_lost_updates
 from ddia_ray.replication import ReplicatedStore
@@ -157,4 +157,10 @@ def test_a_write_that_cannot_reach_its_quorum_fails_loudly(ray_session):
             assert caught.value.needed == 3 and caught.value.got < 3
         finally:
             store.resume("r3")
+        # Bad items are refused in the caller's thread, before they can join (and fail) a batch.
+        for bad in (lambda: client.put_nowait(b"k", "text"), lambda: client.put_nowait(b"k", b"v", context="ctx"),
+                    lambda: client.delete_nowait(b"k", context=7), lambda: client.put_nowait(3, b"v")):
+            with pytest.raises(InvalidArgumentError):
+                bad()
+        assert client.put(b"k", b"after") is not None  # the client still works
         client.close()

@@ -139,7 +139,7 @@ class RaftKVClient(LoopClient):
     def _submit(self, kind: str, key, value=None, expected=None) -> concurrent.futures.Future:
         if self._closed:
             raise ConfigError("the client is closed")
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut = self._new_future()
         with self._lock:
             seq = next(self._seq)
             op = check_op((kind, key.encode("utf-8") if type(key) is str else key, seq, value, expected))

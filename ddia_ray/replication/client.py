@@ -538,7 +538,7 @@ class ReplicatedClient(LoopClient):
         if self._closed:
             raise ConfigError("the client is closed")
         if fut is None:
-            fut = concurrent.futures.Future()
+            fut = self._new_future()
         unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single, puts)
         with self._lock:
             queue.append((*group, unit))

@@ -38,6 +38,7 @@ import threading
 from typing import Any, Iterable
 
 from .. import codec, crdt
+from ..codec import prechecked
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError,
                       MessageDroppedError, ResolverFailedError, SiblingsError)
 from ..runtime.client_loop import LoopClient
@@ -116,6 +117,14 @@ class _Unit:
     body: bool = True
 
 
+def _context(context: Any) -> bytes:
+    if context is None:
+        return b""
+    if type(context) is not bytes:
+        raise InvalidArgumentError(f"a causal context is the bytes a get returned, got {type(context).__name__}")
+    return context
+
+
 def _key(key: Any) -> bytes:
     if isinstance(key, str):
         return key.encode("utf-8")
@@ -168,7 +177,7 @@ class VersionedClient(LoopClient):
         read the value is based on: the write then replaces exactly what was read."""
         if not isinstance(value, bytes):
             raise InvalidArgumentError(f"a value is bytes, got {type(value).__name__}")
-        return self._submit(True, (V_PUT, _key(key), value, context or b""), bool(return_body))
+        return self._submit(True, (V_PUT, _key(key), value, _context(context)), bool(return_body))
 
     def put(self, key: Any, value: bytes, *, context: bytes | None = None, return_body: bool = True) -> Any:
         """Write ``value`` (see :meth:`put_nowait`) and wait."""
@@ -182,7 +191,7 @@ class VersionedClient(LoopClient):
 
     def delete_nowait(self, key: Any, *, context: bytes | None = None) -> concurrent.futures.Future:
         """Queue a deletion (a tombstone sibling, so that it cannot be undone by a stale replica)."""
-        return self._submit(True, (V_DELETE, _key(key), b"", context or b""))
+        return self._submit(True, (V_DELETE, _key(key), b"", _context(context)))
 
     def delete(self, key: Any, *, context: bytes | None = None) -> Versions:
         """Delete ``key`` (see :meth:`delete_nowait`) and wait."""
@@ -219,7 +228,7 @@ class VersionedClient(LoopClient):
     def _submit(self, write: bool, item: Any, body: bool = True) -> concurrent.futures.Future:
         if self._closed:
             raise ConfigError("this client is closed")
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut = self._new_future()
         # No lock: a deque's append and popleft are atomic, and a lock here was a quarter of a caller's
         # time, taken in turn with the pump draining thousands of units. The pump clears the flag
         # before it drains, so a unit appended after the clear is drained or rings the bell again.
@@ -234,6 +243,8 @@ class VersionedClient(LoopClient):
     def _target(self, unit: _Unit) -> str:
         if self.protocol == "leaderless":
             key = unit.item[1] if unit.write else unit.item
+            if not unit.tried:
+                return self._ring.owner(key)
             order = self._ring.preference_list(key, self.n)
             return order[unit.tried % len(order)]
         return self._nodes[(next(self._rr) + unit.tried) % len(self._nodes)]
@@ -273,8 +284,10 @@ class VersionedClient(LoopClient):
 
     async def _send(self, node: str, write: bool, units: list[_Unit], body: bool = True) -> None:
         if write:
-            payload: Any = VWrite(tuple(u.item for u in units), timeout_s=self.timeout_s, body=body,
-                                  **({"n": self.n, "w": self.w} if self.protocol == "leaderless" else {}))
+            # Each item was checked when it was queued (put_nowait and its kin): not again per item here.
+            leaderless = self.protocol == "leaderless"
+            payload: Any = prechecked(VWrite, tuple(u.item for u in units), self.n if leaderless else 0,
+                                      self.w if leaderless else 0, self.timeout_s, body)
         else:
             payload = VRead(tuple(u.item for u in units), timeout_s=self.timeout_s,
                             **({"n": self.n, "r": self.r} if self.protocol == "leaderless" else {}))
@@ -299,13 +312,13 @@ class VersionedClient(LoopClient):
                 if not u.future.done():
                     u.future.set_exception(e)
             return
+        outcomes: list[tuple[concurrent.futures.Future, Any, BaseException | None]] = []
         for u, item in zip(units, reply.payload.items):
-            if u.future.done():
-                continue
             try:
-                u.future.set_result(versions_of(item) if item is not None else None)
+                outcomes.append((u.future, versions_of(item) if item is not None else None, None))
             except Exception as e:  # noqa: BLE001 - a write item's error (a quorum not reached)
-                u.future.set_exception(e)
+                outcomes.append((u.future, None, e))
+        self._finish(outcomes)
 
     def _retry_or_fail(self, units: list[_Unit], write: bool, error: BaseException) -> None:
         """A read tries the next replica (of the key's preference list, or of the region); a write that

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import CallTimeoutError, MessageDroppedError
 from .calls import await_result
+from .futures import FutureFamily
 from .links import ClientLinks, ReplyTooLarge
 
 __all__ = ["LoopClient", "run_pump", "wait_doorbell", "await_within"]
@@ -90,6 +91,33 @@ class LoopClient:
     timeout_s: float
 
     _links: ClientLinks | None = None
+    _family: FutureFamily | None = None
+
+    def _new_future(self) -> concurrent.futures.Future:
+        """A pending future for one operation: of the client's :class:`~.futures.FutureFamily`, which
+        makes thousands in flight cheap (see :mod:`.futures`)."""
+        family = self._family
+        if family is None:
+            family = self._family = FutureFamily()
+        return family.new()
+
+    def _finish(self, outcomes) -> None:
+        """Finish futures from :meth:`_new_future`: ``(future, result, exception)`` each (see
+        :meth:`~.futures.FutureFamily.finish`), or one by one for futures made elsewhere."""
+        family = self._family
+        if family is not None and all(getattr(f, "_condition", None) is family._condition for f, _, _ in outcomes):
+            family.finish(outcomes)
+            return
+        for fut, result, exc in outcomes:
+            if fut.done():
+                continue
+            try:
+                if exc is None:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(exc)
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled or failed meanwhile
 
     async def _request(self, node: str, handle: Any, src: str, data: bytes, timeout_s: float, what: str) -> bytes:
         """One request (encoded) to a core's shell, ``handle``, as ``src``; the encoded reply.
