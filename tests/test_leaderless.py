@@ -179,12 +179,11 @@ def test_replicas_keep_their_versions_and_hints_in_a_storage_engine(engine, tmp_
     assert [s.value for s in _ok(net, "r3", VRead((b"k5",)))[0].siblings] == [b"v"]
 
 
-def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monkeypatch):
-    # The engine stores the encoded state and the Merkle tree hashes the same bytes: one encoding
-    # per change, not one for each.
+def _count_encodings(monkeypatch) -> list:
+    """The states encoded from now on (by the mappings and the replicas), as a list that grows."""
     from ddia_ray.replication import version_store, versioned_replica
 
-    calls = []
+    calls: list = []
     real = version_store.encode_state
 
     def counting(state):
@@ -193,6 +192,13 @@ def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monk
 
     monkeypatch.setattr(version_store, "encode_state", counting)
     monkeypatch.setattr(versioned_replica, "encode_state", counting)
+    return calls
+
+
+def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monkeypatch):
+    # The engine stores the encoded state and the Merkle tree hashes the same bytes: one encoding
+    # per change, not one for each.
+    calls = _count_encodings(monkeypatch)
     net = _net(("r1",), engine="lsm", data_url=f"file://{tmp_path}", n=1, r=1, w=1)
     core = net.core("r1")
     before = len(calls)
@@ -205,17 +211,7 @@ def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monk
 def test_a_replica_merging_a_new_key_keeps_the_bytes_it_came_in(monkeypatch):
     # The coordinator encodes a write once; a replica new to the key stores, hashes and logs the bytes
     # it received (encoding the decoded state again would give the same bytes, at a cost per write).
-    from ddia_ray.replication import version_store, versioned_replica
-
-    calls = []
-    real = version_store.encode_state
-
-    def counting(state):
-        calls.append(state)
-        return real(state)
-
-    monkeypatch.setattr(version_store, "encode_state", counting)
-    monkeypatch.setattr(versioned_replica, "encode_state", counting)
+    calls = _count_encodings(monkeypatch)
     net = _net(w=3)
     before = len(calls)
     _ok(net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v", b"") for i in range(5))), 0.2)

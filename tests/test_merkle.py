@@ -25,17 +25,22 @@ shapes = st.sampled_from([{"fanout": 2, "depth": 3}, {"fanout": 4, "depth": 2}, 
                           {"fanout": 4, "depth": 5}])
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(ops, shapes)
-def test_incremental_updates_equal_a_build_from_the_final_scan(writes, shape):
-    tree = MerkleTree(**shape)
-    final: dict[bytes, bytes] = {}
+def _write(tree: MerkleTree, final: dict, writes) -> None:
+    """Apply ``writes`` (``(key, value or None)``) to ``tree`` and to the model ``final``."""
     for key, value in writes:
         tree.update(key, value)
         if value is None:
             final.pop(key, None)
         else:
             final[key] = value
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ops, shapes)
+def test_incremental_updates_equal_a_build_from_the_final_scan(writes, shape):
+    tree = MerkleTree(**shape)
+    final: dict[bytes, bytes] = {}
+    _write(tree, final, writes)
     built = MerkleTree.build(final.items(), **shape)
     assert tree == built
     assert tree.root() == built.root() == root_of(final.items())
@@ -52,12 +57,7 @@ def test_reads_between_bursts_of_writes_see_every_write_before_them(bursts, shap
     tree = MerkleTree(**shape)
     final: dict[bytes, bytes] = {}
     for burst in bursts:
-        for key, value in burst:
-            tree.update(key, value)
-            if value is None:
-                final.pop(key, None)
-            else:
-                final[key] = value
+        _write(tree, final, burst)
         built = MerkleTree.build(final.items(), **shape)
         assert tree.root() == built.root()
         assert len(tree) == len(final)
