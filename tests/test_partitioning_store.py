@@ -191,9 +191,12 @@ def test_a_moved_lsm_partition_keeps_the_keys_on_both_sides_of_the_reserved_rang
             report = store.move(0, other)
             assert report["copied"] == len(keys), report
             refreshes = c.stats["map_refreshes"]
+            reroutes = c.stats["reroutes"]
             assert c.get_many(keys) == [k[::-1] for k in keys]  # routed with the old map: refused, sent again
-            # One read of the new map serves every refused get (each once read it again: 15 s).
-            assert c.stats["reroutes"] >= len(keys) and c.stats["map_refreshes"] - refreshes <= 3, c.stats
+            # One read of the new map serves every refused get (each once read it again: 15 s). How many
+            # were refused depends on timing: a batch sent after the first refusal brought the new map
+            # goes straight to the new owner (a CI run saw 1,898 of 2,530 refused).
+            assert c.stats["reroutes"] > reroutes and c.stats["map_refreshes"] - refreshes <= 3, c.stats
 
 
 def test_a_batch_across_partitions_reports_what_applied(ray_session):
