@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ddia_ray.errors import InvalidArgumentError
 from ddia_ray.runtime.futures import FamilyFuture, FutureFamily
 
 
@@ -150,5 +151,5 @@ def test_finish_sets_many_at_once_and_leaves_done_ones_alone():
     assert ("a", 1) in calls and ("b", "ValueError") in calls and ("waited", True) in calls
     done, _ = concurrent.futures.wait([a, b], timeout=0)
     assert done == {a, b}
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError):
         family.finish([(FutureFamily().new(), 1, None)])  # another family's future

@@ -373,9 +373,11 @@ def _stream_rows(state, stream: str, lo: int, hi: int, limit: int, head: Head, n
             if b < a:
                 return rows
             stored += b - a + 1
-            if packed and _visible(head, created, now_ms):
+            if not _visible(head, created, now_ms):
+                pass
+            elif packed:
                 rows.append(_part(stream, value, a + fp - fv, b + fp - fv, size))
-            elif not packed and _visible(head, created, now_ms):
+            else:
                 ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
                 for j in range(a - fv, b - fv + 1):
                     rows.append((fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))

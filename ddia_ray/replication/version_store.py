@@ -81,6 +81,10 @@ class EncodedVersions:
     def _raw_contains(self, key: bytes) -> bool:
         return self._raw_get(key) is not None
 
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, encoded state)`` (the subclass says in which order)."""
+        raise NotImplementedError
+
     # --- the mapping ----------------------------------------------------------------------------------
 
     def get(self, key: bytes, default: Any = None) -> Any:
@@ -104,6 +108,13 @@ class EncodedVersions:
             return cache[key]
         raw = self._raw_get(key)
         return decode_state(raw) if raw is not None else None
+
+    def items(self) -> Iterator[tuple[bytes, Any]]:
+        """Every ``(key, state)``, in :meth:`raw_items`' order, decoded as they are read (cached states
+        as they are)."""
+        cache = self._cache
+        for key, raw in self.raw_items():
+            yield key, (cache[key] if key in cache else decode_state(raw))
 
     def raw(self, key: bytes) -> bytes | None:
         """The encoded state of ``key`` (None if there is none), as stored: nothing is decoded."""
@@ -199,12 +210,6 @@ class MemoryVersions(EncodedVersions):
         """Every ``(key, encoded state)``, in no particular order."""
         return iter(self._data.items())
 
-    def items(self) -> Iterator[tuple[bytes, Any]]:
-        """Every ``(key, state)``, decoded as they are read (cached states as they are)."""
-        cache = self._cache
-        for key, raw in self._data.items():
-            yield key, (cache[key] if key in cache else decode_state(raw))
-
     def clear(self) -> None:
         """Forget every state (a compacted log is replayed from its start)."""
         self._data.clear()
@@ -252,11 +257,6 @@ class EngineVersions(EncodedVersions):
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, encoded state)``, in key order: one scan of the engine."""
         return iter(self.engine.scan())
-
-    def items(self) -> Iterator[tuple[bytes, Any]]:
-        """Every ``(key, state)``, in key order (decoded as they are read)."""
-        for key, raw in self.engine.scan():
-            yield key, (self._cache[key] if key in self._cache else decode_state(raw))
 
     def keys(self) -> Iterator[bytes]:
         """Every key, in order."""

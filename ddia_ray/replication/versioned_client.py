@@ -308,9 +308,7 @@ class VersionedClient(LoopClient):
             self._retry_or_fail(units, write, e)
             return
         except Exception as e:  # noqa: BLE001 - the replica's refusal, of its own class, reaches each caller
-            for u in units:
-                if not u.future.done():
-                    u.future.set_exception(e)
+            self._finish([(u.future, None, e) for u in units])
             return
         outcomes: list[tuple[concurrent.futures.Future, Any, BaseException | None]] = []
         for u, item in zip(units, reply.payload.items):
@@ -347,14 +345,11 @@ class VersionedClient(LoopClient):
 
     def _fail_left(self) -> None:
         """Fail the units still queued (the client is closed)."""
-        queue = self._queue
-        while True:
+        queue, left = self._queue, []
+        while queue:
             try:
-                u = queue.popleft()
-            except IndexError:
-                return
-            if not u.future.done():
-                try:
-                    u.future.set_exception(ConfigError("the client was closed before the operation was sent"))
-                except concurrent.futures.InvalidStateError:
-                    pass  # set by another thread between the check and here
+                left.append(queue.popleft())
+            except IndexError:  # emptied by another thread meanwhile
+                break
+        self._finish([(u.future, None, ConfigError("the client was closed before the operation was sent"))
+                      for u in left])

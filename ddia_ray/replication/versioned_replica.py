@@ -166,7 +166,6 @@ class VersionedReplica(BaseCore):
         self.snapshot_changes = int(snapshot_changes)
         self._changes = 0
         self._recovering = False
-        self._last_encoded: tuple | None = None
         self._unsaved_keys: list[bytes] = []  # key changes of this step not yet queued (see persist())
         self._unsaved_states: list[bytes] = []
         self.clock_refusals = 0
@@ -196,17 +195,13 @@ class VersionedReplica(BaseCore):
     def encoded(self, key: bytes, state: Any) -> bytes:
         """``state`` encoded: the bytes the last change of ``key`` encoded when it is that state (a write's
         state is encoded once, for the Merkle tree, the log and the replicas alike)."""
-        last = self._last_encoded
-        if last is not None and last[0] == key and last[1] is state:
-            return last[2]
-        return encode_state(state)
+        return self.versions.data.encoded_as(key, state) or encode_state(state)
 
     def _changed(self, key: bytes, state: Any) -> None:
         # The mapping has just encoded this state to store it (KeyVersions stores, then tells us).
         encoded = self.versions.data.encoded_as(key, state)
         if encoded is None:
             encoded = encode_state(state)
-        self._last_encoded = (key, state, encoded)
         self.tree.update(key, encoded)
         if self._recovering:
             return
@@ -250,8 +245,6 @@ class VersionedReplica(BaseCore):
     def _removed(self, key: bytes) -> None:
         """``key`` is gone (collected, or a persisted removal replayed): the trees forget it, the log records it."""
         self.tree.update(key, None)
-        if self._last_encoded is not None and self._last_encoded[0] == key:
-            self._last_encoded = None
         if not self._recovering:
             self.persist(KeyRemoved(key))
             self.count_change()

@@ -286,10 +286,8 @@ class KeyVersions:
         if old is None and not context.entries and (value is None or type(value) is bytes):
             # A key this replica does not hold, written blind: the new state is the write alone, with
             # the coordinator's first dot (what update() of an empty state gives), built directly.
-            state = _new_state(self.node, _sibling(value, timestamp[0], self.node, timestamp[1]))
-            self.siblings_max = max(self.siblings_max, 1)
-            self._store(key, state)
-            return state
+            return self._settle(key, None, _new_state(self.node, _sibling(value, timestamp[0], self.node,
+                                                                          timestamp[1])), policy)
         base = old if old is not None else DVVSet()
         sibling = Sibling(value, timestamp[0], self.node, timestamp[1])
         if policy.mode == "resolver" and not policy.on_read and base.size():

@@ -103,21 +103,9 @@ class LoopClient:
 
     def _finish(self, outcomes) -> None:
         """Finish futures from :meth:`_new_future`: ``(future, result, exception)`` each (see
-        :meth:`~.futures.FutureFamily.finish`), or one by one for futures made elsewhere."""
-        family = self._family
-        if family is not None and all(getattr(f, "_condition", None) is family._condition for f, _, _ in outcomes):
-            family.finish(outcomes)
-            return
-        for fut, result, exc in outcomes:
-            if fut.done():
-                continue
-            try:
-                if exc is None:
-                    fut.set_result(result)
-                else:
-                    fut.set_exception(exc)
-            except concurrent.futures.InvalidStateError:
-                pass  # cancelled or failed meanwhile
+        :meth:`~.futures.FutureFamily.finish`; those done already are left as they are)."""
+        if self._family is not None:  # none made yet: nothing to finish
+            self._family.finish(outcomes)
 
     async def _request(self, node: str, handle: Any, src: str, data: bytes, timeout_s: float, what: str) -> bytes:
         """One request (encoded) to a core's shell, ``handle``, as ``src``; the encoded reply.

@@ -33,6 +33,8 @@ import time
 from concurrent.futures import _base
 from typing import Any
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["FutureFamily", "FamilyFuture"]
 
 _DONE = frozenset({_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED})
@@ -98,7 +100,7 @@ class FutureFamily:
         with self._condition:
             for fut, result, exc in outcomes:
                 if fut._condition is not self._condition:
-                    raise ValueError("finish() takes futures of its own family")
+                    raise InvalidArgumentError("finish() takes futures of its own family")
                 if fut._state in _DONE:
                     continue
                 if exc is None:
