@@ -7,7 +7,8 @@ Submit from the repository root::
 
 The dataset needs binary (or string) columns ``key`` and ``value``. Without
 ``--source`` the job writes a sample dataset of ``--rows`` rows first, so it
-also runs as a self-contained smoke test. The storage node reads the dataset
+also runs as a self-contained smoke test; the temporary directories it makes
+for the sample and the database are removed at the end unless ``--keep``. The storage node reads the dataset
 itself (the rows never pass through the driver) and, for the LSM engine,
 loads it with ``ingest`` (sorted SSTables written directly, no WAL). The job
 then reads a sample back through the node and fails if any row is missing.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import uuid
@@ -47,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", default="lsm", choices=["lsm", "btree"])
     ap.add_argument("--name", default=None, help="storage node actor name (default: a fresh one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary sample dataset and database the job made (default: remove them)")
     args = ap.parse_args(argv)
 
     import pyarrow.dataset as ds
@@ -54,8 +58,16 @@ def main(argv=None) -> int:
 
     from ddia_ray.storage.node import StorageNode
 
-    source = args.source or _sample_dataset(args.rows, args.seed)
-    node_url = args.node_url or f"file://{tempfile.mkdtemp(prefix='ddia-ray-ingest-db-')}/db"
+    # Directories this run made for itself; a smoke test run again and again must not fill /tmp.
+    made: list[str] = []
+    source = args.source
+    if source is None:
+        source = _sample_dataset(args.rows, args.seed)
+        made.append(source.removeprefix("file://"))
+    node_url = args.node_url
+    if node_url is None:
+        made.append(tempfile.mkdtemp(prefix="ddia-ray-ingest-db-"))
+        node_url = f"file://{made[-1]}/db"
     node = StorageNode.launch(args.name or f"ingest-{uuid.uuid4().hex[:6]}", node_url, engine=args.engine)
     client = node.client()
     loaded = client.ingest_parquet(source)
@@ -72,6 +84,9 @@ def main(argv=None) -> int:
     print(f"rows missing: {missing}", flush=True)
     client.close()
     node.shutdown()
+    if not args.keep:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
     return 0 if missing == 0 and loaded == table.num_rows else 1
 
 

@@ -1,4 +1,13 @@
-"""Shared fixtures: one Ray instance for the whole test session, and one multi-node cluster run."""
+"""Shared fixtures: one Ray instance for the whole test session, and one multi-node cluster run.
+
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadgroup``, the README's command): every
+test that takes a Ray fixture (:data:`RAY_FIXTURES`) or is marked ``ray`` (the job tests, which start a
+head of their own) is in the xdist group ``ray``, so they all run in
+one worker, one after the other, on one Ray instance, as they would without xdist; the other tests
+(pure cores, simulations, model and property tests, fuzzing) run in the other worker meanwhile. A
+test outside the group that starts Ray anyway fails at once (:func:`_ray_only_with_its_fixture`)
+instead of racing the group's Ray.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,35 @@ from ddia_ray.storage.lsm.locks import LOCK_CHECK_ENV
 # raises at the acquisition that breaks the order instead of waiting for the schedule that deadlocks.
 # Child processes (crash and stress tests) inherit it. It is off by default because it slows puts.
 os.environ.setdefault(LOCK_CHECK_ENV, "1")
+
+#: The fixtures that give a test Ray: such a test runs in the xdist group "ray" (see the module doc).
+RAY_FIXTURES = frozenset({"ray_session", "three_node_cluster"})
+
+
+def _uses_ray(item) -> bool:
+    return not RAY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) or item.get_closest_marker("ray") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put every test that uses Ray in the xdist group ``ray`` (one worker runs them all, in order)."""
+    group = pytest.mark.xdist_group("ray")
+    for item in items:
+        if _uses_ray(item):
+            item.add_marker(group)
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_with_its_fixture(request, monkeypatch):
+    """A test that does not use Ray may not start it: it would run beside the group's Ray, in the other worker."""
+    if _uses_ray(request.node):
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts Ray but takes no Ray fixture ({', '.join(sorted(RAY_FIXTURES))}) "
+                           "and is not marked ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -15,3 +15,14 @@ def wait_for(predicate, timeout_s: float = 20.0, interval_s: float = 0.05, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def actor_dead(actor_id: str) -> bool:
+    """Whether Ray reports actor ``actor_id`` (hex) dead, asking this session's Ray by its address: with
+    no address the state API looks for every local Ray on the machine and refuses when it finds two
+    (another test's own head, or a developer's Ray running beside the suite)."""
+    import ray
+    from ray.util.state import get_actor
+
+    state = get_actor(actor_id, address=ray.get_runtime_context().gcs_address)
+    return state is not None and state.state == "DEAD"

@@ -10,14 +10,13 @@ import uuid
 
 import pytest
 import ray
-from ray.util.state import get_actor
 
 from ddia_ray.codec import record
 from ddia_ray.errors import (ActorUnavailableError, ComponentNotFoundError, ConfigError, InvalidArgumentError,
                              RemoteError, UnknownSubscriptionError)
 from ddia_ray.events.bus import EventBus
 from ddia_ray.resilience import RetryPolicy
-from raywait import wait_for
+from raywait import actor_dead, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -202,7 +201,7 @@ def test_a_killed_handler_actor_is_retried_then_dead_lettered_and_others_are_una
     # ray.kill only requests the kill: a delivery sent right after it can still reach the live
     # worker, so wait until Ray reports the actor dead.
     doomed_id = doomed._actor_id.hex()
-    wait_for(lambda: (get_actor(doomed_id) or {}).state == "DEAD", what="the doomed actor to be dead")
+    wait_for(lambda: actor_dead(doomed_id), what="the doomed actor to be dead")
     client.publish_many([Ping(i) for i in range(1, 6)])
     client.drain(timeout_s=60)
     assert _received(healthy) == _pings(range(6))

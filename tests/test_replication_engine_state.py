@@ -254,7 +254,10 @@ def test_a_damaged_session_row_is_reported_when_the_index_is_built(tmp_path):
 def test_without_an_engine_wal_the_durable_position_follows_flushes(tmp_path):
     import shutil
 
-    st = _open(tmp_path, "n", "lsm")  # the store's default: the replica's log is the log of record
+    # The store's default (the replica's log is the log of record), with the engine's work done inline:
+    # the copy below must see files at rest, not a background purge removing the manifest it copies.
+    st = EngineState(f"file://{tmp_path}/n", engine="lsm", checkpoints_url=f"file://{tmp_path}/cps",
+                     options={"background": False})
     assert st.engine._opts.wal is False
     for lsn in range(1, 11):
         st.apply(lsn, ((PUT, b"k%02d" % lsn, b"v"),), epoch=1)

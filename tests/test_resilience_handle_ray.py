@@ -8,8 +8,7 @@ import os
 
 import pytest
 import ray
-from ray.util.state import get_actor
-from raywait import wait_for
+from raywait import actor_dead, wait_for
 
 from ddia_ray.errors import (ActorUnavailableError, CallTimeoutError, CircuitOpenError, ConfigError,
                              RetriesExhaustedError)
@@ -118,7 +117,7 @@ def test_killed_actor_raises_actor_unavailable(ray_session):
     # ray.kill only requests the kill, and a call sent right after it can still reach the
     # live worker first: wait until Ray reports the actor dead.
     actor_id = actor._actor_id.hex()
-    wait_for(lambda: (get_actor(actor_id) or {}).state == "DEAD", what="the killed actor to be dead")
+    wait_for(lambda: actor_dead(actor_id), what="the killed actor to be dead")
     with pytest.raises(ActorUnavailableError, match="victim") as ei:
         h.ok(2)
     assert isinstance(ei.value.__cause__, ray.exceptions.RayActorError)

@@ -73,9 +73,8 @@ def test_bad_input_is_refused_with_clear_errors(memory_node):
 
 
 def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
-    from ray.util.state import get_actor
 
-    from raywait import wait_for
+    from raywait import actor_dead, wait_for
 
     node = StorageNode.launch(_name(), None, engine="memory")
     client = node.client()
@@ -83,7 +82,7 @@ def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
     ray_session.kill(handle)  # behind the handle's back, as a crash would
     # ray.kill only requests the kill: wait until Ray reports the actor dead.
     actor_id = handle._actor_id.hex()
-    wait_for(lambda: (get_actor(actor_id) or {}).state == "DEAD", what="the killed node to be dead")
+    wait_for(lambda: actor_dead(actor_id), what="the killed node to be dead")
     with pytest.raises(ActorUnavailableError):
         client.get("k")
     fut = client.get_future("k")
@@ -139,9 +138,13 @@ def test_opening_something_that_is_not_a_database_fails_with_its_own_error(ray_s
         StorageNode.launch(_name(), f"file://{tmp_path}/junk", engine="lsm")
 
 
-def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys):
+def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys, tmp_path, monkeypatch):
     import importlib.util
     import pathlib
+    import tempfile
+
+    # The job's temporary directories land under tmp_path, so the test can see that it removed them.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     path = pathlib.Path(__file__).parent.parent / "jobs" / "ingest.py"
     spec = importlib.util.spec_from_file_location("ingest_job", path)
@@ -150,6 +153,7 @@ def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys):
     assert job.main(["--rows", "20000", "--engine", "lsm"]) == 0
     out = capsys.readouterr().out
     assert "ingested 20000 rows" in out and out.rstrip().splitlines()[-1] == "rows missing: 0"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("engine", ["lsm", "btree"])
