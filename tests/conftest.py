@@ -33,18 +33,34 @@ def _uses_ray(item) -> bool:
     return not RAY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) or item.get_closest_marker("ray") is not None
 
 
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Put every test that uses Ray in the xdist group ``ray`` (one worker runs them all, in order)."""
     group = pytest.mark.xdist_group("ray")
     for item in items:
         if _uses_ray(item):
             item.add_marker(group)
+    result = yield  # xdist's own hook, among the others, reads the groups into the tests' ids
+    # pytest-xdist 3.8 renames a grouped test by setting Node._nodeid to "<id>@ray"; pytest 9 reads ids
+    # from Node._id, so the workers would report the old ids and the controller would not group them.
+    # Carry the new name over. _ray_only_with_its_fixture fails every Ray test if this ever stops working.
+    for item in items:
+        renamed = getattr(item, "_nodeid", None)
+        if isinstance(renamed, str) and renamed != item.nodeid and hasattr(item, "_id"):
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(renamed)
+    return result
 
 
 @pytest.fixture(autouse=True)
 def _ray_only_with_its_fixture(request, monkeypatch):
-    """A test that does not use Ray may not start it: it would run beside the group's Ray, in the other worker."""
+    """A test that does not use Ray may not start it: it would run beside the group's Ray, in the other
+    worker. And under ``--dist loadgroup`` a test that uses Ray must have been grouped: otherwise each
+    worker would start a Ray of its own, and both would share the two cores unseen."""
     if _uses_ray(request.node):
+        if request.config.getoption("loadgroup", False) and not request.node.nodeid.endswith("@ray"):
+            raise RuntimeError(f"{request.node.nodeid} uses Ray but is not in the xdist group 'ray'")
         return
     import ray
 
