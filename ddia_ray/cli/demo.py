@@ -52,9 +52,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddia-ray demo``; 0 when no write and no request was lost, else 1."""
-    from ..demo.run import run_demo
+    from ..demo.run import check_demo_args, run_demo
     from ..demo.storage import run_storage_demo
 
+    if args.part in ("all", "balancer"):
+        check_demo_args(args)  # before the storage part starts Ray and runs: a bad option fails at once
     writes_lost = run_storage_demo(args) if args.part in ("all", "storage") else 0
     requests_failed = run_demo(args) if args.part in ("all", "balancer") else 0
     return 0 if writes_lost == 0 and requests_failed == 0 else 1

@@ -27,16 +27,21 @@ from ..resilience import CircuitBreakerConfig
 from ..runtime import CoreSpec, NodeGroup, ensure_ray
 from .replica import Work, WorkResult, expected_digest
 
-__all__ = ["run_demo", "FAULT_SCHEDULE"]
+__all__ = ["run_demo", "check_demo_args", "FAULT_SCHEDULE"]
 
 #: (fraction of requests completed, action) — applied once each, in order.
 FAULT_SCHEDULE = ((0.15, "kill"), (0.30, "partition"), (0.45, "restart"), (0.60, "heal"))
 
 
-def run_demo(args) -> int:
-    """Run the demo with parsed CLI ``args``; returns 0 when no request was lost."""
+def check_demo_args(args) -> None:
+    """Refuse ``args`` the balancer demo cannot run with (SystemExit naming the option), before anything starts."""
     if args.replicas < 3:
         raise SystemExit("ddia-ray demo: --replicas must be at least 3 (one is killed, one partitioned)")
+
+
+def run_demo(args) -> int:
+    """Run the demo with parsed CLI ``args``; returns 0 when no request was lost."""
+    check_demo_args(args)
     console = Console()
     ensure_ray()
     from ..balancing.actor import BalancerActor
