@@ -73,7 +73,6 @@ def test_bad_input_is_refused_with_clear_errors(memory_node):
 
 
 def test_calls_to_a_dead_node_raise_actor_unavailable(ray_session):
-
     from raywait import actor_dead, wait_for
 
     node = StorageNode.launch(_name(), None, engine="memory")
