@@ -19,6 +19,9 @@ Workloads (:data:`WORKLOADS`), every event carrying ``PAYLOAD_BYTES`` random byt
                            to stream s-<i % 200> at its expected next version
     batched_appends        200 appends of 100 events, each to its own new stream     20,000
     stream_reads           read each of 200 streams of 100 events fully, in turn     20,000
+    stream_reads_batched   the same 200 streams in one request (Redis only: a         20,000
+                           pipeline of 200 XRANGEs; pyeventsourcing has no read of
+                           many streams)
     all_reads              read the whole log from position 1 in pages of 1,000      20,000
                            (pyeventsourcing only: Redis has no log across streams)
     subscription_delivery  a subscriber takes pages of 1,000 from its tracked        20,000
@@ -144,7 +147,7 @@ WORKLOADS = ("single_appends", "batched_appends", "stream_reads", "all_reads",
 #: The workloads pyeventsourcing runs (all of them).
 PYES_WORKLOADS = WORKLOADS
 #: The workloads Redis Streams runs: it has no log across streams, so no ``all_reads``.
-REDIS_WORKLOADS = tuple(w for w in WORKLOADS if w != "all_reads")
+REDIS_WORKLOADS = tuple(w for w in WORKLOADS if w != "all_reads") + ("stream_reads_batched",)
 #: Peer name -> the function that measures it; ``bench/events.py`` may loop over this.
 PEERS: dict = {}  # filled in below, once the functions exist
 
@@ -942,6 +945,25 @@ def _redis_stream_reads(server: _RedisServer, seed: int) -> dict:
                     rdb_saves_during=saves)
 
 
+def _redis_stream_reads_batched(server: _RedisServer, seed: int) -> dict:
+    """Write 200 streams of 100 entries, then time one pipeline (``transaction=False``) of
+    ``XRANGE key - +`` for all of them: one round trip."""
+    r = server.client
+    keys = _redis_fill(r, "rb", _READ_STREAMS, _READ_STREAM_EVENTS, seed)
+    saves = server.rdb_saves()
+    with _Timed() as timed:
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.xrange(key, "-", "+")
+        counts = [len(entries) for entries in pipe.execute()]
+    saves = server.rdb_saves() - saves
+    _check(counts == [_READ_STREAM_EVENTS] * _READ_STREAMS,
+           f"redis: batched stream reads returned {sorted(set(counts))} entries, not {_READ_STREAM_EVENTS}")
+    return _figures("stream_reads_batched", sum(counts), timed, reads=_READ_STREAMS,
+                    streams=_READ_STREAMS, events_per_stream=_READ_STREAM_EVENTS,
+                    rdb_saves_during=saves)
+
+
 def _redis_subscription_delivery(server: _RedisServer, seed: int) -> dict:
     """One stream of 20,000 entries; time a group consumer's XREADGROUP pages and their XACKs."""
     r = server.client
@@ -970,6 +992,7 @@ _REDIS_RUNNERS = {
     "single_appends": _redis_single_appends,
     "batched_appends": _redis_batched_appends,
     "stream_reads": _redis_stream_reads,
+    "stream_reads_batched": _redis_stream_reads_batched,
     "subscription_delivery": _redis_subscription_delivery,
 }
 

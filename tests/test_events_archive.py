@@ -79,6 +79,8 @@ READS = [
     lambda c: c.read_stream("user-2", 1, max_count=4),
     lambda c: c.read_stream("order", backward=True, max_count=3),
     lambda c: [row for rows, _, _ in c.pages_all(0, page=6) for row in rows],  # page sizes may differ
+    lambda c: c.read_streams(STREAMS),
+    lambda c: c.read_streams({"user-1": 2, "order-1": 5, "late-1": 0}),
 ]
 
 
@@ -203,6 +205,7 @@ def _round_reads(start: int, page: int, versions: list) -> list:
         reads += [lambda c, s=s, v=v: list(c.iter_stream(s, v, page=page)),
                   lambda c, s=s, v=v: list(c.iter_stream(s, v, backward=True, page=page, max_count=5)),
                   lambda c, s=s: c.read_stream(s, backward=True)]
+    reads.append(lambda c: c.read_streams(dict(zip(STREAMS, versions))))
     return reads
 
 

@@ -78,6 +78,11 @@ def test_event_store_under_a_leader_kill(ray_session, tmp_path):
                 assert (e.stream, e.position) == (stream, result.first_position)
             for s in {s for s, _ in acked.values()}:  # each stream's versions are 0..n-1
                 assert [e.version for e in c.read_stream(s)] == list(range(len(c.read_stream(s))))
+            # Many streams in one read, from the new leader: each as its own read returns it.
+            many = c.read_streams([f"user-{i}" for i in range(20)] + [f"order-{i}" for i in range(5)])
+            assert {s: [e.id for e in events] for s, events in many.items()} == \
+                {s: [e.id for e in c.read_stream(s)] for s in many}
+            assert sum(map(len, many.values())) >= len(acked) + 50
 
             # Expected versions and tombstones still hold after the failover.
             v = c.stream_version("user-0")

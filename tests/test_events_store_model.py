@@ -198,6 +198,22 @@ class EventStoreModel(RuleBasedStateMachine):
         assert [(g.version, g.position, g.id, g.type, g.data, g.metadata) for g in got] == \
             [(v, p, e.id, e.type, e.data, e.metadata) for v, p, e in want]
 
+    @rule(streams=st.lists(st.sampled_from(STREAMS), min_size=1, max_size=3),
+          starts=st.none() | st.lists(st.integers(0, 8), min_size=3, max_size=3))
+    def read_streams(self, streams, starts):
+        """Many streams in one read: each as a forward read of it from its start would answer."""
+        wanted = dict.fromkeys(streams, 0) if starts is None else dict(zip(streams, starts))
+        if any(self.streams[s].tombstoned for s in wanted):
+            with pytest.raises(StreamDeletedError):
+                self.client.read_streams(wanted if starts is not None else streams)
+            return
+        got = self.client.read_streams(wanted if starts is not None else streams)
+        assert list(got) == list(wanted)
+        for stream, start in wanted.items():
+            want = [w for w in self.streams[stream].visible() if w[0] >= start]
+            assert [(g.stream, g.version, g.position, g.id, g.data) for g in got[stream]] == \
+                [(stream, v, p, e.id, e.data) for v, p, e in want]
+
     @rule(backward=st.booleans(), start=st.none() | st.integers(0, 30), page=st.integers(1, 4),
           flt=st.sampled_from([None, ("stream", "user"), ("type", "Order"), ("stream", "zzz")]))
     def read_all(self, backward, start, page, flt):

@@ -49,8 +49,8 @@ from .keys import pack, unpack
 from .records import ANY, MAX_BATCH_EVENTS, NO_STREAM, STREAM_EXISTS, check_expected, check_stream
 
 __all__ = ["append", "set_metadata", "delete", "save_snapshot", "project", "reset_projection", "read_stream",
-           "read_all", "read_all_packed", "packed_flag", "read_index", "load_snapshot", "read_model", "scan_model",
-           "stream_info", "Head", "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
+           "stream_page", "read_all", "read_all_packed", "packed_flag", "read_index", "load_snapshot", "read_model",
+           "scan_model", "stream_info", "Head", "MAX_PAGE_ROWS", "MAX_SCAN_ROWS"]
 
 #: Events one read answers at most (a page); a client reads on from where the page ended.
 MAX_PAGE_ROWS = 4096
@@ -318,8 +318,14 @@ def read_stream(state, args: Any) -> tuple:
     a chunk's stored bytes rather than a row per event to build, check and encode."""
     args, packed = packed_flag(args, "a stream page is asked with (stream, version, backward, page, now_ms[, packed])")
     stream, from_version, backward, limit, now_ms = args
+    return stream_page(state, stream, from_version, backward, _limit(limit), now_ms, packed)
+
+
+def stream_page(state, stream: Any, from_version: Any, backward: bool, limit: int, now_ms: int,
+                packed: bool) -> tuple:
+    """:func:`read_stream`'s answer for checked ``backward``, ``limit`` and ``packed`` (it checks the
+    stream and the version): ``events.read_streams`` answers each of its streams with it."""
     check_stream(stream)
-    limit = _limit(limit)
     if type(from_version) is not int or from_version < -1:
         raise InvalidArgumentError(f"a read starts at a version >= 0 (or -1: the end, backward), got {from_version!r}")
     head = Head(state.get(keys.head_key(stream)))
@@ -616,3 +622,4 @@ def stream_info(state, args: Any) -> tuple:
 # The consumer groups' procedures register with these: the store is launched with this one module.
 from . import consumer_groups  # noqa: E402, F401
 from . import archive  # noqa: E402, F401
+from . import stream_batch  # noqa: E402, F401
