@@ -60,34 +60,41 @@ def main(argv=None) -> int:
 
     # Directories this run made for itself; a smoke test run again and again must not fill /tmp.
     made: list[str] = []
-    source = args.source
-    if source is None:
-        source = _sample_dataset(args.rows, args.seed)
-        made.append(source.removeprefix("file://"))
-    node_url = args.node_url
-    if node_url is None:
-        made.append(tempfile.mkdtemp(prefix="ddia-ray-ingest-db-"))
-        node_url = f"file://{made[-1]}/db"
-    node = StorageNode.launch(args.name or f"ingest-{uuid.uuid4().hex[:6]}", node_url, engine=args.engine)
-    client = node.client()
-    loaded = client.ingest_parquet(source)
-    fs, path = fsspec.core.url_to_fs(source)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "value"])
-    rng = random.Random(args.seed)
-    picks = [rng.randrange(table.num_rows) for _ in range(min(1000, table.num_rows))]
-    keys = [table.column("key")[i].as_py() for i in picks]
-    expected = [table.column("value")[i].as_py() for i in picks]
-    got = client.get_many(keys)
-    missing = sum(g != e for g, e in zip(got, expected))
-    print(f"ingested {loaded} rows from {source} into {node_url} ({args.engine}); "
-          f"sample of {len(picks)} read back, {missing} missing")
-    print(f"rows missing: {missing}", flush=True)
-    client.close()
-    node.shutdown()
-    if not args.keep:
-        for path in made:
-            shutil.rmtree(path, ignore_errors=True)
-    return 0 if missing == 0 and loaded == table.num_rows else 1
+    node = None
+    try:
+        source = args.source
+        if source is None:
+            source = _sample_dataset(args.rows, args.seed)
+            made.append(source.removeprefix("file://"))
+        node_url = args.node_url
+        if node_url is None:
+            made.append(tempfile.mkdtemp(prefix="ddia-ray-ingest-db-"))
+            node_url = f"file://{made[-1]}/db"
+        node = StorageNode.launch(args.name or f"ingest-{uuid.uuid4().hex[:6]}", node_url, engine=args.engine)
+        client = node.client()
+        try:
+            loaded = client.ingest_parquet(source)
+            fs, path = fsspec.core.url_to_fs(source)
+            table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "value"])
+            rng = random.Random(args.seed)
+            picks = [rng.randrange(table.num_rows) for _ in range(min(1000, table.num_rows))]
+            keys = [table.column("key")[i].as_py() for i in picks]
+            expected = [table.column("value")[i].as_py() for i in picks]
+            got = client.get_many(keys)
+        finally:
+            client.close()
+        missing = sum(g != e for g, e in zip(got, expected))
+        print(f"ingested {loaded} rows from {source} into {node_url} ({args.engine}); "
+              f"sample of {len(picks)} read back, {missing} missing")
+        print(f"rows missing: {missing}", flush=True)
+        return 0 if missing == 0 and loaded == table.num_rows else 1
+    finally:
+        # A failed load leaves no actor behind and, unless --keep, none of the directories it made.
+        if node is not None:
+            node.shutdown()
+        if not args.keep:
+            for made_dir in made:
+                shutil.rmtree(made_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

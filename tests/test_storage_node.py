@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ddia_ray.errors import ActorUnavailableError, ConfigError, InvalidArgumentError
+from ddia_ray.errors import ActorUnavailableError, ComponentNotFoundError, ConfigError, InvalidArgumentError
 from ddia_ray.storage import WriteBatch
 from ddia_ray.storage.node import StorageNode
 
@@ -153,6 +153,13 @@ def test_ingest_job_loads_a_parquet_dataset(ray_session, capsys, tmp_path, monke
     out = capsys.readouterr().out
     assert "ingested 20000 rows" in out and out.rstrip().splitlines()[-1] == "rows missing: 0"
     assert list(tmp_path.iterdir()) == []
+
+    # A load that fails leaves neither its node's actor nor the directories it made.
+    with pytest.raises(Exception, match="nothing-here"):
+        job.main(["--source", f"file://{tmp_path}/nothing-here", "--name", "ingest-fails"])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ComponentNotFoundError):
+        StorageNode.connect("ingest-fails", timeout_s=5)
 
 
 @pytest.mark.parametrize("engine", ["lsm", "btree"])
