@@ -18,7 +18,8 @@ Module map (one concept per file):
 * :mod:`.registers`: :class:`LWWRegister`, :class:`MVRegister`;
 * :mod:`.maps`: :class:`ORMap`, a map of nested CRDTs with observed-remove keys;
 * :mod:`.text`: :class:`Text`, our RGA with runs for collaborative text; its parts are in
-  :mod:`.runs` and its bytes in :mod:`.text_format`.
+  :mod:`.runs`, its bytes in :mod:`.text_format`, and the placing of a document that arrives in
+  order (checked, its blocks built in bulk or deferred) in :mod:`.text_place`.
 
 Every mutator takes the acting replica ``node`` first, changes the state and returns the delta;
 ``merge`` joins in place; states travel as ``crdt.state`` codec records.

@@ -165,7 +165,13 @@ def share(dst: Text, src: Text) -> None:
 
 
 def unshare(doc: Text) -> None:
-    """Give ``doc`` its own copy of the structures it may share with other states (see :func:`share`)."""
+    """Give ``doc`` its own copy of the structures it may share with other states (see :func:`share`),
+    or build the blocks of a deferred document (:func:`.text_place.defer`)."""
+    if doc._deferred is not None:
+        from .text_place import materialize  # here: text_place is built on this module
+
+        materialize(doc)
+        return
     doc._chunks, doc._index, doc._pending = copy_blocks(doc._chunks, doc._pending)
     doc._orphans = {node: (list(s), list(e)) for node, (s, e) in doc._orphans.items()}
     doc._shared = False  # same chunks in the same order: the cursor still holds

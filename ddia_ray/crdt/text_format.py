@@ -21,11 +21,9 @@ from __future__ import annotations
 
 from operator import add as _add
 from operator import ge as _ge
-from operator import gt as _gt
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from . import runs
+from . import text_place
 from .base import COUNTER_MAX, corrupt
 from .dots import _ix
 from .runs import _Block, _Chunk, _ranges_add
@@ -33,10 +31,9 @@ from .runs import _Block, _Chunk, _ranges_add
 if TYPE_CHECKING:
     from .text import Text
 
-__all__ = ["payload", "from_payload", "place_in_order", "rows", "edit_block", "edit_range"]
+__all__ = ["payload", "from_payload", "rows", "edit_block", "edit_range"]
 
 _INT, _STR, _BOOL = {int}, {str}, {bool}
-_start, _text = attrgetter("start"), attrgetter("text")
 
 
 def _coalesce(blocks) -> list:
@@ -58,6 +55,7 @@ def _coalesce(blocks) -> list:
 def rows(doc: Text) -> list:
     """Canonical rows ``(start, node, text, origin, deleted)`` of ``doc``: the document's in order,
     then the waiting ones by node and counter, maximal runs coalesced."""
+    doc._built()
     waiting = sorted((w for _, ws in doc._pending.values() for w in ws), key=lambda x: (x.node, x.start))
     return _coalesce(b for ch in doc._chunks for b in ch) + _coalesce(waiting)
 
@@ -78,116 +76,6 @@ def payload(doc: Text) -> Any:
         for s, e in zip(*doc._orphans[node]):
             orphans += (ni, s, e)
     return (len(index), *index, len(rows), *flat, len(orphans) // 3, *orphans)
-
-
-def place_in_order(doc: Text, rows: list) -> int:
-    """Place the leading ``rows`` ``(start, node, text, origin, deleted)`` that are already in RGA's
-    order, without searching; returns how many (see :func:`_place_columns`)."""
-    index: dict[str, int] = {}
-    columns: tuple[list, ...] = ([], [], [], [], [], [])
-    for s, node, text, origin, deleted in rows:
-        for col, x in zip(columns, (_ix(index, node), s, text, -1 if origin is None else _ix(index, origin[1]),
-                                    0 if origin is None else origin[0], deleted)):
-            col.append(x)
-    return _place_columns(doc, tuple(index), *columns)
-
-
-def _place_columns(doc: Text, nodes: tuple, nis, starts, texts, ois, ocs, dels) -> int:
-    """Place the leading blocks of the columns (see :func:`_columns`) that are already in RGA's
-    order, without searching; returns how many.
-
-    Canonical bytes list the document in order, so decoding need not search for each block's
-    place; it only checks that the order is the tree's preorder with siblings in descending id
-    order (then it is exactly what integration would build). The path holds the runs from the
-    root to the last character placed: for each its node, start, last counter on the path, and the
-    id of the last child of that character placed (kept in five lists, so that placing a block
-    makes no container the garbage collector must track). A block whose origin is not on the path, or that would not be
-    the smallest sibling so far, ends the prefix: the rest is integrated the general way. Most
-    blocks' origin is the last character of the block before (a run cut by a deletion or an
-    insertion): the top of the path, with no child yet, which is checked first.
-    """
-    kind = doc.kind
-    # the path as parallel lists (no container per block): run node, start, last counter on the
-    # path, and the id (counter, node) of that character's last child placed (None: none yet)
-    path_node: list = []
-    path_start: list = []
-    path_end: list = []
-    child_s: list = []
-    child_n: list = []
-    root_s, root_n = 0, ""
-    chunks, half = doc._chunks, max(1, runs.CHUNK_MAX // 2)
-    ch = _Chunk()
-    vis = length = 0  # the chunk's and the document's visible characters, written back once
-    clock = doc._clock
-    by_node: dict[str, list[_Block]] = {}
-    count = 0
-    pni, pe = -2, 0  # the node index and the last counter of the block before
-    for ni, s, text, oi, oc, deleted in zip(nis, starts, texts, ois, ocs, dels):
-        node = nodes[ni]
-        if oi < 0:
-            if oc:
-                raise corrupt(kind, "a block at the start has origin counter 0")
-            origin = None
-            if root_s and not (s < root_s or (s == root_s and node < root_n)):
-                break
-            del path_node[:], path_start[:], path_end[:], child_s[:], child_n[:]
-            root_s, root_n = s, node
-        else:
-            if not oc:
-                raise corrupt(kind, "a block's origin counter must be below its start")
-            on = nodes[oi]
-            origin = (oc, on)
-            if oi == pni and oc == pe:  # the end of the block before: the path's top, no child yet
-                child_s[-1], child_n[-1] = s, node
-            else:
-                while path_node:
-                    if path_node[-1] == on and path_start[-1] <= oc <= path_end[-1]:
-                        break
-                    path_node.pop(), path_start.pop(), path_end.pop(), child_s.pop(), child_n.pop()
-                else:
-                    break
-                if oc < path_end[-1]:  # the run goes on after the origin: its next character is a child of it
-                    last_s, last_n = oc + 1, on
-                    path_end[-1] = oc
-                else:
-                    last_s, last_n = child_s[-1], child_n[-1]
-                if last_s and not (s < last_s or (s == last_s and node < last_n)):
-                    break
-                child_s[-1], child_n[-1] = s, node
-        n = len(text)
-        pni, pe = ni, s + n - 1
-        path_node.append(node)
-        path_start.append(s)
-        path_end.append(pe)
-        child_s.append(0)
-        child_n.append("")
-        if len(ch) >= half:
-            ch.vis = vis
-            chunks.append(ch)
-            ch, vis = _Chunk(), 0
-        b = _Block(s, node, text, origin, deleted)
-        ch.append(b)
-        b.chunk, b.indexed = ch, True
-        if not deleted:
-            vis += n
-            length += n
-        if pe > clock:
-            clock = pe
-        blocks = by_node.get(node)
-        if blocks is None:
-            by_node[node] = [b]
-        else:
-            blocks.append(b)
-        count += 1
-    if ch:
-        ch.vis = vis
-        chunks.append(ch)
-    doc._len += length
-    doc._clock = clock
-    for node, blocks in by_node.items():
-        blocks.sort(key=_start)
-        doc._index[node] = ([x.start for x in blocks], blocks)
-    return count
 
 
 #: The element types of the two payload shapes of one edit's delta (see :func:`edit_block`,
@@ -279,19 +167,22 @@ def _deletion(cls: type[Text], p: tuple) -> Text | None:
 
 def _columns(p: tuple, a: int, nb: int, top: int) -> tuple | None:
     """The ``nb`` blocks of payload ``p`` from position ``a`` as six columns (node index, start, text,
-    origin node index, origin counter, deleted), if every column's types and bounds are right,
-    checked by C-level builtins (a whole document is thousands of blocks); None: read the rows one
-    at a time (:func:`_rows`) for the error naming the block. Left to the caller: an origin counter
-    is 0 exactly when the origin node index is -1."""
+    origin node index, origin counter, deleted) and two derived ones (each text's length, and start
+    + length), if every column's types and bounds are right, checked by C-level builtins (a whole
+    document is thousands of blocks); None: read the rows one at a time (:func:`_rows`) for the
+    error naming the block. Left to the caller: an origin counter is 0 exactly when the origin node
+    index is -1."""
     b = a + 6 * nb
     nis, starts, texts, ois, ocs, dels = p[a:b:6], p[a + 1:b:6], p[a + 2:b:6], p[a + 3:b:6], p[a + 4:b:6], p[a + 5:b:6]
-    if nb and (set(map(type, nis)) == set(map(type, starts)) == set(map(type, ois)) == set(map(type, ocs)) == _INT
-               and set(map(type, texts)) == _STR and set(map(type, dels)) == _BOOL
-               and 0 <= min(nis) and max(nis) <= top and -1 <= min(ois) and max(ois) <= top
-               and min(map(len, texts)) >= 1 and min(starts) >= 1 and min(ocs) >= 0
-               and max(map(_add, starts, map(len, texts))) <= COUNTER_MAX + 1
-               and not any(map(_ge, ocs, starts))):  # an origin precedes its block
-        return nis, starts, texts, ois, ocs, dels
+    if not (nb and set(map(type, nis)) == set(map(type, starts)) == set(map(type, ois)) == set(map(type, ocs)) == _INT
+            and set(map(type, texts)) == _STR and set(map(type, dels)) == _BOOL):
+        return None
+    lens = list(map(len, texts))
+    stops = list(map(_add, starts, lens))
+    if (0 <= min(nis) and max(nis) <= top and -1 <= min(ois) and max(ois) <= top and min(lens) >= 1
+            and min(starts) >= 1 and min(ocs) >= 0 and max(stops) <= COUNTER_MAX + 1
+            and not any(map(_ge, ocs, starts))):  # an origin precedes its block
+        return nis, starts, texts, ois, ocs, dels, lens, stops
     return None
 
 
@@ -354,16 +245,19 @@ def from_payload(cls: type[Text], payload: Any) -> Text:
     t = cls()
     columns = _columns(p, a, nb, top) if nb > 1 else None
     if columns is not None:
-        placed = _place_columns(t, nodes, *columns)
+        found = text_place.plan(kind, nodes, *columns)
+        if found.placed == nb and nd == 0:  # a whole document in order: its blocks are built when read
+            text_place.defer(t, nodes, columns[:6], found)
+            return t
+        nis, starts, texts, ois, ocs, dels = columns[:6]
+        text_place.build(t, nodes, nis, starts, texts, ois, ocs, dels, found)
+        t._len, t._clock = found.length, found.clock
+        placed = found.placed
         rows = _rows(kind, p, a + 6 * placed, b, nodes)
     else:
         rows = _rows(kind, p, a, b, nodes)
-        placed = place_in_order(t, rows) if len(rows) > 1 else 0
+        placed = text_place.place_in_order(t, rows) if len(rows) > 1 else 0
         rows = rows[placed:]
-    if placed:
-        for starts, blocks in t._index.values():  # C-level passes: does a block end past the next start?
-            if any(map(_gt, map(_add, starts, map(len, map(_text, blocks))), starts[1:])):
-                raise corrupt(kind, "two blocks share an id")
     if len(rows) > 1:
         rows.sort(key=lambda r: (r[0], r[1]))
     # In id order a block is placed right after its origin but for ties of counters, so skips
