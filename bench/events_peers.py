@@ -928,38 +928,26 @@ def _redis_batched_appends(server: _RedisServer, seed: int) -> dict:
                     events_per_append=_BATCH_EVENTS, streams=_BATCHES, rdb_saves_during=saves)
 
 
-def _redis_stream_reads(server: _RedisServer, seed: int) -> dict:
-    """Write 200 streams of 100 entries, then time ``XRANGE key - +`` of each, in turn."""
+def _redis_stream_reads(server: _RedisServer, seed: int, pipelined: bool = False) -> dict:
+    """Write 200 streams of 100 entries, then time ``XRANGE key - +`` of each, in turn; or, with
+    ``pipelined`` (``stream_reads_batched``), all of them in one pipeline (``transaction=False``):
+    one round trip."""
     r = server.client
-    keys = _redis_fill(r, "r", _READ_STREAMS, _READ_STREAM_EVENTS, seed)
-    saves = server.rdb_saves()
-    counts = []
-    with _Timed() as timed:
-        for key in keys:
-            counts.append(len(r.xrange(key, "-", "+")))
-    saves = server.rdb_saves() - saves
-    _check(counts == [_READ_STREAM_EVENTS] * _READ_STREAMS,
-           f"redis: stream reads returned {sorted(set(counts))} entries, not {_READ_STREAM_EVENTS}")
-    return _figures("stream_reads", sum(counts), timed, reads=_READ_STREAMS,
-                    streams=_READ_STREAMS, events_per_stream=_READ_STREAM_EVENTS,
-                    rdb_saves_during=saves)
-
-
-def _redis_stream_reads_batched(server: _RedisServer, seed: int) -> dict:
-    """Write 200 streams of 100 entries, then time one pipeline (``transaction=False``) of
-    ``XRANGE key - +`` for all of them: one round trip."""
-    r = server.client
-    keys = _redis_fill(r, "rb", _READ_STREAMS, _READ_STREAM_EVENTS, seed)
+    workload = "stream_reads_batched" if pipelined else "stream_reads"
+    keys = _redis_fill(r, "rb" if pipelined else "r", _READ_STREAMS, _READ_STREAM_EVENTS, seed)
     saves = server.rdb_saves()
     with _Timed() as timed:
-        pipe = r.pipeline(transaction=False)
-        for key in keys:
-            pipe.xrange(key, "-", "+")
-        counts = [len(entries) for entries in pipe.execute()]
+        if pipelined:
+            pipe = r.pipeline(transaction=False)
+            for key in keys:
+                pipe.xrange(key, "-", "+")
+            counts = [len(entries) for entries in pipe.execute()]
+        else:
+            counts = [len(r.xrange(key, "-", "+")) for key in keys]
     saves = server.rdb_saves() - saves
     _check(counts == [_READ_STREAM_EVENTS] * _READ_STREAMS,
-           f"redis: batched stream reads returned {sorted(set(counts))} entries, not {_READ_STREAM_EVENTS}")
-    return _figures("stream_reads_batched", sum(counts), timed, reads=_READ_STREAMS,
+           f"redis: {workload} returned {sorted(set(counts))} entries, not {_READ_STREAM_EVENTS}")
+    return _figures(workload, sum(counts), timed, reads=_READ_STREAMS,
                     streams=_READ_STREAMS, events_per_stream=_READ_STREAM_EVENTS,
                     rdb_saves_during=saves)
 
@@ -992,7 +980,7 @@ _REDIS_RUNNERS = {
     "single_appends": _redis_single_appends,
     "batched_appends": _redis_batched_appends,
     "stream_reads": _redis_stream_reads,
-    "stream_reads_batched": _redis_stream_reads_batched,
+    "stream_reads_batched": lambda server, seed: _redis_stream_reads(server, seed, pipelined=True),
     "subscription_delivery": _redis_subscription_delivery,
 }
 
