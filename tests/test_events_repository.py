@@ -225,6 +225,47 @@ def test_a_stream_recreated_after_a_soft_delete_at_its_snapshot_ignores_the_snap
     assert orders.get("order-1").state.lines == ()
 
 
+@pytest.mark.parametrize("snapshot_every", [None, 3])
+def test_get_many_loads_what_get_loads_in_a_few_round_trips(backend, client, snapshot_every):
+    orders = Repository(client, Order, snapshot_every=snapshot_every)
+    ids = [f"order-{i}" for i in range(12)]
+    for i, id in enumerate(ids):
+        _open_order(orders, id, lines=i % 7)  # with snapshots: some at their snapshot, some past it
+    client.save_snapshot("order-11", 4, encode(UserState()))  # unreadable: every event is folded
+    client.delete_stream("order-10")  # its snapshot goes; it comes back below in a new life
+    orders.execute("order-10", lambda o: o.place("user-9"), create=True)
+    backend.calls.clear()
+    many = orders.get_many(reversed(ids))
+    assert list(many) == ids[::-1]
+    names = backend.names()
+    # One batch read for all; then single reads only where get's own path must look closer: order-10,
+    # whose new life starts past version 0 (and, with snapshots, order-11's unreadable one and those
+    # with no event after their snapshot).
+    assert names.count("events.read_streams") == 1
+    after = backend.calls[names.index("events.read_streams") + 1:]
+    if snapshot_every is None:
+        assert names[0] == "events.read_streams" and {args[0] for _, args in after} == {"order-10"}
+    else:
+        assert names[:len(ids)] == ["events.load_snapshot"] * len(ids)
+        assert len({args[0] for _, args in after}) < len(ids) // 2, sorted({args[0] for _, args in after})
+    for id in ids:
+        one = Repository(client, Order, snapshot_every=snapshot_every).get(id)
+        assert (many[id].version, many[id].state) == (one.version, one.state), id
+
+
+def test_get_many_refuses_a_missing_aggregate_and_bad_ids(client):
+    users = Repository(client, User, snapshot_every=2)
+    users.execute("user-1", lambda u: u.create_user("ann@example.com", "Ann"), create=True)
+    assert users.get_many([]) == {}
+    with pytest.raises(AggregateNotFoundError) as info:
+        users.get_many(["user-1", "user-404"])
+    assert info.value.aggregate_id == "user-404"
+    with pytest.raises(InvalidArgumentError):
+        users.get_many("user-1")
+    with pytest.raises(InvalidArgumentError):
+        users.get_many(["user-1", "bad\x00id"])
+
+
 def test_a_failed_snapshot_write_does_not_fail_the_save():
     backend = Backend(snapshot_down=True)
     client = EventStoreClient(backend)

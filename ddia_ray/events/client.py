@@ -371,6 +371,11 @@ class EventStoreClient(ProcedureClient):
         check_stream(stream)
         return self.query("events.load_snapshot", (stream,), timeout_s=timeout_s)
 
+    def load_snapshot_nowait(self, stream: str) -> concurrent.futures.Future:
+        """Start :meth:`load_snapshot`; the future holds its answer (many loads share round trips)."""
+        check_stream(stream)
+        return self.backend.query_nowait("events.load_snapshot", (stream,))
+
     # --- metadata and deletion ---------------------------------------------------------------------
 
     def _info(self, stream: str, timeout_s: float | None) -> tuple:
