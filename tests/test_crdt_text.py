@@ -323,13 +323,13 @@ def _general_decode(data: bytes) -> crdt.Text:
     from ddia_ray.crdt import text_format
 
     p = codec.decode(data).payload
-    saved = text_format._one_block, text_format._deletion, text_format._INT
+    saved = text_format._one_block, text_format._deletion, text_format._columns
     text_format._one_block = text_format._deletion = lambda cls, p: None
-    text_format._INT = set()  # no column passes: every row is read one at a time
+    text_format._columns = lambda p, a, nb, top: None  # no column passes: every row is read one at a time
     try:
         return text_format.from_payload(crdt.Text, p)
     finally:
-        text_format._one_block, text_format._deletion, text_format._INT = saved
+        text_format._one_block, text_format._deletion, text_format._columns = saved
 
 
 def _general_merge(into: crdt.Text, other: crdt.Text) -> None:

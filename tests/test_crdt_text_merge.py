@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from test_crdt_text import _general_merge, check_structure, edit
 
 from ddia_ray import codec, crdt
 from ddia_ray.crdt import text_place
-from ddia_ray.crdt.base import CRDTState
+from ddia_ray.crdt.base import COUNTER_MAX, CRDTState
 from ddia_ray.crdt.runs import _Block
 from ddia_ray.errors import CorruptRecordError, DdiaRayError
 
@@ -141,6 +142,33 @@ def test_the_in_order_prefix_is_the_longest_one_in_rga_order(seed, moves):
     check_structure(fresh)
 
 
+@settings(max_examples=EXAMPLES * 4, deadline=None)
+@given(arcs=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=8, unique_by=lambda a: a[0]))
+def test_the_columns_crossing_test_is_the_pairwise_one(arcs):
+    """``_nested`` (all arcs at once) against the definition: arcs ``(l, r)``, ``l < r - 1``, in
+    order of ``r``; two cross when ``l1 < l2 < r1 < r2``; shared left ends and touching ends do not."""
+    rights = [r + 2 for r, _ in sorted(arcs)]
+    lefts = [-1 + x % (r + 1) for r, x in zip(rights, (x for _, x in sorted(arcs)))]
+    crossing = any(lefts[i] < lefts[j] < rights[i] for j in range(len(rights)) for i in range(j))
+    assert text_place._nested(np.array(lefts, np.int64), np.array(rights, np.int64)) is not crossing
+
+
+@pytest.mark.parametrize("order", ["BA", "AB"])
+def test_siblings_with_one_counter_are_ordered_by_node_name_not_by_node_index(order):
+    """Two children of one character with the same counter, of nodes "b" and "a": RGA puts b's first.
+    In the node table "b" comes first (index 0), so an order check that broke ties by index, not
+    name, would take "x", "A", "B" for RGA's order."""
+    x, a, b = (1, "b", "x", None, False), (2, "a", "A", (1, "b"), False), (2, "b", "B", (1, "b"), False)
+    rows = [x, b, a] if order == "BA" else [x, a, b]
+    assert crdt.Text()._place_in_order(rows) == rga_order_prefix(rows) == (3 if order == "BA" else 2)
+    flat = tuple(v for s, node, text, _, deleted in rows
+                 for v in ((0 if node == "b" else 1), s, text, -1 if s == 1 else 0, 0 if s == 1 else 1, deleted))
+    data = codec.encode(CRDTState("text", 1, (2, "b", "a", 3, *flat, 0)))
+    got = crdt.Text().merge_bytes(data)
+    assert got.value() == "xBA"
+    same(got, integrated(crdt.decode(data)))
+
+
 def test_a_reordered_whole_document_is_integrated_not_trusted():
     t = document(4)
     p = t._payload()
@@ -171,6 +199,14 @@ def _typed(text: str) -> tuple:
     ("an origin at or after its block", lambda p: p[:13] + (p[10],) + p[14:]),  # "XY"'s origin counter = its start
     ("a bool for an int", lambda p: p[:4] + (True,) + p[5:]),  # the first start as True
     ("a str for a bool", lambda p: p[:8] + ("no",) + p[9:]),  # the first deleted flag as a str
+    ("a float for an int", lambda p: p[:10] + (float(p[10]),) + p[11:]),  # "XY"'s start as a float
+    # msgpack's ints an int64 column cannot hold (2**63 up to 2**64 - 1) or that end its range
+    ("a start of 2**64 - 1", lambda p: p[:4] + (2**64 - 1,) + p[5:]),
+    ("a start of 2**63", lambda p: p[:4] + (2**63,) + p[5:]),
+    ("an origin counter of 2**63", lambda p: p[:13] + (2**63,) + p[14:]),
+    ("an origin node index of -2**63", lambda p: p[:12] + (-(2**63),) + p[13:]),
+    # the last block's last counter one past COUNTER_MAX: start + length is 2**63 + 1, which wraps in int64
+    ("a block past the last counter", lambda p: p[:16] + (COUNTER_MAX - len(p[17]) + 2,) + p[17:]),
 ])
 def test_a_corrupt_whole_document_is_refused_on_the_fast_path(name, change):
     good = _typed("abcdefgh")
@@ -180,6 +216,41 @@ def test_a_corrupt_whole_document_is_refused_on_the_fast_path(name, change):
         crdt.decode(bad, "text")
     with pytest.raises(CorruptRecordError):
         crdt.Text().merge_bytes(bad)
+
+
+def test_a_document_whose_ids_reach_the_last_counter_is_placed_as_integrated():
+    """Ids up to COUNTER_MAX (2**63 - 1): the columns hold them as int64 without forming start +
+    length, so the document is placed as the general path integrates it."""
+    t = crdt.Text()
+    t.insert("a", 0, "abcdef")
+    t._clock = COUNTER_MAX - 8
+    t.insert("b", 2, "XY")  # in the middle: "ab", "XY", "cdef"
+    t.insert("a", 0, "<")
+    t.insert("b", 9, "01234")  # its last id is COUNTER_MAX
+    assert t._clock == COUNTER_MAX and t.value() == "<abXYcdef01234"
+    data = crdt.encode(t)
+    got = crdt.Text().merge_bytes(data)
+    assert got._deferred is not None  # placed by the columns, not integrated
+    same(got, integrated(t))
+    same(crdt.decode(data), t)
+    assert got._clock == COUNTER_MAX
+
+
+@pytest.mark.parametrize("start, ok", [(COUNTER_MAX - 1, True), (COUNTER_MAX, False)])
+def test_a_run_typed_on_up_to_the_last_counter_or_past_it(start, ok):
+    """"XY" typed on after "ab" (linked: placed by the columns with no order check that could refuse
+    it first), its last counter COUNTER_MAX or one past it: start + length is 2**63 or 2**63 + 1,
+    which an int64 column wraps to a negative number, so the bound is checked without forming it."""
+    data = codec.encode(CRDTState("text", 1, (1, "a", 2, 0, 1, "ab", -1, 0, False, 0, start, "XY", 0, 2, False, 0)))
+    if not ok:
+        with pytest.raises(CorruptRecordError):
+            crdt.decode(data, "text")
+        with pytest.raises(CorruptRecordError):
+            crdt.Text().merge_bytes(data)
+        return
+    got = crdt.Text().merge_bytes(data)
+    assert got.value() == "abXY" and got._clock == COUNTER_MAX
+    same(got, integrated(crdt.decode(data)))
 
 
 @settings(max_examples=EXAMPLES * 4, deadline=None)

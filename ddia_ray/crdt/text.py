@@ -40,9 +40,12 @@ the deltas of single edits by a shortcut and a whole document by columns (:mod:`
 :meth:`Text.merge_bytes` joins one edit's delta straight from its checked payload, with no delta
 state built in between.
 
-Why our own and not pycrdt (Yjs): the core stays pure Python with no native dependency, every
-step can be read and tested here, and its states travel through our versioned codec like every
-other record. pycrdt is the peer bench/conflicts_crdt.py measures it against.
+Why our own and not pycrdt (Yjs): the core is Python with no CRDT library under it, every step
+can be read and tested here, and its states travel through our versioned codec like every other
+record. The one native help is numpy (a core dependency, pyproject.toml), with which
+:mod:`.text_place` checks a whole decoded document's columns at once; it is arithmetic only, so
+the core still does no I/O, reads no clock, draws no random number, and decodes equal bytes to
+equal states. pycrdt is the peer bench/conflicts_crdt.py measures it against.
 
 Payload grammar (format 1): one flat array, so the codec checks it in one C-level pass::
 

@@ -8,10 +8,11 @@ in order, maximal runs coalesced, so equal states give equal bytes. Reading chec
 then places the leading runs that are in RGA's order (the tree's preorder with siblings in
 descending id order, checked as it goes) in one pass without searching, and integrates any rest
 in id order, in which every origin precedes its children. Reading checks the blocks a column at a
-time (each column's types and bounds by C-level builtins: ``set(map(type, ...))``, ``min``,
-``max``) and reads a failing payload again a row at a time for an error naming the block. The two
-shapes a single edit's delta has, one block or one deleted range, are read by a shortcut that
-checks the same things for that shape and leaves anything else to the general path. Hostile bytes raise
+time (each column's types listed and counted by C-level builtins, then its bounds on int64
+arrays, :mod:`.text_place`) and reads a failing payload again a row at a time for an error naming
+the block. The two shapes a single edit's delta has, one block or one deleted range, are read by
+a shortcut that checks the same things for that shape and leaves anything else to the general
+path. Hostile bytes raise
 :class:`~ddia_ray.errors.CorruptRecordError` in time linear in their length: ids may not repeat,
 an origin's counter is below its run's, deleted ranges come sorted and apart, and a payload whose
 placements would skip far (which no replica writes) is refused.
@@ -19,8 +20,6 @@ placements would skip far (which no replica writes) is refused.
 
 from __future__ import annotations
 
-from operator import add as _add
-from operator import ge as _ge
 from typing import TYPE_CHECKING, Any
 
 from . import text_place
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from .text import Text
 
 __all__ = ["payload", "from_payload", "rows", "edit_block", "edit_range"]
-
-_INT, _STR, _BOOL = {int}, {str}, {bool}
 
 
 def _coalesce(blocks) -> list:
@@ -165,25 +162,20 @@ def _deletion(cls: type[Text], p: tuple) -> Text | None:
     return t
 
 
-def _columns(p: tuple, a: int, nb: int, top: int) -> tuple | None:
-    """The ``nb`` blocks of payload ``p`` from position ``a`` as six columns (node index, start, text,
-    origin node index, origin counter, deleted) and two derived ones (each text's length, and start
-    + length), if every column's types and bounds are right, checked by C-level builtins (a whole
-    document is thousands of blocks); None: read the rows one at a time (:func:`_rows`) for the
-    error naming the block. Left to the caller: an origin counter is 0 exactly when the origin node
-    index is -1."""
+def _columns(p: tuple, a: int, nb: int, top: int) -> text_place.Columns | None:
+    """The ``nb`` blocks of payload ``p`` from position ``a`` as columns (:class:`.text_place.Columns`),
+    if every column's types and bounds are right, checked a column at a time in C (a whole document
+    is thousands of blocks); None: read the rows one at a time (:func:`_rows`) for the error naming
+    the block. Left to the caller: an origin counter is 0 exactly when the origin node index is -1."""
     b = a + 6 * nb
     nis, starts, texts, ois, ocs, dels = p[a:b:6], p[a + 1:b:6], p[a + 2:b:6], p[a + 3:b:6], p[a + 4:b:6], p[a + 5:b:6]
-    if not (nb and set(map(type, nis)) == set(map(type, starts)) == set(map(type, ois)) == set(map(type, ocs)) == _INT
-            and set(map(type, texts)) == _STR and set(map(type, dels)) == _BOOL):
+    # The types first, exactly (an array would take a bool for 1 and a float for an int): each column's
+    # types listed and counted in C, the bounds then checked on arrays.
+    if not (nb and list(map(type, nis)).count(int) == list(map(type, starts)).count(int) == nb
+            and list(map(type, ois)).count(int) == list(map(type, ocs)).count(int) == nb
+            and list(map(type, texts)).count(str) == list(map(type, dels)).count(bool) == nb):
         return None
-    lens = list(map(len, texts))
-    stops = list(map(_add, starts, lens))
-    if (0 <= min(nis) and max(nis) <= top and -1 <= min(ois) and max(ois) <= top and min(lens) >= 1
-            and min(starts) >= 1 and min(ocs) >= 0 and max(stops) <= COUNTER_MAX + 1
-            and not any(map(_ge, ocs, starts))):  # an origin precedes its block
-        return nis, starts, texts, ois, ocs, dels, lens, stops
-    return None
+    return text_place.columns(nis, starts, texts, ois, ocs, dels, top)
 
 
 def _rows(kind: str, p: tuple, a: int, b: int, nodes: tuple) -> list:
@@ -243,14 +235,13 @@ def from_payload(cls: type[Text], payload: Any) -> Text:
     if type(nd) is not int or nd < 0 or pos + 1 + 3 * nd != len(p):
         raise corrupt(kind, "the orphan count does not match the payload's length")
     t = cls()
-    columns = _columns(p, a, nb, top) if nb > 1 else None
-    if columns is not None:
-        found = text_place.plan(kind, nodes, *columns)
+    cols = _columns(p, a, nb, top) if nb > 1 else None
+    if cols is not None:
+        found = text_place.plan(kind, nodes, cols)
         if found.placed == nb and nd == 0:  # a whole document in order: its blocks are built when read
-            text_place.defer(t, nodes, columns[:6], found)
+            text_place.defer(t, nodes, cols, found)
             return t
-        nis, starts, texts, ois, ocs, dels = columns[:6]
-        text_place.build(t, nodes, nis, starts, texts, ois, ocs, dels, found)
+        text_place.build(t, nodes, cols, found)
         t._len, t._clock = found.length, found.clock
         placed = found.placed
         rows = _rows(kind, p, a + 6 * placed, b, nodes)
