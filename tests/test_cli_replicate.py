@@ -30,6 +30,15 @@ def test_bad_replicate_arguments_are_refused(argv, capsys):
     assert f"argument {argv[0]}" in capsys.readouterr().err
 
 
+def test_a_semi_sync_count_past_the_followers_fails_before_ray_starts(capsys):
+    """The store would refuse it too, but only after Ray started (this test may not start Ray)."""
+    from ddia_ray.cli import main
+
+    assert main(["replicate", "--replicas", "3", "--mode", "semi-sync", "--sync-replicas", "3", "--no-progress"]) == 2
+    out = capsys.readouterr().out
+    assert "semi-sync needs 1 <= sync_replicas <= 2 followers, got 3" in out and out.rstrip().endswith("FAILED")
+
+
 def _report(**kw) -> ReplicationReport:
     r = ReplicationReport("async", "session", "kill-leader", 5.0, writes_ok=100, reads_ok=40, unknown=2,
                           throughput_ops_s=28.0, write_latency_ms={"p50": 3.0, "p95": 9.0, "p99": 20.0, "max": 40.0},

@@ -63,6 +63,16 @@ def test_bad_configurations_are_refused(options, message):
         LeaderFollowerReplica("r1", **{**base, **options})
 
 
+@pytest.mark.parametrize("sync_replicas", [0, 3, 5, "1"])
+def test_a_store_refuses_its_semi_sync_count_before_starting_anything(sync_replicas):
+    """Checked in launch, before Ray or any actor starts (this test may not start Ray: the suite's guard
+    fails it if it does); each replica checks it again as it is built (above)."""
+    from ddia_ray.replication import ReplicatedStore
+
+    with pytest.raises(ConfigError, match="semi-sync needs 1 <= sync_replicas <= 2 followers"):
+        ReplicatedStore.launch(replicas=3, protocol="leader-follower", mode="semi-sync", sync_replicas=sync_replicas)
+
+
 @pytest.mark.parametrize("ops, message", [
     (((9, b"k", b"v"),), "unknown operation code"),
     (((PUT, "k", b"v"),), "bytes key"),

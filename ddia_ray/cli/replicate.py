@@ -69,12 +69,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..errors import ConfigError
     from ..replication import ReplicatedStore
+    from ..replication.leader_follower import check_sync_replicas
     from ..replication.report import summary_lines
     from ..replication.workload import run_workload
     from ..runtime import ensure_ray
 
     console = Console()
+    if args.protocol == "leader-follower":
+        try:  # before Ray starts: a count the store would refuse fails at once
+            check_sync_replicas(args.mode, args.sync_replicas, args.replicas - 1)
+        except ConfigError as e:
+            console.print(f"ddia-ray replicate: {escape(str(e))}")
+            console.print("replicate: FAILED")
+            return 2
     ensure_ray()
     tmp = None if args.root else tempfile.mkdtemp(prefix="ddia-ray-replicate-")
     root = args.root or f"file://{tmp}"

@@ -93,7 +93,7 @@ from .procedures import run_query
 from ..consensus.sessions import ClusterClock, session_ttl_ms
 from .state import MapState, ReplicaState
 
-__all__ = ["LeaderFollowerReplica", "MODES", "build", "open_state"]
+__all__ = ["LeaderFollowerReplica", "MODES", "build", "check_sync_replicas", "open_state"]
 
 MODES = ("sync", "semi-sync", "async")
 _PIN_LIMIT = 8  # a checkpoint's log tail is kept for at most this many times retain_entries
@@ -110,6 +110,14 @@ def _ticks(name: str, seconds: float, tick_s: float) -> int:
     if not isinstance(seconds, (int, float)) or seconds <= 0:
         raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
     return max(1, round(seconds / tick_s))
+
+
+def check_sync_replicas(mode: str | None, sync_replicas: Any, followers: int) -> None:
+    """Refuse a semi-sync ``sync_replicas`` that is not 1 to ``followers`` (a store of one replica
+    counts one): :class:`~ddia_ray.errors.ConfigError`. ``ReplicatedStore.launch`` asks before any
+    actor starts, and each replica again as it is built."""
+    if mode == "semi-sync" and not (type(sync_replicas) is int and 1 <= sync_replicas <= max(1, followers)):
+        raise ConfigError(f"semi-sync needs 1 <= sync_replicas <= {followers} followers, got {sync_replicas!r}")
 
 
 class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
@@ -133,9 +141,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
             raise ConfigError(f"members must be distinct and include {node_id!r}, got {members!r}")
         if mode not in MODES:
             raise ConfigError(f"unknown replication mode {mode!r}; use one of {MODES}")
-        followers = len(members) - 1
-        if mode == "semi-sync" and not (type(sync_replicas) is int and 1 <= sync_replicas <= max(1, followers)):
-            raise ConfigError(f"semi-sync needs 1 <= sync_replicas <= {followers} followers, got {sync_replicas!r}")
+        check_sync_replicas(mode, sync_replicas, len(members) - 1)
         if not isinstance(drift, (int, float)) or not 0 <= drift < 1:
             raise ConfigError("drift is the clock-rate bound, a fraction in [0, 1)")
         if not group:

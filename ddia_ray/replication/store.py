@@ -38,7 +38,7 @@ from ..runtime import CoreSpec, NodeGroup
 from ..runtime.component import Component
 from .client import ReplicatedClient
 from .engine_state import ENGINE_NAMES
-from .leader_follower import MODES
+from .leader_follower import MODES, check_sync_replicas
 from .ownership import Ownership, ReplOwnership, decode_ownership
 from .procedures import load as load_procedures
 from .records import ReplAdmin
@@ -149,6 +149,8 @@ class ReplicatedStore(Component):
             replicas = 3
         if type(replicas) is not int or replicas < 1:
             raise ConfigError(f"a store needs at least one replica, got {replicas!r}")
+        if protocol == "leader-follower":
+            check_sync_replicas(mode, sync_replicas, replicas - 1)  # before any actor starts
         if type(coordinators) is not int or coordinators < 1:
             raise ConfigError(f"the coordination service needs at least one member, got {coordinators!r}")
         if engine != "map" and engine not in ENGINE_NAMES:
