@@ -92,9 +92,9 @@ class RepositoryStats:
 
 
 class _Counted:
-    """An iterator of recorded events that counts what it gave."""
+    """Recorded events (an iterator or a list) that count what they gave."""
 
-    def __init__(self, events: Iterator[RecordedEvent]) -> None:
+    def __init__(self, events: Iterable[RecordedEvent]) -> None:
         self.events = events
         self.n = 0
 
@@ -153,9 +153,9 @@ class Repository(Generic[A]):
         :meth:`get` returns for each, loaded together. Their snapshots (if on) are asked for as
         futures and the events after them read by one
         :meth:`~.client.EventStoreClient.read_streams`, so a hundred aggregates cost a few round
-        trips rather than a hundred or two. An aggregate with no event after its snapshot, or whose
-        snapshot does not join its stream, is loaded by :meth:`get`'s own path, which tells an
-        unchanged stream from a deleted one. Raises
+        trips rather than a hundred or two. They are folded as :meth:`get` folds them:
+        an aggregate with no event after its snapshot costs a look at its stream's version, and one
+        whose snapshot does not join its stream a read of every event. Raises
         :class:`~ddia_ray.errors.AggregateNotFoundError` for the first id whose stream has no event."""
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
             raise InvalidArgumentError(f"get_many takes an iterable of aggregate ids, got {type(ids).__name__}")
@@ -172,15 +172,9 @@ class Repository(Generic[A]):
         streams = self.client.read_streams({id: snapshots[id][0] + 1 if id in snapshots else 0 for id in wanted})
         out: dict[str, A] = {}
         for id in wanted:
-            events, snapshot = streams[id], snapshots.get(id)
-            if events and (snapshot is None or events[0].version == snapshot[0] + 1):
-                aggregate = self.aggregate_class.rebuild(id, events, snapshot=snapshot, new_event_id=self.new_event_id)
-                self._count(loads=1, snapshot_loads=int(snapshot is not None), events_replayed=len(events))
-            else:
-                loaded = self._load(id, None)
-                if loaded is None:
-                    raise self._not_found(id)
-                aggregate = loaded
+            aggregate = self._fold(id, None, snapshots.get(id), streams[id])
+            if aggregate is None:
+                raise self._not_found(id)
             out[id] = aggregate
         return out
 
@@ -191,11 +185,18 @@ class Repository(Generic[A]):
                                       aggregate_id=id)
 
     def _load(self, id: str, upto: int | None) -> A | None:
-        cls = self.aggregate_class
         snapshot = self._snapshot(id, upto)
+        return self._fold(id, upto, snapshot, self._events(id, 0 if snapshot is None else snapshot[0] + 1, upto))
+
+    def _fold(self, id: str, upto: int | None, snapshot: tuple[int, Any] | None,
+              after: Iterable[RecordedEvent]) -> A | None:
+        """The aggregate ``id`` from its usable ``snapshot`` (or None) and ``after``, its stream's events
+        after the snapshot (from the first, without one), up to ``upto``; None if the stream has none.
+        A snapshot that does not join the stream is counted and every event folded instead."""
+        cls = self.aggregate_class
         if snapshot is not None:
             version = snapshot[0]
-            events = _Counted(self._events(id, version + 1, upto))
+            events = _Counted(after)
             it = iter(events)
             first = next(it, None)
             if first is None:
@@ -211,7 +212,8 @@ class Repository(Generic[A]):
                 self._count(loads=1, snapshot_loads=1, events_replayed=events.n)
                 return aggregate
             self._count(snapshot_fallbacks=1)
-        events = _Counted(self._events(id, 0, upto))
+            after = self._events(id, 0, upto)
+        events = _Counted(after)
         aggregate = cls.rebuild(id, events, new_event_id=self.new_event_id)
         if aggregate.version < 0:
             return None
