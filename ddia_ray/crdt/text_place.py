@@ -348,9 +348,15 @@ def defer(doc: Text, nodes: tuple, cols: Columns, found: Plan) -> None:
 
     REQUIRES: ``found.placed`` is every block, and nothing else is to join ``doc`` (its readers call
     ``Text._built`` first, its mutators :func:`.runs.unshare`: both build the blocks)."""
+    _hold(doc, (nodes, cols, found))
+
+
+def _hold(doc: Text, deferred: tuple) -> None:
+    """Make the empty ``doc`` the deferred document ``deferred`` ``(nodes, columns, plan)``."""
+    found = deferred[2]
     doc._len, doc._clock = found.length, found.clock
     del doc._chunks, doc._index  # unset: a read that did not build them first fails loudly
-    doc._deferred = (nodes, cols, found)
+    doc._deferred = deferred
     doc._shared = True  # so that every mutator builds them first (runs.unshare)
 
 
@@ -374,7 +380,5 @@ def deferred_value(doc: Text) -> str:
 def adopt(dst: Text, src: Text) -> None:
     """Make the empty ``dst`` a deferred copy of the deferred ``src``: the checked columns are
     never changed, so both may hold them, and each builds blocks of its own when first read."""
-    dst._len, dst._clock = src._len, src._clock
-    del dst._chunks, dst._index
-    dst._deferred = src._deferred
-    dst._cci, dst._coff, dst._shared = 0, 0, True  # see defer
+    _hold(dst, cast(tuple, src._deferred))  # src is unchanged since deferred: its length and clock are the plan's
+    dst._cci, dst._coff = 0, 0
