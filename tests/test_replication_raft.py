@@ -121,3 +121,57 @@ def test_refusals():
         _ask(follower, ReplWrite(((PUT, b"a", b"1"),)))
     with pytest.raises(NotLeaderError):
         _ask(follower, ReplRead((b"a",), "linearizable"), rid=2)
+
+
+def _pump(cores: dict, cut: frozenset = frozenset(), replies: list | None = None, rounds: int = 50) -> None:
+    """Deliver the cores' messages to each other until none is left (messages to or from a
+    member in ``cut`` are lost); their replies are added to ``replies``."""
+    for _ in range(rounds):
+        moved = False
+        for core in cores.values():
+            rd = core.ready()
+            core.advance(rd)
+            if replies is not None:
+                replies.extend(rd.replies)
+            for env in rd.messages:
+                moved = True
+                if env.src not in cut and env.dst not in cut and env.dst in cores:
+                    cores[env.dst].step(env)
+        if not moved:
+            return
+
+
+def test_a_deposed_leader_answers_its_uncommitted_session_writes_at_once():
+    """A leader that loses its leadership with a session write proposed but not committed answers
+    it with WriteOutcomeUnknownError as it steps down: the client sends it again to the new leader
+    (the session answers it there if it survived). Before, the answer waited for an entry at the
+    same index to be applied, and none came while the client kept retrying that same write: the
+    client waited out its call timeout, leader after leader (docs/replication.md)."""
+    from ddia_ray.errors import WriteOutcomeUnknownError
+
+    voters = ("r1", "r2", "r3")
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
+    for _ in range(200):  # r1 times out first and wins: the others only tick once it leads
+        cores["r1"].tick()
+        _pump(cores)
+        if cores["r1"].node.role == "leader":
+            break
+    assert cores["r1"].node.role == "leader"
+    replies: list = []
+    cores["r1"].request(7, ReplWrite(((PUT, b"k", b"v"),), client="c", seq=1, acked_below=1))
+    _pump(cores, cut=frozenset({"r1"}), replies=replies)  # its followers never see the entry
+    assert [r for r in replies if r.request_id == 7] == []  # proposed, not committed: no answer yet
+    for _ in range(400):  # the others elect one of them; r1 hears of the new term
+        for n in ("r2", "r3"):
+            cores[n].tick()
+        _pump(cores, cut=frozenset({"r1"}))
+        if any(cores[n].node.role == "leader" for n in ("r2", "r3")):
+            break
+    new = next(n for n in ("r2", "r3") if cores[n].node.role == "leader")
+    cores[new].tick()  # its heartbeats reach r1 now that the partition heals
+    for _ in range(5):
+        cores[new].tick()
+        _pump(cores, replies=replies)
+    assert cores["r1"].node.role == "follower"
+    (reply,) = [r for r in replies if r.request_id == 7]
+    assert isinstance(reply.error.exception(), WriteOutcomeUnknownError)

@@ -71,6 +71,19 @@ def test_operations_on_every_engine(store):
         futures = [c.put_nowait(b"k%05d" % i, b"v%05d" % i) for i in range(3000)]
         assert [f.result(30) for f in futures] == [None] * 3000
         assert c.stats["write_batches"] < 3000 / 10, c.stats  # batched: far fewer calls than operations
+    # A batch holds at most max_batch_bytes of keys and values (one entry is one step of the
+    # leader's loop); a unit larger than that still goes, alone.
+    with store.client(max_batch_bytes=4096) as small:
+        futures = [small.put_nowait(b"big%02d" % i, bytes([i]) * 1000) for i in range(40)]
+        huge = small.put_nowait(b"huge", b"h" * 10_000)
+        assert [f.result(30) for f in futures] == [None] * 40 and huge.result(30) is None
+        assert small.stats["write_batches"] >= 40 // 4 + 1, small.stats  # 4 puts of 1,005 bytes fit in 4,096
+        assert small.get(b"big39") == bytes([39]) * 1000 and small.get(b"huge") == b"h" * 10_000
+        small.delete_range(b"big", b"bih")
+        small.delete(b"huge")  # out of the way of the scans below
+    with pytest.raises(ConfigError):
+        store.client(max_batch_bytes=0)
+    with store.client() as c:
         results = c.write(WriteBatch().put(b"w1", b"x").delete(b"b").delete_range(b"k00000", b"k00010"))
         assert results == (None, None, None)
         # Many puts and nothing else leave the client as one ingest: still one result per put, and

@@ -6,11 +6,20 @@ Every call becomes a *unit*: the operations of one ``put``, ``delete``, ``cas``,
 ``delete_range`` or ``write(batch)`` with a :class:`concurrent.futures.Future`.
 A background asyncio loop (one thread per client, as the RaftKV client has)
 packs consecutive units that ask for the same acknowledgements into one
-:class:`~.records.ReplWrite` of up to ``max_batch`` operations, gives it the
+:class:`~.records.ReplWrite` of up to ``max_batch`` operations and
+``max_batch_bytes`` bytes of keys, values and procedure arguments, gives it the
 next sequence number of this client's session, and keeps up to
 ``max_in_flight`` actor calls outstanding. So one client keeps thousands of
 writes in flight for about one millisecond of actor call per batch. A batch
 is one log entry: its operations apply atomically, and a unit is never split.
+
+Why a bound in bytes: the Raft leader decides a whole entry in one step of its
+event loop, and sends no heartbeat meanwhile. An entry of 200 event-store
+appends of 100 events (2.6 MB) took the leader 80-230 ms, past the followers'
+election timeout: they elected another leader, the client sent the same batch
+there, and the store changed leaders every two seconds without committing it
+(a livelock, seen in ``bench/events.py``'s workload run 30 times in a row;
+docs/replication.md). A unit larger than the bound still goes, alone.
 
 A batch is retried with the same sequence number wherever it goes: to the
 leader another replica names (:class:`~ddia_ray.errors.NotLeaderError`'s hint),
@@ -61,7 +70,12 @@ from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryR
                       ReplWrite, ScanResult,
                       Session, WriteAck, around_reserved, check_ops)
 
-__all__ = ["ReplicatedClient", "batch_ops"]
+__all__ = ["ReplicatedClient", "batch_ops", "ops_bytes", "MAX_BATCH_BYTES"]
+
+#: The default bound on the bytes one write batch packs (:func:`ops_bytes`): etcd's default
+#: ``MaxSizePerMsg`` (1 MiB), which keeps a Raft leader's step for one entry well inside an
+#: election timeout (see the module docstring).
+MAX_BATCH_BYTES = 1 << 20
 
 _KINDS = {"put": PUT, "delete": DELETE, "delete_range": DELETE_RANGE}
 
@@ -112,15 +126,23 @@ def batch_ops(batch) -> tuple:
     return tuple(ops)
 
 
+def ops_bytes(ops: tuple) -> int:
+    """The bytes of keys, values and procedure arguments that ``ops`` carry (what a batch's
+    ``max_batch_bytes`` counts): the ``bytes`` fields of each operation."""
+    return sum(len(x) for op in ops for x in op if isinstance(x, (bytes, bytearray)))
+
+
 class _Unit:
     """Operations that succeed or fail together, and the future of their result; ``puts``: how many
-    puts its one ingest operation stands for (a batch of puts sent as columns), else 0."""
+    puts its one ingest operation stands for (a batch of puts sent as columns), else 0; ``size``:
+    a write's :func:`ops_bytes` (0 for a read, whose ``ops`` is its key)."""
 
-    __slots__ = ("ops", "future", "deadline_s", "single", "puts")
+    __slots__ = ("ops", "future", "deadline_s", "single", "puts", "size")
 
-    def __init__(self, ops: tuple, future: concurrent.futures.Future, deadline_s: float, single: bool,
-                 puts: int = 0):
+    def __init__(self, ops: Any, future: concurrent.futures.Future, deadline_s: float, single: bool,
+                 puts: int = 0, size: int = 0):
         self.ops, self.future, self.deadline_s, self.single, self.puts = ops, future, deadline_s, single, puts
+        self.size = size
 
 
 class _Batch:
@@ -141,12 +163,14 @@ class ReplicatedClient(LoopClient):
     none). ``session``: a :class:`~.records.Session` (or its encoding) to continue, from this or
     another process. ``acks``: the default follower acknowledgements a write asks for (-1: the
     store's mode). ``timeout_s`` bounds each operation; ``rpc_timeout_s`` each actor call.
+    ``max_batch`` and ``max_batch_bytes`` bound what one write packs (operations, and bytes as
+    :func:`ops_bytes` counts them); ``max_in_flight``: the batches outstanding at once.
     """
 
     def __init__(self, store, *, read: str | None = None, max_staleness_s: float | None = None,
                  session: Session | bytes | None = None, acks: int = -1, timeout_s: float = 10.0,
                  rpc_timeout_s: float = 2.0, max_batch: int = 1000, max_in_flight: int = 8,
-                 name: str | None = None):
+                 name: str | None = None, max_batch_bytes: int = MAX_BATCH_BYTES):
         self.store = store
         if read is None:  # linearizable by default; under leader-follower that is the leader's lease read
             read = "linearizable"
@@ -165,6 +189,9 @@ class ReplicatedClient(LoopClient):
         if type(max_batch) is not int or type(max_in_flight) is not int or max_batch < 1 or max_in_flight < 1:
             raise ConfigError("max_batch and max_in_flight must be ints >= 1")
         self.max_batch, self.max_in_flight = max_batch, max_in_flight
+        if type(max_batch_bytes) is not int or max_batch_bytes < 1:
+            raise ConfigError(f"max_batch_bytes must be an int >= 1, got {max_batch_bytes!r}")
+        self.max_batch_bytes = max_batch_bytes
         if isinstance(session, bytes):
             session = Session.decode(session)
         if session is None:
@@ -310,7 +337,7 @@ class ReplicatedClient(LoopClient):
         ops = around_reserved(ops)  # a range over the replicas' own keys skips them
         check_ops(ops, client=True)  # refused here, alone, rather than failing a whole packed batch
         acks = self.acks if acks is None else self._check_acks(acks)
-        return self._enqueue(self._writes, (acks,), ops, single, fut, puts)
+        return self._enqueue(self._writes, (acks,), ops, single, fut, puts, ops_bytes(ops))
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -534,12 +561,13 @@ class ReplicatedClient(LoopClient):
     # --- machinery ---------------------------------------------------------------------------------
 
     def _enqueue(self, queue: collections.deque, group: tuple, what: Any, single: bool,
-                 fut: concurrent.futures.Future | None = None, puts: int = 0) -> concurrent.futures.Future:
+                 fut: concurrent.futures.Future | None = None, puts: int = 0,
+                 size: int = 0) -> concurrent.futures.Future:
         if self._closed:
             raise ConfigError("the client is closed")
         if fut is None:
             fut = self._new_future()
-        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single, puts)
+        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single, puts, size)
         with self._lock:
             queue.append((*group, unit))
             kick, self._kick_pending = not self._kick_pending, True
@@ -568,11 +596,12 @@ class ReplicatedClient(LoopClient):
     def _take_writes(self) -> _Batch | None:
         units: list[_Unit] = []
         ops: list = []
+        size = 0
         with self._lock:
             acks = self._writes[0][0]
-            while self._writes and self._writes[0][0] == acks and (not units or
-                                                                    len(ops) + len(self._writes[0][1].ops)
-                                                                    <= self.max_batch):
+            while self._writes and self._writes[0][0] == acks and (
+                    not units or (len(ops) + len(self._writes[0][1].ops) <= self.max_batch
+                                  and size + self._writes[0][1].size <= self.max_batch_bytes)):
                 unit = self._writes[0][1]
                 bulk = unit.ops[0][0] == INGEST
                 if units and (bulk or ops[0][0] == INGEST):
@@ -582,6 +611,7 @@ class ReplicatedClient(LoopClient):
                     continue
                 units.append(unit)
                 ops.extend(unit.ops)
+                size += unit.size
             if not units:
                 return None
             seq = next(self._seq)

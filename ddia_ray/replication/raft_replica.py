@@ -55,7 +55,7 @@ from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
 from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError, StalenessBoundError,
-                      StorageError, UnknownNodeError)
+                      StorageError, UnknownNodeError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
@@ -458,10 +458,28 @@ class RaftReplica(RaftMember):
         super()._drain()
         if self._proposed and self.node.role != LEADER:
             self._proposed.clear()  # what a deposed leader proposed is decoded from its log, if it stays
+        if self._repl_writes and self.node.role != LEADER:
+            self._answer_deposed()
         if self._acks_waiting:
             self._release_acks()
         if self.parked:
             self._wake_parked()
+
+    def _answer_deposed(self) -> None:
+        """Answer the session writes this member proposed as leader and has not applied: the
+        client sends each again at once, with its sequence number, to the new leader, which
+        answers it from the session if the entry survived (so it never applies twice).
+
+        Waiting for the index to be applied instead left the client without an answer until
+        its call timed out (2 s by default) whenever the new leader wrote nothing at that
+        index, as when the lost entry was the client's only write (docs/replication.md).
+        Ownership updates carry no session: they keep waiting for their index, where a retry
+        could not tell whether the first one applied."""
+        for index in [i for i, w in self._repl_writes.items() if w[1]]:
+            rid = self._repl_writes.pop(index)[0]
+            self.reply(rid, error=WriteOutcomeUnknownError(
+                f"{self.node_id} stopped leading {self.group!r} before write {index} committed; "
+                f"the write may or may not survive"))
 
     def _release_acks(self) -> None:
         node = self.node

@@ -54,6 +54,15 @@ _RAFT = "ddia_ray.replication.raft_replica:build"
 _COORDINATOR = "ddia_ray.kv.member:build"
 _names = itertools.count(1)
 
+#: The Raft timing of a store's members (the Raft protocol's replicas, leader-follower's
+#: coordination service) unless ``raft=`` says otherwise, in ticks of 10 ms: a heartbeat every
+#: 20 ms, an election after 300-600 ms without one. A member's event loop stops for 50-200 ms
+#: at a time under load: a leader deciding a 1 MiB entry, a memtable's runs merged or flushed
+#: while its thread holds the GIL. With elections after 100-200 ms (10 ticks) such stops
+#: started elections under the event store's benchmark, one after another (docs/replication.md);
+#: etcd's own default is 10 heartbeats of 100 ms.
+DEFAULT_RAFT = RaftConfig(election_ticks=50, heartbeat_ticks=2)
+
 
 def _leader_share(timeout_s: float) -> float:
     """The part of a handle's timeout a leader may spend on a membership change: less than all of it, so
@@ -175,7 +184,7 @@ class ReplicatedStore(Component):
                    "sync_replicas": sync_replicas, "lease_s": lease_s, "engine": engine,
                    "data_url": data_url,
                    "engine_options": dict(engine_options or {}), "sync": bool(sync), **replica_options}
-        raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+        raft = DEFAULT_RAFT
         coord_options = {"seed": seed, "snapshot_entries": 10_000, "voters": coords,
                          "raft": {f.name: getattr(raft, f.name) for f in dataclasses.fields(raft)}}
         specs = {**{c: CoreSpec(_COORDINATOR, coord_options) for c in coords},
@@ -190,7 +199,7 @@ class ReplicatedStore(Component):
                      spread_offset: int = 0, raft: RaftConfig | None = None, snapshot_entries: int = 10_000,
                      **replica_options: Any) -> "ReplicatedStore":
         if raft is None:
-            raft = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+            raft = DEFAULT_RAFT
         elif not isinstance(raft, RaftConfig):
             raise InvalidArgumentError(f"raft must be a RaftConfig, got {type(raft).__name__}")
         options = {"group": name, "voters": members, "seed": seed, "snapshot_entries": snapshot_entries,
