@@ -18,8 +18,8 @@ event loop, and sends no heartbeat meanwhile. An entry of 200 event-store
 appends of 100 events (2.6 MB) took the leader 80-230 ms, past the followers'
 election timeout: they elected another leader, the client sent the same batch
 there, and the store changed leaders every two seconds without committing it
-(a livelock, seen in ``bench/events.py``'s workload run 30 times in a row;
-docs/replication.md). A unit larger than the bound still goes, alone.
+(a livelock, seen with ``bench/events.py``'s batched appends run many times in a
+row on one store; docs/replication.md). A unit larger than the bound still goes, alone.
 
 A batch is retried with the same sequence number wherever it goes: to the
 leader another replica names (:class:`~ddia_ray.errors.NotLeaderError`'s hint),

@@ -56,7 +56,7 @@ _names = itertools.count(1)
 
 #: The Raft timing of a store's members (the Raft protocol's replicas, leader-follower's
 #: coordination service) unless ``raft=`` says otherwise, in ticks of 10 ms: a heartbeat every
-#: 20 ms, an election after 300-600 ms without one. A member's event loop stops for 50-200 ms
+#: 20 ms, an election after 500-1,000 ms without one. A member's event loop stops for 50-200 ms
 #: at a time under load: a leader deciding a 1 MiB entry, a memtable's runs merged or flushed
 #: while its thread holds the GIL. With elections after 100-200 ms (10 ticks) such stops
 #: started elections under the event store's benchmark, one after another (docs/replication.md);

@@ -113,7 +113,7 @@ class _ReadPlan:
             # under 1 us, and a key absent from most of the tables it falls in is the common
             # case (an event id checked for a retry is in none of them). Asking the filter only
             # on a cache miss made a member's id checks over half of its time once level 0
-            # held several tables (docs/storage-lsm.md).
+            # held several tables (docs/storage.md, "The filter before the row group").
             if h is None:
                 h = key_hash(key)
             if not sst.bloom.may_contain_hash(h):
