@@ -191,13 +191,6 @@ class RaftReplica(RaftMember):
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
-        # etcd's initial-election-tick-advance: a member that starts (or restarts) counts all but one
-        # tick of its election timeout as passed, so the first election comes within one randomised
-        # span (0-0.5 s with the store's 50 ticks) rather than after a whole timeout on top of it.
-        # A restarted member cannot unseat a live leader this way: pre-vote asks first, and a voter
-        # that heard from its leader within the timeout refuses (RaftNode.step's lease check).
-        for _ in range(self.node.config.election_ticks - 1):
-            self.node.tick()
 
     # --- inputs ---------------------------------------------------------------------------------
 
