@@ -149,13 +149,12 @@ def test_gets_from_cached_and_uncached_row_groups_agree_and_are_counted():
     db2.close()
 
 
-
 def test_a_cached_table_is_not_searched_for_a_key_its_filter_rules_out():
     """Point reads ask each table's Bloom filter before its row group, cached or not: a cached
     row group of variable-width keys is searched by a bisection in Python, several times the
     filter's cost, and most keys a read meets are in none of the tables whose range holds them
     (an event id checked for a retry). Asking the filter only on a cache miss made those
-    lookups over half of a Raft leader's time (docs/storage-lsm.md)."""
+    lookups over half of a Raft leader's time (docs/storage.md)."""
     db = _open()
     for t in range(4):  # four level-0 tables over the same key range
         for i in range(100):

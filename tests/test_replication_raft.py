@@ -175,4 +175,3 @@ def test_a_deposed_leader_answers_its_uncommitted_session_writes_at_once():
     assert cores["r1"].node.role == "follower"
     (reply,) = [r for r in replies if r.request_id == 7]
     assert isinstance(reply.error.exception(), WriteOutcomeUnknownError)
-
