@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 
 from ddia_ray import codec
-from ddia_ray.errors import CodecError, CorruptRecordError, InvalidArgumentError
+from ddia_ray.errors import (CodecError, CorruptRecordError, DuplicateEventIdError, InvalidArgumentError,
+                             WrongExpectedVersionError)
 from ddia_ray.events import consumer_groups, keys, procedures
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
-from ddia_ray.events.records import EventData, RecordedEvent
+from ddia_ray.events.records import NO_STREAM, STREAM_EXISTS, EventData, RecordedEvent
 
 TYPES = ("A", "B", "C")
 
@@ -35,7 +36,7 @@ def _filled(batches, rng: random.Random) -> tuple[EventStoreClient, int]:
     return client, n
 
 
-def test_an_append_writes_one_chunk_and_one_row_per_event():
+def test_an_append_writes_one_chunk_and_no_row_per_event():
     client = _client()
     client.append("user-1", [EventData("seed", "A", b"")])
     before = dict(client.backend.state.data)
@@ -45,9 +46,9 @@ def test_an_append_writes_one_chunk_and_one_row_per_event():
     by_tag: dict = {}
     for k in new:
         by_tag[k[:1]] = by_tag.get(k[:1], 0) + 1
-    # an id row per event; one chunk, its $all row, one category row, a type row per type; the head
-    # and the sequence.
-    assert by_tag == {b"i": 100, b"s": 1, b"b": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
+    # one chunk, its $all row, one category row, a type row per type; the head and the sequence:
+    # nothing per event.
+    assert by_tag == {b"s": 1, b"b": 1, b"c": 1, b"t": 3, b"h": 1, b"g": 1}
     chunk = keys.Chunk.of(new[keys.chunk_key("user-7", 99)])
     assert (chunk.first_version, chunk.first_position, chunk.last_position) == (0, 1, 100)
     assert chunk.event(42)[1:4] == ("e42", "A", b"42")
@@ -118,12 +119,70 @@ def test_a_group_reads_runs_and_scattered_positions_as_one_lookup_each(batches, 
     assert all(by_position[r[2]] == RecordedEvent(*r) for r in rows)
 
 
-@given(stream=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t),
-       ints=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=2))
-def test_rows_built_on_a_packed_prefix_are_the_bytes_pack_writes(stream, ints):
-    built = keys.pack_prefix(3, stream) + b"".join(keys.int_field(x) for x in ints)
-    assert built == keys.pack(stream, *ints)
-    assert keys.unpack(built, 3, "row") == (stream, *ints)
+def test_a_retry_is_recognised_at_the_place_it_names():
+    client = _client()
+    batch = [EventData("a", "A", b"1"), EventData("b", "A", b"2")]
+    first = client.append("user-1", batch, NO_STREAM)
+    later = client.append("user-1", [EventData("c", "A", b"3")], 1)
+    for i in range(3 * procedures.RECENT_APPENDS):
+        client.append("user-1", [EventData(f"x{i}", "B", b"")])
+    kept = dict(client.backend.state.data)
+    # An exact expected version names the place: recognised however late, nothing written.
+    assert client.append("user-1", batch, NO_STREAM) == first
+    assert client.append("user-1", [EventData("c", "A", b"3")], 1) == later
+    # The same first id at that place with other ids is not a retry: refused whole.
+    with pytest.raises(DuplicateEventIdError) as e:
+        client.append("user-1", [EventData("a", "A", b"1")], NO_STREAM)
+    assert e.value.event_id == "a"
+    # Other ids at a place that is taken: the expected version is what is wrong.
+    with pytest.raises(WrongExpectedVersionError):
+        client.append("user-1", [EventData("z", "A", b"")], NO_STREAM)
+    assert client.backend.state.data == kept
+
+
+def test_a_retry_under_any_is_recognised_among_the_streams_recent_appends():
+    client = _client()
+    batch = [EventData("a", "A", b"1"), EventData("b", "A", b"2")]
+    first = client.append("user-1", batch)
+    for i in range(procedures.RECENT_APPENDS - 1):
+        client.append("user-1", [EventData(f"x{i}", "B", b"")])
+        client.append("order-1", [EventData(f"o{i}", "B", b"")])  # other streams' appends do not count
+    kept = dict(client.backend.state.data)
+    assert client.append("user-1", batch) == first
+    assert client.append("user-1", batch, STREAM_EXISTS) == first
+    with pytest.raises(DuplicateEventIdError):
+        client.append("user-1", batch[:1])  # starts as that append, but is not it
+    assert client.backend.state.data == kept
+    # One more append and it is out of the window: the same ids are new events now (ids are not
+    # unique across the store; docs/events.md says so).
+    client.append("user-1", [EventData("y", "B", b"")])
+    again = client.append("user-1", batch)
+    assert again.first_version == first.next_expected_version + procedures.RECENT_APPENDS + 1
+    assert [e.id for e in client.read_stream("user-1")].count("a") == 2
+
+
+def test_a_head_row_whose_recent_appends_are_damaged_is_refused():
+    client = _client()
+    client.append("user-1", [EventData("a", "A", b"")])
+    head = procedures.Head(client.backend.state.data[keys.head_key("user-1")])
+    assert head.recent == (("a", 0),)
+    for damaged in ((("a",),), ["a", 0], (("a", 0), 5)):
+        head.recent = damaged
+        client.backend.state.data[keys.head_key("user-1")] = head.row()
+        with pytest.raises(CorruptRecordError, match="recent appends"):
+            client.append("user-1", [EventData("b", "A", b"")])
+
+
+@given(types=st.lists(st.sampled_from([f"T{i}" for i in range(12)]), min_size=1, max_size=60),
+       first=st.integers(0, 2**40))
+def test_type_positions_are_each_types_positions_in_order(types, first):
+    n = len(types)
+    chunk = keys.Chunk(0, first, 1, tuple(f"e{i}" for i in range(n)), tuple(types), (b"",) * n, (b"",) * n)
+    want: dict = {}
+    for j, t in enumerate(types):
+        want.setdefault(t, []).append(first + j)
+    got = chunk.type_positions()
+    assert got == want and list(got) == list(want)  # the same positions, the types in first-seen order
 
 
 def test_a_row_of_the_older_layout_is_refused_not_misread():
@@ -162,7 +221,6 @@ def test_each_kind_of_row_stays_out_of_the_ranges_other_kinds_scan():
         "global": [keys.GLOBAL], "head": [keys.head_key(n) for n in names],
         "chunk": [keys.chunk_key(n, v) for n in names for v in (0, 7, 2**40)],
         "page": [keys.page_key(p) for p in (0, 1, 2**40)],
-        "id": [keys.id_key(n) for n in names],
         "category": [keys.category_key(n, p) for n in names for p in (0, 9)],
         "type": [keys.type_key(n, p) for n in names for p in (0, 9)],
         "snapshot": [keys.snapshot_key(n) for n in names], "checkpoint": [keys.checkpoint_key(n) for n in names],

@@ -180,3 +180,68 @@ def test_ack_and_pull_is_one_write_and_run_acks_its_last_batch():
     assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 2) == 2
     info = groups.info("g")  # run acked the batch it handled before it returned
     assert seen == [8, 9] and info["in_flight"] == 0 and info["checkpoint"] == 10 and info["acked"] == 10
+
+
+class _Logged(LocalBackend):
+    """A LocalBackend that logs each procedure call and each read of positions, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.log: list = []
+
+    def call_nowait(self, name, args, *, checked=False):
+        if name.startswith("events.group_"):
+            self.log.append(name)
+        return super().call_nowait(name, args, checked=checked)
+
+    def query_nowait(self, name, args):
+        if name == "events.read_positions":
+            self.log.append(("read", args[0][0], len(args[0])))
+        return super().query_nowait(name, args)
+
+
+def test_a_consumer_reads_its_next_batch_while_the_pull_commits():
+    backend = _Logged()
+    client = EventStoreClient(backend)
+    ConsumerGroups(client).create("g", max_in_flight=10)
+    for i in range(50):
+        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"%d" % i)])
+    c = PersistentSubscription(client, "g", "c", batch=10)
+    seen: list = []
+    assert c.run(lambda e: seen.append((e.position, e.data)), until=lambda: len(seen) >= 50) == 50
+    assert seen == [(p, b"%d" % p) for p in range(50)]
+    log = [x for x in backend.log if x != "events.group_create"]
+    # The first batch is read after its pull; each later one is read before the write that hands it
+    # out returns, and needs no read after it.
+    assert log[:2] == ["events.group_pull", ("read", 0, 10)]
+    for k in range(1, 5):
+        assert log[2 * k:2 * k + 2] == [("read", 10 * k, 10), "events.group_ack_pull"], log
+    assert c.read_ahead == 4 and ConsumerGroups(client).info("g")["checkpoint"] == 50
+
+
+def test_a_wrong_guess_costs_a_read_never_an_event():
+    backend = _Logged()
+    client = EventStoreClient(backend)
+    ConsumerGroups(client).create("g", max_in_flight=4, stream_prefix="order-")
+    for i in range(12):
+        client.append("order-1" if i % 2 else "user-1", [EventData(f"e{i}", "T", b"%d" % i)])
+    c = PersistentSubscription(client, "g", "c", batch=4)
+    first = [e.position for e, _ in c.pull()]
+    assert first == [1, 3, 5, 7]
+    got = c.ack_and_pull(first, guess=(8, 9, 10, 11))  # it holds 9 and 11, the group's next two
+    assert [(e.position, e.data) for e, _ in got] == [(9, b"9"), (11, b"11")]
+    assert backend.log[-2:] == [("read", 8, 4), "events.group_ack_pull"]  # no read after: it had them
+    for i in range(12, 16):
+        client.append("order-2", [EventData(f"e{i}", "T", b"%d" % i)])
+    got = c.ack_and_pull([9, 11], guess=(40, 41, 42, 43))  # all wrong: read after, as without a guess
+    assert [(e.position, e.data) for e, _ in got] == [(p, b"%d" % p) for p in range(12, 16)]
+    assert backend.log[-3:] == [("read", 40, 4), "events.group_ack_pull", ("read", 12, 4)]
+    # Competing consumers take turns, so a full run of consecutive positions is not what comes next:
+    # a guess that misses most of a batch pauses guessing.
+    ConsumerGroups(client).create("h", max_in_flight=8)
+    a, b = (PersistentSubscription(client, "h", n, batch=4) for n in ("a", "b"))
+    pa = [e.position for e, _ in a.pull()]
+    pb = [e.position for e, _ in b.pull()]
+    assert (pa, pb) == ([0, 1, 2, 3], [4, 5, 6, 7])
+    again = [e.position for e, _ in a.ack_and_pull(pa, guess=a._guess(pa))]  # guessed 4..7: b's
+    assert again == [8, 9, 10, 11] and a._guess_pause > 0 and a._guess(again) == ()

@@ -39,7 +39,7 @@ class Backend:
         self.calls: list[tuple[str, tuple]] = []
         self.rivals, self.lost_replies, self.snapshot_down = rivals, lost_replies, snapshot_down
 
-    def call_nowait(self, name, args):
+    def call_nowait(self, name, args, *, checked=False):
         self.calls.append((name, args))
         if name == "events.append" and self.rivals:
             self.rivals -= 1
@@ -47,7 +47,7 @@ class Backend:
             self.inner.call_nowait(name, (args[0], ANY, ((rival.id, rival.type, rival.data, b""),), 0)).result()
         if name == "events.save_snapshot" and self.snapshot_down:
             return _failed(CallTimeoutError("the event store did not answer in time"))
-        fut = self.inner.call_nowait(name, args)
+        fut = self.inner.call_nowait(name, args, checked=checked)
         if name == "events.append" and self.lost_replies and fut.exception() is None:
             self.lost_replies -= 1
             return _failed(CallTimeoutError("the event store did not answer in time; an append's outcome is unknown"))

@@ -13,6 +13,7 @@ from ddia_ray.errors import (DuplicateEventIdError, InvalidArgumentError, Stream
                              WrongExpectedVersionError)
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
+from ddia_ray.events.procedures import RECENT_APPENDS
 from ddia_ray.events.records import ANY, NO_STREAM, STREAM_EXISTS, EventData, StreamMetadata
 from ddia_ray.replication.state import MapState
 
@@ -55,6 +56,7 @@ class EventStoreModel(RuleBasedStateMachine):
         self.all: list[tuple[str, int, EventData]] = []
         self.ids: dict[str, tuple[str, int, int]] = {}
         self.batches: list[tuple[str, tuple, object, tuple]] = []  # appended batches and their answers
+        self.appended: dict[str, list[tuple[tuple, object]]] = {s: [] for s in STREAMS}  # (ids, answer)
         self.next_id = 0
 
     @initialize(sizes=st.lists(st.integers(0, 7), min_size=len(STREAMS), max_size=len(STREAMS)))
@@ -107,40 +109,59 @@ class EventStoreModel(RuleBasedStateMachine):
         assert (got.first_version, got.next_expected_version, got.first_position, got.last_position) == \
             (first_version, m.last, first_position, len(self.all) - 1)
         self.batches.append((stream, tuple(events), expected, got))
+        self.appended[stream].append((tuple(e.id for e in events), got))
+
+    def _recent(self, stream, first_id):
+        """The newest of ``stream``'s last RECENT_APPENDS appends that starts with ``first_id``: where a
+        retry under ``any`` is recognised (procedures.py), or None."""
+        return next((a for a in reversed(self.appended[stream][-RECENT_APPENDS:]) if a[0][0] == first_id), None)
+
+    def _append_recent(self, stream, batch, expected):
+        """An append under ``any``, ``stream_exists`` or ``no_stream`` of ``batch``, which may repeat ids: a retry of a
+        recent append of the stream if it starts as one does, else new events (ids are not unique
+        across the store)."""
+        recent = self._recent(stream, batch[0].id)
+        if recent is None:
+            self._append(stream, batch, expected)
+        elif recent[0] == tuple(e.id for e in batch):
+            assert self.client.append(stream, batch, expected) == recent[1]
+        else:
+            with pytest.raises(DuplicateEventIdError):
+                self.client.append(stream, batch, expected)
 
     @rule(data=st.data())
     def retry_an_append(self, data):
-        """A retry of an acknowledged append (same ids): the first answer, nothing written."""
+        """A retry of an acknowledged append (same ids): with an exact expected version, the first
+        answer and nothing written; under ``any`` or ``stream_exists`` (or ``no_stream`` past version
+        0) the same while it is among the stream's recent appends, and new events after."""
         if not self.batches:
             return
         stream, events, expected, first = data.draw(st.sampled_from(self.batches))
-        if self.streams[stream].tombstoned:
+        m = self.streams[stream]
+        if m.tombstoned:
             with pytest.raises(StreamDeletedError):
                 self.client.append(stream, events, expected)
-            return
-        assert self.client.append(stream, events, expected) == first
+        elif expected not in (ANY, STREAM_EXISTS, NO_STREAM) or (expected == NO_STREAM and first.first_version == 0):
+            assert self.client.append(stream, events, expected) == first  # the place it names
+        else:  # NO_STREAM past version 0 is a stream recreated after a soft delete
+            self._append_recent(stream, list(events), expected)
 
     @rule(data=st.data())
     def reuse_an_id_elsewhere(self, data):
-        """An old id in a new batch, or at another stream: refused whole, nothing written."""
+        """An old id in a new batch, or at another stream, under ``any``: a retry if the batch starts
+        as one of the stream's recent appends and is it, refused if it starts as one and is not,
+        else new events with an id seen before."""
         if not self.ids:
             return
         old = data.draw(st.sampled_from(sorted(self.ids)))
         stream = data.draw(st.sampled_from(STREAMS))
         fresh = self._events(["UserCreated"])
         batch = data.draw(st.sampled_from([[*fresh, EventData(old, "X", b"")], [EventData(old, "X", b"")]]))
-        m = self.streams[stream]
-        owner = self.ids[old]
-        whole_retry = len(batch) == 1 and owner[0] == stream
-        if m.tombstoned:
+        if self.streams[stream].tombstoned:
             with pytest.raises(StreamDeletedError):
                 self.client.append(stream, batch, ANY)
-        elif whole_retry:  # the same single event at its own place: a retry, answered as the first time
-            got = self.client.append(stream, batch, ANY)
-            assert (got.first_version, got.first_position) == (owner[1], owner[2])
         else:
-            with pytest.raises(DuplicateEventIdError):
-                self.client.append(stream, batch, ANY)
+            self._append_recent(stream, batch, ANY)
 
     # Deletes end a stream's story, so most draws skip: the other rules then see long streams.
     @rule(stream=st.sampled_from(STREAMS), what=st.sampled_from(["skip"] * 4 + ["soft", "soft", "hard"]),

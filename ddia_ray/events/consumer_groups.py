@@ -43,8 +43,8 @@ from .keys import pack, unpack
 from .procedures import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
-           "group_info", "group_parked", "read_positions", "positions_rows", "archive_dropped_of", "passes",
-           "NACK_ACTIONS", "Group"]
+           "group_info", "group_parked", "read_positions", "positions_rows", "answer_rows", "archive_dropped_of",
+           "passes", "NACK_ACTIONS", "Group"]
 
 #: What a nack asks: hand the event out again, park it now, or settle it without handling.
 NACK_ACTIONS = ("retry", "park", "skip")
@@ -440,13 +440,19 @@ def read_positions(state, args: Any) -> tuple:
 def positions_rows(positions, answer: tuple, archived: Any = ()) -> list:
     """The rows of :func:`read_positions`'s ``answer`` in the order of ``positions`` (removed
     events left out), with ``archived`` (rows read from the archive) among them."""
+    found = answer_rows(answer)
+    for row in archived:
+        found[row[2]] = row
+    return [found[p] for p in dict.fromkeys(positions) if p in found]
+
+
+def answer_rows(answer: tuple) -> dict:
+    """Every row of :func:`read_positions`'s ``answer``, by position."""
     parts, rows = answer[0], answer[1]  # (a store before the archive's position answered two)
     found = {row[2]: row for row in keys.part_rows(parts)}
     for row in rows:
         found[row[2]] = row
-    for row in archived:
-        found[row[2]] = row
-    return [found[p] for p in dict.fromkeys(positions) if p in found]
+    return found
 
 
 def archive_dropped_of(answer: tuple) -> int:

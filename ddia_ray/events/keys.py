@@ -5,11 +5,11 @@ Theory of operation
 Every row starts with one tag byte, so the kinds of row never interleave::
 
     g                                  -> next $all position (the global sequence)
-    h <stream>                         -> the stream's head: last version, deletion, metadata
+    h <stream>                         -> the stream's head: last version, deletion, metadata, and
+                                          its recent appends (a retry under ``any`` is checked there)
     s <stream> 00 <last version: u64 BE> -> a chunk: the events of one append (:class:`Chunk`)
     b <last position: u64 BE>          -> (first position, stream, chunk's last version): $all, in
                                           commit order, one row per chunk
-    i <event id>                       -> (stream, version, position): idempotent appends
     c <category> 00 <last position: u64 BE> -> (first position, stream, chunk's last version): the
                                           category index ($ce-<category>), one row per chunk
     t <type> 00 <last position: u64 BE> -> (positions, stream, chunk's last version, chunk's last
@@ -33,8 +33,9 @@ in version order, ``$all`` in position order) and never change, so one row holds
 them all, as columns. A row costs the same to write whatever its size (the
 memtable insert, the flush to an SSTable, the entry it travels in: measured as
 over half of a member's time with one row per event, docs/events.md), so an
-append of 100 events writes 1 row per event (its ``i`` row, which a lookup by
-id needs) plus a handful per append, where it wrote 5 per event before. ``$all``
+append of 100 events writes a handful of rows, whatever its size, where it wrote
+5 per event at first and then 1 (an event id's row, gone since idempotency is
+checked by place: :mod:`.procedures`). ``$all``
 is a ``b`` row per chunk: a page of 1,000 events appended 100 at a time is 10
 rows to scan and unpack, and a position is found with one seek (the first ``b``
 row at or after it: :func:`chunk_holding`), by a query's scan or a procedure's
@@ -58,7 +59,7 @@ with a clear error.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from itertools import compress
 
 import msgpack
 
@@ -66,50 +67,24 @@ from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
 
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_holding", "ChunkFinder",
-           "scan_seek", "id_key",
+           "scan_seek",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
-           "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack", "pack_prefix",
-           "int_field", "u64", "next_position", "part_rows"]
+           "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack",
+           "u64", "next_position", "part_rows"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
 GLOBAL = b"g"
 #: The rows' value format (:class:`~ddia_ray.replication.row_format.RowFormat`): ``pack`` writes it,
 #: ``unpack`` reads it back or refuses a row of another format.
-# Format 4: the chunked layout above, $all a row per chunk (``b``); format 3 had an ``a`` row per
-# event besides, format 2 no ``b`` rows, format 1 a row per event and per index entry.
-_ROWS = RowFormat(4, "an event store")
+# Format 5: the chunked layout above, $all a row per chunk (``b``), no row per event id, a head
+# that lists its recent appends; format 4 had an ``i`` row per event id and a head without them,
+# format 3 an ``a`` row per event besides, format 2 no ``b`` rows, format 1 a row per event and
+# per index entry.
+_ROWS = RowFormat(5, "an event store")
 pack = _ROWS.pack
 unpack = _ROWS.unpack
 _END = b"\x01"  # sorts after a name's 00 terminator: the end of the name's range
-
-
-def pack_prefix(n: int, *leading: Any) -> bytes:
-    """The first bytes of ``pack(*leading, *rest)`` for a row of ``n`` fields: ``prefix +
-    b"".join(map(int_field, rest))`` is that row, byte for byte, when ``rest`` are ints. An
-    append writes two such rows per event that differ only in their last ints, and building
-    them so costs about a quarter of :func:`pack` (which every member pays, as it runs the append)."""
-    if not 0 <= len(leading) <= n < 15:
-        raise ValueError(f"a row prefix of {len(leading)} of {n} fields")
-    # A msgpack fixarray header (0x90 | length) then the elements, as codec.encode writes a tuple.
-    return bytes((0x90 | (n + 1),)) + b"".join(msgpack.packb(x, use_bin_type=True) for x in (_ROWS.number, *leading))
-
-
-_U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
-
-
-def int_field(x: int) -> bytes:
-    """One int field (0 <= x < 2**64) of a row built on :func:`pack_prefix`: msgpack's encoding of
-    ``x`` (its smallest form, as msgpack writes it)."""
-    if x < 128:
-        return _U8.pack(x)
-    if x < 1 << 8:
-        return b"\xcc" + _U8.pack(x)
-    if x < 1 << 16:
-        return b"\xcd" + _U16.pack(x)
-    if x < 1 << 32:
-        return b"\xce" + _U32.pack(x)
-    return b"\xcf" + _U64.pack(x)
 
 
 def next_position(get) -> int:
@@ -206,11 +181,6 @@ def position_of(key: bytes) -> int:
     return _U64.unpack_from(key, len(key) - 8)[0]
 
 
-def id_key(event_id: str) -> bytes:
-    """The idempotency row of an event id."""
-    return b"i" + event_id.encode()
-
-
 def category_of(stream: str) -> str:
     """The category of ``stream``: its name up to the first ``-``."""
     return stream.split("-", 1)[0]
@@ -250,6 +220,9 @@ def model_key(projection: str, key: bytes) -> bytes:
 def model_range(projection: str) -> tuple[bytes, bytes]:
     """``[start, end)`` of a projection's read model."""
     return b"r" + projection.encode() + b"\x00", b"r" + projection.encode() + _END
+
+
+_TYPE_PASSES = 8  # distinct types up to which type_positions makes a pass per type
 
 
 class Chunk:
@@ -322,10 +295,18 @@ class Chunk:
         return (self.first_position + j, self.ids[j], self.types[j], self.datas[j], self.metas[j], self.created_ms)
 
     def type_positions(self) -> dict:
-        """The positions of each event type in the chunk, in position order (the ``t`` index rows)."""
+        """The positions of each event type in the chunk, in position order (the ``t`` index rows),
+        the types in the order they first appear."""
+        types, first = self.types, self.first_position
+        kinds = dict.fromkeys(types)
+        positions = range(first, first + len(types))
+        if len(kinds) == 1:  # the usual append: one type (an aggregate's command, a bulk load)
+            return {types[0]: list(positions)}
+        if len(kinds) <= _TYPE_PASSES:  # a C-level pass per type beats a Python step per event
+            return {t: list(compress(positions, map(t.__eq__, types))) for t in kinds}
         out: dict = {}
-        for j, t in enumerate(self.types):
-            out.setdefault(t, []).append(self.first_position + j)
+        for p, t in zip(positions, types):
+            out.setdefault(t, []).append(p)
         return out
 
     def slice(self, lo: int, hi: int) -> "Chunk":

@@ -33,11 +33,12 @@ class LocalBackend:
         self.state = MapState()
         self._lock = threading.Lock()
 
-    def call_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
-        """Run procedure ``name`` as one log entry; the future holds its result or its refusal."""
+    def call_nowait(self, name: str, args: Any, *, checked: bool = False) -> concurrent.futures.Future:
+        """Run procedure ``name`` as one log entry; the future holds its result or its refusal
+        (``checked``: as :func:`~ddia_ray.replication.procedures.call_op` takes it)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            ops, results = self.state.decide((call_op(name, args),))
+            ops, results = self.state.decide((call_op(name, args, checked=checked),))
             self.state.apply(self.state.applied + 1, ops)
         try:
             fut.set_result(result_or_raise(results[0]))

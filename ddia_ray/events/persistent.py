@@ -11,7 +11,10 @@ a nack for each event that raised (retry by default, so a failing event is
 retried until ``max_retries`` and then parked with the handler's error as the
 reason) at once, and an ack for the events handled together with the next pull,
 in one procedure call (``events.group_ack_pull``: one commit per batch, not two),
-or on the way out of :meth:`PersistentSubscription.run`. A consumer that dies mid-batch settles
+or on the way out of :meth:`PersistentSubscription.run`. While that call commits, a
+consumer going through consecutive positions reads the ones it expects next (the
+read ahead: one round trip less per batch when the guess is right; the positions
+it missed are read after, so a wrong guess costs a read, never an event). A consumer that dies mid-batch settles
 nothing: its events time out after the group's ``ack_timeout`` and go to another
 consumer. Delivery is therefore at least once and unordered across consumers; a
 handler must tolerate seeing an event again (make it idempotent, or record what it
@@ -27,12 +30,13 @@ from typing import Any, Callable
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
-from .consumer_groups import _runs, archive_dropped_of, passes, positions_rows
+from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows
 from .records import RecordedEvent, recorded_event
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
 
 _RETRIED = (CallTimeoutError, ActorUnavailableError, MessageDroppedError)
+_GUESS_PAUSE = 8  # batches a consumer pulls without guessing after a guess that missed
 
 
 def _now_ms() -> int:
@@ -96,6 +100,8 @@ class PersistentSubscription:
         self.retry_s = positive("retry_s", retry_s)
         self.handled = self.failed = self.redelivered = self.retries = 0
         self.filtered = 0  # archived events handed out that the group's filter leaves out: acked unhandled
+        self.read_ahead = 0  # batches whose events were read while their pull committed (see run)
+        self._guess_pause = 0  # batches to pull before guessing again
         self._group_filter: tuple | None = None  # the group's (kind, prefix), read when first needed
         self._clock = clock  # milliseconds since the epoch: the group's deadlines are on the consumers' clocks
         self._stop = threading.Event()
@@ -110,25 +116,59 @@ class PersistentSubscription:
         return self._events(self.client.call(
             "events.group_pull", (self.group, self.consumer, self.batch, self._clock())))
 
-    def ack_and_pull(self, positions) -> list[tuple[RecordedEvent, int]]:
+    def ack_and_pull(self, positions, *, guess: tuple = ()) -> list[tuple[RecordedEvent, int]]:
         """:meth:`ack` ``positions`` and :meth:`pull` in one write (one commit in the store's log rather
-        than two): what :meth:`run` does after each batch."""
+        than two): what :meth:`run` does after each batch. ``guess``: positions the pull will likely
+        hand out, read while the write commits (see :meth:`run`); a wrong guess costs a read."""
+        ahead = self.client.backend.query_nowait("events.read_positions", (guess,)) if guess else None
         _, handed = self.client.call(
             "events.group_ack_pull", (self.group, tuple(positions), self.consumer, self.batch, self._clock()))
-        return self._events(handed)
+        return self._events(handed, ahead)
 
-    def _events(self, handed: tuple) -> list[tuple[RecordedEvent, int]]:
+    def _events(self, handed: tuple, ahead: Any = None) -> list[tuple[RecordedEvent, int]]:
         if not handed:
             return []
         attempts = dict(handed)
         positions = tuple(p for p, _ in handed)
-        answer = self.client.query("events.read_positions", (positions,))
-        dropped = archive_dropped_of(answer)
-        archived: list = []
-        if dropped and positions and min(positions) < dropped:
-            archived = self._archived(sorted(p for p in set(positions) if p < dropped), dropped)
-        rows = positions_rows(positions, answer, archived)
-        return [(recorded_event(*r), attempts[r[2]]) for r in rows]
+        have = self._read_ahead(ahead)
+        todo = tuple(p for p in positions if p not in have) if have else positions
+        if ahead is not None and len(todo) > len(positions) // 2:
+            self._guess_pause = _GUESS_PAUSE  # the guess missed most of the batch
+        if todo:
+            answer = self.client.query("events.read_positions", (todo,))
+            dropped = archive_dropped_of(answer)
+            archived: list = []
+            if dropped and min(todo) < dropped:
+                archived = self._archived(sorted(p for p in set(todo) if p < dropped), dropped)
+            for r in positions_rows(todo, answer, archived):
+                have[r[2]] = r
+        return [(recorded_event(*have[p]), attempts[p]) for p in dict.fromkeys(positions) if p in have]
+
+    def _guess(self, handled: list) -> tuple:
+        """What the next pull will likely hand out, to read while it commits: the ``batch`` positions
+        after a full batch of consecutive ones (a group going through ``$all`` with no filter and
+        no retries, as a consumer catching up does). A consumer whose guesses miss (competing
+        consumers take turns, a filter skips positions) stops guessing for a while."""
+        if self._guess_pause:
+            self._guess_pause -= 1
+            return ()
+        n = len(handled)
+        if n < self.batch or n < 2 or handled[-1] - handled[0] != n - 1:
+            return ()
+        return tuple(range(handled[-1] + 1, handled[-1] + 1 + self.batch))
+
+    def _read_ahead(self, ahead: Any) -> dict:
+        """The rows a read ahead found, by position: the events stored live (one the archive
+        dropped is missing, and read again through :meth:`_archived`); {} if it failed or there
+        was none."""
+        if ahead is None:
+            return {}
+        try:
+            answer = ahead.result(self.client.timeout_s)
+        except Exception:  # noqa: BLE001 - a guess that failed costs only the read it was to save
+            return {}
+        self.read_ahead += 1
+        return answer_rows(answer)
 
     def _archived(self, positions: list, dropped: int) -> list:
         """The rows of archived ``positions`` (ascending, all below ``dropped``) that pass the group's
@@ -182,7 +222,7 @@ class PersistentSubscription:
         try:
             while not self._stop.is_set() and not done() and (deadline is None or time.monotonic() < deadline):
                 try:
-                    got = self.ack_and_pull(ok) if ok else self.pull()
+                    got = self.ack_and_pull(ok, guess=self._guess(ok)) if ok else self.pull()
                     ok = []
                 except _RETRIED:
                     # The store is failing over: its state is intact, ask again (acking twice is harmless;

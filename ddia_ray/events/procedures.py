@@ -15,13 +15,21 @@ arguments; the appender's clock arrives as an argument.
 ``events.append`` (``stream, expected, events, created_ms``):
 
 1. A tombstoned stream refuses every append (:class:`~ddia_ray.errors.StreamDeletedError`).
-2. If the batch's event ids were written before, the append is a retry: when
-   they are the same events in the same order at consecutive versions of the
-   same stream (and an exact expected version names the version before the
-   first), the answer is the first one's and nothing is written; any other
-   overlap is :class:`~ddia_ray.errors.DuplicateEventIdError`. The id rows are
-   kept as long as the events, so a retry is recognised however late it comes
-   (EventStoreDB only remembers recent ids).
+2. If the batch repeats an append the stream holds, the append is a retry: the
+   answer is the first one's and nothing is written. What is compared is the
+   place the retry names, as EventStoreDB does it (its idempotency by expected
+   version): with an exact expected version ``E`` (or ``no_stream``, -1), the
+   stored append that starts at version ``E + 1``; with ``any`` or
+   ``stream_exists`` (and ``no_stream``, whose stream may have been recreated
+   after a soft delete, past version 0), the stream's last
+   :data:`RECENT_APPENDS` appends, which the head row lists by first id
+   (EventStoreDB keeps an in-memory cache of recent ids for this; ours is in
+   the replicated head, so it survives a failover). A batch whose first id
+   names one of those places but that is not the same ids in the same order is
+   :class:`~ddia_ray.errors.DuplicateEventIdError`. Ids are not unique across
+   the store: keeping a row per event id forever cost a row write and a lookup
+   per event on every member, over half of an append's work (docs/events.md,
+   "Idempotency by place").
 3. The expected version is checked against the stream's last version (-1 when
    it has no event or was soft-deleted); a mismatch writes nothing and answers
    :class:`~ddia_ray.errors.WrongExpectedVersionError` with the actual version.
@@ -40,8 +48,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import (DuplicateEventIdError, InvalidArgumentError, ProjectionConflictError, StreamDeletedError,
-                      WrongExpectedVersionError)
+from ..errors import (CorruptRecordError, DuplicateEventIdError, InvalidArgumentError, ProjectionConflictError,
+                      StreamDeletedError, WrongExpectedVersionError)
 from ..replication.procedures import procedure, query
 from ..replication.records import DELETE, DELETE_RANGE, PUT
 from . import keys
@@ -57,27 +65,38 @@ MAX_PAGE_ROWS = 4096
 #: Rows a filtered read looks at before it answers (with where to go on), so a filter that matches
 #: nothing never makes one call read the whole log.
 MAX_SCAN_ROWS = 16_384
+#: Appends per stream a retry under ``any`` or ``stream_exists`` is recognised among: the head row
+#: lists their first ids (a retry with an exact expected version is checked at its place instead).
+RECENT_APPENDS = 8
 
 
 class Head:
     """A stream's head row: its last version and its deletion and retention settings."""
 
     __slots__ = ("last", "deleted", "tombstoned", "truncate_before", "max_count", "max_age_ms", "custom",
-                 "meta_version")
+                 "meta_version", "recent")
 
     def __init__(self, row: bytes | None):
         if row is None:
             self.last, self.deleted, self.tombstoned = -1, False, False
             self.truncate_before = self.max_count = self.max_age_ms = self.custom = None
             self.meta_version = -1
+            self.recent: tuple = ()
         else:
             (self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count, self.max_age_ms,
-             self.custom, self.meta_version) = unpack(row, 8, "stream head")
+             self.custom, self.meta_version, self.recent) = unpack(row, 9, "stream head")
+            if type(self.recent) is not tuple or not all(type(r) is tuple and len(r) == 2 for r in self.recent):
+                raise CorruptRecordError("an event store stream head lists its recent appends as pairs")
 
     def row(self) -> bytes:
         """This head as its row value."""
         return pack(self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count,
-                    self.max_age_ms, self.custom, self.meta_version)
+                    self.max_age_ms, self.custom, self.meta_version, self.recent)
+
+    def remember(self, first_id: str, last_version: int) -> None:
+        """Record an append (its first event's id and its last version) among the stream's
+        :data:`RECENT_APPENDS` latest, which a retry under ``any`` is recognised among."""
+        self.recent = (*self.recent[1 - RECENT_APPENDS:], (first_id, last_version))
 
     @property
     def actual(self) -> int:
@@ -136,26 +155,19 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
     head = Head(get(keys.head_key(stream)))
     if head.tombstoned:
         raise StreamDeletedError(f"stream {stream!r} is deleted for good (tombstoned)", stream=stream)
-    id_keys = tuple(map(keys.id_key, ids))
-    many = getattr(get, "many", None)  # decide's batched read (replication/state.py); else one by one
-    seen = many(id_keys) if many is not None else [get(k) for k in id_keys]
-    if any(v is not None for v in seen):
-        return (), _retried(stream, expected, events, seen)
+    if ids and head.last >= 0:
+        first = _retried(get, stream, expected, ids, head)
+        if first is not None:
+            return (), first
     _check_expected(stream, expected, head)
     if not events:
         return (), (stream, -1, head.actual, -1, -1)
     n = len(events)
     first_version, first_position = head.last + 1, keys.next_position(get)
     last_version, last_position = first_version + n - 1, first_position + n - 1
-    # One chunk row holds the events (keys.py: why chunks); the per-event row is the one a lookup
-    # by id needs (retries).
+    # One chunk row holds the events (keys.py: why chunks).
     chunk = keys.Chunk(first_version, first_position, created_ms, ids, types, datas, metas)
     ops = [(PUT, keys.chunk_key(stream, last_version), chunk.row())]
-    # The id row is (stream, version, position): built from one packed prefix (keys.pack_prefix),
-    # the same bytes as pack() writes.
-    prefix, int_field = keys.pack_prefix(3, stream), keys.int_field
-    versions, positions = range(first_version, last_version + 1), range(first_position, last_position + 1)
-    ops += [(PUT, key, prefix + int_field(v) + int_field(p)) for key, v, p in zip(id_keys, versions, positions)]
     chunk_pointer = pack(first_position, stream, last_version)
     ops.append((PUT, keys.page_key(last_position), chunk_pointer))
     ops.append((PUT, keys.category_key(keys.category_of(stream), last_position), chunk_pointer))
@@ -164,25 +176,46 @@ def append(get, args: Any) -> tuple[tuple, tuple]:
                     pack(tuple(positions), stream, last_version, last_position)))
     head.last = last_version
     head.deleted = False  # an append brings a soft-deleted stream back, after its old events
+    head.remember(ids[0], last_version)
     ops.append((PUT, keys.head_key(stream), head.row()))
     ops.append((PUT, keys.GLOBAL, pack(last_position + 1)))
     return tuple(ops), (stream, first_version, last_version, first_position, last_position)
 
 
-def _retried(stream: str, expected: Any, events: tuple, seen: list) -> tuple:
-    """The first answer of an append whose ids were all written by it, at the place it asks for."""
-    places = []
-    for e, row in zip(events, seen):
-        if row is None:
-            raise DuplicateEventIdError(f"some ids of this append were written before (e.g. by another append) "
-                                        f"and {e[0]!r} was not: a retry repeats its whole batch", event_id=e[0])
-        places.append(unpack(row, 3, "event id"))
-    s0, v0, p0 = places[0]
-    consecutive = all(p == (stream, v0 + i, p0 + i) for i, p in enumerate(places))
-    if s0 != stream or not consecutive or (type(expected) is int and v0 != expected + 1):
-        raise DuplicateEventIdError(f"event id {events[0][0]!r} was written as {s0!r} version {v0}, not as this "
-                                    f"append to {stream!r} with expected version {expected!r}", event_id=events[0][0])
-    return (stream, v0, v0 + len(events) - 1, p0, p0 + len(events) - 1)
+def _retried(get, stream: str, expected: Any, ids: tuple, head: Head) -> tuple | None:
+    """The first answer of the append that ``ids`` repeat at the place ``expected`` names (see the
+    module docstring), or None if they repeat none there."""
+    if type(expected) is int or expected == NO_STREAM:
+        version = (-1 if expected == NO_STREAM else expected) + 1
+        if version <= head.last:  # else nothing is stored at that place yet: not a retry
+            found = get.seek(keys.chunk_key(stream, version), keys.stream_range(stream)[1])
+            chunk = keys.Chunk.of(found[1]) if found is not None else None
+            if chunk is not None and chunk.first_version == version:
+                if chunk.ids == ids:
+                    return _answer(stream, chunk)
+                if chunk.ids[0] == ids[0]:
+                    raise _not_that_append(stream, chunk, ids)
+        if expected != NO_STREAM:
+            return None  # the place holds other events: the expected version is what is wrong
+        # A stream recreated after a soft delete starts past version 0: its first append is
+        # recognised among the recent ones, as an ``any`` append is.
+    last = next((v for first_id, v in reversed(head.recent) if first_id == ids[0]), None)
+    row = get(keys.chunk_key(stream, last)) if last is not None else None
+    if row is None:
+        return None  # not a recent append (or dropped by an archive since): not recognised
+    chunk = keys.Chunk.of(row)
+    if chunk.ids != ids:
+        raise _not_that_append(stream, chunk, ids)
+    return _answer(stream, chunk)
+
+
+def _answer(stream: str, chunk: keys.Chunk) -> tuple:
+    return (stream, chunk.first_version, chunk.last_version, chunk.first_position, chunk.last_position)
+
+
+def _not_that_append(stream: str, chunk: keys.Chunk, ids: tuple) -> DuplicateEventIdError:
+    return DuplicateEventIdError(f"event id {ids[0]!r} starts the append at {stream!r} version {chunk.first_version}, "
+                                 f"which holds other ids: a retry repeats its whole batch", event_id=ids[0])
 
 
 @procedure("events.set_metadata")

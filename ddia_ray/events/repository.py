@@ -21,8 +21,8 @@ writer appended in between, the store refuses with
 :class:`~ddia_ray.errors.WrongExpectedVersionError` and writes nothing: optimistic concurrency, as
 pyeventsourcing and EventStoreDB do it. The pending events stay pending until an append succeeds,
 and their ids were fixed when they were recorded, so a save whose answer was lost (a timeout) can
-be called again: the store recognises the ids and answers the first append's result, writing
-nothing twice.
+be called again: the store finds those ids at the version the save names and answers the first
+append's result, writing nothing twice.
 
 **Snapshots**, with ``snapshot_every=N``: a save whose events cross a multiple of N events (the
 stream's event count goes from below k*N to k*N or more) then keeps the state at the new version.

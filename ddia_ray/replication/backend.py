@@ -46,9 +46,10 @@ class ProcedureBackend:
         self.client = client
         self.read = read
 
-    def call_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
-        """Run procedure ``name`` in the store's log; the future holds its result or its refusal."""
-        inner = self.client.submit_ops((call_op(name, args),), single=True)
+    def call_nowait(self, name: str, args: Any, *, checked: bool = False) -> concurrent.futures.Future:
+        """Run procedure ``name`` in the store's log; the future holds its result or its refusal
+        (``checked``: as :func:`~.procedures.call_op` takes it)."""
+        inner = self.client.submit_ops((call_op(name, args, checked=checked),), single=True)
         outer: concurrent.futures.Future = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future) -> None:
