@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from ddia_ray import codec
 from ddia_ray.errors import (CodecError, CorruptRecordError, DuplicateEventIdError, InvalidArgumentError,
                              WrongExpectedVersionError)
-from ddia_ray.events import consumer_groups, keys, procedures
+from ddia_ray.events import consumer_groups, keys, procedures, queries
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
 from ddia_ray.events.records import NO_STREAM, STREAM_EXISTS, EventData, RecordedEvent
@@ -124,7 +124,7 @@ def test_a_retry_is_recognised_at_the_place_it_names():
     batch = [EventData("a", "A", b"1"), EventData("b", "A", b"2")]
     first = client.append("user-1", batch, NO_STREAM)
     later = client.append("user-1", [EventData("c", "A", b"3")], 1)
-    for i in range(3 * procedures.RECENT_APPENDS):
+    for i in range(3 * keys.RECENT_APPENDS):
         client.append("user-1", [EventData(f"x{i}", "B", b"")])
     kept = dict(client.backend.state.data)
     # An exact expected version names the place: recognised however late, nothing written.
@@ -144,7 +144,7 @@ def test_a_retry_under_any_is_recognised_among_the_streams_recent_appends():
     client = _client()
     batch = [EventData("a", "A", b"1"), EventData("b", "A", b"2")]
     first = client.append("user-1", batch)
-    for i in range(procedures.RECENT_APPENDS - 1):
+    for i in range(keys.RECENT_APPENDS - 1):
         client.append("user-1", [EventData(f"x{i}", "B", b"")])
         client.append("order-1", [EventData(f"o{i}", "B", b"")])  # other streams' appends do not count
     kept = dict(client.backend.state.data)
@@ -157,14 +157,14 @@ def test_a_retry_under_any_is_recognised_among_the_streams_recent_appends():
     # unique across the store; docs/events.md says so).
     client.append("user-1", [EventData("y", "B", b"")])
     again = client.append("user-1", batch)
-    assert again.first_version == first.next_expected_version + procedures.RECENT_APPENDS + 1
+    assert again.first_version == first.next_expected_version + keys.RECENT_APPENDS + 1
     assert [e.id for e in client.read_stream("user-1")].count("a") == 2
 
 
 def test_a_head_row_whose_recent_appends_are_damaged_is_refused():
     client = _client()
     client.append("user-1", [EventData("a", "A", b"")])
-    head = procedures.Head(client.backend.state.data[keys.head_key("user-1")])
+    head = keys.Head(client.backend.state.data[keys.head_key("user-1")])
     assert head.recent == (("a", 0),)
     for damaged in ((("a",),), ["a", 0], (("a", 0), 5)):
         head.recent = damaged
@@ -246,17 +246,17 @@ def test_a_page_that_takes_a_few_events_of_a_big_chunk_ships_only_those():
     client.append("big-1", [EventData(f"e{i}", TYPES[i % 3], b"x" * 50) for i in range(1000)])
     state = client.backend.state
     body = state.get(keys.chunk_key("big-1", 999))
-    parts, nxt, at_end = procedures.read_all_packed(state, (500, False, 10, None, ""))
+    parts, nxt, at_end = queries.read_all_packed(state, (500, False, 10, None, ""))
     assert (nxt, at_end) == (510, False) and len(parts) == 1
     stream, lo, hi, sent = parts[0]
     assert (stream, lo, hi) == ("big-1", 500, 509) and len(sent) < len(body) // 50
     assert [r[3] for r in keys.part_rows(parts)] == [f"e{i}" for i in range(500, 510)]
     # Most of a chunk: its stored bytes as they are, not decoded and packed again.
-    parts, _, _ = procedures.read_all_packed(state, (100, False, 1000, None, ""))
+    parts, _, _ = queries.read_all_packed(state, (100, False, 1000, None, ""))
     assert [p[3] for p in parts] == [body]
     assert [r[2] for r in keys.part_rows(parts)] == list(range(100, 1000))
     # A type filter keeps the page's matches, and the reader applies it inside the part.
-    parts, nxt, _ = procedures.read_all_packed(state, (0, False, 5, "type", "B"))
+    parts, nxt, _ = queries.read_all_packed(state, (0, False, 5, "type", "B"))
     assert [r[2] for r in keys.part_rows(parts, "B")] == [1, 4, 7, 10, 13] and nxt == 14
 
 

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ddia_ray.events import keys, procedures
+from ddia_ray.events import keys, queries
 from ddia_ray.events.simulation import EventStoreViolation, simulate
 from service_seeds import assert_replays_exactly, run_service_seeds
 
@@ -44,13 +44,13 @@ def test_the_checks_catch_a_gap_in_all(monkeypatch):
 
 
 def test_the_checks_catch_a_lost_filtered_event(monkeypatch):
-    real = procedures._all_forward
+    real = queries._all_forward
 
     def lossy(state, pos, end, limit, kind, prefix):  # drops the last chunk of a filtered page
         parts, nxt = real(state, pos, end, limit, kind, prefix)
         return (parts[:-1] if kind and len(parts) > 1 else parts), nxt
 
-    monkeypatch.setattr(procedures, "_all_forward", lossy)
+    monkeypatch.setattr(queries, "_all_forward", lossy)
     with pytest.raises(EventStoreViolation):
         for seed in range(20):
             simulate(seed)

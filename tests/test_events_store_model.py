@@ -13,7 +13,7 @@ from ddia_ray.errors import (DuplicateEventIdError, InvalidArgumentError, Stream
                              WrongExpectedVersionError)
 from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.local import LocalBackend
-from ddia_ray.events.procedures import RECENT_APPENDS
+from ddia_ray.events.keys import RECENT_APPENDS
 from ddia_ray.events.records import ANY, NO_STREAM, STREAM_EXISTS, EventData, StreamMetadata
 from ddia_ray.replication.state import MapState
 

@@ -57,7 +57,8 @@ from ..replication.records import DELETE, PUT
 from . import keys
 from .archive_files import FILE_ROWS_MAX, ArchiveFile, ArchiveReader, encode_file, filtered, rows_of, schema
 from .keys import pack, unpack
-from .procedures import Head, packed_flag, read_all, read_all_packed, read_index, read_stream
+from .keys import Head
+from .queries import packed_flag, read_all, read_all_packed, read_index, read_stream
 from .records import check_stream
 
 __all__ = ["ArchiveRun", "archive", "archive_dataset", "archive_ray_dataset", "committed_files",
@@ -233,7 +234,7 @@ def _drop_chunk(stream: str, last: int, chunk: keys.Chunk, end: int) -> list:
 
 @query("events.archive_read_stream")
 def archive_read_stream(state, args: Any) -> tuple:
-    """:func:`~.procedures.read_stream` plus what a reader needs to take archived versions from the
+    """:func:`~.queries.read_stream` plus what a reader needs to take archived versions from the
     archive: ``(found, last, rows, first live version, first visible version, max_age_ms)``. The
     first live version is 0 for a stream with nothing archived (one empty one-row scan)."""
     found, last, rows = read_stream(state, args[:5])  # rows, not packed: the reader merges them with the archive's
@@ -250,11 +251,11 @@ def archive_read_stream(state, args: Any) -> tuple:
 
 @query("events.archive_read_all")
 def archive_read_all(state, args: Any) -> tuple:
-    """:func:`~.procedures.read_all` where it is live: ``(page or None, dropped_upto, url, next position)``.
+    """:func:`~.queries.read_all` where it is live: ``(page or None, dropped_upto, url, next position)``.
     None says the page starts below ``dropped_upto``: the reader takes it from the archive. A
     backward page that reached the archived positions stops just above them. With a sixth
     argument ``packed`` True (forward pages only), the page's events come as chunk parts
-    (:func:`~.procedures.read_all_packed`)."""
+    (:func:`~.queries.read_all_packed`)."""
     args, packed = packed_flag(args, "an $all page is asked with (from position, backward, page, kind, prefix"
                                      "[, packed])")
     from_position, backward = args[0], args[1]
@@ -271,7 +272,7 @@ def archive_read_all(state, args: Any) -> tuple:
 
 @query("events.archive_read_index")
 def archive_read_index(state, args: Any) -> tuple:
-    """:func:`~.procedures.read_index` where it is live: ``(page or None, dropped_upto, url)``."""
+    """:func:`~.queries.read_index` where it is live: ``(page or None, dropped_upto, url)``."""
     _, dropped, url = _head(state.get)
     if type(args[2]) is int and 0 <= args[2] < dropped:
         return (None, dropped, url)
@@ -384,7 +385,7 @@ def _drop(client: Any, upto: int, timeout_s: float | None) -> int:
 
 def _live(client: Any, first: int, last: int, timeout_s: float | None) -> list:
     """``$all`` rows ``first..last``, read live (none is dropped yet: they are not archived)."""
-    from .procedures import MAX_PAGE_ROWS
+    from .queries import MAX_PAGE_ROWS
 
     rows: list = []
     while len(rows) < last - first + 1:

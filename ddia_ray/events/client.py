@@ -11,7 +11,7 @@ about a millisecond, and the store's client packs every write that waits into
 one log entry (each append stays atomic on its own, and one append's refusal does
 not touch the others in its entry).
 
-Reads come back in pages (at most :data:`~.procedures.MAX_PAGE_ROWS` events per
+Reads come back in pages (at most :data:`~.queries.MAX_PAGE_ROWS` events per
 call); the iterators here read on from where a page ended. A stream read is one
 query that reads the stream's head and its events on one replica, at one
 position of the log, so the retention it applies and the events it returns agree.
@@ -308,7 +308,7 @@ class EventStoreClient(ProcedureClient):
         a function of an optional ``timeout_s`` that waits for the page and returns it (what lets a
         subscription ask for its next page while its consumer handles this one)."""
         from .archive import archived_all_page
-        from .procedures import MAX_PAGE_ROWS, MAX_SCAN_ROWS
+        from .queries import MAX_PAGE_ROWS, MAX_SCAN_ROWS
 
         if type(page) is not int or page < 1:
             raise InvalidArgumentError(f"a page is an int >= 1, got {page!r}")
@@ -353,7 +353,7 @@ class EventStoreClient(ProcedureClient):
                 rows, position, at_end = live
             else:  # below the archive's dropped_upto: the index rows are gone, the archive filters
                 from .archive import archived_all_page
-                from .procedures import MAX_SCAN_ROWS
+                from .queries import MAX_SCAN_ROWS
 
                 rows, position, at_end = archived_all_page(
                     self, self.archive_reader(url, timeout_s=timeout_s), position, backward=False, page=n,

@@ -40,7 +40,7 @@ from ..replication.procedures import procedure, query
 from ..replication.records import DELETE, DELETE_RANGE, PUT
 from . import keys
 from .keys import pack, unpack
-from .procedures import _all_forward, _bodies
+from .queries import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
            "group_info", "group_parked", "read_positions", "positions_rows", "answer_rows", "archive_dropped_of",
@@ -411,7 +411,7 @@ def group_parked(state, args: Any) -> tuple:
 def read_positions(state, args: Any) -> tuple:
     """The events at ``positions`` (removed ones left out) as ``(parts, rows, dropped_upto)``: the
     runs of consecutive positions as chunk parts (:func:`~.keys.part_rows`), the others as rows like
-    :func:`~.procedures.read_all`'s, and the archive's ``dropped_upto`` (positions below it are read
+    :func:`~.queries.read_all`'s, and the archive's ``dropped_upto`` (positions below it are read
     from the archive: :meth:`~.persistent.PersistentSubscription.pull`). :func:`positions_rows` puts
     the rows back in the order asked."""
     (positions,) = args

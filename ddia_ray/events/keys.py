@@ -70,7 +70,7 @@ __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_ho
            "scan_seek",
            "category_key", "type_key", "snapshot_key", "checkpoint_key", "model_key", "model_range", "index_range",
            "category_of", "position_of", "page_key", "page_range", "version_of", "pack", "unpack",
-           "u64", "next_position", "part_rows"]
+           "u64", "next_position", "part_rows", "Head", "RECENT_APPENDS", "checkpoint_of"]
 
 _U64 = struct.Struct(">Q")
 u64 = _U64.pack
@@ -220,6 +220,58 @@ def model_key(projection: str, key: bytes) -> bytes:
 def model_range(projection: str) -> tuple[bytes, bytes]:
     """``[start, end)`` of a projection's read model."""
     return b"r" + projection.encode() + b"\x00", b"r" + projection.encode() + _END
+
+
+#: Appends per stream a retry under ``any`` or ``stream_exists`` is recognised among: the head row
+#: lists their first ids (a retry with an exact expected version is checked at its place instead).
+RECENT_APPENDS = 8
+
+
+class Head:
+    """A stream's head row: its last version and its deletion and retention settings."""
+
+    __slots__ = ("last", "deleted", "tombstoned", "truncate_before", "max_count", "max_age_ms", "custom",
+                 "meta_version", "recent")
+
+    def __init__(self, row: bytes | None):
+        if row is None:
+            self.last, self.deleted, self.tombstoned = -1, False, False
+            self.truncate_before = self.max_count = self.max_age_ms = self.custom = None
+            self.meta_version = -1
+            self.recent: tuple = ()
+        else:
+            (self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count, self.max_age_ms,
+             self.custom, self.meta_version, self.recent) = unpack(row, 9, "stream head")
+            if type(self.recent) is not tuple or not all(type(r) is tuple and len(r) == 2 for r in self.recent):
+                raise CorruptRecordError("an event store stream head lists its recent appends as pairs")
+
+    def row(self) -> bytes:
+        """This head as its row value."""
+        return pack(self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count,
+                    self.max_age_ms, self.custom, self.meta_version, self.recent)
+
+    def remember(self, first_id: str, last_version: int) -> None:
+        """Record an append (its first event's id and its last version) among the stream's
+        :data:`RECENT_APPENDS` latest, which a retry under ``any`` is recognised among."""
+        self.recent = (*self.recent[1 - RECENT_APPENDS:], (first_id, last_version))
+
+    @property
+    def actual(self) -> int:
+        """The version an expected version is checked against (-1: no event, or soft-deleted)."""
+        return -1 if self.deleted else self.last
+
+    def first_visible(self) -> int:
+        """The first version reads may return (``truncate_before`` and ``max_count``)."""
+        first = self.truncate_before or 0
+        if self.max_count is not None:
+            first = max(first, self.last - self.max_count + 1)
+        return first
+
+
+def checkpoint_of(get, name: str) -> int:
+    """Where projection ``name`` is up to (0 before its first fold), read with ``get``."""
+    row = get(checkpoint_key(name))
+    return 0 if row is None else unpack(row, 1, "projection checkpoint")[0]
 
 
 _TYPE_PASSES = 8  # distinct types up to which type_positions makes a pass per type

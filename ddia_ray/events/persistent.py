@@ -175,7 +175,7 @@ class PersistentSubscription:
         filter, read from the archive a run of consecutive positions at a time; the others were handed
         out unfiltered (the pull cannot see an archived event's stream or type) and are acked here."""
         from .archive import archived_all_page
-        from .procedures import MAX_PAGE_ROWS, MAX_SCAN_ROWS
+        from .queries import MAX_PAGE_ROWS, MAX_SCAN_ROWS
 
         if self._group_filter is None:
             self._group_filter = tuple(ConsumerGroups(self.client).info(self.group)["filter"])

@@ -31,7 +31,8 @@ from ..codec import record
 from ..errors import InvalidArgumentError
 
 __all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "EventData", "RecordedEvent", "AppendResult", "StreamMetadata",
-           "check_stream", "check_expected", "event_data", "recorded_event", "MAX_EVENT_BYTES", "MAX_BATCH_EVENTS"]
+           "check_stream", "check_projection", "check_expected", "event_data", "recorded_event", "MAX_EVENT_BYTES",
+           "MAX_BATCH_EVENTS"]
 
 #: Append whatever the stream's version.
 ANY = "any"
@@ -57,6 +58,13 @@ def check_stream(stream: Any) -> str:
         raise InvalidArgumentError(f"stream names starting with '$' belong to the store ($all, $ce-...), got "
                                    f"{stream!r:.80}")
     return stream
+
+
+def check_projection(name: Any) -> str:
+    """``name`` if it can name a projection (a non-empty str without NUL, at most 256 characters)."""
+    if not isinstance(name, str) or not name or len(name) > 256 or "\x00" in name:
+        raise InvalidArgumentError(f"a projection's name is a non-empty str without NUL, got {name!r:.80}")
+    return name
 
 
 def check_expected(expected: Any) -> int | str:

@@ -190,7 +190,7 @@ def _group_state(state) -> dict | None:
 
 def _check(state, clients: list, shared: _Shared, report: EventSimReport) -> None:
     from .consumer_groups import group_parked
-    from .procedures import read_all
+    from .queries import read_all
 
     rows, position = [], 0
     while True:

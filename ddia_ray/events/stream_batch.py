@@ -8,7 +8,7 @@ on this project's 2-core VM a 100-event stream took 430-510 us to read, of which
 a bare query's round trip was 205-227 us (docs/events.md, "What it costs").
 Reading 200 aggregates one after another pays that 200 times. This query reads a
 batch of streams in one call, against one state of the replica, and answers each
-as ``events.read_stream`` answers one packed page (:func:`~.procedures.stream_page`):
+as ``events.read_stream`` answers one packed page (:func:`~.queries.stream_page`):
 so a reader pays a round trip per batch, and the per-stream work is the same.
 
 Bounded work per call: at most :data:`MAX_BATCH_STREAMS` streams, and a budget
@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..replication.procedures import query
-from .procedures import MAX_PAGE_ROWS, stream_page
+from .queries import MAX_PAGE_ROWS, stream_page
 
 __all__ = ["read_streams", "MAX_BATCH_STREAMS", "BATCH_EVENTS"]
 
