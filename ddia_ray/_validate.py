@@ -67,3 +67,11 @@ def at_least(name: str, value, low):
     if number(name, value) < low:
         raise ConfigError(f"{name} must be >= {low}, got {value!r}")
     return value
+
+
+def page_limit(limit, most: int) -> int:
+    """A read's ``limit`` (an int >= 1, else :class:`~ddia_ray.errors.InvalidArgumentError`), capped
+    at ``most``: what one page of a query may return."""
+    if type(limit) is not int or limit < 1:
+        raise InvalidArgumentError(f"a read's limit is an int >= 1, got {limit!r}")
+    return min(limit, most)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._validate import page_limit
 from ..errors import CompactedError, InvalidArgumentError
 from ..replication.procedures import query
 from . import keys
@@ -44,12 +45,6 @@ MAX_PAGE = 1000
 #: Rows a read looks at before it answers with where to go on (a prefix at a past revision skips keys
 #: absent then; a watch skips revisions that changed no watched key).
 MAX_SCAN = 4096
-
-
-def _limit(limit: Any) -> int:
-    if type(limit) is not int or limit < 1:
-        raise InvalidArgumentError(f"a read's limit is an int >= 1, got {limit!r}")
-    return min(limit, MAX_PAGE)
 
 
 @query("config.get")
@@ -73,7 +68,7 @@ def range_page(state, args: Any) -> tuple:
     """One page of the keys under ``prefix`` after key ``after`` ("": from the first) at ``revision``."""
     prefix, revision, after, limit = args
     check_prefix(prefix)
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE)
     if not isinstance(after, str):
         raise InvalidArgumentError("a range page starts after a key (a str, '' for the first page)")
     meta = read_meta(state.get)
@@ -130,7 +125,7 @@ def changes(state, args: Any) -> tuple:
         if not isinstance(ranges, tuple) or not all(isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str)
                                                     and isinstance(r[1], bool) for r in ranges):
             raise InvalidArgumentError("a watch feed's ranges are (key or prefix, is_prefix) pairs, or None")
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE)
     meta = read_meta(state.get)
     if start < meta.compacted:
         raise CompactedError(f"revision {start} was compacted: the oldest revision kept is {meta.oldest}",
@@ -174,7 +169,7 @@ def history(state, args: Any) -> tuple:
     """``key``'s newest ``limit`` changes, oldest first: kv rows (a delete's has value None, version 0)."""
     key, limit = args
     check_key(key)
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE)
     start, end = keys.rows_range(key)
     found, values = state.scan(start, end, limit)
     return tuple(history_row(key, keys.revision_of_row(k), v)[1] for k, v in reversed(list(zip(found, values))))
@@ -193,7 +188,7 @@ def leases(state, args: Any) -> tuple:
     after, limit = args
     if type(after) is not int or after < 0:
         raise InvalidArgumentError(f"a lease page starts after an id >= 0, got {after!r}")
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE)
     start, end = keys.lease_range(after)
     found, values = state.scan(start, end, limit)
     out = []

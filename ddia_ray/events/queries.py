@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._validate import page_limit
 from ..errors import InvalidArgumentError, StreamDeletedError
 from ..replication.procedures import query
 from . import keys
@@ -34,12 +35,6 @@ MAX_PAGE_ROWS = 4096
 MAX_SCAN_ROWS = 16_384
 
 
-def _limit(limit: Any) -> int:
-    if type(limit) is not int or limit < 1:
-        raise InvalidArgumentError(f"a read's limit is an int >= 1, got {limit!r}")
-    return min(limit, MAX_PAGE_ROWS)
-
-
 def _visible(head: Head, created_ms: int, now_ms: int) -> bool:
     return head.max_age_ms is None or created_ms >= now_ms - head.max_age_ms
 
@@ -53,7 +48,7 @@ def read_stream(state, args: Any) -> tuple:
     a chunk's stored bytes rather than a row per event to build, check and encode."""
     args, packed = packed_flag(args, "a stream page is asked with (stream, version, backward, page, now_ms[, packed])")
     stream, from_version, backward, limit, now_ms = args
-    return stream_page(state, stream, from_version, backward, _limit(limit), now_ms, packed)
+    return stream_page(state, stream, from_version, backward, page_limit(limit, MAX_PAGE_ROWS), now_ms, packed)
 
 
 def stream_page(state, stream: Any, from_version: Any, backward: bool, limit: int, now_ms: int,
@@ -194,7 +189,7 @@ def read_all_packed(state, args: Any) -> tuple:
 def _all_args(args: Any) -> tuple:
     """``(from position, backward, limit, kind, prefix)`` of a read of ``$all``, checked."""
     from_position, backward, limit, kind, prefix = args
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE_ROWS)
     if type(from_position) is not int or from_position < -1:
         raise InvalidArgumentError(f"a read starts at a position >= 0 (or -1: the end, backward), "
                                    f"got {from_position!r}")
@@ -277,7 +272,7 @@ def read_index(state, args: Any) -> tuple:
     """One page of the ``"category"`` or ``"type"`` index for ``name`` from ``from_position``
     forward: ``(rows, next position, at end)`` as :func:`read_all`."""
     kind, name, from_position, limit = args
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE_ROWS)
     if kind not in ("category", "type") or not isinstance(name, str) or not name or "\x00" in name:
         raise InvalidArgumentError(f"an index read names 'category' or 'type' and a name without NUL, got {kind!r}")
     if type(from_position) is not int or from_position < 0:
@@ -335,7 +330,7 @@ def scan_model(state, args: Any) -> tuple:
     ``end`` (exclusive; None: the end)."""
     name, start, end, limit = args
     check_projection(name)
-    limit = _limit(limit)
+    limit = page_limit(limit, MAX_PAGE_ROWS)
     if type(start) is not bytes or not (end is None or type(end) is bytes):
         raise InvalidArgumentError("a read-model scan's start is bytes and its end bytes or None")
     lo, hi = keys.model_range(name)
