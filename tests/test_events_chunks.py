@@ -166,7 +166,7 @@ def test_a_head_row_whose_recent_appends_are_damaged_is_refused():
     client.append("user-1", [EventData("a", "A", b"")])
     head = keys.Head(client.backend.state.data[keys.head_key("user-1")])
     assert head.recent == (("a", 0),)
-    for damaged in ((("a",),), ["a", 0], (("a", 0), 5)):
+    for damaged in ((("a",),), ["a", 0], (("a", 0), 5), ((0, "a"),)):
         head.recent = damaged
         client.backend.state.data[keys.head_key("user-1")] = head.row()
         with pytest.raises(CorruptRecordError, match="recent appends"):

@@ -242,8 +242,10 @@ class Head:
         else:
             (self.last, self.deleted, self.tombstoned, self.truncate_before, self.max_count, self.max_age_ms,
              self.custom, self.meta_version, self.recent) = unpack(row, 9, "stream head")
-            if type(self.recent) is not tuple or not all(type(r) is tuple and len(r) == 2 for r in self.recent):
-                raise CorruptRecordError("an event store stream head lists its recent appends as pairs")
+            if type(self.recent) is not tuple or not all(type(r) is tuple and len(r) == 2 and type(r[0]) is str
+                                                         and type(r[1]) is int for r in self.recent):
+                raise CorruptRecordError("an event store stream head lists its recent appends as (first id, last "
+                                         "version) pairs")
 
     def row(self) -> bytes:
         """This head as its row value."""

@@ -54,6 +54,7 @@ from .records import ANY, MAX_BATCH_EVENTS, NO_STREAM, STREAM_EXISTS, check_expe
 
 __all__ = ["append", "set_metadata", "delete", "save_snapshot", "project", "reset_projection"]
 
+
 def _check_expected(stream: str, expected: int | str, head: Head) -> None:
     actual = head.actual
     ok = (expected == ANY or (expected == NO_STREAM and actual == -1)
