@@ -180,6 +180,51 @@ def test_summary_of_an_abandoned_move_and_a_short_run():
     assert "abandoned: CallTimeoutError" in text and "load after the move: no samples (run longer)" in text
 
 
+# --- the split waits for a write rate ------------------------------------------------------------------
+
+
+class _SplitStore:
+    """What the scenario's split asks of a store: its map, and a split at the partition's median."""
+
+    def __init__(self):
+        self.map = initial_map("range", ["s-g1", "s-g2"], boundaries=hex_boundaries(4))
+        self.splits: list = []
+
+    def partition_map(self):
+        return self.map
+
+    def split(self, pid):
+        self.splits.append(pid)
+        self.map = self.map.split(pid, b"2")
+        return self.map
+
+
+@pytest.mark.parametrize("samples_at", [(3.5, 3.75), None], ids=["late-samples", "no-samples"])
+def test_the_split_waits_for_a_write_rate_up_to_split_by(samples_at):
+    from ddia_ray.partitioning import demo
+
+    report = _report(events=[], split=None, duration_s=10.0)
+    report.workload.load = []  # the workload's samples (report.load), none yet
+    scenario = demo._Scenario(_SplitStore(), report, None, random.Random(0), 0.0, [])
+    clock = [demo.SPLIT_AT * report.duration_s]  # the scenario's time, moved by its waits only
+
+    def wait_until(t_s):
+        clock[0] = max(clock[0], t_s)
+        if samples_at is not None and clock[0] >= samples_at[1] and not report.load:
+            # A starved sampler: its first two samples come after SPLIT_AT.
+            report.workload.load.extend([(samples_at[0], {0: 0, 1: 0}), (samples_at[1], {0: 90, 1: 10})])
+        return True
+
+    scenario._now, scenario._wait_until = (lambda: clock[0]), wait_until
+    done = scenario._split()
+    if samples_at is None:
+        assert scenario.store.splits == [] and done == demo.SPLIT_BY * report.duration_s
+        assert report.events[-1][1] == "no write load measured yet: no split"
+    else:
+        assert scenario.store.splits == [0] and report.rates_before == {0: 360.0, 1: 40.0}
+        assert done == samples_at[1] and report.split["outcome"] == "ok"
+
+
 # --- one real run ---------------------------------------------------------------------------------------------
 
 

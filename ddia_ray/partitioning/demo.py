@@ -13,8 +13,9 @@ Theory of operation
    so that the write load is as skewed as the data, and runs
    :func:`~.workload.run_partition_workload` for ``duration_s``, its own nemesis held back (the
    changes here are the scripted ones below);
-3. at :data:`SPLIT_AT` of the run, *splits* the partition with the most writes per second so far at
-   its median key (:meth:`~.store.PartitionedStore.split`);
+3. at :data:`SPLIT_AT` of the run (or once a write rate is measured, up to :data:`SPLIT_BY`),
+   *splits* the partition with the most writes per second so far at its median key
+   (:meth:`~.store.PartitionedStore.split`);
 4. after a measuring spell, asks the planner (:func:`~.rebalance.plan`, moves only) which
    partition to *move* from the busiest group to the least loaded one, by the write rates since the
    split, and moves it (:meth:`~.store.PartitionedStore.move`) while ``fault`` (a leader killed or
@@ -45,13 +46,17 @@ from ..kv.workload import FaultSchedule
 from .rebalance import PartitionLoad, RebalancePolicy, plan
 from .workload import PartitionReport, run_partition_workload
 
-__all__ = ["FAULTS", "SPLIT_AT", "hex_boundaries", "skewed_keys", "DemoReport", "run_demo", "load_rates",
+__all__ = ["FAULTS", "SPLIT_AT", "SPLIT_BY", "hex_boundaries", "skewed_keys", "DemoReport", "run_demo", "load_rates",
            "load_series", "group_series", "group_rates", "load_rows", "group_rows", "summary_lines", "verdict_line"]
 
 #: The fault that hits the moving partition's source group while it moves.
 FAULTS = ("kill-leader", "partition-leader", "none")
 #: When the split comes, as a fraction of the run.
 SPLIT_AT = 0.3
+#: How late in the run the split may still wait for its first write rates (two load samples): a
+#: machine busy enough to starve the workload's sampler has none at ``SPLIT_AT``; past this, the
+#: move still has the rest of the run.
+SPLIT_BY = 0.6
 #: The hex digits a key starts with (the space the Zipf law spreads keys over).
 _DIGITS = 16
 _SAMPLE_S = 0.25  # the workload's load sampling period
@@ -312,11 +317,14 @@ class _Scenario(threading.Thread):
         report, store = self.report, self.store
         pmap = store.partition_map()
         report.map_before = pmap
-        now = self._now()
-        load = list(report.load)
-        report.before = _span(load, 0.0, now)
         live = {p.id for p in pmap.partitions}
-        rates = {pid: r for pid, r in load_rates(load, 0.0, now).items() if pid in live}
+        while True:  # the split is decided by the write rates: wait for them, up to SPLIT_BY
+            now = self._now()
+            load = list(report.load)
+            rates = {pid: r for pid, r in load_rates(load, 0.0, now).items() if pid in live}
+            if rates or now >= SPLIT_BY * report.duration_s or not self._wait_until(now + _SAMPLE_S):
+                break
+        report.before = _span(load, 0.0, now)
         report.rates_before = rates
         if not rates:
             report.events.append((now, "no write load measured yet: no split"))
