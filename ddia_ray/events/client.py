@@ -61,7 +61,7 @@ class EventStoreClient(ProcedureClient):
     its fsspec storage options (credentials, endpoint)."""
 
     timeout_message = ("the event store did not answer in time; an append's outcome is unknown (retry it with the "
-                       "same event ids: a repeat is recognised)")
+                       "same event ids and expected version: a repeat at that place is recognised)")
 
     def __init__(self, backend: Any, *, timeout_s: float = 30.0, archive: Any = None,
                  archive_options: dict | None = None) -> None:
