@@ -456,9 +456,7 @@ def test_a_session_whose_write_was_lost_is_told_before_it_reads_past_it(ray_sess
     """Async: a session's acknowledged write is lost in a failover. Its next write (on the new
     leader, at a higher lsn) must not silently replace the lost position: it raises SessionError, and
     so does a read, instead of returning the value from before the lost write."""
-    # A 2 s lease and 1 s per put: on a loaded machine (a CPU-bound process beside the suite) a 0.6 s
-    # lease ran out before the isolated leader's first put was answered, and it acknowledged nothing.
-    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=2.0)
+    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=0.6)
     try:
         old = s.leader()
         followers = [m for m in s.members if m != old]
@@ -573,9 +571,7 @@ def test_an_async_replica_gone_for_good_is_removed_by_force_and_declared(ray_ses
     may hold writes acknowledged by it alone); force=True removes it and stats() declares it."""
     from ddia_ray.errors import ReplicaBehindError
 
-    # A 2 s lease and 1 s per put: on a loaded machine (a CPU-bound process beside the suite) a 0.6 s
-    # lease ran out before the isolated leader's first put was answered, and it acknowledged nothing.
-    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=2.0)
+    s = ReplicatedStore.launch(replicas=3, mode="async", engine="map", lease_s=0.6)
     try:
         old = s.leader()
         with s.client(timeout_s=5) as c:

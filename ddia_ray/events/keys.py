@@ -228,7 +228,8 @@ RECENT_APPENDS = 8
 
 
 class Head:
-    """A stream's head row: its last version and its deletion and retention settings."""
+    """A stream's head row: its last version, its deletion and retention settings, and its last
+    :data:`RECENT_APPENDS` appends (first id, last version)."""
 
     __slots__ = ("last", "deleted", "tombstoned", "truncate_before", "max_count", "max_age_ms", "custom",
                  "meta_version", "recent")

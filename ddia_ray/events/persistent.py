@@ -14,11 +14,12 @@ in one procedure call (``events.group_ack_pull``: one commit per batch, not two)
 or on the way out of :meth:`PersistentSubscription.run`. While that call commits, a
 consumer going through consecutive positions reads the ones it expects next (the
 read ahead: one round trip less per batch when the guess is right; the positions
-it missed are read after, so a wrong guess costs a read, never an event). A consumer that dies mid-batch settles
-nothing: its events time out after the group's ``ack_timeout`` and go to another
-consumer. Delivery is therefore at least once and unordered across consumers; a
-handler must tolerate seeing an event again (make it idempotent, or record what it
-handled in the same transaction as its effect, as projections do).
+it missed are read after, so a wrong guess costs a read, never an event). A
+consumer that dies mid-batch settles nothing: its events time out after the
+group's ``ack_timeout`` and go to another consumer. Delivery is therefore at least
+once and unordered across consumers; a handler must tolerate seeing an event again
+(make it idempotent, or record what it handled in the same transaction as its
+effect, as projections do).
 """
 
 from __future__ import annotations
