@@ -345,3 +345,14 @@ def test_a_stream_read_ships_whole_chunks_and_the_reader_checks_them():
     assert found and last == 12 and [p[1:3] for p in parts] == [(0, 9), (10, 12)]
     with pytest.raises(CorruptRecordError):  # a part whose chunk is damaged is refused by the reader
         keys.part_rows([(parts[0][0], parts[0][1], parts[0][2], parts[0][3][:-5])])
+
+
+def test_an_event_changed_after_it_was_made_is_refused_at_the_client_and_nothing_is_written():
+    client = _client()
+    before = dict(client.backend.state.data)
+    for field, value in (("data", 5), ("metadata", ("nested", b"x")), ("id", b"bytes-id")):
+        event = EventData("e1", "A", b"x")
+        object.__setattr__(event, field, value)  # past the checks EventData ran when it was made
+        with pytest.raises(InvalidArgumentError):
+            client.append("user-1", [event])
+    assert client.backend.state.data == before
