@@ -16,7 +16,9 @@ Workloads (100-byte payloads; the peers run the same ones, ``bench/events_peers.
 * **$all reads**: every event from position 0 in pages of 1,000;
 * **subscription delivery**: a catch-up subscription over 20,000 events from position 0 in
   pages of 1,000 (Redis: ``XREADGROUP COUNT 1000`` and ``XACK``); and our consumer group
-  (pull, read, ack per batch of 1,000), the same shape as Redis's group.
+  (pull, read, ack per batch of 1,000), the same shape as Redis's group. The group lets 3,000
+  events be in flight, so the consumer pulls two batches ahead while it handles one (Redis bounds
+  nothing: its pending list grows with every unacked read).
 
 Ours: ``EventStore.launch(replicas=3)`` (Raft, the LSM engine on local disk, no fsync per write:
 the OS has the log before anything depending on it is sent). Targets, as ratios of this run:
@@ -30,6 +32,7 @@ Run: ``python bench/events.py [--only ours|peers] [--repeats N]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -158,7 +161,7 @@ def _group_delivery(client, seed: int) -> dict:
     first = start[0][2] + 1 if start else 0
     _fill(client, f"grp{seed}-", 200, 100, seed)
     groups = ConsumerGroups(client)
-    groups.create(f"bench{seed}", from_position=first, max_in_flight=1000)
+    groups.create(f"bench{seed}", from_position=first, max_in_flight=3000)
     consumer = PersistentSubscription(client, f"bench{seed}", "c1", batch=1000)
     t = time.perf_counter()
     n = consumer.run(lambda e: None, until=lambda: consumer.handled >= 20_000, timeout_s=300)
@@ -180,6 +183,7 @@ def bench_ours(*, repeats: int = 3) -> dict:
     _settle[0] = lambda: _wait_applied(es)
     try:
         with es.client(timeout_s=120) as c:
+            _freeze_heap()
             out = {}
             for name, fn in WORKLOADS.items():
                 runs = sorted((fn(c, seed) for seed in range(repeats)), key=lambda r: r["events_per_s"])
@@ -188,6 +192,15 @@ def bench_ours(*, repeats: int = 3) -> dict:
     finally:
         es.shutdown(destroy_data=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _freeze_heap() -> None:
+    """Take every object this driver holds now (Ray's, the peers' clients', the modules') out of
+    the garbage collector's full collections (``gc.freeze``), for ours and the peers alike: with
+    Ray loaded, one full collection took 48-52 ms here and landed in some runs and not others,
+    which made the figures of both sides bimodal (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _fmt(x: float | None) -> str:
@@ -205,6 +218,7 @@ def main(argv=None) -> int:
     if args.only != "ours":
         import events_peers
 
+        _freeze_heap()
         for peer, result in events_peers.bench_all_peers(repeats=args.repeats).items():
             peers[peer] = result if isinstance(result, str) else result["workloads"]
     systems = {"ours (Raft x3, LSM)": ours, **peers} if ours else dict(peers)

@@ -5,13 +5,15 @@ counters must account for every one. A failing seed prints its replay command.""
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddia_ray.errors import CorruptRecordError, InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
+from ddia_ray.errors import (CallTimeoutError, CorruptRecordError, InvalidArgumentError, NotDeliveredError,
+                             UnknownConsumerGroupError)
 from ddia_ray.events import keys
 from ddia_ray.events.consumer_groups import Group
 from ddia_ray.events.client import EventStoreClient
@@ -245,3 +247,110 @@ def test_a_wrong_guess_costs_a_read_never_an_event():
     assert (pa, pb) == ([0, 1, 2, 3], [4, 5, 6, 7])
     again = [e.position for e, _ in a.ack_and_pull(pa, guess=a._guess(pa))]  # guessed 4..7: b's
     assert again == [8, 9, 10, 11] and a._guess_pause > 0 and a._guess(again) == ()
+
+
+def _store(n: int, *, backend=None, **group) -> tuple[EventStoreClient, ConsumerGroups]:
+    client = EventStoreClient(backend or LocalBackend())
+    groups = ConsumerGroups(client)
+    groups.create("g", **group)
+    for i in range(n):
+        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"%d" % i)])
+    return client, groups
+
+
+def test_run_pulls_batches_ahead_while_it_handles_one():
+    backend = _Logged()
+    client, groups = _store(50, backend=backend, max_in_flight=30)
+    c = PersistentSubscription(client, "g", "c", batch=10, prefetch=2)
+    seen: list = []
+
+    def handle(e):
+        backend.log.append(("handle", e.position))
+        seen.append((e.position, e.data))
+
+    assert c.run(handle, until=lambda: len(seen) >= 50) == 50
+    assert seen == [(p, b"%d" % p) for p in range(50)]  # in order, each once
+    log = [x for x in backend.log if x not in ("events.group_create", "events.group_info")]
+    # Both pulls ahead go out before the first event is handled: their commits overlap the handler.
+    first = log.index(("handle", 0))
+    assert [x for x in log[:first] if x == "events.group_ack_pull"] == ["events.group_ack_pull"] * 2, log
+    # Each later batch's pull goes out before the batch in hand is handled.
+    assert log.index("events.group_ack_pull", first) < log.index(("handle", 10))
+    info = groups.info("g")
+    assert (info["checkpoint"], info["in_flight"], info["acked"], info["released"]) == (50, 0, 50, 0)
+    assert c.prefetched >= 4 and c.released == 0
+
+
+def test_events_pulled_ahead_are_handed_back_when_run_ends():
+    client, groups = _store(100, max_in_flight=30, max_retries=1)
+    c = PersistentSubscription(client, "g", "c", batch=10, prefetch=2)
+    seen: list = []
+    assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 30) == 30
+    info = groups.info("g")
+    # The two batches pulled ahead (30..49) went back unhandled: nothing in flight waits for a
+    # timeout, and the attempt they were handed out with is not counted.
+    assert seen == list(range(30)) and c.released == 20
+    assert (info["in_flight"], info["retry_queue"], info["checkpoint"], info["released"]) == (0, 20, 30, 20)
+    other = PersistentSubscription(client, "g", "d", batch=20, prefetch=0)
+    got = other.pull()
+    # max_retries is 1: a counted attempt would have parked them at their next failure; they come
+    # back as first attempts.
+    assert [(e.position, a) for e, a in got] == [(p, 1) for p in range(30, 50)]
+    other.nack(tuple(e.position for e, _ in got), "release")
+    assert groups.info("g")["parks"] == 0 and [(e.position, a) for e, a in other.pull()][:1] == [(30, 1)]
+
+
+@pytest.mark.parametrize("max_in_flight, prefetch, depth", [(15, 2, 0), (20, 2, 1), (30, 2, 2), (100, 2, 2),
+                                                             (100, 0, 0)])
+def test_pulls_ahead_stay_within_the_groups_max_in_flight(max_in_flight, prefetch, depth):
+    client, groups = _store(60, max_in_flight=max_in_flight)
+    c = PersistentSubscription(client, "g", "c", batch=10, prefetch=prefetch)
+    seen: list = []
+    assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 60) == 60
+    assert sorted(seen) == list(range(60)) and c._prefetch_depth() == depth
+    assert (c.prefetched > 0) == (depth > 0) and groups.info("g")["checkpoint"] == 60
+    with pytest.raises(InvalidArgumentError, match="prefetch"):
+        PersistentSubscription(client, "g", "c", prefetch=-1)
+
+
+class _Lossy(LocalBackend):
+    """A LocalBackend whose chosen ack-and-pulls fail with a timeout: ``"lost"`` never ran, ``"late"``
+    ran and lost its answer (what a failover does to a call in flight)."""
+
+    def __init__(self, faults: dict):
+        super().__init__()
+        self.faults, self.calls = faults, 0
+
+    def call_nowait(self, name, args, *, checked=False):
+        if name != "events.group_ack_pull":
+            return super().call_nowait(name, args, checked=checked)
+        self.calls += 1
+        fault = self.faults.get(self.calls)
+        if fault == "late":
+            super().call_nowait(name, args, checked=checked)
+        fut = super().call_nowait(name, args, checked=checked) if fault is None else concurrent.futures.Future()
+        if fault is not None:
+            fut.set_exception(CallTimeoutError("lost in a failover"))
+        return fut
+
+
+@pytest.mark.parametrize("faults, timed_out", [({3: "lost"}, 0), ({3: "late"}, 10),
+                                               ({2: "late", 4: "lost", 5: "late"}, None)])
+def test_a_pull_ahead_lost_in_a_failover_loses_no_event(faults, timed_out):
+    now = [1_000_000]
+    client, groups = _store(120, backend=_Lossy(faults), max_in_flight=30, ack_timeout_s=1.0)
+    c = PersistentSubscription(client, "g", "c", batch=10, prefetch=2, retry_s=0.001, clock=lambda: now[0])
+    seen: list = []
+    until = [60]
+    c.run(lambda e: seen.append(e.position), until=lambda: len(set(seen)) >= until[0], timeout_s=30)
+    assert c.retries >= 1
+    now[0] += 2_000  # what a call that ran handed out, and nobody saw, times out
+    until[0] = 120
+    c.run(lambda e: seen.append(e.position), until=lambda: len(set(seen)) >= until[0], timeout_s=30)
+    info = groups.info("g")
+    assert set(seen) == set(range(120)), "an event was never handled"
+    assert (info["checkpoint"], info["in_flight"], info["parks"]) == (120, 0, 0)
+    if timed_out is not None:
+        # A lost call's acks are sent again (nothing it carried times out); a late one handed out a
+        # batch nobody saw, and only that batch times out.
+        assert info["timed_out"] == timed_out and c.redelivered == timed_out

@@ -46,8 +46,10 @@ __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack
            "group_info", "group_parked", "read_positions", "positions_rows", "answer_rows", "archive_dropped_of",
            "passes", "NACK_ACTIONS", "Group"]
 
-#: What a nack asks: hand the event out again, park it now, or settle it without handling.
-NACK_ACTIONS = ("retry", "park", "skip")
+#: What a nack asks: hand the event out again, park it now, settle it without handling, or hand
+#: it back unhandled (``release``: a consumer that stops with a batch it pulled ahead and never
+#: started; the attempt it was handed out with is not counted, so it can never be parked for it).
+NACK_ACTIONS = ("retry", "park", "skip", "release")
 _SCAN = 4096  # positions one pull looks at past the cursor (a filter that matches nothing ends a pull early)
 
 
@@ -91,11 +93,13 @@ class Group:
             self.inflight.update(dict.fromkeys(range(first, last + 1), (c, a, d)))
         self.retry = dict(retry)  # position -> attempts so far
         self.counters = dict(counters)
+        self.counters.setdefault("released", 0)  # a row written before the release action
 
     @staticmethod
     def new(settings: tuple, start: int) -> bytes:
         """The row of a new group."""
-        counters = {"delivered": 0, "acked": 0, "retried": 0, "timed_out": 0, "parks": 0, "skipped": 0}
+        counters = {"delivered": 0, "acked": 0, "retried": 0, "timed_out": 0, "parks": 0, "skipped": 0,
+                    "released": 0}
         return pack(settings, start, (), (), counters, 0, ())
 
     def row(self) -> bytes:
@@ -336,7 +340,8 @@ def _ack(g: Group, group: str, positions: Any) -> None:
 @procedure("events.group_nack")
 def group_nack(get, args: Any) -> tuple[tuple, int]:
     """Refuse ``positions`` of ``group``: ``retry`` (parked once it has had ``max_retries``
-    attempts), ``park`` or ``skip``, with ``reason``; the result is the checkpoint after."""
+    attempts), ``park``, ``skip`` or ``release`` (back to the retry queue, the attempt uncounted),
+    with ``reason``; the result is the checkpoint after."""
     group, positions, action, reason = args
     _check_name("consumer group", group)
     if action not in NACK_ACTIONS or not isinstance(reason, str) or not isinstance(positions, tuple):
@@ -345,11 +350,17 @@ def group_nack(get, args: Any) -> tuple[tuple, int]:
     max_retries = g.settings[3]
     ops = []
     for pos in positions:
+        was_out = pos in g.inflight
         attempts = _settle(g, group, pos)
         if attempts < 0:
             continue
-        if action == "skip":
+        if action == "release" and not was_out:  # not handed out (waiting for a retry already): stays as is
+            g.retry[pos] = attempts
+        elif action == "skip":
             g.counters["skipped"] += 1
+        elif action == "release":  # never handled: as if it had not been handed out
+            g.retry[pos] = max(attempts - 1, 0)
+            g.counters["released"] += 1
         elif action == "park" or attempts >= max_retries:
             why = reason if action == "park" else f"{attempts} attempts failed; last: {reason}"
             ops.append(_park(g, group, pos, attempts, why))

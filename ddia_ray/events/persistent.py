@@ -1,5 +1,5 @@
 """Persistent subscriptions for users: create a consumer group, consume it with competing consumers,
-ack or nack (retry, park, skip), list and replay parked events (see :mod:`.consumer_groups`).
+ack or nack (retry, park, skip, release), list and replay parked events (see :mod:`.consumer_groups`).
 
 Theory of operation
 -------------------
@@ -14,7 +14,11 @@ in one procedure call (``events.group_ack_pull``: one commit per batch, not two)
 or on the way out of :meth:`PersistentSubscription.run`. While that call commits, a
 consumer going through consecutive positions reads the ones it expects next (the
 read ahead: one round trip less per batch when the guess is right; the positions
-it missed are read after, so a wrong guess costs a read, never an event). A
+it missed are read after, so a wrong guess costs a read, never an event). And it
+pulls ahead: after a full batch it keeps up to ``prefetch`` ack-and-pulls in flight,
+sent before the batch in hand is handled, within the room the group's
+``max_in_flight`` leaves (what it pulled ahead and did not handle when ``run`` ends
+goes back with ``release``, its attempt uncounted). A
 consumer that dies mid-batch settles nothing: its events time out after the
 group's ``ack_timeout`` and go to another consumer. Delivery is therefore at least
 once and unordered across consumers; a handler must tolerate seeing an event again
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 from .._validate import positive
@@ -88,14 +93,21 @@ class ConsumerGroups:
 
 
 class PersistentSubscription:
-    """One consumer ``consumer`` of ``group`` (see the module docstring); thread-safe :meth:`stop`."""
+    """One consumer ``consumer`` of ``group`` (see the module docstring); thread-safe :meth:`stop`.
+    ``prefetch``: how many batches :meth:`run` pulls ahead of the one it handles (0: none)."""
 
     def __init__(self, client: EventStoreClient, group: str, consumer: str, *, batch: int = 100,
                  idle_s: float = 0.002, max_idle_s: float = 0.1, retry_s: float = 0.2,
-                 clock: Callable[[], int] = _now_ms) -> None:
+                 clock: Callable[[], int] = _now_ms, prefetch: int = 2) -> None:
         if type(batch) is not int or batch < 1:
             raise InvalidArgumentError(f"batch is an int >= 1, got {batch!r}")
         self.client, self.group, self.consumer, self.batch = client, group, consumer, batch
+        if type(prefetch) is not int or prefetch < 0:
+            raise InvalidArgumentError(f"prefetch is an int >= 0 (batches pulled ahead), got {prefetch!r}")
+        self.prefetch = prefetch
+        self.prefetched = 0  # batches pulled while an earlier one was handled (see run)
+        self.released = 0  # events pulled ahead and handed back unhandled when run ended
+        self._depth: int | None = None  # batches run pulls ahead: prefetch, as far as max_in_flight allows
         self.idle_s = positive("idle_s", idle_s)
         self.max_idle_s = max(positive("max_idle_s", max_idle_s), self.idle_s)
         self.retry_s = positive("retry_s", retry_s)
@@ -121,10 +133,19 @@ class PersistentSubscription:
         """:meth:`ack` ``positions`` and :meth:`pull` in one write (one commit in the store's log rather
         than two): what :meth:`run` does after each batch. ``guess``: positions the pull will likely
         hand out, read while the write commits (see :meth:`run`); a wrong guess costs a read."""
+        return self._finish(self._ack_and_pull_nowait(positions, guess))
+
+    def _ack_and_pull_nowait(self, positions, guess: tuple) -> tuple:
+        """:meth:`ack_and_pull` sent: ``(positions, its future, the read ahead's future or None)``."""
         ahead = self.client.backend.query_nowait("events.read_positions", (guess,)) if guess else None
-        _, handed = self.client.call(
+        call = self.client.backend.call_nowait(
             "events.group_ack_pull", (self.group, tuple(positions), self.consumer, self.batch, self._clock()))
-        return self._events(handed, ahead)
+        return tuple(positions), call, ahead
+
+    def _finish(self, sent: tuple) -> list[tuple[RecordedEvent, int]]:
+        """The events of an :meth:`_ack_and_pull_nowait` (its failure raised here)."""
+        _, handed = self.client.wait(sent[1])
+        return self._events(handed, sent[2])
 
     def _events(self, handed: tuple, ahead: Any = None) -> list[tuple[RecordedEvent, int]]:
         if not handed:
@@ -145,18 +166,20 @@ class PersistentSubscription:
                 have[r[2]] = r
         return [(recorded_event(*have[p]), attempts[p]) for p in dict.fromkeys(positions) if p in have]
 
-    def _guess(self, handled: list) -> tuple:
+    def _guess(self, handled: list, skip: int = 0) -> tuple:
         """What the next pull will likely hand out, to read while it commits: the ``batch`` positions
         after a full batch of consecutive ones (a group going through ``$all`` with no filter and
-        no retries, as a consumer catching up does). A consumer whose guesses miss (competing
-        consumers take turns, a filter skips positions) stops guessing for a while."""
+        no retries, as a consumer catching up does), past ``skip`` batches that pulls already sent
+        will hand out. A consumer whose guesses miss (competing consumers take turns, a filter skips
+        positions) stops guessing for a while."""
         if self._guess_pause:
             self._guess_pause -= 1
             return ()
         n = len(handled)
         if n < self.batch or n < 2 or handled[-1] - handled[0] != n - 1:
             return ()
-        return tuple(range(handled[-1] + 1, handled[-1] + 1 + self.batch))
+        first = handled[-1] + 1 + skip * self.batch
+        return tuple(range(first, first + self.batch))
 
     def _read_ahead(self, ahead: Any) -> dict:
         """The rows a read ahead found, by position: the events stored live (one the archive
@@ -205,7 +228,8 @@ class PersistentSubscription:
             "events.group_ack", (self.group, tuple(positions)))
 
     def nack(self, positions, action: str = "retry", reason: str = "") -> int:
-        """Refuse ``positions``: ``"retry"``, ``"park"`` or ``"skip"``; returns the group's checkpoint."""
+        """Refuse ``positions``: ``"retry"``, ``"park"``, ``"skip"`` or ``"release"`` (handed back
+        unhandled: the attempt is not counted); returns the group's checkpoint."""
         return self.client.call(
             "events.group_nack", (self.group, tuple(positions), action, reason))
 
@@ -214,20 +238,35 @@ class PersistentSubscription:
         """Consume until :meth:`stop`, ``until()`` or ``timeout_s``: each event is passed to ``handler``;
         the batch's handled events are acked together and each one that raised is nacked with
         ``on_error`` (``"retry"``, ``"park"`` or ``"skip"``) and the exception as the reason. Returns
-        how many events were handled."""
+        how many events were handled.
+
+        After a full batch, ``run`` keeps up to ``prefetch`` ack-and-pulls in flight (as many as the
+        group's ``max_in_flight`` leaves room for beside the batch in hand), sent *before* the batch
+        in hand is handled: the commits overlap one another and the handler instead of following
+        them (Kafka's consumer fetches ahead the same way). Each carries the acks of the batch
+        handled before it. The events pulled ahead are this consumer's until it settles them: if
+        ``run`` ends before handling them, they are handed back (``release``: the attempt is not
+        counted)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         done = until or (lambda: False)
         wait = self.idle_s
         handled = 0
         ok: list = []  # positions handled and not acked yet: acked with the next pull, or on the way out
+        sent: deque = deque()  # ack-and-pulls sent ahead of the batch in hand, oldest first
         try:
             while not self._stop.is_set() and not done() and (deadline is None or time.monotonic() < deadline):
                 try:
-                    got = self.ack_and_pull(ok, guess=self._guess(ok)) if ok else self.pull()
-                    ok = []
+                    if sent:
+                        got = self._finish(sent[0])
+                        sent.popleft()
+                    else:
+                        got = self.ack_and_pull(ok, guess=self._guess(ok)) if ok else self.pull()
+                        ok = []
                 except _RETRIED:
                     # The store is failing over: its state is intact, ask again (acking twice is harmless;
-                    # what a lost pull handed out times out and is handed out again).
+                    # what a lost pull handed out times out and is handed out again). The calls sent
+                    # ahead are settled first: their acks are sent again, their events handed back.
+                    ok = self._hand_back(sent, ok)
                     self.retries += 1
                     self._stop.wait(self.retry_s)
                     continue
@@ -236,6 +275,12 @@ class PersistentSubscription:
                     wait = min(wait * 2, self.max_idle_s)
                     continue
                 wait = self.idle_s
+                if len(got) == self.batch:  # a full batch: more is likely waiting
+                    handed = [e.position for e, _ in got]
+                    while len(sent) < self._prefetch_depth():
+                        sent.append(self._ack_and_pull_nowait(ok, self._guess(handed, len(sent))))
+                        ok = []
+                        self.prefetched += 1
                 failed = []
                 for event, attempt in got:
                     if attempt > 1:
@@ -244,14 +289,46 @@ class PersistentSubscription:
                         handler(event)
                         ok.append(event.position)
                     except Exception as e:  # noqa: BLE001 - the handler's failure is the event's fate, not ours
-                        failed.append((event.position, f"{type(e).__name__}: {e}"))
+                        failed.append(((event.position,), f"{type(e).__name__}: {e}"))
                 self._settle([], failed, on_error)
                 handled += len(ok)
                 self.handled += len(ok)
                 self.failed += len(failed)
         finally:
+            ok = self._hand_back(sent, ok)
             self._settle(ok, [], on_error)  # the last batch's acks
         return handled
+
+    def _prefetch_depth(self) -> int:
+        """How many batches :meth:`run` pulls ahead: ``prefetch``, less what the group's
+        ``max_in_flight`` has no room for beside the batch in hand (a pull with no room would be
+        handed nothing, each time). The group's settings are read once (0 until they could be)."""
+        if self._depth is None:
+            if not self.prefetch:
+                self._depth = 0
+            else:
+                try:
+                    room = ConsumerGroups(self.client).info(self.group)["max_in_flight"] // self.batch - 1
+                except _RETRIED:
+                    return 0  # asked again at the next full batch
+                self._depth = max(0, min(self.prefetch, room))
+        return self._depth
+
+    def _hand_back(self, sent: deque, ok: list) -> list:
+        """Settle the pulls sent ahead (on the way out of :meth:`run`, or when one failed): wait for
+        each and hand its events back unhandled (``release``); returns ``ok`` with the acks of those
+        that failed, to send again (what a failed one handed out times out)."""
+        while sent:
+            positions, call, ahead = sent.popleft()
+            try:
+                got = self._finish((positions, call, ahead))
+            except Exception:  # noqa: BLE001 - its acks are sent again; what it handed out times out
+                ok = [*positions, *ok]
+                continue
+            if got:
+                self._settle([], [(tuple(e.position for e, _ in got), "pulled ahead, not handled")], "release")
+                self.released += len(got)
+        return ok
 
     def _settle(self, ok: list, failed: list, on_error: str) -> None:
         """Ack and nack a batch; a call lost to a failover is repeated (settling twice is harmless)."""
@@ -259,8 +336,8 @@ class PersistentSubscription:
             try:
                 if ok:
                     self.ack(ok)
-                for pos, reason in failed:
-                    self.nack((pos,), on_error, reason)
+                for positions, reason in failed:
+                    self.nack(positions, on_error, reason)
                 return
             except _RETRIED:
                 self.retries += 1
