@@ -32,25 +32,27 @@ deterministic); a consumer whose clock runs ahead only times events out sooner.
 
 from __future__ import annotations
 
-from itertools import repeat
 from typing import Any
 
-from ..errors import InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
+from ..errors import CorruptRecordError, InvalidArgumentError, NotDeliveredError, UnknownConsumerGroupError
 from ..replication.procedures import procedure, query
 from ..replication.records import DELETE, DELETE_RANGE, PUT
 from . import keys
+from .inflight import InFlight
 from .keys import pack, unpack
 from .queries import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
            "group_info", "group_parked", "read_positions", "positions_rows", "answer_rows", "archive_dropped_of",
-           "passes", "NACK_ACTIONS", "Group"]
+           "passes", "spans_of", "runs_of", "NACK_ACTIONS", "MAX_SETTLE", "Group"]
 
 #: What a nack asks: hand the event out again, park it now, settle it without handling, or hand
 #: it back unhandled (``release``: a consumer that stops with a batch it pulled ahead and never
 #: started; the attempt it was handed out with is not counted, so it can never be parked for it).
 NACK_ACTIONS = ("retry", "park", "skip", "release")
 _SCAN = 4096  # positions one pull looks at past the cursor (a filter that matches nothing ends a pull early)
+#: The most positions one ack or nack may name (its runs spanned out): a call's work stays bounded.
+MAX_SETTLE = 100_000
 
 
 def _group_key(group: str) -> bytes:
@@ -80,7 +82,8 @@ class Group:
     consecutive positions to one consumer with one deadline, so a thousand events in flight are
     one run: the row a consumer's every ack-and-pull rewrites (and every member applies) stays
     small, where a tuple per event made it 17 KB and its decoding and encoding most of the pull's
-    1.2 ms (measured in one process). Rows of the first layout (six fields) are still read."""
+    1.2 ms (measured in one process). In memory too they stay runs (:class:`~.inflight.InFlight`).
+    Rows of the first layout (six fields) are still read."""
 
     __slots__ = ("settings", "cursor", "inflight", "retry", "counters", "parked")
 
@@ -88,9 +91,14 @@ class Group:
         fields = unpack(row, (6, 7), "consumer group")
         settings, self.cursor, inflight, retry, counters, self.parked = fields[:6]
         self.settings = tuple(settings)
-        self.inflight = {p: (c, a, d) for p, c, a, d in inflight}  # position -> (consumer, attempts, deadline)
-        for first, last, c, a, d in (fields[6] if len(fields) == 7 else ()):
-            self.inflight.update(dict.fromkeys(range(first, last + 1), (c, a, d)))
+        self.inflight = InFlight()
+        try:
+            for p, c, a, d in inflight:
+                self.inflight.add(p, p, c, a, d)
+            for first, last, c, a, d in (fields[6] if len(fields) == 7 else ()):
+                self.inflight.add(first, last, c, a, d)
+        except (TypeError, ValueError) as e:
+            raise CorruptRecordError(f"a consumer group's events in flight are damaged: {e}") from None
         self.retry = dict(retry)  # position -> attempts so far
         self.counters = dict(counters)
         self.counters.setdefault("released", 0)  # a row written before the release action
@@ -104,26 +112,14 @@ class Group:
 
     def row(self) -> bytes:
         """This group as its row value."""
-        runs: list = []
-        last = first = -2
-        held = None
-        for p, v in sorted(self.inflight.items()):
-            if p == last + 1 and v == held:
-                last = p
-                continue
-            if held is not None:
-                runs.append((first, last, *held))
-            first = last = p
-            held = v
-        if held is not None:
-            runs.append((first, last, *held))
         return pack(self.settings, self.cursor, (), tuple(sorted(self.retry.items())), self.counters, self.parked,
-                    tuple(runs))
+                    self.inflight.runs())
 
     @property
     def checkpoint(self) -> int:
         """Every position below it is settled."""
-        return min([self.cursor, *self.inflight, *self.retry])
+        low = self.inflight.lowest()
+        return min(self.cursor, self.cursor if low is None else low, min(self.retry, default=self.cursor))
 
 
 def _load(get, group: str) -> Group:
@@ -203,8 +199,9 @@ def _park(g: Group, group: str, position: int, attempts: int, reason: str) -> tu
 @procedure("events.group_pull")
 def group_pull(get, args: Any) -> tuple[tuple, tuple]:
     """Hand ``consumer`` up to ``n`` events of ``group`` at time ``now_ms`` (see the module docstring);
-    the result is ``((position, attempt), ...)`` (the events themselves are read with a query, so
-    the log and the session table do not carry their bodies)."""
+    the result is runs ``((first, last, attempt), ...)`` of consecutive positions handed out with
+    the same attempt (the events themselves are read with a query, so the log and the session
+    table do not carry their bodies; a batch of new events is one run, not a pair per event)."""
     group, consumer, n, now_ms = args
     _check_name("consumer group", group)
     g = _load(get, group)
@@ -236,21 +233,22 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         raise InvalidArgumentError("a pull asks for n >= 1 events at a time now_ms (int)")
     _, _, max_in_flight, max_retries, ack_timeout_ms = g.settings
     ops = []
-    for pos, (_, attempts, deadline) in list(g.inflight.items()):
-        if deadline <= now_ms:  # its consumer did not answer in time: hand it out again, or park it
-            del g.inflight[pos]
-            g.counters["timed_out"] += 1
+    for first, last, _, attempts, _ in g.inflight.take_expired(now_ms):
+        # Its consumer did not answer in time: hand it out again, or park it.
+        g.counters["timed_out"] += last - first + 1
+        for pos in range(first, last + 1):
             if attempts >= max_retries:
                 ops.append(_park(g, group, pos, attempts, f"no ack within {ack_timeout_ms} ms, {attempts} times"))
             else:
                 g.retry[pos] = attempts
     room = min(n, max_in_flight - len(g.inflight))
-    handed = []
+    handed: list = []
     for pos in sorted(g.retry)[:max(room, 0)]:
         attempts = g.retry.pop(pos) + 1
-        g.inflight[pos] = (consumer, attempts, now_ms + ack_timeout_ms)
+        g.inflight.add(pos, pos, consumer, attempts, now_ms + ack_timeout_ms)
         g.counters["retried"] += 1
-        handed.append((pos, attempts))
+        _handed(handed, pos, pos, attempts)
+    room -= sum(last - first + 1 for first, last, _ in handed)  # what is left for new events
     dropped = _archive_dropped(get)
     if g.cursor < dropped:
         # The archive moved these events out of the rows (the group started below its drop, or
@@ -258,43 +256,54 @@ def _pull(get, g: Group, group: str, consumer: Any, n: Any, now_ms: Any) -> tupl
         # stream and type are not here to filter by. They are handed out as they are; the consumer
         # reads them from the archive and acks at once those its group's filter leaves out
         # (PersistentSubscription). Before, such a group's pull found no row and never moved.
-        take = max(0, min(room - len(handed), dropped - g.cursor, _SCAN))
+        take = max(0, min(room, dropped - g.cursor, _SCAN))
         _hand_out(g, consumer, take, now_ms + ack_timeout_ms, handed)
     elif g.settings[0] is None:
         # No filter: every position from the cursor to the end of $all is an event ($all is
         # gap-free and only an archive drop removes events, below dropped_upto), so the pull needs
         # the global sequence rather than a row per position (each member runs this procedure).
-        take = max(0, min(room - len(handed), keys.next_position(get) - g.cursor, _SCAN))
+        take = max(0, min(room, keys.next_position(get) - g.cursor, _SCAN))
         _hand_out(g, consumer, take, now_ms + ack_timeout_ms, handed)
     else:
         _pull_row_by_row(get, g, consumer, room, now_ms + ack_timeout_ms, handed)
-    g.counters["delivered"] += len(handed)
+    g.counters["delivered"] += sum(last - first + 1 for first, last, _ in handed)
     return ops, tuple(handed)
 
 
+def _handed(handed: list, first: int, last: int, attempt: int) -> None:
+    """Add ``first..last`` (one attempt) to the runs a pull hands out, merged with the last one
+    when it follows it."""
+    if handed and handed[-1][1] == first - 1 and handed[-1][2] == attempt:
+        handed[-1] = (handed[-1][0], last, attempt)
+    else:
+        handed.append((first, last, attempt))
+
+
 def _hand_out(g: Group, consumer: str, take: int, deadline: int, handed: list) -> None:
-    """Hand ``consumer`` the ``take`` positions from the cursor, each a first attempt (in C: a
-    batch is a thousand positions, and each member used to run this loop)."""
-    span = range(g.cursor, g.cursor + take)
-    g.inflight.update(dict.fromkeys(span, (consumer, 1, deadline)))
-    handed.extend(zip(span, repeat(1)))
-    g.cursor += take
+    """Hand ``consumer`` the ``take`` positions from the cursor, each a first attempt: one run."""
+    if take > 0:
+        g.inflight.add(g.cursor, g.cursor + take - 1, consumer, 1, deadline)
+        _handed(handed, g.cursor, g.cursor + take - 1, 1)
+        g.cursor += take
 
 
 def _pull_row_by_row(get, g: Group, consumer: Any, room: int, deadline: int, handed: list) -> None:
-    """Hand out events from the cursor that pass the group's filter, one ``$all`` row per position,
-    looking at most at :data:`_SCAN` positions (a filter that matches nothing ends a pull early)."""
+    """Hand out up to ``room`` events from the cursor that pass the group's filter, one ``$all`` row
+    per position, looking at most at :data:`_SCAN` positions (a filter that matches nothing ends a
+    pull early)."""
     looked = 0
     finder = keys.ChunkFinder(get.seek)
     chunks: dict = {}
-    while len(handed) < room and looked < _SCAN:
+    taken = 0
+    while taken < room and looked < _SCAN:
         match = _matches(get, g, g.cursor, finder, chunks)
         if match is None:
             break  # the end of $all
         looked += 1
         if match:
-            g.inflight[g.cursor] = (consumer, 1, deadline)
-            handed.append((g.cursor, 1))
+            g.inflight.add(g.cursor, g.cursor, consumer, 1, deadline)
+            _handed(handed, g.cursor, g.cursor, 1)
+            taken += 1
         g.cursor += 1
 
 
@@ -322,19 +331,51 @@ def group_ack(get, args: Any) -> tuple[tuple, int]:
     return ((PUT, _group_key(group), g.row()),), g.checkpoint
 
 
-def _ack(g: Group, group: str, positions: Any) -> None:
+def spans_of(positions: Any, what: str = "acks") -> list[tuple[int, int]]:
+    """The ``(first, last)`` spans a settling call names: ``positions`` is a tuple whose items are
+    positions (ints) or runs ``(first, last)`` of consecutive ones (what a consumer sends for the
+    batch it was handed). At most :data:`MAX_SETTLE` positions in all."""
     if not isinstance(positions, tuple):
-        raise InvalidArgumentError("acks name a tuple of positions")
-    distinct = set(positions)
-    if len(distinct) == len(positions) and g.inflight.keys() >= distinct and set(map(type, distinct)) <= {int}:
-        # The usual ack: the batch a consumer was handed, all still in flight.
-        for pos in positions:
-            del g.inflight[pos]
-        g.counters["acked"] += len(positions)
-        return
-    for pos in positions:
-        if _settle(g, group, pos) >= 0:
-            g.counters["acked"] += 1
+        raise InvalidArgumentError(f"{what} name a tuple of positions or (first, last) runs")
+    spans = []
+    total = 0
+    for item in positions:
+        if type(item) is int:
+            first = last = item
+        elif type(item) is tuple and len(item) == 2 and type(item[0]) is int and type(item[1]) is int \
+                and item[0] <= item[1]:
+            first, last = item
+        else:
+            raise InvalidArgumentError(f"{what} name positions (ints >= 0) or (first, last) runs, got {item!r:.80}")
+        if first < 0:
+            raise InvalidArgumentError(f"positions are ints >= 0, got {first!r}")
+        total += last - first + 1
+        if total > MAX_SETTLE:
+            raise InvalidArgumentError(f"one call settles at most {MAX_SETTLE} positions")
+        spans.append((first, last))
+    return spans
+
+
+def runs_of(positions) -> tuple:
+    """``positions`` (ints) as a consumer sends them to settle: runs ``(first, last)`` of consecutive
+    ones, a lone position as itself (anything but ints is sent as it is, for the store to refuse)."""
+    positions = tuple(positions)
+    if not positions or not all(type(p) is int for p in positions):
+        return positions
+    return tuple(p if p == q else (p, q) for p, q in _runs(sorted(set(positions))))
+
+
+def _ack(g: Group, group: str, positions: Any) -> None:
+    acked = 0
+    for first, last in spans_of(positions):
+        # The usual ack: a run a consumer was handed, still in flight within one run.
+        if g.inflight.take_span(first, last) is not None:
+            acked += last - first + 1
+            continue
+        for pos in range(first, last + 1):
+            if _settle(g, group, pos) >= 0:
+                acked += 1
+    g.counters["acked"] += acked
 
 
 @procedure("events.group_nack")
@@ -346,10 +387,11 @@ def group_nack(get, args: Any) -> tuple[tuple, int]:
     _check_name("consumer group", group)
     if action not in NACK_ACTIONS or not isinstance(reason, str) or not isinstance(positions, tuple):
         raise InvalidArgumentError(f"a nack names positions, an action of {NACK_ACTIONS} and a str reason")
+    spans = spans_of(positions, "nacks")
     g = _load(get, group)
     max_retries = g.settings[3]
     ops = []
-    for pos in positions:
+    for pos in (p for first, last in spans for p in range(first, last + 1)):
         was_out = pos in g.inflight
         attempts = _settle(g, group, pos)
         if attempts < 0:

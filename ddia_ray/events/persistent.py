@@ -31,12 +31,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from itertools import repeat
 from typing import Any, Callable
 
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from .client import EventStoreClient, _filter
-from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows
+from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows, runs_of
 from .records import RecordedEvent, recorded_event
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
@@ -139,7 +140,7 @@ class PersistentSubscription:
         """:meth:`ack_and_pull` sent: ``(positions, its future, the read ahead's future or None)``."""
         ahead = self.client.backend.query_nowait("events.read_positions", (guess,)) if guess else None
         call = self.client.backend.call_nowait(
-            "events.group_ack_pull", (self.group, tuple(positions), self.consumer, self.batch, self._clock()))
+            "events.group_ack_pull", (self.group, runs_of(positions), self.consumer, self.batch, self._clock()))
         return tuple(positions), call, ahead
 
     def _finish(self, sent: tuple) -> list[tuple[RecordedEvent, int]]:
@@ -148,12 +149,17 @@ class PersistentSubscription:
         return self._events(handed, sent[2])
 
     def _events(self, handed: tuple, ahead: Any = None) -> list[tuple[RecordedEvent, int]]:
+        """The events of the runs ``(first, last, attempt)`` a pull handed out, with their attempts
+        (read ahead by ``ahead``, the rest read now)."""
         if not handed:
             return []
-        attempts = dict(handed)
-        positions = tuple(p for p, _ in handed)
+        positions: list = []
+        attempts: list = []
+        for first, last, attempt in handed:
+            positions.extend(range(first, last + 1))
+            attempts.extend(repeat(attempt, last - first + 1))
         have = self._read_ahead(ahead)
-        todo = tuple(p for p in positions if p not in have) if have else positions
+        todo = tuple(p for p in positions if p not in have) if have else tuple(positions)
         if ahead is not None and len(todo) > len(positions) // 2:
             self._guess_pause = _GUESS_PAUSE  # the guess missed most of the batch
         if todo:
@@ -164,7 +170,7 @@ class PersistentSubscription:
                 archived = self._archived(sorted(p for p in set(todo) if p < dropped), dropped)
             for r in positions_rows(todo, answer, archived):
                 have[r[2]] = r
-        return [(recorded_event(*have[p]), attempts[p]) for p in dict.fromkeys(positions) if p in have]
+        return [(recorded_event(*have[p]), a) for p, a in zip(positions, attempts) if p in have]
 
     def _guess(self, handled: list, skip: int = 0) -> tuple:
         """What the next pull will likely hand out, to read while it commits: the ``batch`` positions
@@ -225,13 +231,13 @@ class PersistentSubscription:
     def ack(self, positions) -> int:
         """Settle ``positions`` as handled; returns the group's checkpoint."""
         return self.client.call(
-            "events.group_ack", (self.group, tuple(positions)))
+            "events.group_ack", (self.group, runs_of(positions)))
 
     def nack(self, positions, action: str = "retry", reason: str = "") -> int:
         """Refuse ``positions``: ``"retry"``, ``"park"``, ``"skip"`` or ``"release"`` (handed back
         unhandled: the attempt is not counted); returns the group's checkpoint."""
         return self.client.call(
-            "events.group_nack", (self.group, tuple(positions), action, reason))
+            "events.group_nack", (self.group, runs_of(positions), action, reason))
 
     def run(self, handler: Callable[[RecordedEvent], Any], *, until: Callable[[], bool] | None = None,
             timeout_s: float | None = None, on_error: str = "retry") -> int:

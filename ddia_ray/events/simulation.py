@@ -140,8 +140,8 @@ def _client_class(shared: _Shared):
                 elif result.kind == "WrongExpectedVersionError" and result.attrs:
                     self.versions[result.attrs["stream"]] = result.attrs["actual"]
             elif op[0] == "pull" and type(result) is not ErrorRecord:
-                positions = tuple(p for p, _ in result)
-                self.redelivered += sum(1 for _, a in result if a > 1)
+                positions = tuple(p for first, last, _ in result for p in range(first, last + 1))
+                self.redelivered += sum(last - first + 1 for first, last, a in result if a > 1)
                 self.group_seen.update(positions)
                 # A crash between the pull and the ack: the batch times out and goes to someone else.
                 self.batch = () if (self.rng.random() < 0.1 and not self.draining) else positions

@@ -1,0 +1,133 @@
+"""A consumer group's events in flight as runs (ddia_ray.events.inflight): a model-based
+hypothesis test against a dict with an entry per position, and what a damaged row or a bad
+settling call gets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from ddia_ray.errors import CorruptRecordError, InvalidArgumentError
+from ddia_ray.events import keys
+from ddia_ray.events.client import EventStoreClient
+from ddia_ray.events.consumer_groups import MAX_SETTLE, Group, runs_of, spans_of
+from ddia_ray.events.inflight import InFlight
+from ddia_ray.events.local import LocalBackend
+from ddia_ray.events.persistent import ConsumerGroups, PersistentSubscription
+from ddia_ray.events.records import EventData
+
+_HELD = st.tuples(st.sampled_from(["c1", "c2"]), st.integers(1, 2), st.sampled_from([100, 200]))
+
+
+class InFlightMachine(RuleBasedStateMachine):
+    """Runs against a dict position -> (consumer, attempts, deadline)."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = InFlight()
+        self.model: dict[int, tuple] = {}
+
+    @rule(first=st.integers(0, 80), n=st.integers(1, 12), held=_HELD)
+    def add(self, first, n, held):
+        last = first + n - 1
+        if any(p in self.model for p in range(first, last + 1)):
+            with pytest.raises(ValueError):
+                self.runs.add(first, last, *held)
+            return
+        self.runs.add(first, last, *held)
+        self.model.update(dict.fromkeys(range(first, last + 1), held))
+
+    @rule(position=st.integers(0, 95))
+    def pop(self, position):
+        if position in self.model:
+            assert self.runs.pop(position) == self.model.pop(position)
+        else:
+            with pytest.raises(KeyError):
+                self.runs.pop(position)
+
+    @rule(first=st.integers(0, 95), n=st.integers(1, 12))
+    def take_span(self, first, n):
+        last = first + n - 1
+        span = range(first, last + 1)
+        # One run holds all of it exactly when every position is in flight with one value and the
+        # runs, maximal, do not break inside it.
+        values = {self.model.get(p) for p in span}
+        got = self.runs.take_span(first, last)
+        if got is None:
+            assert None in values or len(values) > 1 or any(self._break_inside(first, last))
+        else:
+            assert len(values) == 1 and got == values.pop()[1]
+            for p in span:
+                del self.model[p]
+
+    def _break_inside(self, first, last):
+        return (r[1] < last for r in self.runs.runs() if r[0] <= first <= r[1])
+
+    @rule(now=st.sampled_from([50, 100, 150, 200]))
+    def take_expired(self, now):
+        gone = {p for first, last, *_ in self.runs.take_expired(now) for p in range(first, last + 1)}
+        assert gone == {p for p, (_, _, d) in self.model.items() if d <= now}
+        for p in gone:
+            del self.model[p]
+
+    @invariant()
+    def same_as_the_model(self):
+        assert dict(self.runs.items()) == self.model and len(self.runs) == len(self.model)
+        assert self.runs.lowest() == (min(self.model) if self.model else None)
+        runs = self.runs.runs()
+        assert all(a[1] < b[0] for a, b in zip(runs, runs[1:])), "runs overlap or are out of order"
+        for p in (0, 7, 40, 93):
+            assert (p in self.runs) == (p in self.model) and self.runs.get(p) == self.model.get(p)
+
+
+TestInFlight = InFlightMachine.TestCase
+TestInFlight.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+_SETTINGS = (None, "", 1000, 5, 30000)
+
+
+@pytest.mark.parametrize("runs, why", [
+    (((5, 3, "c", 1, 9),), "first <= last"),
+    (((0, 9, "c", 1, 9), (5, 12, "c", 1, 9)), "overlap"),
+    ((("0", 9, "c", 1, 9),), "first <= last"),
+    (((-1, 2, "c", 1, 9),), "first <= last"),
+])
+def test_a_group_row_whose_runs_in_flight_are_damaged_is_refused(runs, why):
+    row = keys.pack(_SETTINGS, 20, (), (), {}, 0, runs)
+    with pytest.raises(CorruptRecordError, match=why):
+        Group(row)
+
+
+def test_settling_calls_name_positions_or_runs_and_are_bounded():
+    assert spans_of((3, (5, 9), 12)) == [(3, 3), (5, 9), (12, 12)]
+    assert runs_of([9, 3, 4, 5, 7, 8]) == ((3, 5), (7, 9)) and runs_of([4]) == (4,) and runs_of([]) == ()
+    assert runs_of([1.0, 2]) == (1.0, 2)  # not ints: sent as they are, for the store to refuse
+    for bad in ([1, 2], (-1,), ((5, 3),), ((1, 2, 3),), ((1.0, 2),), ("7",), ((0, MAX_SETTLE),)):
+        with pytest.raises(InvalidArgumentError):
+            spans_of(bad)
+
+
+def test_acks_settle_runs_whole_in_part_and_across_runs():
+    client = EventStoreClient(LocalBackend())
+    groups = ConsumerGroups(client)
+    groups.create("g", max_in_flight=100)
+    for i in range(30):
+        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"")])
+    a = PersistentSubscription(client, "g", "a", batch=10, clock=lambda: 1000)
+    b = PersistentSubscription(client, "g", "b", batch=10, clock=lambda: 1000)
+    assert [e.position for e, _ in a.pull()] == list(range(10))
+    assert [e.position for e, _ in b.pull()] == list(range(10, 20))
+    assert [e.position for e, _ in a.pull()] == list(range(20, 30))
+    a.ack(range(3, 6))  # inside a run: it splits
+    assert groups.info("g")["in_flight"] == 27
+    b.ack([8, 9, 10, 11])  # across two consumers' runs: settled one by one
+    a.ack(range(30 - 10, 30))  # a whole run
+    info = groups.info("g")
+    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (13, 17, 0)
+    a.ack([0, 1, 2, 6, 7])
+    b.ack(range(12, 20))
+    info = groups.info("g")
+    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (0, 30, 30)
