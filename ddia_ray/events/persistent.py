@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
+from . import keys
 from .client import EventStoreClient, _filter
 from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows, runs_of
 from .records import RecordedEvent, recorded_event
@@ -153,12 +154,19 @@ class PersistentSubscription:
         (read ahead by ``ahead``, the rest read now)."""
         if not handed:
             return []
+        read = self._read_ahead(ahead)
+        if len(handed) == 1 and read:
+            # The usual batch: one run, all of it in one consecutive stretch the read ahead found.
+            first, last, attempt = handed[0]
+            lo, hi = read[0][2], read[-1][2]
+            if hi - lo == len(read) - 1 and lo <= first and last <= hi:
+                return [(recorded_event(*r), attempt) for r in read[first - lo:last - lo + 1]]
         positions: list = []
         attempts: list = []
         for first, last, attempt in handed:
             positions.extend(range(first, last + 1))
             attempts.extend(repeat(attempt, last - first + 1))
-        have = self._read_ahead(ahead)
+        have = {r[2]: r for r in read}
         todo = tuple(p for p in positions if p not in have) if have else tuple(positions)
         if ahead is not None and len(todo) > len(positions) // 2:
             self._guess_pause = _GUESS_PAUSE  # the guess missed most of the batch
@@ -187,18 +195,20 @@ class PersistentSubscription:
         first = handled[-1] + 1 + skip * self.batch
         return tuple(range(first, first + self.batch))
 
-    def _read_ahead(self, ahead: Any) -> dict:
-        """The rows a read ahead found, by position: the events stored live (one the archive
-        dropped is missing, and read again through :meth:`_archived`); {} if it failed or there
-        was none."""
+    def _read_ahead(self, ahead: Any) -> list:
+        """The rows a read ahead found, ascending: the events stored live (one the archive dropped
+        is missing, and read again through :meth:`_archived`); [] if it failed or there was none."""
         if ahead is None:
-            return {}
+            return []
         try:
             answer = ahead.result(self.client.timeout_s)
         except Exception:  # noqa: BLE001 - a guess that failed costs only the read it was to save
-            return {}
+            return []
         self.read_ahead += 1
-        return answer_rows(answer)
+        if not answer[1]:  # only runs of positions, sent as chunk parts in ascending order
+            return keys.part_rows(answer[0])
+        rows = answer_rows(answer)
+        return [rows[p] for p in sorted(rows)]
 
     def _archived(self, positions: list, dropped: int) -> list:
         """The rows of archived ``positions`` (ascending, all below ``dropped``) that pass the group's
