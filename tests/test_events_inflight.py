@@ -5,7 +5,7 @@ settling call gets."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -99,6 +99,15 @@ def test_a_group_row_whose_runs_in_flight_are_damaged_is_refused(runs, why):
     row = keys.pack(_SETTINGS, 20, (), (), {}, 0, runs)
     with pytest.raises(CorruptRecordError, match=why):
         Group(row)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=40))
+def test_a_consumers_runs_name_exactly_its_positions(positions):
+    runs = runs_of(positions)
+    named = [p for first, last in spans_of(runs) for p in range(first, last + 1)]
+    assert named == sorted(set(positions))
+    assert all(b[0] > a[1] + 1 for a, b in zip(spans_of(runs), spans_of(runs)[1:])), "runs not maximal"
 
 
 def test_settling_calls_name_positions_or_runs_and_are_bounded():

@@ -360,7 +360,7 @@ def runs_of(positions) -> tuple:
     """``positions`` (ints) as a consumer sends them to settle: runs ``(first, last)`` of consecutive
     ones, a lone position as itself (anything but ints is sent as it is, for the store to refuse)."""
     positions = tuple(positions)
-    if not positions or not all(type(p) is int for p in positions):
+    if not positions or set(map(type, positions)) != {int}:
         return positions
     return tuple(p if p == q else (p, q) for p, q in _runs(sorted(set(positions))))
 
@@ -468,7 +468,7 @@ def read_positions(state, args: Any) -> tuple:
     from the archive: :meth:`~.persistent.PersistentSubscription.pull`). :func:`positions_rows` puts
     the rows back in the order asked."""
     (positions,) = args
-    if not isinstance(positions, tuple) or len(positions) > 4096 or not all(type(p) is int for p in positions):
+    if not isinstance(positions, tuple) or len(positions) > 4096 or not set(map(type, positions)) <= {int}:
         raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
     # A pull hands out runs of consecutive positions (new events from the cursor, in order): a run
     # is read a chunk at a time through $all's chunk rows and sent as the chunks' stored bytes; the
@@ -528,6 +528,8 @@ _RUN_MIN = 8
 
 def _runs(ordered: list) -> list[tuple[int, int]]:
     """``(first, last)`` of each run of consecutive ints in ``ordered`` (ascending, distinct)."""
+    if ordered and ordered[-1] - ordered[0] == len(ordered) - 1:
+        return [(ordered[0], ordered[-1])]  # ascending and distinct: one run (a batch acked whole)
     runs: list[tuple[int, int]] = []
     for p in ordered:
         if runs and runs[-1][1] == p - 1:
