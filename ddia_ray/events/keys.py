@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import struct
 from itertools import compress
+from typing import Any
 
 import msgpack
 
@@ -375,7 +376,7 @@ class Chunk:
 
 
 
-def part_rows(parts, type_prefix: str = "") -> list:
+def part_rows(parts, type_prefix: str = "", make: Any = None) -> list:
     """The read rows ``(stream, version, position, id, type, data, metadata, created_ms)`` of a page
     sent as chunk parts ``(stream, lo, hi, chunk row)``: each part's events at positions ``lo..hi``
     (those the chunk holds), in order, less those whose type does not start with ``type_prefix``.
@@ -384,7 +385,9 @@ def part_rows(parts, type_prefix: str = "") -> list:
     the chunks' stored bytes, and the reader decodes them (in C, msgpack) and builds the rows,
     where the store would otherwise decode every chunk, build a row per event, check and encode
     them all for one reader. A part that is not a ``(str, int, int, bytes)`` tuple, or holds no
-    valid chunk, raises :class:`~ddia_ray.errors.CorruptRecordError`."""
+    valid chunk, raises :class:`~ddia_ray.errors.CorruptRecordError`. ``make``: a function of the
+    eight fields to build each row with instead of a tuple (a consumer builds its events so, without
+    a tuple per event in between)."""
     rows: list = []
     append = rows.append
     for part in parts:
@@ -396,8 +399,14 @@ def part_rows(parts, type_prefix: str = "") -> list:
         c = Chunk.of(body)
         fv, fp, created = c.first_version, c.first_position, c.created_ms
         ids, types, datas, metas = c.ids, c.types, c.datas, c.metas
-        for j in range(max(lo, fp) - fp, min(hi, fp + len(ids) - 1) - fp + 1):
+        span = range(max(lo, fp) - fp, min(hi, fp + len(ids) - 1) - fp + 1)
+        if make is not None and not type_prefix:
+            for j in span:
+                append(make(stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+            continue
+        for j in span:
             if type_prefix and not types[j].startswith(type_prefix):
                 continue
-            append((stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created))
+            row = (stream, fv + j, fp + j, ids[j], types[j], datas[j], metas[j], created)
+            append(row if make is None else make(*row))
     return rows

@@ -51,6 +51,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _rows_ascending(answer: tuple) -> list:
+    """The rows of :func:`~.consumer_groups.read_positions`'s ``answer``, ascending by position."""
+    if not answer[1]:  # only runs of positions, sent as chunk parts in ascending order
+        return keys.part_rows(answer[0])
+    rows = answer_rows(answer)
+    return [rows[p] for p in sorted(rows)]
+
+
 class ConsumerGroups:
     """Create, inspect and repair the consumer groups of an event store."""
 
@@ -154,13 +162,17 @@ class PersistentSubscription:
         (read ahead by ``ahead``, the rest read now)."""
         if not handed:
             return []
-        read = self._read_ahead(ahead)
-        if len(handed) == 1 and read:
-            # The usual batch: one run, all of it in one consecutive stretch the read ahead found.
+        answer = self._read_ahead(ahead)
+        if len(handed) == 1 and answer is not None and not answer[1]:
+            # The usual batch: one run, all of it in the stretch of chunk parts the read ahead found
+            # (the events built straight from the chunks' columns).
             first, last, attempt = handed[0]
-            lo, hi = read[0][2], read[-1][2]
-            if hi - lo == len(read) - 1 and lo <= first and last <= hi:
-                return [(recorded_event(*r), attempt) for r in read[first - lo:last - lo + 1]]
+            events = keys.part_rows(answer[0], make=recorded_event)
+            if events:
+                lo, hi = events[0].position, events[-1].position
+                if hi - lo == len(events) - 1 and lo <= first and last <= hi:
+                    return [(e, attempt) for e in events[first - lo:last - lo + 1]]
+        read = [] if answer is None else _rows_ascending(answer)
         positions: list = []
         attempts: list = []
         for first, last, attempt in handed:
@@ -195,20 +207,18 @@ class PersistentSubscription:
         first = handled[-1] + 1 + skip * self.batch
         return tuple(range(first, first + self.batch))
 
-    def _read_ahead(self, ahead: Any) -> list:
-        """The rows a read ahead found, ascending: the events stored live (one the archive dropped
-        is missing, and read again through :meth:`_archived`); [] if it failed or there was none."""
+    def _read_ahead(self, ahead: Any) -> tuple | None:
+        """The answer of a read ahead (:func:`~.consumer_groups.read_positions`'s): the events stored
+        live (one the archive dropped is missing, and read again through :meth:`_archived`); None
+        if it failed or there was none."""
         if ahead is None:
-            return []
+            return None
         try:
             answer = ahead.result(self.client.timeout_s)
         except Exception:  # noqa: BLE001 - a guess that failed costs only the read it was to save
-            return []
+            return None
         self.read_ahead += 1
-        if not answer[1]:  # only runs of positions, sent as chunk parts in ascending order
-            return keys.part_rows(answer[0])
-        rows = answer_rows(answer)
-        return [rows[p] for p in sorted(rows)]
+        return answer
 
     def _archived(self, positions: list, dropped: int) -> list:
         """The rows of archived ``positions`` (ascending, all below ``dropped``) that pass the group's
