@@ -89,7 +89,7 @@ class ConsumerGroups:
 
     def info(self, group: str) -> dict:
         """The group's settings, ``cursor``, ``checkpoint``, ``in_flight``, ``retry_queue``, ``parked``,
-        ``lag_events`` and counters (delivered, acked, retried, timed_out, parks, skipped)."""
+        ``lag_events`` and counters (delivered, acked, retried, timed_out, parks, skipped, released)."""
         return self._query("events.group_info", (group,))
 
     def parked(self, group: str, *, from_position: int = 0, limit: int = 1000) -> list[tuple[int, int, str]]:
