@@ -260,6 +260,25 @@ def _store(n: int, *, backend=None, **group) -> tuple[EventStoreClient, Consumer
     return client, groups
 
 
+def test_acks_settle_runs_whole_in_part_and_across_runs():
+    client, groups = _store(30, max_in_flight=100)
+    a = PersistentSubscription(client, "g", "a", batch=10, clock=lambda: 1000)
+    b = PersistentSubscription(client, "g", "b", batch=10, clock=lambda: 1000)
+    assert [e.position for e, _ in a.pull()] == list(range(10))
+    assert [e.position for e, _ in b.pull()] == list(range(10, 20))
+    assert [e.position for e, _ in a.pull()] == list(range(20, 30))
+    a.ack(range(3, 6))  # inside a run: it splits
+    assert groups.info("g")["in_flight"] == 27
+    b.ack([8, 9, 10, 11])  # across two consumers' runs: settled one by one
+    a.ack(range(30 - 10, 30))  # a whole run
+    info = groups.info("g")
+    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (13, 17, 0)
+    a.ack([0, 1, 2, 6, 7])
+    b.ack(range(12, 20))
+    info = groups.info("g")
+    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (0, 30, 30)
+
+
 def test_run_pulls_batches_ahead_while_it_handles_one():
     backend = _Logged()
     client, groups = _store(50, backend=backend, max_in_flight=30)

@@ -11,12 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ddia_ray.errors import CorruptRecordError, InvalidArgumentError
 from ddia_ray.events import keys
-from ddia_ray.events.client import EventStoreClient
 from ddia_ray.events.consumer_groups import MAX_SETTLE, Group, runs_of, spans_of
 from ddia_ray.events.inflight import InFlight
-from ddia_ray.events.local import LocalBackend
-from ddia_ray.events.persistent import ConsumerGroups, PersistentSubscription
-from ddia_ray.events.records import EventData
 
 _HELD = st.tuples(st.sampled_from(["c1", "c2"]), st.integers(1, 2), st.sampled_from([100, 200]))
 
@@ -118,25 +114,3 @@ def test_settling_calls_name_positions_or_runs_and_are_bounded():
         with pytest.raises(InvalidArgumentError):
             spans_of(bad)
 
-
-def test_acks_settle_runs_whole_in_part_and_across_runs():
-    client = EventStoreClient(LocalBackend())
-    groups = ConsumerGroups(client)
-    groups.create("g", max_in_flight=100)
-    for i in range(30):
-        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"")])
-    a = PersistentSubscription(client, "g", "a", batch=10, clock=lambda: 1000)
-    b = PersistentSubscription(client, "g", "b", batch=10, clock=lambda: 1000)
-    assert [e.position for e, _ in a.pull()] == list(range(10))
-    assert [e.position for e, _ in b.pull()] == list(range(10, 20))
-    assert [e.position for e, _ in a.pull()] == list(range(20, 30))
-    a.ack(range(3, 6))  # inside a run: it splits
-    assert groups.info("g")["in_flight"] == 27
-    b.ack([8, 9, 10, 11])  # across two consumers' runs: settled one by one
-    a.ack(range(30 - 10, 30))  # a whole run
-    info = groups.info("g")
-    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (13, 17, 0)
-    a.ack([0, 1, 2, 6, 7])
-    b.ack(range(12, 20))
-    info = groups.info("g")
-    assert (info["in_flight"], info["acked"], info["checkpoint"]) == (0, 30, 30)
