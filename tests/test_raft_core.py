@@ -350,3 +350,29 @@ def test_a_follower_whose_appends_were_all_lost_catches_up_after_a_heartbeat():
     down.clear()
     pump(30, tick=True)
     assert nodes[follower].log.last_index() == leader.log.last_index()
+
+
+def test_a_follower_that_catches_up_a_burst_of_ticks_does_not_depose_a_live_leader():
+    """A shell delivers every tick its member's event loop woke too late for (RaftMember.clock_ticks),
+    so a follower stalled longer than its election timeout (a memtable flush, a long step) wakes up
+    to a burst of ticks before it reads the heartbeats that arrived meanwhile. With pre-vote and
+    check-quorum the burst costs no term: the others heard the leader within the timeout and ignore
+    the pre-vote, and the follower takes the leader's next heartbeat. Without pre-vote, the same
+    burst deposes the leader (a new term), which is why the paced ticks rest on it."""
+    terms = {}
+    for pre_vote in ("true", "false"):
+        env = InteractionEnv()
+        _elect(env, f"add-nodes 3 election=50 heartbeat=2 pre-vote={pre_vote} check-quorum={pre_vote}",
+               "tick-election 1", "stabilize")
+        leader = env.members["1"].node
+        assert leader.role == LEADER
+        term = leader.term
+        _elect(env, "tick 1 2", "stabilize")  # heartbeats: every member heard the leader just now
+        _elect(env, "tick 2 120", "process-ready 2", "deliver-msgs 1 3", "process-ready 1 3")  # the burst
+        _elect(env, "tick 1 2", "stabilize")  # the leader's next heartbeat reaches the follower
+        nodes = [env.members[n].node for n in ("1", "2", "3")]
+        terms[pre_vote] = ({n.term for n in nodes}, {n.lead for n in nodes}, leader.role, term)
+    same_terms, leads, role, term = terms["true"]
+    assert same_terms == {term} and leads == {"1"} and role == LEADER, terms
+    disrupted_terms, _, _, term = terms["false"]
+    assert max(disrupted_terms) > term, terms  # the burst alone would have cost an election

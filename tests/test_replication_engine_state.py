@@ -188,6 +188,25 @@ def test_a_checkpoint_that_is_gone_raises_and_leaves_the_state_as_it_was(tmp_pat
     leader.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_checkpoint_a_follower_is_copying_outlives_newer_exports(tmp_path, engine):
+    leader = _open(tmp_path, "leader", engine)
+    leader.apply(1, ((PUT, b"a", b"1"),), epoch=1)
+    first = leader.export("cp-0")
+    # Four more exports while a follower copies cp-0 (the leader's Raft member names it in keep):
+    # without keep, only the newest two would be left (the test above).
+    records = [leader.export(f"cp-{i}", keep=frozenset({"cp-0"})) for i in range(1, 5)]
+    follower = _open(tmp_path, "follower", engine)
+    follower.install(first)
+    assert follower.get(b"a") == b"1"
+    assert [os.path.basename(d) for d in leader.exported] == ["cp-0", "cp-3", "cp-4"]
+    leader.export("cp-5")  # acknowledged: cp-0 goes with the next export, with cp-3
+    assert [os.path.basename(d) for d in leader.exported] == ["cp-4", "cp-5"]
+    with pytest.raises(StorageError, match="ask the leader again"):
+        follower.install(records[0])
+    follower.close()
+    leader.close()
+
 def test_orphans_of_an_interrupted_install_are_removed_on_open(tmp_path):
     st = _open(tmp_path, "o", "lsm")
     st.apply(1, ((PUT, b"k", b"v"),), epoch=1)

@@ -175,3 +175,58 @@ def test_a_deposed_leader_answers_its_uncommitted_session_writes_at_once():
     assert cores["r1"].node.role == "follower"
     (reply,) = [r for r in replies if r.request_id == 7]
     assert isinstance(reply.error.exception(), WriteOutcomeUnknownError)
+
+
+def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exported_newer_ones(tmp_path):
+    """A leader's snapshot names a checkpoint's files, which the follower copies while the leader goes
+    on writing and exporting. The leader used to keep only its newest two checkpoints, so a copy
+    slower than two more exports (a loaded machine, a slow store) found its files gone, and the
+    follower stopped (fail-stop): the far-behind follower's test timed out that way in a loaded CI
+    run. The checkpoints a follower was sent and has not acknowledged now stay."""
+    from ddia_ray.replication.engine_state import EngineState
+
+    voters = ("r1", "r2", "r3")
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i, snapshot_entries=5, catch_up_entries=0,
+                            state=EngineState(f"file://{tmp_path}/{n}", engine="lsm",
+                                              checkpoints_url=f"file://{tmp_path}/cps-{n}"))
+             for i, n in enumerate(voters)}
+    for _ in range(200):
+        cores["r1"].tick()
+        _pump(cores)
+        if cores["r1"].node.role == "leader":
+            break
+    leader = cores["r1"]
+
+    def write(i: int, cut: frozenset) -> None:
+        leader.request(100 + i, ReplWrite(((PUT, b"k%03d" % i, b"v"),), client="c", seq=i + 1, acked_below=i + 1))
+        _pump(cores, cut=cut)
+
+    for i in range(30):  # r3 is away: the leader compacts past everything r3 has
+        write(i, frozenset({"r3"}))
+    held = []
+    for _ in range(10):  # heartbeats reach r3; its answer makes the leader send a snapshot, held here
+        leader.tick()
+        for core in cores.values():
+            rd = core.ready()
+            core.advance(rd)
+            for env in rd.messages:
+                if held and "r3" in (env.src, env.dst):
+                    continue  # r3 is busy copying: it hears and says nothing until it is done
+                if env.dst == "r3" and env.payload.type == "snap":
+                    held.append(env)
+                elif env.dst in cores:
+                    cores[env.dst].step(env)
+        if held:
+            break
+    assert held, "the leader sent r3 no snapshot"
+    for i in range(30, 60):  # six more exports while r3 copies
+        write(i, frozenset({"r3"}))
+    cores["r3"].step(held[0])  # the copy: the checkpoint it names must still be there
+    _pump(cores)
+    assert not cores["r3"].failed, cores["r3"].failed
+    for _ in range(4):
+        leader.tick()
+        _pump(cores)
+    assert cores["r3"].state.get(b"k059") == b"v" and cores["r3"].state.get(b"k000") == b"v"
+    for core in cores.values():
+        core.close()

@@ -66,6 +66,9 @@ class RaftKV(Component):
                detached: bool = False, session_ttl_s: float = 3600.0) -> "RaftKV":
         """Start ``members`` members (``root``: fsspec URL for their durable logs; None = in memory only).
 
+        ``election_ticks``: ticks of ``tick_s`` a follower waits for its leader before it campaigns
+        (randomized up to twice that, in wall time: the shell keeps a member's ticks in step with
+        the clock); ``heartbeat_ticks``: the leader's heartbeat period.
         ``sync=True`` fsyncs every record before anything that depends on it is sent, so committed
         writes survive a power cut too; the default hands records to the OS (they survive
         ``ray.kill`` and process crashes), as stock PySyncObj does. ``raft`` is a whole

@@ -57,6 +57,16 @@ class _Batch:
 class RaftMember(BaseCore):
     """One RaftKV member (see the module docstring)."""
 
+    # Raft's timeouts are promises about wall time: a follower campaigns after an election timeout
+    # without a leader, and a leader under check-quorum steps down after one without a quorum,
+    # which is what lets it serve lease reads (Raft thesis 6.4.1). Counted in ticks that fall
+    # behind the clock whenever the event loop runs late, an election timeout stretched to seconds
+    # under load (so a dead leader went unreplaced for seconds), and a leader's lease outlived the
+    # followers' patience. The shell delivers every tick it woke too late for (runtime/ticks.py);
+    # a burst after a stall is safe: a follower's pre-vote is refused by members that heard the
+    # leader within the timeout, and it turns follower again at the leader's next message.
+    clock_ticks = True
+
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, voters=(), learners=(),
                  seed: int = 0, raft: dict | None = None, snapshot_entries: int = 10_000,
                  catch_up_entries: int | None = None, session_ttl_s: float = 0,

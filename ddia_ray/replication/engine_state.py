@@ -433,8 +433,13 @@ class EngineState:
             return decoded[3], decoded[4]
         raise CorruptRecordError("not an engine replica snapshot or checkpoint record (or one of an unknown format)")
 
-    def export(self, name: str) -> bytes:
-        """Write a checkpoint of the engine under ``checkpoints_url``/``name``; the record naming it."""
+    def export(self, name: str, keep: frozenset = frozenset()) -> bytes:
+        """Write a checkpoint of the engine under ``checkpoints_url``/``name``; the record naming it.
+
+        The newest :data:`_KEEP_CHECKPOINTS` stay, and so do the older ones named in ``keep``: a
+        follower may still be copying them. Pruning those made a follower's copy fail whenever a
+        checkpoint took longer to copy than the leader took to export two more (a loaded machine,
+        a small ``snapshot_entries``, a slow store such as S3), and the follower stopped."""
         from ..storage import checkpoint
 
         dst = f"{self.checkpoints_url}/{name}"
@@ -443,8 +448,10 @@ class EngineState:
                 _remove(dst)  # a leftover of a crash during an earlier export of the same name
             checkpoint(self.engine, dst)
             self.exported.append(dst)
-            while len(self.exported) > _KEEP_CHECKPOINTS:
-                _remove(self.exported.pop(0))
+            kept = {f"{self.checkpoints_url}/{k}" for k in keep}
+            for old in [d for d in self.exported[:-_KEEP_CHECKPOINTS] if d not in kept]:
+                self.exported.remove(old)
+                _remove(old)
         return codec.encode(("engine-checkpoint", _FORMAT, dst, self.applied, self.applied_epoch))
 
     def install(self, data: bytes) -> None:

@@ -53,6 +53,7 @@ from typing import Any
 
 from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
+from ..consensus.raft.progress import SNAPSHOT
 from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError, StalenessBoundError,
                       StorageError, UnknownNodeError, WriteOutcomeUnknownError)
@@ -87,6 +88,7 @@ class ReplStateMachine:
         self.pins = pins
         self.applied_writes = 0
         self.duplicates = 0
+        self.sending: frozenset[int] = frozenset()  # snapshot indexes followers may still be copying
         self._own = OwnershipCache()
         self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
         self.indexer = Indexer()
@@ -151,8 +153,10 @@ class ReplStateMachine:
         return index, results
 
     def snapshot(self) -> bytes:
-        """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state."""
-        return self.state.export(f"{self.name}-{self.state.applied}")
+        """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state
+        (the earlier ones at the indexes in :attr:`sending` are kept: followers are copying them)."""
+        keep = frozenset(f"{self.name}-{i}" for i in self.sending)
+        return self.state.export(f"{self.name}-{self.state.applied}", keep)
 
     def restore(self, data: bytes) -> None:
         """Recover from this member's own snapshot."""
@@ -407,6 +411,14 @@ class RaftReplica(RaftMember):
             self.reply(rid, error=self._not_leader())
         else:
             super()._retry(rid, pos)
+
+    def _maybe_compact(self) -> None:
+        # A leader's snapshot names a checkpoint's files, which a follower copies while the leader
+        # goes on: the checkpoints its followers were sent and have not acknowledged stay.
+        node = self.node
+        self.machine.sending = frozenset(p.pending_snapshot for p in node.progress.values()
+                                         if p.state == SNAPSHOT) if node.role == LEADER else frozenset()
+        super()._maybe_compact()
 
     def _install_snapshot(self, snap) -> None:
         try:

@@ -216,8 +216,9 @@ class ReplicaState(Protocol):
     def restore(self, data: bytes) -> None:
         """Recover from this replica's own :meth:`snapshot`."""
 
-    def export(self, name: str) -> bytes:
-        """What a lagging follower installs (named ``name`` where files are written)."""
+    def export(self, name: str, keep: frozenset = frozenset()) -> bytes:
+        """What a lagging follower installs (named ``name`` where files are written); ``keep``:
+        names of earlier exports that must stay (a follower may be copying them still)."""
 
     def install(self, data: bytes) -> None:
         """Replace this state by a leader's :meth:`export`."""
@@ -326,8 +327,9 @@ class MapState:
         self.applied = applied
         self.applied_epoch = decoded[4] if len(decoded) == 5 and type(decoded[4]) is int else 0
 
-    def export(self, name: str) -> bytes:
-        """What a lagging follower installs: the snapshot itself (``name`` is unused here)."""
+    def export(self, name: str, keep: frozenset = frozenset()) -> bytes:
+        """What a lagging follower installs: the snapshot itself (``name`` and ``keep`` are unused
+        here: nothing is written where a follower copies from)."""
         return self.snapshot()
 
     def install(self, data: bytes) -> None:

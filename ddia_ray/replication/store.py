@@ -56,10 +56,12 @@ _names = itertools.count(1)
 
 #: The Raft timing of a store's members (the Raft protocol's replicas, leader-follower's
 #: coordination service) unless ``raft=`` says otherwise, in ticks of 10 ms: a heartbeat every
-#: 20 ms, an election after 100-200 ms without one. 50 ticks ended the election storms seen under
-#: sustained appends, but slowed failover on a loaded machine past what the Jepsen tests allow
-#: (docs/replication.md, "Spurious elections under load"): kept at 10 until the tick loop is paced.
-DEFAULT_RAFT = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+#: 20 ms, an election after 0.3-0.6 s without one. The members' ticks follow the clock
+#: (``RaftMember.clock_ticks``), so that is wall time even on a loaded machine. With 10 ticks, a
+#: member's event loop stalled by a memtable flush or a large entry for 0.1-0.2 s set off
+#: elections (docs/replication.md, "Spurious elections under load"); 50 would tolerate longer
+#: stalls, but every store's first election would wait 0.5-1 s.
+DEFAULT_RAFT = RaftConfig(election_ticks=30, heartbeat_ticks=2)
 
 
 def _leader_share(timeout_s: float) -> float:

@@ -56,7 +56,7 @@ from ...errors import ConfigError, InvalidArgumentError, NotLeaderError, Proposa
 from .log import RaftLog
 from .messages import CONF_CHANGE, NOOP, NORMAL, ConfChange, ConfState, Entry, HardState, Message, ReadState, \
     RaftSnapshot, SnapshotMeta
-from .progress import Progress
+from .progress import SNAPSHOT, Progress
 from .replication import _ReadRound, _Replication
 from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ROLE_TRANSITIONS
 
@@ -195,6 +195,9 @@ class RaftNode(_Replication):
                 self._campaign("pre" if self.config.pre_vote else "vote")
             return
         self.heartbeat_elapsed += 1
+        for p in self.progress.values():
+            if p.state == SNAPSHOT:
+                p.snapshot_ticks += 1
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
             if self.config.check_quorum:

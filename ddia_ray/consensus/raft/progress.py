@@ -41,8 +41,8 @@ TRANSITIONS = {
 class Progress:
     """Replication progress of one follower, tracked by the leader."""
 
-    __slots__ = ("match", "next", "state", "probe_sent", "pending_snapshot", "recent_active", "inflights",
-                 "max_inflight")
+    __slots__ = ("match", "next", "state", "probe_sent", "pending_snapshot", "snapshot_ticks", "recent_active",
+                 "inflights", "max_inflight")
 
     def __init__(self, next_index: int, max_inflight: int):
         self.match = 0
@@ -50,6 +50,7 @@ class Progress:
         self.state = PROBE
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot_ticks = 0  # leader ticks since the pending snapshot was sent
         self.recent_active = False
         self.inflights: collections.deque = collections.deque()
         self.max_inflight = max_inflight
@@ -79,6 +80,7 @@ class Progress:
         """A snapshot at ``index`` is being sent; nothing else until it is acknowledged."""
         self._become(SNAPSHOT)
         self.pending_snapshot = index
+        self.snapshot_ticks = 0
 
     def is_paused(self) -> bool:
         """Whether the leader must not send another append now."""

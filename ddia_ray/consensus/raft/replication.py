@@ -121,8 +121,13 @@ class _Replication:
                 # dropped them) and no answer will ever free the window: free one slot, so the next
                 # append goes out and its answer (or refusal) resumes replication. etcd does the same.
                 pr.free_first()
-            if pr.state == SNAPSHOT and pr.match < pr.pending_snapshot:
-                pr.become_probe()  # the snapshot may have been lost: probe again
+            if pr.state == SNAPSHOT and pr.match < pr.pending_snapshot \
+                    and pr.snapshot_ticks >= self.config.election_ticks:
+                # No acknowledgement within an election timeout: the snapshot may have been lost,
+                # so probe again. Not sooner: a heartbeat answered before the follower got the
+                # snapshot arrives after it was sent, and reverting then made the leader send a
+                # newer snapshot while the follower was still copying the first one's files.
+                pr.become_probe()
             if pr.match < self.log.last_index():
                 self._send_append(m.src)
             if m.context and m.src in self.conf.voters:
