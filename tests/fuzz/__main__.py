@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .runner import MEMORY_MB_DEFAULT, campaign, child_main, run_input
@@ -45,8 +46,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "child":
-        return child_main(args.target, args.seed, args.start, args.count, args.seconds, args.status, args.out,
+        code = child_main(args.target, args.seed, args.start, args.count, args.seconds, args.status, args.out,
                           args.memory_mb, tuple(args.skip))
+        # Every input ran and every outcome is written: leave without the interpreter's teardown,
+        # which is not under test. A native thread pool torn down at exit aborted a child once
+        # (SIGABRT, "terminate called without an active exception", in a loaded CI run) after all
+        # 500 inputs had finished, and the parent blamed the last input for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if args.cmd == "replay":
         target = get_target(args.target)
         outcome, seconds, fail, described = run_input(target, args.seed, args.iteration, dump=args.dump)
