@@ -375,3 +375,14 @@ def test_a_pull_ahead_lost_in_a_failover_loses_no_event(faults, timed_out):
         # A lost call's acks are sent again (nothing it carried times out); a late one handed out a
         # batch nobody saw, and only that batch times out.
         assert info["timed_out"] == timed_out and c.redelivered == timed_out
+
+
+def test_run_counts_each_handled_event_once_when_a_short_batch_follows_a_pull_ahead():
+    # 25 events, batches of 10, two pulls ahead: the third batch is short, so no call goes out with
+    # the second batch's acks, which wait in the same list as the third's.
+    client, groups = _store(25, max_in_flight=30)
+    c = PersistentSubscription(client, "g", "c", batch=10, prefetch=2)
+    seen: list = []
+    assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 25) == 25
+    assert c.handled == 25 and seen == list(range(25))
+    assert groups.info("g")["acked"] == 25

@@ -308,6 +308,7 @@ class PersistentSubscription:
                         ok = []
                         self.prefetched += 1
                 failed = []
+                before = len(ok)  # acks of an earlier batch may wait here too (no call went ahead)
                 for event, attempt in got:
                     if attempt > 1:
                         self.redelivered += 1
@@ -317,8 +318,8 @@ class PersistentSubscription:
                     except Exception as e:  # noqa: BLE001 - the handler's failure is the event's fate, not ours
                         failed.append(((event.position,), f"{type(e).__name__}: {e}"))
                 self._settle([], failed, on_error)
-                handled += len(ok)
-                self.handled += len(ok)
+                handled += len(ok) - before
+                self.handled += len(ok) - before
                 self.failed += len(failed)
         finally:
             ok = self._hand_back(sent, ok)
