@@ -97,6 +97,11 @@ def test_a_group_row_whose_runs_in_flight_are_damaged_is_refused(runs, why):
         Group(row)
 
 
+def test_a_group_row_with_an_event_both_in_flight_and_waiting_is_refused():
+    with pytest.raises(CorruptRecordError, match="both in flight and in its retry queue"):
+        Group(keys.pack(_SETTINGS, 20, (), ((3, 1),), {}, 0, ((0, 9, "c", 1, 9),)))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(0, 60), max_size=40))
 def test_a_consumers_runs_name_exactly_its_positions(positions):

@@ -100,6 +100,8 @@ class Group:
         except (TypeError, ValueError) as e:
             raise CorruptRecordError(f"a consumer group's events in flight are damaged: {e}") from None
         self.retry = dict(retry)  # position -> attempts so far
+        if any(p in self.inflight for p in self.retry):  # an event is in flight or waiting, never both
+            raise CorruptRecordError("a consumer group's row holds an event both in flight and in its retry queue")
         self.counters = dict(counters)
         self.counters.setdefault("released", 0)  # a row written before the release action
 
