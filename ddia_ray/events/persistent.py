@@ -51,14 +51,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _rows_ascending(answer: tuple) -> list:
-    """The rows of :func:`~.consumer_groups.read_positions`'s ``answer``, ascending by position."""
-    if not answer[1]:  # only runs of positions, sent as chunk parts in ascending order
-        return keys.part_rows(answer[0])
-    rows = answer_rows(answer)
-    return [rows[p] for p in sorted(rows)]
-
-
 class ConsumerGroups:
     """Create, inspect and repair the consumer groups of an event store."""
 
@@ -172,13 +164,12 @@ class PersistentSubscription:
                 lo, hi = events[0].position, events[-1].position
                 if hi - lo == len(events) - 1 and lo <= first and last <= hi:
                     return [(e, attempt) for e in events[first - lo:last - lo + 1]]
-        read = [] if answer is None else _rows_ascending(answer)
         positions: list = []
         attempts: list = []
         for first, last, attempt in handed:
             positions.extend(range(first, last + 1))
             attempts.extend(repeat(attempt, last - first + 1))
-        have = {r[2]: r for r in read}
+        have = {} if answer is None else answer_rows(answer)
         todo = tuple(p for p in positions if p not in have) if have else tuple(positions)
         if ahead is not None and len(todo) > len(positions) // 2:
             self._guess_pause = _GUESS_PAUSE  # the guess missed most of the batch

@@ -49,7 +49,7 @@ the leader sends a newer snapshot.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
@@ -88,7 +88,8 @@ class ReplStateMachine:
         self.pins = pins
         self.applied_writes = 0
         self.duplicates = 0
-        self.sending: frozenset[int] = frozenset()  # snapshot indexes followers may still be copying
+        # The snapshot indexes followers may still be copying (the Raft member sets it: its leader knows).
+        self.sending: Callable[[], frozenset] = frozenset
         self._own = OwnershipCache()
         self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
         self.indexer = Indexer()
@@ -155,7 +156,7 @@ class ReplStateMachine:
     def snapshot(self) -> bytes:
         """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state
         (the earlier ones at the indexes in :attr:`sending` are kept: followers are copying them)."""
-        keep = frozenset(f"{self.name}-{i}" for i in self.sending)
+        keep = frozenset(f"{self.name}-{i}" for i in self.sending())
         return self.state.export(f"{self.name}-{self.state.applied}", keep)
 
     def restore(self, data: bytes) -> None:
@@ -195,6 +196,7 @@ class RaftReplica(RaftMember):
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
+        self.machine.sending = self._snapshots_sent
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -412,13 +414,14 @@ class RaftReplica(RaftMember):
         else:
             super()._retry(rid, pos)
 
-    def _maybe_compact(self) -> None:
-        # A leader's snapshot names a checkpoint's files, which a follower copies while the leader
-        # goes on: the checkpoints its followers were sent and have not acknowledged stay.
+    def _snapshots_sent(self) -> frozenset:
+        """The indexes of the snapshots this leader sent and its followers have not acknowledged: a
+        snapshot names a checkpoint's files, which a follower copies while the leader goes on, so
+        those checkpoints stay (read only when a snapshot is taken)."""
         node = self.node
-        self.machine.sending = frozenset(p.pending_snapshot for p in node.progress.values()
-                                         if p.state == SNAPSHOT) if node.role == LEADER else frozenset()
-        super()._maybe_compact()
+        if node.role != LEADER:
+            return frozenset()
+        return frozenset(p.pending_snapshot for p in node.progress.values() if p.state == SNAPSHOT)
 
     def _install_snapshot(self, snap) -> None:
         try:
