@@ -19,6 +19,7 @@ Modules:
 * :mod:`.lessor`: the pure lessor core (deadlines from the ``now`` it is given);
 * :mod:`.lessor_service`: the lessor as a runtime service next to the Raft members;
 * :mod:`.client`: :class:`ConfigClient` (get, put, txn, leases, watches);
+* :mod:`.lease_keeper`: :class:`~.lease_keeper.LeaseKeeper`, a lease renewed from a thread of its own;
 * :mod:`.watch`: the one long poll per client that feeds its watches;
 * :mod:`.local`: the same store in one process (no Ray), for tests and notebooks;
 * :mod:`.store`: :class:`ConfigStore`, the handle (launch, connect, client, stats, shutdown);

@@ -16,7 +16,8 @@ changed since (:class:`~ddia_ray.errors.RevisionConflictError` otherwise),
 and reads again until it succeeds or ``timeout_s`` passes.
 
 Keepalives go to the lessor (:mod:`.lessor_service`), not through the log:
-they change no state but a deadline, as in etcd. Watches share one long poll
+they change no state but a deadline, as in etcd; :meth:`ConfigClient.keep_alive`
+renews from a thread of its own (:mod:`.lease_keeper`). Watches share one long poll
 per client (:mod:`.watch`).
 
 Thread-safe: the backend's client batches concurrent calls; the watch thread
@@ -28,7 +29,7 @@ service on procedures shares (:mod:`ddia_ray.replication.backend`).
 from __future__ import annotations
 
 import concurrent.futures
-
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -37,6 +38,7 @@ from .._validate import positive
 from ..replication.backend import ProcedureBackend, ProcedureClient
 from ..errors import (ActorUnavailableError, CallTimeoutError, FutureRevisionError, InvalidArgumentError,
                       MessageDroppedError, RevisionConflictError)
+from .lease_keeper import LeaseKeeper
 from .procedures import MAX_TXN_OPS, check_prefix
 from .queries import MAX_PAGE
 from .records import Compare, KeyValue, Lease, Op, TxnResult, check_key, kv_from_row
@@ -99,9 +101,16 @@ class ConfigClient(ProcedureClient):
                  watch_page: int = MAX_PAGE) -> None:
         super().__init__(backend, timeout_s=timeout_s)
         self._hub = WatchHub(self, wait_s=positive("watch_wait_s", watch_wait_s), page=watch_page)
+        self._keepers: list[LeaseKeeper] = []
+        self._keepers_lock = threading.Lock()
 
     def close(self) -> None:
-        """Cancel every watch, stop the watch thread and release the backend (idempotent)."""
+        """Cancel every watch and lease keeper, stop the watch thread and release the backend
+        (idempotent)."""
+        with self._keepers_lock:
+            keepers, self._keepers = self._keepers, []
+        for keeper in keepers:
+            keeper.cancel()
         self._hub.close()
         super().close()
 
@@ -230,6 +239,26 @@ class ConfigClient(ProcedureClient):
         if type(lease_id) is not int or lease_id < 1:
             raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
         return self.backend.keepalive(lease_id, self.timeout_s)
+
+    def keep_alive(self, lease_id: int, *, every_s: float | None = None,
+                   on_lost: Callable[[BaseException], Any] | None = None) -> LeaseKeeper:
+        """Keep the lease alive from a thread of its own until the keeper is cancelled (or this client
+        closes): a :class:`~.lease_keeper.LeaseKeeper` renewing every ``every_s`` seconds (None: a
+        third of the TTL, as etcd's client does). If the lease is lost (expired, revoked) the keeper
+        stops and calls ``on_lost(error)``, so the holder can register under a new lease."""
+        if type(lease_id) is not int or lease_id < 1:
+            raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
+        if on_lost is not None and not callable(on_lost):
+            raise InvalidArgumentError("on_lost is a callable")
+        if every_s is not None and (not isinstance(every_s, (int, float)) or isinstance(every_s, bool)
+                                    or not every_s > 0):
+            raise InvalidArgumentError(f"every_s is a number of seconds > 0, got {every_s!r}")
+        if every_s is None:
+            every_s = self.keepalive(lease_id) / 3  # also refuses a lease already lost, here and now
+        keeper = LeaseKeeper(self, lease_id, float(every_s), on_lost)
+        with self._keepers_lock:
+            self._keepers = [k for k in self._keepers if k.alive] + [keeper]
+        return keeper
 
     def revoke(self, lease_id: int) -> int:
         """Revoke the lease now: its keys are deleted at one new revision (returned)."""
