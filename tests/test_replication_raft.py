@@ -230,3 +230,68 @@ def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exporte
     assert cores["r3"].state.get(b"k059") == b"v" and cores["r3"].state.get(b"k000") == b"v"
     for core in cores.values():
         core.close()
+
+
+def test_a_follower_drops_a_snapshot_whose_checkpoint_is_gone_and_installs_the_next_one(tmp_path):
+    """The checkpoint a snapshot names can vanish before the follower copies it: the member that
+    exported it stopped leading and pruned it (only a leader keeps what its followers copy). The
+    follower used to take the snapshot into its Raft log first and copy after, so a failed copy left
+    a state behind its log, and it stopped (fail-stop) until restarted. It now copies first: a copy
+    that fails drops the message with nothing changed, and the leader, hearing nothing back, probes
+    again after an election timeout and sends a newer snapshot, which the follower installs."""
+    import shutil
+
+    from ddia_ray import codec
+    from ddia_ray.replication.engine_state import EngineState
+
+    voters = ("r1", "r2", "r3")
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i, snapshot_entries=5, catch_up_entries=0,
+                            state=EngineState(f"file://{tmp_path}/{n}", engine="lsm",
+                                              checkpoints_url=f"file://{tmp_path}/cps-{n}"))
+             for i, n in enumerate(voters)}
+    for _ in range(200):
+        cores["r1"].tick()
+        _pump(cores)
+        if cores["r1"].node.role == "leader":
+            break
+    leader = cores["r1"]
+
+    def write(i: int, cut: frozenset) -> None:
+        leader.request(100 + i, ReplWrite(((PUT, b"k%03d" % i, b"v"),), client="c", seq=i + 1, acked_below=i + 1))
+        _pump(cores, cut=cut)
+
+    for i in range(30):  # r3 is away: the leader compacts past everything r3 has
+        write(i, frozenset({"r3"}))
+    snaps_sent = []
+    for _ in range(10):  # heartbeats reach r3; the snapshot the leader sends loses its files on the way
+        leader.tick()
+        for core in cores.values():
+            rd = core.ready()
+            core.advance(rd)
+            for env in rd.messages:
+                if env.dst == "r3" and env.payload.type == "snap":
+                    named = codec.decode(env.payload.snapshot.data)[2]
+                    shutil.rmtree(named.removeprefix("file://"))
+                    snaps_sent.append(env.payload.snapshot.meta.index)
+                if env.dst in cores:
+                    cores[env.dst].step(env)
+        if snaps_sent:
+            break
+    assert snaps_sent, "the leader sent r3 no snapshot"
+    r3 = cores["r3"]
+    assert not r3.failed, r3.failed
+    assert r3.snapshots_dropped == 1 and "could not be copied" in r3.status()["last_snapshot_error"]
+    assert r3.node.log.committed < snaps_sent[0]  # its Raft log did not take the snapshot
+    for i in range(30, 40):  # the leader goes on; r3 is back in reach
+        write(i, frozenset())
+    for _ in range(200):  # after an election timeout the leader probes r3 again and sends a newer one
+        leader.tick()
+        _pump(cores)
+        if r3.state.get(b"k039") == b"v":
+            break
+    assert not r3.failed, r3.failed
+    assert r3.state.get(b"k039") == b"v" and r3.state.get(b"k000") == b"v"
+    assert r3.state.installs == 1 and r3.snapshots_dropped == 1
+    assert r3.node.role == "follower" and leader.node.role == "leader"
+    for core in cores.values():
+        core.close()

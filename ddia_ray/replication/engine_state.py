@@ -26,14 +26,15 @@ open (:class:`~ddia_ray.errors.CorruptionError`).
 **Checkpoints** are files, not messages. :meth:`EngineState.export` asks the
 engine for a point-in-time copy of its files (immutable SSTables plus a
 manifest, or the B-tree's pages) under ``checkpoints_url`` and returns a small
-record naming it; a lagging or new follower's :meth:`EngineState.install`
-copies that directory through fsspec into a fresh engine directory of its own,
-switches to it and deletes the old one. Which directory is current is named by
+record naming it; a lagging or new follower's :meth:`EngineState.prepare`
+copies that directory through fsspec into a fresh engine directory of its own
+(before its Raft core takes the snapshot, so a copy that fails changes
+nothing), and :meth:`EngineState.install` switches to it and deletes the old one. Which directory is current is named by
 a ``CURRENT`` file (RocksDB's name for the same idea), replaced only after the
 new directory is complete, so a crash during an install leaves the old engine
 in use and an orphan that the next open deletes. A leader keeps its two newest
-checkpoints; a follower that asks for an older one gets a newer one on its
-next request.
+checkpoints and those its followers are copying; a follower that asks for an
+older one gets a newer one on its next request.
 
 The engine runs inside the replica's actor, so its reads and writes happen in
 the replica's event loop; an install copies files there too (a pause as long
@@ -119,6 +120,7 @@ class EngineState:
         self.sessions = self._index_sessions()
         self.exported: list[str] = []
         self.installs = 0
+        self._staged: tuple[str, str] | None = None  # (checkpoint, engine directory) copied by prepare()
 
     # --- what a crash keeps ------------------------------------------------------------------
 
@@ -454,26 +456,49 @@ class EngineState:
                 _remove(old)
         return codec.encode(("engine-checkpoint", _FORMAT, dst, self.applied, self.applied_epoch))
 
-    def install(self, data: bytes) -> None:
-        """Replace this state by the checkpoint a leader's :meth:`export` names."""
-        from ..storage import copy_checkpoint
+    def prepare(self, data: bytes) -> None:
+        """Copy the checkpoint a leader's snapshot record names into this state's next engine
+        directory, before the replica's Raft core accepts the snapshot. A copy that fails (the files
+        are gone, or damaged on the way) raises :class:`~ddia_ray.errors.StorageError` and changes
+        nothing: the replica drops the snapshot, and the leader sends a newer one. :meth:`install`
+        then only opens what was copied, so it has nothing left to fail on but damage."""
+        src = self._checkpoint_of(data)
+        target = self._engine_url(self.generation + 1)
+        self._staged = None
+        self._copy(src, target)
+        self._staged = (src, target)
 
-        lsn, epoch = self._position_of(data)
+    def _checkpoint_of(self, data: bytes) -> str:
+        self._position_of(data)
         decoded = codec.decode(data)
         if decoded[0] != "engine-checkpoint":
             raise CorruptRecordError("a replica installs a checkpoint record, not a snapshot")
-        src = decoded[2]
-        generation = self.generation + 1
-        target = self._engine_url(generation)
+        return decoded[2]
+
+    @staticmethod
+    def _copy(src: str, target: str) -> None:
+        from ..storage import copy_checkpoint
+
         if _exists(target):
             _remove(target)
         try:
             copy_checkpoint(src, target)
         except (NotADatabaseError, CorruptionError, FileNotFoundError) as e:
-            # Gone (the leader keeps its newest two) or damaged on the way: the replica asks again.
+            # Gone (pruned by a member that is no longer the leader) or damaged on the way.
             _remove(target)
             raise StorageError(f"checkpoint {src} could not be copied ({type(e).__name__}: {e}); "
                                f"ask the leader again") from e
+
+    def install(self, data: bytes) -> None:
+        """Replace this state by the checkpoint a leader's :meth:`export` names (copied by
+        :meth:`prepare` already, or copied now)."""
+        lsn, epoch = self._position_of(data)
+        src = self._checkpoint_of(data)
+        generation = self.generation + 1
+        target = self._engine_url(generation)
+        staged, self._staged = self._staged, None
+        if staged != (src, target):
+            self._copy(src, target)
         fresh = open_engine(target, self.kind, **self.options)
         position = _decode_position(fresh.get(APPLIED_KEY))
         if position != (lsn, epoch):

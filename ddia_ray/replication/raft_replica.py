@@ -41,10 +41,13 @@ Reads (``ReplRead.read``):
   acknowledged Raft write is committed, so a session's position can never be
   lost in a failover.
 
-A follower that cannot install a snapshot (its checkpoint is gone or damaged)
-stops serving and taking part (fail-stop, ``failed`` in its status) rather than
-run with a state behind its log; restarting it recovers from its own log, and
-the leader sends a newer snapshot.
+A follower copies a snapshot's checkpoint before its Raft core takes the
+snapshot (:meth:`RaftReplica._prepared`): a checkpoint that is gone drops the
+message with nothing changed, and the leader sends a newer one after an
+election timeout. A follower whose snapshot fails once taken (the copied
+checkpoint damaged) stops serving and taking part (fail-stop, ``failed`` in
+its status) rather than run with a state behind its log; restarting it
+recovers from its own log, and the leader sends a newer snapshot.
 """
 
 from __future__ import annotations
@@ -163,6 +166,16 @@ class ReplStateMachine:
         """Recover from this member's own snapshot."""
         self.state.restore(data)
 
+    def prepare(self, data: bytes) -> bool:
+        """Copy what a leader's snapshot names before Raft accepts it (a state kept in files); False
+        for a state that has nothing to copy. Raises :class:`~ddia_ray.errors.StorageError` if the
+        copy fails (the snapshot is then dropped, and nothing changed)."""
+        prepare = getattr(self.state, "prepare", None)
+        if prepare is None:
+            return False
+        prepare(data)
+        return True
+
     def install(self, data: bytes) -> None:
         """Install a leader's snapshot (copying its checkpoint's files for an engine)."""
         if self.pins is not None:
@@ -187,6 +200,8 @@ class RaftReplica(RaftMember):
         self._repl_writes: dict[int, tuple] = {}  # index -> (request id, client, seq, acks, term proposed in)
         self._heard_at = -1  # tick this member last heard from its leader
         self.failed = ""
+        self.snapshots_dropped = 0  # leader snapshots whose checkpoint could not be copied (see _prepared)
+        self.last_snapshot_error = ""
         self.state = state if state is not None else MapState()
         self.pins = ScanPins(self.state, ttl_ticks=max(1, round(pin_ttl_s / tick_s)))
         self.machine = ReplStateMachine(self.state, node_id, self.pins)
@@ -213,9 +228,30 @@ class RaftReplica(RaftMember):
             return
         if isinstance(payload, KVCall):  # the replicated store's entries are write batches, never KV commands
             raise InvalidArgumentError(f"{self.node_id} is a replica of {self.group!r}, not a RaftKV member")
+        if getattr(payload, "type", None) == "snap" and not self._prepared(payload):
+            return
         super().on_message(src, payload)
         if src == self.node.lead:
             self._heard_at = self.ticks
+
+    def _prepared(self, m: Any) -> bool:
+        """Copy a snapshot's checkpoint before the Raft core takes the snapshot; False (the message
+        dropped) if the copy failed. Once the core has taken a snapshot its log starts after it, so a
+        copy failing then leaves a state behind its log and the member must stop (fail-stop);
+        failing before, the member keeps its state and log as they were, and its leader, hearing
+        nothing back, probes again after an election timeout and sends a newer snapshot (the
+        checkpoint named can vanish when the member that exported it stops leading and prunes it)."""
+        snap = m.snapshot
+        log = self.node.log
+        if snap is None or snap.meta.index <= log.committed or log.match_term(snap.meta.index, snap.meta.term):
+            return True  # the core will not install it (stale, or the entries are here)
+        try:
+            self.machine.prepare(snap.data)
+        except StorageError as e:
+            self.snapshots_dropped += 1
+            self.last_snapshot_error = f"snapshot at index {snap.meta.index} from {m.src}: {e}"[:500]
+            return False
+        return True
 
     def on_request(self, request_id: int, payload: Any) -> None:
         """A client's write, read, scan, status or leadership request."""
@@ -525,6 +561,7 @@ class RaftReplica(RaftMember):
         return {**st, "group": self.group, "epoch": node.term, "last_lsn": node.log.last_index(),
                 "lag_entries": lag, "staleness_s": staleness, "lost_writes": 0, "lost": (),
                 "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft",
+                "snapshots_dropped": self.snapshots_dropped, "last_snapshot_error": self.last_snapshot_error,
                 "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY),
                 **self.machine.indexer.figures(), **self.spec.figures()}
 
