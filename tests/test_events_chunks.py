@@ -207,6 +207,11 @@ def test_an_append_whose_created_time_is_not_an_int_is_refused_and_writes_nothin
     (0, 0, 1, ("a", "b"), ("A",), (b"", b""), (b"", b"")),  # a column shorter than the ids
     (0, 0, 1, (), (), (), ()),                               # no event at all
     (0, "0", 1, ("a",), ("A",), (b"",), (b"",)),             # a position that is not an int
+    # A column holding another type (found by fuzzing: it decoded, and a reader got an int for data).
+    (0, 0, 1, ("a", "b"), ("A", "A"), (b"x", 4), (b"", b"")),
+    (0, 0, 1, ("a",), ("A",), (b"x",), (0,)),
+    (0, 0, 1, (7,), ("A",), (b"x",), (b"",)),
+    (0, 0, 1, ("a",), (b"A",), (b"x",), (b"",)),
 ])
 def test_a_damaged_chunk_is_refused(fields):
     with pytest.raises(CorruptRecordError):

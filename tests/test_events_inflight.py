@@ -97,6 +97,24 @@ def test_a_group_row_whose_runs_in_flight_are_damaged_is_refused(runs, why):
         Group(row)
 
 
+@pytest.mark.parametrize("fields", [
+    (_SETTINGS, 20, (), 5, {}, 0, ()),                         # a retry queue that is an int
+    (_SETTINGS, 20, (), ((1, "x"),), {}, 0, ()),               # attempts that are not an int
+    (_SETTINGS, 20, (), ((("a",), 1),), {}, 0, ()),            # a position that is not an int
+    (_SETTINGS, 20, (), (), {"acked": "many"}, 0, ()),         # a counter that is not an int
+    (_SETTINGS, 20, (), (), 3, 0, ()),                         # counters that are not a map
+    (_SETTINGS, "20", (), (), {}, 0, ()),                      # a cursor that is not an int
+    ((None, "", 1000, 5), 20, (), (), {}, 0, ()),              # settings one short
+    (("other", "", 1000, 5, 30000), 20, (), (), {}, 0, ()),    # a filter kind no group has
+    (_SETTINGS, 20, 9, (), {}, 0, ()),                         # events in flight that are an int
+])
+def test_a_group_row_with_a_field_of_another_shape_is_refused(fields):
+    # Found by fuzzing (group_row): a retry queue that was an int raised TypeError from dict(), and
+    # one holding a tuple for a position raised TypeError from the checkpoint's min().
+    with pytest.raises(CorruptRecordError):
+        Group(keys.pack(*fields)).checkpoint
+
+
 def test_a_group_row_with_an_event_both_in_flight_and_waiting_is_refused():
     with pytest.raises(CorruptRecordError, match="both in flight and in its retry queue"):
         Group(keys.pack(_SETTINGS, 20, (), ((3, 1),), {}, 0, ((0, 9, "c", 1, 9),)))

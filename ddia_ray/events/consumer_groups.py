@@ -90,16 +90,26 @@ class Group:
     def __init__(self, row: bytes):
         fields = unpack(row, (6, 7), "consumer group")
         settings, self.cursor, inflight, retry, counters, self.parked = fields[:6]
-        self.settings = tuple(settings)
+        # Every field's shape is checked here, where the row is read, so a damaged row is refused as
+        # such rather than failing later in a comparison or a loop (both found by fuzzing).
+        if not (isinstance(settings, tuple) and len(settings) == 5 and settings[0] in (None, "stream", "type")
+                and type(settings[1]) is str and all(type(v) is int for v in settings[2:])
+                and type(self.cursor) is int and type(self.parked) is int
+                and isinstance(retry, tuple) and isinstance(counters, dict) and isinstance(inflight, tuple)
+                and all(type(k) is str and type(v) is int for k, v in counters.items())):
+            raise CorruptRecordError("a consumer group's row has fields of other types than a group's")
+        self.settings = settings
         self.inflight = InFlight()
         try:
             for p, c, a, d in inflight:
                 self.inflight.add(p, p, c, a, d)
             for first, last, c, a, d in (fields[6] if len(fields) == 7 else ()):
                 self.inflight.add(first, last, c, a, d)
+            self.retry = dict(retry)  # position -> attempts so far
         except (TypeError, ValueError) as e:
-            raise CorruptRecordError(f"a consumer group's events in flight are damaged: {e}") from None
-        self.retry = dict(retry)  # position -> attempts so far
+            raise CorruptRecordError(f"a consumer group's events in flight or retries are damaged: {e}") from None
+        if not all(type(p) is int and type(a) is int for p, a in self.retry.items()):
+            raise CorruptRecordError("a consumer group's retry queue holds other things than positions")
         if any(p in self.inflight for p in self.retry):  # an event is in flight or waiting, never both
             raise CorruptRecordError("a consumer group's row holds an event both in flight and in its retry queue")
         self.counters = dict(counters)

@@ -302,6 +302,13 @@ class Chunk:
         if (type(fv) is not int or type(fp) is not int or type(created) is not int or n < 1
                 or not all(isinstance(c, tuple) and len(c) == n for c in (types, datas, metas))):
             raise CorruptRecordError("an event store event chunk row has columns of different lengths or types")
+        try:
+            # Each column holds one type (ids and types str, payloads bytes): a join refuses any other
+            # element in one C-level pass (2 us at 100 events, against 6 for a set of the types), so a
+            # damaged row never reaches a reader as an event with an int for its data (found by fuzzing).
+            "".join(ids), "".join(types), b"".join(datas), b"".join(metas)
+        except TypeError:
+            raise CorruptRecordError("an event store event chunk row has a column holding another type") from None
         return cls(fv, fp, created, ids, types, datas, metas)
 
     @staticmethod

@@ -12,7 +12,8 @@ wrong (a wrong value, a silently shortened log, a rollback). The runner
 classifies everything else (a foreign exception, a slow input, a dead child).
 
 This module holds the codec and the runtime durable log; the storage engines
-are in :mod:`.storage_targets`; the deliberately broken ``selftest-*`` targets
+are in :mod:`.storage_targets`, the event store's rows and files in
+:mod:`.event_targets`; the deliberately broken ``selftest-*`` targets
 prove that the harness reports each kind of failure.
 """
 
@@ -477,13 +478,17 @@ _FACTORIES: dict = {
     "wal": lambda: _storage("WalTarget"),
     "manifest": lambda: _storage("ManifestTarget"),
     "btree": lambda: _storage("BTreeTarget"),
+    "event_chunk": lambda: _events("EventChunkTarget"),
+    "group_row": lambda: _events("GroupRowTarget"),
+    "event_archive": lambda: _events("EventArchiveTarget"),
     "selftest-foreign": _LeakyCodec,
     "selftest-segfault": _CrashingCodec,
     "selftest-slow": _SlowCodec,
     "selftest-memory": _HungryCodec,
     "selftest-shortlog": _short_log,
 }
-TARGET_NAMES = ("codec", "ingest", "scan_page", "versions", "durable", "wal", "manifest", "btree")
+TARGET_NAMES = ("codec", "ingest", "scan_page", "versions", "durable", "wal", "manifest", "btree", "event_chunk",
+                "group_row", "event_archive")
 SELFTEST_NAMES = tuple(n for n in _FACTORIES if n.startswith("selftest-"))
 
 
@@ -491,6 +496,12 @@ def _storage(cls_name: str) -> Target:
     from . import storage_targets
 
     return getattr(storage_targets, cls_name)()
+
+
+def _events(cls_name: str) -> Target:
+    from . import event_targets
+
+    return getattr(event_targets, cls_name)()
 
 
 def get_target(name: str) -> Target:
