@@ -130,3 +130,53 @@ def test_no_lease_is_ever_expired_before_ttl_since_its_last_renewal(steps):
             lessor.sync({k: s.ttl_s for k, s in lessor.leases.items()}, now)
         for gone in lessor.expired(now):
             assert now - renewed[gone] >= ttl[gone] - 1e-9
+
+
+def test_a_keepalive_never_shortens_a_lease():
+    lessor = Lessor()
+    lessor.grant(4, 2.0, now_s=0.0)
+    lessor.promote(1.5)  # a new leader: a full TTL from 1.5
+    assert lessor.renew(4, 1.0) == 2.0  # a keepalive that arrived at 1.0, answered after the promotion
+    assert lessor.expired(3.2) == ()  # 3.0 would have cut the promoted lease short
+    assert lessor.expired(3.5) == (4,)
+
+
+def _service_without_a_store(monkeypatch):
+    from ddia_ray.config.lessor_service import LessorService
+
+    def away(self):
+        raise TimeoutError("the store is away")
+
+    monkeypatch.setattr(LessorService, "_pass", away)
+    monkeypatch.setattr(LessorService, "_store", lambda self: pytest.fail("a timed lease needs no store lookup"))
+    return LessorService("lessor", store="nowhere", interval_s=0.01)
+
+
+def test_a_keepalive_is_answered_at_once_before_the_lessors_first_sync(monkeypatch):
+    # The service used to wait for its first sync (up to 10 s) before renewing anything, and a loaded
+    # CI run's lease expired behind that wait. A lease its grant timed is renewed from the arrival.
+    import time
+
+    svc = _service_without_a_store(monkeypatch)
+    try:
+        svc.track(1, 4.0)
+        started = time.monotonic()
+        assert svc.keepalive(1) == 4.0
+        assert time.monotonic() - started < 2.0
+        assert svc.remaining(1) > 3.0
+        assert svc.stats()["syncs"] == 0
+    finally:
+        svc.close()
+
+
+def test_a_keepalive_of_an_expired_lease_is_refused_without_asking_the_store(monkeypatch):
+    svc = _service_without_a_store(monkeypatch)
+    try:
+        svc.track(2, 0.01)
+        import time
+
+        time.sleep(0.05)
+        with pytest.raises(LeaseExpiredError):
+            svc.keepalive(2)
+    finally:
+        svc.close()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ddia_ray.errors import InvalidArgumentError
-from ddia_ray.runtime.futures import FamilyFuture, FutureFamily
+from ddia_ray.runtime.futures import FamilyFuture, FutureFamily, settle
 
 
 def test_a_family_future_is_a_standard_future_to_its_caller():
@@ -153,3 +153,37 @@ def test_finish_sets_many_at_once_and_leaves_done_ones_alone():
     assert done == {a, b}
     with pytest.raises(InvalidArgumentError):
         family.finish([(FutureFamily().new(), 1, None)])  # another family's future
+
+
+def test_settle_finishes_a_pending_future_once_and_takes_no_for_an_answer_after():
+    family = FutureFamily()
+    for fut in (family.new(), concurrent.futures.Future()):
+        assert settle(fut, exc=TimeoutError("late")) is True
+        assert settle(fut, exc=ValueError("closed")) is False  # a close after the timeout: no InvalidStateError
+        assert settle(fut, 7) is False
+        assert isinstance(fut.exception(0), TimeoutError)
+    cancelled = family.new()
+    cancelled.cancel()
+    assert settle(cancelled, 1) is False and cancelled.cancelled()
+
+
+def test_two_threads_settling_the_same_futures_finish_each_exactly_once():
+    # A client's loop thread (a reply, a timeout) and its caller's thread (close) finish the same
+    # futures; with a check of done() before the set, the second one could raise InvalidStateError.
+    family = FutureFamily()
+    futures = [family.new() for _ in range(20_000)]
+    won = [0, 0]
+    start = threading.Barrier(2)
+
+    def run(k: int) -> None:
+        start.wait()
+        for fut in futures if k == 0 else reversed(futures):
+            won[k] += settle(fut, k) if k == 0 else settle(fut, exc=RuntimeError("closed"))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert won[0] + won[1] == len(futures)
+    assert all(f.done() for f in futures)

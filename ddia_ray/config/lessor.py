@@ -76,7 +76,8 @@ class Lessor:
             self.grant(lease, ttl_s, now_s)
 
     def renew(self, lease: int, now_s: float) -> float:
-        """A keepalive: the lease lives ``ttl`` more seconds; returns the TTL. Raises
+        """A keepalive: the lease lives ``ttl`` more seconds from ``now_s`` (or longer, if it already
+        would); returns the TTL. Raises
         :class:`LeaseExpiredError` for a lease past its deadline (or being revoked) and
         :class:`LeaseNotFoundError` for one this lessor does not know."""
         state = self.leases.get(lease)
@@ -85,7 +86,9 @@ class Lessor:
         if state.revoking_since_s is not None or now_s >= state.deadline_s:
             raise LeaseExpiredError(f"lease {lease} expired (no keepalive within {state.ttl_s} s); its keys are "
                                     f"being deleted: grant a new lease", lease_id=lease)
-        state.deadline_s = now_s + state.ttl_s
+        # max: a keepalive timed from its arrival may be renewed after a sync or a promotion that
+        # counted from a later now; a keepalive never shortens a lease.
+        state.deadline_s = max(state.deadline_s, now_s + state.ttl_s)
         return state.ttl_s
 
     def remaining(self, lease: int, now_s: float) -> float:

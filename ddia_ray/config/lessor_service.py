@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Any
 
-from ..errors import DdiaRayError, LeaseNotFoundError
+from ..errors import DdiaRayError, LeaseExpiredError, LeaseNotFoundError
 
 __all__ = ["LessorService", "FACTORY", "NODE"]
 
@@ -66,7 +66,6 @@ class LessorService:
         self.core = Lessor(retry_s=retry_s)
         self._client: Any = None
         self._term = -1
-        self._synced = threading.Event()
         self._stop = threading.Event()
         self.figures: dict[str, Any] = {"syncs": 0, "revokes_proposed": 0, "revoked": 0, "promotions": 0,
                                         "keepalives": 0, "errors": 0, "last_error": ""}
@@ -82,19 +81,27 @@ class LessorService:
         return self.node_id
 
     def keepalive(self, lease: int) -> float:
-        """Renew ``lease`` for its full TTL; its TTL in seconds. A lease not timed yet is looked up in
-        the store (granted since the last sync), so a keepalive right after a grant is never refused."""
-        self._synced.wait(10.0)
+        """Renew ``lease`` for its full TTL from the keepalive's arrival; its TTL in seconds. A lease
+        not timed yet (granted since the last sync, or this lessor has just started) is looked up in
+        the store, so a keepalive right after a grant or a restart is never refused.
+
+        The renewal counts from when the keepalive arrived, and nothing waits before it: the lessor
+        used to wait for its first sync with the store, up to 10 s. In a loaded CI run the first
+        keepalive of a lease with a 4 s TTL got no answer for more than 5 s, and its keeper then
+        stopped with the lease lost; that wait was the one step of the call that could last so
+        long for a lease its grant had already timed."""
+        arrived = time.monotonic()
         with self._lock:
             self.figures["keepalives"] += 1
             try:
-                return self.core.renew(lease, time.monotonic())
-            except LeaseNotFoundError:
-                pass
+                return self.core.renew(lease, arrived)
+            except LeaseNotFoundError as e:
+                if isinstance(e, LeaseExpiredError):
+                    raise
         _, ttl_ms, _ = self._store().query("config.lease", (lease,), read="leader")  # raises if gone
         with self._lock:
-            self.core.grant(lease, ttl_ms / 1000, time.monotonic())
-            return self.core.renew(lease, time.monotonic())
+            self.core.grant(lease, ttl_ms / 1000, arrived)
+            return self.core.renew(lease, arrived)
 
     def track(self, lease: int, ttl_s: float) -> None:
         """Time a lease a client has just granted, from now."""
@@ -170,7 +177,6 @@ class LessorService:
                 self._term = term
             due = self.core.expired(now) + self.core.retry_due(now)
             self.figures["syncs"] += 1
-        self._synced.set()
         for lease in due:
             self._revoke(client, lease)
 

@@ -35,6 +35,7 @@ from .._validate import positive
 from ..errors import CallTimeoutError, ConfigError, InvalidArgumentError
 from ..runtime.client_loop import LoopClient, wait_doorbell
 from ..runtime.core import Reply
+from ..runtime.futures import settle
 from .commands import ERROR, OK, KVBatch, KVResults, check_op
 
 __all__ = ["RaftKVClient"]
@@ -130,8 +131,7 @@ class RaftKVClient(LoopClient):
             pending = list(self._outstanding.values())
             self._outstanding.clear()
         for p in pending:
-            if not p.future.done():
-                p.future.set_exception(CallTimeoutError("client closed before the operation completed"))
+            settle(p.future, exc=CallTimeoutError("client closed before the operation completed"))
         self._stop_loop_thread()
 
     # --- machinery --------------------------------------------------------------
@@ -187,11 +187,7 @@ class RaftKVClient(LoopClient):
     def _resolve(self, p: _Pending, value: Any = None, exc: BaseException | None = None) -> None:
         with self._lock:
             self._outstanding.pop(p.op[2], None)
-        if not p.future.done():
-            if exc is not None:
-                p.future.set_exception(exc)
-            else:
-                p.future.set_result(value)
+        settle(p.future, value, exc)
 
     async def _send(self, batch: list) -> None:
         member = self._leader or self.cluster._any_member()

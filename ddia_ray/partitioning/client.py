@@ -37,6 +37,7 @@ from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVe
                       PartitionError, StaleMapError, WrongPartitionError)
 from ..replication.client import batch_ops
 from ..replication.records import CAS, DELETE, DELETE_RANGE, INGEST, PUT
+from ..runtime.futures import settle as settle_future
 from .keyspace import HASH_BYTES, stored_key, user_key
 from .partition_map import Locator, PartitionMap
 
@@ -192,8 +193,7 @@ class PartitionedClient:
                 self._refresh_after_refusal(tries[0], exc)
                 run()
             except BaseException as e:  # noqa: BLE001 - the coordination service failed: the caller's error
-                if not outer.done():
-                    outer.set_exception(e)
+                settle_future(outer, exc=e)
 
         run()
         return outer
@@ -269,8 +269,7 @@ class PartitionedClient:
             else:
                 client.submit_ops(ops, single=single, future=fut)
         except BaseException as e:  # noqa: BLE001 - the map could not be read, or the client closed: the caller's
-            if not fut.done():
-                fut.set_exception(e)
+            settle_future(fut, exc=e)
         finally:
             if fut.done():
                 with self._lock:

@@ -62,6 +62,7 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
 from ..runtime.client_loop import LoopClient, wait_doorbell
 from ..runtime.core import Reply
 from ..runtime.direct_links import DirectLinks
+from ..runtime.futures import settle
 from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
 from .arrow_pages import read_page
 from .ingest import columns_op, ingest_op, puts_op
@@ -552,8 +553,7 @@ class ReplicatedClient(LoopClient):
             self._writes.clear()
             self._reads.clear()
         for u in pending:
-            if not u.future.done():
-                u.future.set_exception(CallTimeoutError("client closed before the operation completed"))
+            settle(u.future, exc=CallTimeoutError("client closed before the operation completed"))
         self._stop_loop_thread()
         if self._direct is not None:
             self._direct.close()
@@ -724,8 +724,7 @@ class ReplicatedClient(LoopClient):
                 results = (None,) * batch.puts if batch.puts else ack.results  # a put's result is None
                 for u in batch.units:
                     n = u.puts or len(u.ops)
-                    if not u.future.done():
-                        u.future.set_result(results[i] if u.single else results[i:i + n])
+                    settle(u.future, results[i] if u.single else results[i:i + n])
                     i += n
                 self.stats["write_batches"] += 1
                 return
@@ -814,12 +813,10 @@ class ReplicatedClient(LoopClient):
                 self._saw(False, result.epoch, result.lsn)
                 if isinstance(result, (ScanResult, QueryResult)):
                     for u in units:
-                        if not u.future.done():
-                            u.future.set_result(result)
+                        settle(u.future, result)
                 else:
                     for u, v in zip(units, result.values):
-                        if not u.future.done():
-                            u.future.set_result(v)
+                        settle(u.future, v)
                 self.stats["read_batches"] += 1
                 return
         finally:

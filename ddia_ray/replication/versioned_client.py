@@ -43,6 +43,7 @@ from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, Inva
                       MessageDroppedError, ResolverFailedError, SiblingsError)
 from ..runtime.client_loop import LoopClient
 from ..runtime.core import Reply
+from ..runtime.futures import settle
 from .leaderless import ring_of
 from .versioned_records import (MAX_BATCH, V_DELETE, V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VWrite,
                                 check_quorum)
@@ -326,8 +327,7 @@ class VersionedClient(LoopClient):
             u.tried += 1
             limit = self.n if self.protocol == "leaderless" else len(self._nodes)
             if write or u.tried >= limit:
-                if not u.future.done():
-                    u.future.set_exception(error)
+                settle(u.future, exc=error)
             else:
                 again.append(u)
         if again:

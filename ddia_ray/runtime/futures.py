@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["FutureFamily", "FamilyFuture"]
+__all__ = ["FutureFamily", "FamilyFuture", "settle"]
 
 _DONE = frozenset({_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED})
 
@@ -116,3 +116,20 @@ class FutureFamily:
             self._condition.notify_all()
         for fut in finished:
             fut._invoke_callbacks()
+
+
+def settle(fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None) -> bool:
+    """Finish ``fut`` with ``exc`` (when not None) or ``result``, unless it is done already; whether
+    this call finished it. A client's futures are finished from its loop thread (a reply, a timeout)
+    and from the caller's (``close``), so a check of ``done()`` followed by a set can lose the race
+    between them, and the standard set then raises ``InvalidStateError`` into whoever came second:
+    once, in a loaded CI run, into a user's ``with`` block, hiding the timeout it was leaving with.
+    The set itself checks under the future's lock, so this asks it and takes no for an answer."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True
