@@ -177,12 +177,10 @@ def test_a_deposed_leader_answers_its_uncommitted_session_writes_at_once():
     assert isinstance(reply.error.exception(), WriteOutcomeUnknownError)
 
 
-def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exported_newer_ones(tmp_path):
-    """A leader's snapshot names a checkpoint's files, which the follower copies while the leader goes
-    on writing and exporting. The leader used to keep only its newest two checkpoints, so a copy
-    slower than two more exports (a loaded machine, a slow store) found its files gone, and the
-    follower stopped (fail-stop): the far-behind follower's test timed out that way in a loaded CI
-    run. The checkpoints a follower was sent and has not acknowledged now stay."""
+def _engine_replicas_with_r3_behind(tmp_path):
+    """Three Raft replicas on the LSM engine, r1 leading, after 30 writes r3 did not get: the leader
+    has compacted past everything r3 has, so r3 needs a snapshot. Returns the cores and
+    ``write(i, cut)``, which writes key ``k<i>`` through the leader with the members in ``cut`` away."""
     from ddia_ray.replication.engine_state import EngineState
 
     voters = ("r1", "r2", "r3")
@@ -196,6 +194,7 @@ def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exporte
         if cores["r1"].node.role == "leader":
             break
     leader = cores["r1"]
+    assert leader.node.role == "leader"
 
     def write(i: int, cut: frozenset) -> None:
         leader.request(100 + i, ReplWrite(((PUT, b"k%03d" % i, b"v"),), client="c", seq=i + 1, acked_below=i + 1))
@@ -203,6 +202,17 @@ def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exporte
 
     for i in range(30):  # r3 is away: the leader compacts past everything r3 has
         write(i, frozenset({"r3"}))
+    return cores, write
+
+
+def test_a_follower_installs_the_checkpoint_it_was_sent_after_the_leader_exported_newer_ones(tmp_path):
+    """A leader's snapshot names a checkpoint's files, which the follower copies while the leader goes
+    on writing and exporting. The leader used to keep only its newest two checkpoints, so a copy
+    slower than two more exports (a loaded machine, a slow store) found its files gone, and the
+    follower stopped (fail-stop): the far-behind follower's test timed out that way in a loaded CI
+    run. The checkpoints a follower was sent and has not acknowledged now stay."""
+    cores, write = _engine_replicas_with_r3_behind(tmp_path)
+    leader = cores["r1"]
     held = []
     for _ in range(10):  # heartbeats reach r3; its answer makes the leader send a snapshot, held here
         leader.tick()
@@ -242,26 +252,8 @@ def test_a_follower_drops_a_snapshot_whose_checkpoint_is_gone_and_installs_the_n
     import shutil
 
     from ddia_ray import codec
-    from ddia_ray.replication.engine_state import EngineState
-
-    voters = ("r1", "r2", "r3")
-    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i, snapshot_entries=5, catch_up_entries=0,
-                            state=EngineState(f"file://{tmp_path}/{n}", engine="lsm",
-                                              checkpoints_url=f"file://{tmp_path}/cps-{n}"))
-             for i, n in enumerate(voters)}
-    for _ in range(200):
-        cores["r1"].tick()
-        _pump(cores)
-        if cores["r1"].node.role == "leader":
-            break
+    cores, write = _engine_replicas_with_r3_behind(tmp_path)
     leader = cores["r1"]
-
-    def write(i: int, cut: frozenset) -> None:
-        leader.request(100 + i, ReplWrite(((PUT, b"k%03d" % i, b"v"),), client="c", seq=i + 1, acked_below=i + 1))
-        _pump(cores, cut=cut)
-
-    for i in range(30):  # r3 is away: the leader compacts past everything r3 has
-        write(i, frozenset({"r3"}))
     snaps_sent = []
     for _ in range(10):  # heartbeats reach r3; the snapshot the leader sends loses its files on the way
         leader.tick()
