@@ -5,21 +5,11 @@ that was revoked or expired, and closing the client stops it."""
 from __future__ import annotations
 
 import threading
-import time
-
 import pytest
 
 from ddia_ray.config import LocalConfig
 from ddia_ray.errors import InvalidArgumentError, LeaseExpiredError, LeaseNotFoundError
-
-
-def _until(check, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s}s")
-        time.sleep(0.005)
-    return got
+from tests.raywait import wait_for
 
 
 @pytest.fixture()
@@ -37,9 +27,9 @@ def test_a_kept_lease_outlives_many_ttls_without_its_holder_calling(clocked):
     keeper = c.keep_alive(lease.id, every_s=0.005)
     for step in range(1, 9):  # 8 s of lessor time, four TTLs, one renewal seen per 1.5 s step
         seen = keeper.renewals
-        _until(lambda: keeper.renewals > seen, what="a renewal")
+        wait_for(lambda seen=seen: keeper.renewals > seen, 10.0, interval_s=0.005, what="a renewal")
         now[0] = step * 1.5
-        _until(lambda: keeper.renewals > seen + 1, what="a renewal at the new time")
+        wait_for(lambda seen=seen: keeper.renewals > seen + 1, 10.0, interval_s=0.005, what="a renewal at the new time")
         assert c.get("services/api/a") is not None, f"expired at lessor time {now[0]} while kept alive"
     keeper.cancel()
     assert not keeper.alive and keeper.error is None
@@ -53,7 +43,7 @@ def test_a_keeper_stops_and_reports_a_revoked_lease(clocked):
     lost: list = []
     keeper = c.keep_alive(lease.id, every_s=0.005, on_lost=lost.append)
     c.revoke(lease.id)
-    _until(lambda: not keeper.alive, what="the keeper stopped")
+    wait_for(lambda: not keeper.alive, 10.0, interval_s=0.005, what="the keeper stopped")
     assert isinstance(keeper.error, LeaseNotFoundError) and lost == [keeper.error]
     assert "lost" in repr(keeper)
 
@@ -62,9 +52,9 @@ def test_a_keeper_stops_on_an_expired_lease_and_a_raising_callback_does_not_hide
     c, now = clocked
     lease = c.grant(1.0)
     keeper = c.keep_alive(lease.id, every_s=0.005, on_lost=lambda e: 1 / 0)
-    _until(lambda: keeper.renewals >= 1, what="a renewal")
+    wait_for(lambda: keeper.renewals >= 1, 10.0, interval_s=0.005, what="a renewal")
     now[0] = 100.0  # the holder's process stalled past its TTL: the lease is gone
-    _until(lambda: not keeper.alive, what="the keeper stopped")
+    wait_for(lambda: not keeper.alive, 10.0, interval_s=0.005, what="the keeper stopped")
     assert isinstance(keeper.error, LeaseExpiredError) and keeper.error.lease_id == lease.id
 
 
