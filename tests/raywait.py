@@ -7,13 +7,22 @@ import time
 
 def wait_for(predicate, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):
     """Poll ``predicate()`` until it returns a truthy value; fail the test after ``timeout_s``."""
+    return until(predicate, timeout_s, what, interval_s=interval_s)
+
+
+def until(check, timeout_s: float = 60.0, what: str = "condition", describe=None, *, interval_s: float = 0.05):
+    """:func:`wait_for` with the argument order the store tests use: ``check()``'s first truthy value,
+    or an AssertionError after ``timeout_s`` that names ``what`` (and ``describe()``'s account of
+    the state, when given). 60 s by default: the deadline only matters when the condition never
+    comes, and on a loaded 2-core machine restarts and checkpoint installs took past 20 s."""
     deadline = time.monotonic() + timeout_s
     while True:
-        value = predicate()
-        if value:
-            return value
+        got = check()
+        if got:
+            return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            detail = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"{what} not reached within {timeout_s}s{detail}")
         time.sleep(interval_s)
 
 

@@ -12,17 +12,9 @@ import pytest
 
 from ddia_ray.config import Compare, ConfigStore, Op
 from ddia_ray.errors import CompactedError, FutureRevisionError, LeaseExpiredError, LeaseNotFoundError
+from tests.raywait import until as _until
 
 pytestmark = pytest.mark.ray
-
-
-def _until(check, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s}s")
-        time.sleep(0.02)
-    return got
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ and a subscriber restart, a projection's effectively-once fold, connect(), and p
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ddia_ray.errors import (CallTimeoutError, ComponentNotFoundError, StreamDeletedError,
@@ -16,17 +14,9 @@ from ddia_ray.events.store import EventStore
 from ddia_ray.events.subscription import CatchUpSubscription
 from ddia_ray.replication import ReplicatedStore
 from ddia_ray.replication.procedures import call_op
+from tests.raywait import until as _until
 
 pytestmark = pytest.mark.ray
-
-
-def _until(check, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s}s")
-        time.sleep(0.05)
-    return got
 
 
 def test_event_store_under_a_leader_kill(ray_session, tmp_path):

@@ -15,26 +15,13 @@ from ddia_ray.errors import (ActorUnavailableError, CallTimeoutError, ConfigErro
                              WriteOutcomeUnknownError)
 from ddia_ray.replication import ReplicatedStore, Session, leader_follower
 from ddia_ray.storage import WriteBatch
+from tests.raywait import until as _until
 
 pytestmark = pytest.mark.ray
 
 
 class _Key(bytes):
     """A bytes subclass: the wire would send it as plain bytes, so the client refuses it."""
-
-
-def _until(check, timeout_s: float = 60.0, what: str = "condition", describe=None):
-    # 60 s: the deadline only matters when the condition never comes. On a loaded 2-core machine
-    # restarts and checkpoint installs took past 20 s (two loaded suite runs, 2026-12-04).
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            detail = f": {describe()}" if describe is not None else ""
-            raise AssertionError(f"{what} not reached within {timeout_s}s{detail}")
-        time.sleep(0.05)
 
 
 def _converged(status: dict, members) -> bool:
