@@ -227,8 +227,7 @@ class ConfigClient(ProcedureClient):
 
     def grant(self, ttl_s: float) -> Lease:
         """A new lease that lives ``ttl_s`` seconds unless kept alive (:meth:`keepalive`)."""
-        if not isinstance(ttl_s, (int, float)) or isinstance(ttl_s, bool) or not ttl_s > 0:
-            raise InvalidArgumentError(f"a lease's TTL is a number of seconds > 0, got {ttl_s!r}")
+        _seconds("a lease's TTL", ttl_s)
         lease, ttl_ms = self.call("config.grant", (int(round(ttl_s * 1000)),))
         self.backend.granted(lease, ttl_ms / 1000, self.timeout_s)
         return Lease(lease, ttl_ms / 1000)
@@ -236,9 +235,7 @@ class ConfigClient(ProcedureClient):
     def keepalive(self, lease_id: int) -> float:
         """Renew the lease for another full TTL; returns the TTL in seconds. Raises
         :class:`~ddia_ray.errors.LeaseExpiredError` once it has expired."""
-        if type(lease_id) is not int or lease_id < 1:
-            raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
-        return self.backend.keepalive(lease_id, self.timeout_s)
+        return self.backend.keepalive(_lease_id(lease_id), self.timeout_s)
 
     def keep_alive(self, lease_id: int, *, every_s: float | None = None,
                    on_lost: Callable[[BaseException], Any] | None = None) -> LeaseKeeper:
@@ -246,14 +243,12 @@ class ConfigClient(ProcedureClient):
         closes): a :class:`~.lease_keeper.LeaseKeeper` renewing every ``every_s`` seconds (None: a
         third of the TTL, as etcd's client does). If the lease is lost (expired, revoked) the keeper
         stops and calls ``on_lost(error)``, so the holder can register under a new lease."""
-        if type(lease_id) is not int or lease_id < 1:
-            raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
+        _lease_id(lease_id)
         if on_lost is not None and not callable(on_lost):
             raise InvalidArgumentError("on_lost is a callable")
-        if every_s is not None and (not isinstance(every_s, (int, float)) or isinstance(every_s, bool)
-                                    or not every_s > 0):
-            raise InvalidArgumentError(f"every_s is a number of seconds > 0, got {every_s!r}")
-        if every_s is None:
+        if every_s is not None:
+            _seconds("every_s", every_s)
+        else:
             every_s = self.keepalive(lease_id) / 3  # also refuses a lease already lost, here and now
         keeper = LeaseKeeper(self, lease_id, float(every_s), on_lost)
         with self._keepers_lock:
@@ -262,9 +257,7 @@ class ConfigClient(ProcedureClient):
 
     def revoke(self, lease_id: int) -> int:
         """Revoke the lease now: its keys are deleted at one new revision (returned)."""
-        if type(lease_id) is not int or lease_id < 1:
-            raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
-        revision = self.call("config.revoke", (lease_id,))[0]
+        revision = self.call("config.revoke", (_lease_id(lease_id),))[0]
         self.backend.revoked(lease_id, self.timeout_s)
         return revision
 
@@ -338,3 +331,16 @@ class ConfigClient(ProcedureClient):
     def watches(self) -> list[Watch]:
         """This client's watches that are still running."""
         return self._hub.active()
+
+
+def _lease_id(lease_id: Any) -> int:
+    """``lease_id``, or :class:`~ddia_ray.errors.InvalidArgumentError` if it is not a lease id."""
+    if type(lease_id) is not int or lease_id < 1:
+        raise InvalidArgumentError(f"a lease id is an int >= 1, got {lease_id!r}")
+    return lease_id
+
+
+def _seconds(what: str, value: Any) -> None:
+    """:class:`~ddia_ray.errors.InvalidArgumentError` unless ``value`` is a number of seconds > 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise InvalidArgumentError(f"{what} is a number of seconds > 0, got {value!r}")

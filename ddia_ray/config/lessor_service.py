@@ -95,9 +95,10 @@ class LessorService:
             self.figures["keepalives"] += 1
             try:
                 return self.core.renew(lease, arrived)
-            except LeaseNotFoundError as e:
-                if isinstance(e, LeaseExpiredError):
-                    raise
+            except LeaseExpiredError:
+                raise  # known and past its deadline: no lookup can revive it
+            except LeaseNotFoundError:
+                pass  # not timed here yet: looked up below, outside the lock
         _, ttl_ms, _ = self._store().query("config.lease", (lease,), read="leader")  # raises if gone
         with self._lock:
             self.core.grant(lease, ttl_ms / 1000, arrived)

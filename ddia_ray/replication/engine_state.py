@@ -425,15 +425,30 @@ class EngineState:
         self.sessions = self._index_sessions()  # answers read again from the engine on first use
 
     @staticmethod
-    def _position_of(data: bytes) -> tuple[int, int]:
+    def _record_of(data: bytes) -> tuple:
+        """A snapshot record ``("engine", format, lsn, epoch)`` or a checkpoint record
+        ``("engine-checkpoint", format, url, lsn, epoch)``, decoded once and checked."""
         decoded = codec.decode(data)
         if isinstance(decoded, tuple) and len(decoded) == 4 and decoded[:2] == ("engine", _FORMAT) \
                 and type(decoded[2]) is int and type(decoded[3]) is int:
-            return decoded[2], decoded[3]
+            return decoded
         if isinstance(decoded, tuple) and len(decoded) == 5 and decoded[:2] == ("engine-checkpoint", _FORMAT) \
                 and isinstance(decoded[2], str) and type(decoded[3]) is int and type(decoded[4]) is int:
-            return decoded[3], decoded[4]
+            return decoded
         raise CorruptRecordError("not an engine replica snapshot or checkpoint record (or one of an unknown format)")
+
+    @classmethod
+    def _position_of(cls, data: bytes) -> tuple[int, int]:
+        record = cls._record_of(data)
+        return (record[2], record[3]) if record[0] == "engine" else (record[3], record[4])
+
+    @classmethod
+    def _checkpoint_of(cls, data: bytes) -> tuple[str, int, int]:
+        """``(checkpoint url, lsn, epoch)`` of a checkpoint record."""
+        record = cls._record_of(data)
+        if record[0] != "engine-checkpoint":
+            raise CorruptRecordError("a replica installs a checkpoint record, not a snapshot")
+        return record[2], record[3], record[4]
 
     def export(self, name: str, keep: frozenset = frozenset()) -> bytes:
         """Write a checkpoint of the engine under ``checkpoints_url``/``name``; the record naming it.
@@ -462,18 +477,11 @@ class EngineState:
         are gone, or damaged on the way) raises :class:`~ddia_ray.errors.StorageError` and changes
         nothing: the replica drops the snapshot, and the leader sends a newer one. :meth:`install`
         then only opens what was copied, so it has nothing left to fail on but damage."""
-        src = self._checkpoint_of(data)
+        src = self._checkpoint_of(data)[0]
         target = self._engine_url(self.generation + 1)
         self._staged = None
         self._copy(src, target)
         self._staged = (src, target)
-
-    def _checkpoint_of(self, data: bytes) -> str:
-        self._position_of(data)
-        decoded = codec.decode(data)
-        if decoded[0] != "engine-checkpoint":
-            raise CorruptRecordError("a replica installs a checkpoint record, not a snapshot")
-        return decoded[2]
 
     @staticmethod
     def _copy(src: str, target: str) -> None:
@@ -492,8 +500,7 @@ class EngineState:
     def install(self, data: bytes) -> None:
         """Replace this state by the checkpoint a leader's :meth:`export` names (copied by
         :meth:`prepare` already, or copied now)."""
-        lsn, epoch = self._position_of(data)
-        src = self._checkpoint_of(data)
+        src, lsn, epoch = self._checkpoint_of(data)
         generation = self.generation + 1
         target = self._engine_url(generation)
         staged, self._staged = self._staged, None

@@ -166,15 +166,13 @@ class ReplStateMachine:
         """Recover from this member's own snapshot."""
         self.state.restore(data)
 
-    def prepare(self, data: bytes) -> bool:
-        """Copy what a leader's snapshot names before Raft accepts it (a state kept in files); False
-        for a state that has nothing to copy. Raises :class:`~ddia_ray.errors.StorageError` if the
-        copy fails (the snapshot is then dropped, and nothing changed)."""
+    def prepare(self, data: bytes) -> None:
+        """Copy what a leader's snapshot names before Raft accepts it (a state kept in files; a state
+        in memory has nothing to copy). Raises :class:`~ddia_ray.errors.StorageError` if the copy
+        fails (the snapshot is then dropped, and nothing changed)."""
         prepare = getattr(self.state, "prepare", None)
-        if prepare is None:
-            return False
-        prepare(data)
-        return True
+        if prepare is not None:
+            prepare(data)
 
     def install(self, data: bytes) -> None:
         """Install a leader's snapshot (copying its checkpoint's files for an engine)."""
