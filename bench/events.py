@@ -16,7 +16,8 @@ Workloads (100-byte payloads; the peers run the same ones, ``bench/events_peers.
 * **$all reads**: every event from position 0 in pages of 1,000;
 * **subscription delivery**: a catch-up subscription over 20,000 events from position 0 in
   pages of 1,000 (Redis: ``XREADGROUP COUNT 1000`` and ``XACK``); and our consumer group
-  (pull, read, ack per batch of 1,000), the same shape as Redis's group. The group lets 5,000
+  (per batch of 1,000, one call to the leader that acks the last batch and answers the next
+  one's events), the same shape as Redis's group. The group lets 5,000
   events be in flight, so the consumer pulls four batches ahead while it handles one
   (``prefetch=4``; the library's default is 2, which leaves a group's room to competing
   consumers). Redis bounds nothing: its pending list grows with every unacked read.

@@ -187,16 +187,15 @@ def test_ack_and_pull_is_one_write_and_run_acks_its_last_batch():
 
 
 class _Logged(LocalBackend):
-    """A LocalBackend that logs each procedure call and each read of positions, in order."""
+    """A LocalBackend that logs each consumer group call (by method) and each read of positions, in order."""
 
     def __init__(self):
         super().__init__()
         self.log: list = []
 
-    def call_nowait(self, name, args, *, checked=False):
-        if name.startswith("events.group_"):
-            self.log.append(name)
-        return super().call_nowait(name, args, checked=checked)
+    def service_nowait(self, service, method, args):
+        self.log.append(method)
+        return super().service_nowait(service, method, args)
 
     def query_nowait(self, name, args):
         if name == "events.read_positions":
@@ -204,7 +203,7 @@ class _Logged(LocalBackend):
         return super().query_nowait(name, args)
 
 
-def test_a_consumer_reads_its_next_batch_while_the_pull_commits():
+def test_a_pull_answers_with_its_events_one_call_per_batch():
     backend = _Logged()
     client = EventStoreClient(backend)
     ConsumerGroups(client).create("g", max_in_flight=10)
@@ -214,41 +213,30 @@ def test_a_consumer_reads_its_next_batch_while_the_pull_commits():
     seen: list = []
     assert c.run(lambda e: seen.append((e.position, e.data)), until=lambda: len(seen) >= 50) == 50
     assert seen == [(p, b"%d" % p) for p in range(50)]
-    log = [x for x in backend.log if x != "events.group_create"]
-    # The first batch is read after its pull; each later one is read before the write that hands it
-    # out returns, and needs no read after it.
-    assert log[:2] == ["events.group_pull", ("read", 0, 10)]
-    for k in range(1, 5):
-        assert log[2 * k:2 * k + 2] == [("read", 10 * k, 10), "events.group_ack_pull"], log
-    assert c.read_ahead == 4 and ConsumerGroups(client).info("g")["checkpoint"] == 50
+    # The leader reads the events it hands out into the pull's answer: no read of positions at all,
+    # and one call per batch (the last batch's ack on the way out).
+    # (info: the consumer reads the group's max_in_flight once, to know how far it may pull ahead.)
+    assert backend.log == ["create", "pull", "info", "ack_pull", "ack_pull", "ack_pull", "ack_pull", "ack"]
+    assert ConsumerGroups(client).info("g")["checkpoint"] == 50
 
 
-def test_a_wrong_guess_costs_a_read_never_an_event():
+def test_a_pull_larger_than_one_answer_reads_the_rest(monkeypatch):
+    from ddia_ray.events import group_service
+
+    monkeypatch.setattr(group_service, "MAX_ANSWER_EVENTS", 5)
     backend = _Logged()
     client = EventStoreClient(backend)
-    ConsumerGroups(client).create("g", max_in_flight=4, stream_prefix="order-")
-    for i in range(12):
+    ConsumerGroups(client).create("g", max_in_flight=100, stream_prefix="order-")
+    for i in range(24):
         client.append("order-1" if i % 2 else "user-1", [EventData(f"e{i}", "T", b"%d" % i)])
     c = PersistentSubscription(client, "g", "c", batch=4)
-    first = [e.position for e, _ in c.pull()]
-    assert first == [1, 3, 5, 7]
-    got = c.ack_and_pull(first, guess=(8, 9, 10, 11))  # it holds 9 and 11, the group's next two
-    assert [(e.position, e.data) for e, _ in got] == [(9, b"9"), (11, b"11")]
-    assert backend.log[-2:] == [("read", 8, 4), "events.group_ack_pull"]  # no read after: it had them
-    for i in range(12, 16):
-        client.append("order-2", [EventData(f"e{i}", "T", b"%d" % i)])
-    got = c.ack_and_pull([9, 11], guess=(40, 41, 42, 43))  # all wrong: read after, as without a guess
-    assert [(e.position, e.data) for e, _ in got] == [(p, b"%d" % p) for p in range(12, 16)]
-    assert backend.log[-3:] == [("read", 40, 4), "events.group_ack_pull", ("read", 12, 4)]
-    # Competing consumers take turns, so a full run of consecutive positions is not what comes next:
-    # a guess that misses most of a batch pauses guessing.
-    ConsumerGroups(client).create("h", max_in_flight=8)
-    a, b = (PersistentSubscription(client, "h", n, batch=4) for n in ("a", "b"))
-    pa = [e.position for e, _ in a.pull()]
-    pb = [e.position for e, _ in b.pull()]
-    assert (pa, pb) == ([0, 1, 2, 3], [4, 5, 6, 7])
-    again = [e.position for e, _ in a.ack_and_pull(pa, guess=a._guess(pa))]  # guessed 4..7: b's
-    assert again == [8, 9, 10, 11] and a._guess_pause > 0 and a._guess(again) == ()
+    got = c.pull()  # four events: within one answer, nothing read after
+    assert [(e.position, e.data) for e, _ in got] == [(p, b"%d" % p) for p in (1, 3, 5, 7)]
+    assert backend.log[-1] == "pull"
+    big = PersistentSubscription(client, "g", "d", batch=8)
+    got = big.pull()  # eight scattered events: more than an answer carries, read by the consumer
+    assert [(e.position, e.data) for e, _ in got] == [(p, b"%d" % p) for p in range(9, 24, 2)]
+    assert backend.log[-2:] == ["pull", ("read", 9, 8)]
 
 
 def _store(n: int, *, backend=None, **group) -> tuple[EventStoreClient, ConsumerGroups]:
@@ -291,12 +279,12 @@ def test_run_pulls_batches_ahead_while_it_handles_one():
 
     assert c.run(handle, until=lambda: len(seen) >= 50) == 50
     assert seen == [(p, b"%d" % p) for p in range(50)]  # in order, each once
-    log = [x for x in backend.log if x not in ("events.group_create", "events.group_info")]
-    # Both pulls ahead go out before the first event is handled: their commits overlap the handler.
+    log = [x for x in backend.log if x not in ("create", "info")]
+    # Both pulls ahead go out before the first event is handled: their calls overlap the handler.
     first = log.index(("handle", 0))
-    assert [x for x in log[:first] if x == "events.group_ack_pull"] == ["events.group_ack_pull"] * 2, log
+    assert [x for x in log[:first] if x == "ack_pull"] == ["ack_pull"] * 2, log
     # Each later batch's pull goes out before the batch in hand is handled.
-    assert log.index("events.group_ack_pull", first) < log.index(("handle", 10))
+    assert log.index("ack_pull", first) < log.index(("handle", 10))
     info = groups.info("g")
     assert (info["checkpoint"], info["in_flight"], info["acked"], info["released"]) == (50, 0, 50, 0)
     assert c.prefetched >= 4 and c.released == 0
@@ -342,14 +330,14 @@ class _Lossy(LocalBackend):
         super().__init__()
         self.faults, self.calls = faults, 0
 
-    def call_nowait(self, name, args, *, checked=False):
-        if name != "events.group_ack_pull":
-            return super().call_nowait(name, args, checked=checked)
+    def service_nowait(self, service, method, args):
+        if method != "ack_pull":
+            return super().service_nowait(service, method, args)
         self.calls += 1
         fault = self.faults.get(self.calls)
         if fault == "late":
-            super().call_nowait(name, args, checked=checked)
-        fut = super().call_nowait(name, args, checked=checked) if fault is None else concurrent.futures.Future()
+            super().service_nowait(service, method, args)
+        fut = super().service_nowait(service, method, args) if fault is None else concurrent.futures.Future()
         if fault is not None:
             fut.set_exception(CallTimeoutError("lost in a failover"))
         return fut
@@ -386,3 +374,40 @@ def test_run_counts_each_handled_event_once_when_a_short_batch_follows_a_pull_ah
     assert c.run(lambda e: seen.append(e.position), until=lambda: len(seen) >= 25) == 25
     assert c.handled == 25 and seen == list(range(25))
     assert groups.info("g")["acked"] == 25
+
+
+def test_a_new_leader_resumes_from_the_last_checkpoint_and_accepts_acks_of_what_the_old_one_handed_out():
+    from ddia_ray.events.group_service import GroupService
+
+    backend = LocalBackend()
+    client = EventStoreClient(backend)
+    for i in range(30):
+        client.append(f"s-{i}", [EventData(f"e{i}", "T", b"")])
+    state = backend.state
+
+    def call(svc, method, *args):
+        return svc.call(state, method, args)[0]
+
+    def save(svc):
+        state.apply(state.applied + 1, svc.checkpoint())
+
+    old = GroupService()
+    assert call(old, "create", "g", (None, "", 100, 3, 60_000), 0) is True
+    assert call(old, "pull", "g", "c", 10, 1000)[1] == ((0, 9, 1),)
+    save(old)  # the last checkpoint: 0..9 in flight
+    assert call(old, "ack_pull", "g", ((0, 9),), "c", 10, 1000)[1] == ((10, 19, 1),)  # never saved
+    new = GroupService()  # a failover: the old leader's memory is gone
+    info = call(new, "info", "g")
+    assert (info["cursor"], info["in_flight"], info["acked"]) == (10, 10, 0)
+    # The old leader handed 10..19 out after the checkpoint: acking them is accepted and changes nothing.
+    assert call(new, "ack", "g", ((10, 19),)) == 0 and call(new, "info", "g")["in_flight"] == 10
+    with pytest.raises(NotDeliveredError):
+        call(new, "ack", "g", (30,))  # past the end of $all when the new leader took over: no one handed it out
+    assert call(new, "pull", "g", "c", 10, 1000)[1] == ((10, 19, 1),)  # handed out again
+    # 0..9 (acked on the old leader, unsaved) come back once their ack timeout passes: at least once.
+    assert call(new, "pull", "g", "c", 10, 70_000)[1] == ((0, 9, 2),)
+    # A call that fails halfway changes nothing (the service works on a copy of the group).
+    before = call(new, "info", "g")
+    with pytest.raises(NotDeliveredError):
+        call(new, "ack", "g", ((0, 9), 40))  # 0..9 would settle, 40 is refused: the call as a whole is
+    assert call(new, "info", "g") == before and (before["in_flight"], before["retry_queue"]) == (10, 10)

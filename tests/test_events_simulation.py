@@ -54,3 +54,22 @@ def test_the_checks_catch_a_lost_filtered_event(monkeypatch):
     with pytest.raises(EventStoreViolation):
         for seed in range(20):
             simulate(seed)
+
+
+def test_the_checks_catch_a_group_leader_that_resumes_past_what_the_old_one_handed_out(monkeypatch):
+    from ddia_ray.events import group_service
+
+    real = group_service.GroupService._load
+
+    def naive(self, state, group):  # a new leader skips to the end of $all instead of the last checkpoint
+        fresh = group not in self.groups
+        g = real(self, state, group)
+        if fresh and g.foreign > g.cursor:
+            g.cursor = g.foreign
+            self.groups[group] = g.copy()
+        return g
+
+    monkeypatch.setattr(group_service.GroupService, "_load", naive)
+    with pytest.raises(EventStoreViolation):
+        for seed in range(20):
+            simulate(seed)

@@ -162,7 +162,7 @@ def test_consumer_group_across_a_failover(ray_session, tmp_path):
             for t in threads:
                 t.start()
             _until(lambda: len(seen) >= 100, what="half the events handled")
-            es.kill(es.leader())  # the group's state is in the log: it survives the failover
+            es.kill(es.leader())  # the new leader resumes the group from its last checkpoint in the log
             _until(lambda: groups.info("billing")["checkpoint"] >= 300, timeout_s=90, what="every event settled")
             for s in consumers:
                 s.stop()

@@ -1,13 +1,15 @@
-"""Persistent subscriptions: consumer groups whose state the store keeps, decided in its log.
+"""Persistent subscriptions: consumer groups whose state the store keeps, and the rules that change it.
 
 Theory of operation
 -------------------
 A persistent subscription (EventStoreDB's name; a Kafka consumer group with
 per-event acknowledgement, or a Redis Streams group) lets competing consumers
 share the events of ``$all`` (or of a filtered ``$all``) while the *store*
-remembers what each event's fate is. The group's state is one row, changed only
-by procedures in the replicated log, so it survives consumer crashes and store
-failovers like any committed write:
+remembers what each event's fate is. The group's state is one row. Clients
+change it through the leader, which holds it in memory and checkpoints it to
+the row (:mod:`.group_service`, a leader service); the procedures below change
+the row in the log directly, with the same functions, and stay registered for
+the log entries that name them. The row holds:
 
 * ``cursor``: the next ``$all`` position never handed out;
 * ``inflight``: events handed to a consumer, with the attempt number and a
@@ -85,7 +87,7 @@ class Group:
     1.2 ms (measured in one process). In memory too they stay runs (:class:`~.inflight.InFlight`).
     Rows of the first layout (six fields) are still read."""
 
-    __slots__ = ("settings", "cursor", "inflight", "retry", "counters", "parked")
+    __slots__ = ("settings", "cursor", "inflight", "retry", "counters", "parked", "foreign")
 
     def __init__(self, row: bytes):
         fields = unpack(row, (6, 7), "consumer group")
@@ -114,6 +116,18 @@ class Group:
             raise CorruptRecordError("a consumer group's row holds an event both in flight and in its retry queue")
         self.counters = dict(counters)
         self.counters.setdefault("released", 0)  # a row written before the release action
+        #: Positions below it may have been handed out by an earlier leader's service, after the
+        #: checkpoint this row is (:mod:`.group_service`): not in the row, never part of it.
+        self.foreign = 0
+
+    def copy(self) -> "Group":
+        """An independent copy: a leader service changes a copy and keeps it only if the whole call
+        succeeded, as a procedure's effects are kept only if it returns."""
+        other = object.__new__(Group)
+        other.settings, other.cursor, other.parked = self.settings, self.cursor, self.parked
+        other.foreign = self.foreign
+        other.inflight, other.retry, other.counters = self.inflight.copy(), dict(self.retry), dict(self.counters)
+        return other
 
     @staticmethod
     def new(settings: tuple, start: int) -> bytes:
@@ -327,10 +341,12 @@ def _settle(g: Group, group: str, position: Any) -> int:
         return g.inflight.pop(position)[1]
     if position in g.retry:
         return g.retry.pop(position)
-    if position >= g.cursor:
+    if position >= g.cursor and position >= g.foreign:
         raise NotDeliveredError(f"group {group!r} never delivered position {position} (its cursor is at "
                                 f"{g.cursor})", group=group, position=position)
-    return -1  # settled already (an ack repeated after a timeout and a redelivery's ack): nothing to do
+    # Settled already (an ack repeated after a timeout and a redelivery's ack), or handed out by an
+    # earlier leader after its last checkpoint (it will be handed out again): nothing to do.
+    return -1
 
 
 @procedure("events.group_ack")
@@ -397,10 +413,17 @@ def group_nack(get, args: Any) -> tuple[tuple, int]:
     with ``reason``; the result is the checkpoint after."""
     group, positions, action, reason = args
     _check_name("consumer group", group)
+    g = _load(get, group)
+    ops = _nack(g, group, positions, action, reason)
+    ops.append((PUT, _group_key(group), g.row()))
+    return tuple(ops), g.checkpoint
+
+
+def _nack(g: Group, group: str, positions: Any, action: Any, reason: Any) -> list:
+    """What a nack changes in ``g``; the parks it writes besides the group's row."""
     if action not in NACK_ACTIONS or not isinstance(reason, str) or not isinstance(positions, tuple):
         raise InvalidArgumentError(f"a nack names positions, an action of {NACK_ACTIONS} and a str reason")
     spans = spans_of(positions, "nacks")
-    g = _load(get, group)
     max_retries = g.settings[3]
     ops = []
     for pos in (p for first, last in spans for p in range(first, last + 1)):
@@ -420,8 +443,7 @@ def group_nack(get, args: Any) -> tuple[tuple, int]:
             ops.append(_park(g, group, pos, attempts, why))
         else:
             g.retry[pos] = attempts
-    ops.append((PUT, _group_key(group), g.row()))
-    return tuple(ops), g.checkpoint
+    return ops
 
 
 @procedure("events.group_unpark")
@@ -431,6 +453,15 @@ def group_unpark(get, args: Any) -> tuple[tuple, int]:
     group, positions = args
     _check_name("consumer group", group)
     g = _load(get, group)
+    ops, moved = _unpark(get, g, group, positions)
+    ops.append((PUT, _group_key(group), g.row()))
+    return tuple(ops), moved
+
+
+def _unpark(get, g: Group, group: str, positions: Any) -> tuple[list, int]:
+    """What an unpark changes in ``g``: the parked rows it deletes, and how many it moved."""
+    if not isinstance(positions, tuple):
+        raise InvalidArgumentError("an unpark names a tuple of positions")
     ops = []
     moved = 0
     for pos in positions:
@@ -440,8 +471,7 @@ def group_unpark(get, args: Any) -> tuple[tuple, int]:
         g.retry[pos] = 0
         g.parked -= 1
         moved += 1
-    ops.append((PUT, _group_key(group), g.row()))
-    return tuple(ops), moved
+    return ops, moved
 
 
 @query("events.group_info")
@@ -450,8 +480,11 @@ def group_info(state, args: Any) -> dict:
     now), with the end of ``$all`` to measure lag from."""
     (group,) = args
     _check_name("consumer group", group)
-    g = _load(state.get, group)
-    end = keys.next_position(state.get)
+    return info_of(_load(state.get, group), group, keys.next_position(state.get))
+
+
+def info_of(g: Group, group: str, end: int) -> dict:
+    """``group``'s settings, positions and counters, with ``end`` (the end of ``$all``) to measure lag from."""
     kind, prefix, max_in_flight, max_retries, ack_timeout_ms = g.settings
     return {"group": group, "filter": (kind, prefix), "max_in_flight": max_in_flight, "max_retries": max_retries,
             "ack_timeout_ms": ack_timeout_ms, "cursor": g.cursor, "checkpoint": g.checkpoint,

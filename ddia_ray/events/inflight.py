@@ -51,6 +51,12 @@ class InFlight:
     def __contains__(self, position: Any) -> bool:
         return self._find(position) >= 0
 
+    def copy(self) -> "InFlight":
+        """An independent copy (the runs are immutable tuples, so copying the lists suffices)."""
+        other = InFlight()
+        other._firsts, other._runs, other._count = list(self._firsts), list(self._runs), self._count
+        return other
+
     def runs(self) -> tuple:
         """The runs, ascending: what the group's row stores."""
         return tuple(self._runs)

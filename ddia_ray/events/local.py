@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 :class:`LocalBackend` keeps the rows in a replica's :class:`~ddia_ray.replication.state.MapState`
 and runs each append through the same :func:`~ddia_ray.replication.state.decide` and the same
-registered procedures (:mod:`.procedures`) as a replica does, one log entry per call. So an
+registered procedures (:mod:`.procedures`) as a replica does, one log entry per call, and the
+consumer groups through the same leader service (:mod:`.group_service`), saved after each call. So an
 :class:`~.client.EventStoreClient` over it behaves as one over a replicated store, minus the
 network: the model-based tests, the aggregate and projection tests and the notebooks' first
 steps use it, and what they find holds for the replicated store's decisions too.
@@ -17,6 +18,7 @@ import threading
 from typing import Any
 
 from .. import codec
+from ..replication.leader_services import LeaderServices, ReplServiceCall
 from ..replication.procedures import call_op, result_or_raise, run_query
 from ..replication.state import MapState
 from . import procedures as _procedures  # registers the event store's procedures in this process
@@ -32,6 +34,8 @@ class LocalBackend:
     def __init__(self) -> None:
         self.state = MapState()
         self._lock = threading.Lock()
+        self.services = LeaderServices()  # the leader services (consumer groups), one leader for ever
+        self.services.reset(1)
 
     def call_nowait(self, name: str, args: Any, *, checked: bool = False) -> concurrent.futures.Future:
         """Run procedure ``name`` as one log entry; the future holds its result or its refusal
@@ -43,6 +47,22 @@ class LocalBackend:
         try:
             fut.set_result(result_or_raise(results[0]))
         except Exception as e:  # noqa: BLE001 - the procedure's refusal: the caller's
+            fut.set_exception(e)
+        return fut
+
+    def service_nowait(self, service: str, method: str, args: Any) -> concurrent.futures.Future:
+        """Call ``method`` of leader service ``service``; its effects are saved at once (one log
+        entry per call that changed anything, as if every call were durable). The future holds its
+        result or its refusal."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            result, _ = self.services.call(ReplServiceCall(service, method, codec.encode(args)), self.state)
+            ops = self.services.checkpoint(0)
+            if ops:
+                self.state.apply(self.state.applied + 1, ops)
+        try:
+            fut.set_result(result_or_raise(result))
+        except Exception as e:  # noqa: BLE001 - the service's refusal: the caller's
             fut.set_exception(e)
         return fut
 

@@ -4,26 +4,27 @@ ack or nack (retry, park, skip, release), list and replay parked events (see :mo
 Theory of operation
 -------------------
 :class:`ConsumerGroups` is the operator's side (create, delete, info, parked,
-replay). :class:`PersistentSubscription` is one consumer: it pulls a batch (one
-procedure call that records the hand-out in the group's state), reads the
-batch's events (one query), calls the handler for each, and settles the batch:
-a nack for each event that raised (retry by default, so a failing event is
-retried until ``max_retries`` and then parked with the handler's error as the
-reason) at once, and an ack for the events handled together with the next pull,
-in one procedure call (``events.group_ack_pull``: one commit per batch, not two),
-or on the way out of :meth:`PersistentSubscription.run`. While that call commits, a
-consumer going through consecutive positions reads the ones it expects next (the
-read ahead: one round trip less per batch when the guess is right; the positions
-it missed are read after, so a wrong guess costs a read, never an event). And it
-pulls ahead: after a full batch it keeps up to ``prefetch`` ack-and-pulls in flight,
-sent before the batch in hand is handled, within the room the group's
-``max_in_flight`` leaves (what it pulled ahead and did not handle when ``run`` ends
-goes back with ``release``, its attempt uncounted). A
-consumer that dies mid-batch settles nothing: its events time out after the
-group's ``ack_timeout`` and go to another consumer. Delivery is therefore at least
-once and unordered across consumers; a handler must tolerate seeing an event again
-(make it idempotent, or record what it handled in the same transaction as its
-effect, as projections do).
+replay). :class:`PersistentSubscription` is one consumer. The groups' state lives
+on the store's leader (:mod:`.group_service`, a leader service checkpointed to
+the group's row), so each of the consumer's calls is one round trip to the
+leader and no commit: a pull answers the runs of positions it handed out *and*
+their events, read from the leader's state in the same call. The consumer calls
+the handler for each event and settles the batch: a nack for each event that
+raised (retry by default, so a failing event is retried until ``max_retries``
+and then parked with the handler's error as the reason) at once, and an ack for
+the events handled together with the next pull (``ack_pull``), or on the way out
+of :meth:`PersistentSubscription.run` (an ack that returns once the group's
+checkpoint holding it has committed). It also pulls ahead: after a full batch it
+keeps up to ``prefetch`` ack-and-pulls in flight, sent before the batch in hand
+is handled, within the room the group's ``max_in_flight`` leaves (what it pulled
+ahead and did not handle when ``run`` ends goes back with ``release``, its
+attempt uncounted). A consumer that dies mid-batch settles nothing: its events
+time out after the group's ``ack_timeout`` and go to another consumer. Delivery
+is therefore at least once and unordered across consumers (a leader failover
+also hands out again what was delivered or acked since the group's last
+checkpoint); a handler must tolerate seeing an event again (make it idempotent,
+or record what it handled in the same transaction as its effect, as projections
+do).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentErr
 from . import keys
 from .client import EventStoreClient, _filter
 from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows, runs_of
+from .group_service import MAX_ANSWER_EVENTS as MAX_READ
+from .group_service import SERVICE
 from .records import RecordedEvent, recorded_event
 
 __all__ = ["ConsumerGroups", "PersistentSubscription"]
 
 _RETRIED = (CallTimeoutError, ActorUnavailableError, MessageDroppedError)
-_GUESS_PAUSE = 8  # batches a consumer pulls without guessing after a guess that missed
 
 
 def _now_ms() -> int:
@@ -57,8 +59,8 @@ class ConsumerGroups:
     def __init__(self, client: EventStoreClient) -> None:
         self.client = client
 
-    def _call(self, name: str, args: Any) -> Any:
-        return self.client.call(name, args)
+    def _call(self, method: str, args: Any) -> Any:
+        return self.client.service(SERVICE, method, args)
 
     def _query(self, name: str, args: Any) -> Any:
         return self.client.query(name, args)
@@ -72,17 +74,18 @@ class ConsumerGroups:
         ``ack_timeout_s``: how long a consumer has to settle an event before it is handed out again."""
         kind, prefix = _filter(stream_prefix, type_prefix)
         timeout_ms = max(1, int(positive("ack_timeout_s", ack_timeout_s) * 1000))
-        return self._call("events.group_create",
+        return self._call("create",
                           (group, (kind, prefix, max_in_flight, max_retries, timeout_ms), from_position))
 
     def delete(self, group: str) -> bool:
         """Delete ``group`` with its state and parked events (returns whether it existed)."""
-        return self._call("events.group_delete", (group,))
+        return self._call("delete", (group,))
 
     def info(self, group: str) -> dict:
         """The group's settings, ``cursor``, ``checkpoint``, ``in_flight``, ``retry_queue``, ``parked``,
-        ``lag_events`` and counters (delivered, acked, retried, timed_out, parks, skipped, released)."""
-        return self._query("events.group_info", (group,))
+        ``lag_events`` and counters (delivered, acked, retried, timed_out, parks, skipped, released), as
+        the leader holds them; ``unsaved``: changes since the group's last checkpoint."""
+        return self._call("info", (group,))
 
     def parked(self, group: str, *, from_position: int = 0, limit: int = 1000) -> list[tuple[int, int, str]]:
         """Parked events as ``(position, attempts, reason)``."""
@@ -91,7 +94,7 @@ class ConsumerGroups:
     def replay_parked(self, group: str, *, limit: int = 1000) -> int:
         """Hand up to ``limit`` parked events out again (fresh attempts); returns how many."""
         positions = tuple(p for p, _, _ in self.parked(group, limit=limit))
-        return self._call("events.group_unpark", (group, positions)) if positions else 0
+        return self._call("unpark", (group, positions)) if positions else 0
 
 
 class PersistentSubscription:
@@ -115,8 +118,6 @@ class PersistentSubscription:
         self.retry_s = positive("retry_s", retry_s)
         self.handled = self.failed = self.redelivered = self.retries = 0
         self.filtered = 0  # archived events handed out that the group's filter leaves out: acked unhandled
-        self.read_ahead = 0  # batches whose events were read while their pull committed (see run)
-        self._guess_pause = 0  # batches to pull before guessing again
         self._group_filter: tuple | None = None  # the group's (kind, prefix), read when first needed
         self._clock = clock  # milliseconds since the epoch: the group's deadlines are on the consumers' clocks
         self._stop = threading.Event()
@@ -128,36 +129,38 @@ class PersistentSubscription:
     def pull(self) -> list[tuple[RecordedEvent, int]]:
         """Take up to ``batch`` events from the group: ``(event, attempt)`` pairs (attempt 1 is the
         first delivery). They are this consumer's to settle until the group's ack timeout."""
-        return self._events(self.client.call(
-            "events.group_pull", (self.group, self.consumer, self.batch, self._clock())))
+        return self._finish(((), self._service_nowait("pull", (self.group, self.consumer, self.batch,
+                                                                self._clock()))))
 
-    def ack_and_pull(self, positions, *, guess: tuple = ()) -> list[tuple[RecordedEvent, int]]:
-        """:meth:`ack` ``positions`` and :meth:`pull` in one write (one commit in the store's log rather
-        than two): what :meth:`run` does after each batch. ``guess``: positions the pull will likely
-        hand out, read while the write commits (see :meth:`run`); a wrong guess costs a read."""
-        return self._finish(self._ack_and_pull_nowait(positions, guess))
+    def ack_and_pull(self, positions) -> list[tuple[RecordedEvent, int]]:
+        """:meth:`ack` ``positions`` and :meth:`pull` in one call: what :meth:`run` does after each
+        batch. The ack is the group's at once, saved with its next checkpoint (see the module
+        docstring)."""
+        return self._finish(self._ack_and_pull_nowait(positions))
 
-    def _ack_and_pull_nowait(self, positions, guess: tuple) -> tuple:
-        """:meth:`ack_and_pull` sent: ``(positions, its future, the read ahead's future or None)``."""
-        ahead = self.client.backend.query_nowait("events.read_positions", (guess,)) if guess else None
-        call = self.client.backend.call_nowait(
-            "events.group_ack_pull", (self.group, runs_of(positions), self.consumer, self.batch, self._clock()))
-        return tuple(positions), call, ahead
+    def _service_nowait(self, method: str, args: tuple) -> Any:
+        return self.client.backend.service_nowait(SERVICE, method, args)
+
+    def _ack_and_pull_nowait(self, positions) -> tuple:
+        """:meth:`ack_and_pull` sent: ``(positions, its future)``."""
+        call = self._service_nowait(
+            "ack_pull", (self.group, runs_of(positions), self.consumer, self.batch, self._clock()))
+        return tuple(positions), call
 
     def _finish(self, sent: tuple) -> list[tuple[RecordedEvent, int]]:
         """The events of an :meth:`_ack_and_pull_nowait` (its failure raised here)."""
-        _, handed = self.client.wait(sent[1])
-        return self._events(handed, sent[2])
+        _, handed, answer = self.client.wait(sent[1])
+        return self._events(handed, answer)
 
-    def _events(self, handed: tuple, ahead: Any = None) -> list[tuple[RecordedEvent, int]]:
-        """The events of the runs ``(first, last, attempt)`` a pull handed out, with their attempts
-        (read ahead by ``ahead``, the rest read now)."""
+    def _events(self, handed: tuple, answer: Any = None) -> list[tuple[RecordedEvent, int]]:
+        """The events of the runs ``(first, last, attempt)`` a pull handed out, with their attempts:
+        from the pull's ``answer`` (:func:`~.consumer_groups.read_positions`'s, read by the leader),
+        the rest (archived events, or a batch too large for one answer) read now."""
         if not handed:
             return []
-        answer = self._read_ahead(ahead)
         if len(handed) == 1 and answer is not None and not answer[1]:
-            # The usual batch: one run, all of it in the stretch of chunk parts the read ahead found
-            # (the events built straight from the chunks' columns).
+            # The usual batch: one run, all of it in the stretch of chunk parts read with it (the
+            # events built straight from the chunks' columns).
             first, last, attempt = handed[0]
             events = keys.part_rows(answer[0], make=recorded_event)
             if events:
@@ -169,47 +172,27 @@ class PersistentSubscription:
         for first, last, attempt in handed:
             positions.extend(range(first, last + 1))
             attempts.extend(repeat(attempt, last - first + 1))
-        have = {} if answer is None else answer_rows(answer)
-        todo = tuple(p for p in positions if p not in have) if have else tuple(positions)
-        if ahead is not None and len(todo) > len(positions) // 2:
-            self._guess_pause = _GUESS_PAUSE  # the guess missed most of the batch
-        if todo:
-            answer = self.client.query("events.read_positions", (todo,))
+        if answer is not None:
+            # Read with the pull: what it lacks is archived (below dropped_upto) or removed.
+            have = answer_rows(answer)
             dropped = archive_dropped_of(answer)
+            lacking = sorted({p for p in positions if p < dropped and p not in have})
+            if lacking:
+                for r in self._archived(lacking, dropped):
+                    have[r[2]] = r
+            return [(recorded_event(*have[p]), a) for p, a in zip(positions, attempts) if p in have]
+        have = {}
+        todo = tuple(positions)
+        for lo in range(0, len(todo), MAX_READ):
+            part = todo[lo:lo + MAX_READ]
+            read = self.client.query("events.read_positions", (part,))
+            dropped = archive_dropped_of(read)
             archived: list = []
-            if dropped and min(todo) < dropped:
-                archived = self._archived(sorted(p for p in set(todo) if p < dropped), dropped)
-            for r in positions_rows(todo, answer, archived):
+            if dropped and min(part) < dropped:
+                archived = self._archived(sorted(p for p in set(part) if p < dropped), dropped)
+            for r in positions_rows(part, read, archived):
                 have[r[2]] = r
         return [(recorded_event(*have[p]), a) for p, a in zip(positions, attempts) if p in have]
-
-    def _guess(self, handled: list, skip: int = 0) -> tuple:
-        """What the next pull will likely hand out, to read while it commits: the ``batch`` positions
-        after a full batch of consecutive ones (a group going through ``$all`` with no filter and
-        no retries, as a consumer catching up does), past ``skip`` batches that pulls already sent
-        will hand out. A consumer whose guesses miss (competing consumers take turns, a filter skips
-        positions) stops guessing for a while."""
-        if self._guess_pause:
-            self._guess_pause -= 1
-            return ()
-        n = len(handled)
-        if n < self.batch or n < 2 or handled[-1] - handled[0] != n - 1:
-            return ()
-        first = handled[-1] + 1 + skip * self.batch
-        return tuple(range(first, first + self.batch))
-
-    def _read_ahead(self, ahead: Any) -> tuple | None:
-        """The answer of a read ahead (:func:`~.consumer_groups.read_positions`'s): the events stored
-        live (one the archive dropped is missing, and read again through :meth:`_archived`); None
-        if it failed or there was none."""
-        if ahead is None:
-            return None
-        try:
-            answer = ahead.result(self.client.timeout_s)
-        except Exception:  # noqa: BLE001 - a guess that failed costs only the read it was to save
-            return None
-        self.read_ahead += 1
-        return answer
 
     def _archived(self, positions: list, dropped: int) -> list:
         """The rows of archived ``positions`` (ascending, all below ``dropped``) that pass the group's
@@ -240,15 +223,14 @@ class PersistentSubscription:
         return keep
 
     def ack(self, positions) -> int:
-        """Settle ``positions`` as handled; returns the group's checkpoint."""
-        return self.client.call(
-            "events.group_ack", (self.group, runs_of(positions)))
+        """Settle ``positions`` as handled; returns the group's checkpoint once the group's state
+        holding the ack is committed (it survives a leader failover from then on)."""
+        return self.client.service(SERVICE, "ack", (self.group, runs_of(positions)))
 
     def nack(self, positions, action: str = "retry", reason: str = "") -> int:
         """Refuse ``positions``: ``"retry"``, ``"park"``, ``"skip"`` or ``"release"`` (handed back
         unhandled: the attempt is not counted); returns the group's checkpoint."""
-        return self.client.call(
-            "events.group_nack", (self.group, runs_of(positions), action, reason))
+        return self.client.service(SERVICE, "nack", (self.group, runs_of(positions), action, reason))
 
     def run(self, handler: Callable[[RecordedEvent], Any], *, until: Callable[[], bool] | None = None,
             timeout_s: float | None = None, on_error: str = "retry") -> int:
@@ -277,7 +259,7 @@ class PersistentSubscription:
                         got = self._finish(sent[0])
                         sent.popleft()
                     else:
-                        got = self.ack_and_pull(ok, guess=self._guess(ok)) if ok else self.pull()
+                        got = self.ack_and_pull(ok) if ok else self.pull()
                         ok = []
                 except _RETRIED:
                     # The store is failing over: its state is intact, ask again (acking twice is harmless;
@@ -293,9 +275,8 @@ class PersistentSubscription:
                     continue
                 wait = self.idle_s
                 if len(got) == self.batch:  # a full batch: more is likely waiting
-                    handed = [e.position for e, _ in got]
                     while len(sent) < self._prefetch_depth():
-                        sent.append(self._ack_and_pull_nowait(ok, self._guess(handed, len(sent))))
+                        sent.append(self._ack_and_pull_nowait(ok))
                         ok = []
                         self.prefetched += 1
                 failed = []
@@ -337,9 +318,9 @@ class PersistentSubscription:
         each and hand its events back unhandled (``release``); returns ``ok`` with the acks of those
         that failed, to send again (what a failed one handed out times out)."""
         while sent:
-            positions, call, ahead = sent.popleft()
+            positions, call = sent.popleft()
             try:
-                got = self._finish((positions, call, ahead))
+                got = self._finish((positions, call))
             except Exception:  # noqa: BLE001 - its acks are sent again; what it handed out times out
                 ok = [*positions, *ok]
                 continue

@@ -269,5 +269,6 @@ def reset_projection(get, args: Any) -> tuple[tuple, int]:
 # this one module.
 from . import queries  # noqa: E402, F401
 from . import consumer_groups  # noqa: E402, F401
+from . import group_service  # noqa: E402, F401  (the consumer groups' leader service)
 from . import archive  # noqa: E402, F401
 from . import stream_batch  # noqa: E402, F401

@@ -12,8 +12,10 @@ machine safety, liveness after healing) run too. Its clients here speak the even
 store: each one appends (expected version ``any`` or the version it last saw),
 follows ``$all`` as a catch-up subscriber that restarts now and then from its
 stored checkpoint, reading in a random read mode (``follower`` included), and
-consumes a consumer group, sometimes crashing between a pull and its ack. After
-healing, every client drains its subscription and the group, and the run checks:
+consumes a consumer group (through its leader service, :mod:`.group_service`,
+whose state goes back to its last checkpoint when the leader changes),
+sometimes crashing between a pull and its ack. After healing, every client
+drains its subscription and the group, and the run checks:
 
 * **no acknowledged append lost**: each acknowledged append's events are in the
   final ``$all`` at the positions its answer named, with its ids;
@@ -37,6 +39,7 @@ from typing import Any
 
 from .. import codec
 from ..error_record import ErrorRecord
+from ..replication.leader_services import ReplServiceCall
 from ..replication.procedures import call_op
 from ..replication.records import QueryResult, ReplQuery, WriteAck
 from ..replication.service_simulation import (READ_MODES, ServiceSimClient, ServiceSimReport, ServiceViolation,
@@ -94,9 +97,9 @@ def _client_class(shared: _Shared):
             r = self.rng.random()
             op: tuple
             if not shared.group_created:
-                op = ("create", call_op("events.group_create", (_GROUP, (None, "", 50, 1000, 200), 0)))
+                op = ("create", _group_call("create", (_GROUP, (None, "", 50, 1000, 200), 0)))
             elif self.batch:
-                op = ("ack", call_op("events.group_ack", (_GROUP, self.batch)))
+                op = ("ack", _group_call("ack", (_GROUP, self.batch)))
             elif r < 0.35 or (self.draining and r < 0.6):
                 if self.rng.random() < 0.05 and not self.draining:
                     # A subscriber restart: a new reader that knows only the stored checkpoint (the
@@ -115,7 +118,7 @@ def _client_class(shared: _Shared):
                     exp = "no_stream"
                 op = ("append", call_op("events.append", (stream, exp, events, int(now_s * 1000))), events)
             else:
-                op = ("pull", call_op("events.group_pull", (_GROUP, self.name, 4, int(now_s * 1000))))
+                op = ("pull", _group_call("pull", (_GROUP, self.name, 4, int(now_s * 1000))))
             return op
 
         def _answered(self, op: tuple, res: Any) -> tuple[bool, Any, str]:
@@ -128,28 +131,44 @@ def _client_class(shared: _Shared):
                     self.checkpoint = row[2] + 1  # stored after each event: exactly once across restarts
                 self.checkpoint = max(self.checkpoint, nxt)
                 return True, None, ""
+            if op[0] in ("create", "ack", "pull"):
+                return self._group_answered(op, res)
             if not isinstance(res, WriteAck):
                 return False, None, ""
             result = res.results[0]
-            if op[0] == "create":
-                shared.group_created = True
-            elif op[0] == "append":
+            if op[0] == "append":
                 if type(result) is not ErrorRecord:
                     shared.acked.append((op[2], result))
                     self.versions[result[0]] = result[2]
                 elif result.kind == "WrongExpectedVersionError" and result.attrs:
                     self.versions[result.attrs["stream"]] = result.attrs["actual"]
-            elif op[0] == "pull" and type(result) is not ErrorRecord:
-                positions = tuple(p for first, last, _ in result for p in range(first, last + 1))
-                self.redelivered += sum(last - first + 1 for first, last, a in result if a > 1)
+            return True, None, ""
+
+        def _group_answered(self, op: tuple, res: Any) -> tuple[bool, Any, str]:
+            """A consumer group call's answer (a leader service's: a QueryResult)."""
+            if not isinstance(res, QueryResult) or type(res.result) is ErrorRecord:
+                return False, None, ""  # refused (not the leader, or gone): sent again elsewhere
+            if op[0] == "create":
+                shared.group_created = True
+            elif op[0] == "pull":
+                _, handed, _ = res.result
+                positions = tuple(p for first, last, _ in handed for p in range(first, last + 1))
+                self.redelivered += sum(last - first + 1 for first, last, a in handed if a > 1)
                 self.group_seen.update(positions)
                 # A crash between the pull and the ack: the batch times out and goes to someone else.
                 self.batch = () if (self.rng.random() < 0.1 and not self.draining) else positions
-            elif op[0] == "ack":
+            else:
                 self.batch = ()
             return True, None, ""
 
     return EventClient
+
+
+def _group_call(method: str, args: tuple) -> ReplServiceCall:
+    """A call of the consumer groups' leader service (:mod:`.group_service`)."""
+    from .group_service import SERVICE
+
+    return ReplServiceCall(SERVICE, method, codec.encode(args))
 
 
 def simulate(seed: int, *, duration_s: float = 2.0, **options: Any) -> EventSimReport:

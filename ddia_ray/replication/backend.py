@@ -6,8 +6,10 @@ A service built on the replicated store (the event store, the schema registry,
 the configuration store) turns every request of its client into one procedure
 call, decided in the log (:mod:`.procedures`), or one query, read on one
 replica. Its client does not care where they run: it talks to a *backend*
-with two methods, ``call_nowait(name, args)`` and ``query_nowait(name, args)``,
-each returning a future that holds the answer or raises the refusal.
+with three methods, ``call_nowait(name, args)``, ``query_nowait(name, args)`` and
+``service_nowait(service, method, args)`` (a leader service's call,
+:mod:`.leader_services`), each returning a future that holds the answer or raises
+the refusal.
 
 * :class:`ProcedureBackend` is the backend on Ray: it sends both through a
   :class:`~.client.ReplicatedClient`, so concurrent calls share the client's
@@ -68,6 +70,11 @@ class ProcedureBackend:
         ``wait_s`` passes). The future holds its result or its refusal."""
         return self.client.query_nowait(name, args, read=read or self.read, wait_s=wait_s)
 
+    def service_nowait(self, service: str, method: str, args: Any) -> concurrent.futures.Future:
+        """Call ``method`` of leader service ``service`` on the leader (:mod:`.leader_services`); the
+        future holds its result or its refusal."""
+        return self.client.service_nowait(service, method, args)
+
     def query_direct(self, name: str, args: Any, timeout_s: float | None = None) -> tuple[bool, Any]:
         """Run query ``name`` from the calling thread on its own link to the leader, when the read
         mode allows it: ``(True, answer)``, or ``(False, None)`` to take :meth:`query_nowait`
@@ -117,6 +124,11 @@ class ProcedureClient:
         """Run procedure ``name`` in the store's log and return its answer (raising the error it
         refused with): for the parts built on the service's own procedures."""
         return self.wait(self.backend.call_nowait(name, args), timeout_s)
+
+    def service(self, service: str, method: str, args: Any, *, timeout_s: float | None = None) -> Any:
+        """Call ``method`` of leader service ``service`` and return its answer (raising the error it
+        refused with): for the parts whose state the leader holds (:mod:`.leader_services`)."""
+        return self.wait(self.backend.service_nowait(service, method, args), timeout_s)
 
     def query(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:
         """Run read-only query ``name`` on one replica and return its answer (see :meth:`call`); on

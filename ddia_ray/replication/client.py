@@ -66,6 +66,7 @@ from ..runtime.futures import settle
 from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
 from .arrow_pages import read_page
 from .ingest import columns_op, ingest_op, puts_op
+from .leader_services import ReplServiceCall
 from .procedures import result_or_raise
 from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
                       ReplWrite, ScanResult,
@@ -417,13 +418,26 @@ class ReplicatedClient(LoopClient):
         bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
         codec.check_value(args, f"the arguments of query {name!r}")
         epoch, lsn = self.session.position() if mode == "session" else (0, 0)
-        inner = self._call_read(ReplQuery(name, codec.encode(args), mode, epoch, lsn, bound, wait_s))
+        return self._call_answered(ReplQuery(name, codec.encode(args), mode, epoch, lsn, bound, wait_s))
+
+    def service_nowait(self, service: str, method: str, args: Any = None) -> concurrent.futures.Future:
+        """Call ``method`` of leader service ``service`` (:mod:`.leader_services`) on the leader; the
+        future holds its result, or raises the error it refused with. A call the leader could not
+        answer (it stopped leading) is sent to the new one, so a call may run twice: a service's
+        methods are written to be repeated."""
+        codec.check_value(args, f"the arguments of {service}.{method}")
+        return self._call_answered(ReplServiceCall(service, method, codec.encode(args)))
+
+    def _call_answered(self, payload: ReplQuery | ReplServiceCall) -> concurrent.futures.Future:
+        """Send a query or a leader service's call; the future holds the result its
+        :class:`~.records.QueryResult` carries, or raises the error it refused with."""
+        inner = self._call_read(payload)
         outer: concurrent.futures.Future = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future) -> None:
             try:
                 outer.set_result(result_or_raise(f.result().result))
-            except BaseException as e:  # noqa: BLE001 - the query's refusal or the call's failure: the caller's
+            except BaseException as e:  # noqa: BLE001 - the refusal or the call's failure: the caller's
                 outer.set_exception(e)
 
         inner.add_done_callback(done)
@@ -534,7 +548,7 @@ class ReplicatedClient(LoopClient):
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(ask()))
         return fut
 
-    def _call_read(self, payload: ReplScan | ReplQuery) -> concurrent.futures.Future:
+    def _call_read(self, payload: ReplScan | ReplQuery | ReplServiceCall) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         # A blocking query may be held for its wait: the deadline starts after it.
         unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s + getattr(payload, "wait_s", 0.0), True)
@@ -820,6 +834,6 @@ class ReplicatedClient(LoopClient):
                 self.stats["read_batches"] += 1
                 return
         finally:
-            if not isinstance(payload, (ReplScan, ReplQuery)):
+            if not isinstance(payload, (ReplScan, ReplQuery, ReplServiceCall)):
                 self._in_flight -= 1
             self._wake.set()

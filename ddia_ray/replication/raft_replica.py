@@ -65,6 +65,7 @@ from ..kv.member import RaftMember
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
                         check_fenced_read, check_update)
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
+from .leader_services import LeaderServices, ReplServiceCall
 from .parking import ParkedQueries, is_empty
 from .pins import ScanPins
 from .procedures import run_query
@@ -190,7 +191,7 @@ class RaftReplica(RaftMember):
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "",
                  state: ReplicaState | None = None, max_scan_rows: int = 10_000, pin_ttl_s: float = 60.0,
-                 **options):
+                 service_checkpoint_s: float = 0.2, **options):
         # Set before RaftMember's constructor, which may already apply committed entries.
         self.group = group
         self.max_scan_rows = max(1, max_scan_rows)
@@ -208,6 +209,13 @@ class RaftReplica(RaftMember):
         self._view_stop = -1  # the index of the entry the view stopped at (-1: none)
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
+        # Leader services (leader_services.py): calls waiting for the term's first entry to apply,
+        # durable answers waiting for the next checkpoint, and those waiting for a proposed one.
+        self.services = LeaderServices(every_ticks=max(1, round(service_checkpoint_s / tick_s)))
+        self._service_waiting: list[tuple[int, ReplServiceCall]] = []
+        self._service_pending: list[tuple[int, QueryResult]] = []
+        self._service_replies: dict[int, list] = {}  # checkpoint index -> [(request id, answer)]
+        self._service_last = -1  # the index of this term's last checkpoint proposed (-1: none)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
         self.machine.sending = self._snapshots_sent
 
@@ -263,6 +271,8 @@ class RaftReplica(RaftMember):
                 self._on_write(request_id, payload)
             elif isinstance(payload, (ReplRead, ReplScan, ReplQuery)):
                 self._on_read(request_id, payload)
+            elif isinstance(payload, ReplServiceCall):
+                self._on_service(request_id, payload)
             elif isinstance(payload, ReplAdmin):
                 self._on_repl_admin(request_id, payload)
             elif isinstance(payload, ReplOwnership):
@@ -273,8 +283,8 @@ class RaftReplica(RaftMember):
                 own = self.machine.ownership()
                 self.reply(request_id, index_page(self.state, own, payload))
             else:
-                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplAdmin, ReplOwnership "
-                                           f"or ReplStatus, not {type(payload).__name__}")
+                raise InvalidArgumentError(f"a replica takes ReplWrite, ReplRead, ReplScan, ReplServiceCall, "
+                                           f"ReplAdmin, ReplOwnership or ReplStatus, not {type(payload).__name__}")
         except (ConsensusError, ConfigError, InvalidArgumentError, ReplicaBehindError, StalenessBoundError,
                 StaleEpochError, UnknownNodeError, PartitionError, ScanExpiredError) as e:
             self.reply(request_id, error=e)
@@ -303,6 +313,12 @@ class RaftReplica(RaftMember):
         if req.acks > followers:
             raise ConfigError(f"a write asked for {req.acks} follower acknowledgements; "
                               f"{self.group!r} has {followers} followers")
+        index = self._propose(req)
+        self._repl_writes[index] = (rid, req.client, req.seq, req.acks, node.term)
+
+    def _propose(self, req: ReplWrite) -> int:
+        """Propose ``req`` as one entry, decided here when the leader's view allows; its index."""
+        node = self.node
         stamp = self._clock.stamp(node.term, self.ticks, self.state.sessions.clock) if req.client else -1
         spec = self.spec
         outcome = None
@@ -320,7 +336,7 @@ class RaftReplica(RaftMember):
             spec.account(index, req.client, req.seq, req.acked_below, stamp, ops, outcome)
         if outcome == FRESH:  # applied here from these fields, not decoded again (same index, same term)
             self._proposed[index] = (node.term, (req.client, req.seq, req.acked_below, ops, stamp, 0, results))
-        self._repl_writes[index] = (rid, req.client, req.seq, req.acks, node.term)
+        return index
 
     def _view_reaches_end(self) -> bool:
         """Whether the leader's view (:mod:`.speculation`) accounts for its whole log, moving it
@@ -360,6 +376,65 @@ class RaftReplica(RaftMember):
                 ops, _ = spec.decide(ops, state.get, state.scan, state.get_many)
             spec.account(e.index, client, seq, acked_below, stamp, ops if outcome == FRESH else (), outcome)
         return True
+
+    # --- leader services (leader_services.py) ------------------------------------------------------
+
+    def _on_service(self, rid: int, req: ReplServiceCall) -> None:
+        """A leader service's call: served once this leader has applied an entry of its term, so the
+        state its services load from holds every checkpoint an earlier leader committed."""
+        if self.node.role != LEADER:
+            raise self._not_leader()
+        self._service_waiting.append((rid, req))  # served by _tend_services, in this input's drain
+
+    def _tend_services(self) -> bool:
+        """After an input: drop the services if this member stopped leading or the term changed,
+        serve the calls that may be served, and propose a checkpoint when one is due. Whether it
+        proposed one (the caller drains again)."""
+        node = self.node
+        if node.role != LEADER:
+            self._drop_services(-1, waiting=True)
+            return False
+        if node.term != self.services.term:  # leading in a new term: what an older one held is refused
+            self._drop_services(node.term, waiting=False)
+        applied = node.log.applied
+        if self._service_waiting and node.log.term(applied) == node.term:
+            waiting, self._service_waiting = self._service_waiting, []
+            term = node.term
+            for rid, req in waiting:
+                result, durable = self.services.call(req, self.state)
+                answer = QueryResult(result, term, applied, self.node_id)
+                if durable:
+                    self._service_pending.append((rid, answer))
+                else:
+                    self.reply(rid, answer)
+        if not (self._service_pending or self.services.due(self.ticks)):
+            return False
+        ops = self.services.checkpoint(self.ticks)
+        if ops:
+            self._service_last = self._propose(ReplWrite(ops))
+        if self._service_pending:
+            pending, self._service_pending = self._service_pending, []
+            if self._service_last > node.log.applied:  # answered when the checkpoint holding them applies
+                self._service_replies.setdefault(self._service_last, []).extend(pending)
+            else:  # nothing to write and nothing outstanding: what they changed is saved already
+                for rid, answer in pending:
+                    self.reply(rid, answer)
+        return bool(ops)
+
+    def _drop_services(self, term: int, *, waiting: bool) -> None:
+        """Forget the services of the term that ended; refuse the calls they still hold and, with
+        ``waiting``, those not served yet (the client asks the new leader, whose services resume
+        from the last committed checkpoint). Calls that arrived while leading in the new term wait."""
+        refused = [rid for rid, _ in self._service_pending]
+        refused += [rid for answers in self._service_replies.values() for rid, _ in answers]
+        if waiting:
+            refused += [rid for rid, _ in self._service_waiting]
+            self._service_waiting = []
+        self._service_pending, self._service_replies = [], {}
+        self._service_last = -1
+        self.services.reset(term)
+        for rid in refused:
+            self.reply(rid, error=self._not_leader())
 
     def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
         """Propose a new ownership record; it is checked as a successor when applied (every member alike)."""
@@ -476,6 +551,11 @@ class RaftReplica(RaftMember):
         applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp, fence, decided)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
+        if self._service_replies and e.index in self._service_replies:
+            # A leader service's checkpoint: the durable calls it holds are answered (proposed in this
+            # term, or dropped with the services when the term changed).
+            for rid, answer in self._service_replies.pop(e.index):
+                self.reply(rid, answer)
         waiting = self._repl_writes.pop(e.index, None)
         if waiting is None:
             return
@@ -513,6 +593,9 @@ class RaftReplica(RaftMember):
             self._release_acks()
         if self.parked:
             self._wake_parked()
+        if (self._service_waiting or self._service_pending or self._service_replies or self.services) \
+                and self._tend_services():
+            super()._drain()  # send the checkpoint proposed
 
     def _answer_deposed(self) -> None:
         """Answer the session writes this member proposed as leader and has not applied: the
@@ -561,7 +644,7 @@ class RaftReplica(RaftMember):
                 "needs_checkpoint": bool(self.failed), "failed": self.failed, "mode": "raft",
                 "snapshots_dropped": self.snapshots_dropped, "last_snapshot_error": self.last_snapshot_error,
                 "partitions": self.machine.load.figures(), "ownership": self.state.get(OWNERSHIP_KEY),
-                **self.machine.indexer.figures(), **self.spec.figures()}
+                **self.machine.indexer.figures(), **self.spec.figures(), **self.services.figures}
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""

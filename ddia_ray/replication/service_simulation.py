@@ -11,7 +11,8 @@ clients that speak the service. What every such run shares is here:
 
 * :class:`ServiceSimClient`: a client that, one operation at a time, sends a
   procedure call (:func:`~.procedures.call_op`, as a :class:`~.records.ReplWrite`
-  to the member it believes leads) or a query (a :class:`~.records.ReplQuery`),
+  to the member it believes leads), a query (a :class:`~.records.ReplQuery`) or a
+  leader service's call (a :class:`~.leader_services.ReplServiceCall`),
   retried elsewhere until its deadline (:class:`~ddia_ray.kv.simulation.SimClient`).
   Each service's client chooses its operations (``_next_op``) and reads their
   answers (``_answered``), and keeps its own history (the Raft simulation's
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from ..consensus.raft import LEADER
 from ..history import HistoryRecorder
 from ..kv.simulation import SimClient
+from .leader_services import ReplServiceCall
 from .records import ReplQuery, ReplWrite
 from .simulation import simulate_raft
 
@@ -92,6 +94,9 @@ class ServiceSimClient(SimClient):
     def _send(self, op: tuple) -> None:
         if isinstance(op[1], ReplQuery):
             self.call = self.sim.request(self._query_target(op), op[1], src=self.name)
+            return
+        if isinstance(op[1], ReplServiceCall):  # a leader service's call: to the member believed to lead
+            self.call = self.sim.request(self.leader, op[1], src=self.name)
             return
         payload = ReplWrite((op[1],), client=self.name, seq=self.seq, acked_below=self.acked_below)
         self.call = self.sim.request(self.leader, payload, src=self.name)

@@ -116,6 +116,7 @@ def _codec_values() -> list:
                                                   LogAppend, Message, RaftSnapshot, SnapshotMeta)
     from ddia_ray.partitioning import initial_map
     from ddia_ray.replication.indexing import IndexDef, ReplIndexScan
+    from ddia_ray.replication.leader_services import ReplServiceCall
     from ddia_ray.replication.ownership import OwnedRange, Ownership, ReplOwnership
     from ddia_ray.replication.records import Append, LogEntries, ReplWrite
     from ddia_ray.storage.engine import Op, OpColumns
@@ -142,6 +143,7 @@ def _codec_values() -> list:
         ReplOwnership(Ownership("s", 4, (OwnedRange(1, b"", b"m", 2), OwnedRange(3, b"q", None, 4, False)),
                                 (IndexDef("by", "m:f", {"name": "c"}),)), 2),
         ReplIndexScan("by", b"red", b"k1", 50, 3),
+        ReplServiceCall("events.groups", "ack_pull", b"\x95\xa1g\x91\x92\x00\x09\xa1c\xcd\x03\xe8\x01"),
         initial_map("hash", ("g1", "g2"), partitions=4).split(1, b"\x50" * 8),
         {"nested": [1, [2, [3, [4, {"deep": b"bytes"}]]]], "s": "uni\u00e7ode", "f": -0.5, "big": 2 ** 63,
          "neg": -(2 ** 63), "t": (True, False, None)},
