@@ -136,9 +136,84 @@ class LeaderServices:
         self._saved_at = 0  # the tick of the last checkpoint taken
         self._urgent = False  # a durable call waits: checkpoint now
         self.figures = {"service_calls": 0, "service_checkpoints": 0, "service_resets": 0}
+        # The calls of the host (tend): waiting for the leader to catch up with its term, durable
+        # answers waiting for the next checkpoint, and those held until a proposed one applies.
+        self._waiting: list[tuple[int, ReplServiceCall]] = []
+        self._pending: list[tuple[int, Any]] = []
+        self._held: dict[int, list] = {}  # checkpoint index -> [(request id, result)]
+        self._last = -1  # the index of this term's last checkpoint proposed (-1: none)
 
     def __bool__(self) -> bool:
         return bool(self._services)
+
+    @property
+    def busy(self) -> bool:
+        """Whether :meth:`tend` has anything to do: services to checkpoint, or calls to serve."""
+        return bool(self._services or self._waiting or self._pending or self._held)
+
+    @property
+    def held(self) -> bool:
+        """Whether durable answers wait for a proposed checkpoint to apply."""
+        return bool(self._held)
+
+    def submit(self, rid: int, req: ReplServiceCall) -> None:
+        """Take request ``rid`` for :meth:`tend` to serve."""
+        self._waiting.append((rid, req))
+
+    def tend(self, *, leading: bool, term: int, caught_up: bool, applied: int, ticks: int, state: Any,
+             propose: Callable[[tuple], int], answer: Callable[[int, Any], None],
+             refuse: Callable[[int], None]) -> bool:
+        """After an input of the replica: drop the services if the member stopped leading or leads
+        in a new ``term``; serve the submitted calls once ``caught_up`` (the leader applied an entry
+        of its term); propose a checkpoint (``propose(ops) -> index``) when one is due. A durable
+        call's result is given to ``answer`` once the checkpoint holding it applies (:meth:`saved`),
+        or at once if there was nothing to write and none outstanding. ``refuse(rid)`` answers a
+        call the term ended under. Whether it proposed a checkpoint."""
+        if not leading:
+            self._drop(-1, refuse, waiting=True)
+            return False
+        if term != self.term:  # leading in a new term: what an older one held is refused
+            self._drop(term, refuse, waiting=False)
+        if self._waiting and caught_up:
+            waiting, self._waiting = self._waiting, []
+            for rid, req in waiting:
+                result, durable = self.call(req, state)
+                if durable:
+                    self._pending.append((rid, result))
+                else:
+                    answer(rid, result)
+        if not (self._pending or self.due(ticks)):
+            return False
+        ops = self.checkpoint(ticks)
+        if ops:
+            self._last = propose(ops)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if self._last > applied:
+                self._held.setdefault(self._last, []).extend(pending)
+            else:  # nothing to write and nothing outstanding: what they changed is saved already
+                for rid, result in pending:
+                    answer(rid, result)
+        return bool(ops)
+
+    def saved(self, index: int, answer: Callable[[int, Any], None]) -> None:
+        """Entry ``index`` applied: answer the durable calls its checkpoint holds."""
+        for rid, result in self._held.pop(index, ()):
+            answer(rid, result)
+
+    def _drop(self, term: int, refuse: Callable[[int], None], *, waiting: bool) -> None:
+        """Forget the services of the term that ended and refuse the calls they hold (with
+        ``waiting``, those not served yet too): the client asks the new leader, whose services
+        resume from the last committed checkpoint. Calls submitted while leading in the new term
+        stay."""
+        refused = [rid for rid, _ in self._pending] + [rid for held in self._held.values() for rid, _ in held]
+        if waiting:
+            refused += [rid for rid, _ in self._waiting]
+            self._waiting = []
+        self._pending, self._held, self._last = [], {}, -1
+        self.reset(term)
+        for rid in refused:
+            refuse(rid)
 
     def reset(self, term: int) -> None:
         """Drop every service: this member stopped leading, or leads in ``term`` now."""

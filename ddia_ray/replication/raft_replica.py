@@ -209,13 +209,7 @@ class RaftReplica(RaftMember):
         self._view_stop = -1  # the index of the entry the view stopped at (-1: none)
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
-        # Leader services (leader_services.py): calls waiting for the term's first entry to apply,
-        # durable answers waiting for the next checkpoint, and those waiting for a proposed one.
         self.services = LeaderServices(every_ticks=max(1, round(service_checkpoint_s / tick_s)))
-        self._service_waiting: list[tuple[int, ReplServiceCall]] = []
-        self._service_pending: list[tuple[int, QueryResult]] = []
-        self._service_replies: dict[int, list] = {}  # checkpoint index -> [(request id, answer)]
-        self._service_last = -1  # the index of this term's last checkpoint proposed (-1: none)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
         self.machine.sending = self._snapshots_sent
 
@@ -380,61 +374,26 @@ class RaftReplica(RaftMember):
     # --- leader services (leader_services.py) ------------------------------------------------------
 
     def _on_service(self, rid: int, req: ReplServiceCall) -> None:
-        """A leader service's call: served once this leader has applied an entry of its term, so the
-        state its services load from holds every checkpoint an earlier leader committed."""
+        """A leader service's call, served in this input's drain (:meth:`_tend_services`)."""
         if self.node.role != LEADER:
             raise self._not_leader()
-        self._service_waiting.append((rid, req))  # served by _tend_services, in this input's drain
+        self.services.submit(rid, req)
 
     def _tend_services(self) -> bool:
-        """After an input: drop the services if this member stopped leading or the term changed,
-        serve the calls that may be served, and propose a checkpoint when one is due. Whether it
-        proposed one (the caller drains again)."""
+        """After an input: the host serves, checkpoints or drops its services (see
+        :meth:`~.leader_services.LeaderServices.tend`); whether it proposed a checkpoint."""
         node = self.node
-        if node.role != LEADER:
-            self._drop_services(-1, waiting=True)
-            return False
-        if node.term != self.services.term:  # leading in a new term: what an older one held is refused
-            self._drop_services(node.term, waiting=False)
-        applied = node.log.applied
-        if self._service_waiting and node.log.term(applied) == node.term:
-            waiting, self._service_waiting = self._service_waiting, []
-            term = node.term
-            for rid, req in waiting:
-                result, durable = self.services.call(req, self.state)
-                answer = QueryResult(result, term, applied, self.node_id)
-                if durable:
-                    self._service_pending.append((rid, answer))
-                else:
-                    self.reply(rid, answer)
-        if not (self._service_pending or self.services.due(self.ticks)):
-            return False
-        ops = self.services.checkpoint(self.ticks)
-        if ops:
-            self._service_last = self._propose(ReplWrite(ops))
-        if self._service_pending:
-            pending, self._service_pending = self._service_pending, []
-            if self._service_last > node.log.applied:  # answered when the checkpoint holding them applies
-                self._service_replies.setdefault(self._service_last, []).extend(pending)
-            else:  # nothing to write and nothing outstanding: what they changed is saved already
-                for rid, answer in pending:
-                    self.reply(rid, answer)
-        return bool(ops)
+        # Served once this leader has applied an entry of its term: the state its services load
+        # from then holds every checkpoint an earlier leader committed.
+        return self.services.tend(
+            leading=node.role == LEADER, term=node.term, caught_up=node.log.term(node.log.applied) == node.term,
+            applied=node.log.applied, ticks=self.ticks, state=self.state,
+            propose=lambda ops: self._propose(ReplWrite(ops)), answer=self._service_answer,
+            refuse=lambda rid: self.reply(rid, error=self._not_leader()))
 
-    def _drop_services(self, term: int, *, waiting: bool) -> None:
-        """Forget the services of the term that ended; refuse the calls they still hold and, with
-        ``waiting``, those not served yet (the client asks the new leader, whose services resume
-        from the last committed checkpoint). Calls that arrived while leading in the new term wait."""
-        refused = [rid for rid, _ in self._service_pending]
-        refused += [rid for answers in self._service_replies.values() for rid, _ in answers]
-        if waiting:
-            refused += [rid for rid, _ in self._service_waiting]
-            self._service_waiting = []
-        self._service_pending, self._service_replies = [], {}
-        self._service_last = -1
-        self.services.reset(term)
-        for rid in refused:
-            self.reply(rid, error=self._not_leader())
+    def _service_answer(self, rid: int, result: Any) -> None:
+        applied = self.node.log.applied
+        self.reply(rid, QueryResult(result, self.node.log.term(applied) or self.node.term, applied, self.node_id))
 
     def _on_ownership(self, rid: int, req: ReplOwnership) -> None:
         """Propose a new ownership record; it is checked as a successor when applied (every member alike)."""
@@ -551,11 +510,8 @@ class RaftReplica(RaftMember):
         applied = self.machine.apply_write(e.index, e.term, client, seq, acked_below, ops, stamp, fence, decided)
         if self.observer is not None:
             self.observer(self.node_id, "apply", e.index, (e.term, e.data))
-        if self._service_replies and e.index in self._service_replies:
-            # A leader service's checkpoint: the durable calls it holds are answered (proposed in this
-            # term, or dropped with the services when the term changed).
-            for rid, answer in self._service_replies.pop(e.index):
-                self.reply(rid, answer)
+        if self.services.held:  # a leader service's checkpoint answers the durable calls it holds
+            self.services.saved(e.index, self._service_answer)
         waiting = self._repl_writes.pop(e.index, None)
         if waiting is None:
             return
@@ -593,8 +549,7 @@ class RaftReplica(RaftMember):
             self._release_acks()
         if self.parked:
             self._wake_parked()
-        if (self._service_waiting or self._service_pending or self._service_replies or self.services) \
-                and self._tend_services():
+        if self.services.busy and self._tend_services():
             super()._drain()  # send the checkpoint proposed
 
     def _answer_deposed(self) -> None:
