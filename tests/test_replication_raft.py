@@ -287,3 +287,39 @@ def test_a_follower_drops_a_snapshot_whose_checkpoint_is_gone_and_installs_the_n
     assert r3.node.role == "follower" and leader.node.role == "leader"
     for core in cores.values():
         core.close()
+
+
+def test_a_follower_drops_a_snapshot_whose_copied_checkpoint_does_not_open(tmp_path, monkeypatch):
+    """A checkpoint copied whole can still fail to open (damaged in a way the copy did not see, or
+    at another position than its record). The follower used to open it only when installing, after
+    its Raft core had taken the snapshot, so that failure stopped the member. It now opens the copy
+    before the core takes the snapshot: the message is dropped with nothing changed, and the next
+    snapshot installs."""
+    from ddia_ray.errors import CorruptionError
+    from ddia_ray.replication import engine_state
+
+    cores, write = _engine_replicas_with_r3_behind(tmp_path)
+    real = engine_state.open_engine
+    refused: list = []
+
+    def damaged_once(url, *args, **kwargs):
+        if "/r3" in url and not refused:
+            refused.append(url)
+            raise CorruptionError(f"{url}: a damaged table")
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(engine_state, "open_engine", damaged_once)
+    leader, r3 = cores["r1"], cores["r3"]
+    for i in range(30, 40):
+        write(i, frozenset())
+    for _ in range(300):  # r3 is sent a snapshot, drops it, and installs a later one
+        leader.tick()
+        _pump(cores)
+        if r3.state.get(b"k039") == b"v":
+            break
+    assert refused, "r3 never opened a copied checkpoint"
+    assert not r3.failed, r3.failed
+    assert r3.snapshots_dropped == 1 and "does not open" in r3.status()["last_snapshot_error"]
+    assert r3.state.get(b"k039") == b"v" and r3.state.get(b"k000") == b"v" and r3.state.installs == 1
+    for core in cores.values():
+        core.close()

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+from typing import Any
 
 from .. import codec
 from ..errors import ConfigError, CorruptionError, CorruptRecordError, NotADatabaseError, StorageError
@@ -120,7 +121,8 @@ class EngineState:
         self.sessions = self._index_sessions()
         self.exported: list[str] = []
         self.installs = 0
-        self._staged: tuple[str, str] | None = None  # (checkpoint, engine directory) copied by prepare()
+        # (checkpoint, engine directory, its engine opened and checked) of prepare()
+        self._staged: tuple[str, str, Any] | None = None
 
     # --- what a crash keeps ------------------------------------------------------------------
 
@@ -473,15 +475,42 @@ class EngineState:
 
     def prepare(self, data: bytes) -> None:
         """Copy the checkpoint a leader's snapshot record names into this state's next engine
-        directory, before the replica's Raft core accepts the snapshot. A copy that fails (the files
-        are gone, or damaged on the way) raises :class:`~ddia_ray.errors.StorageError` and changes
-        nothing: the replica drops the snapshot, and the leader sends a newer one. :meth:`install`
-        then only opens what was copied, so it has nothing left to fail on but damage."""
-        src = self._checkpoint_of(data)[0]
+        directory and open it, before the replica's Raft core accepts the snapshot. A copy or an
+        open that fails (the files are gone, damaged on the way, or at another position than the
+        record says) raises :class:`~ddia_ray.errors.StorageError` and changes nothing: the replica
+        drops the snapshot, and the leader sends a newer one. :meth:`install` then only swaps the
+        engine it opened, so it has nothing left to fail on. (It opened the copy itself before, and
+        a copy that opened damaged stopped the member: its Raft log had taken the snapshot.)"""
+        src, lsn, epoch = self._checkpoint_of(data)
         target = self._engine_url(self.generation + 1)
-        self._staged = None
+        self._unstage()
         self._copy(src, target)
-        self._staged = (src, target)
+        self._staged = (src, target, self._open_copy(src, target, lsn, epoch))
+
+    def _unstage(self) -> None:
+        """Close and forget an engine :meth:`prepare` staged and no install took."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            try:
+                staged[2].close()
+            except StorageError:
+                pass
+
+    def _open_copy(self, src: str, target: str, lsn: int, epoch: int) -> Any:
+        """The engine copied to ``target``, opened and at ``(lsn, epoch)``; else removed and a
+        :class:`~ddia_ray.errors.StorageError`."""
+        try:
+            fresh = open_engine(target, self.kind, **self.options)
+        except (StorageError, OSError, ValueError) as e:
+            _remove(target)
+            raise StorageError(f"checkpoint {src} was copied but does not open ({type(e).__name__}: {e}); "
+                               f"ask the leader again") from e
+        position = _decode_position(fresh.get(APPLIED_KEY))
+        if position != (lsn, epoch):
+            fresh.close()
+            _remove(target)
+            raise CorruptionError(f"checkpoint {src} is at {position}, its record says {(lsn, epoch)}")
+        return fresh
 
     @staticmethod
     def _copy(src: str, target: str) -> None:
@@ -503,15 +532,13 @@ class EngineState:
         src, lsn, epoch = self._checkpoint_of(data)
         generation = self.generation + 1
         target = self._engine_url(generation)
-        staged, self._staged = self._staged, None
-        if staged != (src, target):
+        if self._staged is not None and self._staged[:2] == (src, target):
+            fresh, self._staged = self._staged[2], None
+        else:
+            self._unstage()
             self._copy(src, target)
-        fresh = open_engine(target, self.kind, **self.options)
-        position = _decode_position(fresh.get(APPLIED_KEY))
-        if position != (lsn, epoch):
-            fresh.close()
-            _remove(target)
-            raise CorruptionError(f"checkpoint {src} is at {position}, its record says {(lsn, epoch)}")
+            fresh = self._open_copy(src, target, lsn, epoch)
+        position = lsn, epoch
         old, self.engine = self.engine, fresh
         self._set_current(generation)
         old.close()
@@ -529,7 +556,8 @@ class EngineState:
                 "installs": self.installs}
 
     def close(self) -> None:
-        """Close the engine (idempotent)."""
+        """Close the engine, and one staged for a snapshot (idempotent)."""
+        self._unstage()
         try:
             self.engine.close()
         except StorageError:

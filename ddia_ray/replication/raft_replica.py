@@ -41,13 +41,13 @@ Reads (``ReplRead.read``):
   acknowledged Raft write is committed, so a session's position can never be
   lost in a failover.
 
-A follower copies a snapshot's checkpoint before its Raft core takes the
-snapshot (:meth:`RaftReplica._prepared`): a checkpoint that is gone drops the
-message with nothing changed, and the leader sends a newer one after an
-election timeout. A follower whose snapshot fails once taken (the copied
-checkpoint damaged) stops serving and taking part (fail-stop, ``failed`` in
-its status) rather than run with a state behind its log; restarting it
-recovers from its own log, and the leader sends a newer snapshot.
+A follower copies and opens a snapshot's checkpoint before its Raft core takes
+the snapshot (:meth:`RaftReplica._prepared`): a checkpoint that is gone, damaged
+or at another position drops the message with nothing changed, and the leader
+sends a newer one after an election timeout. A follower whose snapshot fails
+once taken stops serving and taking part (fail-stop, ``failed`` in its status)
+rather than run with a state behind its log; restarting it recovers from its
+own log, and the leader sends a newer snapshot.
 """
 
 from __future__ import annotations
