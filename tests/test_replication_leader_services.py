@@ -155,3 +155,32 @@ def test_a_raft_leader_serves_checkpoints_and_a_new_leader_resumes_from_the_last
     _pump(cores, replies=replies)
     assert _replies(replies, 6)[0].payload.result == 4
     assert cores[new].status()["service_calls"] == 1
+
+
+def test_a_leadership_transfer_checkpoints_first_and_a_transferring_leader_proposes_nothing():
+    from ddia_ray.replication.raft_replica import RaftReplica
+    from ddia_ray.replication.records import ReplAdmin
+    from test_replication_raft import _pump
+
+    voters = ("r1", "r2", "r3")
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
+    for _ in range(200):
+        cores["r1"].tick()
+        _pump(cores)
+        if cores["r1"].node.role == "leader":
+            break
+    r1, replies = cores["r1"], []
+    r1.request(1, _call("add", 5))  # in r1's memory only: no checkpoint is due yet
+    _pump(cores, replies=replies)
+    assert cores["r2"].state.get(b"counter") is None
+    r1.request(2, ReplAdmin("transfer", "r2"))
+    r1.request(3, _call("save", 1))  # durable, during the transfer: no proposal may be made now
+    for _ in range(10):
+        _pump(cores, replies=replies)
+        if cores["r2"].node.role == "leader":
+            break
+    assert cores["r2"].node.role == "leader" and r1.node.role == "follower"
+    assert _replies(replies, 3)[0].error is not None  # refused as the term ended; the client asks r2
+    cores["r2"].request(4, _call("add", 0))
+    _pump(cores, replies=replies)
+    assert _replies(replies, 4)[0].payload.result == 5  # r2 resumed from the checkpoint taken before the transfer

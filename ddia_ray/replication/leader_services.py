@@ -156,16 +156,23 @@ class LeaderServices:
         """Whether durable answers wait for a proposed checkpoint to apply."""
         return bool(self._held)
 
+    def flush(self) -> None:
+        """Make a checkpoint due at the next :meth:`tend` (before a leadership transfer, so the new
+        leader resumes from what this one holds, not from the last periodic checkpoint)."""
+        if self._services:
+            self._urgent = True
+
     def submit(self, rid: int, req: ReplServiceCall) -> None:
         """Take request ``rid`` for :meth:`tend` to serve."""
         self._waiting.append((rid, req))
 
     def tend(self, *, leading: bool, term: int, caught_up: bool, applied: int, ticks: int, state: Any,
              propose: Callable[[tuple], int], answer: Callable[[int, Any], None],
-             refuse: Callable[[int], None]) -> bool:
+             refuse: Callable[[int], None], can_propose: bool = True) -> bool:
         """After an input of the replica: drop the services if the member stopped leading or leads
         in a new ``term``; serve the submitted calls once ``caught_up`` (the leader applied an entry
-        of its term); propose a checkpoint (``propose(ops) -> index``) when one is due. A durable
+        of its term); propose a checkpoint (``propose(ops) -> index``) when one is due and
+        ``can_propose`` (not while leadership is being transferred: durable answers wait). A durable
         call's result is given to ``answer`` once the checkpoint holding it applies (:meth:`saved`),
         or at once if there was nothing to write and none outstanding. ``refuse(rid)`` answers a
         call the term ended under. Whether it proposed a checkpoint."""
@@ -182,7 +189,7 @@ class LeaderServices:
                     self._pending.append((rid, result))
                 else:
                     answer(rid, result)
-        if not (self._pending or self.due(ticks)):
+        if not can_propose or not (self._pending or self.due(ticks)):
             return False
         ops = self.checkpoint(ticks)
         if ops:

@@ -286,6 +286,11 @@ class RaftReplica(RaftMember):
 
     def _on_repl_admin(self, rid: int, req: ReplAdmin) -> None:
         if req.action == "transfer":
+            # The leader services' state goes into the log first: the target catches up with the
+            # log before it takes over, so it resumes from what this leader holds now.
+            self.services.flush()
+            if self.node.role == LEADER and self.services.busy:
+                self._tend_services()  # sent with this input's drain, ahead of the transfer's messages
             self.node.transfer_leadership(req.target)
             self.reply(rid, None)
             return
@@ -389,7 +394,8 @@ class RaftReplica(RaftMember):
             leading=node.role == LEADER, term=node.term, caught_up=node.log.term(node.log.applied) == node.term,
             applied=node.log.applied, ticks=self.ticks, state=self.state,
             propose=lambda ops: self._propose(ReplWrite(ops)), answer=self._service_answer,
-            refuse=lambda rid: self.reply(rid, error=self._not_leader()))
+            refuse=lambda rid: self.reply(rid, error=self._not_leader()),
+            can_propose=not node.transferee)  # a transferring leader's proposals are refused
 
     def _service_answer(self, rid: int, result: Any) -> None:
         applied = self.node.log.applied
