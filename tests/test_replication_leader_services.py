@@ -99,23 +99,31 @@ def test_refusals_and_bugs_answer_the_caller_and_unknown_names_are_refused():
         leader_service("tests.counter")(type("Other", (), {}))  # the name is taken by another class
 
 
+def _three_members() -> dict:
+    """Three Raft replicas in one process, r1 leading (it times out first and wins)."""
+    from ddia_ray.replication.raft_replica import RaftReplica
+    from test_replication_raft import _pump
+
+    voters = ("r1", "r2", "r3")
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
+    for _ in range(200):
+        cores["r1"].tick()
+        _pump(cores)
+        if cores["r1"].node.role == "leader":
+            return cores
+    raise AssertionError("r1 was not elected")
+
+
 def _replies(replies: list, rid: int) -> list:
     return [r for r in replies if r.request_id == rid]
 
 
 def test_a_raft_leader_serves_checkpoints_and_a_new_leader_resumes_from_the_last_checkpoint():
     from ddia_ray.errors import NotLeaderError
-    from ddia_ray.replication.raft_replica import RaftReplica
     from ddia_ray.replication.records import QueryResult
     from test_replication_raft import _pump
 
-    voters = ("r1", "r2", "r3")
-    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
-    for _ in range(200):  # r1 times out first and wins
-        cores["r1"].tick()
-        _pump(cores)
-        if cores["r1"].node.role == "leader":
-            break
+    cores = _three_members()
     r1 = cores["r1"]
     replies: list = []
     r1.request(1, _call("add", 3))  # not durable: answered at once, nothing written
@@ -158,17 +166,10 @@ def test_a_raft_leader_serves_checkpoints_and_a_new_leader_resumes_from_the_last
 
 
 def test_a_leadership_transfer_checkpoints_first_and_a_transferring_leader_proposes_nothing():
-    from ddia_ray.replication.raft_replica import RaftReplica
     from ddia_ray.replication.records import ReplAdmin
     from test_replication_raft import _pump
 
-    voters = ("r1", "r2", "r3")
-    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
-    for _ in range(200):
-        cores["r1"].tick()
-        _pump(cores)
-        if cores["r1"].node.role == "leader":
-            break
+    cores = _three_members()
     r1, replies = cores["r1"], []
     r1.request(1, _call("add", 5))  # in r1's memory only: no checkpoint is due yet
     _pump(cores, replies=replies)

@@ -46,7 +46,7 @@ from .queries import _all_forward, _bodies
 
 __all__ = ["group_create", "group_delete", "group_pull", "group_ack", "group_ack_pull", "group_nack", "group_unpark",
            "group_info", "group_parked", "read_positions", "positions_rows", "answer_rows", "archive_dropped_of",
-           "passes", "spans_of", "runs_of", "NACK_ACTIONS", "MAX_SETTLE", "Group"]
+           "passes", "spans_of", "runs_of", "NACK_ACTIONS", "MAX_SETTLE", "MAX_READ_POSITIONS", "Group"]
 
 #: What a nack asks: hand the event out again, park it now, settle it without handling, or hand
 #: it back unhandled (``release``: a consumer that stops with a batch it pulled ahead and never
@@ -55,6 +55,8 @@ NACK_ACTIONS = ("retry", "park", "skip", "release")
 _SCAN = 4096  # positions one pull looks at past the cursor (a filter that matches nothing ends a pull early)
 #: The most positions one ack or nack may name (its runs spanned out): a call's work stays bounded.
 MAX_SETTLE = 100_000
+#: The most positions one :func:`read_positions` reads.
+MAX_READ_POSITIONS = 4096
 
 
 def _group_key(group: str) -> bytes:
@@ -513,8 +515,9 @@ def read_positions(state, args: Any) -> tuple:
     from the archive: :meth:`~.persistent.PersistentSubscription.pull`). :func:`positions_rows` puts
     the rows back in the order asked."""
     (positions,) = args
-    if not isinstance(positions, tuple) or len(positions) > 4096 or not set(map(type, positions)) <= {int}:
-        raise InvalidArgumentError("positions are a tuple of at most 4096 ints")
+    if not isinstance(positions, tuple) or len(positions) > MAX_READ_POSITIONS \
+            or not set(map(type, positions)) <= {int}:
+        raise InvalidArgumentError(f"positions are a tuple of at most {MAX_READ_POSITIONS} ints")
     # A pull hands out runs of consecutive positions (new events from the cursor, in order): a run
     # is read a chunk at a time through $all's chunk rows and sent as the chunks' stored bytes; the
     # scattered rest (retries, a filtered group's matches) by pointer, one seek per chunk.

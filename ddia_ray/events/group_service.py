@@ -43,11 +43,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidArgumentError, UnknownConsumerGroupError
-from ..replication.leader_services import leader_service, state_reader
+from ..replication.leader_services import leader_service
 from ..replication.records import PUT
+from ..replication.state import state_reader
 from . import keys
-from .consumer_groups import (Group, _ack, _check_name, _group_key, _nack, _pull, _unpark, group_create,
-                              group_delete, info_of, read_positions)
+from .consumer_groups import (MAX_READ_POSITIONS, Group, _ack, _check_name, _group_key, _nack, _pull, _unpark,
+                              group_create, group_delete, info_of, read_positions)
 
 __all__ = ["GroupService", "SERVICE", "MAX_ANSWER_EVENTS"]
 
@@ -55,7 +56,7 @@ __all__ = ["GroupService", "SERVICE", "MAX_ANSWER_EVENTS"]
 SERVICE = "events.groups"
 #: The most events a pull's answer carries (what :func:`~.consumer_groups.read_positions` reads in
 #: one call); a pull that hands out more sends their positions, and the consumer reads the rest.
-MAX_ANSWER_EVENTS = 4096
+MAX_ANSWER_EVENTS = MAX_READ_POSITIONS
 
 
 @leader_service(SERVICE)
@@ -114,8 +115,8 @@ class GroupService:
         return get
 
     def _load(self, state: Any, group: Any) -> Group:
-        """A copy of ``group``'s state to change (kept by :meth:`_keep` when the call succeeds)."""
-        _check_name("consumer group", group)
+        """A copy of ``group``'s state to change (kept by :meth:`_keep` when the call succeeds); its
+        name was checked by :meth:`call`."""
         g = self.groups.get(group)
         if g is None:
             row = None if group in self.gone else state.get(_group_key(group))
@@ -179,7 +180,7 @@ class GroupService:
     def _hand_out(self, state: Any, group: str, g: Group, consumer: Any, n: Any, now_ms: Any) -> tuple[tuple, bool]:
         """Pull for ``consumer`` and keep ``g``: ``((checkpoint, handed runs, their events), durable)``;
         durable when the pull parked events (timed out too often), so a park is committed first."""
-        parks, handed = _pull(self._get(state, group), g, group, consumer, n, now_ms)
+        parks, handed = _pull(state_reader(state), g, group, consumer, n, now_ms)
         checkpoint = g.checkpoint
         self._keep(group, g, parks)
         positions = tuple(p for first, last, _ in handed for p in range(first, last + 1))

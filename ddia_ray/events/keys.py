@@ -66,6 +66,7 @@ import msgpack
 
 from ..errors import CorruptRecordError
 from ..replication.row_format import RowFormat
+from ..replication.state import state_reader
 
 __all__ = ["GLOBAL", "Chunk", "head_key", "chunk_key", "stream_range", "chunk_holding", "ChunkFinder",
            "scan_seek",
@@ -171,10 +172,7 @@ class ChunkFinder:
 
 def scan_seek(state):
     """``seek`` of :func:`chunk_holding` over a query's ``state`` (its ``scan``)."""
-    def seek(start: bytes, end: bytes):
-        found, values = state.scan(start, end, 1)
-        return (found[0], values[0]) if found else None
-    return seek
+    return state_reader(state).seek
 
 
 def position_of(key: bytes) -> int:

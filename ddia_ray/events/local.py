@@ -40,42 +40,37 @@ class LocalBackend:
     def call_nowait(self, name: str, args: Any, *, checked: bool = False) -> concurrent.futures.Future:
         """Run procedure ``name`` as one log entry; the future holds its result or its refusal
         (``checked``: as :func:`~ddia_ray.replication.procedures.call_op` takes it)."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             ops, results = self.state.decide((call_op(name, args, checked=checked),))
             self.state.apply(self.state.applied + 1, ops)
-        try:
-            fut.set_result(result_or_raise(results[0]))
-        except Exception as e:  # noqa: BLE001 - the procedure's refusal: the caller's
-            fut.set_exception(e)
-        return fut
+        return _answered(results[0])
 
     def service_nowait(self, service: str, method: str, args: Any) -> concurrent.futures.Future:
         """Call ``method`` of leader service ``service``; its effects are saved at once (one log
         entry per call that changed anything, as if every call were durable). The future holds its
         result or its refusal."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             result, _ = self.services.call(ReplServiceCall(service, method, codec.encode(args)), self.state)
             ops = self.services.checkpoint(0)
             if ops:
                 self.state.apply(self.state.applied + 1, ops)
-        try:
-            fut.set_result(result_or_raise(result))
-        except Exception as e:  # noqa: BLE001 - the service's refusal: the caller's
-            fut.set_exception(e)
-        return fut
+        return _answered(result)
 
     def query_nowait(self, name: str, args: Any) -> concurrent.futures.Future:
         """Run query ``name`` against the rows; the future holds its result or its refusal."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             answer = run_query(name, codec.encode(args), self.state)
-        try:
-            fut.set_result(result_or_raise(answer))
-        except Exception as e:  # noqa: BLE001 - the query's refusal: the caller's
-            fut.set_exception(e)
-        return fut
+        return _answered(answer)
 
     def close(self) -> None:
         """Nothing to release (the rows live as long as this object)."""
+
+
+def _answered(result: Any) -> concurrent.futures.Future:
+    """A finished future: ``result``, or the exception it is the record of (the caller's refusal)."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        fut.set_result(result_or_raise(result))
+    except Exception as e:  # noqa: BLE001 - a refusal of the procedure, query or service: the caller's
+        fut.set_exception(e)
+    return fut

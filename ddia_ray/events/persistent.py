@@ -39,8 +39,8 @@ from .._validate import positive
 from ..errors import ActorUnavailableError, CallTimeoutError, InvalidArgumentError, MessageDroppedError
 from . import keys
 from .client import EventStoreClient, _filter
-from .consumer_groups import _runs, answer_rows, archive_dropped_of, passes, positions_rows, runs_of
-from .group_service import MAX_ANSWER_EVENTS as MAX_READ
+from .consumer_groups import (MAX_READ_POSITIONS, _runs, answer_rows, archive_dropped_of, passes, positions_rows,
+                              runs_of)
 from .group_service import SERVICE
 from .records import RecordedEvent, recorded_event
 
@@ -183,8 +183,8 @@ class PersistentSubscription:
             return [(recorded_event(*have[p]), a) for p, a in zip(positions, attempts) if p in have]
         have = {}
         todo = tuple(positions)
-        for lo in range(0, len(todo), MAX_READ):
-            part = todo[lo:lo + MAX_READ]
+        for lo in range(0, len(todo), MAX_READ_POSITIONS):
+            part = todo[lo:lo + MAX_READ_POSITIONS]
             read = self.client.query("events.read_positions", (part,))
             dropped = archive_dropped_of(read)
             archived: list = []

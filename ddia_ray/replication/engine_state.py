@@ -532,12 +532,10 @@ class EngineState:
         src, lsn, epoch = self._checkpoint_of(data)
         generation = self.generation + 1
         target = self._engine_url(generation)
-        if self._staged is not None and self._staged[:2] == (src, target):
-            fresh, self._staged = self._staged[2], None
-        else:
-            self._unstage()
-            self._copy(src, target)
-            fresh = self._open_copy(src, target, lsn, epoch)
+        if self._staged is None or self._staged[:2] != (src, target):
+            self.prepare(data)  # not staged for this snapshot (a restart replaying it): copied and opened now
+        assert self._staged is not None  # prepare staged it, or raised
+        fresh, self._staged = self._staged[2], None
         position = lsn, epoch
         old, self.engine = self.engine, fresh
         self._set_current(generation)

@@ -21,7 +21,7 @@ A *leader service* is that pattern once, for any service of the replicated store
 * ``call(state, method, args) -> (result, durable)``: a :class:`ReplServiceCall`
   sent to the leader, run against the leader's applied state (read only, as a
   query reads it: ``state.get``, ``state.get_many``, ``state.scan``;
-  :func:`state_reader` gives a procedure's ``get`` over it) and the service's memory. ``durable`` asks the host
+  :func:`~.state.state_reader` gives a procedure's ``get`` over it) and the service's memory. ``durable`` asks the host
   to answer only once a checkpoint holding the call's effects has committed (a
   group's create, an explicit ack, a park); otherwise the answer goes at once;
 * ``unsaved``: how much changed since the last checkpoint (a group counts events
@@ -63,7 +63,7 @@ from ..error_record import ErrorRecord
 from ..errors import DdiaRayError, InvalidArgumentError, UnknownProcedureError
 from ..registry import Registry
 
-__all__ = ["ReplServiceCall", "leader_service", "LeaderServices", "registered_services", "state_reader"]
+__all__ = ["ReplServiceCall", "leader_service", "LeaderServices", "registered_services"]
 
 #: A service's or a method's name: short and printable, as a procedure's.
 _NAME_MAX = 128
@@ -279,17 +279,3 @@ class LeaderServices:
             self.figures["service_checkpoints"] += 1
         return tuple(ops)
 
-
-def state_reader(state: Any) -> Callable:
-    """A reader of a replica's ``state`` as a procedure's ``get`` reads it (with ``seek`` and
-    ``many``): what a leader service is given to read the leader's applied state with."""
-    def get(key: bytes) -> bytes | None:
-        return state.get(key)
-
-    def seek(start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
-        found, values = state.scan(start, end, 1)
-        return (found[0], values[0]) if found else None
-
-    get.seek = seek  # type: ignore[attr-defined]
-    get.many = state.get_many  # type: ignore[attr-defined]
-    return get

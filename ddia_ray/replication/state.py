@@ -41,7 +41,7 @@ _code = operator.itemgetter(0)
 _DECIDED = frozenset({CAS, CALL})  # the codes decide() turns into other operations
 _SEEK_PAGE = 16  # keys one step of a procedure's seek reads from the state
 
-__all__ = ["ReplicaState", "MapState", "decide", "needs_deciding", "read_through", "UNKNOWN"]
+__all__ = ["ReplicaState", "MapState", "decide", "needs_deciding", "read_through", "state_reader", "UNKNOWN"]
 
 _SNAPSHOT_FORMAT = 1
 
@@ -343,3 +343,18 @@ class MapState:
     def close(self) -> None:
         """Nothing to release."""
 
+
+def state_reader(state: Any) -> Callable:
+    """A reader of a replica's ``state`` as a procedure's ``get`` reads it (with ``seek`` and
+    ``many``), for code written against a procedure's ``get`` that runs outside the log (a
+    leader service, a query)."""
+    def get(key: bytes) -> bytes | None:
+        return state.get(key)
+
+    def seek(start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        found, values = state.scan(start, end, 1)
+        return (found[0], values[0]) if found else None
+
+    get.seek = seek  # type: ignore[attr-defined]
+    get.many = state.get_many  # type: ignore[attr-defined]
+    return get
