@@ -411,3 +411,26 @@ def test_a_new_leader_resumes_from_the_last_checkpoint_and_accepts_acks_of_what_
     with pytest.raises(NotDeliveredError):
         call(new, "ack", "g", ((0, 9), 40))  # 0..9 would settle, 40 is refused: the call as a whole is
     assert call(new, "info", "g") == before and (before["in_flight"], before["retry_queue"]) == (10, 10)
+
+
+def test_malformed_group_service_calls_are_refused_and_change_nothing():
+    from ddia_ray.errors import UnknownConsumerGroupError
+    from ddia_ray.events.group_service import SERVICE
+
+    backend = LocalBackend()
+    client = EventStoreClient(backend)
+    ConsumerGroups(client).create("g")
+    client.append("s-1", [EventData("e1", "T", b"")])
+    before = ConsumerGroups(client).info("g")
+    for method, args, error in (("steal", ("g",), InvalidArgumentError),     # no such method
+                                ("pull", "g", InvalidArgumentError),         # args not a tuple
+                                ("pull", (), InvalidArgumentError),          # no group named
+                                ("pull", (7, "c", 1, 0), InvalidArgumentError),  # a group name of another type
+                                ("pull", ("g", "c", 1), InvalidArgumentError),   # too few arguments
+                                ("pull", ("g", "c", 0, 0), InvalidArgumentError),  # n < 1
+                                ("ack", ("g", ("x",)), InvalidArgumentError),  # not positions
+                                ("nack", ("g", (0,), "explode", ""), InvalidArgumentError),
+                                ("pull", ("nope", "c", 1, 0), UnknownConsumerGroupError)):
+        with pytest.raises(error):
+            client.service(SERVICE, method, args)
+    assert ConsumerGroups(client).info("g") == before
