@@ -303,8 +303,12 @@ class LeaderlessReplica(VersionedReplica):
         suspected home replica is replaced by the next unsuspected replica on the ring, listed in
         ``fallbacks`` as ``(stand-in, home)``; a suspected home is still asked when no replica is left to
         stand in for it, and always when the store is not sloppy."""
-        if not self.suspected and n >= len(self.members):
-            return self.members, ()  # every replica holds every key: the ring has nothing to choose
+        if n >= len(self.members):
+            # Every replica holds every key: the ring has nothing to choose, and no one is left to stand
+            # in for a suspected home, which is asked all the same (below). Under load, acknowledgements
+            # slower than suspect_ticks make suspicion common, and the ring walk per key cost 12% of a
+            # coordinator's time (py-spy, bench/conflicts.py (3,1,1)).
+            return self.members, ()
         strict = self.ring.preference_list(key, n)
         down = [m for m in strict if m in self.suspected]
         if not down:
@@ -494,11 +498,12 @@ class LeaderlessReplica(VersionedReplica):
         if not op.write or not missing or not self.sloppy:
             return
         hints: dict[str, list] = {}
-        for key, encoded in zip(op.keys, op.encoded):
-            spare = [m for m in self.ring.preference_list(key, len(self.members))
-                     if m not in op.targets and m not in self.suspected]
-            for stand_in, home in zip(spare, missing):
-                hints.setdefault(stand_in, []).append((0, key, encoded, home))
+        if len(op.targets) < len(self.members):  # else every replica is a target: no key has a stand-in
+            for key, encoded in zip(op.keys, op.encoded):
+                spare = [m for m in self.ring.preference_list(key, len(self.members))
+                         if m not in op.targets and m not in self.suspected]
+                for stand_in, home in zip(spare, missing):
+                    hints.setdefault(stand_in, []).append((0, key, encoded, home))
         for stand_in, items in hints.items():
             self.send(stand_in, LLStore(tuple(items)))
         if op.done:
