@@ -99,13 +99,13 @@ def test_refusals_and_bugs_answer_the_caller_and_unknown_names_are_refused():
         leader_service("tests.counter")(type("Other", (), {}))  # the name is taken by another class
 
 
-def _three_members() -> dict:
+def _three_members(**options) -> dict:
     """Three Raft replicas in one process, r1 leading (it times out first and wins)."""
     from ddia_ray.replication.raft_replica import RaftReplica
     from test_replication_raft import _pump
 
     voters = ("r1", "r2", "r3")
-    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i) for i, n in enumerate(voters)}
+    cores = {n: RaftReplica(n, voters=voters, group="g", seed=i, **options) for i, n in enumerate(voters)}
     for _ in range(200):
         cores["r1"].tick()
         _pump(cores)
@@ -185,3 +185,33 @@ def test_a_leadership_transfer_checkpoints_first_and_a_transferring_leader_propo
     cores["r2"].request(4, _call("add", 0))
     _pump(cores, replies=replies)
     assert _replies(replies, 4)[0].payload.result == 5  # r2 resumed from the checkpoint taken before the transfer
+
+
+def test_service_checkpoint_changes_makes_a_checkpoint_due_after_that_many_unsaved_changes():
+    from test_replication_raft import _pump
+
+    # A checkpoint interval far beyond the test: only the count of changes can make one due.
+    cores = _three_members(service_checkpoint_s=1000.0, service_checkpoint_changes=3)
+    r1 = cores["r1"]
+    replies: list = []
+    for rid in (1, 2):
+        r1.request(rid, _call("add", 1))
+        _pump(cores, replies=replies)
+        r1.tick()
+        _pump(cores, replies=replies)
+    assert len(replies) == 2 and all(c.state.get(b"counter") is None for c in cores.values())
+    r1.request(3, _call("add", 1))  # the third unsaved change: a checkpoint is proposed at once
+    _pump(cores, replies=replies)
+    r1.tick()
+    _pump(cores, replies=replies)
+    assert all(c.state.get(b"counter") == b"3" for c in cores.values())
+
+
+@pytest.mark.parametrize("options", [{"service_checkpoint_changes": 0}, {"service_checkpoint_changes": 2.5},
+                                     {"service_checkpoint_s": 0}, {"service_checkpoint_s": "1"}])
+def test_bad_service_checkpoint_options_are_refused_with_config_error(options):
+    from ddia_ray.errors import ConfigError
+    from ddia_ray.replication.raft_replica import RaftReplica
+
+    with pytest.raises(ConfigError, match="service_checkpoint"):
+        RaftReplica("r1", voters=("r1",), group="g", **options)

@@ -1,10 +1,12 @@
 """Replica groups over a storage state: leader-follower replication with a fenced leader lease.
 
-* :mod:`.leader_follower`: the pure core of one replica (sync, semi-sync and async modes,
-  epochs as fencing tokens, failover through a lease in RaftKV, divergence repair by checkpoint,
-  lost-write accounting, leader/follower/session/bounded-staleness reads);
+* :mod:`.leader_follower`: the pure core of one replica (sync, semi-sync and async modes, the
+  log, epochs as fencing tokens, writes and their acknowledgements), built of the parts below;
 * :mod:`.failover`: how a follower takes a lapsed lease (probe, quorum, catching up from a peer
   ahead, compare-and-set);
+* :mod:`.leadership`: the lease once held (renewals, stepping down, leadership transfer);
+* :mod:`.divergence`: a follower resynced from a checkpoint, and lost-write accounting;
+* :mod:`.replica_reads`: leader, follower, session and bounded-staleness reads;
 * :mod:`.ingest`: bulk loads as one operation of Arrow buffers that every replica ingests;
 * :mod:`.indexing`: local secondary indexes and the outbox of global ones;
 * :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;

@@ -47,26 +47,19 @@ only while the lease is valid, so a leader whose lease ran out while the
 acknowledgements were on their way does not claim a write that a new leader
 may never have seen.
 
-**Divergence.** A follower checks that the entry before an append is the one
-the leader has there (epoch and lsn, Raft's log matching). When it is not,
-the follower's log holds entries that the current history does not (the tail
-of a deposed leader). Those entries are already applied to its state, so
-rather than undo them it installs a checkpoint of the leader's state, as a new
-follower does, and reports what it discards: entries that may have been
-acknowledged (``acks == 0``, and every entry in async mode, whatever its
-``acks``; see :meth:`~LeaderFollowerReplica._count_lost`) are *lost writes*,
-counted and listed with their keys in :meth:`status` (the GitHub incident of
-DDIA 5.1). In sync and semi-sync modes an entry discarded was never acknowledged.
+**Divergence** (:mod:`.divergence`). A follower whose log holds a deposed
+leader's tail installs a checkpoint of the leader's state, and reports the
+writes it discards that may have been acknowledged as *lost writes* (the
+GitHub incident of DDIA 5.1); in sync and semi-sync modes none can have been.
+**Leadership** once held (renewals, stepping down, transfer): :mod:`.leadership`.
 
-Reads: ``leader`` and ``linearizable`` are served by the leader while its lease
-holds (a lease read: linearizable under the drift bound); ``follower`` by any
-replica, optionally within ``max_staleness_s``; a session's read by any replica
-that has applied the session's position (see :class:`~.records.Session`).
+Reads (:mod:`.replica_reads`): ``leader`` and ``linearizable`` by the leader
+while its lease holds, ``follower`` by any replica within ``max_staleness_s``,
+``session`` by any replica that has applied the session's position.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from typing import Any, Callable
 
@@ -74,20 +67,22 @@ from .. import codec
 from .._validate import invariant
 from ..errors import (ConfigError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, SessionError, StaleEpochError,
-                      StalenessBoundError, StorageError, WriteOutcomeUnknownError)
+                      StalenessBoundError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCallResult
 from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
-from .failover import FOLLOWER, LEADER, Failover, _lease_value
-from .membership import CHANGE_ACTIONS, MembershipChanges
+from .divergence import Divergence, epoch_in
+from .failover import FOLLOWER, LEADER, Failover
+from .leadership import Leadership, seconds_to_ticks
+from .membership import MembershipChanges
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
-from .ingest import ingest_puts
 from .pins import ScanPins
+from .replica_reads import ReplicaReads
 from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
-                        check_fenced_read, check_update)
+                        check_update)
 from .records import (MAX_APPEND_BYTES, Append, AppendAck, Base, Checkpoint, CheckpointRequest, LogEntries,
-                      LostWrites, PositionProbe, PositionReport, QueryResult, ReadResult, ReplAdmin, ReplicaMeta,
-                      ReplQuery, ReplRead, ReplScan, ReplStatus, append_slice, ReplWrite, ScanResult, WriteAck, PUT)
+                      LostWrites, PositionProbe, PositionReport, QueryResult, ReplAdmin, ReplicaMeta,
+                      ReplQuery, ReplRead, ReplScan, ReplStatus, append_slice, ReplWrite, WriteAck, PUT)
 from .parking import ParkedQueries, is_empty
 from .procedures import run_query
 from ..consensus.sessions import ClusterClock, session_ttl_ms
@@ -100,18 +95,6 @@ _PIN_LIMIT = 8  # a checkpoint's log tail is kept for at most this many times re
 _LOST_KEYS_KEPT = 1000  # lost writes listed in status (the count is exact; the list is the newest)
 
 
-def _epoch_in(epochs: list, lsn: int) -> int:
-    """The epoch of ``lsn`` in an epoch history ``[(epoch, first lsn), ...]`` (0 before the first)."""
-    i = bisect.bisect_right(epochs, lsn, key=lambda p: p[1]) - 1
-    return epochs[i][0] if i >= 0 else 0
-
-
-def _ticks(name: str, seconds: float, tick_s: float) -> int:
-    if not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
-    return max(1, round(seconds / tick_s))
-
-
 def check_sync_replicas(mode: str | None, sync_replicas: Any, followers: int) -> None:
     """Refuse a semi-sync ``sync_replicas`` that is not 1 to ``followers`` (a store of one replica
     counts one): :class:`~ddia_ray.errors.ConfigError`. ``ReplicatedStore.launch`` asks before any
@@ -120,7 +103,7 @@ def check_sync_replicas(mode: str | None, sync_replicas: Any, followers: int) ->
         raise ConfigError(f"semi-sync needs 1 <= sync_replicas <= {followers} followers, got {sync_replicas!r}")
 
 
-class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
+class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover, Leadership, Divergence, ReplicaReads):
     """One replica of a leader-follower group (see the module docstring)."""
 
     # The lease is counted in ticks: a leader whose ticks fell behind the clock under load would
@@ -148,16 +131,16 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
             raise ConfigError("a replica names its group (the lease key is the group's)")
         self.group, self.mode, self.sync_replicas = group, mode, sync_replicas
         self._set_members(members)  # the launch list, until a lease read names the current one
-        self.lease_ticks = _ticks("lease_s", lease_s, tick_s)
-        self.renew_ticks = _ticks("renew_s", renew_s or lease_s / 3, tick_s)
-        self.watch_ticks = _ticks("watch_s", watch_s or lease_s / 4, tick_s)
+        self.lease_ticks = seconds_to_ticks("lease_s", lease_s, tick_s)
+        self.renew_ticks = seconds_to_ticks("renew_s", renew_s or lease_s / 3, tick_s)
+        self.watch_ticks = seconds_to_ticks("watch_s", watch_s or lease_s / 4, tick_s)
         if self.renew_ticks * 2 > self.lease_ticks:
             raise ConfigError("renew_s must be at most half of lease_s, or one lost renewal ends the lease")
         self.drift = float(drift)
-        self.heartbeat_ticks = _ticks("heartbeat_s", heartbeat_s, tick_s)
-        self.probe_ticks = _ticks("probe_s", probe_s, tick_s)
+        self.heartbeat_ticks = seconds_to_ticks("heartbeat_s", heartbeat_s, tick_s)
+        self.probe_ticks = seconds_to_ticks("probe_s", probe_s, tick_s)
         # Long enough for the peer ahead to see the lapse itself (it may have just restarted) and win.
-        self.defer_ticks = _ticks("defer_s", defer_s or 2 * lease_s + 2 * probe_s, tick_s)
+        self.defer_ticks = seconds_to_ticks("defer_s", defer_s or 2 * lease_s + 2 * probe_s, tick_s)
         self.retain_entries = max(1, retain_entries)
         self.max_append_entries = max(1, max_append_entries)
         self.max_append_bytes = max(1, max_append_bytes)
@@ -262,7 +245,7 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
 
     def epoch_at(self, lsn: int) -> int:
         """The epoch of the entry at ``lsn`` in this replica's history (0 before the first)."""
-        return _epoch_in(self.epochs, lsn)
+        return epoch_in(self.epochs, lsn)
 
     def _entry(self, lsn: int):
         i = lsn - self.base_lsn - 1
@@ -323,41 +306,6 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
                               Base(self.base_lsn, self.base_epoch, tuple(self.epochs), self.state.snapshot()),
                               codec.prechecked(LogEntries, kept))))
-
-    def _lost_record(self) -> LostWrites:
-        return LostWrites(self.lost_writes, tuple(self.lost))
-
-    @property
-    def _lost_at(self) -> set:
-        """The positions listed as lost (rebuilt only when the list changed)."""
-        if self._lost_index is None or self._lost_index[0] != (len(self.lost), self.lost_writes):
-            self._lost_index = ((len(self.lost), self.lost_writes), {(e, lsn) for e, lsn, _ in self.lost})
-        return self._lost_index[1]
-
-    def _drop_lost(self, held, count: bool = True) -> list:
-        """Remove the listed lost writes at positions ``held(epoch, lsn)`` says a history holds; their
-        positions. The count drops with them (unless ``count`` is False: a replayed record's did)."""
-        found = [(e, lsn) for e, lsn, _ in self.lost if held(e, lsn)]
-        if found:
-            kept = [x for x in self.lost if (x[0], x[1]) not in set(found)]
-            self.lost.clear()
-            self.lost.extend(kept)
-            self.lost_writes -= len(found) if count else 0
-            self._lost_index = None
-        return found
-
-    def _found_again(self, held) -> None:
-        """Writes reported lost are in this replica's history after all: a follower discarded them
-        when it installed the checkpoint of a leader that lacked them, and a later leader that
-        still held them sent them again. They were not lost; the report is corrected and the
-        correction persisted, so "lost" counts only writes no history holds (the simulation checks
-        that no write reported lost is in the final history)."""
-        found = self._drop_lost(held)
-        if found:
-            self.persist(LostWrites(-len(found), (), tuple(found)))
-            if self.observer is not None:
-                for pos in found:
-                    self.observer(self.node_id, "found", pos)
 
     # --- inputs --------------------------------------------------------------
 
@@ -613,24 +561,6 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         self.counters["outcome_unknown"] += 1
         self.reply(rid, error=WriteOutcomeUnknownError(f"{self.node_id}: {why}; the write may or may not survive"))
 
-    def _send_checkpoint(self, peer: str) -> None:
-        lsn = self.state.applied
-        try:
-            data = self.state.export(f"{self.node_id}-{self.epoch}-{lsn}")
-        except (StorageError, OSError) as e:  # the follower asks again; the leader keeps serving
-            self.counters["checkpoint_failures"] += 1
-            self.last_checkpoint_error = f"export: {e}"
-            return
-        self.counters["checkpoints_sent"] += 1
-        self.send(peer, Checkpoint(self.epoch, lsn, self.epoch_at(lsn), tuple(self.epochs), data))
-        self._next[peer] = lsn + 1
-        pin = self._pins.get(peer)
-        self._pins[peer] = [min(lsn, pin[0]) if pin else lsn, self.ticks]  # the oldest it may still install
-
-    def _on_checkpoint_request(self, src: str, req: CheckpointRequest) -> None:
-        if self._leading() and req.epoch <= self.epoch:
-            self._send_checkpoint(src)
-
     # --- follower: the stream ------------------------------------------------------------------
 
     def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None:
@@ -681,250 +611,6 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover):
         if self.last_lsn >= msg.leader_last:
             self._caught_up_at = self.ticks
         self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
-
-    def _request_resync(self, leader: str) -> None:
-        self._resyncing = True
-        self._resync_asked_at = self.ticks
-        self.send(leader, CheckpointRequest(self.epoch))
-
-    def _on_checkpoint(self, src: str, cp: Checkpoint) -> None:
-        if cp.epoch < self.epoch or self.role == LEADER:
-            return
-        self._adopt_epoch(cp.epoch, src)
-        if not (self._resyncing or self._needs_checkpoint) and self.base_lsn <= cp.lsn <= self.last_lsn \
-                and self.epoch_at(cp.lsn) == cp.lsn_epoch \
-                and (cp.lsn == self.last_lsn or self.epoch_at(cp.lsn + 1) >= cp.epoch):
-            # Already past it in the same history (a newer checkpoint, or the log, got here first):
-            # installing it would only move this replica back. Say where it is instead. (Entries
-            # after it of an older epoch than the checkpoint's are a deposed leader's tail, which
-            # the install must replace: the new leader's history after cp.lsn is its own epoch's.)
-            self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
-            return
-        try:
-            self.pins.close_all()  # their views belong to the state being replaced
-            self.state.install(cp.data)
-        except (StorageError, OSError) as e:  # gone or damaged on the way: asked again next watch period
-            self.counters["checkpoint_failures"] += 1
-            self.last_checkpoint_error = f"install: {e}"
-            return
-        self._count_lost(cp)
-        theirs = [tuple(p) for p in cp.epochs]
-        self._found_again(lambda e, lsn: lsn <= cp.lsn and _epoch_in(theirs, lsn) == e)
-        invariant(self.state.applied == cp.lsn, "a checkpoint's state is at its lsn")
-        self._needs_checkpoint = False
-        self.log.clear()
-        self.base_lsn, self.base_epoch = cp.lsn, cp.lsn_epoch
-        self.epochs = [tuple(p) for p in cp.epochs]
-        self._resyncing = False
-        self.counters["checkpoints_installed"] += 1
-        self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
-                              Base(cp.lsn, cp.lsn_epoch, tuple(self.epochs), self.state.snapshot()))))
-        if self.observer is not None:
-            self.observer(self.node_id, "install", (cp.epoch, cp.lsn))
-        self.send(src, AppendAck(self.epoch, True, self.last_lsn, self.last_epoch))
-
-    def _count_lost(self, cp: Checkpoint) -> None:
-        """Entries of ours that the leader's history does not hold: discarded now, and counted and
-        listed as lost writes (they may have been acknowledged) unless the failover quorum
-        protected them, so that no acknowledged write is dropped uncounted.
-
-        *Counted:* an entry written with ``acks == 0`` (answered on the leader's own persist), and
-        in async mode every entry, whatever its ``acks``: async's ``k`` is 0, its probe quorum one
-        replica, so it protects no write; a write that asked for ``acks`` followers was answered
-        once they had it, and a failover to a replica without it discards it (see "Leadership" in
-        docs/replication.md). An entry discarded so may also be one never answered (its leader
-        stopped first): the count errs on that side, never the other.
-
-        *Not counted, because it cannot have been acknowledged:* an entry of a mode with ``k >= 1``
-        (sync, semi-sync; its ``acks >= k``). Acknowledged, it lived on ``k + 1`` replicas, and each
-        later leader's probe quorum (``n - k``; membership changes keep this, :mod:`.membership`)
-        held one of them that had it when it answered: it adopted the candidate's epoch first, so
-        no old leader gathered an acknowledgement behind the probe's back. The candidate led only
-        if no answer had a later last entry than its own (a peer ahead is waited for or caught up
-        with, never passed over: :meth:`~.failover.Failover._finish_probe`), so its history held
-        the entry; a leader by transfer was handed the lease only once it had every entry. By
-        induction every later leader's history holds it, so one the leader's history lacks was
-        never answered.
-        """
-        theirs = [tuple(p) for p in cp.epochs]
-        for epoch, lsn, ops, acks, _ in self.log:
-            if lsn <= cp.lsn and _epoch_in(theirs, lsn) == epoch:
-                continue
-            if epoch >= cp.epoch:
-                continue  # the leader's own epoch: it has or will send these (cannot differ)
-            if ops and (acks == 0 or self.default_acks == 0):
-                self.lost_writes += 1
-                # Every key the write held: a client's many puts travel as one ingest (ingest.puts_op).
-                self.lost.append((epoch, lsn, tuple(op[1] for op in ingest_puts(ops))))
-                if self.observer is not None:
-                    self.observer(self.node_id, "lost", (epoch, lsn))
-
-    def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None:
-        self.epoch = epoch
-        self.persist(ReplicaMeta(self.epoch, self.incarnation))
-        self.role, self.leader = LEADER, self.node_id
-        self._lease_raw, self._renewal = raw, 0
-        self.valid_until = sent + int(self.lease_ticks * (1 - self.drift))
-        self._match = {}
-        self._pins = {}
-        self._next = {p: self.last_lsn + 1 for p in self.members if p != self.node_id}
-        self._resyncing = False
-        self.counters["failovers_won"] += 1
-        if self.observer is not None:
-            self.observer(self.node_id, "lead", epoch)
-        # An empty entry of the new epoch marks where this leader's history begins.
-        entry = (epoch, self.last_lsn + 1, (), 0, ())
-        self._append_entry(entry)
-        self._persist_entries((entry,))
-        self._next_heartbeat = self.ticks
-        self._next_watch = self.ticks + self.renew_ticks
-        self._replicate(heartbeat=True)
-
-    # --- leadership transfer -------------------------------------------------------------------
-
-    def _on_admin(self, rid: int, req: ReplAdmin) -> None:
-        if req.action not in ("transfer", *CHANGE_ACTIONS):
-            raise ConfigError(f"a leader-follower group takes {('transfer', *CHANGE_ACTIONS)}; {req.action!r} "
-                              f"is a Raft protocol action")
-        if not self._leading():
-            raise self._not_leader()
-        if req.action in CHANGE_ACTIONS:
-            self._on_change(rid, req.action, req.target, _ticks("timeout_s", req.timeout_s, self.tick_s))
-            return
-        if self._change is not None:
-            raise ConfigError(f"a membership change ({self._change['action']} {self._change['target']}) is under "
-                              f"way; transfer leadership after it")
-        if req.target not in self.members or req.target == self.node_id:
-            raise ConfigError(f"cannot hand leadership of {self.group!r} to {req.target!r}: "
-                              f"not another member of {self.members}")
-        if self._transfer is not None:
-            raise ConfigError(f"{self.node_id} is already handing leadership to {self._transfer['target']}")
-        self._transfer = {"target": req.target, "rid": rid,
-                          "until": self.ticks + _ticks("timeout_s", req.timeout_s, self.tick_s), "sent": False}
-        self._replicate()
-        self._advance_transfer()
-
-    def _advance_transfer(self) -> None:
-        """Hand the lease over once the target has every entry and no write waits; or give up."""
-        t = self._transfer
-        assert t is not None
-        if t["sent"]:
-            return
-        if self.ticks > t["until"]:
-            self._transfer = None
-            self.reply(t["rid"], error=ReplicaBehindError(
-                f"{t['target']} did not catch up with {self.node_id} in time; {self.node_id} still leads",
-                self.last_lsn, self._match.get(t["target"], 0)))
-            return
-        if self._match.get(t["target"], 0) < self.last_lsn or self._waiting or self.coord.busy:
-            return
-        t["sent"] = True
-        old = self._lease_raw
-        epoch = self.epoch + 1
-        new = _lease_value(epoch, t["target"], 0, self.members)
-
-        def done(values: tuple | None) -> None:
-            self._transfer = None
-            if values is not None and values[0]:
-                self._step_down(f"it handed leadership to {t['target']}")
-                self._adopt_epoch(epoch, t["target"])
-                self.reply(t["rid"], None)
-            else:  # the key changed (or the call failed): this replica may no longer hold the lease
-                self.reply(t["rid"], error=NotLeaderError(f"{self.node_id} could not hand over the lease", None))
-        self.coord.call([("cas", self.lease_key, new, old)], done)
-
-    def _lease_bytes(self, members: tuple) -> bytes:
-        """The lease value this leader writes at its current renewal, naming ``members``."""
-        return _lease_value(self.epoch, self.node_id, self._renewal, members)
-
-    def _renew(self) -> None:
-        old = self._lease_raw
-        self._renewal += 1
-        new = self._lease_bytes(self.members)
-        sent, epoch = self.ticks, self.epoch
-
-        def done(values: tuple | None) -> None:
-            if self.role != LEADER or self.epoch != epoch:
-                return
-            if values is not None and values[0]:
-                self._lease_raw = new
-                self.valid_until = max(self.valid_until, sent + int(self.lease_ticks * (1 - self.drift)))
-            elif values is not None:
-                self._step_down("the lease key changed under it (another replica took the lease)")
-        self.coord.call([("cas", self.lease_key, new, old)], done)
-
-    def _step_down(self, why: str) -> None:
-        was_leader = self.role == LEADER
-        if was_leader:
-            self._caught_up_at = self.ticks  # a leader is caught up with itself until it stops leading
-        self.role = FOLLOWER
-        self._probe = None
-        self.valid_until = -1
-        self._lease_raw, self._lease_seen_at = None, self.ticks
-        if was_leader:
-            if self.observer is not None:
-                self.observer(self.node_id, "step_down", (self.epoch, why))
-            waiting, self._waiting = self._waiting, {}
-            for rids, _, _ in waiting.values():
-                for rid in rids:
-                    self._outcome_unknown(rid, f"it stopped leading ({why})")
-            if self._transfer is not None and not self._transfer["sent"]:
-                self.reply(self._transfer["rid"], error=NotLeaderError(f"{self.node_id} stopped leading ({why})",
-                                                                        None))
-            self._transfer = None
-            self._stop_changing(why)
-
-    # --- reads -------------------------------------------------------------------------------------
-
-    def _read(self, req: ReplRead) -> ReadResult:
-        self._check_readable(req)
-        if req.fence:
-            check_fenced_read(self._ownership(), req, self.partition_load, self.group)
-        applied = self.state.applied
-        return ReadResult(self.state.get_many(req.keys), self.epoch_at(applied), applied, self.node_id)
-
-    def _scan(self, req: ReplScan) -> ScanResult:
-        limit = min(req.limit, self.max_scan_rows)
-        position = None
-        if req.pin <= 0:  # a pinned view's next page is a past state: served whatever this role is now
-            self._check_readable(req)
-            if req.fence:
-                check_fenced_read(self._ownership(), req, self.partition_load, self.group)
-            applied = self.state.applied
-            position = (self.epoch_at(applied), applied)
-        return self.pins.serve(req, limit, self.ticks, self.node_id, position)
-
-    def _check_readable(self, req: ReplRead | ReplScan | ReplQuery) -> None:
-        """Refuse a read this replica may not serve as ``req.read`` asks."""
-        mode = req.read
-        if self._needs_checkpoint:
-            raise ReplicaBehindError(f"{self.node_id} waits for a checkpoint; ask another replica",
-                                     req.after_lsn, self.state.applied)
-        if mode in ("leader", "linearizable"):
-            if not self._leading():
-                raise self._not_leader()
-        else:
-            if req.max_staleness_s >= 0 and not self._leading():
-                lag_s = (self.ticks - self._caught_up_at) * self.tick_s if self._caught_up_at >= 0 else float("inf")
-                if lag_s > req.max_staleness_s:
-                    raise StalenessBoundError(f"{self.node_id} may be {lag_s:.3f} s behind the leader, more than "
-                                              f"the {req.max_staleness_s} s bound", lag_s, req.max_staleness_s)
-            if mode == "session" and req.after_lsn:
-                self._check_session_position(req.after_epoch, req.after_lsn)
-
-    def _check_session_position(self, epoch: int, lsn: int) -> None:
-        applied = self.state.applied
-        if lsn > applied and self._leading():  # the leader has every acknowledged write of its history
-            raise SessionError(f"the session's position (epoch {epoch}, lsn {lsn}) is beyond {self.group!r}'s "
-                               f"history (lsn {applied}): a write it saw was lost in a failover")
-        if lsn > applied:
-            raise ReplicaBehindError(f"{self.node_id} has applied lsn {applied}, the session needs {lsn}", lsn, applied)
-        if self.epoch_at(lsn) != epoch:
-            if self._leading():
-                raise SessionError(f"the session's position (epoch {epoch}, lsn {lsn}) is not in {self.group!r}'s "
-                                   f"history: a write it saw was lost in a failover")
-            raise ReplicaBehindError(f"{self.node_id} holds another history at lsn {lsn}; ask the leader",
-                                     lsn, applied)
 
     def close(self) -> None:
         """Release the state (an engine closes its files); the shell calls it on a clean stop."""

@@ -191,7 +191,7 @@ class RaftReplica(RaftMember):
 
     def __init__(self, node_id: str, *, recovered=(), tick_s: float = 0.01, group: str = "",
                  state: ReplicaState | None = None, max_scan_rows: int = 10_000, pin_ttl_s: float = 60.0,
-                 service_checkpoint_s: float = 0.2, **options):
+                 service_checkpoint_s: float = 0.2, service_checkpoint_changes: int = 10_000, **options):
         # Set before RaftMember's constructor, which may already apply committed entries.
         self.group = group
         self.max_scan_rows = max(1, max_scan_rows)
@@ -209,7 +209,12 @@ class RaftReplica(RaftMember):
         self._view_stop = -1  # the index of the entry the view stopped at (-1: none)
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
-        self.services = LeaderServices(every_ticks=max(1, round(service_checkpoint_s / tick_s)))
+        if not (isinstance(service_checkpoint_s, (int, float)) and service_checkpoint_s > 0) \
+                or type(service_checkpoint_changes) is not int or service_checkpoint_changes < 1:
+            raise ConfigError(f"service_checkpoint_s is a positive number of seconds and service_checkpoint_changes "
+                              f"an int >= 1, got {service_checkpoint_s!r} and {service_checkpoint_changes!r}")
+        self.services = LeaderServices(every_ticks=max(1, round(service_checkpoint_s / tick_s)),
+                                       every_changes=service_checkpoint_changes)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
         self.machine.sending = self._snapshots_sent
 
