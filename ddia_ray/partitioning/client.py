@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 from .._validate import positive
 from ..errors import (CallTimeoutError, ConfigError, InvalidArgumentError, MapVersionError, PartialBatchError,
                       PartitionError, StaleMapError, WrongPartitionError)
-from ..replication.client import batch_ops
+from ..replication.write_batches import batch_ops
 from ..replication.records import CAS, DELETE, DELETE_RANGE, INGEST, PUT
 from ..runtime.futures import settle as settle_future
 from .keyspace import HASH_BYTES, stored_key, user_key

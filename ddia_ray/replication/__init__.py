@@ -15,6 +15,8 @@
 * :mod:`.engine_state`: the same state in a storage engine (LSM or B-tree), with file checkpoints;
 * :mod:`.store`: :class:`ReplicatedStore`, the group on Ray (replicas plus a coordination service);
 * :mod:`.client`: :class:`ReplicatedClient`, batched writes and reads with futures and sessions;
+* :mod:`.write_batches`: what the client packs into one request; :mod:`.routing`: where it sends
+  it, and how it retries without applying twice;
 * :mod:`.simulation`: seeded runs under faults with the replication invariants checked.
 * services built on procedures (the event store, the schema registry, the configuration store):
   :mod:`.service_store` (their handle), :mod:`.backend` (their clients' backend and common part),

@@ -13,24 +13,8 @@ next sequence number of this client's session, and keeps up to
 writes in flight for about one millisecond of actor call per batch. A batch
 is one log entry: its operations apply atomically, and a unit is never split.
 
-Why a bound in bytes: the Raft leader decides a whole entry in one step of its
-event loop, and sends no heartbeat meanwhile. An entry of 200 event-store
-appends of 100 events (2.6 MB) took the leader 80-230 ms, past the followers'
-election timeout: they elected another leader, the client sent the same batch
-there, and the store changed leaders every two seconds without committing it
-(a livelock, seen with ``bench/events.py``'s batched appends run many times in a
-row on one store; docs/replication.md). A unit larger than the bound still goes, alone.
-
-A batch is retried with the same sequence number wherever it goes: to the
-leader another replica names (:class:`~ddia_ray.errors.NotLeaderError`'s hint),
-to any replica when the leader is unknown or a call fails, and after
-:class:`~ddia_ray.errors.WriteOutcomeUnknownError` (the leader lost its lease
-or stepped down with the write unacknowledged). The replicas remember each
-session's answers, so a retry of a write that did apply returns its first
-answer and applies nothing (exactly once). A unit that has not succeeded by its
-``timeout_s`` (counted from submission, so time spent queued behind other
-operations counts) fails with :class:`~ddia_ray.errors.CallTimeoutError`,
-outcome unknown.
+What one request packs, and why it is bounded in bytes as well: :mod:`.write_batches`.
+Where a batch goes, and how it is retried without applying twice: :mod:`.routing`.
 
 Reads are batched the same way, per read mode. ``leader`` and ``linearizable``
 reads go to the leader; ``follower`` reads to a follower chosen by a balancing
@@ -57,107 +41,27 @@ from .. import codec
 from .._validate import positive
 from ..balancing import RoundRobinPicker
 from ..errors import (ActorUnavailableError, CallTimeoutError, ConfigError, InvalidArgumentError, MessageDroppedError,
-                      NoReplicaAvailableError, NotLeaderError, PartitionError, ProposalDroppedError, ReplicaBehindError,
-                      StalenessBoundError, WriteOutcomeUnknownError)
+                      NotLeaderError, PartitionError, ReplicaBehindError,
+                      StalenessBoundError)
 from ..runtime.client_loop import LoopClient, wait_doorbell
-from ..runtime.core import Reply
 from ..runtime.direct_links import DirectLinks
 from ..runtime.futures import settle
-from ..storage.engine import KV_SCHEMA, WriteBatch, check_batch
+from ..storage.engine import KV_SCHEMA, WriteBatch
 from .arrow_pages import read_page
 from .ingest import columns_op, ingest_op, puts_op
 from .leader_services import ReplServiceCall
 from .procedures import result_or_raise
+from .routing import ClientRouting
+from .write_batches import MAX_BATCH_BYTES, Batch, Unit, batch_ops, key_bytes, ops_bytes, value_bytes
 from .records import (CAS, DELETE, DELETE_RANGE, INGEST, PUT, READ_MODES, QueryResult, ReplQuery, ReplRead, ReplScan,
                       ReplWrite, ScanResult,
-                      Session, WriteAck, around_reserved, check_ops)
+                      Session, around_reserved, check_ops)
 
-__all__ = ["ReplicatedClient", "batch_ops", "ops_bytes", "MAX_BATCH_BYTES"]
-
-#: The default bound on the bytes one write batch packs (:func:`ops_bytes`): etcd's default
-#: ``MaxSizePerMsg`` (1 MiB), which keeps a Raft leader's step for one entry well inside an
-#: election timeout (see the module docstring).
-MAX_BATCH_BYTES = 1 << 20
-
-_KINDS = {"put": PUT, "delete": DELETE, "delete_range": DELETE_RANGE}
+__all__ = ["ReplicatedClient"]
 
 
-def _key(key: Any) -> bytes:
-    if type(key) is bytes:
-        return key
-    if type(key) is str:
-        return key.encode("utf-8")
-    raise InvalidArgumentError(f"keys are bytes (or str, sent as UTF-8), got {type(key).__name__}")
 
-
-def _value(value: Any, what: str = "values") -> bytes:
-    if type(value) is not bytes:
-        raise InvalidArgumentError(f"{what} are bytes, got {type(value).__name__}: encode structured values first "
-                                   f"(ddia_ray.codec.encode gives versioned msgpack)")
-    return value
-
-
-def batch_ops(batch) -> tuple:
-    """A :class:`~ddia_ray.storage.WriteBatch`, or ``(kind, key, value_or_end)`` tuples, as the
-    ``(code, key, tail)`` operations of a :class:`~.records.ReplWrite` (bad input refused precisely)."""
-    if isinstance(batch, WriteBatch):
-        # Op records checked their fields when built; _submit_write's check_ops keeps out bytes
-        # subclasses and reserved keys, as for the tuples below.
-        cols = batch.puts()
-        if cols is not None and cols[0]:  # puts only, kept as two lists: no Op record made
-            return tuple(zip(itertools.repeat(PUT, len(cols[0])), *cols))
-        checked = tuple([(_KINDS[op.kind], op.key, op.end if op.kind == "delete_range" else op.value)
-                         for op in check_batch(batch)])
-        if not checked:
-            raise InvalidArgumentError("an empty batch writes nothing")
-        return checked
-    if isinstance(batch, (list, tuple)):
-        items = list(batch)
-    else:
-        raise InvalidArgumentError(f"write() takes a WriteBatch or (kind, key, value) tuples, "
-                                   f"got {type(batch).__name__}")
-    ops = []
-    for item in items:
-        if not isinstance(item, tuple) or len(item) not in (2, 3) or item[0] not in _KINDS:
-            raise InvalidArgumentError(f"a batch operation is (kind, key[, value or end]) with kind in "
-                                       f"{sorted(_KINDS)}, got {item!r}")
-        tail = item[2] if len(item) == 3 else b""
-        ops.append((_KINDS[item[0]], _key(item[1]), _key(tail) if item[0] == "delete_range" else _value(tail)))
-    if not ops:
-        raise InvalidArgumentError("an empty batch writes nothing")
-    return tuple(ops)
-
-
-def ops_bytes(ops: tuple) -> int:
-    """The bytes of keys, values and procedure arguments that ``ops`` carry (what a batch's
-    ``max_batch_bytes`` counts): the ``bytes`` fields of each operation."""
-    return sum(len(x) for op in ops for x in op if isinstance(x, (bytes, bytearray)))
-
-
-class _Unit:
-    """Operations that succeed or fail together, and the future of their result; ``puts``: how many
-    puts its one ingest operation stands for (a batch of puts sent as columns), else 0; ``size``:
-    a write's :func:`ops_bytes` (0 for a read, whose ``ops`` is its key)."""
-
-    __slots__ = ("ops", "future", "deadline_s", "single", "puts", "size")
-
-    def __init__(self, ops: Any, future: concurrent.futures.Future, deadline_s: float, single: bool,
-                 puts: int = 0, size: int = 0):
-        self.ops, self.future, self.deadline_s, self.single, self.puts = ops, future, deadline_s, single, puts
-        self.size = size
-
-
-class _Batch:
-    """One ReplWrite in flight (or a batch of reads), with its units; ``puts``: how many puts its
-    payload carries as one ingest operation (:func:`.ingest.puts_op`), whose one result stands for all."""
-
-    __slots__ = ("payload", "units", "target", "tries", "puts")
-
-    def __init__(self, payload: Any, units: list, puts: int = 0):
-        self.payload, self.units, self.target, self.tries, self.puts = payload, units, None, 0, puts
-
-
-class ReplicatedClient(LoopClient):
+class ReplicatedClient(ClientRouting, LoopClient):
     """A session on a :class:`~.store.ReplicatedStore`; thread-safe. Close it (or use ``with``).
 
     ``read``: the default read mode (``"linearizable"``, the default; ``"leader"``, ``"follower"``
@@ -213,8 +117,8 @@ class ReplicatedClient(LoopClient):
         self.name = name or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        self._writes: collections.deque = collections.deque()  # (acks, _Unit)
-        self._reads: collections.deque = collections.deque()   # (mode, staleness, key, _Unit)
+        self._writes: collections.deque = collections.deque()  # (acks, Unit)
+        self._reads: collections.deque = collections.deque()   # (mode, staleness, key, Unit)
         self._unacked: set[int] = set()
         self._leader: str | None = None
         self._picker = RoundRobinPicker()
@@ -286,21 +190,21 @@ class ReplicatedClient(LoopClient):
 
     def put_nowait(self, key, value, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`put`; the future resolves to None once acknowledged."""
-        return self._submit_write(((PUT, _key(key), _value(value)),), acks, single=True)
+        return self._submit_write(((PUT, key_bytes(key), value_bytes(value)),), acks, single=True)
 
     def delete_nowait(self, key, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`delete`."""
-        return self._submit_write(((DELETE, _key(key), b""),), acks, single=True)
+        return self._submit_write(((DELETE, key_bytes(key), b""),), acks, single=True)
 
     def delete_range_nowait(self, start, end, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`delete_range`."""
-        return self._submit_write(((DELETE_RANGE, _key(start), _key(end)),), acks, single=True)
+        return self._submit_write(((DELETE_RANGE, key_bytes(start), key_bytes(end)),), acks, single=True)
 
     def cas_nowait(self, key, expected, new, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`cas`; the future holds whether it set the key."""
-        exp = None if expected is None else _value(expected, "expected values")
-        val = None if new is None else _value(new, "new values")
-        return self._submit_write(((CAS, _key(key), val, exp),), acks, single=True)
+        exp = None if expected is None else value_bytes(expected, "expected values")
+        val = None if new is None else value_bytes(new, "new values")
+        return self._submit_write(((CAS, key_bytes(key), val, exp),), acks, single=True)
 
     def write_nowait(self, batch, *, acks: int | None = None) -> concurrent.futures.Future:
         """Start a :meth:`write`; the future holds the tuple of results."""
@@ -359,7 +263,7 @@ class ReplicatedClient(LoopClient):
         """Start a :meth:`get` (``future``: as for :meth:`submit_ops`)."""
         mode = self._mode(read)
         bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
-        return self._enqueue(self._reads, (mode, bound), _key(key), True, future)
+        return self._enqueue(self._reads, (mode, bound), key_bytes(key), True, future)
 
     def scan(self, start=None, end=None, *, read: str | None = None, page_rows: int = 1000,
              max_staleness_s: float | None = None, timeout_s: float | None = None,
@@ -380,8 +284,8 @@ class ReplicatedClient(LoopClient):
         bound = self.max_staleness_s if max_staleness_s is None else self._check_staleness(max_staleness_s)
         if type(page_rows) is not int or page_rows < 1:
             raise InvalidArgumentError("page_rows is an int >= 1")
-        s = b"" if start is None else _key(start)
-        e = None if end is None else _key(end)
+        s = b"" if start is None else key_bytes(start)
+        e = None if end is None else key_bytes(end)
         if e is not None and s > e:
             raise ConfigError(f"range start {s!r} is after its end {e!r}")
         pin, holder = (-1 if pinned else 0), ""
@@ -551,7 +455,7 @@ class ReplicatedClient(LoopClient):
     def _call_read(self, payload: ReplScan | ReplQuery | ReplServiceCall) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         # A blocking query may be held for its wait: the deadline starts after it.
-        unit = _Unit((payload,), fut, time.monotonic() + self.timeout_s + getattr(payload, "wait_s", 0.0), True)
+        unit = Unit((payload,), fut, time.monotonic() + self.timeout_s + getattr(payload, "wait_s", 0.0), True)
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._send_read_batch(payload, [unit])))
         return fut
 
@@ -581,7 +485,7 @@ class ReplicatedClient(LoopClient):
             raise ConfigError("the client is closed")
         if fut is None:
             fut = self._new_future()
-        unit = _Unit(what, fut, time.monotonic() + self.timeout_s, single, puts, size)
+        unit = Unit(what, fut, time.monotonic() + self.timeout_s, single, puts, size)
         with self._lock:
             queue.append((*group, unit))
             kick, self._kick_pending = not self._kick_pending, True
@@ -607,8 +511,8 @@ class ReplicatedClient(LoopClient):
                         self._in_flight += 1
                         self._loop.create_task(self._send_read_batch(payload, units))
 
-    def _take_writes(self) -> _Batch | None:
-        units: list[_Unit] = []
+    def _take_writes(self) -> Batch | None:
+        units: list[Unit] = []
         ops: list = []
         size = 0
         with self._lock:
@@ -636,12 +540,12 @@ class ReplicatedClient(LoopClient):
         # Many puts go as columns (an ingest), unless routed by a partition map: the fence checks
         # an ingest as one partition's range, and the puts may span two partitions of this group.
         run = None if self.fence else puts_op(ops)
-        return _Batch(codec.prechecked(ReplWrite, tuple(ops) if run is None else (run,), acks, 0, self.name, seq,
+        return Batch(codec.prechecked(ReplWrite, tuple(ops) if run is None else (run,), acks, 0, self.name, seq,
                                        acked_below, epoch, lsn, self.fence),
                       units, units[0].puts if run is None else len(ops))  # a unit of columns is alone
 
     def _take_reads(self) -> tuple[Any, list]:
-        units: list[_Unit] = []
+        units: list[Unit] = []
         keys: list[bytes] = []
         with self._lock:
             mode, bound = self._reads[0][0], self._reads[0][1]
@@ -653,187 +557,3 @@ class ReplicatedClient(LoopClient):
                 keys.append(unit.ops)
             epoch, lsn = self._session.position() if mode == "session" else (0, 0)
         return ReplRead(tuple(keys), mode, epoch, lsn, bound, self.fence), units
-
-    async def _call(self, node: str, payload: Any) -> Any:
-        """One request to ``node``; the reply's payload, or the error the replica refused with (a blocking
-        query's call may last its wait on top of the call's own timeout)."""
-        data = await self._request(node, self.store._handle(node), self.name, codec.encode(payload),
-                                   self.rpc_timeout_s + getattr(payload, "wait_s", 0.0), f"{self.store.name}/{node}")
-        return self._reply_payload(node, data)
-
-    @staticmethod
-    def _reply_payload(node: str, data: bytes) -> Any:
-        """The payload of ``node``'s encoded reply ``data``, or the error it refused with, raised."""
-        reply = codec.decode(data)
-        if not isinstance(reply, Reply):
-            raise ConfigError(f"unexpected answer from {node}: {reply!r}")
-        if reply.error is not None:
-            raise reply.error.exception(node)
-        return reply.payload
-
-    def _fail(self, units: list, exc: BaseException, read: tuple | None = None) -> None:
-        """Fail ``units`` with ``exc``, unless :attr:`on_refused` takes one over (``read``: the read
-        mode and staleness bound of refused reads, for the one that routes them again)."""
-        hook = self.on_refused if isinstance(exc, PartitionError) else None
-        for u in units:
-            if not u.future.done() and not (hook is not None and hook(u.ops, u.future, u.single, read, exc)):
-                u.future.set_exception(exc)
-
-    def _expired(self, units: list) -> list:
-        now = time.monotonic()
-        alive = []
-        for u in units:
-            if u.future.done():
-                continue
-            if u.deadline_s < now:
-                u.future.set_exception(CallTimeoutError(f"the operation did not succeed within {self.timeout_s}s; "
-                                                        f"its outcome is unknown"))
-            else:
-                alive.append(u)
-        return alive
-
-    async def _send_write(self, batch: _Batch) -> None:
-        try:
-            while True:
-                if not self._expired(batch.units):
-                    return
-                try:
-                    target = self._leader or self.store._any_replica()
-                    ack: WriteAck = await self._call(target, batch.payload)
-                except NotLeaderError as e:
-                    self.stats["redirects"] += 1
-                    self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
-                    if self._leader is None:
-                        await asyncio.sleep(0.02)  # an election or a transfer is under way
-                    continue
-                except ProposalDroppedError:
-                    # The Raft leader refused the entry for now (a leadership transfer or a membership
-                    # change is under way): nothing was proposed, and the same seq is safe to send again.
-                    self.stats["dropped_retries"] += 1
-                    self._leader = None
-                    await asyncio.sleep(0.02)
-                    continue
-                except WriteOutcomeUnknownError:
-                    # The leader lost its lease with the write unacknowledged; the same seq is safe to
-                    # send again: wherever it applied, the session's answer is returned, not a second apply.
-                    self.stats["outcome_unknown_retries"] += 1
-                    self._leader = None
-                    await asyncio.sleep(0.02)
-                    continue
-                except (ActorUnavailableError, MessageDroppedError, CallTimeoutError, NoReplicaAvailableError) as e:
-                    self.stats["failed_calls"] += 1
-                    self._leader = None
-                    if isinstance(e, NoReplicaAvailableError):
-                        await asyncio.sleep(0.05)
-                    continue
-                except asyncio.CancelledError:
-                    self._fail(batch.units, CallTimeoutError("client closed before the write completed"))
-                    raise
-                except Exception as e:  # noqa: BLE001 - the refusal is the caller's: give it to every unit
-                    self._fail(batch.units, e)
-                    return
-                self._leader = target
-                self._saw(True, ack.epoch, ack.lsn)
-                i = 0
-                results = (None,) * batch.puts if batch.puts else ack.results  # a put's result is None
-                for u in batch.units:
-                    n = u.puts or len(u.ops)
-                    settle(u.future, results[i] if u.single else results[i:i + n])
-                    i += n
-                self.stats["write_batches"] += 1
-                return
-        finally:
-            with self._lock:
-                self._unacked.discard(batch.payload.seq)
-            self._in_flight -= 1
-            self._wake.set()
-
-    def _pick(self, mode: str, tried: set) -> str | None:
-        """A replica for a follower or session read that has not refused this round (None: all have)."""
-        members = self.store.members
-        for m in members:
-            if m not in self._picker:
-                self._picker.add(m)
-        for m in [m for m in self._picker.members if m not in members]:
-            self._picker.remove(m)  # removed from the group
-        exclude = set(tried)
-        if mode == "follower" and self._leader:
-            exclude.add(self._leader)  # "reads go to a follower": the leader serves only when none can
-        try:
-            return self._picker.pick(exclude=exclude)
-        except NoReplicaAvailableError:
-            return None
-
-    async def _send_read_batch(self, payload: Any, units: list) -> None:
-        mode = payload.read
-        tried: set[str] = set()
-        leader_tried = False
-        stale: StalenessBoundError | None = None
-        try:
-            while True:
-                units = self._expired(units)
-                if not units:
-                    return
-                if mode in ("leader", "linearizable"):
-                    try:
-                        target = self._leader or self.store._any_replica()
-                    except ActorUnavailableError:
-                        await asyncio.sleep(0.05)  # every replica is down: wait for a restart or the deadline
-                        continue
-                else:
-                    picked = self._pick(mode, tried)
-                    if picked is None:  # every candidate refused or failed this round
-                        if not leader_tried and self._leader:
-                            picked, leader_tried = self._leader, True  # the leader meets any bound or position
-                        elif stale is not None:
-                            self._fail(units, stale)  # no reachable replica within the bound
-                            return
-                        else:
-                            tried.clear()
-                            leader_tried = False
-                            await asyncio.sleep(0.02)
-                            continue
-                    target = picked
-                try:
-                    result = await self._call(target, payload)
-                except NotLeaderError as e:
-                    self._leader = e.leader_hint if e.leader_hint and e.leader_hint != target else None
-                    if self._leader is None:
-                        await asyncio.sleep(0.02)
-                    continue
-                except StalenessBoundError as e:
-                    self.stats["read_elsewhere"] += 1
-                    stale = e
-                    tried.add(target)
-                    continue
-                except ReplicaBehindError:
-                    self.stats["read_elsewhere"] += 1
-                    tried.add(target)
-                    continue
-                except (ActorUnavailableError, MessageDroppedError, CallTimeoutError):
-                    self.stats["failed_calls"] += 1
-                    tried.add(target)
-                    if target == self._leader:
-                        self._leader = None
-                    continue
-                except asyncio.CancelledError:
-                    self._fail(units, CallTimeoutError("client closed before the read completed"))
-                    raise
-                except Exception as e:  # noqa: BLE001 - the refusal is the caller's (SessionError, bad input)
-                    self._fail(units, e, (payload.read, payload.max_staleness_s))
-                    return
-                if mode in ("leader", "linearizable"):
-                    self._leader = target
-                self._saw(False, result.epoch, result.lsn)
-                if isinstance(result, (ScanResult, QueryResult)):
-                    for u in units:
-                        settle(u.future, result)
-                else:
-                    for u, v in zip(units, result.values):
-                        settle(u.future, v)
-                self.stats["read_batches"] += 1
-                return
-        finally:
-            if not isinstance(payload, (ReplScan, ReplQuery, ReplServiceCall)):
-                self._in_flight -= 1
-            self._wake.set()
