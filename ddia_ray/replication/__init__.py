@@ -11,6 +11,8 @@
 * :mod:`.indexing`: local secondary indexes and the outbox of global ones;
 * :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;
 * :mod:`.records`: the messages, log records, client requests and the portable :class:`Session`;
+* :mod:`.raft_replica`: the Raft protocol's member (RaftKV's member over the store's state), whose
+  entries :mod:`.raft_state_machine` applies;
 * :mod:`.state`: the state a replica applies its log to (a dict), and the interface of states;
 * :mod:`.engine_state`: the same state in a storage engine (LSM or B-tree), with file checkpoints;
 * :mod:`.store`: :class:`ReplicatedStore`, the group on Ray (replicas plus a coordination service);

@@ -5,7 +5,7 @@ Theory of operation
 There is one Raft key-value core in ddia-ray, :class:`~ddia_ray.kv.member.RaftMember`.
 :class:`RaftReplica` is that member with a different state machine and the
 replicated store's requests: the log entries it proposes are whole client write
-batches (:class:`~.records.ReplWrite`), applied by :class:`ReplStateMachine` to
+batches (:class:`~.records.ReplWrite`), applied by :class:`~.raft_state_machine.ReplStateMachine` to
 a :class:`~.state.ReplicaState` (a storage engine, or a dict), so the Raft log
 is the write-ahead log of record and the engine says which index it reflects
 (:mod:`.engine_state`). Snapshots are engine checkpoints: when the member
@@ -52,19 +52,17 @@ own log, and the leader sends a newer snapshot.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from .. import codec
 from ..consensus.raft import LEADER, NORMAL, ConfChange
 from ..consensus.raft.progress import SNAPSHOT
-from ..errors import (ConfigError, ConsensusError, CorruptRecordError, InvalidArgumentError, NotLeaderError,
+from ..errors import (ConfigError, ConsensusError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError, StalenessBoundError,
                       StorageError, UnknownNodeError, WriteOutcomeUnknownError)
 from ..kv.commands import KVCall
 from ..kv.member import RaftMember
-from .ownership import (OWNERSHIP_KEY, Ownership, OwnershipCache, PartitionLoad, ReplOwnership, check_fenced_ops,
-                        check_fenced_read, check_update)
-from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
+from .ownership import (OWNERSHIP_KEY, ReplOwnership, check_fenced_read)
+from .indexing import ReplIndexScan, ReplOutboxScan, index_page
 from .leader_services import LeaderServices, ReplServiceCall
 from .parking import ParkedQueries, is_empty
 from .pins import ScanPins
@@ -73,117 +71,15 @@ from .raft_entries import (OWNERSHIP_FENCE, REFUSED, decode_write, encode_owners
                            refused_error)
 from .records import (QueryResult, ReadResult, ReplAdmin, ReplQuery, ReplRead, ReplScan, ReplStatus, ReplWrite,
                       ScanResult, WriteAck)
+from .raft_state_machine import ReplStateMachine
 from .speculation import FRESH, Speculation, stops_view
 from .state import MapState, ReplicaState
 
 # The entry format lives in raft_entries.py; its names are kept here for the modules that import them from here.
-__all__ = ["RaftReplica", "ReplStateMachine", "build", "encode_write", "encode_ownership", "decode_write", "refusal",
+__all__ = ["RaftReplica", "build", "encode_write", "encode_ownership", "decode_write", "refusal",
            "refused_error", "OWNERSHIP_FENCE", "REFUSED"]
 
 _REPL = -1  # the "position in batch" of a replicated-store request (RaftMember's bookkeeping slot)
-
-
-class ReplStateMachine:
-    """The state machine of :class:`RaftReplica`: write batches applied to a :class:`~.state.ReplicaState`."""
-
-    def __init__(self, state: ReplicaState, name: str, pins: ScanPins | None = None):
-        self.state = state
-        self.name = name
-        self.pins = pins
-        self.applied_writes = 0
-        self.duplicates = 0
-        # The snapshot indexes followers may still be copying (the Raft member sets it: its leader knows).
-        self.sending: Callable[[], frozenset] = frozenset
-        self._own = OwnershipCache()
-        self.load = PartitionLoad()  # per partition, counted where entries apply and reads are served
-        self.indexer = Indexer()
-
-    @property
-    def sessions(self):
-        """The state's client sessions (their clock is what a leader's stamps start from)."""
-        return self.state.sessions
-
-    def read(self, key: bytes) -> bytes | None:
-        """The value of ``key`` in this member's state."""
-        return self.state.get(key)
-
-    def ownership(self) -> Ownership | None:
-        """The group's ownership record as of the last applied entry."""
-        return self._own.of(self.state.get(OWNERSHIP_KEY))
-
-    def apply_write(self, index: int, term: int, client: str, seq: int, acked_below: int,
-                    ops: tuple, stamp: int = -1, fence: int = 0,
-                    decided: tuple | None = None) -> tuple[int, tuple] | None:
-        """Apply the write batch at ``index`` once per ``(client, seq)``; returns ``(index it applied at,
-        one result per op)``: for a retry, the first application's. None when there is no answer to
-        give (applied before a restart, or a retry the client already acknowledged).
-
-        ``decided`` is the leader's answers when it decided the batch at proposal (``ops`` are then
-        the decided ones, :mod:`.speculation`); None: decide ``ops`` here.
-
-        A fenced write is checked against the group's ownership record here, at apply time, where
-        every member decides alike (:mod:`.ownership`); a refused one applies nothing and its
-        results are a :func:`refusal`, remembered like any answer."""
-        if client:
-            done = self.state.answered(client, seq)
-            if done == "stale":
-                self.duplicates += 1
-                return None
-            if done is not None:
-                if done[0] != index:
-                    self.duplicates += 1
-                return done
-        if index <= self.state.applied:
-            return None  # applied before a restart (the engine said so): nothing to do again
-        if fence:
-            try:
-                if fence == OWNERSHIP_FENCE:
-                    new = codec.decode(ops[0][2])
-                    if type(new) is not Ownership:
-                        raise CorruptRecordError("an ownership entry does not hold a repl.ownership record")
-                    check_update(self.ownership(), new)
-                else:
-                    self.load.wrote(check_fenced_ops(self.ownership(), fence, ops))
-            except PartitionError as e:
-                results = refusal(e)
-                self.state.apply(index, (), (client, seq, acked_below, results, stamp) if client else (), term)
-                return index, results
-        log_ops, results = self.state.decide(ops) if decided is None else (ops, decided)
-        if fence != OWNERSHIP_FENCE:
-            own = self.ownership()
-            if own is not None and own.indexes:  # local indexes: their rows apply with the data
-                log_ops = index_rows(self.indexer, own.indexes, self.state, log_ops)
-        self.state.apply(index, log_ops, (client, seq, acked_below, results, stamp) if client else (), term)
-        self.applied_writes += 1
-        return index, results
-
-    def snapshot(self) -> bytes:
-        """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state
-        (the earlier ones at the indexes in :attr:`sending` are kept: followers are copying them)."""
-        keep = frozenset(f"{self.name}-{i}" for i in self.sending())
-        return self.state.export(f"{self.name}-{self.state.applied}", keep)
-
-    def restore(self, data: bytes) -> None:
-        """Recover from this member's own snapshot."""
-        self.state.restore(data)
-
-    def prepare(self, data: bytes) -> None:
-        """Copy what a leader's snapshot names before Raft accepts it (a state kept in files; a state
-        in memory has nothing to copy). Raises :class:`~ddia_ray.errors.StorageError` if the copy
-        fails (the snapshot is then dropped, and nothing changed)."""
-        prepare = getattr(self.state, "prepare", None)
-        if prepare is not None:
-            prepare(data)
-
-    def install(self, data: bytes) -> None:
-        """Install a leader's snapshot (copying its checkpoint's files for an engine)."""
-        if self.pins is not None:
-            self.pins.close_all()  # their views belong to the state being replaced
-        self.state.install(data)
-
-    def figures(self) -> dict:
-        """For status: the state's figures, writes applied and duplicates recognised."""
-        return {**self.state.describe(), "applied_writes": self.applied_writes, "duplicates": self.duplicates}
 
 
 class RaftReplica(RaftMember):
