@@ -2,7 +2,9 @@
 
 Start with :mod:`ddia_ray.runtime` (cores, shells, networks, the nemesis), then the patterns:
 :mod:`ddia_ray.clocks`, :mod:`ddia_ray.membership`, :mod:`ddia_ray.resilience`,
-:mod:`ddia_ray.balancing`. Every error raised on purpose is in :mod:`ddia_ray.errors`.
+:mod:`ddia_ray.balancing`, and the stores built of them: :mod:`ddia_ray.replication`,
+:mod:`ddia_ray.partitioning`, :mod:`ddia_ray.events`, :mod:`ddia_ray.config`. Every error raised on
+purpose is in :mod:`ddia_ray.errors`.
 
 The headline names are also reachable from the top, loaded on first use (PEP 562), so
 ``import ddia_ray`` stays cheap and imports neither Ray nor pyarrow::
@@ -40,6 +42,12 @@ _HEADLINES = {
     "MembershipView": "ddia_ray.membership",
     "HybridClock": "ddia_ray.clocks",
     "VectorClock": "ddia_ray.clocks",
+    "ReplicatedStore": "ddia_ray.replication",
+    "PartitionedStore": "ddia_ray.partitioning",
+    "EventStore": "ddia_ray.events",
+    "EventBus": "ddia_ray.events",
+    "ConfigStore": "ddia_ray.config",
+    "SchemaRegistry": "ddia_ray.schema",
 }
 
 __all__ = ["__version__", *_HEADLINES]  # noqa: PLE0604 - the keys of _HEADLINES, all str
