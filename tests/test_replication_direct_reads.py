@@ -67,3 +67,33 @@ def test_leader_reads_go_direct_and_follow_the_leader_through_a_transfer_and_a_k
             assert c.stats["direct_reads"] == served + 1  # on a link to the new leader
     finally:
         store.shutdown()
+
+
+def test_blocking_leader_service_calls_go_direct_and_follow_the_leader_through_a_transfer(ray_session, tmp_path):
+    from ddia_ray.errors import UnknownConsumerGroupError
+    from ddia_ray.events import ConsumerGroups, EventData, EventStore, PersistentSubscription
+
+    with EventStore.launch(replicas=3, root=f"file://{tmp_path}") as es, es.client() as client:
+        client.append("order-1", [EventData(f"e{i}", "T", b"x") for i in range(30)], "no_stream")
+        groups = ConsumerGroups(client)
+        groups.create("g")
+        repl = client.backend.client  # the replicated store's client under the event store's
+        before = repl.stats["direct_service_calls"]
+        assert [groups.info("g")["cursor"] for _ in range(5)] == [0] * 5
+        sub = PersistentSubscription(client, "g", "c1", batch=10)
+        got = sub.pull()  # the pull's answer carries its events, on the same link
+        assert [e.position for e, _ in got] == list(range(10))
+        assert repl.stats["direct_service_calls"] == before + 6
+        with pytest.raises(UnknownConsumerGroupError):  # the service's own refusal, raised as the routed path does
+            groups.info("nope")
+
+        old = es.store.leader()
+        es.store.transfer_leadership(next(m for m in es.store.members if m != old))
+        # The old leader refuses (not the leader): the call goes the routed way to the new one, then
+        # direct again. The new leader resumed from the last checkpoint, which holds the pull's hand-out
+        # or not; either way the next pull goes on from the cursor it has, with nothing skipped.
+        cursor = groups.info("g")["cursor"]
+        assert cursor in (0, 10)
+        served = repl.stats["direct_service_calls"]
+        assert [e.position for e, _ in sub.pull()] == list(range(cursor, cursor + 10))
+        assert repl.stats["direct_service_calls"] == served + 1  # on a link to the new leader

@@ -129,14 +129,17 @@ class PersistentSubscription:
     def pull(self) -> list[tuple[RecordedEvent, int]]:
         """Take up to ``batch`` events from the group: ``(event, attempt)`` pairs (attempt 1 is the
         first delivery). They are this consumer's to settle until the group's ack timeout."""
-        return self._finish(((), self._service_nowait("pull", (self.group, self.consumer, self.batch,
-                                                                self._clock()))))
+        _, handed, answer = self.client.service(SERVICE, "pull", (self.group, self.consumer, self.batch,
+                                                                 self._clock()))
+        return self._events(handed, answer)
 
     def ack_and_pull(self, positions) -> list[tuple[RecordedEvent, int]]:
         """:meth:`ack` ``positions`` and :meth:`pull` in one call: what :meth:`run` does after each
         batch. The ack is the group's at once, saved with its next checkpoint (see the module
         docstring)."""
-        return self._finish(self._ack_and_pull_nowait(positions))
+        _, handed, answer = self.client.service(
+            SERVICE, "ack_pull", (self.group, runs_of(positions), self.consumer, self.batch, self._clock()))
+        return self._events(handed, answer)
 
     def _service_nowait(self, method: str, args: tuple) -> Any:
         return self.client.backend.service_nowait(SERVICE, method, args)

@@ -75,6 +75,12 @@ class ProcedureBackend:
         future holds its result or its refusal."""
         return self.client.service_nowait(service, method, args)
 
+    def service_direct(self, service: str, method: str, args: Any, timeout_s: float | None = None) -> tuple[bool, Any]:
+        """Call a leader service from the calling thread on its own link to the leader:
+        ``(True, answer)``, or ``(False, None)`` to take :meth:`service_nowait`
+        (:meth:`~.client.ReplicatedClient.service_direct`)."""
+        return self.client.service_direct(service, method, args, timeout_s=timeout_s)
+
     def query_direct(self, name: str, args: Any, timeout_s: float | None = None) -> tuple[bool, Any]:
         """Run query ``name`` from the calling thread on its own link to the leader, when the read
         mode allows it: ``(True, answer)``, or ``(False, None)`` to take :meth:`query_nowait`
@@ -127,7 +133,13 @@ class ProcedureClient:
 
     def service(self, service: str, method: str, args: Any, *, timeout_s: float | None = None) -> Any:
         """Call ``method`` of leader service ``service`` and return its answer (raising the error it
-        refused with): for the parts whose state the leader holds (:mod:`.leader_services`)."""
+        refused with): for the parts whose state the leader holds (:mod:`.leader_services`). On this
+        thread's direct link to the leader when the backend has one, as :meth:`query` is."""
+        direct = getattr(self.backend, "service_direct", None)
+        if direct is not None:
+            served, answer = direct(service, method, args, self.timeout_s if timeout_s is None else timeout_s)
+            if served:
+                return answer
         return self.wait(self.backend.service_nowait(service, method, args), timeout_s)
 
     def query(self, name: str, args: Any, *, timeout_s: float | None = None) -> Any:

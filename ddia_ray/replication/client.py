@@ -371,16 +371,29 @@ class ReplicatedClient(ClientRouting, LoopClient):
         again by the routed path. It waits ``rpc_timeout_s`` for the answer, or ``timeout_s`` if
         that is shorter."""
         mode = self._mode(read)
-        target = self._leader
-        if mode not in ("leader", "linearizable") or target is None or self._closed \
-                or threading.current_thread() is self._thread:
+        if mode not in ("leader", "linearizable"):
             return False, None
         codec.check_value(args, f"the arguments of query {name!r}")
+        return self._call_direct(ReplQuery(name, codec.encode(args), mode, 0, 0, self.max_staleness_s, 0.0), timeout_s)
+
+    def service_direct(self, service: str, method: str, args: Any = None, *,
+                       timeout_s: float | None = None) -> tuple[bool, Any]:
+        """Call ``method`` of leader service ``service`` from the calling thread on its direct link to
+        the leader, as :meth:`query_direct` runs a query: ``(True, result)``, or ``(False, None)`` to
+        take :meth:`service_nowait`'s routed path. A service's methods are written to be repeated
+        (:mod:`.leader_services`), so a call whose answer the link lost is sent again that way."""
+        codec.check_value(args, f"the arguments of {service}.{method}")
+        return self._call_direct(ReplServiceCall(service, method, codec.encode(args)), timeout_s)
+
+    def _call_direct(self, payload: ReplQuery | ReplServiceCall, timeout_s: float | None) -> tuple[bool, Any]:
+        """Send ``payload`` to the leader on this thread's direct link: see :meth:`query_direct`."""
+        target = self._leader
+        if target is None or self._closed or threading.current_thread() is self._thread:
+            return False, None
         try:
             handle = self.store._handle(target)
         except ActorUnavailableError:
             return False, None
-        payload = ReplQuery(name, codec.encode(args), mode, 0, 0, self.max_staleness_s, 0.0)
         wait = self.rpc_timeout_s if timeout_s is None else min(self.rpc_timeout_s, positive("timeout_s", timeout_s))
         data = self._direct_links().request(target, handle, codec.encode(payload), wait)
         if data is None:
@@ -394,7 +407,7 @@ class ReplicatedClient(ClientRouting, LoopClient):
             raise ConfigError(f"unexpected answer from {target}: {result!r}")
         self._saw(False, result.epoch, result.lsn)
         with self._lock:
-            self.stats["direct_reads"] += 1
+            self.stats["direct_reads" if isinstance(payload, ReplQuery) else "direct_service_calls"] += 1
         return True, result_or_raise(result.result)
 
     def _direct_links(self) -> DirectLinks:
