@@ -7,6 +7,7 @@
 * :mod:`.leadership`: the lease once held (renewals, stepping down, leadership transfer);
 * :mod:`.divergence`: a follower resynced from a checkpoint, and lost-write accounting;
 * :mod:`.replica_reads`: leader, follower, session and bounded-staleness reads;
+* :mod:`.replica_parts`: what those parts use of the core, declared once for the type checker;
 * :mod:`.ingest`: bulk loads as one operation of Arrow buffers that every replica ingests;
 * :mod:`.indexing`: local secondary indexes and the outbox of global ones;
 * :mod:`.coordination`: how a core calls the coordination service (RaftKV) by messages;

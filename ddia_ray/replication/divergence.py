@@ -25,7 +25,6 @@ under steady writes continues from the log rather than needing checkpoint after 
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
 
 from .._validate import invariant
 from ..errors import StorageError
@@ -33,6 +32,7 @@ from ..runtime.core import Rewrite
 from .failover import LEADER
 from .ingest import ingest_puts
 from .records import AppendAck, Base, Checkpoint, CheckpointRequest, LostWrites, ReplicaMeta
+from .replica_parts import ReplicaPart
 
 __all__ = ["Divergence", "epoch_in"]
 
@@ -43,7 +43,7 @@ def epoch_in(epochs: list, lsn: int) -> int:
     return epochs[i][0] if i >= 0 else 0
 
 
-class Divergence:
+class Divergence(ReplicaPart):
     """Checkpoints sent and installed, and the lost writes an install finds: a part of
     :class:`~.leader_follower.LeaderFollowerReplica` (see the module docstring).
 
@@ -52,47 +52,6 @@ class Divergence:
     ``_needs_checkpoint``), the leader's ``_next`` and ``_pins``, and the lost-write report
     (``lost``, ``lost_writes``, ``_lost_index``).
     """
-
-    if TYPE_CHECKING:  # provided by the core
-        node_id: str
-        role: str
-        epoch: int
-        incarnation: int
-        ticks: int
-        default_acks: int
-        log: Any
-        base_lsn: int
-        base_epoch: int
-        epochs: list
-        state: Any
-        pins: Any
-        counters: dict
-        observer: Any
-        lost: Any
-        lost_writes: int
-        last_checkpoint_error: str
-        _lost_index: tuple | None
-        _needs_checkpoint: bool
-        _resyncing: bool
-        _resync_asked_at: int
-        _next: dict[str, int]
-        _pins: dict[str, list[int]]
-
-        @property
-        def last_lsn(self) -> int: ...
-
-        @property
-        def last_epoch(self) -> int: ...
-
-        def epoch_at(self, lsn: int) -> int: ...
-
-        def send(self, dst: str, payload: Any) -> None: ...
-
-        def persist(self, rec: Any) -> None: ...
-
-        def _leading(self) -> bool: ...
-
-        def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None: ...
 
     # --- leader: checkpoints for followers -------------------------------------------------------
 

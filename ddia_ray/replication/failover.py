@@ -48,12 +48,12 @@ peer runs a version that sends no entries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from .._validate import invariant
 from ..errors import CorruptRecordError
 from .records import PositionProbe, PositionReport, append_slice
+from .replica_parts import ReplicaPart
 
 __all__ = ["Failover", "FOLLOWER", "CANDIDATE", "LEADER"]
 
@@ -79,7 +79,7 @@ def _decode_lease(raw: bytes) -> tuple[int, str, int, tuple]:
     return value
 
 
-class Failover:
+class Failover(ReplicaPart):
     """The lease's watch, the probe round and the takeover: a part of
     :class:`~.leader_follower.LeaderFollowerReplica` (see the module docstring).
 
@@ -215,50 +215,3 @@ class Failover:
                 self.role = FOLLOWER
             return
         self._become_leader(epoch, raw, sent)
-
-    if TYPE_CHECKING:  # provided by the core
-        node_id: str
-        role: str
-        epoch: int
-        leader: str
-        ticks: int
-        members: tuple
-        probe_quorum: int
-        probe_ticks: int
-        defer_ticks: int
-        lease_ticks: int
-        drift: float
-        lease_key: bytes
-        max_append_entries: int
-        max_append_bytes: int
-        coord: Any
-        log: Any
-        base_lsn: int
-        counters: dict
-        _lease_raw: bytes | None
-        _lease_seen_at: int
-        _probe: dict | None
-        _probe_seq: int
-        _deferred_since: int
-        _needs_checkpoint: bool
-        _watch_sent: int
-
-        @property
-        def last_lsn(self) -> int: ...
-
-        @property
-        def last_epoch(self) -> int: ...
-
-        def epoch_at(self, lsn: int) -> int: ...
-
-        def send(self, dst: str, payload: Any) -> None: ...
-
-        def _set_members(self, members: tuple) -> None: ...
-
-        def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None: ...
-
-        def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None: ...
-
-        def _append_entry(self, e: tuple, *, replaying: bool = False) -> None: ...
-
-        def _persist_entries(self, entries: tuple) -> None: ...

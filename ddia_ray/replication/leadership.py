@@ -23,11 +23,11 @@ up within the timeout leaves the old leader leading, with :class:`~ddia_ray.erro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, NotLeaderError, ReplicaBehindError
 from .failover import FOLLOWER, LEADER, _lease_value
 from .membership import CHANGE_ACTIONS
 from .records import ReplAdmin, ReplicaMeta
+from .replica_parts import ReplicaPart
 
 __all__ = ["Leadership", "seconds_to_ticks"]
 
@@ -39,7 +39,7 @@ def seconds_to_ticks(name: str, seconds: float, tick_s: float) -> int:
     return max(1, round(seconds / tick_s))
 
 
-class Leadership:
+class Leadership(ReplicaPart):
     """Becoming leader, renewing the lease, stepping down and handing leadership over: a part of
     :class:`~.leader_follower.LeaderFollowerReplica` (see the module docstring).
 
@@ -47,63 +47,6 @@ class Leadership:
     ``_renewal``, ``_lease_seen_at``, ``_transfer``, ``_waiting``, ``_match``, ``_next`` and
     ``_pins``, and calls the coordination client ``coord``.
     """
-
-    if TYPE_CHECKING:  # provided by the core
-        node_id: str
-        group: str
-        role: str
-        epoch: int
-        leader: str
-        incarnation: int
-        members: tuple
-        ticks: int
-        tick_s: float
-        drift: float
-        lease_key: bytes
-        lease_ticks: int
-        renew_ticks: int
-        valid_until: int
-        coord: Any
-        counters: dict
-        observer: Any
-        _lease_raw: bytes | None
-        _lease_seen_at: int
-        _renewal: int
-        _probe: dict | None
-        _transfer: dict | None
-        _change: dict | None
-        _waiting: dict[int, list]
-        _match: dict[str, int]
-        _next: dict[str, int]
-        _pins: dict[str, list[int]]
-        _resyncing: bool
-        _next_heartbeat: int
-        _next_watch: int
-
-        @property
-        def last_lsn(self) -> int: ...
-
-        def persist(self, rec: Any) -> None: ...
-
-        def reply(self, request_id: int, payload: Any = None, *, error: BaseException | None = None) -> None: ...
-
-        def _leading(self) -> bool: ...
-
-        def _not_leader(self) -> NotLeaderError: ...
-
-        def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None: ...
-
-        def _append_entry(self, e: tuple, *, replaying: bool = False) -> None: ...
-
-        def _persist_entries(self, entries: tuple) -> None: ...
-
-        def _replicate(self, heartbeat: bool = False) -> None: ...
-
-        def _outcome_unknown(self, rid: int, why: str) -> None: ...
-
-        def _on_change(self, rid: int, action: str, target: str, timeout_ticks: int) -> None: ...
-
-        def _stop_changing(self, why: str) -> None: ...
 
     def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None:
         self.epoch = epoch

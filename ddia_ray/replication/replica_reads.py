@@ -23,41 +23,21 @@ state, and later pages of a pinned view are served whatever the replica's role i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from ..errors import NotLeaderError, ReplicaBehindError, SessionError, StalenessBoundError
+from ..errors import ReplicaBehindError, SessionError, StalenessBoundError
 from .ownership import check_fenced_read
 from .records import ReadResult, ReplQuery, ReplRead, ReplScan, ScanResult
+from .replica_parts import ReplicaPart
 
 __all__ = ["ReplicaReads"]
 
 
-class ReplicaReads:
+class ReplicaReads(ReplicaPart):
     """Point reads, scans and the checks every read passes: a part of
     :class:`~.leader_follower.LeaderFollowerReplica` (see the module docstring).
 
     It reads the core's ``state``, ``pins``, ``ticks``, ``_caught_up_at``, ``_needs_checkpoint``
     and its ownership of partitions (``_ownership()``, ``partition_load``).
     """
-
-    if TYPE_CHECKING:  # provided by the core
-        node_id: str
-        group: str
-        ticks: int
-        tick_s: float
-        max_scan_rows: int
-        state: Any
-        pins: Any
-        partition_load: Any
-        _caught_up_at: int
-        _needs_checkpoint: bool
-
-        def epoch_at(self, lsn: int) -> int: ...
-
-        def _leading(self) -> bool: ...
-
-        def _not_leader(self) -> NotLeaderError: ...
-
-        def _ownership(self) -> Any: ...
 
     def _read(self, req: ReplRead) -> ReadResult:
         self._check_readable(req)
