@@ -57,11 +57,11 @@ retries after a lost answer or a failover are safe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..errors import ConfigError, CorruptRecordError, NotLeaderError, ReplicaBehindError
 from .records import PUT, RESERVED_PREFIX
+from .replica_parts import ReplicaPart
 
 __all__ = ["MembershipChanges", "CHANGE_ACTIONS", "UNCOUNTED_KEY", "decode_uncounted"]
 
@@ -84,24 +84,13 @@ def decode_uncounted(raw: bytes | None) -> tuple:
     return value
 
 
-class MembershipChanges:
+class MembershipChanges(ReplicaPart):
     """The member list and its changes: a part of :class:`~.leader_follower.LeaderFollowerReplica`.
 
     It reads and writes the core's ``members``, ``default_acks``, ``probe_quorum``, ``_match``,
     ``_next``, ``_waiting`` and ``_change`` (None, or the change under way), and uses its lease
     and reply machinery.
     """
-
-    node_id: str
-    mode: str
-    sync_replicas: int
-    members: tuple
-    default_acks: int
-    probe_quorum: int
-    _match: dict
-    _pins: dict
-    _next: dict
-    _change: dict | None
 
     def _set_members(self, members: tuple) -> None:
         """Adopt ``members`` and the counts that follow from them (acknowledgements, probe quorum)."""
@@ -281,32 +270,3 @@ class MembershipChanges:
         """On losing leadership: the change's askers learn that it did not happen here."""
         if self._change is not None:
             self._end_change(NotLeaderError(f"{self.node_id} stopped leading ({why}) during the change", None))
-
-    if TYPE_CHECKING:  # provided by the core
-        _transfer: dict | None
-        ticks: int
-        coord: Any
-        state: Any
-        epoch: int
-        role: str
-        valid_until: int
-        lease_ticks: int
-        drift: float
-        lease_key: bytes
-        _lease_raw: bytes | None
-        _renewal: int
-
-        @property
-        def last_lsn(self) -> int: ...
-
-        def reply(self, request_id: int, payload: Any = None, *, error: BaseException | None = None) -> None: ...
-
-        def _replicate(self, heartbeat: bool = False) -> None: ...
-
-        def _release_waiting(self) -> None: ...
-
-        def _step_down(self, why: str) -> None: ...
-
-        def _lease_bytes(self, members: tuple) -> bytes: ...
-
-        def _append_system_entry(self, ops: tuple) -> None: ...

@@ -1,8 +1,8 @@
 """What the parts of a leader-follower replica use of it, declared once for the type checker.
 
 :class:`~.leader_follower.LeaderFollowerReplica` is built of parts, one concept each
-(:mod:`.failover`, :mod:`.leadership`, :mod:`.divergence`, :mod:`.replica_reads`), which read
-and write the core's attributes and call its methods. :class:`ReplicaPart` is their common base:
+(:mod:`.membership`, :mod:`.failover`, :mod:`.leadership`, :mod:`.divergence`,
+:mod:`.replica_reads`), which read and write the core's attributes and call its methods. :class:`ReplicaPart` is their common base:
 at run time it is empty, and to the type checker it declares those attributes and methods, so
 each part is checked against one description of the core instead of a copy of its own.
 """
@@ -43,6 +43,7 @@ class ReplicaPart:
         max_append_entries: int
         max_scan_rows: int
         members: tuple
+        mode: str
         node_id: str
         observer: Any
         partition_load: Any
@@ -52,6 +53,7 @@ class ReplicaPart:
         renew_ticks: int
         role: str
         state: Any
+        sync_replicas: int
         tick_s: float
         ticks: int
         valid_until: int
@@ -90,6 +92,8 @@ class ReplicaPart:
 
         def send(self, dst: str, payload: Any) -> None: ...
 
+        def _append_system_entry(self, ops: tuple) -> None: ...
+
         def _adopt_epoch(self, epoch: int, leader: str, *, probing: bool = False) -> None: ...
 
         def _append_entry(self, e: tuple, *, replaying: bool = False) -> None: ...
@@ -97,6 +101,8 @@ class ReplicaPart:
         def _become_leader(self, epoch: int, raw: bytes, sent: int) -> None: ...
 
         def _leading(self) -> bool: ...
+
+        def _lease_bytes(self, members: tuple) -> bytes: ...
 
         def _not_leader(self) -> NotLeaderError: ...
 
@@ -108,8 +114,12 @@ class ReplicaPart:
 
         def _persist_entries(self, entries: tuple) -> None: ...
 
+        def _release_waiting(self) -> None: ...
+
         def _replicate(self, heartbeat: bool = False) -> None: ...
 
         def _set_members(self, members: tuple) -> None: ...
+
+        def _step_down(self, why: str) -> None: ...
 
         def _stop_changing(self, why: str) -> None: ...
