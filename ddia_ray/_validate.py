@@ -75,3 +75,11 @@ def page_limit(limit, most: int) -> int:
     if type(limit) is not int or limit < 1:
         raise InvalidArgumentError(f"a read's limit is an int >= 1, got {limit!r}")
     return min(limit, most)
+
+
+def seconds_to_ticks(name: str, seconds, tick_s: float) -> int:
+    """``seconds`` (an int or float > 0, else :class:`~ddia_ray.errors.ConfigError`) as a whole
+    number of ticks of ``tick_s``, at least one: a core's periods, counted in its ticks."""
+    if not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return max(1, round(seconds / tick_s))

@@ -64,7 +64,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .. import codec
-from .._validate import invariant
+from .._validate import invariant, seconds_to_ticks
 from ..errors import (ConfigError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, SessionError, StaleEpochError,
                       StalenessBoundError, WriteOutcomeUnknownError)
@@ -73,7 +73,7 @@ from ..runtime.core import BaseCore, Rewrite
 from .coordination import CoordinationClient
 from .divergence import Divergence, epoch_in
 from .failover import FOLLOWER, LEADER, Failover
-from .leadership import Leadership, seconds_to_ticks
+from .leadership import Leadership
 from .membership import MembershipChanges
 from .indexing import Indexer, ReplIndexScan, ReplOutboxScan, index_page, index_rows
 from .pins import ScanPins

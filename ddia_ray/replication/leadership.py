@@ -23,20 +23,14 @@ up within the timeout leaves the old leader leading, with :class:`~ddia_ray.erro
 
 from __future__ import annotations
 
+from .._validate import seconds_to_ticks
 from ..errors import ConfigError, NotLeaderError, ReplicaBehindError
 from .failover import FOLLOWER, LEADER, _lease_value
 from .membership import CHANGE_ACTIONS
 from .records import ReplAdmin, ReplicaMeta
 from .replica_parts import ReplicaPart
 
-__all__ = ["Leadership", "seconds_to_ticks"]
-
-
-def seconds_to_ticks(name: str, seconds: float, tick_s: float) -> int:
-    """``seconds`` as a whole number of ticks of ``tick_s`` (at least one); ConfigError unless positive."""
-    if not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {seconds!r}")
-    return max(1, round(seconds / tick_s))
+__all__ = ["Leadership"]
 
 
 class Leadership(ReplicaPart):

@@ -56,6 +56,7 @@ from typing import Any
 
 from ..consensus.raft import LEADER, NORMAL, ConfChange
 from ..consensus.raft.progress import SNAPSHOT
+from .._validate import seconds_to_ticks
 from ..errors import (ConfigError, ConsensusError, InvalidArgumentError, NotLeaderError,
                       PartitionError, ReplicaBehindError, ScanExpiredError, StaleEpochError, StalenessBoundError,
                       StorageError, UnknownNodeError, WriteOutcomeUnknownError)
@@ -105,12 +106,10 @@ class RaftReplica(RaftMember):
         self._view_stop = -1  # the index of the entry the view stopped at (-1: none)
         self._view_open: bool | None = None  # whether the view may run (None: to be checked)
         self._proposed: dict[int, tuple] = {}  # index -> (term, entry fields) of decided proposals
-        if not (isinstance(service_checkpoint_s, (int, float)) and service_checkpoint_s > 0) \
-                or type(service_checkpoint_changes) is not int or service_checkpoint_changes < 1:
-            raise ConfigError(f"service_checkpoint_s is a positive number of seconds and service_checkpoint_changes "
-                              f"an int >= 1, got {service_checkpoint_s!r} and {service_checkpoint_changes!r}")
-        self.services = LeaderServices(every_ticks=max(1, round(service_checkpoint_s / tick_s)),
-                                       every_changes=service_checkpoint_changes)
+        if type(service_checkpoint_changes) is not int or service_checkpoint_changes < 1:
+            raise ConfigError(f"service_checkpoint_changes must be an int >= 1, got {service_checkpoint_changes!r}")
+        every = seconds_to_ticks("service_checkpoint_s", service_checkpoint_s, tick_s)
+        self.services = LeaderServices(every_ticks=every, every_changes=service_checkpoint_changes)
         super().__init__(node_id, recovered=recovered, tick_s=tick_s, state_machine=self.machine, **options)
         self.machine.sending = self._snapshots_sent
 

@@ -2,9 +2,10 @@
 
 :class:`~.leader_follower.LeaderFollowerReplica` is built of parts, one concept each
 (:mod:`.membership`, :mod:`.failover`, :mod:`.leadership`, :mod:`.divergence`,
-:mod:`.replica_reads`), which read and write the core's attributes and call its methods. :class:`ReplicaPart` is their common base:
-at run time it is empty, and to the type checker it declares those attributes and methods, so
-each part is checked against one description of the core instead of a copy of its own.
+:mod:`.replica_reads`), which read and write the core's attributes and call its methods.
+:class:`ReplicaPart` is their common base: at run time it is empty, and to the type checker it
+declares those attributes and methods, so each part is checked against one description of the
+core instead of a copy of its own.
 """
 
 from __future__ import annotations
