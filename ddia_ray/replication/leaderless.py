@@ -212,8 +212,8 @@ class LeaderlessReplica(VersionedReplica):
         if n >= len(self.members):
             # Every replica holds every key: the ring has nothing to choose, and no one is left to stand
             # in for a suspected home, which is asked all the same (below). Under load, acknowledgements
-            # slower than suspect_ticks make suspicion common, and the ring walk per key cost 12% of a
-            # coordinator's time (py-spy, bench/conflicts.py (3,1,1)).
+            # slower than suspect_ticks make suspicion common, and the ring walk per key was 12% of the
+            # samples handling client requests (py-spy, bench/conflicts.py (3,1,1)).
             return self.members, ()
         strict = self.ring.preference_list(key, n)
         down = [m for m in strict if m in self.suspected]
