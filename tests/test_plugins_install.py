@@ -205,8 +205,10 @@ print(json.dumps({"driver": __import__("os").getpid(), **result}))
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_worker_setup_hook_loads_plugins_in_every_worker_and_replicas_resolve_with_them(installed_plugin):
-    # Its own Ray (the setup hook is a job's, given to ray.init), in a driver of its own.
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Its own Ray (the setup hook is a job's, given to ray.init), in a driver of its own. "local", not
+    # unset: with no address, ray.init() would join a cluster another test left named in
+    # /tmp/ray/ray_current_cluster (the three-node cluster writes it).
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     out = subprocess.run([sys.executable, "-c", _SETUP_HOOK_DRIVER], capture_output=True, text=True, timeout=300,
                          env=env)
     assert out.returncode == 0, out.stderr[-3000:]
