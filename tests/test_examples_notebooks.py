@@ -204,13 +204,6 @@ def _execute(name: str, checks: str):
     return nb
 
 
-def _own_ray(monkeypatch) -> None:
-    """The kernel starts a local Ray of its own (``RAY_ADDRESS=local``: never one it finds on the
-    machine), which it stops when it exits. So these tests are the xdist group ``own-ray`` and run
-    in the other worker, beside the session's Ray rather than after it (tests/conftest.py)."""
-    monkeypatch.setenv("RAY_ADDRESS", "local")
-
-
 def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
@@ -230,10 +223,10 @@ def test_storage_notebook_runs_in_a_kernel_and_plots(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(300)
-def test_raft_notebook_runs_in_a_kernel_and_plots_a_linearizable_run(monkeypatch):
-    _own_ray(monkeypatch)
+def test_raft_notebook_runs_in_a_kernel_and_plots_a_linearizable_run(ray_session, monkeypatch):
+    # The kernel joins this session's Ray instead of starting a second one on the machine.
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("raft.ipynb", _RAFT_CHECKS)
     assert _PASSED in _text(nb.cells[-1])
@@ -243,10 +236,9 @@ def test_raft_notebook_runs_in_a_kernel_and_plots_a_linearizable_run(monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(400)
-def test_replication_notebook_runs_in_a_kernel_and_plots_every_mode(monkeypatch):
-    _own_ray(monkeypatch)
+def test_replication_notebook_runs_in_a_kernel_and_plots_every_mode(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("replication.ipynb", _REPLICATION_CHECKS)
     assert _PASSED in _text(nb.cells[-1])
@@ -257,10 +249,9 @@ def test_replication_notebook_runs_in_a_kernel_and_plots_every_mode(monkeypatch)
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(300)
-def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(monkeypatch):
-    _own_ray(monkeypatch)
+def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("partitioning.ipynb", _PARTITIONING_CHECKS)
     assert _PASSED in _text(nb.cells[-1])
@@ -271,10 +262,9 @@ def test_partitioning_notebook_runs_in_a_kernel_and_plots_the_rebalance(monkeypa
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(300)
-def test_events_notebook_runs_in_a_kernel_and_plots_appends_and_lag(monkeypatch):
-    _own_ray(monkeypatch)
+def test_events_notebook_runs_in_a_kernel_and_plots_appends_and_lag(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("events.ipynb", _EVENTS_CHECKS)
     assert _PASSED in _text(nb.cells[-1])
@@ -285,10 +275,9 @@ def test_events_notebook_runs_in_a_kernel_and_plots_appends_and_lag(monkeypatch)
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(300)
-def test_evolution_notebook_runs_in_a_kernel_and_plots_the_rollout(monkeypatch):
-    _own_ray(monkeypatch)
+def test_evolution_notebook_runs_in_a_kernel_and_plots_the_rollout(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("evolution.ipynb", _EVOLUTION_CHECKS)
     assert _PASSED in _text(nb.cells[-1])
@@ -298,10 +287,9 @@ def test_evolution_notebook_runs_in_a_kernel_and_plots_the_rollout(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(300)
-def test_conflicts_notebook_runs_in_a_kernel_and_plots_each_comparison(monkeypatch):
-    _own_ray(monkeypatch)
+def test_conflicts_notebook_runs_in_a_kernel_and_plots_each_comparison(ray_session, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute("conflicts.ipynb", _CONFLICTS_CHECKS)
     assert _PASSED in _text(nb.cells[-1])

@@ -416,7 +416,6 @@ _SLOW_JOB_TIMEOUT_S = _HEAD_START_TIMEOUT_S + _JOB_TIMEOUT_S + 2 * _HEAD_STOP_TI
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(_SLOW_JOB_TIMEOUT_S)
 def test_demo_job_succeeds_without_losing_requests(private_head):
     from ray.job_submission import JobStatus
@@ -430,7 +429,6 @@ def test_demo_job_succeeds_without_losing_requests(private_head):
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.own_ray
 @pytest.mark.timeout(_SLOW_JOB_TIMEOUT_S)
 def test_raft_job_succeeds_and_ends_linearizable(private_head):
     from ray.job_submission import JobStatus

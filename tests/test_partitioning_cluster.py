@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.own_ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_partitions_spread_over_nodes_and_move_between_them(three_node_cluster):
