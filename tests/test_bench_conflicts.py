@@ -495,3 +495,16 @@ def test_a_tiny_redis_run():
         assert r[what]["ops_per_s"] > 0
         assert 0 < r[what]["p50_ms"] <= r[what]["p99_ms"]
     assert r["SET + WAIT 1"]["wait_short"] == 0
+
+
+def test_the_compaction_bench_writes_the_replicas_log_shape_and_the_per_key_reference(capsys):
+    import conflicts_compaction
+
+    from ddia_ray.replication.versioned_replica import COMPACTED_KEYS_PER_RECORD
+
+    assert conflicts_compaction.main(["--keys", "20000", "--repeats", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("20,000")]
+    # keys, label..., stall, build, write, records, MB: the header plus ceil(20,000 / per record) records
+    # as the replica writes its log; the header plus one record per key for the reference.
+    assert [int(r[-2].replace(",", "")) for r in rows] == [1 + -(-20_000 // COMPACTED_KEYS_PER_RECORD), 20_001]
+    assert all(float(r[-1]) > 20_000 * 126 / 1e6 for r in rows)  # every state was written

@@ -163,6 +163,30 @@ def test_a_restarted_replica_keeps_its_versions_and_hints():
     assert net.core("r2").tree.root() == before
 
 
+def test_a_compacted_log_holds_many_keys_per_record_and_restores_every_one(monkeypatch):
+    from ddia_ray.replication import versioned_replica
+    from ddia_ray.replication.versioned_replica import KeyChange, KeyChanges, VersionsSnapshot
+
+    monkeypatch.setattr(versioned_replica, "COMPACTED_KEYS_PER_RECORD", 4)
+    net = _net(snapshot_changes=10)
+    for i in range(11):
+        _ok(net, "r1", VWrite(((V_PUT, b"k%d" % i, b"v%d" % i, b""),)), 0.0)
+    net.run_for(0.5)
+    log = net._node("r2").log
+    # The tenth change compacted the log: its header, then the ten keys in records of 4, 4 and 2,
+    # then the eleventh change as it came.
+    assert isinstance(log[0], VersionsSnapshot)
+    compacted = log[1:4]
+    assert [type(r) for r in compacted] == [KeyChanges] * 3 and [len(r.keys) for r in compacted] == [4, 4, 2]
+    assert sorted(k for r in compacted for k in r.keys) == sorted(b"k%d" % i for i in range(10))
+    assert isinstance(log[-1], KeyChange) and log[-1].key == b"k10"
+    before = net.core("r2").tree.root()
+    net.crash("r2")
+    net.restart("r2")
+    assert net.core("r2").tree.root() == before
+    assert [_held(net, "r2", b"k%d" % i) for i in range(11)] == [(b"v%d" % i,) for i in range(11)]
+
+
 @pytest.mark.parametrize("engine", ["lsm", "btree"])
 def test_replicas_keep_their_versions_and_hints_in_a_storage_engine(engine, tmp_path):
     members = ("r1", "r2", "r3", "r4")

@@ -210,6 +210,11 @@ class MemoryVersions(EncodedVersions):
         """Every ``(key, encoded state)``, in no particular order."""
         return iter(self._data.items())
 
+    def raw_columns(self) -> tuple[tuple, tuple]:
+        """``(keys, encoded states)``, two tuples in the same order (insertion order: the same history
+        gives the same order), taken in two C-level passes: what a log compaction writes."""
+        return tuple(self._data), tuple(self._data.values())
+
     def clear(self) -> None:
         """Forget every state (a compacted log is replayed from its start)."""
         self._data.clear()
