@@ -454,6 +454,33 @@ def test_merge_bytes_refuses_what_decode_refuses_and_changes_nothing():
     assert t.merge_bytes(crdt.encode(crdt.Text().insert("b", 0, "x"))).value() in ("xhello", "hellox")
 
 
+def test_a_small_records_payload_is_read_past_the_codecs_own_frame_bytes_and_nothing_else_is():
+    """``edit_payload`` gives what ``record_fields`` gives as the payload for a small text state, and
+    None for every other bytes: another kind, a byte more or fewer, a large record, not bytes."""
+    from ddia_ray.crdt import text_format
+    from ddia_ray.crdt.base import CRDTState
+
+    t = crdt.Text()
+    deltas = [t.insert("a", 0, "hello"), t.insert("b", 2, "XY"), t.delete("a", 1, 3), t.insert("a", 4, "!")]
+    for d in deltas:
+        data = crdt.encode(d)
+        assert text_format.edit_payload(data) == codec.record_fields(data, CRDTState)[2] == d._payload()
+        for other in (data + b"\x00", data[:-1], bytearray(data), data.replace(b"text", b"texu")):
+            assert text_format.edit_payload(other) is None
+    assert text_format.edit_payload(crdt.encode(crdt.GCounter().increment("a", 3))) is None
+    large = crdt.encode(crdt.Text().insert("a", 0, "x" * 300))  # over 255 bytes: ext 16, read by fields
+    assert text_format.edit_payload(large) is None
+    assert crdt.Text().merge_bytes(large).value() == "x" * 300
+    # The frame's bytes with a record nested in the payload: the shortcut refuses the shape, and
+    # merge_bytes raises what decode raises.
+    nested = codec.encode(CRDTState("text", 1, (1, "a", 1, 0, 1, CRDTState("x", 1, ()), -1, 0, False, 0)))
+    assert type(text_format.edit_payload(nested)) is tuple
+    with pytest.raises(Exception) as decoded:
+        crdt.decode(nested, "text")
+    with pytest.raises(type(decoded.value)):
+        t.merge_bytes(nested)
+
+
 @settings(max_examples=EXAMPLES * 4, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), flips=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
                                                       min_size=1, max_size=3))

@@ -30,7 +30,8 @@ SCALE = float(os.environ.get("DDIA_FUZZ_ITERATIONS", "1"))
 #: Inputs per target in CI, sized for ~60 s in total on two loaded cores (each input is measured;
 #: the slowest is printed with ``-s``).
 CI_INPUTS = {"codec": 4000, "ingest": 20000, "scan_page": 20000, "versions": 20000, "durable": 2500, "wal": 500,
-             "manifest": 500, "btree": 1500, "event_chunk": 5000, "group_row": 5000, "event_archive": 800}
+             "manifest": 500, "btree": 1500, "event_chunk": 5000, "group_row": 5000, "event_archive": 800,
+             "crdt_state": 20000}
 
 
 @pytest.mark.parametrize("target", TARGET_NAMES)

@@ -12,7 +12,8 @@ time (each column's types listed and counted by C-level builtins, then its bound
 arrays, :mod:`.text_place`) and reads a failing payload again a row at a time for an error naming
 the block. The two shapes a single edit's delta has, one block or one deleted range, are read by
 a shortcut that checks the same things for that shape and leaves anything else to the general
-path. Hostile bytes raise
+path; such a delta's record frame is compared with the codec's own bytes for it, so only its
+payload is unpacked (:func:`edit_payload`). Hostile bytes raise
 :class:`~ddia_ray.errors.CorruptRecordError` in time linear in their length: ids may not repeat,
 an origin's counter is below its run's, deleted ranges come sorted and apart, and a payload whose
 placements would skip far (which no replica writes) is refused.
@@ -22,15 +23,51 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from . import text_place
-from .base import COUNTER_MAX, corrupt
+from .. import codec
+from .base import COUNTER_MAX, CRDTState, corrupt
 from .dots import _ix
 from .runs import _Block, _Chunk, _ranges_add
 
 if TYPE_CHECKING:
     from .text import Text
 
-__all__ = ["payload", "from_payload", "rows", "edit_block", "edit_range"]
+__all__ = ["payload", "from_payload", "rows", "edit_block", "edit_range", "edit_payload"]
+
+
+def _record_head() -> bytes | None:
+    """The bytes that start every small encoded text state after its 3-byte ext header: the
+    ``CRDTState`` record's frame up to its payload, as the codec writes it (taken from the codec
+    itself, so the two cannot drift); None if the codec writes that record some other way."""
+    empty = codec.encode(CRDTState("text", 1, ()))
+    if len(empty) < 5 or empty[0] != 0xC7 or empty[1] != len(empty) - 3 or empty[-1] != 0x90:
+        return None  # (0xc7: ext 8, its length, then the format; 0x90: the empty payload array)
+    return empty[2:-1]
+
+
+_HEAD = _record_head()
+
+
+def edit_payload(data: bytes) -> Any:
+    """The payload of ``data`` if it is a text state of format 1 encoded whole in a small record
+    (under 256 bytes: one edit's delta) exactly as :func:`~ddia_ray.codec.encode` writes it; None
+    for anything else (the general path reads it).
+
+    The record's frame is compared with the codec's own bytes for it (:data:`_HEAD`), so only the
+    payload is unpacked: no frame maps, no field walk. What this returns is what
+    :func:`~ddia_ray.codec.record_fields` would give as the payload, values **unchecked**: a
+    caller reads it only through :func:`edit_block` or :func:`edit_range`, which refuse every other
+    shape. A typing trace ships one such delta per edit, so this is the receiver's fixed cost."""
+    head = _HEAD
+    if head is None or type(data) is not bytes or len(data) < 4 or data[0] != 0xC7 or data[1] != len(data) - 3 \
+            or not data.startswith(head, 2):
+        return None
+    try:  # lengths are bounded by the input's size (msgpack's default for unpackb)
+        return msgpack.unpackb(data[2 + len(head):], raw=False, use_list=False, strict_map_key=True)
+    except Exception:  # noqa: BLE001 - not one whole value: decode() reads it and says what is wrong
+        return None
 
 
 def _coalesce(blocks) -> list:

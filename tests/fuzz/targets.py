@@ -13,8 +13,8 @@ classifies everything else (a foreign exception, a slow input, a dead child).
 
 This module holds the codec and the runtime durable log; the storage engines
 are in :mod:`.storage_targets`, the event store's rows and files in
-:mod:`.event_targets`; the deliberately broken ``selftest-*`` targets
-prove that the harness reports each kind of failure.
+:mod:`.event_targets`, the CRDT states and deltas in :mod:`.crdt_targets`; the
+deliberately broken ``selftest-*`` targets prove that the harness reports each kind of failure.
 """
 
 from __future__ import annotations
@@ -483,6 +483,7 @@ _FACTORIES: dict = {
     "event_chunk": lambda: _events("EventChunkTarget"),
     "group_row": lambda: _events("GroupRowTarget"),
     "event_archive": lambda: _events("EventArchiveTarget"),
+    "crdt_state": lambda: _crdt("CRDTStateTarget"),
     "selftest-foreign": _LeakyCodec,
     "selftest-segfault": _CrashingCodec,
     "selftest-slow": _SlowCodec,
@@ -490,7 +491,7 @@ _FACTORIES: dict = {
     "selftest-shortlog": _short_log,
 }
 TARGET_NAMES = ("codec", "ingest", "scan_page", "versions", "durable", "wal", "manifest", "btree", "event_chunk",
-                "group_row", "event_archive")
+                "group_row", "event_archive", "crdt_state")
 SELFTEST_NAMES = tuple(n for n in _FACTORIES if n.startswith("selftest-"))
 
 
@@ -504,6 +505,12 @@ def _events(cls_name: str) -> Target:
     from . import event_targets
 
     return getattr(event_targets, cls_name)()
+
+
+def _crdt(cls_name: str) -> Target:
+    from . import crdt_targets
+
+    return getattr(crdt_targets, cls_name)()
 
 
 def get_target(name: str) -> Target:
