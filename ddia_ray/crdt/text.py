@@ -534,8 +534,8 @@ class Text(CRDT):
         the record or a delta state. A small record's frame is compared with the codec's own bytes
         for it and only the payload is unpacked (:func:`.text_format.edit_payload`); a larger one's
         fields are read by :func:`~ddia_ray.codec.record_fields`. On a typing trace of 20,000
-        edits: 3.3 us a delta, against 4.6 us with the fields read for every delta and 7.7 us
-        through ``decode`` and ``merge`` (docs/conflicts.md). Anything else is decoded whole,
+        edits: 3.6 to 3.8 us a delta, against 4.6 to 4.8 us with the fields read for every delta
+        and 7.7 us through ``decode`` and ``merge`` (docs/conflicts.md). Anything else is decoded whole,
         checked, and merged.
         """
         self._built()
