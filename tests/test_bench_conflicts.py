@@ -504,7 +504,11 @@ def test_the_compaction_bench_writes_the_replicas_log_shape_and_the_per_key_refe
 
     assert conflicts_compaction.main(["--keys", "20000", "--repeats", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("20,000")]
-    # keys, label..., stall, build, write, records, MB: the header plus ceil(20,000 / per record) records
-    # as the replica writes its log; the header plus one record per key for the reference.
-    assert [int(r[-2].replace(",", "")) for r in rows] == [1 + -(-20_000 // COMPACTED_KEYS_PER_RECORD), 20_001]
+    # keys, label..., stall, build, append, swap, gap, appends, records, MB: the header plus
+    # ceil(20,000 / per record) records as the replica writes its log, in the background and in the
+    # step; the header plus one record per key for the oldest reference.
+    compacted = 1 + -(-20_000 // COMPACTED_KEYS_PER_RECORD)
+    assert [int(r[-2].replace(",", "")) for r in rows] == [compacted, compacted, 20_001]
     assert all(float(r[-1]) > 20_000 * 126 / 1e6 for r in rows)  # every state was written
+    background, in_step = rows[0], rows[1]
+    assert background[1:4] == ["in", "the", "background"] and in_step[1:4] == ["in", "the", "step"]

@@ -144,6 +144,34 @@ def test_leaderless_quorums_survive_a_killed_replica_and_hand_its_writes_back(ra
         strict.close()
 
 
+def test_replicas_compacting_their_logs_in_the_background_lose_nothing_to_a_kill(ray_session, tmp_path):
+    """A replica's log is compacted once it holds as many records as the replica has keys: with
+    30 keys written over and over, every replica rewrites its log several times, in the background
+    (a derived Rewrite), while the writes go on. A replica killed and restarted recovers from its
+    own log alone (no anti-entropy, no hints): every write it acknowledged (W=3) is there, as the
+    reads it alone serves once the other two are killed show."""
+    keys = 30
+    latest = {}
+    with ReplicatedStore.launch(protocol="leaderless", replicas=3, n=3, r=1, w=3, snapshot_changes=5, resolution="lww",
+                                anti_entropy_s=0, root=f"file://{tmp_path}") as store:
+        client = store.client(timeout_s=10.0)
+        for call in range(120):
+            batch = [(b"k%02d" % ((call * 10 + j) % keys), b"v%d" % call) for j in range(10)]
+            client.put_many(batch)
+            latest.update(batch)
+        logs = {m: st["log"] for m, st in store.group.status().items()}
+        assert all(log["rewrites_in_background"] >= 2 and log["rewrite_failures"] == 0 for log in logs.values()), logs
+        store.kill("r2")
+        store.restart("r2")
+        store.kill("r1")
+        store.kill("r3")
+        alone = store.client(n=3, r=1, w=1, timeout_s=10.0)
+        got = alone.get_many(list(latest))
+        assert {k: v.values for k, v in zip(latest, got)} == {k: (v,) for k, v in latest.items()}
+        client.close()
+        alone.close()
+
+
 def test_a_write_that_cannot_reach_its_quorum_fails_loudly(ray_session):
     with ReplicatedStore.launch(protocol="leaderless", replicas=3, sloppy=False, anti_entropy_s=0) as store:
         client = store.client(w=3, timeout_s=3.0)

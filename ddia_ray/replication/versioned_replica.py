@@ -24,6 +24,8 @@ travel:
   ``snapshot_changes`` changes and at least as many as there are keys, it is
   rewritten as the latest state of each key (a log compaction in the sense of
   DDIA 3, "Compaction"), in records of :data:`COMPACTED_KEYS_PER_RECORD` keys.
+  The rewrite is *derived* (:class:`~ddia_ray.runtime.core.Rewrite`): the shell
+  writes it in the background while the replica goes on, as Redis's BGREWRITEAOF.
 
 Reads of a replica's own versions (:class:`~.versioned_records.VRead` with no
 quorum) are answered here; subclasses add how writes and repairs travel.
@@ -268,7 +270,9 @@ class VersionedReplica(BaseCore):
         if self._changes >= self.snapshot_changes and (self.durable_versions
                                                        or self._changes >= len(self.versions.data)):
             self._changes = 0
-            self.persist(Rewrite(self._compacted()))
+            # Derived: the log already holds every change the compacted records sum up, so the
+            # shell may write them in the background while the log goes on taking changes.
+            self.persist(Rewrite(self._compacted(), derived=True))
 
     def _compacted(self) -> tuple:
         """The log as one record per key, headed by the protocol's metadata."""

@@ -94,16 +94,26 @@ class ProbeAck:
     seq: int
 
 
-@record("runtime.rewrite", version=1)
+@record("runtime.rewrite", version=2, upgrades={1: lambda f: {**f, "derived": False}})
 class Rewrite:
     """A persist record meaning "everything persisted before me is replaced by ``records``".
 
     A core compacts its durable log with it (Raft after a snapshot): the driver
     replaces the log atomically, so a crash leaves either the old records or
     the new ones, never a mix.
+
+    ``derived=True`` promises that ``records`` say nothing the log does not already
+    say: replaying the log as it stands restores the same state (a compaction of
+    the core's own persisted changes, not a snapshot received from a peer). The
+    old log is then as good as the new one until the swap, so a driver may write
+    the new one in the background and swap it in later, with the records persisted
+    meanwhile appended to both (:class:`~ddia_ray.runtime.durable.DurableLog`;
+    Redis's BGREWRITEAOF). Without the promise the swap happens before anything
+    persisted after the rewrite, as a peer may act on what it says.
     """
 
     records: tuple = ()
+    derived: bool = False
 
 
 @dataclass(frozen=True, slots=True)

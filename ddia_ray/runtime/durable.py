@@ -31,13 +31,27 @@ Appends go to ``<root>/<node>/records.log`` (local files and ``memory://``
 append). Object stores cannot append: each flush there writes one immutable
 object ``records.<seq>.log``, read back in order after ``records.log``. Only
 the last of these pieces may end torn.
+
+A :class:`~ddia_ray.runtime.core.Rewrite` replaces the log: written to a new
+file, then renamed over ``records.log``. A *derived* one (a compaction of what
+the log already holds) is written by a thread of its own on a local disk, as
+Redis rewrites its append-only file in a child (BGREWRITEAOF): the appends made
+meanwhile go to the old log, which stays complete, and are kept in memory too;
+the thread writes them after the rewritten records and renames its file in,
+under the lock appends take. A crash before the rename leaves the old log,
+after it the new one: either replays to the same state. So the core's step
+loop no longer waits while the whole log is written (docs/durable-log.md,
+"Background rewrites").
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
 import re
 import struct
+import threading
 import zlib
 from typing import Any, BinaryIO, Iterable
 
@@ -48,12 +62,15 @@ from .._fs import fsync_dir, is_local
 from ..errors import CorruptionError, CorruptRecordError
 from ..framing import HEADER_BYTES, MAGIC_BYTES, frame, magic_damaged, read_log, whole_frame_at
 
-__all__ = ["MAGIC", "DurableLog", "encode_frames", "decode_frames", "apply_records"]
+__all__ = ["MAGIC", "DurableLog", "encode_frames", "decode_frames", "apply_records", "MAX_REWRITE_TAIL_BYTES"]
 
 # Leading zeros on purpose: a format-1 reader takes them for an empty frame, whose checksum
 # ("DRL2") then fails, so an old node refuses a new file instead of reading it as empty.
 MAGIC = b"\x00\x00\x00\x00DRL2"
 _LEGACY_HEADER = struct.Struct("<II")
+#: Bytes appended while a background rewrite runs past which the next append waits for it to finish:
+#: they are held in memory until the rewritten file takes them.
+MAX_REWRITE_TAIL_BYTES = 64 << 20
 _SEGMENT_RE = re.compile(r"^records\.(\d{12})\.log$")
 
 
@@ -168,6 +185,14 @@ class DurableLog:
         self._file: BinaryIO | None = None  # records.log on a local disk, opened by the first append
         self._recovered = False
         self._fresh = True  # records.log is absent or empty: the next append writes MAGIC first
+        # A derived rewrite being written by its thread (module docstring); appends and the thread's
+        # final swap take the lock, so an append lands in the old file or after the swap, whole.
+        self._lock = threading.Lock()
+        self._job: _BackgroundRewrite | None = None
+        #: rewrites (all), rewrites_in_background, rewrite_failures (a background rewrite that failed:
+        #: the old log stays, complete; the next compaction tries again), last_rewrite_error (text)
+        self.counters: dict[str, Any] = {"rewrites": 0, "rewrites_in_background": 0, "rewrite_failures": 0,
+                                         "last_rewrite_error": ""}
 
     def _missing_dirs(self) -> list:
         out, d = [], self.dir
@@ -184,10 +209,16 @@ class DurableLog:
 
     def read_all(self) -> list:
         """Every record appended so far, in order; the first call also recovers the files (module docstring)."""
+        self.wait_rewrite()
         return [_decode(body, where) for where, body in self._load()]
 
     def _load(self) -> list:
         """``(where, body)`` of every record, after cutting a torn tail and upgrading format 1."""
+        if self._local:
+            # Rewrites a crash cut short: the log they were replacing is whole. Their files go, so
+            # that they neither take up the disk nor pass for part of the log.
+            for leftover in glob.glob(glob.escape(self._path) + ".rewrite*"):
+                _remove_quietly(leftover)
         pieces = ([self._path] if self.fs.exists(self._path) else []) + self._segment_paths()
         self._fresh = True  # until records.log is found holding at least its magic
         out = []
@@ -247,25 +278,50 @@ class DurableLog:
 
         A :class:`~ddia_ray.runtime.core.Rewrite` among them replaces the whole log by its
         records (written to a new object, then swapped in), and appending resumes after it.
+        A derived one on a local disk is written in the background (module docstring); its
+        bytes are not counted here.
         """
         from .core import Rewrite
 
         if not self._recovered:
             self._load()  # never append after a torn tail or to a format-1 file
+        job = self._job
+        if job is not None and (job.finished or job.error is not None):
+            self.wait_rewrite()  # its thread has ended: appends go straight to the file again
         written = 0
         run: list[Any] = []
         for rec in records:
             if isinstance(rec, Rewrite):
                 written += self._append_frames(encode_frames(run))
                 run = []
-                written += self._rewrite(encode_frames(rec.records))
+                self.wait_rewrite()  # one rewrite at a time, in order
+                self.counters["rewrites"] += 1
+                if rec.derived and self._local:
+                    self._start_rewrite(rec.records)
+                else:
+                    written += self._rewrite(encode_frames(rec.records))
             else:
                 run.append(rec)
-        return written + self._append_frames(encode_frames(run))
+        written += self._append_frames(encode_frames(run))
+        job = self._job
+        if job is not None and job.tail_bytes > MAX_REWRITE_TAIL_BYTES:
+            self.wait_rewrite()  # the memory the tail holds stays bounded
+        return written
 
     def _append_frames(self, data: bytes) -> int:
         if not data:
             return 0
+        if self._job is None:
+            return self._write_frames(data)
+        with self._lock:
+            written = self._write_frames(data)
+            job = self._job
+            if job is not None and not job.finished:
+                job.tail.append(data)  # the rewritten file takes it too, after its records
+                job.tail_bytes += len(data)
+            return written
+
+    def _write_frames(self, data: bytes) -> int:
         fresh = self._fresh
         if fresh:
             data = MAGIC + data
@@ -293,6 +349,77 @@ class DurableLog:
             with self.fs.open(f"{self.dir}/records.{self._segments:012d}.log", "wb") as f:
                 f.write(data)
         return len(data)
+
+    # --- background rewrites ------------------------------------------------------
+
+    def _start_rewrite(self, records: tuple) -> None:
+        # A name of its own: a halted process's thread still writing its file can never mix its
+        # bytes into the file of the process that replaced it (see abandon_rewrite).
+        job = _BackgroundRewrite(records, f"{self._path}.rewrite-{os.getpid()}-{next(_REWRITES)}")
+        self._job = job
+        self.counters["rewrites_in_background"] += 1
+        job.thread = threading.Thread(target=self._rewrite_in_background, args=(job,), daemon=True,
+                                      name=f"rewrite {self.dir.rsplit('/', 1)[-1]}")
+        job.thread.start()
+
+    def _rewrite_in_background(self, job: "_BackgroundRewrite") -> None:
+        """The thread of a derived rewrite: its records, then (under the lock) what was appended
+        since, then the rename. A failure, or an abandoned job, leaves the old log in place, whole."""
+        try:
+            with open(job.path, "wb") as f:
+                f.write(MAGIC)
+                # One record at a time: the step loop takes the GIL back between two encodings, so it
+                # waits for one record's encoding at most, not for the whole log's.
+                for rec in job.records:
+                    if job.abandoned:
+                        break
+                    f.write(_rewrite_frame(rec))
+                with self._lock:
+                    if job.abandoned:
+                        raise _Abandoned()
+                    for data in job.tail:
+                        f.write(data)
+                    f.flush()
+                    if self.sync:
+                        os.fsync(f.fileno())  # the new bytes are on disk before the name points at them
+                    os.replace(job.path, self._path)
+                    # Swapped: from here on appends must reach the new file (the old one's handle
+                    # names an unlinked file), whatever happens next.
+                    job.finished = True
+                    self._fresh = False
+                    old, self._file = self._file, None
+                    if old is not None:
+                        old.close()
+                    if self.sync:
+                        fsync_dir(self.dir)  # the rename itself survives a power cut
+        except Exception as e:  # noqa: BLE001 - recorded; the old log is whole (see counters)
+            if not job.finished:
+                _remove_quietly(job.path)
+            job.error = e
+        finally:
+            job.records = ()  # the core may let go of them: nothing here needs them any more
+            job.tail = []
+
+    def abandon_rewrite(self) -> None:
+        """Make a background rewrite under way give up without touching the log (its file is
+        removed). A shell halted before its process is killed calls it: the process that replaces
+        it reads and appends to this log, which a late rename would take from under it."""
+        with self._lock:
+            if self._job is not None and not self._job.finished:
+                self._job.abandoned = True
+
+    def wait_rewrite(self) -> None:
+        """Wait for a background rewrite under way, if any, to be swapped in (or to fail: counted in
+        :attr:`counters`, the old log kept)."""
+        job = self._job
+        if job is None:
+            return
+        if job.thread is not None:
+            job.thread.join()
+        self._job = None
+        if job.error is not None and not job.abandoned:
+            self.counters["rewrite_failures"] += 1
+            self.counters["last_rewrite_error"] = f"{type(job.error).__name__}: {job.error}"
 
     def _rewrite(self, frames: bytes) -> int:
         self.close()
@@ -325,7 +452,9 @@ class DurableLog:
         self.fs.mv(tmp, path)  # a rename on memory://; copy and delete on object stores
 
     def close(self) -> None:
-        """Close the kept-open log file, if any (appending reopens it)."""
+        """Finish a background rewrite under way and close the kept-open log file, if any (appending
+        reopens it)."""
+        self.wait_rewrite()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -336,3 +465,39 @@ class DurableLog:
         if self.fs.exists(self.dir):
             self.fs.rm(self.dir, recursive=True)
         self._fresh, self._segments = True, 0
+
+
+class _BackgroundRewrite:
+    """A derived rewrite being written by its thread: the records, and the frames appended since."""
+
+    __slots__ = ("records", "path", "tail", "tail_bytes", "thread", "finished", "abandoned", "error")
+
+    def __init__(self, records: tuple, path: str):
+        self.records = records
+        self.path = path  # the new file, renamed over the log when whole
+        self.abandoned = False
+        self.tail: list[bytes] = []
+        self.tail_bytes = 0
+        self.thread: threading.Thread | None = None
+        self.finished = False  # swapped in (set under the log's lock)
+        self.error: BaseException | None = None
+
+
+class _Abandoned(Exception):
+    """A background rewrite given up (:meth:`DurableLog.abandon_rewrite`)."""
+
+
+_REWRITES = itertools.count(1)
+
+
+def _rewrite_frame(rec: Any) -> bytes:
+    """One record's frame as a background rewrite writes it (a module function so that a test can
+    hold a rewrite at a record)."""
+    return frame(codec.encode(rec))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -225,6 +225,8 @@ class NodeShell:
         release = getattr(self.core, "close", None)  # a core over a storage engine closes it
         if release is not None:
             release()
+        if self.log is not None:
+            self.log.close()  # a rewrite under way in the background is finished and swapped in
 
     async def halt(self) -> None:
         """Stop as a crash would, at once: the nemesis calls this just before ``ray.kill``.
@@ -233,11 +235,14 @@ class NodeShell:
         exited; meanwhile the old process could still answer on its direct links and append to
         its durable log, which the restarted node is reading. After ``halt`` it does neither:
         every input waits forever (as on a paused node, but no resume undoes it), the timer
-        stops and the links close. Messages already handed to the network still arrive, as
-        after a real crash.
+        stops and the links close, and a log rewrite under way in the background gives up
+        before its rename. Messages already handed to the network still arrive, as after a
+        real crash.
         """
         self._halted = True
         self._running.clear()
+        if self.log is not None:
+            self.log.abandon_rewrite()
         if self._ticker is not None:
             self._ticker.cancel()
         await self._close_links()
@@ -278,6 +283,7 @@ class NodeShell:
             "epoch": self.model.config.epoch,
             "recovered_records": self.recovered_records,
             "counters": dict(self.counters),
+            "log": dict(self.log.counters) if self.log is not None else {},
             "links": self.links(),
             "received_from": dict(self.received_from),
             "faults": dict(self.model.counters()),
