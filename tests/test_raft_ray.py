@@ -141,6 +141,9 @@ def test_compacted_logs_survive_restarts_and_lagging_members_get_a_snapshot(ray_
             for f in [c.put_nowait(f"b{i}", b"%d" % i) for i in range(300)]:
                 f.result(30)
             assert kv.status()[leader]["first_index"] > 300  # the leader's log was compacted past a0..
+            # ... and its durable log rewritten each time in the background (a derived Rewrite)
+            log = kv.group.status(leader)["log"]
+            assert log["rewrites_in_background"] >= 1 and log["rewrite_failures"] == 0, log
             kv.restart(lagging)
             wait_for(lambda: kv.status()[lagging]["keys"] == 600, what="the lagging member to catch up")
             st = kv.status()[lagging]

@@ -303,7 +303,11 @@ class RaftMember(BaseCore):
         after = tuple(e for e in log.entries if e.index > snap.meta.index)  # the catch-up tail stays in memory
         if after:
             records.append(LogAppend(after))
-        self.persist(Rewrite(tuple(records)))
+        # Derived: the snapshot sums up applied entries this member persisted, and the hard state
+        # and the entries kept are in its log already, so the shell may write the compacted log in
+        # the background while the member goes on (a snapshot installed from a leader is new, and is
+        # persisted as a record of its own).
+        self.persist(Rewrite(tuple(records), derived=True))
 
     def _note_timeline(self) -> None:
         node = self.node

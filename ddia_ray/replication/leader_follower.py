@@ -302,10 +302,12 @@ class LeaderFollowerReplica(BaseCore, MembershipChanges, Failover, Leadership, D
         self.base_lsn = cut
         self.base_epoch = self.epoch_at(self.base_lsn)
         # The base holds the state at its durable position (at least base_lsn): recovery applies
-        # only the kept entries after it, and the others serve followers.
+        # only the kept entries after it, and the others serve followers. Derived: the old log
+        # replays to the same state, so the shell may write this one in the background (a
+        # checkpoint installed from the leader, divergence.py, is new and is not).
         self.persist(Rewrite((ReplicaMeta(self.epoch, self.incarnation), self._lost_record(),
                               Base(self.base_lsn, self.base_epoch, tuple(self.epochs), self.state.snapshot()),
-                              codec.prechecked(LogEntries, kept))))
+                              codec.prechecked(LogEntries, kept)), derived=True))
 
     # --- inputs --------------------------------------------------------------
 
