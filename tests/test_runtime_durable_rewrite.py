@@ -246,3 +246,18 @@ def _peek(tmp_path) -> list:
         return []
     data = path.read_bytes()
     return [list(rec) for rec in durable.decode_frames(data[len(durable.MAGIC):])]
+
+
+def test_a_version_1_rewrite_decodes_as_one_that_is_not_derived():
+    """Rewrite gained ``derived`` in version 2; a version-1 record (as an older node encoded it)
+    reads as a rewrite without the promise, written inside the append as before."""
+    import msgpack
+
+    from ddia_ray import codec
+
+    old = msgpack.packb(msgpack.ExtType(codec.FORMAT_1, msgpack.packb(
+        {"t": "runtime.rewrite", "v": 1, "f": {"records": [["set", "a", 1]]}}, use_bin_type=True)), use_bin_type=True)
+    rewrite = codec.decode(old)
+    assert isinstance(rewrite, Rewrite) and rewrite.derived is False
+    assert [list(r) for r in rewrite.records] == [["set", "a", 1]]
+    assert codec.decode(codec.encode(Rewrite((), derived=True))).derived is True
