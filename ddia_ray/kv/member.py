@@ -306,8 +306,11 @@ class RaftMember(BaseCore):
         # Derived: the snapshot sums up applied entries this member persisted, and the hard state
         # and the entries kept are in its log already, so the shell may write the compacted log in
         # the background while the member goes on (a snapshot installed from a leader is new, and is
-        # persisted as a record of its own).
-        self.persist(Rewrite(tuple(records), derived=True))
+        # persisted as a record of its own). Not when the snapshot names files the state machine
+        # prunes as it takes later ones (the replicated store's engine checkpoints): the log on disk
+        # would go on naming an older snapshot until the swap, whose files a later compaction could
+        # remove before it.
+        self.persist(Rewrite(tuple(records), derived=not getattr(self.sm, "snapshot_files", False)))
 
     def _note_timeline(self) -> None:
         node = self.node

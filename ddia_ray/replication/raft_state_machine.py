@@ -100,6 +100,10 @@ class ReplStateMachine:
         self.applied_writes += 1
         return index, results
 
+    #: A snapshot names a checkpoint's files, which later snapshots prune: the Raft member writes the
+    #: log that names it at once, not in the background (kv/member.py's compaction says why).
+    snapshot_files = True
+
     def snapshot(self) -> bytes:
         """What Raft keeps as its snapshot and sends to lagging members: a checkpoint of the state
         (the earlier ones at the indexes in :attr:`sending` are kept: followers are copying them)."""
