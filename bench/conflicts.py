@@ -86,6 +86,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -102,7 +103,7 @@ from replication_peers import _key, _latency_summary, _value_pool  # noqa: E402 
 
 __all__ = ["QUORUMS", "REGIONS", "PARTS", "WARMUP_OPS", "KeySource", "process_tree_cpu_s", "parse_quorums",
            "drive_window", "sequential_latency", "bench_quorum", "bench_regions", "median_run", "targets",
-           "in_process_part", "table_groups", "main"]
+           "in_process_part", "table_groups", "freeze_heap", "main"]
 
 #: The (N, R, W) settings the leaderless part measures by default.
 QUORUMS = ((3, 1, 1), (3, 2, 2), (3, 3, 3))
@@ -455,6 +456,7 @@ def run_leaderless(quorum: tuple, *, ops: int, in_flight: int, latency_ops: int,
     for _ in range(repeats):
         with _store(protocol="leaderless", replicas=3, n=n, r=r, w=w) as store:
             with store.client(n=n, r=r, w=w, timeout_s=60.0) as client:
+                freeze_heap()
                 runs.append(bench_quorum(client, KeySource(seed), ops=ops, in_flight=in_flight,
                                          latency_ops=latency_ops))
             # the run ended with blocking reads: every write was acknowledged before them
@@ -525,6 +527,7 @@ def run_redis(*, ops: int, pipeline: int, latency_ops: int, repeats: int, seed: 
                 theirs = [process_tree_cpu_s(pid) for pid in servers]
                 return None if None in theirs else sum(os.times()[:2]) + sum(theirs)  # type: ignore[arg-type]
 
+            freeze_heap()
             for _ in range(repeats):
                 before = cpu_s()
                 run = redis.pipelined_set(ops=ops, pipeline=pipeline, wait=wait, seed=seed)
@@ -542,6 +545,16 @@ def run_redis(*, ops: int, pipeline: int, latency_ops: int, repeats: int, seed: 
 
 # ---------------------------------------------------------------------------------------------
 # Printing
+
+
+def freeze_heap() -> None:
+    """Take every object this driver holds now (Ray's, the clients', the modules') out of the garbage
+    collector's full collections (``gc.freeze``), before ours and the peer's runs alike: with Ray
+    loaded, a full collection of the driver took 43-54 ms here (a ``gc.callbacks`` probe, 2026-12-08)
+    and landed in some runs of 20,000 writes and not others, a third of such a run (bench/events.py
+    does the same)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _num(x, spec: str = ",.0f") -> str:

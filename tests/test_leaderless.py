@@ -221,12 +221,14 @@ def _count_encodings(monkeypatch) -> list:
 
 def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monkeypatch):
     # The engine stores the encoded state and the Merkle tree hashes the same bytes: one encoding
-    # per change, not one for each.
+    # per change, not one for each. (Writes of one key each: a batch of new keys is built in columns,
+    # test_leaderless_new_keys.py.)
     calls = _count_encodings(monkeypatch)
     net = _net(("r1",), engine="lsm", data_url=f"file://{tmp_path}", n=1, r=1, w=1)
     core = net.core("r1")
     before = len(calls)
-    _ok(net, "r1", VWrite(((V_PUT, b"k", b"v1", b""), (V_PUT, b"j", b"v2", b""))), 0.0)
+    _ok(net, "r1", VWrite(((V_PUT, b"k", b"v1", b""),)), 0.0)
+    _ok(net, "r1", VWrite(((V_PUT, b"j", b"v2", b""),)), 0.0)
     assert len(calls) - before == 2  # two keys changed, each encoded once
     assert core.tree.root() != 0 and core.versions.data.engine.get(b"k") is not None
     core.close()
@@ -235,10 +237,12 @@ def test_an_engine_backed_replica_encodes_each_changed_state_once(tmp_path, monk
 def test_a_replica_merging_a_new_key_keeps_the_bytes_it_came_in(monkeypatch):
     # The coordinator encodes a write once; a replica new to the key stores, hashes and logs the bytes
     # it received (encoding the decoded state again would give the same bytes, at a cost per write).
+    # (Writes of one key each: a batch of new keys crosses as columns, test_leaderless_new_keys.py.)
     calls = _count_encodings(monkeypatch)
     net = _net(w=3)
     before = len(calls)
-    _ok(net, "r1", VWrite(tuple((V_PUT, b"k%d" % i, b"v", b"") for i in range(5))), 0.2)
+    for i in range(5):
+        _ok(net, "r1", VWrite(((V_PUT, b"k%d" % i, b"v", b""),)), 0.2)
     assert len(calls) - before == 5  # at the coordinator, once a key
     roots = {m: net.core(m).tree.root() for m in ("r1", "r2", "r3")}
     assert len(set(roots.values())) == 1
@@ -315,3 +319,26 @@ def test_states_logged_or_stored_in_format_1_are_hashed_and_kept_as_format_2(tmp
     core = engine_net.core("r1")
     assert core.tree.root() == before
     assert all(raw[:1] == b"\x93" for _, raw in core.versions.data.raw_items())
+
+
+def test_an_unchanged_replica_skips_its_sessions_and_a_changed_peer_still_finds_the_difference(monkeypatch):
+    from ddia_ray.replication.merkle import MerkleTree
+
+    net = _net(anti_entropy_ticks=5, w=3)
+    _ok(net, "r1", VWrite(tuple((V_PUT, b"k%02d" % i, b"v", b"") for i in range(20))), 0.0)
+    net.run_for(1.0)  # every pair agrees once
+    copies = []
+    real = MerkleTree.snapshot
+    monkeypatch.setattr(MerkleTree, "snapshot", lambda self: (copies.append(1), real(self))[1])
+    rounds = {m: net.core(m).status()["anti_entropy_rounds"] for m in ("r1", "r2", "r3")}
+    net.run_for(2.0)  # 40 turns each, nothing written
+    assert copies == [] and all(net.core(m).status()["anti_entropy_rounds"] == rounds[m] for m in rounds)
+    assert all(net.core(m).status()["anti_entropy_unchanged"] >= 30 for m in rounds)
+    # r3 misses writes: its tree stays the one it agreed on, so it keeps skipping; r1 and r2 changed,
+    # and their turns with r3 bring it the keys.
+    net.partition([["r3"], ["r1", "r2", "client"]])
+    for i in range(10):
+        _ok(net, "r1", VWrite(((V_PUT, b"late%d" % i, b"x", b""),), w=2), 0.0)
+    net.heal()
+    assert net.run_until(lambda: all(_held(net, "r3", b"late%d" % i) == (b"x",) for i in range(10)), 10.0)
+    assert net.run_until(lambda: len({net.core(m).tree.root() for m in ("r1", "r2", "r3")}) == 1, 10.0)

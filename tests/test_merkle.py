@@ -206,3 +206,51 @@ def test_shape_for_aims_at_a_few_keys_a_leaf():
 def test_entry_hash_separates_key_from_value():
     assert entry_hash(b"ab", b"c") != entry_hash(b"a", b"bc")
     assert 0 <= entry_hash(b"k", b"v") <= MASK
+
+
+def _view(tree: MerkleTree) -> tuple:
+    """Everything a session reads of a tree: levels, entries per node and per id, the power sums."""
+    levels = tuple((bytes(tree.level_sums(level)), bytes(tree.level_counts(level))) for level in range(tree.depth + 1))
+    nodes = tuple(tuple(sorted(tree.entries_under(1, i))) for i in range(tree.fanout))
+    ids = tuple(tuple(sorted(tree.entries_with_id(kid))) for kid in sorted({key_id(key_hash(k)) for k in tree.keys()}))
+    return tree.root(), levels, nodes, ids, tree.sketch.sums(0, 8), tuple(sorted(tree.keys())), len(tree)
+
+
+_ops = st.lists(st.tuples(st.binary(min_size=1, max_size=2), st.one_of(st.none(), st.binary(max_size=4))),
+                max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops, _ops, _ops, st.booleans())
+def test_a_snapshot_reads_as_a_copy_taken_at_the_same_moment_whatever_the_live_tree_does(before, after, batch, many):
+    live = MerkleTree(fanout=4, depth=3)
+    for key, value in before:
+        live.update(key, value)
+    snap, copy = live.snapshot(), live.copy()
+    assert _view(snap) == _view(copy) and snap == copy
+    for key, value in after:
+        live.update(key, value)
+    puts = [(k, v) for k, v in batch if v is not None]
+    if many and puts:
+        live.update_many([k for k, _ in puts], [v for _, v in puts])
+    assert _view(snap) == _view(copy) and snap == copy  # the live tree's writes did not reach it
+    again = MerkleTree(fanout=4, depth=3)
+    for key, value in [*before, *after, *(puts if many else ())]:
+        again.update(key, value)
+    assert live == again  # and the live tree is as if no snapshot had been taken
+
+
+def test_a_snapshot_is_read_only_and_its_live_tree_forgets_it_once_dropped():
+    live = MerkleTree(fanout=4, depth=2)
+    live.update(b"a", b"1")
+    snap = live.snapshot()
+    with pytest.raises(ConfigError):
+        snap.update(b"a", b"2")
+    with pytest.raises(ConfigError):
+        snap.update_many([b"a"], [b"2"])
+    with pytest.raises(ConfigError):
+        snap.snapshot()
+    assert snap.copy() == snap and snap.copy().snapshot() == snap  # a full copy of it is a live tree again
+    del snap
+    live.update(b"b", b"2")  # prunes the dead snapshot: nothing is kept for it any more
+    assert live._frozen == []

@@ -176,6 +176,21 @@ class HybridClock:
         self._wall_ns, self._logical = wall_ns, logical
         return wall_ns, logical
 
+    def now_pairs(self, n: int) -> tuple[int, int]:
+        """``n`` readings at once, ``(wall_ns, logical + i)`` for ``i < n``: what ``n`` calls of
+        :meth:`now_pair` give within one instant of the physical clock (a batch of writes stamped
+        together). Returns ``(wall_ns, logical)`` of the first; the clock ends at the last."""
+        if type(n) is not int or n < 1:
+            raise InvalidArgumentError(f"now_pairs needs an int n >= 1, got {n!r}")
+        pt = self._read_physical()
+        last = self._wall_ns
+        wall_ns = last if last > pt else pt
+        logical = self._logical + 1 if wall_ns == last else 0
+        if logical + n - 1 >= self._logical_limit:
+            self._check_logical(logical + n - 1, wall_ns, pt, remote=None)
+        self._wall_ns, self._logical = wall_ns, logical + n - 1
+        return wall_ns, logical
+
     def update(self, remote: HLCTimestamp) -> HLCTimestamp:
         """Timestamp the receipt of a message stamped ``remote`` (paper Fig. 5, "receive event").
 

@@ -35,7 +35,8 @@ from typing import Iterable, Mapping
 from ..codec import record
 from ..errors import InvalidArgumentError
 
-__all__ = ["ConvergenceResult", "check_convergence", "check_roots", "entry_hash", "root_of", "SAMPLE_MAX"]
+__all__ = ["ConvergenceResult", "check_convergence", "check_roots", "entry_hash", "entry_hashes", "root_of",
+           "SAMPLE_MAX"]
 
 #: Default cap of the divergent keys a result lists.
 SAMPLE_MAX = 20
@@ -50,6 +51,23 @@ def entry_hash(key: bytes, value: bytes) -> int:
     # The length prefix keeps (b"ab", b"c") and (b"a", b"bc") apart.
     return int.from_bytes(_blake2b(len(key).to_bytes(4, "big") + key + value, digest_size=8,
                                    person=b"ddia-mk-entry").digest(), "big")
+
+
+_ENTRY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-entry")
+
+
+def entry_hashes(keys: Iterable[bytes], values: Iterable[bytes]) -> list[int]:
+    """:func:`entry_hash` of each ``(keys[i], values[i])`` (bytes, unchecked: the caller checked the
+    columns): copies of one keyed hasher, which costs a third less than making one per entry."""
+    copy, from_bytes = _ENTRY_HASH.copy, int.from_bytes
+    out = []
+    for key, value in zip(keys, values):
+        h = copy()
+        h.update(len(key).to_bytes(4, "big"))
+        h.update(key)
+        h.update(value)
+        out.append(from_bytes(h.digest(), "big"))
+    return out
 
 
 def root_of(items: Iterable[tuple[bytes, bytes]]) -> bytes:

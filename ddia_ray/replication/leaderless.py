@@ -52,10 +52,10 @@ from ..errors import InvalidArgumentError, QuorumNotReachedError
 from .versioned_records import (V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VReadResult, VWrite,
                                 VWriteAck, check_quorum)
 from .leaderless_messages import (HintChange, LLCoordinate, LLCoordinated, LLFetch, LLFetched, LLHandoff,
-                                 LLHandoffAck, LLPing, LLStore, LLStored)
-from .merkle import MerkleTree
+                                 LLHandoffAck, LLPing, LLStore, LLStored, LLStoreNew)
+from .merkle import MerkleTree, hashes_of
 from .versioned_replica import VersionedReplica
-from .state_format import decode_state, encode_state
+from .state_format import decode_state, encode_state, new_states
 from .versions import decode_context
 
 __all__ = ["LeaderlessReplica", "ring_of", "build"]
@@ -197,6 +197,12 @@ class LeaderlessReplica(VersionedReplica):
         if not self._shares_all() and self._pair_trees is not None:
             self._index(key, self.encoded(key, state))  # the bytes the base class just encoded
 
+    def _changed_new(self, keys: tuple | list, encoded: list, hashes: tuple[list, list]) -> None:
+        super()._changed_new(keys, encoded, hashes)
+        if not self._shares_all() and self._pair_trees is not None:
+            for key, data in zip(keys, encoded):
+                self._index(key, data)
+
     def _removed(self, key: bytes) -> None:
         super()._removed(key)
         if not self._shares_all() and self._pair_trees is not None:
@@ -243,14 +249,27 @@ class LeaderlessReplica(VersionedReplica):
             n = payload.n or self.n
             w = payload.w or min(self.w, n)
             check_quorum(n, min(self.r, n), w, len(self.members))
-            contexts = [decode_context(self.store, c) if code != V_UPDATE else None
-                        for code, _, _, c in payload.items]  # every context checked before anything is written
+            only = self.versions.policies.only
+            if only is None or only.mode == "crdt":  # a batch refused for a key's kind writes none of its keys
+                for code, key, _, _ in payload.items:
+                    self.versions.check_kind(key, code == V_UPDATE)
+            new = self._new_writes(payload.items, n)
             req = _Request(reply_to, True, [None] * len(payload.items), len(payload.items))
             req.body = payload.body
+            if len(new) == len(payload.items):  # the whole batch: nothing else to do
+                self._write_new(req, new, payload, n, w)
+                self._maybe_answer(req)
+                return
+            contexts = [decode_context(self.store, c) if code != V_UPDATE and i not in new else None
+                        for i, (code, _, _, c) in enumerate(payload.items)]  # all checked before any write
+            if new:
+                self._write_new(req, new, payload, n, w)
             away: dict[str, list] = {}
             stores: dict[str, list] = {}  # one store message per replica for the whole batch
             groups: dict[tuple, _Op] = {}  # (targets, fallbacks) -> the op of the keys that go there
             for i, ((code, key, value, _), ctx) in enumerate(zip(payload.items, contexts)):
+                if i in new:
+                    continue
                 targets, fallbacks = self.preference(key, n)
                 if self.node_id in targets:
                     op = groups.get((targets, fallbacks))
@@ -300,6 +319,44 @@ class LeaderlessReplica(VersionedReplica):
         heapq.heappush(self._by_deadline, (op.deadline, op.id))
         return op
 
+    def _new_writes(self, items: tuple, n: int) -> dict:
+        """The places in ``items`` of the blind puts (no context) of keys this replica does not hold, when
+        every replica holds every key (``n`` covers the members) and no key appears twice: the writes
+        :meth:`_write_new` takes in columns. Keys may come in any order then, since no two are the same."""
+        if n < len(self.members) or len(items) < 2:
+            return {}
+        codes, keys, _, contexts = zip(*items)
+        if len(set(keys)) != len(keys):
+            return {}
+        fresh = self.versions.new_keys(keys)
+        if all(fresh) and codes.count(V_PUT) == len(codes) and not any(contexts):
+            return dict.fromkeys(range(len(items)))  # every one (a put's value is bytes: VWrite checks it)
+        return {i: None for i, (code, context, ok) in enumerate(zip(codes, contexts, fresh))
+                if ok and code == V_PUT and not context}
+
+    def _write_new(self, req: _Request, new: dict, payload: VWrite, n: int, w: int) -> None:
+        """Coordinate the writes at the places ``new`` of ``payload`` (:meth:`_new_writes`): stamped in
+        one clock reading, stored here in columns (:meth:`store_new`), and sent to every other replica
+        as one :class:`~.leaderless_messages.LLStoreNew`, from which each builds the same states. The
+        same states, bytes, Merkle sums and log as :meth:`_write` of each; a blind write of a new key is
+        a bulk load's every write, and this path costs a fraction of the general one per key."""
+        items = payload.items
+        keys = tuple(items[i][1] for i in new)
+        values = tuple(items[i][2] for i in new)
+        wall_ns, logical = self.hlc.now_pairs(len(keys))
+        encoded, hashes = self.store_new(keys, values, self.node_id, wall_ns, logical)
+        op = self._op(req, True, w, payload.timeout_s, self.members, (), n, min(self.r, n), w)
+        op.body = req.body
+        op.indices.extend(new)
+        op.keys.extend(keys)
+        op.states.extend([None] * len(keys))  # built only if the answer carries them (_answer)
+        op.encoded.extend(encoded)
+        message = LLStoreNew(op.id, self.node_id, wall_ns, logical, keys, values, LLStoreNew.pack_hashes(hashes))
+        for t in self.members:
+            if t != self.node_id:
+                self.send(t, message)
+        self._answer(op, self.node_id, True)  # the coordinator's own copy counts towards w
+
     def _write(self, op: _Op, index: int, code: int, key: bytes, value: Any, ctx, stores: dict) -> None:
         """Stamp and store one write of ``op`` here; queue its copies for the other targets in ``stores``."""
         ts = self.stamp()
@@ -344,7 +401,8 @@ class LeaderlessReplica(VersionedReplica):
                 key = op.keys[0]
                 items: Any = (self.item(key, self.versions.combine(key, op.answers.values()), report),)
             elif op.body:
-                items = [self.item(key, state, report) for key, state in zip(op.keys, op.states)]
+                items = [self.item(key, state if state is not None else decode_state(data), report)
+                         for key, state, data in zip(op.keys, op.states, op.encoded)]
             else:
                 items = [None] * len(op.keys)
             self._settle(op.req, op.indices, items)
@@ -437,6 +495,8 @@ class LeaderlessReplica(VersionedReplica):
         self.suspected.pop(src, None)
         if isinstance(payload, LLStore):
             self._on_store(src, payload)
+        elif isinstance(payload, LLStoreNew):
+            self._on_store_new(src, payload)
         elif isinstance(payload, LLStored):
             for op_id in payload.ops:
                 op = self._ops.get(op_id)
@@ -489,6 +549,25 @@ class LeaderlessReplica(VersionedReplica):
                 acks[op_id] = None
         if acks:
             self.send(src, LLStored(tuple(acks)))
+
+    def _on_store_new(self, src: str, msg: LLStoreNew) -> None:
+        """Store a batch of first writes (:meth:`_write_new`): the keys new here in columns, as the
+        coordinator did; a key held here already (anti-entropy or a repair brought it first) merged
+        with the state the coordinator stored."""
+        keys, values = msg.keys, msg.values
+        fresh = self.versions.new_keys(keys)
+        if all(fresh):
+            self.store_new(keys, values, msg.node, msg.wall_ns, msg.logical, msg.hash_columns())
+        else:  # rare (anti-entropy or a repair was first): each key on its own, hashed here
+            encoded = new_states(msg.node, values, msg.wall_ns, msg.logical)
+            for key, data, ok in zip(keys, encoded, fresh):
+                if ok:
+                    self.versions.store_new((key,), (data,))
+                    self._changed_new((key,), [data], hashes_of((key,), (data,)))
+                else:
+                    self.merge_encoded(key, data)
+        if msg.op:
+            self.send(src, LLStored((msg.op,)))
 
     def _on_coordinated(self, msg: LLCoordinated) -> None:
         proxy = self._proxies.pop(msg.op, None)

@@ -1,6 +1,7 @@
 """The messages leaderless replicas exchange, and the hint record they persist (:mod:`.leaderless`).
 
-A coordinator sends :class:`LLStore` to the replicas of a write's preference list and
+A coordinator sends :class:`LLStore` (or, for blind writes of keys new to it, the columns of
+:class:`LLStoreNew`) to the replicas of a write's preference list and
 :class:`LLFetch` to those of a read's; a replica outside a key's list hands the request to one
 inside it with :class:`LLCoordinate`. A stand-in offers the hints it holds to their home with
 :class:`LLHandoff`, and a suspected replica is pinged with :class:`LLPing`. The codec checks
@@ -11,13 +12,16 @@ each item is a tuple of its width, so a malformed one is refused with
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+from ..clocks.dotted import NODE_ID_CHARS_MAX
 from ..codec import record
 from ..error_record import ErrorRecord
 from ..errors import InvalidArgumentError
+from .versioned_records import MAX_BATCH
 
-__all__ = ["LLStore", "LLStored", "LLFetch", "LLFetched", "LLCoordinate", "LLCoordinated", "LLHandoff",
+__all__ = ["LLStore", "LLStoreNew", "LLStored", "LLFetch", "LLFetched", "LLCoordinate", "LLCoordinated", "LLHandoff",
            "LLHandoffAck", "LLPing", "HintChange"]
 
 
@@ -36,6 +40,64 @@ class LLStore:
 
     def __post_init__(self):
         _items(self.items, 4, "a store message")
+
+
+@record("repl.ll_store_new", version=1, fields_checked=True)
+class LLStoreNew:
+    """Store the first write of each of ``keys``, for op ``op``: ``values[i]`` coordinated by ``node``,
+    stamped ``(wall_ns, logical + i)``. What :class:`LLStore` would carry for a batch of blind writes
+    of keys new at the coordinator, in columns: the receiver builds each state itself (the bytes
+    :func:`~.state_format.new_states` gives), instead of decoding one per key. A key the receiver
+    already holds is merged as such a state would be.
+
+    ``hashes``: the Merkle key hash and entry hash of each state as the coordinator computed them
+    (:func:`~.merkle.hashes_of`), 16 bytes a key, big-endian, key hashes first: a receiver checks a
+    sample (:meth:`~.versioned_replica.VersionedReplica.vouched`) instead of hashing every key."""
+
+    op: int
+    node: str
+    wall_ns: int
+    logical: int
+    keys: tuple
+    values: tuple
+    hashes: bytes = b""
+
+    def __post_init__(self):
+        keys, values = self.keys, self.values
+        if (type(self.op) is not int or self.op < 0 or type(self.node) is not str
+                or not 0 < len(self.node) <= NODE_ID_CHARS_MAX or type(self.wall_ns) is not int
+                or not 0 <= self.wall_ns < _INT63 or type(self.logical) is not int
+                or not 0 <= self.logical < _INT63 - MAX_BATCH):
+            raise InvalidArgumentError("a store of new keys names an op >= 0, its coordinator (a str of "
+                                       f"1 to {NODE_ID_CHARS_MAX} characters) and a stamp of two ints in "
+                                       "[0, 2**63)")
+        if (type(keys) is not tuple or type(values) is not tuple or not 0 < len(keys) <= MAX_BATCH
+                or len(keys) != len(values)):
+            raise InvalidArgumentError(f"a store of new keys carries two tuples of 1 to {MAX_BATCH} keys and values")
+        if not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, values)):
+            raise InvalidArgumentError("a store of new keys carries bytes keys and bytes values")
+        if len(set(keys)) != len(keys):
+            raise InvalidArgumentError("a store of new keys names a key twice")
+        if type(self.hashes) is not bytes or len(self.hashes) not in (0, 16 * len(keys)):
+            raise InvalidArgumentError("a store of new keys carries no hashes, or 16 bytes of them a key")
+
+    def hash_columns(self) -> tuple[list, list] | None:
+        """``(key hashes, entry hashes)`` as ints, or None when the message carries none."""
+        if not self.hashes:
+            return None
+        n = len(self.keys)
+        both = struct.unpack(f">{2 * n}Q", self.hashes)
+        return list(both[:n]), list(both[n:])
+
+    @staticmethod
+    def pack_hashes(hashes: tuple[list, list]) -> bytes:
+        """The ``hashes`` field of ``(key hashes, entry hashes)``."""
+        khs, ehs = hashes
+        return struct.pack(f">{len(khs) + len(ehs)}Q", *khs, *ehs)
+
+
+_BYTES = frozenset({bytes})
+_INT63 = 1 << 63
 
 
 @record("repl.ll_stored", version=1)

@@ -14,11 +14,19 @@ the peer lacks is pushed in the session's last message and merged there.
 Two replicas share only the keys whose preference lists (of the store's ``n``)
 hold both, so the session compares the tree a replica keeps per peer over exactly
 those keys (:meth:`~.leaderless.LeaderlessReplica.tree_for`). A session compares a
-copy of the tree taken when it starts, so the writes that arrive meanwhile do
-not disturb it; they are found by the next session.
+snapshot of the tree taken when it starts (:meth:`~.merkle.MerkleTree.snapshot`,
+copy-on-write: only the leaves written meanwhile are copied), so the writes that
+arrive meanwhile do not disturb it; they are found by the next session.
 
 Sessions run one at a time per replica, and one that hears nothing for
 ``4 * anti_entropy_ticks`` is abandoned (the peer crashed or the network cut it).
+
+A replica whose tree has not changed since a session with the peer found no
+difference skips its turn with that peer (``anti_entropy_unchanged``): if the
+two differ now, the peer changed, and the peer's own turn finds it, since its
+root is no longer the one it agreed on. An idle store then runs no sessions
+(each takes a snapshot and a round trip or more, every ``anti_entropy_s`` on
+every replica).
 
 Anti-entropy yields to replication in flight. Under a stream of writes two
 replicas' trees differ by every write not yet delivered to both, and a session
@@ -56,12 +64,19 @@ class SyncingLeaderlessReplica(LeaderlessReplica):
         self._turn = 0
         self._busy = 0  # key changes since the previous turn
         self._deferred = 0  # turns skipped in a row
+        self._agreed: dict[str, bytes] = {}  # peer -> this replica's root when a session found no difference
+        self._session_root = b""
         super().__init__(node_id, **options)
         self.counters["anti_entropy_deferred"] = 0
+        self.counters["anti_entropy_unchanged"] = 0
 
     def _changed(self, key: bytes, state: Any) -> None:
         super()._changed(key, state)
         self._busy += 1
+
+    def _changed_new(self, keys: tuple | list, encoded: list, hashes: tuple[list, list]) -> None:
+        super()._changed_new(keys, encoded, hashes)
+        self._busy += len(keys)
 
     # --- sessions --------------------------------------------------------------------------------
 
@@ -88,11 +103,27 @@ class SyncingLeaderlessReplica(LeaderlessReplica):
         self._deferred = self._busy = 0
         peer = peers[self._turn % len(peers)]
         self._turn += 1
-        session = AntiEntropySession(self.tree_for(peer).copy(), peer=peer, session_id=self._id(),
-                                     lookup=self._lookup)
-        self._session, self._session_tick = session, self.ticks
+        tree = self.tree_for(peer)
+        root = tree.root()
+        if self._agreed.get(peer) == root:
+            # Nothing changed here since a session with this peer found no difference: if the peer
+            # changed since, its own turn finds it (its root is not the one it agreed on).
+            self.counters["anti_entropy_unchanged"] += 1
+            return
+        session = AntiEntropySession(tree.snapshot(), peer=peer, session_id=self._id(), lookup=self._lookup)
+        self._session, self._session_tick, self._session_root = session, self.ticks, root
         for message in session.start():
             self.send(peer, message)
+
+    def rehash(self, key: bytes) -> None:
+        """Set ``key``'s Merkle entries to what its stored bytes hash to. Called for a key an exchange
+        found different that merged to no change: then the trees differed, not the data (a tree
+        entry a peer's unchecked hash put there, :meth:`~.versioned_replica.VersionedReplica.vouched`),
+        and this puts the tree right, so that the next session does not find the key again."""
+        raw = self.versions.data.raw(key)
+        self.tree.update(key, raw)
+        if not self._shares_all() and self._pair_trees is not None:
+            self._index(key, raw)
 
     def on_other_message(self, src: str, payload: Any) -> None:
         """Anti-entropy traffic: answer a peer's session, or advance this replica's."""
@@ -104,6 +135,8 @@ class SyncingLeaderlessReplica(LeaderlessReplica):
                 for key, value in pushed_pairs(payload):
                     if self.merge_encoded(key, value):
                         self.counters["anti_entropy_keys"] += 1
+                    else:
+                        self.rehash(key)
             return
         if isinstance(payload, (AeNodes, AeValues)):
             session = self._session
@@ -114,9 +147,15 @@ class SyncingLeaderlessReplica(LeaderlessReplica):
                 self.send(src, message)
             if session.done:
                 self._session = None
+                if session.verified and not session.differing_keys:
+                    self._agreed[session.peer] = self._session_root
+                else:
+                    self._agreed.pop(session.peer, None)
                 for key, value in session.received:
                     if self.merge_encoded(key, value):
                         self.counters["anti_entropy_keys"] += 1
+                    else:
+                        self.rehash(key)
                 self.counters["anti_entropy_rounds"] += 1
                 self.counters["anti_entropy_bytes"] += session.bytes_sent + session.bytes_received
             return

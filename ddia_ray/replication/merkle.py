@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from array import array
 from typing import Iterable, Iterator
 
@@ -68,10 +69,12 @@ from .._validate import integer
 from ..errors import ConfigError, InvalidArgumentError
 # The entry hash and the root over a set of entries are defined with the convergence checker, one floor
 # down (history), so that the checker and every tree agree on them without history importing replication.
-from ..history.convergence import entry_hash, root_of
+from ..history.convergence import entry_hash, entry_hashes, root_of
+from .merkle_snapshot import FrozenSegments
 from .power_sums import ID_BITS, PowerSums, key_id
 
-__all__ = ["MerkleTree", "entry_hash", "key_hash", "root_of", "FANOUTS", "DEPTH_MAX", "NODES_MAX"]
+__all__ = ["MerkleTree", "entry_hash", "key_hash", "hashes_of", "key_hashes", "root_of", "FANOUTS", "DEPTH_MAX",
+           "NODES_MAX"]
 
 #: Fanouts a tree may have: powers of two, so a node's children are the next bits of the key hash.
 FANOUTS = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -86,11 +89,32 @@ _PENDING_MAX = 1 << 16
 #: Below this many noted deltas a read adds them in a loop (numpy's fixed cost is ~10 us a level).
 _FLUSH_NUMPY_MIN = 32
 _blake2b = hashlib.blake2b
+_BYTES = frozenset({bytes})
 
 
 def key_hash(key: bytes) -> int:
     """The 64-bit hash of ``key`` that places it in a leaf (the same on every replica)."""
     return int.from_bytes(_blake2b(key, digest_size=8, person=b"ddia-mk-key").digest(), "big")
+
+
+_KEY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-key")
+
+
+def hashes_of(keys: tuple | list, values: tuple | list) -> tuple[list, list]:
+    """``(key hashes, entry hashes)`` of each ``(keys[i], values[i])``: what :meth:`MerkleTree.update_many`
+    adds (bytes, unchecked)."""
+    return key_hashes(keys), entry_hashes(keys, values)
+
+
+def key_hashes(keys: Iterable[bytes]) -> list[int]:
+    """:func:`key_hash` of each of ``keys`` (bytes, unchecked), from copies of one keyed hasher."""
+    copy, from_bytes = _KEY_HASH.copy, int.from_bytes
+    out = []
+    for key in keys:
+        h = copy()
+        h.update(key)
+        out.append(from_bytes(h.digest(), "big"))
+    return out
 
 
 class MerkleTree:
@@ -100,7 +124,8 @@ class MerkleTree:
     ``build(items)`` makes one from a storage scan. Not thread-safe: one owner updates and reads it.
     """
 
-    __slots__ = ("fanout", "depth", "_bits", "_shift", "_sums", "_counts", "_segments", "_sketch", "_pending")
+    __slots__ = ("fanout", "depth", "_bits", "_shift", "_sums", "_counts", "_segments", "_sketch", "_leaves",
+                 "_deltas", "_count_deltas", "_frozen")
 
     def __init__(self, *, fanout: int = 4, depth: int = 8):
         if integer("fanout", fanout) not in FANOUTS:
@@ -120,8 +145,14 @@ class MerkleTree:
         self._sums = [array("Q", bytes(8 * fanout ** level)) for level in range(depth + 1)]
         self._counts = [array("I", bytes(4 * fanout ** level)) for level in range(depth + 1)]
         self._segments: dict[int, dict[bytes, int]] = {}  # leaf -> key -> entry hash; empty leaves absent
+        # The live snapshots' segments (weakly: a snapshot dies with its session), or None in a snapshot.
+        self._frozen: list | None = []
         self._sketch = PowerSums()  # the same entries as power sums, that name a few differing keys at once
-        self._pending: list[tuple[int, int, int]] = []  # (leaf, delta, count delta) not yet added to the levels
+        # Changes not yet added to the levels, as three columns: the leaf, the change of its sum
+        # (modulo 2**64) and of its count (numpy reads each list in one C pass).
+        self._leaves: list[int] = []
+        self._deltas: list[int] = []
+        self._count_deltas: list[int] = []
 
     # --- shape ---------------------------------------------------------------
 
@@ -161,6 +192,8 @@ class MerkleTree:
             raise InvalidArgumentError(f"a key is bytes, got {type(key).__name__}")
         if value is not None and not isinstance(value, bytes):
             raise InvalidArgumentError(f"a value is bytes or None, got {type(value).__name__}")
+        if self._frozen is None:
+            raise ConfigError("a snapshot of a Merkle tree is read-only; update the live tree")
         kh = key_hash(key)
         leaf = kh >> self._shift
         segment = self._segments.get(leaf)
@@ -168,6 +201,8 @@ class MerkleTree:
         new = entry_hash(key, value) if value is not None else None
         if old == new:
             return
+        if self._frozen:
+            self._keep((leaf,))
         if new is None:
             del segment[key]  # type: ignore[union-attr]  # old is not None, so the segment exists
             if not segment:
@@ -177,39 +212,104 @@ class MerkleTree:
                 segment = self._segments[leaf] = {}
             segment[key] = new
         delta = (new or 0) - (old or 0)
-        pending = self._pending
-        pending.append((leaf, delta, (new is not None) - (old is not None)))
-        if len(pending) >= _PENDING_MAX:
+        self._leaves.append(leaf)
+        self._deltas.append(delta & _MASK)
+        self._count_deltas.append((new is not None) - (old is not None))
+        if len(self._leaves) >= _PENDING_MAX:
             self._flush()
         self._sketch.add(key_id(kh), delta)
 
+    def update_many(self, keys: tuple | list, values: tuple | list,
+                    hashes: tuple[list, list] | None = None) -> None:
+        """:meth:`update` for each ``(keys[i], values[i])`` (values are bytes here: no removal; a key
+        given twice keeps its last value), as one pass: a batch of writes costs the two hashes and a
+        dict entry per key, without a call and its checks per key (the columns' types are checked in
+        C-level passes, and the hashers are copies of keyed ones, :func:`key_hashes`).
+
+        ``hashes``: ``(key hashes, entry hashes)`` of these keys and values when the caller has them
+        (:func:`hashes_of`, or a peer's that it checked): the tree then hashes nothing."""
+        if len(keys) != len(values):
+            raise InvalidArgumentError(f"{len(keys)} keys and {len(values)} values")
+        if not _BYTES.issuperset(map(type, keys)) or not _BYTES.issuperset(map(type, values)):
+            raise InvalidArgumentError("keys and values are bytes")
+        if hashes is None:
+            khs, ehs = hashes_of(keys, values)
+        else:
+            khs, ehs = hashes
+            if len(khs) != len(keys) or len(ehs) != len(keys):
+                raise InvalidArgumentError(f"{len(keys)} keys with {len(khs)} key hashes and {len(ehs)} entry hashes")
+        if self._frozen is None:
+            raise ConfigError("a snapshot of a Merkle tree is read-only; update the live tree")
+        shift, segments = self._shift, self._segments
+        get = segments.get
+        leaves = [kh >> shift for kh in khs]
+        if self._frozen:
+            self._keep(set(leaves))
+        changed: list[int] = []  # places of the keys that were there, now with another value
+        for i, (key, leaf, new) in enumerate(zip(keys, leaves, ehs)):
+            segment = get(leaf)
+            if segment is None:
+                segments[leaf] = {key: new}
+            elif key in segment:
+                changed.append(i)
+            else:
+                segment[key] = new
+        id_shift = 64 - ID_BITS
+        if not changed:  # new keys only, the common batch: three columns as they are
+            self._leaves += leaves
+            self._deltas += ehs
+            self._count_deltas += [1] * len(ehs)
+            self._sketch.add_many([kh >> id_shift for kh in khs], ehs)
+        else:
+            # Keys there before (or given twice): each in order, as update() would take it; the keys
+            # the first pass added are noted as new.
+            mask, sketch = _MASK, self._sketch
+            again = set(changed)
+            for i, (key, leaf, new, kh) in enumerate(zip(keys, leaves, ehs, khs)):
+                if i in again:
+                    segment = segments[leaf]
+                    old = segment[key]
+                    if old == new:
+                        continue
+                    segment[key] = new
+                    self._leaves.append(leaf)
+                    self._deltas.append((new - old) & mask)
+                    self._count_deltas.append(0)
+                    sketch.add(kh >> id_shift, new - old)
+                else:
+                    self._leaves.append(leaf)
+                    self._deltas.append(new)
+                    self._count_deltas.append(1)
+                    sketch.add(kh >> id_shift, new)
+        if len(self._leaves) >= _PENDING_MAX:
+            self._flush()
+
     def _flush(self) -> None:
         """Add the deltas noted since the last read to every level: the readers' first step."""
-        pending = self._pending
-        if not pending:
+        leaves, deltas, count_deltas = self._leaves, self._deltas, self._count_deltas
+        if not leaves:
             return
-        self._pending = []
+        self._leaves, self._deltas, self._count_deltas = [], [], []
         bits = self._bits
-        if len(pending) < _FLUSH_NUMPY_MIN:
+        if len(leaves) < _FLUSH_NUMPY_MIN:
             all_sums, all_counts = self._sums, self._counts
-            for leaf, delta, count_delta in pending:
+            for leaf, delta, count_delta in zip(leaves, deltas, count_deltas):
                 index = leaf
                 for level in range(self.depth, -1, -1):
                     sums = all_sums[level]
                     sums[index] = (sums[index] + delta) & _MASK
                     if count_delta:
-                        all_counts[level][index] += count_delta
+                        all_counts[level][index] = (all_counts[level][index] + count_delta) & 0xFFFFFFFF
                     index >>= bits
             return
         import numpy as np  # only a large burst of writes needs it
 
-        n = len(pending)
-        nodes = np.fromiter((p[0] for p in pending), dtype=np.int64, count=n)
-        # Deltas modulo 2**64 (and counts modulo 2**32): the arrays' wrapping addition is the tree's.
-        deltas = np.fromiter((p[1] & _MASK for p in pending), dtype=np.uint64, count=n)
-        counts = np.fromiter((p[2] & 0xFFFFFFFF for p in pending), dtype=np.uint32, count=n)
+        nodes = np.array(leaves, dtype=np.int64)
+        # Deltas modulo 2**64 (noted so) and counts modulo 2**32: the arrays' wrapping addition is the tree's.
+        sum_deltas = np.array(deltas, dtype=np.uint64)
+        counts = np.array(count_deltas, dtype=np.int64).astype(np.uint32)
         for level in range(self.depth, -1, -1):
-            np.add.at(np.frombuffer(self._sums[level], dtype=np.uint64), nodes, deltas)
+            np.add.at(np.frombuffer(self._sums[level], dtype=np.uint64), nodes, sum_deltas)
             np.add.at(np.frombuffer(self._counts[level], dtype=np.uint32), nodes, counts)
             nodes >>= bits
 
@@ -256,16 +356,46 @@ class MerkleTree:
         return tree
 
     def copy(self) -> "MerkleTree":
-        """An independent copy (for a snapshot to compare while writes go on, or a benchmark)."""
+        """An independent copy, of every entry (a benchmark's; a session takes a :meth:`snapshot`)."""
+        other = self._empty_copy()
+        other._segments = {leaf: dict(seg) for leaf, seg in self._segments.items()}
+        other._frozen = []
+        return other
+
+    def snapshot(self) -> "MerkleTree":
+        """A read-only tree of the entries as they are now, that later writes to this one do not change:
+        the levels and power sums copied, the leaf segments shared until this tree changes them
+        (:mod:`.merkle_snapshot`). What an anti-entropy session compares while writes go on."""
+        if self._frozen is None:
+            raise ConfigError("take a snapshot of the live tree, not of a snapshot")
+        other = self._empty_copy()
+        frozen = FrozenSegments(self._segments)
+        other._segments = frozen  # type: ignore[assignment]  # read like the dict it stands for
+        other._frozen = None
+        self._frozen.append(weakref.ref(frozen))
+        return other
+
+    def _empty_copy(self) -> "MerkleTree":
+        """A tree of this one's shape, levels and power sums, without segments yet."""
         self._flush()
         other = MerkleTree.__new__(MerkleTree)
         other.fanout, other.depth, other._bits, other._shift = self.fanout, self.depth, self._bits, self._shift
         other._sums = [array("Q", a) for a in self._sums]
         other._counts = [array("I", a) for a in self._counts]
-        other._segments = {leaf: dict(seg) for leaf, seg in self._segments.items()}
         other._sketch = self._sketch.copy()
-        other._pending = []
+        other._leaves, other._deltas, other._count_deltas = [], [], []
         return other
+
+    def _keep(self, leaves) -> None:
+        """Before ``leaves``' segments change: hand each live snapshot those it has not kept yet."""
+        alive = []
+        for ref in self._frozen:  # type: ignore[union-attr]  # a live tree's list
+            frozen = ref()
+            if frozen is not None:
+                alive.append(ref)
+                for leaf in leaves:
+                    frozen.keep(leaf)
+        self._frozen = alive
 
     # --- reads ---------------------------------------------------------------
 

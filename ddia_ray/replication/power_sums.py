@@ -36,6 +36,7 @@ Pure: no Ray, no clock, no randomness.
 
 from __future__ import annotations
 
+from typing import Iterable
 
 from ..errors import CorruptRecordError
 
@@ -67,28 +68,41 @@ class PowerSums:
     Writes are buffered and folded into the sums when they are next read (or the buffer is full):
     a fold of many writes runs in numpy, so a write costs about a microsecond, not SUMS steps."""
 
-    __slots__ = ("_s", "_pending")
+    __slots__ = ("_s", "_xs", "_ts")
 
     def __init__(self) -> None:
         self._s = [0] * SUMS
-        self._pending: list[tuple[int, int]] = []
+        # Writes not yet folded in, as two columns (x = id + 1, t = weight mod P): numpy reads a list
+        # of ints in one C pass, where a list of pairs took a generator pass per column.
+        self._xs: list[int] = []
+        self._ts: list[int] = []
 
     def add(self, kid: int, dw: int) -> None:
         """Add ``dw`` (the change of a key's weight: new entry hash minus old, any int) for the key of
         id ``kid``. O(1), and O(SUMS) amortized when the sums are read."""
         t = dw % P
         if t:
-            self._pending.append((kid + 1, t))
-            if len(self._pending) >= _PENDING_MAX:
+            self._xs.append(kid + 1)
+            self._ts.append(t)
+            if len(self._xs) >= _PENDING_MAX:
                 self._fold()
 
+    def add_many(self, kids: Iterable[int], dws: Iterable[int]) -> None:
+        """:meth:`add` for each ``(kids[i], dws[i])``, in one pass (a weight of 0 mod P adds nothing,
+        and is kept all the same: it changes no sum)."""
+        self._xs.extend([kid + 1 for kid in kids])
+        self._ts.extend([dw % P for dw in dws])
+        if len(self._xs) >= _PENDING_MAX:
+            self._fold()
+
     def _fold(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
+        xs_list, ts_list = self._xs, self._ts
+        if not xs_list:
             return
+        self._xs, self._ts = [], []
         s = self._s
-        if len(pending) < _FOLD_NUMPY_MIN:
-            for x, t in pending:
+        if len(xs_list) < _FOLD_NUMPY_MIN:
+            for x, t in zip(xs_list, ts_list):
                 for j in range(SUMS):
                     s[j] = (s[j] + t) % P
                     t = t * x % P
@@ -96,8 +110,8 @@ class PowerSums:
         import numpy as np
 
         p = np.uint64(P)
-        xs = np.fromiter((x for x, _ in pending), dtype=np.uint64, count=len(pending))
-        ts = np.fromiter((t for _, t in pending), dtype=np.uint64, count=len(pending))
+        xs = np.array(xs_list, dtype=np.uint64)
+        ts = np.array(ts_list, dtype=np.uint64)
         for j in range(SUMS):  # at most _PENDING_MAX values below 2**32 a sum: no wrap
             s[j] = (s[j] + int(ts.sum(dtype=np.uint64))) % P
             ts = ts * xs % p
@@ -128,7 +142,7 @@ class PowerSums:
     def copy(self) -> "PowerSums":
         """An independent copy."""
         other = PowerSums.__new__(PowerSums)
-        other._s, other._pending = list(self._s), list(self._pending)  # folded when read, if ever
+        other._s, other._xs, other._ts = list(self._s), list(self._xs), list(self._ts)  # folded when read
         return other
 
     def sums(self, first: int = 0, end: int = SUMS) -> list[int]:

@@ -155,6 +155,17 @@ class EncodedVersions:
             cache[key] = state
             cache.move_to_end(key)
 
+    def absent(self, keys: tuple | list) -> list[bool]:
+        """Whether each of ``keys`` has no state here."""
+        return [key not in self for key in keys]
+
+    def put_new(self, keys: tuple | list, encoded: tuple | list) -> None:
+        """Store ``encoded[i]`` under ``keys[i]``, keys that :meth:`absent` just found absent (a batch
+        of new keys, :meth:`~.versioned_replica.VersionedReplica.store_new`): no decoded state kept."""
+        for key, data in zip(keys, encoded):
+            self._raw_put(key, data)
+        self.last_encoded = self._offered = None
+
     def encoded_as(self, key: bytes, state: Any) -> bytes | None:
         """The bytes the last :meth:`__setitem__` stored, if it stored ``state`` (the same object) under ``key``."""
         last = self.last_encoded
@@ -205,6 +216,20 @@ class MemoryVersions(EncodedVersions):
     def keys(self) -> Iterator[bytes]:
         """Every key, in no particular order (the tombstone sweep sorts them once a pass)."""
         return iter(self._data)
+
+    def absent(self, keys: tuple | list) -> list[bool]:
+        """Whether each of ``keys`` has no state here (one dict lookup each)."""
+        data = self._data
+        return [key not in data for key in keys]
+
+    def put_new(self, keys: tuple | list, encoded: tuple | list) -> None:
+        """Store ``encoded[i]`` under ``keys[i]``, keys just found absent: one C-level update."""
+        self._data.update(zip(keys, encoded))
+        cache = self._cache
+        if cache and not cache.keys().isdisjoint(keys):  # none should be cached; if one is, it is stale now
+            for key in keys:
+                cache.pop(key, None)
+        self.last_encoded = self._offered = None
 
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, encoded state)``, in no particular order."""

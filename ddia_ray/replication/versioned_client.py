@@ -159,6 +159,10 @@ class VersionedClient(LoopClient):
             self.w = w if w is not None else min(opts["w"], self.n)
             check_quorum(self.n, self.r, self.w, len(store.members))
             self._ring = ring_of(tuple(store.members), opts.get("virtual_nodes", 64))
+            # Every replica holds every key: any of them coordinates any request, so batches go to the
+            # replicas in turn instead of to each key's first replica on the ring (a ring walk per key,
+            # and a batch split in as many requests as there are replicas).
+            self._any_coordinates = self.n >= len(store.members)
         elif any(x is not None for x in (n, r, w)):
             raise ConfigError("n, r and w are leaderless settings; a multi-leader write is acknowledged by the "
                               "leader of its region")
@@ -241,12 +245,17 @@ class VersionedClient(LoopClient):
             self._loop.call_soon_threadsafe(self._wake.set)
         return fut
 
-    def _target(self, unit: _Unit) -> str:
+    def _target(self, unit: _Unit) -> str | None:
+        """The replica to send ``unit`` to; None when any replica will do (the pump deals those out)."""
         if self.protocol == "leaderless":
-            key = unit.item[1] if unit.write else unit.item
             if not unit.tried:
-                return self._ring.owner(key)
+                if self._any_coordinates:
+                    return None
+                return self._ring.owner(unit.item[1] if unit.write else unit.item)
+            key = unit.item[1] if unit.write else unit.item
             order = self._ring.preference_list(key, self.n)
+            if self._any_coordinates:  # the first try went to whichever replica: now each in the key's order
+                return order[(unit.tried - 1) % len(order)]
             return order[unit.tried % len(order)]
         return self._nodes[(next(self._rr) + unit.tried) % len(self._nodes)]
 
@@ -270,14 +279,17 @@ class VersionedClient(LoopClient):
                 if not units:
                     break
                 groups: dict[tuple, list[_Unit]] = {}
+                anyone = self._any_coordinates if self.protocol == "leaderless" else False
                 for u in units:
                     if u.future.done():
                         continue
-                    groups.setdefault((self._target(u), u.write, u.body), []).append(u)
+                    target = None if anyone and not u.tried else self._target(u)
+                    groups.setdefault((target, u.write, u.body), []).append(u)
                 # Calls go out as slots free up, without waiting for a whole round: a slow replica holds
                 # back its own batches, not everyone's.
-                for (node, write, body), group in groups.items():
+                for (target, write, body), group in groups.items():
                     for i in range(0, len(group), self.max_batch):
+                        node = target if target is not None else self._nodes[next(self._rr) % len(self._nodes)]
                         await slots.acquire()
                         task = asyncio.ensure_future(call(self._send(node, write, group[i:i + self.max_batch], body)))
                         running.add(task)
@@ -325,7 +337,10 @@ class VersionedClient(LoopClient):
         again = []
         for u in units:
             u.tried += 1
-            limit = self.n if self.protocol == "leaderless" else len(self._nodes)
+            if self.protocol == "leaderless":
+                limit = self.n + 1 if self._any_coordinates else self.n  # (the first try, then every replica)
+            else:
+                limit = len(self._nodes)
             if write or u.tried >= limit:
                 settle(u.future, exc=error)
             else:

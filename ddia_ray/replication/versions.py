@@ -174,6 +174,11 @@ class Policies:
         """Every policy, longest prefix first."""
         return self._all
 
+    @property
+    def only(self) -> ConflictPolicy | None:
+        """The policy of every key, when the store has one; else None."""
+        return self._only
+
     def of(self, key: bytes) -> ConflictPolicy:
         """The policy that governs ``key``."""
         if self._only is not None:
@@ -296,6 +301,37 @@ class KeyVersions:
                 sibling, context = merged
         state = base.update(DVVSet.new(sibling, context), self.node)
         return self._settle(key, old, state, policy)
+
+    def check_kind(self, key: bytes, update: bool) -> None:
+        """Refuse, as :meth:`put` (``update`` False) or :meth:`update` would, a write of the wrong kind
+        for ``key``'s policy: a put to a CRDT key, a CRDT operation on another. A coordinator checks a
+        batch's every key so before it writes any."""
+        policy = self.policies.of(key)
+        if update and policy.mode != "crdt":
+            raise CRDTTypeError(f"{key!r} is not a CRDT key (its resolution is {policy.spec()!r}); use put",
+                                expected="crdt", got=policy.mode)
+        if not update and policy.mode == "crdt":
+            raise CRDTTypeError(f"{key!r} holds a {policy.kind} CRDT: apply its operations with update(), not put",
+                                expected=policy.kind, got="put")
+
+    def new_keys(self, keys: tuple | list) -> list[bool]:
+        """Whether each of ``keys`` is one this replica does not hold and whose policy takes puts: the
+        keys whose first write's state is that write alone (:meth:`store_new`), as :meth:`put` and
+        :meth:`merge` would make it."""
+        absent = self.data.absent(keys)
+        only = self.policies.only
+        if only is not None:
+            return absent if only.mode != "crdt" else [False] * len(absent)
+        of = self.policies.of
+        return [a and of(key).mode != "crdt" for key, a in zip(keys, absent)]
+
+    def store_new(self, keys: tuple | list, encoded: tuple | list) -> None:
+        """Keep ``encoded[i]``, the state of a first write alone, under ``keys[i]``, keys that
+        :meth:`new_keys` found new: what :meth:`put` (a blind write) or :meth:`merge` would store for
+        each, without building the states. The caller tells the replica (``on_change`` is not called)."""
+        if keys:
+            self.data.put_new(keys, encoded)
+            self.siblings_max = max(self.siblings_max, 1)
 
     def _fold(self, key: bytes, base: DVVSet, sibling: Sibling, context: VectorClock,
               policy: ConflictPolicy) -> tuple[Sibling, VectorClock] | None:

@@ -66,8 +66,18 @@ class FamilyFuture(concurrent.futures.Future):
                 return
             self._condition.wait(left)
 
+    def done(self) -> bool:
+        """Whether the future is done (cancelled or finished). Read without the lock: the state is one
+        attribute, and once done it stays done (a pump asks this of every future it drains)."""
+        return self._state in _DONE
+
     def result(self, timeout: float | None = None) -> Any:
         """The result, waiting up to ``timeout`` seconds (see :meth:`concurrent.futures.Future.result`)."""
+        if self._state == _base.FINISHED and self._exception is None:
+            # Finished for good (a future's state never leaves FINISHED, and finish() sets the result
+            # before the state): no lock to take. A caller draining thousands of answered futures took
+            # the family's lock once each, in turn with the loop thread finishing the next batch.
+            return self._result
         with self._condition:
             self._await_done(timeout)
             return super().result(0)  # the standard answer for the state reached: TimeoutError if none

@@ -118,7 +118,9 @@ def _codec_values() -> list:
     from ddia_ray.replication.indexing import IndexDef, ReplIndexScan
     from ddia_ray.replication.leader_services import ReplServiceCall
     from ddia_ray.replication.ownership import OwnedRange, Ownership, ReplOwnership
+    from ddia_ray.replication.leaderless_messages import LLStoreNew
     from ddia_ray.replication.records import Append, LogEntries, ReplWrite
+    from ddia_ray.replication.versioned_records import V_DELETE, V_PUT, V_UPDATE, VWrite
     from ddia_ray.storage.engine import Op, OpColumns
 
     entries = (Entry(3, 7, data=b"set x 1"), Entry(3, 8, kind=NOOP),
@@ -143,6 +145,11 @@ def _codec_values() -> list:
         ReplOwnership(Ownership("s", 4, (OwnedRange(1, b"", b"m", 2), OwnedRange(3, b"q", None, 4, False)),
                                 (IndexDef("by", "m:f", {"name": "c"}),)), 2),
         ReplIndexScan("by", b"red", b"k1", 50, 3),
+        # The leaderless batch records check their fields column by column (codec fields_checked).
+        VWrite(((V_PUT, b"k1", b"v1", b""), (V_DELETE, b"k2", b"", b"\x81ctx"),
+                (V_UPDATE, b"c", ("incr", (2, {"by": [1, (2, 3)]})), b"")), n=3, w=1, body=False),
+        LLStoreNew(7, "r1", 1_700_000_000_000_000_000, 4, (b"a", b"bb", b"c"), (b"1", b"", b"3" * 40),
+                   LLStoreNew.pack_hashes(([1, 2 ** 64 - 1, 3], [4, 5, 2 ** 63]))),
         ReplServiceCall("events.groups", "ack_pull", b"\x95\xa1g\x91\x92\x00\x09\xa1c\xcd\x03\xe8\x01"),
         initial_map("hash", ("g1", "g2"), partitions=4).split(1, b"\x50" * 8),
         {"nested": [1, [2, [3, [4, {"deep": b"bytes"}]]]], "s": "uni\u00e7ode", "f": -0.5, "big": 2 ** 63,
