@@ -73,7 +73,8 @@ Target, as a ratio of this run: leaderless (3,1,1) writes/s >= 1x Redis's
 pipelined ``SET`` s/s; printed beside it for reference, (3,2,2) against ``SET``
 + ``WAIT 1`` and the CPU a (3,1,1) write costs against a ``SET``'s. Each
 figure is the median of ``--repeats`` runs (by writes/s or reads/s for
-throughput, by p50 for latency).
+throughput, by p50 for latency). The driver's heap is frozen (:func:`freeze_heap`)
+before ours and Redis's runs alike.
 
 Run: ``python bench/conflicts.py [--quick] [--repeats N] [--ops N] [--in-flight N]
 [--latency-ops N] [--quorums 3,1,1/3,2,2] [--parts leaderless,multi-leader,crdt,antientropy]

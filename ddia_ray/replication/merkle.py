@@ -50,7 +50,11 @@ Cost. :meth:`MerkleTree.build` hashes a storage scan in one pass and sums the le
 2.6 s of CPU for 1M keys of 100-byte values (depth 10; 2.1 s without the power sums), measured
 2026-12-05 on this project's 2-core VM; :meth:`MerkleTree.update` takes about 5 us at depth 10
 (the power sums buffer a write and fold many at once when read); since the levels are added
-to when read, an update is the two hashes and a dict entry. Memory: 12 bytes per node (a
+to when read, an update is the two hashes and a dict entry. :meth:`MerkleTree.update_many`
+takes a batch in one pass: about 1.9 us a key with 200,000 keys held (0.8 of it the hashes,
+which a caller that has them passes in), measured 2026-12-08. :meth:`MerkleTree.snapshot` is
+what a session compares: copy-on-write (:mod:`.merkle_snapshot`), where :meth:`MerkleTree.copy`
+copies every entry (0.14 s at 100,000 keys). Memory: 12 bytes per node (a
 64-bit sum and a 32-bit count: 17 MiB at depth 10), plus a dict entry per key in the leaf
 segments (the entry hashes the exchange lists).
 
