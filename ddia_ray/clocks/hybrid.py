@@ -167,14 +167,7 @@ class HybridClock:
     def now_pair(self) -> tuple[int, int]:
         """:meth:`now` as ``(wall_ns, logical)``, without building the timestamp: for a node that stamps
         every write of a batch (the node is its own, known to the caller)."""
-        pt = self._read_physical()
-        last = self._wall_ns
-        wall_ns = last if last > pt else pt
-        logical = self._logical + 1 if wall_ns == last else 0
-        if logical >= self._logical_limit:
-            self._check_logical(logical, wall_ns, pt, remote=None)
-        self._wall_ns, self._logical = wall_ns, logical
-        return wall_ns, logical
+        return self._reserve(1)
 
     def now_pairs(self, n: int) -> tuple[int, int]:
         """``n`` readings at once, ``(wall_ns, logical + i)`` for ``i < n``: what ``n`` calls of
@@ -182,6 +175,10 @@ class HybridClock:
         together). Returns ``(wall_ns, logical)`` of the first; the clock ends at the last."""
         if type(n) is not int or n < 1:
             raise InvalidArgumentError(f"now_pairs needs an int n >= 1, got {n!r}")
+        return self._reserve(n)
+
+    def _reserve(self, n: int) -> tuple[int, int]:
+        """The first of ``n`` readings (``n`` >= 1, unchecked); the clock ends at the last."""
         pt = self._read_physical()
         last = self._wall_ns
         wall_ns = last if last > pt else pt

@@ -44,16 +44,14 @@ _MASK = (1 << 64) - 1
 _blake2b = hashlib.blake2b
 
 
+_ENTRY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-entry")
+
+
 def entry_hash(key: bytes, value: bytes) -> int:
     """The 64-bit hash of one entry ``(key, value)``: BLAKE2b of the key's length, the key and the value."""
     if not isinstance(key, bytes) or not isinstance(value, bytes):
         raise InvalidArgumentError(f"an entry is (bytes, bytes), got ({type(key).__name__}, {type(value).__name__})")
-    # The length prefix keeps (b"ab", b"c") and (b"a", b"bc") apart.
-    return int.from_bytes(_blake2b(len(key).to_bytes(4, "big") + key + value, digest_size=8,
-                                   person=b"ddia-mk-entry").digest(), "big")
-
-
-_ENTRY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-entry")
+    return entry_hashes((key,), (value,))[0]
 
 
 def entry_hashes(keys: Iterable[bytes], values: Iterable[bytes]) -> list[int]:
@@ -63,7 +61,7 @@ def entry_hashes(keys: Iterable[bytes], values: Iterable[bytes]) -> list[int]:
     out = []
     for key, value in zip(keys, values):
         h = copy()
-        h.update(len(key).to_bytes(4, "big"))
+        h.update(len(key).to_bytes(4, "big"))  # the length keeps (b"ab", b"c") and (b"a", b"bc") apart
         h.update(key)
         h.update(value)
         out.append(from_bytes(h.digest(), "big"))

@@ -53,7 +53,7 @@ from .versioned_records import (V_PUT, V_UPDATE, QuorumReport, VItem, VRead, VRe
                                 VWriteAck, check_quorum)
 from .leaderless_messages import (HintChange, LLCoordinate, LLCoordinated, LLFetch, LLFetched, LLHandoff,
                                  LLHandoffAck, LLPing, LLStore, LLStored, LLStoreNew)
-from .merkle import MerkleTree, hashes_of
+from .merkle import MerkleTree
 from .versioned_replica import VersionedReplica
 from .state_format import decode_state, encode_state, new_states
 from .versions import decode_context
@@ -558,13 +558,11 @@ class LeaderlessReplica(VersionedReplica):
         fresh = self.versions.new_keys(keys)
         if all(fresh):
             self.store_new(keys, values, msg.node, msg.wall_ns, msg.logical, msg.hash_columns())
-        else:  # rare (anti-entropy or a repair was first): each key on its own, hashed here
+        else:  # rare (anti-entropy or a repair was first): the new keys hashed here, the others merged
             encoded = new_states(msg.node, values, msg.wall_ns, msg.logical)
+            self.keep_new([k for k, ok in zip(keys, fresh) if ok], [d for d, ok in zip(encoded, fresh) if ok])
             for key, data, ok in zip(keys, encoded, fresh):
-                if ok:
-                    self.versions.store_new((key,), (data,))
-                    self._changed_new((key,), [data], hashes_of((key,), (data,)))
-                else:
+                if not ok:
                     self.merge_encoded(key, data)
         if msg.op:
             self.send(src, LLStored((msg.op,)))

@@ -96,12 +96,14 @@ _blake2b = hashlib.blake2b
 _BYTES = frozenset({bytes})
 
 
+_KEY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-key")
+
+
 def key_hash(key: bytes) -> int:
     """The 64-bit hash of ``key`` that places it in a leaf (the same on every replica)."""
-    return int.from_bytes(_blake2b(key, digest_size=8, person=b"ddia-mk-key").digest(), "big")
-
-
-_KEY_HASH = _blake2b(digest_size=8, person=b"ddia-mk-key")
+    h = _KEY_HASH.copy()
+    h.update(key)
+    return int.from_bytes(h.digest(), "big")
 
 
 def hashes_of(keys: tuple | list, values: tuple | list) -> tuple[list, list]:

@@ -279,12 +279,10 @@ class VersionedClient(LoopClient):
                 if not units:
                     break
                 groups: dict[tuple, list[_Unit]] = {}
-                anyone = self._any_coordinates if self.protocol == "leaderless" else False
                 for u in units:
                     if u.future.done():
                         continue
-                    target = None if anyone and not u.tried else self._target(u)
-                    groups.setdefault((target, u.write, u.body), []).append(u)
+                    groups.setdefault((self._target(u), u.write, u.body), []).append(u)
                 # Calls go out as slots free up, without waiting for a whole round: a slow replica holds
                 # back its own batches, not everyone's.
                 for (target, write, body), group in groups.items():

@@ -237,11 +237,16 @@ class VersionedReplica(BaseCore):
         encoded = new_states(node, values, wall_ns, logical)
         if hashes is not None and not self.vouched(keys, encoded, hashes):
             hashes = None
+        return encoded, self.keep_new(keys, encoded, hashes)
+
+    def keep_new(self, keys: tuple | list, encoded: list, hashes: tuple[list, list] | None = None) -> tuple[list, list]:
+        """Keep ``encoded[i]``, the state of a first write alone, under each of ``keys`` (new here), and
+        tell the tree and the log; ``hashes`` their Merkle hashes if known (else hashed here), returned."""
         if hashes is None:
             hashes = hashes_of(keys, encoded)
         self.versions.store_new(keys, encoded)
         self._changed_new(keys, encoded, hashes)
-        return encoded, hashes
+        return hashes
 
     def vouched(self, keys: tuple | list, encoded: list, hashes: tuple[list, list]) -> bool:
         """Whether a peer's Merkle hashes of a batch of states hold, checked on a sample: the first, the

@@ -283,10 +283,7 @@ class KeyVersions:
     def put(self, key: bytes, value: bytes | None, context: VectorClock, timestamp: tuple[int, int]) -> Any:
         """Coordinate a client's write of ``value`` (None: delete) that saw ``context``; returns the key's
         new state. ``timestamp``: the coordinator's hybrid clock reading ``(wall_ns, logical)``."""
-        policy = self.policies.of(key)
-        if policy.mode == "crdt":
-            raise CRDTTypeError(f"{key!r} holds a {policy.kind} CRDT: apply its operations with update(), not put",
-                                expected=policy.kind, got="put")
+        policy = self.check_kind(key, False)
         old = self.data.get(key)
         if old is None and not context.entries and (value is None or type(value) is bytes):
             # A key this replica does not hold, written blind: the new state is the write alone, with
@@ -302,10 +299,10 @@ class KeyVersions:
         state = base.update(DVVSet.new(sibling, context), self.node)
         return self._settle(key, old, state, policy)
 
-    def check_kind(self, key: bytes, update: bool) -> None:
-        """Refuse, as :meth:`put` (``update`` False) or :meth:`update` would, a write of the wrong kind
-        for ``key``'s policy: a put to a CRDT key, a CRDT operation on another. A coordinator checks a
-        batch's every key so before it writes any."""
+    def check_kind(self, key: bytes, update: bool) -> ConflictPolicy:
+        """``key``'s policy, or CRDTTypeError for a write of the wrong kind for it: a put (``update``
+        False) to a CRDT key, a CRDT operation (``update`` True) on another. :meth:`put` and
+        :meth:`update` check so, and a coordinator checks a batch's every key before it writes any."""
         policy = self.policies.of(key)
         if update and policy.mode != "crdt":
             raise CRDTTypeError(f"{key!r} is not a CRDT key (its resolution is {policy.spec()!r}); use put",
@@ -313,6 +310,7 @@ class KeyVersions:
         if not update and policy.mode == "crdt":
             raise CRDTTypeError(f"{key!r} holds a {policy.kind} CRDT: apply its operations with update(), not put",
                                 expected=policy.kind, got="put")
+        return policy
 
     def new_keys(self, keys: tuple | list) -> list[bool]:
         """Whether each of ``keys`` is one this replica does not hold and whose policy takes puts: the
@@ -382,10 +380,7 @@ class KeyVersions:
 
         A LWW-register assignment takes this replica's hybrid timestamp. CRDTTypeError when ``key`` is not
         a CRDT key, or ``op`` is not an operation of its kind."""
-        policy = self.policies.of(key)
-        if policy.mode != "crdt":
-            raise CRDTTypeError(f"{key!r} is not a CRDT key (its resolution is {policy.spec()!r}); use put",
-                                expected="crdt", got=policy.mode)
+        policy = self.check_kind(key, True)
         if policy.kind == "lww" and op == "assign":
             # One int in 64 bits that orders as the HLC reading does: its wall time in microseconds, and the
             # logical counter in the nanosecond digits (a replica's readings stay strictly increasing).
